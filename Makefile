@@ -1,0 +1,25 @@
+# The two set-up commands of README.md: `make demo` and `make test`. Both create .venv on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+$(BIN)/diti-sd: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# Pinned so pip takes the wheels on this machine's disk instead of downloading a newer CUDA build.
+	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+.PHONY: install demo test lint
+install: $(BIN)/diti-sd
+
+demo: install
+	# until the synthetic benchmark lands: the smallest end-to-end path (tiny model -> fit -> predict)
+	$(BIN)/diti-sd tiny-model --out runs/tiny-sd
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .

@@ -1,0 +1,390 @@
+"""``DiTiFewShotClassifier``: the one facade over backbone, adapters, fit and scoring.
+
+Follows scikit-learn's estimator conventions: ``__init__`` only stores its arguments, ``fit``
+returns ``self``, learned state ends in ``_``, and ``classes_`` orders the columns of
+``predict_proba``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from . import __version__
+from .adapter_set import AdapterSetError, read_adapter_set, write_adapter_set
+from .backbone import load_backbone
+from .data.images import list_images, load_image
+from .fit import FitData, fit_adapters
+from .lora import ClassAdapters
+from .prompts import choose_tokens, class_prompts
+from .recipes import Recipe, from_dict, load_recipe
+from .sampling import sample_images
+from .scoring import class_contexts, score_latents, softmax
+
+
+class NotFittedError(RuntimeError):
+    pass
+
+
+class DiTiFewShotClassifier:
+    """Few-shot classifier from per-class Stable Diffusion adapters scored at small time-steps.
+
+    Parameters
+    ----------
+    model : base model (hub id, local diffusers folder or ``builtin:NAME``); None takes the recipe's.
+    recipe : a registered recipe name, a YAML path, or a :class:`~diti_sd.recipes.Recipe`.
+    rank, steps : LoRA rank and fit steps per class (None: the recipe's).
+    train_window, score_window : (t_min, t_max) of training and scoring time-steps (None: the recipe's).
+    prior : prior preservation on/off (None: the recipe's, on by default).
+    overrides : further recipe values as ``{"section.key": value}``.
+    random_state : seed of the adapters' initialisation, the training draws and the scoring pairs.
+    device, dtype, attention : where and how the base model runs.
+    progress : show progress bars.
+    """
+
+    def __init__(self, model=None, recipe="image-folder", *, rank=None, steps=None, train_window=None,
+                 score_window=None, prior=None, overrides=None, random_state=0, device=None, dtype=None,
+                 attention="sdpa", progress=True):
+        self.model = model
+        self.recipe = recipe
+        self.rank = rank
+        self.steps = steps
+        self.train_window = train_window
+        self.score_window = score_window
+        self.prior = prior
+        self.overrides = overrides
+        self.random_state = random_state
+        self.device = device
+        self.dtype = dtype
+        self.attention = attention
+        self.progress = progress
+
+    # ----------------------------------------------------------------- estimator plumbing
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params) -> DiTiFewShotClassifier:
+        for key, value in params.items():
+            if key not in self._param_names():
+                raise ValueError(f"invalid parameter {key!r}; valid: {self._param_names()}")
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v is not None)
+        return f"{type(self).__name__}({args})"
+
+    def resolved_recipe(self) -> Recipe:
+        """The recipe with this estimator's parameters applied."""
+        over = dict(self.overrides or {})
+        if self.model is not None:
+            over["model"] = str(self.model)
+        if self.rank is not None:
+            over["lora.rank"] = int(self.rank)
+        if self.steps is not None:
+            over["fit.steps"] = int(self.steps)
+        if self.prior is not None:
+            over["fit.prior"] = bool(self.prior)
+        for section, window in (("fit", self.train_window), ("score", self.score_window)):
+            if window is not None:
+                over[f"{section}.t_min"], over[f"{section}.t_max"] = int(window[0]), int(window[1])
+        return load_recipe(self.recipe, over)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "adapters_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted; call fit() or from_pretrained()")
+
+    def _load_backbone(self, recipe: Recipe):
+        previous = getattr(self, "backbone_", None)
+        if previous is not None and previous.model_id == recipe.model:
+            return previous
+        return load_backbone(recipe.model, device=self.device, dtype=self.dtype, attention=self.attention,
+                             resolution=recipe.resolution)
+
+    # ----------------------------------------------------------------- fit
+    def fit(self, X, y, *, prior_images=None, output_dir=None, resume=False, callback=None):
+        """Fit one adapter (and prompt) per class on images ``X`` with class labels ``y``.
+
+        X: paths, PIL images or (3, H, W) tensors in [0, 1]. ``prior_images`` overrides the generic
+        prior-preservation images. ``output_dir`` keeps checkpoints and the prior images there, so an
+        interrupted fit can continue with ``resume=True``. A new fit forgets the previous one.
+        """
+        recipe = self.resolved_recipe()
+        X, y = _as_sequence(X), list(y)
+        if not X:
+            raise ValueError("fit got no images")
+        if len(X) != len(y):
+            raise ValueError(f"fit got {len(X)} images but {len(y)} labels")
+        classes = np.array(sorted(set(y), key=lambda v: (str(type(v)), v)))
+        if len(classes) < 2:
+            raise ValueError(f"need at least two classes, got {list(classes)}")
+        counts = {c: sum(1 for v in y if v == c) for c in classes}
+        short = {c: n for c, n in counts.items() if n < recipe.fit.min_shots}
+        if short:
+            raise ValueError(f"classes with fewer than {recipe.fit.min_shots} images: {short}; add images or "
+                             "lower fit.min_shots")
+        shots = min(counts.values())
+
+        backbone = self._load_backbone(recipe)
+        if hasattr(self, "adapters_"):
+            self.adapters_.remove()
+            del self.adapters_
+        torch.manual_seed(self.random_state)
+        pixels = self._pixels(backbone, X)
+        index = {c: i for i, c in enumerate(classes.tolist())}
+        by_class = [pixels[[j for j, v in enumerate(y) if index[v] == c]] for c in range(len(classes))]
+        tokens = choose_tokens(backbone.tokenizer, len(classes), recipe.prompt.token)
+        prompts = class_prompts([str(c) for c in classes], recipe.prompt.template, tokens,
+                                recipe.prompt.use_class_name)
+        prior = None
+        if recipe.fit.prior:
+            prior_pixels = self._prior_pixels(backbone, recipe, prior_images, output_dir)
+            prior = torch.cat([backbone.encode_images(part) for part in prior_pixels.split(16)])
+        adapters = ClassAdapters(backbone, len(classes), recipe.lora, depth=recipe.depth_for(shots))
+        data = FitData(by_class, prompts, recipe.prompt.generic, prior)
+        summary = fit_adapters(backbone, adapters, data, recipe.fit, recipe.steps_for(shots),
+                               seed=self.random_state, checkpoint_dir=output_dir, resume=resume,
+                               progress=self.progress, callback=callback)
+        self.backbone_ = backbone
+        self.adapters_ = adapters
+        self.classes_ = classes
+        self.prompts_ = prompts
+        self.tokens_ = tokens
+        self.recipe_ = recipe
+        self.shots_ = shots
+        self.n_train_ = len(X)
+        self.fit_summary_ = {k: v for k, v in summary.items() if k != "losses"}
+        self.loss_curve_ = summary["losses"]
+        self.temperature_ = 1.0
+        self.base_fingerprint_ = backbone.fingerprint()
+        self._contexts = None
+        return self
+
+    def _pixels(self, backbone, X, batch_size: int = 16) -> torch.Tensor:
+        """Images -> uint8 pixels at the model's resolution (a quarter of the memory of floats)."""
+        X = _as_sequence(X)
+        out = []
+        for start in range(0, len(X), batch_size):
+            batch = backbone.preprocess([load_image(X[i]) for i in range(start, min(len(X), start + batch_size))])
+            out.append(((batch + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))
+        return torch.cat(out)
+
+    def _prior_pixels(self, backbone, recipe: Recipe, prior_images, output_dir) -> torch.Tensor:
+        cfg = recipe.fit
+        if prior_images is not None:
+            return _to_float(self._pixels(backbone, prior_images))
+        if cfg.prior_folder:
+            files = list_images(cfg.prior_folder)
+            if not files:
+                raise FileNotFoundError(f"fit.prior_folder {cfg.prior_folder} holds no images")
+            return _to_float(self._pixels(backbone, files[: cfg.prior_images]))
+        cache = Path(output_dir) / "prior" if output_dir else None
+        if cache is not None and len(list_images(cache)) >= cfg.prior_images:
+            return _to_float(self._pixels(backbone, list_images(cache)[: cfg.prior_images]))
+        images = sample_images(backbone, [recipe.prompt.generic] * cfg.prior_images, steps=cfg.prior_sample_steps,
+                               guidance=cfg.prior_guidance, seed=self.random_state, progress=self.progress,
+                               desc="prior images")
+        if cache is not None:
+            from torchvision.utils import save_image
+
+            cache.mkdir(parents=True, exist_ok=True)
+            for i, image in enumerate(images):
+                tmp = cache / f".{i:04d}.png"
+                save_image(image, tmp, format="png")
+                os.replace(tmp, cache / f"{i:04d}.png")
+        # through uint8, exactly as the PNG cache stores them: a resumed fit sees the same priors
+        return _to_float((images * 255).round().clamp(0, 255).to(torch.uint8))
+
+    # ----------------------------------------------------------------- inference
+    def _class_contexts(self) -> torch.Tensor:
+        if self._contexts is None:
+            self._contexts = class_contexts(self.backbone_, self.adapters_, self.prompts_,
+                                            self.recipe_.score.text_scale)
+        return self._contexts
+
+    def encode(self, X, batch_size: int = 16) -> torch.Tensor:
+        """Images -> the latents that scoring noises (VAE posterior mean x scaling factor)."""
+        self._check_fitted()
+        X = _as_sequence(X)
+        if not len(X):
+            raise ValueError("got no images")
+        out = []
+        for start in range(0, len(X), batch_size):
+            part = [X[i] for i in range(start, min(len(X), start + batch_size))]
+            out.append(self.backbone_.encode_images(_to_float(self._pixels(self.backbone_, part))).cpu())
+        return torch.cat(out)
+
+    def score_images(self, X, candidates=None, chunk: int = 64):
+        """Full scoring result (errors, ranking logits, UNet calls per image) for images ``X``."""
+        from .scoring import ScoreResult
+
+        self._check_fitted()
+        latents = self.encode(X)
+        contexts = self._class_contexts()
+        parts = []
+        bar = tqdm(total=len(latents), desc="predict", unit="img", disable=not self.progress)
+        for start in range(0, len(latents), chunk):
+            cand = None if candidates is None else np.asarray(candidates)[start : start + chunk]
+            parts.append(score_latents(self.backbone_, self.adapters_, latents[start : start + chunk], contexts,
+                                       self.recipe_.score, cand))
+            bar.update(min(chunk, len(latents) - start))
+        bar.close()
+        return ScoreResult(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("errors", "logits", "unet_calls")))
+
+    def decision_function(self, X) -> np.ndarray:
+        return self.score_images(X).logits
+
+    def predict_proba(self, X) -> np.ndarray:
+        return softmax(self.decision_function(X), self.temperature_)
+
+    def predict(self, X) -> np.ndarray:
+        self._check_fitted()
+        return self.classes_[self.decision_function(X).argmax(1)]
+
+    def score(self, X, y) -> float:
+        self._check_fitted()
+        y = np.asarray(list(y))
+        unknown = sorted(set(y.tolist()) - set(self.classes_.tolist()), key=str)
+        if unknown:
+            raise ValueError(f"labels {unknown[:5]} are not among the fitted classes {self.classes_.tolist()[:10]}")
+        return float((self.predict(X) == y).mean())
+
+    def fit_temperature(self, X, y) -> DiTiFewShotClassifier:
+        """Choose predict_proba's temperature by validation log-likelihood (never use test data)."""
+        logits = self.decision_function(X)
+        index = {c: i for i, c in enumerate(self.classes_.tolist())}
+        target = np.array([index[v] for v in y])
+        best = None
+        for temperature in np.logspace(-2, 2, 81):
+            p = softmax(logits, temperature)[np.arange(len(target)), target]
+            nll = -np.log(np.clip(p, 1e-12, None)).mean()
+            if best is None or nll < best[0]:
+                best = (nll, float(temperature))
+        self.temperature_ = best[1]
+        return self
+
+    # ----------------------------------------------------------------- persistence
+    def save_pretrained(self, path: str | os.PathLike, export_diffusers: bool = False) -> Path:
+        self._check_fitted()
+        recipe = self.recipe_
+        kinds = {type(c).__name__ for c in self.classes_.tolist()}
+        manifest = {
+            "diti_sd_version": __version__,
+            "base_model": recipe.model,
+            "base_fingerprint": self.base_fingerprint_,
+            "prediction_type": self.backbone_.prediction_type,
+            "resolution": self.backbone_.resolution,
+            "label_type": "int" if kinds == {"int"} else "str",
+            "classes": [{"name": str(c), "prompt": p, "token": t}
+                        for c, p, t in zip(self.classes_.tolist(), self.prompts_, self.tokens_)],
+            "generic_prompt": recipe.prompt.generic,
+            "lora": {**asdict(recipe.lora), "depth": self.adapters_.depth,
+                     "unet_modules": len(self.adapters_.unet_names), "text_modules": len(self.adapters_.text_names)},
+            "train_window": [recipe.fit.t_min, recipe.fit.t_max],
+            "score_window": [recipe.score.t_min, recipe.score.t_max],
+            "shots": self.shots_,
+            "random_state": self.random_state,
+            "temperature": self.temperature_,
+            "fit": self.fit_summary_,
+        }
+        path = write_adapter_set(path, manifest, self.adapters_.lora_state_dict(), recipe.to_yaml())
+        if export_diffusers:
+            self.export_diffusers(Path(path) / "diffusers")
+        return path
+
+    def export_diffusers(self, folder: str | os.PathLike) -> list[Path]:
+        """Each class as a LoRA file that ``StableDiffusionPipeline.load_lora_weights`` accepts."""
+        from safetensors.torch import save_file
+
+        self._check_fitted()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for c, name in enumerate(self.classes_.tolist()):
+            slug = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("_") or "class"
+            target = folder / f"{c:03d}-{slug}.safetensors"
+            tmp = folder / f".{target.name}.tmp"
+            save_file(self.adapters_.class_lora_state_dict(c), str(tmp),
+                      metadata={"class": str(name), "prompt": self.prompts_[c], "base_model": self.recipe_.model})
+            os.replace(tmp, target)
+            written.append(target)
+        return written
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, model=None, *, device=None, dtype=None, attention="sdpa",
+                        progress=True) -> DiTiFewShotClassifier:
+        """Load an adapter set; ``model`` points at the base model if it moved (it must be the same one)."""
+        manifest, weights, recipe_yaml = read_adapter_set(path)
+        recipe = from_dict(Recipe, yaml.safe_load(recipe_yaml)) if recipe_yaml else Recipe()
+        if model is not None:
+            recipe.model = str(model)
+        clf = cls(model=None, recipe=recipe, random_state=manifest.get("random_state", 0), device=device,
+                  dtype=dtype, attention=attention, progress=progress)
+        backbone = clf._load_backbone(recipe)
+        fingerprint = backbone.fingerprint()
+        if fingerprint != manifest["base_fingerprint"]:
+            raise AdapterSetError(
+                f"adapter set {path} was fitted on base model {manifest['base_model']!r} (fingerprint "
+                f"{manifest['base_fingerprint']}), but {recipe.model!r} has fingerprint {fingerprint}; "
+                "pass the base model it was fitted on"
+            )
+        names = [c["name"] for c in manifest["classes"]]
+        lora = dict(manifest["lora"])
+        depth = lora.pop("depth", None)
+        adapters = ClassAdapters(backbone, len(names), recipe.lora, depth=depth)
+        adapters.load_lora_state_dict(weights)
+        clf.backbone_ = backbone
+        clf.adapters_ = adapters
+        clf.classes_ = np.array([int(n) for n in names] if manifest.get("label_type") == "int" else names)
+        clf.prompts_ = [c["prompt"] for c in manifest["classes"]]
+        clf.tokens_ = [c["token"] for c in manifest["classes"]]
+        clf.recipe_ = recipe
+        clf.shots_ = manifest.get("shots")
+        clf.fit_summary_ = manifest.get("fit", {})
+        clf.temperature_ = float(manifest.get("temperature", 1.0))
+        clf.base_fingerprint_ = fingerprint
+        clf._contexts = None
+        return clf
+
+    # ----------------------------------------------------------------- generation
+    def sample(self, classes=None, n_per_class: int = 4, steps: int = 50, guidance: float = 7.5,
+               seed: int = 0) -> tuple[torch.Tensor, list]:
+        """Images generated under each class's adapter and prompt (what the adapter learned)."""
+        self._check_fitted()
+        chosen = self.classes_.tolist() if classes is None else list(classes)
+        index = {c: i for i, c in enumerate(self.classes_.tolist())}
+        missing = [c for c in chosen if c not in index]
+        if missing:
+            raise ValueError(f"unknown classes {missing}; fitted classes: {self.classes_.tolist()[:10]}")
+        idx = [index[c] for c in chosen for _ in range(n_per_class)]
+        images = sample_images(self.backbone_, [self.prompts_[i] for i in idx], adapters=self.adapters_,
+                               class_index=idx, steps=steps, guidance=guidance, seed=seed,
+                               unet_scale=self.recipe_.score.unet_scale, text_scale=self.recipe_.score.text_scale,
+                               progress=self.progress)
+        return images, [self.classes_[i] for i in idx]
+
+
+def _as_sequence(X):
+    """Keep indexable inputs lazy (paths or views decoded on access); materialise iterators."""
+    if hasattr(X, "__len__") and hasattr(X, "__getitem__") and not isinstance(X, (str, torch.Tensor)):
+        return X
+    if isinstance(X, torch.Tensor):
+        return list(X) if X.dim() == 4 else [X]
+    return list(X)
+
+
+def _to_float(pixels: torch.Tensor) -> torch.Tensor:
+    return pixels.float() / 127.5 - 1

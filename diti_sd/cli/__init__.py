@@ -1,0 +1,52 @@
+"""The ``diti-sd`` command: one module per subcommand, each with ``add_parser`` and ``run``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "fit": "fit class adapters on a few-shot data set",
+    "predict": "classify images with a fitted adapter set",
+    "sample": "generate images from class adapters",
+    "tiny-model": "build a tiny random-weight Stable Diffusion folder (offline tests and smoke runs)",
+}
+
+
+class CLIError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="diti-sd",
+        description="Few-shot fine-grained classification with Stable Diffusion class adapters scored at small t.",
+    )
+    parser.add_argument("--version", action="version", version=f"diti-sd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, help_text in SUBCOMMANDS.items():
+        module = importlib.import_module(f".{name.replace('-', '_')}", __name__)
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sp)
+        sp.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command with --resume to continue", file=sys.stderr)
+        return 130
+    except (CLIError, FileNotFoundError, ValueError, KeyError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"diti-sd: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""``diti-sd fit``: sample a k-shot split of a data set and fit its class adapters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .common import add_runtime_arguments, load_split_data
+
+
+def add_arguments(parser):
+    parser.add_argument("--dataset", required=True,
+                        help="a registered recipe (fgvc-aircraft, image-folder, hf, ...) or a recipe YAML path")
+    parser.add_argument("--data-root", required=True, help="the data set's folder (or a hub id for hf)")
+    parser.add_argument("--shots", type=int, default=None, help="images per class (default: all train images)")
+    parser.add_argument("--seed", type=int, default=1, help="k-shot sampling and training seed (CoOp: 1, 2, 3)")
+    parser.add_argument("--model", default=None, help="base model: hub id, local diffusers folder, builtin:NAME")
+    parser.add_argument("--out", required=True, help="folder for the adapter set (and checkpoints while fitting)")
+    parser.add_argument("--split", default=None, help="reuse a saved k-shot split JSON instead of sampling one")
+    parser.add_argument("--steps", type=int, default=None, help="steps per class (default: the recipe's table)")
+    parser.add_argument("--rank", type=int, default=None)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any recipe value, e.g. --set fit.lr=5e-5 --set score.t_max=300")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted fit in --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace an adapter set already in --out")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="fit predict_proba's temperature on the k-shot validation split")
+    parser.add_argument("--export-diffusers", action="store_true",
+                        help="also write each class as a diffusers LoRA file under --out/diffusers")
+    add_runtime_arguments(parser)
+
+
+def run(args):
+    from ..classifier import DiTiFewShotClassifier
+    from ..data import KShotSplit, make_kshot_split
+    from ..data.images import ImageSequence
+    from ..recipes import load_recipe
+    from . import CLIError
+
+    out = Path(args.out)
+    if (out / "manifest.json").exists() and not (args.resume or args.overwrite):
+        raise CLIError(f"{out} already holds an adapter set; pass --overwrite to replace it or choose another --out")
+    recipe = load_recipe(args.dataset, args.overrides)
+    if args.model:
+        recipe.model = args.model
+    train = load_split_data(recipe, args.data_root, recipe.dataset.train_split)
+    val = load_split_data(recipe, args.data_root, recipe.dataset.val_split)
+    if args.split:
+        split = KShotSplit.load(args.split)
+    elif args.shots:
+        split = make_kshot_split(train, val, args.shots, args.seed, dataset=recipe.name)
+    else:
+        split = None
+    if split is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        split.save(out / "split.json")
+        train_set = split.select(train, "train")
+        val_set = split.select(val if val is not None else train, "val")
+    else:
+        train_set, val_set = train, val
+    clf = DiTiFewShotClassifier(
+        model=recipe.model, recipe=recipe, steps=args.steps, rank=args.rank, random_state=args.seed,
+        device=args.device, dtype=args.dtype, attention=args.attention, progress=not args.no_progress,
+    )
+    print(f"fitting {len(train_set.classnames)} classes x {len(train_set)} images on {recipe.model} "
+          f"(recipe {recipe.name}) -> {out}")
+    clf.fit(ImageSequence(train_set), train_set.label_names(), output_dir=out, resume=args.resume)
+    if args.calibrate and val_set is not None:
+        clf.fit_temperature(ImageSequence(val_set), val_set.label_names())
+    clf.save_pretrained(out, export_diffusers=args.export_diffusers)
+    summary = {"out": str(out), "classes": len(clf.classes_), "shots": clf.shots_, **clf.fit_summary_,
+               "final_loss": sum(clf.loss_curve_[-20:]) / max(1, len(clf.loss_curve_[-20:])),
+               "temperature": clf.temperature_}
+    print(json.dumps(summary))
+    return 0

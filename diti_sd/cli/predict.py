@@ -1,0 +1,79 @@
+"""``diti-sd predict``: classify images (files or folders) with a fitted adapter set."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser):
+    from .common import add_runtime_arguments
+
+    parser.add_argument("--adapters", required=True, help="adapter set folder written by `diti-sd fit`")
+    parser.add_argument("images", nargs="+", help="image files or folders of images")
+    parser.add_argument("--top-k", type=int, default=1, help="also list the k most likely classes")
+    parser.add_argument("--output", default=None, help="write a CSV with one row per image")
+    parser.add_argument("--model", default=None, help="where the base model is now, if it moved")
+    add_runtime_arguments(parser)
+
+
+def expand_inputs(items: list[str]) -> list[Path]:
+    from ..data.images import list_images
+
+    paths = []
+    for item in items:
+        path = Path(item)
+        paths.extend(list_images(path) if path.is_dir() else [path])
+    return paths
+
+
+def run(args):
+    import numpy as np
+
+    from ..classifier import DiTiFewShotClassifier
+    from ..data.images import ImageReadError, load_image
+    from ..scoring import softmax
+    from . import CLIError
+
+    paths = expand_inputs(args.images)
+    if not paths:
+        raise CLIError("no images found in the given paths")
+    rows, good, images = [], [], []
+    for path in paths:
+        try:
+            images.append(load_image(path))
+            good.append(len(rows))
+            rows.append({"path": str(path), "error": ""})
+        except ImageReadError as err:
+            rows.append({"path": str(path), "error": str(err)})
+            print(f"skipping {path}: {err}", file=sys.stderr)
+    clf = DiTiFewShotClassifier.from_pretrained(args.adapters, model=args.model, device=args.device, dtype=args.dtype,
+                                                attention=args.attention, progress=not args.no_progress)
+    if images:
+        result = clf.score_images(images)
+        proba = softmax(result.logits, clf.temperature_)
+        k = max(1, min(args.top_k, len(clf.classes_)))
+        for row_index, p, calls in zip(good, proba, result.unet_calls):
+            order = np.argsort(-p, kind="stable")[:k]
+            rows[row_index].update(
+                prediction=str(clf.classes_[order[0]]), probability=f"{p[order[0]]:.4f}",
+                top_k=";".join(f"{clf.classes_[j]}:{p[j]:.4f}" for j in order), unet_calls=int(calls),
+            )
+    fields = ["path", "prediction", "probability", "top_k", "unet_calls", "error"]
+    for row in rows:
+        label = row.get("prediction") or "ERROR"
+        extra = row.get("top_k", "") if args.top_k > 1 else row.get("probability", "")
+        print(f"{row['path']}\t{label}\t{extra or row['error']}")
+    if args.output:
+        target = Path(args.output)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: row.get(k, "") for k in fields})
+        os.replace(tmp, target)
+    return 0 if images else 1

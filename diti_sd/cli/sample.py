@@ -1,0 +1,39 @@
+"""``diti-sd sample``: images generated under class adapters, as a grid (a row per class)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_arguments(parser):
+    from .common import add_runtime_arguments
+
+    parser.add_argument("--adapters", required=True, help="adapter set folder written by `diti-sd fit`")
+    parser.add_argument("--classes", nargs="*", default=None, help="class names (default: the first 8)")
+    parser.add_argument("--n", type=int, default=4, help="images per class")
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default=None, help="where the base model is now, if it moved")
+    parser.add_argument("--out", required=True, help="PNG file for the grid")
+    add_runtime_arguments(parser)
+
+
+def run(args):
+    from torchvision.utils import make_grid, save_image
+
+    from ..classifier import DiTiFewShotClassifier
+
+    clf = DiTiFewShotClassifier.from_pretrained(args.adapters, model=args.model, device=args.device, dtype=args.dtype,
+                                                attention=args.attention, progress=not args.no_progress)
+    classes = args.classes
+    if classes is None:
+        classes = clf.classes_.tolist()[:8]
+    elif clf.classes_.dtype.kind in "iu":
+        classes = [int(c) for c in classes]
+    images, labels = clf.sample(classes, n_per_class=args.n, steps=args.steps, guidance=args.guidance, seed=args.seed)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(make_grid(images, nrow=args.n, padding=2, pad_value=1.0), out)
+    print(f"wrote {out}: rows = {', '.join(str(c) for c in classes)}")
+    return 0

@@ -1,0 +1,21 @@
+"""``diti-sd tiny-model``: write a tiny random-weight SD folder in the diffusers layout."""
+
+from __future__ import annotations
+
+
+def add_arguments(parser):
+    parser.add_argument("--out", required=True, help="folder to write (diffusers layout)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prediction-type", choices=["epsilon", "v_prediction"], default="epsilon")
+    parser.add_argument("--resolution", type=int, default=64)
+
+
+def run(args):
+    from ..backbone import load_backbone
+    from ..tiny import build_tiny_backbone
+
+    path = build_tiny_backbone(args.seed, args.prediction_type, args.resolution).save_pretrained(args.out)
+    backbone = load_backbone(path, device="cpu")
+    print(f"wrote {path} ({backbone.prediction_type}, {backbone.resolution} px, "
+          f"latents {tuple(backbone.latent_shape)}, fingerprint {backbone.fingerprint()})")
+    return 0

@@ -1,0 +1,32 @@
+"""Data sets, k-shot splits and the synthetic benchmark."""
+
+from .fgvc import ArchiveError, load_fgvc_aircraft
+from .folder import load_image_folder
+from .hf import load_hf_dataset
+from .images import ImageReadError, LabeledImages, load_image
+from .kshot import KShotSplit, TooFewImagesError, make_kshot_split
+
+__all__ = [
+    "ArchiveError",
+    "ImageReadError",
+    "KShotSplit",
+    "LabeledImages",
+    "TooFewImagesError",
+    "load_dataset",
+    "load_fgvc_aircraft",
+    "load_hf_dataset",
+    "load_image",
+    "load_image_folder",
+    "make_kshot_split",
+]
+
+
+def load_dataset(kind: str, root, split: str, **options) -> LabeledImages:
+    """One entry point for the recipe's ``dataset.kind``: fgvc-aircraft, image-folder, hf."""
+    if kind == "fgvc-aircraft":
+        return load_fgvc_aircraft(root, split, **options)
+    if kind == "image-folder":
+        return load_image_folder(root, split)
+    if kind == "hf":
+        return load_hf_dataset(root, split, **options)
+    raise ValueError(f"unknown data set kind {kind!r}; choose fgvc-aircraft, image-folder or hf")

@@ -1,0 +1,68 @@
+"""FGVC-Aircraft from the official archive (fgvc-aircraft-2013b)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .images import LabeledImages
+
+LEVELS = {"variant": "variants.txt", "family": "families.txt", "manufacturer": "manufacturers.txt"}
+SPLITS = ("train", "val", "trainval", "test")
+BANNER_PIXELS = 20
+
+
+class ArchiveError(FileNotFoundError):
+    """The data set archive is missing files or is laid out differently from the official one."""
+
+
+def find_data_dir(root: str | os.PathLike) -> Path:
+    """Accept the folder holding ``fgvc-aircraft-2013b``, the archive folder itself or its ``data/``."""
+    root = Path(root).expanduser()
+    for candidate in (root / "fgvc-aircraft-2013b" / "data", root / "data", root):
+        if (candidate / "images").is_dir() or (candidate / "variants.txt").is_file():
+            return candidate
+    raise ArchiveError(
+        f"no FGVC-Aircraft archive under {root}: expected fgvc-aircraft-2013b/data/ with images/ and "
+        "variants.txt. Download fgvc-aircraft-2013b.tar.gz from the dataset's page, extract it there, "
+        "and pass the folder that holds fgvc-aircraft-2013b as --data-root."
+    )
+
+
+def load_fgvc_aircraft(
+    root: str | os.PathLike, split: str = "train", level: str = "variant", crop_banner: bool = False
+) -> LabeledImages:
+    """Images of one split, labelled at ``level``, in the file's order, classes in the official order.
+
+    ``crop_banner`` drops the 20-pixel copyright banner at the bottom; it is off by default because
+    the published baselines keep it.
+    """
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {level!r}; choose from {sorted(LEVELS)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
+    data = find_data_dir(root)
+    names_file = data / LEVELS[level]
+    list_file = data / f"images_{level}_{split}.txt"
+    missing = [p.name for p in (names_file, list_file, data / "images") if not p.exists()]
+    if missing:
+        raise ArchiveError(f"FGVC-Aircraft archive at {data} is missing {', '.join(missing)}; re-extract it")
+    classnames = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
+    index = {name: i for i, name in enumerate(classnames)}
+    images, labels, ids = [], [], []
+    for n, line in enumerate(list_file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        image_id, _, name = line.strip().partition(" ")
+        if name not in index:
+            raise ArchiveError(f"{list_file}:{n}: class {name!r} is not in {names_file.name}")
+        images.append(data / "images" / f"{image_id}.jpg")
+        labels.append(index[name])
+        ids.append(image_id)
+    absent = [p.name for p in images if not p.is_file()]
+    if absent:
+        raise ArchiveError(
+            f"{len(absent)} image(s) listed in {list_file.name} are missing from {data / 'images'} "
+            f"(first: {', '.join(absent[:3])}); re-extract the archive"
+        )
+    return LabeledImages(images, labels, classnames, ids, crop_bottom=BANNER_PIXELS if crop_banner else 0)

@@ -1,0 +1,235 @@
+"""Class adapters: every class's LoRA stacked in one layer, selected per sample by a class index.
+
+Split like peft: the config is :class:`diti_sd.recipes.LoraConfig`, the layer is
+:class:`StackedLoRALinear`, the model-level object is :class:`ClassAdapters`. One batch can mix
+classes, so many classes train or score together (peft's mixed-adapter batches loop over adapters
+per layer and work in inference only).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from .recipes import LoraConfig
+
+FEED_FORWARD_TARGETS = ("ff.net.0.proj", "ff.net.2")
+
+
+class ClassRouter:
+    """Shared by the layers of one model: which class each sample of the current batch uses.
+
+    ``index`` is a LongTensor (batch,); -1 means no adapter for that sample; None disables all.
+    """
+
+    def __init__(self):
+        self.index: torch.Tensor | None = None
+        self.scale: float = 1.0
+
+
+class StackedLoRALinear(nn.Module):
+    """``base(x) + scale * (alpha / r) * B[c] A[c] x`` with c the sample's class.
+
+    lora_A: (classes, r, in), lora_B: (classes, out, r). B starts at zero (the adapter starts as the
+    identity), A as peft initialises it (Kaiming-uniform), from a seeded generator.
+    """
+
+    def __init__(self, base: nn.Linear, num_classes: int, rank: int, alpha: float, router: ClassRouter,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        self.base = base
+        self.rank = rank
+        self.scaling = alpha / rank
+        self.router = router
+        bound = 1 / math.sqrt(base.in_features)  # kaiming_uniform_(a=sqrt(5)) on a (r, in) matrix
+        a = (torch.rand(num_classes, rank, base.in_features, generator=generator) * 2 - 1) * bound
+        self.lora_A = nn.Parameter(a.to(base.weight.device))
+        self.lora_B = nn.Parameter(torch.zeros(num_classes, base.out_features, rank, device=base.weight.device))
+
+    @property
+    def num_classes(self) -> int:
+        return self.lora_A.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        index = self.router.index
+        if index is None:
+            return y
+        n = x.shape[0]
+        if index.shape[0] != n:
+            raise RuntimeError(f"class index has {index.shape[0]} entries for a batch of {n}")
+        rows = index.clamp(min=0)
+        a = self.lora_A[rows].to(x.dtype)  # (n, r, in)
+        b = self.lora_B[rows].to(x.dtype)  # (n, out, r)
+        h = torch.bmm(x.reshape(n, -1, x.shape[-1]), a.transpose(1, 2))
+        delta = torch.bmm(h, b.transpose(1, 2))
+        gain = (index >= 0).to(x.dtype) * (self.scaling * self.router.scale)
+        return y + (delta * gain.view(n, 1, 1)).reshape(y.shape)
+
+
+def _level(name: str, n_levels: int) -> int | None:
+    """Resolution level of a UNet module (0 = full latent resolution, n-1 = lowest)."""
+    m = re.match(r"(down|up)_blocks\.(\d+)\.", name)
+    if m:
+        i = int(m.group(2))
+        return i if m.group(1) == "down" else n_levels - 1 - i
+    if name.startswith("mid_block."):
+        return n_levels - 1
+    return None
+
+
+def find_targets(model: nn.Module, targets: list[str], depth: int | None = None,
+                 n_levels: int | None = None) -> list[str]:
+    """Names of the nn.Linear modules whose name ends with a target; with ``depth``, only those in
+    the ``depth`` lowest-resolution levels that hold any target at all."""
+    names = [
+        name for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and any(name == t or name.endswith("." + t) for t in targets)
+    ]
+    if depth is None or n_levels is None:
+        return names
+    levels = {name: _level(name, n_levels) for name in names}
+    present = sorted({lv for lv in levels.values() if lv is not None}, reverse=True)
+    keep = set(present[:depth])
+    return [name for name in names if levels[name] in keep]
+
+
+def _inject(model: nn.Module, names: list[str], num_classes: int, rank: int, alpha: float, router: ClassRouter,
+            generator: torch.Generator) -> dict[str, StackedLoRALinear]:
+    layers = {}
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        base = getattr(parent, child)
+        layer = StackedLoRALinear(base, num_classes, rank, alpha, router, generator)
+        setattr(parent, child, layer)
+        layers[name] = layer
+    return layers
+
+
+class ClassAdapters(nn.Module):
+    """All classes' LoRAs on a backbone's UNet (and optionally its text encoder).
+
+    Injected on construction; :meth:`remove` restores the original modules, so a backbone can be
+    reused by a later fit that must not see this one's adapters.
+    """
+
+    def __init__(self, backbone, num_classes: int, config: LoraConfig, depth: int | None = None):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError("need at least one class")
+        self.backbone = [backbone]  # a list so nn.Module does not register the backbone as a child
+        self.num_classes = num_classes
+        self.config = config
+        self.depth = depth
+        self.unet_router, self.text_router = ClassRouter(), ClassRouter()
+        g = torch.Generator().manual_seed(config.init_seed)
+        targets = list(config.targets) + (list(FEED_FORWARD_TARGETS) if config.feed_forward else [])
+        n_levels = len(backbone.unet.config.block_out_channels)
+        self.unet_names = find_targets(backbone.unet, targets, depth, n_levels)
+        if not self.unet_names:
+            raise ValueError(f"no UNet linear layer matches the LoRA targets {targets}")
+        alpha = config.alpha or config.rank
+        self.unet_layers = nn.ModuleDict(
+            {_key(n): m for n, m in _inject(backbone.unet, self.unet_names, num_classes, config.rank, alpha,
+                                            self.unet_router, g).items()}
+        )
+        self.text_names = []
+        self.text_layers = nn.ModuleDict()
+        if config.text_rank:
+            self.text_names = find_targets(backbone.text_encoder, list(config.text_targets))
+            self.text_layers = nn.ModuleDict(
+                {_key(n): m for n, m in _inject(backbone.text_encoder, self.text_names, num_classes,
+                                                config.text_rank, config.text_rank, self.text_router, g).items()}
+            )
+        # the base weights are not ours: keep them out of this module's state_dict
+        for layer in list(self.unet_layers.values()) + list(self.text_layers.values()):
+            layer.base.requires_grad_(False)
+
+    # ----------------------------------------------------------------- parameters and state
+    def unet_parameters(self) -> list[nn.Parameter]:
+        return [p for layer in self.unet_layers.values() for p in (layer.lora_A, layer.lora_B)]
+
+    def text_parameters(self) -> list[nn.Parameter]:
+        return [p for layer in self.text_layers.values() for p in (layer.lora_A, layer.lora_B)]
+
+    def lora_state_dict(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for prefix, names, layers in (("unet", self.unet_names, self.unet_layers),
+                                      ("text_encoder", self.text_names, self.text_layers)):
+            for name in names:
+                layer = layers[_key(name)]
+                out[f"{prefix}.{name}.lora_A"] = layer.lora_A.detach().float().cpu().contiguous()
+                out[f"{prefix}.{name}.lora_B"] = layer.lora_B.detach().float().cpu().contiguous()
+        return out
+
+    def load_lora_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        own = self.lora_state_dict()
+        missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or extra:
+            raise ValueError(
+                f"adapter weights do not fit this model: {len(missing)} missing (e.g. {missing[:2]}), "
+                f"{len(extra)} unexpected (e.g. {extra[:2]}); was it made with another LoRA config?"
+            )
+        with torch.no_grad():
+            for prefix, names, layers in (("unet", self.unet_names, self.unet_layers),
+                                          ("text_encoder", self.text_names, self.text_layers)):
+                for name in names:
+                    layer = layers[_key(name)]
+                    for part in ("lora_A", "lora_B"):
+                        tensor = state[f"{prefix}.{name}.{part}"]
+                        if tensor.shape != getattr(layer, part).shape:
+                            raise ValueError(f"{prefix}.{name}.{part}: shape {tuple(tensor.shape)}, "
+                                             f"expected {tuple(getattr(layer, part).shape)}")
+                        getattr(layer, part).copy_(tensor)
+
+    def class_lora_state_dict(self, c: int) -> dict[str, torch.Tensor]:
+        """One class as a standard diffusers/peft LoRA state dict (``unet.<module>.lora_A.weight``).
+
+        The LoRA scale alpha / r is folded into B, so loaders that assume alpha = r reproduce it.
+        """
+        out = {}
+        for prefix, names, layers in (("unet", self.unet_names, self.unet_layers),
+                                      ("text_encoder", self.text_names, self.text_layers)):
+            for name in names:
+                layer = layers[_key(name)]
+                out[f"{prefix}.{name}.lora_A.weight"] = layer.lora_A[c].detach().float().cpu().contiguous()
+                out[f"{prefix}.{name}.lora_B.weight"] = (
+                    layer.lora_B[c].detach().float().cpu() * layer.scaling
+                ).contiguous()
+        return out
+
+    # ----------------------------------------------------------------- routing
+    @contextmanager
+    def use(self, unet_index=None, text_index=None, unet_scale: float = 1.0, text_scale: float = 1.0):
+        """Route the next forward passes: per-sample class indices for the UNet and the text encoder."""
+        device = self.backbone[0].device
+        prev = (self.unet_router.index, self.text_router.index, self.unet_router.scale, self.text_router.scale)
+        self.unet_router.index = None if unet_index is None else torch.as_tensor(unet_index, device=device).long()
+        self.text_router.index = None if text_index is None else torch.as_tensor(text_index, device=device).long()
+        self.unet_router.scale, self.text_router.scale = unet_scale, text_scale
+        try:
+            yield self
+        finally:
+            (self.unet_router.index, self.text_router.index,
+             self.unet_router.scale, self.text_router.scale) = prev
+
+    def remove(self) -> None:
+        """Put the backbone's original linear layers back."""
+        backbone = self.backbone[0]
+        for model, names, layers in ((backbone.unet, self.unet_names, self.unet_layers),
+                                     (backbone.text_encoder, self.text_names, self.text_layers)):
+            for name in names:
+                parent_name, _, child = name.rpartition(".")
+                parent = model.get_submodule(parent_name) if parent_name else model
+                if getattr(parent, child) is layers[_key(name)]:
+                    setattr(parent, child, layers[_key(name)].base)
+        self.unet_names, self.text_names = [], []
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")

@@ -1,0 +1,75 @@
+"""Training a small base model from scratch on a domain (the demo's shipped model, test fixtures).
+
+Two stages, as latent diffusion does: an autoencoder (the VAE, reconstruction plus a small KL term),
+then the UNet on the frozen VAE's latents with every image captioned by the generic prompt. The text
+encoder stays as built: with one generic prompt it only has to provide a fixed context.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+
+def train_vae(backbone, pixels: torch.Tensor, steps: int, batch_size: int = 16, lr: float = 1e-3,
+              kl_weight: float = 1e-6, seed: int = 0, progress: bool = True) -> list[float]:
+    """Fit the VAE to reconstruct ``pixels`` (N, 3, H, W) in [-1, 1]; sets scaling_factor from the data."""
+    vae = backbone.vae
+    vae.requires_grad_(True)
+    vae.train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in tqdm(range(steps), desc="train VAE", disable=not progress, leave=False):
+        idx = torch.randint(len(pixels), (batch_size,), generator=g)
+        x = pixels[idx].to(backbone.device, vae.dtype)
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=g).to(x.device, x.dtype)
+        recon = vae.decode(z).sample
+        loss = (recon - x).pow(2).mean() + kl_weight * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    vae.eval()
+    vae.requires_grad_(False)
+    with torch.no_grad():
+        # unit-variance latents, as SD's 0.18215 does for its VAE
+        means = torch.cat([vae.encode(pixels[i : i + 64].to(backbone.device, vae.dtype)).latent_dist.mean
+                           for i in range(0, len(pixels), 64)])
+        vae.register_to_config(scaling_factor=float(1.0 / means.float().std()))
+    return losses
+
+
+def train_unet(backbone, pixels: torch.Tensor, prompt: str, steps: int, batch_size: int = 32, lr: float = 1e-3,
+               seed: int = 0, progress: bool = True, latents: torch.Tensor | None = None) -> list[float]:
+    """Train the UNet (all weights) to denoise the images' latents under ``prompt``, t ~ U[0, T)."""
+    unet = backbone.unet
+    if latents is None:
+        latents = torch.cat([backbone.encode_images(pixels[i : i + 64]) for i in range(0, len(pixels), 64)])
+    with torch.no_grad():
+        context = backbone.encode_prompts([prompt])
+    unet.requires_grad_(True)
+    unet.train()
+    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    bar = tqdm(range(steps), desc="train UNet", disable=not progress, leave=False)
+    for _ in bar:
+        idx = torch.randint(len(latents), (batch_size,), generator=g)
+        x0 = latents[idx].to(backbone.device)
+        noise = torch.randn(x0.shape, generator=g).to(x0.device, x0.dtype)
+        t = torch.randint(0, backbone.num_train_timesteps, (batch_size,), generator=g).to(x0.device)
+        out = backbone.predict(backbone.add_noise(x0, noise, t), t, context.expand(batch_size, -1, -1))
+        loss = (out.float() - backbone.target(x0, noise, t).float()).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    unet.eval()
+    unet.requires_grad_(False)
+    return losses

@@ -1,0 +1,225 @@
+"""Recipes: YAML files in ``recipes/`` loaded into dataclasses that reject unknown keys.
+
+A recipe holds every number a run uses; the resolved recipe is saved beside the adapters it made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+# diti_sd/_recipes links to the top-level recipes/ folder, so installed wheels carry the recipes too
+RECIPE_DIR = Path(__file__).parent / "_recipes"
+
+
+class RecipeError(ValueError):
+    """A recipe file or override is malformed."""
+
+
+@dataclass
+class DatasetConfig:
+    kind: str = "image-folder"  # fgvc-aircraft | image-folder | hf | synthetic
+    level: str = "variant"  # fgvc-aircraft only
+    crop_banner: bool = False  # fgvc-aircraft only: drop the 20-px copyright banner
+    image_column: str = "image"  # hf only
+    label_column: str = "label"  # hf only
+    train_split: str = "train"
+    val_split: str | None = "val"
+    test_split: str = "test"
+
+
+@dataclass
+class PromptConfig:
+    template: str = "a photo of a {token} {name}."
+    generic: str = "a photo"
+    # one rare token for every class ("hta"), or "auto": a distinct rare token per class, assigned in
+    # class order from the tokenizer's single-token candidates (for classes without useful names)
+    token: str = "hta"
+    use_class_name: bool = True
+
+
+@dataclass
+class LoraConfig:
+    rank: int = 16
+    alpha: float | None = None  # None: alpha = rank (scale 1)
+    targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    feed_forward: bool = True  # also the transformer blocks' ff.net.0.proj / ff.net.2
+    # resolution levels adapted, counted from the lowest-resolution level that holds a target;
+    # keyed by shots (the largest key <= shots applies); null = all levels
+    depth_by_shots: dict[int, int | None] = field(default_factory=dict)
+    text_rank: int = 0  # 0: no text-encoder LoRA
+    text_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"])
+    init_seed: int = 0
+
+
+@dataclass
+class FitConfig:
+    steps_by_shots: dict[int, int] = field(default_factory=lambda: {1: 150, 2: 300, 4: 600, 8: 900, 16: 1000})
+    steps: int | None = None  # per class; overrides steps_by_shots
+    lr: float = 1e-4
+    text_lr: float = 5e-5
+    weight_decay: float = 1e-2
+    batch_size: int = 2  # samples per optimiser iteration (instances plus prior images)
+    t_min: int = 0
+    t_max: int = 1000
+    prior: bool = True  # prior preservation: generic images denoised with the class adapter on
+    prior_weight: float = 1.0
+    prior_images: int = 100
+    prior_folder: str | None = None  # generic images from a folder instead of the base model's samples
+    prior_prompt: str = "generic"  # generic | class: which prompt conditions the prior images
+    prior_sample_steps: int = 50
+    prior_guidance: float = 7.5
+    grad_clip: float = 1.0
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    gradient_checkpointing: bool = False
+    brightness: float = 0.0  # ColorJitter-style augmentation, drawn per sample
+    contrast: float = 0.0
+    checkpoint_every: int = 200  # optimiser iterations
+    min_shots: int = 1
+
+
+@dataclass
+class ScoreConfig:
+    t_min: int = 0
+    t_max: int = 1000
+    # [pairs evaluated so far, classes kept after them]: Diffusion-Classifier style rounds
+    rounds: list[list[int]] = field(default_factory=lambda: [[20, 20], [50, 10], [100, 5], [500, 1]])
+    weighting: str = "uniform"  # uniform | exp  (exp: w(t) = exp(-t / weight_tau), peaks at t = 0)
+    weight_tau: float = 250.0
+    unet_scale: float = 1.0  # LoRA scale at test time
+    text_scale: float = 1.0
+    batch_size: int = 32
+    seed: int = 0
+
+
+@dataclass
+class Recipe:
+    name: str = "custom"
+    description: str = ""
+    model: str = "stabilityai/stable-diffusion-2-base"
+    resolution: int | None = None  # None: the model's native resolution
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def steps_for(self, shots: int) -> int:
+        return self.fit.steps if self.fit.steps is not None else _lookup(self.fit.steps_by_shots, shots, "steps")
+
+    def depth_for(self, shots: int) -> int | None:
+        if not self.lora.depth_by_shots:
+            return None
+        return _lookup(self.lora.depth_by_shots, shots, "depth")
+
+
+def _lookup(table: dict[int, typing.Any], shots: int, what: str):
+    keys = sorted(k for k in table if k <= shots)
+    if not keys:
+        raise RecipeError(f"the recipe's {what} table has no entry for {shots} shots (keys: {sorted(table)})")
+    return table[keys[-1]]
+
+
+def from_dict(cls, data: dict | None, where: str = "recipe"):
+    """Build a dataclass from a dict, recursing into nested dataclasses; unknown keys are errors."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise RecipeError(f"unknown key(s) {unknown} in {where}; known: {sorted(known)}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = from_dict(hint, value, f"{where}.{name}")
+        else:
+            kwargs[name] = _check_type(value, hint, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _check_type(value, hint, where):
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, where)
+            except RecipeError as err:
+                errors.append(str(err))
+        raise RecipeError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise RecipeError(f"{where}: expected a list, got {value!r}")
+        return [_check_type(v, args[0], f"{where}[]") for v in value] if args else value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: expected a mapping, got {value!r}")
+        return {_check_type(k, args[0], where): _check_type(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    if hint is float and not isinstance(value, bool):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise RecipeError(f"{where}: expected a number, got {value!r}") from None
+    if hint is int and isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    if hint in (int, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+        raise RecipeError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def available_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def load_recipe(name_or_path: str | os.PathLike | Recipe, overrides: dict | list[str] | None = None) -> Recipe:
+    """A registered recipe name (``fgvc-aircraft``), a YAML path, or a Recipe; then dotted overrides."""
+    if isinstance(name_or_path, Recipe):
+        data = name_or_path.to_dict()
+    else:
+        path = Path(name_or_path)
+        if not path.suffix:
+            path = RECIPE_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise RecipeError(f"no recipe {str(name_or_path)!r}; registered: {', '.join(available_recipes())}")
+        data = yaml.safe_load(path.read_text()) or {}
+        data.setdefault("name", path.stem)
+    for key, value in _parse_overrides(overrides).items():
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"override {key!r}: {part!r} is not a section")
+        node[parts[-1]] = value
+    return from_dict(Recipe, data)
+
+
+def _parse_overrides(overrides) -> dict:
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    parsed = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise RecipeError(f"override {item!r} must look like section.key=value, e.g. fit.lr=1e-4")
+        parsed[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+    return parsed

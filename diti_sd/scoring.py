@@ -1,0 +1,166 @@
+"""Denoising errors of test images under each candidate class, with pruning rounds.
+
+An image's latent is noised with a fixed set of (t, noise) pairs drawn from the scoring window and
+shared by every class; each candidate class's adapter and prompt predict the noise; the class with
+the lowest (weighted) epsilon error wins. Rounds drop the worst candidates early, which is where the
+compute budget goes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .recipes import ScoreConfig
+from .timesteps import scoring_pairs, t_weights
+
+
+@dataclass
+class ScoreResult:
+    errors: np.ndarray  # (n, C): weighted mean epsilon error over the pairs each class saw; nan if none
+    logits: np.ndarray  # (n, C): ranking scores; classes pruned early rank below the survivors
+    unet_calls: np.ndarray  # (n,): UNet sample-evaluations spent per image
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.logits.argmax(1)
+
+
+def validate_rounds(rounds: list[list[int]]) -> list[tuple[int, int]]:
+    out, last = [], 0
+    for entry in rounds:
+        if len(entry) != 2:
+            raise ValueError(f"score.rounds entries are [pairs, keep], got {entry}")
+        pairs, keep = int(entry[0]), int(entry[1])
+        if pairs <= last or keep < 1:
+            raise ValueError(f"score.rounds must have increasing pair counts and keep >= 1: {rounds}")
+        out.append((pairs, keep))
+        last = pairs
+    if not out:
+        raise ValueError("score.rounds is empty")
+    return out
+
+
+def budget(rounds: list[list[int]], n_classes: int) -> int:
+    """UNet evaluations per image that a round schedule costs for ``n_classes`` candidates."""
+    total, alive, done = 0, n_classes, 0
+    for pairs, keep in validate_rounds(rounds):
+        total += alive * (pairs - done)
+        done, alive = pairs, min(alive, keep)
+    return total
+
+
+@torch.no_grad()
+def class_contexts(backbone, adapters, prompts: list[str], text_scale: float = 1.0) -> torch.Tensor:
+    """Each class's prompt embedding under its own text adapter: (C, L, D), computed once."""
+    with adapters.use(text_index=list(range(len(prompts))), text_scale=text_scale):
+        return backbone.encode_prompts(prompts)
+
+
+@torch.no_grad()
+def score_latents(
+    backbone,
+    adapters,
+    latents: torch.Tensor,
+    contexts: torch.Tensor,
+    cfg: ScoreConfig,
+    candidates: np.ndarray | None = None,
+    progress: bool = False,
+) -> ScoreResult:
+    """Score every image in ``latents`` (n, c, h, w) against the classes of ``contexts``.
+
+    ``candidates`` (n, C) bool restricts each image's first round (a prefilter's top-k).
+    """
+    rounds = validate_rounds(cfg.rounds)
+    n, n_classes = latents.shape[0], contexts.shape[0]
+    device = backbone.device
+    t, noise = scoring_pairs(rounds[-1][0], cfg.t_min, cfg.t_max, latents.shape[1:], cfg.seed)
+    w = t_weights(t, cfg.weighting, cfg.weight_tau)
+    err_sum = np.zeros((n, n_classes))
+    w_sum = np.zeros((n, n_classes))
+    alive = np.ones((n, n_classes), bool) if candidates is None else candidates.astype(bool).copy()
+    if not alive.any(1).all():
+        raise ValueError("every image needs at least one candidate class")
+    dropped_at = np.full((n, n_classes), -1)  # round after which a class was dropped
+    calls = np.zeros(n, dtype=np.int64)
+    alpha = backbone.alphas_cumprod(device)
+    total_jobs = _count_jobs(alive, rounds)
+    bar = tqdm(total=total_jobs, desc="scoring", unit="call", disable=not progress, leave=False)
+    done_pairs = 0
+    for r, (pairs, keep) in enumerate(rounds):
+        jobs = [(i, c, p) for i in range(n) for c in np.flatnonzero(alive[i]) for p in range(done_pairs, pairs)]
+        for start in range(0, len(jobs), cfg.batch_size):
+            batch = jobs[start : start + cfg.batch_size]
+            ii = torch.tensor([j[0] for j in batch])
+            cc = torch.tensor([j[1] for j in batch])
+            pp = torch.tensor([j[2] for j in batch])
+            x0 = latents[ii].to(device, backbone.dtype)
+            eps = noise[pp].to(device, backbone.dtype)
+            tt = t[pp].to(device)
+            a = alpha[tt].view(-1, 1, 1, 1)
+            x_t = (a.sqrt() * x0.float() + (1 - a).sqrt() * eps.float()).to(backbone.dtype)
+            with adapters.use(unet_index=cc, unet_scale=cfg.unet_scale):
+                out = backbone.predict(x_t, tt, contexts[cc.to(contexts.device)].to(device))
+            eps_hat = backbone.output_to_epsilon(out, x_t, tt)
+            err = (eps_hat.float() - eps.float()).pow(2).flatten(1).mean(1).cpu().numpy()
+            wb = w[pp].numpy()
+            np.add.at(err_sum, (ii.numpy(), cc.numpy()), err * wb)
+            np.add.at(w_sum, (ii.numpy(), cc.numpy()), wb)
+            np.add.at(calls, ii.numpy(), 1)
+            bar.update(len(batch))
+        done_pairs = pairs
+        mean = np.where(w_sum > 0, err_sum / np.maximum(w_sum, 1e-12), np.inf)
+        for i in range(n):
+            live = np.flatnonzero(alive[i])
+            if len(live) > keep:
+                order = live[np.argsort(mean[i, live], kind="stable")]
+                for c in order[keep:]:
+                    alive[i, c] = False
+                    dropped_at[i, c] = r
+    bar.close()
+    errors = np.where(w_sum > 0, err_sum / np.maximum(w_sum, 1e-12), np.nan)
+    return ScoreResult(errors, _rank_logits(errors, dropped_at, len(rounds)), calls)
+
+
+def _count_jobs(alive: np.ndarray, rounds) -> int:
+    total, done = 0, 0
+    counts = alive.sum(1)
+    for pairs, keep in rounds:
+        total += int(counts.sum()) * (pairs - done)
+        counts = np.minimum(counts, keep)
+        done = pairs
+    return total
+
+
+def _rank_logits(errors: np.ndarray, dropped_at: np.ndarray, n_rounds: int) -> np.ndarray:
+    """-error, except that a class dropped in round r ranks below every class that outlived round r.
+
+    Each image's errors are standardised (z-scores over its evaluated classes), so that logits are
+    comparable across images and a single temperature turns them into probabilities.
+    """
+    logits = np.full(errors.shape, -np.inf)
+    for i in range(errors.shape[0]):
+        seen = ~np.isnan(errors[i])
+        e = errors[i, seen]
+        z = -(e - e.mean()) / (e.std() + 1e-12) if len(e) > 1 else np.zeros_like(e)
+        row = np.full(errors.shape[1], -np.inf)
+        row[seen] = z
+        # from the last round back: cap each round's dropped classes below the classes that went on
+        for r in range(n_rounds - 1, -1, -1):
+            later = seen & ((dropped_at[i] > r) | (dropped_at[i] == -1))
+            now = dropped_at[i] == r
+            if now.any() and later.any():
+                cap = row[later].min() - 1e-3
+                row[now] = np.minimum(row[now], cap)
+        logits[i] = row
+    return logits
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits / temperature
+    z = z - np.max(z, axis=1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(1, keepdims=True)

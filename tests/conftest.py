@@ -1,0 +1,54 @@
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone():
+    from diti_sd.tiny import build_tiny_backbone
+
+    return build_tiny_backbone(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_backbone):
+    return tiny_backbone.save_pretrained(tmp_path_factory.mktemp("tiny-sd"))
+
+
+@pytest.fixture(scope="session")
+def fake_fgvc(tmp_path_factory):
+    from fakes import make_fake_fgvc
+
+    return make_fake_fgvc(tmp_path_factory.mktemp("fgvc"), per_split=2)
+
+
+COLORS = torch.tensor([[0.9, 0.2, 0.2], [0.2, 0.9, 0.2], [0.2, 0.2, 0.9]])
+
+
+def color_images(n: int, seed: int, size: int = 64):
+    """Class c: a flat colour plus pixel noise; labels 'c0', 'c1', 'c2' in turn."""
+    g = torch.Generator().manual_seed(seed)
+    images, labels = [], []
+    for i in range(n):
+        c = i % 3
+        image = COLORS[c].view(3, 1, 1) + 0.15 * torch.randn(3, size, size, generator=g)
+        images.append(image.clamp(0, 1))
+        labels.append(f"c{c}")
+    return images, labels
+
+
+@pytest.fixture(scope="session")
+def color_model_dir(tmp_path_factory):
+    """A tiny SD whose UNet was trained (150 steps) to denoise the colour domain under 'a photo'."""
+    from diti_sd.pretrain import train_unet
+    from diti_sd.tiny import build_tiny_backbone
+
+    backbone = build_tiny_backbone(seed=0)
+    images, _ = color_images(60, seed=100)
+    train_unet(backbone, torch.stack(images) * 2 - 1, "a photo", steps=150, batch_size=16, lr=2e-3, progress=False)
+    return backbone.save_pretrained(tmp_path_factory.mktemp("color-sd"))

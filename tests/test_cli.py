@@ -1,0 +1,73 @@
+import csv
+
+import pytest
+from conftest import color_images
+from torchvision.utils import save_image
+
+from diti_sd.cli import main
+
+
+@pytest.fixture()
+def image_folder(tmp_path):
+    images, labels = color_images(12, seed=11)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        name = {"c0": "red", "c1": "green", "c2": "blue"}[label]
+        split = "test" if i >= 9 else "train"
+        (tmp_path / "birds" / split / name).mkdir(parents=True, exist_ok=True)
+        save_image(image, tmp_path / "birds" / split / name / f"{i}.png")
+    return tmp_path / "birds"
+
+
+def test_help_lists_the_subcommands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("fit", "predict", "sample", "tiny-model"):
+        assert command in out
+
+
+def test_fit_then_predict_from_the_command_line(image_folder, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "adapters"
+    argv = ["fit", "--dataset", "tiny", "--data-root", str(image_folder), "--model", str(tiny_model_dir),
+            "--shots", "2", "--seed", "1", "--out", str(out), "--no-progress", "--export-diffusers"]
+    assert main(argv) == 0
+    assert (out / "manifest.json").is_file() and (out / "split.json").is_file()
+    assert len(list((out / "diffusers").glob("*.safetensors"))) == 3
+    assert len(list((out / "prior").glob("*.png"))) == 4
+    capsys.readouterr()
+    # refuses to overwrite a finished set by accident
+    assert main(argv) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\x00\x01 not an image")
+    csv_path = tmp_path / "preds.csv"
+    code = main(["predict", "--adapters", str(out), str(image_folder / "test"), str(bad), "--top-k", "2",
+                 "--output", str(csv_path), "--no-progress"])
+    assert code == 0
+    rows = list(csv.DictReader(open(csv_path)))
+    assert len(rows) == 4
+    broken = [r for r in rows if r["path"] == str(bad)]
+    assert broken and "cannot read image" in broken[0]["error"] and not broken[0]["prediction"]
+    good = [r for r in rows if r["path"] != str(bad)]
+    assert all(r["prediction"] in {"red", "green", "blue"} and len(r["top_k"].split(";")) == 2 for r in good)
+    assert all(int(r["unet_calls"]) == 3 * 2 + 2 * 2 for r in good)  # rounds [[2, 2], [4, 1]] with 3 classes
+
+
+def test_sample_writes_a_grid(image_folder, tiny_model_dir, tmp_path):
+    out = tmp_path / "adapters"
+    assert main(["fit", "--dataset", "tiny", "--data-root", str(image_folder), "--model", str(tiny_model_dir),
+                 "--out", str(out), "--no-progress", "--steps", "2"]) == 0
+    grid = tmp_path / "grid.png"
+    assert main(["sample", "--adapters", str(out), "--classes", "red", "blue", "--n", "2", "--steps", "3",
+                 "--out", str(grid), "--no-progress"]) == 0
+    from PIL import Image
+
+    assert Image.open(grid).size == (2 * 64 + 3 * 2, 2 * 64 + 3 * 2)
+
+
+def test_cli_errors_are_one_line_messages(tmp_path, capsys):
+    assert main(["predict", "--adapters", str(tmp_path), str(tmp_path / "x.png"), "--no-progress"]) == 2
+    assert "not an adapter set" in capsys.readouterr().err
+    assert main(["fit", "--dataset", "nope", "--data-root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "no recipe 'nope'" in capsys.readouterr().err

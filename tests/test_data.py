@@ -1,0 +1,128 @@
+import subprocess
+import sys
+
+import pytest
+from fakes import FGVC_VARIANTS, make_fake_fgvc
+from PIL import Image
+
+from diti_sd.data import (
+    ArchiveError,
+    ImageReadError,
+    KShotSplit,
+    LabeledImages,
+    TooFewImagesError,
+    load_fgvc_aircraft,
+    load_hf_dataset,
+    load_image_folder,
+    make_kshot_split,
+)
+
+
+def test_fgvc_reader_follows_the_official_files(fake_fgvc):
+    data_dir = fake_fgvc / "fgvc-aircraft-2013b" / "data"
+    for split in ("train", "val", "test"):
+        data = load_fgvc_aircraft(fake_fgvc, split)
+        lines = (data_dir / f"images_variant_{split}.txt").read_text().split("\n")
+        lines = [line for line in lines if line]
+        assert data.classnames == FGVC_VARIANTS and len(data) == len(lines) == 200
+        for image_id, label, path, line in zip(data.ids, data.labels, data.images, lines):
+            expected_id, expected_name = line.split(" ", 1)
+            assert image_id == expected_id and data.classnames[label] == expected_name
+            assert path == data_dir / "images" / f"{expected_id}.jpg"
+    assert "F-16A/B" in data.classnames and "Embraer Legacy 600" in data.classnames
+    # the same archive passed three ways
+    for root in (fake_fgvc / "fgvc-aircraft-2013b", data_dir):
+        assert load_fgvc_aircraft(root, "val").ids == load_fgvc_aircraft(fake_fgvc, "val").ids
+    family = load_fgvc_aircraft(fake_fgvc, "train", level="family")
+    assert family.classnames == (data_dir / "families.txt").read_text().split("\n")[:-1]
+    assert family.classnames[family.labels[0]] == "707" and len(family.classnames) < 100
+
+
+def test_banner_crop_is_off_by_default(fake_fgvc):
+    full, cropped = load_fgvc_aircraft(fake_fgvc, "test"), load_fgvc_aircraft(fake_fgvc, "test", crop_banner=True)
+    assert full.load(0).size == (48, 40) and cropped.load(0).size == (48, 20)
+
+
+def test_missing_archive_files_are_named(tmp_path):
+    root = make_fake_fgvc(tmp_path / "a", per_split=1, n_classes=3)
+    data_dir = root / "fgvc-aircraft-2013b" / "data"
+    (data_dir / "variants.txt").unlink()
+    with pytest.raises(ArchiveError, match="missing variants.txt"):
+        load_fgvc_aircraft(root, "train")
+    with pytest.raises(ArchiveError, match="no FGVC-Aircraft archive"):
+        load_fgvc_aircraft(tmp_path / "nowhere", "train")
+    root = make_fake_fgvc(tmp_path / "b", per_split=1, n_classes=3)
+    first = (root / "fgvc-aircraft-2013b/data/images_variant_test.txt").read_text().split()[0]
+    (root / f"fgvc-aircraft-2013b/data/images/{first}.jpg").unlink()
+    with pytest.raises(ArchiveError, match=f"missing from .*first: {first}.jpg"):
+        load_fgvc_aircraft(root, "test")
+
+
+def test_unreadable_image_is_named(tmp_path):
+    root = make_fake_fgvc(tmp_path, per_split=1, n_classes=2, corrupt=1)
+    data = load_fgvc_aircraft(root, "train")
+    with pytest.raises(ImageReadError, match=f"cannot read image .*{data.ids[0]}.jpg"):
+        data.load(0)
+
+
+def test_kshot_split_counts_and_determinism(fake_fgvc):
+    train, val = load_fgvc_aircraft(fake_fgvc, "train"), load_fgvc_aircraft(fake_fgvc, "val")
+    split = make_kshot_split(train, val, shots=2, seed=1, dataset="fgvc")
+    assert len(split.train_ids) == 200 and len(split.val_ids) == 200
+    chosen = split.select(train, "train")
+    assert sorted(chosen.labels) == sorted(list(range(100)) * 2)
+    assert make_kshot_split(train, val, 2, 1).train_ids == split.train_ids
+    one = make_kshot_split(train, val, 1, 1)
+    assert one.train_ids != make_kshot_split(train, val, 1, 2).train_ids
+    assert len(one.val_ids) == 100  # min(k, 4) per class
+
+
+def test_kshot_split_is_the_same_in_another_process(fake_fgvc, tmp_path):
+    train = load_fgvc_aircraft(fake_fgvc, "train")
+    here = make_kshot_split(train, None, 1, 3).train_ids
+    code = (
+        "import sys; from diti_sd.data import load_fgvc_aircraft, make_kshot_split;"
+        "t = load_fgvc_aircraft(sys.argv[1], 'train'); print(' '.join(make_kshot_split(t, None, 1, 3).train_ids))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(fake_fgvc)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == here
+
+
+def test_split_saves_and_reloads(fake_fgvc, tmp_path):
+    train, val = load_fgvc_aircraft(fake_fgvc, "train"), load_fgvc_aircraft(fake_fgvc, "val")
+    split = make_kshot_split(train, val, 1, 2, dataset="fgvc-aircraft")
+    loaded = KShotSplit.load(split.save(tmp_path / "splits" / "1shot-seed2.json"))
+    assert loaded == split
+    assert loaded.select(val, "val").ids == split.val_ids
+
+
+def test_too_few_images_names_the_class():
+    data = LabeledImages(["a", "b", "c"], [0, 0, 1], ["wide", "narrow"])
+    with pytest.raises(TooFewImagesError, match=r"'narrow' \(1\).*fewer shots"):
+        make_kshot_split(data, None, 2, 1)
+
+
+def test_image_folder_and_hf_datasets(tmp_path):
+    for name in ("cardinal", "blue jay"):
+        (tmp_path / "birds" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / "birds" / name / f"{i}.png")
+    data = load_image_folder(tmp_path / "birds")
+    assert data.classnames == ["blue jay", "cardinal"] and data.labels == [0, 0, 0, 1, 1, 1]
+    assert data.load(4).size == (8, 8)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no class sub-folders"):
+        load_image_folder(tmp_path / "empty")
+
+    import datasets
+
+    features = datasets.Features({"img": datasets.Image(), "y": datasets.ClassLabel(names=["cat", "dog"])})
+    ds = datasets.Dataset.from_dict(
+        {"img": [Image.new("RGB", (8, 8)) for _ in range(4)], "y": [1, 0, 1, 1]}, features=features
+    )
+    datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "hf"))
+    loaded = load_hf_dataset(tmp_path / "hf", "train", image_column="img", label_column="y")
+    assert loaded.classnames == ["cat", "dog"] and loaded.labels == [1, 0, 1, 1]
+    assert loaded.load(0).size == (8, 8)
+    with pytest.raises(KeyError, match="no column 'image'"):
+        load_hf_dataset(tmp_path / "hf", "train", label_column="y")
