@@ -15,8 +15,7 @@ $(BIN)/diti-sd: pyproject.toml
 install: $(BIN)/diti-sd
 
 demo: install
-	# until the synthetic benchmark lands: the smallest end-to-end path (tiny model -> fit -> predict)
-	$(BIN)/diti-sd tiny-model --out runs/tiny-sd
+	$(BIN)/diti-sd demo --out reports/demo
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -7,7 +7,14 @@ encoder stays as built: with one generic prompt it only has to provide a fixed c
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import torch
+import yaml
 from tqdm.auto import tqdm
 
 
@@ -73,3 +80,67 @@ def train_unet(backbone, pixels: torch.Tensor, prompt: str, steps: int, batch_si
     unet.eval()
     unet.requires_grad_(False)
     return losses
+
+
+@dataclass
+class BaseRecipe:
+    """How the shipped tiny base model is made (``recipes/base/*.yaml``)."""
+
+    seed: int = 0
+    resolution: int = 16
+    latent_factor: int = 2
+    block_out_channels: list[int] = field(default_factory=lambda: [32, 64])
+    cross_attention_dim: int = 32
+    prediction_type: str = "epsilon"
+    prompt: str = "a photo"
+    domain: dict = field(default_factory=dict)  # SyntheticSpec fields
+    n_images: int = 2000  # generic images of the domain (texture, background, shape all independent)
+    vae_steps: int = 2000
+    vae_batch: int = 32
+    vae_lr: float = 2e-3
+    unet_steps: int = 1200
+    unet_batch: int = 48
+    unet_lr: float = 2e-3
+
+
+def load_base_recipe(path: str | os.PathLike) -> BaseRecipe:
+    from .recipes import from_dict
+
+    return from_dict(BaseRecipe, yaml.safe_load(Path(path).read_text()) or {}, where=str(path))
+
+
+def train_base_model(recipe: BaseRecipe, out: str | os.PathLike, progress: bool = True) -> dict:
+    """Build a tiny SD, train its VAE then its UNet on the synthetic domain, save it in diffusers layout."""
+    from .data.synthetic import SyntheticSpec, make_split
+    from .tiny import build_tiny_backbone
+
+    start = time.time()
+    spec = SyntheticSpec(size=recipe.resolution, **recipe.domain)
+    n_per_class = max(1, recipe.n_images // spec.n_classes)
+    generic = make_split(spec, "generic", n_per_class, recipe.seed)
+    pixels = torch.stack(generic.images) * 2 - 1
+    backbone = build_tiny_backbone(seed=recipe.seed, prediction_type=recipe.prediction_type,
+                                   resolution=recipe.resolution, latent_factor=recipe.latent_factor,
+                                   cross_attention_dim=recipe.cross_attention_dim,
+                                   block_out_channels=tuple(recipe.block_out_channels))
+    backbone.model_id = "tiny-base"
+    vae_losses = train_vae(backbone, pixels, recipe.vae_steps, recipe.vae_batch, recipe.vae_lr, seed=recipe.seed,
+                           progress=progress)
+    unet_losses = train_unet(backbone, pixels, recipe.prompt, recipe.unet_steps, recipe.unet_batch, recipe.unet_lr,
+                             seed=recipe.seed, progress=progress)
+    out = Path(out)
+    tmp = out.parent / f".{out.name}.tmp"
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    backbone.save_pretrained(tmp)
+    (tmp / "base_recipe.yaml").write_text(yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False))
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    tail = max(1, len(unet_losses) // 20)
+    return {"out": str(out), "seconds": round(time.time() - start, 1),
+            "vae_loss": sum(vae_losses[-tail:]) / tail, "unet_loss": sum(unet_losses[-tail:]) / tail}

@@ -38,20 +38,26 @@ def sample_images(
         chunk = list(prompts[start : start + batch_size])
         n = len(chunk)
         idx = None if class_index is None else torch.tensor(class_index[start : start + n])
-        ctx_idx = None if idx is None else torch.cat([idx, idx])
+        # guidance 1 is the conditional prediction alone: skip the unconditional half
+        guided_run = guidance != 1.0
+        copies = 2 if guided_run else 1
+        ctx_idx = None if idx is None else idx.repeat(copies)
         with _route(adapters, None, ctx_idx, unet_scale, text_scale):
-            context = backbone.encode_prompts([""] * n + chunk)
+            context = backbone.encode_prompts(([""] * n if guided_run else []) + chunk)
         g = torch.Generator().manual_seed(seed * 100003 + start)
         latents = torch.randn((n, *backbone.latent_shape), generator=g).to(backbone.device, backbone.dtype)
         latents = latents * scheduler.init_noise_sigma
         scheduler.set_timesteps(steps, device=backbone.device)
         for t in scheduler.timesteps:
-            model_in = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-            tt = t.expand(2 * n).to(backbone.device)
+            model_in = scheduler.scale_model_input(latents.repeat(copies, 1, 1, 1), t)
+            tt = t.expand(copies * n).to(backbone.device)
             with _route(adapters, ctx_idx, None, unet_scale, text_scale):
                 output = backbone.predict(model_in, tt, context)
-            uncond, cond = output.chunk(2)
-            guided = uncond + guidance * (cond - uncond)
+            if guided_run:
+                uncond, cond = output.chunk(2)
+                guided = uncond + guidance * (cond - uncond)
+            else:
+                guided = output
             latents = scheduler.step(guided, t, latents).prev_sample
         out.append(backbone.decode_latents(latents).cpu())
         bar.update(n)

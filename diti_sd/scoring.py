@@ -164,3 +164,31 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = z - np.max(z, axis=1, keepdims=True)
     p = np.exp(z)
     return p / p.sum(1, keepdims=True)
+
+
+@torch.no_grad()
+def dense_errors(backbone, adapters, latents: torch.Tensor, contexts: torch.Tensor, t: torch.Tensor,
+                 noise: torch.Tensor, batch_size: int = 256, unet_scale: float = 1.0,
+                 progress: bool = False) -> np.ndarray:
+    """Epsilon error of every (image, class, pair): (n, C, P). For analyses over scoring windows,
+    which then cost no further UNet calls."""
+    n, n_classes, n_pairs = latents.shape[0], contexts.shape[0], t.shape[0]
+    device = backbone.device
+    alpha = backbone.alphas_cumprod(device)
+    grid = torch.stack(torch.meshgrid(torch.arange(n), torch.arange(n_classes), torch.arange(n_pairs),
+                                      indexing="ij"), -1).reshape(-1, 3)
+    out = np.zeros(len(grid))
+    bar = tqdm(total=len(grid), desc="scoring", unit="call", disable=not progress, leave=False)
+    for start in range(0, len(grid), batch_size):
+        ii, cc, pp = grid[start : start + batch_size].unbind(1)
+        x0 = latents[ii].to(device, backbone.dtype)
+        eps = noise[pp].to(device, backbone.dtype)
+        tt = t[pp].to(device)
+        a = alpha[tt].view(-1, 1, 1, 1)
+        x_t = (a.sqrt() * x0.float() + (1 - a).sqrt() * eps.float()).to(backbone.dtype)
+        with adapters.use(unet_index=cc, unet_scale=unet_scale):
+            pred = backbone.output_to_epsilon(backbone.predict(x_t, tt, contexts[cc].to(device)), x_t, tt)
+        out[start : start + len(ii)] = (pred.float() - eps.float()).pow(2).flatten(1).mean(1).cpu().numpy()
+        bar.update(len(ii))
+    bar.close()
+    return out.reshape(n, n_classes, n_pairs)

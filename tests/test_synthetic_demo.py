@@ -1,0 +1,78 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from diti_sd import DiTiFewShotClassifier
+from diti_sd.backbone import load_backbone
+from diti_sd.data.synthetic import TEXTURES, SyntheticSpec, background_class_dependence, make_split, texture
+from diti_sd.demo import DemoConfig, run_demo, window_accuracy
+from diti_sd.scoring import class_contexts, dense_errors
+from diti_sd.timesteps import scoring_pairs
+
+SPEC = SyntheticSpec(size=16)
+
+
+@pytest.mark.parametrize("split, low, high", [("train", 0.99, 1.0), ("correlated", 0.99, 1.0),
+                                              ("decorrelated", 0.0, 0.25), ("val", 0.0, 0.25)])
+def test_background_follows_the_class_only_where_it_should(split, low, high):
+    data = make_split(SPEC, split, 40, seed=3)
+    assert low <= background_class_dependence(data, SPEC) <= high
+    assert sorted(set(data.labels)) == list(range(SPEC.n_classes))
+
+
+def test_the_texture_is_the_class_and_splits_are_reproducible():
+    data = make_split(SPEC, "decorrelated", 6, seed=1)
+    again = make_split(SPEC, "decorrelated", 6, seed=1)
+    other = make_split(SPEC, "decorrelated", 6, seed=2)
+    assert all(torch.equal(a, b) for a, b in zip(data.images, again.images))
+    assert not all(torch.equal(a, b) for a, b in zip(data.images, other.images))
+    for image, label in zip(data.images, data.labels):
+        grey = (image[0] == image[1]) & (image[1] == image[2])  # object pixels; backgrounds are saturated
+        centred = (image[0] - SPEC.object_level)[grey].numpy()
+        scores = [np.corrcoef(centred, texture(kind, 16)[grey.numpy()])[0, 1] for kind in TEXTURES[: SPEC.n_classes]]
+        assert int(np.argmax(scores)) == label and max(scores) > 0.95
+
+
+def test_shipped_tiny_base_loads_through_the_normal_loader():
+    from pathlib import Path
+
+    import diti_sd
+
+    folder = Path(diti_sd.__file__).parent / "assets" / "tiny-base"
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert size < 10 * 2**20
+    backbone = load_backbone("builtin:tiny-base", device="cpu")
+    assert backbone.resolution == 16 and backbone.latent_shape == (4, 8, 8)
+    assert (folder / "base_recipe.yaml").is_file()
+    latents = backbone.encode_images(torch.stack(make_split(SPEC, "val", 1, 0).images) * 2 - 1)
+    assert latents.shape == (5, 4, 8, 8) and 0.5 < float(latents.std()) < 2.0  # scaling factor fitted
+
+
+def test_window_accuracy_agrees_with_predict():
+    train = make_split(SPEC, "train", 2, seed=1)
+    names = [SPEC.classnames[i] for i in train.labels]
+    clf = DiTiFewShotClassifier(recipe="synthetic", steps=3, random_state=1, progress=False,
+                                overrides={"score.rounds": [[6, 1]], "fit.prior_images": 5})
+    clf.fit(train.images, names)
+    test = make_split(SPEC, "decorrelated", 2, seed=9)
+    t, noise = scoring_pairs(6, 0, 200, clf.backbone_.latent_shape, seed=0)
+    errors = dense_errors(clf.backbone_, clf.adapters_, clf.encode(test.images),
+                          class_contexts(clf.backbone_, clf.adapters_, clf.prompts_), t, noise)
+    labels = np.array([list(clf.classes_).index(SPEC.classnames[i]) for i in test.labels])
+    expected = float((clf.predict(test.images) == np.array([SPEC.classnames[i] for i in test.labels])).mean())
+    assert window_accuracy(errors, t.numpy(), np.ones(6), labels, (0, 200)) == expected
+
+
+def test_demo_writes_its_report(tmp_path):
+    cfg = DemoConfig(seeds=[1], shots=2, test_per_class=2, pairs_small=2, pairs_rest=2, steps=2, samples_per_class=1)
+    report = run_demo(cfg, tmp_path, progress=False)
+    for name in ("results.json", "README.md", "accuracy_vs_window.png", "test_predictions.png", "adapter_samples.png"):
+        assert (tmp_path / name).is_file(), name
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["results"] == json.loads(json.dumps(report["results"]))
+    assert any("recommended" in method for method in saved["results"])
+    for by_split in saved["results"].values():
+        assert set(by_split) == {"decorrelated", "correlated"}
+        assert all(0 <= by_split[s]["mean"] <= 1 for s in by_split)
