@@ -10,6 +10,7 @@ SUBCOMMANDS = {
     "fit": "fit class adapters on a few-shot data set",
     "predict": "classify images with a fitted adapter set",
     "sample": "generate images from class adapters",
+    "eval": "compare DiTi-SD with OpenCLIP zero-shot, Tip-Adapter and Tip-Adapter-F on k-shot splits",
     "demo": "the synthetic fine-grained benchmark on the shipped tiny model (CPU, minutes)",
     "train-base": "train the tiny base model of the synthetic domain (the shipped one)",
     "tiny-model": "build a tiny random-weight Stable Diffusion folder (offline tests and smoke runs)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import add_runtime_arguments, load_split_data
+from .common import add_runtime_arguments
 
 
 def add_arguments(parser):
@@ -32,7 +32,7 @@ def add_arguments(parser):
 
 def run(args):
     from ..classifier import DiTiFewShotClassifier
-    from ..data import KShotSplit, make_kshot_split
+    from ..data import KShotSplit, load_configured_split, make_kshot_split
     from ..data.images import ImageSequence
     from ..recipes import load_recipe
     from . import CLIError
@@ -43,8 +43,8 @@ def run(args):
     recipe = load_recipe(args.dataset, args.overrides)
     if args.model:
         recipe.model = args.model
-    train = load_split_data(recipe, args.data_root, recipe.dataset.train_split)
-    val = load_split_data(recipe, args.data_root, recipe.dataset.val_split)
+    train = load_configured_split(recipe.dataset, args.data_root, recipe.dataset.train_split)
+    val = load_configured_split(recipe.dataset, args.data_root, recipe.dataset.val_split)
     if args.split:
         split = KShotSplit.load(args.split)
     elif args.shots:

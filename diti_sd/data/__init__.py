@@ -12,6 +12,7 @@ __all__ = [
     "KShotSplit",
     "LabeledImages",
     "TooFewImagesError",
+    "load_configured_split",
     "load_dataset",
     "load_fgvc_aircraft",
     "load_hf_dataset",
@@ -30,3 +31,20 @@ def load_dataset(kind: str, root, split: str, **options) -> LabeledImages:
     if kind == "hf":
         return load_hf_dataset(root, split, **options)
     raise ValueError(f"unknown data set kind {kind!r}; choose fgvc-aircraft, image-folder or hf")
+
+
+def load_configured_split(ds, root, split_name):
+    """One split of the data set a recipe's ``dataset`` section describes; None if it has no such split
+    (``split_name`` None, or an image folder without that sub-folder)."""
+    from pathlib import Path
+
+    if split_name is None:
+        return None
+    options = {}
+    if ds.kind == "fgvc-aircraft":
+        options = {"level": ds.level, "crop_banner": ds.crop_banner}
+    elif ds.kind == "hf":
+        options = {"image_column": ds.image_column, "label_column": ds.label_column}
+    elif ds.kind == "image-folder" and split_name != ds.train_split and not (Path(root) / split_name).is_dir():
+        return None
+    return load_dataset(ds.kind, root, split_name, **options)

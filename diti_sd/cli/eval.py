@@ -1,0 +1,46 @@
+"""``diti-sd eval``: DiTi-SD against OpenCLIP zero-shot, Tip-Adapter and Tip-Adapter-F on the same splits."""
+
+from __future__ import annotations
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def add_arguments(parser):
+    from ..evaluate import METHODS
+    from .common import add_runtime_arguments
+
+    parser.add_argument("--dataset", required=True, help="a registered recipe or a recipe YAML path")
+    parser.add_argument("--data-root", required=True)
+    parser.add_argument("--shots", type=_ints, default=[1, 2, 4, 8, 16], help="e.g. 1,2,4,8,16")
+    parser.add_argument("--seeds", type=_ints, default=[1, 2, 3], help="e.g. 1,2,3")
+    parser.add_argument("--methods", default="diti,openclip-zeroshot,tip-adapter,tip-adapter-f",
+                        help=f"comma-separated, from {', '.join(METHODS)}")
+    parser.add_argument("--adapters-dir", default=None,
+                        help="reuse (or write) DiTi-SD adapter sets here as <recipe>-<k>shot-seed<s>/")
+    parser.add_argument("--report", required=True, help="report folder; reruns skip finished runs")
+    parser.add_argument("--model", default=None, help="Stable Diffusion base model for DiTi-SD")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--clip-model", default="ViT-H-14", help="OpenCLIP model name or model-config JSON")
+    parser.add_argument("--clip-pretrained", default="laion2b_s32b_b79k",
+                        help="OpenCLIP weights tag or checkpoint file; 'none' for random weights")
+    parser.add_argument("--aug-passes", type=int, default=10, help="augmented passes for Tip-Adapter's cache")
+    add_runtime_arguments(parser)
+
+
+def run(args):
+    from ..evaluate import EvalConfig, Evaluation
+
+    cfg = EvalConfig(
+        dataset=args.dataset, data_root=args.data_root, report=args.report, shots=args.shots, seeds=args.seeds,
+        methods=[m.strip() for m in args.methods.split(",") if m.strip()], adapters_dir=args.adapters_dir,
+        model=args.model, overrides=args.overrides, clip_model=args.clip_model,
+        clip_pretrained=None if args.clip_pretrained.lower() == "none" else args.clip_pretrained,
+        aug_passes=args.aug_passes, device=args.device, progress=not args.no_progress,
+    )
+    evaluation = Evaluation(cfg)
+    evaluation.run()
+    print((evaluation.report / "README.md").read_text().split("![")[0].rstrip())
+    print(f"\nreport written to {evaluation.report}/")
+    return 0

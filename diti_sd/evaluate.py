@@ -1,0 +1,272 @@
+"""The evaluation harness behind ``diti-sd eval``: every method on the same k-shot splits.
+
+Per (shots, seed) one CoOp split is drawn and saved; each method's result is written to
+``report/runs/`` as soon as it exists, so a rerun skips what is done. Baselines share one OpenCLIP
+backbone whose features are cached on disk. Every choice a method makes (Tip-Adapter's alpha/beta,
+Tip-Adapter-F's epoch, the ensemble weight) is made on the validation split.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import baselines as bl
+from .classifier import DiTiFewShotClassifier
+from .data import load_configured_split, make_kshot_split
+from .data.images import ImageSequence
+from .recipes import load_recipe
+
+METHODS = ("diti", "openclip-zeroshot", "tip-adapter", "tip-adapter-f", "diti+tip-adapter")
+
+
+@dataclass
+class EvalConfig:
+    dataset: str
+    data_root: str
+    report: str
+    shots: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    methods: list[str] = field(default_factory=lambda: ["diti", "openclip-zeroshot", "tip-adapter", "tip-adapter-f"])
+    adapters_dir: str | None = None
+    model: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    clip_model: str = "ViT-H-14"
+    clip_pretrained: str | None = "laion2b_s32b_b79k"
+    aug_passes: int = 10
+    device: str | None = None
+    progress: bool = True
+
+
+def _standardise(logits: np.ndarray) -> np.ndarray:
+    finite = np.where(np.isfinite(logits), logits, np.nan)
+    mean, std = np.nanmean(finite, 1, keepdims=True), np.nanstd(finite, 1, keepdims=True) + 1e-12
+    return np.where(np.isfinite(logits), (logits - mean) / std, -1e9)
+
+
+class Evaluation:
+    def __init__(self, cfg: EvalConfig):
+        unknown = sorted(set(cfg.methods) - set(METHODS))
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+        self.cfg = cfg
+        self.report = Path(cfg.report)
+        self.recipe = load_recipe(cfg.dataset, cfg.overrides)
+        if cfg.model:
+            self.recipe.model = cfg.model
+        ds = self.recipe.dataset
+        self.train = load_configured_split(ds, cfg.data_root, ds.train_split)
+        self.val = load_configured_split(ds, cfg.data_root, ds.val_split)
+        self.test = load_configured_split(ds, cfg.data_root, ds.test_split)
+        if self.test is None:
+            raise FileNotFoundError(f"no {ds.test_split!r} split under {cfg.data_root}")
+        self.templates = bl.TEMPLATES.get(ds.kind, bl.TEMPLATES["default"])
+        self._clip = None
+        self._diti_logits: dict = {}
+
+    # ----------------------------------------------------------------- shared pieces
+    @property
+    def clip(self) -> bl.ClipBackbone:
+        if self._clip is None:
+            self._clip = bl.load_openclip(self.cfg.clip_model, self.cfg.clip_pretrained, self.cfg.device)
+            self.cache = bl.FeatureCache(self.report / "features", self._clip)
+        return self._clip
+
+    def features(self, data, tag: str, augment_pass=None):
+        self.clip  # noqa: B018  (loads the backbone and the cache)
+        return self.cache.get(ImageSequence(data), data.ids, tag, augment_pass, self.cfg.progress)
+
+    def text_weights(self):
+        if not hasattr(self, "_text"):
+            self._text = bl.text_classifier(self.clip, self.test.classnames, self.templates)
+        return self._text
+
+    # ----------------------------------------------------------------- methods
+    def run_method(self, method: str, shots: int, seed: int, tr, va) -> dict:
+        start = time.time()
+        n_test = len(self.test)
+        if method == "openclip-zeroshot":
+            logits = bl.zero_shot_logits(self.features(self.test, "test"), self.text_weights()).numpy()
+            out = {"cost": {"clip_forwards_per_image": 1}}
+        elif method in ("tip-adapter", "tip-adapter-f"):
+            logits, out = self._tip(method, tr, va)
+        elif method == "diti":
+            logits, out = self._diti(shots, seed, tr, va)
+        else:  # diti+tip-adapter
+            logits, out = self._ensemble(shots, seed, tr, va)
+        pred = logits.argmax(1)
+        labels = np.array(self.test.labels)
+        out.update(method=method, shots=shots, seed=seed, accuracy=float((pred == labels).mean()),
+                   predictions=pred.tolist(), wall_s=round(time.time() - start, 2), n_test=n_test,
+                   device=str(self.cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")))
+        return out
+
+    def _tip(self, method, tr, va):
+        aug = [self.features(tr, "train", p) for p in range(self.cfg.aug_passes)]
+        keys, values = bl.cache_model(aug, np.array(tr.labels), len(tr.classnames))
+        text = self.text_weights()
+        val_f, test_f = self.features(va, "val"), self.features(self.test, "test")
+        val_clip, test_clip = bl.zero_shot_logits(val_f, text), bl.zero_shot_logits(test_f, text)
+        extra = {}
+        if method == "tip-adapter-f":
+            keys, epoch, val_acc = bl.train_tip_adapter_f(aug, np.array(tr.labels), keys, values, text, val_f,
+                                                          np.array(va.labels))
+            extra = {"epoch": epoch, "epoch_val_accuracy": val_acc}
+        alpha, beta, val_acc = bl.search_alpha_beta(val_f, np.array(va.labels), keys, values, val_clip)
+        logits = bl.tip_logits(test_f, keys, values, test_clip, alpha, beta).numpy()
+        return logits, {"alpha": alpha, "beta": beta, "val_accuracy": val_acc, **extra,
+                        "cost": {"clip_forwards_per_image": 1}}
+
+    def _classifier(self, shots, seed, tr):
+        folder = Path(self.cfg.adapters_dir or self.report / "adapters") / f"{self.recipe.name}-{shots}shot-seed{seed}"
+        if (folder / "manifest.json").is_file():
+            return DiTiFewShotClassifier.from_pretrained(folder, device=self.cfg.device, progress=self.cfg.progress)
+        clf = DiTiFewShotClassifier(recipe=self.recipe, random_state=seed, device=self.cfg.device,
+                                    progress=self.cfg.progress)
+        clf.fit(ImageSequence(tr), tr.label_names(), output_dir=folder, resume=True)
+        clf.save_pretrained(folder)
+        return clf
+
+    def _diti(self, shots, seed, tr, va, with_val=False):
+        key = (shots, seed)
+        if key not in self._diti_logits or (with_val and "val" not in self._diti_logits[key]):
+            clf = self._classifier(shots, seed, tr)
+            order = [clf.classes_.tolist().index(name) for name in self.test.classnames]
+            result = clf.score_images(ImageSequence(self.test))
+            entry = {"test": result.logits[:, order], "calls": float(result.unet_calls.mean())}
+            if with_val:
+                entry["val"] = clf.score_images(ImageSequence(va)).logits[:, order]
+            self._diti_logits[key] = {**self._diti_logits.get(key, {}), **entry}
+        entry = self._diti_logits[key]
+        return entry["test"], {"cost": {"unet_calls_per_image": entry["calls"]}}
+
+    def _ensemble(self, shots, seed, tr, va):
+        self._diti(shots, seed, tr, va, with_val=True)
+        diti = self._diti_logits[(shots, seed)]
+        tip_test, tip_info = self._tip("tip-adapter", tr, va)
+        text = self.text_weights()
+        val_f = self.features(va, "val")
+        aug = [self.features(tr, "train", p) for p in range(self.cfg.aug_passes)]
+        keys, values = bl.cache_model(aug, np.array(tr.labels), len(tr.classnames))
+        tip_val = bl.tip_logits(val_f, keys, values, bl.zero_shot_logits(val_f, text), tip_info["alpha"],
+                                tip_info["beta"]).numpy()
+        val_labels = np.array(va.labels)
+        best = (0.0, -1.0)
+        for w in np.linspace(0, 5, 51):
+            acc = float(((_standardise(diti["val"]) + w * _standardise(tip_val)).argmax(1) == val_labels).mean())
+            if acc > best[1]:
+                best = (float(w), acc)
+        logits = _standardise(diti["test"]) + best[0] * _standardise(tip_test)
+        return logits, {"tip_weight": best[0], "val_accuracy": best[1],
+                        "cost": {"unet_calls_per_image": diti["calls"], "clip_forwards_per_image": 1}}
+
+    # ----------------------------------------------------------------- the loop
+    def run(self) -> dict:
+        runs_dir = self.report / "runs"
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        runs = []
+        for shots in self.cfg.shots:
+            for seed in self.cfg.seeds:
+                split = make_kshot_split(self.train, self.val, shots, seed, dataset=self.recipe.name)
+                split.save(self.report / "splits" / f"{shots}shot-seed{seed}.json")
+                tr = split.select(self.train, "train")
+                va = split.select(self.val if self.val is not None else self.train, "val")
+                for method in self.cfg.methods:
+                    path = runs_dir / f"{method}-{shots}shot-seed{seed}.json"
+                    if path.is_file():
+                        runs.append(json.loads(path.read_text()))
+                        continue
+                    result = self.run_method(method, shots, seed, tr, va)
+                    tmp = path.parent / f".{path.name}.tmp"
+                    tmp.write_text(json.dumps(result))
+                    os.replace(tmp, path)
+                    runs.append(result)
+                    if self.cfg.progress:
+                        print(f"{method} {shots}-shot seed {seed}: {result['accuracy']:.4f}", flush=True)
+        return self.write_report(runs)
+
+    def write_report(self, runs: list[dict]) -> dict:
+        table = {}
+        for r in runs:
+            table.setdefault(r["method"], {}).setdefault(r["shots"], []).append(r["accuracy"])
+        summary = {m: {str(k): {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
+                       for k, v in sorted(by.items())} for m, by in table.items()}
+        confusion = self._confusion(runs)
+        report = {"config": asdict(self.cfg), "recipe": self.recipe.to_dict(), "results": summary,
+                  "cost": {r["method"]: r.get("cost", {}) for r in runs},
+                  "wall_s": {m: float(np.mean([r["wall_s"] for r in runs if r["method"] == m])) for m in table},
+                  "machine": platform.platform(), "confusion": confusion,
+                  "runs": [{k: v for k, v in r.items() if k != "predictions"} for r in runs]}
+        (self.report / "results.json").write_text(json.dumps(report, indent=2))
+        (self.report / "README.md").write_text(self._markdown(report))
+        self._plot(summary)
+        return report
+
+    def _confusion(self, runs: list[dict]) -> dict:
+        labels = np.array(self.test.labels)
+        names = self.test.classnames
+        out = {}
+        for method in {r["method"] for r in runs}:
+            mine = [r for r in runs if r["method"] == method]
+            top = max(mine, key=lambda r: (r["shots"], -r["seed"]))
+            pred = np.array(top["predictions"])
+            per_class = {names[c]: float((pred[labels == c] == c).mean()) for c in np.unique(labels)}
+            pairs = {}
+            for t, p in zip(labels, pred):
+                if t != p:
+                    pairs[(names[t], names[p])] = pairs.get((names[t], names[p]), 0) + 1
+            worst = sorted(pairs.items(), key=lambda kv: -kv[1])[:10]
+            out[method] = {"shots": top["shots"], "seed": top["seed"],
+                           "worst_classes": sorted(per_class.items(), key=lambda kv: kv[1])[:10],
+                           "most_confused": [{"true": a, "predicted": b, "count": n} for (a, b), n in worst]}
+        return out
+
+    def _markdown(self, report: dict) -> str:
+        shots = sorted({int(s) for by in report["results"].values() for s in by})
+        lines = [f"# diti-sd eval: {self.recipe.name}", "",
+                 f"Top-1 accuracy, mean ± std over seeds {self.cfg.seeds}; {len(self.test)} test images.", "",
+                 "| method | " + " | ".join(f"{s}-shot" for s in shots) + " | cost per test image | mean wall s |",
+                 "|---|" + "---|" * (len(shots) + 2)]
+        for method, by in report["results"].items():
+            cells = [f"{by[str(s)]['mean'] * 100:.1f} ± {by[str(s)]['std'] * 100:.1f}" if str(s) in by else ""
+                     for s in shots]
+            cost = ", ".join(f"{k.replace('_per_image', '').replace('_', ' ')} {v:g}"
+                             for k, v in report["cost"][method].items())
+            lines.append(f"| {method} | " + " | ".join(cells) + f" | {cost} | {report['wall_s'][method]:.1f} |")
+        lines += ["", "![accuracy against shots](accuracy_vs_shots.png)", "", "## Most confused (largest shots)", ""]
+        for method, c in report["confusion"].items():
+            pairs = "; ".join(f"{p['true']} -> {p['predicted']} ({p['count']})" for p in c["most_confused"][:5])
+            lines.append(f"- {method}: {pairs or 'none'}")
+        return "\n".join(lines) + "\n"
+
+    def _plot(self, summary: dict) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for method, by in summary.items():
+            xs = sorted(int(s) for s in by)
+            ys = [by[str(s)]["mean"] * 100 for s in xs]
+            es = [by[str(s)]["std"] * 100 for s in xs]
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=method)
+        ax.set_xscale("log", base=2)
+        all_shots = sorted({int(s) for by in summary.values() for s in by})
+        ax.set_xticks(all_shots, [str(s) for s in all_shots])
+        ax.minorticks_off()
+        ax.set_xlabel("shots per class")
+        ax.set_ylabel("top-1 accuracy (%)")
+        ax.set_title(self.recipe.name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(self.report / "accuracy_vs_shots.png", dpi=110)
+        plt.close(fig)

@@ -1,0 +1,127 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from fakes import make_fake_fgvc
+
+from diti_sd import baselines as bl
+from diti_sd.cli import main
+from diti_sd.data import load_fgvc_aircraft
+from diti_sd.data.images import ImageSequence
+from diti_sd.evaluate import EvalConfig, Evaluation
+from diti_sd.recipes import load_recipe
+
+TINY_CLIP = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8,
+                                             "head_width": 32},
+             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+
+
+@pytest.fixture(scope="module")
+def clip_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clip") / "tiny-clip-test.json"
+    path.write_text(json.dumps(TINY_CLIP))
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_fgvc(tmp_path_factory):
+    return make_fake_fgvc(tmp_path_factory.mktemp("fgvc5"), per_split=3, n_classes=5, seed=3)
+
+
+@pytest.fixture(scope="module")
+def eval_recipe(tmp_path_factory):
+    recipe = load_recipe("tiny", {"dataset.kind": "fgvc-aircraft", "prompt.token": "hta",
+                                  "prompt.template": "a photo of a {token} {name}, a type of aircraft."})
+    path = tmp_path_factory.mktemp("recipe") / "tiny-fgvc.yaml"
+    path.write_text(recipe.to_yaml())
+    return path
+
+
+def test_zero_shot_and_tip_adapter_match_the_formulas(clip_config, small_fgvc):
+    torch.manual_seed(0)
+    clip = bl.load_openclip(str(clip_config), None, "cpu")
+    train = load_fgvc_aircraft(small_fgvc, "train")
+    test = load_fgvc_aircraft(small_fgvc, "test")
+    f_test = bl.image_features(clip, ImageSequence(test))
+    assert torch.allclose(f_test.norm(dim=1), torch.ones(len(test)), atol=1e-5)
+    templates = bl.TEMPLATES["fgvc-aircraft"]
+    weights = bl.text_classifier(clip, train.classnames, templates)
+    # independent zero-shot computation, one class and one template at a time
+    with torch.no_grad():
+        for c, name in enumerate(train.classnames):
+            per_template = []
+            for template in templates:
+                e = clip.model.encode_text(clip.tokenizer([template.format(name)]))[0]
+                per_template.append(e / e.norm())
+            w = torch.stack(per_template).mean(0)
+            assert torch.allclose(weights[c], w / w.norm(), atol=1e-5)
+    clip_logits = bl.zero_shot_logits(f_test, weights)
+    assert torch.allclose(clip_logits[3, 2], 100 * f_test[3] @ weights[2], atol=1e-4)
+
+    passes = [bl.image_features(clip, ImageSequence(train), bl.augmented_transform(clip)) for _ in range(3)]
+    assert not torch.allclose(passes[0], passes[1])  # the augmentation is random
+    keys, values = bl.cache_model(passes, np.array(train.labels), 5)
+    logits = bl.tip_logits(f_test, keys, values, clip_logits, alpha=2.5, beta=5.0)
+    for i in range(len(test)):
+        for c in range(5):
+            expected = float(clip_logits[i, c])
+            for j in range(len(train)):
+                key = sum(p[j] for p in passes) / 3
+                key = key / key.norm()
+                if train.labels[j] == c:
+                    expected += 2.5 * float(torch.exp(-5.0 * (1 - f_test[i] @ key)))
+            assert abs(float(logits[i, c]) - expected) < 1e-3
+
+
+def test_tip_adapter_f_keeps_the_best_validation_epoch(clip_config, small_fgvc):
+    clip = bl.load_openclip(str(clip_config), None, "cpu")
+    train, val = load_fgvc_aircraft(small_fgvc, "train"), load_fgvc_aircraft(small_fgvc, "val")
+    passes = [bl.image_features(clip, ImageSequence(train), bl.augmented_transform(clip)) for _ in range(2)]
+    keys, values = bl.cache_model(passes, np.array(train.labels), 5)
+    text = bl.text_classifier(clip, train.classnames, bl.TEMPLATES["default"])
+    val_f = bl.image_features(clip, ImageSequence(val))
+    trained, epoch, acc = bl.train_tip_adapter_f(passes, np.array(train.labels), keys, values, text, val_f,
+                                                 np.array(val.labels), epochs=5)
+    assert 1 <= epoch <= 5 and not torch.equal(trained, keys)
+    recomputed = bl.tip_logits(val_f, trained, values, bl.zero_shot_logits(val_f, text), 1.0, 1.0)
+    assert float((recomputed.argmax(1) == torch.tensor(val.labels)).float().mean()) == pytest.approx(acc)
+
+
+def test_hyperparameters_never_see_test_labels(clip_config, small_fgvc, eval_recipe, tmp_path):
+    def run(report, scramble):
+        cfg = EvalConfig(dataset=str(eval_recipe), data_root=str(small_fgvc), report=str(report), shots=[2],
+                         seeds=[1], methods=["tip-adapter", "tip-adapter-f"], clip_model=str(clip_config),
+                         clip_pretrained=None, aug_passes=2, device="cpu", progress=False)
+        evaluation = Evaluation(cfg)
+        if scramble:
+            rng = np.random.default_rng(0)
+            evaluation.test.labels = [int(v) for v in rng.permutation(evaluation.test.labels)]
+        return {r["method"]: r for r in evaluation.run()["runs"]}
+
+    honest, scrambled = run(tmp_path / "a", False), run(tmp_path / "b", True)
+    for method in ("tip-adapter", "tip-adapter-f"):
+        for key in ("alpha", "beta", "val_accuracy"):
+            assert honest[method][key] == scrambled[method][key], (method, key)
+    assert honest["tip-adapter-f"]["epoch"] == scrambled["tip-adapter-f"]["epoch"]
+
+
+def test_eval_end_to_end_writes_the_report_and_skips_finished_runs(clip_config, small_fgvc, eval_recipe,
+                                                                   tiny_model_dir, tmp_path, capsys):
+    report = tmp_path / "report"
+    argv = ["eval", "--dataset", str(eval_recipe), "--data-root", str(small_fgvc), "--model", str(tiny_model_dir),
+            "--shots", "1,2", "--seeds", "1", "--report", str(report), "--clip-model", str(clip_config),
+            "--clip-pretrained", "none", "--aug-passes", "2", "--no-progress",
+            "--methods", "diti,openclip-zeroshot,tip-adapter,tip-adapter-f,diti+tip-adapter"]
+    assert main(argv) == 0
+    for name in ("results.json", "README.md", "accuracy_vs_shots.png", "splits/1shot-seed1.json"):
+        assert (report / name).is_file(), name
+    results = json.loads((report / "results.json").read_text())
+    assert set(results["results"]) == {"diti", "openclip-zeroshot", "tip-adapter", "tip-adapter-f", "diti+tip-adapter"}
+    assert results["cost"]["diti"]["unet_calls_per_image"] == 5 * 2 + 2 * 2
+    assert len(list((report / "adapters").glob("*-2shot-seed1/manifest.json"))) == 1
+    assert "| diti |" in capsys.readouterr().out
+    stamps = {p: p.stat().st_mtime_ns for p in (report / "runs").glob("*.json")}
+    assert len(stamps) == 10
+    assert main(argv) == 0
+    assert stamps == {p: p.stat().st_mtime_ns for p in (report / "runs").glob("*.json")}
