@@ -223,7 +223,10 @@ def _resize_center_crop(batch: torch.Tensor, size: int) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- loading
 def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The GPU of this process (LOCAL_RANK under a multi-process launcher), else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def default_dtype(device: torch.device) -> torch.dtype:

@@ -22,6 +22,7 @@ from . import __version__
 from .adapter_set import AdapterSetError, read_adapter_set, write_adapter_set
 from .backbone import load_backbone
 from .data.images import list_images, load_image
+from .distributed import barrier, gather_rows, is_main, merge_class_shards, shard, world
 from .fit import FitData, fit_adapters
 from .lora import ClassAdapters
 from .prompts import choose_tokens, class_prompts
@@ -155,9 +156,13 @@ class DiTiFewShotClassifier:
             prior = torch.cat([backbone.encode_images(part) for part in prior_pixels.split(16)])
         adapters = ClassAdapters(backbone, len(classes), recipe.lora, depth=recipe.depth_for(shots))
         data = FitData(by_class, prompts, recipe.prompt.generic, prior)
+        rank, size = world()
+        owned = shard(list(range(len(classes))), rank, size)  # `accelerate launch`: classes split over processes
         summary = fit_adapters(backbone, adapters, data, recipe.fit, recipe.steps_for(shots),
-                               seed=self.random_state, checkpoint_dir=output_dir, resume=resume,
-                               progress=self.progress, callback=callback)
+                               seed=self.random_state, classes=owned, checkpoint_dir=output_dir, resume=resume,
+                               progress=self.progress and rank == 0, callback=callback,
+                               checkpoint_name="checkpoint" if size == 1 else f"checkpoint-rank{rank}")
+        merge_class_shards(adapters, owned)
         self.backbone_ = backbone
         self.adapters_ = adapters
         self.classes_ = classes
@@ -197,7 +202,7 @@ class DiTiFewShotClassifier:
         images = sample_images(backbone, [recipe.prompt.generic] * cfg.prior_images, steps=cfg.prior_sample_steps,
                                guidance=cfg.prior_guidance, seed=self.random_state, progress=self.progress,
                                desc="prior images")
-        if cache is not None:
+        if cache is not None and is_main():
             from torchvision.utils import save_image
 
             cache.mkdir(parents=True, exist_ok=True)
@@ -232,17 +237,25 @@ class DiTiFewShotClassifier:
         from .scoring import ScoreResult
 
         self._check_fitted()
-        latents = self.encode(X)
+        X = _as_sequence(X)
+        rank, size = world()
+        mine = shard(list(range(len(X))), rank, size)  # `accelerate launch`: images split over processes
+        if not mine:
+            raise ValueError("got no images" if not len(X) else f"fewer images ({len(X)}) than processes ({size})")
+        latents = self.encode([X[i] for i in mine])
+        if candidates is not None:
+            candidates = np.asarray(candidates)[mine]
         contexts = self._class_contexts()
         parts = []
-        bar = tqdm(total=len(latents), desc="predict", unit="img", disable=not self.progress)
+        bar = tqdm(total=len(latents), desc="predict", unit="img", disable=not self.progress or rank > 0)
         for start in range(0, len(latents), chunk):
             cand = None if candidates is None else np.asarray(candidates)[start : start + chunk]
             parts.append(score_latents(self.backbone_, self.adapters_, latents[start : start + chunk], contexts,
                                        self.recipe_.score, cand))
             bar.update(min(chunk, len(latents) - start))
         bar.close()
-        return ScoreResult(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("errors", "logits", "unet_calls")))
+        return ScoreResult(*(gather_rows(np.concatenate([getattr(p, f) for p in parts]), len(X))
+                             for f in ("errors", "logits", "unet_calls")))
 
     def decision_function(self, X) -> np.ndarray:
         return self.score_images(X).logits
@@ -300,10 +313,12 @@ class DiTiFewShotClassifier:
             "temperature": self.temperature_,
             "fit": self.fit_summary_,
         }
-        path = write_adapter_set(path, manifest, self.adapters_.lora_state_dict(), recipe.to_yaml())
-        if export_diffusers:
-            self.export_diffusers(Path(path) / "diffusers")
-        return path
+        if is_main():
+            write_adapter_set(path, manifest, self.adapters_.lora_state_dict(), recipe.to_yaml())
+            if export_diffusers:
+                self.export_diffusers(Path(path) / "diffusers")
+        barrier()
+        return Path(path)
 
     def export_diffusers(self, folder: str | os.PathLike) -> list[Path]:
         """Each class as a LoRA file that ``StableDiffusionPipeline.load_lora_weights`` accepts."""

@@ -110,6 +110,7 @@ def fit_adapters(
     resume: bool = False,
     progress: bool = True,
     callback=None,
+    checkpoint_name: str = CHECKPOINT,
 ) -> dict:
     """Train ``classes`` (default: all) for ``steps`` steps each. Returns a summary with the loss curve."""
     from accelerate import Accelerator
@@ -137,7 +138,7 @@ def fit_adapters(
     backbone.unet.train()
 
     signature = _signature(cfg, steps, seed, classes, data, adapters)
-    folder = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
+    folder = Path(checkpoint_dir) / checkpoint_name if checkpoint_dir else None
     start = 0
     if folder is not None and resume:
         start = _load_checkpoint(folder, adapters, optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,

@@ -34,6 +34,7 @@ def run(args):
     from ..classifier import DiTiFewShotClassifier
     from ..data import KShotSplit, load_configured_split, make_kshot_split
     from ..data.images import ImageSequence
+    from ..distributed import is_main
     from ..recipes import load_recipe
     from . import CLIError
 
@@ -53,7 +54,8 @@ def run(args):
         split = None
     if split is not None:
         out.mkdir(parents=True, exist_ok=True)
-        split.save(out / "split.json")
+        if is_main():
+            split.save(out / "split.json")
         train_set = split.select(train, "train")
         val_set = split.select(val if val is not None else train, "val")
     else:
@@ -68,6 +70,8 @@ def run(args):
     if args.calibrate and val_set is not None:
         clf.fit_temperature(ImageSequence(val_set), val_set.label_names())
     clf.save_pretrained(out, export_diffusers=args.export_diffusers)
+    if not is_main():
+        return 0
     summary = {"out": str(out), "classes": len(clf.classes_), "shots": clf.shots_, **clf.fit_summary_,
                "final_loss": sum(clf.loss_curve_[-20:]) / max(1, len(clf.loss_curve_[-20:])),
                "temperature": clf.temperature_}

@@ -61,6 +61,10 @@ def run(args):
                 prediction=str(clf.classes_[order[0]]), probability=f"{p[order[0]]:.4f}",
                 top_k=";".join(f"{clf.classes_[j]}:{p[j]:.4f}" for j in order), unet_calls=int(calls),
             )
+    from ..distributed import is_main
+
+    if not is_main():  # `accelerate launch`: every process scored its share; the first one reports
+        return 0 if images else 1
     fields = ["path", "prediction", "probability", "top_k", "unet_calls", "error"]
     for row in rows:
         label = row.get("prediction") or "ERROR"

@@ -1,0 +1,61 @@
+"""Two CPU processes (gloo), launched the way `accelerate launch` launches GPU processes (torchrun)."""
+
+import csv
+import subprocess
+import sys
+
+import torch
+from conftest import color_images
+from safetensors.torch import load_file
+from torchvision.utils import save_image
+
+from diti_sd.cli import main
+
+
+def launch(args, cwd):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "diti_sd.cli", *args]
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_two_processes_give_a_single_process_result(tmp_path, tiny_model_dir):
+    images, labels = color_images(15, seed=11)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        split = "test" if i >= 9 else "train"
+        (tmp_path / "data" / split / label).mkdir(parents=True, exist_ok=True)
+        save_image(image, tmp_path / "data" / split / label / f"{i}.png")
+    common = ["--dataset", "tiny", "--data-root", str(tmp_path / "data"), "--model", str(tiny_model_dir), "--shots", "3", "--no-progress"]
+    assert main(["fit", *common, "--out", str(tmp_path / "one")]) == 0
+    launch(["fit", *common, "--out", "two"], tmp_path)
+    one, two = load_file(str(tmp_path / "one" / "adapters.safetensors")), load_file(str(tmp_path / "two" / "adapters.safetensors"))
+    # each process trained its own classes (0 and 2, or 1); merged, they equal one process's training up to
+    # thread-count rounding, far below one optimiser step (lr 3e-3)
+    for key in one:
+        assert torch.allclose(one[key], two[key], atol=1e-3), key
+    assert any(two[k].abs().sum() > 0 for k in two if k.endswith("lora_B"))
+
+    assert main(["predict", "--adapters", str(tmp_path / "one"), str(tmp_path / "data" / "test"),
+                 "--output", str(tmp_path / "p1.csv"), "--no-progress", "--top-k", "3"]) == 0
+    launch(["predict", "--adapters", "one", "data/test", "--output", "p2.csv", "--no-progress", "--top-k", "3"], tmp_path)
+    rows1 = list(csv.DictReader(open(tmp_path / "p1.csv")))
+    rows2 = list(csv.DictReader(open(tmp_path / "p2.csv")))
+    assert len(rows1) == 6
+    assert [r["path"].split("data/")[-1] for r in rows1] == [r["path"].split("data/")[-1] for r in rows2]
+    assert [r["prediction"] for r in rows1] == [r["prediction"] for r in rows2]
+    assert [r["top_k"] for r in rows1] == [r["top_k"] for r in rows2]
+
+
+def test_speed_benchmark_smoke_check_runs_on_cpu(tmp_path):
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "eval" / "bench_speed.py"
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, str(script), "--tiny", "--classes", "8", "--repeats", "1",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {r["part"].split(" (")[0].split(",")[0]: r for r in json.loads(out.read_text())["rows"]}
+    assert {"VAE encode", "UNet forward", "scoring pass", "training step"} <= set(rows)
+    assert all(r["per_s"] > 0 for r in rows.values())
+    assert "stacked LoRAs" in done.stdout and "projected_3333_images_min" in done.stdout
