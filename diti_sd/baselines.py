@@ -120,7 +120,7 @@ class FeatureCache:
             feats = image_features(self.clip, images, augmented_transform(self.clip), progress=progress,
                                    desc=f"CLIP {tag} aug {augment_pass}")
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.tmp"
+        tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"  # processes may write the same entry
         save_file({"features": feats.contiguous()}, str(tmp))
         os.replace(tmp, path)
         return feats

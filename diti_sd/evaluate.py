@@ -22,6 +22,7 @@ from . import baselines as bl
 from .classifier import DiTiFewShotClassifier
 from .data import load_configured_split, make_kshot_split
 from .data.images import ImageSequence
+from .distributed import barrier, is_main
 from .recipes import load_recipe
 
 METHODS = ("diti", "openclip-zeroshot", "tip-adapter", "tip-adapter-f", "diti+tip-adapter")
@@ -175,7 +176,8 @@ class Evaluation:
         for shots in self.cfg.shots:
             for seed in self.cfg.seeds:
                 split = make_kshot_split(self.train, self.val, shots, seed, dataset=self.recipe.name)
-                split.save(self.report / "splits" / f"{shots}shot-seed{seed}.json")
+                if is_main():  # several processes: each scores its share of images, the first one writes
+                    split.save(self.report / "splits" / f"{shots}shot-seed{seed}.json")
                 tr = split.select(self.train, "train")
                 va = split.select(self.val if self.val is not None else self.train, "val")
                 for method in self.cfg.methods:
@@ -184,13 +186,16 @@ class Evaluation:
                         runs.append(json.loads(path.read_text()))
                         continue
                     result = self.run_method(method, shots, seed, tr, va)
-                    tmp = path.parent / f".{path.name}.tmp"
-                    tmp.write_text(json.dumps(result))
-                    os.replace(tmp, path)
+                    if is_main():
+                        tmp = path.parent / f".{path.name}.tmp"
+                        tmp.write_text(json.dumps(result))
+                        os.replace(tmp, path)
                     runs.append(result)
-                    if self.cfg.progress:
+                    if self.cfg.progress and is_main():
                         print(f"{method} {shots}-shot seed {seed}: {result['accuracy']:.4f}", flush=True)
-        return self.write_report(runs)
+        report = self.write_report(runs) if is_main() else {}
+        barrier()
+        return report
 
     def write_report(self, runs: list[dict]) -> dict:
         table = {}

@@ -39,8 +39,12 @@ def run(args):
         clip_pretrained=None if args.clip_pretrained.lower() == "none" else args.clip_pretrained,
         aug_passes=args.aug_passes, device=args.device, progress=not args.no_progress,
     )
+    from ..distributed import is_main
+
     evaluation = Evaluation(cfg)
     evaluation.run()
+    if not is_main():
+        return 0
     print((evaluation.report / "README.md").read_text().split("![")[0].rstrip())
     print(f"\nreport written to {evaluation.report}/")
     return 0
