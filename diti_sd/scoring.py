@@ -192,3 +192,32 @@ def dense_errors(backbone, adapters, latents: torch.Tensor, contexts: torch.Tens
         bar.update(len(ii))
     bar.close()
     return out.reshape(n, n_classes, n_pairs)
+
+
+def simulate_rounds(errors: np.ndarray, rounds: list[list[int]], weights: np.ndarray | None = None,
+                    candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """What :func:`score_latents` would decide, replayed on precomputed per-pair errors (n, C, P).
+
+    Returns (predicted class, UNet calls) per image; used to draw accuracy-against-budget curves
+    from one exhaustive set of UNet calls.
+    """
+    rounds = validate_rounds(rounds)
+    n, n_classes, n_pairs = errors.shape
+    if rounds[-1][0] > n_pairs:
+        raise ValueError(f"rounds need {rounds[-1][0]} pairs, errors hold {n_pairs}")
+    w = np.ones(n_pairs) if weights is None else np.asarray(weights, dtype=float)
+    alive = np.ones((n, n_classes), bool) if candidates is None else candidates.astype(bool).copy()
+    calls = np.zeros(n, dtype=np.int64)
+    done = 0
+    for pairs, keep in rounds:
+        calls += alive.sum(1) * (pairs - done)
+        done = pairs
+        mean = (errors[:, :, :pairs] * w[:pairs]).sum(2) / w[:pairs].sum()
+        mean = np.where(alive, mean, np.inf)
+        for i in range(n):
+            live = np.flatnonzero(alive[i])
+            if len(live) > keep:
+                order = live[np.argsort(mean[i, live], kind="stable")]
+                alive[i, order[keep:]] = False
+    final = np.where(alive, (errors[:, :, :done] * w[:done]).sum(2) / w[:done].sum(), np.inf)
+    return final.argmin(1), calls

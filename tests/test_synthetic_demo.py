@@ -76,3 +76,23 @@ def test_demo_writes_its_report(tmp_path):
     for by_split in saved["results"].values():
         assert set(by_split) == {"decorrelated", "correlated"}
         assert all(0 <= by_split[s]["mean"] <= 1 for s in by_split)
+
+
+def test_replayed_rounds_match_the_real_scoring_pass():
+    from diti_sd.scoring import score_latents, simulate_rounds
+
+    train = make_split(SPEC, "train", 2, seed=2)
+    clf = DiTiFewShotClassifier(recipe="synthetic", steps=3, random_state=2, progress=False,
+                                overrides={"fit.prior_images": 5})
+    clf.fit(train.images, [SPEC.classnames[i] for i in train.labels])
+    latents = clf.encode(make_split(SPEC, "decorrelated", 3, seed=4).images)
+    contexts = class_contexts(clf.backbone_, clf.adapters_, clf.prompts_)
+    rounds = [[2, 3], [5, 2], [8, 1]]
+    cfg = clf.recipe_.score
+    cfg.rounds = rounds
+    real = score_latents(clf.backbone_, clf.adapters_, latents, contexts, cfg)
+    t, noise = scoring_pairs(8, cfg.t_min, cfg.t_max, clf.backbone_.latent_shape, cfg.seed)
+    errors = dense_errors(clf.backbone_, clf.adapters_, latents, contexts, t, noise)
+    predicted, calls = simulate_rounds(errors, rounds)
+    assert (predicted == real.predictions).all()
+    assert (calls == real.unet_calls).all() and calls[0] == 5 * 2 + 3 * 3 + 2 * 3
