@@ -228,19 +228,19 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
     x0 = torch.cat([x.to(device, backbone.dtype) for x in x0])
     noise = torch.cat(noise).to(device, backbone.dtype)
     t = torch.cat(t).to(device)
-    with accelerator.autocast():
-        if fixed_context is None:
-            with adapters.use(text_index=text_idx):
+    # the routing stays on through backward: gradient checkpointing re-runs the forward pass there
+    with adapters.use(unet_index=unet_idx, text_index=text_idx):
+        with accelerator.autocast():
+            if fixed_context is None:
                 context = backbone.encode_prompts(prompts)
-        else:
-            lookup = {p: i for i, p in enumerate(data.prompts + [data.generic_prompt])}
-            context = fixed_context[torch.tensor([lookup[p] for p in prompts], device=device)]
-        x_t = backbone.add_noise(x0, noise, t)
-        with adapters.use(unet_index=unet_idx):
+            else:
+                lookup = {p: i for i, p in enumerate(data.prompts + [data.generic_prompt])}
+                context = fixed_context[torch.tensor([lookup[p] for p in prompts], device=device)]
+            x_t = backbone.add_noise(x0, noise, t)
             output = backbone.predict(x_t, t, context)
-        target = backbone.target(x0, noise, t)
-        per_sample = (output.float() - target.float()).pow(2).flatten(1).mean(1)
-        # sum over classes of each class's own loss: every class gets the gradient it would get alone
-        loss = (per_sample * torch.tensor(weights, device=device)).sum()
-    accelerator.backward(loss)
+            target = backbone.target(x0, noise, t)
+            per_sample = (output.float() - target.float()).pow(2).flatten(1).mean(1)
+            # sum over classes of each class's own loss: every class gets the gradient it would get alone
+            loss = (per_sample * torch.tensor(weights, device=device)).sum()
+        accelerator.backward(loss)
     return float(loss.detach()) / len(group)

@@ -162,3 +162,15 @@ def test_exported_class_loads_into_a_diffusers_pipeline(tiny_model_dir, tmp_path
         theirs = pipe.unet(latents, t, encoder_hidden_states=theirs_ctx).sample
     assert torch.allclose(ours_ctx, theirs_ctx, atol=1e-5)
     assert torch.allclose(ours, theirs, atol=1e-4)
+
+
+def test_gradient_checkpointing_changes_nothing_but_memory(tiny_model_dir):
+    X, y = color_images(6, seed=4)
+    over = {"lora.text_rank": 2, "fit.brightness": 0.2, "fit.contrast": 0.1}
+    plain = tiny_clf(tiny_model_dir, overrides=over).fit(X, y).adapters_.lora_state_dict()
+    ckpt = tiny_clf(tiny_model_dir, overrides={**over, "fit.gradient_checkpointing": True}).fit(X, y)
+    state = ckpt.adapters_.lora_state_dict()
+    for key in plain:
+        assert torch.allclose(plain[key], state[key], atol=1e-6), key
+    assert any(v.abs().sum() > 0 for k, v in state.items() if k.startswith("text_encoder.") and k.endswith("lora_B"))
+    assert not ckpt.backbone_.unet.is_gradient_checkpointing
