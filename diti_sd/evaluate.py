@@ -42,6 +42,7 @@ class EvalConfig:
     clip_model: str = "ViT-H-14"
     clip_pretrained: str | None = "laion2b_s32b_b79k"
     aug_passes: int = 10
+    prefilter: str | None = None  # openclip-zeroshot | tip-adapter: DiTi-SD scores only its top score.prefilter_k
     device: str | None = None
     progress: bool = True
 
@@ -54,6 +55,8 @@ def _standardise(logits: np.ndarray) -> np.ndarray:
 
 class Evaluation:
     def __init__(self, cfg: EvalConfig):
+        if cfg.prefilter not in (None, "openclip-zeroshot", "tip-adapter", "tip-adapter-f"):
+            raise ValueError(f"unknown prefilter {cfg.prefilter!r}; use openclip-zeroshot, tip-adapter or tip-adapter-f")
         unknown = sorted(set(cfg.methods) - set(METHODS))
         if unknown:
             raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
@@ -90,6 +93,13 @@ class Evaluation:
         return self._text
 
     # ----------------------------------------------------------------- methods
+    def label(self, method: str) -> str:
+        """The method's name in the report; DiTi-SD with a prefilter is a different method."""
+        k = self.recipe.score.prefilter_k
+        if method.startswith("diti") and self.cfg.prefilter and k:
+            return f"{method}@{self.cfg.prefilter}-top{k}"
+        return method
+
     def run_method(self, method: str, shots: int, seed: int, tr, va) -> dict:
         start = time.time()
         n_test = len(self.test)
@@ -104,26 +114,50 @@ class Evaluation:
             logits, out = self._ensemble(shots, seed, tr, va)
         pred = logits.argmax(1)
         labels = np.array(self.test.labels)
-        out.update(method=method, shots=shots, seed=seed, accuracy=float((pred == labels).mean()),
+        out.update(method=self.label(method), shots=shots, seed=seed, accuracy=float((pred == labels).mean()),
                    predictions=pred.tolist(), wall_s=round(time.time() - start, 2), n_test=n_test,
                    device=str(self.cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")))
         return out
 
-    def _tip(self, method, tr, va):
+    def _tip_fit(self, method, tr, va) -> dict:
+        """Tip-Adapter(-F) fitted on the k-shot train split, tuned on validation; logits on val and test."""
         aug = [self.features(tr, "train", p) for p in range(self.cfg.aug_passes)]
         keys, values = bl.cache_model(aug, np.array(tr.labels), len(tr.classnames))
         text = self.text_weights()
         val_f, test_f = self.features(va, "val"), self.features(self.test, "test")
         val_clip, test_clip = bl.zero_shot_logits(val_f, text), bl.zero_shot_logits(test_f, text)
-        extra = {}
+        info = {}
         if method == "tip-adapter-f":
             keys, epoch, val_acc = bl.train_tip_adapter_f(aug, np.array(tr.labels), keys, values, text, val_f,
                                                           np.array(va.labels))
-            extra = {"epoch": epoch, "epoch_val_accuracy": val_acc}
+            info = {"epoch": epoch, "epoch_val_accuracy": val_acc}
         alpha, beta, val_acc = bl.search_alpha_beta(val_f, np.array(va.labels), keys, values, val_clip)
-        logits = bl.tip_logits(test_f, keys, values, test_clip, alpha, beta).numpy()
-        return logits, {"alpha": alpha, "beta": beta, "val_accuracy": val_acc, **extra,
-                        "cost": {"clip_forwards_per_image": 1}}
+        return {"val": bl.tip_logits(val_f, keys, values, val_clip, alpha, beta).numpy(),
+                "test": bl.tip_logits(test_f, keys, values, test_clip, alpha, beta).numpy(),
+                "info": {"alpha": alpha, "beta": beta, "val_accuracy": val_acc, **info}}
+
+    def _tip(self, method, tr, va):
+        fitted = self._tip_fit(method, tr, va)
+        return fitted["test"], {**fitted["info"], "cost": {"clip_forwards_per_image": 1}}
+
+    def _prefilter(self, tr, va) -> dict | None:
+        """Top-k candidate masks (val and test) from a cheap CLIP method, when one is configured."""
+        k = self.recipe.score.prefilter_k
+        if not self.cfg.prefilter or not k:
+            return None
+        if self.cfg.prefilter == "openclip-zeroshot":
+            text = self.text_weights()
+            logits = {s: bl.zero_shot_logits(self.features(d, s), text).numpy()
+                      for s, d in (("val", va), ("test", self.test))}
+        else:
+            logits = self._tip_fit(self.cfg.prefilter, tr, va)
+        masks = {}
+        for split in ("val", "test"):
+            top = np.argsort(-logits[split], axis=1, kind="stable")[:, :k]
+            mask = np.zeros(logits[split].shape, bool)
+            np.put_along_axis(mask, top, True, axis=1)
+            masks[split] = mask
+        return masks
 
     def _classifier(self, shots, seed, tr):
         folder = Path(self.cfg.adapters_dir or self.report / "adapters") / f"{self.recipe.name}-{shots}shot-seed{seed}"
@@ -139,34 +173,39 @@ class Evaluation:
         key = (shots, seed)
         if key not in self._diti_logits or (with_val and "val" not in self._diti_logits[key]):
             clf = self._classifier(shots, seed, tr)
+            # columns in the data set's class order; candidate masks are in that order too
             order = [clf.classes_.tolist().index(name) for name in self.test.classnames]
-            result = clf.score_images(ImageSequence(self.test))
-            entry = {"test": result.logits[:, order], "calls": float(result.unet_calls.mean())}
-            if with_val:
-                entry["val"] = clf.score_images(ImageSequence(va)).logits[:, order]
+            back = np.argsort(order)
+            masks = self._prefilter(tr, va)
+            entry = {}
+            for split, data in (("test", self.test), ("val", va)):
+                if split == "val" and not with_val:
+                    continue
+                cand = None if masks is None else masks[split][:, back]
+                result = clf.score_images(ImageSequence(data), candidates=cand)
+                entry[split] = result.logits[:, order]
+                if split == "test":
+                    entry["calls"] = float(result.unet_calls.mean())
             self._diti_logits[key] = {**self._diti_logits.get(key, {}), **entry}
         entry = self._diti_logits[key]
-        return entry["test"], {"cost": {"unet_calls_per_image": entry["calls"]}}
+        cost = {"unet_calls_per_image": entry["calls"]}
+        if self.cfg.prefilter and self.recipe.score.prefilter_k:
+            cost.update(prefilter=f"{self.cfg.prefilter} top-{self.recipe.score.prefilter_k}", clip_forwards_per_image=1)
+        return entry["test"], {"cost": cost}
 
     def _ensemble(self, shots, seed, tr, va):
-        self._diti(shots, seed, tr, va, with_val=True)
+        _, diti_info = self._diti(shots, seed, tr, va, with_val=True)
         diti = self._diti_logits[(shots, seed)]
-        tip_test, tip_info = self._tip("tip-adapter", tr, va)
-        text = self.text_weights()
-        val_f = self.features(va, "val")
-        aug = [self.features(tr, "train", p) for p in range(self.cfg.aug_passes)]
-        keys, values = bl.cache_model(aug, np.array(tr.labels), len(tr.classnames))
-        tip_val = bl.tip_logits(val_f, keys, values, bl.zero_shot_logits(val_f, text), tip_info["alpha"],
-                                tip_info["beta"]).numpy()
+        tip = self._tip_fit("tip-adapter", tr, va)
         val_labels = np.array(va.labels)
         best = (0.0, -1.0)
         for w in np.linspace(0, 5, 51):
-            acc = float(((_standardise(diti["val"]) + w * _standardise(tip_val)).argmax(1) == val_labels).mean())
+            acc = float(((_standardise(diti["val"]) + w * _standardise(tip["val"])).argmax(1) == val_labels).mean())
             if acc > best[1]:
                 best = (float(w), acc)
-        logits = _standardise(diti["test"]) + best[0] * _standardise(tip_test)
+        logits = _standardise(diti["test"]) + best[0] * _standardise(tip["test"])
         return logits, {"tip_weight": best[0], "val_accuracy": best[1],
-                        "cost": {"unet_calls_per_image": diti["calls"], "clip_forwards_per_image": 1}}
+                        "cost": {**diti_info["cost"], "clip_forwards_per_image": 1}}
 
     # ----------------------------------------------------------------- the loop
     def run(self) -> dict:
@@ -181,7 +220,7 @@ class Evaluation:
                 tr = split.select(self.train, "train")
                 va = split.select(self.val if self.val is not None else self.train, "val")
                 for method in self.cfg.methods:
-                    path = runs_dir / f"{method}-{shots}shot-seed{seed}.json"
+                    path = runs_dir / f"{self.label(method)}-{shots}shot-seed{seed}.json"
                     if path.is_file():
                         runs.append(json.loads(path.read_text()))
                         continue
@@ -242,8 +281,8 @@ class Evaluation:
         for method, by in report["results"].items():
             cells = [f"{by[str(s)]['mean'] * 100:.1f} ± {by[str(s)]['std'] * 100:.1f}" if str(s) in by else ""
                      for s in shots]
-            cost = ", ".join(f"{k.replace('_per_image', '').replace('_', ' ')} {v:g}"
-                             for k, v in report["cost"][method].items())
+            cost = ", ".join(f"{k.replace('_per_image', '').replace('_', ' ')} {v:g}" if not isinstance(v, str)
+                             else f"{k} {v}" for k, v in report["cost"][method].items())
             lines.append(f"| {method} | " + " | ".join(cells) + f" | {cost} | {report['wall_s'][method]:.1f} |")
         lines += ["", "![accuracy against shots](accuracy_vs_shots.png)", "", "## Most confused (largest shots)", ""]
         for method, c in report["confusion"].items():

@@ -159,6 +159,7 @@ def fit_adapters(
             class_step = it // len(groups)
             loss = _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cached,
                                     fixed_context, accelerator)
+            accelerator.unscale_gradients(optimizer=optimizer)  # fp16 loss scaling: clip true gradients
             clip_grad_norm_per_class(all_params, cfg.grad_clip, torch.tensor(group))
             inner = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
             inner.active_classes = torch.tensor(group)

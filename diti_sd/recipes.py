@@ -95,6 +95,8 @@ class ScoreConfig:
     text_scale: float = 1.0
     batch_size: int = 32
     seed: int = 0
+    # with a prefilter (`diti-sd eval --prefilter tip-adapter`), only its top-k classes enter the rounds
+    prefilter_k: int | None = None
 
 
 @dataclass

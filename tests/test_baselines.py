@@ -125,3 +125,21 @@ def test_eval_end_to_end_writes_the_report_and_skips_finished_runs(clip_config, 
     assert len(stamps) == 10
     assert main(argv) == 0
     assert stamps == {p: p.stat().st_mtime_ns for p in (report / "runs").glob("*.json")}
+
+
+def test_prefiltered_diti_scores_only_the_prefilters_top_k(clip_config, small_fgvc, eval_recipe, tiny_model_dir,
+                                                            tmp_path):
+    cfg = EvalConfig(dataset=str(eval_recipe), data_root=str(small_fgvc), report=str(tmp_path / "r"), shots=[1],
+                     seeds=[1], methods=["diti", "openclip-zeroshot"], model=str(tiny_model_dir),
+                     overrides=["score.prefilter_k=2"], clip_model=str(clip_config), clip_pretrained=None,
+                     aug_passes=2, prefilter="openclip-zeroshot", device="cpu", progress=False)
+    Evaluation(cfg).run()
+    diti = json.loads((tmp_path / "r" / "runs" / "diti@openclip-zeroshot-top2-1shot-seed1.json").read_text())
+    clip = json.loads((tmp_path / "r" / "runs" / "openclip-zeroshot-1shot-seed1.json").read_text())
+    # rounds [[2, 2], [4, 1]] over 2 candidates instead of 5 classes
+    assert diti["cost"]["unet_calls_per_image"] == 2 * 2 + 2 * 2
+    clip_logits = Evaluation(cfg)  # recompute the zero-shot top-2 independently
+    feats = bl.image_features(clip_logits.clip, ImageSequence(clip_logits.test))
+    top2 = np.argsort(-bl.zero_shot_logits(feats, clip_logits.text_weights()).numpy(), 1)[:, :2]
+    assert all(p in row for p, row in zip(diti["predictions"], top2))
+    assert clip["predictions"] == np.argsort(-bl.zero_shot_logits(feats, clip_logits.text_weights()).numpy(), 1)[:, 0].tolist()
