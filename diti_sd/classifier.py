@@ -143,7 +143,6 @@ class DiTiFewShotClassifier:
         if hasattr(self, "adapters_"):
             self.adapters_.remove()
             del self.adapters_
-        torch.manual_seed(self.random_state)
         pixels = self._pixels(backbone, X)
         index = {c: i for i, c in enumerate(classes.tolist())}
         by_class = [pixels[[j for j, v in enumerate(y) if index[v] == c]] for c in range(len(classes))]

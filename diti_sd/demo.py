@@ -75,7 +75,6 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
     start = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     recipe = load_recipe(cfg.recipe, {"model": cfg.model})
     rows: dict[str, dict[str, list[float]]] = {}
     sweep: dict[str, dict[str, list]] = {}
