@@ -42,6 +42,8 @@ class Backbone:
     scheduler: object
     model_id: str = "unknown"
     resolution: int = 512
+    # a torch.compile'd UNet used by predict() when set (scoring); training always runs the plain one
+    compiled_unet: object = None
 
     # ----------------------------------------------------------------- properties
     @property
@@ -146,7 +148,8 @@ class Backbone:
 
     def predict(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """The UNet's raw output (epsilon or v, as the model was trained)."""
-        return self.unet(x_t, t, encoder_hidden_states=context, return_dict=False)[0]
+        unet = self.compiled_unet if self.compiled_unet is not None and not torch.is_grad_enabled() else self.unet
+        return unet(x_t, t, encoder_hidden_states=context, return_dict=False)[0]
 
     def output_to_epsilon(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The noise a model output implies, so that errors compare across prediction types."""

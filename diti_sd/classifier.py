@@ -48,12 +48,13 @@ class DiTiFewShotClassifier:
     overrides : further recipe values as ``{"section.key": value}``.
     random_state : seed of the adapters' initialisation, the training draws and the scoring pairs.
     device, dtype, attention : where and how the base model runs.
+    compile : score with a torch.compile'd UNet (the first call compiles; later class mixes reuse it).
     progress : show progress bars.
     """
 
     def __init__(self, model=None, recipe="image-folder", *, rank=None, steps=None, train_window=None,
                  score_window=None, prior=None, overrides=None, random_state=0, device=None, dtype=None,
-                 attention="sdpa", progress=True):
+                 attention="sdpa", compile=False, progress=True):
         self.model = model
         self.recipe = recipe
         self.rank = rank
@@ -66,6 +67,7 @@ class DiTiFewShotClassifier:
         self.device = device
         self.dtype = dtype
         self.attention = attention
+        self.compile = compile
         self.progress = progress
 
     # ----------------------------------------------------------------- estimator plumbing
@@ -143,6 +145,7 @@ class DiTiFewShotClassifier:
         if hasattr(self, "adapters_"):
             self.adapters_.remove()
             del self.adapters_
+        backbone.compiled_unet = None  # compiled around the old adapters
         pixels = self._pixels(backbone, X)
         index = {c: i for i, c in enumerate(classes.tolist())}
         by_class = [pixels[[j for j, v in enumerate(y) if index[v] == c]] for c in range(len(classes))]
@@ -245,6 +248,8 @@ class DiTiFewShotClassifier:
         if candidates is not None:
             candidates = np.asarray(candidates)[mine]
         contexts = self._class_contexts()
+        if self.compile and self.backbone_.compiled_unet is None:
+            self.backbone_.compiled_unet = torch.compile(self.backbone_.unet)
         parts = []
         bar = tqdm(total=len(latents), desc="predict", unit="img", disable=not self.progress or rank > 0)
         for start in range(0, len(latents), chunk):
@@ -339,14 +344,14 @@ class DiTiFewShotClassifier:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, model=None, *, device=None, dtype=None, attention="sdpa",
-                        progress=True) -> DiTiFewShotClassifier:
+                        compile=False, progress=True) -> DiTiFewShotClassifier:
         """Load an adapter set; ``model`` points at the base model if it moved (it must be the same one)."""
         manifest, weights, recipe_yaml = read_adapter_set(path)
         recipe = from_dict(Recipe, yaml.safe_load(recipe_yaml)) if recipe_yaml else Recipe()
         if model is not None:
             recipe.model = str(model)
         clf = cls(model=None, recipe=recipe, random_state=manifest.get("random_state", 0), device=device,
-                  dtype=dtype, attention=attention, progress=progress)
+                  dtype=dtype, attention=attention, compile=compile, progress=progress)
         backbone = clf._load_backbone(recipe)
         fingerprint = backbone.fingerprint()
         if fingerprint != manifest["base_fingerprint"]:

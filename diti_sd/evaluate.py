@@ -44,6 +44,7 @@ class EvalConfig:
     aug_passes: int = 10
     prefilter: str | None = None  # openclip-zeroshot | tip-adapter: DiTi-SD scores only its top score.prefilter_k
     device: str | None = None
+    compile: bool = False  # score DiTi-SD with a torch.compile'd UNet
     progress: bool = True
 
 
@@ -162,9 +163,10 @@ class Evaluation:
     def _classifier(self, shots, seed, tr):
         folder = Path(self.cfg.adapters_dir or self.report / "adapters") / f"{self.recipe.name}-{shots}shot-seed{seed}"
         if (folder / "manifest.json").is_file():
-            return DiTiFewShotClassifier.from_pretrained(folder, device=self.cfg.device, progress=self.cfg.progress)
+            return DiTiFewShotClassifier.from_pretrained(folder, device=self.cfg.device, compile=self.cfg.compile,
+                                                         progress=self.cfg.progress)
         clf = DiTiFewShotClassifier(recipe=self.recipe, random_state=seed, device=self.cfg.device,
-                                    progress=self.cfg.progress)
+                                    compile=self.cfg.compile, progress=self.cfg.progress)
         clf.fit(ImageSequence(tr), tr.label_names(), output_dir=folder, resume=True)
         clf.save_pretrained(folder)
         return clf

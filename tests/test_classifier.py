@@ -174,3 +174,13 @@ def test_gradient_checkpointing_changes_nothing_but_memory(tiny_model_dir):
         assert torch.allclose(plain[key], state[key], atol=1e-6), key
     assert any(v.abs().sum() > 0 for k, v in state.items() if k.startswith("text_encoder.") and k.endswith("lora_B"))
     assert not ckpt.backbone_.unet.is_gradient_checkpointing
+
+
+@pytest.mark.slow  # torch.compile takes about two minutes on this CPU
+def test_compiled_scoring_gives_the_same_scores(tiny_model_dir):
+    X, y = color_images(6, seed=12)
+    clf = tiny_clf(tiny_model_dir).fit(X, y)
+    eager = clf.decision_function(X)
+    clf.set_params(compile=True)
+    assert np.allclose(clf.decision_function(X), eager, atol=1e-4)
+    assert clf.backbone_.compiled_unet is not None

@@ -28,6 +28,7 @@ def add_arguments(parser):
     parser.add_argument("--aug-passes", type=int, default=10, help="augmented passes for Tip-Adapter's cache")
     parser.add_argument("--prefilter", default=None, choices=["openclip-zeroshot", "tip-adapter", "tip-adapter-f"],
                         help="DiTi-SD scores only this method's top score.prefilter_k classes per image")
+    parser.add_argument("--compile", action="store_true", help="score DiTi-SD with a torch.compile'd UNet")
     add_runtime_arguments(parser)
 
 
@@ -39,7 +40,7 @@ def run(args):
         methods=[m.strip() for m in args.methods.split(",") if m.strip()], adapters_dir=args.adapters_dir,
         model=args.model, overrides=args.overrides, clip_model=args.clip_model,
         clip_pretrained=None if args.clip_pretrained.lower() == "none" else args.clip_pretrained,
-        aug_passes=args.aug_passes, prefilter=args.prefilter, device=args.device, progress=not args.no_progress,
+        aug_passes=args.aug_passes, prefilter=args.prefilter, device=args.device, compile=args.compile, progress=not args.no_progress,
     )
     from ..distributed import is_main
 

@@ -16,6 +16,7 @@ def add_arguments(parser):
     parser.add_argument("--top-k", type=int, default=1, help="also list the k most likely classes")
     parser.add_argument("--output", default=None, help="write a CSV with one row per image")
     parser.add_argument("--model", default=None, help="where the base model is now, if it moved")
+    parser.add_argument("--compile", action="store_true", help="score with a torch.compile'd UNet")
     add_runtime_arguments(parser)
 
 
@@ -50,7 +51,8 @@ def run(args):
             rows.append({"path": str(path), "error": str(err)})
             print(f"skipping {path}: {err}", file=sys.stderr)
     clf = DiTiFewShotClassifier.from_pretrained(args.adapters, model=args.model, device=args.device, dtype=args.dtype,
-                                                attention=args.attention, progress=not args.no_progress)
+                                                attention=args.attention, compile=args.compile,
+                                                progress=not args.no_progress)
     if images:
         result = clf.score_images(images)
         proba = softmax(result.logits, clf.temperature_)
