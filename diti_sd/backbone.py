@@ -207,6 +207,11 @@ class Backbone:
         return path
 
 
+def to_pixels(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (as stored to save memory) -> floats in [-1, 1]; float input passes through."""
+    return images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images
+
+
 def _expand(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.float().reshape(-1, *([1] * (like.dim() - 1)))
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .adapter_set import AdapterSetError, read_adapter_set, write_adapter_set
-from .backbone import load_backbone
+from .backbone import load_backbone, to_pixels
 from .data.images import list_images, load_image
 from .distributed import barrier, gather_rows, is_main, merge_class_shards, shard, world
 from .fit import FitData, fit_adapters
@@ -192,15 +192,15 @@ class DiTiFewShotClassifier:
     def _prior_pixels(self, backbone, recipe: Recipe, prior_images, output_dir) -> torch.Tensor:
         cfg = recipe.fit
         if prior_images is not None:
-            return _to_float(self._pixels(backbone, prior_images))
+            return to_pixels(self._pixels(backbone, prior_images))
         if cfg.prior_folder:
             files = list_images(cfg.prior_folder)
             if not files:
                 raise FileNotFoundError(f"fit.prior_folder {cfg.prior_folder} holds no images")
-            return _to_float(self._pixels(backbone, files[: cfg.prior_images]))
+            return to_pixels(self._pixels(backbone, files[: cfg.prior_images]))
         cache = Path(output_dir) / "prior" if output_dir else None
         if cache is not None and len(list_images(cache)) >= cfg.prior_images:
-            return _to_float(self._pixels(backbone, list_images(cache)[: cfg.prior_images]))
+            return to_pixels(self._pixels(backbone, list_images(cache)[: cfg.prior_images]))
         images = sample_images(backbone, [recipe.prompt.generic] * cfg.prior_images, steps=cfg.prior_sample_steps,
                                guidance=cfg.prior_guidance, seed=self.random_state, progress=self.progress,
                                desc="prior images")
@@ -213,7 +213,7 @@ class DiTiFewShotClassifier:
                 save_image(image, tmp, format="png")
                 os.replace(tmp, cache / f"{i:04d}.png")
         # through uint8, exactly as the PNG cache stores them: a resumed fit sees the same priors
-        return _to_float((images * 255).round().clamp(0, 255).to(torch.uint8))
+        return to_pixels((images * 255).round().clamp(0, 255).to(torch.uint8))
 
     # ----------------------------------------------------------------- inference
     def _class_contexts(self) -> torch.Tensor:
@@ -231,7 +231,7 @@ class DiTiFewShotClassifier:
         out = []
         for start in range(0, len(X), batch_size):
             part = [X[i] for i in range(start, min(len(X), start + batch_size))]
-            out.append(self.backbone_.encode_images(_to_float(self._pixels(self.backbone_, part))).cpu())
+            out.append(self.backbone_.encode_images(to_pixels(self._pixels(self.backbone_, part))).cpu())
         return torch.cat(out)
 
     def score_images(self, X, candidates=None, chunk: int = 64):
@@ -403,7 +403,3 @@ def _as_sequence(X):
     if isinstance(X, torch.Tensor):
         return list(X) if X.dim() == 4 else [X]
     return list(X)
-
-
-def _to_float(pixels: torch.Tensor) -> torch.Tensor:
-    return pixels.float() / 127.5 - 1

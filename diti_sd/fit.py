@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .backbone import to_pixels
 from .optim import ClassAdamW, clip_grad_norm_per_class
 from .recipes import FitConfig
 from .timesteps import draw_train_t
@@ -38,10 +39,6 @@ class FitData:
 
 def _generator(seed: int, c: int, s: int) -> torch.Generator:
     return torch.Generator().manual_seed(((seed * 1_000_003 + c) * 1_000_033 + s) % (2**63 - 1))
-
-
-def _to_float(pixels: torch.Tensor) -> torch.Tensor:
-    return pixels.float() / 127.5 - 1 if pixels.dtype == torch.uint8 else pixels
 
 
 def _jitter(pixels: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor) -> torch.Tensor:
@@ -148,7 +145,7 @@ def fit_adapters(
     with torch.no_grad():
         fixed_context = None if text_lora else backbone.encode_prompts(data.prompts + [data.generic_prompt])
         jitter = cfg.brightness > 0 or cfg.contrast > 0
-        cached = None if jitter else [backbone.encode_images(_to_float(p)) for p in data.instance_pixels]
+        cached = None if jitter else [backbone.encode_images(to_pixels(p)) for p in data.instance_pixels]
 
     losses = []
     bar = tqdm(total=total, initial=start, desc=f"fit {len(classes)} classes", disable=not progress, unit="it")
@@ -200,7 +197,7 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
         t_inst = draw_train_t(1, cfg.t_min, cfg.t_max, g)
         n_inst = torch.randn((1, *backbone.latent_shape), generator=g)
         if cached is None:
-            pixels.append(_to_float(data.instance_pixels[c][j : j + 1]))
+            pixels.append(to_pixels(data.instance_pixels[c][j : j + 1]))
             bright.append(b)
             contr.append(ct)
             x0.append(None)
