@@ -76,7 +76,6 @@ def score_latents(
     """
     rounds = validate_rounds(cfg.rounds)
     n, n_classes = latents.shape[0], contexts.shape[0]
-    device = backbone.device
     t, noise = scoring_pairs(rounds[-1][0], cfg.t_min, cfg.t_max, latents.shape[1:], cfg.seed)
     w = t_weights(t, cfg.weighting, cfg.weight_tau)
     err_sum = np.zeros((n, n_classes))
@@ -86,7 +85,6 @@ def score_latents(
         raise ValueError("every image needs at least one candidate class")
     dropped_at = np.full((n, n_classes), -1)  # round after which a class was dropped
     calls = np.zeros(n, dtype=np.int64)
-    alpha = backbone.alphas_cumprod(device)
     total_jobs = _count_jobs(alive, rounds)
     bar = tqdm(total=total_jobs, desc="scoring", unit="call", disable=not progress, leave=False)
     done_pairs = 0
@@ -97,15 +95,7 @@ def score_latents(
             ii = torch.tensor([j[0] for j in batch])
             cc = torch.tensor([j[1] for j in batch])
             pp = torch.tensor([j[2] for j in batch])
-            x0 = latents[ii].to(device, backbone.dtype)
-            eps = noise[pp].to(device, backbone.dtype)
-            tt = t[pp].to(device)
-            a = alpha[tt].view(-1, 1, 1, 1)
-            x_t = (a.sqrt() * x0.float() + (1 - a).sqrt() * eps.float()).to(backbone.dtype)
-            with adapters.use(unet_index=cc, unet_scale=cfg.unet_scale):
-                out = backbone.predict(x_t, tt, contexts[cc.to(contexts.device)].to(device))
-            eps_hat = backbone.output_to_epsilon(out, x_t, tt)
-            err = (eps_hat.float() - eps.float()).pow(2).flatten(1).mean(1).cpu().numpy()
+            err = _batch_errors(backbone, adapters, latents, contexts, t, noise, ii, cc, pp, cfg.unet_scale)
             wb = w[pp].numpy()
             np.add.at(err_sum, (ii.numpy(), cc.numpy()), err * wb)
             np.add.at(w_sum, (ii.numpy(), cc.numpy()), wb)
@@ -123,6 +113,19 @@ def score_latents(
     bar.close()
     errors = np.where(w_sum > 0, err_sum / np.maximum(w_sum, 1e-12), np.nan)
     return ScoreResult(errors, _rank_logits(errors, dropped_at, len(rounds)), calls)
+
+
+def _batch_errors(backbone, adapters, latents, contexts, t, noise, ii, cc, pp, unet_scale) -> np.ndarray:
+    """Epsilon MSE of images ii, noised with pairs pp, denoised by classes cc (one UNet batch)."""
+    device = backbone.device
+    x0 = latents[ii].to(device, backbone.dtype)
+    eps = noise[pp].to(device, backbone.dtype)
+    tt = t[pp].to(device)
+    x_t = backbone.add_noise(x0, eps, tt)
+    with adapters.use(unet_index=cc, unet_scale=unet_scale):
+        out = backbone.predict(x_t, tt, contexts[cc.to(contexts.device)].to(device))
+    eps_hat = backbone.output_to_epsilon(out, x_t, tt)
+    return (eps_hat.float() - eps.float()).pow(2).flatten(1).mean(1).cpu().numpy()
 
 
 def _count_jobs(alive: np.ndarray, rounds) -> int:
@@ -173,22 +176,14 @@ def dense_errors(backbone, adapters, latents: torch.Tensor, contexts: torch.Tens
     """Epsilon error of every (image, class, pair): (n, C, P). For analyses over scoring windows,
     which then cost no further UNet calls."""
     n, n_classes, n_pairs = latents.shape[0], contexts.shape[0], t.shape[0]
-    device = backbone.device
-    alpha = backbone.alphas_cumprod(device)
     grid = torch.stack(torch.meshgrid(torch.arange(n), torch.arange(n_classes), torch.arange(n_pairs),
                                       indexing="ij"), -1).reshape(-1, 3)
     out = np.zeros(len(grid))
     bar = tqdm(total=len(grid), desc="scoring", unit="call", disable=not progress, leave=False)
     for start in range(0, len(grid), batch_size):
         ii, cc, pp = grid[start : start + batch_size].unbind(1)
-        x0 = latents[ii].to(device, backbone.dtype)
-        eps = noise[pp].to(device, backbone.dtype)
-        tt = t[pp].to(device)
-        a = alpha[tt].view(-1, 1, 1, 1)
-        x_t = (a.sqrt() * x0.float() + (1 - a).sqrt() * eps.float()).to(backbone.dtype)
-        with adapters.use(unet_index=cc, unet_scale=unet_scale):
-            pred = backbone.output_to_epsilon(backbone.predict(x_t, tt, contexts[cc].to(device)), x_t, tt)
-        out[start : start + len(ii)] = (pred.float() - eps.float()).pow(2).flatten(1).mean(1).cpu().numpy()
+        out[start : start + len(ii)] = _batch_errors(backbone, adapters, latents, contexts, t, noise, ii, cc, pp,
+                                                     unet_scale)
         bar.update(len(ii))
     bar.close()
     return out.reshape(n, n_classes, n_pairs)
