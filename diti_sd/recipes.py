@@ -202,6 +202,11 @@ def load_recipe(name_or_path: str | os.PathLike | Recipe, overrides: dict | list
             raise RecipeError(f"no recipe {str(name_or_path)!r}; registered: {', '.join(available_recipes())}")
         data = yaml.safe_load(path.read_text()) or {}
         data.setdefault("name", path.stem)
+    return from_dict(Recipe, apply_overrides(data, overrides))
+
+
+def apply_overrides(data: dict, overrides: dict | list[str] | None) -> dict:
+    """Set dotted ``section.key`` overrides in a nested recipe dict (in place; returned for chaining)."""
     for key, value in _parse_overrides(overrides).items():
         node = data
         parts = key.split(".")
@@ -210,7 +215,7 @@ def load_recipe(name_or_path: str | os.PathLike | Recipe, overrides: dict | list
             if not isinstance(node, dict):
                 raise RecipeError(f"override {key!r}: {part!r} is not a section")
         node[parts[-1]] = value
-    return from_dict(Recipe, data)
+    return data
 
 
 def _parse_overrides(overrides) -> dict:

@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "eval": "compare DiTi-SD with OpenCLIP zero-shot, Tip-Adapter and Tip-Adapter-F on k-shot splits",
     "demo": "the synthetic fine-grained benchmark on the shipped tiny model (CPU, minutes)",
     "train-base": "train the tiny base model of the synthetic domain (the shipped one)",
+    "encoder": "the unconditional DiTi encoder for faces: fit, probe attributes, edit counterfactuals",
     "tiny-model": "build a tiny random-weight Stable Diffusion folder (offline tests and smoke runs)",
 }
 

@@ -1,0 +1,106 @@
+"""Encoder recipes: YAML files in ``recipes/encoder/`` loaded into dataclasses that reject unknown keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..recipes import RECIPE_DIR, RecipeError, apply_overrides, from_dict
+
+ENCODER_RECIPE_DIR = RECIPE_DIR / "encoder"
+
+
+@dataclass
+class LayoutConfig:
+    # [last time-step of the stage (exclusive), dimensions in the stage]; the reference gives most
+    # dimensions to t in 100..300, where face attributes of middle granularity die
+    stages: list[list[int]] = field(
+        default_factory=lambda: [[50, 10], [100, 25], [300, 327], [500, 100], [1000, 50]]
+    )
+    subsets: int = 64  # k: the time-step ranges, shared out over the stages by their length
+
+
+@dataclass
+class NetConfig:
+    encoder_channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
+    shift_channels: list[int] = field(default_factory=lambda: [64, 128, 256])
+    shift_layers_per_block: int = 1
+    shift_attention: bool = False  # self-attention in the shift network's lowest-resolution block
+
+
+@dataclass
+class EncoderDataConfig:
+    kind: str = "celeba"  # celeba | folder | hf
+    crop: int | None = 148  # centre crop (pixels) before resizing to the DDPM's size; None: no crop
+    image_column: str = "image"  # hf only
+    train_split: str = "train"
+    test_split: str = "test"
+    val_split: str | None = "val"
+
+
+@dataclass
+class EncoderTrainConfig:
+    steps: int = 100_000
+    batch_size: int = 64
+    lr: float = 1e-4
+    ema_decay: float = 0.9999
+    snr_power: float = 0.1  # loss weight SNR^p / (1 + SNR)
+    shift_coefficient: str = "pdae"  # pdae: sqrt(alpha_t) sqrt(1 - alphabar_t); one: 1
+    flip: bool = True  # horizontal flips (faces are roughly symmetric)
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    checkpoint_every: int = 1000
+    seed: int = 0
+
+
+@dataclass
+class ProbeConfig:
+    steps: int = 300  # full-batch L-BFGS-free logistic regression: Adam steps
+    lr: float = 1e-2
+    weight_decay: float = 1e-4
+    batch_size: int = 256  # images per encoder batch
+    max_train: int | None = None  # cap on probe-train images (None: all)
+    max_test: int | None = None
+
+
+@dataclass
+class EncoderRecipe:
+    name: str = "custom"
+    description: str = ""
+    z_dim: int = 512
+    layout: LayoutConfig = field(default_factory=LayoutConfig)
+    net: NetConfig = field(default_factory=NetConfig)
+    data: EncoderDataConfig = field(default_factory=EncoderDataConfig)
+    train: EncoderTrainConfig = field(default_factory=EncoderTrainConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def available_encoder_recipes() -> list[str]:
+    return sorted(p.stem for p in ENCODER_RECIPE_DIR.glob("*.yaml"))
+
+
+def load_encoder_recipe(name_or_path: str | os.PathLike | EncoderRecipe,
+                        overrides: dict | list[str] | None = None) -> EncoderRecipe:
+    """A registered name (``celeba64``), a YAML path or a recipe; then dotted ``key=value`` overrides."""
+    if isinstance(name_or_path, EncoderRecipe):
+        data = name_or_path.to_dict()
+    else:
+        path = Path(name_or_path)
+        if not path.suffix:
+            path = ENCODER_RECIPE_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise RecipeError(
+                f"no encoder recipe {str(name_or_path)!r}; registered: {', '.join(available_encoder_recipes())}"
+            )
+        data = yaml.safe_load(path.read_text()) or {}
+        data.setdefault("name", path.stem)
+    return from_dict(EncoderRecipe, apply_overrides(data, overrides))

@@ -1,0 +1,244 @@
+"""The DiTi encoder: image encoder E, shift network G, and the frozen DDPM they steer.
+
+A frozen unconditional DDPM (a diffusers ``UNet2DModel`` and its scheduler) predicts the noise of x_t.
+G(x_t, t, z * mask(t)) shifts that prediction, PDAE-style: eps = eps_ddpm + coef_t * G. Training E and
+G to reconstruct x_0 with the cumulative mask on z = E(x_0) ties each subset of z to a time-step range.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..adapter_set import _atomic_write, _digest
+from .config import EncoderRecipe, load_encoder_recipe
+from .layout import SubsetLayout
+
+FORMAT_VERSION = 1
+MANIFEST = "encoder.json"
+WEIGHTS = "encoder.safetensors"
+RECIPE = "recipe.yaml"
+
+
+class EncoderError(ValueError):
+    """An encoder folder or DDPM is missing, malformed or does not fit together."""
+
+
+class ImageEncoder(nn.Module):
+    """x_0 in [-1, 1] -> z: strided conv stages, global average pool, linear."""
+
+    def __init__(self, z_dim: int, channels: list[int], in_channels: int = 3):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, channels[0], 3, padding=1)]
+        prev = channels[0]
+        for ch in channels:
+            layers += [
+                nn.GroupNorm(min(32, prev // 4 or 1), prev), nn.SiLU(), nn.Conv2d(prev, ch, 3, padding=1),
+                nn.GroupNorm(min(32, ch // 4 or 1), ch), nn.SiLU(), nn.Conv2d(ch, ch, 4, stride=2, padding=1),
+            ]
+            prev = ch
+        layers += [nn.GroupNorm(min(32, prev // 4 or 1), prev), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(prev, z_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class ShiftNetwork(nn.Module):
+    """G(x_t, t, z): a diffusers UNet2DModel whose time embedding gets a projection of the masked z added
+    (``class_embed_type="identity"``), so every resolution level is conditioned on z and t together."""
+
+    def __init__(self, z_dim: int, sample_size: int, channels: list[int], layers_per_block: int = 1,
+                 attention: bool = False, in_channels: int = 3):
+        super().__init__()
+        from diffusers import UNet2DModel
+
+        down = ["DownBlock2D"] * len(channels)
+        up = ["UpBlock2D"] * len(channels)
+        if attention:
+            down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
+        self.unet = UNet2DModel(
+            sample_size=sample_size, in_channels=in_channels, out_channels=in_channels,
+            block_out_channels=tuple(channels), down_block_types=tuple(down), up_block_types=tuple(up),
+            layers_per_block=layers_per_block, norm_num_groups=min(32, channels[0] // 2),
+            class_embed_type="identity",
+        )
+        embed_dim = self.unet.time_embedding.linear_2.out_features
+        self.z_proj = nn.Linear(z_dim, embed_dim)
+        # G starts at zero, so training starts from the DDPM's own prediction
+        nn.init.zeros_(self.unet.conv_out.weight)
+        nn.init.zeros_(self.unet.conv_out.bias)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, z_masked: torch.Tensor) -> torch.Tensor:
+        return self.unet(x_t, t, class_labels=self.z_proj(z_masked).to(x_t.dtype)).sample
+
+
+@dataclass
+class DDPM:
+    unet: nn.Module
+    scheduler: object
+    source: str
+
+
+def load_ddpm(source: str | os.PathLike, device: str | torch.device = "cpu") -> DDPM:
+    """A DDPM pipeline folder or hub id (``unet/`` and ``scheduler/``, e.g. google/ddpm-celebahq-256),
+    a folder holding a UNet2DModel's own ``config.json`` plus a ``scheduler_config.json``, or
+    ``builtin:granular-ddpm`` (the 16-px DDPM of the synthetic granular images shipped with the package)."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    from ..backbone import BackboneError, resolve_model_path
+
+    try:
+        path = Path(resolve_model_path(source)).expanduser()
+    except BackboneError as err:
+        raise EncoderError(str(err)) from None
+    try:
+        if path.is_dir() and (path / "unet").is_dir():
+            unet = UNet2DModel.from_pretrained(path, subfolder="unet")
+            scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
+        elif path.is_dir():
+            if not (path / "config.json").is_file():
+                raise EncoderError(
+                    f"{path} is not a DDPM: expected unet/ and scheduler/ (a DDPMPipeline folder) or a "
+                    "UNet2DModel config.json with scheduler_config.json"
+                )
+            unet = UNet2DModel.from_pretrained(path)
+            if not (path / "scheduler_config.json").is_file():
+                raise EncoderError(f"{path} has a UNet but no scheduler_config.json; save the DDPM's scheduler there")
+            scheduler = DDPMScheduler.from_pretrained(path)
+        else:
+            unet = UNet2DModel.from_pretrained(str(source), subfolder="unet")
+            scheduler = DDPMScheduler.from_pretrained(str(source), subfolder="scheduler")
+    except (OSError, ValueError) as err:
+        if isinstance(err, EncoderError):
+            raise
+        raise EncoderError(
+            f"could not load the DDPM {str(source)!r}: {err}. Pass a local DDPMPipeline folder or a "
+            "reachable hub id such as google/ddpm-celebahq-256"
+        ) from err
+    if getattr(unet.config, "class_embed_type", None) is not None or unet.config.num_class_embeds:
+        raise EncoderError(f"{source} is a class-conditional UNet; the DiTi encoder needs an unconditional DDPM")
+    if scheduler.config.prediction_type != "epsilon":
+        raise EncoderError(
+            f"{source} predicts {scheduler.config.prediction_type!r}; only epsilon-prediction DDPMs are supported"
+        )
+    unet.requires_grad_(False).eval().to(device)
+    return DDPM(unet, scheduler, str(source))
+
+
+class DiTiEncoder(nn.Module):
+    """E and G with the frozen DDPM they steer. ``encode`` gives z; ``eps`` the shifted noise prediction."""
+
+    def __init__(self, recipe: EncoderRecipe, ddpm: DDPM):
+        super().__init__()
+        self.recipe = recipe
+        self.ddpm_source = ddpm.source
+        self.scheduler = ddpm.scheduler
+        self.layout = SubsetLayout(recipe.layout.stages, recipe.layout.subsets,
+                                   ddpm.scheduler.config.num_train_timesteps)
+        if self.layout.z_dim != recipe.z_dim:
+            raise EncoderError(
+                f"layout.stages give {self.layout.z_dim} dimensions but z_dim is {recipe.z_dim}; make them agree"
+            )
+        size = ddpm.unet.config.sample_size
+        self.image_size = int(size if isinstance(size, int) else size[0])
+        self.in_channels = int(ddpm.unet.config.in_channels)
+        self.encoder = ImageEncoder(recipe.z_dim, recipe.net.encoder_channels, self.in_channels)
+        self.shift = ShiftNetwork(recipe.z_dim, self.image_size, recipe.net.shift_channels,
+                                  recipe.net.shift_layers_per_block, recipe.net.shift_attention, self.in_channels)
+        # the DDPM stays out of state_dict()/parameters(): it is frozen and saved by reference
+        object.__setattr__(self, "unet", ddpm.unet)
+        alphas_cumprod = ddpm.scheduler.alphas_cumprod.float()
+        alphas = ddpm.scheduler.alphas.float()
+        self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
+        if recipe.train.shift_coefficient == "pdae":
+            # the mean shift Sigma_t * G expressed in epsilon units, with Sigma_t = beta_t
+            coef = alphas.sqrt() * (1 - alphas_cumprod).sqrt()
+        elif recipe.train.shift_coefficient == "one":
+            coef = torch.ones_like(alphas)
+        else:
+            raise EncoderError(f"train.shift_coefficient must be pdae or one, not {recipe.train.shift_coefficient!r}")
+        self.register_buffer("shift_coef", coef, persistent=False)
+
+    def to(self, *args, **kwargs):
+        self.unet.to(*args, **kwargs)
+        return super().to(*args, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.alphas_cumprod.device
+
+    def encode(self, x0: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x0)
+
+    def eps(self, x_t: torch.Tensor, t: torch.Tensor, z: torch.Tensor, mask: bool = True) -> torch.Tensor:
+        """The DDPM's noise prediction shifted by G given z (masked to the subsets visible at t)."""
+        with torch.no_grad():
+            base = self.unet(x_t, t).sample
+        z_in = z * self.layout.mask(t).to(z.dtype) if mask else z
+        coef = self.shift_coef[t].view(-1, 1, 1, 1).to(x_t.dtype)
+        return base + coef * self.shift(x_t, t, z_in)
+
+    def loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Weighted epsilon MSE, weight SNR^p / (1 + SNR), per sample mean over pixels then batch mean."""
+        abar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        z = self.encode(x0)
+        err = (self.eps(x_t, t, z) - noise).float().pow(2).mean(dim=(1, 2, 3))
+        snr = abar.view(-1) / (1 - abar.view(-1))
+        weight = snr.pow(self.recipe.train.snr_power) / (1 + snr)
+        return (weight * err).mean()
+
+    # -- files -------------------------------------------------------------------------------------
+    def save_pretrained(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
+        from safetensors.torch import save_file
+
+        from .. import __version__
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        weights = {k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()}
+        _atomic_write(path / WEIGHTS, lambda tmp: save_file(weights, str(tmp)))
+        _atomic_write(path / RECIPE, lambda tmp: tmp.write_text(self.recipe.to_yaml()))
+        manifest = {
+            "format_version": FORMAT_VERSION, "kind": "diti-encoder", "ddpm": self.ddpm_source,
+            "image_size": self.image_size, "z_dim": self.recipe.z_dim, "subsets": self.layout.describe(),
+            "package_version": __version__, **(extra or {}), "weights_sha256": _digest(path / WEIGHTS),
+        }
+        _atomic_write(path / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2)))
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, ddpm: str | os.PathLike | DDPM | None = None,
+                        device: str | torch.device = "cpu") -> DiTiEncoder:
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not (path / MANIFEST).is_file():
+            raise EncoderError(f"{path} is not a DiTi encoder (no {MANIFEST}); pass the --out folder of `encoder fit`")
+        manifest = json.loads((path / MANIFEST).read_text())
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise EncoderError(f"{path}: encoder format {manifest.get('format_version')} is not supported")
+        if not (path / WEIGHTS).is_file() or manifest.get("weights_sha256") != _digest(path / WEIGHTS):
+            raise EncoderError(f"{path}/{WEIGHTS} is missing or does not match its manifest; re-save or refit")
+        recipe = load_encoder_recipe(path / RECIPE)
+        if not isinstance(ddpm, DDPM):
+            ddpm = load_ddpm(ddpm or manifest["ddpm"], device)
+        model = cls(recipe, ddpm)
+        size = ddpm.unet.config.sample_size
+        if model.image_size != manifest["image_size"]:
+            raise EncoderError(
+                f"the encoder in {path} was trained with a {manifest['image_size']}-px DDPM "
+                f"({manifest['ddpm']}); {ddpm.source} is {size}-px. Pass the DDPM it was trained with"
+            )
+        missing, unexpected = model.load_state_dict(load_file(str(path / WEIGHTS)), strict=False)
+        if missing or unexpected:
+            raise EncoderError(f"{path}: weights do not fit the recipe (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        model.manifest = manifest
+        return model.to(device).eval()

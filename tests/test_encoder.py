@@ -1,0 +1,288 @@
+"""The unconditional DiTi encoder: layout, data readers, model contract, training, probe, edits, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diti_sd.cli import main
+from diti_sd.data.attributed import CelebAError, load_attributed_folder, load_celeba
+from diti_sd.data.granular import make_granular
+from diti_sd.encoder import (
+    DiTiEncoder,
+    EncoderError,
+    SubsetLayout,
+    average_precision,
+    ddim_decode,
+    ddim_invert,
+    fit_encoder,
+    load_ddpm,
+    load_encoder_recipe,
+    parse_subsets,
+)
+from diti_sd.encoder.ddpm import build_ddpm, save_ddpm
+
+
+@pytest.mark.parametrize(
+    "stages, subsets, k, z_dim, visible",
+    [
+        # the reference layout: 64 subsets; t = 0 sees the first subset, t = 999 all of z
+        ([[50, 10], [100, 25], [300, 327], [500, 100], [1000, 50]], 64, 64, 512,
+         {0: 4, 49: 10, 50: 19, 299: 362, 300: 370, 999: 512}),
+        ([[100, 2], [300, 2], [1000, 12]], 3, 3, 16, {0: 2, 99: 2, 100: 4, 299: 4, 300: 16}),
+        ([[500, 4], [1000, 4]], 4, 4, 8, {0: 2, 249: 2, 250: 4, 500: 6, 750: 8}),
+    ],
+)
+def test_subset_layout_masks_cumulatively(stages, subsets, k, z_dim, visible):
+    layout = SubsetLayout(stages, subsets)
+    assert (layout.k, layout.z_dim) == (k, z_dim)
+    counts = layout.mask(torch.tensor(list(visible))).sum(1).tolist()
+    assert counts == [float(v) for v in visible.values()]
+    # a dimension once visible stays visible as t grows
+    masks = layout.mask(torch.arange(1000))
+    assert bool((masks[1:] >= masks[:-1]).all())
+
+
+@pytest.mark.parametrize(
+    "stages, subsets, message",
+    [
+        ([[300, 4], [100, 4], [1000, 8]], 3, "increasing"),
+        ([[100, 4], [900, 4]], 2, "must end"),
+        ([[100, 1], [1000, 8]], 20, "dimensions"),
+        ([[100, 4], [1000, 4]], 1, "cannot cover"),
+    ],
+)
+def test_subset_layout_rejects_bad_stages(stages, subsets, message):
+    with pytest.raises(ValueError, match=message):
+        SubsetLayout(stages, subsets)
+
+
+def test_parse_subsets():
+    assert parse_subsets("4-6", 10) == [4, 5, 6]
+    assert parse_subsets("0, 3,8-9", 10) == [0, 3, 8, 9]
+    with pytest.raises(ValueError, match="0..9"):
+        parse_subsets("8-12", 10)
+    with pytest.raises(ValueError, match="cannot read"):
+        parse_subsets("a-b", 10)
+
+
+def test_average_precision_matches_hand_computation():
+    # ranks of the positives: 1, 3, 4 of 5 -> (1/1 + 2/3 + 3/4) / 3
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.1])
+    labels = np.array([1, 0, 1, 1, 0])
+    assert average_precision(scores, labels) == pytest.approx((1 + 2 / 3 + 3 / 4) / 3)
+    assert average_precision(-scores, labels) == pytest.approx((1 / 2 + 2 / 3 + 3 / 5) / 3)
+    # a tie shares the precision at its end: both tied items ranked together at precision 1/2
+    assert average_precision(np.array([1.0, 1.0]), np.array([1, 0])) == pytest.approx(0.5)
+
+
+def _fake_celeba(root, n=6, names=("Smiling", "Male", "Eyeglasses")):
+    (root / "img_align_celeba").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    lines = [str(n), " ".join(names)]
+    parts = []
+    for i in range(n):
+        name = f"{i + 1:06d}.jpg"
+        Image.fromarray(rng.integers(0, 255, (218, 178, 3), dtype=np.uint8)).save(root / "img_align_celeba" / name)
+        values = ["1" if (i + j) % 2 else "-1" for j in range(len(names))]
+        lines.append(f"{name} " + " ".join(values))
+        parts.append(f"{name} {0 if i < 4 else (1 if i == 4 else 2)}")
+    (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+    (root / "list_eval_partition.txt").write_text("\n".join(parts) + "\n")
+    return root
+
+
+def test_celeba_reader_official_layout(tmp_path):
+    root = _fake_celeba(tmp_path / "data" / "celeba")
+    train = load_celeba(root, "train")
+    assert len(train) == 4 and train.names == ["Smiling", "Male", "Eyeglasses"]
+    assert train.attributes[:2].tolist() == [[0, 1, 0], [1, 0, 1]]  # -1 -> 0
+    # torchvision's layout: the parent of celeba/
+    assert load_celeba(tmp_path / "data", "test").ids == ["000006.jpg"]
+    from diti_sd.data.attributed import AttributedDataset
+
+    pixels = AttributedDataset(train, size=16, crop=148)[0]
+    assert pixels.shape == (3, 16, 16) and pixels.dtype == torch.uint8
+
+
+def test_celeba_reader_names_the_missing_file(tmp_path):
+    root = _fake_celeba(tmp_path / "celeba")
+    (root / "list_eval_partition.txt").unlink()
+    with pytest.raises(CelebAError, match="list_eval_partition.txt"):
+        load_celeba(root)
+
+
+def test_folder_with_attribute_table(tmp_path):
+    for i in range(10):
+        Image.new("RGB", (20, 20), (i * 20, 0, 0)).save(tmp_path / f"{i:05d}.png")
+    (tmp_path / "attributes.csv").write_text(
+        "file,smile\n" + "".join(f"{i:05d}.png,{1 if i % 2 else -1}\n" for i in range(10))
+    )
+    train, test = load_attributed_folder(tmp_path, "train"), load_attributed_folder(tmp_path, "test")
+    assert len(train) == 9 and len(test) == 1 and not set(train.ids) & set(test.ids)
+    assert train.names == ["smile"]
+    assert [int(train.attributes[k, 0]) for k in range(9)] == [int(i[:5]) % 2 for i in train.ids]
+
+
+@pytest.fixture(scope="module")
+def small_ddpm():
+    return build_ddpm(sample_size=16, channels=(16, 32), seed=0)
+
+
+@pytest.fixture(scope="module")
+def granular_recipe():
+    return load_encoder_recipe("granular")
+
+
+def test_shift_starts_at_zero_and_mask_hides_later_subsets(small_ddpm, granular_recipe):
+    torch.manual_seed(0)
+    model = DiTiEncoder(granular_recipe, small_ddpm)
+    x = torch.randn(2, 3, 16, 16)
+    z = torch.randn(2, 16)
+    t = torch.tensor([350, 350])
+    base = small_ddpm.unet(x, t).sample
+    assert torch.allclose(model.eps(x, t, z), base)  # G's output layer starts at zero
+    torch.nn.init.normal_(model.shift.unet.conv_out.weight, std=0.1)
+    later = z.clone()
+    later[:, 2:] += 5.0  # dimensions of the subset whose range starts at t = 400
+    assert torch.equal(model.eps(x, t, z), model.eps(x, t, later))  # hidden at t = 350
+    t_late = torch.tensor([600, 600])
+    assert not torch.allclose(model.eps(x, t_late, z), model.eps(x, t_late, later))
+
+
+def test_encoder_save_load_and_mismatched_ddpm(small_ddpm, granular_recipe, tmp_path):
+    save_ddpm(small_ddpm, tmp_path / "ddpm")
+    model = DiTiEncoder(granular_recipe, load_ddpm(tmp_path / "ddpm"))
+    torch.nn.init.normal_(model.shift.unet.conv_out.weight, std=0.1)
+    model.save_pretrained(tmp_path / "enc")
+    loaded = DiTiEncoder.from_pretrained(tmp_path / "enc")
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    t = torch.tensor([10, 700])
+    assert torch.equal(loaded.encode(x), model.encode(x))
+    assert torch.allclose(loaded.eps(x, t, model.encode(x)), model.eps(x, t, model.encode(x)))
+    save_ddpm(build_ddpm(sample_size=32, channels=(16, 32)), tmp_path / "ddpm32")
+    with pytest.raises(EncoderError, match="16-px"):
+        DiTiEncoder.from_pretrained(tmp_path / "enc", ddpm=tmp_path / "ddpm32")
+    (tmp_path / "enc" / "encoder.safetensors").write_bytes(b"broken")
+    with pytest.raises(EncoderError, match="does not match"):
+        DiTiEncoder.from_pretrained(tmp_path / "enc")
+
+
+def test_load_ddpm_rejects_what_it_cannot_use(tmp_path, small_ddpm):
+    with pytest.raises(EncoderError, match="not a DDPM"):
+        (tmp_path / "empty").mkdir()
+        load_ddpm(tmp_path / "empty")
+    from diffusers import DDPMScheduler
+
+    v_pred = type(small_ddpm)(small_ddpm.unet, DDPMScheduler(prediction_type="v_prediction"), "x")
+    save_ddpm(v_pred, tmp_path / "v")
+    with pytest.raises(EncoderError, match="v_prediction"):
+        load_ddpm(tmp_path / "v")
+
+
+def test_interrupted_fit_resumes_to_the_same_encoder(small_ddpm, granular_recipe, tmp_path, monkeypatch):
+    import diti_sd.encoder.train as train_module
+
+    recipe = load_encoder_recipe(granular_recipe, ["train.checkpoint_every=3", "train.batch_size=8"])
+    data = make_granular(40, size=16, seed=0)
+
+    def fresh():
+        torch.manual_seed(0)
+        return DiTiEncoder(recipe, small_ddpm)
+
+    fit_encoder(fresh(), data, tmp_path / "whole", steps=6, progress=False)
+    calls = {"n": 0}
+    real_update = train_module._ema_update
+
+    def crash_at_step_5(*args):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real_update(*args)
+
+    monkeypatch.setattr(train_module, "_ema_update", crash_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        fit_encoder(fresh(), data, tmp_path / "cut", steps=6, progress=False)
+    monkeypatch.setattr(train_module, "_ema_update", real_update)
+    assert (tmp_path / "cut" / "checkpoint.pt").is_file()
+    with pytest.raises(ValueError, match="--resume"):
+        fit_encoder(fresh(), data, tmp_path / "cut", steps=6, progress=False)
+    fit_encoder(fresh(), data, tmp_path / "cut", steps=6, resume=True, progress=False)
+    from safetensors.torch import load_file
+
+    whole = load_file(str(tmp_path / "whole" / "encoder.safetensors"))
+    cut = load_file(str(tmp_path / "cut" / "encoder.safetensors"))
+    assert max(float((whole[k] - cut[k]).abs().max()) for k in whole) < 1e-6
+    assert json.loads((tmp_path / "cut" / "losses.json").read_text()) == pytest.approx(
+        json.loads((tmp_path / "whole" / "losses.json").read_text()))
+
+
+def test_encoder_command_line_smoke(tmp_path, capsys):
+    """train-ddpm, fit, probe and both kinds of edit run from the command line and write their files."""
+    ddpm, enc = tmp_path / "ddpm", tmp_path / "enc"
+    assert main(["encoder", "train-ddpm", "--dataset", "granular", "--max-images", "64", "--steps", "3",
+                 "--channels", "16,32", "--out", str(ddpm), "--no-progress"]) == 0
+    assert main(["encoder", "fit", "--dataset", "granular", "--max-images", "64", "--recipe", "granular",
+                 "--ddpm", str(ddpm), "--out", str(enc), "--steps", "3", "--no-progress"]) == 0
+    assert (enc / "encoder.json").is_file() and not (enc / "checkpoint.pt").exists()
+    assert main(["encoder", "probe", "--encoder", str(enc), "--dataset", "granular", "--max-train", "64",
+                 "--max-test", "32", "--no-progress"]) == 0
+    report = json.loads((enc / "probe" / "probe.json").read_text())
+    assert set(report["attributes"]) == {"fine_mark", "warm_background", "large_disc"}
+    assert list(report["by_stage"]) == list(report["stages"]) and len(report["stages"]) == 2
+    assert (enc / "probe" / "by_stage.png").is_file() and "mean AP" in (enc / "probe" / "probe.md").read_text()
+    images = []
+    for i, pixels in enumerate(make_granular(3, size=16, seed=9).images):
+        images.append(tmp_path / f"{i}.png")
+        Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(images[-1])
+    out = tmp_path / "swap.png"
+    assert main(["encoder", "edit", "--encoder", str(enc), "--images", str(images[0]), str(images[1]),
+                 "--subsets", "1", "--frames", "3", "--ddim-steps", "5", "--out", str(out), "--no-progress"]) == 0
+    assert Image.open(out).size == (5 * 18 + 2, 18 + 2)  # a, 3 frames, b; 16 px + 2 px padding
+    out = tmp_path / "attr.png"
+    assert main(["encoder", "edit", "--encoder", str(enc), "--images", *map(str, images), "--attribute",
+                 "warm_background", "--dataset", "granular", "--max-train", "64", "--strengths=-2,0,2",
+                 "--ddim-steps", "5", "--out", str(out), "--no-progress"]) == 0
+    assert Image.open(out).size == (4 * 18 + 2, 3 * 18 + 2)
+    capsys.readouterr()
+    assert main(["encoder", "edit", "--encoder", str(enc), "--images", str(images[0]), "--subsets", "1",
+                 "--out", str(out)]) == 2
+    assert "even number" in capsys.readouterr().err
+    assert main(["encoder", "probe", "--encoder", str(tmp_path / "nothing"), "--dataset", "granular"]) == 2
+    assert "not a DiTi encoder" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def granular_encoder(tmp_path_factory):
+    """The recipe `granular` (500 steps) on the shipped 16-px DDPM of the synthetic images, then probed."""
+    out = tmp_path_factory.mktemp("granular-encoder")
+    assert main(["encoder", "fit", "--dataset", "granular", "--recipe", "granular", "--ddpm", "builtin:granular-ddpm",
+                 "--steps", "500", "--out", str(out), "--no-progress"]) == 0
+    assert main(["encoder", "probe", "--encoder", str(out), "--dataset", "granular", "--no-progress"]) == 0
+    return out
+
+
+def test_coarse_attributes_are_read_from_the_late_subsets(granular_encoder):
+    """The subsets that join at t = 600 (14 dims) predict the disc size and the background colour, which
+    survive noise past t = 600, better than the first subset (2 dims, visible from t = 0) does.
+
+    The other half of the DiTi claim (the faint mark read better from the first subset) does not hold
+    reliably at this scale (see the closing note of the encoder issue); its numbers are printed here.
+    """
+    report = json.loads((granular_encoder / "probe" / "probe.json").read_text())
+    early, late = report["by_stage"]["t 0-600"], report["by_stage"]["t 600-1000"]
+    print("\nAP early (2 dims, t<600) / late (14 dims, t>=600): " + "; ".join(
+        f"{name} {early[name]:.3f} / {late[name]:.3f}" for name in early) + f"; all of z {report['attributes']}")
+    assert late["large_disc"] > early["large_disc"] + 0.05
+    assert late["warm_background"] >= early["warm_background"] - 0.01
+
+
+def test_ddim_inversion_round_trip_on_a_trained_encoder(granular_encoder):
+    model = DiTiEncoder.from_pretrained(granular_encoder)
+    x0 = make_granular(4, size=16, seed=3).images.float() / 127.5 - 1
+    z = model.encode(x0)
+    x_T = ddim_invert(model, x0, z, steps=100)
+    assert (x_T - x0).abs().mean() > 0.3  # noise-like: the round trip is not trivial
+    assert (ddim_decode(model, x_T, z, steps=100) - x0).abs().mean() < 0.05
