@@ -23,7 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diti_sd.data.granular import make_granular  # noqa: E402
 from diti_sd.encoder import (  # noqa: E402
-    DiTiEncoder, extract_features, fit_encoder, load_ddpm, load_encoder_recipe, probe_ap, probe_by_subsets,
+    DiTiEncoder,
+    extract_features,
+    fit_encoder,
+    load_ddpm,
+    load_encoder_recipe,
+    probe_ap,
+    probe_by_subsets,
 )
 
 
