@@ -99,8 +99,18 @@ class ScoreConfig:
     prefilter_k: int | None = None
 
 
+class RecipeMixin:
+    """to_dict / to_yaml for the recipe dataclasses (the resolved recipe is saved beside the weights)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
 @dataclass
-class Recipe:
+class Recipe(RecipeMixin):
     name: str = "custom"
     description: str = ""
     model: str = "stabilityai/stable-diffusion-2-base"
@@ -110,12 +120,6 @@ class Recipe:
     lora: LoraConfig = field(default_factory=LoraConfig)
     fit: FitConfig = field(default_factory=FitConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def steps_for(self, shots: int) -> int:
         return self.fit.steps if self.fit.steps is not None else _lookup(self.fit.steps_by_shots, shots, "steps")
@@ -192,17 +196,23 @@ def available_recipes() -> list[str]:
 
 def load_recipe(name_or_path: str | os.PathLike | Recipe, overrides: dict | list[str] | None = None) -> Recipe:
     """A registered recipe name (``fgvc-aircraft``), a YAML path, or a Recipe; then dotted overrides."""
-    if isinstance(name_or_path, Recipe):
+    return load_registered(Recipe, RECIPE_DIR, name_or_path, overrides, "recipe")
+
+
+def load_registered(cls, registry: Path, name_or_path, overrides=None, what: str = "recipe"):
+    """A recipe dataclass ``cls`` from a name registered in ``registry``, a YAML path or an instance."""
+    if isinstance(name_or_path, cls):
         data = name_or_path.to_dict()
     else:
         path = Path(name_or_path)
         if not path.suffix:
-            path = RECIPE_DIR / f"{name_or_path}.yaml"
+            path = registry / f"{name_or_path}.yaml"
         if not path.is_file():
-            raise RecipeError(f"no recipe {str(name_or_path)!r}; registered: {', '.join(available_recipes())}")
+            known = ", ".join(sorted(p.stem for p in registry.glob("*.yaml")))
+            raise RecipeError(f"no {what} {str(name_or_path)!r}; registered: {known}")
         data = yaml.safe_load(path.read_text()) or {}
         data.setdefault("name", path.stem)
-    return from_dict(Recipe, apply_overrides(data, overrides))
+    return from_dict(cls, apply_overrides(data, overrides))
 
 
 def apply_overrides(data: dict, overrides: dict | list[str] | None) -> dict:

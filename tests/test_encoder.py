@@ -59,6 +59,18 @@ def test_subset_layout_rejects_bad_stages(stages, subsets, message):
         SubsetLayout(stages, subsets)
 
 
+def test_encoder_recipes_reject_unknown_keys_and_take_overrides():
+    from diti_sd.recipes import RecipeError
+
+    recipe = load_encoder_recipe("celeba64", ["train.batch_size=32"])
+    assert (recipe.train.batch_size, recipe.layout.subsets, recipe.z_dim) == (32, 64, 512)
+    assert load_encoder_recipe(recipe).to_dict() == recipe.to_dict()
+    with pytest.raises(RecipeError, match="unknown key"):
+        load_encoder_recipe("granular", ["train.bogus=1"])
+    with pytest.raises(RecipeError, match="no encoder recipe 'nope'; registered: celeba64, granular"):
+        load_encoder_recipe("nope")
+
+
 def test_parse_subsets():
     assert parse_subsets("4-6", 10) == [4, 5, 6]
     assert parse_subsets("0, 3,8-9", 10) == [0, 3, 8, 9]

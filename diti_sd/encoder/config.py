@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import yaml
-
-from ..recipes import RECIPE_DIR, RecipeError, apply_overrides, from_dict
+from ..recipes import RECIPE_DIR, RecipeMixin, load_registered
 
 ENCODER_RECIPE_DIR = RECIPE_DIR / "encoder"
 
@@ -58,8 +54,7 @@ class EncoderTrainConfig:
 
 @dataclass
 class ProbeConfig:
-    steps: int = 300  # full-batch L-BFGS-free logistic regression: Adam steps
-    lr: float = 1e-2
+    steps: int = 300  # L-BFGS iterations of the full-batch logistic regression
     weight_decay: float = 1e-4
     batch_size: int = 256  # images per encoder batch
     max_train: int | None = None  # cap on probe-train images (None: all)
@@ -67,7 +62,7 @@ class ProbeConfig:
 
 
 @dataclass
-class EncoderRecipe:
+class EncoderRecipe(RecipeMixin):
     name: str = "custom"
     description: str = ""
     z_dim: int = 512
@@ -77,12 +72,6 @@ class EncoderRecipe:
     train: EncoderTrainConfig = field(default_factory=EncoderTrainConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
 
 def available_encoder_recipes() -> list[str]:
     return sorted(p.stem for p in ENCODER_RECIPE_DIR.glob("*.yaml"))
@@ -91,16 +80,4 @@ def available_encoder_recipes() -> list[str]:
 def load_encoder_recipe(name_or_path: str | os.PathLike | EncoderRecipe,
                         overrides: dict | list[str] | None = None) -> EncoderRecipe:
     """A registered name (``celeba64``), a YAML path or a recipe; then dotted ``key=value`` overrides."""
-    if isinstance(name_or_path, EncoderRecipe):
-        data = name_or_path.to_dict()
-    else:
-        path = Path(name_or_path)
-        if not path.suffix:
-            path = ENCODER_RECIPE_DIR / f"{name_or_path}.yaml"
-        if not path.is_file():
-            raise RecipeError(
-                f"no encoder recipe {str(name_or_path)!r}; registered: {', '.join(available_encoder_recipes())}"
-            )
-        data = yaml.safe_load(path.read_text()) or {}
-        data.setdefault("name", path.stem)
-    return from_dict(EncoderRecipe, apply_overrides(data, overrides))
+    return load_registered(EncoderRecipe, ENCODER_RECIPE_DIR, name_or_path, overrides, "encoder recipe")
