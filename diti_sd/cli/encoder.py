@@ -136,19 +136,20 @@ def _probe(args):
 def _edit(args):
     import torch
 
+    from ..backbone import to_pixels
     from ..data.attributed import AttributedDataset, AttributedImages
     from ..encoder import DiTiEncoder, attribute_direction, interpolate_subsets, move_along, save_grid
     from ..encoder.layout import parse_subsets
     from . import CLIError
 
-    if (args.subsets is None) == (args.attribute is None) and args.attribute is None:
+    if args.subsets is None and args.attribute is None:
         raise CLIError("pass --subsets (swap subsets between image pairs) or --attribute (move along it)")
     device = _device(args.device)
     model = DiTiEncoder.from_pretrained(args.encoder, ddpm=args.ddpm, device=device)
     files = [Path(p) for p in args.images]
     pixels = AttributedDataset(AttributedImages(files, None, [], [str(p) for p in files]),
                                model.image_size, model.recipe.data.crop)
-    x = torch.stack([pixels[i] for i in range(len(files))]).to(device, torch.float32) / 127.5 - 1
+    x = to_pixels(torch.stack([pixels[i] for i in range(len(files))])).to(device)
     subsets = parse_subsets(args.subsets, model.layout.k) if args.subsets else None
     if args.attribute is None:
         if len(files) % 2:

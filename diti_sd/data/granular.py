@@ -22,7 +22,7 @@ def make_granular(n: int, size: int = 16, seed: int = 0, mark_amplitude: float =
     attrs = rng.integers(0, 2, size=(n, len(ATTRIBUTES)))
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
     mark_side = max(2, round(size * mark_fraction))
-    checker = np.where(((x // 1) + (y // 1)) % 2 == 0, 1.0, -1.0)[:mark_side, :mark_side]
+    checker = np.where((x + y) % 2 == 0, 1.0, -1.0)[:mark_side, :mark_side]
     images = np.empty((n, 3, size, size), dtype=np.float32)
     for i in range(n):
         mark, warm, large = attrs[i]

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..backbone import to_pixels
 from .model import DDPM
 
 
@@ -29,7 +30,7 @@ def train_ddpm(ddpm: DDPM, pixels: torch.Tensor, steps: int, batch_size: int = 6
     """Plain DDPM training (epsilon MSE, t ~ U[0, T)) on uint8 images (N, 3, H, W)."""
     unet, sched = ddpm.unet, ddpm.scheduler
     device = next(unet.parameters()).device
-    x_all = pixels.float() / 127.5 - 1
+    x_all = to_pixels(pixels)
     abar = sched.alphas_cumprod.to(device)
     unet.requires_grad_(True).train()
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)

@@ -62,7 +62,7 @@ class SubsetLayout:
 
     def mask(self, t: torch.Tensor) -> torch.Tensor:
         """(B,) time-steps -> (B, z_dim) 0/1 mask: the dimensions of every subset whose range starts <= t."""
-        return (t.view(-1, 1).long().cpu() >= self.dim_start.view(1, -1)).to(t.device, torch.float32)
+        return (t.view(-1, 1).long() >= self.dim_start.to(t.device).view(1, -1)).float()
 
     def subset_slice(self, i: int) -> slice:
         if not 0 <= i < self.k:

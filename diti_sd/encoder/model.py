@@ -149,9 +149,12 @@ class DiTiEncoder(nn.Module):
         size = ddpm.unet.config.sample_size
         self.image_size = int(size if isinstance(size, int) else size[0])
         self.in_channels = int(ddpm.unet.config.in_channels)
-        self.encoder = ImageEncoder(recipe.z_dim, recipe.net.encoder_channels, self.in_channels)
-        self.shift = ShiftNetwork(recipe.z_dim, self.image_size, recipe.net.shift_channels,
-                                  recipe.net.shift_layers_per_block, recipe.net.shift_attention, self.in_channels)
+        # the initial weights come from the recipe's seed, not from whatever ran before
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(recipe.train.seed)
+            self.encoder = ImageEncoder(recipe.z_dim, recipe.net.encoder_channels, self.in_channels)
+            self.shift = ShiftNetwork(recipe.z_dim, self.image_size, recipe.net.shift_channels,
+                                      recipe.net.shift_layers_per_block, recipe.net.shift_attention, self.in_channels)
         # the DDPM stays out of state_dict()/parameters(): it is frozen and saved by reference
         object.__setattr__(self, "unet", ddpm.unet)
         alphas_cumprod = ddpm.scheduler.alphas_cumprod.float()

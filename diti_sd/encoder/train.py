@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..backbone import to_pixels
 from ..data.attributed import AttributedDataset, AttributedImages
 from .model import DiTiEncoder
 
@@ -75,7 +76,7 @@ def fit_encoder(model: DiTiEncoder, data: AttributedImages, out: str | os.PathLi
                 f"the checkpoint in {out} was made with another recipe; delete {ckpt_path} or pick another --out"
             )
         model.load_state_dict(state["model"])
-        ema = {k: v.to(device) for k, v in state["ema"].items()}
+        ema = state["ema"]
         optimizer.load_state_dict(state["optimizer"])
         start, losses = int(state["step"]), list(state["losses"])
     ema = {k: v.to(device) for k, v in ema.items()}
@@ -93,7 +94,7 @@ def fit_encoder(model: DiTiEncoder, data: AttributedImages, out: str | os.PathLi
     step = start
     for step, pixels in enumerate(loader, start=start):
         g = _generator(cfg.seed + 1, step)
-        x0 = pixels.to(device, torch.float32) / 127.5 - 1
+        x0 = to_pixels(pixels.to(device))
         if cfg.flip:
             flip = torch.rand(len(x0), generator=g) < 0.5
             x0 = torch.where(flip.view(-1, 1, 1, 1).to(device), x0.flip(-1), x0)
