@@ -240,10 +240,12 @@ def test_encoder_command_line_smoke(tmp_path, capsys):
                  "--ddpm", str(ddpm), "--out", str(enc), "--steps", "3", "--no-progress"]) == 0
     assert (enc / "encoder.json").is_file() and not (enc / "checkpoint.pt").exists()
     assert main(["encoder", "probe", "--encoder", str(enc), "--dataset", "granular", "--max-train", "64",
-                 "--max-test", "32", "--no-progress"]) == 0
+                 "--max-test", "32", "--transfer-pairs", "2", "--no-progress"]) == 0
     report = json.loads((enc / "probe" / "probe.json").read_text())
     assert set(report["attributes"]) == {"fine_mark", "warm_background", "large_disc"}
     assert list(report["by_stage"]) == list(report["stages"]) and len(report["stages"]) == 2
+    assert list(report["initial_weights"]["by_stage"]) == list(report["stages"])
+    assert list(report["transfer"]) == [*report["stages"], "all of z"] and report["transfer_pairs"] == 2
     assert (enc / "probe" / "by_stage.png").is_file() and "mean AP" in (enc / "probe" / "probe.md").read_text()
     images = []
     for i, pixels in enumerate(make_granular(3, size=16, seed=9).images):
@@ -264,6 +266,8 @@ def test_encoder_command_line_smoke(tmp_path, capsys):
     assert "even number" in capsys.readouterr().err
     assert main(["encoder", "probe", "--encoder", str(tmp_path / "nothing"), "--dataset", "granular"]) == 2
     assert "not a DiTi encoder" in capsys.readouterr().err
+    assert main(["encoder", "probe", "--encoder", str(enc), "--dataset", "granular", "--transfer-pairs", "-1"]) == 2
+    assert "--transfer-pairs must be 0 or more" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -276,19 +280,38 @@ def granular_encoder(tmp_path_factory):
     return out
 
 
-def test_coarse_attributes_are_read_from_the_late_subsets(granular_encoder):
-    """The subsets that join at t = 600 (14 dims) predict the disc size and the background colour, which
-    survive noise past t = 600, better than the first subset (2 dims, visible from t = 0) does.
+def test_training_makes_the_shift_network_read_z(granular_encoder):
+    """After 500 steps the shift network reads the background colour from z: swapping all of z between a
+    warm and a cool test image moves the probe's reading of DDIM samples most of the way to the other
+    colour. (At the initial weights the same swap moves nothing: see the next test.)
 
-    The other half of the DiTi claim (the faint mark read better from the first subset) does not hold
-    reliably at this scale (see the closing note of the encoder issue); its numbers are printed here.
+    Where z holds and G reads each attribute, per stage, is printed, not asserted: at this scale the DiTi
+    claim (fine attributes early, coarse ones late) does not hold -- see the closing note of the encoder
+    issue. Probes alone cannot show it here: an untrained encoder's 14 late dims already separate the
+    mark (AP ~0.99) and the disc size better than its 2 early dims do.
     """
     report = json.loads((granular_encoder / "probe" / "probe.json").read_text())
-    early, late = report["by_stage"]["t 0-600"], report["by_stage"]["t 600-1000"]
-    print("\nAP early (2 dims, t<600) / late (14 dims, t>=600): " + "; ".join(
-        f"{name} {early[name]:.3f} / {late[name]:.3f}" for name in early) + f"; all of z {report['attributes']}")
-    assert late["large_disc"] > early["large_disc"] + 0.05
-    assert late["warm_background"] >= early["warm_background"] - 0.01
+    init, transfer = report["initial_weights"], report["transfer"]
+    print("\nprobe AP trained (initial weights) / transfer under a swap, per stage:")
+    for name in report["attributes"]:
+        print(f"  {name}: " + "; ".join(
+            f"{stage} {report['by_stage'][stage][name]:.3f} ({init['by_stage'][stage][name]:.3f}) / "
+            f"{transfer[stage][name]:.2f}" for stage in report["by_stage"]) + f"; all of z {transfer['all of z'][name]:.2f}")
+    assert transfer["all of z"]["warm_background"] > 0.5
+
+
+def test_subset_swaps_move_nothing_before_training(granular_encoder):
+    """The transfer measure reads G, not z: at the initial weights G's output layer is zero, so samples
+    under swapped z are identical and every transfer is exactly 0 (a probe of the same z finds plenty)."""
+    from diti_sd.encoder.probe import extract_features, fit_linear_probe, stage_groups
+    from diti_sd.encoder.transfer import subset_transfer
+
+    initial = DiTiEncoder.from_pretrained(granular_encoder).at_initial_weights()
+    data = make_granular(200, size=16, seed=4)
+    probe = fit_linear_probe(extract_features(initial, data, progress=False), data.attributes, steps=50)
+    values = subset_transfer(initial, data, probe, stage_groups(initial.layout), pairs=4, steps=10)
+    assert list(values) == ["t 0-600", "t 600-1000", "all of z"]
+    assert all(v == 0.0 for row in values.values() for v in row)
 
 
 def test_ddim_inversion_round_trip_on_a_trained_encoder(granular_encoder):

@@ -29,6 +29,8 @@ def add_arguments(parser):
     probe.add_argument("--out", default=None, help="report folder (default: ENCODER/probe)")
     probe.add_argument("--max-train", type=int, default=None, help="at most this many probe-train images")
     probe.add_argument("--max-test", type=int, default=None, help="at most this many test images")
+    probe.add_argument("--transfer-pairs", type=int, default=None,
+                       help="test pairs per attribute for the counterfactual swaps (0: skip; default: the recipe's)")
     _runtime_arguments(probe)
 
     edit = sub.add_parser("edit", help="counterfactual image grids: swap subsets or move along an attribute")
@@ -127,6 +129,10 @@ def _probe(args):
                        args.max_train or cfg.probe.max_train, model.image_size)
     test = load_split(args.dataset, args.data_root, cfg.data.test_split, cfg.data.image_column,
                       args.max_test or cfg.probe.max_test, model.image_size)
+    if args.transfer_pairs is not None:
+        if args.transfer_pairs < 0:
+            raise ValueError(f"--transfer-pairs must be 0 or more, not {args.transfer_pairs}")
+        cfg.probe.transfer_pairs = args.transfer_pairs
     out = Path(args.out or Path(args.encoder) / "probe")
     report = run_probe(model, train, test, out, num_workers=args.num_workers, progress=not args.no_progress)
     print(f"mean AP {report['mean_ap']:.4f} over {len(report['attributes'])} attributes; report in {out}")

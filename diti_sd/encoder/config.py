@@ -59,6 +59,9 @@ class ProbeConfig:
     batch_size: int = 256  # images per encoder batch
     max_train: int | None = None  # cap on probe-train images (None: all)
     max_test: int | None = None
+    # counterfactual swaps (encoder/transfer.py): image pairs per attribute (0: skip) and DDIM steps
+    transfer_pairs: int = 16
+    transfer_steps: int = 50
 
 
 @dataclass

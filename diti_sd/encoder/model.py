@@ -180,6 +180,12 @@ class DiTiEncoder(nn.Module):
     def encode(self, x0: torch.Tensor) -> torch.Tensor:
         return self.encoder(x0)
 
+    def at_initial_weights(self) -> DiTiEncoder:
+        """The same recipe and DDPM before training: the baseline a probe of z must beat, since the
+        random features of an untrained conv net already separate many attributes linearly."""
+        fresh = type(self)(self.recipe, DDPM(self.unet, self.scheduler, self.ddpm_source))
+        return fresh.to(self.device).eval()
+
     def eps(self, x_t: torch.Tensor, t: torch.Tensor, z: torch.Tensor, mask: bool = True) -> torch.Tensor:
         """The DDPM's noise prediction shifted by G given z (masked to the subsets visible at t)."""
         with torch.no_grad():

@@ -1,7 +1,8 @@
 """Linear probes on z: logistic regression per attribute, scored by average precision on held-out images.
 
-``probe_by_subsets`` repeats the probe on groups of subsets (one stage of time-steps at a time), which
-shows where in z each attribute lives: fine attributes in the early (small-t) subsets, coarse ones late.
+``probe_by_subsets`` repeats the probe on groups of subsets (one stage of time-steps at a time): what
+each stage's dimensions hold. An untrained encoder's dimensions already hold a lot, so read it beside the
+same probe at the initial weights, and beside ``transfer.subset_transfer`` (what the shift network reads).
 """
 
 from __future__ import annotations

@@ -10,10 +10,12 @@ import numpy as np
 import torch
 
 from .probe import extract_features, fit_linear_probe, probe_ap, probe_by_subsets, stage_groups
+from .transfer import subset_transfer
 
 
 def run_probe(model, train, test, out, num_workers: int = 0, progress: bool = True) -> dict:
-    """Probe all of z and each stage's subsets alone; write probe.json, probe.md and by_stage.png."""
+    """Probe all of z and each stage's subsets alone, trained and at the initial weights; swap each stage's
+    subsets between test images (``subset_transfer``); write probe.json, probe.md and by_stage.png."""
     y_train = train.require_attributes("the probe")
     y_test = test.require_attributes("the probe")
     cfg = model.recipe.probe
@@ -22,13 +24,34 @@ def run_probe(model, train, test, out, num_workers: int = 0, progress: bool = Tr
     aps = probe_ap(z_train, y_train, z_test, y_test, cfg.steps, cfg.weight_decay)
     by_stage = probe_by_subsets(model.layout, z_train, y_train, z_test, y_test, steps=cfg.steps,
                                 weight_decay=cfg.weight_decay)
+    # the same probes on the untrained encoder: what z holds before training is not the method's doing
+    initial = model.at_initial_weights()
+    z0_train = extract_features(initial, train, cfg.batch_size, num_workers, progress)
+    z0_test = extract_features(initial, test, cfg.batch_size, num_workers, progress)
+    init_aps = probe_ap(z0_train, y_train, z0_test, y_test, cfg.steps, cfg.weight_decay)
+    init_by_stage = probe_by_subsets(model.layout, z0_train, y_train, z0_test, y_test, steps=cfg.steps,
+                                     weight_decay=cfg.weight_decay)
+    del initial
+    transfer = None
+    if cfg.transfer_pairs > 0:
+        probe = fit_linear_probe(z_train, y_train, cfg.steps, weight_decay=cfg.weight_decay)
+        values = subset_transfer(model, test, probe, stage_groups(model.layout), cfg.transfer_pairs,
+                                 cfg.transfer_steps)
+        transfer = {name: dict(zip(train.names, v)) for name, v in values.items()}
     report = {
         "encoder": str(getattr(model, "manifest", {}).get("ddpm", "")),
         "train_images": len(train), "test_images": len(test),
         "mean_ap": float(np.nanmean(aps)),
         "attributes": dict(zip(train.names, aps)),
         "by_stage": {name: dict(zip(train.names, values)) for name, values in by_stage.items()},
+        "initial_weights": {
+            "mean_ap": float(np.nanmean(init_aps)),
+            "attributes": dict(zip(train.names, init_aps)),
+            "by_stage": {name: dict(zip(train.names, values)) for name, values in init_by_stage.items()},
+        },
         "stages": {name: members for name, members in stage_groups(model.layout)},
+        "transfer": transfer,
+        "transfer_pairs": cfg.transfer_pairs,
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -38,20 +61,47 @@ def run_probe(model, train, test, out, num_workers: int = 0, progress: bool = Tr
     return report
 
 
+def _ap_rows(stages: list[str], result: dict) -> list[str]:
+    rows = ["| attribute | all of z | " + " | ".join(stages) + " |", "|---|---|" + "---|" * len(stages)]
+    for name, ap in result["attributes"].items():
+        rows.append(f"| {name} | {ap:.3f} | " + " | ".join(f"{result['by_stage'][s][name]:.3f}" for s in stages) + " |")
+    return rows
+
+
 def _markdown(report: dict) -> str:
     stages = list(report["by_stage"])
+    init = report["initial_weights"]
     lines = [
         f"# Linear probe: mean AP {report['mean_ap']:.4f}",
         "",
         f"{report['train_images']} probe-train images, {report['test_images']} test images. Columns after "
         "'all of z' use only the dimensions of one stage's subsets.",
         "",
-        "| attribute | all of z | " + " | ".join(stages) + " |",
-        "|---|---|" + "---|" * len(stages),
+        *_ap_rows(stages, report),
+        "",
+        f"## The same encoder at its initial weights: mean AP {init['mean_ap']:.4f}",
+        "",
+        "Random conv features already separate many attributes linearly, and more dimensions separate more; "
+        "compare a stage's AP with its AP here before reading it as what training put there.",
+        "",
+        *_ap_rows(stages, init),
     ]
-    for name, ap in report["attributes"].items():
-        row = [f"{report['by_stage'][s][name]:.3f}" for s in stages]
-        lines.append(f"| {name} | {ap:.3f} | " + " | ".join(row) + " |")
+    if report.get("transfer"):
+        groups = list(report["transfer"])
+        lines += [
+            "",
+            "## What the shift network reads from each stage (counterfactual swaps)",
+            "",
+            f"Up to {report['transfer_pairs']} test pairs (i, j) per attribute that differ in it: DDIM samples from "
+            "one x_T under z_i and under z_i with one stage's dimensions taken from z_j, re-encoded and read by the "
+            "probe on all of z. How far the swap moves the probability of the attribute towards j's value "
+            "(0: the shift network ignores it there; 1: a confident flip).",
+            "",
+            "| attribute | " + " | ".join(groups) + " |",
+            "|---|" + "---|" * len(groups),
+        ]
+        for name in report["attributes"]:
+            lines.append(f"| {name} | " + " | ".join(f"{report['transfer'][g][name]:.2f}" for g in groups) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -63,15 +113,23 @@ def _heatmap(report: dict, path: Path) -> None:
 
     names = list(report["attributes"])
     stages = list(report["by_stage"])
-    grid = np.array([[report["by_stage"][s][n] for s in stages] for n in names])
-    fig, ax = plt.subplots(figsize=(1.2 * len(stages) + 3, 0.28 * len(names) + 1.5))
-    image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=np.nanmin(grid), vmax=1.0)
-    ax.set_xticks(range(len(stages)), stages, rotation=30, ha="right")
-    ax.set_yticks(range(len(names)), names, fontsize=7 if len(names) > 20 else 9)
-    ax.set_title("AP of a linear probe on one stage's subsets of z")
-    fig.colorbar(image, ax=ax, label="AP")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    ap_tables = [report["by_stage"], report["initial_weights"]["by_stage"]]
+    low = float(np.nanmin([[table[s][n] for s in stages] for table in ap_tables for n in names]))
+    # (table, columns, title, colour map, lowest value shown)
+    panels = [(ap_tables[0], stages, "probe AP, trained", "viridis", low),
+              (ap_tables[1], stages, "probe AP, initial weights", "viridis", low)]
+    if report.get("transfer"):
+        panels.append((report["transfer"], list(report["transfer"]), "transfer under a swap", "magma", 0.0))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(stages) * len(panels) + 3, 0.28 * len(names) + 1.8),
+                             sharey=True)
+    for ax, (table, cols, title, cmap, vmin) in zip(axes, panels):
+        grid = np.array([[table[c][n] for c in cols] for n in names])
+        image = ax.imshow(grid, aspect="auto", cmap=cmap, vmin=vmin, vmax=1.0)
+        ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    axes[0].set_yticks(range(len(names)), names, fontsize=7 if len(names) > 20 else 9)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
