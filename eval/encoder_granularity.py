@@ -3,8 +3,8 @@
     python eval/encoder_granularity.py --seeds 0 1 2 --out reports/encoder-granularity
 
 Trains the `granular` recipe's encoder on the shipped 16-px DDPM of the synthetic images (a faint
-checker mark, a background colour and a disc size; for an ideal denoiser the mark's value peaks near
-t = 450, the colour's near t = 680) once per seed, then runs the `encoder probe` report on held-out
+checker mark, a background colour and a disc size; for an ideal denoiser the mark's worth peaks near
+t = 430, the colour's near t = 670) once per seed, then runs the `encoder probe` report on held-out
 images: linear-probe AP per stage's subsets, trained and at the initial weights, and the transfer under
 counterfactual subset swaps (what the shift network reads from each stage). Prints each table as mean ±
 std over seeds; writes granularity.json and every seed's probe report.

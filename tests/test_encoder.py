@@ -17,12 +17,16 @@ from diti_sd.encoder import (
     average_precision,
     ddim_decode,
     ddim_invert,
+    extract_features,
     fit_encoder,
+    fit_linear_probe,
     load_ddpm,
     load_encoder_recipe,
     parse_subsets,
+    subset_transfer,
 )
 from diti_sd.encoder.ddpm import build_ddpm, save_ddpm
+from diti_sd.encoder.probe import stage_groups
 
 
 @pytest.mark.parametrize(
@@ -303,9 +307,6 @@ def test_training_makes_the_shift_network_read_z(granular_encoder):
 def test_subset_swaps_move_nothing_before_training(granular_encoder):
     """The transfer measure reads G, not z: at the initial weights G's output layer is zero, so samples
     under swapped z are identical and every transfer is exactly 0 (a probe of the same z finds plenty)."""
-    from diti_sd.encoder.probe import extract_features, fit_linear_probe, stage_groups
-    from diti_sd.encoder.transfer import subset_transfer
-
     initial = DiTiEncoder.from_pretrained(granular_encoder).at_initial_weights()
     data = make_granular(200, size=16, seed=4)
     probe = fit_linear_probe(extract_features(initial, data, progress=False), data.attributes, steps=50)

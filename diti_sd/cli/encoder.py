@@ -123,6 +123,8 @@ def _fit(args):
 def _probe(args):
     from ..encoder import DiTiEncoder, run_probe
 
+    if args.transfer_pairs is not None and args.transfer_pairs < 0:
+        raise ValueError(f"--transfer-pairs must be 0 or more, not {args.transfer_pairs}")
     model = DiTiEncoder.from_pretrained(args.encoder, ddpm=args.ddpm, device=_device(args.device))
     cfg = model.recipe
     train = load_split(args.dataset, args.data_root, cfg.data.train_split, cfg.data.image_column,
@@ -130,8 +132,6 @@ def _probe(args):
     test = load_split(args.dataset, args.data_root, cfg.data.test_split, cfg.data.image_column,
                       args.max_test or cfg.probe.max_test, model.image_size)
     if args.transfer_pairs is not None:
-        if args.transfer_pairs < 0:
-            raise ValueError(f"--transfer-pairs must be 0 or more, not {args.transfer_pairs}")
         cfg.probe.transfer_pairs = args.transfer_pairs
     out = Path(args.out or Path(args.encoder) / "probe")
     report = run_probe(model, train, test, out, num_workers=args.num_workers, progress=not args.no_progress)

@@ -3,8 +3,8 @@
 Each image: a background colour from a warm or a cool family (coarse), a grey disc of random size and
 position, and optionally a faint checker mark in a fixed corner (fine). The attributes are independent
 coin flips. What knowing an attribute is worth to an ideal denoiser under the DiTi loss weight, by t on
-the linear 1000-step schedule: the mark's worth peaks near t = 450 (half of the peak from 350 to 580),
-the colour's near t = 680 (600 to 780); the disc lies between, nearer the mark. The random disc position,
+the linear 1000-step schedule (``eval/granular_attribute_value.py``): the mark's worth peaks at t = 430
+(above half of the peak from 330 to 560), the colour's at t = 670 (585 to 765). The random disc position,
 disc grey and colour jitter are continuous details worth more than either attribute at t < 500.
 """
 
