@@ -79,7 +79,11 @@ def probe_scores(probe, z: torch.Tensor) -> torch.Tensor:
 def probe_ap(z_train: torch.Tensor, y_train: np.ndarray, z_test: torch.Tensor, y_test: np.ndarray,
              steps: int = 300, weight_decay: float = 1e-4) -> list[float]:
     """Test AP of a linear probe per attribute."""
-    probe = fit_linear_probe(z_train, y_train, steps=steps, weight_decay=weight_decay)
+    return held_out_ap(fit_linear_probe(z_train, y_train, steps=steps, weight_decay=weight_decay), z_test, y_test)
+
+
+def held_out_ap(probe, z_test: torch.Tensor, y_test: np.ndarray) -> list[float]:
+    """AP per attribute of a fitted probe's scores on held-out z."""
     scores = probe_scores(probe, z_test).numpy()
     return [average_precision(scores[:, j], y_test[:, j]) for j in range(y_test.shape[1])]
 

@@ -9,8 +9,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .probe import extract_features, fit_linear_probe, probe_ap, probe_by_subsets, stage_groups
+from .probe import extract_features, fit_linear_probe, held_out_ap, probe_by_subsets, stage_groups
 from .transfer import subset_transfer
+
+
+def _probe_set(model, train, y_train, test, y_test, num_workers: int, progress: bool):
+    """One logistic probe on all of z (returned, for the swaps) with its test AP, and AP per stage."""
+    cfg = model.recipe.probe
+    z_train = extract_features(model, train, cfg.batch_size, num_workers, progress)
+    z_test = extract_features(model, test, cfg.batch_size, num_workers, progress)
+    probe = fit_linear_probe(z_train, y_train, cfg.steps, weight_decay=cfg.weight_decay)
+    aps = held_out_ap(probe, z_test, y_test)
+    by_stage = probe_by_subsets(model.layout, z_train, y_train, z_test, y_test, steps=cfg.steps,
+                                weight_decay=cfg.weight_decay)
+    return probe, aps, by_stage
 
 
 def run_probe(model, train, test, out, num_workers: int = 0, progress: bool = True) -> dict:
@@ -19,22 +31,12 @@ def run_probe(model, train, test, out, num_workers: int = 0, progress: bool = Tr
     y_train = train.require_attributes("the probe")
     y_test = test.require_attributes("the probe")
     cfg = model.recipe.probe
-    z_train = extract_features(model, train, cfg.batch_size, num_workers, progress)
-    z_test = extract_features(model, test, cfg.batch_size, num_workers, progress)
-    aps = probe_ap(z_train, y_train, z_test, y_test, cfg.steps, cfg.weight_decay)
-    by_stage = probe_by_subsets(model.layout, z_train, y_train, z_test, y_test, steps=cfg.steps,
-                                weight_decay=cfg.weight_decay)
+    probe, aps, by_stage = _probe_set(model, train, y_train, test, y_test, num_workers, progress)
     # the same probes on the untrained encoder: what z holds before training is not the method's doing
-    initial = model.at_initial_weights()
-    z0_train = extract_features(initial, train, cfg.batch_size, num_workers, progress)
-    z0_test = extract_features(initial, test, cfg.batch_size, num_workers, progress)
-    init_aps = probe_ap(z0_train, y_train, z0_test, y_test, cfg.steps, cfg.weight_decay)
-    init_by_stage = probe_by_subsets(model.layout, z0_train, y_train, z0_test, y_test, steps=cfg.steps,
-                                     weight_decay=cfg.weight_decay)
-    del initial
+    _, init_aps, init_by_stage = _probe_set(model.at_initial_weights(), train, y_train, test, y_test,
+                                            num_workers, progress)
     transfer = None
     if cfg.transfer_pairs > 0:
-        probe = fit_linear_probe(z_train, y_train, cfg.steps, weight_decay=cfg.weight_decay)
         values = subset_transfer(model, test, probe, stage_groups(model.layout), cfg.transfer_pairs,
                                  cfg.transfer_steps)
         transfer = {name: dict(zip(train.names, v)) for name, v in values.items()}
