@@ -1,6 +1,7 @@
 """Where the DiTi encoder puts attributes of known granularity, over several seeds.
 
     python eval/encoder_granularity.py --seeds 0 1 2 --out reports/encoder-granularity
+    python eval/encoder_granularity.py --seeds 0 --steps 50000 --device cuda   # the long run still open
 
 Trains the `granular` recipe's encoder on the shipped 16-px DDPM of the synthetic images (a faint
 checker mark, a background colour and a disc size; for an ideal denoiser the mark's worth peaks near
@@ -44,16 +45,18 @@ def main(argv=None) -> int:
     parser.add_argument("--recipe", default="granular")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--out", default="reports/encoder-granularity")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="long runs (tens of thousands of steps) want a GPU")
     args = parser.parse_args(argv)
 
     out = Path(args.out)
-    ddpm = load_ddpm("builtin:granular-ddpm")
+    ddpm = load_ddpm("builtin:granular-ddpm", args.device)
     train, test = make_granular(2000, seed=0), make_granular(600, seed=1)
     reports = []
     for seed in args.seeds:
         recipe = load_encoder_recipe(args.recipe, [*args.overrides, f"train.seed={seed}"])
         torch.manual_seed(seed)
-        model = DiTiEncoder(recipe, ddpm)
+        model = DiTiEncoder(recipe, ddpm).to(args.device)
         fit_encoder(model, train, out / f"seed{seed}", steps=args.steps, progress=True)
         reports.append(run_probe(model, train, test, out / f"seed{seed}" / "probe", progress=False))
     names = train.names
