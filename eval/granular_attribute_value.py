@@ -58,11 +58,11 @@ def measured_worth(ddpm, images: torch.Tensor, attributes: np.ndarray, timesteps
         snr = abar / (1 - abar)
         weight = float(snr**0.1 / (1 + snr))
         loss.append(weight * float(r.pow(2).mean()))
+        mean = r.mean(0)
         row = []
         for k in range(attrs.shape[1]):
             on = attrs[:, k] == 1
             share = on.float().mean()
-            mean = r.mean(0)
             between = share * (r[on].mean(0) - mean).pow(2).mean() + (1 - share) * (r[~on].mean(0) - mean).pow(2).mean()
             row.append(weight * float(between))
         explained.append(row)
