@@ -59,7 +59,6 @@ def main(argv=None) -> int:
     optimizer = torch.optim.Adam(model.shift.parameters(), lr=recipe.train.lr)
     x_all = data.images.float() / 127.5 - 1
     labels = torch.as_tensor(data.attributes).float() * 2 - 1
-    abar_all = model.alphas_cumprod
     g = torch.Generator().manual_seed(args.seed)
     x_T = torch.randn(args.samples, 3, model.image_size, model.image_size, generator=torch.Generator().manual_seed(1))
     base_z = labels[: args.samples]
@@ -78,13 +77,8 @@ def main(argv=None) -> int:
         while step < checkpoint:
             idx = torch.randint(len(x_all), (recipe.train.batch_size,), generator=g)
             x0, z = x_all[idx], labels[idx]
-            t = torch.randint(0, len(abar_all), (len(x0),), generator=g)
-            noise = torch.randn(x0.shape, generator=g)
-            abar = abar_all[t].view(-1, 1, 1, 1)
-            x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-            err = (model.eps(x_t, t, z) - noise).pow(2).mean(dim=(1, 2, 3))
-            snr = abar.view(-1) / (1 - abar.view(-1))
-            loss = (snr.pow(recipe.train.snr_power) / (1 + snr) * err).mean()
+            t = torch.randint(0, len(model.alphas_cumprod), (len(x0),), generator=g)
+            loss = model.loss(x0, t, torch.randn(x0.shape, generator=g), z=z)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -194,11 +194,12 @@ class DiTiEncoder(nn.Module):
         coef = self.shift_coef[t].view(-1, 1, 1, 1).to(x_t.dtype)
         return base + coef * self.shift(x_t, t, z_in)
 
-    def loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Weighted epsilon MSE, weight SNR^p / (1 + SNR), per sample mean over pixels then batch mean."""
+    def loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Weighted epsilon MSE, weight SNR^p / (1 + SNR), per sample mean over pixels then batch mean.
+        ``z`` defaults to ``encode(x0)``; pass one to train G on a given code (eval/shift_network_oracle.py)."""
         abar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-        z = self.encode(x0)
+        z = self.encode(x0) if z is None else z
         err = (self.eps(x_t, t, z) - noise).float().pow(2).mean(dim=(1, 2, 3))
         snr = abar.view(-1) / (1 - abar.view(-1))
         weight = snr.pow(self.recipe.train.snr_power) / (1 + snr)
