@@ -168,6 +168,31 @@ def test_shift_starts_at_zero_and_mask_hides_later_subsets(small_ddpm, granular_
     assert not torch.allclose(model.eps(x, t_late, z), model.eps(x, t_late, later))
 
 
+@pytest.mark.parametrize("mode, early_learns_late, scale", [("base", True, 1.0), ("stop_grad", False, 1.0), ("dual", True, 2.0)])
+def test_gradient_mode_decides_which_subsets_learn_at_t(small_ddpm, granular_recipe, mode, early_learns_late, scale):
+    """granular: subset 0 (dims 0-1) holds t 0-600, subset 1 (dims 2-15) t 600-1000. At t = 800 both are read;
+    under stop_grad only subset 1 learns there. The loss value itself does not depend on the mode (dual: twice)."""
+    def grads(mode, t):
+        model = DiTiEncoder(load_encoder_recipe(granular_recipe, [f"train.gradient_mode={mode}"]), small_ddpm)
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            model.shift.unet.conv_out.weight.copy_(0.1 * torch.randn(model.shift.unet.conv_out.weight.shape, generator=g))
+        x0, noise = torch.rand(4, 3, 16, 16, generator=g) * 2 - 1, torch.randn(4, 3, 16, 16, generator=g)
+        z = torch.randn(4, 16, generator=g, requires_grad=True)
+        loss = model.loss(x0, torch.full((4,), t), noise, z=z)
+        loss.backward()
+        return float(loss), z.grad.abs().sum(0)
+
+    loss_late, grad_late = grads(mode, 800)
+    assert loss_late == pytest.approx(scale * grads("base", 800)[0], rel=1e-5)
+    assert bool(grad_late[:2].sum() > 0) == early_learns_late
+    assert grad_late[2:].sum() > 0
+    _, grad_early = grads(mode, 300)  # the later subset is masked at t = 300 whatever the mode
+    assert grad_early[:2].sum() > 0 and grad_early[2:].sum() == 0
+    with pytest.raises(EncoderError, match="gradient_mode must be one of base, stop_grad, dual"):
+        DiTiEncoder(load_encoder_recipe(granular_recipe, ["train.gradient_mode=detach"]), small_ddpm)
+
+
 def test_encoder_save_load_and_mismatched_ddpm(small_ddpm, granular_recipe, tmp_path):
     save_ddpm(small_ddpm, tmp_path / "ddpm")
     model = DiTiEncoder(granular_recipe, load_ddpm(tmp_path / "ddpm"))

@@ -46,6 +46,10 @@ class EncoderTrainConfig:
     ema_decay: float = 0.9999
     snr_power: float = 0.1  # loss weight SNR^p / (1 + SNR)
     shift_coefficient: str = "pdae"  # pdae: sqrt(alpha_t) sqrt(1 - alphabar_t); one: 1
+    # the reference's pdae_mode. base: every visible subset learns from every t. stop_grad: at t only the
+    # subset whose range holds t learns; earlier subsets are read but detached (the reference's
+    # diti64_stopgrad recipes). dual: the sum of both losses
+    gradient_mode: str = "base"
     flip: bool = True  # horizontal flips (faces are roughly symmetric)
     mixed_precision: str = "no"  # no | fp16 | bf16
     checkpoint_every: int = 1000

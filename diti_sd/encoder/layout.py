@@ -55,6 +55,8 @@ class SubsetLayout:
         self.dim_start = torch.tensor(
             [start for start, size in zip(self.range_starts, self.sizes) for _ in range(size)], dtype=torch.long
         )
+        ends = self.range_starts[1:] + [num_train_timesteps]
+        self.dim_end = torch.tensor([end for end, size in zip(ends, self.sizes) for _ in range(size)], dtype=torch.long)
 
     @property
     def k(self) -> int:
@@ -63,6 +65,11 @@ class SubsetLayout:
     def mask(self, t: torch.Tensor) -> torch.Tensor:
         """(B,) time-steps -> (B, z_dim) 0/1 mask: the dimensions of every subset whose range starts <= t."""
         return (t.view(-1, 1).long() >= self.dim_start.to(t.device).view(1, -1)).float()
+
+    def current(self, t: torch.Tensor) -> torch.Tensor:
+        """(B,) time-steps -> (B, z_dim) bool: the dimensions of the one subset whose range holds t."""
+        t = t.view(-1, 1).long()
+        return (t >= self.dim_start.to(t.device).view(1, -1)) & (t < self.dim_end.to(t.device).view(1, -1))
 
     def subset_slice(self, i: int) -> slice:
         if not 0 <= i < self.k:

@@ -23,6 +23,7 @@ FORMAT_VERSION = 1
 MANIFEST = "encoder.json"
 WEIGHTS = "encoder.safetensors"
 RECIPE = "recipe.yaml"
+GRADIENT_MODES = ("base", "stop_grad", "dual")
 
 
 class EncoderError(ValueError):
@@ -167,6 +168,10 @@ class DiTiEncoder(nn.Module):
             coef = torch.ones_like(alphas)
         else:
             raise EncoderError(f"train.shift_coefficient must be pdae or one, not {recipe.train.shift_coefficient!r}")
+        if recipe.train.gradient_mode not in GRADIENT_MODES:
+            raise EncoderError(
+                f"train.gradient_mode must be one of {', '.join(GRADIENT_MODES)}, not {recipe.train.gradient_mode!r}"
+            )
         self.register_buffer("shift_coef", coef, persistent=False)
 
     def to(self, *args, **kwargs):
@@ -196,14 +201,24 @@ class DiTiEncoder(nn.Module):
 
     def loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """Weighted epsilon MSE, weight SNR^p / (1 + SNR), per sample mean over pixels then batch mean.
-        ``z`` defaults to ``encode(x0)``; pass one to train G on a given code (eval/shift_network_oracle.py)."""
+        ``z`` defaults to ``encode(x0)``; pass one to train G on a given code (eval/shift_network_oracle.py).
+        ``train.gradient_mode`` says which subsets of z learn from time-step t (see EncoderTrainConfig)."""
         abar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
         z = self.encode(x0) if z is None else z
-        err = (self.eps(x_t, t, z) - noise).float().pow(2).mean(dim=(1, 2, 3))
+        mode = self.recipe.train.gradient_mode
+        codes = []
+        if mode in ("base", "dual"):
+            codes.append(z)
+        if mode in ("stop_grad", "dual"):
+            codes.append(torch.where(self.layout.current(t), z, z.detach()))
         snr = abar.view(-1) / (1 - abar.view(-1))
         weight = snr.pow(self.recipe.train.snr_power) / (1 + snr)
-        return (weight * err).mean()
+        total = 0.0
+        for code in codes:
+            err = (self.eps(x_t, t, code) - noise).float().pow(2).mean(dim=(1, 2, 3))
+            total = total + (weight * err).mean()
+        return total
 
     # -- files -------------------------------------------------------------------------------------
     def save_pretrained(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
