@@ -315,9 +315,9 @@ def test_training_makes_the_shift_network_read_z(granular_encoder):
     colour. (At the initial weights the same swap moves nothing: see the next test.)
 
     Where z holds and G reads each attribute, per stage, is printed, not asserted: at this scale the DiTi
-    claim (fine attributes early, coarse ones late) does not hold -- see the closing note of the encoder
-    issue. Probes alone cannot show it here: an untrained encoder's 14 late dims already separate the
-    mark (AP ~0.99) and the disc size better than its 2 early dims do.
+    claim (fine attributes early, coarse ones late) does not hold, even on an exact ideal DDPM (see
+    eval/README.md). Probes alone cannot show it here: an untrained encoder's 14 late dims already
+    separate the mark (AP ~0.99) and the disc size better than its 2 early dims do.
     """
     report = json.loads((granular_encoder / "probe" / "probe.json").read_text())
     init, transfer = report["initial_weights"], report["transfer"]

@@ -53,7 +53,11 @@ class ImageEncoder(nn.Module):
 
 class ShiftNetwork(nn.Module):
     """G(x_t, t, z): a diffusers UNet2DModel whose time embedding gets a projection of the masked z added
-    (``class_embed_type="identity"``), so every resolution level is conditioned on z and t together."""
+    (``class_embed_type="identity"``), so every resolution level is conditioned on z and t together.
+
+    The reference's G (PDAE's) instead reuses the frozen DDPM's down path on x_t and trains its own middle and
+    up blocks on those features. Tried on the synthetic toy (1000 steps, either gradient mode), that form
+    read the attributes no differently, so the simpler separate network stays."""
 
     def __init__(self, z_dim: int, sample_size: int, channels: list[int], layers_per_block: int = 1,
                  attention: bool = False, in_channels: int = 3):
