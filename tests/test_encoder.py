@@ -250,6 +250,14 @@ def test_interrupted_fit_resumes_to_the_same_encoder(small_ddpm, granular_recipe
     assert (tmp_path / "cut" / "checkpoint.pt").is_file()
     with pytest.raises(ValueError, match="--resume"):
         fit_encoder(fresh(), data, tmp_path / "cut", steps=6, progress=False)
+    # a checkpoint written before train.gradient_mode existed resumes with its default
+    ckpt = tmp_path / "cut" / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=True)
+    del state["recipe"]["train"]["gradient_mode"]
+    torch.save(state, ckpt)
+    with pytest.raises(ValueError, match="another recipe"):
+        fit_encoder(DiTiEncoder(load_encoder_recipe(recipe, ["train.gradient_mode=dual"]), small_ddpm), data,
+                    tmp_path / "cut", steps=6, resume=True, progress=False)
     fit_encoder(fresh(), data, tmp_path / "cut", steps=6, resume=True, progress=False)
     from safetensors.torch import load_file
 

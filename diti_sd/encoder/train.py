@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from ..backbone import to_pixels
 from ..data.attributed import AttributedDataset, AttributedImages
+from ..recipes import from_dict
 from .model import DiTiEncoder
 
 CHECKPOINT = "checkpoint.pt"
@@ -71,7 +72,8 @@ def fit_encoder(model: DiTiEncoder, data: AttributedImages, out: str | os.PathLi
         raise ValueError(f"{out} holds an interrupted encoder fit; pass --resume to continue it or delete {ckpt_path}")
     if resume and ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if state["recipe"] != model.recipe.to_dict():
+        # through the dataclass, so a key added since the checkpoint takes its default (gradient_mode: base)
+        if from_dict(type(model.recipe), state["recipe"], "the checkpoint's recipe").to_dict() != model.recipe.to_dict():
             raise ValueError(
                 f"the checkpoint in {out} was made with another recipe; delete {ckpt_path} or pick another --out"
             )
