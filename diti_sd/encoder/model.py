@@ -200,9 +200,12 @@ class DiTiEncoder(nn.Module):
         """The DDPM's noise prediction shifted by G given z (masked to the subsets visible at t)."""
         with torch.no_grad():
             base = self.unet(x_t, t).sample
+        return base + self._shift(x_t, t, z, mask)
+
+    def _shift(self, x_t: torch.Tensor, t: torch.Tensor, z: torch.Tensor, mask: bool = True) -> torch.Tensor:
         z_in = z * self.layout.mask(t).to(z.dtype) if mask else z
         coef = self.shift_coef[t].view(-1, 1, 1, 1).to(x_t.dtype)
-        return base + coef * self.shift(x_t, t, z_in)
+        return coef * self.shift(x_t, t, z_in)
 
     def loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """Weighted epsilon MSE, weight SNR^p / (1 + SNR), per sample mean over pixels then batch mean.
@@ -219,9 +222,11 @@ class DiTiEncoder(nn.Module):
             codes.append(torch.where(self.layout.current(t), z, z.detach()))
         snr = abar.view(-1) / (1 - abar.view(-1))
         weight = snr.pow(self.recipe.train.snr_power) / (1 + snr)
+        with torch.no_grad():  # the frozen DDPM's prediction is the same for every code: run it once
+            base = self.unet(x_t, t).sample
         total = 0.0
         for code in codes:
-            err = (self.eps(x_t, t, code) - noise).float().pow(2).mean(dim=(1, 2, 3))
+            err = (base + self._shift(x_t, t, code) - noise).float().pow(2).mean(dim=(1, 2, 3))
             total = total + (weight * err).mean()
         return total
 
