@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-FORMAT_VERSION = 1
+# 2: LoRA blocks chosen by the reference's filter names (0.1's depth counted levels differently)
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 WEIGHTS = "adapters.safetensors"
 RECIPE = "recipe.yaml"

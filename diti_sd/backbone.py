@@ -103,12 +103,30 @@ class Backbone:
         out = [_resize_center_crop(t[None], self.resolution) for t in tensors]
         return torch.cat(out) * 2 - 1 if out else torch.empty(0, 3, self.resolution, self.resolution)
 
+    def preprocess_uncropped(self, images) -> list[torch.Tensor]:
+        """PIL images -> pixels in [-1, 1], shorter side resized to the resolution (bilinear,
+        antialiased), not cropped: the reference's training transform. One (3, H, W) tensor each."""
+        out = []
+        for image in images:
+            if not isinstance(image, Image.Image):
+                raise TypeError(f"expected PIL images, got {type(image).__name__}")
+            array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+            batch = torch.from_numpy(array).permute(2, 0, 1)[None]
+            out.append(_resize_short_side(batch, self.resolution, "bilinear")[0] * 2 - 1)
+        return out
+
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels in [-1, 1] -> latents: the VAE posterior mean times the scaling factor."""
+        return self.encode_posterior(pixels)[0]
+
+    @torch.no_grad()
+    def encode_posterior(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixels in [-1, 1] -> the VAE posterior's mean and standard deviation, times the scaling factor."""
         pixels = pixels.to(self.device, self.vae.dtype)
         posterior = self.vae.encode(pixels).latent_dist
-        return (posterior.mean * self.vae.config.scaling_factor).to(self.dtype)
+        factor = self.vae.config.scaling_factor
+        return (posterior.mean * factor).to(self.dtype), (posterior.std * factor).to(self.dtype)
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
@@ -216,17 +234,21 @@ def _expand(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.float().reshape(-1, *([1] * (like.dim() - 1)))
 
 
-def _resize_center_crop(batch: torch.Tensor, size: int) -> torch.Tensor:
+def _resize_short_side(batch: torch.Tensor, size: int, mode: str = "bicubic") -> torch.Tensor:
     h, w = batch.shape[-2:]
-    if (h, w) != (size, size):
-        scale = size / min(h, w)
-        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-        batch = torch.nn.functional.interpolate(
-            batch, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True
-        ).clamp(0, 1)
-        top, left = (nh - size) // 2, (nw - size) // 2
-        batch = batch[..., top : top + size, left : left + size]
-    return batch
+    if min(h, w) == size:
+        return batch
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    return torch.nn.functional.interpolate(batch, size=(nh, nw), mode=mode, align_corners=False,
+                                           antialias=True).clamp(0, 1)
+
+
+def _resize_center_crop(batch: torch.Tensor, size: int) -> torch.Tensor:
+    batch = _resize_short_side(batch, size)
+    nh, nw = batch.shape[-2:]
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return batch[..., top : top + size, left : left + size]
 
 
 # --------------------------------------------------------------------------- loading
@@ -280,11 +302,13 @@ def load_backbone(
     attention: str = "sdpa",
     resolution: int | None = None,
     local_files_only: bool | None = None,
+    gpu_dtype: torch.dtype | str | None = None,
 ) -> Backbone:
     """Load the SD components from a local diffusers folder, ``builtin:NAME`` or a hub id.
 
     The same function loads Stable Diffusion 1.x and 2.x (epsilon or v-prediction) and the tiny
-    models the project builds, so the tests exercise the path real models take.
+    models the project builds, so the tests exercise the path real models take. ``dtype`` applies
+    everywhere; ``gpu_dtype`` only on a GPU (a recipe's precision, which a CPU run ignores: fp32 there).
     """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -302,10 +326,9 @@ def load_backbone(
             "'stabilityai/stable-diffusion-2-base'"
         )
     device = torch.device(device) if device is not None else default_device()
-    if isinstance(dtype, str):
-        dtype = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
-                 "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}[dtype]
-    dtype = dtype or default_dtype(device)
+    if dtype is None and device.type == "cuda":
+        dtype = gpu_dtype
+    dtype = _as_dtype(dtype) or default_dtype(device)
     kwargs = {} if local_files_only is None else {"local_files_only": local_files_only}
     try:
         unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **kwargs)
@@ -330,6 +353,18 @@ def load_backbone(
         module.eval()
     set_attention_backend(backbone, attention)
     return backbone
+
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+          "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+
+def _as_dtype(dtype):
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise BackboneError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+        return DTYPES[dtype]
+    return dtype
 
 
 def set_attention_backend(backbone: Backbone, attention: str) -> None:

@@ -7,6 +7,7 @@ returns ``self``, learned state ends in ``_``, and ``classes_`` orders the colum
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 import re
@@ -29,6 +30,7 @@ from .prompts import choose_tokens, class_prompts
 from .recipes import Recipe, from_dict, load_recipe
 from .sampling import sample_images
 from .scoring import class_contexts, score_latents, softmax
+from .timesteps import tif_distance
 
 
 class NotFittedError(RuntimeError):
@@ -115,7 +117,7 @@ class DiTiFewShotClassifier:
         if previous is not None and previous.model_id == recipe.model:
             return previous
         return load_backbone(recipe.model, device=self.device, dtype=self.dtype, attention=self.attention,
-                             resolution=recipe.resolution)
+                             resolution=recipe.resolution, gpu_dtype=recipe.gpu_dtype)
 
     # ----------------------------------------------------------------- fit
     def fit(self, X, y, *, prior_images=None, output_dir=None, resume=False, callback=None):
@@ -148,15 +150,21 @@ class DiTiFewShotClassifier:
         backbone.compiled_unet = None  # compiled around the old adapters
         pixels = self._pixels(backbone, X)
         index = {c: i for i, c in enumerate(classes.tolist())}
-        by_class = [pixels[[j for j, v in enumerate(y) if index[v] == c]] for c in range(len(classes))]
+        label_index = [index[v] for v in y]
+        members = [[j for j, c in enumerate(label_index) if c == k] for k in range(len(classes))]
+        # TiF's per-t weight comes from the train latents as scoring sees them (centre crop, posterior mean)
+        tif_d = tif_distance(torch.cat([backbone.encode_images(to_pixels(part)) for part in pixels.split(16)]),
+                             label_index)
+        if recipe.fit.crop == "random":
+            uncropped = self._pixels(backbone, X, crop=False)
+            by_class = [[uncropped[j] for j in m] for m in members]
+        else:
+            by_class = [pixels[m] for m in members]
         tokens = choose_tokens(backbone.tokenizer, len(classes), recipe.prompt.token)
         prompts = class_prompts([str(c) for c in classes], recipe.prompt.template, tokens,
                                 recipe.prompt.use_class_name)
-        prior = None
-        if recipe.fit.prior:
-            prior_pixels = self._prior_pixels(backbone, recipe, prior_images, output_dir)
-            prior = torch.cat([backbone.encode_images(part) for part in prior_pixels.split(16)])
-        adapters = ClassAdapters(backbone, len(classes), recipe.lora, depth=recipe.depth_for(shots))
+        prior = self._prior_pixels(backbone, recipe, prior_images, output_dir) if recipe.fit.prior else None
+        adapters = ClassAdapters(backbone, len(classes), recipe.lora, block_filter=recipe.filter_for(shots))
         data = FitData(by_class, prompts, recipe.prompt.generic, prior)
         rank, size = world()
         owned = shard(list(range(len(classes))), rank, size)  # `accelerate launch`: classes split over processes
@@ -176,31 +184,37 @@ class DiTiFewShotClassifier:
         self.fit_summary_ = {k: v for k, v in summary.items() if k != "losses"}
         self.loss_curve_ = summary["losses"]
         self.temperature_ = 1.0
+        self.tif_d_ = tif_d
         self.base_fingerprint_ = backbone.fingerprint()
         self._contexts = None
         return self
 
-    def _pixels(self, backbone, X, batch_size: int = 16) -> torch.Tensor:
-        """Images -> uint8 pixels at the model's resolution (a quarter of the memory of floats)."""
+    def _pixels(self, backbone, X, batch_size: int = 16, crop: bool = True):
+        """Images -> uint8 pixels at the model's resolution (a quarter of the memory of floats): a
+        centre-cropped (n, 3, H, W) tensor, or with ``crop=False`` a list of images whose shorter side
+        is at the resolution."""
         X = _as_sequence(X)
         out = []
         for start in range(0, len(X), batch_size):
-            batch = backbone.preprocess([load_image(X[i]) for i in range(start, min(len(X), start + batch_size))])
-            out.append(((batch + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))
-        return torch.cat(out)
+            images = [load_image(X[i]) for i in range(start, min(len(X), start + batch_size))]
+            if crop:
+                out.append(_to_uint8(backbone.preprocess(images)))
+            else:
+                out.extend(_to_uint8(p) for p in backbone.preprocess_uncropped(images))
+        return torch.cat(out) if crop else out
 
     def _prior_pixels(self, backbone, recipe: Recipe, prior_images, output_dir) -> torch.Tensor:
         cfg = recipe.fit
         if prior_images is not None:
-            return to_pixels(self._pixels(backbone, prior_images))
+            return self._pixels(backbone, prior_images)
         if cfg.prior_folder:
             files = list_images(cfg.prior_folder)
             if not files:
                 raise FileNotFoundError(f"fit.prior_folder {cfg.prior_folder} holds no images")
-            return to_pixels(self._pixels(backbone, files[: cfg.prior_images]))
+            return self._pixels(backbone, files[: cfg.prior_images])
         cache = Path(output_dir) / "prior" if output_dir else None
         if cache is not None and len(list_images(cache)) >= cfg.prior_images:
-            return to_pixels(self._pixels(backbone, list_images(cache)[: cfg.prior_images]))
+            return self._pixels(backbone, list_images(cache)[: cfg.prior_images])
         images = sample_images(backbone, [recipe.prompt.generic] * cfg.prior_images, steps=cfg.prior_sample_steps,
                                guidance=cfg.prior_guidance, seed=self.random_state, progress=self.progress,
                                desc="prior images")
@@ -212,8 +226,8 @@ class DiTiFewShotClassifier:
                 tmp = cache / f".{i:04d}.png"
                 save_image(image, tmp, format="png")
                 os.replace(tmp, cache / f"{i:04d}.png")
-        # through uint8, exactly as the PNG cache stores them: a resumed fit sees the same priors
-        return to_pixels((images * 255).round().clamp(0, 255).to(torch.uint8))
+        # uint8, exactly as the PNG cache stores them: a resumed fit sees the same priors
+        return (images * 255).round().clamp(0, 255).to(torch.uint8)
 
     # ----------------------------------------------------------------- inference
     def _class_contexts(self) -> torch.Tensor:
@@ -234,9 +248,14 @@ class DiTiFewShotClassifier:
             out.append(self.backbone_.encode_images(to_pixels(self._pixels(self.backbone_, part))).cpu())
         return torch.cat(out)
 
-    def score_images(self, X, candidates=None, chunk: int = 64):
-        """Full scoring result (errors, ranking logits, UNet calls per image) for images ``X``."""
-        from .scoring import ScoreResult
+    def score_images(self, X, candidates=None, chunk: int = 64, cache_dir=None):
+        """Full scoring result (errors, ranking logits, UNet calls per image) for images ``X``.
+
+        ``cache_dir``: each chunk of ``chunk`` images is written there as soon as it is scored, and a
+        later call with the same adapters, settings and images reads it back instead of scoring it again
+        (a reference pass over a test set takes GPU-hours; an interruption loses one chunk at most).
+        """
+        from .scoring import ScoreCache, ScoreResult
 
         self._check_fitted()
         X = _as_sequence(X)
@@ -250,16 +269,33 @@ class DiTiFewShotClassifier:
         contexts = self._class_contexts()
         if self.compile and self.backbone_.compiled_unet is None:
             self.backbone_.compiled_unet = torch.compile(self.backbone_.unet)
+        cache = None if cache_dir is None else ScoreCache(cache_dir, self._identity(), self.recipe_.score,
+                                                           self.tif_d_)
         parts = []
         bar = tqdm(total=len(latents), desc="predict", unit="img", disable=not self.progress or rank > 0)
         for start in range(0, len(latents), chunk):
+            part = latents[start : start + chunk]
             cand = None if candidates is None else np.asarray(candidates)[start : start + chunk]
-            parts.append(score_latents(self.backbone_, self.adapters_, latents[start : start + chunk], contexts,
-                                       self.recipe_.score, cand))
-            bar.update(min(chunk, len(latents) - start))
+            result = None if cache is None else cache.load(part, cand)
+            if result is None:
+                result = score_latents(self.backbone_, self.adapters_, part, contexts, self.recipe_.score, cand,
+                                       tif_d=self.tif_d_)
+                if cache is not None:
+                    cache.save(part, cand, result)
+            parts.append(result)
+            bar.update(len(part))
         bar.close()
         return ScoreResult(*(gather_rows(np.concatenate([getattr(p, f) for p in parts]), len(X))
                              for f in ("errors", "logits", "unet_calls")))
+
+    def _identity(self) -> str:
+        """A short hash of the fitted state scoring depends on: base model, adapter weights, prompts."""
+        h = hashlib.sha256(f"{self.base_fingerprint_}|{self.prompts_}|{self.recipe_.lora}".encode())
+        for key, tensor in sorted(self.adapters_.lora_state_dict().items()):
+            flat = tensor.reshape(-1)
+            h.update(key.encode())
+            h.update(flat[:: max(1, flat.numel() // 256)][:256].numpy().tobytes())
+        return h.hexdigest()[:20]
 
     def decision_function(self, X) -> np.ndarray:
         return self.score_images(X).logits
@@ -308,11 +344,12 @@ class DiTiFewShotClassifier:
             "classes": [{"name": str(c), "prompt": p, "token": t}
                         for c, p, t in zip(self.classes_.tolist(), self.prompts_, self.tokens_)],
             "generic_prompt": recipe.prompt.generic,
-            "lora": {**asdict(recipe.lora), "depth": self.adapters_.depth,
+            "lora": {**asdict(recipe.lora), "block_filter": self.adapters_.block_filter,
                      "unet_modules": len(self.adapters_.unet_names), "text_modules": len(self.adapters_.text_names)},
             "train_window": [recipe.fit.t_min, recipe.fit.t_max],
             "score_window": [recipe.score.t_min, recipe.score.t_max],
             "shots": self.shots_,
+            "tif_d": self.tif_d_,
             "random_state": self.random_state,
             "temperature": self.temperature_,
             "fit": self.fit_summary_,
@@ -362,8 +399,7 @@ class DiTiFewShotClassifier:
             )
         names = [c["name"] for c in manifest["classes"]]
         lora = dict(manifest["lora"])
-        depth = lora.pop("depth", None)
-        adapters = ClassAdapters(backbone, len(names), recipe.lora, depth=depth)
+        adapters = ClassAdapters(backbone, len(names), recipe.lora, block_filter=lora.get("block_filter"))
         adapters.load_lora_state_dict(weights)
         clf.backbone_ = backbone
         clf.adapters_ = adapters
@@ -374,6 +410,7 @@ class DiTiFewShotClassifier:
         clf.shots_ = manifest.get("shots")
         clf.fit_summary_ = manifest.get("fit", {})
         clf.temperature_ = float(manifest.get("temperature", 1.0))
+        clf.tif_d_ = manifest.get("tif_d")
         clf.base_fingerprint_ = fingerprint
         clf._contexts = None
         return clf
@@ -394,6 +431,10 @@ class DiTiFewShotClassifier:
                                unet_scale=self.recipe_.score.unet_scale, text_scale=self.recipe_.score.text_scale,
                                progress=self.progress)
         return images, [self.classes_[i] for i in idx]
+
+
+def _to_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    return ((pixels + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
 def _as_sequence(X):

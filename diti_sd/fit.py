@@ -31,31 +31,48 @@ CHECKPOINT = "checkpoint"
 
 @dataclass
 class FitData:
-    instance_pixels: list[torch.Tensor]  # per class: (k, 3, H, W) uint8
+    # per class, k uint8 images (3, H, W): square at the resolution, or with fit.crop = random, the
+    # shorter side at the resolution (a (k, 3, H, W) tensor or a list of tensors)
+    instance_pixels: list
     prompts: list[str]  # per class
     generic_prompt: str
-    prior_latents: torch.Tensor | None = None  # (P, C, h, w)
+    prior_pixels: torch.Tensor | None = None  # (P, 3, H, W) uint8 at the resolution
 
 
 def _generator(seed: int, c: int, s: int) -> torch.Generator:
     return torch.Generator().manual_seed(((seed * 1_000_003 + c) * 1_000_033 + s) % (2**63 - 1))
 
 
-def _jitter(pixels: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor) -> torch.Tensor:
-    """ColorJitter's brightness and contrast on images in [-1, 1], one factor pair per image."""
-    img = (pixels + 1) / 2 * brightness.view(-1, 1, 1, 1)
-    img = img.clamp(0, 1)
-    gray = (0.299 * img[:, 0] + 0.587 * img[:, 1] + 0.114 * img[:, 2]).mean((1, 2)).view(-1, 1, 1, 1)
-    img = ((img - gray) * contrast.view(-1, 1, 1, 1) + gray).clamp(0, 1)
-    return img * 2 - 1
+def _jitter(pixels: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor,
+            contrast_first: torch.Tensor | None = None) -> torch.Tensor:
+    """ColorJitter's brightness and contrast on images in [-1, 1], one factor pair per image, applied
+    in the order ColorJitter drew (``contrast_first`` per image; default brightness first)."""
+
+    def bright(img):
+        return (img * brightness.view(-1, 1, 1, 1)).clamp(0, 1)
+
+    def contr(img):
+        gray = (0.299 * img[:, 0] + 0.587 * img[:, 1] + 0.114 * img[:, 2]).mean((1, 2)).view(-1, 1, 1, 1)
+        return ((img - gray) * contrast.view(-1, 1, 1, 1) + gray).clamp(0, 1)
+
+    img = (pixels + 1) / 2
+    out = contr(bright(img))
+    if contrast_first is not None and contrast_first.any():
+        out = torch.where(contrast_first.view(-1, 1, 1, 1), bright(contr(img)), out)
+    return out * 2 - 1
+
+
+def _per_step_encoding(cfg: FitConfig) -> bool:
+    """Whether latents must be encoded every step (augmentation or posterior draws) or can be cached."""
+    return cfg.brightness > 0 or cfg.contrast > 0 or cfg.crop == "random" or cfg.latent == "sample"
 
 
 def _signature(cfg: FitConfig, steps: int, seed: int, classes: list[int], data: FitData, adapters) -> str:
     blob = json.dumps(
         {
             "fit": asdict(cfg), "steps": steps, "seed": seed, "classes": classes, "prompts": data.prompts,
-            "shots": [int(p.shape[0]) for p in data.instance_pixels], "lora": asdict(adapters.config),
-            "prior": None if data.prior_latents is None else list(data.prior_latents.shape),
+            "shots": [len(p) for p in data.instance_pixels], "lora": asdict(adapters.config),
+            "prior": None if data.prior_pixels is None else list(data.prior_pixels.shape),
         },
         sort_keys=True, default=str,
     )
@@ -113,8 +130,11 @@ def fit_adapters(
     from accelerate import Accelerator
 
     classes = list(range(len(data.prompts))) if classes is None else list(classes)
-    if cfg.prior and data.prior_latents is None:
+    if cfg.prior and data.prior_pixels is None:
         raise ValueError("prior preservation is on but no prior images were given")
+    if cfg.crop not in ("center", "random") or cfg.latent not in ("mean", "sample"):
+        raise ValueError(f"fit.crop must be center or random (got {cfg.crop!r}); fit.latent mean or sample "
+                         f"(got {cfg.latent!r})")
     device = backbone.device
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=device.type == "cpu")
     per_class = 2 if cfg.prior else 1
@@ -144,8 +164,10 @@ def fit_adapters(
     text_lora = bool(adapters.text_parameters())
     with torch.no_grad():
         fixed_context = None if text_lora else backbone.encode_prompts(data.prompts + [data.generic_prompt])
-        jitter = cfg.brightness > 0 or cfg.contrast > 0
-        cached = None if jitter else [backbone.encode_images(to_pixels(p)) for p in data.instance_pixels]
+        cached = None
+        if not _per_step_encoding(cfg):
+            cached = ([backbone.encode_images(to_pixels(p)) for p in data.instance_pixels],
+                      None if data.prior_pixels is None else _encode_batched(backbone, data.prior_pixels))
 
     losses = []
     bar = tqdm(total=total, initial=start, desc=f"fit {len(classes)} classes", disable=not progress, unit="it")
@@ -184,45 +206,72 @@ def fit_adapters(
     return {"iterations": total, "resumed_from": start, "losses": losses, "group_size": group_size}
 
 
+def _encode_batched(backbone, pixels: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    return torch.cat([backbone.encode_images(to_pixels(part)) for part in pixels.split(batch)])
+
+
+def _random_crop(image: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:
+    h, w = image.shape[-2:]
+    top = int(torch.randint(h - size + 1, (1,), generator=g))
+    left = int(torch.randint(w - size + 1, (1,), generator=g))
+    return image[:, top : top + size, left : left + size]
+
+
 def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cached, fixed_context, accelerator):
     device = backbone.device
+    size = backbone.resolution
+    jitter = cfg.brightness > 0 or cfg.contrast > 0
     x0, noise, t, unet_idx, text_idx, prompts, weights = [], [], [], [], [], [], []
-    pixels, bright, contr = [], [], []
+    raw, augment = [], []  # per-step encoding: the pixels of each sample, its jitter and posterior draws
     for c in group:
         g = _generator(seed, c, class_step)
-        k = data.instance_pixels[c].shape[0]
+        k = len(data.instance_pixels[c])
         j = int(torch.randint(k, (1,), generator=g))
         b = 1 + (torch.rand(1, generator=g) * 2 - 1) * cfg.brightness
         ct = 1 + (torch.rand(1, generator=g) * 2 - 1) * cfg.contrast
-        t_inst = draw_train_t(1, cfg.t_min, cfg.t_max, g)
-        n_inst = torch.randn((1, *backbone.latent_shape), generator=g)
-        if cached is None:
-            pixels.append(to_pixels(data.instance_pixels[c][j : j + 1]))
-            bright.append(b)
-            contr.append(ct)
-            x0.append(None)
-        else:
-            x0.append(cached[c][j : j + 1])
-        noise.append(n_inst)
-        t.append(t_inst)
+        t.append(draw_train_t(1, cfg.t_min, cfg.t_max, g))
+        noise.append(torch.randn((1, *backbone.latent_shape), generator=g))
         unet_idx.append(c)
         text_idx.append(c)
         prompts.append(data.prompts[c])
         weights.append(1.0)
         if cfg.prior:
-            p = int(torch.randint(data.prior_latents.shape[0], (1,), generator=g))
-            x0.append(data.prior_latents[p : p + 1].to(device))
+            p = int(torch.randint(len(data.prior_pixels), (1,), generator=g))
             noise.append(torch.randn((1, *backbone.latent_shape), generator=g))
             t.append(draw_train_t(1, cfg.t_min, cfg.t_max, g))
             unet_idx.append(c)
             text_idx.append(c)
-            use_class_prompt = cfg.prior_prompt == "class"
-            prompts.append(data.prompts[c] if use_class_prompt else data.generic_prompt)
+            prompts.append(data.prompts[c] if cfg.prior_prompt == "class" else data.generic_prompt)
             weights.append(cfg.prior_weight)
-    if pixels:
-        jittered = _jitter(torch.cat(pixels), torch.cat(bright), torch.cat(contr))
-        encoded = iter(backbone.encode_images(jittered))
-        x0 = [next(encoded)[None] if x is None else x for x in x0]
+        if cached is not None:
+            x0.append(cached[0][c][j : j + 1])
+            if cfg.prior:
+                x0.append(cached[1][p : p + 1])
+            continue
+        # draws that only the reference's augmentation makes come last, so that a configuration without
+        # it keeps the random stream it always had
+        image = data.instance_pixels[c][j]
+        samples = [(image, b, ct)]
+        if cfg.prior:
+            samples.append((data.prior_pixels[p], 1 + (torch.rand(1, generator=g) * 2 - 1) * cfg.brightness,
+                            1 + (torch.rand(1, generator=g) * 2 - 1) * cfg.contrast))
+        for pixels, bright, contr in samples:
+            first = torch.rand(1, generator=g) < 0.5 if jitter else torch.zeros(1, dtype=torch.bool)
+            if cfg.crop == "random":
+                pixels = _random_crop(pixels, size, g)
+            draw = torch.randn((1, *backbone.latent_shape), generator=g) if cfg.latent == "sample" else None
+            raw.append(pixels[None])
+            augment.append((bright, contr, first, draw))
+            x0.append(None)
+    if raw:
+        pixels = to_pixels(torch.cat(raw))
+        if jitter:
+            bright, contr, first = (torch.cat([a[i] for a in augment]) for i in range(3))
+            pixels = _jitter(pixels, bright, contr, first)
+        mean, std = backbone.encode_posterior(pixels)
+        if cfg.latent == "sample":
+            mean = mean + std * torch.cat([a[3] for a in augment]).to(mean.device, mean.dtype)
+        x0 = list(mean[:, None])
     x0 = torch.cat([x.to(device, backbone.dtype) for x in x0])
     noise = torch.cat(noise).to(device, backbone.dtype)
     t = torch.cat(t).to(device)

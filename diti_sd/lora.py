@@ -9,7 +9,6 @@ per layer and work in inference only).
 from __future__ import annotations
 
 import math
-import re
 from contextlib import contextmanager
 
 import torch
@@ -18,6 +17,12 @@ from torch import nn
 from .recipes import LoraConfig
 
 FEED_FORWARD_TARGETS = ("ff.net.0.proj", "ff.net.2")
+
+# The reference's `unet_lora_filter` (TiF, lora/train_lora_dreambooth.py): "<mode>-<level>" keeps the
+# modules under these blocks; "none" keeps every block. Level 2 is the most selective.
+_FILTER_DOWN = {0: (0, 1, 2), 1: (1, 2), 2: (2,)}
+_FILTER_UP = {0: (1, 2, 3), 1: (1, 2), 2: (1,)}
+FILTER_MODES = ("down", "mirror", "all")
 
 
 class ClassRouter:
@@ -35,18 +40,26 @@ class StackedLoRALinear(nn.Module):
     """``base(x) + scale * (alpha / r) * B[c] A[c] x`` with c the sample's class.
 
     lora_A: (classes, r, in), lora_B: (classes, out, r). B starts at zero (the adapter starts as the
-    identity), A as peft initialises it (Kaiming-uniform), from a seeded generator.
+    identity). A is drawn from a seeded generator: ``normal`` N(0, (1/r)^2) as the reference's LoRA
+    (lora_diffusion) draws it, or ``kaiming`` as peft does (Kaiming-uniform, 2-4x smaller on SD's
+    layers, so adapters move more slowly at the same learning rate).
     """
 
     def __init__(self, base: nn.Linear, num_classes: int, rank: int, alpha: float, router: ClassRouter,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, init: str = "normal"):
         super().__init__()
         self.base = base
         self.rank = rank
         self.scaling = alpha / rank
         self.router = router
-        bound = 1 / math.sqrt(base.in_features)  # kaiming_uniform_(a=sqrt(5)) on a (r, in) matrix
-        a = (torch.rand(num_classes, rank, base.in_features, generator=generator) * 2 - 1) * bound
+        shape = (num_classes, rank, base.in_features)
+        if init == "normal":
+            a = torch.randn(shape, generator=generator) / rank
+        elif init == "kaiming":
+            bound = 1 / math.sqrt(base.in_features)  # kaiming_uniform_(a=sqrt(5)) on a (r, in) matrix
+            a = (torch.rand(shape, generator=generator) * 2 - 1) * bound
+        else:
+            raise ValueError(f"unknown LoRA init {init!r}; use 'normal' or 'kaiming'")
         self.lora_A = nn.Parameter(a.to(base.weight.device))
         self.lora_B = nn.Parameter(torch.zeros(num_classes, base.out_features, rank, device=base.weight.device))
 
@@ -71,41 +84,41 @@ class StackedLoRALinear(nn.Module):
         return y + (delta * gain.view(n, 1, 1)).reshape(y.shape)
 
 
-def _level(name: str, n_levels: int) -> int | None:
-    """Resolution level of a UNet module (0 = full latent resolution, n-1 = lowest)."""
-    m = re.match(r"(down|up)_blocks\.(\d+)\.", name)
-    if m:
-        i = int(m.group(2))
-        return i if m.group(1) == "down" else n_levels - 1 - i
-    if name.startswith("mid_block."):
-        return n_levels - 1
-    return None
+def filter_prefixes(spec: str | None) -> tuple[str, ...] | None:
+    """The UNet blocks a reference filter name keeps (``all-2`` -> down_blocks.2, up_blocks.1,
+    mid_block); None for ``none`` (every block)."""
+    if spec in (None, "none"):
+        return None
+    mode, _, level = str(spec).partition("-")
+    if mode not in FILTER_MODES or level not in ("0", "1", "2"):
+        raise ValueError(f"unknown LoRA block filter {spec!r}; use none or <down|mirror|all>-<0|1|2>")
+    prefixes = [f"down_blocks.{i}" for i in _FILTER_DOWN[int(level)]]
+    if mode in ("mirror", "all"):
+        prefixes += [f"up_blocks.{i}" for i in _FILTER_UP[int(level)]]
+    if mode == "all":
+        prefixes.append("mid_block")
+    return tuple(prefixes)
 
 
-def find_targets(model: nn.Module, targets: list[str], depth: int | None = None,
-                 n_levels: int | None = None) -> list[str]:
-    """Names of the nn.Linear modules whose name ends with a target; with ``depth``, only those in
-    the ``depth`` lowest-resolution levels that hold any target at all."""
-    names = [
+def find_targets(model: nn.Module, targets: list[str], block_filter: str | None = None) -> list[str]:
+    """Names of the nn.Linear modules whose name ends with a target, inside the blocks that
+    ``block_filter`` (a reference filter name, see :func:`filter_prefixes`) keeps."""
+    prefixes = filter_prefixes(block_filter)
+    return [
         name for name, module in model.named_modules()
         if isinstance(module, nn.Linear) and any(name == t or name.endswith("." + t) for t in targets)
+        and (prefixes is None or name.startswith(tuple(p + "." for p in prefixes)))
     ]
-    if depth is None or n_levels is None:
-        return names
-    levels = {name: _level(name, n_levels) for name in names}
-    present = sorted({lv for lv in levels.values() if lv is not None}, reverse=True)
-    keep = set(present[:depth])
-    return [name for name in names if levels[name] in keep]
 
 
 def _inject(model: nn.Module, names: list[str], num_classes: int, rank: int, alpha: float, router: ClassRouter,
-            generator: torch.Generator) -> dict[str, StackedLoRALinear]:
+            generator: torch.Generator, init: str) -> dict[str, StackedLoRALinear]:
     layers = {}
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         base = getattr(parent, child)
-        layer = StackedLoRALinear(base, num_classes, rank, alpha, router, generator)
+        layer = StackedLoRALinear(base, num_classes, rank, alpha, router, generator, init)
         setattr(parent, child, layer)
         layers[name] = layer
     return layers
@@ -118,25 +131,25 @@ class ClassAdapters(nn.Module):
     reused by a later fit that must not see this one's adapters.
     """
 
-    def __init__(self, backbone, num_classes: int, config: LoraConfig, depth: int | None = None):
+    def __init__(self, backbone, num_classes: int, config: LoraConfig, block_filter: str | None = None):
         super().__init__()
         if num_classes < 1:
             raise ValueError("need at least one class")
         self.backbone = [backbone]  # a list so nn.Module does not register the backbone as a child
         self.num_classes = num_classes
         self.config = config
-        self.depth = depth
+        self.block_filter = block_filter or "none"
         self.unet_router, self.text_router = ClassRouter(), ClassRouter()
         g = torch.Generator().manual_seed(config.init_seed)
-        targets = list(config.targets) + (list(FEED_FORWARD_TARGETS) if config.feed_forward else [])
-        n_levels = len(backbone.unet.config.block_out_channels)
-        self.unet_names = find_targets(backbone.unet, targets, depth, n_levels)
+        targets = list(dict.fromkeys(list(config.targets) + (list(FEED_FORWARD_TARGETS) if config.feed_forward else [])))
+        self.unet_names = find_targets(backbone.unet, targets, block_filter)
         if not self.unet_names:
-            raise ValueError(f"no UNet linear layer matches the LoRA targets {targets}")
+            raise ValueError(f"no UNet linear layer matches the LoRA targets {targets} in the blocks that "
+                             f"filter {self.block_filter!r} keeps")
         alpha = config.alpha or config.rank
         self.unet_layers = nn.ModuleDict(
             {_key(n): m for n, m in _inject(backbone.unet, self.unet_names, num_classes, config.rank, alpha,
-                                            self.unet_router, g).items()}
+                                            self.unet_router, g, config.init).items()}
         )
         self.text_names = []
         self.text_layers = nn.ModuleDict()
@@ -144,7 +157,8 @@ class ClassAdapters(nn.Module):
             self.text_names = find_targets(backbone.text_encoder, list(config.text_targets))
             self.text_layers = nn.ModuleDict(
                 {_key(n): m for n, m in _inject(backbone.text_encoder, self.text_names, num_classes,
-                                                config.text_rank, config.text_rank, self.text_router, g).items()}
+                                                config.text_rank, config.text_rank, self.text_router, g,
+                                                config.init).items()}
             )
         # the base weights are not ours: keep them out of this module's state_dict
         for layer in list(self.unet_layers.values()) + list(self.text_layers.values()):

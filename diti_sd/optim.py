@@ -16,6 +16,18 @@ class ClassAdamW(torch.optim.Optimizer):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
         self.active_classes: torch.Tensor | None = None
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Every state tensor follows its parameter's device, in float32.
+
+        torch.optim leaves a state entry named ``step`` where it was loaded (usually the CPU), and
+        :meth:`step` indexes it with the parameter's device: a resumed fit on a GPU would fail.
+        """
+        super().load_state_dict(state_dict)
+        for p, state in self.state.items():
+            for key, value in state.items():
+                if torch.is_tensor(value):
+                    state[key] = value.to(device=p.device, dtype=torch.float32)
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = closure() if closure is not None else None

@@ -23,7 +23,7 @@ class RecipeError(ValueError):
 
 @dataclass
 class DatasetConfig:
-    kind: str = "image-folder"  # fgvc-aircraft | image-folder | hf | synthetic
+    kind: str = "image-folder"  # fgvc-aircraft | image-folder | hf | isic2019 | duke | veri | synthetic
     level: str = "variant"  # fgvc-aircraft only
     crop_banner: bool = False  # fgvc-aircraft only: drop the 20-px copyright banner
     image_column: str = "image"  # hf only
@@ -31,6 +31,7 @@ class DatasetConfig:
     train_split: str = "train"
     val_split: str | None = "val"
     test_split: str = "test"
+    metric: str = "accuracy"  # accuracy | macro-f1: what eval reports and every validation choice maximises
 
 
 @dataclass
@@ -47,13 +48,17 @@ class PromptConfig:
 class LoraConfig:
     rank: int = 16
     alpha: float | None = None  # None: alpha = rank (scale 1)
-    targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
-    feed_forward: bool = True  # also the transformer blocks' ff.net.0.proj / ff.net.2
-    # resolution levels adapted, counted from the lowest-resolution level that holds a target;
-    # keyed by shots (the largest key <= shots applies); null = all levels
-    depth_by_shots: dict[int, int | None] = field(default_factory=dict)
+    # the linears of every attention module and the GEGLU input projection: what the reference's
+    # LoRA (lora_diffusion, targets Attention/CrossAttention/GEGLU) adapts; not ff.net.2
+    targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj"])
+    feed_forward: bool = False  # also both feed-forward linears, ff.net.0.proj and ff.net.2
+    # the reference's unet_lora_filter by shots (the largest key <= shots applies): "none" adapts every
+    # block; "all-1" down_blocks.1-2, up_blocks.1-2, mid_block; "all-2" down_blocks.2, up_blocks.1,
+    # mid_block; also "down-<l>" and "mirror-<l>". Empty: every block.
+    filter_by_shots: dict[int, str] = field(default_factory=dict)
     text_rank: int = 0  # 0: no text-encoder LoRA
     text_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"])
+    init: str = "normal"  # A ~ N(0, 1/r^2) as the reference; "kaiming": peft's Kaiming-uniform
     init_seed: int = 0
 
 
@@ -77,8 +82,13 @@ class FitConfig:
     grad_clip: float = 1.0
     mixed_precision: str = "no"  # no | fp16 | bf16
     gradient_checkpointing: bool = False
-    brightness: float = 0.0  # ColorJitter-style augmentation, drawn per sample
+    # ColorJitter(brightness, contrast), drawn per sample, in random order, on instance and prior images
+    brightness: float = 0.0
     contrast: float = 0.0
+    # training crop: "center" (the scoring transform) or "random": shorter side resized to the resolution
+    # (bilinear) and a random square crop per step, the batchable form of the reference's uncropped images
+    crop: str = "center"
+    latent: str = "mean"  # "sample": a draw from the VAE posterior per step, as the reference trains
     checkpoint_every: int = 200  # optimiser iterations
     min_shots: int = 1
 
@@ -87,9 +97,11 @@ class FitConfig:
 class ScoreConfig:
     t_min: int = 0
     t_max: int = 1000
-    # [pairs evaluated so far, classes kept after them]: Diffusion-Classifier style rounds
+    # the reference's (Diffusion Classifier's) stages, [grid size, classes kept after the stage]: each
+    # stage evaluates an even grid of that many t over [t_min, t_max), minus the t already evaluated
     rounds: list[list[int]] = field(default_factory=lambda: [[20, 20], [50, 10], [100, 5], [500, 1]])
-    weighting: str = "uniform"  # uniform | exp  (exp: w(t) = exp(-t / weight_tau), peaks at t = 0)
+    # uniform | exp (w = exp(-t / weight_tau), peaks at t = 0) | tif (TiF's band, from the train latents)
+    weighting: str = "uniform"
     weight_tau: float = 250.0
     unet_scale: float = 1.0  # LoRA scale at test time
     text_scale: float = 1.0
@@ -97,6 +109,24 @@ class ScoreConfig:
     seed: int = 0
     # with a prefilter (`diti-sd eval --prefilter tip-adapter`), only its top-k classes enter the rounds
     prefilter_k: int | None = None
+
+
+@dataclass
+class BaselineConfig:
+    """The CLIP baselines of ``diti-sd eval`` for this data set."""
+
+    # OpenCLIP zero-shot (CLIP_benchmark's protocol): the data set's templates
+    zeroshot_templates: list[str] = field(default_factory=lambda: ["a photo of a {}.", "a photo of the {}."])
+    # Tip-Adapter(-F) as the reference ran it (TiF inference/configs/tip/*.yaml, datasets/*.py templates)
+    tip_templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
+    augment_passes: int = 10  # augmented passes averaged into the cache keys (augment_epoch)
+    init_alpha: float = 5.0  # Tip-Adapter-F trains, and picks its epoch, with these
+    init_beta: float = 1.0
+    search_scale: list[float] = field(default_factory=lambda: [30.0, 30.0])  # largest beta, alpha searched
+    search_step: list[int] = field(default_factory=lambda: [200, 20])  # grid points for beta, alpha
+    clip_weight: float = 1.0  # weight of the zero-shot logits in Tip-Adapter's sum (0 for ids as class names)
+    tipf_epochs: int = 20
+    tipf_lr: float = 1e-3
 
 
 class RecipeMixin:
@@ -115,19 +145,23 @@ class Recipe(RecipeMixin):
     description: str = ""
     model: str = "stabilityai/stable-diffusion-2-base"
     resolution: int | None = None  # None: the model's native resolution
+    # the base model's weights on a GPU, for fitting and scoring: fp16 | bf16 | fp32; None: bf16 where
+    # the GPU has it. CPUs always run fp32.
+    gpu_dtype: str | None = None
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     fit: FitConfig = field(default_factory=FitConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    baselines: BaselineConfig = field(default_factory=BaselineConfig)
 
     def steps_for(self, shots: int) -> int:
         return self.fit.steps if self.fit.steps is not None else _lookup(self.fit.steps_by_shots, shots, "steps")
 
-    def depth_for(self, shots: int) -> int | None:
-        if not self.lora.depth_by_shots:
-            return None
-        return _lookup(self.lora.depth_by_shots, shots, "depth")
+    def filter_for(self, shots: int) -> str:
+        if not self.lora.filter_by_shots:
+            return "none"
+        return _lookup(self.lora.filter_by_shots, shots, "LoRA filter")
 
 
 def _lookup(table: dict[int, typing.Any], shots: int, what: str):
@@ -191,7 +225,8 @@ def _check_type(value, hint, where):
 
 
 def available_recipes() -> list[str]:
-    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+    """Registered recipe names; files starting with ``_`` are shared parts that recipes inherit."""
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def load_recipe(name_or_path: str | os.PathLike | Recipe, overrides: dict | list[str] | None = None) -> Recipe:
@@ -204,15 +239,38 @@ def load_registered(cls, registry: Path, name_or_path, overrides=None, what: str
     if isinstance(name_or_path, cls):
         data = name_or_path.to_dict()
     else:
-        path = Path(name_or_path)
-        if not path.suffix:
-            path = registry / f"{name_or_path}.yaml"
-        if not path.is_file():
-            known = ", ".join(sorted(p.stem for p in registry.glob("*.yaml")))
-            raise RecipeError(f"no {what} {str(name_or_path)!r}; registered: {known}")
-        data = yaml.safe_load(path.read_text()) or {}
-        data.setdefault("name", path.stem)
+        data = _read_yaml(registry, name_or_path, what)
     return from_dict(cls, apply_overrides(data, overrides))
+
+
+def _read_yaml(registry: Path, name_or_path, what: str, seen: tuple = ()) -> dict:
+    """A recipe file as a dict; ``inherit: NAME`` merges it over the registered recipe NAME."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = registry / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in registry.glob("*.yaml") if not p.stem.startswith("_")))
+        raise RecipeError(f"no {what} {str(name_or_path)!r}; registered: {known}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of sections, got {type(data).__name__}")
+    parent = data.pop("inherit", None)
+    if parent is not None:
+        if parent in seen:
+            raise RecipeError(f"{path}: recipes inherit in a circle ({' -> '.join((*seen, parent))})")
+        base = _read_yaml(registry, parent, what, (*seen, str(parent)))
+        base.pop("name", None)
+        data = _merge(base, data)
+    data.setdefault("name", path.stem)
+    return data
+
+
+def _merge(base: dict, top: dict) -> dict:
+    """Sections merge key by key; a value inside a section (a shots table too) replaces the base's whole."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def apply_overrides(data: dict, overrides: dict | list[str] | None) -> dict:

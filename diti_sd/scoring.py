@@ -1,21 +1,28 @@
 """Denoising errors of test images under each candidate class, with pruning rounds.
 
-An image's latent is noised with a fixed set of (t, noise) pairs drawn from the scoring window and
-shared by every class; each candidate class's adapter and prompt predict the noise; the class with
-the lowest (weighted) epsilon error wins. Rounds drop the worst candidates early, which is where the
-compute budget goes.
+An image's latent is noised at time-steps of the scoring window, one noise tensor per t shared by
+every class; each candidate class's adapter and prompt predict the noise; the class with the lowest
+(weighted) epsilon error wins. Rounds drop the worst candidates early, which is where the compute
+budget goes. ``score.rounds`` are the reference's (Diffusion Classifier's) stages ``[grid size,
+classes kept]``: stage r evaluates an even grid of that many t over the window, minus the t already
+evaluated, then keeps the best classes by their mean error over every t so far.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ._io import atomic_write
 from .recipes import ScoreConfig
-from .timesteps import scoring_pairs, t_weights
+from .timesteps import t_weights, timestep_noise
 
 
 @dataclass
@@ -29,27 +36,86 @@ class ScoreResult:
         return self.logits.argmax(1)
 
 
+class ScoreCache:
+    """Scoring results on disk, one file per chunk of images, so that an interrupted pass continues.
+
+    A chunk's file is named by a hash of what decides its result: ``identity`` (the adapters, the base
+    model, the prompts), the score configuration, the chunk's latents and candidate masks. Scoring a
+    chunk does not depend on the other chunks (the noise at t is a function of t alone), so a resumed
+    pass gives the numbers an uninterrupted one gives.
+    """
+
+    def __init__(self, folder: str | os.PathLike, identity: str, cfg: ScoreConfig, tif_d: float | None):
+        self.folder = Path(folder)
+        self.prefix = hashlib.sha256(
+            json.dumps({"identity": identity, "score": asdict(cfg), "tif_d": tif_d}, sort_keys=True).encode()
+        ).hexdigest()
+
+    def path(self, latents: torch.Tensor, candidates: np.ndarray | None) -> Path:
+        h = hashlib.sha256(self.prefix.encode())
+        h.update(latents.detach().float().cpu().contiguous().numpy().tobytes())
+        if candidates is not None:
+            h.update(np.ascontiguousarray(candidates, dtype=bool).tobytes())
+        return self.folder / f"{h.hexdigest()[:24]}.npz"
+
+    def load(self, latents, candidates) -> ScoreResult | None:
+        path = self.path(latents, candidates)
+        if not path.is_file():
+            return None
+        with np.load(path) as data:
+            return ScoreResult(data["errors"], data["logits"], data["unet_calls"])
+
+    def save(self, latents, candidates, result: ScoreResult) -> None:
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                np.savez(f, errors=result.errors, logits=result.logits, unet_calls=result.unet_calls)
+
+        atomic_write(self.path(latents, candidates), write)
+
+
 def validate_rounds(rounds: list[list[int]]) -> list[tuple[int, int]]:
     out, last = [], 0
     for entry in rounds:
         if len(entry) != 2:
-            raise ValueError(f"score.rounds entries are [pairs, keep], got {entry}")
-        pairs, keep = int(entry[0]), int(entry[1])
-        if pairs <= last or keep < 1:
-            raise ValueError(f"score.rounds must have increasing pair counts and keep >= 1: {rounds}")
-        out.append((pairs, keep))
-        last = pairs
+            raise ValueError(f"score.rounds entries are [grid size, classes kept], got {entry}")
+        size, keep = int(entry[0]), int(entry[1])
+        if size <= last or keep < 1:
+            raise ValueError(f"score.rounds must have increasing grid sizes and keep >= 1: {rounds}")
+        out.append((size, keep))
+        last = size
     if not out:
         raise ValueError("score.rounds is empty")
     return out
 
 
-def budget(rounds: list[list[int]], n_classes: int) -> int:
+def stage_timesteps(rounds: list[list[int]], t_min: int = 0, t_max: int = 1000) -> list[list[int]]:
+    """The new t each stage evaluates, as the reference selects them.
+
+    With L = t_max - t_min and m the largest grid size, the base grid is t_min + (L // m // 2) +
+    i (L // m), i < m; a stage of size n takes every (m // n)-th point of it, starting at (m // n // 2),
+    and drops the t earlier stages evaluated. For [0, 1000) and sizes 20/50/100/500 the stages add
+    20/50/80/350 t (20, 70, 150 and 500 in all).
+    """
+    stages = validate_rounds(rounds)
+    width, largest = t_max - t_min, max(size for size, _ in stages)
+    if t_min < 0 or largest > width:
+        raise ValueError(f"a grid of {largest} time-steps does not fit the scoring window [{t_min}, {t_max})")
+    base = list(range(width // largest // 2, width, width // largest))[:largest]
+    seen, out = set(), []
+    for size, _ in stages:
+        picked = base[len(base) // size // 2 :: len(base) // size][:size]
+        new = [t for t in picked if t not in seen]
+        seen.update(new)
+        out.append([t_min + t for t in new])
+    return out
+
+
+def budget(rounds: list[list[int]], n_classes: int, t_min: int = 0, t_max: int = 1000) -> int:
     """UNet evaluations per image that a round schedule costs for ``n_classes`` candidates."""
-    total, alive, done = 0, n_classes, 0
-    for pairs, keep in validate_rounds(rounds):
-        total += alive * (pairs - done)
-        done, alive = pairs, min(alive, keep)
+    total, alive = 0, n_classes
+    for new, (_, keep) in zip(stage_timesteps(rounds, t_min, t_max), validate_rounds(rounds)):
+        total += alive * len(new)
+        alive = min(alive, keep)
     return total
 
 
@@ -69,15 +135,20 @@ def score_latents(
     cfg: ScoreConfig,
     candidates: np.ndarray | None = None,
     progress: bool = False,
+    tif_d: float | None = None,
 ) -> ScoreResult:
     """Score every image in ``latents`` (n, c, h, w) against the classes of ``contexts``.
 
-    ``candidates`` (n, C) bool restricts each image's first round (a prefilter's top-k).
+    ``candidates`` (n, C) bool restricts each image's first round (a prefilter's top-k). ``tif_d``:
+    the distance TiF's weight needs (measured on the train latents at fit time).
     """
     rounds = validate_rounds(cfg.rounds)
+    stages = stage_timesteps(cfg.rounds, cfg.t_min, cfg.t_max)
+    ends = np.cumsum([len(s) for s in stages]).tolist()
     n, n_classes = latents.shape[0], contexts.shape[0]
-    t, noise = scoring_pairs(rounds[-1][0], cfg.t_min, cfg.t_max, latents.shape[1:], cfg.seed)
-    w = t_weights(t, cfg.weighting, cfg.weight_tau)
+    t = torch.tensor([v for s in stages for v in s], dtype=torch.long)
+    noise = timestep_noise(t, latents.shape[1:], cfg.seed)
+    w = t_weights(t, cfg.weighting, cfg.weight_tau, tif_d)
     err_sum = np.zeros((n, n_classes))
     w_sum = np.zeros((n, n_classes))
     alive = np.ones((n, n_classes), bool) if candidates is None else candidates.astype(bool).copy()
@@ -85,10 +156,10 @@ def score_latents(
         raise ValueError("every image needs at least one candidate class")
     dropped_at = np.full((n, n_classes), -1)  # round after which a class was dropped
     calls = np.zeros(n, dtype=np.int64)
-    total_jobs = _count_jobs(alive, rounds)
+    total_jobs = _count_jobs(alive, ends, rounds)
     bar = tqdm(total=total_jobs, desc="scoring", unit="call", disable=not progress, leave=False)
     done_pairs = 0
-    for r, (pairs, keep) in enumerate(rounds):
+    for r, (pairs, (_, keep)) in enumerate(zip(ends, rounds)):
         jobs = [(i, c, p) for i in range(n) for c in np.flatnonzero(alive[i]) for p in range(done_pairs, pairs)]
         for start in range(0, len(jobs), cfg.batch_size):
             batch = jobs[start : start + cfg.batch_size]
@@ -128,10 +199,10 @@ def _batch_errors(backbone, adapters, latents, contexts, t, noise, ii, cc, pp, u
     return (eps_hat.float() - eps.float()).pow(2).flatten(1).mean(1).cpu().numpy()
 
 
-def _count_jobs(alive: np.ndarray, rounds) -> int:
+def _count_jobs(alive: np.ndarray, ends, rounds) -> int:
     total, done = 0, 0
     counts = alive.sum(1)
-    for pairs, keep in rounds:
+    for pairs, (_, keep) in zip(ends, rounds):
         total += int(counts.sum()) * (pairs - done)
         counts = np.minimum(counts, keep)
         done = pairs
@@ -189,30 +260,37 @@ def dense_errors(backbone, adapters, latents: torch.Tensor, contexts: torch.Tens
     return out.reshape(n, n_classes, n_pairs)
 
 
-def simulate_rounds(errors: np.ndarray, rounds: list[list[int]], weights: np.ndarray | None = None,
+def simulate_rounds(errors: np.ndarray, error_t, rounds: list[list[int]], t_min: int = 0, t_max: int = 1000,
+                    weights: np.ndarray | None = None,
                     candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """What :func:`score_latents` would decide, replayed on precomputed per-pair errors (n, C, P).
+    """What :func:`score_latents` would decide, replayed on precomputed errors (n, C, P) whose column p
+    holds time-step ``error_t[p]`` (noised with :func:`~diti_sd.timesteps.timestep_noise`).
 
     Returns (predicted class, UNet calls) per image; used to draw accuracy-against-budget curves
-    from one exhaustive set of UNet calls.
+    from one exhaustive set of UNet calls. ``weights``: per column, as ``t_weights`` gives them.
     """
     rounds = validate_rounds(rounds)
-    n, n_classes, n_pairs = errors.shape
-    if rounds[-1][0] > n_pairs:
-        raise ValueError(f"rounds need {rounds[-1][0]} pairs, errors hold {n_pairs}")
-    w = np.ones(n_pairs) if weights is None else np.asarray(weights, dtype=float)
+    column = {int(t): p for p, t in enumerate(np.asarray(error_t).tolist())}
+    stages = stage_timesteps(rounds, t_min, t_max)
+    missing = sorted({t for s in stages for t in s} - set(column))
+    if missing:
+        raise ValueError(f"the errors hold no column for t = {missing[:5]}")
+    order = [column[t] for s in stages for t in s]
+    errors = errors[:, :, order]
+    w = np.ones(len(order)) if weights is None else np.asarray(weights, dtype=float)[order]
+    n, n_classes, _ = errors.shape
     alive = np.ones((n, n_classes), bool) if candidates is None else candidates.astype(bool).copy()
     calls = np.zeros(n, dtype=np.int64)
     done = 0
-    for pairs, keep in rounds:
-        calls += alive.sum(1) * (pairs - done)
-        done = pairs
-        mean = (errors[:, :, :pairs] * w[:pairs]).sum(2) / w[:pairs].sum()
+    for new, (_, keep) in zip(stages, rounds):
+        calls += alive.sum(1) * len(new)
+        done += len(new)
+        mean = (errors[:, :, :done] * w[:done]).sum(2) / max(w[:done].sum(), 1e-12)
         mean = np.where(alive, mean, np.inf)
         for i in range(n):
             live = np.flatnonzero(alive[i])
             if len(live) > keep:
-                order = live[np.argsort(mean[i, live], kind="stable")]
-                alive[i, order[keep:]] = False
-    final = np.where(alive, (errors[:, :, :done] * w[:done]).sum(2) / w[:done].sum(), np.inf)
+                ranked = live[np.argsort(mean[i, live], kind="stable")]
+                alive[i, ranked[keep:]] = False
+    final = np.where(alive, (errors[:, :, :done] * w[:done]).sum(2) / max(w[:done].sum(), 1e-12), np.inf)
     return final.argmin(1), calls

@@ -108,7 +108,7 @@ def main():
         add("VAE encode", timed(lambda: bb.vae.encode(pixels).latent_dist.mean, device, repeats), len(pixels), "images/s")
         bare = timed(lambda: bb.unet(x, t, encoder_hidden_states=ctx), device, repeats)
         add("UNet forward, bare", bare, batch, "calls/s")
-    adapters = ClassAdapters(bb, args.classes, LoraConfig(rank=args.rank, feed_forward=True))
+    adapters = ClassAdapters(bb, args.classes, LoraConfig(rank=args.rank))  # the reference modules
     adapters.to(device)
     index = torch.arange(batch, device=device) % args.classes
     with torch.no_grad(), adapters.use(unet_index=index):
@@ -130,7 +130,7 @@ def main():
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     seconds = timed(lambda: score_latents(bb, adapters, latents, contexts, cfg), device, 1, warmup=1)
-    calls = budget(rounds, args.classes)
+    calls = budget(rounds, args.classes, cfg.t_min, cfg.t_max)
     add(f"scoring pass ({calls} UNet calls/image, {args.classes} classes)", seconds, n_images, "images/s",
         projected_3333_images_min=3333 * seconds / n_images / 60, peak_gib=peak_gib(device))
 

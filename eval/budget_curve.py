@@ -16,14 +16,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diti_sd import DiTiFewShotClassifier  # noqa: E402
 from diti_sd.data.synthetic import SyntheticSpec, make_split  # noqa: E402
 from diti_sd.recipes import load_recipe  # noqa: E402
-from diti_sd.scoring import class_contexts, dense_errors, simulate_rounds  # noqa: E402
-from diti_sd.timesteps import scoring_pairs  # noqa: E402
+from diti_sd.scoring import class_contexts, dense_errors, simulate_rounds, stage_timesteps  # noqa: E402
+from diti_sd.timesteps import timestep_noise  # noqa: E402
 
 PAIRS = 32
 SCHEDULES = {
@@ -54,12 +55,15 @@ def main():
         clf.fit(train.images, [spec.classnames[i] for i in train.labels], prior_images=prior)
         test = make_split(spec, "decorrelated", args.test_per_class, 1000 + seed)
         labels = np.array([list(clf.classes_).index(spec.classnames[i]) for i in test.labels])
-        t, noise = scoring_pairs(PAIRS, recipe.score.t_min, recipe.score.t_max, clf.backbone_.latent_shape,
-                                 recipe.score.seed)
+        window = (recipe.score.t_min, recipe.score.t_max)
+        # one exhaustive set of errors at every t some schedule evaluates; each schedule is replayed on it
+        needed = sorted({t for rounds in SCHEDULES.values() for s in stage_timesteps(rounds, *window) for t in s})
+        t = torch.tensor(needed)
+        noise = timestep_noise(t, clf.backbone_.latent_shape, recipe.score.seed)
         errors = dense_errors(clf.backbone_, clf.adapters_, clf.encode(test.images),
                               class_contexts(clf.backbone_, clf.adapters_, clf.prompts_), t, noise)
         for name, rounds in SCHEDULES.items():
-            predicted, spent = simulate_rounds(errors, rounds)
+            predicted, spent = simulate_rounds(errors, t.numpy(), rounds, *window)
             acc[name].append(float((predicted == labels).mean()))
             calls[name] = float(spent.mean())
     exhaustive = np.mean(acc[f"exhaustive, {PAIRS} pairs"])

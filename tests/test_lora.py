@@ -51,15 +51,17 @@ def test_no_index_means_the_base_layer():
     assert torch.equal(layer(x), base(x))
 
 
-def test_adapters_inject_filter_by_depth_and_remove_cleanly():
+def test_adapters_inject_filter_by_block_and_remove_cleanly():
     bb = build_tiny_backbone(seed=0, block_out_channels=(32, 32, 64))
     before = {n for n, m in bb.unet.named_modules() if isinstance(m, nn.Linear)}
     all_names = find_targets(bb.unet, ["to_q", "to_k", "to_v", "to_out.0"])
-    lowest = find_targets(bb.unet, ["to_q", "to_k", "to_v", "to_out.0"], depth=1, n_levels=3)
-    assert 0 < len(lowest) < len(all_names)
-    # the lowest-resolution level that has attention in this UNet: down_blocks.1 / up_blocks.1 (level 1)
-    assert all(n.startswith(("down_blocks.1.", "up_blocks.1.", "mid_block.")) for n in lowest)
-    adapters = ClassAdapters(bb, 3, LoraConfig(rank=2, feed_forward=True, text_rank=2), depth=None)
+    kept = find_targets(bb.unet, ["to_q", "to_k", "to_v", "to_out.0"], "all-1")
+    assert 0 < len(kept) < len(all_names)
+    assert all(n.startswith(("down_blocks.1.", "down_blocks.2.", "up_blocks.1.", "up_blocks.2.", "mid_block."))
+               for n in kept)
+    with pytest.raises(ValueError, match="unknown LoRA block filter"):
+        find_targets(bb.unet, ["to_q"], "all-3")
+    adapters = ClassAdapters(bb, 3, LoraConfig(rank=2, feed_forward=True, text_rank=2))
     assert any(".ff.net.2" in n for n in adapters.unet_names) and adapters.text_names
     state = adapters.lora_state_dict()
     assert state[f"unet.{adapters.unet_names[0]}.lora_A"].shape[:2] == (3, 2)

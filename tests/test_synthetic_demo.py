@@ -8,8 +8,8 @@ from diti_sd import DiTiFewShotClassifier
 from diti_sd.backbone import load_backbone
 from diti_sd.data.synthetic import TEXTURES, SyntheticSpec, background_class_dependence, make_split, texture
 from diti_sd.demo import DemoConfig, run_demo, window_accuracy
-from diti_sd.scoring import class_contexts, dense_errors
-from diti_sd.timesteps import scoring_pairs
+from diti_sd.scoring import class_contexts, dense_errors, stage_timesteps
+from diti_sd.timesteps import timestep_noise
 
 SPEC = SyntheticSpec(size=16)
 
@@ -57,7 +57,8 @@ def test_window_accuracy_agrees_with_predict():
                                 overrides={"score.rounds": [[6, 1]], "fit.prior_images": 5})
     clf.fit(train.images, names)
     test = make_split(SPEC, "decorrelated", 2, seed=9)
-    t, noise = scoring_pairs(6, 0, 200, clf.backbone_.latent_shape, seed=0)
+    t = torch.tensor(stage_timesteps([[6, 1]], 0, 200)[0])
+    noise = timestep_noise(t, clf.backbone_.latent_shape, seed=0)
     errors = dense_errors(clf.backbone_, clf.adapters_, clf.encode(test.images),
                           class_contexts(clf.backbone_, clf.adapters_, clf.prompts_), t, noise)
     labels = np.array([list(clf.classes_).index(SPEC.classnames[i]) for i in test.labels])
@@ -91,8 +92,12 @@ def test_replayed_rounds_match_the_real_scoring_pass():
     cfg = clf.recipe_.score
     cfg.rounds = rounds
     real = score_latents(clf.backbone_, clf.adapters_, latents, contexts, cfg)
-    t, noise = scoring_pairs(8, cfg.t_min, cfg.t_max, clf.backbone_.latent_shape, cfg.seed)
+    # one exhaustive set of errors over the whole window, in shuffled t order: the replay finds its t
+    t = torch.randperm(cfg.t_max - cfg.t_min, generator=torch.Generator().manual_seed(0)) + cfg.t_min
+    noise = timestep_noise(t, clf.backbone_.latent_shape, cfg.seed)
     errors = dense_errors(clf.backbone_, clf.adapters_, latents, contexts, t, noise)
-    predicted, calls = simulate_rounds(errors, rounds)
+    predicted, calls = simulate_rounds(errors, t.numpy(), rounds, cfg.t_min, cfg.t_max)
     assert (predicted == real.predictions).all()
-    assert (calls == real.unet_calls).all() and calls[0] == 5 * 2 + 3 * 3 + 2 * 3
+    # stages add 2, 4 and 2 new t (the size-5 grid overlaps the size-2 one at one point)
+    assert [len(s) for s in stage_timesteps(rounds, cfg.t_min, cfg.t_max)] == [2, 4, 2]
+    assert (calls == real.unet_calls).all() and calls[0] == 5 * 2 + 3 * 4 + 2 * 2

@@ -1,0 +1,23 @@
+"""Writing files so that a crash leaves the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def atomic_write(target: str | os.PathLike, write) -> Path:
+    """Call ``write(tmp_path)`` on a hidden file beside ``target``, then rename it over ``target``.
+
+    The temporary name carries the process id, so processes writing the same entry do not collide.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return target
