@@ -26,14 +26,15 @@ def family_of(variant: str) -> str:
 
 
 def make_fake_fgvc(root: Path, per_split: int = 3, n_classes: int = 100, size=(48, 40), seed: int = 0,
-                   corrupt: int = 0) -> Path:
+                   corrupt: int = 0, layout: str = "official") -> Path:
     """``root/fgvc-aircraft-2013b/data/`` with the official files; ``per_split`` images per class and split.
 
     Ids are 7-digit numbers like the real ones; each image has a 20-px dark banner at the bottom.
-    ``corrupt`` makes that many train images unreadable bytes.
+    ``corrupt`` makes that many train images unreadable bytes. ``layout="coop"``: CoOp's / TiF's
+    ``root/fgvc_aircraft/`` instead (images and the variant files only).
     """
     rng = np.random.default_rng(seed)
-    data = root / "fgvc-aircraft-2013b" / "data"
+    data = root / ("fgvc_aircraft" if layout == "coop" else "fgvc-aircraft-2013b/data")
     (data / "images").mkdir(parents=True, exist_ok=True)
     variants = FGVC_VARIANTS[:n_classes]
     families = sorted({family_of(v) for v in variants})
@@ -58,4 +59,56 @@ def make_fake_fgvc(root: Path, per_split: int = 3, n_classes: int = 100, size=(4
     train_ids = [line.split()[0] for line in (data / "images_variant_train.txt").read_text().splitlines()]
     for image_id in train_ids[:corrupt]:
         (data / "images" / f"{image_id}.jpg").write_bytes(b"not a jpeg")
+    if layout == "coop":
+        for stale in [*data.glob("images_family_*"), *data.glob("images_manufacturer_*"), data / "families.txt",
+                      data / "manufacturers.txt"]:
+            stale.unlink()
+    return root
+
+
+def write_tif_split(path: Path, entries: list[tuple[str, str, int]]) -> Path:
+    """A split file as TiF's repository keeps them (lora/splits/<set>/train_<k>_<seed>.data): a
+    torch-saved list of {classname, impath, label}, paths as they were on its authors' machine."""
+    import torch
+
+    torch.save([{"classname": c, "impath": f"./data/fgvc_aircraft/images/{image_id}.jpg", "label": label}
+                for c, image_id, label in entries], path)
+    return path
+
+
+def _noise_image(path: Path, rng, size) -> None:
+    Image.fromarray(rng.integers(0, 255, size=(size[1], size[0], 3), dtype=np.uint8)).save(path)
+
+
+def make_fake_isic(root: Path, per_class=(12, 10, 8, 8, 8, 6, 6, 6), seed: int = 0) -> Path:
+    """``root/ISIC_2019_Training_Input/ISIC_*.jpg`` and the ground-truth CSV beside it, as distributed."""
+    rng = np.random.default_rng(seed)
+    folder = root / "ISIC_2019_Training_Input"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, n = ["image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK"], 0
+    for label, count in enumerate(per_class):
+        for _ in range(count):
+            name = f"ISIC_{n:07d}"
+            n += 1
+            _noise_image(folder / f"{name}.jpg", rng, (40, 30))
+            onehot = ["1.0" if c == label else "0.0" for c in range(9)]
+            rows.append(",".join([name, *onehot]))
+    (root / "ISIC_2019_Training_GroundTruth.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def make_fake_reid(root: Path, kind: str, gallery: dict[int, int], query: dict[int, int], seed: int = 0) -> Path:
+    """DukeMTMC-reID (``kind="duke"``) or VeRi-776 (``"veri"``) folders with ``gallery[id]`` and
+    ``query[id]`` images per identity, named as the archives name them (``0012_c3_f0001234.jpg``)."""
+    rng = np.random.default_rng(seed)
+    names = {"duke": ("DukeMTMC-reID", "bounding_box_test", "query", (24, 60)),
+             "veri": ("VeRi", "image_test", "image_query", (50, 40))}
+    top, g_dir, q_dir, size = names[kind]
+    for sub, counts in ((g_dir, gallery), (q_dir, query)):
+        folder = root / top / sub
+        folder.mkdir(parents=True, exist_ok=True)
+        for identity, count in counts.items():
+            for j in range(count):
+                _noise_image(folder / f"{identity:04d}_c{j % 8 + 1}_f{j:07d}.jpg", rng, size)
+    (root / top / "bounding_box_train" if kind == "duke" else root / top / "image_train").mkdir(exist_ok=True)
     return root

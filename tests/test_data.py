@@ -126,3 +126,87 @@ def test_image_folder_and_hf_datasets(tmp_path):
     assert loaded.load(0).size == (8, 8)
     with pytest.raises(KeyError, match="no column 'image'"):
         load_hf_dataset(tmp_path / "hf", "train", label_column="y")
+
+
+def test_fgvc_reader_accepts_the_coop_layout(tmp_path):
+    official = load_fgvc_aircraft(make_fake_fgvc(tmp_path / "a", per_split=1, n_classes=4, seed=5), "train")
+    root = make_fake_fgvc(tmp_path / "b", per_split=1, n_classes=4, seed=5, layout="coop")
+    coop = load_fgvc_aircraft(root, "train")
+    assert coop.ids == official.ids and coop.labels == official.labels and coop.classnames == official.classnames
+    assert coop.images[0] == root / "fgvc_aircraft" / "images" / f"{coop.ids[0]}.jpg"
+    with pytest.raises(ArchiveError, match="families.txt"):
+        load_fgvc_aircraft(root, "train", level="family")
+
+
+def test_tif_split_files_select_their_images_from_data_root(tmp_path):
+    from fakes import write_tif_split
+
+    from diti_sd.data import load_split
+
+    root = make_fake_fgvc(tmp_path / "fgvc", per_split=3, n_classes=4, seed=6, layout="coop")
+    train, val = load_fgvc_aircraft(root, "train"), load_fgvc_aircraft(root, "val")
+    chosen = [(train.classnames[c], train.ids[3 * c + 1], c) for c in range(4)]
+    split = load_split(write_tif_split(tmp_path / "train_1_2.data", chosen), train, val, dataset="fgvc")
+    assert split.train_ids == [image_id for _, image_id, _ in chosen] and split.shots == 1 and split.seed == 2
+    assert [train.classnames[v] for v in split.select(train).labels] == train.classnames
+    assert len(split.val_ids) == 4 and set(split.val_ids) <= set(val.ids)
+
+    wrong_class = [(train.classnames[1], train.ids[0], 1)]
+    with pytest.raises(ValueError, match="another data set"):
+        load_split(write_tif_split(tmp_path / "train_1_1.data", wrong_class), train, val)
+    absent = [(train.classnames[0], "9999999", 0)]
+    with pytest.raises(ValueError, match="not in the data set's train split"):
+        load_split(write_tif_split(tmp_path / "train_1_3.data", absent), train, val)
+
+
+def test_isic_reader_splits_each_class_and_reads_the_processed_layout(tmp_path):
+    from fakes import make_fake_isic
+
+    from diti_sd.data import load_isic2019
+    from diti_sd.data.isic import CLASSNAMES
+
+    root = make_fake_isic(tmp_path / "isic")
+    parts = {s: load_isic2019(root, s) for s in ("train", "val", "test")}
+    assert parts["train"].classnames == CLASSNAMES
+    ids = [set(p.ids) for p in parts.values()]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2]) and sum(map(len, ids)) == 64
+    # per class int(10 %) validation and int(50 %) test: Melanoma's 12 images -> 1 / 6 / 5
+    assert [p.labels.count(0) for p in parts.values()] == [5, 1, 6]
+    assert load_isic2019(root, "test").ids == parts["test"].ids  # deterministic
+    # TiF's processed folders: isic2019/<split>/<label>_<Name>/<n>.jpg, their split kept
+    for label, name in enumerate(CLASSNAMES):
+        sub = tmp_path / "tif" / "isic2019" / "test" / f"{label}_{name.replace(' ', '_')}"
+        sub.mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(sub / "0.jpg")
+    processed = load_isic2019(tmp_path / "tif", "test")
+    assert processed.labels == list(range(8)) and processed.ids[7] == "7/0"
+    (root / "ISIC_2019_Training_GroundTruth.csv").unlink()
+    with pytest.raises(ArchiveError, match="GroundTruth.csv"):
+        load_isic2019(root, "train")
+
+
+def test_reid_readers_make_identities_classes(tmp_path):
+    from fakes import make_fake_reid
+
+    from diti_sd.data import load_duke, load_veri
+
+    # Duke: identities with >= 16 gallery images, the ones with most queries (ties by id)
+    gallery = {1: 16, 2: 16, 3: 16, 4: 3, 5: 16}
+    query = {1: 1, 2: 3, 3: 2, 4: 9, 5: 2}
+    root = make_fake_reid(tmp_path / "d", "duke", gallery, query)
+    train = load_duke(root, "train", n_classes=3)
+    assert train.classnames == ["person 2", "person 3", "person 5"] and len(train) == 48
+    test = load_duke(root, "test", n_classes=3)
+    assert test.classnames == train.classnames and [test.labels.count(c) for c in range(3)] == [3, 2, 2]
+    image = train.load(0)
+    assert image.size[0] == image.size[1]  # cropped to 1:2.5, padded square with black
+    assert image.getpixel((0, image.size[1] // 2)) == (0, 0, 0)
+    with pytest.raises(ArchiveError, match="identities"):
+        load_duke(root, "train", n_classes=5)
+
+    v = make_fake_reid(tmp_path / "v", "veri", {6: 2, 13: 3}, {6: 1, 13: 2})
+    gallery_set, queries = load_veri(v, "train"), load_veri(v, "test")
+    assert gallery_set.classnames == ["car 6", "car 13"] and len(gallery_set) == 5 and queries.labels == [0, 1, 1]
+    assert queries.load(0).size == (50, 50)
+    with pytest.raises(ArchiveError, match="VeRi-776"):
+        load_veri(tmp_path / "d", "train")

@@ -16,7 +16,9 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=1, help="k-shot sampling and training seed (CoOp: 1, 2, 3)")
     parser.add_argument("--model", default=None, help="base model: hub id, local diffusers folder, builtin:NAME")
     parser.add_argument("--out", required=True, help="folder for the adapter set (and checkpoints while fitting)")
-    parser.add_argument("--split", default=None, help="reuse a saved k-shot split JSON instead of sampling one")
+    parser.add_argument("--split", default=None,
+                        help="reuse a saved k-shot split instead of sampling one: a split.json, or one of TiF's "
+                             "train_<k>_<seed>.data files (the images behind the published numbers)")
     parser.add_argument("--steps", type=int, default=None, help="steps per class (default: the recipe's table)")
     parser.add_argument("--rank", type=int, default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -32,7 +34,7 @@ def add_arguments(parser):
 
 def run(args):
     from ..classifier import DiTiFewShotClassifier
-    from ..data import KShotSplit, load_configured_split, make_kshot_split
+    from ..data import load_configured_split, load_split, make_kshot_split
     from ..data.images import ImageSequence
     from ..distributed import is_main
     from ..recipes import load_recipe
@@ -47,7 +49,7 @@ def run(args):
     train = load_configured_split(recipe.dataset, args.data_root, recipe.dataset.train_split)
     val = load_configured_split(recipe.dataset, args.data_root, recipe.dataset.val_split)
     if args.split:
-        split = KShotSplit.load(args.split)
+        split = load_split(args.split, train, val, dataset=recipe.name)
     elif args.shots:
         split = make_kshot_split(train, val, args.shots, args.seed, dataset=recipe.name)
     else:

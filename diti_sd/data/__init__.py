@@ -4,7 +4,9 @@ from .fgvc import ArchiveError, load_fgvc_aircraft
 from .folder import load_image_folder
 from .hf import load_hf_dataset
 from .images import ImageReadError, LabeledImages, load_image
-from .kshot import KShotSplit, TooFewImagesError, make_kshot_split
+from .isic import load_isic2019
+from .kshot import KShotSplit, TooFewImagesError, load_split, make_kshot_split
+from .reid import load_duke, load_veri
 
 __all__ = [
     "ArchiveError",
@@ -14,23 +16,35 @@ __all__ = [
     "TooFewImagesError",
     "load_configured_split",
     "load_dataset",
+    "load_duke",
     "load_fgvc_aircraft",
     "load_hf_dataset",
     "load_image",
     "load_image_folder",
+    "load_isic2019",
+    "load_split",
+    "load_veri",
     "make_kshot_split",
 ]
 
+KINDS = ("fgvc-aircraft", "image-folder", "hf", "isic2019", "duke", "veri")
+
 
 def load_dataset(kind: str, root, split: str, **options) -> LabeledImages:
-    """One entry point for the recipe's ``dataset.kind``: fgvc-aircraft, image-folder, hf."""
+    """One entry point for the recipe's ``dataset.kind`` (:data:`KINDS`)."""
     if kind == "fgvc-aircraft":
         return load_fgvc_aircraft(root, split, **options)
     if kind == "image-folder":
         return load_image_folder(root, split)
     if kind == "hf":
         return load_hf_dataset(root, split, **options)
-    raise ValueError(f"unknown data set kind {kind!r}; choose fgvc-aircraft, image-folder or hf")
+    if kind == "isic2019":
+        return load_isic2019(root, split)
+    if kind == "duke":
+        return load_duke(root, split)
+    if kind == "veri":
+        return load_veri(root, split)
+    raise ValueError(f"unknown data set kind {kind!r}; choose from {', '.join(KINDS)}")
 
 
 def load_configured_split(ds, root, split_name):

@@ -17,15 +17,16 @@ class ArchiveError(FileNotFoundError):
 
 
 def find_data_dir(root: str | os.PathLike) -> Path:
-    """Accept the folder holding ``fgvc-aircraft-2013b``, the archive folder itself or its ``data/``."""
+    """Accept the folder holding ``fgvc-aircraft-2013b``, the archive folder itself or its ``data/``,
+    and the CoOp / Tip-Adapter / TiF layout (``fgvc_aircraft/`` with ``images/`` and the variant lists)."""
     root = Path(root).expanduser()
-    for candidate in (root / "fgvc-aircraft-2013b" / "data", root / "data", root):
+    for candidate in (root / "fgvc-aircraft-2013b" / "data", root / "data", root / "fgvc_aircraft", root):
         if (candidate / "images").is_dir() or (candidate / "variants.txt").is_file():
             return candidate
     raise ArchiveError(
-        f"no FGVC-Aircraft archive under {root}: expected fgvc-aircraft-2013b/data/ with images/ and "
-        "variants.txt. Download fgvc-aircraft-2013b.tar.gz from the dataset's page, extract it there, "
-        "and pass the folder that holds fgvc-aircraft-2013b as --data-root."
+        f"no FGVC-Aircraft archive under {root}: expected fgvc-aircraft-2013b/data/ (or CoOp's fgvc_aircraft/) "
+        "with images/ and variants.txt. Download fgvc-aircraft-2013b.tar.gz from the dataset's page, extract "
+        "it there, and pass the folder that holds fgvc-aircraft-2013b as --data-root."
     )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -17,10 +17,11 @@ class ImageReadError(ValueError):
     """An image file is missing or cannot be decoded."""
 
 
-def load_image(source, crop_bottom: int = 0) -> Image.Image:
+def load_image(source, crop_bottom: int = 0, prepare: str = "") -> Image.Image:
     """Return an RGB PIL image from a path, a PIL image, an HxWx3 uint8 array or a 3xHxW tensor in [0, 1].
 
     ``crop_bottom`` removes that many pixel rows at the bottom (FGVC-Aircraft's copyright banner).
+    ``prepare`` reshapes the image as a data set's reference preprocessing did (:data:`PREPARE`).
     """
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
@@ -49,8 +50,29 @@ def load_image(source, crop_bottom: int = 0) -> Image.Image:
         if crop_bottom >= image.height:
             raise ImageReadError(f"cannot crop {crop_bottom} rows from an image {image.height} pixels high")
         image = image.crop((0, 0, image.width, image.height - crop_bottom))
+    if prepare:
+        if prepare not in PREPARE:
+            raise ValueError(f"unknown image preparation {prepare!r}; choose from {', '.join(PREPARE)}")
+        image = PREPARE[prepare](image)
     return image
 
+
+def pad_square(image: Image.Image) -> Image.Image:
+    """Centre the image on a black square as wide as its longer side (TiF's VeRi preprocessing)."""
+    side = max(image.size)
+    dw, dh = side - image.width, side - image.height
+    return ImageOps.expand(image, (dw // 2, dh // 2, dw - dw // 2, dh - dh // 2), fill="black")
+
+
+def person_crop_pad(image: Image.Image) -> Image.Image:
+    """TiF's DukeMTMC-reID preprocessing: a centred crop to width:height 1:2.5, then :func:`pad_square`."""
+    w, h = image.size
+    cw, ch = (int(h / 2.5), h) if w >= int(h / 2.5) else (w, int(w * 2.5))
+    left, top = (w - cw) / 2, (h - ch) / 2
+    return pad_square(image.crop((left, top, left + cw, top + ch)))
+
+
+PREPARE = {"pad-square": pad_square, "person-crop-pad": person_crop_pad}
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files under a folder, sorted (hidden files skipped)."""
@@ -73,6 +95,7 @@ class LabeledImages:
     classnames: list[str]
     ids: list[str] = field(default_factory=list)
     crop_bottom: int = 0
+    prepare: str = ""  # a reference preprocessing applied on load (see load_image)
 
     def __post_init__(self):
         if len(self.images) != len(self.labels):
@@ -94,10 +117,11 @@ class LabeledImages:
             list(self.classnames),
             [self.ids[i] for i in indices],
             self.crop_bottom,
+            self.prepare,
         )
 
     def load(self, index: int) -> Image.Image:
-        return load_image(self.images[index], crop_bottom=self.crop_bottom)
+        return load_image(self.images[index], crop_bottom=self.crop_bottom, prepare=self.prepare)
 
     def label_names(self) -> list[str]:
         return [self.classnames[i] for i in self.labels]

@@ -80,6 +80,61 @@ class KShotSplit:
         return data.subset(position[i] for i in wanted)
 
 
+def load_split(path: str | os.PathLike, train: LabeledImages, val: LabeledImages | None,
+               dataset: str = "dataset") -> KShotSplit:
+    """A saved split: this package's JSON, or a TiF split file (``train_<k>_<seed>.data``).
+
+    TiF's files (its repository's ``lora/splits/<data set>/``) are torch-saved lists of
+    ``{classname, impath, label}``; they are read with ``weights_only=True`` (plain data only) and each
+    image is found in ``train`` by its folder and file name, wherever the file said it lay, so the images
+    come from ``--data-root``. Their validation images are drawn as CoOp's: min(k, 4) per class with the seed in
+    the file name.
+    """
+    path = Path(path)
+    if path.suffix != ".data":
+        return KShotSplit.load(path)
+    import re
+
+    import torch
+
+    try:
+        entries = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a pickle with objects, or not a torch file at all
+        raise ValueError(f"{path} is not a TiF split file (a torch-saved list of dicts): {err}") from err
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and {"classname", "impath"} <= set(e)
+                                                for e in entries):
+        raise ValueError(f"{path}: expected a list of {{classname, impath, label}} entries")
+    match = re.search(r"_(\d+)_(\d+)$", path.stem)
+    seed = int(match.group(2)) if match else 1
+    def where(p):
+        p = Path(str(p))
+        return p.parent.name, p.stem
+
+    position = {where(p): i for i, p in enumerate(train.images)}
+    train_ids, labels, missing = [], [], []
+    for entry in entries:
+        if where(entry["impath"]) not in position:
+            missing.append(entry["impath"])
+            continue
+        i = position[where(entry["impath"])]
+        if train.classnames[train.labels[i]] != entry["classname"]:
+            raise ValueError(f"{path}: {entry['impath']} is class {entry['classname']!r} there but "
+                             f"{train.classnames[train.labels[i]]!r} in the data set at hand; another data set?")
+        train_ids.append(train.ids[i])
+        labels.append(train.labels[i])
+    if missing:
+        raise ValueError(f"{len(missing)} image(s) of {path.name} are not in the data set's train split under "
+                         f"--data-root (e.g. {missing[:2]}); point --data-root at the data set they came from")
+    shots = min(labels.count(c) for c in range(len(train.classnames)))
+    if shots < 1:
+        raise ValueError(f"{path.name} has no image of some classes of this data set")
+    rng = random.Random(seed)
+    taken = set(train_ids)
+    pool = val if val is not None else train.subset(i for i, v in enumerate(train.ids) if v not in taken)
+    val_ids = [pool.ids[i] for i in sample_per_class(pool, min(shots, 4), rng, "validation", at_most=True)]
+    return KShotSplit(dataset, shots, seed, list(train.classnames), train_ids, val_ids)
+
+
 def make_kshot_split(
     train: LabeledImages, val: LabeledImages | None, shots: int, seed: int, dataset: str = "dataset"
 ) -> KShotSplit:
