@@ -1,12 +1,14 @@
 """OpenCLIP zero-shot, Tip-Adapter and Tip-Adapter-F on shared, cached CLIP features.
 
-Protocols as published (DESIGN.md section 2), with one deliberate difference: every choice that the
-published code makes on the test set (Tip-Adapter-F's epoch) is made on validation here.
+Protocols as the reference ran them (docs/reference-parity.md): Tip-Adapter's cache of augmented
+k-shot features, its alpha/beta grid searched on validation, Tip-Adapter-F's epoch chosen on
+validation (the original Tip-Adapter code chose it on test; TiF's runs and this package do not).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -16,11 +18,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
-
-TEMPLATES = {
-    "fgvc-aircraft": ["a photo of a {}, a type of aircraft.", "a photo of the {}, a type of aircraft."],
-    "default": ["a photo of a {}.", "a photo of the {}."],
-}
 
 
 @dataclass
@@ -99,16 +96,35 @@ def text_classifier(clip: ClipBackbone, classnames: list[str], templates: list[s
     return torch.stack(weights).cpu()
 
 
+def clip_identity(clip: ClipBackbone) -> str:
+    """Everything about a CLIP backbone that changes its features: the model's config, its weights
+    (tag, or the checkpoint file's size and time), and the evaluation and augmentation transforms."""
+    import open_clip
+
+    weights = clip.pretrained
+    if os.path.isfile(weights):
+        stat = os.stat(weights)
+        weights = f"{os.path.abspath(weights)}:{stat.st_size}:{stat.st_mtime_ns}"
+    config = open_clip.get_model_config(clip.name)
+    parts = [clip.name, weights, json.dumps(config, sort_keys=True, default=str), repr(clip.preprocess),
+             repr(augmented_transform(clip))]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
 class FeatureCache:
-    """CLIP features on disk, keyed by model, weights, image ids and augmentation pass; computed once."""
+    """CLIP features on disk, keyed by the backbone's identity (:func:`clip_identity`), the images (ids
+    and how they are cut, e.g. FGVC's banner) and the augmentation pass; computed once."""
 
     def __init__(self, folder: str | os.PathLike, clip: ClipBackbone):
         self.folder = Path(folder)
         self.clip = clip
+        self.identity = clip_identity(clip)
 
-    def get(self, images, ids: list[str], tag: str, augment_pass: int | None = None, progress: bool = False):
+    def get(self, images, ids: list[str], tag: str, augment_pass: int | None = None, progress: bool = False,
+            variant: str = ""):
+        """``variant`` names anything else that changes the pixels of these ids (a crop)."""
         key = hashlib.sha256(
-            "|".join([self.clip.name, self.clip.pretrained, tag, str(augment_pass), *ids]).encode()
+            "|".join([self.identity, tag, str(augment_pass), variant, *ids]).encode()
         ).hexdigest()[:20]
         path = self.folder / f"{tag}-{key}.safetensors"
         if path.is_file():
@@ -126,15 +142,34 @@ class FeatureCache:
         return feats
 
 
+METRICS = ("accuracy", "macro-f1")
+
+
+def metric_score(pred, labels, metric: str = "accuracy") -> float:
+    """Top-1 accuracy, or the F1 score averaged over the classes that occur in ``labels`` or ``pred``
+    (scikit-learn's macro average), as TiF reports ISIC 2019."""
+    pred, labels = np.asarray(pred), np.asarray(labels)
+    if metric == "accuracy":
+        return float((pred == labels).mean())
+    if metric != "macro-f1":
+        raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+    scores = []
+    for c in np.union1d(pred, labels):
+        tp = np.sum((pred == c) & (labels == c))
+        denom = 2 * tp + np.sum((pred == c) & (labels != c)) + np.sum((pred != c) & (labels == c))
+        scores.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(scores))
+
+
 def zero_shot_logits(features: torch.Tensor, text_weights: torch.Tensor) -> torch.Tensor:
     return 100.0 * features @ text_weights.T
 
 
 def tip_logits(features: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, clip_logits: torch.Tensor,
-               alpha: float, beta: float) -> torch.Tensor:
-    """Tip-Adapter: clip_logits + alpha * exp(-beta * (1 - f keys^T)) values."""
+               alpha: float, beta: float, clip_weight: float = 1.0) -> torch.Tensor:
+    """Tip-Adapter: clip_weight * clip_logits + alpha * exp(-beta * (1 - f keys^T)) values."""
     affinity = features @ keys.T
-    return clip_logits + alpha * torch.exp(-beta * (1 - affinity)) @ values
+    return clip_weight * clip_logits + alpha * torch.exp(-beta * (1 - affinity)) @ values
 
 
 def cache_model(aug_features: list[torch.Tensor], labels: np.ndarray, n_classes: int):
@@ -144,17 +179,24 @@ def cache_model(aug_features: list[torch.Tensor], labels: np.ndarray, n_classes:
     return keys, values
 
 
-def search_alpha_beta(val_features, val_labels, keys, values, val_clip_logits, beta_range=(0.1, 30.0),
-                      beta_steps: int = 200, alpha_range=(0.1, 30.0), alpha_steps: int = 20,
-                      key_transform=None) -> tuple[float, float, float]:
-    """Grid search on VALIDATION features and labels only; returns (alpha, beta, val accuracy)."""
-    labels = torch.as_tensor(val_labels)
-    affinity = val_features @ keys.T if key_transform is None else key_transform(val_features)
+def search_grid(scale: float, steps: int) -> list[float]:
+    """Tip-Adapter's search values: 0.1 + i (scale - 0.1) / steps for i < steps (so ``scale`` itself
+    is not among them)."""
+    return [i * (scale - 0.1) / steps + 0.1 for i in range(steps)]
+
+
+def search_alpha_beta(val_features, val_labels, keys, values, val_clip_logits, search_scale=(30.0, 30.0),
+                      search_step=(200, 20), clip_weight: float = 1.0,
+                      metric: str = "accuracy") -> tuple[float, float, float]:
+    """Grid search on VALIDATION features and labels only, beta outer, alpha inner, the first best
+    kept; returns (alpha, beta, validation score)."""
+    labels = np.asarray(val_labels)
+    affinity = val_features @ keys.T
     best = (1.0, 1.0, -1.0)
-    for beta in np.linspace(*beta_range, beta_steps):
+    for beta in search_grid(search_scale[0], search_step[0]):
         cache = torch.exp(-beta * (1 - affinity)) @ values
-        for alpha in np.linspace(*alpha_range, alpha_steps):
-            acc = float(((val_clip_logits + alpha * cache).argmax(1) == labels).float().mean())
+        for alpha in search_grid(search_scale[1], search_step[1]):
+            acc = metric_score((clip_weight * val_clip_logits + alpha * cache).argmax(1).numpy(), labels, metric)
             if acc > best[2]:
                 best = (float(alpha), float(beta), acc)
     return best
@@ -162,13 +204,16 @@ def search_alpha_beta(val_features, val_labels, keys, values, val_clip_logits, b
 
 def train_tip_adapter_f(aug_features: list[torch.Tensor], labels: np.ndarray, keys: torch.Tensor,
                         values: torch.Tensor, text_weights: torch.Tensor, val_features, val_labels,
-                        alpha: float = 1.0, beta: float = 1.0, epochs: int = 20, lr: float = 1e-3,
-                        batch_size: int = 256, seed: int = 0) -> tuple[torch.Tensor, int, float]:
-    """Keys become a trainable linear layer (AdamW lr 1e-3, eps 1e-4, cosine, 20 epochs, batch 256).
+                        alpha: float = 5.0, beta: float = 1.0, epochs: int = 20, lr: float = 1e-3,
+                        batch_size: int = 256, seed: int = 0, clip_weight: float = 1.0,
+                        metric: str = "accuracy") -> tuple[torch.Tensor, int, float]:
+    """Keys become a trainable linear layer (AdamW lr 1e-3, eps 1e-4, cosine, 20 epochs, batch 256),
+    trained with the initial alpha and beta.
 
-    Each epoch trains on one augmented pass of the cached features (the published code re-augments
-    images every epoch). The epoch kept is the best on validation, not on test. Returns the trained
-    keys, the chosen epoch and its validation accuracy.
+    Epoch e trains on augmented pass e % len(aug_features) of the cached features (pass as many as
+    there are epochs to see fresh augmentations every epoch, as the reference does). The epoch kept is
+    the best on validation at the initial alpha/beta, not on test. Returns the trained keys, the
+    chosen epoch and its validation accuracy.
     """
     g = torch.Generator().manual_seed(seed)
     weight = torch.nn.Parameter(keys.clone())
@@ -184,7 +229,8 @@ def train_tip_adapter_f(aug_features: list[torch.Tensor], labels: np.ndarray, ke
         order = torch.randperm(n, generator=g)
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
-            logits = tip_logits(feats[idx], weight, values, zero_shot_logits(feats[idx], text_weights), alpha, beta)
+            logits = tip_logits(feats[idx], weight, values, zero_shot_logits(feats[idx], text_weights), alpha, beta,
+                                clip_weight)
             loss = torch.nn.functional.cross_entropy(logits, target[idx])
             opt.zero_grad()
             loss.backward()
@@ -192,8 +238,8 @@ def train_tip_adapter_f(aug_features: list[torch.Tensor], labels: np.ndarray, ke
             sched.step()
         with torch.no_grad():
             val_logits = tip_logits(val_features, weight, values, zero_shot_logits(val_features, text_weights),
-                                    alpha, beta)
-            acc = float((val_logits.argmax(1) == val_target).float().mean())
+                                    alpha, beta, clip_weight)
+            acc = metric_score(val_logits.argmax(1).numpy(), val_target.numpy(), metric)
         if acc > best[2]:
             best = (weight.detach().clone(), epoch + 1, acc)
     return best

@@ -8,6 +8,7 @@ Tip-Adapter-F's epoch, the ensemble weight) is made on the validation split.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -26,6 +27,8 @@ from .distributed import barrier, is_main
 from .recipes import load_recipe
 
 METHODS = ("diti", "openclip-zeroshot", "tip-adapter", "tip-adapter-f", "diti+tip-adapter")
+VAL_PROTOCOLS = ("coop", "full")
+METRIC_NAMES = {"accuracy": "Top-1 accuracy", "macro-f1": "Macro-averaged F1"}
 
 
 @dataclass
@@ -41,7 +44,11 @@ class EvalConfig:
     overrides: list[str] = field(default_factory=list)
     clip_model: str = "ViT-H-14"
     clip_pretrained: str | None = "laion2b_s32b_b79k"
-    aug_passes: int = 10
+    aug_passes: int | None = None  # None: the recipe's baselines.augment_passes
+    # which validation images every choice is made on: "coop" min(k, 4) per class from the k-shot split
+    # (the default: DiTi-SD itself uses none), or "full": the whole official validation split, as
+    # Tip-Adapter's protocol and the published Tip-Adapter numbers
+    val_protocol: str = "coop"
     prefilter: str | None = None  # openclip-zeroshot | tip-adapter: DiTi-SD scores only its top score.prefilter_k
     device: str | None = None
     compile: bool = False  # score DiTi-SD with a torch.compile'd UNet
@@ -61,6 +68,8 @@ class Evaluation:
         unknown = sorted(set(cfg.methods) - set(METHODS))
         if unknown:
             raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+        if cfg.val_protocol not in VAL_PROTOCOLS:
+            raise ValueError(f"unknown validation protocol {cfg.val_protocol!r}; choose from {', '.join(VAL_PROTOCOLS)}")
         self.cfg = cfg
         self.report = Path(cfg.report)
         self.recipe = load_recipe(cfg.dataset, cfg.overrides)
@@ -72,7 +81,13 @@ class Evaluation:
         self.test = load_configured_split(ds, cfg.data_root, ds.test_split)
         if self.test is None:
             raise FileNotFoundError(f"no {ds.test_split!r} split under {cfg.data_root}")
-        self.templates = bl.TEMPLATES.get(ds.kind, bl.TEMPLATES["default"])
+        if cfg.val_protocol == "full" and self.val is None:
+            raise ValueError(f"--val-protocol full needs the data set's validation split ({ds.val_split!r}), "
+                             f"and {cfg.data_root} has none; use --val-protocol coop")
+        self.baselines = self.recipe.baselines
+        self.metric = ds.metric
+        bl.metric_score([0], [0], self.metric)  # an unknown metric fails here, before any work
+        self.aug_passes = cfg.aug_passes or self.baselines.augment_passes
         self._clip = None
         self._diti_logits: dict = {}
 
@@ -86,12 +101,31 @@ class Evaluation:
 
     def features(self, data, tag: str, augment_pass=None):
         self.clip  # noqa: B018  (loads the backbone and the cache)
-        return self.cache.get(ImageSequence(data), data.ids, tag, augment_pass, self.cfg.progress)
+        return self.cache.get(ImageSequence(data), data.ids, tag, augment_pass, self.cfg.progress,
+                              variant=f"crop_bottom={data.crop_bottom}|prepare={data.prepare}")
 
-    def text_weights(self):
+    def text_weights(self, kind: str = "zeroshot"):
+        """The zero-shot classifier: CLIP_benchmark's templates, or Tip-Adapter's (``kind="tip"``)."""
         if not hasattr(self, "_text"):
-            self._text = bl.text_classifier(self.clip, self.test.classnames, self.templates)
-        return self._text
+            self._text = {}
+        if kind not in self._text:
+            templates = self.baselines.tip_templates if kind == "tip" else self.baselines.zeroshot_templates
+            self._text[kind] = bl.text_classifier(self.clip, self.test.classnames, templates)
+        return self._text[kind]
+
+    def run_key(self, method: str) -> str:
+        """A hash of everything that changes a method's result; a finished run is reused only under it."""
+        recipe = self.recipe.to_dict()
+        parts = {"protocol": self.cfg.val_protocol, "dataset": recipe["dataset"]}
+        if method != "diti":
+            parts.update(clip=[self.cfg.clip_model, self.cfg.clip_pretrained], baselines=recipe["baselines"],
+                         aug_passes=self.aug_passes)
+        if method.startswith("diti"):
+            parts.update({k: v for k, v in recipe.items() if k not in ("baselines", "name", "description")},
+                         prefilter=self.cfg.prefilter, adapters_dir=self.cfg.adapters_dir)
+            if self.cfg.prefilter:
+                parts.update(clip=[self.cfg.clip_model, self.cfg.clip_pretrained], baselines=recipe["baselines"])
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
     # ----------------------------------------------------------------- methods
     def label(self, method: str) -> str:
@@ -116,25 +150,33 @@ class Evaluation:
         pred = logits.argmax(1)
         labels = np.array(self.test.labels)
         out.update(method=self.label(method), shots=shots, seed=seed, accuracy=float((pred == labels).mean()),
-                   predictions=pred.tolist(), wall_s=round(time.time() - start, 2), n_test=n_test,
+                   macro_f1=bl.metric_score(pred, labels, "macro-f1"), metric=self.metric,
+                   score=bl.metric_score(pred, labels, self.metric),
+                   predictions=pred.tolist(), wall_s=round(time.time() - start, 2), n_test=n_test, n_val=len(va),
                    device=str(self.cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")))
         return out
 
     def _tip_fit(self, method, tr, va) -> dict:
         """Tip-Adapter(-F) fitted on the k-shot train split, tuned on validation; logits on val and test."""
-        aug = [self.features(tr, "train", p) for p in range(self.cfg.aug_passes)]
+        b = self.baselines
+        aug = [self.features(tr, "train", p) for p in range(self.aug_passes)]
         keys, values = bl.cache_model(aug, np.array(tr.labels), len(tr.classnames))
-        text = self.text_weights()
+        text = self.text_weights("tip")
         val_f, test_f = self.features(va, "val"), self.features(self.test, "test")
         val_clip, test_clip = bl.zero_shot_logits(val_f, text), bl.zero_shot_logits(test_f, text)
         info = {}
         if method == "tip-adapter-f":
-            keys, epoch, val_acc = bl.train_tip_adapter_f(aug, np.array(tr.labels), keys, values, text, val_f,
-                                                          np.array(va.labels))
+            # a fresh augmentation per epoch, as the reference re-augments its train loader every epoch
+            epochs = [self.features(tr, "train", p) for p in range(max(self.aug_passes, b.tipf_epochs))]
+            keys, epoch, val_acc = bl.train_tip_adapter_f(epochs, np.array(tr.labels), keys, values, text, val_f,
+                                                          np.array(va.labels), alpha=b.init_alpha,
+                                                          beta=b.init_beta, epochs=b.tipf_epochs, lr=b.tipf_lr,
+                                                          clip_weight=b.clip_weight, metric=self.metric)
             info = {"epoch": epoch, "epoch_val_accuracy": val_acc}
-        alpha, beta, val_acc = bl.search_alpha_beta(val_f, np.array(va.labels), keys, values, val_clip)
-        return {"val": bl.tip_logits(val_f, keys, values, val_clip, alpha, beta).numpy(),
-                "test": bl.tip_logits(test_f, keys, values, test_clip, alpha, beta).numpy(),
+        alpha, beta, val_acc = bl.search_alpha_beta(val_f, np.array(va.labels), keys, values, val_clip,
+                                                    b.search_scale, b.search_step, b.clip_weight, self.metric)
+        return {"val": bl.tip_logits(val_f, keys, values, val_clip, alpha, beta, b.clip_weight).numpy(),
+                "test": bl.tip_logits(test_f, keys, values, test_clip, alpha, beta, b.clip_weight).numpy(),
                 "info": {"alpha": alpha, "beta": beta, "val_accuracy": val_acc, **info}}
 
     def _tip(self, method, tr, va):
@@ -184,7 +226,8 @@ class Evaluation:
                 if split == "val" and not with_val:
                     continue
                 cand = None if masks is None else masks[split][:, back]
-                result = clf.score_images(ImageSequence(data), candidates=cand)
+                # chunks land in report/scores/ as they finish: an interrupted pass continues there
+                result = clf.score_images(ImageSequence(data), candidates=cand, cache_dir=self.report / "scores")
                 entry[split] = result.logits[:, order]
                 if split == "test":
                     entry["calls"] = float(result.unet_calls.mean())
@@ -202,7 +245,8 @@ class Evaluation:
         val_labels = np.array(va.labels)
         best = (0.0, -1.0)
         for w in np.linspace(0, 5, 51):
-            acc = float(((_standardise(diti["val"]) + w * _standardise(tip["val"])).argmax(1) == val_labels).mean())
+            acc = bl.metric_score((_standardise(diti["val"]) + w * _standardise(tip["val"])).argmax(1), val_labels,
+                                  self.metric)
             if acc > best[1]:
                 best = (float(w), acc)
         logits = _standardise(diti["test"]) + best[0] * _standardise(tip["test"])
@@ -220,9 +264,12 @@ class Evaluation:
                 if is_main():  # several processes: each scores its share of images, the first one writes
                     split.save(self.report / "splits" / f"{shots}shot-seed{seed}.json")
                 tr = split.select(self.train, "train")
-                va = split.select(self.val if self.val is not None else self.train, "val")
+                if self.cfg.val_protocol == "full":
+                    va = self.val
+                else:
+                    va = split.select(self.val if self.val is not None else self.train, "val")
                 for method in self.cfg.methods:
-                    path = runs_dir / f"{self.label(method)}-{shots}shot-seed{seed}.json"
+                    path = runs_dir / f"{self.label(method)}-{shots}shot-seed{seed}-{self.run_key(method)}.json"
                     if path.is_file():
                         runs.append(json.loads(path.read_text()))
                         continue
@@ -233,7 +280,7 @@ class Evaluation:
                         os.replace(tmp, path)
                     runs.append(result)
                     if self.cfg.progress and is_main():
-                        print(f"{method} {shots}-shot seed {seed}: {result['accuracy']:.4f}", flush=True)
+                        print(f"{method} {shots}-shot seed {seed}: {self.metric} {result['score']:.4f}", flush=True)
         report = self.write_report(runs) if is_main() else {}
         barrier()
         return report
@@ -241,11 +288,12 @@ class Evaluation:
     def write_report(self, runs: list[dict]) -> dict:
         table = {}
         for r in runs:
-            table.setdefault(r["method"], {}).setdefault(r["shots"], []).append(r["accuracy"])
+            table.setdefault(r["method"], {}).setdefault(r["shots"], []).append(r.get("score", r["accuracy"]))
         summary = {m: {str(k): {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
                        for k, v in sorted(by.items())} for m, by in table.items()}
         confusion = self._confusion(runs)
         report = {"config": asdict(self.cfg), "recipe": self.recipe.to_dict(), "results": summary,
+                  "validation": self._protocol_text(),
                   "cost": {r["method"]: r.get("cost", {}) for r in runs},
                   "wall_s": {m: float(np.mean([r["wall_s"] for r in runs if r["method"] == m])) for m in table},
                   "machine": platform.platform(), "confusion": confusion,
@@ -254,6 +302,11 @@ class Evaluation:
         (self.report / "README.md").write_text(self._markdown(report))
         self._plot(summary)
         return report
+
+    def _protocol_text(self) -> str:
+        if self.cfg.val_protocol == "full":
+            return f"the full official validation split ({len(self.val)} images), Tip-Adapter's protocol"
+        return "CoOp's protocol, min(k, 4) images per class from the k-shot split's validation draw"
 
     def _confusion(self, runs: list[dict]) -> dict:
         labels = np.array(self.test.labels)
@@ -277,7 +330,8 @@ class Evaluation:
     def _markdown(self, report: dict) -> str:
         shots = sorted({int(s) for by in report["results"].values() for s in by})
         lines = [f"# diti-sd eval: {self.recipe.name}", "",
-                 f"Top-1 accuracy, mean ± std over seeds {self.cfg.seeds}; {len(self.test)} test images.", "",
+                 f"{METRIC_NAMES[self.metric]}, mean ± std over seeds {self.cfg.seeds}; {len(self.test)} test images.",
+                 f"Validation (every choice a method makes): {report['validation']}.", "",
                  "| method | " + " | ".join(f"{s}-shot" for s in shots) + " | cost per test image | mean wall s |",
                  "|---|" + "---|" * (len(shots) + 2)]
         for method, by in report["results"].items():
@@ -309,7 +363,7 @@ class Evaluation:
         ax.set_xticks(all_shots, [str(s) for s in all_shots])
         ax.minorticks_off()
         ax.set_xlabel("shots per class")
-        ax.set_ylabel("top-1 accuracy (%)")
+        ax.set_ylabel(f"{METRIC_NAMES[self.metric].lower()} (%)")
         ax.set_title(self.recipe.name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

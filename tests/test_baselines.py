@@ -45,7 +45,7 @@ def test_zero_shot_and_tip_adapter_match_the_formulas(clip_config, small_fgvc):
     test = load_fgvc_aircraft(small_fgvc, "test")
     f_test = bl.image_features(clip, ImageSequence(test))
     assert torch.allclose(f_test.norm(dim=1), torch.ones(len(test)), atol=1e-5)
-    templates = bl.TEMPLATES["fgvc-aircraft"]
+    templates = load_recipe("fgvc-aircraft").baselines.zeroshot_templates
     weights = bl.text_classifier(clip, train.classnames, templates)
     # independent zero-shot computation, one class and one template at a time
     with torch.no_grad():
@@ -79,12 +79,12 @@ def test_tip_adapter_f_keeps_the_best_validation_epoch(clip_config, small_fgvc):
     train, val = load_fgvc_aircraft(small_fgvc, "train"), load_fgvc_aircraft(small_fgvc, "val")
     passes = [bl.image_features(clip, ImageSequence(train), bl.augmented_transform(clip)) for _ in range(2)]
     keys, values = bl.cache_model(passes, np.array(train.labels), 5)
-    text = bl.text_classifier(clip, train.classnames, bl.TEMPLATES["default"])
+    text = bl.text_classifier(clip, train.classnames, load_recipe("tiny").baselines.tip_templates)
     val_f = bl.image_features(clip, ImageSequence(val))
     trained, epoch, acc = bl.train_tip_adapter_f(passes, np.array(train.labels), keys, values, text, val_f,
-                                                 np.array(val.labels), epochs=5)
+                                                 np.array(val.labels), alpha=5.0, beta=1.0, epochs=5)
     assert 1 <= epoch <= 5 and not torch.equal(trained, keys)
-    recomputed = bl.tip_logits(val_f, trained, values, bl.zero_shot_logits(val_f, text), 1.0, 1.0)
+    recomputed = bl.tip_logits(val_f, trained, values, bl.zero_shot_logits(val_f, text), 5.0, 1.0)
     assert float((recomputed.argmax(1) == torch.tensor(val.labels)).float().mean()) == pytest.approx(acc)
 
 
@@ -134,8 +134,8 @@ def test_prefiltered_diti_scores_only_the_prefilters_top_k(clip_config, small_fg
                      overrides=["score.prefilter_k=2"], clip_model=str(clip_config), clip_pretrained=None,
                      aug_passes=2, prefilter="openclip-zeroshot", device="cpu", progress=False)
     Evaluation(cfg).run()
-    diti = json.loads((tmp_path / "r" / "runs" / "diti@openclip-zeroshot-top2-1shot-seed1.json").read_text())
-    clip = json.loads((tmp_path / "r" / "runs" / "openclip-zeroshot-1shot-seed1.json").read_text())
+    diti = json.loads(next((tmp_path / "r" / "runs").glob("diti@openclip-zeroshot-top2-1shot-seed1-*.json")).read_text())
+    clip = json.loads(next((tmp_path / "r" / "runs").glob("openclip-zeroshot-1shot-seed1-*.json")).read_text())
     # rounds [[2, 2], [4, 1]] over 2 candidates instead of 5 classes
     assert diti["cost"]["unet_calls_per_image"] == 2 * 2 + 2 * 2
     clip_logits = Evaluation(cfg)  # recompute the zero-shot top-2 independently
@@ -143,3 +143,43 @@ def test_prefiltered_diti_scores_only_the_prefilters_top_k(clip_config, small_fg
     top2 = np.argsort(-bl.zero_shot_logits(feats, clip_logits.text_weights()).numpy(), 1)[:, :2]
     assert all(p in row for p, row in zip(diti["predictions"], top2))
     assert clip["predictions"] == np.argsort(-bl.zero_shot_logits(feats, clip_logits.text_weights()).numpy(), 1)[:, 0].tolist()
+
+
+def test_tip_adapter_searches_the_references_grid(clip_config, small_fgvc):
+    # TiF inference/methods/utils.py search_hp: [i * (scale - 0.1) / steps + 0.1 for i in range(steps)]
+    beta_list = [i * (30 - 0.1) / 200 + 0.1 for i in range(200)]
+    assert bl.search_grid(30, 200) == beta_list and bl.search_grid(30, 200)[-1] < 30
+    clip = bl.load_openclip(str(clip_config), None, "cpu")
+    train, val = load_fgvc_aircraft(small_fgvc, "train"), load_fgvc_aircraft(small_fgvc, "val")
+    keys, values = bl.cache_model([bl.image_features(clip, ImageSequence(train))], np.array(train.labels), 5)
+    val_f = bl.image_features(clip, ImageSequence(val))
+    text = bl.text_classifier(clip, train.classnames, ["a photo of a {}."])
+    alpha, beta, acc = bl.search_alpha_beta(val_f, np.array(val.labels), keys, values,
+                                            bl.zero_shot_logits(val_f, text), (30, 30), (200, 20))
+    assert beta in beta_list and alpha in bl.search_grid(30, 20)
+
+
+def test_validation_protocol_templates_and_run_keys(clip_config, small_fgvc, eval_recipe, tmp_path):
+    def evaluation(protocol, overrides=()):
+        cfg = EvalConfig(dataset=str(eval_recipe), data_root=str(small_fgvc), report=str(tmp_path / "r"),
+                         shots=[2], seeds=[1], methods=["tip-adapter"], clip_model=str(clip_config),
+                         clip_pretrained=None, aug_passes=2, device="cpu", progress=False, val_protocol=protocol,
+                         overrides=list(overrides))
+        return Evaluation(cfg)
+
+    coop = evaluation("coop").run()
+    full = evaluation("full").run()
+    assert coop["runs"][0]["n_val"] == 2 * 5 and full["runs"][0]["n_val"] == 3 * 5  # all 15 val images
+    assert "full official validation split" in (tmp_path / "r" / "README.md").read_text()
+    assert len(list((tmp_path / "r" / "runs").glob("tip-adapter-2shot-seed1-*.json"))) == 2
+    # a setting that changes the images (the banner crop) is a new run on new features, never a stale one
+    cropped = evaluation("coop", ["dataset.crop_banner=true"])
+    assert cropped.run_key("tip-adapter") != evaluation("coop").run_key("tip-adapter")
+    cropped.run()
+    assert len(list((tmp_path / "r" / "runs").glob("tip-adapter-2shot-seed1-*.json"))) == 3
+    # Tip-Adapter's classifier uses the recipe's tip templates, zero-shot its own
+    e = evaluation("coop", ['baselines.tip_templates=["a {} aircraft."]'])
+    assert torch.allclose(e.text_weights("tip"), bl.text_classifier(e.clip, e.test.classnames, ["a {} aircraft."]))
+    assert not torch.allclose(e.text_weights("tip"), e.text_weights("zeroshot"))
+    with pytest.raises(ValueError, match="validation protocol"):
+        evaluation("test")

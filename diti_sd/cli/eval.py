@@ -25,7 +25,11 @@ def add_arguments(parser):
     parser.add_argument("--clip-model", default="ViT-H-14", help="OpenCLIP model name or model-config JSON")
     parser.add_argument("--clip-pretrained", default="laion2b_s32b_b79k",
                         help="OpenCLIP weights tag or checkpoint file; 'none' for random weights")
-    parser.add_argument("--aug-passes", type=int, default=10, help="augmented passes for Tip-Adapter's cache")
+    parser.add_argument("--aug-passes", type=int, default=None,
+                        help="augmented passes for Tip-Adapter's cache (default: the recipe's, 10)")
+    parser.add_argument("--val-protocol", default="coop", choices=["coop", "full"],
+                        help="validation for every choice: coop = min(k, 4) per class (default); full = the "
+                             "whole official validation split (Tip-Adapter's protocol, the published numbers)")
     parser.add_argument("--prefilter", default=None, choices=["openclip-zeroshot", "tip-adapter", "tip-adapter-f"],
                         help="DiTi-SD scores only this method's top score.prefilter_k classes per image")
     parser.add_argument("--compile", action="store_true", help="score DiTi-SD with a torch.compile'd UNet")
@@ -40,7 +44,7 @@ def run(args):
         methods=[m.strip() for m in args.methods.split(",") if m.strip()], adapters_dir=args.adapters_dir,
         model=args.model, overrides=args.overrides, clip_model=args.clip_model,
         clip_pretrained=None if args.clip_pretrained.lower() == "none" else args.clip_pretrained,
-        aug_passes=args.aug_passes, prefilter=args.prefilter, device=args.device, compile=args.compile, progress=not args.no_progress,
+        aug_passes=args.aug_passes, val_protocol=args.val_protocol, prefilter=args.prefilter, device=args.device, compile=args.compile, progress=not args.no_progress,
     )
     from ..distributed import is_main
 
