@@ -52,6 +52,15 @@ def test_fit_then_predict_from_the_command_line(image_folder, tiny_model_dir, tm
     good = [r for r in rows if r["path"] != str(bad)]
     assert all(r["prediction"] in {"red", "green", "blue"} and len(r["top_k"].split(";")) == 2 for r in good)
     assert all(int(r["unet_calls"]) == 3 * 2 + 2 * 2 for r in good)  # rounds [[2, 2], [4, 1]] with 3 classes
+    assert not (tmp_path / "preds.csv.scores").exists()  # the chunks of a finished pass are cleaned up
+    # with --cache-dir the scored chunks stay, and a second pass reads them: the same predictions
+    kept = tmp_path / "kept"
+    again = tmp_path / "again.csv"
+    for _ in range(2):
+        assert main(["predict", "--adapters", str(out), str(image_folder / "test"), "--output", str(again),
+                     "--cache-dir", str(kept), "--top-k", "2", "--no-progress"]) == 0
+        assert len(list(kept.glob("*.npz"))) == 1
+    assert [r["top_k"] for r in csv.DictReader(open(again))] == [r["top_k"] for r in good]
 
 
 def test_sample_writes_a_grid(image_folder, tiny_model_dir, tmp_path):

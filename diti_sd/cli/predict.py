@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,6 +18,9 @@ def add_arguments(parser):
     parser.add_argument("--output", default=None, help="write a CSV with one row per image")
     parser.add_argument("--model", default=None, help="where the base model is now, if it moved")
     parser.add_argument("--compile", action="store_true", help="score with a torch.compile'd UNet")
+    parser.add_argument("--cache-dir", default=None,
+                        help="write each scored chunk of images here; a rerun after an interruption continues "
+                             "(default with --output: OUTPUT.scores/, removed once the CSV is written)")
     add_runtime_arguments(parser)
 
 
@@ -53,8 +57,9 @@ def run(args):
     clf = DiTiFewShotClassifier.from_pretrained(args.adapters, model=args.model, device=args.device, dtype=args.dtype,
                                                 attention=args.attention, compile=args.compile,
                                                 progress=not args.no_progress)
+    cache_dir = args.cache_dir or (f"{args.output}.scores" if args.output else None)
     if images:
-        result = clf.score_images(images)
+        result = clf.score_images(images, cache_dir=cache_dir)
         proba = softmax(result.logits, clf.temperature_)
         k = max(1, min(args.top_k, len(clf.classes_)))
         for row_index, p, calls in zip(good, proba, result.unet_calls):
@@ -82,4 +87,6 @@ def run(args):
             for row in rows:
                 writer.writerow({k: row.get(k, "") for k in fields})
         os.replace(tmp, target)
+        if not args.cache_dir and cache_dir:
+            shutil.rmtree(cache_dir, ignore_errors=True)
     return 0 if images else 1
