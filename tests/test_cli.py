@@ -1,4 +1,5 @@
 import csv
+import json
 
 import pytest
 from conftest import color_images
@@ -80,3 +81,23 @@ def test_cli_errors_are_one_line_messages(tmp_path, capsys):
     assert "not an adapter set" in capsys.readouterr().err
     assert main(["fit", "--dataset", "nope", "--data-root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "no recipe 'nope'" in capsys.readouterr().err
+
+
+def test_the_reference_recipe_runs_end_to_end_on_a_fake_archive(tiny_model_dir, tmp_path, capsys):
+    # fgvc-aircraft as published (random crops, jitter, posterior draws, tif weight, filters by shots),
+    # with lengths and stages cut so that it runs in seconds on the tiny model
+    from fakes import make_fake_fgvc
+
+    root = make_fake_fgvc(tmp_path / "data", per_split=2, n_classes=4, seed=2)
+    out = tmp_path / "adapters"
+    fast = ["--set", "fit.steps=2", "--set", "fit.prior_images=2", "--set", "fit.prior_sample_steps=2",
+            "--set", "score.rounds=[[2,2],[4,1]]"]
+    assert main(["fit", "--dataset", "fgvc-aircraft", "--data-root", str(root), "--model", str(tiny_model_dir),
+                 "--shots", "1", "--out", str(out), "--no-progress", *fast]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["lora"]["block_filter"] == "all-2" and manifest["tif_d"] > 0
+    assert manifest["classes"][0]["prompt"] == "a photo of a hta 707-320, a type of aircraft."
+    capsys.readouterr()
+    images = root / "fgvc-aircraft-2013b" / "data" / "images"
+    assert main(["predict", "--adapters", str(out), str(next(images.glob("*.jpg"))), "--no-progress"]) == 0
+    assert capsys.readouterr().out.count("\t") == 2
