@@ -64,7 +64,8 @@ def _jitter(pixels: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tens
 
 def _per_step_encoding(cfg: FitConfig) -> bool:
     """Whether latents must be encoded every step (augmentation or posterior draws) or can be cached."""
-    return cfg.brightness > 0 or cfg.contrast > 0 or cfg.crop == "random" or cfg.latent == "sample"
+    return (cfg.brightness > 0 or cfg.contrast > 0 or cfg.crop == "random" or cfg.latent == "sample"
+            or cfg.shift > 0)
 
 
 def _signature(cfg: FitConfig, steps: int, seed: int, classes: list[int], data: FitData, adapters) -> str:
@@ -132,6 +133,8 @@ def fit_adapters(
     classes = list(range(len(data.prompts))) if classes is None else list(classes)
     if cfg.prior and data.prior_pixels is None:
         raise ValueError("prior preservation is on but no prior images were given")
+    if cfg.shift < 0 or cfg.shift_step < 1:
+        raise ValueError(f"fit.shift must be >= 0 and fit.shift_step >= 1 (got {cfg.shift}, {cfg.shift_step})")
     if cfg.crop not in ("center", "random") or cfg.latent not in ("mean", "sample"):
         raise ValueError(f"fit.crop must be center or random (got {cfg.crop!r}); fit.latent mean or sample "
                          f"(got {cfg.latent!r})")
@@ -255,10 +258,14 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
         if cfg.prior:
             samples.append((data.prior_pixels[p], 1 + (torch.rand(1, generator=g) * 2 - 1) * cfg.brightness,
                             1 + (torch.rand(1, generator=g) * 2 - 1) * cfg.contrast))
-        for pixels, bright, contr in samples:
+        for k, (pixels, bright, contr) in enumerate(samples):
             first = torch.rand(1, generator=g) < 0.5 if jitter else torch.zeros(1, dtype=torch.bool)
             if cfg.crop == "random":
                 pixels = _random_crop(pixels, size, g)
+            if cfg.shift > 0 and k == 0:  # instance images only: the prior images stand for the domain as it is
+                steps = cfg.shift // cfg.shift_step
+                dy, dx = ((torch.randint(-steps, steps + 1, (2,), generator=g)) * cfg.shift_step).tolist()
+                pixels = torch.roll(pixels, shifts=(dy, dx), dims=(-2, -1))
             draw = torch.randn((1, *backbone.latent_shape), generator=g) if cfg.latent == "sample" else None
             raw.append(pixels[None])
             augment.append((bright, contr, first, draw))

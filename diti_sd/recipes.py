@@ -89,6 +89,10 @@ class FitConfig:
     # (bilinear) and a random square crop per step, the batchable form of the reference's uncropped images
     crop: str = "center"
     latent: str = "mean"  # "sample": a draw from the VAE posterior per step, as the reference trains
+    # translation of instance images by up to +-shift pixels in multiples of shift_step (wrapping round):
+    # moves the object while a texture of period shift_step stays in phase. Not in the reference.
+    shift: int = 0
+    shift_step: int = 1
     checkpoint_every: int = 200  # optimiser iterations
     min_shots: int = 1
 

@@ -290,7 +290,7 @@ def test_optimizer_state_follows_its_parameters_device_after_load():
 
 
 # ------------------------------------------------------------------ training inputs
-def _record_fit(cfg_overrides, steps=6):
+def _record_fit(cfg_overrides, steps=6, width=96):
     from diti_sd.backbone import to_pixels
     from diti_sd.fit import FitData, fit_adapters
     from diti_sd.recipes import FitConfig, LoraConfig
@@ -298,7 +298,7 @@ def _record_fit(cfg_overrides, steps=6):
 
     backbone = build_tiny_backbone(seed=0)
     g = torch.Generator().manual_seed(1)
-    wide = (torch.rand(3, 64, 96, generator=g) * 255).to(torch.uint8)  # shorter side at the resolution
+    wide = (torch.rand(3, 64, width, generator=g) * 255).to(torch.uint8)  # shorter side at the resolution
     prior = (torch.rand(2, 3, 64, 64, generator=g) * 255).to(torch.uint8)
     cfg = FitConfig(prior=True, prior_images=2, checkpoint_every=0, batch_size=2, lr=1e-3, **cfg_overrides)
     encoded, noised = [], []
@@ -348,3 +348,16 @@ def test_training_latents_are_posterior_draws_with_latent_sample():
         _, _, _, means, noised = _record_fit({"crop": "random", "latent": latent}, steps=2)
         for mean, x0 in zip(means, noised):
             assert torch.equal(mean, x0) is equal
+
+
+def test_shift_moves_instances_by_whole_steps_and_leaves_priors():
+    # ours, not the reference's (fit.shift): a translation that keeps a texture of period shift_step in phase
+    square, prior, encoded, _, _ = _record_fit({"shift": 8, "shift_step": 4}, width=64)
+    shifts = set()
+    for batch in encoded:
+        assert any(torch.equal(batch[1], p) for p in prior)  # the prior image as it is
+        found = [(dy, dx) for dy in range(-8, 9, 4) for dx in range(-8, 9, 4)
+                 if torch.equal(batch[0], torch.roll(square, shifts=(dy, dx), dims=(-2, -1)))]
+        assert len(found) == 1
+        shifts.add(found[0])
+    assert len(shifts) > 1

@@ -69,14 +69,36 @@ def test_window_accuracy_agrees_with_predict():
 def test_demo_writes_its_report(tmp_path):
     cfg = DemoConfig(seeds=[1], shots=2, test_per_class=2, pairs_small=2, pairs_rest=2, steps=2, samples_per_class=1)
     report = run_demo(cfg, tmp_path, progress=False)
-    for name in ("results.json", "README.md", "accuracy_vs_window.png", "test_predictions.png", "adapter_samples.png"):
+    for name in ("results.json", "README.md", "accuracy_by_band.png", "test_predictions.png", "adapter_samples.png"):
         assert (tmp_path / name).is_file(), name
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["results"] == json.loads(json.dumps(report["results"]))
-    assert any("recommended" in method for method in saved["results"])
-    for by_split in saved["results"].values():
-        assert set(by_split) == {"decorrelated", "correlated"}
-        assert all(0 <= by_split[s]["mean"] <= 1 for s in by_split)
+    recommended = saved["results"][saved["recommended"]]
+    # each accuracy is the mean of its seed's 10 per-image hits; the comparison is their paired difference
+    for split in ("decorrelated", "correlated"):
+        assert recommended[split]["per_seed"][0] * 10 == pytest.approx(round(recommended[split]["per_seed"][0] * 10))
+        for rival, by in saved["comparisons"].items():
+            expected = recommended[split]["mean"] - saved["results"][rival][split]["mean"]
+            assert by[split]["mean"] == pytest.approx(expected) and by[split]["n"] == 10
+            assert by[split]["low"] <= by[split]["mean"] <= by[split]["high"]
+    assert len(saved["tif_d"]) == 1 and saved["tif_d"][0] > 0
+    text = (tmp_path / "README.md").read_text()
+    assert "## Targets" in text and "decorrelated accuracy at least 0.70" in text
+    assert f"{recommended['decorrelated']['mean']:.3f}" in text
+
+
+def test_paired_difference_resamples_images_within_seeds():
+    from diti_sd.demo import paired_difference
+
+    same = [np.array([1, 0, 1, 1], bool)]
+    assert paired_difference(same, same) == {"mean": 0.0, "low": 0.0, "high": 0.0, "n": 4}
+    a = [np.ones(50, bool), np.ones(30, bool)]
+    b = [np.zeros(50, bool), np.r_[np.ones(15), np.zeros(15)].astype(bool)]
+    out = paired_difference(a, b, n_boot=500)
+    assert out["mean"] == pytest.approx((50 + 15) / 80)
+    assert out["low"] < out["mean"] < out["high"] and out["high"] - out["low"] < 0.3
+    # the seed with all differences 1 contributes no variance: the interval is narrower than if pooled freely
+    assert out["low"] > 0.7
 
 
 def test_replayed_rounds_match_the_real_scoring_pass():
