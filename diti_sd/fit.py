@@ -128,8 +128,6 @@ def fit_adapters(
     checkpoint_name: str = CHECKPOINT,
 ) -> dict:
     """Train ``classes`` (default: all) for ``steps`` steps each. Returns a summary with the loss curve."""
-    from accelerate import Accelerator
-
     classes = list(range(len(data.prompts))) if classes is None else list(classes)
     if cfg.prior and data.prior_pixels is None:
         raise ValueError("prior preservation is on but no prior images were given")
@@ -139,7 +137,11 @@ def fit_adapters(
         raise ValueError(f"fit.crop must be center or random (got {cfg.crop!r}); fit.latent mean or sample "
                          f"(got {cfg.latent!r})")
     device = backbone.device
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=device.type == "cpu")
+    if cfg.mixed_precision not in ("no", "fp16", "bf16"):
+        raise ValueError(f"fit.mixed_precision must be no, fp16 or bf16, not {cfg.mixed_precision!r}")
+    # the recipe's precision is for GPUs; a CPU trains in fp32. torch.amp rather than accelerate's
+    # Accelerator, whose process-wide state refuses a second fit with another precision
+    amp = AmpContext(cfg.mixed_precision if device.type == "cuda" else "no", device.type)
     per_class = 2 if cfg.prior else 1
     group_size = max(1, min(len(classes), cfg.batch_size // per_class))
     groups = [classes[i : i + group_size] for i in range(0, len(classes), group_size)]
@@ -151,7 +153,7 @@ def fit_adapters(
     for group in params:
         for p in group["params"]:
             p.requires_grad_(True)
-    optimizer = accelerator.prepare(ClassAdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay))
+    optimizer = ClassAdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     all_params = [p for g in params for p in g["params"]]
     if cfg.gradient_checkpointing:
         backbone.unet.enable_gradient_checkpointing()
@@ -161,8 +163,7 @@ def fit_adapters(
     folder = Path(checkpoint_dir) / checkpoint_name if checkpoint_dir else None
     start = 0
     if folder is not None and resume:
-        start = _load_checkpoint(folder, adapters, optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
-                                 signature)
+        start = _load_checkpoint(folder, adapters, optimizer, signature)
 
     text_lora = bool(adapters.text_parameters())
     with torch.no_grad():
@@ -180,12 +181,12 @@ def fit_adapters(
             group = groups[it % len(groups)]
             class_step = it // len(groups)
             loss = _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cached,
-                                    fixed_context, accelerator)
-            accelerator.unscale_gradients(optimizer=optimizer)  # fp16 loss scaling: clip true gradients
+                                    fixed_context, amp)
+            amp.scaler.unscale_(optimizer)  # fp16 loss scaling: clip the true gradients
             clip_grad_norm_per_class(all_params, cfg.grad_clip, torch.tensor(group))
-            inner = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
-            inner.active_classes = torch.tensor(group)
-            optimizer.step()
+            optimizer.active_classes = torch.tensor(group)
+            amp.scaler.step(optimizer)  # skipped, as a whole, when fp16 gradients overflowed
+            amp.scaler.update()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss)
             ema = loss if ema is None else 0.95 * ema + 0.05 * loss
@@ -193,7 +194,7 @@ def fit_adapters(
             bar.set_postfix(loss=f"{ema:.4f}")
             done = it + 1
             if folder is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
-                _save_checkpoint(folder, adapters, inner, done, signature)
+                _save_checkpoint(folder, adapters, optimizer, done, signature)
             if callback is not None:
                 callback(done, loss)
     finally:
@@ -220,7 +221,19 @@ def _random_crop(image: torch.Tensor, size: int, g: torch.Generator) -> torch.Te
     return image[:, top : top + size, left : left + size]
 
 
-def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cached, fixed_context, accelerator):
+class AmpContext:
+    """Mixed precision for one fit: autocast to ``mixed`` (no | fp16 | bf16) and, for fp16, loss scaling."""
+
+    def __init__(self, mixed: str, device_type: str):
+        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed)
+        self.device_type = device_type
+        self.scaler = torch.amp.GradScaler(device_type, enabled=mixed == "fp16")
+
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
+
+
+def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cached, fixed_context, amp):
     device = backbone.device
     size = backbone.resolution
     jitter = cfg.brightness > 0 or cfg.contrast > 0
@@ -284,7 +297,7 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
     t = torch.cat(t).to(device)
     # the routing stays on through backward: gradient checkpointing re-runs the forward pass there
     with adapters.use(unet_index=unet_idx, text_index=text_idx):
-        with accelerator.autocast():
+        with amp.autocast():
             if fixed_context is None:
                 context = backbone.encode_prompts(prompts)
             else:
@@ -296,5 +309,5 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
             per_sample = (output.float() - target.float()).pow(2).flatten(1).mean(1)
             # sum over classes of each class's own loss: every class gets the gradient it would get alone
             loss = (per_sample * torch.tensor(weights, device=device)).sum()
-        accelerator.backward(loss)
+        amp.scaler.scale(loss).backward()
     return float(loss.detach()) / len(group)

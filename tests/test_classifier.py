@@ -217,3 +217,15 @@ def test_an_interrupted_scoring_pass_continues_with_the_same_numbers(tiny_model_
     other = tiny_clf(tiny_model_dir, random_state=7).fit(X, y)
     other.score_images(X, chunk=2, cache_dir=tmp_path / "scores")
     assert len(calls) == 3
+
+
+def test_mixed_precision_is_for_gpus_and_fits_follow_each_other(tiny_model_dir):
+    # a recipe's fp16/bf16 applies on a GPU; on a CPU the fit runs in fp32, whatever ran before it in the
+    # process (accelerate's process-wide state used to refuse the second precision)
+    X, y = color_images(6, seed=5)
+    weights = [tiny_clf(tiny_model_dir, overrides={"fit.mixed_precision": mp}).fit(X, y).adapters_.lora_state_dict()
+               for mp in ("no", "fp16", "bf16")]
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]) and torch.equal(weights[0][key], weights[2][key])
+    with pytest.raises(ValueError, match="mixed_precision"):
+        tiny_clf(tiny_model_dir, overrides={"fit.mixed_precision": "fp8"}).fit(X, y)
