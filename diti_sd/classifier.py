@@ -1,14 +1,13 @@
 """``DiTiFewShotClassifier``: the one facade over backbone, adapters, fit and scoring.
 
-Follows scikit-learn's estimator conventions: ``__init__`` only stores its arguments, ``fit``
-returns ``self``, learned state ends in ``_``, and ``classes_`` orders the columns of
-``predict_proba``.
+A scikit-learn classifier (``BaseEstimator``, ``ClassifierMixin``): ``__init__`` only stores its
+arguments, ``fit`` returns ``self``, learned state ends in ``_``, and ``classes_`` orders the columns
+of ``predict_proba``; ``clone``, ``cross_val_score`` and ``GridSearchCV`` work on lists of images.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import os
 import re
 from dataclasses import asdict
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from sklearn.base import BaseEstimator, ClassifierMixin
 from tqdm.auto import tqdm
 
 from . import __version__
@@ -37,7 +37,7 @@ class NotFittedError(RuntimeError):
     pass
 
 
-class DiTiFewShotClassifier:
+class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
     """Few-shot classifier from per-class Stable Diffusion adapters scored at small time-steps.
 
     Parameters
@@ -71,26 +71,6 @@ class DiTiFewShotClassifier:
         self.attention = attention
         self.compile = compile
         self.progress = progress
-
-    # ----------------------------------------------------------------- estimator plumbing
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p != "self"]
-
-    def get_params(self, deep: bool = True) -> dict:
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params) -> DiTiFewShotClassifier:
-        for key, value in params.items():
-            if key not in self._param_names():
-                raise ValueError(f"invalid parameter {key!r}; valid: {self._param_names()}")
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v is not None)
-        return f"{type(self).__name__}({args})"
 
     def resolved_recipe(self) -> Recipe:
         """The recipe with this estimator's parameters applied."""
@@ -307,13 +287,14 @@ class DiTiFewShotClassifier:
         self._check_fitted()
         return self.classes_[self.decision_function(X).argmax(1)]
 
-    def score(self, X, y) -> float:
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy on images ``X`` with labels ``y`` (weighted by ``sample_weight``, as scikit-learn's)."""
         self._check_fitted()
         y = np.asarray(list(y))
         unknown = sorted(set(y.tolist()) - set(self.classes_.tolist()), key=str)
         if unknown:
             raise ValueError(f"labels {unknown[:5]} are not among the fitted classes {self.classes_.tolist()[:10]}")
-        return float((self.predict(X) == y).mean())
+        return float(np.average(self.predict(X) == y, weights=sample_weight))
 
     def fit_temperature(self, X, y) -> DiTiFewShotClassifier:
         """Choose predict_proba's temperature by validation log-likelihood (never use test data)."""
