@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 $(BIN)/diti-sd: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# Pinned so pip takes the wheels on this machine's disk instead of downloading a newer CUDA build.
+	# torch pinned to the release the tests and the demo's figures were made with, so that a fresh set-up
+	# reproduces them; the package itself asks only torch>=2.4.
 	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1"
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@

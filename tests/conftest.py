@@ -1,10 +1,7 @@
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from helpers import color_images
 
-sys.path.insert(0, str(Path(__file__).parent))
 torch.set_num_threads(2)
 
 
@@ -25,21 +22,6 @@ def fake_fgvc(tmp_path_factory):
     from fakes import make_fake_fgvc
 
     return make_fake_fgvc(tmp_path_factory.mktemp("fgvc"), per_split=2)
-
-
-COLORS = torch.tensor([[0.9, 0.2, 0.2], [0.2, 0.9, 0.2], [0.2, 0.2, 0.9]])
-
-
-def color_images(n: int, seed: int, size: int = 64):
-    """Class c: a flat colour plus pixel noise; labels 'c0', 'c1', 'c2' in turn."""
-    g = torch.Generator().manual_seed(seed)
-    images, labels = [], []
-    for i in range(n):
-        c = i % 3
-        image = COLORS[c].view(3, 1, 1) + 0.15 * torch.randn(3, size, size, generator=g)
-        images.append(image.clamp(0, 1))
-        labels.append(f"c{c}")
-    return images, labels
 
 
 @pytest.fixture(scope="session")

@@ -86,3 +86,8 @@ def test_attention_backends(tiny_model_dir):
     except ImportError:
         with pytest.raises(BackboneError, match=r"diti-sd\[xformers\]"):
             load_backbone(tiny_model_dir, attention="xformers")
+    else:  # installed: every attention layer runs through xformers
+        processors = load_backbone(tiny_model_dir, attention="xformers").unet.attn_processors.values()
+        assert processors and all("XFormers" in type(p).__name__ for p in processors)
+    processors = load_backbone(tiny_model_dir).unet.attn_processors.values()
+    assert all(type(p).__name__ == "AttnProcessor2_0" for p in processors)  # SDPA by default

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import color_images
+from helpers import color_images
 from safetensors.torch import load_file
 
 from diti_sd import DiTiFewShotClassifier

@@ -2,7 +2,7 @@ import csv
 import json
 
 import pytest
-from conftest import color_images
+from helpers import color_images
 from torchvision.utils import save_image
 
 from diti_sd.cli import main
@@ -20,11 +20,16 @@ def image_folder(tmp_path):
 
 
 def test_help_lists_the_subcommands(capsys):
+    import re
+
+    from diti_sd.cli import SUBCOMMANDS
+
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for command in ("fit", "predict", "sample", "tiny-model"):
-        assert command in out
+    listed = re.findall(r"^ {4}(\S+)(?: {2,}\S.*)?$", out, flags=re.M)  # each subcommand's name, then its help
+    assert listed == list(SUBCOMMANDS) == ["fit", "predict", "sample", "eval", "demo", "train-base", "encoder",
+                                           "tiny-model"]
 
 
 def test_fit_then_predict_from_the_command_line(image_folder, tiny_model_dir, tmp_path, capsys):

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import torch
-from conftest import color_images
+from helpers import color_images
 from safetensors.torch import load_file
 from torchvision.utils import save_image
 

@@ -1,7 +1,7 @@
 """scikit-learn uses the estimator as it uses its own: clone, cross-validation, grid search."""
 
 import numpy as np
-from conftest import color_images
+from helpers import color_images
 from sklearn.base import clone, is_classifier
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
 
