@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .errors import DitiError
+
 # 2: LoRA blocks chosen by the reference's filter names (0.1's depth counted levels differently)
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
@@ -17,7 +19,7 @@ WEIGHTS = "adapters.safetensors"
 RECIPE = "recipe.yaml"
 
 
-class AdapterSetError(ValueError):
+class AdapterSetError(DitiError, ValueError):
     """An adapter set is missing, malformed, or made for another base model."""
 
 

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .errors import DitiError
+
 COMPONENTS = {
     # subfolder -> the file(s) that must be there (any one of a tuple)
     "unet": ("config.json",),
@@ -29,7 +31,7 @@ COMPONENTS = {
 BUILTIN_PREFIX = "builtin:"
 
 
-class BackboneError(ValueError):
+class BackboneError(DitiError, ValueError):
     """The base model could not be found or is incomplete."""
 
 

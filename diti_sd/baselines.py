@@ -19,6 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .errors import ConfigError
+
 
 @dataclass
 class ClipBackbone:
@@ -48,7 +50,7 @@ def load_openclip(name: str = "ViT-H-14", pretrained: str | None = "laion2b_s32b
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained or None, device=device)
     except RuntimeError as err:
-        raise ValueError(
+        raise ConfigError(
             f"could not create OpenCLIP {name!r} with weights {pretrained!r}: {err}. Offline? Pass a local "
             "checkpoint file as --clip-pretrained."
         ) from err
@@ -152,7 +154,7 @@ def metric_score(pred, labels, metric: str = "accuracy") -> float:
     if metric == "accuracy":
         return float((pred == labels).mean())
     if metric != "macro-f1":
-        raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+        raise ConfigError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
     scores = []
     for c in np.union1d(pred, labels):
         tp = np.sum((pred == c) & (labels == c))

@@ -24,6 +24,7 @@ from .adapter_set import AdapterSetError, read_adapter_set, write_adapter_set
 from .backbone import load_backbone, to_pixels
 from .data.images import list_images, load_image
 from .distributed import barrier, gather_rows, is_main, merge_class_shards, shard, world
+from .errors import ConfigError, DitiError, MissingFileError
 from .fit import FitData, fit_adapters
 from .lora import ClassAdapters
 from .prompts import choose_tokens, class_prompts
@@ -33,7 +34,7 @@ from .scoring import class_contexts, score_latents, softmax
 from .timesteps import tif_distance
 
 
-class NotFittedError(RuntimeError):
+class NotFittedError(DitiError, RuntimeError):
     pass
 
 
@@ -110,16 +111,16 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         recipe = self.resolved_recipe()
         X, y = _as_sequence(X), list(y)
         if not X:
-            raise ValueError("fit got no images")
+            raise ConfigError("fit got no images")
         if len(X) != len(y):
-            raise ValueError(f"fit got {len(X)} images but {len(y)} labels")
+            raise ConfigError(f"fit got {len(X)} images but {len(y)} labels")
         classes = np.array(sorted(set(y), key=lambda v: (str(type(v)), v)))
         if len(classes) < 2:
-            raise ValueError(f"need at least two classes, got {list(classes)}")
+            raise ConfigError(f"need at least two classes, got {list(classes)}")
         counts = {c: sum(1 for v in y if v == c) for c in classes}
         short = {c: n for c, n in counts.items() if n < recipe.fit.min_shots}
         if short:
-            raise ValueError(f"classes with fewer than {recipe.fit.min_shots} images: {short}; add images or "
+            raise ConfigError(f"classes with fewer than {recipe.fit.min_shots} images: {short}; add images or "
                              "lower fit.min_shots")
         shots = min(counts.values())
 
@@ -190,7 +191,7 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         if cfg.prior_folder:
             files = list_images(cfg.prior_folder)
             if not files:
-                raise FileNotFoundError(f"fit.prior_folder {cfg.prior_folder} holds no images")
+                raise MissingFileError(f"fit.prior_folder {cfg.prior_folder} holds no images")
             return self._pixels(backbone, files[: cfg.prior_images])
         cache = Path(output_dir) / "prior" if output_dir else None
         if cache is not None and len(list_images(cache)) >= cfg.prior_images:
@@ -221,7 +222,7 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         self._check_fitted()
         X = _as_sequence(X)
         if not len(X):
-            raise ValueError("got no images")
+            raise ConfigError("got no images")
         out = []
         for start in range(0, len(X), batch_size):
             part = [X[i] for i in range(start, min(len(X), start + batch_size))]
@@ -242,7 +243,7 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         rank, size = world()
         mine = shard(list(range(len(X))), rank, size)  # `accelerate launch`: images split over processes
         if not mine:
-            raise ValueError("got no images" if not len(X) else f"fewer images ({len(X)}) than processes ({size})")
+            raise ConfigError("got no images" if not len(X) else f"fewer images ({len(X)}) than processes ({size})")
         latents = self.encode([X[i] for i in mine])
         if candidates is not None:
             candidates = np.asarray(candidates)[mine]
@@ -293,7 +294,7 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         y = np.asarray(list(y))
         unknown = sorted(set(y.tolist()) - set(self.classes_.tolist()), key=str)
         if unknown:
-            raise ValueError(f"labels {unknown[:5]} are not among the fitted classes {self.classes_.tolist()[:10]}")
+            raise ConfigError(f"labels {unknown[:5]} are not among the fitted classes {self.classes_.tolist()[:10]}")
         return float(np.average(self.predict(X) == y, weights=sample_weight))
 
     def fit_temperature(self, X, y) -> DiTiFewShotClassifier:
@@ -405,7 +406,7 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         index = {c: i for i, c in enumerate(self.classes_.tolist())}
         missing = [c for c in chosen if c not in index]
         if missing:
-            raise ValueError(f"unknown classes {missing}; fitted classes: {self.classes_.tolist()[:10]}")
+            raise ConfigError(f"unknown classes {missing}; fitted classes: {self.classes_.tolist()[:10]}")
         idx = [index[c] for c in chosen for _ in range(n_per_class)]
         images = sample_images(self.backbone_, [self.prompts_[i] for i in idx], adapters=self.adapters_,
                                class_index=idx, steps=steps, guidance=guidance, seed=seed,

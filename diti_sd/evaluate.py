@@ -24,6 +24,7 @@ from .classifier import DiTiFewShotClassifier
 from .data import load_configured_split, make_kshot_split
 from .data.images import ImageSequence
 from .distributed import barrier, is_main
+from .errors import ConfigError, MissingFileError
 from .recipes import load_recipe
 
 METHODS = ("diti", "openclip-zeroshot", "tip-adapter", "tip-adapter-f", "diti+tip-adapter")
@@ -64,12 +65,12 @@ def _standardise(logits: np.ndarray) -> np.ndarray:
 class Evaluation:
     def __init__(self, cfg: EvalConfig):
         if cfg.prefilter not in (None, "openclip-zeroshot", "tip-adapter", "tip-adapter-f"):
-            raise ValueError(f"unknown prefilter {cfg.prefilter!r}; use openclip-zeroshot, tip-adapter or tip-adapter-f")
+            raise ConfigError(f"unknown prefilter {cfg.prefilter!r}; use openclip-zeroshot, tip-adapter or tip-adapter-f")
         unknown = sorted(set(cfg.methods) - set(METHODS))
         if unknown:
-            raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+            raise ConfigError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
         if cfg.val_protocol not in VAL_PROTOCOLS:
-            raise ValueError(f"unknown validation protocol {cfg.val_protocol!r}; choose from {', '.join(VAL_PROTOCOLS)}")
+            raise ConfigError(f"unknown validation protocol {cfg.val_protocol!r}; choose from {', '.join(VAL_PROTOCOLS)}")
         self.cfg = cfg
         self.report = Path(cfg.report)
         self.recipe = load_recipe(cfg.dataset, cfg.overrides)
@@ -80,9 +81,9 @@ class Evaluation:
         self.val = load_configured_split(ds, cfg.data_root, ds.val_split)
         self.test = load_configured_split(ds, cfg.data_root, ds.test_split)
         if self.test is None:
-            raise FileNotFoundError(f"no {ds.test_split!r} split under {cfg.data_root}")
+            raise MissingFileError(f"no {ds.test_split!r} split under {cfg.data_root}")
         if cfg.val_protocol == "full" and self.val is None:
-            raise ValueError(f"--val-protocol full needs the data set's validation split ({ds.val_split!r}), "
+            raise ConfigError(f"--val-protocol full needs the data set's validation split ({ds.val_split!r}), "
                              f"and {cfg.data_root} has none; use --val-protocol coop")
         self.baselines = self.recipe.baselines
         self.metric = ds.metric

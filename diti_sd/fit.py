@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .backbone import to_pixels
+from .errors import ConfigError
 from .optim import ClassAdamW, clip_grad_norm_per_class
 from .recipes import FitConfig
 from .timesteps import draw_train_t
@@ -104,7 +105,7 @@ def _load_checkpoint(folder: Path, adapters, optimizer, signature: str) -> int:
         folder = old
     state = json.loads((folder / "state.json").read_text())
     if state["signature"] != signature:
-        raise ValueError(
+        raise ConfigError(
             f"the checkpoint in {folder} was made by a fit with other data, classes or settings; "
             "delete it or choose another output folder to start afresh"
         )
@@ -130,15 +131,15 @@ def fit_adapters(
     """Train ``classes`` (default: all) for ``steps`` steps each. Returns a summary with the loss curve."""
     classes = list(range(len(data.prompts))) if classes is None else list(classes)
     if cfg.prior and data.prior_pixels is None:
-        raise ValueError("prior preservation is on but no prior images were given")
+        raise ConfigError("prior preservation is on but no prior images were given")
     if cfg.shift < 0 or cfg.shift_step < 1:
-        raise ValueError(f"fit.shift must be >= 0 and fit.shift_step >= 1 (got {cfg.shift}, {cfg.shift_step})")
+        raise ConfigError(f"fit.shift must be >= 0 and fit.shift_step >= 1 (got {cfg.shift}, {cfg.shift_step})")
     if cfg.crop not in ("center", "random") or cfg.latent not in ("mean", "sample"):
-        raise ValueError(f"fit.crop must be center or random (got {cfg.crop!r}); fit.latent mean or sample "
+        raise ConfigError(f"fit.crop must be center or random (got {cfg.crop!r}); fit.latent mean or sample "
                          f"(got {cfg.latent!r})")
     device = backbone.device
     if cfg.mixed_precision not in ("no", "fp16", "bf16"):
-        raise ValueError(f"fit.mixed_precision must be no, fp16 or bf16, not {cfg.mixed_precision!r}")
+        raise ConfigError(f"fit.mixed_precision must be no, fp16 or bf16, not {cfg.mixed_precision!r}")
     # the recipe's precision is for GPUs; a CPU trains in fp32. torch.amp rather than accelerate's
     # Accelerator, whose process-wide state refuses a second fit with another precision
     amp = AmpContext(cfg.mixed_precision if device.type == "cuda" else "no", device.type)

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from .errors import ConfigError
 from .recipes import LoraConfig
 
 FEED_FORWARD_TARGETS = ("ff.net.0.proj", "ff.net.2")
@@ -59,7 +60,7 @@ class StackedLoRALinear(nn.Module):
             bound = 1 / math.sqrt(base.in_features)  # kaiming_uniform_(a=sqrt(5)) on a (r, in) matrix
             a = (torch.rand(shape, generator=generator) * 2 - 1) * bound
         else:
-            raise ValueError(f"unknown LoRA init {init!r}; use 'normal' or 'kaiming'")
+            raise ConfigError(f"unknown LoRA init {init!r}; use 'normal' or 'kaiming'")
         self.lora_A = nn.Parameter(a.to(base.weight.device))
         self.lora_B = nn.Parameter(torch.zeros(num_classes, base.out_features, rank, device=base.weight.device))
 
@@ -91,7 +92,7 @@ def filter_prefixes(spec: str | None) -> tuple[str, ...] | None:
         return None
     mode, _, level = str(spec).partition("-")
     if mode not in FILTER_MODES or level not in ("0", "1", "2"):
-        raise ValueError(f"unknown LoRA block filter {spec!r}; use none or <down|mirror|all>-<0|1|2>")
+        raise ConfigError(f"unknown LoRA block filter {spec!r}; use none or <down|mirror|all>-<0|1|2>")
     prefixes = [f"down_blocks.{i}" for i in _FILTER_DOWN[int(level)]]
     if mode in ("mirror", "all"):
         prefixes += [f"up_blocks.{i}" for i in _FILTER_UP[int(level)]]
@@ -134,7 +135,7 @@ class ClassAdapters(nn.Module):
     def __init__(self, backbone, num_classes: int, config: LoraConfig, block_filter: str | None = None):
         super().__init__()
         if num_classes < 1:
-            raise ValueError("need at least one class")
+            raise ConfigError("need at least one class")
         self.backbone = [backbone]  # a list so nn.Module does not register the backbone as a child
         self.num_classes = num_classes
         self.config = config
@@ -144,7 +145,7 @@ class ClassAdapters(nn.Module):
         targets = list(dict.fromkeys(list(config.targets) + (list(FEED_FORWARD_TARGETS) if config.feed_forward else [])))
         self.unet_names = find_targets(backbone.unet, targets, block_filter)
         if not self.unet_names:
-            raise ValueError(f"no UNet linear layer matches the LoRA targets {targets} in the blocks that "
+            raise ConfigError(f"no UNet linear layer matches the LoRA targets {targets} in the blocks that "
                              f"filter {self.block_filter!r} keeps")
         alpha = config.alpha or config.rank
         self.unet_layers = nn.ModuleDict(
@@ -185,7 +186,7 @@ class ClassAdapters(nn.Module):
         own = self.lora_state_dict()
         missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
         if missing or extra:
-            raise ValueError(
+            raise ConfigError(
                 f"adapter weights do not fit this model: {len(missing)} missing (e.g. {missing[:2]}), "
                 f"{len(extra)} unexpected (e.g. {extra[:2]}); was it made with another LoRA config?"
             )
@@ -197,7 +198,7 @@ class ClassAdapters(nn.Module):
                     for part in ("lora_A", "lora_B"):
                         tensor = state[f"{prefix}.{name}.{part}"]
                         if tensor.shape != getattr(layer, part).shape:
-                            raise ValueError(f"{prefix}.{name}.{part}: shape {tuple(tensor.shape)}, "
+                            raise ConfigError(f"{prefix}.{name}.{part}: shape {tuple(tensor.shape)}, "
                                              f"expected {tuple(getattr(layer, part).shape)}")
                         getattr(layer, part).copy_(tensor)
 

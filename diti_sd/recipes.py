@@ -13,11 +13,13 @@ from pathlib import Path
 
 import yaml
 
+from .errors import DitiError
+
 # diti_sd/_recipes links to the top-level recipes/ folder, so installed wheels carry the recipes too
 RECIPE_DIR = Path(__file__).parent / "_recipes"
 
 
-class RecipeError(ValueError):
+class RecipeError(DitiError, ValueError):
     """A recipe file or override is malformed."""
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from .errors import ConfigError
+
 
 @torch.no_grad()
 def sample_images(
@@ -31,7 +33,7 @@ def sample_images(
 
     scheduler = DDIMScheduler.from_config(backbone.scheduler.config, set_alpha_to_one=False, steps_offset=1)
     if class_index is not None and len(class_index) != len(prompts):
-        raise ValueError("class_index needs one entry per prompt")
+        raise ConfigError("class_index needs one entry per prompt")
     out = []
     bar = tqdm(total=len(prompts), desc=desc, disable=not progress, leave=False)
     for start in range(0, len(prompts), batch_size):

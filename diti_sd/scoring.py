@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ._io import atomic_write
+from .errors import ConfigError
 from .recipes import ScoreConfig
 from .timesteps import t_weights, timestep_noise
 
@@ -77,14 +78,14 @@ def validate_rounds(rounds: list[list[int]]) -> list[tuple[int, int]]:
     out, last = [], 0
     for entry in rounds:
         if len(entry) != 2:
-            raise ValueError(f"score.rounds entries are [grid size, classes kept], got {entry}")
+            raise ConfigError(f"score.rounds entries are [grid size, classes kept], got {entry}")
         size, keep = int(entry[0]), int(entry[1])
         if size <= last or keep < 1:
-            raise ValueError(f"score.rounds must have increasing grid sizes and keep >= 1: {rounds}")
+            raise ConfigError(f"score.rounds must have increasing grid sizes and keep >= 1: {rounds}")
         out.append((size, keep))
         last = size
     if not out:
-        raise ValueError("score.rounds is empty")
+        raise ConfigError("score.rounds is empty")
     return out
 
 
@@ -99,7 +100,7 @@ def stage_timesteps(rounds: list[list[int]], t_min: int = 0, t_max: int = 1000) 
     stages = validate_rounds(rounds)
     width, largest = t_max - t_min, max(size for size, _ in stages)
     if t_min < 0 or largest > width:
-        raise ValueError(f"a grid of {largest} time-steps does not fit the scoring window [{t_min}, {t_max})")
+        raise ConfigError(f"a grid of {largest} time-steps does not fit the scoring window [{t_min}, {t_max})")
     base = list(range(width // largest // 2, width, width // largest))[:largest]
     seen, out = set(), []
     for size, _ in stages:
@@ -153,7 +154,7 @@ def score_latents(
     w_sum = np.zeros((n, n_classes))
     alive = np.ones((n, n_classes), bool) if candidates is None else candidates.astype(bool).copy()
     if not alive.any(1).all():
-        raise ValueError("every image needs at least one candidate class")
+        raise ConfigError("every image needs at least one candidate class")
     dropped_at = np.full((n, n_classes), -1)  # round after which a class was dropped
     calls = np.zeros(n, dtype=np.int64)
     total_jobs = _count_jobs(alive, ends, rounds)
@@ -274,7 +275,7 @@ def simulate_rounds(errors: np.ndarray, error_t, rounds: list[list[int]], t_min:
     stages = stage_timesteps(rounds, t_min, t_max)
     missing = sorted({t for s in stages for t in s} - set(column))
     if missing:
-        raise ValueError(f"the errors hold no column for t = {missing[:5]}")
+        raise ConfigError(f"the errors hold no column for t = {missing[:5]}")
     order = [column[t] for s in stages for t in s]
     errors = errors[:, :, order]
     w = np.ones(len(order)) if weights is None else np.asarray(weights, dtype=float)[order]

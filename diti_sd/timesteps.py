@@ -7,6 +7,8 @@ import math
 import numpy as np
 import torch
 
+from .errors import ConfigError
+
 WEIGHTINGS = ("uniform", "exp", "tif")
 
 
@@ -31,7 +33,7 @@ def scoring_pairs(n_pairs: int, t_min: int, t_max: int, latent_shape, seed: int 
     every image is scored on the same pairs.
     """
     if not 0 <= t_min < t_max:
-        raise ValueError(f"bad scoring window [{t_min}, {t_max})")
+        raise ConfigError(f"bad scoring window [{t_min}, {t_max})")
     width = t_max - t_min
     order = _van_der_corput(n_pairs)
     t = torch.tensor([t_min + min(width - 1, int(u * width)) for u in order], dtype=torch.long)
@@ -64,12 +66,12 @@ def t_weights(t: torch.Tensor, weighting: str = "uniform", tau: float = 250.0, t
         return torch.exp(-t.float() / tau)
     if weighting == "tif":
         if tif_d is None:
-            raise ValueError("weighting 'tif' needs the distance d measured on the train latents at fit time; "
+            raise ConfigError("weighting 'tif' needs the distance d measured on the train latents at fit time; "
                              "this adapter set has none (fitted with another weighting?): refit, or pick "
                              "score.weighting=uniform or exp")
         table = tif_weights(tif_d, num_train_timesteps)
         return torch.from_numpy(table[t.long().numpy()]).float()
-    raise ValueError(f"unknown weighting {weighting!r}; choose from {', '.join(WEIGHTINGS)}")
+    raise ConfigError(f"unknown weighting {weighting!r}; choose from {', '.join(WEIGHTINGS)}")
 
 
 def tif_weights(d: float, num_train_timesteps: int = 1000, n_coarse: int = 500) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from .backbone import Backbone
+from .errors import ConfigError
 
 # Words that get a single token each in the tiny vocabulary; everything else falls back to
 # characters, which every CLIP BPE vocabulary has.
@@ -70,7 +71,7 @@ def build_tiny_backbone(
     from transformers import CLIPTextConfig, CLIPTextModel
 
     if resolution % latent_factor:
-        raise ValueError("resolution must be a multiple of latent_factor")
+        raise ConfigError("resolution must be a multiple of latent_factor")
     torch.manual_seed(seed)
     n_down = latent_factor.bit_length() - 1
     vae_channels = tuple([16] * (n_down + 1))

@@ -106,3 +106,22 @@ def test_the_reference_recipe_runs_end_to_end_on_a_fake_archive(tiny_model_dir, 
     images = root / "fgvc-aircraft-2013b" / "data" / "images"
     assert main(["predict", "--adapters", str(out), str(next(images.glob("*.jpg"))), "--no-progress"]) == 0
     assert capsys.readouterr().out.count("\t") == 2
+
+
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path, capsys, monkeypatch):
+    from diti_sd.adapter_set import AdapterSetError
+    from diti_sd.cli import predict
+    from diti_sd.errors import DitiError
+
+    argv = ["predict", "--adapters", str(tmp_path), str(tmp_path / "x.png"), "--no-progress"]
+    assert main(argv) == 2 and "not an adapter set" in capsys.readouterr().err
+    with pytest.raises(AdapterSetError):  # --debug: the traceback of a user error too
+        main(["--debug", *argv])
+    assert issubclass(AdapterSetError, DitiError) and issubclass(AdapterSetError, ValueError)
+
+    def bug(args):
+        raise ValueError("an internal mistake, not the user's")
+
+    monkeypatch.setattr(predict, "run", bug)
+    with pytest.raises(ValueError, match="internal mistake"):
+        main(argv)

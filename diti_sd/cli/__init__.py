@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from ..errors import DitiError
+
 SUBCOMMANDS = {
     "fit": "fit class adapters on a few-shot data set",
     "predict": "classify images with a fitted adapter set",
@@ -18,8 +20,8 @@ SUBCOMMANDS = {
 }
 
 
-class CLIError(Exception):
-    """A user-facing error: printed without a traceback, exit status 2."""
+class CLIError(DitiError):
+    """A problem with the command line itself."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Few-shot fine-grained classification with Stable Diffusion class adapters scored at small t.",
     )
     parser.add_argument("--version", action="version", version=f"diti-sd {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of any error, not one line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in SUBCOMMANDS.items():
         module = importlib.import_module(f".{name.replace('-', '_')}", __name__)
@@ -46,9 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command with --resume to continue", file=sys.stderr)
         return 130
-    except (CLIError, FileNotFoundError, ValueError, KeyError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"diti-sd: error: {message}", file=sys.stderr)
+    except DitiError as err:  # a problem the user can fix: one line; anything else is a bug, with its traceback
+        if args.debug:
+            raise
+        print(f"diti-sd: error: {err}", file=sys.stderr)
         return 2
 
 

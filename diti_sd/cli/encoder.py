@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import ConfigError
+
 DATASETS = ("celeba", "folder", "ffhq", "hf", "granular")
 
 
@@ -124,7 +126,7 @@ def _probe(args):
     from ..encoder import DiTiEncoder, run_probe
 
     if args.transfer_pairs is not None and args.transfer_pairs < 0:
-        raise ValueError(f"--transfer-pairs must be 0 or more, not {args.transfer_pairs}")
+        raise ConfigError(f"--transfer-pairs must be 0 or more, not {args.transfer_pairs}")
     model = DiTiEncoder.from_pretrained(args.encoder, ddpm=args.ddpm, device=_device(args.device))
     cfg = model.recipe
     train = load_split(args.dataset, args.data_root, cfg.data.train_split, cfg.data.image_column,

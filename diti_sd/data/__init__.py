@@ -1,5 +1,6 @@
 """Data sets, k-shot splits and the synthetic benchmark."""
 
+from ..errors import ConfigError
 from .fgvc import ArchiveError, load_fgvc_aircraft
 from .folder import load_image_folder
 from .hf import load_hf_dataset
@@ -44,7 +45,7 @@ def load_dataset(kind: str, root, split: str, **options) -> LabeledImages:
         return load_duke(root, split)
     if kind == "veri":
         return load_veri(root, split)
-    raise ValueError(f"unknown data set kind {kind!r}; choose from {', '.join(KINDS)}")
+    raise ConfigError(f"unknown data set kind {kind!r}; choose from {', '.join(KINDS)}")
 
 
 def load_configured_split(ds, root, split_name):

@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import ConfigError, DitiError, MissingEntryError, MissingFileError
 from .images import list_images, load_image
 
 CELEBA_FILES = ("img_align_celeba", "list_attr_celeba.txt", "list_eval_partition.txt")
 CELEBA_SPLITS = {"train": 0, "val": 1, "valid": 1, "test": 2, "all": None}
 
 
-class CelebAError(FileNotFoundError):
+class CelebAError(DitiError, FileNotFoundError):
     """The CelebA folder lacks one of its official files."""
 
 
@@ -48,7 +49,7 @@ class AttributedImages:
 
     def require_attributes(self, what: str) -> np.ndarray:
         if self.attributes is None or not self.names:
-            raise ValueError(
+            raise ConfigError(
                 f"{what} needs attribute labels, and this data set has none; use CelebA, a folder with "
                 "an attributes.csv, or a Hugging Face data set with 0/1 attribute columns"
             )
@@ -68,7 +69,7 @@ class AttributedDataset(torch.utils.data.Dataset):
         source = self.data.images[index]
         if isinstance(source, torch.Tensor) and source.dtype == torch.uint8:
             if source.shape[-1] != self.size:
-                raise ValueError(f"in-memory images are {source.shape[-1]} px; the DDPM needs {self.size} px")
+                raise ConfigError(f"in-memory images are {source.shape[-1]} px; the DDPM needs {self.size} px")
             return source
         from PIL import Image
 
@@ -92,7 +93,7 @@ def load_celeba(root: str | os.PathLike, split: str = "train") -> AttributedImag
     if not (root / CELEBA_FILES[1]).is_file() and (root / "celeba" / CELEBA_FILES[1]).is_file():
         root = root / "celeba"
     if split not in CELEBA_SPLITS:
-        raise ValueError(f"CelebA has splits train, val, test (or all), not {split!r}")
+        raise ConfigError(f"CelebA has splits train, val, test (or all), not {split!r}")
     for name in CELEBA_FILES:
         if not (root / name).exists():
             hint = " (unzip img_align_celeba.zip there)" if name == CELEBA_FILES[0] and \
@@ -109,7 +110,7 @@ def load_celeba(root: str | os.PathLike, split: str = "train") -> AttributedImag
         if not parts:
             continue
         if len(parts) != len(names) + 1:
-            raise ValueError(f"{root / CELEBA_FILES[1]} line {number}: expected a file name and {len(names)} values")
+            raise ConfigError(f"{root / CELEBA_FILES[1]} line {number}: expected a file name and {len(names)} values")
         files.append(parts[0])
         rows.append([1 if v == "1" else 0 for v in parts[1:]])
     partition = {}
@@ -120,7 +121,7 @@ def load_celeba(root: str | os.PathLike, split: str = "train") -> AttributedImag
     wanted = CELEBA_SPLITS[split]
     keep = [i for i, f in enumerate(files) if wanted is None or partition.get(f) == wanted]
     if not keep:
-        raise ValueError(f"CelebA split {split!r} is empty in {root / CELEBA_FILES[2]}")
+        raise ConfigError(f"CelebA split {split!r} is empty in {root / CELEBA_FILES[2]}")
     attrs = np.asarray(rows, dtype=np.int64)[keep]
     image_dir = root / CELEBA_FILES[0]
     return AttributedImages([image_dir / files[i] for i in keep], attrs, names, [files[i] for i in keep])
@@ -133,10 +134,10 @@ def load_attributed_folder(root: str | os.PathLike, split: str = "train", test_f
     ``train``/``test`` are a seeded split of the sorted files (``all``: every file)."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist")
+        raise MissingFileError(f"image folder {root} does not exist")
     files = list_images(root)
     if not files:
-        raise FileNotFoundError(f"{root} holds no images")
+        raise MissingFileError(f"{root} holds no images")
     names: list[str] = []
     attrs = None
     table = root / "attributes.csv"
@@ -144,13 +145,13 @@ def load_attributed_folder(root: str | os.PathLike, split: str = "train", test_f
         with open(table, newline="") as f:
             reader = csv.DictReader(f)
             if not reader.fieldnames or "file" not in reader.fieldnames:
-                raise ValueError(f"{table} needs a 'file' column and one column per attribute")
+                raise ConfigError(f"{table} needs a 'file' column and one column per attribute")
             names = [n for n in reader.fieldnames if n != "file"]
             by_file = {row["file"]: [1 if float(row[n]) > 0 else 0 for n in names] for row in reader}
         rel = [str(p.relative_to(root)) for p in files]
         missing = [r for r in rel if r not in by_file]
         if missing:
-            raise ValueError(f"{table} has no row for {len(missing)} image(s), e.g. {missing[0]}; add them or move them")
+            raise ConfigError(f"{table} has no row for {len(missing)} image(s), e.g. {missing[0]}; add them or move them")
         attrs = np.asarray([by_file[r] for r in rel], dtype=np.int64)
     order = np.random.default_rng(seed).permutation(len(files))
     n_test = int(round(len(files) * test_fraction))
@@ -161,7 +162,7 @@ def load_attributed_folder(root: str | os.PathLike, split: str = "train", test_f
     elif split == "train":
         index = np.sort(order[n_test:])
     else:
-        raise ValueError(f"an image folder has splits train, test and all, not {split!r}")
+        raise ConfigError(f"an image folder has splits train, test and all, not {split!r}")
     data = AttributedImages(files, attrs, names, [str(p.relative_to(root)) for p in files])
     return data.subset(index.tolist())
 
@@ -175,10 +176,10 @@ def load_attributed_hf(source: str | os.PathLike, split: str = "train", image_co
     data = datasets.load_from_disk(str(path)) if path.exists() else datasets.load_dataset(str(source))
     if isinstance(data, datasets.DatasetDict):
         if split not in data:
-            raise KeyError(f"data set {source} has no split {split!r}; it has {sorted(data)}")
+            raise MissingEntryError(f"data set {source} has no split {split!r}; it has {sorted(data)}")
         data = data[split]
     if image_column not in data.column_names:
-        raise KeyError(f"data set {source} has no column {image_column!r}; columns: {data.column_names}")
+        raise MissingEntryError(f"data set {source} has no column {image_column!r}; columns: {data.column_names}")
     names, columns = [], []
     for name in data.column_names:
         if name == image_column:
@@ -201,4 +202,4 @@ def load_attributed(kind: str, root, split: str, image_column: str = "image") ->
         return load_attributed_folder(root, split)
     if kind == "hf":
         return load_attributed_hf(root, split, image_column)
-    raise ValueError(f"unknown face data set kind {kind!r}; choose celeba, folder (FFHQ or any) or hf")
+    raise ConfigError(f"unknown face data set kind {kind!r}; choose celeba, folder (FFHQ or any) or hf")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import ConfigError, DitiError
 from .images import LabeledImages
 
 LEVELS = {"variant": "variants.txt", "family": "families.txt", "manufacturer": "manufacturers.txt"}
@@ -12,7 +13,7 @@ SPLITS = ("train", "val", "trainval", "test")
 BANNER_PIXELS = 20
 
 
-class ArchiveError(FileNotFoundError):
+class ArchiveError(DitiError, FileNotFoundError):
     """The data set archive is missing files or is laid out differently from the official one."""
 
 
@@ -39,9 +40,9 @@ def load_fgvc_aircraft(
     the published baselines keep it.
     """
     if level not in LEVELS:
-        raise ValueError(f"unknown level {level!r}; choose from {sorted(LEVELS)}")
+        raise ConfigError(f"unknown level {level!r}; choose from {sorted(LEVELS)}")
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
+        raise ConfigError(f"unknown split {split!r}; choose from {SPLITS}")
     data = find_data_dir(root)
     names_file = data / LEVELS[level]
     list_file = data / f"images_{level}_{split}.txt"

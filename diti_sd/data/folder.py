@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import MissingFileError
 from .images import LabeledImages, list_images
 
 
@@ -16,16 +17,16 @@ def load_image_folder(root: str | os.PathLike, split: str | None = None) -> Labe
     """
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist")
+        raise MissingFileError(f"image folder {root} does not exist")
     base = root / split if split and (root / split).is_dir() else root
     class_dirs = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
-        raise FileNotFoundError(f"{base} has no class sub-folders; lay it out as {base}/<class name>/<images>")
+        raise MissingFileError(f"{base} has no class sub-folders; lay it out as {base}/<class name>/<images>")
     images, labels, ids = [], [], []
     for label, folder in enumerate(class_dirs):
         files = list_images(folder)
         if not files:
-            raise FileNotFoundError(f"class folder {folder} holds no images ({', '.join(s for s in ('.jpg', '.png'))} ...)")
+            raise MissingFileError(f"class folder {folder} holds no images ({', '.join(s for s in ('.jpg', '.png'))} ...)")
         for path in files:
             images.append(path)
             labels.append(label)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import MissingEntryError, MissingFileError
 from .images import LabeledImages
 
 
@@ -25,17 +26,17 @@ def load_hf_dataset(
         try:
             data = datasets.load_dataset(str(source), name)
         except Exception as err:  # the hub client raises many types; the message is what matters
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"could not load data set {source!r}: {err}. Pass a folder written by save_to_disk "
                 "or a hub id you can reach."
             ) from err
     if isinstance(data, datasets.DatasetDict):
         if split not in data:
-            raise KeyError(f"data set {source} has no split {split!r}; it has {sorted(data)}")
+            raise MissingEntryError(f"data set {source} has no split {split!r}; it has {sorted(data)}")
         data = data[split]
     for column in (image_column, label_column):
         if column not in data.column_names:
-            raise KeyError(
+            raise MissingEntryError(
                 f"data set {source} has no column {column!r}; columns: {data.column_names}. "
                 "Set image_column / label_column."
             )

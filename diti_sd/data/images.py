@@ -10,10 +10,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import ConfigError, DitiError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(DitiError, ValueError):
     """An image file is missing or cannot be decoded."""
 
 
@@ -52,7 +54,7 @@ def load_image(source, crop_bottom: int = 0, prepare: str = "") -> Image.Image:
         image = image.crop((0, 0, image.width, image.height - crop_bottom))
     if prepare:
         if prepare not in PREPARE:
-            raise ValueError(f"unknown image preparation {prepare!r}; choose from {', '.join(PREPARE)}")
+            raise ConfigError(f"unknown image preparation {prepare!r}; choose from {', '.join(PREPARE)}")
         image = PREPARE[prepare](image)
     return image
 
@@ -99,12 +101,12 @@ class LabeledImages:
 
     def __post_init__(self):
         if len(self.images) != len(self.labels):
-            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+            raise ConfigError(f"{len(self.images)} images but {len(self.labels)} labels")
         if not self.ids:
             self.ids = [str(i) for i in range(len(self.images))]
         bad = [lab for lab in self.labels if not 0 <= lab < len(self.classnames)]
         if bad:
-            raise ValueError(f"labels {sorted(set(bad))[:5]} are outside 0..{len(self.classnames) - 1}")
+            raise ConfigError(f"labels {sorted(set(bad))[:5]} are outside 0..{len(self.classnames) - 1}")
 
     def __len__(self) -> int:
         return len(self.images)

@@ -7,6 +7,7 @@ import os
 import random
 from pathlib import Path
 
+from ..errors import ConfigError
 from .fgvc import ArchiveError
 from .images import LabeledImages, list_images
 
@@ -26,7 +27,7 @@ def load_isic2019(root: str | os.PathLike, split: str = "train", seed: int = 0) 
     TiF's processed layout (``isic2019/<split>/<label>_<Name>/*.jpg``), whose split it keeps.
     """
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
+        raise ConfigError(f"unknown split {split!r}; choose from {SPLITS}")
     root = Path(root).expanduser()
     processed = root / "isic2019" if (root / "isic2019" / split).is_dir() else root
     if (processed / split).is_dir() and not (processed / "ISIC_2019_Training_Input").is_dir():

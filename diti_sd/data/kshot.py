@@ -8,12 +8,13 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..errors import ConfigError, DitiError, MissingEntryError
 from .images import LabeledImages
 
 FORMAT_VERSION = 1
 
 
-class TooFewImagesError(ValueError):
+class TooFewImagesError(DitiError, ValueError):
     """A class has fewer images than the shots asked for."""
 
 
@@ -24,7 +25,7 @@ def sample_per_class(data: LabeledImages, k: int, rng: random.Random, what: str 
     ``at_most``: a class with fewer than k images gives all it has instead of an error.
     """
     if k < 1:
-        raise ValueError(f"shots must be at least 1, got {k}")
+        raise ConfigError(f"shots must be at least 1, got {k}")
     pools: dict[int, list[int]] = {c: [] for c in range(len(data.classnames))}
     for i, label in enumerate(data.labels):
         pools[label].append(i)
@@ -65,18 +66,18 @@ class KShotSplit:
     def load(cls, path: str | os.PathLike) -> KShotSplit:
         data = json.loads(Path(path).read_text())
         if data.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: unsupported split format {data.get('format_version')}")
+            raise ConfigError(f"{path}: unsupported split format {data.get('format_version')}")
         return cls(**data)
 
     def select(self, data: LabeledImages, which: str = "train") -> LabeledImages:
         """The images of this split found in ``data`` (the full train or val set), in split order."""
         if list(data.classnames) != list(self.classnames):
-            raise ValueError(f"split was made for other classes than this data set's ({self.dataset})")
+            raise ConfigError(f"split was made for other classes than this data set's ({self.dataset})")
         wanted = self.train_ids if which == "train" else self.val_ids
         position = {image_id: i for i, image_id in enumerate(data.ids)}
         missing = [i for i in wanted if i not in position]
         if missing:
-            raise KeyError(f"{len(missing)} image(s) of the split are not in the data set, e.g. {missing[:3]}")
+            raise MissingEntryError(f"{len(missing)} image(s) of the split are not in the data set, e.g. {missing[:3]}")
         return data.subset(position[i] for i in wanted)
 
 
@@ -100,10 +101,10 @@ def load_split(path: str | os.PathLike, train: LabeledImages, val: LabeledImages
     try:
         entries = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a pickle with objects, or not a torch file at all
-        raise ValueError(f"{path} is not a TiF split file (a torch-saved list of dicts): {err}") from err
+        raise ConfigError(f"{path} is not a TiF split file (a torch-saved list of dicts): {err}") from err
     if not isinstance(entries, list) or not all(isinstance(e, dict) and {"classname", "impath"} <= set(e)
                                                 for e in entries):
-        raise ValueError(f"{path}: expected a list of {{classname, impath, label}} entries")
+        raise ConfigError(f"{path}: expected a list of {{classname, impath, label}} entries")
     match = re.search(r"_(\d+)_(\d+)$", path.stem)
     seed = int(match.group(2)) if match else 1
     def where(p):
@@ -118,16 +119,16 @@ def load_split(path: str | os.PathLike, train: LabeledImages, val: LabeledImages
             continue
         i = position[where(entry["impath"])]
         if train.classnames[train.labels[i]] != entry["classname"]:
-            raise ValueError(f"{path}: {entry['impath']} is class {entry['classname']!r} there but "
+            raise ConfigError(f"{path}: {entry['impath']} is class {entry['classname']!r} there but "
                              f"{train.classnames[train.labels[i]]!r} in the data set at hand; another data set?")
         train_ids.append(train.ids[i])
         labels.append(train.labels[i])
     if missing:
-        raise ValueError(f"{len(missing)} image(s) of {path.name} are not in the data set's train split under "
+        raise ConfigError(f"{len(missing)} image(s) of {path.name} are not in the data set's train split under "
                          f"--data-root (e.g. {missing[:2]}); point --data-root at the data set they came from")
     shots = min(labels.count(c) for c in range(len(train.classnames)))
     if shots < 1:
-        raise ValueError(f"{path.name} has no image of some classes of this data set")
+        raise ConfigError(f"{path.name} has no image of some classes of this data set")
     rng = random.Random(seed)
     taken = set(train_ids)
     pool = val if val is not None else train.subset(i for i, v in enumerate(train.ids) if v not in taken)

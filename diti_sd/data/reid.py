@@ -7,6 +7,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from ..errors import ConfigError
 from .fgvc import ArchiveError
 from .images import LabeledImages, list_images
 
@@ -33,7 +34,7 @@ def _by_identity(files: list[Path]) -> dict[str, list[Path]]:
 
 def _images(split: str, identities: list[str], gallery, query, classname: str, prepare: str) -> LabeledImages:
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; re-identification sets have {SPLITS} (gallery, query)")
+        raise ConfigError(f"unknown split {split!r}; re-identification sets have {SPLITS} (gallery, query)")
     pool = gallery if split == "train" else query
     index = {identity: i for i, identity in enumerate(identities)}
     images, labels = [], []

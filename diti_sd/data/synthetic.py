@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from .images import LabeledImages
 
 # Saturated, well-separated background colours; with the default 5 classes, class c's train colour is
@@ -43,7 +44,7 @@ class SyntheticSpec:
 
     def __post_init__(self):
         if not 2 <= self.n_classes <= len(TEXTURES):
-            raise ValueError(f"n_classes must be in 2..{len(TEXTURES)}")
+            raise ConfigError(f"n_classes must be in 2..{len(TEXTURES)}")
         if not self.classnames:
             self.classnames = list(TEXTURES[: self.n_classes])
 
@@ -86,7 +87,7 @@ def make_split(spec: SyntheticSpec, split: str, n_per_class: int, seed: int) -> 
     """``n_per_class`` images of each class (``generic``: n_per_class x n_classes unlabelled-in-spirit
     images whose texture, background and shape are all independent), as (3, H, W) tensors."""
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
+        raise ConfigError(f"unknown split {split!r}; choose from {SPLITS}")
     rng = np.random.default_rng([seed, SPLITS.index(split)])
     n_bg = spec.n_classes
     images, labels = [], []

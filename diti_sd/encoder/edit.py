@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ConfigError
+
 
 def _ddim_times(model, steps: int) -> list[int]:
     T = len(model.alphas_cumprod)
     if not 1 <= steps <= T:
-        raise ValueError(f"DDIM steps must be in 1..{T}, got {steps}")
+        raise ConfigError(f"DDIM steps must be in 1..{T}, got {steps}")
     return torch.linspace(0, T - 1, steps).round().long().tolist()
 
 
@@ -70,7 +72,7 @@ def move_along(model, x: torch.Tensor, direction: torch.Tensor, strengths: list[
     if subsets is not None:
         d = d * model.layout.dims_of(subsets).to(x.device)
     if float(d.norm()) == 0:
-        raise ValueError("the attribute direction is zero on the chosen subsets; pick other subsets")
+        raise ConfigError("the attribute direction is zero on the chosen subsets; pick other subsets")
     d = d / d.pow(2).sum()
     z = model.encode(x)
     x_T = ddim_invert(model, x, z, steps)

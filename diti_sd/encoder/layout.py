@@ -12,33 +12,35 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ConfigError
+
 
 class SubsetLayout:
     def __init__(self, stages: list[list[int]], subsets: int, num_train_timesteps: int = 1000):
         ends = [int(end) for end, _ in stages]
         dims = [int(d) for _, d in stages]
         if not stages or ends != sorted(ends) or len(set(ends)) != len(ends) or ends[0] <= 0:
-            raise ValueError(f"stages must have strictly increasing, positive end time-steps; got {ends}")
+            raise ConfigError(f"stages must have strictly increasing, positive end time-steps; got {ends}")
         if ends[-1] != num_train_timesteps:
-            raise ValueError(
+            raise ConfigError(
                 f"the last stage must end at the DDPM's {num_train_timesteps} time-steps, not {ends[-1]}; "
                 "set layout.stages to match the model"
             )
         if any(d <= 0 for d in dims):
-            raise ValueError(f"every stage needs at least one dimension; got {dims}")
+            raise ConfigError(f"every stage needs at least one dimension; got {dims}")
         if subsets < len(stages):
-            raise ValueError(f"{subsets} subsets cannot cover {len(stages)} stages; use at least {len(stages)}")
+            raise ConfigError(f"{subsets} subsets cannot cover {len(stages)} stages; use at least {len(stages)}")
         starts = [0] + ends[:-1]
         lengths = [e - s for s, e in zip(starts, ends)]
         counts = _largest_remainder([subsets * n / num_train_timesteps for n in lengths], subsets)
         for i, (c, d) in enumerate(zip(counts, dims)):
             if c > d:  # a subset without dimensions would be an empty range; give the surplus away
-                raise ValueError(
+                raise ConfigError(
                     f"stage {i} (t {starts[i]}..{ends[i]}) gets {c} subsets but only {d} dimensions; "
                     "use fewer subsets or more dimensions there"
                 )
             if c > lengths[i]:
-                raise ValueError(f"stage {i} is {lengths[i]} time-steps long; it cannot hold {c} subsets")
+                raise ConfigError(f"stage {i} is {lengths[i]} time-steps long; it cannot hold {c} subsets")
         self.range_starts: list[int] = []  # first time-step of each subset's range
         self.sizes: list[int] = []  # dimensions per subset
         for start, length, c, d in zip(starts, lengths, counts, dims):
@@ -103,12 +105,12 @@ def parse_subsets(text: str, k: int) -> list[int]:
         try:
             first, last = int(lo), int(hi) if sep else int(lo)
         except ValueError:
-            raise ValueError(f"cannot read subsets {text!r}; write e.g. 4-6 or 0,3,8-9") from None
+            raise ConfigError(f"cannot read subsets {text!r}; write e.g. 4-6 or 0,3,8-9") from None
         if not 0 <= first <= last < k:
-            raise ValueError(f"subsets {part!r} out of range: this encoder has subsets 0..{k - 1}")
+            raise ConfigError(f"subsets {part!r} out of range: this encoder has subsets 0..{k - 1}")
         chosen += range(first, last + 1)
     if not chosen:
-        raise ValueError(f"no subsets in {text!r}; write e.g. 4-6")
+        raise ConfigError(f"no subsets in {text!r}; write e.g. 4-6")
     return sorted(set(chosen))
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..adapter_set import _atomic_write, _digest
+from ..errors import DitiError
 from .config import EncoderRecipe, load_encoder_recipe
 from .layout import SubsetLayout
 
@@ -26,7 +27,7 @@ RECIPE = "recipe.yaml"
 GRADIENT_MODES = ("base", "stop_grad", "dual")
 
 
-class EncoderError(ValueError):
+class EncoderError(DitiError, ValueError):
     """An encoder folder or DDPM is missing, malformed or does not fit together."""
 
 

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from ..backbone import to_pixels
 from ..data.attributed import AttributedDataset, AttributedImages
+from ..errors import ConfigError
 from ..recipes import from_dict
 from .model import DiTiEncoder
 
@@ -69,12 +70,12 @@ def fit_encoder(model: DiTiEncoder, data: AttributedImages, out: str | os.PathLi
     start, losses = 0, []
     ckpt_path = out / CHECKPOINT
     if ckpt_path.is_file() and not resume:
-        raise ValueError(f"{out} holds an interrupted encoder fit; pass --resume to continue it or delete {ckpt_path}")
+        raise ConfigError(f"{out} holds an interrupted encoder fit; pass --resume to continue it or delete {ckpt_path}")
     if resume and ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         # through the dataclass, so a key added since the checkpoint takes its default (gradient_mode: base)
         if from_dict(type(model.recipe), state["recipe"], "the checkpoint's recipe").to_dict() != model.recipe.to_dict():
-            raise ValueError(
+            raise ConfigError(
                 f"the checkpoint in {out} was made with another recipe; delete {ckpt_path} or pick another --out"
             )
         model.load_state_dict(state["model"])
