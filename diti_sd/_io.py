@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -21,3 +22,12 @@ def atomic_write(target: str | os.PathLike, write) -> Path:
         if tmp.exists():
             tmp.unlink()
     return target
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks (a manifest records it to detect a save cut short)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

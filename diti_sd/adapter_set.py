@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ._io import atomic_write, file_digest
 from .errors import DitiError
 
 # 2: LoRA blocks chosen by the reference's filter names (0.1's depth counted levels differently)
@@ -23,30 +23,16 @@ class AdapterSetError(DitiError, ValueError):
     """An adapter set is missing, malformed, or made for another base model."""
 
 
-def _atomic_write(target: Path, write) -> None:
-    tmp = target.parent / f".{target.name}.tmp"
-    write(tmp)
-    os.replace(tmp, target)
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_adapter_set(path: str | os.PathLike, manifest: dict, weights: dict[str, torch.Tensor],
                       recipe_yaml: str) -> Path:
     """Each file is written beside its target and renamed over it; the manifest goes last and
     records the weights' hash, so a save cut short is detected on load instead of half-read."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path / WEIGHTS, lambda tmp: save_file(weights, str(tmp)))
-    _atomic_write(path / RECIPE, lambda tmp: tmp.write_text(recipe_yaml))
-    full = {"format_version": FORMAT_VERSION, **manifest, "weights_sha256": _digest(path / WEIGHTS)}
-    _atomic_write(path / MANIFEST, lambda tmp: tmp.write_text(json.dumps(full, indent=2)))
+    atomic_write(path / WEIGHTS, lambda tmp: save_file(weights, str(tmp)))
+    atomic_write(path / RECIPE, lambda tmp: tmp.write_text(recipe_yaml))
+    full = {"format_version": FORMAT_VERSION, **manifest, "weights_sha256": file_digest(path / WEIGHTS)}
+    atomic_write(path / MANIFEST, lambda tmp: tmp.write_text(json.dumps(full, indent=2)))
     return path
 
 
@@ -64,7 +50,7 @@ def read_adapter_set(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Ten
         )
     if not (path / WEIGHTS).is_file():
         raise AdapterSetError(f"{path} has a manifest but no {WEIGHTS}; the save was interrupted, refit")
-    if manifest.get("weights_sha256") not in (None, _digest(path / WEIGHTS)):
+    if manifest.get("weights_sha256") not in (None, file_digest(path / WEIGHTS)):
         raise AdapterSetError(f"{path}/{WEIGHTS} does not match its manifest (an interrupted save?); refit or re-save")
     recipe = (path / RECIPE).read_text() if (path / RECIPE).is_file() else ""
     return manifest, load_file(str(path / WEIGHTS)), recipe

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from ._io import atomic_write
 from .errors import ConfigError
 
 
@@ -137,10 +138,7 @@ class FeatureCache:
             torch.manual_seed(augment_pass)  # torchvision's random transforms draw from the global RNG
             feats = image_features(self.clip, images, augmented_transform(self.clip), progress=progress,
                                    desc=f"CLIP {tag} aug {augment_pass}")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"  # processes may write the same entry
-        save_file({"features": feats.contiguous()}, str(tmp))
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: save_file({"features": feats.contiguous()}, str(tmp)))
         return feats
 
 

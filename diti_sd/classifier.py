@@ -20,6 +20,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from tqdm.auto import tqdm
 
 from . import __version__
+from ._io import atomic_write
 from .adapter_set import AdapterSetError, read_adapter_set, write_adapter_set
 from .backbone import load_backbone, to_pixels
 from .data.images import list_images, load_image
@@ -202,11 +203,8 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         if cache is not None and is_main():
             from torchvision.utils import save_image
 
-            cache.mkdir(parents=True, exist_ok=True)
             for i, image in enumerate(images):
-                tmp = cache / f".{i:04d}.png"
-                save_image(image, tmp, format="png")
-                os.replace(tmp, cache / f"{i:04d}.png")
+                atomic_write(cache / f"{i:04d}.png", lambda tmp, image=image: save_image(image, tmp, format="png"))
         # uint8, exactly as the PNG cache stores them: a resumed fit sees the same priors
         return (images * 255).round().clamp(0, 255).to(torch.uint8)
 
@@ -354,10 +352,9 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         for c, name in enumerate(self.classes_.tolist()):
             slug = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("_") or "class"
             target = folder / f"{c:03d}-{slug}.safetensors"
-            tmp = folder / f".{target.name}.tmp"
-            save_file(self.adapters_.class_lora_state_dict(c), str(tmp),
-                      metadata={"class": str(name), "prompt": self.prompts_[c], "base_model": self.recipe_.model})
-            os.replace(tmp, target)
+            meta = {"class": str(name), "prompt": self.prompts_[c], "base_model": self.recipe_.model}
+            atomic_write(target, lambda tmp, c=c, meta=meta: save_file(self.adapters_.class_lora_state_dict(c),
+                                                                        str(tmp), metadata=meta))
             written.append(target)
         return written
 

@@ -57,7 +57,7 @@ class DemoConfig:
             self.seeds, self.test_per_class = list(FULL["seeds"]), FULL["test_per_class"]
 
 
-def _pairs(cfg: DemoConfig, latent_shape, seed: int = 0):
+def stratified_pairs(cfg: DemoConfig, latent_shape, seed: int = 0):
     """Two strata of pairs; each pair carries the weight that makes a window's mean uniform in t."""
     lo, mid = cfg.small_window
     t1, n1 = scoring_pairs(cfg.pairs_small, lo, mid, latent_shape, seed)
@@ -135,7 +135,7 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
         prior = make_split(spec, "generic", max(1, recipe.fit.prior_images // spec.n_classes), 7000 + seed).images
         clf.fit(train.images, names, prior_images=prior)
         backbone = clf.backbone_
-        t, noise, weights = _pairs(cfg, backbone.latent_shape)
+        t, noise, weights = stratified_pairs(cfg, backbone.latent_shape)
         t_np = t.numpy()
         ref = DiTiFewShotClassifier(recipe=recipe, steps=cfg.steps, train_window=(0, 1000), random_state=seed,
                                     device=cfg.device, progress=progress).fit(train.images, names, prior_images=prior)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from . import baselines as bl
+from ._io import atomic_write
 from .classifier import DiTiFewShotClassifier
 from .data import load_configured_split, make_kshot_split
 from .data.images import ImageSequence
@@ -276,9 +276,7 @@ class Evaluation:
                         continue
                     result = self.run_method(method, shots, seed, tr, va)
                     if is_main():
-                        tmp = path.parent / f".{path.name}.tmp"
-                        tmp.write_text(json.dumps(result))
-                        os.replace(tmp, path)
+                        atomic_write(path, lambda tmp, result=result: tmp.write_text(json.dumps(result)))
                     runs.append(result)
                     if self.cfg.progress and is_main():
                         print(f"{method} {shots}-shot seed {seed}: {self.metric} {result['score']:.4f}", flush=True)

@@ -18,7 +18,7 @@ import numpy as np
 
 from diti_sd import DiTiFewShotClassifier
 from diti_sd.data.synthetic import SyntheticSpec, make_split
-from diti_sd.demo import DemoConfig, _pairs, window_accuracy
+from diti_sd.demo import DemoConfig, stratified_pairs, window_accuracy
 from diti_sd.recipes import load_recipe
 from diti_sd.scoring import class_contexts, dense_errors
 
@@ -39,7 +39,7 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
         if prior_source == "domain":
             prior = make_split(spec, "generic", max(1, recipe.fit.prior_images // spec.n_classes), 7000 + seed).images
         clf.fit(train.images, [spec.classnames[i] for i in train.labels], prior_images=prior)
-        t, noise, weights = _pairs(DemoConfig(), clf.backbone_.latent_shape)
+        t, noise, weights = stratified_pairs(DemoConfig(), clf.backbone_.latent_shape)
         errors = dense_errors(clf.backbone_, clf.adapters_, clf.encode(val.images),
                               class_contexts(clf.backbone_, clf.adapters_, clf.prompts_), t, noise)
         labels = np.array([list(clf.classes_).index(spec.classnames[i]) for i in val.labels])

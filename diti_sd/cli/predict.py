@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import sys
 from pathlib import Path
+
+from .._io import atomic_write
 
 
 def add_arguments(parser):
@@ -78,15 +79,14 @@ def run(args):
         extra = row.get("top_k", "") if args.top_k > 1 else row.get("probability", "")
         print(f"{row['path']}\t{label}\t{extra or row['error']}")
     if args.output:
-        target = Path(args.output)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.tmp"
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: row.get(k, "") for k in fields})
-        os.replace(tmp, target)
+        def write(tmp):
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=fields)
+                writer.writeheader()
+                for row in rows:
+                    writer.writerow({k: row.get(k, "") for k in fields})
+
+        atomic_write(args.output, write)
         if not args.cache_dir and cache_dir:
             shutil.rmtree(cache_dir, ignore_errors=True)
     return 0 if images else 1

@@ -8,6 +8,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .._io import atomic_write
 from ..errors import ConfigError, DitiError, MissingEntryError
 from .images import LabeledImages
 
@@ -55,12 +56,7 @@ class KShotSplit:
     format_version: int = FORMAT_VERSION
 
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1))
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(asdict(self), indent=1)))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> KShotSplit:

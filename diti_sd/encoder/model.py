@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..adapter_set import _atomic_write, _digest
+from .._io import atomic_write, file_digest
 from ..errors import DitiError
 from .config import EncoderRecipe, load_encoder_recipe
 from .layout import SubsetLayout
@@ -240,14 +240,14 @@ class DiTiEncoder(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         weights = {k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()}
-        _atomic_write(path / WEIGHTS, lambda tmp: save_file(weights, str(tmp)))
-        _atomic_write(path / RECIPE, lambda tmp: tmp.write_text(self.recipe.to_yaml()))
+        atomic_write(path / WEIGHTS, lambda tmp: save_file(weights, str(tmp)))
+        atomic_write(path / RECIPE, lambda tmp: tmp.write_text(self.recipe.to_yaml()))
         manifest = {
             "format_version": FORMAT_VERSION, "kind": "diti-encoder", "ddpm": self.ddpm_source,
             "image_size": self.image_size, "z_dim": self.recipe.z_dim, "subsets": self.layout.describe(),
-            "package_version": __version__, **(extra or {}), "weights_sha256": _digest(path / WEIGHTS),
+            "package_version": __version__, **(extra or {}), "weights_sha256": file_digest(path / WEIGHTS),
         }
-        _atomic_write(path / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2)))
+        atomic_write(path / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2)))
         return path
 
     @classmethod
@@ -261,7 +261,7 @@ class DiTiEncoder(nn.Module):
         manifest = json.loads((path / MANIFEST).read_text())
         if manifest.get("format_version") != FORMAT_VERSION:
             raise EncoderError(f"{path}: encoder format {manifest.get('format_version')} is not supported")
-        if not (path / WEIGHTS).is_file() or manifest.get("weights_sha256") != _digest(path / WEIGHTS):
+        if not (path / WEIGHTS).is_file() or manifest.get("weights_sha256") != file_digest(path / WEIGHTS):
             raise EncoderError(f"{path}/{WEIGHTS} is missing or does not match its manifest; re-save or refit")
         recipe = load_encoder_recipe(path / RECIPE)
         if not isinstance(ddpm, DDPM):

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .._io import atomic_write
 from ..backbone import to_pixels
 from ..data.attributed import AttributedDataset, AttributedImages
 from ..errors import ConfigError
@@ -50,10 +51,9 @@ def _ema_update(ema: dict[str, torch.Tensor], model: DiTiEncoder, decay: float) 
 
 
 def _save_checkpoint(path: Path, model, ema, optimizer, step: int, losses: list[float]) -> None:
-    tmp = path.parent / f".{path.name}.tmp"
-    torch.save({"model": model.state_dict(), "ema": ema, "optimizer": optimizer.state_dict(), "step": step,
-                "losses": losses, "recipe": model.recipe.to_dict()}, tmp)
-    os.replace(tmp, path)  # a crash leaves the old checkpoint or the new one, never half of one
+    state = {"model": model.state_dict(), "ema": ema, "optimizer": optimizer.state_dict(), "step": step,
+             "losses": losses, "recipe": model.recipe.to_dict()}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def fit_encoder(model: DiTiEncoder, data: AttributedImages, out: str | os.PathLike, steps: int | None = None,
