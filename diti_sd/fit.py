@@ -272,11 +272,11 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
         if cfg.prior:
             samples.append((data.prior_pixels[p], 1 + (torch.rand(1, generator=g) * 2 - 1) * cfg.brightness,
                             1 + (torch.rand(1, generator=g) * 2 - 1) * cfg.contrast))
-        for k, (pixels, bright, contr) in enumerate(samples):
+        for which, (pixels, bright, contr) in enumerate(samples):
             first = torch.rand(1, generator=g) < 0.5 if jitter else torch.zeros(1, dtype=torch.bool)
             if cfg.crop == "random":
                 pixels = _random_crop(pixels, size, g)
-            if cfg.shift > 0 and k == 0:  # instance images only: the prior images stand for the domain as it is
+            if cfg.shift > 0 and which == 0:  # instance images only: the prior images stand for the domain as it is
                 steps = cfg.shift // cfg.shift_step
                 dy, dx = ((torch.randint(-steps, steps + 1, (2,), generator=g)) * cfg.shift_step).tolist()
                 pixels = torch.roll(pixels, shifts=(dy, dx), dims=(-2, -1))
