@@ -15,8 +15,15 @@ import yaml
 
 from .errors import DitiError
 
-# diti_sd/_recipes links to the top-level recipes/ folder, so installed wheels carry the recipes too
-RECIPE_DIR = Path(__file__).parent / "_recipes"
+
+def _recipe_dir() -> Path:
+    """The top-level ``recipes/`` of a checkout (editable install, PYTHONPATH); a wheel carries the same
+    folder as ``diti_sd/_recipes`` (pyproject.toml maps it there), so no symlink is needed."""
+    packaged = Path(__file__).parent / "_recipes"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "recipes"
+
+
+RECIPE_DIR = _recipe_dir()
 
 
 class RecipeError(DitiError, ValueError):
