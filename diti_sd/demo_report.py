@@ -7,20 +7,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .plotting import pyplot, save_figure
 from .timesteps import tif_weights
 
 BANDS = ((0, 50), (50, 100), (100, 200), (200, 300), (300, 500), (500, 700), (700, 1000))
 SPLITS = ("decorrelated", "correlated")
 TARGETS = {"decorrelated": 0.70, "correlated": 0.85, "margin": 0.10}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def render_markdown(report: dict) -> str:
@@ -79,7 +71,7 @@ def _targets(report: dict) -> list[str]:
 
 def plot_bands(report: dict, path: Path) -> None:
     """Accuracy when scoring with one band of t at a time, with TiF's weight for the measured d."""
-    plt = _pyplot()
+    plt = pyplot()
     edges = report["bands"]["edges"]
     centres = [(lo + hi) / 2 for lo, hi in edges]
     fig, ax = plt.subplots(figsize=(8, 4.2))
@@ -101,12 +93,11 @@ def plot_bands(report: dict, path: Path) -> None:
     ax.legend(fontsize=7, loc="upper right")
     ax.set_title("Accuracy per band of t (solid: decorrelated, dotted: correlated); shaded: TiF's weight")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_examples(data, predicted, truth, path: Path, n: int = 20) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     n = min(n, len(data))
     cols = 5
     fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(cols * 2, ((n + cols - 1) // cols) * 2.2))
@@ -119,8 +110,7 @@ def plot_examples(data, predicted, truth, path: Path, n: int = 20) -> None:
         ax.set_title(f"{predicted[i]}\n(true {truth[i]})", fontsize=7, color="green" if ok else "red")
     fig.suptitle("decorrelated test images: prediction (small-t window), true class")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def save_samples(images: torch.Tensor, labels, per_class: int, path: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,11 +24,11 @@ from .data import load_configured_split, make_kshot_split
 from .data.images import ImageSequence
 from .distributed import barrier, is_main
 from .errors import ConfigError, MissingFileError
+from .eval_report import write_eval_report
 from .recipes import load_recipe
 
 METHODS = ("diti", "openclip-zeroshot", "tip-adapter", "tip-adapter-f", "diti+tip-adapter")
 VAL_PROTOCOLS = ("coop", "full")
-METRIC_NAMES = {"accuracy": "Top-1 accuracy", "macro-f1": "Macro-averaged F1"}
 
 
 @dataclass
@@ -90,28 +89,28 @@ class Evaluation:
         bl.metric_score([0], [0], self.metric)  # an unknown metric fails here, before any work
         self.aug_passes = cfg.aug_passes or self.baselines.augment_passes
         self._clip = None
+        self._cache = None
+        self._text: dict = {}
         self._diti_logits: dict = {}
 
     # ----------------------------------------------------------------- shared pieces
-    @property
     def clip(self) -> bl.ClipBackbone:
+        """The OpenCLIP backbone every baseline shares, loaded on first use."""
         if self._clip is None:
             self._clip = bl.load_openclip(self.cfg.clip_model, self.cfg.clip_pretrained, self.cfg.device)
-            self.cache = bl.FeatureCache(self.report / "features", self._clip)
         return self._clip
 
     def features(self, data, tag: str, augment_pass=None):
-        self.clip  # noqa: B018  (loads the backbone and the cache)
-        return self.cache.get(ImageSequence(data), data.ids, tag, augment_pass, self.cfg.progress,
-                              variant=f"crop_bottom={data.crop_bottom}|prepare={data.prepare}")
+        if self._cache is None:
+            self._cache = bl.FeatureCache(self.report / "features", self.clip())
+        return self._cache.get(ImageSequence(data), data.ids, tag, augment_pass, self.cfg.progress,
+                               variant=f"crop_bottom={data.crop_bottom}|prepare={data.prepare}")
 
     def text_weights(self, kind: str = "zeroshot"):
         """The zero-shot classifier: CLIP_benchmark's templates, or Tip-Adapter's (``kind="tip"``)."""
-        if not hasattr(self, "_text"):
-            self._text = {}
         if kind not in self._text:
             templates = self.baselines.tip_templates if kind == "tip" else self.baselines.zeroshot_templates
-            self._text[kind] = bl.text_classifier(self.clip, self.test.classnames, templates)
+            self._text[kind] = bl.text_classifier(self.clip(), self.test.classnames, templates)
         return self._text[kind]
 
     def run_key(self, method: str) -> str:
@@ -285,87 +284,10 @@ class Evaluation:
         return report
 
     def write_report(self, runs: list[dict]) -> dict:
-        table = {}
-        for r in runs:
-            table.setdefault(r["method"], {}).setdefault(r["shots"], []).append(r.get("score", r["accuracy"]))
-        summary = {m: {str(k): {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
-                       for k, v in sorted(by.items())} for m, by in table.items()}
-        confusion = self._confusion(runs)
-        report = {"config": asdict(self.cfg), "recipe": self.recipe.to_dict(), "results": summary,
-                  "validation": self._protocol_text(),
-                  "cost": {r["method"]: r.get("cost", {}) for r in runs},
-                  "wall_s": {m: float(np.mean([r["wall_s"] for r in runs if r["method"] == m])) for m in table},
-                  "machine": platform.platform(), "confusion": confusion,
-                  "runs": [{k: v for k, v in r.items() if k != "predictions"} for r in runs]}
-        (self.report / "results.json").write_text(json.dumps(report, indent=2))
-        (self.report / "README.md").write_text(self._markdown(report))
-        self._plot(summary)
-        return report
+        return write_eval_report(self.report, runs, config=asdict(self.cfg), recipe=self.recipe, test=self.test,
+                                 validation=self._protocol_text())
 
     def _protocol_text(self) -> str:
         if self.cfg.val_protocol == "full":
             return f"the full official validation split ({len(self.val)} images), Tip-Adapter's protocol"
         return "CoOp's protocol, min(k, 4) images per class from the k-shot split's validation draw"
-
-    def _confusion(self, runs: list[dict]) -> dict:
-        labels = np.array(self.test.labels)
-        names = self.test.classnames
-        out = {}
-        for method in {r["method"] for r in runs}:
-            mine = [r for r in runs if r["method"] == method]
-            top = max(mine, key=lambda r: (r["shots"], -r["seed"]))
-            pred = np.array(top["predictions"])
-            per_class = {names[c]: float((pred[labels == c] == c).mean()) for c in np.unique(labels)}
-            pairs = {}
-            for t, p in zip(labels, pred):
-                if t != p:
-                    pairs[(names[t], names[p])] = pairs.get((names[t], names[p]), 0) + 1
-            worst = sorted(pairs.items(), key=lambda kv: -kv[1])[:10]
-            out[method] = {"shots": top["shots"], "seed": top["seed"],
-                           "worst_classes": sorted(per_class.items(), key=lambda kv: kv[1])[:10],
-                           "most_confused": [{"true": a, "predicted": b, "count": n} for (a, b), n in worst]}
-        return out
-
-    def _markdown(self, report: dict) -> str:
-        shots = sorted({int(s) for by in report["results"].values() for s in by})
-        lines = [f"# diti-sd eval: {self.recipe.name}", "",
-                 f"{METRIC_NAMES[self.metric]}, mean ± std over seeds {self.cfg.seeds}; {len(self.test)} test images.",
-                 f"Validation (every choice a method makes): {report['validation']}.", "",
-                 "| method | " + " | ".join(f"{s}-shot" for s in shots) + " | cost per test image | mean wall s |",
-                 "|---|" + "---|" * (len(shots) + 2)]
-        for method, by in report["results"].items():
-            cells = [f"{by[str(s)]['mean'] * 100:.1f} ± {by[str(s)]['std'] * 100:.1f}" if str(s) in by else ""
-                     for s in shots]
-            cost = ", ".join(f"{k.replace('_per_image', '').replace('_', ' ')} {v:g}" if not isinstance(v, str)
-                             else f"{k} {v}" for k, v in report["cost"][method].items())
-            lines.append(f"| {method} | " + " | ".join(cells) + f" | {cost} | {report['wall_s'][method]:.1f} |")
-        lines += ["", "![accuracy against shots](accuracy_vs_shots.png)", "", "## Most confused (largest shots)", ""]
-        for method, c in report["confusion"].items():
-            pairs = "; ".join(f"{p['true']} -> {p['predicted']} ({p['count']})" for p in c["most_confused"][:5])
-            lines.append(f"- {method}: {pairs or 'none'}")
-        return "\n".join(lines) + "\n"
-
-    def _plot(self, summary: dict) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for method, by in summary.items():
-            xs = sorted(int(s) for s in by)
-            ys = [by[str(s)]["mean"] * 100 for s in xs]
-            es = [by[str(s)]["std"] * 100 for s in xs]
-            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=method)
-        ax.set_xscale("log", base=2)
-        all_shots = sorted({int(s) for by in summary.values() for s in by})
-        ax.set_xticks(all_shots, [str(s) for s in all_shots])
-        ax.minorticks_off()
-        ax.set_xlabel("shots per class")
-        ax.set_ylabel(f"{METRIC_NAMES[self.metric].lower()} (%)")
-        ax.set_title(self.recipe.name)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(self.report / "accuracy_vs_shots.png", dpi=110)
-        plt.close(fig)

@@ -110,7 +110,7 @@ def test_eval_end_to_end_writes_the_report_and_skips_finished_runs(clip_config, 
                                                                    tiny_model_dir, tmp_path, capsys):
     report = tmp_path / "report"
     argv = ["eval", "--dataset", str(eval_recipe), "--data-root", str(small_fgvc), "--model", str(tiny_model_dir),
-            "--shots", "1,2", "--seeds", "1", "--report", str(report), "--clip-model", str(clip_config),
+            "--shots", "1,2", "--seeds", "1", "--out", str(report), "--clip-model", str(clip_config),
             "--clip-pretrained", "none", "--aug-passes", "2", "--no-progress",
             "--methods", "diti,openclip-zeroshot,tip-adapter,tip-adapter-f,diti+tip-adapter"]
     assert main(argv) == 0
@@ -139,7 +139,7 @@ def test_prefiltered_diti_scores_only_the_prefilters_top_k(clip_config, small_fg
     # rounds [[2, 2], [4, 1]] over 2 candidates instead of 5 classes
     assert diti["cost"]["unet_calls_per_image"] == 2 * 2 + 2 * 2
     clip_logits = Evaluation(cfg)  # recompute the zero-shot top-2 independently
-    feats = bl.image_features(clip_logits.clip, ImageSequence(clip_logits.test))
+    feats = bl.image_features(clip_logits.clip(), ImageSequence(clip_logits.test))
     top2 = np.argsort(-bl.zero_shot_logits(feats, clip_logits.text_weights()).numpy(), 1)[:, :2]
     assert all(p in row for p, row in zip(diti["predictions"], top2))
     assert clip["predictions"] == np.argsort(-bl.zero_shot_logits(feats, clip_logits.text_weights()).numpy(), 1)[:, 0].tolist()
@@ -179,7 +179,7 @@ def test_validation_protocol_templates_and_run_keys(clip_config, small_fgvc, eva
     assert len(list((tmp_path / "r" / "runs").glob("tip-adapter-2shot-seed1-*.json"))) == 3
     # Tip-Adapter's classifier uses the recipe's tip templates, zero-shot its own
     e = evaluation("coop", ['baselines.tip_templates=["a {} aircraft."]'])
-    assert torch.allclose(e.text_weights("tip"), bl.text_classifier(e.clip, e.test.classnames, ["a {} aircraft."]))
+    assert torch.allclose(e.text_weights("tip"), bl.text_classifier(e.clip(), e.test.classnames, ["a {} aircraft."]))
     assert not torch.allclose(e.text_weights("tip"), e.text_weights("zeroshot"))
     with pytest.raises(ValueError, match="validation protocol"):
         evaluation("test")

@@ -109,11 +109,9 @@ def _markdown(report: dict) -> str:
 
 
 def _heatmap(report: dict, path: Path) -> None:
-    import matplotlib
+    from ..plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = list(report["attributes"])
     stages = list(report["by_stage"])
     ap_tables = [report["by_stage"], report["initial_weights"]["by_stage"]]
@@ -132,8 +130,7 @@ def _heatmap(report: dict, path: Path) -> None:
         ax.set_title(title, fontsize=9)
         fig.colorbar(image, ax=ax, fraction=0.046)
     axes[0].set_yticks(range(len(names)), names, fontsize=7 if len(names) > 20 else 9)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
 
 
 def attribute_direction(model, data, attribute: str, num_workers: int = 0, progress: bool = True) -> torch.Tensor:

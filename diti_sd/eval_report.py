@@ -1,0 +1,98 @@
+"""The report of ``diti-sd eval``: results.json, README.md with the table, and accuracy_vs_shots.png."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from ._io import atomic_write
+from .plotting import pyplot, save_figure
+
+METRIC_NAMES = {"accuracy": "Top-1 accuracy", "macro-f1": "Macro-averaged F1"}
+
+
+def write_eval_report(folder: str | Path, runs: list[dict], config: dict, recipe, test, validation: str) -> dict:
+    """Summarise the finished runs (one per method, shots and seed) into the report folder; returns the report.
+
+    ``test`` is the test split (its labels and class names give the confusion); ``validation`` says on
+    which images every choice was made."""
+    folder = Path(folder)
+    metric = recipe.dataset.metric
+    table: dict = {}
+    for r in runs:
+        table.setdefault(r["method"], {}).setdefault(r["shots"], []).append(r.get("score", r["accuracy"]))
+    summary = {m: {str(k): {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
+                   for k, v in sorted(by.items())} for m, by in table.items()}
+    report = {"config": config, "recipe": recipe.to_dict(), "results": summary, "validation": validation,
+              "cost": {r["method"]: r.get("cost", {}) for r in runs},
+              "wall_s": {m: float(np.mean([r["wall_s"] for r in runs if r["method"] == m])) for m in table},
+              "machine": platform.platform(), "confusion": confusion(runs, test.labels, test.classnames),
+              "runs": [{k: v for k, v in r.items() if k != "predictions"} for r in runs]}
+    atomic_write(folder / "results.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+    text = markdown(report, recipe.name, metric, config["seeds"], len(test))
+    atomic_write(folder / "README.md", lambda tmp: tmp.write_text(text))
+    plot_shots(summary, metric, recipe.name, folder / "accuracy_vs_shots.png")
+    return report
+
+
+def confusion(runs: list[dict], labels, names: list[str]) -> dict:
+    """Per method, from its run with the most shots: the worst classes and the most confused pairs."""
+    labels = np.array(labels)
+    out = {}
+    for method in {r["method"] for r in runs}:
+        mine = [r for r in runs if r["method"] == method]
+        top = max(mine, key=lambda r: (r["shots"], -r["seed"]))
+        pred = np.array(top["predictions"])
+        per_class = {names[c]: float((pred[labels == c] == c).mean()) for c in np.unique(labels)}
+        pairs: dict = {}
+        for t, p in zip(labels, pred):
+            if t != p:
+                pairs[(names[t], names[p])] = pairs.get((names[t], names[p]), 0) + 1
+        worst = sorted(pairs.items(), key=lambda kv: -kv[1])[:10]
+        out[method] = {"shots": top["shots"], "seed": top["seed"],
+                       "worst_classes": sorted(per_class.items(), key=lambda kv: kv[1])[:10],
+                       "most_confused": [{"true": a, "predicted": b, "count": n} for (a, b), n in worst]}
+    return out
+
+
+def markdown(report: dict, name: str, metric: str, seeds: list[int], n_test: int) -> str:
+    shots = sorted({int(s) for by in report["results"].values() for s in by})
+    lines = [f"# diti-sd eval: {name}", "",
+             f"{METRIC_NAMES[metric]}, mean ± std over seeds {seeds}; {n_test} test images.",
+             f"Validation (every choice a method makes): {report['validation']}.", "",
+             "| method | " + " | ".join(f"{s}-shot" for s in shots) + " | cost per test image | mean wall s |",
+             "|---|" + "---|" * (len(shots) + 2)]
+    for method, by in report["results"].items():
+        cells = [f"{by[str(s)]['mean'] * 100:.1f} ± {by[str(s)]['std'] * 100:.1f}" if str(s) in by else ""
+                 for s in shots]
+        cost = ", ".join(f"{k.replace('_per_image', '').replace('_', ' ')} {v:g}" if not isinstance(v, str)
+                         else f"{k} {v}" for k, v in report["cost"][method].items())
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {cost} | {report['wall_s'][method]:.1f} |")
+    lines += ["", "![accuracy against shots](accuracy_vs_shots.png)", "", "## Most confused (largest shots)", ""]
+    for method, c in report["confusion"].items():
+        pairs = "; ".join(f"{p['true']} -> {p['predicted']} ({p['count']})" for p in c["most_confused"][:5])
+        lines.append(f"- {method}: {pairs or 'none'}")
+    return "\n".join(lines) + "\n"
+
+
+def plot_shots(summary: dict, metric: str, title: str, path: Path) -> None:
+    fig, ax = pyplot().subplots(figsize=(6, 4))
+    for method, by in summary.items():
+        xs = sorted(int(s) for s in by)
+        ys = [by[str(s)]["mean"] * 100 for s in xs]
+        es = [by[str(s)]["std"] * 100 for s in xs]
+        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=method)
+    ax.set_xscale("log", base=2)
+    all_shots = sorted({int(s) for by in summary.values() for s in by})
+    ax.set_xticks(all_shots, [str(s) for s in all_shots])
+    ax.minorticks_off()
+    ax.set_xlabel("shots per class")
+    ax.set_ylabel(f"{METRIC_NAMES[metric].lower()} (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
