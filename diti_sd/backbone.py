@@ -154,8 +154,7 @@ class Backbone:
 
     # ----------------------------------------------------------------- diffusion
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        a = _expand(self.alphas_cumprod(x0.device)[t.long()], x0)
-        return (a.sqrt() * x0.float() + (1 - a).sqrt() * noise.float()).to(x0.dtype)
+        return add_noise(self.alphas_cumprod(x0.device), x0, noise, t)
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """What the UNet is trained to output: epsilon, or v = sqrt(a) eps - sqrt(1 - a) x0."""
@@ -227,9 +226,16 @@ class Backbone:
         return path
 
 
-def to_pixels(images: torch.Tensor) -> torch.Tensor:
+def uint8_to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 images (as stored to save memory) -> floats in [-1, 1]; float input passes through."""
     return images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images
+
+
+def add_noise(alphas_cumprod: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, computed in fp32 and returned in x0's dtype (any
+    DDPM schedule: the SD backbone's and the encoder's frozen DDPM share it)."""
+    a = _expand(alphas_cumprod.to(x0.device)[t.long()], x0)
+    return (a.sqrt() * x0.float() + (1 - a).sqrt() * noise.float()).to(x0.dtype)
 
 
 def _expand(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

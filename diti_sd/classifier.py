@@ -21,12 +21,12 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from ._io import atomic_write
-from .adapter_set import AdapterSetError, read_adapter_set, write_adapter_set
-from .backbone import load_backbone, to_pixels
-from .data.images import list_images, load_image
+from .adapter_set import AdapterSetError, Manifest, read_adapter_set, write_adapter_set
+from .backbone import load_backbone, uint8_to_float
+from .data.images import as_image_sequence
 from .distributed import barrier, gather_rows, is_main, merge_class_shards, shard, world
-from .errors import ConfigError, DitiError, MissingFileError
-from .fit import FitData, fit_adapters
+from .errors import ConfigError, DitiError
+from .fit import FitData, fit_adapters, prior_pixels, uint8_pixels
 from .lora import ClassAdapters
 from .prompts import choose_tokens, class_prompts
 from .recipes import Recipe, from_dict, load_recipe
@@ -110,7 +110,7 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         interrupted fit can continue with ``resume=True``. A new fit forgets the previous one.
         """
         recipe = self.resolved_recipe()
-        X, y = _as_sequence(X), list(y)
+        X, y = as_image_sequence(X), list(y)
         if not X:
             raise ConfigError("fit got no images")
         if len(X) != len(y):
@@ -130,22 +130,25 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
             self.adapters_.remove()
             del self.adapters_
         backbone.compiled_unet = None  # compiled around the old adapters
-        pixels = self._pixels(backbone, X)
+        pixels = uint8_pixels(backbone, X)
         index = {c: i for i, c in enumerate(classes.tolist())}
         label_index = [index[v] for v in y]
         members = [[j for j, c in enumerate(label_index) if c == k] for k in range(len(classes))]
         # TiF's per-t weight comes from the train latents as scoring sees them (centre crop, posterior mean)
-        tif_d = tif_distance(torch.cat([backbone.encode_images(to_pixels(part)) for part in pixels.split(16)]),
+        tif_d = tif_distance(torch.cat([backbone.encode_images(uint8_to_float(part)) for part in pixels.split(16)]),
                              label_index)
         if recipe.fit.crop == "random":
-            uncropped = self._pixels(backbone, X, crop=False)
+            uncropped = uint8_pixels(backbone, X, crop=False)
             by_class = [[uncropped[j] for j in m] for m in members]
         else:
             by_class = [pixels[m] for m in members]
         tokens = choose_tokens(backbone.tokenizer, len(classes), recipe.prompt.token)
         prompts = class_prompts([str(c) for c in classes], recipe.prompt.template, tokens,
                                 recipe.prompt.use_class_name)
-        prior = self._prior_pixels(backbone, recipe, prior_images, output_dir) if recipe.fit.prior else None
+        prior = None
+        if recipe.fit.prior:
+            prior = prior_pixels(backbone, recipe, prior_images, Path(output_dir) / "prior" if output_dir else None,
+                                 seed=self.random_state, progress=self.progress)
         adapters = ClassAdapters(backbone, len(classes), recipe.lora, block_filter=recipe.filter_for(shots))
         data = FitData(by_class, prompts, recipe.prompt.generic, prior)
         rank, size = world()
@@ -155,6 +158,13 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
                                progress=self.progress and rank == 0, callback=callback,
                                checkpoint_name="checkpoint" if size == 1 else f"checkpoint-rank{rank}")
         merge_class_shards(adapters, owned)
+        return self._set_fitted(backbone, adapters, classes, prompts, tokens, recipe, shots=shots, n_train=len(X),
+                                fit_summary={k: v for k, v in summary.items() if k != "losses"},
+                                loss_curve=summary["losses"], temperature=1.0, tif_d=tif_d)
+
+    def _set_fitted(self, backbone, adapters, classes, prompts, tokens, recipe, *, shots, n_train, fit_summary,
+                    loss_curve, temperature, tif_d) -> DiTiFewShotClassifier:
+        """The learned state, the same whether it came from ``fit`` or ``from_pretrained``."""
         self.backbone_ = backbone
         self.adapters_ = adapters
         self.classes_ = classes
@@ -162,51 +172,14 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         self.tokens_ = tokens
         self.recipe_ = recipe
         self.shots_ = shots
-        self.n_train_ = len(X)
-        self.fit_summary_ = {k: v for k, v in summary.items() if k != "losses"}
-        self.loss_curve_ = summary["losses"]
-        self.temperature_ = 1.0
+        self.n_train_ = n_train
+        self.fit_summary_ = fit_summary
+        self.loss_curve_ = list(loss_curve)
+        self.temperature_ = float(temperature)
         self.tif_d_ = tif_d
         self.base_fingerprint_ = backbone.fingerprint()
         self._contexts = None
         return self
-
-    def _pixels(self, backbone, X, batch_size: int = 16, crop: bool = True):
-        """Images -> uint8 pixels at the model's resolution (a quarter of the memory of floats): a
-        centre-cropped (n, 3, H, W) tensor, or with ``crop=False`` a list of images whose shorter side
-        is at the resolution."""
-        X = _as_sequence(X)
-        out = []
-        for start in range(0, len(X), batch_size):
-            images = [load_image(X[i]) for i in range(start, min(len(X), start + batch_size))]
-            if crop:
-                out.append(_to_uint8(backbone.preprocess(images)))
-            else:
-                out.extend(_to_uint8(p) for p in backbone.preprocess_uncropped(images))
-        return torch.cat(out) if crop else out
-
-    def _prior_pixels(self, backbone, recipe: Recipe, prior_images, output_dir) -> torch.Tensor:
-        cfg = recipe.fit
-        if prior_images is not None:
-            return self._pixels(backbone, prior_images)
-        if cfg.prior_folder:
-            files = list_images(cfg.prior_folder)
-            if not files:
-                raise MissingFileError(f"fit.prior_folder {cfg.prior_folder} holds no images")
-            return self._pixels(backbone, files[: cfg.prior_images])
-        cache = Path(output_dir) / "prior" if output_dir else None
-        if cache is not None and len(list_images(cache)) >= cfg.prior_images:
-            return self._pixels(backbone, list_images(cache)[: cfg.prior_images])
-        images = sample_images(backbone, [recipe.prompt.generic] * cfg.prior_images, steps=cfg.prior_sample_steps,
-                               guidance=cfg.prior_guidance, seed=self.random_state, progress=self.progress,
-                               desc="prior images")
-        if cache is not None and is_main():
-            from torchvision.utils import save_image
-
-            for i, image in enumerate(images):
-                atomic_write(cache / f"{i:04d}.png", lambda tmp, image=image: save_image(image, tmp, format="png"))
-        # uint8, exactly as the PNG cache stores them: a resumed fit sees the same priors
-        return (images * 255).round().clamp(0, 255).to(torch.uint8)
 
     # ----------------------------------------------------------------- inference
     def _class_contexts(self) -> torch.Tensor:
@@ -218,13 +191,13 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
     def encode(self, X, batch_size: int = 16) -> torch.Tensor:
         """Images -> the latents that scoring noises (VAE posterior mean x scaling factor)."""
         self._check_fitted()
-        X = _as_sequence(X)
+        X = as_image_sequence(X)
         if not len(X):
             raise ConfigError("got no images")
         out = []
         for start in range(0, len(X), batch_size):
             part = [X[i] for i in range(start, min(len(X), start + batch_size))]
-            out.append(self.backbone_.encode_images(to_pixels(self._pixels(self.backbone_, part))).cpu())
+            out.append(self.backbone_.encode_images(uint8_to_float(uint8_pixels(self.backbone_, part))).cpu())
         return torch.cat(out)
 
     def score_images(self, X, candidates=None, chunk: int = 64, cache_dir=None):
@@ -237,7 +210,7 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         from .scoring import ScoreCache, ScoreResult
 
         self._check_fitted()
-        X = _as_sequence(X)
+        X = as_image_sequence(X)
         rank, size = world()
         mine = shard(list(range(len(X))), rank, size)  # `accelerate launch`: images split over processes
         if not mine:
@@ -314,26 +287,27 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         self._check_fitted()
         recipe = self.recipe_
         kinds = {type(c).__name__ for c in self.classes_.tolist()}
-        manifest = {
-            "diti_sd_version": __version__,
-            "base_model": recipe.model,
-            "base_fingerprint": self.base_fingerprint_,
-            "prediction_type": self.backbone_.prediction_type,
-            "resolution": self.backbone_.resolution,
-            "label_type": "int" if kinds == {"int"} else "str",
-            "classes": [{"name": str(c), "prompt": p, "token": t}
-                        for c, p, t in zip(self.classes_.tolist(), self.prompts_, self.tokens_)],
-            "generic_prompt": recipe.prompt.generic,
-            "lora": {**asdict(recipe.lora), "block_filter": self.adapters_.block_filter,
-                     "unet_modules": len(self.adapters_.unet_names), "text_modules": len(self.adapters_.text_names)},
-            "train_window": [recipe.fit.t_min, recipe.fit.t_max],
-            "score_window": [recipe.score.t_min, recipe.score.t_max],
-            "shots": self.shots_,
-            "tif_d": self.tif_d_,
-            "random_state": self.random_state,
-            "temperature": self.temperature_,
-            "fit": self.fit_summary_,
-        }
+        manifest = Manifest(
+            diti_sd_version=__version__,
+            base_model=recipe.model,
+            base_fingerprint=self.base_fingerprint_,
+            prediction_type=self.backbone_.prediction_type,
+            resolution=self.backbone_.resolution,
+            label_type="int" if kinds == {"int"} else "str",
+            classes=[{"name": str(c), "prompt": p, "token": t}
+                     for c, p, t in zip(self.classes_.tolist(), self.prompts_, self.tokens_)],
+            generic_prompt=recipe.prompt.generic,
+            lora={**asdict(recipe.lora), "block_filter": self.adapters_.block_filter,
+                  "unet_modules": len(self.adapters_.unet_names), "text_modules": len(self.adapters_.text_names)},
+            train_window=[recipe.fit.t_min, recipe.fit.t_max],
+            score_window=[recipe.score.t_min, recipe.score.t_max],
+            shots=self.shots_,
+            n_train=self.n_train_,
+            tif_d=self.tif_d_,
+            random_state=self.random_state,
+            temperature=self.temperature_,
+            fit={**self.fit_summary_, "loss_curve": [round(float(v), 6) for v in self.loss_curve_]},
+        )
         if is_main():
             write_adapter_set(path, manifest, self.adapters_.lora_state_dict(), recipe.to_yaml())
             if export_diffusers:
@@ -366,33 +340,25 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         recipe = from_dict(Recipe, yaml.safe_load(recipe_yaml)) if recipe_yaml else Recipe()
         if model is not None:
             recipe.model = str(model)
-        clf = cls(model=None, recipe=recipe, random_state=manifest.get("random_state", 0), device=device,
+        clf = cls(model=None, recipe=recipe, random_state=manifest.random_state, device=device,
                   dtype=dtype, attention=attention, compile=compile, progress=progress)
         backbone = clf._load_backbone(recipe)
         fingerprint = backbone.fingerprint()
-        if fingerprint != manifest["base_fingerprint"]:
+        if fingerprint != manifest.base_fingerprint:
             raise AdapterSetError(
-                f"adapter set {path} was fitted on base model {manifest['base_model']!r} (fingerprint "
-                f"{manifest['base_fingerprint']}), but {recipe.model!r} has fingerprint {fingerprint}; "
+                f"adapter set {path} was fitted on base model {manifest.base_model!r} (fingerprint "
+                f"{manifest.base_fingerprint}), but {recipe.model!r} has fingerprint {fingerprint}; "
                 "pass the base model it was fitted on"
             )
-        names = [c["name"] for c in manifest["classes"]]
-        lora = dict(manifest["lora"])
-        adapters = ClassAdapters(backbone, len(names), recipe.lora, block_filter=lora.get("block_filter"))
+        adapters = ClassAdapters(backbone, len(manifest.classes), recipe.lora,
+                                 block_filter=manifest.lora.get("block_filter"))
         adapters.load_lora_state_dict(weights)
-        clf.backbone_ = backbone
-        clf.adapters_ = adapters
-        clf.classes_ = np.array([int(n) for n in names] if manifest.get("label_type") == "int" else names)
-        clf.prompts_ = [c["prompt"] for c in manifest["classes"]]
-        clf.tokens_ = [c["token"] for c in manifest["classes"]]
-        clf.recipe_ = recipe
-        clf.shots_ = manifest.get("shots")
-        clf.fit_summary_ = manifest.get("fit", {})
-        clf.temperature_ = float(manifest.get("temperature", 1.0))
-        clf.tif_d_ = manifest.get("tif_d")
-        clf.base_fingerprint_ = fingerprint
-        clf._contexts = None
-        return clf
+        fit_summary = {k: v for k, v in manifest.fit.items() if k != "loss_curve"}
+        return clf._set_fitted(backbone, adapters, manifest.labels(), [c["prompt"] for c in manifest.classes],
+                               [c["token"] for c in manifest.classes], recipe, shots=manifest.shots,
+                               n_train=manifest.n_train, fit_summary=fit_summary,
+                               loss_curve=manifest.fit.get("loss_curve", []), temperature=manifest.temperature,
+                               tif_d=manifest.tif_d)
 
     # ----------------------------------------------------------------- generation
     def sample(self, classes=None, n_per_class: int = 4, steps: int = 50, guidance: float = 7.5,
@@ -411,15 +377,3 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
                                progress=self.progress)
         return images, [self.classes_[i] for i in idx]
 
-
-def _to_uint8(pixels: torch.Tensor) -> torch.Tensor:
-    return ((pixels + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-
-
-def _as_sequence(X):
-    """Keep indexable inputs lazy (paths or views decoded on access); materialise iterators."""
-    if hasattr(X, "__len__") and hasattr(X, "__getitem__") and not isinstance(X, (str, torch.Tensor)):
-        return X
-    if isinstance(X, torch.Tensor):
-        return list(X) if X.dim() == 4 else [X]
-    return list(X)

@@ -21,10 +21,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .backbone import to_pixels
-from .errors import ConfigError
+from ._io import atomic_write
+from .backbone import uint8_to_float
+from .data.images import as_image_sequence, list_images, load_image
+from .distributed import is_main
+from .errors import ConfigError, MissingFileError
 from .optim import ClassAdamW, clip_grad_norm_per_class
-from .recipes import FitConfig
+from .recipes import FitConfig, Recipe
+from .sampling import sample_images
 from .timesteps import draw_train_t
 
 CHECKPOINT = "checkpoint"
@@ -38,6 +42,52 @@ class FitData:
     prompts: list[str]  # per class
     generic_prompt: str
     prior_pixels: torch.Tensor | None = None  # (P, 3, H, W) uint8 at the resolution
+
+
+def uint8_pixels(backbone, X, batch_size: int = 16, crop: bool = True):
+    """Images -> uint8 pixels at the model's resolution (a quarter of the memory of floats): a
+    centre-cropped (n, 3, H, W) tensor, or with ``crop=False`` a list of images whose shorter side
+    is at the resolution."""
+    X = as_image_sequence(X)
+    out = []
+    for start in range(0, len(X), batch_size):
+        images = [load_image(X[i]) for i in range(start, min(len(X), start + batch_size))]
+        if crop:
+            out.append(_to_uint8(backbone.preprocess(images)))
+        else:
+            out.extend(_to_uint8(p) for p in backbone.preprocess_uncropped(images))
+    return torch.cat(out) if crop else out
+
+
+def _to_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    return ((pixels + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def prior_pixels(backbone, recipe: Recipe, prior_images=None, cache_dir=None, seed: int = 0,
+                 progress: bool = True) -> torch.Tensor:
+    """The prior-preservation images as uint8 pixels: ``prior_images`` if given, else the recipe's
+    ``fit.prior_folder``, else the base model's own samples under the generic prompt, cached as PNGs in
+    ``cache_dir`` so that a resumed fit reads the same images instead of sampling again."""
+    cfg = recipe.fit
+    if prior_images is not None:
+        return uint8_pixels(backbone, prior_images)
+    if cfg.prior_folder:
+        files = list_images(cfg.prior_folder)
+        if not files:
+            raise MissingFileError(f"fit.prior_folder {cfg.prior_folder} holds no images")
+        return uint8_pixels(backbone, files[: cfg.prior_images])
+    cache = Path(cache_dir) if cache_dir else None
+    if cache is not None and len(list_images(cache)) >= cfg.prior_images:
+        return uint8_pixels(backbone, list_images(cache)[: cfg.prior_images])
+    images = sample_images(backbone, [recipe.prompt.generic] * cfg.prior_images, steps=cfg.prior_sample_steps,
+                           guidance=cfg.prior_guidance, seed=seed, progress=progress, desc="prior images")
+    if cache is not None and is_main():
+        from torchvision.utils import save_image
+
+        for i, image in enumerate(images):
+            atomic_write(cache / f"{i:04d}.png", lambda tmp, image=image: save_image(image, tmp, format="png"))
+    # uint8, exactly as the PNG cache stores them: a resumed fit sees the same priors
+    return (images * 255).round().clamp(0, 255).to(torch.uint8)
 
 
 def _generator(seed: int, c: int, s: int) -> torch.Generator:
@@ -171,7 +221,7 @@ def fit_adapters(
         fixed_context = None if text_lora else backbone.encode_prompts(data.prompts + [data.generic_prompt])
         cached = None
         if not _per_step_encoding(cfg):
-            cached = ([backbone.encode_images(to_pixels(p)) for p in data.instance_pixels],
+            cached = ([backbone.encode_images(uint8_to_float(p)) for p in data.instance_pixels],
                       None if data.prior_pixels is None else _encode_batched(backbone, data.prior_pixels))
 
     losses = []
@@ -212,7 +262,7 @@ def fit_adapters(
 
 
 def _encode_batched(backbone, pixels: torch.Tensor, batch: int = 16) -> torch.Tensor:
-    return torch.cat([backbone.encode_images(to_pixels(part)) for part in pixels.split(batch)])
+    return torch.cat([backbone.encode_images(uint8_to_float(part)) for part in pixels.split(batch)])
 
 
 def _random_crop(image: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:
@@ -285,7 +335,7 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
             augment.append((bright, contr, first, draw))
             x0.append(None)
     if raw:
-        pixels = to_pixels(torch.cat(raw))
+        pixels = uint8_to_float(torch.cat(raw))
         if jitter:
             bright, contr, first = (torch.cat([a[i] for a in augment]) for i in range(3))
             pixels = _jitter(pixels, bright, contr, first)

@@ -291,7 +291,7 @@ def test_optimizer_state_follows_its_parameters_device_after_load():
 
 # ------------------------------------------------------------------ training inputs
 def _record_fit(cfg_overrides, steps=6, width=96):
-    from diti_sd.backbone import to_pixels
+    from diti_sd.backbone import uint8_to_float
     from diti_sd.fit import FitData, fit_adapters
     from diti_sd.recipes import FitConfig, LoraConfig
     from diti_sd.tiny import build_tiny_backbone
@@ -319,7 +319,7 @@ def _record_fit(cfg_overrides, steps=6, width=96):
     adapters = ClassAdapters(backbone, 1, LoraConfig(rank=2))
     fit_adapters(backbone, adapters, FitData([[wide]], ["a photo of hta"], "a photo", prior), cfg, steps,
                  progress=False)
-    return to_pixels(wide), to_pixels(prior), encoded, encoded_means, noised
+    return uint8_to_float(wide), uint8_to_float(prior), encoded, encoded_means, noised
 
 
 def test_random_crop_takes_square_windows_of_the_uncropped_image():

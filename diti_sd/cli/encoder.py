@@ -6,93 +6,87 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError
+from .common import add_runtime_arguments
 
-DATASETS = ("celeba", "folder", "ffhq", "hf", "granular")
+EXAMPLE = """examples:
+  diti-sd encoder fit --dataset celeba64 --data-root ~/data/celeba --ddpm PATH_OR_HUB_ID --out encoders/celeba64
+  diti-sd encoder probe --encoder encoders/celeba64 --data-root ~/data/celeba
+  diti-sd encoder edit --encoder encoders/celeba64 --images a.png b.png --subsets 4-6 --out edits.png
+  diti-sd encoder train-ddpm --dataset granular --steps 600 --channels 16,32 --out ddpm/"""
 
 
 def add_arguments(parser):
     sub = parser.add_subparsers(dest="encoder_command", metavar="ACTION", required=True)
 
-    fit = sub.add_parser("fit", help="train an encoder against a frozen DDPM")
-    _data_arguments(fit)
+    fit = sub.add_parser("fit", help="train an encoder against a frozen DDPM",
+                         epilog="example:\n  " + EXAMPLE.splitlines()[1].strip(), formatter_class=_raw())
+    _data_arguments(fit, required=True)
     fit.add_argument("--ddpm", required=True, help="DDPM: local DDPMPipeline folder or hub id")
     fit.add_argument("--out", required=True, help="folder for the encoder (and its checkpoint while training)")
-    fit.add_argument("--recipe", default="celeba64", help="encoder recipe name or YAML path (default celeba64)")
     fit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a recipe value, e.g. --set train.batch_size=32")
     fit.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
     fit.add_argument("--resume", action="store_true", help="continue an interrupted fit in --out")
-    _runtime_arguments(fit)
+    add_runtime_arguments(fit, precision=False, workers=True)
 
-    probe = sub.add_parser("probe", help="linear probes on z: AP per attribute, overall and per time-step stage")
+    probe = sub.add_parser("probe", help="linear probes on z: AP per attribute, overall and per time-step stage",
+                           epilog="example:\n  " + EXAMPLE.splitlines()[2].strip(), formatter_class=_raw())
     probe.add_argument("--encoder", required=True, help="folder written by `encoder fit`")
-    _data_arguments(probe)
+    _data_arguments(probe, required=False)
     probe.add_argument("--ddpm", default=None, help="the DDPM, if not where the encoder recorded it")
     probe.add_argument("--out", default=None, help="report folder (default: ENCODER/probe)")
     probe.add_argument("--max-train", type=int, default=None, help="at most this many probe-train images")
     probe.add_argument("--max-test", type=int, default=None, help="at most this many test images")
     probe.add_argument("--transfer-pairs", type=int, default=None,
                        help="test pairs per attribute for the counterfactual swaps (0: skip; default: the recipe's)")
-    _runtime_arguments(probe)
+    add_runtime_arguments(probe, precision=False, workers=True)
 
-    edit = sub.add_parser("edit", help="counterfactual image grids: swap subsets or move along an attribute")
+    edit = sub.add_parser("edit", help="counterfactual image grids: swap subsets or move along an attribute",
+                          epilog="example:\n  " + EXAMPLE.splitlines()[3].strip(), formatter_class=_raw())
     edit.add_argument("--encoder", required=True)
     edit.add_argument("--images", nargs="+", required=True,
                       help="with --subsets: pairs a b [a b ...]; with --attribute: the images to edit")
     edit.add_argument("--subsets", default=None, help="subset indices to change, e.g. 4-6 or 0,2,8-9")
     edit.add_argument("--attribute", default=None,
-                      help="move z along this attribute's linear classifier (needs --dataset/--data-root)")
+                      help="move z along this attribute's linear classifier (fitted on --data-root's train split)")
     edit.add_argument("--strengths", default="-6,-3,0,3,6", help="logit changes along the attribute")
     edit.add_argument("--frames", type=int, default=5, help="interpolation steps between a and b")
     edit.add_argument("--ddim-steps", type=int, default=100)
-    edit.add_argument("--dataset", choices=DATASETS, default=None)
-    edit.add_argument("--data-root", default=None)
+    _data_arguments(edit, required=False)
     edit.add_argument("--max-train", type=int, default=5000, help="images for the attribute classifier")
     edit.add_argument("--ddpm", default=None)
     edit.add_argument("--out", required=True, help="PNG to write")
-    _runtime_arguments(edit)
+    add_runtime_arguments(edit, precision=False, workers=True)
 
-    ddpm = sub.add_parser("train-ddpm", help="train a small unconditional DDPM (smoke runs; no hub access)")
-    _data_arguments(ddpm)
+    ddpm = sub.add_parser("train-ddpm", help="train a small unconditional DDPM (smoke runs; no hub access)",
+                          epilog="example:\n  " + EXAMPLE.splitlines()[4].strip(), formatter_class=_raw())
+    _data_arguments(ddpm, required=True)
     ddpm.add_argument("--out", required=True)
     ddpm.add_argument("--size", type=int, default=16)
     ddpm.add_argument("--channels", default="32,64")
     ddpm.add_argument("--steps", type=int, default=1000)
     ddpm.add_argument("--batch-size", type=int, default=32)
-    ddpm.add_argument("--crop", type=int, default=None, help="centre crop before resizing (CelebA: 148)")
-    _runtime_arguments(ddpm)
+    add_runtime_arguments(ddpm, precision=False, workers=False)
 
 
-def _data_arguments(parser):
-    parser.add_argument("--dataset", choices=DATASETS, default="celeba",
-                        help="celeba (official files), folder/ffhq (any images, optional attributes.csv), "
-                             "hf (datasets), granular (synthetic fine/coarse attributes, no root)")
-    parser.add_argument("--data-root", default=None, help="the data set's folder (hub id for hf)")
+def _raw():
+    import argparse
+
+    return argparse.RawDescriptionHelpFormatter
+
+
+def _data_arguments(parser, required: bool):
+    from ..encoder import available_encoder_recipes
+
+    known = ", ".join(available_encoder_recipes())
+    parser.add_argument(
+        "--dataset", required=required, default=None,
+        help=f"an encoder recipe ({known}) or a recipe YAML path; its data section names the data set "
+             "(celeba, folder for FFHQ or any images with an optional attributes.csv, hf, granular)"
+        + ("" if required else "; default: the encoder's own recipe"),
+    )
+    parser.add_argument("--data-root", default=None, help="the data set's folder (hub id for hf; none for granular)")
     parser.add_argument("--max-images", type=int, default=None, help="use at most this many training images")
-
-
-def _runtime_arguments(parser):
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding images")
-    parser.add_argument("--no-progress", action="store_true")
-
-
-def load_split(kind: str, root, split: str, image_column: str = "image", limit: int | None = None, size: int = 16):
-    from ..data.attributed import load_attributed
-    from ..data.granular import make_granular
-    from . import CLIError
-
-    if kind == "granular":
-        # fixed sizes and seeds per split, so probe-train and test never share an image
-        n, seed = {"train": (2000, 0), "val": (300, 2), "test": (600, 1)}.get(split, (600, 1))
-        data = make_granular(n if limit is None else min(n, limit), size=size, seed=seed)
-    else:
-        if root is None:
-            raise CLIError(f"--data-root is required for --dataset {kind}")
-        data = load_attributed(kind, root, split, image_column)
-    if limit is not None and len(data) > limit:
-        data = data.subset(range(limit))
-    return data
 
 
 def _device(name):
@@ -103,19 +97,27 @@ def _device(name):
     return torch.device(name) if name else default_device()
 
 
+def _data_config(args, model):
+    """The data section to read: the encoder's own, or that of the recipe named by --dataset."""
+    from ..encoder import load_encoder_recipe
+
+    return load_encoder_recipe(args.dataset).data if args.dataset else model.recipe.data
+
+
 def run(args):
     return {"fit": _fit, "probe": _probe, "edit": _edit, "train-ddpm": _train_ddpm}[args.encoder_command](args)
 
 
 def _fit(args):
     from ..encoder import DiTiEncoder, fit_encoder, load_ddpm, load_encoder_recipe
+    from ..encoder.attributed import load_attributed
 
     device = _device(args.device)
-    recipe = load_encoder_recipe(args.recipe, args.overrides)
+    recipe = load_encoder_recipe(args.dataset, args.overrides)
     ddpm = load_ddpm(args.ddpm, device)
     model = DiTiEncoder(recipe, ddpm).to(device)
-    data = load_split(args.dataset, args.data_root, recipe.data.train_split, recipe.data.image_column,
-                      args.max_images, model.image_size)
+    data = load_attributed(recipe.data.kind, args.data_root, recipe.data.train_split, recipe.data.image_column,
+                           args.max_images, model.image_size)
     summary = fit_encoder(model, data, args.out, steps=args.steps, resume=args.resume,
                           num_workers=args.num_workers, progress=not args.no_progress)
     print(json.dumps({"out": str(args.out), **summary}))
@@ -124,15 +126,16 @@ def _fit(args):
 
 def _probe(args):
     from ..encoder import DiTiEncoder, run_probe
+    from ..encoder.attributed import load_attributed
 
     if args.transfer_pairs is not None and args.transfer_pairs < 0:
         raise ConfigError(f"--transfer-pairs must be 0 or more, not {args.transfer_pairs}")
     model = DiTiEncoder.from_pretrained(args.encoder, ddpm=args.ddpm, device=_device(args.device))
-    cfg = model.recipe
-    train = load_split(args.dataset, args.data_root, cfg.data.train_split, cfg.data.image_column,
-                       args.max_train or cfg.probe.max_train, model.image_size)
-    test = load_split(args.dataset, args.data_root, cfg.data.test_split, cfg.data.image_column,
-                      args.max_test or cfg.probe.max_test, model.image_size)
+    cfg, data = model.recipe, _data_config(args, model)
+    train = load_attributed(data.kind, args.data_root, data.train_split, data.image_column,
+                            args.max_train or cfg.probe.max_train, model.image_size)
+    test = load_attributed(data.kind, args.data_root, data.test_split, data.image_column,
+                           args.max_test or cfg.probe.max_test, model.image_size)
     if args.transfer_pairs is not None:
         cfg.probe.transfer_pairs = args.transfer_pairs
     out = Path(args.out or Path(args.encoder) / "probe")
@@ -144,9 +147,9 @@ def _probe(args):
 def _edit(args):
     import torch
 
-    from ..backbone import to_pixels
-    from ..data.attributed import AttributedDataset, AttributedImages
+    from ..backbone import uint8_to_float
     from ..encoder import DiTiEncoder, attribute_direction, interpolate_subsets, move_along, save_grid
+    from ..encoder.attributed import AttributedDataset, AttributedImages, load_attributed
     from ..encoder.layout import parse_subsets
     from . import CLIError
 
@@ -157,7 +160,7 @@ def _edit(args):
     files = [Path(p) for p in args.images]
     pixels = AttributedDataset(AttributedImages(files, None, [], [str(p) for p in files]),
                                model.image_size, model.recipe.data.crop)
-    x = to_pixels(torch.stack([pixels[i] for i in range(len(files))])).to(device)
+    x = uint8_to_float(torch.stack([pixels[i] for i in range(len(files))])).to(device)
     subsets = parse_subsets(args.subsets, model.layout.k) if args.subsets else None
     if args.attribute is None:
         if len(files) % 2:
@@ -165,10 +168,9 @@ def _edit(args):
         grid = interpolate_subsets(model, x[0::2], x[1::2], subsets, args.frames, args.ddim_steps)
         columns = args.frames + 2
     else:
-        if args.dataset is None:
-            raise CLIError("--attribute needs --dataset (and --data-root) to fit the attribute's linear classifier")
-        train = load_split(args.dataset, args.data_root, model.recipe.data.train_split,
-                           model.recipe.data.image_column, args.max_train, model.image_size)
+        data = _data_config(args, model)
+        train = load_attributed(data.kind, args.data_root, data.train_split, data.image_column, args.max_train,
+                                model.image_size)
         direction = attribute_direction(model, train, args.attribute, num_workers=args.num_workers,
                                         progress=not args.no_progress)
         strengths = [float(s) for s in args.strengths.split(",")]
@@ -181,14 +183,17 @@ def _edit(args):
 
 
 def _train_ddpm(args):
-    from ..data.attributed import AttributedDataset
+    import torch
+
+    from ..encoder import load_encoder_recipe
+    from ..encoder.attributed import AttributedDataset, load_attributed
     from ..encoder.ddpm import build_ddpm, save_ddpm, train_ddpm
 
     device = _device(args.device)
-    data = load_split(args.dataset, args.data_root, "train", limit=args.max_images, size=args.size)
-    dataset = AttributedDataset(data, args.size, args.crop)
-    import torch
-
+    data_cfg = load_encoder_recipe(args.dataset).data
+    data = load_attributed(data_cfg.kind, args.data_root, data_cfg.train_split, data_cfg.image_column,
+                           args.max_images, args.size)
+    dataset = AttributedDataset(data, args.size, data_cfg.crop)
     pixels = torch.stack([dataset[i] for i in range(len(dataset))])
     ddpm = build_ddpm(args.size, tuple(int(c) for c in args.channels.split(",")))
     ddpm.unet.to(device)

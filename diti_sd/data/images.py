@@ -140,3 +140,13 @@ class ImageSequence:
 
     def __getitem__(self, index: int) -> Image.Image:
         return self.data.load(index)
+
+
+def as_image_sequence(X):
+    """Keep indexable inputs lazy (paths or views decoded on access); materialise iterators; a (n, 3, H, W)
+    tensor becomes a list of images."""
+    if hasattr(X, "__len__") and hasattr(X, "__getitem__") and not isinstance(X, (str, torch.Tensor)):
+        return X
+    if isinstance(X, torch.Tensor):
+        return list(X) if X.dim() == 4 else [X]
+    return list(X)

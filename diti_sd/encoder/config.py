@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ..errors import DitiError
 from ..recipes import RECIPE_DIR, RecipeMixin, load_registered
 
 ENCODER_RECIPE_DIR = RECIPE_DIR / "encoder"
+
+
+class EncoderError(DitiError, ValueError):
+    """An encoder folder or DDPM is missing, malformed or does not fit together."""
 
 
 @dataclass
@@ -30,7 +35,7 @@ class NetConfig:
 
 @dataclass
 class EncoderDataConfig:
-    kind: str = "celeba"  # celeba | folder | hf
+    kind: str = "celeba"  # celeba | folder (FFHQ or any images) | hf | granular (synthetic, no root)
     crop: int | None = 148  # centre crop (pixels) before resizing to the DDPM's size; None: no crop
     image_column: str = "image"  # hf only
     train_split: str = "train"

@@ -1,16 +1,71 @@
-"""A small unconditional DDPM of the real diffusers classes: the encoder's offline stand-in for a
-pretrained face DDPM, trained in minutes on a CPU (tests, smoke runs, `diti-sd encoder train-ddpm`)."""
+"""The frozen DDPM the encoder steers: loading a pretrained one (a face DDPM from the hub or a folder),
+and building and training a small one of the real diffusers classes, the encoder's offline stand-in
+(tests, smoke runs, `diti-sd encoder train-ddpm`)."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from ..backbone import to_pixels
-from .model import DDPM
+from ..backbone import add_noise, uint8_to_float
+from .config import EncoderError
+
+
+@dataclass
+class DDPM:
+    unet: torch.nn.Module
+    scheduler: object
+    source: str
+
+
+def load_ddpm(source: str | os.PathLike, device: str | torch.device = "cpu") -> DDPM:
+    """A DDPM pipeline folder or hub id (``unet/`` and ``scheduler/``, e.g. google/ddpm-celebahq-256),
+    a folder holding a UNet2DModel's own ``config.json`` plus a ``scheduler_config.json``, or
+    ``builtin:granular-ddpm`` (the 16-px DDPM of the synthetic granular images shipped with the package)."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    from ..backbone import BackboneError, resolve_model_path
+
+    try:
+        path = Path(resolve_model_path(source)).expanduser()
+    except BackboneError as err:
+        raise EncoderError(str(err)) from None
+    try:
+        if path.is_dir() and (path / "unet").is_dir():
+            unet = UNet2DModel.from_pretrained(path, subfolder="unet")
+            scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
+        elif path.is_dir():
+            if not (path / "config.json").is_file():
+                raise EncoderError(
+                    f"{path} is not a DDPM: expected unet/ and scheduler/ (a DDPMPipeline folder) or a "
+                    "UNet2DModel config.json with scheduler_config.json"
+                )
+            unet = UNet2DModel.from_pretrained(path)
+            if not (path / "scheduler_config.json").is_file():
+                raise EncoderError(f"{path} has a UNet but no scheduler_config.json; save the DDPM's scheduler there")
+            scheduler = DDPMScheduler.from_pretrained(path)
+        else:
+            unet = UNet2DModel.from_pretrained(str(source), subfolder="unet")
+            scheduler = DDPMScheduler.from_pretrained(str(source), subfolder="scheduler")
+    except (OSError, ValueError) as err:
+        if isinstance(err, EncoderError):
+            raise
+        raise EncoderError(
+            f"could not load the DDPM {str(source)!r}: {err}. Pass a local DDPMPipeline folder or a "
+            "reachable hub id such as google/ddpm-celebahq-256"
+        ) from err
+    if getattr(unet.config, "class_embed_type", None) is not None or unet.config.num_class_embeds:
+        raise EncoderError(f"{source} is a class-conditional UNet; the DiTi encoder needs an unconditional DDPM")
+    if scheduler.config.prediction_type != "epsilon":
+        raise EncoderError(
+            f"{source} predicts {scheduler.config.prediction_type!r}; only epsilon-prediction DDPMs are supported"
+        )
+    unet.requires_grad_(False).eval().to(device)
+    return DDPM(unet, scheduler, str(source))
 
 
 def build_ddpm(sample_size: int = 16, channels: tuple[int, ...] = (32, 64), seed: int = 0) -> DDPM:
@@ -30,8 +85,8 @@ def train_ddpm(ddpm: DDPM, pixels: torch.Tensor, steps: int, batch_size: int = 6
     """Plain DDPM training (epsilon MSE, t ~ U[0, T)) on uint8 images (N, 3, H, W)."""
     unet, sched = ddpm.unet, ddpm.scheduler
     device = next(unet.parameters()).device
-    x_all = to_pixels(pixels)
-    abar = sched.alphas_cumprod.to(device)
+    x_all = uint8_to_float(pixels)
+    abar = sched.alphas_cumprod.to(device)  # float32 in diffusers' schedulers
     unet.requires_grad_(True).train()
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
     lr_sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
@@ -42,8 +97,7 @@ def train_ddpm(ddpm: DDPM, pixels: torch.Tensor, steps: int, batch_size: int = 6
         x0 = x_all[idx].to(device)
         t = torch.randint(0, len(abar), (batch_size,), generator=g).to(device)
         noise = torch.randn(x0.shape, generator=g).to(device)
-        a = abar[t].view(-1, 1, 1, 1)
-        loss = (unet(a.sqrt() * x0 + (1 - a).sqrt() * noise, t).sample - noise).pow(2).mean()
+        loss = (unet(add_noise(abar, x0, noise, t), t).sample - noise).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .._io import atomic_write, file_digest
-from ..errors import DitiError
-from .config import EncoderRecipe, load_encoder_recipe
+from ..backbone import add_noise
+from .config import EncoderError, EncoderRecipe, load_encoder_recipe
+from .ddpm import DDPM, load_ddpm
 from .layout import SubsetLayout
 
 FORMAT_VERSION = 1
@@ -25,10 +25,6 @@ MANIFEST = "encoder.json"
 WEIGHTS = "encoder.safetensors"
 RECIPE = "recipe.yaml"
 GRADIENT_MODES = ("base", "stop_grad", "dual")
-
-
-class EncoderError(DitiError, ValueError):
-    """An encoder folder or DDPM is missing, malformed or does not fit together."""
 
 
 class ImageEncoder(nn.Module):
@@ -84,59 +80,6 @@ class ShiftNetwork(nn.Module):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, z_masked: torch.Tensor) -> torch.Tensor:
         return self.unet(x_t, t, class_labels=self.z_proj(z_masked).to(x_t.dtype)).sample
-
-
-@dataclass
-class DDPM:
-    unet: nn.Module
-    scheduler: object
-    source: str
-
-
-def load_ddpm(source: str | os.PathLike, device: str | torch.device = "cpu") -> DDPM:
-    """A DDPM pipeline folder or hub id (``unet/`` and ``scheduler/``, e.g. google/ddpm-celebahq-256),
-    a folder holding a UNet2DModel's own ``config.json`` plus a ``scheduler_config.json``, or
-    ``builtin:granular-ddpm`` (the 16-px DDPM of the synthetic granular images shipped with the package)."""
-    from diffusers import DDPMScheduler, UNet2DModel
-
-    from ..backbone import BackboneError, resolve_model_path
-
-    try:
-        path = Path(resolve_model_path(source)).expanduser()
-    except BackboneError as err:
-        raise EncoderError(str(err)) from None
-    try:
-        if path.is_dir() and (path / "unet").is_dir():
-            unet = UNet2DModel.from_pretrained(path, subfolder="unet")
-            scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
-        elif path.is_dir():
-            if not (path / "config.json").is_file():
-                raise EncoderError(
-                    f"{path} is not a DDPM: expected unet/ and scheduler/ (a DDPMPipeline folder) or a "
-                    "UNet2DModel config.json with scheduler_config.json"
-                )
-            unet = UNet2DModel.from_pretrained(path)
-            if not (path / "scheduler_config.json").is_file():
-                raise EncoderError(f"{path} has a UNet but no scheduler_config.json; save the DDPM's scheduler there")
-            scheduler = DDPMScheduler.from_pretrained(path)
-        else:
-            unet = UNet2DModel.from_pretrained(str(source), subfolder="unet")
-            scheduler = DDPMScheduler.from_pretrained(str(source), subfolder="scheduler")
-    except (OSError, ValueError) as err:
-        if isinstance(err, EncoderError):
-            raise
-        raise EncoderError(
-            f"could not load the DDPM {str(source)!r}: {err}. Pass a local DDPMPipeline folder or a "
-            "reachable hub id such as google/ddpm-celebahq-256"
-        ) from err
-    if getattr(unet.config, "class_embed_type", None) is not None or unet.config.num_class_embeds:
-        raise EncoderError(f"{source} is a class-conditional UNet; the DiTi encoder needs an unconditional DDPM")
-    if scheduler.config.prediction_type != "epsilon":
-        raise EncoderError(
-            f"{source} predicts {scheduler.config.prediction_type!r}; only epsilon-prediction DDPMs are supported"
-        )
-    unet.requires_grad_(False).eval().to(device)
-    return DDPM(unet, scheduler, str(source))
 
 
 class DiTiEncoder(nn.Module):
@@ -210,10 +153,10 @@ class DiTiEncoder(nn.Module):
 
     def loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """Weighted epsilon MSE, weight SNR^p / (1 + SNR), per sample mean over pixels then batch mean.
-        ``z`` defaults to ``encode(x0)``; pass one to train G on a given code (eval/shift_network_oracle.py).
+        ``z`` defaults to ``encode(x0)``; pass one to train G on a given code (e.g. the true labels).
         ``train.gradient_mode`` says which subsets of z learn from time-step t (see EncoderTrainConfig)."""
+        x_t = add_noise(self.alphas_cumprod, x0, noise, t)
         abar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
-        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
         z = self.encode(x0) if z is None else z
         mode = self.recipe.train.gradient_mode
         codes = []

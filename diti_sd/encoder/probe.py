@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..backbone import to_pixels
-from ..data.attributed import AttributedDataset, AttributedImages
+from ..backbone import uint8_to_float
+from .attributed import AttributedDataset, AttributedImages
 
 
 @torch.no_grad()
@@ -24,7 +24,7 @@ def extract_features(model, data: AttributedImages, batch_size: int = 256, num_w
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     feats = []
     for pixels in tqdm(loader, desc="encode", disable=not progress, leave=False):
-        x0 = to_pixels(pixels.to(model.device))
+        x0 = uint8_to_float(pixels.to(model.device))
         feats.append(model.encode(x0).float().cpu())
     return torch.cat(feats)
 

@@ -14,10 +14,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .._io import atomic_write
-from ..backbone import to_pixels
-from ..data.attributed import AttributedDataset, AttributedImages
+from ..backbone import uint8_to_float
 from ..errors import ConfigError
 from ..recipes import from_dict
+from .attributed import AttributedDataset, AttributedImages
 from .model import DiTiEncoder
 
 CHECKPOINT = "checkpoint.pt"
@@ -97,7 +97,7 @@ def fit_encoder(model: DiTiEncoder, data: AttributedImages, out: str | os.PathLi
     step = start
     for step, pixels in enumerate(loader, start=start):
         g = _generator(cfg.seed + 1, step)
-        x0 = to_pixels(pixels.to(device))
+        x0 = uint8_to_float(pixels.to(device))
         if cfg.flip:
             flip = torch.rand(len(x0), generator=g) < 0.5
             x0 = torch.where(flip.view(-1, 1, 1, 1).to(device), x0.flip(-1), x0)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..backbone import to_pixels
-from ..data.attributed import AttributedDataset
+from ..backbone import uint8_to_float
+from .attributed import AttributedDataset
 from .edit import ddim_decode
 from .probe import probe_scores
 
@@ -48,8 +48,8 @@ def subset_transfer(model, data, probe, groups: list[tuple[str, list[int]]], pai
             for name in results:
                 results[name].append(float("nan"))
             continue
-        x_i = to_pixels(torch.stack([dataset[k] for k in i.tolist()]).to(device))
-        x_j = to_pixels(torch.stack([dataset[k] for k in j.tolist()]).to(device))
+        x_i = uint8_to_float(torch.stack([dataset[k] for k in i.tolist()]).to(device))
+        x_j = uint8_to_float(torch.stack([dataset[k] for k in j.tolist()]).to(device))
         z_i, z_j = model.encode(x_i), model.encode(x_j)
 
         def logit(z, col=col):

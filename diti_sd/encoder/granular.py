@@ -2,11 +2,7 @@
 
 Each image: a background colour from a warm or a cool family (coarse), a grey disc of random size and
 position, and optionally a faint checker mark in a fixed corner (fine). The attributes are independent
-coin flips. What knowing an attribute is worth to an ideal denoiser under the DiTi loss weight, by t on
-the linear 1000-step schedule (``eval/granular_attribute_value.py``): the mark's worth peaks at t = 430
-(above half of the peak from 330 to 560), the colour's at t = 670 (585 to 765). To the shipped 16-px DDPM,
-which gets the colour slightly wrong at every t, most of every attribute's worth lies below t = 600
-(measured by the same script: mark 94 %, colour 92 %, disc size 88 %).
+coin flips, so where an encoder puts each of them can be measured (docs/encoder.md has the findings).
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.images import list_images, load_image
 from ..errors import ConfigError, DitiError, MissingEntryError, MissingFileError
-from .images import list_images, load_image
 
 CELEBA_FILES = ("img_align_celeba", "list_attr_celeba.txt", "list_eval_partition.txt")
 CELEBA_SPLITS = {"train": 0, "val": 1, "valid": 1, "test": 2, "all": None}
@@ -195,11 +195,27 @@ def load_attributed_hf(source: str | os.PathLike, split: str = "train", image_co
     return AttributedImages(images, attrs, names, [str(i) for i in range(len(images))])
 
 
-def load_attributed(kind: str, root, split: str, image_column: str = "image") -> AttributedImages:
-    if kind == "celeba":
-        return load_celeba(root, split)
-    if kind in ("folder", "ffhq"):
-        return load_attributed_folder(root, split)
-    if kind == "hf":
-        return load_attributed_hf(root, split, image_column)
-    raise ConfigError(f"unknown face data set kind {kind!r}; choose celeba, folder (FFHQ or any) or hf")
+def load_attributed(kind: str, root, split: str, image_column: str = "image", limit: int | None = None,
+                    size: int = 16) -> AttributedImages:
+    """One split of an encoder recipe's data set (``data.kind``), at most ``limit`` images.
+
+    ``granular`` needs no root: fixed sizes and seeds per split, so probe-train and test never share an
+    image; ``size`` is its image side."""
+    if kind == "granular":
+        from .granular import make_granular
+
+        n, seed = {"train": (2000, 0), "val": (300, 2), "test": (600, 1)}.get(split, (600, 1))
+        data = make_granular(n if limit is None else min(n, limit), size=size, seed=seed)
+    elif root is None:
+        raise ConfigError(f"the {kind!r} data set needs --data-root (its folder, or a hub id for hf)")
+    elif kind == "celeba":
+        data = load_celeba(root, split)
+    elif kind in ("folder", "ffhq"):
+        data = load_attributed_folder(root, split)
+    elif kind == "hf":
+        data = load_attributed_hf(root, split, image_column)
+    else:
+        raise ConfigError(f"unknown encoder data kind {kind!r}; choose celeba, folder (FFHQ or any), hf or granular")
+    if limit is not None and len(data) > limit:
+        data = data.subset(range(limit))
+    return data
