@@ -109,7 +109,7 @@ def load_base_recipe(path: str | os.PathLike) -> BaseRecipe:
     return from_dict(BaseRecipe, yaml.safe_load(Path(path).read_text()) or {}, where=str(path))
 
 
-def train_base_model(recipe: BaseRecipe, out: str | os.PathLike, progress: bool = True) -> dict:
+def train_base_model(recipe: BaseRecipe, out: str | os.PathLike, device: str = "cpu", progress: bool = True) -> dict:
     """Build a tiny SD, train its VAE then its UNet on the synthetic domain, save it in diffusers layout."""
     from .data.synthetic import SyntheticSpec, make_split
     from .tiny import build_tiny_backbone
@@ -124,6 +124,7 @@ def train_base_model(recipe: BaseRecipe, out: str | os.PathLike, progress: bool 
                                    cross_attention_dim=recipe.cross_attention_dim,
                                    block_out_channels=tuple(recipe.block_out_channels))
     backbone.model_id = "tiny-base"
+    backbone.to(device)
     vae_losses = train_vae(backbone, pixels, recipe.vae_steps, recipe.vae_batch, recipe.vae_lr, seed=recipe.seed,
                            progress=progress)
     unet_losses = train_unet(backbone, pixels, recipe.prompt, recipe.unet_steps, recipe.unet_batch, recipe.unet_lr,

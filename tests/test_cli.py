@@ -1,5 +1,6 @@
 import csv
 import json
+import re
 
 import pytest
 from helpers import color_images
@@ -20,8 +21,6 @@ def image_folder(tmp_path):
 
 
 def test_help_lists_the_subcommands(capsys):
-    import re
-
     from diti_sd.cli import SUBCOMMANDS
 
     with pytest.raises(SystemExit):
@@ -30,6 +29,35 @@ def test_help_lists_the_subcommands(capsys):
     listed = re.findall(r"^ {4}(\S+)(?: {2,}\S.*)?$", out, flags=re.M)  # each subcommand's name, then its help
     assert listed == list(SUBCOMMANDS) == ["fit", "predict", "sample", "eval", "demo", "train-base", "encoder",
                                            "tiny-model"]
+
+
+def test_version(capsys):
+    from diti_sd import __version__
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"diti-sd {__version__}"
+
+
+def _help(argv, capsys) -> str:
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [["fit"], ["predict"], ["sample"], ["eval"], ["demo"], ["train-base"],
+                                     ["tiny-model"], ["encoder", "fit"], ["encoder", "probe"], ["encoder", "edit"],
+                                     ["encoder", "train-ddpm"]])
+def test_every_command_shows_an_example_and_speaks_one_grammar(command, capsys):
+    out = _help(command, capsys)
+    assert re.search(rf"^examples?:\n(  .*\n)*  diti-sd {' '.join(command)} ", out, flags=re.M), out
+    flags = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", out.split("example")[0]))
+    assert not flags & {"--output", "--report"}  # every output is --out
+    if command != ["tiny-model"]:  # everything that computes takes --device
+        assert "--device" in flags
+    if "--dataset" in flags:  # always a recipe, never a data kind
+        entry = re.search(r"^  --dataset .*?(?=^  -|^\S)", out, flags=re.M | re.S).group(0)
+        assert "recipe" in entry, entry
 
 
 def test_fit_then_predict_from_the_command_line(image_folder, tiny_model_dir, tmp_path, capsys):
@@ -49,7 +77,7 @@ def test_fit_then_predict_from_the_command_line(image_folder, tiny_model_dir, tm
     bad.write_bytes(b"\x00\x01 not an image")
     csv_path = tmp_path / "preds.csv"
     code = main(["predict", "--adapters", str(out), str(image_folder / "test"), str(bad), "--top-k", "2",
-                 "--output", str(csv_path), "--no-progress"])
+                 "--out", str(csv_path), "--no-progress"])
     assert code == 0
     rows = list(csv.DictReader(open(csv_path)))
     assert len(rows) == 4
@@ -63,10 +91,30 @@ def test_fit_then_predict_from_the_command_line(image_folder, tiny_model_dir, tm
     kept = tmp_path / "kept"
     again = tmp_path / "again.csv"
     for _ in range(2):
-        assert main(["predict", "--adapters", str(out), str(image_folder / "test"), "--output", str(again),
+        assert main(["predict", "--adapters", str(out), str(image_folder / "test"), "--out", str(again),
                      "--cache-dir", str(kept), "--top-k", "2", "--no-progress"]) == 0
         assert len(list(kept.glob("*.npz"))) == 1
     assert [r["top_k"] for r in csv.DictReader(open(again))] == [r["top_k"] for r in good]
+
+
+def test_fit_with_several_shots_writes_one_set_each_and_resume_keeps_finished_ones(image_folder, tiny_model_dir,
+                                                                                  tmp_path, capsys):
+    out = tmp_path / "sets"
+    argv = ["fit", "--dataset", "tiny", "--data-root", str(image_folder), "--model", str(tiny_model_dir),
+            "--shots", "1,2", "--steps", "2", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    for k in (1, 2):
+        manifest = json.loads((out / f"{k}shot" / "manifest.json").read_text())
+        assert manifest["shots"] == k and manifest["n_train"] == 3 * k
+        assert len(json.loads((out / f"{k}shot" / "split.json").read_text())["train_ids"]) == 3 * k
+    # an interrupted multi-shot run: the finished set stays as it is, the missing one is fitted
+    finished = (out / "1shot" / "adapters.safetensors").stat().st_mtime_ns
+    (out / "2shot" / "manifest.json").unlink()
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0
+    assert "already fitted" in capsys.readouterr().out
+    assert (out / "1shot" / "adapters.safetensors").stat().st_mtime_ns == finished
+    assert (out / "2shot" / "manifest.json").is_file()
 
 
 def test_sample_writes_a_grid(image_folder, tiny_model_dir, tmp_path):
@@ -86,6 +134,8 @@ def test_cli_errors_are_one_line_messages(tmp_path, capsys):
     assert "not an adapter set" in capsys.readouterr().err
     assert main(["fit", "--dataset", "nope", "--data-root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "no recipe 'nope'" in capsys.readouterr().err
+    assert main(["fit", "--dataset", "synthetic", "--data-root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "diti-sd demo" in capsys.readouterr().err
 
 
 def test_the_reference_recipe_runs_end_to_end_on_a_fake_archive(tiny_model_dir, tmp_path, capsys):

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
+EXAMPLE = """example:
+  diti-sd eval --dataset fgvc-aircraft --data-root ~/data --shots 1,2,4,8,16 --seeds 1,2,3 \\
+      --adapters-dir adapters/ --out reports/fgvc"""
 
 
 def add_arguments(parser):
     from ..evaluate import METHODS
-    from .common import add_runtime_arguments
+    from .common import add_runtime_arguments, int_list
 
     parser.add_argument("--dataset", required=True, help="a registered recipe or a recipe YAML path")
     parser.add_argument("--data-root", required=True)
-    parser.add_argument("--shots", type=_ints, default=[1, 2, 4, 8, 16], help="e.g. 1,2,4,8,16")
-    parser.add_argument("--seeds", type=_ints, default=[1, 2, 3], help="e.g. 1,2,3")
+    parser.add_argument("--shots", type=int_list, default=[1, 2, 4, 8, 16], help="e.g. 1,2,4,8,16")
+    parser.add_argument("--seeds", type=int_list, default=[1, 2, 3], help="e.g. 1,2,3")
     parser.add_argument("--methods", default="diti,openclip-zeroshot,tip-adapter,tip-adapter-f",
                         help=f"comma-separated, from {', '.join(METHODS)}")
     parser.add_argument("--adapters-dir", default=None,
                         help="reuse (or write) DiTi-SD adapter sets here as <recipe>-<k>shot-seed<s>/")
-    parser.add_argument("--report", required=True, help="report folder; reruns skip finished runs")
+    parser.add_argument("--out", required=True, help="report folder; reruns skip finished runs")
     parser.add_argument("--model", default=None, help="Stable Diffusion base model for DiTi-SD")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--clip-model", default="ViT-H-14", help="OpenCLIP model name or model-config JSON")
@@ -40,7 +40,7 @@ def run(args):
     from ..evaluate import EvalConfig, Evaluation
 
     cfg = EvalConfig(
-        dataset=args.dataset, data_root=args.data_root, report=args.report, shots=args.shots, seeds=args.seeds,
+        dataset=args.dataset, data_root=args.data_root, report=args.out, shots=args.shots, seeds=args.seeds,
         methods=[m.strip() for m in args.methods.split(",") if m.strip()], adapters_dir=args.adapters_dir,
         model=args.model, overrides=args.overrides, clip_model=args.clip_model,
         clip_pretrained=None if args.clip_pretrained.lower() == "none" else args.clip_pretrained,

@@ -5,17 +5,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import add_runtime_arguments
+from .common import add_runtime_arguments, int_list
+
+EXAMPLE = """example:
+  diti-sd fit --dataset fgvc-aircraft --data-root ~/data --shots 16 --out adapters/fgvc-16shot
+  diti-sd fit --dataset fgvc-aircraft --data-root ~/data --shots 1,2,4 --out adapters/fgvc
+    (several --shots: one adapter set per value, in OUT/<k>shot/)"""
 
 
 def add_arguments(parser):
     parser.add_argument("--dataset", required=True,
                         help="a registered recipe (fgvc-aircraft, image-folder, hf, ...) or a recipe YAML path")
     parser.add_argument("--data-root", required=True, help="the data set's folder (or a hub id for hf)")
-    parser.add_argument("--shots", type=int, default=None, help="images per class (default: all train images)")
+    parser.add_argument("--shots", type=int_list, default=None,
+                        help="images per class, or a list such as 1,2,4 (default: all train images)")
     parser.add_argument("--seed", type=int, default=1, help="k-shot sampling and training seed (CoOp: 1, 2, 3)")
     parser.add_argument("--model", default=None, help="base model: hub id, local diffusers folder, builtin:NAME")
-    parser.add_argument("--out", required=True, help="folder for the adapter set (and checkpoints while fitting)")
+    parser.add_argument("--out", required=True,
+                        help="folder for the adapter set (and checkpoints while fitting); with several --shots, "
+                             "one sub-folder <k>shot per value")
     parser.add_argument("--split", default=None,
                         help="reuse a saved k-shot split instead of sampling one: a split.json, or one of TiF's "
                              "train_<k>_<seed>.data files (the images behind the published numbers)")
@@ -23,7 +31,8 @@ def add_arguments(parser):
     parser.add_argument("--rank", type=int, default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any recipe value, e.g. --set fit.lr=5e-5 --set score.t_max=300")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted fit in --out")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted fit in --out (finished adapter sets are kept as they are)")
     parser.add_argument("--overwrite", action="store_true", help="replace an adapter set already in --out")
     parser.add_argument("--calibrate", action="store_true",
                         help="fit predict_proba's temperature on the k-shot validation split")
@@ -33,25 +42,40 @@ def add_arguments(parser):
 
 
 def run(args):
-    from ..classifier import DiTiFewShotClassifier
-    from ..data import load_configured_split, load_split, make_kshot_split
-    from ..data.images import ImageSequence
-    from ..distributed import is_main
+    from ..data import load_configured_split
     from ..recipes import load_recipe
     from . import CLIError
 
-    out = Path(args.out)
-    if (out / "manifest.json").exists() and not (args.resume or args.overwrite):
-        raise CLIError(f"{out} already holds an adapter set; pass --overwrite to replace it or choose another --out")
+    shots = args.shots or [None]
+    if args.split and len(shots) > 1:
+        raise CLIError("--split reuses one saved split; pass a single --shots value with it (or none)")
+    outs = [Path(args.out)] if len(shots) == 1 else [Path(args.out) / f"{k}shot" for k in shots]
+    for out in outs:
+        if (out / "manifest.json").exists() and not (args.resume or args.overwrite):
+            raise CLIError(f"{out} already holds an adapter set; pass --overwrite to replace it or choose another --out")
     recipe = load_recipe(args.dataset, args.overrides)
     if args.model:
         recipe.model = args.model
     train = load_configured_split(recipe.dataset, args.data_root, recipe.dataset.train_split)
     val = load_configured_split(recipe.dataset, args.data_root, recipe.dataset.val_split)
+    for k, out in zip(shots, outs):
+        if args.resume and (out / "manifest.json").exists():
+            print(f"{out} is already fitted; --resume continues only unfinished adapter sets")
+            continue
+        _fit_one(args, recipe, train, val, k, out)
+    return 0
+
+
+def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
+    from ..classifier import DiTiFewShotClassifier
+    from ..data import load_split, make_kshot_split
+    from ..data.images import ImageSequence
+    from ..distributed import is_main
+
     if args.split:
         split = load_split(args.split, train, val, dataset=recipe.name)
-    elif args.shots:
-        split = make_kshot_split(train, val, args.shots, args.seed, dataset=recipe.name)
+    elif shots:
+        split = make_kshot_split(train, val, shots, args.seed, dataset=recipe.name)
     else:
         split = None
     if split is not None:
@@ -72,10 +96,8 @@ def run(args):
     if args.calibrate and val_set is not None:
         clf.fit_temperature(ImageSequence(val_set), val_set.label_names())
     clf.save_pretrained(out, export_diffusers=args.export_diffusers)
-    if not is_main():
-        return 0
-    summary = {"out": str(out), "classes": len(clf.classes_), "shots": clf.shots_, **clf.fit_summary_,
-               "final_loss": sum(clf.loss_curve_[-20:]) / max(1, len(clf.loss_curve_[-20:])),
-               "temperature": clf.temperature_}
-    print(json.dumps(summary))
-    return 0
+    if is_main():
+        summary = {"out": str(out), "classes": len(clf.classes_), "shots": clf.shots_, **clf.fit_summary_,
+                   "final_loss": sum(clf.loss_curve_[-20:]) / max(1, len(clf.loss_curve_[-20:])),
+                   "temperature": clf.temperature_}
+        print(json.dumps(summary))

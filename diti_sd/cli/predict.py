@@ -9,6 +9,9 @@ from pathlib import Path
 
 from .._io import atomic_write
 
+EXAMPLE = """example:
+  diti-sd predict --adapters adapters/fgvc-16shot photos/ --top-k 5 --out predictions.csv"""
+
 
 def add_arguments(parser):
     from .common import add_runtime_arguments
@@ -16,12 +19,12 @@ def add_arguments(parser):
     parser.add_argument("--adapters", required=True, help="adapter set folder written by `diti-sd fit`")
     parser.add_argument("images", nargs="+", help="image files or folders of images")
     parser.add_argument("--top-k", type=int, default=1, help="also list the k most likely classes")
-    parser.add_argument("--output", default=None, help="write a CSV with one row per image")
+    parser.add_argument("--out", default=None, help="write a CSV with one row per image")
     parser.add_argument("--model", default=None, help="where the base model is now, if it moved")
     parser.add_argument("--compile", action="store_true", help="score with a torch.compile'd UNet")
     parser.add_argument("--cache-dir", default=None,
                         help="write each scored chunk of images here; a rerun after an interruption continues "
-                             "(default with --output: OUTPUT.scores/, removed once the CSV is written)")
+                             "(default with --out: OUT.scores/, removed once the CSV is written)")
     add_runtime_arguments(parser)
 
 
@@ -58,7 +61,7 @@ def run(args):
     clf = DiTiFewShotClassifier.from_pretrained(args.adapters, model=args.model, device=args.device, dtype=args.dtype,
                                                 attention=args.attention, compile=args.compile,
                                                 progress=not args.no_progress)
-    cache_dir = args.cache_dir or (f"{args.output}.scores" if args.output else None)
+    cache_dir = args.cache_dir or (f"{args.out}.scores" if args.out else None)
     if images:
         result = clf.score_images(images, cache_dir=cache_dir)
         proba = softmax(result.logits, clf.temperature_)
@@ -78,7 +81,7 @@ def run(args):
         label = row.get("prediction") or "ERROR"
         extra = row.get("top_k", "") if args.top_k > 1 else row.get("probability", "")
         print(f"{row['path']}\t{label}\t{extra or row['error']}")
-    if args.output:
+    if args.out:
         def write(tmp):
             with open(tmp, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=fields)
@@ -86,7 +89,7 @@ def run(args):
                 for row in rows:
                     writer.writerow({k: row.get(k, "") for k in fields})
 
-        atomic_write(args.output, write)
+        atomic_write(args.out, write)
         if not args.cache_dir and cache_dir:
             shutil.rmtree(cache_dir, ignore_errors=True)
     return 0 if images else 1

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+EXAMPLE = """example:
+  diti-sd sample --adapters adapters/fgvc-16shot --classes 707-320 A380 --n 4 --out samples.png"""
+
 
 def add_arguments(parser):
     from .common import add_runtime_arguments

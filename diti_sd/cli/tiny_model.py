@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+EXAMPLE = """example:
+  diti-sd tiny-model --out models/tiny-sd
+  diti-sd fit --dataset tiny --model models/tiny-sd --data-root my-images/ --shots 2 --out adapters/tiny"""
+
 
 def add_arguments(parser):
     parser.add_argument("--out", required=True, help="folder to write (diffusers layout)")

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 
+from .common import add_runtime_arguments
+
+EXAMPLE = """example:
+  diti-sd train-base --recipe recipes/base/tiny-base.yaml --out diti_sd/assets/tiny-base"""
+
 
 def add_arguments(parser):
     parser.add_argument("--recipe", default=None, help="base-model recipe YAML (default: recipes/base/tiny-base.yaml)")
     parser.add_argument("--out", required=True, help="folder to write (diffusers layout)")
-    parser.add_argument("--no-progress", action="store_true")
+    # the shipped model was trained on a CPU; another device trains a numerically different one
+    add_runtime_arguments(parser, precision=False, device="cpu")
 
 
 def run(args):
@@ -16,5 +22,5 @@ def run(args):
     from ..recipes import RECIPE_DIR
 
     recipe = load_base_recipe(args.recipe or RECIPE_DIR / "base" / "tiny-base.yaml")
-    print(json.dumps(train_base_model(recipe, args.out, progress=not args.no_progress)))
+    print(json.dumps(train_base_model(recipe, args.out, device=args.device, progress=not args.no_progress)))
     return 0

@@ -45,6 +45,9 @@ def load_dataset(kind: str, root, split: str, **options) -> LabeledImages:
         return load_duke(root, split)
     if kind == "veri":
         return load_veri(root, split)
+    if kind == "synthetic":
+        raise ConfigError("the synthetic benchmark's images are generated, not read from a folder: run "
+                          "`diti-sd demo` (recipe synthetic), or DiTiFewShotClassifier(recipe='synthetic') from Python")
     raise ConfigError(f"unknown data set kind {kind!r}; choose from {', '.join(KINDS)}")
 
 
