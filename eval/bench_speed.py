@@ -76,7 +76,7 @@ def peak_gib(device) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny architecture on CPU (smoke check)")
     parser.add_argument("--batch", type=int, default=None, help="UNet batch (default 64; tiny: 16)")
@@ -85,7 +85,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd UNet forwards")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diti_sd import DiTiFewShotClassifier  # noqa: E402
 from diti_sd.data.synthetic import SyntheticSpec, make_split  # noqa: E402
+from diti_sd.plotting import pyplot, save_figure  # noqa: E402
 from diti_sd.recipes import load_recipe  # noqa: E402
 from diti_sd.scoring import class_contexts, dense_errors, simulate_rounds, stage_timesteps  # noqa: E402
 from diti_sd.timesteps import timestep_noise  # noqa: E402
@@ -36,19 +37,20 @@ SCHEDULES = {
 }
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--test-per-class", type=int, default=8)
     parser.add_argument("--out", default="reports/budget")
-    args = parser.parse_args()
+    parser.add_argument("--steps", type=int, default=None, help="fit steps per class (default: the recipe's)")
+    args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     recipe = load_recipe("synthetic")
     acc = {name: [] for name in SCHEDULES}
     calls = {}
     for seed in [int(s) for s in args.seeds.split(",")]:
-        clf = DiTiFewShotClassifier(recipe=recipe, random_state=seed, device="cpu", progress=False)
+        clf = DiTiFewShotClassifier(recipe=recipe, steps=args.steps, random_state=seed, device="cpu", progress=False)
         spec = SyntheticSpec(size=clf._load_backbone(recipe).resolution)
         train = make_split(spec, "train", 8, seed)
         prior = make_split(spec, "generic", max(1, recipe.fit.prior_images // spec.n_classes), 7000 + seed).images
@@ -76,12 +78,7 @@ def main():
               f"{r['relative_to_exhaustive']:12.2f}")
     (out / "budget.json").write_text(json.dumps({"seeds": args.seeds, "rows": rows}, indent=2))
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     ex = [r for r in rows if r["schedule"].startswith("exhaustive")]
     ax.plot([r["calls_per_image"] for r in ex], [r["accuracy"] for r in ex], "-o", label="exhaustive (all classes)")
     for r in rows:
@@ -95,7 +92,7 @@ def main():
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_budget.png", dpi=110)
+    save_figure(fig, out / "accuracy_vs_budget.png")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
             **{f"val[{w[0]},{w[1]})": round(float(np.mean(v)), 3) for w, v in accs.items()}}
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="11,12")
     parser.add_argument("--shots", type=int, default=8)
@@ -57,7 +57,7 @@ def main():
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--prior", choices=["domain", "base-samples"], default="domain",
                         help="prior-preservation images: generic images of the domain, or the base model's samples")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(json.dumps(evaluate(args.overrides, [int(s) for s in args.seeds.split(",")], args.shots,
                               args.val_per_class, args.prior)), flush=True)
 

@@ -1,0 +1,58 @@
+"""The maintained benchmarks under eval/ run in their smallest configuration and write what they report."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "eval" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_encoder_granularity_reports_the_swap_transfer_per_stage(tmp_path, capsys):
+    script = _script("encoder_granularity")
+    assert script.main(["--seeds", "0", "--steps", "3", "--train-images", "64", "--test-images", "48",
+                        "--pairs", "2", "--device", "cpu", "--out", str(tmp_path), "--no-progress",
+                        "--set", "probe.steps=5", "--set", "probe.transfer_steps=4"]) == 0
+    report = json.loads((tmp_path / "granularity.json").read_text())
+    transfer = report["summary"]["transfer"]
+    assert set(transfer) == {"t 0-600", "t 600-1000", "all of z"}
+    for values in transfer.values():
+        assert set(values) == {"fine_mark", "warm_background", "large_disc"}
+        assert all(len(v) == 2 and np.isfinite(v).all() for v in values.values())
+    printed = capsys.readouterr().out
+    assert "| t 0-600 |" in printed and "fine_mark" in printed
+
+
+def test_bench_speed_tiny_prints_every_part_and_the_ratios_of_one_run(tmp_path, capsys):
+    _script("bench_speed").main(["--tiny", "--repeats", "1", "--classes", "8", "--json", str(tmp_path / "speed.json")])
+    rows = {r["part"].split(" (")[0].split(",")[0]: r for r in json.loads((tmp_path / "speed.json").read_text())["rows"]}
+    assert {"VAE encode", "UNet forward", "scoring pass", "training step"} <= set(rows)
+    assert all(r["per_s"] > 0 for r in rows.values())
+    printed = capsys.readouterr().out
+    assert "stacked LoRAs" in printed and "ratio_to_bare" in printed and "projected_3333_images_min" in printed
+
+
+def test_budget_curve_replays_schedules_on_one_set_of_errors(tmp_path, capsys):
+    _script("budget_curve").main(["--seeds", "1", "--test-per-class", "2", "--steps", "2", "--out", str(tmp_path)])
+    rows = {row["schedule"]: row for row in json.loads((tmp_path / "budget.json").read_text())["rows"]}
+    assert rows["exhaustive, 1 pairs"]["calls_per_image"] < rows["exhaustive, 32 pairs"]["calls_per_image"]
+    assert all(0 <= row["accuracy"] <= 1 for row in rows.values())
+    assert (tmp_path / "accuracy_vs_budget.png").stat().st_size > 0
+
+
+def test_tune_synthetic_reports_validation_accuracy_per_window(capsys):
+    _script("tune_synthetic").main(["--seeds", "11", "--val-per-class", "2", "--set", "fit.steps_by_shots={1: 2}"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["overrides"] == ["fit.steps_by_shots={1: 2}"]
+    windows = [k for k in result if k.startswith("val[")]
+    assert "val[0,200)" in windows and all(0 <= result[k] <= 1 for k in windows)
