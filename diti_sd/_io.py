@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 
@@ -21,6 +22,28 @@ def atomic_write(target: str | os.PathLike, write) -> Path:
     finally:
         if tmp.exists():
             tmp.unlink()
+    return target
+
+
+def atomic_folder(target: str | os.PathLike, write) -> Path:
+    """Call ``write(tmp_folder)`` on a fresh hidden folder beside ``target``, then swap it in for
+    ``target``: a crash leaves the old folder or the new one (or, between the two renames, the old one
+    under ``.NAME.old``), never a half-written one."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
+    old = target.parent / f".{target.name}.{os.getpid()}.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        write(tmp)
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     return target
 
 

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ._io import atomic_write
+from ._io import atomic_folder, atomic_write
 from .backbone import uint8_to_float
 from .data.images import as_image_sequence, list_images, load_image
 from .distributed import is_main
@@ -132,19 +132,12 @@ def _signature(cfg: FitConfig, steps: int, seed: int, classes: list[int], data: 
 
 
 def _save_checkpoint(folder: Path, adapters, optimizer, iteration: int, signature: str) -> None:
-    """Write into a fresh folder, then swap it in: a crash leaves the old or the new one, never half."""
-    tmp = folder.parent / f".{folder.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(adapters.lora_state_dict(), str(tmp / "adapters.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps({"iteration": iteration, "signature": signature}))
-    old = folder.parent / f".{folder.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    def write(tmp: Path) -> None:
+        save_file(adapters.lora_state_dict(), str(tmp / "adapters.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps({"iteration": iteration, "signature": signature}))
+
+    atomic_folder(folder, write)
 
 
 def _load_checkpoint(folder: Path, adapters, optimizer, signature: str) -> int:

@@ -129,19 +129,13 @@ def train_base_model(recipe: BaseRecipe, out: str | os.PathLike, device: str = "
                            progress=progress)
     unet_losses = train_unet(backbone, pixels, recipe.prompt, recipe.unet_steps, recipe.unet_batch, recipe.unet_lr,
                              seed=recipe.seed, progress=progress)
-    out = Path(out)
-    tmp = out.parent / f".{out.name}.tmp"
-    if tmp.exists():
-        import shutil
+    from ._io import atomic_folder
 
-        shutil.rmtree(tmp)
-    backbone.save_pretrained(tmp)
-    (tmp / "base_recipe.yaml").write_text(yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False))
-    if out.exists():
-        import shutil
+    def write(tmp: Path) -> None:
+        backbone.save_pretrained(tmp)
+        (tmp / "base_recipe.yaml").write_text(yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False))
 
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    out = atomic_folder(out, write)
     tail = max(1, len(unet_losses) // 20)
     return {"out": str(out), "seconds": round(time.time() - start, 1),
             "vae_loss": sum(vae_losses[-tail:]) / tail, "unet_loss": sum(unet_losses[-tail:]) / tail}

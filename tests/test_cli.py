@@ -117,6 +117,23 @@ def test_fit_with_several_shots_writes_one_set_each_and_resume_keeps_finished_on
     assert (out / "2shot" / "manifest.json").is_file()
 
 
+def test_train_base_writes_a_loadable_model_and_its_recipe(tmp_path):
+    from diti_sd.backbone import load_backbone
+
+    recipe = tmp_path / "base.yaml"
+    recipe.write_text("resolution: 16\nlatent_factor: 2\nn_images: 20\nvae_steps: 2\nvae_batch: 4\n"
+                      "unet_steps: 2\nunet_batch: 4\n")
+    out = tmp_path / "base"
+    assert main(["train-base", "--recipe", str(recipe), "--out", str(out), "--no-progress"]) == 0
+    backbone = load_backbone(str(out), device="cpu")
+    assert backbone.resolution == 16 and (out / "base_recipe.yaml").read_text().count("unet_steps: 2") == 1
+    first = backbone.fingerprint()
+    recipe.write_text(recipe.read_text().replace("unet_steps: 2", "unet_steps: 3"))
+    assert main(["train-base", "--recipe", str(recipe), "--out", str(out), "--no-progress"]) == 0  # replaced whole
+    assert load_backbone(str(out), device="cpu").fingerprint() != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "base.yaml"]
+
+
 def test_sample_writes_a_grid(image_folder, tiny_model_dir, tmp_path):
     out = tmp_path / "adapters"
     assert main(["fit", "--dataset", "tiny", "--data-root", str(image_folder), "--model", str(tiny_model_dir),

@@ -53,9 +53,8 @@ class ShiftNetwork(nn.Module):
     (``class_embed_type="identity"``), so every resolution level is conditioned on z and t together.
 
     The reference's G (PDAE's) instead reuses the frozen DDPM's down path on x_t and trains its own middle and
-    up blocks on those features. Tried on the synthetic toy (1000 steps, either gradient mode), that form
-    too read the colour from the early subset and the mark from neither, so the simpler separate network
-    stays."""
+    up blocks on those features. On the synthetic toy that form read the attributes from the same subsets
+    as this one (docs/encoder.md), so the simpler separate network stays."""
 
     def __init__(self, z_dim: int, sample_size: int, channels: list[int], layers_per_block: int = 1,
                  attention: bool = False, in_channels: int = 3):
