@@ -26,9 +26,9 @@ WINDOWS = [(0, 100), (0, 200), (0, 300), (0, 1000), (300, 1000)]
 
 
 def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: int,
-             prior_source: str = "domain") -> dict:
+             prior_source: str = "domain", windows: list[tuple[int, int]] = WINDOWS) -> dict:
     recipe = load_recipe("synthetic", overrides)
-    accs = {w: [] for w in WINDOWS}
+    accs = {w: [] for w in windows}
     start = time.time()
     for seed in seeds:
         clf = DiTiFewShotClassifier(recipe=recipe, random_state=seed, device="cpu", progress=False)
@@ -43,7 +43,7 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
         errors = dense_errors(clf.backbone_, clf.adapters_, clf.encode(val.images),
                               class_contexts(clf.backbone_, clf.adapters_, clf.prompts_), t, noise)
         labels = np.array([list(clf.classes_).index(spec.classnames[i]) for i in val.labels])
-        for w in WINDOWS:
+        for w in windows:
             accs[w].append(window_accuracy(errors, t.numpy(), weights, labels, w))
     return {"overrides": overrides, "prior": prior_source, "seconds": round(time.time() - start, 1),
             **{f"val[{w[0]},{w[1]})": round(float(np.mean(v)), 3) for w, v in accs.items()}}
@@ -57,9 +57,13 @@ def main(argv=None):
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--prior", choices=["domain", "base-samples"], default="domain",
                         help="prior-preservation images: generic images of the domain, or the base model's samples")
+    parser.add_argument("--windows", default=None,
+                        help="scoring windows to report, e.g. 0-200,150-500 (default: "
+                             + ",".join(f"{a}-{b}" for a, b in WINDOWS) + ")")
     args = parser.parse_args(argv)
+    windows = WINDOWS if args.windows is None else [tuple(int(v) for v in w.split("-")) for w in args.windows.split(",")]
     print(json.dumps(evaluate(args.overrides, [int(s) for s in args.seeds.split(",")], args.shots,
-                              args.val_per_class, args.prior)), flush=True)
+                              args.val_per_class, args.prior, windows)), flush=True)
 
 
 if __name__ == "__main__":
