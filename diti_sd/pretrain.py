@@ -1,8 +1,11 @@
 """Training a small base model from scratch on a domain (the demo's shipped model, test fixtures).
 
 Two stages, as latent diffusion does: an autoencoder (the VAE, reconstruction plus a small KL term),
-then the UNet on the frozen VAE's latents with every image captioned by the generic prompt. The text
-encoder stays as built: with one generic prompt it only has to provide a fixed context.
+then the UNet on the frozen VAE's latents. Each image is captioned either by the generic prompt alone
+(``captions: generic``) or, as web captions describe real images, by its attributes (``captions:
+attributes``: texture and background colour, the generic prompt for a ``caption_dropout`` share), so
+that the base knows its domain's attributes by name and a class adapter can steer towards them. The
+text encoder stays as built: it only has to give different captions different contexts.
 """
 
 from __future__ import annotations
@@ -49,13 +52,18 @@ def train_vae(backbone, pixels: torch.Tensor, steps: int, batch_size: int = 16, 
 
 
 def train_unet(backbone, pixels: torch.Tensor, prompt: str, steps: int, batch_size: int = 32, lr: float = 1e-3,
-               seed: int = 0, progress: bool = True, latents: torch.Tensor | None = None) -> list[float]:
-    """Train the UNet (all weights) to denoise the images' latents under ``prompt``, t ~ U[0, T)."""
+               seed: int = 0, progress: bool = True, latents: torch.Tensor | None = None,
+               captions: list[str] | None = None, caption_dropout: float = 0.0) -> list[float]:
+    """Train the UNet (all weights) to denoise the images' latents, t ~ U[0, T), under ``prompt``, or
+    under each image's caption in ``captions`` with ``prompt`` for a ``caption_dropout`` share of samples."""
     unet = backbone.unet
     if latents is None:
         latents = torch.cat([backbone.encode_images(pixels[i : i + 64]) for i in range(0, len(pixels), 64)])
+    vocabulary = sorted(set(captions or [])) + [prompt]
+    caption_index = torch.tensor([vocabulary.index(c) for c in captions] if captions else [0] * len(latents))
+    generic = len(vocabulary) - 1
     with torch.no_grad():
-        context = backbone.encode_prompts([prompt])
+        contexts = backbone.encode_prompts(vocabulary)
     unet.requires_grad_(True)
     unet.train()
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-4)
@@ -68,7 +76,10 @@ def train_unet(backbone, pixels: torch.Tensor, prompt: str, steps: int, batch_si
         x0 = latents[idx].to(backbone.device)
         noise = torch.randn(x0.shape, generator=g).to(x0.device, x0.dtype)
         t = torch.randint(0, backbone.num_train_timesteps, (batch_size,), generator=g).to(x0.device)
-        out = backbone.predict(backbone.add_noise(x0, noise, t), t, context.expand(batch_size, -1, -1))
+        which = caption_index[idx] if captions else torch.full((batch_size,), generic)
+        if captions and caption_dropout > 0:
+            which = torch.where(torch.rand(batch_size, generator=g) < caption_dropout, generic, which)
+        out = backbone.predict(backbone.add_noise(x0, noise, t), t, contexts[which.to(contexts.device)])
         loss = (out.float() - backbone.target(x0, noise, t).float()).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -92,7 +103,9 @@ class BaseRecipe:
     block_out_channels: list[int] = field(default_factory=lambda: [32, 64])
     cross_attention_dim: int = 32
     prediction_type: str = "epsilon"
-    prompt: str = "a photo"
+    prompt: str = "a photo"  # the generic prompt
+    captions: str = "generic"  # generic: every image under `prompt`; attributes: its texture and background
+    caption_dropout: float = 0.1  # with attribute captions, the share of samples under `prompt`
     domain: dict = field(default_factory=dict)  # SyntheticSpec fields
     n_images: int = 2000  # generic images of the domain (texture, background, shape all independent)
     vae_steps: int = 2000
@@ -111,8 +124,12 @@ def load_base_recipe(path: str | os.PathLike) -> BaseRecipe:
 
 def train_base_model(recipe: BaseRecipe, out: str | os.PathLike, device: str = "cpu", progress: bool = True) -> dict:
     """Build a tiny SD, train its VAE then its UNet on the synthetic domain, save it in diffusers layout."""
-    from .data.synthetic import SyntheticSpec, make_split
+    from .data.synthetic import SyntheticSpec, attribute_caption, make_split
+    from .errors import ConfigError
     from .tiny import build_tiny_backbone
+
+    if recipe.captions not in ("generic", "attributes"):
+        raise ConfigError(f"captions must be generic or attributes, not {recipe.captions!r}")
 
     start = time.time()
     spec = SyntheticSpec(size=recipe.resolution, **recipe.domain)
@@ -127,8 +144,12 @@ def train_base_model(recipe: BaseRecipe, out: str | os.PathLike, device: str = "
     backbone.to(device)
     vae_losses = train_vae(backbone, pixels, recipe.vae_steps, recipe.vae_batch, recipe.vae_lr, seed=recipe.seed,
                            progress=progress)
+    captions = None
+    if recipe.captions == "attributes":
+        captions = [attribute_caption(image, label, spec) for image, label in zip(generic.images, generic.labels)]
     unet_losses = train_unet(backbone, pixels, recipe.prompt, recipe.unet_steps, recipe.unet_batch, recipe.unet_lr,
-                             seed=recipe.seed, progress=progress)
+                             seed=recipe.seed, progress=progress, captions=captions,
+                             caption_dropout=recipe.caption_dropout)
     from ._io import atomic_folder
 
     def write(tmp: Path) -> None:

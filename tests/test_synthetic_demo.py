@@ -6,7 +6,15 @@ import torch
 
 from diti_sd import DiTiFewShotClassifier
 from diti_sd.backbone import load_backbone
-from diti_sd.data.synthetic import TEXTURES, SyntheticSpec, background_class_dependence, make_split, texture
+from diti_sd.data.synthetic import (
+    COLOUR_NAMES,
+    TEXTURES,
+    SyntheticSpec,
+    attribute_caption,
+    background_class_dependence,
+    make_split,
+    texture,
+)
 from diti_sd.demo import DemoConfig, run_demo, window_accuracy
 from diti_sd.scoring import class_contexts, dense_errors, stage_timesteps
 from diti_sd.timesteps import timestep_noise
@@ -33,6 +41,37 @@ def test_the_texture_is_the_class_and_splits_are_reproducible():
         centred = (image[0] - SPEC.object_level)[grey].numpy()
         scores = [np.corrcoef(centred, texture(kind, 16)[grey.numpy()])[0, 1] for kind in TEXTURES[: SPEC.n_classes]]
         assert int(np.argmax(scores)) == label and max(scores) > 0.95
+
+
+def test_attribute_captions_name_the_texture_and_the_background():
+    spec = SyntheticSpec(size=16)
+    train = make_split(spec, "train", 2, 0)  # background c for class c
+    assert [attribute_caption(x, y, spec) for x, y in zip(train.images, train.labels)][:5] == [
+        f"a photo of a {TEXTURES[c]} pattern on a {COLOUR_NAMES[c]} background" for c in range(5)]
+    generic = make_split(spec, "generic", 20, 0)
+    colours = {attribute_caption(x, y, spec).split(" on a ")[1] for x, y in zip(generic.images, generic.labels)}
+    assert len(colours) == spec.n_classes  # independent of the texture: every background appears
+
+
+def test_base_training_conditions_each_sample_on_its_own_caption():
+    """Captions that are all the same prompt train exactly what that prompt alone trains (same draws);
+    captions naming the texture train something else."""
+    from diti_sd.pretrain import train_unet
+    from diti_sd.tiny import build_tiny_backbone
+
+    spec = SyntheticSpec(size=16)
+    data = make_split(spec, "generic", 4, 0)
+    pixels = torch.stack(data.images) * 2 - 1
+
+    def weights(**kwargs):
+        backbone = build_tiny_backbone(seed=0, resolution=16, latent_factor=2)
+        train_unet(backbone, pixels, "a photo", steps=3, batch_size=4, progress=False, **kwargs)
+        return torch.cat([p.flatten() for p in backbone.unet.parameters()])
+
+    same = ["a photo"] * len(data)
+    named = [attribute_caption(x, y, spec) for x, y in zip(data.images, data.labels)]
+    assert torch.equal(weights(), weights(captions=same))
+    assert not torch.allclose(weights(), weights(captions=named))
 
 
 def test_shipped_tiny_base_loads_through_the_normal_loader():

@@ -26,6 +26,7 @@ BACKGROUNDS = (
     (0.85, 0.25, 0.2), (0.2, 0.7, 0.3), (0.2, 0.35, 0.85), (0.9, 0.8, 0.2), (0.7, 0.3, 0.8),
     (0.2, 0.8, 0.8), (0.95, 0.55, 0.2), (0.5, 0.5, 0.5),
 )
+COLOUR_NAMES = ("red", "green", "blue", "yellow", "purple", "cyan", "orange", "grey")  # of BACKGROUNDS
 TEXTURES = ("horizontal", "vertical", "diagonal", "antidiagonal", "checker", "dots", "coarse-horizontal",
             "coarse-vertical")
 SHAPES = ("disc", "square", "diamond")
@@ -109,9 +110,21 @@ def make_split(spec: SyntheticSpec, split: str, n_per_class: int, seed: int) -> 
     return LabeledImages(images, labels, list(spec.classnames), [f"{split}-{seed}-{i}" for i in range(len(images))])
 
 
+def background_of(image: torch.Tensor) -> int:
+    """The index in BACKGROUNDS of an image's background colour, read at a corner (objects never reach
+    the corners: their extent is at most 0.7 of the side and they stay inside the image)."""
+    corner = image[:, 0, 0].numpy()
+    return int(np.argmin([np.abs(corner - np.array(c)).sum() for c in BACKGROUNDS]))
+
+
+def attribute_caption(image: torch.Tensor, label: int, spec: SyntheticSpec) -> str:
+    """What a web caption would say of the image: its texture and its background colour."""
+    return f"a photo of a {spec.classnames[label]} pattern on a {COLOUR_NAMES[background_of(image)]} background"
+
+
 def background_class_dependence(data: LabeledImages, spec: SyntheticSpec) -> float:
     """Cramér's V between class and background colour (0: independent, 1: determined)."""
-    bgs = [int(np.argmin([np.abs(img[:, 0, 0].numpy() - np.array(c)).sum() for c in BACKGROUNDS])) for img in data.images]
+    bgs = [background_of(img) for img in data.images]
     table = np.zeros((spec.n_classes, len(BACKGROUNDS)))
     for label, bg in zip(data.labels, bgs):
         table[label, bg] += 1
