@@ -77,8 +77,10 @@ class Backbone:
         return self.scheduler.alphas_cumprod.to(device or self.device, torch.float32)
 
     def to(self, device=None, dtype=None) -> Backbone:
+        # only what is asked: diffusers warns on every to() that names a dtype, None included
+        moves = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
         for module in (self.vae, self.unet, self.text_encoder):
-            module.to(device=device, dtype=dtype)
+            module.to(**moves)
         return self
 
     def requires_grad_(self, flag: bool) -> Backbone:
