@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def add_arguments(parser):
     sub = parser.add_subparsers(dest="encoder_command", metavar="ACTION", required=True)
 
     fit = sub.add_parser("fit", help="train an encoder against a frozen DDPM",
-                         epilog="example:\n  " + EXAMPLE.splitlines()[1].strip(), formatter_class=_raw())
+                         epilog="example:\n  " + EXAMPLE.splitlines()[1].strip(), formatter_class=argparse.RawDescriptionHelpFormatter)
     _data_arguments(fit, required=True)
     fit.add_argument("--ddpm", required=True, help="DDPM: local DDPMPipeline folder or hub id")
     fit.add_argument("--out", required=True, help="folder for the encoder (and its checkpoint while training)")
@@ -30,7 +31,7 @@ def add_arguments(parser):
     add_runtime_arguments(fit, precision=False, workers=True)
 
     probe = sub.add_parser("probe", help="linear probes on z: AP per attribute, overall and per time-step stage",
-                           epilog="example:\n  " + EXAMPLE.splitlines()[2].strip(), formatter_class=_raw())
+                           epilog="example:\n  " + EXAMPLE.splitlines()[2].strip(), formatter_class=argparse.RawDescriptionHelpFormatter)
     probe.add_argument("--encoder", required=True, help="folder written by `encoder fit`")
     _data_arguments(probe, required=False)
     probe.add_argument("--ddpm", default=None, help="the DDPM, if not where the encoder recorded it")
@@ -42,7 +43,7 @@ def add_arguments(parser):
     add_runtime_arguments(probe, precision=False, workers=True)
 
     edit = sub.add_parser("edit", help="counterfactual image grids: swap subsets or move along an attribute",
-                          epilog="example:\n  " + EXAMPLE.splitlines()[3].strip(), formatter_class=_raw())
+                          epilog="example:\n  " + EXAMPLE.splitlines()[3].strip(), formatter_class=argparse.RawDescriptionHelpFormatter)
     edit.add_argument("--encoder", required=True)
     edit.add_argument("--images", nargs="+", required=True,
                       help="with --subsets: pairs a b [a b ...]; with --attribute: the images to edit")
@@ -59,7 +60,7 @@ def add_arguments(parser):
     add_runtime_arguments(edit, precision=False, workers=True)
 
     ddpm = sub.add_parser("train-ddpm", help="train a small unconditional DDPM (smoke runs; no hub access)",
-                          epilog="example:\n  " + EXAMPLE.splitlines()[4].strip(), formatter_class=_raw())
+                          epilog="example:\n  " + EXAMPLE.splitlines()[4].strip(), formatter_class=argparse.RawDescriptionHelpFormatter)
     _data_arguments(ddpm, required=True)
     ddpm.add_argument("--out", required=True)
     ddpm.add_argument("--size", type=int, default=16)
@@ -67,12 +68,6 @@ def add_arguments(parser):
     ddpm.add_argument("--steps", type=int, default=1000)
     ddpm.add_argument("--batch-size", type=int, default=32)
     add_runtime_arguments(ddpm, precision=False, workers=False)
-
-
-def _raw():
-    import argparse
-
-    return argparse.RawDescriptionHelpFormatter
 
 
 def _data_arguments(parser, required: bool):
