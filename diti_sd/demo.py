@@ -1,9 +1,10 @@
 """The demo: the seed's claim on the synthetic fine-grained benchmark, on the shipped tiny base model.
 
 Per seed: sample a k-shot train split (background colour follows the class), fit class adapters with
-the recommended recipe (small training window, prior preservation) and with the reference-style
-window (all of [0, 1000)), then score decorrelated and correlated test splits on one shared set of
-(t, noise) pairs, so that every scoring window and per-t weight is read off the same UNet calls.
+the recommended recipe (its training window, prior preservation) and with the reference-style window
+(all of [0, 1000)), then score decorrelated and correlated test splits on one shared set of (t, noise)
+pairs, drawn below, inside and above the recipe's scoring window, so that every scoring window and
+per-t weight is read off the same UNet calls.
 Baselines: nearest class prototype on pixels and on VAE latents. Every comparison is reported as a
 paired difference on the same images and seeds, with a bootstrap 95 % interval.
 """
@@ -23,30 +24,26 @@ from tqdm.auto import tqdm
 from .classifier import DiTiFewShotClassifier
 from .data.synthetic import SyntheticSpec, make_split
 from .demo_report import BANDS, plot_bands, plot_examples, render_markdown, save_samples
+from .errors import ConfigError
 from .recipes import load_recipe
 from .scoring import class_contexts, dense_errors
 from .timesteps import scoring_pairs, tif_weights
 
 TEST_SPLITS = ("decorrelated", "correlated")
-RECOMMENDED = "DiTi-SD, small-t window (0, 200) (recommended)"
-# what the recommended configuration is compared with (the issue's targets name these)
-RIVALS = ("reference configuration: trained over (0, 1000), TiF weight",
-          "reference-style: trained and scored over (0, 1000)", "DiTi-SD, same adapters, large t (300, 1000)",
-          "nearest prototype, pixels", "nearest prototype, VAE latents")
+REFERENCE_CONFIGURATION = "reference configuration: trained over (0, 1000), TiF weight"
+REFERENCE_STYLE = "reference-style: trained and scored over (0, 1000)"
+PROTOTYPES = ("nearest prototype, pixels", "nearest prototype, VAE latents")
 FULL = {"seeds": [1, 2, 3, 4, 5], "test_per_class": 40}  # `--full`: 200 test images per split and seed
 
 
 @dataclass
 class DemoConfig:
     model: str = "builtin:tiny-base"
-    recipe: str = "synthetic"
+    recipe: str = "synthetic"  # its scoring window is the recommended one; large t is the rest above it
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     shots: int = 8
     test_per_class: int = 8
-    small_window: list[int] = field(default_factory=lambda: [0, 200])  # the recipe's scoring window
-    large_window: list[int] = field(default_factory=lambda: [300, 1000])
-    pairs_small: int = 12  # (t, noise) pairs in [0, 200) ...
-    pairs_rest: int = 12  # ... and in [200, 1000)
+    pairs: list[int] = field(default_factory=lambda: [8, 12, 8])  # (t, noise) pairs below, in, above the window
     steps: int | None = None  # fit steps per class (None: the recipe's)
     samples_per_class: int = 4
     device: str = "cpu"
@@ -57,14 +54,24 @@ class DemoConfig:
             self.seeds, self.test_per_class = list(FULL["seeds"]), FULL["test_per_class"]
 
 
-def stratified_pairs(cfg: DemoConfig, latent_shape, seed: int = 0):
-    """Two strata of pairs; each pair carries the weight that makes a window's mean uniform in t."""
-    lo, mid = cfg.small_window
-    t1, n1 = scoring_pairs(cfg.pairs_small, lo, mid, latent_shape, seed)
-    t2, n2 = scoring_pairs(cfg.pairs_rest, mid, 1000, latent_shape, seed + 1)
-    weights = torch.cat([torch.full((cfg.pairs_small,), (mid - lo) / cfg.pairs_small),
-                         torch.full((cfg.pairs_rest,), (1000 - mid) / cfg.pairs_rest)])
-    return torch.cat([t1, t2]), torch.cat([n1, n2]), weights.numpy()
+def method_names(window: tuple[int, int]) -> tuple[str, str, tuple[str, ...]]:
+    """The recommended configuration's name, the large-t one's, and the rivals the targets name."""
+    recommended = f"DiTi-SD, window {tuple(window)} (recommended)"
+    large = f"DiTi-SD, same adapters, large t {(window[1], 1000)}"
+    return recommended, large, (REFERENCE_CONFIGURATION, REFERENCE_STYLE, large, *PROTOTYPES)
+
+
+def stratified_pairs(edges, counts, latent_shape, seed: int = 0):
+    """``counts[i]`` pairs in each stratum [edges[i], edges[i + 1]) (empty strata skipped); each pair
+    carries the weight that makes a window's mean uniform in t across strata."""
+    ts, noises, weights = [], [], []
+    for i, (lo, hi, n) in enumerate(zip(edges[:-1], edges[1:], counts)):
+        if hi > lo and n > 0:
+            t, noise = scoring_pairs(n, lo, hi, latent_shape, seed + i)
+            ts.append(t)
+            noises.append(noise)
+            weights.append(torch.full((n,), (hi - lo) / n))
+    return torch.cat(ts), torch.cat(noises), torch.cat(weights).numpy()
 
 
 def window_correct(errors: np.ndarray, t: np.ndarray, weights: np.ndarray, labels: np.ndarray,
@@ -120,6 +127,11 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     recipe = load_recipe(cfg.recipe, {"model": cfg.model})
+    window = (recipe.score.t_min, recipe.score.t_max)
+    if window[1] >= 1000:
+        raise ConfigError(f"the demo compares the recipe's scoring window with large t above it; recipe "
+                          f"{cfg.recipe!r} scores up to t = {window[1]}: set score.t_max below 1000")
+    recommended, large, rivals = method_names(window)
     correct: dict[str, dict[str, list[np.ndarray]]] = {}  # method -> split -> per seed, per image
     bands: dict[str, list[list[float]]] = {}
     train_acc, d_values, examples = [], [], None
@@ -135,7 +147,7 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
         prior = make_split(spec, "generic", max(1, recipe.fit.prior_images // spec.n_classes), 7000 + seed).images
         clf.fit(train.images, names, prior_images=prior)
         backbone = clf.backbone_
-        t, noise, weights = stratified_pairs(cfg, backbone.latent_shape)
+        t, noise, weights = stratified_pairs([0, *window, 1000], cfg.pairs, backbone.latent_shape)
         t_np = t.numpy()
         ref = DiTiFewShotClassifier(recipe=recipe, steps=cfg.steps, train_window=(0, 1000), random_state=seed,
                                     device=cfg.device, progress=progress).fit(train.images, names, prior_images=prior)
@@ -149,23 +161,21 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
         contexts = class_contexts(backbone, clf.adapters_, clf.prompts_)
         ref_contexts = class_contexts(ref.backbone_, ref.adapters_, ref.prompts_)
         err_train = dense_errors(backbone, clf.adapters_, train_lat, contexts, t, noise, progress=progress)
-        train_acc.append(window_accuracy(err_train, t_np, weights, train_y, tuple(cfg.small_window)))
+        train_acc.append(window_accuracy(err_train, t_np, weights, train_y, window))
         for split, data in tests.items():
             y = np.array([label_of[spec.classnames[i]] for i in data.labels])
             latents = clf.encode(data.images)
             err_a = dense_errors(backbone, clf.adapters_, latents, contexts, t, noise, progress=progress)
             err_b = dense_errors(ref.backbone_, ref.adapters_, latents, ref_contexts, t, noise, progress=progress)
             results = {
-                RECOMMENDED: window_correct(err_a, t_np, weights, y, cfg.small_window),
-                f"DiTi-SD, same adapters, large t {tuple(cfg.large_window)}":
-                    window_correct(err_a, t_np, weights, y, cfg.large_window),
+                recommended: window_correct(err_a, t_np, weights, y, window),
+                large: window_correct(err_a, t_np, weights, y, (window[1], 1000)),
                 "DiTi-SD, same adapters, all t (0, 1000)": window_correct(err_a, t_np, weights, y, (0, 1000)),
                 "DiTi-SD, same adapters, TiF weight": window_correct(err_a, t_np, tif, y, (0, 1000)),
-                "reference-style: trained and scored over (0, 1000)": window_correct(err_b, t_np, weights, y, (0, 1000)),
-                "reference configuration: trained over (0, 1000), TiF weight":
-                    window_correct(err_b, t_np, tif, y, (0, 1000)),
-                "nearest prototype, pixels": _prototype_correct(train_pix, train_y, torch.stack(data.images), y),
-                "nearest prototype, VAE latents": _prototype_correct(train_lat, train_y, latents, y),
+                REFERENCE_STYLE: window_correct(err_b, t_np, weights, y, (0, 1000)),
+                REFERENCE_CONFIGURATION: window_correct(err_b, t_np, tif, y, (0, 1000)),
+                PROTOTYPES[0]: _prototype_correct(train_pix, train_y, torch.stack(data.images), y),
+                PROTOTYPES[1]: _prototype_correct(train_lat, train_y, latents, y),
             }
             for method, hits in results.items():
                 correct.setdefault(method, {}).setdefault(split, []).append(hits)
@@ -173,8 +183,9 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
                 bands.setdefault(f"{tag}|{split}", []).append(
                     [window_accuracy(err, t_np, weights, y, band) for band in BANDS])
             if examples is None and split == "decorrelated":
-                mean = (err_a[:, :, t_np < cfg.small_window[1]]).mean(2)
-                examples = (data, clf.classes_[mean.argmin(1)], [clf.classes_[i] for i in y])
+                keep = (t_np >= window[0]) & (t_np < window[1])
+                mean = (err_a[:, :, keep] * weights[keep]).sum(2)
+                examples = (data, clf.classes_[mean.argmin(1)], [clf.classes_[i] for i in y], window)
         if seed == cfg.seeds[0]:
             samples, sample_labels = clf.sample(n_per_class=cfg.samples_per_class, steps=20, guidance=1.0, seed=seed)
             save_samples(samples, sample_labels, cfg.samples_per_class, out / "adapter_samples.png")
@@ -183,11 +194,11 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
                          "per_seed": [float(h.mean()) for h in v]} for split, v in by.items()}
         for method, by in correct.items()
     }
-    comparisons = {rival: {split: paired_difference(correct[RECOMMENDED][split], correct[rival][split])
-                           for split in TEST_SPLITS} for rival in RIVALS}
+    comparisons = {rival: {split: paired_difference(correct[recommended][split], correct[rival][split])
+                           for split in TEST_SPLITS} for rival in rivals}
     report = {
         "config": asdict(cfg), "recipe": recipe.to_dict(), "results": summary, "comparisons": comparisons,
-        "recommended": RECOMMENDED, "train_accuracy": {"mean": float(np.mean(train_acc)), "per_seed": train_acc},
+        "recommended": recommended, "window": list(window), "train_accuracy": {"mean": float(np.mean(train_acc)), "per_seed": train_acc},
         "tif_d": d_values, "bands": {"edges": [list(b) for b in BANDS],
                                      "accuracy": {k: _band_means(v) for k, v in bands.items()}},
         "chance": 1 / len(SyntheticSpec().classnames),

@@ -35,7 +35,7 @@ def render_markdown(report: dict) -> str:
         cells = [f"{by[s]['mean']:.3f} ± {by[s]['std']:.3f}" for s in SPLITS]
         lines.append(f"| {method} | {' | '.join(cells)} |")
     lines += ["", f"Mean ± std over seeds. The recommended adapters classify their own train images at "
-              f"{report['train_accuracy']['mean']:.3f} (small-t window): the gap to the decorrelated column is "
+              f"{report['train_accuracy']['mean']:.3f} (recommended window): the gap to the decorrelated column is "
               "what they memorised. TiF's weight uses d = "
               f"{', '.join(f'{d:.2f}' for d in report['tif_d'])} (per seed, from the train latents).", ""]
     lines += ["## The recommended configuration against the others", "",
@@ -90,13 +90,15 @@ def plot_bands(report: dict, path: Path) -> None:
     twin.fill_between(np.arange(1000), w, color="tab:green", alpha=0.12)
     twin.set_ylabel(f"TiF weight, d = {np.mean(report['tif_d']):.2f}", color="tab:green")
     twin.set_ylim(0, 1.05)
+    if "window" in report:
+        ax.axvspan(*report["window"], color="tab:blue", alpha=0.08, label="recommended scoring window")
     ax.legend(fontsize=7, loc="upper right")
     ax.set_title("Accuracy per band of t (solid: decorrelated, dotted: correlated); shaded: TiF's weight")
     fig.tight_layout()
     save_figure(fig, path)
 
 
-def plot_examples(data, predicted, truth, path: Path, n: int = 20) -> None:
+def plot_examples(data, predicted, truth, window, path: Path, n: int = 20) -> None:
     plt = pyplot()
     n = min(n, len(data))
     cols = 5
@@ -108,7 +110,7 @@ def plot_examples(data, predicted, truth, path: Path, n: int = 20) -> None:
         ax.imshow(data.images[i].permute(1, 2, 0).numpy(), interpolation="nearest")
         ok = predicted[i] == truth[i]
         ax.set_title(f"{predicted[i]}\n(true {truth[i]})", fontsize=7, color="green" if ok else "red")
-    fig.suptitle("decorrelated test images: prediction (small-t window), true class")
+    fig.suptitle(f"decorrelated test images: prediction (window {tuple(window)}), true class")
     fig.tight_layout()
     save_figure(fig, path)
 

@@ -52,8 +52,9 @@ def test_budget_curve_replays_schedules_on_one_set_of_errors(tmp_path, capsys):
 
 def test_tune_synthetic_reports_validation_accuracy_per_window(capsys):
     _script("tune_synthetic").main(["--seeds", "11", "--val-per-class", "2", "--set", "fit.steps_by_shots={1: 2}",
-                                    "--windows", "0-200,150-500"])
+                                    "--windows", "0-200,150-500", "--pairs", "2,3", "--split-at", "300"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["overrides"] == ["fit.steps_by_shots={1: 2}"]
-    windows = [k for k in result if k.startswith("val[")]
-    assert windows == ["val[0,200)", "val[150,500)"] and all(0 <= result[k] <= 1 for k in windows)
+    windows = [k for k in result if k.startswith("val")]
+    assert windows == ["val[0,200)", "val[150,500)", "val tif"] and all(0 <= result[k] <= 1 for k in windows)
+    assert 0 <= result["train[0,200)"] <= 1

@@ -96,17 +96,18 @@ def test_window_accuracy_agrees_with_predict():
                                 overrides={"score.rounds": [[6, 1]], "fit.prior_images": 5})
     clf.fit(train.images, names)
     test = make_split(SPEC, "decorrelated", 2, seed=9)
-    t = torch.tensor(stage_timesteps([[6, 1]], 0, 200)[0])
+    window = (clf.recipe_.score.t_min, clf.recipe_.score.t_max)
+    t = torch.tensor(stage_timesteps([[6, 1]], *window)[0])
     noise = timestep_noise(t, clf.backbone_.latent_shape, seed=0)
     errors = dense_errors(clf.backbone_, clf.adapters_, clf.encode(test.images),
                           class_contexts(clf.backbone_, clf.adapters_, clf.prompts_), t, noise)
     labels = np.array([list(clf.classes_).index(SPEC.classnames[i]) for i in test.labels])
     expected = float((clf.predict(test.images) == np.array([SPEC.classnames[i] for i in test.labels])).mean())
-    assert window_accuracy(errors, t.numpy(), np.ones(6), labels, (0, 200)) == expected
+    assert window_accuracy(errors, t.numpy(), np.ones(6), labels, window) == expected
 
 
 def test_demo_writes_its_report(tmp_path):
-    cfg = DemoConfig(seeds=[1], shots=2, test_per_class=2, pairs_small=2, pairs_rest=2, steps=2, samples_per_class=1)
+    cfg = DemoConfig(seeds=[1], shots=2, test_per_class=2, pairs=[1, 2, 1], steps=2, samples_per_class=1)
     report = run_demo(cfg, tmp_path, progress=False)
     for name in ("results.json", "README.md", "accuracy_by_band.png", "test_predictions.png", "adapter_samples.png"):
         assert (tmp_path / name).is_file(), name
@@ -162,3 +163,23 @@ def test_replayed_rounds_match_the_real_scoring_pass():
     # stages add 2, 4 and 2 new t (the size-5 grid overlaps the size-2 one at one point)
     assert [len(s) for s in stage_timesteps(rounds, cfg.t_min, cfg.t_max)] == [2, 4, 2]
     assert (calls == real.unet_calls).all() and calls[0] == 5 * 2 + 3 * 4 + 2 * 2
+
+
+def test_stratified_pairs_weigh_each_stratum_by_its_width():
+    from diti_sd.demo import stratified_pairs
+
+    t, noise, weights = stratified_pairs([0, 0, 200, 500, 1000], [3, 2, 4, 5], (4, 8, 8))
+    assert len(t) == len(weights) == noise.shape[0] == 11  # the empty stratum [0, 0) draws nothing
+    assert ((t[:2] < 200).all() and ((t[2:6] >= 200) & (t[2:6] < 500)).all() and (t[6:] >= 500).all())
+    # a window's weighted mean is uniform in t: each stratum weighs its width, however many pairs it has
+    assert weights[:2].sum() == pytest.approx(200) and weights[2:6].sum() == pytest.approx(300)
+    assert weights[6:].sum() == pytest.approx(500)
+
+
+def test_demo_needs_room_above_the_recipe_window(tmp_path):
+    from diti_sd.errors import ConfigError
+
+    recipe = tmp_path / "all-t.yaml"
+    recipe.write_text("model: builtin:tiny-base\ndataset: {kind: synthetic}\nscore: {t_min: 0, t_max: 1000}\n")
+    with pytest.raises(ConfigError, match="score.t_max below 1000"):
+        run_demo(DemoConfig(recipe=str(recipe), seeds=[1]), tmp_path / "out", progress=False)
