@@ -15,7 +15,7 @@ from diti_sd.data.synthetic import (
     make_split,
     texture,
 )
-from diti_sd.demo import DemoConfig, run_demo, window_accuracy
+from diti_sd.demo import REFERENCE_CONFIGURATION, DemoConfig, run_demo, window_accuracy
 from diti_sd.scoring import class_contexts, dense_errors, stage_timesteps
 from diti_sd.timesteps import timestep_noise
 
@@ -124,6 +124,12 @@ def test_demo_writes_its_report(tmp_path):
     assert len(saved["tif_d"]) == 1 and saved["tif_d"][0] > 0
     text = (tmp_path / "README.md").read_text()
     assert "## Targets" in text and "decorrelated accuracy at least 0.70" in text
+    # the rivals are targets; the reference configuration is compared, not targeted
+    target_lines = [line for line in text.splitlines() if line.startswith("- at least 0.10 above")]
+    assert len(target_lines) == len(saved["targets_against"]) == 4
+    assert "reference-style" in target_lines[0] and "large t (500, 1000)" in target_lines[1]
+    assert "reference configuration" not in "".join(target_lines)
+    assert REFERENCE_CONFIGURATION in saved["comparisons"] and "not a target" in text
     assert f"{recommended['decorrelated']['mean']:.3f}" in text
 
 
