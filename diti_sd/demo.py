@@ -76,14 +76,20 @@ def stratified_pairs(edges, counts, latent_shape, seed: int = 0):
     return torch.cat(ts), torch.cat(noises), torch.cat(weights).numpy()
 
 
-def window_correct(errors: np.ndarray, t: np.ndarray, weights: np.ndarray, labels: np.ndarray,
-                   window: tuple[int, int]) -> np.ndarray | None:
-    """Per image, whether its weighted mean error over the pairs in ``window`` is lowest for its class."""
+def window_predictions(errors: np.ndarray, t: np.ndarray, weights: np.ndarray,
+                       window: tuple[int, int]) -> np.ndarray | None:
+    """Per image, the class with the lowest weighted mean error over the pairs in ``window``."""
     keep = (t >= window[0]) & (t < window[1]) & (weights > 0)
     if not keep.any():
         return None
-    mean = (errors[:, :, keep] * weights[keep]).sum(2) / weights[keep].sum()
-    return mean.argmin(1) == labels
+    return ((errors[:, :, keep] * weights[keep]).sum(2) / weights[keep].sum()).argmin(1)
+
+
+def window_correct(errors: np.ndarray, t: np.ndarray, weights: np.ndarray, labels: np.ndarray,
+                   window: tuple[int, int]) -> np.ndarray | None:
+    """Per image, whether its weighted mean error over the pairs in ``window`` is lowest for its class."""
+    predicted = window_predictions(errors, t, weights, window)
+    return None if predicted is None else predicted == labels
 
 
 def window_accuracy(errors: np.ndarray, t: np.ndarray, weights: np.ndarray, labels: np.ndarray,
@@ -185,9 +191,8 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
                 bands.setdefault(f"{tag}|{split}", []).append(
                     [window_accuracy(err, t_np, weights, y, band) for band in BANDS])
             if examples is None and split == "decorrelated":
-                keep = (t_np >= window[0]) & (t_np < window[1])
-                mean = (err_a[:, :, keep] * weights[keep]).sum(2)
-                examples = (data, clf.classes_[mean.argmin(1)], [clf.classes_[i] for i in y], window)
+                predicted = window_predictions(err_a, t_np, weights, window)
+                examples = (data, clf.classes_[predicted], [clf.classes_[i] for i in y], window)
         if seed == cfg.seeds[0]:
             samples, sample_labels = clf.sample(n_per_class=cfg.samples_per_class, steps=20, guidance=1.0, seed=seed)
             save_samples(samples, sample_labels, cfg.samples_per_class, out / "adapter_samples.png")

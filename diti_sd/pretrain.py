@@ -60,8 +60,9 @@ def train_unet(backbone, pixels: torch.Tensor, prompt: str, steps: int, batch_si
     if latents is None:
         latents = torch.cat([backbone.encode_images(pixels[i : i + 64]) for i in range(0, len(pixels), 64)])
     vocabulary = sorted(set(captions or [])) + [prompt]
-    caption_index = torch.tensor([vocabulary.index(c) for c in captions] if captions else [0] * len(latents))
     generic = len(vocabulary) - 1
+    position = {c: i for i, c in enumerate(vocabulary[:-1])}
+    caption_index = torch.tensor([position[c] for c in captions] if captions else [generic] * len(latents))
     with torch.no_grad():
         contexts = backbone.encode_prompts(vocabulary)
     unet.requires_grad_(True)
@@ -76,7 +77,7 @@ def train_unet(backbone, pixels: torch.Tensor, prompt: str, steps: int, batch_si
         x0 = latents[idx].to(backbone.device)
         noise = torch.randn(x0.shape, generator=g).to(x0.device, x0.dtype)
         t = torch.randint(0, backbone.num_train_timesteps, (batch_size,), generator=g).to(x0.device)
-        which = caption_index[idx] if captions else torch.full((batch_size,), generic)
+        which = caption_index[idx]
         if captions and caption_dropout > 0:
             which = torch.where(torch.rand(batch_size, generator=g) < caption_dropout, generic, which)
         out = backbone.predict(backbone.add_noise(x0, noise, t), t, contexts[which.to(contexts.device)])
