@@ -2,6 +2,13 @@
 
 __version__ = "0.2.0"
 
-from .classifier import DiTiFewShotClassifier  # noqa: E402
-
 __all__ = ["DiTiFewShotClassifier", "__version__"]
+
+
+def __getattr__(name):
+    # imported on first use, so that the CLI checks its arguments and recipe before torch loads
+    if name == "DiTiFewShotClassifier":
+        from .classifier import DiTiFewShotClassifier
+
+        return DiTiFewShotClassifier
+    raise AttributeError(f"module 'diti_sd' has no attribute {name!r}")

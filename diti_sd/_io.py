@@ -2,22 +2,79 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
 from pathlib import Path
 
+from .errors import DitiError
+
+# a write that fails for want of room: a full disk, or the user's quota
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(DitiError, OSError):
+    """A write ran out of disk space; what was there before is kept."""
+
+
+def _no_room(err: OSError, target: Path) -> DiskFullError:
+    return DiskFullError(f"no space left on the device writing {target} ({err.strerror or err}); the previous "
+                         "version, if any, is intact: free some space and rerun the same command")
+
+
+def _write(write, tmp: Path, target: Path) -> None:
+    """``write(tmp)``, with a full disk turned into a :class:`DiskFullError` naming ``target``."""
+    try:
+        write(tmp)
+    except OSError as err:
+        if err.errno in _NO_ROOM:
+            raise _no_room(err, target) from err
+        raise
+    except RuntimeError as err:  # safetensors and torch report a failed write as a RuntimeError
+        if "No space left" in str(err) or "Disk quota" in str(err):
+            raise _no_room(OSError(errno.ENOSPC, str(err)), target) from err
+        raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: str | os.PathLike) -> None:
+    """Delete the temporaries of ``target`` that a killed process left (``.NAME.<pid>.tmp`` whose
+    process is gone); a live writer's are left alone."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return
+    for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+        pid = tmp.name[len(target.name) + 2 : -4]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
 
 def atomic_write(target: str | os.PathLike, write) -> Path:
     """Call ``write(tmp_path)`` on a hidden file beside ``target``, then rename it over ``target``.
 
-    The temporary name carries the process id, so processes writing the same entry do not collide.
+    The temporary name carries the process id, so processes writing the same entry do not collide;
+    one a killed process left is removed by the next write.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
     tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
     try:
-        write(tmp)
+        _write(write, tmp, target)
         os.replace(tmp, target)
     finally:
         if tmp.exists():
@@ -25,25 +82,55 @@ def atomic_write(target: str | os.PathLike, write) -> Path:
     return target
 
 
+def swapped_out(target: str | os.PathLike) -> Path:
+    """Where :func:`atomic_folder` keeps the old ``target`` between its two renames."""
+    target = Path(target)
+    return target.parent / f".{target.name}.old"
+
+
+def recover_folder(target: str | os.PathLike) -> Path:
+    """Finish a swap a crash cut short: with ``target`` gone and its old copy beside it, the old copy
+    is put back; with both there (a crash after the second rename), the old copy is removed. A killed
+    writer's half-written temporary folder is removed too."""
+    target, old = Path(target), swapped_out(target)
+    remove_stale_temporaries(target)
+    if old.is_dir():
+        if target.exists():
+            shutil.rmtree(old)
+        else:
+            os.replace(old, target)
+    return target
+
+
 def atomic_folder(target: str | os.PathLike, write) -> Path:
     """Call ``write(tmp_folder)`` on a fresh hidden folder beside ``target``, then swap it in for
-    ``target``: a crash leaves the old folder or the new one (or, between the two renames, the old one
-    under ``.NAME.old``), never a half-written one."""
-    target = Path(target)
+    ``target``: a crash leaves the old folder or the new one, never a half-written one. Between the
+    two renames the old folder sits at :func:`swapped_out`, where :func:`recover_folder` (called here
+    first, and by readers) finds it; a failed second rename puts it back.
+
+    One writer per ``target`` at a time (each fit process has its own checkpoint folder).
+    """
+    target = recover_folder(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.{os.getpid()}.tmp"
-    old = target.parent / f".{target.name}.{os.getpid()}.old"
+    old = swapped_out(target)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        write(tmp)
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
+        _write(write, tmp, target)
+        had_old = target.exists()
+        if had_old:
             os.replace(target, old)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            if had_old:
+                os.replace(old, target)
+            raise
+        if had_old:
+            shutil.rmtree(old)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     return target
 
 

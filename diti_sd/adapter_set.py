@@ -84,7 +84,12 @@ def read_adapter_set(path: str | os.PathLike) -> tuple[Manifest, dict[str, torch
         raise AdapterSetError(
             f"{path} is not an adapter set (no {MANIFEST}); pass the --out folder of `diti-sd fit`"
         )
-    manifest = json.loads((path / MANIFEST).read_text())
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise AdapterSetError(f"{path}/{MANIFEST} is damaged ({err}); refit, or restore it from a copy") from None
+    if not isinstance(manifest, dict):
+        raise AdapterSetError(f"{path}/{MANIFEST} is damaged (not a JSON object); refit, or restore it from a copy")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise AdapterSetError(
             f"{path}: adapter-set format {manifest.get('format_version')} is not supported by this "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,15 +205,16 @@ class Backbone:
         self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 
-    def save_pretrained(self, path: str | os.PathLike) -> Path:
+    def save_pretrained(self, path: str | os.PathLike, progress: bool = True) -> Path:
         """Write the components in the diffusers Stable Diffusion folder layout."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.unet.save_pretrained(path / "unet")
-        self.vae.save_pretrained(path / "vae")
-        self.text_encoder.save_pretrained(path / "text_encoder")
-        self.tokenizer.save_pretrained(path / "tokenizer")
-        self.scheduler.save_pretrained(path / "scheduler")
+        with library_progress(progress):
+            self.unet.save_pretrained(path / "unet")
+            self.vae.save_pretrained(path / "vae")
+            self.text_encoder.save_pretrained(path / "text_encoder")
+            self.tokenizer.save_pretrained(path / "tokenizer")
+            self.scheduler.save_pretrained(path / "scheduler")
         index = {
             "_class_name": "StableDiffusionPipeline",
             "feature_extractor": [None, None],
@@ -304,6 +306,33 @@ def check_model_folder(path: Path) -> None:
         )
 
 
+@contextmanager
+def library_progress(enabled: bool = True):
+    """The progress bars diffusers, transformers and huggingface_hub draw of their own (loading weights,
+    downloads): left as they are, or (``enabled=False``) off for the block and restored after."""
+    if enabled:
+        yield
+        return
+    import diffusers.utils.logging as diffusers_logging
+    import huggingface_hub.utils as hub_utils
+    import transformers.utils.logging as transformers_logging
+
+    switches = [(diffusers_logging.is_progress_bar_enabled(), diffusers_logging.enable_progress_bar,
+                 diffusers_logging.disable_progress_bar),
+                (transformers_logging.is_progress_bar_enabled(), transformers_logging.enable_progress_bar,
+                 transformers_logging.disable_progress_bar),
+                (not hub_utils.are_progress_bars_disabled(), hub_utils.enable_progress_bars,
+                 hub_utils.disable_progress_bars)]
+    for _, _, off in switches:
+        off()
+    try:
+        yield
+    finally:
+        for was_on, on, _ in switches:
+            if was_on:
+                on()
+
+
 def load_backbone(
     model: str | os.PathLike,
     *,
@@ -313,12 +342,14 @@ def load_backbone(
     resolution: int | None = None,
     local_files_only: bool | None = None,
     gpu_dtype: torch.dtype | str | None = None,
+    progress: bool = True,
 ) -> Backbone:
     """Load the SD components from a local diffusers folder, ``builtin:NAME`` or a hub id.
 
     The same function loads Stable Diffusion 1.x and 2.x (epsilon or v-prediction) and the tiny
     models the project builds, so the tests exercise the path real models take. ``dtype`` applies
     everywhere; ``gpu_dtype`` only on a GPU (a recipe's precision, which a CPU run ignores: fp32 there).
+    ``progress=False`` hides the libraries' own bars (loading weights, downloads) while loading.
     """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -341,11 +372,13 @@ def load_backbone(
     dtype = _as_dtype(dtype) or default_dtype(device)
     kwargs = {} if local_files_only is None else {"local_files_only": local_files_only}
     try:
-        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **kwargs)
-        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **kwargs)
-        text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=dtype, **kwargs)
-        tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs)
-        scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler", **kwargs)
+        with library_progress(progress):
+            unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **kwargs)
+            vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **kwargs)
+            text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=dtype,
+                                                         **kwargs)
+            tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs)
+            scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler", **kwargs)
     except OSError as err:
         where = "the folder" if is_local else "the Hugging Face hub (or its local cache)"
         raise BackboneError(

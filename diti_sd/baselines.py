@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ._io import atomic_write
 from .errors import ConfigError
+from .recipes import METRICS
 
 
 @dataclass
@@ -131,7 +133,13 @@ class FeatureCache:
         ).hexdigest()[:20]
         path = self.folder / f"{tag}-{key}.safetensors"
         if path.is_file():
-            return load_file(str(path))["features"]
+            try:
+                feats = load_file(str(path))["features"]
+                if feats.shape[0] == len(ids):
+                    return feats
+            except Exception as err:  # damaged: computed again below and rewritten
+                warnings.warn(f"feature cache {path} is unreadable ({type(err).__name__}); computing it again",
+                              stacklevel=2)
         if augment_pass is None:
             feats = image_features(self.clip, images, progress=progress, desc=f"CLIP {tag}")
         else:
@@ -142,23 +150,17 @@ class FeatureCache:
         return feats
 
 
-METRICS = ("accuracy", "macro-f1")
-
-
 def metric_score(pred, labels, metric: str = "accuracy") -> float:
-    """Top-1 accuracy, or the F1 score averaged over the classes that occur in ``labels`` or ``pred``
-    (scikit-learn's macro average), as TiF reports ISIC 2019."""
-    pred, labels = np.asarray(pred), np.asarray(labels)
+    """Top-1 accuracy, or scikit-learn's macro F1 (averaged over the classes that occur in ``labels``
+    or ``pred``), as TiF reports ISIC 2019. Accuracy stays a plain mean: the validation searches call
+    this thousands of times, where scikit-learn's input checks would cost more than the search."""
+    from sklearn.metrics import f1_score
+
     if metric == "accuracy":
-        return float((pred == labels).mean())
+        return float((np.asarray(pred) == np.asarray(labels)).mean())
     if metric != "macro-f1":
         raise ConfigError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
-    scores = []
-    for c in np.union1d(pred, labels):
-        tp = np.sum((pred == c) & (labels == c))
-        denom = 2 * tp + np.sum((pred == c) & (labels != c)) + np.sum((pred != c) & (labels == c))
-        scores.append(2 * tp / denom if denom else 0.0)
-    return float(np.mean(scores))
+    return float(f1_score(labels, pred, average="macro", zero_division=0.0))
 
 
 def zero_shot_logits(features: torch.Tensor, text_weights: torch.Tensor) -> torch.Tensor:

@@ -74,8 +74,16 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         self.compile = compile
         self.progress = progress
 
+    def set_params(self, **params):
+        """scikit-learn's ``set_params``, then the recipe check: a bad value (``GridSearchCV`` sets each
+        candidate's through here) fails at once, before any fitting."""
+        super().set_params(**params)
+        self.resolved_recipe()
+        return self
+
     def resolved_recipe(self) -> Recipe:
-        """The recipe with this estimator's parameters applied."""
+        """The recipe with this estimator's parameters applied; every value checked (a bad one is a
+        :class:`~diti_sd.recipes.RecipeError` naming it)."""
         over = dict(self.overrides or {})
         if self.model is not None:
             over["model"] = str(self.model)
@@ -87,7 +95,11 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
             over["fit.prior"] = bool(self.prior)
         for section, window in (("fit", self.train_window), ("score", self.score_window)):
             if window is not None:
-                over[f"{section}.t_min"], over[f"{section}.t_max"] = int(window[0]), int(window[1])
+                try:
+                    over[f"{section}.t_min"], over[f"{section}.t_max"] = (int(v) for v in window)
+                except (TypeError, ValueError):
+                    name = "train_window" if section == "fit" else "score_window"
+                    raise ConfigError(f"{name} must be a (t_min, t_max) pair of integers, got {window!r}") from None
         return load_recipe(self.recipe, over)
 
     def _check_fitted(self) -> None:
@@ -99,7 +111,7 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         if previous is not None and previous.model_id == recipe.model:
             return previous
         return load_backbone(recipe.model, device=self.device, dtype=self.dtype, attention=self.attention,
-                             resolution=recipe.resolution, gpu_dtype=recipe.gpu_dtype)
+                             resolution=recipe.resolution, gpu_dtype=recipe.gpu_dtype, progress=self.progress)
 
     # ----------------------------------------------------------------- fit
     def fit(self, X, y, *, prior_images=None, output_dir=None, resume=False, callback=None):
@@ -337,7 +349,11 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
                         compile=False, progress=True) -> DiTiFewShotClassifier:
         """Load an adapter set; ``model`` points at the base model if it moved (it must be the same one)."""
         manifest, weights, recipe_yaml = read_adapter_set(path)
-        recipe = from_dict(Recipe, yaml.safe_load(recipe_yaml)) if recipe_yaml else Recipe()
+        try:
+            data = yaml.safe_load(recipe_yaml) if recipe_yaml else {}
+        except yaml.YAMLError as err:
+            raise AdapterSetError(f"{path}/recipe.yaml is not valid YAML ({err}); refit or restore the file") from None
+        recipe = from_dict(Recipe, data, where=f"{path}/recipe.yaml")
         if model is not None:
             recipe.model = str(model)
         clf = cls(model=None, recipe=recipe, random_state=manifest.random_state, device=device,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,10 +26,8 @@ from .data.images import ImageSequence
 from .distributed import barrier, is_main
 from .errors import ConfigError, MissingFileError
 from .eval_report import write_eval_report
+from .methods import METHODS, PREFILTERS, VAL_PROTOCOLS
 from .recipes import load_recipe
-
-METHODS = ("diti", "openclip-zeroshot", "tip-adapter", "tip-adapter-f", "diti+tip-adapter")
-VAL_PROTOCOLS = ("coop", "full")
 
 
 @dataclass
@@ -61,10 +60,24 @@ def _standardise(logits: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(logits), (logits - mean) / std, -1e9)
 
 
+def _read_run(path: Path) -> dict | None:
+    """A finished run's file, or None when there is none or it is damaged (the run is then redone)."""
+    if not path.is_file():
+        return None
+    try:
+        run = json.loads(path.read_text())
+        if isinstance(run, dict) and {"predictions", "score", "method"} <= set(run):
+            return run
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        pass
+    warnings.warn(f"run file {path} is damaged; running it again", stacklevel=2)
+    return None
+
+
 class Evaluation:
     def __init__(self, cfg: EvalConfig):
-        if cfg.prefilter not in (None, "openclip-zeroshot", "tip-adapter", "tip-adapter-f"):
-            raise ConfigError(f"unknown prefilter {cfg.prefilter!r}; use openclip-zeroshot, tip-adapter or tip-adapter-f")
+        if cfg.prefilter not in (None, *PREFILTERS):
+            raise ConfigError(f"unknown prefilter {cfg.prefilter!r}; choose from {', '.join(PREFILTERS)}")
         unknown = sorted(set(cfg.methods) - set(METHODS))
         if unknown:
             raise ConfigError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
@@ -270,8 +283,9 @@ class Evaluation:
                     va = split.select(self.val if self.val is not None else self.train, "val")
                 for method in self.cfg.methods:
                     path = runs_dir / f"{self.label(method)}-{shots}shot-seed{seed}-{self.run_key(method)}.json"
-                    if path.is_file():
-                        runs.append(json.loads(path.read_text()))
+                    done = _read_run(path)
+                    if done is not None:
+                        runs.append(done)
                         continue
                     result = self.run_method(method, shots, seed, tr, va)
                     if is_main():

@@ -21,17 +21,21 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ._io import atomic_folder, atomic_write
+from ._io import atomic_folder, atomic_write, recover_folder, swapped_out
 from .backbone import uint8_to_float
 from .data.images import as_image_sequence, list_images, load_image
 from .distributed import is_main
-from .errors import ConfigError, MissingFileError
+from .errors import ConfigError, DitiError, MissingFileError
 from .optim import ClassAdamW, clip_grad_norm_per_class
 from .recipes import FitConfig, Recipe
 from .sampling import sample_images
 from .timesteps import draw_train_t
 
 CHECKPOINT = "checkpoint"
+
+
+class CheckpointError(DitiError, RuntimeError):
+    """A fit checkpoint is damaged."""
 
 
 @dataclass
@@ -86,8 +90,9 @@ def prior_pixels(backbone, recipe: Recipe, prior_images=None, cache_dir=None, se
 
         for i, image in enumerate(images):
             atomic_write(cache / f"{i:04d}.png", lambda tmp, image=image: save_image(image, tmp, format="png"))
-    # uint8, exactly as the PNG cache stores them: a resumed fit sees the same priors
-    return (images * 255).round().clamp(0, 255).to(torch.uint8)
+    # uint8 in the memory layout the PNG cache reads back: a resumed fit sees the same priors, bit for bit
+    # (the VAE's convolutions round differently on the channels-last tensors the decoder returns)
+    return (images * 255).round().clamp(0, 255).to(torch.uint8).contiguous()
 
 
 def _generator(seed: int, c: int, s: int) -> torch.Generator:
@@ -141,20 +146,26 @@ def _save_checkpoint(folder: Path, adapters, optimizer, iteration: int, signatur
 
 
 def _load_checkpoint(folder: Path, adapters, optimizer, signature: str) -> int:
+    folder = recover_folder(folder)  # a crash between the swap's two renames left it beside its place
     if not (folder / "state.json").is_file():
-        old = folder.parent / f".{folder.name}.old"
-        if not (old / "state.json").is_file():
-            return 0
-        folder = old
-    state = json.loads((folder / "state.json").read_text())
-    if state["signature"] != signature:
-        raise ConfigError(
-            f"the checkpoint in {folder} was made by a fit with other data, classes or settings; "
-            "delete it or choose another output folder to start afresh"
-        )
-    adapters.load_lora_state_dict(load_file(str(folder / "adapters.safetensors")))
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True))
-    return int(state["iteration"])
+        return 0
+    try:
+        state = json.loads((folder / "state.json").read_text())
+        if state["signature"] != signature:
+            raise ConfigError(
+                f"the checkpoint in {folder} was made by a fit with other data, classes or settings; "
+                "delete it or choose another output folder to start afresh"
+            )
+        adapters.load_lora_state_dict(load_file(str(folder / "adapters.safetensors")))
+        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True))
+        return int(state["iteration"])
+    except ConfigError:
+        raise
+    except Exception as err:  # a damaged file: resuming from it could give wrong adapters
+        raise CheckpointError(
+            f"the checkpoint in {folder} cannot be read ({type(err).__name__}: {err}); delete that folder to "
+            "start the fit afresh, or rerun without --resume"
+        ) from err
 
 
 def fit_adapters(
@@ -251,6 +262,7 @@ def fit_adapters(
             p.grad = None
     if folder is not None:
         shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(swapped_out(folder), ignore_errors=True)
     return {"iterations": total, "resumed_from": start, "losses": losses, "group_size": group_size}
 
 

@@ -15,10 +15,13 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import yaml
 from tqdm.auto import tqdm
+
+from .constraints import Each, Interval, Options
 
 
 def train_vae(backbone, pixels: torch.Tensor, steps: int, batch_size: int = 16, lr: float = 1e-3,
@@ -116,6 +119,14 @@ class BaseRecipe:
     unet_batch: int = 48
     unet_lr: float = 2e-3
 
+    CONSTRAINTS: ClassVar[dict] = {
+        "resolution": Interval(8), "latent_factor": Interval(1), "block_out_channels": Each(Interval(1), min_len=1),
+        "cross_attention_dim": Interval(1), "prediction_type": Options("epsilon", "v_prediction"),
+        "captions": Options("generic", "attributes"), "caption_dropout": Interval(0, 1), "n_images": Interval(1),
+        "vae_steps": Interval(1), "vae_batch": Interval(1), "vae_lr": Interval(0, None, closed="neither"),
+        "unet_steps": Interval(1), "unet_batch": Interval(1), "unet_lr": Interval(0, None, closed="neither"),
+    }
+
 
 def load_base_recipe(path: str | os.PathLike) -> BaseRecipe:
     from .recipes import from_dict
@@ -126,11 +137,7 @@ def load_base_recipe(path: str | os.PathLike) -> BaseRecipe:
 def train_base_model(recipe: BaseRecipe, out: str | os.PathLike, device: str = "cpu", progress: bool = True) -> dict:
     """Build a tiny SD, train its VAE then its UNet on the synthetic domain, save it in diffusers layout."""
     from .data.synthetic import SyntheticSpec, attribute_caption, make_split
-    from .errors import ConfigError
     from .tiny import build_tiny_backbone
-
-    if recipe.captions not in ("generic", "attributes"):
-        raise ConfigError(f"captions must be generic or attributes, not {recipe.captions!r}")
 
     start = time.time()
     spec = SyntheticSpec(size=recipe.resolution, **recipe.domain)
@@ -154,7 +161,7 @@ def train_base_model(recipe: BaseRecipe, out: str | os.PathLike, device: str = "
     from ._io import atomic_folder
 
     def write(tmp: Path) -> None:
-        backbone.save_pretrained(tmp)
+        backbone.save_pretrained(tmp, progress=progress)
         (tmp / "base_recipe.yaml").write_text(yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False))
 
     out = atomic_folder(out, write)

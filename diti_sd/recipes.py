@@ -10,10 +10,22 @@ import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
 
-from .errors import DitiError
+from .constraints import (
+    Each,
+    Interval,
+    Options,
+    Pattern,
+    RecipeError,
+    Table,
+    check_rounds,
+    check_window,
+    fail,
+    validate,
+)
 
 
 def _recipe_dir() -> Path:
@@ -26,8 +38,24 @@ def _recipe_dir() -> Path:
 RECIPE_DIR = _recipe_dir()
 
 
-class RecipeError(DitiError, ValueError):
-    """A recipe file or override is malformed."""
+# The allowed values the code elsewhere dispatches on, declared once here
+DATASET_KINDS = ("fgvc-aircraft", "image-folder", "hf", "isic2019", "duke", "veri", "synthetic")
+METRICS = ("accuracy", "macro-f1")
+WEIGHTINGS = ("uniform", "exp", "tif")
+PRECISIONS = ("no", "fp16", "bf16")
+T_STEPS = 1000  # the training time-steps of every Stable Diffusion and DDPM scheduler this package loads
+_NAME = Pattern(r"\S(.*\S)?", "a non-empty name")
+_POSITIVE = Interval(0, None, closed="neither")
+_BLOCK_FILTER = Pattern(r"none|(down|mirror|all)-[012]", "none or <down|mirror|all>-<0|1|2>")
+
+
+def _check_format(where: str, template: str, **fields) -> None:
+    """A template that ``str.format`` fills with ``fields`` alone (no other {placeholders})."""
+    try:
+        template.format(**fields) if fields else template.format("x")
+    except (KeyError, IndexError, ValueError):
+        names = ", ".join("{" + k + "}" for k in fields) if fields else "{}"
+        fail(where, template, f"a text whose only placeholders are {names}")
 
 
 @dataclass
@@ -42,6 +70,12 @@ class DatasetConfig:
     test_split: str = "test"
     metric: str = "accuracy"  # accuracy | macro-f1: what eval reports and every validation choice maximises
 
+    CONSTRAINTS: ClassVar[dict] = {
+        "kind": Options(*DATASET_KINDS), "level": Options("variant", "family", "manufacturer"),
+        "image_column": _NAME, "label_column": _NAME, "train_split": _NAME, "val_split": [None, _NAME],
+        "test_split": _NAME, "metric": Options(*METRICS),
+    }
+
 
 @dataclass
 class PromptConfig:
@@ -51,6 +85,13 @@ class PromptConfig:
     # class order from the tokenizer's single-token candidates (for classes without useful names)
     token: str = "hta"
     use_class_name: bool = True
+
+    CONSTRAINTS: ClassVar[dict] = {"token": Pattern(r"\S+", "one word (no spaces), or auto")}
+
+    def check(self, where: str) -> None:
+        _check_format(f"{where}.template", self.template, token="x", name="y")
+        if "{token}" not in self.template:
+            fail(f"{where}.template", self.template, "a text holding {token}, where the rare token goes")
 
 
 @dataclass
@@ -69,6 +110,12 @@ class LoraConfig:
     text_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"])
     init: str = "normal"  # A ~ N(0, 1/r^2) as the reference; "kaiming": peft's Kaiming-uniform
     init_seed: int = 0
+
+    CONSTRAINTS: ClassVar[dict] = {
+        "rank": Interval(1), "alpha": [None, _POSITIVE], "targets": Each(_NAME, min_len=1),
+        "filter_by_shots": Table(_BLOCK_FILTER, empty=True), "text_rank": Interval(0),
+        "text_targets": Each(_NAME, min_len=1), "init": Options("normal", "kaiming"),
+    }
 
 
 @dataclass
@@ -105,6 +152,20 @@ class FitConfig:
     checkpoint_every: int = 200  # optimiser iterations
     min_shots: int = 1
 
+    CONSTRAINTS: ClassVar[dict] = {
+        "steps_by_shots": Table(Interval(1)), "steps": [None, Interval(1)], "lr": _POSITIVE,
+        "text_lr": _POSITIVE, "weight_decay": Interval(0), "batch_size": Interval(1),
+        "t_min": Interval(0, T_STEPS - 1), "t_max": Interval(1, T_STEPS), "prior_weight": Interval(0),
+        "prior_images": Interval(1), "prior_prompt": Options("generic", "class"),
+        "prior_sample_steps": Interval(1), "prior_guidance": Interval(0), "grad_clip": _POSITIVE,
+        "mixed_precision": Options(*PRECISIONS), "brightness": Interval(0, 1), "contrast": Interval(0, 1),
+        "crop": Options("center", "random"), "latent": Options("mean", "sample"), "shift": Interval(0),
+        "shift_step": Interval(1), "checkpoint_every": Interval(0), "min_shots": Interval(1),
+    }
+
+    def check(self, where: str) -> None:
+        check_window(where, self.t_min, self.t_max, T_STEPS)
+
 
 @dataclass
 class ScoreConfig:
@@ -123,6 +184,16 @@ class ScoreConfig:
     # with a prefilter (`diti-sd eval --prefilter tip-adapter`), only its top-k classes enter the rounds
     prefilter_k: int | None = None
 
+    CONSTRAINTS: ClassVar[dict] = {
+        "t_min": Interval(0, T_STEPS - 1), "t_max": Interval(1, T_STEPS), "weighting": Options(*WEIGHTINGS),
+        "weight_tau": _POSITIVE, "unet_scale": Interval(0), "text_scale": Interval(0), "batch_size": Interval(1),
+        "prefilter_k": [None, Interval(1)],
+    }
+
+    def check(self, where: str) -> None:
+        check_window(where, self.t_min, self.t_max, T_STEPS)
+        check_rounds(where, self.rounds, self.t_min, self.t_max)
+
 
 @dataclass
 class BaselineConfig:
@@ -140,6 +211,21 @@ class BaselineConfig:
     clip_weight: float = 1.0  # weight of the zero-shot logits in Tip-Adapter's sum (0 for ids as class names)
     tipf_epochs: int = 20
     tipf_lr: float = 1e-3
+
+    CONSTRAINTS: ClassVar[dict] = {
+        "zeroshot_templates": Each(_NAME, min_len=1), "tip_templates": Each(_NAME, min_len=1),
+        "augment_passes": Interval(1), "search_scale": Each(Interval(0.1, None, closed="neither"), min_len=2),
+        "search_step": Each(Interval(1), min_len=2), "clip_weight": Interval(0), "tipf_epochs": Interval(1),
+        "tipf_lr": _POSITIVE,
+    }
+
+    def check(self, where: str) -> None:
+        for name in ("zeroshot_templates", "tip_templates"):
+            for template in getattr(self, name):
+                _check_format(f"{where}.{name}", template)
+        for name in ("search_scale", "search_step"):
+            if len(getattr(self, name)) != 2:
+                fail(f"{where}.{name}", getattr(self, name), "two values: [beta's, alpha's]")
 
 
 class RecipeMixin:
@@ -167,6 +253,14 @@ class Recipe(RecipeMixin):
     fit: FitConfig = field(default_factory=FitConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
+
+    CONSTRAINTS: ClassVar[dict] = {
+        "model": _NAME, "resolution": [None, Interval(8)], "gpu_dtype": [None, Options("fp16", "bf16", "fp32")],
+    }
+
+    def check(self, where: str) -> None:
+        if self.resolution is not None and self.resolution % 8:
+            fail(f"{where}.resolution", self.resolution, "a multiple of 8 (the VAE's downsampling)")
 
     def steps_for(self, shots: int) -> int:
         return self.fit.steps if self.fit.steps is not None else _lookup(self.fit.steps_by_shots, shots, "steps")
@@ -199,7 +293,9 @@ def from_dict(cls, data: dict | None, where: str = "recipe"):
             kwargs[name] = from_dict(hint, value, f"{where}.{name}")
         else:
             kwargs[name] = _check_type(value, hint, f"{where}.{name}")
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    validate(obj, where)
+    return obj
 
 
 def _check_type(value, hint, where):

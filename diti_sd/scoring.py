@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ._io import atomic_write
+from .constraints import check_rounds, check_window
 from .errors import ConfigError
 from .recipes import ScoreConfig
 from .timesteps import t_weights, timestep_noise
@@ -63,8 +65,18 @@ class ScoreCache:
         path = self.path(latents, candidates)
         if not path.is_file():
             return None
-        with np.load(path) as data:
-            return ScoreResult(data["errors"], data["logits"], data["unet_calls"])
+        try:
+            with np.load(path) as data:
+                result = ScoreResult(data["errors"], data["logits"], data["unet_calls"])
+        except Exception as err:  # a damaged chunk is scored again, never read as numbers
+            warnings.warn(f"score cache {path} is unreadable ({type(err).__name__}); scoring that chunk again",
+                          stacklevel=2)
+            return None
+        n = latents.shape[0]
+        if result.errors.shape[0] != n or result.logits.shape != result.errors.shape or result.unet_calls.shape != (n,):
+            warnings.warn(f"score cache {path} does not fit its chunk; scoring that chunk again", stacklevel=2)
+            return None
+        return result
 
     def save(self, latents, candidates, result: ScoreResult) -> None:
         def write(tmp):
@@ -74,19 +86,14 @@ class ScoreCache:
         atomic_write(self.path(latents, candidates), write)
 
 
-def validate_rounds(rounds: list[list[int]]) -> list[tuple[int, int]]:
-    out, last = [], 0
-    for entry in rounds:
-        if len(entry) != 2:
-            raise ConfigError(f"score.rounds entries are [grid size, classes kept], got {entry}")
-        size, keep = int(entry[0]), int(entry[1])
-        if size <= last or keep < 1:
-            raise ConfigError(f"score.rounds must have increasing grid sizes and keep >= 1: {rounds}")
-        out.append((size, keep))
-        last = size
-    if not out:
-        raise ConfigError("score.rounds is empty")
-    return out
+def validate_rounds(rounds: list[list[int]], t_min: int = 0, t_max: int = 1000) -> list[tuple[int, int]]:
+    """``score.rounds`` as (grid size, classes kept) pairs, checked by the recipe's rule."""
+    try:
+        pairs = [[int(v) for v in entry] for entry in rounds]
+    except (TypeError, ValueError):
+        pairs = rounds
+    check_rounds("score", pairs, t_min, t_max)
+    return [(size, keep) for size, keep in pairs]
 
 
 def stage_timesteps(rounds: list[list[int]], t_min: int = 0, t_max: int = 1000) -> list[list[int]]:
@@ -97,10 +104,9 @@ def stage_timesteps(rounds: list[list[int]], t_min: int = 0, t_max: int = 1000) 
     and drops the t earlier stages evaluated. For [0, 1000) and sizes 20/50/100/500 the stages add
     20/50/80/350 t (20, 70, 150 and 500 in all).
     """
-    stages = validate_rounds(rounds)
+    check_window("score", t_min, t_max)
+    stages = validate_rounds(rounds, t_min, t_max)
     width, largest = t_max - t_min, max(size for size, _ in stages)
-    if t_min < 0 or largest > width:
-        raise ConfigError(f"a grid of {largest} time-steps does not fit the scoring window [{t_min}, {t_max})")
     base = list(range(width // largest // 2, width, width // largest))[:largest]
     seen, out = set(), []
     for size, _ in stages:
@@ -114,7 +120,7 @@ def stage_timesteps(rounds: list[list[int]], t_min: int = 0, t_max: int = 1000) 
 def budget(rounds: list[list[int]], n_classes: int, t_min: int = 0, t_max: int = 1000) -> int:
     """UNet evaluations per image that a round schedule costs for ``n_classes`` candidates."""
     total, alive = 0, n_classes
-    for new, (_, keep) in zip(stage_timesteps(rounds, t_min, t_max), validate_rounds(rounds)):
+    for new, (_, keep) in zip(stage_timesteps(rounds, t_min, t_max), validate_rounds(rounds, t_min, t_max)):
         total += alive * len(new)
         alive = min(alive, keep)
     return total
@@ -143,7 +149,7 @@ def score_latents(
     ``candidates`` (n, C) bool restricts each image's first round (a prefilter's top-k). ``tif_d``:
     the distance TiF's weight needs (measured on the train latents at fit time).
     """
-    rounds = validate_rounds(cfg.rounds)
+    rounds = validate_rounds(cfg.rounds, cfg.t_min, cfg.t_max)
     stages = stage_timesteps(cfg.rounds, cfg.t_min, cfg.t_max)
     ends = np.cumsum([len(s) for s in stages]).tolist()
     n, n_classes = latents.shape[0], contexts.shape[0]
@@ -270,7 +276,7 @@ def simulate_rounds(errors: np.ndarray, error_t, rounds: list[list[int]], t_min:
     Returns (predicted class, UNet calls) per image; used to draw accuracy-against-budget curves
     from one exhaustive set of UNet calls. ``weights``: per column, as ``t_weights`` gives them.
     """
-    rounds = validate_rounds(rounds)
+    rounds = validate_rounds(rounds, t_min, t_max)
     column = {int(t): p for p, t in enumerate(np.asarray(error_t).tolist())}
     stages = stage_timesteps(rounds, t_min, t_max)
     missing = sorted({t for s in stages for t in s} - set(column))

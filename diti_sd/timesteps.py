@@ -8,8 +8,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
-
-WEIGHTINGS = ("uniform", "exp", "tif")
+from .recipes import WEIGHTINGS
 
 
 def _van_der_corput(n: int) -> list[float]:

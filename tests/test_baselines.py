@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from fakes import make_fake_fgvc
+from helpers import TINY_CLIP
 
 from diti_sd import baselines as bl
 from diti_sd.cli import main
@@ -11,10 +12,6 @@ from diti_sd.data import load_fgvc_aircraft
 from diti_sd.data.images import ImageSequence
 from diti_sd.evaluate import EvalConfig, Evaluation
 from diti_sd.recipes import load_recipe
-
-TINY_CLIP = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8,
-                                             "head_width": 32},
-             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
 
 
 @pytest.fixture(scope="module")

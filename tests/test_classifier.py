@@ -58,8 +58,11 @@ def test_fit_is_deterministic_and_independent_of_batch_grouping(tiny_model_dir):
     per_class = tiny_clf(tiny_model_dir, overrides={"fit.batch_size": 2}).fit(X, y).adapters_.lora_state_dict()
     for key in one:
         assert torch.equal(one[key], again[key])
-        # float rounding differs with the batch shape; a grouping bug would move weights by ~lr (3e-3)
-        assert torch.allclose(one[key], per_class[key], atol=1e-4), key
+    # float rounding differs with the batch shape, and Adam can blow a rounding difference in a near-zero
+    # gradient up to a visible step on a few weights (up to 2.4e-4 measured); a grouping bug would move
+    # most weights by about the learning rate (3e-3)
+    diff = torch.cat([(one[k] - per_class[k]).abs().flatten() for k in one])
+    assert float((diff > 1e-5).float().mean()) < 1e-3 and float(diff.max()) < 1e-3
     assert any(v.abs().sum() > 0 for k, v in one.items() if k.endswith("lora_B"))
 
 

@@ -27,6 +27,7 @@ from diti_sd.encoder.attributed import CelebAError, load_attributed_folder, load
 from diti_sd.encoder.ddpm import build_ddpm, save_ddpm
 from diti_sd.encoder.granular import make_granular
 from diti_sd.encoder.probe import stage_groups
+from diti_sd.recipes import RecipeError
 
 
 @pytest.mark.parametrize(
@@ -189,8 +190,8 @@ def test_gradient_mode_decides_which_subsets_learn_at_t(small_ddpm, granular_rec
     assert grad_late[2:].sum() > 0
     _, grad_early = grads(mode, 300)  # the later subset is masked at t = 300 whatever the mode
     assert grad_early[:2].sum() > 0 and grad_early[2:].sum() == 0
-    with pytest.raises(EncoderError, match="gradient_mode must be one of base, stop_grad, dual"):
-        DiTiEncoder(load_encoder_recipe(granular_recipe, ["train.gradient_mode=detach"]), small_ddpm)
+    with pytest.raises(RecipeError, match="gradient_mode = 'detach' is not allowed: it must be one of base, stop_grad, dual"):
+        load_encoder_recipe(granular_recipe, ["train.gradient_mode=detach"])
 
 
 def test_encoder_save_load_and_mismatched_ddpm(small_ddpm, granular_recipe, tmp_path):
@@ -303,8 +304,11 @@ def test_encoder_command_line_smoke(tmp_path, capsys):
     assert "even number" in capsys.readouterr().err
     assert main(["encoder", "probe", "--encoder", str(tmp_path / "nothing")]) == 2
     assert "not a DiTi encoder" in capsys.readouterr().err
-    assert main(["encoder", "probe", "--encoder", str(enc), "--transfer-pairs", "-1"]) == 2
-    assert "--transfer-pairs must be 0 or more" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # refused while parsing, before the encoder loads
+        main(["encoder", "probe", "--encoder", str(enc), "--transfer-pairs", "-1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "argument --transfer-pairs: expected an integer >= 0, got '-1'" in err
 
 
 @pytest.fixture(scope="module")
@@ -317,6 +321,7 @@ def granular_encoder(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # shares the fixture's 500-step encoder fit: 2.5-3.5 minutes on 2 cores
 def test_training_makes_the_shift_network_read_z(granular_encoder):
     """After 500 steps the shift network reads the background colour from z: swapping all of z between a
     warm and a cool test image moves the probe's reading of DDIM samples most of the way to the other
@@ -337,6 +342,7 @@ def test_training_makes_the_shift_network_read_z(granular_encoder):
     assert transfer["all of z"]["warm_background"] > 0.5
 
 
+@pytest.mark.slow  # shares the fixture's 500-step encoder fit: 2.5-3.5 minutes on 2 cores
 def test_swap_transfer_credits_only_the_subsets_the_shift_network_reads(granular_encoder):
     """Make G blind to the late subset (zero its columns of z's projection): swapping the late subset
     must then move nothing, and swapping all of z must move exactly what swapping the early subset does,
@@ -354,6 +360,7 @@ def test_swap_transfer_credits_only_the_subsets_the_shift_network_reads(granular
     assert max(abs(v) for v in values["t 0-600"]) > 0.1
 
 
+@pytest.mark.slow  # shares the fixture's 500-step encoder fit: 2.5-3.5 minutes on 2 cores
 def test_ddim_inversion_round_trip_on_a_trained_encoder(granular_encoder):
     model = DiTiEncoder.from_pretrained(granular_encoder)
     x0 = make_granular(4, size=16, seed=3).images.float() / 127.5 - 1

@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from ..errors import DitiError
+from .common import Parser, quiet_libraries
 
 SUBCOMMANDS = {
     "fit": "fit class adapters on a few-shot data set",
@@ -24,10 +25,14 @@ class CLIError(DitiError):
     """A problem with the command line itself."""
 
 
+def _no_resume(args) -> str:
+    return "this command keeps nothing of an interrupted run: rerun it to start again"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="diti-sd",
         description="Few-shot fine-grained classification with Stable Diffusion class adapters scored at small t.",
     )
@@ -39,16 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_text, description=help_text, epilog=getattr(module, "EXAMPLE", None),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(sp)
-        sp.set_defaults(_run=module.run)
+        sp.set_defaults(_run=module.run, _resume=getattr(module, "resume_hint", _no_resume))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "no_progress", False):
+        quiet_libraries()
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted; rerun the same command with --resume to continue", file=sys.stderr)
+        print(f"interrupted; {args._resume(args)}", file=sys.stderr)
         return 130
     except DitiError as err:  # a problem the user can fix: one line; anything else is a bug, with its traceback
         if args.debug:

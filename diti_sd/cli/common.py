@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
+import sys
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported on one line (argparse prints the whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def add_runtime_arguments(parser, *, precision: bool = True, workers: bool = False, device: str | None = None) -> None:
@@ -16,16 +26,78 @@ def add_runtime_arguments(parser, *, precision: bool = True, workers: bool = Fal
                             help="base model precision (default: fp32 on CPU, bf16 on GPU)")
         parser.add_argument("--attention", default="sdpa", choices=["sdpa", "xformers"])
     if workers:
-        parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding images")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        parser.add_argument("--num-workers", type=non_negative_int, default=0,
+                            help="DataLoader workers decoding images")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="hide progress bars, the libraries' (weights loading, downloads) too")
+
+
+def quiet_libraries() -> None:
+    """Silence the progress bars that diffusers, transformers, huggingface_hub and datasets draw of their
+    own (loading weights, downloads), for ``--no-progress``: through the environment for the libraries
+    not yet imported (they read it on import), and their own switches for those already imported."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # huggingface_hub, and transformers through it
+    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+    for module, call in (("diffusers.utils.logging", "disable_progress_bar"),
+                         ("transformers.utils.logging", "disable_progress_bar"),
+                         ("huggingface_hub.utils", "disable_progress_bars"),
+                         ("datasets.utils.logging", "disable_progress_bar")):
+        if module.split(".")[0] in sys.modules:
+            getattr(importlib.import_module(module), call)()
+
+
+def _number(text: str, kind, minimum, what: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if minimum is not None and value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, 1, "an integer >= 1")
+
+
+def non_negative_int(text: str) -> int:
+    return _number(text, int, 0, "an integer >= 0")
+
+
+def _list(text: str, parse, example: str) -> list:
+    items = [v.strip() for v in text.split(",")]
+    if not text.strip() or any(not v for v in items):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list such as {example}, got {text!r}")
+    try:
+        return [parse(v) for v in items]
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"{err} in the list {text!r} (e.g. {example})") from None
 
 
 def int_list(text: str) -> list[int]:
-    """``1,2,4`` -> [1, 2, 4] (for --shots and --seeds)."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,2,4, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
+    """``1,2,4`` -> [1, 2, 4] (for --seeds)."""
+    return _list(text, lambda v: _number(v, int, None, "an integer"), "1,2,3")
+
+
+def positive_int_list(text: str) -> list[int]:
+    """``1,2,4`` -> [1, 2, 4], each >= 1 (for --shots)."""
+    return _list(text, positive_int, "1,2,4")
+
+
+def float_list(text: str) -> list[float]:
+    """``-3,0,3`` -> [-3.0, 0.0, 3.0]."""
+    return _list(text, lambda v: _number(v, float, None, "a number"), "-3,0,3")
+
+
+def choice_list(choices):
+    """A parser of ``a,b`` whose every item is one of ``choices``."""
+
+    def parse(text: str) -> list[str]:
+        def one(v):
+            if v not in choices:
+                raise argparse.ArgumentTypeError(f"unknown {v!r}; choose from {', '.join(choices)}")
+            return v
+
+        return _list(text, one, ",".join(choices[:2]))
+
+    return parse

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import add_runtime_arguments, int_list
+from .common import add_runtime_arguments, int_list, positive_int
 
 EXAMPLE = """example:
   diti-sd demo --out reports/demo            # about 3 minutes on 2 CPU cores
@@ -12,9 +12,9 @@ EXAMPLE = """example:
 def add_arguments(parser):
     parser.add_argument("--out", default="reports/demo", help="report folder (JSON, Markdown, plots)")
     parser.add_argument("--seeds", type=int_list, default=[1, 2, 3], help="e.g. 1,2,3")
-    parser.add_argument("--shots", type=int, default=8)
-    parser.add_argument("--test-per-class", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=None, help="fit steps per class (default: the recipe's)")
+    parser.add_argument("--shots", type=positive_int, default=8)
+    parser.add_argument("--test-per-class", type=positive_int, default=8)
+    parser.add_argument("--steps", type=positive_int, default=None, help="fit steps per class (default: the recipe's)")
     parser.add_argument("--model", default="builtin:tiny-base")
     parser.add_argument("--dataset", default="synthetic", help="the benchmark's recipe (default: synthetic)")
     parser.add_argument("--full", action="store_true",

@@ -6,8 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..errors import ConfigError
-from .common import add_runtime_arguments
+from .common import add_runtime_arguments, float_list, non_negative_int, positive_int, positive_int_list
 
 EXAMPLE = """examples:
   diti-sd encoder fit --dataset celeba64 --data-root ~/data/celeba --ddpm PATH_OR_HUB_ID --out encoders/celeba64
@@ -26,7 +25,7 @@ def add_arguments(parser):
     fit.add_argument("--out", required=True, help="folder for the encoder (and its checkpoint while training)")
     fit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a recipe value, e.g. --set train.batch_size=32")
-    fit.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
+    fit.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the recipe's)")
     fit.add_argument("--resume", action="store_true", help="continue an interrupted fit in --out")
     add_runtime_arguments(fit, precision=False, workers=True)
 
@@ -36,9 +35,9 @@ def add_arguments(parser):
     _data_arguments(probe, required=False)
     probe.add_argument("--ddpm", default=None, help="the DDPM, if not where the encoder recorded it")
     probe.add_argument("--out", default=None, help="report folder (default: ENCODER/probe)")
-    probe.add_argument("--max-train", type=int, default=None, help="at most this many probe-train images")
-    probe.add_argument("--max-test", type=int, default=None, help="at most this many test images")
-    probe.add_argument("--transfer-pairs", type=int, default=None,
+    probe.add_argument("--max-train", type=positive_int, default=None, help="at most this many probe-train images")
+    probe.add_argument("--max-test", type=positive_int, default=None, help="at most this many test images")
+    probe.add_argument("--transfer-pairs", type=non_negative_int, default=None,
                        help="test pairs per attribute for the counterfactual swaps (0: skip; default: the recipe's)")
     add_runtime_arguments(probe, precision=False, workers=True)
 
@@ -50,11 +49,11 @@ def add_arguments(parser):
     edit.add_argument("--subsets", default=None, help="subset indices to change, e.g. 4-6 or 0,2,8-9")
     edit.add_argument("--attribute", default=None,
                       help="move z along this attribute's linear classifier (fitted on --data-root's train split)")
-    edit.add_argument("--strengths", default="-6,-3,0,3,6", help="logit changes along the attribute")
-    edit.add_argument("--frames", type=int, default=5, help="interpolation steps between a and b")
-    edit.add_argument("--ddim-steps", type=int, default=100)
+    edit.add_argument("--strengths", type=float_list, default="-6,-3,0,3,6", help="logit changes along the attribute")
+    edit.add_argument("--frames", type=positive_int, default=5, help="interpolation steps between a and b")
+    edit.add_argument("--ddim-steps", type=positive_int, default=100)
     _data_arguments(edit, required=False)
-    edit.add_argument("--max-train", type=int, default=5000, help="images for the attribute classifier")
+    edit.add_argument("--max-train", type=positive_int, default=5000, help="images for the attribute classifier")
     edit.add_argument("--ddpm", default=None)
     edit.add_argument("--out", required=True, help="PNG to write")
     add_runtime_arguments(edit, precision=False, workers=True)
@@ -63,15 +62,15 @@ def add_arguments(parser):
                           epilog="example:\n  " + EXAMPLE.splitlines()[4].strip(), formatter_class=argparse.RawDescriptionHelpFormatter)
     _data_arguments(ddpm, required=True)
     ddpm.add_argument("--out", required=True)
-    ddpm.add_argument("--size", type=int, default=16)
-    ddpm.add_argument("--channels", default="32,64")
-    ddpm.add_argument("--steps", type=int, default=1000)
-    ddpm.add_argument("--batch-size", type=int, default=32)
+    ddpm.add_argument("--size", type=positive_int, default=16)
+    ddpm.add_argument("--channels", type=positive_int_list, default="32,64")
+    ddpm.add_argument("--steps", type=positive_int, default=1000)
+    ddpm.add_argument("--batch-size", type=positive_int, default=32)
     add_runtime_arguments(ddpm, precision=False, workers=False)
 
 
 def _data_arguments(parser, required: bool):
-    from ..encoder import available_encoder_recipes
+    from ..encoder.config import available_encoder_recipes
 
     known = ", ".join(available_encoder_recipes())
     parser.add_argument(
@@ -81,7 +80,7 @@ def _data_arguments(parser, required: bool):
         + ("" if required else "; default: the encoder's own recipe"),
     )
     parser.add_argument("--data-root", default=None, help="the data set's folder (hub id for hf; none for granular)")
-    parser.add_argument("--max-images", type=int, default=None, help="use at most this many training images")
+    parser.add_argument("--max-images", type=positive_int, default=None, help="use at most this many training images")
 
 
 def _device(name):
@@ -99,6 +98,12 @@ def _data_config(args, model):
     return load_encoder_recipe(args.dataset).data if args.dataset else model.recipe.data
 
 
+def resume_hint(args) -> str:
+    if args.encoder_command == "fit":
+        return f"rerun the same command with --resume to continue from the checkpoint in {args.out}"
+    return "this action keeps nothing of an interrupted run: rerun it to start again"
+
+
 def run(args):
     return {"fit": _fit, "probe": _probe, "edit": _edit, "train-ddpm": _train_ddpm}[args.encoder_command](args)
 
@@ -107,8 +112,8 @@ def _fit(args):
     from ..encoder import DiTiEncoder, fit_encoder, load_ddpm, load_encoder_recipe
     from ..encoder.attributed import load_attributed
 
-    device = _device(args.device)
     recipe = load_encoder_recipe(args.dataset, args.overrides)
+    device = _device(args.device)
     ddpm = load_ddpm(args.ddpm, device)
     model = DiTiEncoder(recipe, ddpm).to(device)
     data = load_attributed(recipe.data.kind, args.data_root, recipe.data.train_split, recipe.data.image_column,
@@ -123,8 +128,6 @@ def _probe(args):
     from ..encoder import DiTiEncoder, run_probe
     from ..encoder.attributed import load_attributed
 
-    if args.transfer_pairs is not None and args.transfer_pairs < 0:
-        raise ConfigError(f"--transfer-pairs must be 0 or more, not {args.transfer_pairs}")
     model = DiTiEncoder.from_pretrained(args.encoder, ddpm=args.ddpm, device=_device(args.device))
     cfg, data = model.recipe, _data_config(args, model)
     train = load_attributed(data.kind, args.data_root, data.train_split, data.image_column,
@@ -168,9 +171,8 @@ def _edit(args):
                                 model.image_size)
         direction = attribute_direction(model, train, args.attribute, num_workers=args.num_workers,
                                         progress=not args.no_progress)
-        strengths = [float(s) for s in args.strengths.split(",")]
-        grid = move_along(model, x, direction, strengths, subsets, args.ddim_steps)
-        columns = len(strengths) + 1
+        grid = move_along(model, x, direction, args.strengths, subsets, args.ddim_steps)
+        columns = len(args.strengths) + 1
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     save_grid(grid, columns, args.out)
     print(f"wrote {args.out} ({len(grid) // columns} rows x {columns} columns)")
@@ -190,7 +192,7 @@ def _train_ddpm(args):
                            args.max_images, args.size)
     dataset = AttributedDataset(data, args.size, data_cfg.crop)
     pixels = torch.stack([dataset[i] for i in range(len(dataset))])
-    ddpm = build_ddpm(args.size, tuple(int(c) for c in args.channels.split(",")))
+    ddpm = build_ddpm(args.size, tuple(args.channels))
     ddpm.unet.to(device)
     losses = train_ddpm(ddpm, pixels, args.steps, args.batch_size, progress=not args.no_progress)
     save_ddpm(ddpm, args.out)

@@ -8,14 +8,14 @@ EXAMPLE = """example:
 
 
 def add_arguments(parser):
-    from ..evaluate import METHODS
-    from .common import add_runtime_arguments, int_list
+    from ..methods import METHODS, PREFILTERS, VAL_PROTOCOLS
+    from .common import add_runtime_arguments, choice_list, int_list, positive_int, positive_int_list
 
     parser.add_argument("--dataset", required=True, help="a registered recipe or a recipe YAML path")
     parser.add_argument("--data-root", required=True)
-    parser.add_argument("--shots", type=int_list, default=[1, 2, 4, 8, 16], help="e.g. 1,2,4,8,16")
+    parser.add_argument("--shots", type=positive_int_list, default=[1, 2, 4, 8, 16], help="e.g. 1,2,4,8,16")
     parser.add_argument("--seeds", type=int_list, default=[1, 2, 3], help="e.g. 1,2,3")
-    parser.add_argument("--methods", default="diti,openclip-zeroshot,tip-adapter,tip-adapter-f",
+    parser.add_argument("--methods", type=choice_list(METHODS), default="diti,openclip-zeroshot,tip-adapter,tip-adapter-f",
                         help=f"comma-separated, from {', '.join(METHODS)}")
     parser.add_argument("--adapters-dir", default=None,
                         help="reuse (or write) DiTi-SD adapter sets here as <recipe>-<k>shot-seed<s>/")
@@ -25,15 +25,20 @@ def add_arguments(parser):
     parser.add_argument("--clip-model", default="ViT-H-14", help="OpenCLIP model name or model-config JSON")
     parser.add_argument("--clip-pretrained", default="laion2b_s32b_b79k",
                         help="OpenCLIP weights tag or checkpoint file; 'none' for random weights")
-    parser.add_argument("--aug-passes", type=int, default=None,
+    parser.add_argument("--aug-passes", type=positive_int, default=None,
                         help="augmented passes for Tip-Adapter's cache (default: the recipe's, 10)")
-    parser.add_argument("--val-protocol", default="coop", choices=["coop", "full"],
+    parser.add_argument("--val-protocol", default="coop", choices=VAL_PROTOCOLS,
                         help="validation for every choice: coop = min(k, 4) per class (default); full = the "
                              "whole official validation split (Tip-Adapter's protocol, the published numbers)")
-    parser.add_argument("--prefilter", default=None, choices=["openclip-zeroshot", "tip-adapter", "tip-adapter-f"],
+    parser.add_argument("--prefilter", default=None, choices=PREFILTERS,
                         help="DiTi-SD scores only this method's top score.prefilter_k classes per image")
     parser.add_argument("--compile", action="store_true", help="score DiTi-SD with a torch.compile'd UNet")
     add_runtime_arguments(parser)
+
+
+def resume_hint(args) -> str:
+    return (f"rerun the same command: the finished runs in {args.out}/runs/ and the images already scored in "
+            f"{args.out}/scores/ are kept")
 
 
 def run(args):
@@ -41,7 +46,7 @@ def run(args):
 
     cfg = EvalConfig(
         dataset=args.dataset, data_root=args.data_root, report=args.out, shots=args.shots, seeds=args.seeds,
-        methods=[m.strip() for m in args.methods.split(",") if m.strip()], adapters_dir=args.adapters_dir,
+        methods=args.methods, adapters_dir=args.adapters_dir,
         model=args.model, overrides=args.overrides, clip_model=args.clip_model,
         clip_pretrained=None if args.clip_pretrained.lower() == "none" else args.clip_pretrained,
         aug_passes=args.aug_passes, val_protocol=args.val_protocol, prefilter=args.prefilter, device=args.device, compile=args.compile, progress=not args.no_progress,

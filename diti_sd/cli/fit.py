@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import add_runtime_arguments, int_list
+from .common import add_runtime_arguments, positive_int, positive_int_list
 
 EXAMPLE = """example:
   diti-sd fit --dataset fgvc-aircraft --data-root ~/data --shots 16 --out adapters/fgvc-16shot
@@ -17,7 +17,7 @@ def add_arguments(parser):
     parser.add_argument("--dataset", required=True,
                         help="a registered recipe (fgvc-aircraft, image-folder, hf, ...) or a recipe YAML path")
     parser.add_argument("--data-root", required=True, help="the data set's folder (or a hub id for hf)")
-    parser.add_argument("--shots", type=int_list, default=None,
+    parser.add_argument("--shots", type=positive_int_list, default=None,
                         help="images per class, or a list such as 1,2,4 (default: all train images)")
     parser.add_argument("--seed", type=int, default=1, help="k-shot sampling and training seed (CoOp: 1, 2, 3)")
     parser.add_argument("--model", default=None, help="base model: hub id, local diffusers folder, builtin:NAME")
@@ -27,8 +27,8 @@ def add_arguments(parser):
     parser.add_argument("--split", default=None,
                         help="reuse a saved k-shot split instead of sampling one: a split.json, or one of TiF's "
                              "train_<k>_<seed>.data files (the images behind the published numbers)")
-    parser.add_argument("--steps", type=int, default=None, help="steps per class (default: the recipe's table)")
-    parser.add_argument("--rank", type=int, default=None)
+    parser.add_argument("--steps", type=positive_int, default=None, help="steps per class (default: the recipe's table)")
+    parser.add_argument("--rank", type=positive_int, default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any recipe value, e.g. --set fit.lr=5e-5 --set score.t_max=300")
     parser.add_argument("--resume", action="store_true",
@@ -41,11 +41,15 @@ def add_arguments(parser):
     add_runtime_arguments(parser)
 
 
+def resume_hint(args) -> str:
+    return f"rerun the same command with --resume to continue from the last checkpoint in {args.out}"
+
+
 def run(args):
-    from ..data import load_configured_split
     from ..recipes import load_recipe
     from . import CLIError
 
+    recipe = load_recipe(args.dataset, args.overrides)  # a bad value fails here, before torch loads
     shots = args.shots or [None]
     if args.split and len(shots) > 1:
         raise CLIError("--split reuses one saved split; pass a single --shots value with it (or none)")
@@ -53,9 +57,10 @@ def run(args):
     for out in outs:
         if (out / "manifest.json").exists() and not (args.resume or args.overwrite):
             raise CLIError(f"{out} already holds an adapter set; pass --overwrite to replace it or choose another --out")
-    recipe = load_recipe(args.dataset, args.overrides)
     if args.model:
         recipe.model = args.model
+    from ..data import load_configured_split
+
     train = load_configured_split(recipe.dataset, args.data_root, recipe.dataset.train_split)
     val = load_configured_split(recipe.dataset, args.data_root, recipe.dataset.val_split)
     for k, out in zip(shots, outs):

@@ -14,17 +14,19 @@ EXAMPLE = """example:
 
 
 def add_arguments(parser):
-    from .common import add_runtime_arguments
+    from .common import add_runtime_arguments, positive_int
 
     parser.add_argument("--adapters", required=True, help="adapter set folder written by `diti-sd fit`")
     parser.add_argument("images", nargs="+", help="image files or folders of images")
-    parser.add_argument("--top-k", type=int, default=1, help="also list the k most likely classes")
+    parser.add_argument("--top-k", type=positive_int, default=1, help="also list the k most likely classes")
     parser.add_argument("--out", default=None, help="write a CSV with one row per image")
     parser.add_argument("--model", default=None, help="where the base model is now, if it moved")
     parser.add_argument("--compile", action="store_true", help="score with a torch.compile'd UNet")
     parser.add_argument("--cache-dir", default=None,
                         help="write each scored chunk of images here; a rerun after an interruption continues "
                              "(default with --out: OUT.scores/, removed once the CSV is written)")
+    parser.add_argument("--chunk-size", type=positive_int, default=64,
+                        help="images per cached chunk: what an interruption can lose at most (default 64)")
     add_runtime_arguments(parser)
 
 
@@ -36,6 +38,13 @@ def expand_inputs(items: list[str]) -> list[Path]:
         path = Path(item)
         paths.extend(list_images(path) if path.is_dir() else [path])
     return paths
+
+
+def resume_hint(args) -> str:
+    cache = args.cache_dir or (f"{args.out}.scores" if args.out else None)
+    if cache is None:
+        return "nothing was kept: pass --out (or --cache-dir) so that a rerun continues from the scored images"
+    return f"rerun the same command: the images already scored (in {cache}/) are not scored again"
 
 
 def run(args):
@@ -63,7 +72,7 @@ def run(args):
                                                 progress=not args.no_progress)
     cache_dir = args.cache_dir or (f"{args.out}.scores" if args.out else None)
     if images:
-        result = clf.score_images(images, cache_dir=cache_dir)
+        result = clf.score_images(images, chunk=args.chunk_size, cache_dir=cache_dir)
         proba = softmax(result.logits, clf.temperature_)
         k = max(1, min(args.top_k, len(clf.classes_)))
         for row_index, p, calls in zip(good, proba, result.unet_calls):

@@ -9,12 +9,12 @@ EXAMPLE = """example:
 
 
 def add_arguments(parser):
-    from .common import add_runtime_arguments
+    from .common import add_runtime_arguments, positive_int
 
     parser.add_argument("--adapters", required=True, help="adapter set folder written by `diti-sd fit`")
     parser.add_argument("--classes", nargs="*", default=None, help="class names (default: the first 8)")
-    parser.add_argument("--n", type=int, default=4, help="images per class")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    parser.add_argument("--n", type=positive_int, default=4, help="images per class")
+    parser.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
     parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default=None, help="where the base model is now, if it moved")

@@ -17,6 +17,10 @@ def add_arguments(parser):
     add_runtime_arguments(parser, precision=False, device="cpu")
 
 
+def resume_hint(args) -> str:
+    return f"train-base does not resume: rerun it to start again (a model already in {args.out} is intact)"
+
+
 def run(args):
     from ..pretrain import load_base_recipe, train_base_model
     from ..recipes import RECIPE_DIR

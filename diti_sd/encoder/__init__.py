@@ -1,18 +1,25 @@
-"""The unconditional DiTi encoder: z split into subsets tied to time-step ranges (faces: CelebA, FFHQ)."""
+"""The unconditional DiTi encoder: z split into subsets tied to time-step ranges (faces: CelebA, FFHQ).
 
-from .config import EncoderError, EncoderRecipe, available_encoder_recipes, load_encoder_recipe
-from .ddpm import DDPM, load_ddpm
-from .edit import ddim_decode, ddim_invert, interpolate_subsets, move_along, save_grid
-from .layout import SubsetLayout, parse_subsets
-from .model import DiTiEncoder
-from .probe import average_precision, extract_features, fit_linear_probe, probe_ap, probe_by_subsets
-from .report import attribute_direction, run_probe
-from .train import fit_encoder
-from .transfer import subset_transfer
+Names are imported from their modules on first use, so that the CLI reads encoder recipes without
+loading torch.
+"""
 
-__all__ = [
-    "DDPM", "DiTiEncoder", "EncoderError", "EncoderRecipe", "SubsetLayout", "attribute_direction",
-    "available_encoder_recipes", "average_precision", "ddim_decode", "ddim_invert", "extract_features",
-    "fit_encoder", "fit_linear_probe", "interpolate_subsets", "load_ddpm", "load_encoder_recipe",
-    "move_along", "parse_subsets", "probe_ap", "probe_by_subsets", "run_probe", "save_grid", "subset_transfer",
-]
+import importlib
+
+_WHERE = {
+    "EncoderError": "config", "EncoderRecipe": "config", "available_encoder_recipes": "config",
+    "load_encoder_recipe": "config", "DDPM": "ddpm", "load_ddpm": "ddpm", "ddim_decode": "edit",
+    "ddim_invert": "edit", "interpolate_subsets": "edit", "move_along": "edit", "save_grid": "edit",
+    "SubsetLayout": "layout", "parse_subsets": "layout", "DiTiEncoder": "model",
+    "average_precision": "probe", "extract_features": "probe", "fit_linear_probe": "probe", "probe_ap": "probe",
+    "probe_by_subsets": "probe", "attribute_direction": "report", "run_probe": "report",
+    "fit_encoder": "train", "subset_transfer": "transfer",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)

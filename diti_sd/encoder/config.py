@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import ClassVar
 
+from ..constraints import Each, Interval, Options, fail
 from ..errors import DitiError
 from ..recipes import RECIPE_DIR, RecipeMixin, load_registered
 
 ENCODER_RECIPE_DIR = RECIPE_DIR / "encoder"
+GRADIENT_MODES = ("base", "stop_grad", "dual")
 
 
 class EncoderError(DitiError, ValueError):
@@ -24,6 +27,16 @@ class LayoutConfig:
     )
     subsets: int = 64  # k: the time-step ranges, shared out over the stages by their length
 
+    CONSTRAINTS: ClassVar[dict] = {"stages": Each(Each(Interval(1), min_len=2), min_len=1), "subsets": Interval(1)}
+
+    def check(self, where: str) -> None:
+        ends = [s[0] for s in self.stages]
+        if any(len(s) != 2 for s in self.stages) or any(a >= b for a, b in zip(ends, ends[1:])) or ends[-1] > 1000:
+            fail(f"{where}.stages", self.stages, "[last time-step, dimensions] pairs with increasing "
+                 "time-steps up to 1000")
+        if self.subsets < len(self.stages):
+            fail(f"{where}.subsets", self.subsets, f"at least the number of stages ({len(self.stages)})")
+
 
 @dataclass
 class NetConfig:
@@ -31,6 +44,10 @@ class NetConfig:
     shift_channels: list[int] = field(default_factory=lambda: [64, 128, 256])
     shift_layers_per_block: int = 1
     shift_attention: bool = False  # self-attention in the shift network's lowest-resolution block
+
+    CONSTRAINTS: ClassVar[dict] = {"encoder_channels": Each(Interval(1), min_len=1),
+                                   "shift_channels": Each(Interval(1), min_len=1),
+                                   "shift_layers_per_block": Interval(1)}
 
 
 @dataclass
@@ -41,6 +58,8 @@ class EncoderDataConfig:
     train_split: str = "train"
     test_split: str = "test"
     val_split: str | None = "val"
+
+    CONSTRAINTS: ClassVar[dict] = {"kind": Options("celeba", "folder", "hf", "granular"), "crop": [None, Interval(1)]}
 
 
 @dataclass
@@ -60,6 +79,13 @@ class EncoderTrainConfig:
     checkpoint_every: int = 1000
     seed: int = 0
 
+    CONSTRAINTS: ClassVar[dict] = {
+        "steps": Interval(1), "batch_size": Interval(1), "lr": Interval(0, None, closed="neither"), "ema_decay": Interval(0, 1, closed="left"),
+        "snr_power": Interval(0), "shift_coefficient": Options("pdae", "one"),
+        "gradient_mode": Options(*GRADIENT_MODES), "mixed_precision": Options("no", "fp16", "bf16"),
+        "checkpoint_every": Interval(0),
+    }
+
 
 @dataclass
 class ProbeConfig:
@@ -72,6 +98,11 @@ class ProbeConfig:
     transfer_pairs: int = 16
     transfer_steps: int = 50
 
+    CONSTRAINTS: ClassVar[dict] = {
+        "steps": Interval(1), "weight_decay": Interval(0), "batch_size": Interval(1), "max_train": [None, Interval(1)],
+        "max_test": [None, Interval(1)], "transfer_pairs": Interval(0), "transfer_steps": Interval(1),
+    }
+
 
 @dataclass
 class EncoderRecipe(RecipeMixin):
@@ -83,6 +114,12 @@ class EncoderRecipe(RecipeMixin):
     data: EncoderDataConfig = field(default_factory=EncoderDataConfig)
     train: EncoderTrainConfig = field(default_factory=EncoderTrainConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+
+    CONSTRAINTS: ClassVar[dict] = {"z_dim": Interval(1)}
+
+    def check(self, where: str) -> None:
+        if sum(s[1] for s in self.layout.stages) != self.z_dim:
+            fail(f"{where}.z_dim", self.z_dim, f"the sum of the stages' dimensions ({sum(s[1] for s in self.layout.stages)})")
 
 
 def available_encoder_recipes() -> list[str]:

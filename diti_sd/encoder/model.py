@@ -16,7 +16,7 @@ from torch import nn
 
 from .._io import atomic_write, file_digest
 from ..backbone import add_noise
-from .config import EncoderError, EncoderRecipe, load_encoder_recipe
+from .config import GRADIENT_MODES, EncoderError, EncoderRecipe, load_encoder_recipe
 from .ddpm import DDPM, load_ddpm
 from .layout import SubsetLayout
 
@@ -24,7 +24,6 @@ FORMAT_VERSION = 1
 MANIFEST = "encoder.json"
 WEIGHTS = "encoder.safetensors"
 RECIPE = "recipe.yaml"
-GRADIENT_MODES = ("base", "stop_grad", "dual")
 
 
 class ImageEncoder(nn.Module):

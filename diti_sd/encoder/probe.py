@@ -30,22 +30,13 @@ def extract_features(model, data: AttributedImages, batch_size: int = 256, num_w
 
 
 def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the precision-recall curve as a step function (sum over positives of precision at
-    their rank; ties broken by order), the definition scikit-learn's average_precision_score uses."""
+    """scikit-learn's average precision; nan where ``labels`` has no positive (it is undefined there)."""
+    from sklearn.metrics import average_precision_score
+
     labels = np.asarray(labels).astype(bool)
     if labels.sum() == 0:
         return float("nan")
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    hits = labels[order]
-    scores_sorted = np.asarray(scores)[order]
-    # with tied scores every member of a tie shares the precision at the tie's end
-    tp = np.cumsum(hits)
-    last_of_tie = np.r_[scores_sorted[1:] != scores_sorted[:-1], True]
-    precision = tp / np.arange(1, len(hits) + 1)
-    recall = tp / hits.sum()
-    idx = np.flatnonzero(last_of_tie)
-    p, r = precision[idx], recall[idx]
-    return float(np.sum(np.diff(np.r_[0.0, r]) * p))
+    return float(average_precision_score(labels, np.asarray(scores)))
 
 
 def fit_linear_probe(z: torch.Tensor, y: np.ndarray, steps: int = 300, lr: float = 1e-2,
