@@ -160,8 +160,13 @@ def test_replayed_rounds_match_the_real_scoring_pass():
     cfg = clf.recipe_.score
     cfg.rounds = rounds
     real = score_latents(clf.backbone_, clf.adapters_, latents, contexts, cfg)
-    # one exhaustive set of errors over the whole window, in shuffled t order: the replay finds its t
-    t = torch.randperm(cfg.t_max - cfg.t_min, generator=torch.Generator().manual_seed(0)) + cfg.t_min
+    # one set of errors over the stages' t and as many others of the window, in shuffled order: the
+    # replay finds its t among them
+    needed = sorted({v for s in stage_timesteps(rounds, cfg.t_min, cfg.t_max) for v in s})
+    g = torch.Generator().manual_seed(0)
+    others = [v for v in (torch.randperm(cfg.t_max - cfg.t_min, generator=g) + cfg.t_min).tolist() if v not in needed]
+    pool = torch.tensor(needed + others[: len(needed)])
+    t = pool[torch.randperm(len(pool), generator=g)]
     noise = timestep_noise(t, clf.backbone_.latent_shape, cfg.seed)
     errors = dense_errors(clf.backbone_, clf.adapters_, latents, contexts, t, noise)
     predicted, calls = simulate_rounds(errors, t.numpy(), rounds, cfg.t_min, cfg.t_max)
