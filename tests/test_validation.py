@@ -155,3 +155,17 @@ def test_a_damaged_or_bad_recipe_in_a_saved_adapter_set_is_refused(tiny_model_di
     err = capsys.readouterr().err.strip()
     assert "manifest.json is damaged" in err and "\n" not in err
     json.loads((tmp_path / "good" / "manifest.json").read_text())  # the good copy is untouched
+
+
+def test_no_progress_silences_the_libraries_bars_for_that_run_only(tiny_model_dir, tmp_path, capsys):
+    images, labels = color_images(6, seed=3, size=32)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        (tmp_path / "data" / label).mkdir(parents=True, exist_ok=True)
+        save_image(image, tmp_path / "data" / label / f"{i}.png")
+    argv = ["fit", "--dataset", "tiny", "--data-root", str(tmp_path / "data"), "--model", str(tiny_model_dir),
+            "--steps", "1", "--set", "fit.prior=false", "--set", "resolution=32", "--overwrite"]
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "a"), "--no-progress"]) == 0
+    assert "Loading weights" not in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    assert "Loading weights" in capsys.readouterr().err  # the libraries' bars are back for the next run

@@ -50,10 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "no_progress", False):
-        quiet_libraries()
     try:
-        return int(args._run(args) or 0)
+        with quiet_libraries(getattr(args, "no_progress", False)):
+            return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print(f"interrupted; {args._resume(args)}", file=sys.stderr)
         return 130
