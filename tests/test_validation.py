@@ -169,3 +169,24 @@ def test_no_progress_silences_the_libraries_bars_for_that_run_only(tiny_model_di
     assert "Loading weights" not in capsys.readouterr().err
     assert main([*argv, "--out", str(tmp_path / "b")]) == 0
     assert "Loading weights" in capsys.readouterr().err  # the libraries' bars are back for the next run
+
+
+@pytest.mark.parametrize("argv,hint", [
+    (["fit", "--dataset", "tiny", "--data-root", "d", "--out", "o"], "rerun the same command with --resume"),
+    (["predict", "--adapters", "a", "x.png", "--out", "p.csv"], "images already scored (in p.csv.scores/)"),
+    (["predict", "--adapters", "a", "x.png"], "nothing was kept: pass --out (or --cache-dir)"),
+    (["eval", "--dataset", "tiny", "--data-root", "d", "--out", "r"], "finished runs in r/runs/"),
+    (["train-base", "--out", "m"], "train-base does not resume"),
+    (["sample", "--adapters", "a", "--out", "s.png"], "keeps nothing of an interrupted run"),
+], ids=lambda v: v[0] if isinstance(v, list) else None)
+def test_ctrl_c_names_the_way_on_that_exists_for_the_command(argv, hint, monkeypatch, capsys):
+    import importlib
+
+    module = importlib.import_module(f"diti_sd.cli.{argv[0].replace('-', '_')}")
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "run", interrupted)
+    assert main(argv) == 130
+    assert hint in capsys.readouterr().err
