@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ._progress import quiet_libraries
 from .errors import DitiError
 
 COMPONENTS = {
@@ -209,7 +209,7 @@ class Backbone:
         """Write the components in the diffusers Stable Diffusion folder layout."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        with library_progress(progress):
+        with quiet_libraries(not progress):
             self.unet.save_pretrained(path / "unet")
             self.vae.save_pretrained(path / "vae")
             self.text_encoder.save_pretrained(path / "text_encoder")
@@ -306,33 +306,6 @@ def check_model_folder(path: Path) -> None:
         )
 
 
-@contextmanager
-def library_progress(enabled: bool = True):
-    """The progress bars diffusers, transformers and huggingface_hub draw of their own (loading weights,
-    downloads): left as they are, or (``enabled=False``) off for the block and restored after."""
-    if enabled:
-        yield
-        return
-    import diffusers.utils.logging as diffusers_logging
-    import huggingface_hub.utils as hub_utils
-    import transformers.utils.logging as transformers_logging
-
-    switches = [(diffusers_logging.is_progress_bar_enabled(), diffusers_logging.enable_progress_bar,
-                 diffusers_logging.disable_progress_bar),
-                (transformers_logging.is_progress_bar_enabled(), transformers_logging.enable_progress_bar,
-                 transformers_logging.disable_progress_bar),
-                (not hub_utils.are_progress_bars_disabled(), hub_utils.enable_progress_bars,
-                 hub_utils.disable_progress_bars)]
-    for _, _, off in switches:
-        off()
-    try:
-        yield
-    finally:
-        for was_on, on, _ in switches:
-            if was_on:
-                on()
-
-
 def load_backbone(
     model: str | os.PathLike,
     *,
@@ -372,7 +345,7 @@ def load_backbone(
     dtype = _as_dtype(dtype) or default_dtype(device)
     kwargs = {} if local_files_only is None else {"local_files_only": local_files_only}
     try:
-        with library_progress(progress):
+        with quiet_libraries(not progress):
             unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **kwargs)
             vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **kwargs)
             text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=dtype,

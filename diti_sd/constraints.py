@@ -47,6 +47,10 @@ class Interval:
         return f"{left} {self.low} and {right} {self.high}"
 
 
+POSITIVE = Interval(0, None, closed="neither")
+PRECISIONS = ("no", "fp16", "bf16")
+
+
 class Options:
     """One of a fixed set of values."""
 

@@ -21,7 +21,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from .constraints import Each, Interval, Options
+from .constraints import POSITIVE, Each, Interval, Options
 
 
 def train_vae(backbone, pixels: torch.Tensor, steps: int, batch_size: int = 16, lr: float = 1e-3,
@@ -123,8 +123,8 @@ class BaseRecipe:
         "resolution": Interval(8), "latent_factor": Interval(1), "block_out_channels": Each(Interval(1), min_len=1),
         "cross_attention_dim": Interval(1), "prediction_type": Options("epsilon", "v_prediction"),
         "captions": Options("generic", "attributes"), "caption_dropout": Interval(0, 1), "n_images": Interval(1),
-        "vae_steps": Interval(1), "vae_batch": Interval(1), "vae_lr": Interval(0, None, closed="neither"),
-        "unet_steps": Interval(1), "unet_batch": Interval(1), "unet_lr": Interval(0, None, closed="neither"),
+        "vae_steps": Interval(1), "vae_batch": Interval(1), "vae_lr": POSITIVE,
+        "unet_steps": Interval(1), "unet_batch": Interval(1), "unet_lr": POSITIVE,
     }
 
 

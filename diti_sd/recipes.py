@@ -15,6 +15,8 @@ from typing import ClassVar
 import yaml
 
 from .constraints import (
+    POSITIVE,
+    PRECISIONS,
     Each,
     Interval,
     Options,
@@ -42,10 +44,8 @@ RECIPE_DIR = _recipe_dir()
 DATASET_KINDS = ("fgvc-aircraft", "image-folder", "hf", "isic2019", "duke", "veri", "synthetic")
 METRICS = ("accuracy", "macro-f1")
 WEIGHTINGS = ("uniform", "exp", "tif")
-PRECISIONS = ("no", "fp16", "bf16")
 T_STEPS = 1000  # the training time-steps of every Stable Diffusion and DDPM scheduler this package loads
 _NAME = Pattern(r"\S(.*\S)?", "a non-empty name")
-_POSITIVE = Interval(0, None, closed="neither")
 _BLOCK_FILTER = Pattern(r"none|(down|mirror|all)-[012]", "none or <down|mirror|all>-<0|1|2>")
 
 
@@ -112,7 +112,7 @@ class LoraConfig:
     init_seed: int = 0
 
     CONSTRAINTS: ClassVar[dict] = {
-        "rank": Interval(1), "alpha": [None, _POSITIVE], "targets": Each(_NAME, min_len=1),
+        "rank": Interval(1), "alpha": [None, POSITIVE], "targets": Each(_NAME, min_len=1),
         "filter_by_shots": Table(_BLOCK_FILTER, empty=True), "text_rank": Interval(0),
         "text_targets": Each(_NAME, min_len=1), "init": Options("normal", "kaiming"),
     }
@@ -153,11 +153,11 @@ class FitConfig:
     min_shots: int = 1
 
     CONSTRAINTS: ClassVar[dict] = {
-        "steps_by_shots": Table(Interval(1)), "steps": [None, Interval(1)], "lr": _POSITIVE,
-        "text_lr": _POSITIVE, "weight_decay": Interval(0), "batch_size": Interval(1),
+        "steps_by_shots": Table(Interval(1)), "steps": [None, Interval(1)], "lr": POSITIVE,
+        "text_lr": POSITIVE, "weight_decay": Interval(0), "batch_size": Interval(1),
         "t_min": Interval(0, T_STEPS - 1), "t_max": Interval(1, T_STEPS), "prior_weight": Interval(0),
         "prior_images": Interval(1), "prior_prompt": Options("generic", "class"),
-        "prior_sample_steps": Interval(1), "prior_guidance": Interval(0), "grad_clip": _POSITIVE,
+        "prior_sample_steps": Interval(1), "prior_guidance": Interval(0), "grad_clip": POSITIVE,
         "mixed_precision": Options(*PRECISIONS), "brightness": Interval(0, 1), "contrast": Interval(0, 1),
         "crop": Options("center", "random"), "latent": Options("mean", "sample"), "shift": Interval(0),
         "shift_step": Interval(1), "checkpoint_every": Interval(0), "min_shots": Interval(1),
@@ -186,7 +186,7 @@ class ScoreConfig:
 
     CONSTRAINTS: ClassVar[dict] = {
         "t_min": Interval(0, T_STEPS - 1), "t_max": Interval(1, T_STEPS), "weighting": Options(*WEIGHTINGS),
-        "weight_tau": _POSITIVE, "unet_scale": Interval(0), "text_scale": Interval(0), "batch_size": Interval(1),
+        "weight_tau": POSITIVE, "unet_scale": Interval(0), "text_scale": Interval(0), "batch_size": Interval(1),
         "prefilter_k": [None, Interval(1)],
     }
 
@@ -216,7 +216,7 @@ class BaselineConfig:
         "zeroshot_templates": Each(_NAME, min_len=1), "tip_templates": Each(_NAME, min_len=1),
         "augment_passes": Interval(1), "search_scale": Each(Interval(0.1, None, closed="neither"), min_len=2),
         "search_step": Each(Interval(1), min_len=2), "clip_weight": Interval(0), "tipf_epochs": Interval(1),
-        "tipf_lr": _POSITIVE,
+        "tipf_lr": POSITIVE,
     }
 
     def check(self, where: str) -> None:

@@ -6,8 +6,9 @@ import argparse
 import importlib
 import sys
 
+from .._progress import quiet_libraries
 from ..errors import DitiError
-from .common import Parser, quiet_libraries
+from .common import Parser
 
 SUBCOMMANDS = {
     "fit": "fit class adapters on a few-shot data set",

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..constraints import Each, Interval, Options, fail
+from ..constraints import POSITIVE, PRECISIONS, Each, Interval, Options, fail
 from ..errors import DitiError
 from ..recipes import RECIPE_DIR, RecipeMixin, load_registered
 
@@ -80,9 +80,9 @@ class EncoderTrainConfig:
     seed: int = 0
 
     CONSTRAINTS: ClassVar[dict] = {
-        "steps": Interval(1), "batch_size": Interval(1), "lr": Interval(0, None, closed="neither"), "ema_decay": Interval(0, 1, closed="left"),
+        "steps": Interval(1), "batch_size": Interval(1), "lr": POSITIVE, "ema_decay": Interval(0, 1, closed="left"),
         "snr_power": Interval(0), "shift_coefficient": Options("pdae", "one"),
-        "gradient_mode": Options(*GRADIENT_MODES), "mixed_precision": Options("no", "fp16", "bf16"),
+        "gradient_mode": Options(*GRADIENT_MODES), "mixed_precision": Options(*PRECISIONS),
         "checkpoint_every": Interval(0),
     }
 
