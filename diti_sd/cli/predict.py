@@ -40,8 +40,13 @@ def expand_inputs(items: list[str]) -> list[Path]:
     return paths
 
 
+def _cache_dir(args) -> str | None:
+    """Where scored chunks go: --cache-dir, else beside --out, else nowhere."""
+    return args.cache_dir or (f"{args.out}.scores" if args.out else None)
+
+
 def resume_hint(args) -> str:
-    cache = args.cache_dir or (f"{args.out}.scores" if args.out else None)
+    cache = _cache_dir(args)
     if cache is None:
         return "nothing was kept: pass --out (or --cache-dir) so that a rerun continues from the scored images"
     return f"rerun the same command: the images already scored (in {cache}/) are not scored again"
@@ -70,7 +75,7 @@ def run(args):
     clf = DiTiFewShotClassifier.from_pretrained(args.adapters, model=args.model, device=args.device, dtype=args.dtype,
                                                 attention=args.attention, compile=args.compile,
                                                 progress=not args.no_progress)
-    cache_dir = args.cache_dir or (f"{args.out}.scores" if args.out else None)
+    cache_dir = _cache_dir(args)
     if images:
         result = clf.score_images(images, chunk=args.chunk_size, cache_dir=cache_dir)
         proba = softmax(result.logits, clf.temperature_)
