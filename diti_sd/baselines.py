@@ -79,14 +79,15 @@ def augmented_transform(clip: ClipBackbone):
 
 @torch.no_grad()
 def image_features(clip: ClipBackbone, images, transform=None, batch_size: int = 64, progress: bool = False,
-                   desc: str = "CLIP features") -> torch.Tensor:
-    """L2-normalised image features (N, D), float32 on CPU. ``images``: an indexable of PIL images."""
+                   desc: str = "CLIP features", normalize: bool = True) -> torch.Tensor:
+    """L2-normalised image features (N, D), float32 on CPU (``normalize=False``: as the image tower gives
+    them, what Tip-Adapter's cache averages). ``images``: an indexable of PIL images."""
     transform = transform or clip.preprocess
     out = []
     for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False):
         batch = torch.stack([transform(images[i]) for i in range(start, min(len(images), start + batch_size))])
         feats = clip.model.encode_image(batch.to(clip.device)).float()
-        out.append(torch.nn.functional.normalize(feats, dim=-1).cpu())
+        out.append((torch.nn.functional.normalize(feats, dim=-1) if normalize else feats).cpu())
     return torch.cat(out)
 
 
@@ -126,10 +127,11 @@ class FeatureCache:
         self.identity = clip_identity(clip)
 
     def get(self, images, ids: list[str], tag: str, augment_pass: int | None = None, progress: bool = False,
-            variant: str = ""):
-        """``variant`` names anything else that changes the pixels of these ids (a crop)."""
+            variant: str = "", normalize: bool = True):
+        """``variant`` names anything else that changes the pixels of these ids (a crop);
+        ``normalize=False`` keeps the features unnormalised."""
         key = hashlib.sha256(
-            "|".join([self.identity, tag, str(augment_pass), variant, *ids]).encode()
+            "|".join([self.identity, tag, str(augment_pass), variant, "" if normalize else "raw", *ids]).encode()
         ).hexdigest()[:20]
         path = self.folder / f"{tag}-{key}.safetensors"
         if path.is_file():
@@ -141,11 +143,11 @@ class FeatureCache:
                 warnings.warn(f"feature cache {path} is unreadable ({type(err).__name__}); computing it again",
                               stacklevel=2)
         if augment_pass is None:
-            feats = image_features(self.clip, images, progress=progress, desc=f"CLIP {tag}")
+            feats = image_features(self.clip, images, progress=progress, desc=f"CLIP {tag}", normalize=normalize)
         else:
             torch.manual_seed(augment_pass)  # torchvision's random transforms draw from the global RNG
             feats = image_features(self.clip, images, augmented_transform(self.clip), progress=progress,
-                                   desc=f"CLIP {tag} aug {augment_pass}")
+                                   desc=f"CLIP {tag} aug {augment_pass}", normalize=normalize)
         atomic_write(path, lambda tmp: save_file({"features": feats.contiguous()}, str(tmp)))
         return feats
 
@@ -175,7 +177,10 @@ def tip_logits(features: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
 
 
 def cache_model(aug_features: list[torch.Tensor], labels: np.ndarray, n_classes: int):
-    """Keys: the normalised mean of the augmented passes' features; values: one-hot labels."""
+    """Keys: the normalised mean of the augmented passes' features; values: one-hot labels.
+
+    Pass the features unnormalised (``image_features(normalize=False)``): the reference averages the
+    image tower's raw outputs over the passes and normalises the mean (methods/utils.py build_cache_model)."""
     keys = torch.nn.functional.normalize(torch.stack(aug_features).mean(0), dim=-1)
     values = torch.nn.functional.one_hot(torch.as_tensor(labels), n_classes).float()
     return keys, values

@@ -27,7 +27,7 @@ from .data.images import as_image_sequence
 from .distributed import barrier, gather_rows, is_main, merge_class_shards, shard, world
 from .errors import ConfigError, DitiError
 from .fit import FitData, fit_adapters, prior_pixels, uint8_pixels
-from .lora import ClassAdapters
+from .lora import ClassAdapters, NoAdapters
 from .prompts import choose_tokens, class_prompts
 from .recipes import Recipe, from_dict, load_recipe
 from .sampling import sample_images
@@ -149,7 +149,7 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         # TiF's per-t weight comes from the train latents as scoring sees them (centre crop, posterior mean)
         tif_d = tif_distance(torch.cat([backbone.encode_images(uint8_to_float(part)) for part in pixels.split(16)]),
                              label_index)
-        if recipe.fit.crop == "random":
+        if recipe.fit.crop != "center":  # random windows of, or the whole of, the resized image
             uncropped = uint8_pixels(backbone, X, crop=False)
             by_class = [[uncropped[j] for j in m] for m in members]
         else:
@@ -168,11 +168,35 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         summary = fit_adapters(backbone, adapters, data, recipe.fit, recipe.steps_for(shots),
                                seed=self.random_state, classes=owned, checkpoint_dir=output_dir, resume=resume,
                                progress=self.progress and rank == 0, callback=callback,
-                               checkpoint_name="checkpoint" if size == 1 else f"checkpoint-rank{rank}")
+                               checkpoint_name="checkpoint" if size == 1 else f"checkpoint-rank{rank}",
+                               rescale_after=recipe.rescale_after(shots))
         merge_class_shards(adapters, owned)
         return self._set_fitted(backbone, adapters, classes, prompts, tokens, recipe, shots=shots, n_train=len(X),
                                 fit_summary={k: v for k, v in summary.items() if k != "losses"},
                                 loss_curve=summary["losses"], temperature=1.0, tif_d=tif_d)
+
+    @classmethod
+    def zero_shot(cls, classes, template: str, model=None, recipe="image-folder", *, overrides=None, device=None,
+                  dtype=None, attention="sdpa", progress=True) -> DiTiFewShotClassifier:
+        """The base model as a zero-shot classifier (Diffusion Classifier): class c's prompt is
+        ``template.format(c)``, no adapters, scored by the same engine and schedule as a fitted set
+        (the recipe's ``score`` section; TiF's weight needs train images, so use ``uniform`` or ``exp``).
+        Columns follow ``classes`` in the order given."""
+        names = [str(c) for c in classes]
+        if len(names) < 2 or len(set(names)) != len(names):
+            raise ConfigError(f"zero-shot classification needs two or more distinct class names, got {names[:5]}")
+        if template.count("{}") != 1:
+            raise ConfigError(f"the zero-shot template {template!r} needs exactly one {{}} for the class name")
+        clf = cls(model=model, recipe=recipe, overrides=overrides, device=device, dtype=dtype, attention=attention,
+                  progress=progress)
+        recipe = clf.resolved_recipe()
+        if recipe.score.weighting == "tif":
+            raise ConfigError("TiF's weight is measured on train images, which zero-shot has none of; set "
+                             "score.weighting to uniform (Diffusion Classifier's) or exp")
+        backbone = clf._load_backbone(recipe)
+        return clf._set_fitted(backbone, NoAdapters(), np.array(list(classes)), [template.format(n) for n in names],
+                               [""] * len(names), recipe, shots=0, n_train=0, fit_summary={}, loss_curve=[],
+                               temperature=1.0, tif_d=None)
 
     def _set_fitted(self, backbone, adapters, classes, prompts, tokens, recipe, *, shots, n_train, fit_summary,
                     loss_curve, temperature, tif_d) -> DiTiFewShotClassifier:
@@ -196,8 +220,9 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
     # ----------------------------------------------------------------- inference
     def _class_contexts(self) -> torch.Tensor:
         if self._contexts is None:
-            self._contexts = class_contexts(self.backbone_, self.adapters_, self.prompts_,
-                                            self.recipe_.score.text_scale)
+            score = self.recipe_.score
+            self._contexts = class_contexts(self.backbone_, self.adapters_, self.prompts_, score.text_scale,
+                                            dropout=score.text_dropout, seed=score.seed)
         return self._contexts
 
     def encode(self, X, batch_size: int = 16) -> torch.Tensor:
@@ -297,6 +322,8 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
     # ----------------------------------------------------------------- persistence
     def save_pretrained(self, path: str | os.PathLike, export_diffusers: bool = False) -> Path:
         self._check_fitted()
+        if isinstance(self.adapters_, NoAdapters):
+            raise ConfigError("a zero-shot classifier has no adapters to save; it is its base model and prompts")
         recipe = self.recipe_
         kinds = {type(c).__name__ for c in self.classes_.tolist()}
         manifest = Manifest(

@@ -12,7 +12,7 @@ import hashlib
 import json
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ import torch
 from . import baselines as bl
 from ._io import atomic_write
 from .classifier import DiTiFewShotClassifier
-from .data import load_configured_split, make_kshot_split
+from .data import load_configured_split, load_split, make_kshot_split
 from .data.images import ImageSequence
 from .distributed import barrier, is_main
 from .errors import ConfigError, MissingFileError
@@ -44,10 +44,12 @@ class EvalConfig:
     clip_model: str = "ViT-H-14"
     clip_pretrained: str | None = "laion2b_s32b_b79k"
     aug_passes: int | None = None  # None: the recipe's baselines.augment_passes
-    # which validation images every choice is made on: "coop" min(k, 4) per class from the k-shot split
-    # (the default: DiTi-SD itself uses none), or "full": the whole official validation split, as
-    # Tip-Adapter's protocol and the published Tip-Adapter numbers
-    val_protocol: str = "coop"
+    # which validation images every choice is made on: "coop" min(k, 4) per class from the k-shot split,
+    # or "full": the whole official validation split, as Tip-Adapter's protocol and the published
+    # Tip-Adapter numbers; None: the recipe's baselines.val_protocol (DiTi-SD itself uses none)
+    val_protocol: str | None = None
+    # TiF's split files (train_<k>_<seed>.data, its lora/splits/<data set>/): every method trains on them
+    split_dir: str | None = None
     prefilter: str | None = None  # openclip-zeroshot | tip-adapter: DiTi-SD scores only its top score.prefilter_k
     device: str | None = None
     compile: bool = False  # score DiTi-SD with a torch.compile'd UNet
@@ -81,11 +83,14 @@ class Evaluation:
         unknown = sorted(set(cfg.methods) - set(METHODS))
         if unknown:
             raise ConfigError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
-        if cfg.val_protocol not in VAL_PROTOCOLS:
+        if cfg.val_protocol not in (None, *VAL_PROTOCOLS):
             raise ConfigError(f"unknown validation protocol {cfg.val_protocol!r}; choose from {', '.join(VAL_PROTOCOLS)}")
+        self.recipe = load_recipe(cfg.dataset, cfg.overrides)
+        # the report's config says which protocol ran, whether it came from the command line or the recipe
+        cfg = replace(cfg, val_protocol=cfg.val_protocol or self.recipe.baselines.val_protocol)
         self.cfg = cfg
         self.report = Path(cfg.report)
-        self.recipe = load_recipe(cfg.dataset, cfg.overrides)
+        self.split_files = self._split_files()
         if cfg.model:
             self.recipe.model = cfg.model
         ds = self.recipe.dataset
@@ -95,8 +100,9 @@ class Evaluation:
         if self.test is None:
             raise MissingFileError(f"no {ds.test_split!r} split under {cfg.data_root}")
         if cfg.val_protocol == "full" and self.val is None:
-            raise ConfigError(f"--val-protocol full needs the data set's validation split ({ds.val_split!r}), "
-                             f"and {cfg.data_root} has none; use --val-protocol coop")
+            raise ConfigError(f"validation protocol full (--val-protocol, or the recipe's baselines.val_protocol) needs "
+                             f"the data set's validation split ({ds.val_split!r}), and {cfg.data_root} has none; "
+                             "use --val-protocol coop")
         self.baselines = self.recipe.baselines
         self.metric = ds.metric
         bl.metric_score([0], [0], self.metric)  # an unknown metric fails here, before any work
@@ -105,6 +111,30 @@ class Evaluation:
         self._cache = None
         self._text: dict = {}
         self._diti_logits: dict = {}
+        self._sd_zeroshot: tuple | None = None
+
+    def _split_files(self) -> dict | None:
+        """TiF's split file for every (shots, seed), all checked before any work."""
+        if not self.cfg.split_dir:
+            return None
+        folder = Path(self.cfg.split_dir)
+        files = {(k, s): folder / f"train_{k}_{s}.data" for k in self.cfg.shots for s in self.cfg.seeds}
+        missing = sorted(p.name for p in files.values() if not p.is_file())
+        if missing:
+            raise MissingFileError(f"--split-dir {folder} lacks {', '.join(missing[:4])}"
+                                   f"{' ...' if len(missing) > 4 else ''}; TiF's files are in its repository's "
+                                   "lora/splits/<data set>/, or drop --split-dir to draw CoOp splits")
+        return files
+
+    def split(self, shots: int, seed: int):
+        """The k-shot split of (shots, seed): TiF's file from --split-dir, or a CoOp draw."""
+        if self.split_files is None:
+            return make_kshot_split(self.train, self.val, shots, seed, dataset=self.recipe.name)
+        path = self.split_files[(shots, seed)]
+        split = load_split(path, self.train, self.val, dataset=self.recipe.name)
+        if split.shots != shots:
+            raise ConfigError(f"{path.name} holds {split.shots} images per class, not {shots}")
+        return split
 
     # ----------------------------------------------------------------- shared pieces
     def clip(self) -> bl.ClipBackbone:
@@ -113,14 +143,14 @@ class Evaluation:
             self._clip = bl.load_openclip(self.cfg.clip_model, self.cfg.clip_pretrained, self.cfg.device)
         return self._clip
 
-    def features(self, data, tag: str, augment_pass=None):
+    def features(self, data, tag: str, augment_pass=None, normalize: bool = True):
         if self._cache is None:
             self._cache = bl.FeatureCache(self.report / "features", self.clip())
         return self._cache.get(ImageSequence(data), data.ids, tag, augment_pass, self.cfg.progress,
-                               variant=f"crop_bottom={data.crop_bottom}|prepare={data.prepare}")
+                               variant=f"crop_bottom={data.crop_bottom}|prepare={data.prepare}", normalize=normalize)
 
     def text_weights(self, kind: str = "zeroshot"):
-        """The zero-shot classifier: CLIP_benchmark's templates, or Tip-Adapter's (``kind="tip"``)."""
+        """The zero-shot classifier: the recipe's zero-shot templates, or Tip-Adapter's (``kind="tip"``)."""
         if kind not in self._text:
             templates = self.baselines.tip_templates if kind == "tip" else self.baselines.zeroshot_templates
             self._text[kind] = bl.text_classifier(self.clip(), self.test.classnames, templates)
@@ -129,7 +159,12 @@ class Evaluation:
     def run_key(self, method: str) -> str:
         """A hash of everything that changes a method's result; a finished run is reused only under it."""
         recipe = self.recipe.to_dict()
-        parts = {"protocol": self.cfg.val_protocol, "dataset": recipe["dataset"]}
+        parts = {"protocol": self.cfg.val_protocol, "dataset": recipe["dataset"],
+                 "splits": None if self.split_files is None else str(Path(self.cfg.split_dir).resolve())}
+        if method == "sd-zeroshot":
+            parts.update(model=recipe["model"], resolution=recipe["resolution"], gpu_dtype=recipe["gpu_dtype"],
+                         score=recipe["score"], template=self.baselines.tip_templates[0])
+            return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
         if method != "diti":
             parts.update(clip=[self.cfg.clip_model, self.cfg.clip_pretrained], baselines=recipe["baselines"],
                          aug_passes=self.aug_passes)
@@ -158,6 +193,8 @@ class Evaluation:
             logits, out = self._tip(method, tr, va)
         elif method == "diti":
             logits, out = self._diti(shots, seed, tr, va)
+        elif method == "sd-zeroshot":
+            logits, out = self._sd_zero_shot()
         else:  # diti+tip-adapter
             logits, out = self._ensemble(shots, seed, tr, va)
         pred = logits.argmax(1)
@@ -172,7 +209,8 @@ class Evaluation:
     def _tip_fit(self, method, tr, va) -> dict:
         """Tip-Adapter(-F) fitted on the k-shot train split, tuned on validation; logits on val and test."""
         b = self.baselines
-        aug = [self.features(tr, "train", p) for p in range(self.aug_passes)]
+        # the reference averages the passes' raw features, then normalises the mean
+        aug = [self.features(tr, "train", p, normalize=False) for p in range(self.aug_passes)]
         keys, values = bl.cache_model(aug, np.array(tr.labels), len(tr.classnames))
         text = self.text_weights("tip")
         val_f, test_f = self.features(va, "val"), self.features(self.test, "test")
@@ -180,7 +218,8 @@ class Evaluation:
         info = {}
         if method == "tip-adapter-f":
             # a fresh augmentation per epoch, as the reference re-augments its train loader every epoch
-            epochs = [self.features(tr, "train", p) for p in range(max(self.aug_passes, b.tipf_epochs))]
+            epochs = [torch.nn.functional.normalize(self.features(tr, "train", p, normalize=False), dim=-1)
+                      for p in range(max(self.aug_passes, b.tipf_epochs))]
             keys, epoch, val_acc = bl.train_tip_adapter_f(epochs, np.array(tr.labels), keys, values, text, val_f,
                                                           np.array(va.labels), alpha=b.init_alpha,
                                                           beta=b.init_beta, epochs=b.tipf_epochs, lr=b.tipf_lr,
@@ -216,7 +255,9 @@ class Evaluation:
         return masks
 
     def _classifier(self, shots, seed, tr):
-        folder = Path(self.cfg.adapters_dir or self.report / "adapters") / f"{self.recipe.name}-{shots}shot-seed{seed}"
+        # adapters fitted on TiF's split files are not those of the CoOp draw with the same seed
+        tag = "-tifsplit" if self.split_files is not None else ""
+        folder = Path(self.cfg.adapters_dir or self.report / "adapters") / f"{self.recipe.name}-{shots}shot-seed{seed}{tag}"
         if (folder / "manifest.json").is_file():
             return DiTiFewShotClassifier.from_pretrained(folder, device=self.cfg.device, compile=self.cfg.compile,
                                                          progress=self.cfg.progress)
@@ -251,6 +292,20 @@ class Evaluation:
             cost.update(prefilter=f"{self.cfg.prefilter} top-{self.recipe.score.prefilter_k}", clip_forwards_per_image=1)
         return entry["test"], {"cost": cost}
 
+    def _sd_zero_shot(self):
+        """Stable Diffusion zero-shot (Diffusion Classifier, TiF's `--method diffusionclf`): the base model
+        with the data set's template per class, no adapters; the recipe's stages, weighted uniformly as
+        Diffusion Classifier weighs them. The same for every (shots, seed): scored once."""
+        if self._sd_zeroshot is None:
+            template = self.baselines.tip_templates[0]
+            clf = DiTiFewShotClassifier.zero_shot(
+                self.test.classnames, template, recipe=self.recipe, device=self.cfg.device,
+                overrides={"score.weighting": "uniform", "score.text_dropout": 0.0}, progress=self.cfg.progress)
+            result = clf.score_images(ImageSequence(self.test), cache_dir=self.report / "scores")
+            self._sd_zeroshot = (result.logits, float(result.unet_calls.mean()), template)
+        logits, calls, template = self._sd_zeroshot
+        return logits, {"prompt": template, "cost": {"unet_calls_per_image": calls}}
+
     def _ensemble(self, shots, seed, tr, va):
         _, diti_info = self._diti(shots, seed, tr, va, with_val=True)
         diti = self._diti_logits[(shots, seed)]
@@ -273,7 +328,7 @@ class Evaluation:
         runs = []
         for shots in self.cfg.shots:
             for seed in self.cfg.seeds:
-                split = make_kshot_split(self.train, self.val, shots, seed, dataset=self.recipe.name)
+                split = self.split(shots, seed)
                 if is_main():  # several processes: each scores its share of images, the first one writes
                     split.save(self.report / "splits" / f"{shots}shot-seed{seed}.json")
                 tr = split.select(self.train, "train")

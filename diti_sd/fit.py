@@ -120,14 +120,27 @@ def _jitter(pixels: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tens
 
 def _per_step_encoding(cfg: FitConfig) -> bool:
     """Whether latents must be encoded every step (augmentation or posterior draws) or can be cached."""
-    return (cfg.brightness > 0 or cfg.contrast > 0 or cfg.crop == "random" or cfg.latent == "sample"
+    return (cfg.brightness > 0 or cfg.contrast > 0 or cfg.crop != "center" or cfg.latent == "sample"
             or cfg.shift > 0)
 
 
-def _signature(cfg: FitConfig, steps: int, seed: int, classes: list[int], data: FitData, adapters) -> str:
+def train_scales(cfg: FitConfig, rescale_after: int | None, class_step: int) -> tuple[float, float]:
+    """The (UNet, text) LoRA scales that a class's step ``class_step`` (0-based) trains at.
+
+    The reference's first save happens after its step ``rescale_after`` (1-based) and sets the live
+    adapters to ``rescale_unet``/``rescale_text``, so its steps ``rescale_after + 1, ...`` train there.
+    """
+    if rescale_after is not None and class_step >= rescale_after:
+        return cfg.rescale_unet, cfg.rescale_text
+    return 1.0, 1.0
+
+
+def _signature(cfg: FitConfig, steps: int, seed: int, classes: list[int], data: FitData, adapters,
+               rescale_after: int | None) -> str:
     blob = json.dumps(
         {
             "fit": asdict(cfg), "steps": steps, "seed": seed, "classes": classes, "prompts": data.prompts,
+            "rescale_after": rescale_after,
             "shots": [len(p) for p in data.instance_pixels], "lora": asdict(adapters.config),
             "prior": None if data.prior_pixels is None else list(data.prior_pixels.shape),
         },
@@ -181,16 +194,20 @@ def fit_adapters(
     progress: bool = True,
     callback=None,
     checkpoint_name: str = CHECKPOINT,
+    rescale_after: int | None = None,
 ) -> dict:
-    """Train ``classes`` (default: all) for ``steps`` steps each. Returns a summary with the loss curve."""
+    """Train ``classes`` (default: all) for ``steps`` steps each. Returns a summary with the loss curve.
+
+    ``rescale_after``: the steps after this one train at the recipe's ``fit.rescale_unet``/``rescale_text``
+    (``Recipe.rescale_after(shots)``; None: scale 1 throughout)."""
     classes = list(range(len(data.prompts))) if classes is None else list(classes)
     if cfg.prior and data.prior_pixels is None:
         raise ConfigError("prior preservation is on but no prior images were given")
     if cfg.shift < 0 or cfg.shift_step < 1:
         raise ConfigError(f"fit.shift must be >= 0 and fit.shift_step >= 1 (got {cfg.shift}, {cfg.shift_step})")
-    if cfg.crop not in ("center", "random") or cfg.latent not in ("mean", "sample"):
-        raise ConfigError(f"fit.crop must be center or random (got {cfg.crop!r}); fit.latent mean or sample "
-                         f"(got {cfg.latent!r})")
+    if cfg.crop not in ("center", "random", "none") or cfg.latent not in ("mean", "sample"):
+        raise ConfigError(f"fit.crop must be center, random or none (got {cfg.crop!r}); fit.latent mean or "
+                         f"sample (got {cfg.latent!r})")
     device = backbone.device
     if cfg.mixed_precision not in ("no", "fp16", "bf16"):
         raise ConfigError(f"fit.mixed_precision must be no, fp16 or bf16, not {cfg.mixed_precision!r}")
@@ -214,7 +231,7 @@ def fit_adapters(
         backbone.unet.enable_gradient_checkpointing()
     backbone.unet.train()
 
-    signature = _signature(cfg, steps, seed, classes, data, adapters)
+    signature = _signature(cfg, steps, seed, classes, data, adapters, rescale_after)
     folder = Path(checkpoint_dir) / checkpoint_name if checkpoint_dir else None
     start = 0
     if folder is not None and resume:
@@ -236,7 +253,7 @@ def fit_adapters(
             group = groups[it % len(groups)]
             class_step = it // len(groups)
             loss = _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cached,
-                                    fixed_context, amp)
+                                    fixed_context, amp, train_scales(cfg, rescale_after, class_step))
             amp.scaler.unscale_(optimizer)  # fp16 loss scaling: clip the true gradients
             clip_grad_norm_per_class(all_params, cfg.grad_clip, torch.tensor(group))
             optimizer.active_classes = torch.tensor(group)
@@ -289,10 +306,18 @@ class AmpContext:
         return torch.autocast(self.device_type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
 
 
-def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cached, fixed_context, amp):
+def _latent_shape(backbone, pixels: torch.Tensor) -> tuple[int, ...]:
+    """The latent shape of an image of this size (the VAE halves each side, rounding down, per level)."""
+    f = backbone.vae_scale_factor
+    return (backbone.latent_shape[0], pixels.shape[-2] // f, pixels.shape[-1] // f)
+
+
+def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cached, fixed_context, amp,
+                     scales=(1.0, 1.0)):
     device = backbone.device
     size = backbone.resolution
     jitter = cfg.brightness > 0 or cfg.contrast > 0
+    whole = cfg.crop == "none"
     x0, noise, t, unet_idx, text_idx, prompts, weights = [], [], [], [], [], [], []
     raw, augment = [], []  # per-step encoding: the pixels of each sample, its jitter and posterior draws
     for c in group:
@@ -301,8 +326,11 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
         j = int(torch.randint(k, (1,), generator=g))
         b = 1 + (torch.rand(1, generator=g) * 2 - 1) * cfg.brightness
         ct = 1 + (torch.rand(1, generator=g) * 2 - 1) * cfg.contrast
+        image = data.instance_pixels[c][j]
+        # a whole image has its own latent shape; every other transform gives the square one
+        shape = _latent_shape(backbone, image) if whole else backbone.latent_shape
         t.append(draw_train_t(1, cfg.t_min, cfg.t_max, g))
-        noise.append(torch.randn((1, *backbone.latent_shape), generator=g))
+        noise.append(torch.randn((1, *shape), generator=g))
         unet_idx.append(c)
         text_idx.append(c)
         prompts.append(data.prompts[c])
@@ -322,7 +350,6 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
             continue
         # draws that only the reference's augmentation makes come last, so that a configuration without
         # it keeps the random stream it always had
-        image = data.instance_pixels[c][j]
         samples = [(image, b, ct)]
         if cfg.prior:
             samples.append((data.prior_pixels[p], 1 + (torch.rand(1, generator=g) * 2 - 1) * cfg.brightness,
@@ -335,35 +362,54 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
                 steps = cfg.shift // cfg.shift_step
                 dy, dx = ((torch.randint(-steps, steps + 1, (2,), generator=g)) * cfg.shift_step).tolist()
                 pixels = torch.roll(pixels, shifts=(dy, dx), dims=(-2, -1))
-            draw = torch.randn((1, *backbone.latent_shape), generator=g) if cfg.latent == "sample" else None
+            draw = (torch.randn((1, *_latent_shape(backbone, pixels)), generator=g)
+                    if cfg.latent == "sample" else None)
             raw.append(pixels[None])
             augment.append((bright, contr, first, draw))
             x0.append(None)
     if raw:
-        pixels = uint8_to_float(torch.cat(raw))
-        if jitter:
-            bright, contr, first = (torch.cat([a[i] for a in augment]) for i in range(3))
-            pixels = _jitter(pixels, bright, contr, first)
-        mean, std = backbone.encode_posterior(pixels)
-        if cfg.latent == "sample":
-            mean = mean + std * torch.cat([a[3] for a in augment]).to(mean.device, mean.dtype)
-        x0 = list(mean[:, None])
-    x0 = torch.cat([x.to(device, backbone.dtype) for x in x0])
-    noise = torch.cat(noise).to(device, backbone.dtype)
-    t = torch.cat(t).to(device)
-    # the routing stays on through backward: gradient checkpointing re-runs the forward pass there
-    with adapters.use(unet_index=unet_idx, text_index=text_idx):
-        with amp.autocast():
-            if fixed_context is None:
-                context = backbone.encode_prompts(prompts)
-            else:
-                lookup = {p: i for i, p in enumerate(data.prompts + [data.generic_prompt])}
-                context = fixed_context[torch.tensor([lookup[p] for p in prompts], device=device)]
-            x_t = backbone.add_noise(x0, noise, t)
-            output = backbone.predict(x_t, t, context)
-            target = backbone.target(x0, noise, t)
-            per_sample = (output.float() - target.float()).pow(2).flatten(1).mean(1)
-            # sum over classes of each class's own loss: every class gets the gradient it would get alone
-            loss = (per_sample * torch.tensor(weights, device=device)).sum()
-        amp.scaler.scale(loss).backward()
-    return float(loss.detach()) / len(group)
+        x0 = [None] * len(raw)
+        for rows in _same_shape(raw):  # whole images of different shapes are encoded apart
+            pixels = uint8_to_float(torch.cat([raw[i] for i in rows]))
+            if jitter:
+                bright, contr, first = (torch.cat([augment[i][k] for i in rows]) for k in range(3))
+                pixels = _jitter(pixels, bright, contr, first)
+            mean, std = backbone.encode_posterior(pixels)
+            if cfg.latent == "sample":
+                mean = mean + std * torch.cat([augment[i][3] for i in rows]).to(mean.device, mean.dtype)
+            for i, latent in zip(rows, mean[:, None]):
+                x0[i] = latent
+    total = 0.0
+    unet_scale, text_scale = scales
+    # one UNet batch per latent shape; each class's loss (and so its gradient) is what it would be alone
+    for rows in _same_shape(x0):
+        part = torch.cat([x0[i].to(device, backbone.dtype) for i in rows])
+        eps = torch.cat([noise[i] for i in rows]).to(device, backbone.dtype)
+        tt = torch.cat([t[i] for i in rows]).to(device)
+        unet_rows = [unet_idx[i] for i in rows]
+        text_rows = [text_idx[i] for i in rows]
+        # the routing stays on through backward: gradient checkpointing re-runs the forward pass there
+        with adapters.use(unet_index=unet_rows, text_index=text_rows, unet_scale=unet_scale, text_scale=text_scale):
+            with amp.autocast():
+                if fixed_context is None:
+                    context = backbone.encode_prompts([prompts[i] for i in rows])
+                else:
+                    lookup = {p: i for i, p in enumerate(data.prompts + [data.generic_prompt])}
+                    context = fixed_context[torch.tensor([lookup[prompts[i]] for i in rows], device=device)]
+                x_t = backbone.add_noise(part, eps, tt)
+                output = backbone.predict(x_t, tt, context)
+                target = backbone.target(part, eps, tt)
+                per_sample = (output.float() - target.float()).pow(2).flatten(1).mean(1)
+                # sum over classes of each class's own loss: every class gets the gradient it would get alone
+                loss = (per_sample * torch.tensor([weights[i] for i in rows], device=device)).sum()
+            amp.scaler.scale(loss).backward()
+        total += float(loss.detach())
+    return total / len(group)
+
+
+def _same_shape(tensors: list[torch.Tensor]) -> list[list[int]]:
+    """Indices of ``tensors`` grouped by shape, in order of first appearance."""
+    groups: dict[tuple, list[int]] = {}
+    for i, tensor in enumerate(tensors):
+        groups.setdefault(tuple(tensor.shape), []).append(i)
+    return list(groups.values())

@@ -35,6 +35,9 @@ class ClassRouter:
     def __init__(self):
         self.index: torch.Tensor | None = None
         self.scale: float = 1.0
+        # (p, generator): dropout on the adapter's output, as lora_diffusion's LoraInjectedLinear in train
+        # mode applies it; None: off
+        self.dropout: tuple[float, torch.Generator] | None = None
 
 
 class StackedLoRALinear(nn.Module):
@@ -81,6 +84,10 @@ class StackedLoRALinear(nn.Module):
         b = self.lora_B[rows].to(x.dtype)  # (n, out, r)
         h = torch.bmm(x.reshape(n, -1, x.shape[-1]), a.transpose(1, 2))
         delta = torch.bmm(h, b.transpose(1, 2))
+        if self.router.dropout is not None:
+            p, generator = self.router.dropout
+            keep = torch.rand(delta.shape, generator=generator) >= p  # drawn on the CPU: one stream everywhere
+            delta = delta * keep.to(delta.device, delta.dtype) / (1 - p)
         gain = (index >= 0).to(x.dtype) * (self.scaling * self.router.scale)
         return y + (delta * gain.view(n, 1, 1)).reshape(y.shape)
 
@@ -220,18 +227,20 @@ class ClassAdapters(nn.Module):
 
     # ----------------------------------------------------------------- routing
     @contextmanager
-    def use(self, unet_index=None, text_index=None, unet_scale: float = 1.0, text_scale: float = 1.0):
-        """Route the next forward passes: per-sample class indices for the UNet and the text encoder."""
+    def use(self, unet_index=None, text_index=None, unet_scale: float = 1.0, text_scale: float = 1.0,
+            text_dropout: tuple[float, torch.Generator] | None = None):
+        """Route the next forward passes: per-sample class indices for the UNet and the text encoder.
+        ``text_dropout``: (p, generator) for dropout on the text adapters' output (see ClassRouter)."""
         device = self.backbone[0].device
-        prev = (self.unet_router.index, self.text_router.index, self.unet_router.scale, self.text_router.scale)
-        self.unet_router.index = None if unet_index is None else torch.as_tensor(unet_index, device=device).long()
-        self.text_router.index = None if text_index is None else torch.as_tensor(text_index, device=device).long()
-        self.unet_router.scale, self.text_router.scale = unet_scale, text_scale
+        u, tx = self.unet_router, self.text_router
+        prev = (u.index, tx.index, u.scale, tx.scale, tx.dropout)
+        u.index = None if unet_index is None else torch.as_tensor(unet_index, device=device).long()
+        tx.index = None if text_index is None else torch.as_tensor(text_index, device=device).long()
+        u.scale, tx.scale, tx.dropout = unet_scale, text_scale, text_dropout
         try:
             yield self
         finally:
-            (self.unet_router.index, self.text_router.index,
-             self.unet_router.scale, self.text_router.scale) = prev
+            u.index, tx.index, u.scale, tx.scale, tx.dropout = prev
 
     def remove(self) -> None:
         """Put the backbone's original linear layers back."""
@@ -244,6 +253,25 @@ class ClassAdapters(nn.Module):
                 if getattr(parent, child) is layers[_key(name)]:
                     setattr(parent, child, layers[_key(name)].base)
         self.unet_names, self.text_names = [], []
+
+
+class NoAdapters:
+    """The base model alone behind the adapters' interface: scoring with it is Diffusion Classifier's
+    zero-shot classification (each class only a prompt)."""
+
+    block_filter = "none"
+    unet_names: list = []
+    text_names: list = []
+
+    @contextmanager
+    def use(self, *args, **kwargs):
+        yield self
+
+    def lora_state_dict(self) -> dict:
+        return {}
+
+    def remove(self) -> None:
+        pass
 
 
 def _key(name: str) -> str:

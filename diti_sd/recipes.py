@@ -28,6 +28,7 @@ from .constraints import (
     fail,
     validate,
 )
+from .methods import VAL_PROTOCOLS
 
 
 def _recipe_dir() -> Path:
@@ -141,8 +142,9 @@ class FitConfig:
     # ColorJitter(brightness, contrast), drawn per sample, in random order, on instance and prior images
     brightness: float = 0.0
     contrast: float = 0.0
-    # training crop: "center" (the scoring transform) or "random": shorter side resized to the resolution
-    # (bilinear) and a random square crop per step, the batchable form of the reference's uncropped images
+    # the training transform after the shorter side is resized to the resolution (bilinear): "none" trains
+    # on the whole image, as the reference does (classes whose images differ in shape run as separate UNet
+    # batches); "random": a random square crop per step; "center": the scoring transform's centre crop
     crop: str = "center"
     latent: str = "mean"  # "sample": a draw from the VAE posterior per step, as the reference trains
     # translation of instance images by up to +-shift pixels in multiples of shift_step (wrapping round):
@@ -151,6 +153,13 @@ class FitConfig:
     shift_step: int = 1
     checkpoint_every: int = 200  # optimiser iterations
     min_shots: int = 1
+    # The reference's LoRA scale switch: its checkpoint-saving block sets the live adapters' scales to
+    # 0.6 (UNet) and 0.7 (text encoder) for its sample images and never sets them back, so every step
+    # after its first save trains at those scales. {shots: the step of that first save}; the steps after
+    # it train at rescale_unet / rescale_text. Empty: scale 1 throughout.
+    rescale_after_by_shots: dict[int, int] = field(default_factory=dict)
+    rescale_unet: float = 1.0
+    rescale_text: float = 1.0
 
     CONSTRAINTS: ClassVar[dict] = {
         "steps_by_shots": Table(Interval(1)), "steps": [None, Interval(1)], "lr": POSITIVE,
@@ -159,8 +168,10 @@ class FitConfig:
         "prior_images": Interval(1), "prior_prompt": Options("generic", "class"),
         "prior_sample_steps": Interval(1), "prior_guidance": Interval(0), "grad_clip": POSITIVE,
         "mixed_precision": Options(*PRECISIONS), "brightness": Interval(0, 1), "contrast": Interval(0, 1),
-        "crop": Options("center", "random"), "latent": Options("mean", "sample"), "shift": Interval(0),
+        "crop": Options("center", "random", "none"), "latent": Options("mean", "sample"), "shift": Interval(0),
         "shift_step": Interval(1), "checkpoint_every": Interval(0), "min_shots": Interval(1),
+        "rescale_after_by_shots": Table(Interval(0), empty=True), "rescale_unet": Interval(0),
+        "rescale_text": Interval(0),
     }
 
     def check(self, where: str) -> None:
@@ -179,6 +190,10 @@ class ScoreConfig:
     weight_tau: float = 250.0
     unet_scale: float = 1.0  # LoRA scale at test time
     text_scale: float = 1.0
+    # dropout on the text LoRA's output while the class prompts are embedded for scoring: the reference
+    # injects its test-time text LoRA with p = 0.1 in train mode before it switches to eval. One seeded
+    # draw per class (score.seed, class index); 0: off
+    text_dropout: float = 0.0
     batch_size: int = 32
     seed: int = 0
     # with a prefilter (`diti-sd eval --prefilter tip-adapter`), only its top-k classes enter the rounds
@@ -186,7 +201,8 @@ class ScoreConfig:
 
     CONSTRAINTS: ClassVar[dict] = {
         "t_min": Interval(0, T_STEPS - 1), "t_max": Interval(1, T_STEPS), "weighting": Options(*WEIGHTINGS),
-        "weight_tau": POSITIVE, "unet_scale": Interval(0), "text_scale": Interval(0), "batch_size": Interval(1),
+        "weight_tau": POSITIVE, "unet_scale": Interval(0), "text_scale": Interval(0), "text_dropout": Interval(0, 1, closed="left"),
+        "batch_size": Interval(1),
         "prefilter_k": [None, Interval(1)],
     }
 
@@ -199,10 +215,14 @@ class ScoreConfig:
 class BaselineConfig:
     """The CLIP baselines of ``diti-sd eval`` for this data set."""
 
-    # OpenCLIP zero-shot (CLIP_benchmark's protocol): the data set's templates
+    # OpenCLIP zero-shot: the templates averaged into each class's text embedding
     zeroshot_templates: list[str] = field(default_factory=lambda: ["a photo of a {}.", "a photo of the {}."])
-    # Tip-Adapter(-F) as the reference ran it (TiF inference/configs/tip/*.yaml, datasets/*.py templates)
+    # Tip-Adapter(-F) as the reference ran it (TiF inference/configs/tip/*.yaml, datasets/*.py templates);
+    # the first is also Stable Diffusion zero-shot's prompt (`diti-sd eval --methods sd-zeroshot`)
     tip_templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
+    # the validation images every choice of `diti-sd eval` is made on (its --val-protocol overrides):
+    # coop = min(k, 4) per class; full = the data set's whole validation split
+    val_protocol: str = "coop"
     augment_passes: int = 10  # augmented passes averaged into the cache keys (augment_epoch)
     init_alpha: float = 5.0  # Tip-Adapter-F trains, and picks its epoch, with these
     init_beta: float = 1.0
@@ -216,7 +236,7 @@ class BaselineConfig:
         "zeroshot_templates": Each(_NAME, min_len=1), "tip_templates": Each(_NAME, min_len=1),
         "augment_passes": Interval(1), "search_scale": Each(Interval(0.1, None, closed="neither"), min_len=2),
         "search_step": Each(Interval(1), min_len=2), "clip_weight": Interval(0), "tipf_epochs": Interval(1),
-        "tipf_lr": POSITIVE,
+        "tipf_lr": POSITIVE, "val_protocol": Options(*VAL_PROTOCOLS),
     }
 
     def check(self, where: str) -> None:
@@ -264,6 +284,11 @@ class Recipe(RecipeMixin):
 
     def steps_for(self, shots: int) -> int:
         return self.fit.steps if self.fit.steps is not None else _lookup(self.fit.steps_by_shots, shots, "steps")
+
+    def rescale_after(self, shots: int) -> int | None:
+        """The step after which fitting trains at ``fit.rescale_unet``/``rescale_text`` (None: never)."""
+        table = self.fit.rescale_after_by_shots
+        return _lookup(table, shots, "rescale step") if table else None
 
     def filter_for(self, shots: int) -> str:
         if not self.lora.filter_by_shots:

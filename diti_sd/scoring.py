@@ -127,10 +127,23 @@ def budget(rounds: list[list[int]], n_classes: int, t_min: int = 0, t_max: int =
 
 
 @torch.no_grad()
-def class_contexts(backbone, adapters, prompts: list[str], text_scale: float = 1.0) -> torch.Tensor:
-    """Each class's prompt embedding under its own text adapter: (C, L, D), computed once."""
-    with adapters.use(text_index=list(range(len(prompts))), text_scale=text_scale):
-        return backbone.encode_prompts(prompts)
+def class_contexts(backbone, adapters, prompts: list[str], text_scale: float = 1.0, dropout: float = 0.0,
+                   seed: int = 0) -> torch.Tensor:
+    """Each class's prompt embedding under its own text adapter: (C, L, D), computed once.
+
+    ``dropout`` > 0 reproduces the reference's test-time text LoRA, whose dropout is active while the
+    class embeddings are computed: each class's embedding is one draw, from a generator seeded by
+    (``seed``, class), so it does not depend on which other classes are embedded with it.
+    """
+    if dropout <= 0:
+        with adapters.use(text_index=list(range(len(prompts))), text_scale=text_scale):
+            return backbone.encode_prompts(prompts)
+    out = []
+    for c, prompt in enumerate(prompts):
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + c)
+        with adapters.use(text_index=[c], text_scale=text_scale, text_dropout=(dropout, generator)):
+            out.append(backbone.encode_prompts([prompt]))
+    return torch.cat(out)
 
 
 @torch.no_grad()

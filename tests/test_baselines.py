@@ -56,8 +56,11 @@ def test_zero_shot_and_tip_adapter_match_the_formulas(clip_config, small_fgvc):
     clip_logits = bl.zero_shot_logits(f_test, weights)
     assert torch.allclose(clip_logits[3, 2], 100 * f_test[3] @ weights[2], atol=1e-4)
 
-    passes = [bl.image_features(clip, ImageSequence(train), bl.augmented_transform(clip)) for _ in range(3)]
+    # the reference's cache keys: the raw features' mean over the passes, then normalised
+    passes = [bl.image_features(clip, ImageSequence(train), bl.augmented_transform(clip), normalize=False)
+              for _ in range(3)]
     assert not torch.allclose(passes[0], passes[1])  # the augmentation is random
+    assert not torch.allclose(passes[0].norm(dim=1), torch.ones(len(train)))  # not normalised per pass
     keys, values = bl.cache_model(passes, np.array(train.labels), 5)
     logits = bl.tip_logits(f_test, keys, values, clip_logits, alpha=2.5, beta=5.0)
     for i in range(len(test)):
@@ -180,3 +183,66 @@ def test_validation_protocol_templates_and_run_keys(clip_config, small_fgvc, eva
     assert not torch.allclose(e.text_weights("tip"), e.text_weights("zeroshot"))
     with pytest.raises(ValueError, match="validation protocol"):
         evaluation("test")
+
+
+def test_the_recipes_validation_protocol_is_the_default_and_the_flag_overrides_it(small_fgvc, eval_recipe, tmp_path):
+    def protocol(flag, overrides=()):
+        cfg = EvalConfig(dataset=str(eval_recipe), data_root=str(small_fgvc), report=str(tmp_path / "r"),
+                         methods=["tip-adapter"], val_protocol=flag, overrides=list(overrides), progress=False)
+        return Evaluation(cfg).cfg.val_protocol
+
+    assert protocol(None) == "coop"
+    assert protocol(None, ["baselines.val_protocol=full"]) == "full"
+    assert protocol("coop", ["baselines.val_protocol=full"]) == "coop"
+    # the published FGVC-Aircraft and ISIC rows searched on the whole validation split
+    assert [load_recipe(n).baselines.val_protocol for n in ("fgvc-aircraft", "isic2019", "duke")] == \
+        ["full", "full", "coop"]
+
+
+def test_sd_zeroshot_scores_the_base_with_the_data_sets_template(small_fgvc, eval_recipe, tiny_model_dir, tmp_path):
+    from diti_sd.backbone import load_backbone, uint8_to_float
+    from diti_sd.fit import uint8_pixels
+    from diti_sd.lora import NoAdapters
+    from diti_sd.scoring import score_latents
+
+    cfg = EvalConfig(dataset=str(eval_recipe), data_root=str(small_fgvc), report=str(tmp_path / "r"), shots=[1, 2],
+                     seeds=[1], methods=["sd-zeroshot"], model=str(tiny_model_dir), device="cpu", progress=False)
+    evaluation = Evaluation(cfg)
+    evaluation.run()
+    runs = {r["shots"]: r for r in (json.loads(p.read_text()) for p in (tmp_path / "r" / "runs").glob("*.json"))}
+    assert runs[1]["predictions"] == runs[2]["predictions"]  # no shots involved: scored once
+    assert runs[1]["prompt"] == "a photo of a {}."  # the recipe's (tiny's) data-set template
+    assert runs[1]["cost"]["unet_calls_per_image"] == 5 * 2 + 2 * 2  # the recipe's rounds over 5 classes
+    # the same numbers computed directly: the base model, one prompt per class, uniform weights
+    backbone = load_backbone(str(tiny_model_dir), device="cpu", resolution=64)
+    prompts = [f"a photo of a {name}." for name in evaluation.test.classnames]
+    latents = backbone.encode_images(uint8_to_float(uint8_pixels(backbone, ImageSequence(evaluation.test))))
+    score = load_recipe(str(eval_recipe), {"score.weighting": "uniform"}).score
+    direct = score_latents(backbone, NoAdapters(), latents, backbone.encode_prompts(prompts), score)
+    assert runs[1]["predictions"] == direct.predictions.tolist()
+
+
+def test_split_dir_trains_every_method_on_tifs_images(clip_config, small_fgvc, eval_recipe, tmp_path):
+    from fakes import write_tif_split
+
+    from diti_sd.data.kshot import KShotSplit
+    from diti_sd.errors import MissingFileError
+
+    train = load_fgvc_aircraft(small_fgvc, "train")
+    folder = tmp_path / "splits"
+    folder.mkdir()
+    # the last image of each class, which a CoOp draw need not pick
+    chosen = [(train.classnames[c], [i for i, v in zip(train.ids, train.labels) if v == c][-1], c) for c in range(5)]
+    write_tif_split(folder / "train_1_1.data", chosen)
+
+    def evaluation(seeds):
+        return Evaluation(EvalConfig(dataset=str(eval_recipe), data_root=str(small_fgvc), report=str(tmp_path / "r"),
+                                     shots=[1], seeds=seeds, methods=["tip-adapter"], clip_model=str(clip_config),
+                                     clip_pretrained=None, aug_passes=2, split_dir=str(folder), device="cpu",
+                                     progress=False))
+
+    with pytest.raises(MissingFileError, match="train_1_2.data"):  # checked before any work
+        evaluation([1, 2])
+    evaluation([1]).run()
+    saved = KShotSplit.load(tmp_path / "r" / "splits" / "1shot-seed1.json")
+    assert saved.train_ids == [image_id for _, image_id, _ in chosen]

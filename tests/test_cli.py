@@ -157,7 +157,7 @@ def test_cli_errors_are_one_line_messages(tmp_path, capsys):
 
 
 def test_the_reference_recipe_runs_end_to_end_on_a_fake_archive(tiny_model_dir, tmp_path, capsys):
-    # fgvc-aircraft as published (random crops, jitter, posterior draws, tif weight, filters by shots),
+    # fgvc-aircraft as published (whole images, jitter, posterior draws, tif weight, text dropout, filters),
     # with lengths and stages cut so that it runs in seconds on the tiny model
     from fakes import make_fake_fgvc
 

@@ -43,7 +43,10 @@ TIF_VALUES = [
     ("fgvc-aircraft", "fit.contrast", 0.1, "lora/train_lora_dreambooth.py ColorJitter(0.2, 0.1)"),
     ("fgvc-aircraft", "fit.t_min", 0, "lora/train_lora_dreambooth.py randint(0, T)"),
     ("fgvc-aircraft", "fit.t_max", 1000, "lora/train_lora_dreambooth.py randint(0, T)"),
-    ("fgvc-aircraft", "fit.crop", "random", "lora/train_lora_dreambooth.py Resize(512), no crop"),
+    ("fgvc-aircraft", "fit.crop", "none", "lora/train_lora_dreambooth.py Resize(512), no crop, batch 1"),
+    ("fgvc-aircraft", "fit.rescale_unet", 0.6, "lora/train_lora_dreambooth.py tune_lora_scale(pipeline.unet, 0.6)"),
+    ("fgvc-aircraft", "fit.rescale_text", 0.7, "lora/train_lora_dreambooth.py tune_lora_scale(pipeline.text_encoder, 0.7)"),
+    ("fgvc-aircraft", "score.text_dropout", 0.1, "inference/methods/lora_diffusion/lora.py LoraInjectedLinear dropout_p=0.1"),
     ("fgvc-aircraft", "fit.latent", "sample", "lora/train_lora_dreambooth.py latent_dist.sample()"),
     ("fgvc-aircraft", "gpu_dtype", "fp16", "inference/configs/dreambooth/fgvc.yaml dtype float16"),
     ("fgvc-aircraft", "score.rounds", [[20, 20], [50, 10], [100, 5], [500, 1]], "inference/configs/dreambooth/fgvc.yaml"),
@@ -54,9 +57,9 @@ TIF_VALUES = [
     ("fgvc-aircraft", "score.t_max", 1000, "inference/methods/dreambooth.py eval_prob_adaptive_diffclf"),
     ("fgvc-aircraft", "dataset.crop_banner", False, "inference/datasets/fgvc.py (banner kept)"),
     ("fgvc-aircraft", "baselines.tip_templates", ["a photo of a {}, a type of aircraft."], "inference/datasets/fgvc.py template"),
-    ("fgvc-aircraft", "baselines.zeroshot_templates",
-     ["a photo of a {}, a type of aircraft.", "a photo of the {}, a type of aircraft."],
-     "CLIP_benchmark clip_benchmark/datasets/en_zeroshot_classification_templates.json fgvc_aircraft"),
+    ("fgvc-aircraft", "baselines.zeroshot_templates", ["a photo of a {}, a type of aircraft."],
+     "inference/methods/zs_clip.py: the data set's template (inference/datasets/fgvc.py)"),
+    ("fgvc-aircraft", "baselines.val_protocol", "full", "inference/methods/tip_adaptor.py: the whole val split"),
     ("fgvc-aircraft", "baselines.augment_passes", 10, "inference/configs/tip/fgvc.yaml augment_epoch"),
     ("fgvc-aircraft", "baselines.init_alpha", 5.0, "inference/configs/tipf/fgvc.yaml init_alpha"),
     ("fgvc-aircraft", "baselines.init_beta", 1.0, "inference/configs/tipf/fgvc.yaml init_beta"),
@@ -89,7 +92,10 @@ TIF_VALUES = [
     *[(name, key, value, "recipes/_tif.yaml: shared by the four data sets")
       for name in ("isic2019", "duke", "veri")
       for key, value in (("score.unet_scale", 0.6), ("score.text_scale", 0.7), ("score.weighting", "tif"),
-                         ("gpu_dtype", "fp16"), ("fit.lr", 1e-4), ("fit.text_lr", 5e-5), ("fit.prior_images", 100))],
+                         ("gpu_dtype", "fp16"), ("fit.lr", 1e-4), ("fit.text_lr", 5e-5), ("fit.prior_images", 100),
+                         ("fit.rescale_unet", 0.6), ("fit.rescale_text", 0.7), ("score.text_dropout", 0.1))],
+    *[(name, "fit.crop", "none", "inference/process_duke.py, process_veri.py: padded squares, trained whole")
+      for name in ("duke", "veri")],
 ]
 
 
@@ -117,6 +123,64 @@ def test_blocks_and_scored_iteration_by_shots(name):
     for i, shots in enumerate((1, 2, 4, 8, 16)):
         assert recipe.filter_for(shots) == FILTERS[i]
         assert recipe.steps_for(shots) == SCORED_ITERATIONS[name][i], (name, shots)
+
+
+# lora/training_examples.py `stats`: (save_freq f, save_start s) by shots 1 / 2 / 4 / 8 / 16
+REFERENCE_SAVES = {"fgvc-aircraft": ((30, 60), (50, 100), (100, 200), (200, 300), (200, 400)),
+                   "duke": ((50, 50), (50, 100), (100, 200), (100, 400), (200, 400)),
+                   "veri": ((50, 50), (50, 100), (100, 200), (100, 400), (200, 400)),
+                   "isic2019": ((50, 50), (50, 100), (100, 200), (100, 200), (100, 400))}
+
+
+def reference_training_scales(steps, save_steps, save_start):
+    """The (UNet, text) LoRA scale of each training step, as lora/train_lora_dreambooth.py's loop sets it:
+    the save block runs after a step when ``global_step - last_save >= save_steps and global_step >=
+    save_start`` and calls tune_lora_scale(0.6 / 0.7) on the live models, which nothing undoes."""
+    scale, global_step, last_save, out = (1.0, 1.0), 0, 0, []
+    for _ in range(steps):
+        out.append(scale)
+        global_step += 1
+        if save_steps and global_step - last_save >= save_steps and global_step >= save_start:
+            scale, last_save = (0.6, 0.7), global_step
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_SAVES))
+def test_training_scale_switches_where_the_reference_first_saves(name):
+    from diti_sd.fit import train_scales
+
+    recipe = load_recipe(name)
+    for i, shots in enumerate((1, 2, 4, 8, 16)):
+        steps = recipe.steps_for(shots)
+        ours = [train_scales(recipe.fit, recipe.rescale_after(shots), s) for s in range(steps)]
+        assert ours == reference_training_scales(steps, *REFERENCE_SAVES[name][i]), (name, shots)
+    if name == "fgvc-aircraft":  # the published 8- and 16-shot checkpoints trained 400 and 600 steps rescaled
+        assert [sum(s != (1.0, 1.0) for s in (train_scales(recipe.fit, recipe.rescale_after(k), i)
+                                                for i in range(recipe.steps_for(k)))) for k in (1, 2, 4, 8, 16)] \
+            == [0, 0, 0, 400, 600]
+
+
+def test_fit_trains_at_the_switched_scales_after_the_first_save():
+    from diti_sd.fit import FitData, fit_adapters
+    from diti_sd.recipes import FitConfig, LoraConfig
+    from diti_sd.tiny import build_tiny_backbone
+
+    backbone = build_tiny_backbone(seed=0)
+    adapters = ClassAdapters(backbone, 2, LoraConfig(rank=2, text_rank=2))
+    seen = []
+    predict = backbone.predict
+
+    def recording_predict(x_t, t, context):
+        seen.append((adapters.unet_router.scale, adapters.text_router.scale))
+        return predict(x_t, t, context)
+
+    backbone.predict = recording_predict
+    images = [(torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(c)) * 255).to(torch.uint8)
+              for c in range(2)]
+    cfg = FitConfig(prior=False, batch_size=2, checkpoint_every=0, rescale_unet=0.6, rescale_text=0.7)
+    fit_adapters(backbone, adapters, FitData(images, ["a hta", "a sks"], "a photo"), cfg, 5, rescale_after=2,
+                 progress=False)
+    assert seen == [(1.0, 1.0)] * 2 + [(0.6, 0.7)] * 3
 
 
 # ------------------------------------------------------------------ LoRA modules on the real UNet
@@ -361,3 +425,76 @@ def test_shift_moves_instances_by_whole_steps_and_leaves_priors():
         assert len(found) == 1
         shifts.add(found[0])
     assert len(shifts) > 1
+
+
+def test_whole_image_training_encodes_the_uncropped_image():
+    # the reference: Resize(512) (shorter side), no crop, batch 1; the prior image (square) runs apart
+    wide, prior, encoded, _, noised = _record_fit({"crop": "none"}, steps=3)
+    instances = [b for b in encoded if b.shape[-1] == wide.shape[-1]]
+    priors = [b for b in encoded if b.shape[-1] == 64]
+    assert len(instances) == len(priors) == 3
+    assert all(torch.equal(b[0], wide) for b in instances)
+    assert all(any(torch.equal(b[0], p) for p in prior) for b in priors)
+    assert {tuple(x.shape[-2:]) for x in noised} == {(8, 12), (8, 8)}
+
+
+def _fit_shapes(batch_size):
+    from diti_sd.fit import FitData, fit_adapters
+    from diti_sd.recipes import FitConfig, LoraConfig
+    from diti_sd.tiny import build_tiny_backbone
+
+    backbone = build_tiny_backbone(seed=0)
+    g = torch.Generator().manual_seed(3)
+    # non-square images of three shapes (shorter side at the resolution), two per class
+    shapes = [(64, 96), (80, 64), (64, 72)]
+    images = [[(torch.rand(3, h, w, generator=g) * 255).to(torch.uint8) for _ in range(2)] for h, w in shapes]
+    prior = (torch.rand(2, 3, 64, 64, generator=g) * 255).to(torch.uint8)
+    cfg = FitConfig(prior=True, prior_images=2, checkpoint_every=0, batch_size=batch_size, lr=1e-3,
+                    crop="none", latent="sample", brightness=0.2, contrast=0.1)
+    adapters = ClassAdapters(backbone, 3, LoraConfig(rank=2, text_rank=2))
+    fit_adapters(backbone, adapters, FitData(images, ["a hta", "a sks", "a xon"], "a photo", prior), cfg, 3,
+                 seed=1, progress=False)
+    return adapters.lora_state_dict()
+
+
+def test_whole_image_updates_are_each_class_alone_whatever_the_grouping():
+    # each class's update is a batch-1 step on its own image, however the classes share UNet calls
+    together, alone = _fit_shapes(batch_size=6), _fit_shapes(batch_size=2)
+    assert together.keys() == alone.keys()
+    for key in together:
+        torch.testing.assert_close(together[key], alone[key], rtol=1e-5, atol=1e-6)
+    assert any(float(v.abs().max()) > 0 for k, v in together.items() if k.endswith("lora_B"))
+
+
+def test_text_dropout_is_dropout_on_the_lora_output_one_seeded_draw_per_class(tiny_backbone):
+    # lora_diffusion's LoraInjectedLinear: linear(x) + Dropout(p)(up(down(x))) * scale, in train mode
+    from diti_sd.recipes import LoraConfig
+    from diti_sd.scoring import class_contexts
+
+    adapters = ClassAdapters(tiny_backbone, 3, LoraConfig(rank=2, text_rank=4))
+    try:
+        with torch.no_grad():
+            for layer in adapters.text_layers.values():
+                layer.lora_B.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+        layer = next(iter(adapters.text_layers.values()))
+        x = torch.randn(1, 77, layer.base.in_features)
+        with adapters.use(text_index=[0]):
+            full = layer(x) - layer.base(x)
+        with adapters.use(text_index=[0], text_dropout=(0.1, torch.Generator().manual_seed(5))):
+            dropped = layer(x) - layer.base(x)
+        kept = dropped != 0
+        assert 0.05 < 1 - kept.float().mean() < 0.15  # about p of the entries dropped
+        torch.testing.assert_close(dropped[kept], full[kept] / 0.9)  # the rest scaled by 1 / (1 - p)
+
+        prompts = ["a hta", "a sks", "a xon"]
+        plain = class_contexts(tiny_backbone, adapters, prompts, 0.7)
+        first = class_contexts(tiny_backbone, adapters, prompts, 0.7, dropout=0.1, seed=0)
+        again = class_contexts(tiny_backbone, adapters, prompts, 0.7, dropout=0.1, seed=0)
+        other = class_contexts(tiny_backbone, adapters, prompts, 0.7, dropout=0.1, seed=1)
+        assert torch.equal(first, again)
+        assert not torch.allclose(first, plain) and not torch.allclose(first, other)
+        # one draw per class: a class's embedding does not depend on the classes embedded before it
+        torch.testing.assert_close(class_contexts(tiny_backbone, adapters, prompts[:2], 0.7, dropout=0.1)[1],
+                                   first[1])
+    finally:
+        adapters.remove()

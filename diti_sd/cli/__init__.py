@@ -14,7 +14,7 @@ SUBCOMMANDS = {
     "fit": "fit class adapters on a few-shot data set",
     "predict": "classify images with a fitted adapter set",
     "sample": "generate images from class adapters",
-    "eval": "compare DiTi-SD with OpenCLIP zero-shot, Tip-Adapter and Tip-Adapter-F on k-shot splits",
+    "eval": "compare DiTi-SD with OpenCLIP and Stable Diffusion zero-shot, Tip-Adapter(-F) on k-shot splits",
     "demo": "the synthetic fine-grained benchmark on the shipped tiny model (CPU, minutes)",
     "train-base": "train the tiny base model of the synthetic domain (the shipped one)",
     "encoder": "the unconditional DiTi encoder for faces: fit, probe attributes, edit counterfactuals",

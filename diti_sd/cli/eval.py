@@ -1,4 +1,5 @@
-"""``diti-sd eval``: DiTi-SD against OpenCLIP zero-shot, Tip-Adapter and Tip-Adapter-F on the same splits."""
+"""``diti-sd eval``: DiTi-SD against OpenCLIP zero-shot, Tip-Adapter, Tip-Adapter-F and Stable Diffusion
+zero-shot on the same splits."""
 
 from __future__ import annotations
 
@@ -27,9 +28,13 @@ def add_arguments(parser):
                         help="OpenCLIP weights tag or checkpoint file; 'none' for random weights")
     parser.add_argument("--aug-passes", type=positive_int, default=None,
                         help="augmented passes for Tip-Adapter's cache (default: the recipe's, 10)")
-    parser.add_argument("--val-protocol", default="coop", choices=VAL_PROTOCOLS,
-                        help="validation for every choice: coop = min(k, 4) per class (default); full = the "
-                             "whole official validation split (Tip-Adapter's protocol, the published numbers)")
+    parser.add_argument("--val-protocol", default=None, choices=VAL_PROTOCOLS,
+                        help="validation for every choice: coop = min(k, 4) per class; full = the whole official "
+                             "validation split (Tip-Adapter's protocol, the published numbers); default: the "
+                             "recipe's baselines.val_protocol (full for fgvc-aircraft and isic2019)")
+    parser.add_argument("--split-dir", default=None,
+                        help="TiF's k-shot split files (train_<k>_<seed>.data, its lora/splits/<data set>/): every "
+                             "method trains on exactly those images instead of a CoOp draw")
     parser.add_argument("--prefilter", default=None, choices=PREFILTERS,
                         help="DiTi-SD scores only this method's top score.prefilter_k classes per image")
     parser.add_argument("--compile", action="store_true", help="score DiTi-SD with a torch.compile'd UNet")
@@ -49,7 +54,8 @@ def run(args):
         methods=args.methods, adapters_dir=args.adapters_dir,
         model=args.model, overrides=args.overrides, clip_model=args.clip_model,
         clip_pretrained=None if args.clip_pretrained.lower() == "none" else args.clip_pretrained,
-        aug_passes=args.aug_passes, val_protocol=args.val_protocol, prefilter=args.prefilter, device=args.device, compile=args.compile, progress=not args.no_progress,
+        aug_passes=args.aug_passes, val_protocol=args.val_protocol, split_dir=args.split_dir, prefilter=args.prefilter,
+        device=args.device, compile=args.compile, progress=not args.no_progress,
     )
     from ..distributed import is_main
 
