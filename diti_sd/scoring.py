@@ -233,7 +233,11 @@ def _rank_logits(errors: np.ndarray, dropped_at: np.ndarray, n_rounds: int) -> n
     """-error, except that a class dropped in round r ranks below every class that outlived round r.
 
     Each image's errors are standardised (z-scores over its evaluated classes), so that logits are
-    comparable across images and a single temperature turns them into probabilities.
+    comparable across images and a single temperature turns them into probabilities. A pruned class
+    keeps the error it had when it was dropped (its mean over the t it saw): the classes dropped in one
+    round are shifted down together until the best of them sits just below the worst class that went
+    on, so they keep their order and their gaps (no ties, no zero probabilities). Classes a prefilter
+    kept out were never scored: -inf.
     """
     logits = np.full(errors.shape, -np.inf)
     for i in range(errors.shape[0]):
@@ -247,8 +251,9 @@ def _rank_logits(errors: np.ndarray, dropped_at: np.ndarray, n_rounds: int) -> n
             later = seen & ((dropped_at[i] > r) | (dropped_at[i] == -1))
             now = dropped_at[i] == r
             if now.any() and later.any():
-                cap = row[later].min() - 1e-3
-                row[now] = np.minimum(row[now], cap)
+                excess = row[now].max() - (row[later].min() - 1e-3)
+                if excess > 0:
+                    row[now] -= excess
         logits[i] = row
     return logits
 

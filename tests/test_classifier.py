@@ -232,3 +232,17 @@ def test_mixed_precision_is_for_gpus_and_fits_follow_each_other(tiny_model_dir):
         assert torch.equal(weights[0][key], weights[1][key]) and torch.equal(weights[0][key], weights[2][key])
     with pytest.raises(ValueError, match="mixed_precision"):
         tiny_clf(tiny_model_dir, overrides={"fit.mixed_precision": "fp8"}).fit(X, y)
+
+
+def test_pruned_classes_rank_below_the_survivors_by_their_own_errors():
+    from diti_sd.scoring import _rank_logits, softmax
+
+    # class 0 survives; class 3 was dropped after round 1; classes 1, 2, 4 after round 0, two of them
+    # with lower mean errors (over fewer t) than the survivor's
+    errors = np.array([[0.5, 0.1, 0.2, 0.3, 0.9]])
+    logits = _rank_logits(errors, np.array([[-1, 0, 0, 1, 0]]), 2)
+    assert np.argsort(-logits[0]).tolist() == [0, 3, 1, 2, 4]
+    p = softmax(logits)[0]
+    assert (p > 0).all() and len(set(p.round(12).tolist())) == 5  # no zeros, no ties
+    # within the round-0 group, the gaps of the errors are kept (0.1 between 1 and 2, 0.7 between 2 and 4)
+    assert (logits[0, 1] - logits[0, 2]) / (logits[0, 2] - logits[0, 4]) == pytest.approx(0.1 / 0.7)
