@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,13 +19,13 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from tqdm.auto import tqdm
 
 from . import __version__
-from ._io import atomic_write
 from .adapter_set import AdapterSetError, Manifest, read_adapter_set, write_adapter_set
 from .backbone import load_backbone, uint8_to_float
 from .data.images import as_image_sequence
 from .distributed import barrier, gather_rows, is_main, merge_class_shards, shard, world
 from .errors import ConfigError, DitiError
 from .fit import FitData, fit_adapters, prior_pixels, uint8_pixels
+from .hub import push_adapter_set, resolve_adapter_set, write_model_card
 from .lora import ClassAdapters, NoAdapters
 from .prompts import choose_tokens, class_prompts
 from .recipes import Recipe, from_dict, load_recipe
@@ -320,7 +319,8 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     # ----------------------------------------------------------------- persistence
-    def save_pretrained(self, path: str | os.PathLike, export_diffusers: bool = False) -> Path:
+    def save_pretrained(self, path: str | os.PathLike, export_diffusers: bool = False,
+                        export_peft: bool = False) -> Path:
         self._check_fitted()
         if isinstance(self.adapters_, NoAdapters):
             raise ConfigError("a zero-shot classifier has no adapters to save; it is its base model and prompts")
@@ -349,32 +349,46 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         )
         if is_main():
             write_adapter_set(path, manifest, self.adapters_.lora_state_dict(), recipe.to_yaml())
+            write_model_card(path, recipe.to_dict())
             if export_diffusers:
                 self.export_diffusers(Path(path) / "diffusers")
+            if export_peft:
+                self.export_peft(Path(path) / "peft")
         barrier()
         return Path(path)
 
     def export_diffusers(self, folder: str | os.PathLike) -> list[Path]:
         """Each class as a LoRA file that ``StableDiffusionPipeline.load_lora_weights`` accepts."""
-        from safetensors.torch import save_file
+        from .export import export_diffusers
 
         self._check_fitted()
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        written = []
-        for c, name in enumerate(self.classes_.tolist()):
-            slug = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("_") or "class"
-            target = folder / f"{c:03d}-{slug}.safetensors"
-            meta = {"class": str(name), "prompt": self.prompts_[c], "base_model": self.recipe_.model}
-            atomic_write(target, lambda tmp, c=c, meta=meta: save_file(self.adapters_.class_lora_state_dict(c),
-                                                                        str(tmp), metadata=meta))
-            written.append(target)
-        return written
+        return export_diffusers(self.adapters_, self.classes_.tolist(), self.prompts_, self.recipe_.model, folder)
+
+    def export_peft(self, folder: str | os.PathLike) -> list[Path]:
+        """Each class as peft adapter folders (``<class>/unet/``, ``<class>/text_encoder/``) that
+        ``PeftModel.from_pretrained`` loads onto the base model's UNet and text encoder."""
+        from .export import export_peft
+
+        self._check_fitted()
+        return export_peft(self.adapters_, self.classes_.tolist(), self.prompts_, self.recipe_.model, folder)
+
+    def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None,
+                    commit_message: str = "Upload DiTi-SD adapter set") -> str:
+        """Save this adapter set (with its model card) to a Hub model repository; returns its URL."""
+        import tempfile
+
+        self._check_fitted()
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save_pretrained(Path(tmp) / "adapters")
+            return push_adapter_set(folder, repo_id, private=private, token=token, commit_message=commit_message)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, model=None, *, device=None, dtype=None, attention="sdpa",
-                        compile=False, progress=True) -> DiTiFewShotClassifier:
-        """Load an adapter set; ``model`` points at the base model if it moved (it must be the same one)."""
+    def from_pretrained(cls, path: str | os.PathLike, model=None, *, revision=None, device=None, dtype=None,
+                        attention="sdpa", compile=False, progress=True) -> DiTiFewShotClassifier:
+        """Load an adapter set from a folder or a Hub repository id (``owner/name``, downloaded once into
+        the Hub's cache; ``revision`` picks a branch, tag or commit); ``model`` points at the base model if
+        it moved (it must be the same one)."""
+        path = resolve_adapter_set(path, revision)
         manifest, weights, recipe_yaml = read_adapter_set(path)
         try:
             data = yaml.safe_load(recipe_yaml) if recipe_yaml else {}

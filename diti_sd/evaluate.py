@@ -26,6 +26,7 @@ from .data.images import ImageSequence
 from .distributed import barrier, is_main
 from .errors import ConfigError, MissingFileError
 from .eval_report import write_eval_report
+from .hub import write_model_card
 from .methods import METHODS, PREFILTERS, VAL_PROTOCOLS
 from .recipes import load_recipe
 
@@ -254,10 +255,13 @@ class Evaluation:
             masks[split] = mask
         return masks
 
-    def _classifier(self, shots, seed, tr):
+    def adapter_folder(self, shots, seed) -> Path:
         # adapters fitted on TiF's split files are not those of the CoOp draw with the same seed
         tag = "-tifsplit" if self.split_files is not None else ""
-        folder = Path(self.cfg.adapters_dir or self.report / "adapters") / f"{self.recipe.name}-{shots}shot-seed{seed}{tag}"
+        return Path(self.cfg.adapters_dir or self.report / "adapters") / f"{self.recipe.name}-{shots}shot-seed{seed}{tag}"
+
+    def _classifier(self, shots, seed, tr):
+        folder = self.adapter_folder(shots, seed)
         if (folder / "manifest.json").is_file():
             return DiTiFewShotClassifier.from_pretrained(folder, device=self.cfg.device, compile=self.cfg.compile,
                                                          progress=self.cfg.progress)
@@ -345,6 +349,10 @@ class Evaluation:
                     result = self.run_method(method, shots, seed, tr, va)
                     if is_main():
                         atomic_write(path, lambda tmp, result=result: tmp.write_text(json.dumps(result)))
+                        if method == "diti":  # the adapter set's model card shows what it scored
+                            write_model_card(self.adapter_folder(shots, seed), evaluation={
+                                "dataset": self.recipe.name, "n_test": result["n_test"], "metric": self.metric,
+                                "score": result["score"], **result["cost"]})
                     runs.append(result)
                     if self.cfg.progress and is_main():
                         print(f"{method} {shots}-shot seed {seed}: {self.metric} {result['score']:.4f}", flush=True)

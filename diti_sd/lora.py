@@ -209,20 +209,23 @@ class ClassAdapters(nn.Module):
                                              f"expected {tuple(getattr(layer, part).shape)}")
                         getattr(layer, part).copy_(tensor)
 
+    def class_weights(self, c: int, part: str) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+        """Class c's LoRA on ``part`` (``unet`` or ``text_encoder``): module name -> (A, B, alpha / r)."""
+        names, layers = (self.unet_names, self.unet_layers) if part == "unet" else (self.text_names, self.text_layers)
+        return {name: (layers[_key(name)].lora_A[c].detach().float().cpu().contiguous(),
+                       layers[_key(name)].lora_B[c].detach().float().cpu().contiguous(), layers[_key(name)].scaling)
+                for name in names}
+
     def class_lora_state_dict(self, c: int) -> dict[str, torch.Tensor]:
-        """One class as a standard diffusers/peft LoRA state dict (``unet.<module>.lora_A.weight``).
+        """One class as a standard diffusers LoRA state dict (``unet.<module>.lora_A.weight``).
 
         The LoRA scale alpha / r is folded into B, so loaders that assume alpha = r reproduce it.
         """
         out = {}
-        for prefix, names, layers in (("unet", self.unet_names, self.unet_layers),
-                                      ("text_encoder", self.text_names, self.text_layers)):
-            for name in names:
-                layer = layers[_key(name)]
-                out[f"{prefix}.{name}.lora_A.weight"] = layer.lora_A[c].detach().float().cpu().contiguous()
-                out[f"{prefix}.{name}.lora_B.weight"] = (
-                    layer.lora_B[c].detach().float().cpu() * layer.scaling
-                ).contiguous()
+        for part in ("unet", "text_encoder"):
+            for name, (a, b, scaling) in self.class_weights(c, part).items():
+                out[f"{part}.{name}.lora_A.weight"] = a
+                out[f"{part}.{name}.lora_B.weight"] = (b * scaling).contiguous()
         return out
 
     # ----------------------------------------------------------------- routing

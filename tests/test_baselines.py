@@ -120,6 +120,9 @@ def test_eval_end_to_end_writes_the_report_and_skips_finished_runs(clip_config, 
     assert set(results["results"]) == {"diti", "openclip-zeroshot", "tip-adapter", "tip-adapter-f", "diti+tip-adapter"}
     assert results["cost"]["diti"]["unet_calls_per_image"] == 5 * 2 + 2 * 2
     assert len(list((report / "adapters").glob("*-2shot-seed1/manifest.json"))) == 1
+    card = next((report / "adapters").glob("*-2shot-seed1/README.md")).read_text()  # the model card shows the run
+    score = [r for r in results["runs"] if r["method"] == "diti" and r["shots"] == 2][0]["score"]
+    assert "## Evaluation" in card and f"**{score:.4f}**" in card
     assert "| diti |" in capsys.readouterr().out
     stamps = {p: p.stat().st_mtime_ns for p in (report / "runs").glob("*.json")}
     assert len(stamps) == 10

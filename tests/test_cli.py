@@ -63,10 +63,11 @@ def test_every_command_shows_an_example_and_speaks_one_grammar(command, capsys):
 def test_fit_then_predict_from_the_command_line(image_folder, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "adapters"
     argv = ["fit", "--dataset", "tiny", "--data-root", str(image_folder), "--model", str(tiny_model_dir),
-            "--shots", "2", "--seed", "1", "--out", str(out), "--no-progress", "--export-diffusers"]
+            "--shots", "2", "--seed", "1", "--out", str(out), "--no-progress", "--export-diffusers", "--export-peft"]
     assert main(argv) == 0
-    assert (out / "manifest.json").is_file() and (out / "split.json").is_file()
+    assert (out / "manifest.json").is_file() and (out / "split.json").is_file() and (out / "README.md").is_file()
     assert len(list((out / "diffusers").glob("*.safetensors"))) == 3
+    assert len(list((out / "peft").glob("*/unet/adapter_model.safetensors"))) == 3
     assert len(list((out / "prior").glob("*.png"))) == 4
     capsys.readouterr()
     # refuses to overwrite a finished set by accident

@@ -38,6 +38,8 @@ def add_arguments(parser):
                         help="fit predict_proba's temperature on the k-shot validation split")
     parser.add_argument("--export-diffusers", action="store_true",
                         help="also write each class as a diffusers LoRA file under --out/diffusers")
+    parser.add_argument("--export-peft", action="store_true",
+                        help="also write each class as peft adapter folders under --out/peft/<class>/{unet,text_encoder}")
     add_runtime_arguments(parser)
 
 
@@ -100,7 +102,7 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
     clf.fit(ImageSequence(train_set), train_set.label_names(), output_dir=out, resume=args.resume)
     if args.calibrate and val_set is not None:
         clf.fit_temperature(ImageSequence(val_set), val_set.label_names())
-    clf.save_pretrained(out, export_diffusers=args.export_diffusers)
+    clf.save_pretrained(out, export_diffusers=args.export_diffusers, export_peft=args.export_peft)
     if is_main():
         summary = {"out": str(out), "classes": len(clf.classes_), "shots": clf.shots_, **clf.fit_summary_,
                    "final_loss": sum(clf.loss_curve_[-20:]) / max(1, len(clf.loss_curve_[-20:])),
