@@ -46,6 +46,7 @@ class Manifest:
     tif_d: float | None = None  # TiF's per-t weight parameter, from the train latents
     random_state: int = 0
     temperature: float = 1.0
+    calibration: dict = field(default_factory=dict)  # how the temperature was chosen (source, images, NLL)
     fit: dict = field(default_factory=dict)  # iterations, resumed_from, group_size, loss_curve
     diti_sd_version: str = ""
 

@@ -113,12 +113,15 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
                              resolution=recipe.resolution, gpu_dtype=recipe.gpu_dtype, progress=self.progress)
 
     # ----------------------------------------------------------------- fit
-    def fit(self, X, y, *, prior_images=None, output_dir=None, resume=False, callback=None):
+    def fit(self, X, y, *, calibration=None, prior_images=None, output_dir=None, resume=False, callback=None):
         """Fit one adapter (and prompt) per class on images ``X`` with class labels ``y``.
 
-        X: paths, PIL images or (3, H, W) tensors in [0, 1]. ``prior_images`` overrides the generic
-        prior-preservation images. ``output_dir`` keeps checkpoints and the prior images there, so an
-        interrupted fit can continue with ``resume=True``. A new fit forgets the previous one.
+        X: paths, PIL images or (3, H, W) tensors in [0, 1]. ``calibration``: a share of each class's
+        images (e.g. 0.25; at least one per class) held out of the fit to choose ``predict_proba``'s
+        temperature on, or None (temperature 1; ``fit_temperature`` can set it later from validation
+        images). ``prior_images`` overrides the generic prior-preservation images. ``output_dir`` keeps
+        checkpoints and the prior images there, so an interrupted fit can continue with ``resume=True``.
+        A new fit forgets the previous one.
         """
         recipe = self.resolved_recipe()
         X, y = as_image_sequence(X), list(y)
@@ -129,6 +132,11 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         classes = np.array(sorted(set(y), key=lambda v: (str(type(v)), v)))
         if len(classes) < 2:
             raise ConfigError(f"need at least two classes, got {list(classes)}")
+        held = self._held_out(y, classes, calibration, recipe.fit.min_shots)
+        if held:
+            held_X, held_y = [X[i] for i in held], [y[i] for i in held]
+            kept = sorted(set(range(len(y))) - set(held))
+            X, y = as_image_sequence([X[i] for i in kept]), [y[i] for i in kept]
         counts = {c: sum(1 for v in y if v == c) for c in classes}
         short = {c: n for c, n in counts.items() if n < recipe.fit.min_shots}
         if short:
@@ -170,9 +178,32 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
                                checkpoint_name="checkpoint" if size == 1 else f"checkpoint-rank{rank}",
                                rescale_after=recipe.rescale_after(shots))
         merge_class_shards(adapters, owned)
-        return self._set_fitted(backbone, adapters, classes, prompts, tokens, recipe, shots=shots, n_train=len(X),
-                                fit_summary={k: v for k, v in summary.items() if k != "losses"},
-                                loss_curve=summary["losses"], temperature=1.0, tif_d=tif_d)
+        self._set_fitted(backbone, adapters, classes, prompts, tokens, recipe, shots=shots, n_train=len(X),
+                         fit_summary={k: v for k, v in summary.items() if k != "losses"},
+                         loss_curve=summary["losses"], temperature=1.0, tif_d=tif_d)
+        if held:
+            self.fit_temperature(held_X, held_y, source=f"held-out share {calibration:g} of the shots")
+        return self
+
+    def _held_out(self, y, classes, share, min_shots: int) -> list[int]:
+        """Indices held out of the fit for calibration: round(share x n) of each class's n images (at
+        least one), drawn with ``random_state``; every class keeps ``fit.min_shots`` to fit on."""
+        if share is None:
+            return []
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
+            raise ConfigError(f"calibration must be a share of each class's images in (0, 1), e.g. 0.25, or "
+                             f"None; got {share!r}")
+        rng = np.random.default_rng(self.random_state)
+        held = []
+        for c in classes.tolist():
+            members = [i for i, v in enumerate(y) if v == c]
+            k = max(1, round(share * len(members)))
+            if len(members) - k < max(1, min_shots):
+                raise ConfigError(f"class {c!r} has {len(members)} image(s): holding out {k} for calibration "
+                                 f"leaves fewer than {max(1, min_shots)} to fit on; pass calibration=None "
+                                 "and calibrate on validation images with fit_temperature")
+            held.extend(rng.choice(members, k, replace=False).tolist())
+        return sorted(held)
 
     @classmethod
     def zero_shot(cls, classes, template: str, model=None, recipe="image-folder", *, overrides=None, device=None,
@@ -198,7 +229,7 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
                                temperature=1.0, tif_d=None)
 
     def _set_fitted(self, backbone, adapters, classes, prompts, tokens, recipe, *, shots, n_train, fit_summary,
-                    loss_curve, temperature, tif_d) -> DiTiFewShotClassifier:
+                    loss_curve, temperature, tif_d, calibration=None) -> DiTiFewShotClassifier:
         """The learned state, the same whether it came from ``fit`` or ``from_pretrained``."""
         self.backbone_ = backbone
         self.adapters_ = adapters
@@ -211,6 +242,8 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         self.fit_summary_ = fit_summary
         self.loss_curve_ = list(loss_curve)
         self.temperature_ = float(temperature)
+        # how temperature_ was chosen: {"source": "none"} or the images and log-likelihoods behind it
+        self.calibration_ = dict(calibration or {"source": "none"})
         self.tif_d_ = tif_d
         self.base_fingerprint_ = backbone.fingerprint()
         self._contexts = None
@@ -304,18 +337,21 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
             raise ConfigError(f"labels {unknown[:5]} are not among the fitted classes {self.classes_.tolist()[:10]}")
         return float(np.average(self.predict(X) == y, weights=sample_weight))
 
-    def fit_temperature(self, X, y) -> DiTiFewShotClassifier:
-        """Choose predict_proba's temperature by validation log-likelihood (never use test data)."""
+    def fit_temperature(self, X, y, source: str = "validation images") -> DiTiFewShotClassifier:
+        """Choose predict_proba's temperature by log-likelihood on held-out images (never test data);
+        ``calibration_`` records ``source``, the number of images and the NLL before and after."""
         logits = self.decision_function(X)
         index = {c: i for i, c in enumerate(self.classes_.tolist())}
         target = np.array([index[v] for v in y])
-        best = None
-        for temperature in np.logspace(-2, 2, 81):
+
+        def nll(temperature):
             p = softmax(logits, temperature)[np.arange(len(target)), target]
-            nll = -np.log(np.clip(p, 1e-12, None)).mean()
-            if best is None or nll < best[0]:
-                best = (nll, float(temperature))
+            return float(-np.log(np.clip(p, 1e-12, None)).mean())
+
+        best = min((nll(t), float(t)) for t in np.logspace(-2, 2, 81))
         self.temperature_ = best[1]
+        self.calibration_ = {"source": source, "images": len(target), "nll_at_1": round(nll(1.0), 6),
+                             "nll": round(best[0], 6)}
         return self
 
     # ----------------------------------------------------------------- persistence
@@ -345,6 +381,7 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
             tif_d=self.tif_d_,
             random_state=self.random_state,
             temperature=self.temperature_,
+            calibration=self.calibration_,
             fit={**self.fit_summary_, "loss_curve": [round(float(v), 6) for v in self.loss_curve_]},
         )
         if is_main():
@@ -415,6 +452,7 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
                                [c["token"] for c in manifest.classes], recipe, shots=manifest.shots,
                                n_train=manifest.n_train, fit_summary=fit_summary,
                                loss_curve=manifest.fit.get("loss_curve", []), temperature=manifest.temperature,
+                               calibration=manifest.calibration,
                                tif_d=manifest.tif_d)
 
     # ----------------------------------------------------------------- generation

@@ -49,7 +49,8 @@ def model_card(manifest: dict, recipe: dict, evaluation: dict | None = None) -> 
         f"[{fit.get('t_min')}, {fit.get('t_max')}), crop `{fit.get('crop')}` |",
         f"| scoring | t in [{score.get('t_min')}, {score.get('t_max')}), stages {score.get('rounds')}, weighting "
         f"`{score.get('weighting')}`, LoRA scale {score.get('unet_scale')} / {score.get('text_scale')} |",
-        f"| probabilities | softmax at temperature {manifest.get('temperature')} |",
+        f"| probabilities | softmax at temperature {manifest.get('temperature'):.3g} (calibration: "
+        f"{manifest.get('calibration', {}).get('source', 'none')}) |",
         "",
     ]
     if evaluation:

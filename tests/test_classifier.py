@@ -246,3 +246,18 @@ def test_pruned_classes_rank_below_the_survivors_by_their_own_errors():
     assert (p > 0).all() and len(set(p.round(12).tolist())) == 5  # no zeros, no ties
     # within the round-0 group, the gaps of the errors are kept (0.1 between 1 and 2, 0.7 between 2 and 4)
     assert (logits[0, 1] - logits[0, 2]) / (logits[0, 2] - logits[0, 4]) == pytest.approx(0.1 / 0.7)
+
+
+def test_calibration_holds_out_a_share_of_the_shots_and_travels_with_the_set(tiny_model_dir, tmp_path):
+    X, y = color_images(12, seed=5)  # 4 images per class
+    with pytest.raises(ValueError, match="share of each class's images"):
+        tiny_clf(tiny_model_dir).fit(X, y, calibration=1.5)
+    with pytest.raises(ValueError, match="leaves fewer than 4 to fit on"):
+        tiny_clf(tiny_model_dir, overrides={"fit.min_shots": 4}).fit(X, y, calibration=0.25)
+    clf = tiny_clf(tiny_model_dir).fit(X, y, calibration=0.25)
+    assert clf.n_train_ == 9 and clf.shots_ == 3  # one image of each class held out
+    assert clf.calibration_["source"] == "held-out share 0.25 of the shots" and clf.calibration_["images"] == 3
+    assert clf.calibration_["nll"] <= clf.calibration_["nll_at_1"]
+    again = DiTiFewShotClassifier.from_pretrained(clf.save_pretrained(tmp_path / "set"), progress=False)
+    assert again.temperature_ == clf.temperature_ and again.calibration_ == clf.calibration_
+    assert tiny_clf(tiny_model_dir).fit(X, y).calibration_ == {"source": "none"}

@@ -68,6 +68,10 @@ def test_fit_then_predict_from_the_command_line(image_folder, tiny_model_dir, tm
     assert (out / "manifest.json").is_file() and (out / "split.json").is_file() and (out / "README.md").is_file()
     assert len(list((out / "diffusers").glob("*.safetensors"))) == 3
     assert len(list((out / "peft").glob("*/unet/adapter_model.safetensors"))) == 3
+    # calibrated by default on the split's validation images
+    calibration = json.loads((out / "manifest.json").read_text())["calibration"]
+    n_val = len(json.loads((out / "split.json").read_text())["val_ids"])
+    assert calibration["source"].startswith(f"validation: {n_val} images") and calibration["images"] == n_val > 0
     assert len(list((out / "prior").glob("*.png"))) == 4
     capsys.readouterr()
     # refuses to overwrite a finished set by accident

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -34,8 +35,9 @@ def add_arguments(parser):
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted fit in --out (finished adapter sets are kept as they are)")
     parser.add_argument("--overwrite", action="store_true", help="replace an adapter set already in --out")
-    parser.add_argument("--calibrate", action="store_true",
-                        help="fit predict_proba's temperature on the k-shot validation split")
+    parser.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
+                        help="fit predict_proba's temperature on the k-shot split's validation images (CoOp's "
+                             "min(k, 4) per class; on by default when the split has them)")
     parser.add_argument("--export-diffusers", action="store_true",
                         help="also write each class as a diffusers LoRA file under --out/diffusers")
     parser.add_argument("--export-peft", action="store_true",
@@ -101,10 +103,12 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
           f"(recipe {recipe.name}) -> {out}")
     clf.fit(ImageSequence(train_set), train_set.label_names(), output_dir=out, resume=args.resume)
     if args.calibrate and val_set is not None:
-        clf.fit_temperature(ImageSequence(val_set), val_set.label_names())
+        where = "the k-shot split's, min(k, 4) per class" if split is not None else "the data set's validation split"
+        clf.fit_temperature(ImageSequence(val_set), val_set.label_names(),
+                            source=f"validation: {len(val_set)} images ({where})")
     clf.save_pretrained(out, export_diffusers=args.export_diffusers, export_peft=args.export_peft)
     if is_main():
         summary = {"out": str(out), "classes": len(clf.classes_), "shots": clf.shots_, **clf.fit_summary_,
                    "final_loss": sum(clf.loss_curve_[-20:]) / max(1, len(clf.loss_curve_[-20:])),
-                   "temperature": clf.temperature_}
+                   "temperature": clf.temperature_, "calibration": clf.calibration_["source"]}
         print(json.dumps(summary))
