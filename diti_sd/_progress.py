@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 from contextlib import contextmanager
 
 # the libraries' own progress bars: (module, "is on", "turn off", "turn on"); huggingface_hub's also
@@ -50,4 +51,8 @@ def quiet_libraries(quiet: bool = True):
         for module, _, _, on in _SWITCHES:
             # on again if it was on, or if the library came in during the block while bars were the default
             if module.split(".")[0] in sys.modules and before.get(module, not env_quiet):
-                getattr(importlib.import_module(module), on)()
+                # huggingface_hub imported inside the block read the variable then, and warns that it
+                # wins over the call: its bars stay off for this process, which is all the warning says
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    getattr(importlib.import_module(module), on)()
