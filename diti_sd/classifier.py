@@ -340,18 +340,14 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
     def fit_temperature(self, X, y, source: str = "validation images") -> DiTiFewShotClassifier:
         """Choose predict_proba's temperature by log-likelihood on held-out images (never test data);
         ``calibration_`` records ``source``, the number of images and the NLL before and after."""
+        from .calibration import fit_temperature, nll
+
         logits = self.decision_function(X)
         index = {c: i for i, c in enumerate(self.classes_.tolist())}
         target = np.array([index[v] for v in y])
-
-        def nll(temperature):
-            p = softmax(logits, temperature)[np.arange(len(target)), target]
-            return float(-np.log(np.clip(p, 1e-12, None)).mean())
-
-        best = min((nll(t), float(t)) for t in np.logspace(-2, 2, 81))
-        self.temperature_ = best[1]
-        self.calibration_ = {"source": source, "images": len(target), "nll_at_1": round(nll(1.0), 6),
-                             "nll": round(best[0], 6)}
+        self.temperature_, best = fit_temperature(logits, target)
+        self.calibration_ = {"source": source, "images": len(target), "nll_at_1": round(nll(logits, target), 6),
+                             "nll": round(best, 6)}
         return self
 
     # ----------------------------------------------------------------- persistence

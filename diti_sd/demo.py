@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .calibration import calibration_report
 from .classifier import DiTiFewShotClassifier
 from .data.synthetic import SyntheticSpec, make_split
 from .demo_report import BANDS, plot_bands, plot_examples, render_markdown, save_samples
@@ -46,6 +47,7 @@ class DemoConfig:
     pairs: list[int] = field(default_factory=lambda: [8, 12, 8])  # (t, noise) pairs below, in, above the window
     steps: int | None = None  # fit steps per class (None: the recipe's)
     samples_per_class: int = 4
+    val_per_class: int = 4  # the validation stream each method's probability temperature is chosen on
     device: str = "cpu"
     full: bool = False  # the README's run: FULL seeds and test images (longer; says so in its report)
 
@@ -76,13 +78,20 @@ def stratified_pairs(edges, counts, latent_shape, seed: int = 0):
     return torch.cat(ts), torch.cat(noises), torch.cat(weights).numpy()
 
 
-def window_predictions(errors: np.ndarray, t: np.ndarray, weights: np.ndarray,
-                       window: tuple[int, int]) -> np.ndarray | None:
-    """Per image, the class with the lowest weighted mean error over the pairs in ``window``."""
+def window_logits(errors: np.ndarray, t: np.ndarray, weights: np.ndarray,
+                  window: tuple[int, int]) -> np.ndarray | None:
+    """Per image and class, minus the weighted mean error over the pairs in ``window`` (None: no pairs)."""
     keep = (t >= window[0]) & (t < window[1]) & (weights > 0)
     if not keep.any():
         return None
-    return ((errors[:, :, keep] * weights[keep]).sum(2) / weights[keep].sum()).argmin(1)
+    return -(errors[:, :, keep] * weights[keep]).sum(2) / weights[keep].sum()
+
+
+def window_predictions(errors: np.ndarray, t: np.ndarray, weights: np.ndarray,
+                       window: tuple[int, int]) -> np.ndarray | None:
+    """Per image, the class with the lowest weighted mean error over the pairs in ``window``."""
+    logits = window_logits(errors, t, weights, window)
+    return None if logits is None else logits.argmax(1)
 
 
 def window_correct(errors: np.ndarray, t: np.ndarray, weights: np.ndarray, labels: np.ndarray,
@@ -99,12 +108,59 @@ def window_accuracy(errors: np.ndarray, t: np.ndarray, weights: np.ndarray, labe
     return float("nan") if correct is None else float(correct.mean())
 
 
-def _prototype_correct(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tensor,
-                       test_y: np.ndarray) -> np.ndarray:
-    classes = np.unique(train_y)
-    protos = torch.stack([train_x[torch.from_numpy(train_y == c)].mean(0) for c in classes]).flatten(1)
-    dist = torch.cdist(test_x.flatten(1).float(), protos.float())
-    return classes[dist.argmin(1).numpy()] == test_y
+def _prototype_logits(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tensor) -> np.ndarray:
+    """Minus the distance to each class's mean train image (classes 0..C-1, all present in train_y)."""
+    protos = torch.stack([train_x[torch.from_numpy(train_y == c)].mean(0) for c in np.unique(train_y)]).flatten(1)
+    return -torch.cdist(test_x.flatten(1).float(), protos.float()).numpy()
+
+
+@dataclass
+class _SeedScorer:
+    """One seed's two adapter sets (recommended, reference-style) and the pairs they are scored on."""
+
+    clf: DiTiFewShotClassifier
+    ref: DiTiFewShotClassifier
+    contexts: torch.Tensor
+    ref_contexts: torch.Tensor
+    t: torch.Tensor
+    noise: torch.Tensor
+    weights: np.ndarray
+    tif: np.ndarray
+    window: tuple[int, int]
+    recommended: str
+    large: str
+    train_pix: torch.Tensor
+    train_lat: torch.Tensor
+    train_y: np.ndarray
+    label_of: dict
+    spec: SyntheticSpec
+    progress: bool
+
+    def logits(self, data):
+        """Every method's logits on ``data`` (one dense pass per adapter set), the labels, and both sets'
+        errors."""
+        t_np, w, window = self.t.numpy(), self.weights, self.window
+        latents = self.clf.encode(data.images)
+        err_a = dense_errors(self.clf.backbone_, self.clf.adapters_, latents, self.contexts, self.t, self.noise,
+                             progress=self.progress)
+        err_b = dense_errors(self.ref.backbone_, self.ref.adapters_, latents, self.ref_contexts, self.t, self.noise,
+                             progress=self.progress)
+        logits = {
+            self.recommended: window_logits(err_a, t_np, w, window),
+            self.large: window_logits(err_a, t_np, w, (window[1], 1000)),
+            "DiTi-SD, same adapters, all t (0, 1000)": window_logits(err_a, t_np, w, (0, 1000)),
+            "DiTi-SD, same adapters, TiF weight": window_logits(err_a, t_np, self.tif, (0, 1000)),
+            REFERENCE_STYLE: window_logits(err_b, t_np, w, (0, 1000)),
+            REFERENCE_CONFIGURATION: window_logits(err_b, t_np, self.tif, (0, 1000)),
+            PROTOTYPES[0]: _prototype_logits(self.train_pix, self.train_y, torch.stack(data.images)),
+            PROTOTYPES[1]: _prototype_logits(self.train_lat, self.train_y, latents),
+        }
+        return logits, np.array([self.label_of[self.spec.classnames[i]] for i in data.labels]), err_a, err_b
+
+
+def _zscore(logits: np.ndarray) -> np.ndarray:
+    """Per image, as predict_proba standardises: one temperature then fits every image."""
+    return (logits - logits.mean(1, keepdims=True)) / (logits.std(1, keepdims=True) + 1e-12)
 
 
 def _band_means(per_seed: list[list[float]]) -> list[float | None]:
@@ -141,6 +197,7 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
                           f"{cfg.recipe!r} scores up to t = {window[1]}: set score.t_max below 1000")
     recommended, large, rivals = method_names(window)
     correct: dict[str, dict[str, list[np.ndarray]]] = {}  # method -> split -> per seed, per image
+    probs: dict[str, dict[str, list[dict]]] = {}  # method -> split -> per seed, its calibration report
     bands: dict[str, list[list[float]]] = {}
     train_acc, d_values, examples = [], [], None
     for seed in tqdm(cfg.seeds, desc="seeds", disable=not progress):
@@ -170,23 +227,18 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
         ref_contexts = class_contexts(ref.backbone_, ref.adapters_, ref.prompts_)
         err_train = dense_errors(backbone, clf.adapters_, train_lat, contexts, t, noise, progress=progress)
         train_acc.append(window_accuracy(err_train, t_np, weights, train_y, window))
+
+        scorer = _SeedScorer(clf, ref, contexts, ref_contexts, t, noise, weights, tif, window, recommended, large,
+                             train_pix, train_lat, train_y, label_of, spec, progress)
+
+        # each method's softmax temperature is chosen on a validation stream (CoOp's size, 4 per class)
+        val_logits, val_y, _, _ = scorer.logits(make_split(spec, "val", cfg.val_per_class, 5000 + seed))
         for split, data in tests.items():
-            y = np.array([label_of[spec.classnames[i]] for i in data.labels])
-            latents = clf.encode(data.images)
-            err_a = dense_errors(backbone, clf.adapters_, latents, contexts, t, noise, progress=progress)
-            err_b = dense_errors(ref.backbone_, ref.adapters_, latents, ref_contexts, t, noise, progress=progress)
-            results = {
-                recommended: window_correct(err_a, t_np, weights, y, window),
-                large: window_correct(err_a, t_np, weights, y, (window[1], 1000)),
-                "DiTi-SD, same adapters, all t (0, 1000)": window_correct(err_a, t_np, weights, y, (0, 1000)),
-                "DiTi-SD, same adapters, TiF weight": window_correct(err_a, t_np, tif, y, (0, 1000)),
-                REFERENCE_STYLE: window_correct(err_b, t_np, weights, y, (0, 1000)),
-                REFERENCE_CONFIGURATION: window_correct(err_b, t_np, tif, y, (0, 1000)),
-                PROTOTYPES[0]: _prototype_correct(train_pix, train_y, torch.stack(data.images), y),
-                PROTOTYPES[1]: _prototype_correct(train_lat, train_y, latents, y),
-            }
-            for method, hits in results.items():
-                correct.setdefault(method, {}).setdefault(split, []).append(hits)
+            logits, y, err_a, err_b = scorer.logits(data)
+            for method, scores in logits.items():
+                correct.setdefault(method, {}).setdefault(split, []).append(scores.argmax(1) == y)
+                probs.setdefault(method, {}).setdefault(split, []).append(
+                    calibration_report(_zscore(val_logits[method]), val_y, _zscore(scores), y))
             for tag, err in (("recommended adapters", err_a), ("reference-style adapters", err_b)):
                 bands.setdefault(f"{tag}|{split}", []).append(
                     [window_accuracy(err, t_np, weights, y, band) for band in BANDS])
@@ -198,7 +250,9 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
             save_samples(samples, sample_labels, cfg.samples_per_class, out / "adapter_samples.png")
     summary = {
         method: {split: {"mean": float(np.mean([h.mean() for h in v])), "std": float(np.std([h.mean() for h in v])),
-                         "per_seed": [float(h.mean()) for h in v]} for split, v in by.items()}
+                         "per_seed": [float(h.mean()) for h in v],
+                         **{k: float(np.mean([r[k] for r in probs[method][split]])) for k in ("nll", "ece")}}
+                 for split, v in by.items()}
         for method, by in correct.items()
     }
     comparisons = {rival: {split: paired_difference(correct[recommended][split], correct[rival][split])

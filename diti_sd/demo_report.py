@@ -28,13 +28,17 @@ def render_markdown(report: dict) -> str:
         "In the train split the background colour follows the class; on **decorrelated** it is independent "
         "of the class, on **correlated** it follows the train correlation. The class is a faint fine texture.",
         "",
-        "| method | decorrelated | correlated |",
-        "|---|---|---|",
+        "| method | decorrelated | correlated | NLL / ECE decorrelated | NLL / ECE correlated |",
+        "|---|---|---|---|---|",
     ]
     for method, by in report["results"].items():
         cells = [f"{by[s]['mean']:.3f} ± {by[s]['std']:.3f}" for s in SPLITS]
+        cells += [f"{by[s]['nll']:.3f} / {by[s]['ece']:.3f}" if "nll" in by[s] else "" for s in SPLITS]
         lines.append(f"| {method} | {' | '.join(cells)} |")
-    lines += ["", f"Mean ± std over seeds. The recommended adapters classify their own train images at "
+    lines += ["", f"Accuracy: mean ± std over seeds. NLL and expected calibration error (15 bins) of each "
+              f"method's probabilities (softmax of its standardised scores), at a temperature chosen per seed "
+              f"on a validation stream of {cfg.get('val_per_class', 4)} images per class; mean over seeds. "
+              f"The recommended adapters classify their own train images at "
               f"{report['train_accuracy']['mean']:.3f} (recommended window): the gap to the decorrelated column is "
               "what they memorised. TiF's weight uses d = "
               f"{', '.join(f'{d:.2f}' for d in report['tif_d'])} (per seed, from the train latents).", ""]

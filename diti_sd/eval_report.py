@@ -1,4 +1,5 @@
-"""The report of ``diti-sd eval``: results.json, README.md with the table, and accuracy_vs_shots.png."""
+"""The report of ``diti-sd eval``: results.json, README.md with the tables, accuracy_vs_shots.png and
+reliability.png."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def write_eval_report(folder: str | Path, runs: list[dict], config: dict, recipe
     summary = {m: {str(k): {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
                    for k, v in sorted(by.items())} for m, by in table.items()}
     report = {"config": config, "recipe": recipe.to_dict(), "results": summary, "validation": validation,
+              "calibration": calibration_summary(runs),
               "cost": {r["method"]: r.get("cost", {}) for r in runs},
               "wall_s": {m: float(np.mean([r["wall_s"] for r in runs if r["method"] == m])) for m in table},
               "machine": platform.platform(), "confusion": confusion(runs, test.labels, test.classnames),
@@ -35,7 +37,27 @@ def write_eval_report(folder: str | Path, runs: list[dict], config: dict, recipe
     text = markdown(report, recipe.name, metric, config["seeds"], len(test))
     atomic_write(folder / "README.md", lambda tmp: tmp.write_text(text))
     plot_shots(summary, metric, recipe.name, folder / "accuracy_vs_shots.png")
+    if report["calibration"]:
+        plot_reliability(report["calibration"], recipe.name, folder / "reliability.png")
     return report
+
+
+def calibration_summary(runs: list[dict]) -> dict:
+    """Per method, at its largest shots: NLL and ECE (mean, std over seeds) at the temperature each run
+    chose on its validation draw, and the reliability bins pooled over seeds."""
+    out = {}
+    for method in dict.fromkeys(r["method"] for r in runs):
+        mine = [r for r in runs if r["method"] == method and "calibration" in r]
+        if not mine:
+            continue
+        top = max(r["shots"] for r in mine)
+        cal = [r["calibration"] for r in mine if r["shots"] == top]
+        bins = {k: np.sum([c["bins"][k] for c in cal], 0).tolist() for k in ("count", "confidence", "correct")}
+        out[method] = {"shots": top, "runs": len(cal), "source": cal[0]["source"],
+                       **{k: {"mean": float(np.mean([c[k] for c in cal])), "std": float(np.std([c[k] for c in cal]))}
+                          for k in ("nll", "nll_at_1", "ece")},
+                       "temperature_median": float(np.median([c["temperature"] for c in cal])), "bins": bins}
+    return out
 
 
 def confusion(runs: list[dict], labels, names: list[str]) -> dict:
@@ -71,7 +93,20 @@ def markdown(report: dict, name: str, metric: str, seeds: list[int], n_test: int
         cost = ", ".join(f"{k.replace('_per_image', '').replace('_', ' ')} {v:g}" if not isinstance(v, str)
                          else f"{k} {v}" for k, v in report["cost"][method].items())
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {cost} | {report['wall_s'][method]:.1f} |")
-    lines += ["", "![accuracy against shots](accuracy_vs_shots.png)", "", "## Most confused (largest shots)", ""]
+    lines += ["", "![accuracy against shots](accuracy_vs_shots.png)", ""]
+    if report["calibration"]:
+        source = next(iter(report["calibration"].values()))["source"]
+        lines += ["## Probabilities", "",
+                  f"Each run's softmax temperature is chosen by log-likelihood on {source}; test NLL and "
+                  "expected calibration error (15 equal-width bins) at it, mean ± std over seeds, at each "
+                  "method's largest shots.", "",
+                  "| method | shots | NLL | NLL at temperature 1 | ECE | temperature (median) |", "|---|---|---|---|---|---|"]
+        for method, c in report["calibration"].items():
+            lines.append(f"| {method} | {c['shots']} | {c['nll']['mean']:.3f} ± {c['nll']['std']:.3f} | "
+                         f"{c['nll_at_1']['mean']:.3f} | {c['ece']['mean']:.3f} ± {c['ece']['std']:.3f} | "
+                         f"{c['temperature_median']:.3g} |")
+        lines += ["", "![reliability](reliability.png)", ""]
+    lines += ["## Most confused (largest shots)", ""]
     for method, c in report["confusion"].items():
         pairs = "; ".join(f"{p['true']} -> {p['predicted']} ({p['count']})" for p in c["most_confused"][:5])
         lines.append(f"- {method}: {pairs or 'none'}")
@@ -92,6 +127,28 @@ def plot_shots(summary: dict, metric: str, title: str, path: Path) -> None:
     ax.set_xlabel("shots per class")
     ax.set_ylabel(f"{METRIC_NAMES[metric].lower()} (%)")
     ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_reliability(calibration: dict, title: str, path: Path) -> None:
+    """Accuracy against confidence per bin (pooled over seeds), one line per method; the diagonal is
+    perfect calibration."""
+    fig, ax = pyplot().subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--")
+    for method, c in calibration.items():
+        count = np.asarray(c["bins"]["count"], dtype=float)
+        seen = count > 0
+        confidence = np.asarray(c["bins"]["confidence"])[seen] / count[seen]
+        accuracy = np.asarray(c["bins"]["correct"])[seen] / count[seen]
+        ax.plot(confidence, accuracy, marker="o", label=f"{method} (ECE {c['ece']['mean']:.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title}: reliability")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

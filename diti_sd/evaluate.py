@@ -20,6 +20,7 @@ import torch
 
 from . import baselines as bl
 from ._io import atomic_write
+from .calibration import calibration_report
 from .classifier import DiTiFewShotClassifier
 from .data import load_configured_split, load_split, make_kshot_split
 from .data.images import ImageSequence
@@ -184,20 +185,27 @@ class Evaluation:
             return f"{method}@{self.cfg.prefilter}-top{k}"
         return method
 
-    def run_method(self, method: str, shots: int, seed: int, tr, va) -> dict:
+    def run_method(self, method: str, shots: int, seed: int, tr, va, cal) -> dict:
+        """One method on one split; ``cal`` (the split's CoOp validation draw) chooses the temperature
+        every method's probabilities are reported at."""
         start = time.time()
         n_test = len(self.test)
         if method == "openclip-zeroshot":
-            logits = bl.zero_shot_logits(self.features(self.test, "test"), self.text_weights()).numpy()
+            text = self.text_weights()
+            logits = bl.zero_shot_logits(self.features(self.test, "test"), text).numpy()
+            cal_logits = bl.zero_shot_logits(self.features(cal, "val"), text).numpy()
             out = {"cost": {"clip_forwards_per_image": 1}}
         elif method in ("tip-adapter", "tip-adapter-f"):
-            logits, out = self._tip(method, tr, va)
+            logits, cal_logits, out = self._tip(method, tr, va, cal)
         elif method == "diti":
-            logits, out = self._diti(shots, seed, tr, va)
+            logits, out = self._diti(shots, seed, tr, va, cal=cal)
+            cal_logits = self._diti_logits[(shots, seed)]["cal"]
         elif method == "sd-zeroshot":
-            logits, out = self._sd_zero_shot()
+            logits, cal_logits, out = self._sd_zero_shot(cal)
         else:  # diti+tip-adapter
-            logits, out = self._ensemble(shots, seed, tr, va)
+            logits, cal_logits, out = self._ensemble(shots, seed, tr, va, cal)
+        out["calibration"] = {"source": f"the split's validation draw, {len(cal)} images (min(k, 4) per class)",
+                              **calibration_report(cal_logits, cal.labels, logits, self.test.labels)}
         pred = logits.argmax(1)
         labels = np.array(self.test.labels)
         out.update(method=self.label(method), shots=shots, seed=seed, accuracy=float((pred == labels).mean()),
@@ -207,8 +215,9 @@ class Evaluation:
                    device=str(self.cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")))
         return out
 
-    def _tip_fit(self, method, tr, va) -> dict:
-        """Tip-Adapter(-F) fitted on the k-shot train split, tuned on validation; logits on val and test."""
+    def _tip_fit(self, method, tr, va, cal=None) -> dict:
+        """Tip-Adapter(-F) fitted on the k-shot train split, tuned on validation; logits on val and test
+        (and on ``cal`` when given)."""
         b = self.baselines
         # the reference averages the passes' raw features, then normalises the mean
         aug = [self.features(tr, "train", p, normalize=False) for p in range(self.aug_passes)]
@@ -228,27 +237,32 @@ class Evaluation:
             info = {"epoch": epoch, "epoch_val_accuracy": val_acc}
         alpha, beta, val_acc = bl.search_alpha_beta(val_f, np.array(va.labels), keys, values, val_clip,
                                                     b.search_scale, b.search_step, b.clip_weight, self.metric)
-        return {"val": bl.tip_logits(val_f, keys, values, val_clip, alpha, beta, b.clip_weight).numpy(),
-                "test": bl.tip_logits(test_f, keys, values, test_clip, alpha, beta, b.clip_weight).numpy(),
-                "info": {"alpha": alpha, "beta": beta, "val_accuracy": val_acc, **info}}
+        out = {"val": bl.tip_logits(val_f, keys, values, val_clip, alpha, beta, b.clip_weight).numpy(),
+               "test": bl.tip_logits(test_f, keys, values, test_clip, alpha, beta, b.clip_weight).numpy(),
+               "info": {"alpha": alpha, "beta": beta, "val_accuracy": val_acc, **info}}
+        if cal is not None:
+            cal_f = self.features(cal, "val")  # features are cached by image ids: shared with va
+            out["cal"] = bl.tip_logits(cal_f, keys, values, bl.zero_shot_logits(cal_f, text), alpha, beta,
+                                       b.clip_weight).numpy()
+        return out
 
-    def _tip(self, method, tr, va):
-        fitted = self._tip_fit(method, tr, va)
-        return fitted["test"], {**fitted["info"], "cost": {"clip_forwards_per_image": 1}}
+    def _tip(self, method, tr, va, cal):
+        fitted = self._tip_fit(method, tr, va, cal)
+        return fitted["test"], fitted["cal"], {**fitted["info"], "cost": {"clip_forwards_per_image": 1}}
 
-    def _prefilter(self, tr, va) -> dict | None:
-        """Top-k candidate masks (val and test) from a cheap CLIP method, when one is configured."""
+    def _prefilter(self, tr, va, cal) -> dict | None:
+        """Top-k candidate masks (val, cal and test) from a cheap CLIP method, when one is configured."""
         k = self.recipe.score.prefilter_k
         if not self.cfg.prefilter or not k:
             return None
         if self.cfg.prefilter == "openclip-zeroshot":
             text = self.text_weights()
-            logits = {s: bl.zero_shot_logits(self.features(d, s), text).numpy()
-                      for s, d in (("val", va), ("test", self.test))}
+            logits = {s: bl.zero_shot_logits(self.features(d, "test" if s == "test" else "val"), text).numpy()
+                      for s, d in (("val", va), ("cal", cal), ("test", self.test))}
         else:
-            logits = self._tip_fit(self.cfg.prefilter, tr, va)
+            logits = self._tip_fit(self.cfg.prefilter, tr, va, cal)
         masks = {}
-        for split in ("val", "test"):
+        for split in ("val", "cal", "test"):
             top = np.argsort(-logits[split], axis=1, kind="stable")[:, :k]
             mask = np.zeros(logits[split].shape, bool)
             np.put_along_axis(mask, top, True, axis=1)
@@ -271,17 +285,17 @@ class Evaluation:
         clf.save_pretrained(folder)
         return clf
 
-    def _diti(self, shots, seed, tr, va, with_val=False):
+    def _diti(self, shots, seed, tr, va, with_val=False, cal=None):
         key = (shots, seed)
         if key not in self._diti_logits or (with_val and "val" not in self._diti_logits[key]):
             clf = self._classifier(shots, seed, tr)
             # columns in the data set's class order; candidate masks are in that order too
             order = [clf.classes_.tolist().index(name) for name in self.test.classnames]
             back = np.argsort(order)
-            masks = self._prefilter(tr, va)
+            masks = self._prefilter(tr, va, cal)
             entry = {}
-            for split, data in (("test", self.test), ("val", va)):
-                if split == "val" and not with_val:
+            for split, data in (("test", self.test), ("cal", cal), ("val", va)):
+                if (split == "val" and not with_val) or split in self._diti_logits.get(key, {}):
                     continue
                 cand = None if masks is None else masks[split][:, back]
                 # chunks land in report/scores/ as they finish: an interrupted pass continues there
@@ -296,24 +310,27 @@ class Evaluation:
             cost.update(prefilter=f"{self.cfg.prefilter} top-{self.recipe.score.prefilter_k}", clip_forwards_per_image=1)
         return entry["test"], {"cost": cost}
 
-    def _sd_zero_shot(self):
+    def _sd_zero_shot(self, cal):
         """Stable Diffusion zero-shot (Diffusion Classifier, TiF's `--method diffusionclf`): the base model
         with the data set's template per class, no adapters; the recipe's stages, weighted uniformly as
-        Diffusion Classifier weighs them. The same for every (shots, seed): scored once."""
+        Diffusion Classifier weighs them. The test set is scored once for every (shots, seed); each
+        split's validation draw (for the temperature) as it comes."""
+        scores = self.report / "scores"
         if self._sd_zeroshot is None:
             template = self.baselines.tip_templates[0]
             clf = DiTiFewShotClassifier.zero_shot(
                 self.test.classnames, template, recipe=self.recipe, device=self.cfg.device,
                 overrides={"score.weighting": "uniform", "score.text_dropout": 0.0}, progress=self.cfg.progress)
-            result = clf.score_images(ImageSequence(self.test), cache_dir=self.report / "scores")
-            self._sd_zeroshot = (result.logits, float(result.unet_calls.mean()), template)
-        logits, calls, template = self._sd_zeroshot
-        return logits, {"prompt": template, "cost": {"unet_calls_per_image": calls}}
+            result = clf.score_images(ImageSequence(self.test), cache_dir=scores)
+            self._sd_zeroshot = (clf, result.logits, float(result.unet_calls.mean()), template)
+        clf, logits, calls, template = self._sd_zeroshot
+        cal_logits = clf.score_images(ImageSequence(cal), cache_dir=scores).logits
+        return logits, cal_logits, {"prompt": template, "cost": {"unet_calls_per_image": calls}}
 
-    def _ensemble(self, shots, seed, tr, va):
-        _, diti_info = self._diti(shots, seed, tr, va, with_val=True)
+    def _ensemble(self, shots, seed, tr, va, cal):
+        _, diti_info = self._diti(shots, seed, tr, va, with_val=True, cal=cal)
         diti = self._diti_logits[(shots, seed)]
-        tip = self._tip_fit("tip-adapter", tr, va)
+        tip = self._tip_fit("tip-adapter", tr, va, cal)
         val_labels = np.array(va.labels)
         best = (0.0, -1.0)
         for w in np.linspace(0, 5, 51):
@@ -322,7 +339,8 @@ class Evaluation:
             if acc > best[1]:
                 best = (float(w), acc)
         logits = _standardise(diti["test"]) + best[0] * _standardise(tip["test"])
-        return logits, {"tip_weight": best[0], "val_accuracy": best[1],
+        cal_logits = _standardise(diti["cal"]) + best[0] * _standardise(tip["cal"])
+        return logits, cal_logits, {"tip_weight": best[0], "val_accuracy": best[1],
                         "cost": {**diti_info["cost"], "clip_forwards_per_image": 1}}
 
     # ----------------------------------------------------------------- the loop
@@ -336,17 +354,15 @@ class Evaluation:
                 if is_main():  # several processes: each scores its share of images, the first one writes
                     split.save(self.report / "splits" / f"{shots}shot-seed{seed}.json")
                 tr = split.select(self.train, "train")
-                if self.cfg.val_protocol == "full":
-                    va = self.val
-                else:
-                    va = split.select(self.val if self.val is not None else self.train, "val")
+                cal = split.select(self.val if self.val is not None else self.train, "val")
+                va = self.val if self.cfg.val_protocol == "full" else cal
                 for method in self.cfg.methods:
                     path = runs_dir / f"{self.label(method)}-{shots}shot-seed{seed}-{self.run_key(method)}.json"
                     done = _read_run(path)
                     if done is not None:
                         runs.append(done)
                         continue
-                    result = self.run_method(method, shots, seed, tr, va)
+                    result = self.run_method(method, shots, seed, tr, va, cal)
                     if is_main():
                         atomic_write(path, lambda tmp, result=result: tmp.write_text(json.dumps(result)))
                         if method == "diti":  # the adapter set's model card shows what it scored

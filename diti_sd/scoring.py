@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ._io import atomic_write
+from .calibration import softmax  # noqa: F401  (scoring's public softmax; calibration owns it)
 from .constraints import check_rounds, check_window
 from .errors import ConfigError
 from .recipes import ScoreConfig
@@ -256,13 +257,6 @@ def _rank_logits(errors: np.ndarray, dropped_at: np.ndarray, n_rounds: int) -> n
                     row[now] -= excess
         logits[i] = row
     return logits
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits / temperature
-    z = z - np.max(z, axis=1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(1, keepdims=True)
 
 
 @torch.no_grad()

@@ -114,9 +114,15 @@ def test_eval_end_to_end_writes_the_report_and_skips_finished_runs(clip_config, 
             "--clip-pretrained", "none", "--aug-passes", "2", "--no-progress",
             "--methods", "diti,openclip-zeroshot,tip-adapter,tip-adapter-f,diti+tip-adapter"]
     assert main(argv) == 0
-    for name in ("results.json", "README.md", "accuracy_vs_shots.png", "splits/1shot-seed1.json"):
+    for name in ("results.json", "README.md", "accuracy_vs_shots.png", "reliability.png", "splits/1shot-seed1.json"):
         assert (report / name).is_file(), name
     results = json.loads((report / "results.json").read_text())
+    # every method's probabilities: a temperature from the split's validation draw, then NLL and ECE on test
+    assert set(results["calibration"]) == set(results["results"])
+    for c in results["calibration"].values():
+        assert c["shots"] == 2 and sum(c["bins"]["count"]) == results["runs"][0]["n_test"]
+        assert c["nll"]["mean"] <= c["nll_at_1"]["mean"] + 0.05 and 0 <= c["ece"]["mean"] <= 1
+    assert "## Probabilities" in (report / "README.md").read_text()
     assert set(results["results"]) == {"diti", "openclip-zeroshot", "tip-adapter", "tip-adapter-f", "diti+tip-adapter"}
     assert results["cost"]["diti"]["unet_calls_per_image"] == 5 * 2 + 2 * 2
     assert len(list((report / "adapters").glob("*-2shot-seed1/manifest.json"))) == 1

@@ -131,6 +131,11 @@ def test_demo_writes_its_report(tmp_path):
     assert "reference configuration" not in "".join(target_lines)
     assert REFERENCE_CONFIGURATION in saved["comparisons"] and "not a target" in text
     assert f"{recommended['decorrelated']['mean']:.3f}" in text
+    # every row's probabilities: NLL and ECE beside top-1
+    for by in saved["results"].values():
+        for split in ("decorrelated", "correlated"):
+            assert by[split]["nll"] > 0 and 0 <= by[split]["ece"] <= 1
+    assert f"{recommended['decorrelated']['nll']:.3f} / {recommended['decorrelated']['ece']:.3f}" in text
 
 
 def test_paired_difference_resamples_images_within_seeds():
