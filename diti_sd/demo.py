@@ -26,6 +26,7 @@ from .classifier import DiTiFewShotClassifier
 from .data.synthetic import SyntheticSpec, make_split
 from .demo_report import BANDS, plot_bands, plot_examples, render_markdown, save_samples
 from .errors import ConfigError
+from .plotting import plot_reliability
 from .recipes import load_recipe
 from .scoring import class_contexts, dense_errors
 from .timesteps import scoring_pairs, tif_weights
@@ -270,6 +271,10 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
     (out / "results.json").write_text(json.dumps(report, indent=2))
     (out / "README.md").write_text(render_markdown(report))
     plot_bands(report, out / "accuracy_by_band.png")
+    pooled = {method: ({k: np.sum([r["bins"][k] for r in by["decorrelated"]], 0) for k in ("count", "confidence",
+                                                                                      "correct")},
+                       float(np.mean([r["ece"] for r in by["decorrelated"]]))) for method, by in probs.items()}
+    plot_reliability(pooled, "decorrelated test images, all seeds: reliability", out / "reliability.png")
     if examples is not None:
         plot_examples(*examples, out / "test_predictions.png")
     return report

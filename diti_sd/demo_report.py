@@ -53,6 +53,7 @@ def render_markdown(report: dict) -> str:
               f"Wall time {report['seconds']:.0f} s, peak memory {report['peak_memory_gib']:.2f} GiB, "
               f"{report['torch_threads']} torch threads.", "",
               "![accuracy per band of t](accuracy_by_band.png)", "",
+              "![reliability on the decorrelated split](reliability.png)", "",
               "![test predictions](test_predictions.png)", "", "![samples from class adapters](adapter_samples.png)", ""]
     return "\n".join(lines)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ._io import atomic_write
-from .plotting import pyplot, save_figure
+from .plotting import plot_reliability, pyplot, save_figure
 
 METRIC_NAMES = {"accuracy": "Top-1 accuracy", "macro-f1": "Macro-averaged F1"}
 
@@ -38,7 +38,8 @@ def write_eval_report(folder: str | Path, runs: list[dict], config: dict, recipe
     atomic_write(folder / "README.md", lambda tmp: tmp.write_text(text))
     plot_shots(summary, metric, recipe.name, folder / "accuracy_vs_shots.png")
     if report["calibration"]:
-        plot_reliability(report["calibration"], recipe.name, folder / "reliability.png")
+        plot_reliability({m: (c["bins"], c["ece"]["mean"]) for m, c in report["calibration"].items()},
+                         f"{recipe.name}: reliability", folder / "reliability.png")
     return report
 
 
@@ -132,24 +133,3 @@ def plot_shots(summary: dict, metric: str, title: str, path: Path) -> None:
     fig.tight_layout()
     save_figure(fig, path)
 
-
-def plot_reliability(calibration: dict, title: str, path: Path) -> None:
-    """Accuracy against confidence per bin (pooled over seeds), one line per method; the diagonal is
-    perfect calibration."""
-    fig, ax = pyplot().subplots(figsize=(5, 5))
-    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--")
-    for method, c in calibration.items():
-        count = np.asarray(c["bins"]["count"], dtype=float)
-        seen = count > 0
-        confidence = np.asarray(c["bins"]["confidence"])[seen] / count[seen]
-        accuracy = np.asarray(c["bins"]["correct"])[seen] / count[seen]
-        ax.plot(confidence, accuracy, marker="o", label=f"{method} (ECE {c['ece']['mean']:.3f})")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence (top probability)")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"{title}: reliability")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path)

@@ -109,7 +109,8 @@ def test_window_accuracy_agrees_with_predict():
 def test_demo_writes_its_report(tmp_path):
     cfg = DemoConfig(seeds=[1], shots=2, test_per_class=2, pairs=[1, 2, 1], steps=2, samples_per_class=1)
     report = run_demo(cfg, tmp_path, progress=False)
-    for name in ("results.json", "README.md", "accuracy_by_band.png", "test_predictions.png", "adapter_samples.png"):
+    for name in ("results.json", "README.md", "accuracy_by_band.png", "test_predictions.png", "adapter_samples.png",
+                 "reliability.png"):
         assert (tmp_path / name).is_file(), name
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["results"] == json.loads(json.dumps(report["results"]))
