@@ -102,7 +102,7 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
     print(f"fitting {len(train_set.classnames)} classes x {len(train_set)} images on {recipe.model} "
           f"(recipe {recipe.name}) -> {out}")
     clf.fit(ImageSequence(train_set), train_set.label_names(), output_dir=out, resume=args.resume)
-    if args.calibrate and val_set is not None:
+    if args.calibrate and val_set is not None and len(val_set):  # none left when every image trains
         where = "the k-shot split's, min(k, 4) per class" if split is not None else "the data set's validation split"
         clf.fit_temperature(ImageSequence(val_set), val_set.label_names(),
                             source=f"validation: {len(val_set)} images ({where})")
