@@ -198,8 +198,7 @@ class Evaluation:
         elif method in ("tip-adapter", "tip-adapter-f"):
             logits, cal_logits, out = self._tip(method, tr, va, cal)
         elif method == "diti":
-            logits, out = self._diti(shots, seed, tr, va, cal=cal)
-            cal_logits = self._diti_logits[(shots, seed)]["cal"]
+            logits, cal_logits, out = self._diti(shots, seed, tr, va, cal=cal)
         elif method == "sd-zeroshot":
             logits, cal_logits, out = self._sd_zero_shot(cal)
         else:  # diti+tip-adapter
@@ -308,7 +307,7 @@ class Evaluation:
         cost = {"unet_calls_per_image": entry["calls"]}
         if self.cfg.prefilter and self.recipe.score.prefilter_k:
             cost.update(prefilter=f"{self.cfg.prefilter} top-{self.recipe.score.prefilter_k}", clip_forwards_per_image=1)
-        return entry["test"], {"cost": cost}
+        return entry["test"], entry["cal"], {"cost": cost}
 
     def _sd_zero_shot(self, cal):
         """Stable Diffusion zero-shot (Diffusion Classifier, TiF's `--method diffusionclf`): the base model
@@ -328,7 +327,7 @@ class Evaluation:
         return logits, cal_logits, {"prompt": template, "cost": {"unet_calls_per_image": calls}}
 
     def _ensemble(self, shots, seed, tr, va, cal):
-        _, diti_info = self._diti(shots, seed, tr, va, with_val=True, cal=cal)
+        _, _, diti_info = self._diti(shots, seed, tr, va, with_val=True, cal=cal)
         diti = self._diti_logits[(shots, seed)]
         tip = self._tip_fit("tip-adapter", tr, va, cal)
         val_labels = np.array(va.labels)

@@ -212,9 +212,12 @@ class ClassAdapters(nn.Module):
     def class_weights(self, c: int, part: str) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
         """Class c's LoRA on ``part`` (``unet`` or ``text_encoder``): module name -> (A, B, alpha / r)."""
         names, layers = (self.unet_names, self.unet_layers) if part == "unet" else (self.text_names, self.text_layers)
-        return {name: (layers[_key(name)].lora_A[c].detach().float().cpu().contiguous(),
-                       layers[_key(name)].lora_B[c].detach().float().cpu().contiguous(), layers[_key(name)].scaling)
-                for name in names}
+        out = {}
+        for name in names:
+            layer = layers[_key(name)]
+            out[name] = (layer.lora_A[c].detach().float().cpu().contiguous(),
+                         layer.lora_B[c].detach().float().cpu().contiguous(), layer.scaling)
+        return out
 
     def class_lora_state_dict(self, c: int) -> dict[str, torch.Tensor]:
         """One class as a standard diffusers LoRA state dict (``unet.<module>.lora_A.weight``).
