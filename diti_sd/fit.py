@@ -85,14 +85,18 @@ def prior_pixels(backbone, recipe: Recipe, prior_images=None, cache_dir=None, se
         return uint8_pixels(backbone, list_images(cache)[: cfg.prior_images])
     images = sample_images(backbone, [recipe.prompt.generic] * cfg.prior_images, steps=cfg.prior_sample_steps,
                            guidance=cfg.prior_guidance, seed=seed, progress=progress, desc="prior images")
-    if cache is not None and is_main():
-        from torchvision.utils import save_image
-
-        for i, image in enumerate(images):
-            atomic_write(cache / f"{i:04d}.png", lambda tmp, image=image: save_image(image, tmp, format="png"))
     # uint8 in the memory layout the PNG cache reads back: a resumed fit sees the same priors, bit for bit
     # (the VAE's convolutions round differently on the channels-last tensors the decoder returns)
-    return (images * 255).round().clamp(0, 255).to(torch.uint8).contiguous()
+    pixels = (images * 255).round().clamp(0, 255).to(torch.uint8).contiguous()
+    if cache is not None and is_main():
+        from PIL import Image
+
+        # the PNGs hold these very bytes (torchvision's save_image rounds x * 255 + 0.5 down, which
+        # differs from round() by one level on a few pixels, and a rerun read those)
+        for i, image in enumerate(pixels):
+            atomic_write(cache / f"{i:04d}.png", lambda tmp, image=image: Image.fromarray(
+                image.permute(1, 2, 0).numpy()).save(tmp, format="png"))
+    return pixels
 
 
 def _generator(seed: int, c: int, s: int) -> torch.Generator:
