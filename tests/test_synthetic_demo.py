@@ -16,6 +16,7 @@ from diti_sd.data.synthetic import (
     texture,
 )
 from diti_sd.demo import REFERENCE_CONFIGURATION, DemoConfig, run_demo, window_accuracy
+from diti_sd.errors import ConfigError
 from diti_sd.scoring import class_contexts, dense_errors, stage_timesteps
 from diti_sd.timesteps import timestep_noise
 
@@ -41,6 +42,41 @@ def test_the_texture_is_the_class_and_splits_are_reproducible():
         centred = (image[0] - SPEC.object_level)[grey].numpy()
         scores = [np.corrcoef(centred, texture(kind, 16)[grey.numpy()])[0, 1] for kind in TEXTURES[: SPEC.n_classes]]
         assert int(np.argmax(scores)) == label and max(scores) > 0.95
+
+
+@pytest.mark.parametrize("task, split, shortcut_follows", [
+    ("texture", "train", True), ("texture", "decorrelated", False),
+    ("shape", "train", True), ("shape", "correlated", True), ("shape", "decorrelated", False), ("shape", "val", False),
+])
+def test_each_task_makes_its_class_attribute_and_its_shortcut(monkeypatch, task, split, shortcut_follows):
+    """texture: class = texture, shortcut = background; shape: class = shape, shortcut = texture, and the
+    background is noise in every split."""
+    import diti_sd.data.synthetic as synthetic
+
+    drawn = []
+    original = synthetic.render
+
+    def recording(spec, label, background, shape, extent, center, texture_kind=None):
+        drawn.append((label, background, shape, texture_kind))
+        return original(spec, label, background, shape, extent, center, texture_kind)
+
+    monkeypatch.setattr(synthetic, "render", recording)
+    spec = SyntheticSpec(size=16, task=task, n_classes=3)
+    data = make_split(spec, split, 30, seed=4)
+    assert [d[0] for d in drawn] == data.labels and data.classnames == list(
+        TEXTURES[:3] if task == "texture" else synthetic.SHAPES)
+    if task == "texture":
+        cls, shortcut, noise = [d[3] for d in drawn], [d[1] for d in drawn], [d[2] for d in drawn]
+        assert cls == [TEXTURES[y] for y in data.labels]
+    else:
+        cls, shortcut, noise = [d[2] for d in drawn], [TEXTURES.index(d[3]) for d in drawn], [d[1] for d in drawn]
+        assert cls == data.labels
+    assert (shortcut == data.labels) == shortcut_follows
+    if not shortcut_follows:  # every class meets every value of the shortcut
+        assert len(set(zip(data.labels, shortcut))) == 9
+    assert len(set(zip(data.labels, noise))) == 9
+    with pytest.raises(ConfigError, match="n_classes must be in 2..3 for the shape task"):
+        SyntheticSpec(task="shape", n_classes=5)
 
 
 def test_attribute_captions_name_the_texture_and_the_background():

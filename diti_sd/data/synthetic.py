@@ -7,6 +7,11 @@ few-shot train split, where the background colour follows the class. On the ``de
 split the background is drawn independently of the class; on the ``correlated`` split it follows the
 train correlation. A classifier that reads the background is right on ``correlated`` and at chance on
 ``decorrelated``; one that reads the texture is right on both.
+
+A second domain of the same form (``SyntheticSpec(task="shape")``) turns the attributes round: the class
+is the object's shape, a coarse attribute that survives more noise, and the spurious one is the fine
+texture, which follows the class in the train split only (the background is independent everywhere).
+There the informative time-steps lie higher than on the texture task, and small t reads the shortcut.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ TEXTURES = ("horizontal", "vertical", "diagonal", "antidiagonal", "checker", "do
             "coarse-vertical")
 SHAPES = ("disc", "square", "diamond")
 SPLITS = ("train", "val", "correlated", "decorrelated", "generic")
+TASKS = ("texture", "shape")  # what the class is: the fine texture, or the coarse shape
 
 
 @dataclass
@@ -42,12 +48,16 @@ class SyntheticSpec:
     min_extent: float = 0.40  # object size as a fraction of the image side
     max_extent: float = 0.70
     classnames: list[str] = field(default_factory=list)
+    task: str = "texture"  # texture: class = texture, spurious = background; shape: class = shape, spurious = texture
 
     def __post_init__(self):
-        if not 2 <= self.n_classes <= len(TEXTURES):
-            raise ConfigError(f"n_classes must be in 2..{len(TEXTURES)}")
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown synthetic task {self.task!r}; choose from {', '.join(TASKS)}")
+        largest = len(TEXTURES) if self.task == "texture" else len(SHAPES)
+        if not 2 <= self.n_classes <= largest:
+            raise ConfigError(f"n_classes must be in 2..{largest} for the {self.task} task")
         if not self.classnames:
-            self.classnames = list(TEXTURES[: self.n_classes])
+            self.classnames = list((TEXTURES if self.task == "texture" else SHAPES)[: self.n_classes])
 
 
 def texture(kind: str, size: int) -> np.ndarray:
@@ -86,7 +96,8 @@ def render(spec: SyntheticSpec, label: int | None, background: int, shape: int, 
 
 def make_split(spec: SyntheticSpec, split: str, n_per_class: int, seed: int) -> LabeledImages:
     """``n_per_class`` images of each class (``generic``: n_per_class x n_classes unlabelled-in-spirit
-    images whose texture, background and shape are all independent), as (3, H, W) tensors."""
+    images whose texture, background and shape are all independent), as (3, H, W) tensors.
+    ``spec.task`` says which attribute is the class and which one is spurious."""
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose from {SPLITS}")
     rng = np.random.default_rng([seed, SPLITS.index(split)])
@@ -94,17 +105,19 @@ def make_split(spec: SyntheticSpec, split: str, n_per_class: int, seed: int) -> 
     images, labels = [], []
     for i in range(n_per_class * spec.n_classes):
         label = i % spec.n_classes
-        if split in ("train", "correlated"):
-            background = label
-        elif split == "generic":
+        if split == "generic":
             label = int(rng.integers(spec.n_classes))
-            background = int(rng.integers(n_bg))
-        else:  # val and decorrelated: background independent of the class
-            background = int(rng.integers(n_bg))
+        follows = split in ("train", "correlated")  # the spurious attribute follows the class
+        spurious = label if follows else int(rng.integers(n_bg))
+        if spec.task == "texture":
+            background, kind = spurious, TEXTURES[label]
+        else:  # the class is the shape; the texture is the shortcut; the background is noise everywhere
+            background, kind = int(rng.integers(n_bg)), TEXTURES[spurious]
         extent = float(rng.uniform(spec.min_extent, spec.max_extent))
         margin = extent / 2
         center = (float(rng.uniform(margin, 1 - margin)), float(rng.uniform(margin, 1 - margin)))
-        array = render(spec, label, background, int(rng.integers(len(SHAPES))), extent, center)
+        shape = int(rng.integers(len(SHAPES))) if spec.task == "texture" else label
+        array = render(spec, label, background, shape, extent, center, texture_kind=kind)
         images.append(torch.from_numpy(array).permute(2, 0, 1).float())
         labels.append(label)
     return LabeledImages(images, labels, list(spec.classnames), [f"{split}-{seed}-{i}" for i in range(len(images))])
