@@ -47,6 +47,8 @@ class Manifest:
     random_state: int = 0
     temperature: float = 1.0
     calibration: dict = field(default_factory=dict)  # how the temperature was chosen (source, images, NLL)
+    # score.weighting auto: the window chosen on validation images, every candidate's score, the calls spent
+    score_choice: dict | None = None
     fit: dict = field(default_factory=dict)  # iterations, resumed_from, group_size, loss_curve
     diti_sd_version: str = ""
 

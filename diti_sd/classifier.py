@@ -7,38 +7,37 @@ of ``predict_proba``; ``clone``, ``cross_val_score`` and ``GridSearchCV`` work o
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import os
-from dataclasses import asdict
+import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from sklearn.base import BaseEstimator, ClassifierMixin
 from tqdm.auto import tqdm
 
-from . import __version__
-from .adapter_set import AdapterSetError, Manifest, read_adapter_set, write_adapter_set
 from .backbone import load_backbone, uint8_to_float
 from .data.images import as_image_sequence
-from .distributed import barrier, gather_rows, is_main, merge_class_shards, shard, world
+from .distributed import gather_rows, merge_class_shards, shard, world
 from .errors import ConfigError, DitiError
 from .fit import FitData, fit_adapters, prior_pixels, uint8_pixels
-from .hub import push_adapter_set, resolve_adapter_set, write_model_card
 from .lora import ClassAdapters, NoAdapters
+from .persistence import PersistenceMixin
 from .prompts import choose_tokens, class_prompts
-from .recipes import Recipe, from_dict, load_recipe
+from .recipes import Recipe, load_recipe
 from .sampling import sample_images
-from .scoring import class_contexts, score_latents, softmax
-from .timesteps import tif_distance
+from .score_choice import auto_grid, choose, no_choice, resolve
+from .scoring import class_contexts, dense_errors, score_latents, softmax
+from .timesteps import tif_distance, timestep_noise
 
 
 class NotFittedError(DitiError, RuntimeError):
     pass
 
 
-class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
+class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
     """Few-shot classifier from per-class Stable Diffusion adapters scored at small time-steps.
 
     Parameters
@@ -46,7 +45,9 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
     model : base model (hub id, local diffusers folder or ``builtin:NAME``); None takes the recipe's.
     recipe : a registered recipe name, a YAML path, or a :class:`~diti_sd.recipes.Recipe`.
     rank, steps : LoRA rank and fit steps per class (None: the recipe's).
-    train_window, score_window : (t_min, t_max) of training and scoring time-steps (None: the recipe's).
+    train_window, score_window : (t_min, t_max) of training and scoring time-steps (None: the recipe's);
+        ``score_window="auto"`` chooses the scoring window on validation images after fitting
+        (``score.weighting: auto``, see ``fit``).
     prior : prior preservation on/off (None: the recipe's, on by default).
     overrides : further recipe values as ``{"section.key": value}``.
     random_state : seed of the adapters' initialisation, the training draws and the scoring pairs.
@@ -92,13 +93,17 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
             over["fit.steps"] = int(self.steps)
         if self.prior is not None:
             over["fit.prior"] = bool(self.prior)
-        for section, window in (("fit", self.train_window), ("score", self.score_window)):
+        score_window = self.score_window
+        if isinstance(score_window, str) and score_window == "auto":  # chosen on validation after fitting
+            over["score.weighting"], score_window = "auto", None
+        for section, window in (("fit", self.train_window), ("score", score_window)):
             if window is not None:
                 try:
                     over[f"{section}.t_min"], over[f"{section}.t_max"] = (int(v) for v in window)
                 except (TypeError, ValueError):
                     name = "train_window" if section == "fit" else "score_window"
-                    raise ConfigError(f"{name} must be a (t_min, t_max) pair of integers, got {window!r}") from None
+                    extra = ' or "auto"' if section == "score" else ""
+                    raise ConfigError(f"{name} must be a (t_min, t_max) pair of integers{extra}, got {window!r}") from None
         return load_recipe(self.recipe, over)
 
     def _check_fitted(self) -> None:
@@ -113,13 +118,18 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
                              resolution=recipe.resolution, gpu_dtype=recipe.gpu_dtype, progress=self.progress)
 
     # ----------------------------------------------------------------- fit
-    def fit(self, X, y, *, calibration=None, prior_images=None, output_dir=None, resume=False, callback=None):
+    def fit(self, X, y, *, calibration=None, validation=None, validation_candidates=None, prior_images=None,
+            output_dir=None, resume=False, callback=None):
         """Fit one adapter (and prompt) per class on images ``X`` with class labels ``y``.
 
         X: paths, PIL images or (3, H, W) tensors in [0, 1]. ``calibration``: a share of each class's
         images (e.g. 0.25; at least one per class) held out of the fit to choose ``predict_proba``'s
         temperature on, or None (temperature 1; ``fit_temperature`` can set it later from validation
-        images). ``prior_images`` overrides the generic prior-preservation images. ``output_dir`` keeps
+        images). ``validation``: (images, labels) that ``score.weighting: auto`` chooses the scoring
+        window on (``validation_candidates``: (n, C) bool, a prefilter's top classes per image, columns in
+        ``classes_`` order); without them, auto uses the calibration share, or else holds one image per
+        class out, fits on the rest, chooses on the held-out images and refits on all.
+        ``prior_images`` overrides the generic prior-preservation images. ``output_dir`` keeps
         checkpoints and the prior images there, so an interrupted fit can continue with ``resume=True``.
         A new fit forgets the previous one.
         """
@@ -132,6 +142,7 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         classes = np.array(sorted(set(y), key=lambda v: (str(type(v)), v)))
         if len(classes) < 2:
             raise ConfigError(f"need at least two classes, got {list(classes)}")
+        val = self._check_validation(validation, classes)
         held = self._held_out(y, classes, calibration, recipe.fit.min_shots)
         if held:
             held_X, held_y = [X[i] for i in held], [y[i] for i in held]
@@ -143,8 +154,47 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
             raise ConfigError(f"classes with fewer than {recipe.fit.min_shots} images: {short}; add images or "
                              "lower fit.min_shots")
         shots = min(counts.values())
+        auto = recipe.score.weighting == "auto"
+        # auto without validation images: one shot per class held out of a first fit (when every class has
+        # one to spare), chosen on, then every image refitted
+        probe = self._probe_shots(y, classes, recipe.fit.min_shots) if auto and val is None and not held else []
 
         backbone = self._load_backbone(recipe)
+        choice = None
+        if probe:
+            rest = [i for i in range(len(y)) if i not in set(probe)]
+            self._fit_adapters(recipe, backbone, as_image_sequence([X[i] for i in rest]), [y[i] for i in rest],
+                               classes, shots, None if output_dir is None else Path(output_dir) / "auto-probe",
+                               resume, None, prior_images, prior_dir=output_dir)
+            self.choose_scoring([X[i] for i in probe], [y[i] for i in probe],
+                                source=f"one held-out image per class ({len(probe)}), chosen on a fit of the "
+                                       "others; then refitted on all")
+            choice = self.score_choice_
+        self._fit_adapters(recipe, backbone, X, y, classes, shots, output_dir, resume, callback, prior_images,
+                           prior_dir=output_dir)
+        if probe and output_dir is not None:
+            shutil.rmtree(Path(output_dir) / "auto-probe", ignore_errors=True)
+        if auto:
+            if choice is not None:
+                self.score_choice_ = choice
+            elif val is not None:
+                self.choose_scoring(*val, candidates=validation_candidates,
+                                    source=f"validation images ({len(val[1])})")
+            elif held:
+                self.choose_scoring(held_X, held_y, source=f"held-out share {calibration:g} of the shots")
+            else:
+                self.score_choice_ = no_choice(recipe.score, "no validation images and one image per class, "
+                                                             "none to hold out")
+                warnings.warn("score.weighting is auto, but there are no validation images and no class has an "
+                              "image to spare: scoring with TiF's weight (auto's tie rule). Pass validation=(X, y)",
+                              stacklevel=2)
+        if held:
+            self.fit_temperature(held_X, held_y, source=f"held-out share {calibration:g} of the shots")
+        return self
+
+    def _fit_adapters(self, recipe, backbone, X, y, classes, shots, output_dir, resume, callback, prior_images,
+                      prior_dir=None):
+        """Adapters for ``classes`` on images X (settings of ``shots`` per class); sets the fitted state."""
         if hasattr(self, "adapters_"):
             self.adapters_.remove()
             del self.adapters_
@@ -166,7 +216,7 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
                                 recipe.prompt.use_class_name)
         prior = None
         if recipe.fit.prior:
-            prior = prior_pixels(backbone, recipe, prior_images, Path(output_dir) / "prior" if output_dir else None,
+            prior = prior_pixels(backbone, recipe, prior_images, Path(prior_dir) / "prior" if prior_dir else None,
                                  seed=self.random_state, progress=self.progress)
         adapters = ClassAdapters(backbone, len(classes), recipe.lora, block_filter=recipe.filter_for(shots))
         data = FitData(by_class, prompts, recipe.prompt.generic, prior)
@@ -181,9 +231,33 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         self._set_fitted(backbone, adapters, classes, prompts, tokens, recipe, shots=shots, n_train=len(X),
                          fit_summary={k: v for k, v in summary.items() if k != "losses"},
                          loss_curve=summary["losses"], temperature=1.0, tif_d=tif_d)
-        if held:
-            self.fit_temperature(held_X, held_y, source=f"held-out share {calibration:g} of the shots")
-        return self
+
+    @staticmethod
+    def _check_validation(validation, classes):
+        """``validation`` as (images, labels), every label among the fitted classes; None stays None."""
+        if validation is None:
+            return None
+        try:
+            images, labels = validation
+        except (TypeError, ValueError):
+            raise ConfigError("validation must be an (images, labels) pair") from None
+        images, labels = as_image_sequence(images), list(labels)
+        if not images or len(images) != len(labels):
+            raise ConfigError(f"validation needs images with one label each; got {len(images)} images and "
+                             f"{len(labels)} labels")
+        unknown = sorted(set(labels) - set(classes.tolist()), key=str)
+        if unknown:
+            raise ConfigError(f"validation labels {unknown[:5]} are not among the train classes")
+        return images, labels
+
+    def _probe_shots(self, y, classes, min_shots: int) -> list[int]:
+        """One image per class, drawn with ``random_state``, for auto's choice when there are no validation
+        images; none when some class would keep fewer than ``fit.min_shots`` (or none) to fit on."""
+        rng = np.random.default_rng(self.random_state)
+        members = [[i for i, v in enumerate(y) if v == c] for c in classes.tolist()]
+        if min(len(m) for m in members) - 1 < max(1, min_shots):
+            return []
+        return sorted(int(rng.choice(m)) for m in members)
 
     def _held_out(self, y, classes, share, min_shots: int) -> list[int]:
         """Indices held out of the fit for calibration: round(share x n) of each class's n images (at
@@ -220,16 +294,17 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         clf = cls(model=model, recipe=recipe, overrides=overrides, device=device, dtype=dtype, attention=attention,
                   progress=progress)
         recipe = clf.resolved_recipe()
-        if recipe.score.weighting == "tif":
-            raise ConfigError("TiF's weight is measured on train images, which zero-shot has none of; set "
-                             "score.weighting to uniform (Diffusion Classifier's) or exp")
+        if recipe.score.weighting in ("tif", "auto"):
+            raise ConfigError(f"score.weighting {recipe.score.weighting} needs train images (TiF's weight is "
+                             "measured on them), which zero-shot has none of; set score.weighting to uniform "
+                             "(Diffusion Classifier's) or exp")
         backbone = clf._load_backbone(recipe)
         return clf._set_fitted(backbone, NoAdapters(), np.array(list(classes)), [template.format(n) for n in names],
                                [""] * len(names), recipe, shots=0, n_train=0, fit_summary={}, loss_curve=[],
                                temperature=1.0, tif_d=None)
 
     def _set_fitted(self, backbone, adapters, classes, prompts, tokens, recipe, *, shots, n_train, fit_summary,
-                    loss_curve, temperature, tif_d, calibration=None) -> DiTiFewShotClassifier:
+                    loss_curve, temperature, tif_d, calibration=None, score_choice=None) -> DiTiFewShotClassifier:
         """The learned state, the same whether it came from ``fit`` or ``from_pretrained``."""
         self.backbone_ = backbone
         self.adapters_ = adapters
@@ -245,6 +320,8 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         # how temperature_ was chosen: {"source": "none"} or the images and log-likelihoods behind it
         self.calibration_ = dict(calibration or {"source": "none"})
         self.tif_d_ = tif_d
+        # score.weighting auto: the window chosen on validation images, its rivals' scores and its cost
+        self.score_choice_ = score_choice
         self.base_fingerprint_ = backbone.fingerprint()
         self._contexts = None
         return self
@@ -256,6 +333,39 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
             self._contexts = class_contexts(self.backbone_, self.adapters_, self.prompts_, score.text_scale,
                                             dropout=score.text_dropout, seed=score.seed)
         return self._contexts
+
+    def scoring_config(self):
+        """The score configuration a test pass runs: the recipe's, with an ``auto`` choice applied."""
+        self._check_fitted()
+        return resolve(self.recipe_.score, self.score_choice_)
+
+    def choose_scoring(self, X, y, candidates=None, source: str = "validation images") -> DiTiFewShotClassifier:
+        """``score.weighting: auto``: score images ``X`` (labels ``y``; never test data) once on
+        ``score.auto_pairs`` time-steps over [0, 1000), replay each candidate window and weight on those
+        errors, and score from now on with the best (ties: TiF's weight). ``candidates``: (n, C) bool, the
+        classes scored per image (a prefilter's top-k). ``score_choice_`` records the choice, every
+        candidate's validation score and the UNet calls spent. Works on adapters fitted under any
+        weighting: their recipe's weighting becomes ``auto``."""
+        self._check_fitted()
+        y = list(y)
+        index = {c: i for i, c in enumerate(self.classes_.tolist())}
+        unknown = sorted(set(y) - set(index), key=str)
+        if unknown:
+            raise ConfigError(f"labels {unknown[:5]} are not among the fitted classes {self.classes_.tolist()[:10]}")
+        score = self.recipe_.score
+        latents = self.encode(X)
+        if candidates is not None and np.asarray(candidates).shape != (len(latents), len(self.classes_)):
+            raise ConfigError(f"candidates must be (images, classes) = {(len(latents), len(self.classes_))}, got "
+                             f"{np.asarray(candidates).shape}")
+        t = auto_grid(score.auto_pairs)
+        noise = timestep_noise(t, latents.shape[1:], score.seed)  # a test pass's noise at each t
+        errors = dense_errors(self.backbone_, self.adapters_, latents, self._class_contexts(), t, noise,
+                              batch_size=score.batch_size, unet_scale=score.unet_scale, progress=self.progress,
+                              candidates=candidates)
+        self.recipe_ = dataclasses.replace(self.recipe_, score=dataclasses.replace(score, weighting="auto"))
+        self.score_choice_ = choose(errors, t.numpy(), [index[v] for v in y], self.recipe_.score, self.tif_d_,
+                                    metric=self.recipe_.dataset.metric, source=source)
+        return self
 
     def encode(self, X, batch_size: int = 16) -> torch.Tensor:
         """Images -> the latents that scoring noises (VAE posterior mean x scaling factor)."""
@@ -278,7 +388,7 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         """
         from .scoring import ScoreCache, ScoreResult
 
-        self._check_fitted()
+        cfg = self.scoring_config()
         X = as_image_sequence(X)
         rank, size = world()
         mine = shard(list(range(len(X))), rank, size)  # `accelerate launch`: images split over processes
@@ -290,8 +400,7 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         contexts = self._class_contexts()
         if self.compile and self.backbone_.compiled_unet is None:
             self.backbone_.compiled_unet = torch.compile(self.backbone_.unet)
-        cache = None if cache_dir is None else ScoreCache(cache_dir, self._identity(), self.recipe_.score,
-                                                           self.tif_d_)
+        cache = None if cache_dir is None else ScoreCache(cache_dir, self._identity(), cfg, self.tif_d_)
         parts = []
         bar = tqdm(total=len(latents), desc="predict", unit="img", disable=not self.progress or rank > 0)
         for start in range(0, len(latents), chunk):
@@ -299,8 +408,7 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
             cand = None if candidates is None else np.asarray(candidates)[start : start + chunk]
             result = None if cache is None else cache.load(part, cand)
             if result is None:
-                result = score_latents(self.backbone_, self.adapters_, part, contexts, self.recipe_.score, cand,
-                                       tif_d=self.tif_d_)
+                result = score_latents(self.backbone_, self.adapters_, part, contexts, cfg, cand, tif_d=self.tif_d_)
                 if cache is not None:
                     cache.save(part, cand, result)
             parts.append(result)
@@ -349,107 +457,6 @@ class DiTiFewShotClassifier(ClassifierMixin, BaseEstimator):
         self.calibration_ = {"source": source, "images": len(target), "nll_at_1": round(nll(logits, target), 6),
                              "nll": round(best, 6)}
         return self
-
-    # ----------------------------------------------------------------- persistence
-    def save_pretrained(self, path: str | os.PathLike, export_diffusers: bool = False,
-                        export_peft: bool = False) -> Path:
-        self._check_fitted()
-        if isinstance(self.adapters_, NoAdapters):
-            raise ConfigError("a zero-shot classifier has no adapters to save; it is its base model and prompts")
-        recipe = self.recipe_
-        kinds = {type(c).__name__ for c in self.classes_.tolist()}
-        manifest = Manifest(
-            diti_sd_version=__version__,
-            base_model=recipe.model,
-            base_fingerprint=self.base_fingerprint_,
-            prediction_type=self.backbone_.prediction_type,
-            resolution=self.backbone_.resolution,
-            label_type="int" if kinds == {"int"} else "str",
-            classes=[{"name": str(c), "prompt": p, "token": t}
-                     for c, p, t in zip(self.classes_.tolist(), self.prompts_, self.tokens_)],
-            generic_prompt=recipe.prompt.generic,
-            lora={**asdict(recipe.lora), "block_filter": self.adapters_.block_filter,
-                  "unet_modules": len(self.adapters_.unet_names), "text_modules": len(self.adapters_.text_names)},
-            train_window=[recipe.fit.t_min, recipe.fit.t_max],
-            score_window=[recipe.score.t_min, recipe.score.t_max],
-            shots=self.shots_,
-            n_train=self.n_train_,
-            tif_d=self.tif_d_,
-            random_state=self.random_state,
-            temperature=self.temperature_,
-            calibration=self.calibration_,
-            fit={**self.fit_summary_, "loss_curve": [round(float(v), 6) for v in self.loss_curve_]},
-        )
-        if is_main():
-            write_adapter_set(path, manifest, self.adapters_.lora_state_dict(), recipe.to_yaml())
-            write_model_card(path, recipe.to_dict())
-            if export_diffusers:
-                self.export_diffusers(Path(path) / "diffusers")
-            if export_peft:
-                self.export_peft(Path(path) / "peft")
-        barrier()
-        return Path(path)
-
-    def export_diffusers(self, folder: str | os.PathLike) -> list[Path]:
-        """Each class as a LoRA file that ``StableDiffusionPipeline.load_lora_weights`` accepts."""
-        from .export import export_diffusers
-
-        self._check_fitted()
-        return export_diffusers(self.adapters_, self.classes_.tolist(), self.prompts_, self.recipe_.model, folder)
-
-    def export_peft(self, folder: str | os.PathLike) -> list[Path]:
-        """Each class as peft adapter folders (``<class>/unet/``, ``<class>/text_encoder/``) that
-        ``PeftModel.from_pretrained`` loads onto the base model's UNet and text encoder."""
-        from .export import export_peft
-
-        self._check_fitted()
-        return export_peft(self.adapters_, self.classes_.tolist(), self.prompts_, self.recipe_.model, folder)
-
-    def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None,
-                    commit_message: str = "Upload DiTi-SD adapter set") -> str:
-        """Save this adapter set (with its model card) to a Hub model repository; returns its URL."""
-        import tempfile
-
-        self._check_fitted()
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = self.save_pretrained(Path(tmp) / "adapters")
-            return push_adapter_set(folder, repo_id, private=private, token=token, commit_message=commit_message)
-
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, model=None, *, revision=None, device=None, dtype=None,
-                        attention="sdpa", compile=False, progress=True) -> DiTiFewShotClassifier:
-        """Load an adapter set from a folder or a Hub repository id (``owner/name``, downloaded once into
-        the Hub's cache; ``revision`` picks a branch, tag or commit); ``model`` points at the base model if
-        it moved (it must be the same one)."""
-        path = resolve_adapter_set(path, revision)
-        manifest, weights, recipe_yaml = read_adapter_set(path)
-        try:
-            data = yaml.safe_load(recipe_yaml) if recipe_yaml else {}
-        except yaml.YAMLError as err:
-            raise AdapterSetError(f"{path}/recipe.yaml is not valid YAML ({err}); refit or restore the file") from None
-        recipe = from_dict(Recipe, data, where=f"{path}/recipe.yaml")
-        if model is not None:
-            recipe.model = str(model)
-        clf = cls(model=None, recipe=recipe, random_state=manifest.random_state, device=device,
-                  dtype=dtype, attention=attention, compile=compile, progress=progress)
-        backbone = clf._load_backbone(recipe)
-        fingerprint = backbone.fingerprint()
-        if fingerprint != manifest.base_fingerprint:
-            raise AdapterSetError(
-                f"adapter set {path} was fitted on base model {manifest.base_model!r} (fingerprint "
-                f"{manifest.base_fingerprint}), but {recipe.model!r} has fingerprint {fingerprint}; "
-                "pass the base model it was fitted on"
-            )
-        adapters = ClassAdapters(backbone, len(manifest.classes), recipe.lora,
-                                 block_filter=manifest.lora.get("block_filter"))
-        adapters.load_lora_state_dict(weights)
-        fit_summary = {k: v for k, v in manifest.fit.items() if k != "loss_curve"}
-        return clf._set_fitted(backbone, adapters, manifest.labels(), [c["prompt"] for c in manifest.classes],
-                               [c["token"] for c in manifest.classes], recipe, shots=manifest.shots,
-                               n_train=manifest.n_train, fit_summary=fit_summary,
-                               loss_curve=manifest.fit.get("loss_curve", []), temperature=manifest.temperature,
-                               calibration=manifest.calibration,
-                               tif_d=manifest.tif_d)
 
     # ----------------------------------------------------------------- generation
     def sample(self, classes=None, n_per_class: int = 4, steps: int = 50, guidance: float = 7.5,

@@ -28,7 +28,7 @@ def write_eval_report(folder: str | Path, runs: list[dict], config: dict, recipe
     summary = {m: {str(k): {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
                    for k, v in sorted(by.items())} for m, by in table.items()}
     report = {"config": config, "recipe": recipe.to_dict(), "results": summary, "validation": validation,
-              "calibration": calibration_summary(runs),
+              "calibration": calibration_summary(runs), "score_choice": choice_summary(runs),
               "cost": {r["method"]: r.get("cost", {}) for r in runs},
               "wall_s": {m: float(np.mean([r["wall_s"] for r in runs if r["method"] == m])) for m in table},
               "machine": platform.platform(), "confusion": confusion(runs, test.labels, test.classnames),
@@ -41,6 +41,15 @@ def write_eval_report(folder: str | Path, runs: list[dict], config: dict, recipe
         plot_reliability({m: (c["bins"], c["ece"]["mean"]) for m, c in report["calibration"].items()},
                          f"{recipe.name}: reliability", folder / "reliability.png")
     return report
+
+
+def choice_summary(runs: list[dict]) -> list[dict]:
+    """Per DiTi-SD run scored with ``score.weighting: auto``: the window chosen, every candidate's
+    validation score, and the validation pass's UNet calls as a share of the run's test pass."""
+    return [{"method": r["method"], "shots": r["shots"], "seed": r["seed"], "choice": r["score_choice"]["name"],
+             "source": r["score_choice"]["source"], "candidates": r["score_choice"]["candidates"],
+             "unet_calls": r["score_choice"]["unet_calls"], "share_of_test_pass": r["cost"].get("auto_share_of_test_pass")}
+            for r in runs if r.get("score_choice")]
 
 
 def calibration_summary(runs: list[dict]) -> dict:
@@ -107,6 +116,18 @@ def markdown(report: dict, name: str, metric: str, seeds: list[int], n_test: int
                          f"{c['nll_at_1']['mean']:.3f} | {c['ece']['mean']:.3f} ± {c['ece']['std']:.3f} | "
                          f"{c['temperature_median']:.3g} |")
         lines += ["", "![reliability](reliability.png)", ""]
+    if report["score_choice"]:
+        lines += ["## Scoring window chosen on validation (`score.weighting: auto`)", "",
+                  "Each candidate's validation score on the split's validation draw; the chosen one is bold; "
+                  "the last column is that validation pass's UNet calls as a share of the test pass's.", "",
+                  "| method | shots | seed | candidates (validation) | extra calls |", "|---|---|---|---|---|"]
+        for c in report["score_choice"]:
+            cells = ", ".join(f"**{k} {v:.3f}**" if k == c["choice"] else f"{k} {v:.3f}"
+                              for k, v in c["candidates"].items())
+            share = c["share_of_test_pass"]
+            lines.append(f"| {c['method']} | {c['shots']} | {c['seed']} | {cells or c['source']} | "
+                         f"{c['unet_calls']} ({'n/a' if share is None else f'{share:.1%}'}) |")
+        lines.append("")
     lines += ["## Most confused (largest shots)", ""]
     for method, c in report["confusion"].items():
         pairs = "; ".join(f"{p['true']} -> {p['predicted']} ({p['count']})" for p in c["most_confused"][:5])

@@ -8,6 +8,7 @@ Tip-Adapter-F's epoch, the ensemble weight) is made on the validation split.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -30,6 +31,7 @@ from .eval_report import write_eval_report
 from .hub import write_model_card
 from .methods import METHODS, PREFILTERS, VAL_PROTOCOLS
 from .recipes import load_recipe
+from .score_choice import extra_call_share
 
 
 @dataclass
@@ -197,8 +199,8 @@ class Evaluation:
             out = {"cost": {"clip_forwards_per_image": 1}}
         elif method in ("tip-adapter", "tip-adapter-f"):
             logits, cal_logits, out = self._tip(method, tr, va, cal)
-        elif method == "diti":
-            logits, cal_logits, out = self._diti(shots, seed, tr, va, cal=cal)
+        elif method in ("diti", "diti-auto"):
+            logits, cal_logits, out = self._diti(shots, seed, tr, va, cal=cal, auto=method == "diti-auto")
         elif method == "sd-zeroshot":
             logits, cal_logits, out = self._sd_zero_shot(cal)
         else:  # diti+tip-adapter
@@ -273,26 +275,46 @@ class Evaluation:
         tag = "-tifsplit" if self.split_files is not None else ""
         return Path(self.cfg.adapters_dir or self.report / "adapters") / f"{self.recipe.name}-{shots}shot-seed{seed}{tag}"
 
-    def _classifier(self, shots, seed, tr):
+    def _classifier(self, shots, seed, tr, cal, cal_candidates):
+        """The split's adapters (fitted once, then read from their folder), scored as this run's recipe
+        says; with ``score.weighting: auto`` the window is chosen on ``cal``, the split's validation draw."""
         folder = self.adapter_folder(shots, seed)
+        auto = self.recipe.score.weighting == "auto"
         if (folder / "manifest.json").is_file():
-            return DiTiFewShotClassifier.from_pretrained(folder, device=self.cfg.device, compile=self.cfg.compile,
-                                                         progress=self.cfg.progress)
+            clf = DiTiFewShotClassifier.from_pretrained(folder, device=self.cfg.device, compile=self.cfg.compile,
+                                                        progress=self.cfg.progress)
+            choice = clf.score_choice_
+            clf.recipe_ = dataclasses.replace(clf.recipe_, score=dataclasses.replace(self.recipe.score))
+            if auto and not choice:
+                self._choose(clf, cal, cal_candidates)
+            return clf
         clf = DiTiFewShotClassifier(recipe=self.recipe, random_state=seed, device=self.cfg.device,
                                     compile=self.cfg.compile, progress=self.cfg.progress)
-        clf.fit(ImageSequence(tr), tr.label_names(), output_dir=folder, resume=True)
+        validation = (ImageSequence(cal), cal.label_names()) if auto else None
+        clf.fit(ImageSequence(tr), tr.label_names(), validation=validation, validation_candidates=cal_candidates,
+                output_dir=folder, resume=True)
         clf.save_pretrained(folder)
         return clf
 
-    def _diti(self, shots, seed, tr, va, with_val=False, cal=None):
-        key = (shots, seed)
+    def _choose(self, clf, cal, cal_candidates):
+        clf.choose_scoring(ImageSequence(cal), cal.label_names(), candidates=cal_candidates,
+                           source=f"the split's validation draw, {len(cal)} images (min(k, 4) per class)")
+
+    def _diti(self, shots, seed, tr, va, with_val=False, cal=None, auto=False):
+        key = (shots, seed, auto)
         if key not in self._diti_logits or (with_val and "val" not in self._diti_logits[key]):
-            clf = self._classifier(shots, seed, tr)
-            # columns in the data set's class order; candidate masks are in that order too
-            order = [clf.classes_.tolist().index(name) for name in self.test.classnames]
-            back = np.argsort(order)
             masks = self._prefilter(tr, va, cal)
-            entry = {}
+            # logits in the data set's class order (the masks' too); a fit orders classes_ by sorted name
+            fitted = sorted(set(tr.label_names()))
+            order = [fitted.index(name) for name in self.test.classnames]
+            back = np.argsort(order)
+            clf = self._classifier(shots, seed, tr, cal, None if masks is None else masks["cal"][:, back])
+            if clf.classes_.tolist() != fitted:
+                raise ConfigError(f"the adapters in {self.adapter_folder(shots, seed)} hold other classes than this "
+                                  "split; remove the folder or pass another --adapters-dir")
+            if auto and clf.recipe_.score.weighting != "auto":  # diti-auto beside a recipe with its own weighting
+                self._choose(clf, cal, None if masks is None else masks["cal"][:, back])
+            entry = {"choice": clf.score_choice_ if clf.recipe_.score.weighting == "auto" else None}
             for split, data in (("test", self.test), ("cal", cal), ("val", va)):
                 if (split == "val" and not with_val) or split in self._diti_logits.get(key, {}):
                     continue
@@ -307,7 +329,13 @@ class Evaluation:
         cost = {"unet_calls_per_image": entry["calls"]}
         if self.cfg.prefilter and self.recipe.score.prefilter_k:
             cost.update(prefilter=f"{self.cfg.prefilter} top-{self.recipe.score.prefilter_k}", clip_forwards_per_image=1)
-        return entry["test"], entry["cal"], {"cost": cost}
+        info = {"cost": cost}
+        choice = entry["choice"]
+        if choice:  # what auto chose, on what, and its validation pass as a share of this test pass
+            cost.update(auto_unet_calls=choice["unet_calls"],
+                        auto_share_of_test_pass=round(extra_call_share(choice, entry["calls"], len(self.test)), 4))
+            info["score_choice"] = choice
+        return entry["test"], entry["cal"], info
 
     def _sd_zero_shot(self, cal):
         """Stable Diffusion zero-shot (Diffusion Classifier, TiF's `--method diffusionclf`): the base model
@@ -328,7 +356,7 @@ class Evaluation:
 
     def _ensemble(self, shots, seed, tr, va, cal):
         _, _, diti_info = self._diti(shots, seed, tr, va, with_val=True, cal=cal)
-        diti = self._diti_logits[(shots, seed)]
+        diti = self._diti_logits[(shots, seed, False)]
         tip = self._tip_fit("tip-adapter", tr, va, cal)
         val_labels = np.array(va.labels)
         best = (0.0, -1.0)

@@ -47,7 +47,7 @@ def model_card(manifest: dict, recipe: dict, evaluation: dict | None = None) -> 
         f"{lora.get('unet_modules')} UNet + {lora.get('text_modules')} text-encoder modules |",
         f"| training | {manifest.get('fit', {}).get('iterations')} iterations, lr {fit.get('lr')}, t in "
         f"[{fit.get('t_min')}, {fit.get('t_max')}), crop `{fit.get('crop')}` |",
-        f"| scoring | t in [{score.get('t_min')}, {score.get('t_max')}), stages {score.get('rounds')}, weighting "
+        f"| scoring | t in {_scoring_window(manifest, score)}, stages {score.get('rounds')}, weighting "
         f"`{score.get('weighting')}`, LoRA scale {score.get('unet_scale')} / {score.get('text_scale')} |",
         f"| probabilities | softmax at temperature {manifest.get('temperature'):.3g} (calibration: "
         f"{manifest.get('calibration', {}).get('source', 'none')}) |",
@@ -59,6 +59,16 @@ def model_card(manifest: dict, recipe: dict, evaluation: dict | None = None) -> 
                   f"{evaluation.get('metric')} **{evaluation.get('score'):.4f}** "
                   f"({evaluation.get('unet_calls_per_image')} UNet calls per image).", ""]
     return "\n".join(front + lines)
+
+
+def _scoring_window(manifest: dict, score: dict) -> str:
+    """The window a test pass scores; with weighting auto, what was chosen and on what."""
+    choice = manifest.get("score_choice")
+    if not choice:
+        return f"[{score.get('t_min')}, {score.get('t_max')})"
+    rivals = ", ".join(f"{k} {v:.3f}" for k, v in choice.get("candidates", {}).items())
+    return (f"[{choice['t_min']}, {choice['t_max']}) weighted `{choice['weighting']}`, chosen as **{choice['name']}** "
+            f"on {choice.get('source')} ({rivals or 'no candidates scored'}; {choice.get('unet_calls')} UNet calls)")
 
 
 def write_model_card(path: str | os.PathLike, recipe: dict | None = None, evaluation: dict | None = None) -> Path:

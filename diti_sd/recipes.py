@@ -44,7 +44,7 @@ RECIPE_DIR = _recipe_dir()
 # The allowed values the code elsewhere dispatches on, declared once here
 DATASET_KINDS = ("fgvc-aircraft", "image-folder", "hf", "isic2019", "duke", "veri", "synthetic")
 METRICS = ("accuracy", "macro-f1")
-WEIGHTINGS = ("uniform", "exp", "tif")
+WEIGHTINGS = ("uniform", "exp", "tif", "auto")
 T_STEPS = 1000  # the training time-steps of every Stable Diffusion and DDPM scheduler this package loads
 _NAME = Pattern(r"\S(.*\S)?", "a non-empty name")
 _BLOCK_FILTER = Pattern(r"none|(down|mirror|all)-[012]", "none or <down|mirror|all>-<0|1|2>")
@@ -185,8 +185,10 @@ class ScoreConfig:
     # the reference's (Diffusion Classifier's) stages, [grid size, classes kept after the stage]: each
     # stage evaluates an even grid of that many t over [t_min, t_max), minus the t already evaluated
     rounds: list[list[int]] = field(default_factory=lambda: [[20, 20], [50, 10], [100, 5], [500, 1]])
-    # uniform | exp (w = exp(-t / weight_tau), peaks at t = 0) | tif (TiF's band, from the train latents)
+    # uniform | exp (w = exp(-t / weight_tau), peaks at t = 0) | tif (TiF's band, from the train latents) |
+    # auto: the window or weight chosen on validation images after fitting (diti_sd/score_choice.py)
     weighting: str = "uniform"
+    auto_pairs: int = 24  # auto: time-steps of the validation pass, evenly over [0, 1000)
     weight_tau: float = 250.0
     unet_scale: float = 1.0  # LoRA scale at test time
     text_scale: float = 1.0
@@ -201,7 +203,7 @@ class ScoreConfig:
 
     CONSTRAINTS: ClassVar[dict] = {
         "t_min": Interval(0, T_STEPS - 1), "t_max": Interval(1, T_STEPS), "weighting": Options(*WEIGHTINGS),
-        "weight_tau": POSITIVE, "unet_scale": Interval(0), "text_scale": Interval(0), "text_dropout": Interval(0, 1, closed="left"),
+        "auto_pairs": Interval(6), "weight_tau": POSITIVE, "unet_scale": Interval(0), "text_scale": Interval(0), "text_dropout": Interval(0, 1, closed="left"),
         "batch_size": Interval(1),
         "prefilter_k": [None, Interval(1)],
     }

@@ -262,18 +262,22 @@ def _rank_logits(errors: np.ndarray, dropped_at: np.ndarray, n_rounds: int) -> n
 @torch.no_grad()
 def dense_errors(backbone, adapters, latents: torch.Tensor, contexts: torch.Tensor, t: torch.Tensor,
                  noise: torch.Tensor, batch_size: int = 256, unet_scale: float = 1.0,
-                 progress: bool = False) -> np.ndarray:
+                 progress: bool = False, candidates: np.ndarray | None = None) -> np.ndarray:
     """Epsilon error of every (image, class, pair): (n, C, P). For analyses over scoring windows,
-    which then cost no further UNet calls."""
+    which then cost no further UNet calls. ``candidates`` (n, C) bool: only those classes are scored
+    for each image (a prefilter's top-k); the others are nan."""
     n, n_classes, n_pairs = latents.shape[0], contexts.shape[0], t.shape[0]
     grid = torch.stack(torch.meshgrid(torch.arange(n), torch.arange(n_classes), torch.arange(n_pairs),
                                       indexing="ij"), -1).reshape(-1, 3)
-    out = np.zeros(len(grid))
+    if candidates is not None:
+        grid = grid[torch.from_numpy(np.asarray(candidates, dtype=bool)).reshape(-1).repeat_interleave(n_pairs)]
+    out = np.full(n * n_classes * n_pairs, np.nan)
+    flat = (grid[:, 0] * n_classes + grid[:, 1]) * n_pairs + grid[:, 2]
     bar = tqdm(total=len(grid), desc="scoring", unit="call", disable=not progress, leave=False)
     for start in range(0, len(grid), batch_size):
         ii, cc, pp = grid[start : start + batch_size].unbind(1)
-        out[start : start + len(ii)] = _batch_errors(backbone, adapters, latents, contexts, t, noise, ii, cc, pp,
-                                                     unet_scale)
+        out[flat[start : start + batch_size].numpy()] = _batch_errors(backbone, adapters, latents, contexts, t, noise,
+                                                                      ii, cc, pp, unet_scale)
         bar.update(len(ii))
     bar.close()
     return out.reshape(n, n_classes, n_pairs)

@@ -70,6 +70,9 @@ def t_weights(t: torch.Tensor, weighting: str = "uniform", tau: float = 250.0, t
                              "score.weighting=uniform or exp")
         table = tif_weights(tif_d, num_train_timesteps)
         return torch.from_numpy(table[t.long().numpy()]).float()
+    if weighting == "auto":
+        raise ConfigError("weighting 'auto' is a choice made on validation images, not a weight: resolve it "
+                          "with diti_sd.score_choice.resolve before scoring")
     raise ConfigError(f"unknown weighting {weighting!r}; choose from {', '.join(WEIGHTINGS)}")
 
 

@@ -139,11 +139,20 @@ def test_eval_end_to_end_writes_the_report_and_skips_finished_runs(clip_config, 
 def test_prefiltered_diti_scores_only_the_prefilters_top_k(clip_config, small_fgvc, eval_recipe, tiny_model_dir,
                                                             tmp_path):
     cfg = EvalConfig(dataset=str(eval_recipe), data_root=str(small_fgvc), report=str(tmp_path / "r"), shots=[1],
-                     seeds=[1], methods=["diti", "openclip-zeroshot"], model=str(tiny_model_dir),
-                     overrides=["score.prefilter_k=2"], clip_model=str(clip_config), clip_pretrained=None,
-                     aug_passes=2, prefilter="openclip-zeroshot", device="cpu", progress=False)
+                     seeds=[1], methods=["diti", "diti-auto", "openclip-zeroshot"], model=str(tiny_model_dir),
+                     overrides=["score.prefilter_k=2", "score.auto_pairs=6"], clip_model=str(clip_config),
+                     clip_pretrained=None, aug_passes=2, prefilter="openclip-zeroshot", device="cpu", progress=False)
     Evaluation(cfg).run()
     diti = json.loads(next((tmp_path / "r" / "runs").glob("diti@openclip-zeroshot-top2-1shot-seed1-*.json")).read_text())
+    auto = json.loads(next((tmp_path / "r" / "runs").glob("diti-auto@*-1shot-seed1-*.json")).read_text())
+    # diti-auto: the same adapters, the window chosen on the split's validation draw over the prefilter's
+    # top 2 classes per image (6 t each), its cost a share of the test pass
+    n_cal = auto["score_choice"]["images"]
+    assert "score_choice" not in diti and auto["score_choice"]["unet_calls"] == n_cal * 2 * 6
+    assert auto["score_choice"]["source"].startswith("the split's validation draw")
+    assert auto["cost"]["auto_share_of_test_pass"] == pytest.approx(
+        n_cal * 2 * 6 / (auto["cost"]["unet_calls_per_image"] * auto["n_test"]), abs=1e-4)
+    assert "## Scoring window chosen on validation" in (tmp_path / "r" / "README.md").read_text()
     clip = json.loads(next((tmp_path / "r" / "runs").glob("openclip-zeroshot-1shot-seed1-*.json")).read_text())
     # rounds [[2, 2], [4, 1]] over 2 candidates instead of 5 classes
     assert diti["cost"]["unet_calls_per_image"] == 2 * 2 + 2 * 2

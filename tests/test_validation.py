@@ -21,7 +21,7 @@ from diti_sd.recipes import RecipeError, available_recipes, load_recipe
 
 # (override on the tiny recipe, what the one-line error must say)
 BAD = [
-    ("score.weighting=bogus", "recipe.score.weighting = 'bogus' is not allowed: it must be one of uniform, exp, tif"),
+    ("score.weighting=bogus", "recipe.score.weighting = 'bogus' is not allowed: it must be one of uniform, exp, tif, auto"),
     ("fit.lr=-1", "recipe.fit.lr = -1.0 is not allowed: it must be > 0"),
     ("score.t_min=1200", "recipe.score.t_min = 1200 is not allowed: it must be >= 0 and <= 999"),
     ("score.t_min=300", "recipe.score.t_min = 300, recipe.score.t_max = 300 is not allowed"),
@@ -122,7 +122,7 @@ def test_the_cli_refuses_a_bad_value_before_torch_is_imported(tmp_path):
     (["fit", "--steps", "0"], "argument --steps: expected an integer >= 1"),
     (["eval", "--shots", "x"], "argument --shots: expected an integer >= 1, got 'x'"),
     (["eval", "--seeds", "1,a"], "argument --seeds: expected an integer, got 'a'"),
-    (["eval", "--methods", "diti,clip"], "argument --methods: unknown 'clip'; choose from diti, openclip-zeroshot"),
+    (["eval", "--methods", "diti,clip"], "argument --methods: unknown 'clip'; choose from diti, diti-auto, openclip-zeroshot"),
     (["demo", "--seeds", ""], "argument --seeds: expected a comma-separated list"),
     (["demo", "--test-per-class", "0"], "argument --test-per-class: expected an integer >= 1"),
     (["encoder", "edit", "--strengths", "1,x"], "argument --strengths: expected a number, got 'x'"),

@@ -101,7 +101,11 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
     )
     print(f"fitting {len(train_set.classnames)} classes x {len(train_set)} images on {recipe.model} "
           f"(recipe {recipe.name}) -> {out}")
-    clf.fit(ImageSequence(train_set), train_set.label_names(), output_dir=out, resume=args.resume)
+    validation = None
+    if recipe.score.weighting == "auto" and val_set is not None and len(val_set):
+        validation = (ImageSequence(val_set), val_set.label_names())  # auto chooses the scoring window on them
+    clf.fit(ImageSequence(train_set), train_set.label_names(), validation=validation, output_dir=out,
+            resume=args.resume)
     if args.calibrate and val_set is not None and len(val_set):  # none left when every image trains
         where = "the k-shot split's, min(k, 4) per class" if split is not None else "the data set's validation split"
         clf.fit_temperature(ImageSequence(val_set), val_set.label_names(),
@@ -111,4 +115,6 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
         summary = {"out": str(out), "classes": len(clf.classes_), "shots": clf.shots_, **clf.fit_summary_,
                    "final_loss": sum(clf.loss_curve_[-20:]) / max(1, len(clf.loss_curve_[-20:])),
                    "temperature": clf.temperature_, "calibration": clf.calibration_["source"]}
+        if clf.score_choice_:
+            summary["score_choice"] = {k: clf.score_choice_[k] for k in ("name", "candidates", "source", "unet_calls")}
         print(json.dumps(summary))
