@@ -28,9 +28,9 @@ from .persistence import PersistenceMixin
 from .prompts import choose_tokens, class_prompts
 from .recipes import Recipe, load_recipe
 from .sampling import sample_images
-from .score_choice import auto_grid, choose, no_choice, resolve
-from .scoring import class_contexts, dense_errors, score_latents, softmax
-from .timesteps import tif_distance, timestep_noise
+from .score_choice import choose, no_choice, resolve, validation_errors
+from .scoring import class_contexts, score_latents, softmax
+from .timesteps import tif_distance
 
 
 class NotFittedError(DitiError, RuntimeError):
@@ -341,7 +341,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
 
     def choose_scoring(self, X, y, candidates=None, source: str = "validation images") -> DiTiFewShotClassifier:
         """``score.weighting: auto``: score images ``X`` (labels ``y``; never test data) once on
-        ``score.auto_pairs`` time-steps over [0, 1000), replay each candidate window and weight on those
+        ``score.auto_pairs`` time-steps over [0, 1000) (its own per image), replay each candidate window and weight on those
         errors, and score from now on with the best (ties: TiF's weight). ``candidates``: (n, C) bool, the
         classes scored per image (a prefilter's top-k). ``score_choice_`` records the choice, every
         candidate's validation score and the UNet calls spent. Works on adapters fitted under any
@@ -357,13 +357,10 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
         if candidates is not None and np.asarray(candidates).shape != (len(latents), len(self.classes_)):
             raise ConfigError(f"candidates must be (images, classes) = {(len(latents), len(self.classes_))}, got "
                              f"{np.asarray(candidates).shape}")
-        t = auto_grid(score.auto_pairs)
-        noise = timestep_noise(t, latents.shape[1:], score.seed)  # a test pass's noise at each t
-        errors = dense_errors(self.backbone_, self.adapters_, latents, self._class_contexts(), t, noise,
-                              batch_size=score.batch_size, unet_scale=score.unet_scale, progress=self.progress,
-                              candidates=candidates)
+        errors, t = validation_errors(self.backbone_, self.adapters_, latents, self._class_contexts(), score,
+                                      candidates=candidates, progress=self.progress)
         self.recipe_ = dataclasses.replace(self.recipe_, score=dataclasses.replace(score, weighting="auto"))
-        self.score_choice_ = choose(errors, t.numpy(), [index[v] for v in y], self.recipe_.score, self.tif_d_,
+        self.score_choice_ = choose(errors, t, [index[v] for v in y], self.recipe_.score, self.tif_d_,
                                     metric=self.recipe_.dataset.metric, source=source)
         return self
 

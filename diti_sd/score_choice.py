@@ -13,8 +13,14 @@ candidate of a small fixed family, with no further UNet calls:
 The best by the data set's metric on those images wins; ties go to the earlier candidate in that
 order, so TiF's weight wins every tie. The test pass then runs the recipe's rounds inside the chosen
 window (the same stages, so the same cost; a stage grid wider than a narrow window is capped at its
-width). Every candidate reads the same (t, noise) pairs, each the ones in its window: the noise at t
-is :func:`~diti_sd.timesteps.timestep_noise`'s, as in a test pass.
+width).
+
+Each validation image gets its own pairs: one t drawn uniformly inside each of the ``auto_pairs``
+equal cells of [0, 1000) and a fresh noise tensor, from a generator seeded by (score.seed, image).
+A test pass shares one noise per t across images; a validation pass that did the same would judge
+each window on the same few draws for every image (about 8 per third), and a draw that happens to
+favour one window would favour it on every image and every data set scored with that seed. With
+draws of their own, a window's validation score averages over as many draws as images x pairs.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import dataclasses
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .errors import ConfigError
 from .recipes import T_STEPS, ScoreConfig
@@ -46,30 +53,76 @@ def candidate_family(score: ScoreConfig, tif: bool = True) -> list[dict]:
 
 def auto_grid(n_pairs: int) -> torch.Tensor:
     """``n_pairs`` time-steps evenly over [0, 1000), at the middle of equal cells."""
-    if n_pairs < 6:
-        raise ConfigError(f"score.auto_pairs = {n_pairs} is too few: the thirds need at least two t each; use >= 6")
+    _check_pairs(n_pairs)
     return torch.tensor([int((i + 0.5) * T_STEPS / n_pairs) for i in range(n_pairs)], dtype=torch.long)
 
 
-def replay(errors: np.ndarray, t: np.ndarray, candidate: dict, tif_d: float | None) -> np.ndarray:
-    """Per image and class, the candidate's weighted mean error over the grid (inf: class not scored)."""
-    t = np.asarray(t)
+def _check_pairs(n_pairs: int) -> None:
+    if n_pairs < 6:
+        raise ConfigError(f"score.auto_pairs = {n_pairs} is too few: the thirds need at least two t each; use >= 6")
+
+
+def validation_pairs(image: int, n_pairs: int, latent_shape, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validation image ``image``'s own pairs: a t drawn uniformly in each of ``n_pairs`` equal cells of
+    [0, 1000) and a noise tensor each, from a generator seeded by (``seed``, ``image``)."""
+    _check_pairs(n_pairs)
+    g = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(image)) * 7_919 + 1)
+    u = torch.rand(n_pairs, generator=g, dtype=torch.float64)
+    t = ((torch.arange(n_pairs, dtype=torch.float64) + u) * T_STEPS / n_pairs).long().clamp(0, T_STEPS - 1)
+    return t, torch.randn((n_pairs, *latent_shape), generator=g)
+
+
+@torch.no_grad()
+def validation_errors(backbone, adapters, latents: torch.Tensor, contexts: torch.Tensor, score: ScoreConfig,
+                      candidates: np.ndarray | None = None, progress: bool = False,
+                      chunk: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Errors (n, C, P) of every validation image under its candidate classes (nan elsewhere) at its own
+    pairs, and their t (n, P). Images go ``chunk`` at a time, so their noise is never all in memory."""
+    from .scoring import _batch_errors
+
+    n, n_classes, n_pairs = latents.shape[0], contexts.shape[0], score.auto_pairs
+    alive = np.ones((n, n_classes), bool) if candidates is None else np.asarray(candidates, dtype=bool)
+    errors = np.full((n, n_classes, n_pairs), np.nan)
+    ts = np.zeros((n, n_pairs), dtype=np.int64)
+    bar = tqdm(total=int(alive.sum()) * n_pairs, desc="choosing the window", unit="call", disable=not progress,
+               leave=False)
+    for start in range(0, n, chunk):
+        part = latents[start : start + chunk]
+        pairs = [validation_pairs(start + i, n_pairs, latents.shape[1:], score.seed) for i in range(len(part))]
+        t = torch.cat([p[0] for p in pairs])
+        noise = torch.cat([p[1] for p in pairs])
+        ts[start : start + len(part)] = t.view(len(part), n_pairs).numpy()
+        # job (image i of the chunk, class c, its pair p) reads the chunk's row i * P + p of t and noise
+        jobs = torch.tensor([(i, c, i * n_pairs + p) for i in range(len(part))
+                             for c in np.flatnonzero(alive[start + i]) for p in range(n_pairs)], dtype=torch.long)
+        for b in range(0, len(jobs), score.batch_size):
+            ii, cc, pp = jobs[b : b + score.batch_size].unbind(1)
+            err = _batch_errors(backbone, adapters, part, contexts, t, noise, ii, cc, pp, score.unet_scale)
+            errors[start + ii.numpy(), cc.numpy(), (pp % n_pairs).numpy()] = err
+            bar.update(len(ii))
+    bar.close()
+    return errors, ts
+
+
+def replay(errors: np.ndarray, t, candidate: dict, tif_d: float | None) -> np.ndarray:
+    """Per image and class, the candidate's weighted mean error over the pairs (inf: class not scored).
+    ``t``: the pairs' time-steps, (P,) shared by the images or (n, P) per image."""
+    t = np.broadcast_to(np.asarray(t), (errors.shape[0], errors.shape[2]))
     keep = (t >= candidate["t_min"]) & (t < candidate["t_max"])
-    w = np.ones(len(t))
-    if candidate["weighting"] == "tif":
-        w = tif_weights(tif_d)[t]
+    w = tif_weights(tif_d)[t] if candidate["weighting"] == "tif" else np.ones(t.shape)
     w = np.where(keep, w, 0.0)
-    if w.sum() <= 0:  # TiF's weight can be zero at every grid t for a huge d; the window then holds nothing
-        return np.full(errors.shape[:2], np.inf)
+    total = w.sum(1)
     filled = np.where(np.isnan(errors), np.inf, errors)
-    with np.errstate(invalid="ignore"):
-        mean = (filled * w).sum(2) / w.sum()
-    return np.where(np.isnan(mean), np.inf, mean)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (filled * w[:, None, :]).sum(2) / total[:, None]
+    # no weight in the window for an image (TiF's weight can vanish on a few pairs): nothing to rank on
+    return np.where(np.isnan(mean) | (total[:, None] <= 0), np.inf, mean)
 
 
 def choose(errors: np.ndarray, t, labels, score: ScoreConfig, tif_d: float | None, metric: str = "accuracy",
            source: str = "validation images") -> dict:
-    """The winning candidate on dense errors (n, C, P) at grid ``t`` (nan where a class was not scored).
+    """The winning candidate on dense errors (n, C, P) at time-steps ``t`` ((P,) or (n, P)), nan where a
+    class was not scored.
 
     Returns what the manifest records: the choice (name, window, weighting), every candidate's score
     on these images, the images and UNet calls spent, and ``source``.
@@ -86,13 +139,13 @@ def choose(errors: np.ndarray, t, labels, score: ScoreConfig, tif_d: float | Non
     best = max(family, key=lambda c: scores[c["name"]])  # max keeps the first of equals: the tie order
     return {"name": best["name"], "t_min": best["t_min"], "t_max": best["t_max"], "weighting": best["weighting"],
             "metric": metric, "candidates": scores, "source": source, "images": int(len(labels)),
-            "grid": [int(v) for v in np.asarray(t)], "unet_calls": int(np.isfinite(errors).sum())}
+            "pairs_per_image": int(errors.shape[2]), "unet_calls": int(np.isfinite(errors).sum())}
 
 
 def no_choice(score: ScoreConfig, why: str) -> dict:
     """The record when nothing could be chosen on: TiF's weight, auto's tie rule."""
     return {"name": "tif weight", "t_min": 0, "t_max": T_STEPS, "weighting": "tif", "metric": None,
-            "candidates": {}, "source": f"none: {why}", "images": 0, "grid": [], "unet_calls": 0}
+            "candidates": {}, "source": f"none: {why}", "images": 0, "pairs_per_image": 0, "unet_calls": 0}
 
 
 def capped_rounds(rounds: list[list[int]], width: int) -> list[list[int]]:

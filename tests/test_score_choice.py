@@ -12,7 +12,15 @@ from diti_sd import DiTiFewShotClassifier
 from diti_sd.adapter_set import AdapterSetError
 from diti_sd.errors import ConfigError
 from diti_sd.recipes import load_recipe
-from diti_sd.score_choice import auto_grid, candidate_family, capped_rounds, choose, resolve
+from diti_sd.score_choice import (
+    auto_grid,
+    candidate_family,
+    capped_rounds,
+    choose,
+    resolve,
+    validation_errors,
+    validation_pairs,
+)
 from diti_sd.scoring import budget, score_latents, stage_timesteps
 from diti_sd.timesteps import t_weights
 
@@ -103,6 +111,18 @@ def test_auto_chooses_on_validation_images_and_travels_with_the_set(tiny_model_d
     assert choice["source"] == "validation images (6)" and choice["unet_calls"] == 6 * 3 * 6
     assert choice["name"] in choice["candidates"] and len(choice["candidates"]) == 8
     assert choice["candidates"][choice["name"]] == max(choice["candidates"].values())
+    # each validation image has its own pairs: a t inside each of the 6 cells of [0, 1000), its own noise
+    latents = clf.encode(X_val)
+    errors, t = validation_errors(clf.backbone_, clf.adapters_, latents, clf._class_contexts(), clf.recipe_.score)
+    assert t.shape == (6, 6) and ((t // (1000 / 6)).astype(int) == np.arange(6)).all()
+    assert len({tuple(row) for row in t.tolist()}) == 6
+    t2, noise2 = validation_pairs(2, 6, latents.shape[1:], clf.recipe_.score.seed)
+    assert (t2.numpy() == t[2]).all() and not torch.equal(noise2, validation_pairs(3, 6, latents.shape[1:])[1])
+    x_t = clf.backbone_.add_noise(latents[2:3], noise2[4:5], t2[4:5])
+    with clf.adapters_.use(unet_index=torch.tensor([1])):
+        eps = clf.backbone_.output_to_epsilon(clf.backbone_.predict(x_t, t2[4:5], clf._class_contexts()[1:2]), x_t,
+                                              t2[4:5])
+    assert float((eps - noise2[4:5]).pow(2).mean()) == pytest.approx(errors[2, 1, 4], rel=1e-4)
     # the test pass is the recipe's stages inside the chosen window, weighted as chosen
     cfg = clf.scoring_config()
     assert (cfg.t_min, cfg.t_max, cfg.weighting) == (choice["t_min"], choice["t_max"], choice["weighting"])
