@@ -1,7 +1,7 @@
 """Does ``score.weighting: auto`` find the band on data it was not designed on? Two synthetic domains.
 
     python eval/auto_window.py --task texture --seeds 301-310 --out reports/auto-window
-    python eval/auto_window.py --task shape --seeds 301-310 --out reports/auto-window
+    python eval/auto_window.py --task colour --seeds 301-310 --set fit.t_max=1000 --out reports/auto-window
 
 Per seed: fit the synthetic recipe's adapters (``--set`` changes it) on a k-shot train split, let
 ``auto`` choose the scoring window on a validation stream (CoOp's min(k, 4) per class, seed 5000 +
@@ -12,8 +12,9 @@ candidate auto chose on validation; nothing here is chosen on the test stream. E
 written as it finishes, so a killed run continues. Comparisons are paired, with a hierarchical
 bootstrap (seeds, then images).
 
-Tasks: ``texture`` (the demo's benchmark: class = fine texture, spurious = background colour) and
-``shape`` (class = shape, spurious = texture; diti_sd/data/synthetic.py).
+Tasks: ``texture`` (the demo's benchmark: class = fine texture, spurious = background colour),
+``colour`` (class = background colour, spurious = texture) and ``shape`` (class = shape, spurious =
+texture); diti_sd/data/synthetic.py.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from diti_sd import DiTiFewShotClassifier  # noqa: E402
 from diti_sd._io import atomic_write  # noqa: E402
 from diti_sd.data.synthetic import SyntheticSpec, make_split  # noqa: E402
-from diti_sd.score_choice import candidate_family, capped_rounds  # noqa: E402
+from diti_sd.recipes import load_recipe  # noqa: E402
+from diti_sd.score_choice import candidate_family, capped_rounds, choose, replay, validation_errors  # noqa: E402
 from diti_sd.scoring import dense_errors, simulate_rounds, stage_timesteps  # noqa: E402
 from diti_sd.stats import hierarchical_difference, mean_sd  # noqa: E402
 from diti_sd.timesteps import t_weights, timestep_noise  # noqa: E402
 
-N_CLASSES = {"texture": 5, "shape": 3}
+N_CLASSES = {"texture": 5, "colour": 5, "shape": 3}
 
 
 def seed_list(text: str) -> list[int]:
@@ -48,7 +50,8 @@ def seed_list(text: str) -> list[int]:
     return out
 
 
-def run_seed(task: str, seed: int, shots: int, test_per_class: int, overrides: list[str]) -> dict:
+def run_seed(task: str, seed: int, shots: int, test_per_class: int, overrides: list[str],
+             eval_split: str = "decorrelated") -> tuple[dict, dict]:
     spec = SyntheticSpec(size=16, task=task, n_classes=N_CLASSES[task])
     over = dict(o.split("=", 1) for o in overrides)
     over = {k: json.loads(v) if v[:1] in "[{0123456789-tfn" else v for k, v in over.items()}
@@ -56,7 +59,8 @@ def run_seed(task: str, seed: int, shots: int, test_per_class: int, overrides: l
                                 progress=False)
     train = make_split(spec, "train", shots, seed)
     val = make_split(spec, "val", min(shots, 4), 5000 + seed)
-    test = make_split(spec, "decorrelated", test_per_class, 1000 + seed)
+    # --eval-split val: a second validation stream (never the test streams), for choosing auto's own rules
+    test = make_split(spec, eval_split, test_per_class, (1000 if eval_split == "decorrelated" else 6000) + seed)
     prior = make_split(spec, "generic", max(1, clf.resolved_recipe().fit.prior_images // spec.n_classes), 7000 + seed)
     name = spec.classnames
     clf.fit(train.images, [name[i] for i in train.labels], prior_images=prior.images,
@@ -76,8 +80,20 @@ def run_seed(task: str, seed: int, shots: int, test_per_class: int, overrides: l
         w = t_weights(t, c["weighting"], tif_d=clf.tif_d_).numpy() if c["weighting"] == "tif" else None
         predicted, calls = simulate_rounds(errors, t.numpy(), stages[c["name"]], c["t_min"], c["t_max"], weights=w)
         correct[c["name"]] = (predicted == labels).astype(int).tolist()
+    # the validation pass again (deterministic), kept so that rules of choice can be compared offline
+    val_labels = [index[name[i]] for i in val.labels]
+    val_errors, val_t = validation_errors(clf.backbone_, clf.adapters_, clf.encode(val.images), clf._class_contexts(),
+                                          score)
+    assert choose(val_errors, val_t, val_labels, score, clf.tif_d_)["name"] == clf.score_choice_["name"]
+    arrays = {"val_errors": val_errors, "val_t": val_t, "val_labels": np.array(val_labels),
+              "tif_d": np.array(clf.tif_d_)}
     return {"seed": seed, "task": task, "choice": clf.score_choice_, "correct": correct,
-            "test_images": len(labels), "calls_per_test_image": float(calls.mean())}
+            "test_images": len(labels), "calls_per_test_image": float(calls.mean())}, arrays
+
+
+def _savez(path, arrays: dict) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def summarise(results: list[dict]) -> dict:
@@ -96,6 +112,45 @@ def summarise(results: list[dict]) -> dict:
             "validation_accuracy": {r["seed"]: r["choice"]["candidates"] for r in results}}
 
 
+RULES = ("accuracy", "accuracy, then likelihood", "likelihood")
+
+
+def _log_likelihood(mean: np.ndarray, labels: np.ndarray) -> float:
+    """Mean log-probability of the true class, softmax over per-image z-scored minus errors (as
+    predict_proba standardises them), temperature 1."""
+    z = -mean
+    z = (z - z.mean(1, keepdims=True)) / (z.std(1, keepdims=True) + 1e-12)
+    log_p = z - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)) - z.max(1, keepdims=True)
+    return float(log_p[np.arange(len(labels)), labels].mean())
+
+
+def rule_choice(arrays, score, rule: str) -> str:
+    """The candidate a rule of choice picks on one seed's saved validation pass (ties: family order)."""
+    errors, t, labels, tif_d = arrays["val_errors"], arrays["val_t"], arrays["val_labels"], float(arrays["tif_d"])
+    keys = {}
+    for cand in candidate_family(score):
+        mean = replay(errors, t, cand, tif_d)
+        acc = float((mean.argmin(1) == labels).mean())
+        ll = _log_likelihood(mean, labels)
+        keys[cand["name"]] = {"accuracy": (acc,), "accuracy, then likelihood": (acc, ll), "likelihood": (ll,)}[rule]
+    return max(keys, key=lambda n: keys[n])
+
+
+def compare_rules(folder: Path, overrides: list[str]) -> dict:
+    """Each rule's pick scored on the eval stream, paired against the current rule (accuracy)."""
+    over = dict(o.split("=", 1) for o in overrides)
+    over = {k: json.loads(v) if v[:1] in "[{0123456789-tfn" else v for k, v in over.items()}
+    score = load_recipe("synthetic", {**over, "score.weighting": "auto"}).score
+    runs = [(json.loads(p.read_text()), np.load(p.with_suffix(".npz"))) for p in sorted(folder.glob("seed*.json"))]
+    picked = {rule: [np.array(r["correct"][rule_choice(a, score, rule)]) for r, a in runs] for rule in RULES}
+    out = {rule: {"accuracy": float(np.mean([c.mean() for c in v])),
+                  "minus accuracy rule": hierarchical_difference(v, picked["accuracy"])} for rule, v in picked.items()}
+    for rule, row in out.items():
+        d = row["minus accuracy rule"]
+        print(f"{rule:28s} {row['accuracy']:.3f}  minus accuracy rule {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]")
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(N_CLASSES), default="texture")
@@ -103,18 +158,30 @@ def main(argv=None):
     parser.add_argument("--shots", type=int, default=8)
     parser.add_argument("--test-per-class", type=int, default=12)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--eval-split", choices=["decorrelated", "val"], default="decorrelated",
+                        help="what the candidates are scored on: the decorrelated test stream, or a second "
+                             "validation stream (seed 6000 + seed) for choosing auto's rules")
     parser.add_argument("--out", default="reports/auto-window")
+    parser.add_argument("--compare-rules", action="store_true",
+                        help="no fitting: compare rules of choice on the saved validation passes of finished seeds")
     args = parser.parse_args(argv)
     tag = args.task + "".join(f"_{o.replace('=', '-')}" for o in args.overrides)
+    tag += "" if args.eval_split == "decorrelated" else "_on-val"
     out = Path(args.out) / tag
+    if args.compare_rules:
+        result = compare_rules(out, args.overrides)
+        (out / "rules.json").write_text(json.dumps(result, indent=2))
+        return
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for seed in seed_list(args.seeds):
         path = out / f"seed{seed}.json"
         if not path.is_file():
             start = time.time()
-            result = run_seed(args.task, seed, args.shots, args.test_per_class, args.overrides)
+            result, arrays = run_seed(args.task, seed, args.shots, args.test_per_class, args.overrides,
+                                      args.eval_split)
             result["seconds"] = round(time.time() - start, 1)
+            atomic_write(path.with_suffix(".npz"), lambda tmp, a=arrays: _savez(tmp, a))
             atomic_write(path, lambda tmp, r=result: tmp.write_text(json.dumps(r)))
             print(f"seed {seed}: chose {result['choice']['name']} ({result['seconds']} s)", flush=True)
         results.append(json.loads(path.read_text()))

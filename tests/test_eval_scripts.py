@@ -58,3 +58,28 @@ def test_tune_synthetic_reports_validation_accuracy_per_window(capsys):
     windows = [k for k in result if k.startswith("val")]
     assert windows == ["val[0,200)", "val[150,500)", "val tif"] and all(0 <= result[k] <= 1 for k in windows)
     assert 0 <= result["train[0,200)"] <= 1
+
+
+def test_auto_window_scores_autos_pick_and_every_fixed_candidate_and_resumes(tmp_path, capsys):
+    argv = ["--task", "shape", "--seeds", "1", "--shots", "2", "--test-per-class", "2", "--set", "fit.steps=2",
+            "--out", str(tmp_path)]
+    _script("auto_window").main(argv)
+    folder = tmp_path / "shape_fit.steps-2"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert set(summary["choices"]) == {"1"} and summary["shots"] == 2
+    for seed in (1,):
+        run = json.loads((folder / f"seed{seed}.json").read_text())
+        # every candidate of auto's family scored on the same 6 test images; auto's row is its pick's
+        assert set(run["correct"]) == set(run["choice"]["candidates"]) and len(run["correct"]["[0, 1000)"]) == 6
+        assert run["choice"]["images"] == 2 * 3  # validation: min(k, 4) per class
+    assert {"auto", "[0, 1000)", "tif weight"} <= set(summary["accuracy"])
+    assert all(v["low"] <= v["mean"] <= v["high"] for v in summary["auto_minus"].values())
+    stamps = {p: p.stat().st_mtime_ns for p in folder.glob("seed*.json")}
+    _script("auto_window").main(argv)  # finished seeds are read back, not recomputed
+    assert stamps == {p: p.stat().st_mtime_ns for p in folder.glob("seed*.json")}
+    # rules of choice compared offline on the saved validation pass; the accuracy rule is auto's own pick
+    _script("auto_window").main(argv + ["--compare-rules"])
+    rules = json.loads((folder / "rules.json").read_text())
+    assert set(rules) == {"accuracy", "accuracy, then likelihood", "likelihood"}
+    assert rules["accuracy"]["accuracy"] == summary["accuracy"]["auto"]["mean"]
+    assert rules["accuracy"]["minus accuracy rule"]["mean"] == 0.0

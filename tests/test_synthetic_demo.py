@@ -46,11 +46,12 @@ def test_the_texture_is_the_class_and_splits_are_reproducible():
 
 @pytest.mark.parametrize("task, split, shortcut_follows", [
     ("texture", "train", True), ("texture", "decorrelated", False),
+    ("colour", "train", True), ("colour", "decorrelated", False), ("colour", "val", False),
     ("shape", "train", True), ("shape", "correlated", True), ("shape", "decorrelated", False), ("shape", "val", False),
 ])
 def test_each_task_makes_its_class_attribute_and_its_shortcut(monkeypatch, task, split, shortcut_follows):
-    """texture: class = texture, shortcut = background; shape: class = shape, shortcut = texture, and the
-    background is noise in every split."""
+    """texture: class = texture, shortcut = background; colour: class = background, shortcut = texture,
+    shape is noise; shape: class = shape, shortcut = texture, background is noise."""
     import diti_sd.data.synthetic as synthetic
 
     drawn = []
@@ -63,11 +64,14 @@ def test_each_task_makes_its_class_attribute_and_its_shortcut(monkeypatch, task,
     monkeypatch.setattr(synthetic, "render", recording)
     spec = SyntheticSpec(size=16, task=task, n_classes=3)
     data = make_split(spec, split, 30, seed=4)
-    assert [d[0] for d in drawn] == data.labels and data.classnames == list(
-        TEXTURES[:3] if task == "texture" else synthetic.SHAPES)
+    names = {"texture": TEXTURES, "colour": COLOUR_NAMES, "shape": synthetic.SHAPES}[task]
+    assert [d[0] for d in drawn] == data.labels and data.classnames == list(names[:3])
     if task == "texture":
         cls, shortcut, noise = [d[3] for d in drawn], [d[1] for d in drawn], [d[2] for d in drawn]
         assert cls == [TEXTURES[y] for y in data.labels]
+    elif task == "colour":
+        cls, shortcut, noise = [d[1] for d in drawn], [TEXTURES.index(d[3]) for d in drawn], [d[2] for d in drawn]
+        assert cls == data.labels
     else:
         cls, shortcut, noise = [d[2] for d in drawn], [TEXTURES.index(d[3]) for d in drawn], [d[1] for d in drawn]
         assert cls == data.labels

@@ -8,10 +8,11 @@ split the background is drawn independently of the class; on the ``correlated`` 
 train correlation. A classifier that reads the background is right on ``correlated`` and at chance on
 ``decorrelated``; one that reads the texture is right on both.
 
-A second domain of the same form (``SyntheticSpec(task="shape")``) turns the attributes round: the class
-is the object's shape, a coarse attribute that survives more noise, and the spurious one is the fine
-texture, which follows the class in the train split only (the background is independent everywhere).
-There the informative time-steps lie higher than on the texture task, and small t reads the shortcut.
+Two more domains of the same form turn the attributes round, so that the informative time-steps lie
+higher than on the texture task and small t reads the shortcut: the class is a coarse attribute that
+survives more noise, and the spurious one is the fine texture, which follows the class in the train
+split only. ``task="colour"``: the class is the background colour (the shape is noise everywhere);
+``task="shape"``: the class is the object's shape (the background is noise everywhere).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ TEXTURES = ("horizontal", "vertical", "diagonal", "antidiagonal", "checker", "do
             "coarse-vertical")
 SHAPES = ("disc", "square", "diamond")
 SPLITS = ("train", "val", "correlated", "decorrelated", "generic")
-TASKS = ("texture", "shape")  # what the class is: the fine texture, or the coarse shape
+TASKS = ("texture", "colour", "shape")  # what the class is: the fine texture, or a coarse attribute
 
 
 @dataclass
@@ -48,16 +49,17 @@ class SyntheticSpec:
     min_extent: float = 0.40  # object size as a fraction of the image side
     max_extent: float = 0.70
     classnames: list[str] = field(default_factory=list)
-    task: str = "texture"  # texture: class = texture, spurious = background; shape: class = shape, spurious = texture
+    # texture: class = texture, spurious = background; colour / shape: class = background / shape, spurious = texture
+    task: str = "texture"
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise ConfigError(f"unknown synthetic task {self.task!r}; choose from {', '.join(TASKS)}")
-        largest = len(TEXTURES) if self.task == "texture" else len(SHAPES)
-        if not 2 <= self.n_classes <= largest:
-            raise ConfigError(f"n_classes must be in 2..{largest} for the {self.task} task")
+        names = {"texture": TEXTURES, "colour": COLOUR_NAMES, "shape": SHAPES}[self.task]
+        if not 2 <= self.n_classes <= len(names):
+            raise ConfigError(f"n_classes must be in 2..{len(names)} for the {self.task} task")
         if not self.classnames:
-            self.classnames = list((TEXTURES if self.task == "texture" else SHAPES)[: self.n_classes])
+            self.classnames = list(names[: self.n_classes])
 
 
 def texture(kind: str, size: int) -> np.ndarray:
@@ -111,12 +113,14 @@ def make_split(spec: SyntheticSpec, split: str, n_per_class: int, seed: int) -> 
         spurious = label if follows else int(rng.integers(n_bg))
         if spec.task == "texture":
             background, kind = spurious, TEXTURES[label]
+        elif spec.task == "colour":  # the class is the background; the texture is the shortcut
+            background, kind = label, TEXTURES[spurious]
         else:  # the class is the shape; the texture is the shortcut; the background is noise everywhere
             background, kind = int(rng.integers(n_bg)), TEXTURES[spurious]
         extent = float(rng.uniform(spec.min_extent, spec.max_extent))
         margin = extent / 2
         center = (float(rng.uniform(margin, 1 - margin)), float(rng.uniform(margin, 1 - margin)))
-        shape = int(rng.integers(len(SHAPES))) if spec.task == "texture" else label
+        shape = label if spec.task == "shape" else int(rng.integers(len(SHAPES)))
         array = render(spec, label, background, shape, extent, center, texture_kind=kind)
         images.append(torch.from_numpy(array).permute(2, 0, 1).float())
         labels.append(label)

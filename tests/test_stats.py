@@ -1,0 +1,23 @@
+import numpy as np
+import pytest
+
+from diti_sd.stats import hierarchical_difference, mean_sd
+
+
+def test_the_hierarchical_interval_holds_the_seeds_spread():
+    rng = np.random.default_rng(0)
+    # five seeds whose true gains differ (+0.3 ... -0.1): images alone would give a narrow interval
+    gains = [0.3, 0.2, 0.1, 0.0, -0.1]
+    a = [(rng.random(200) < 0.5 + g / 2).astype(int) for g in gains]
+    b = [(rng.random(200) < 0.5 - g / 2).astype(int) for g in gains]
+    out = hierarchical_difference(a, b, n_boot=2000)
+    assert out["low"] < out["mean"] < out["high"] and out["seeds"] == 5 and out["images"] == 1000
+    width = out["high"] - out["low"]
+    within = np.concatenate([x - y for x, y in zip(a, b)])
+    assert width > 1.5 * 2 * 1.96 * within.std() / np.sqrt(len(within))  # wider than the images-only interval
+    assert out["seed_sd"] == pytest.approx(np.std([(x - y).mean() for x, y in zip(a, b)], ddof=1))
+    same = hierarchical_difference(a, a, n_boot=200)
+    assert same["mean"] == same["low"] == same["high"] == 0.0
+    assert mean_sd([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    with pytest.raises(ValueError):
+        hierarchical_difference([np.array([])], [np.array([])])
