@@ -118,7 +118,9 @@ def markdown(report: dict, name: str, metric: str, seeds: list[int], n_test: int
         lines += ["", "![reliability](reliability.png)", ""]
     if report["score_choice"]:
         lines += ["## Scoring window chosen on validation (`score.weighting: auto`)", "",
-                  "Each candidate's validation score on the split's validation draw; the chosen one is bold; "
+                  "Each candidate's validation metric on the split's validation draw; the chosen one (bold) is the one "
+                  "under which the true classes are most probable (mean log-probability, which tells windows apart "
+                  "on few images where the metric moves in steps of one image); "
                   "the last column is that validation pass's UNet calls as a share of the test pass's.", "",
                   "| method | shots | seed | candidates (validation) | extra calls |", "|---|---|---|---|---|"]
         for c in report["score_choice"]:

@@ -68,7 +68,8 @@ def _scoring_window(manifest: dict, score: dict) -> str:
         return f"[{score.get('t_min')}, {score.get('t_max')})"
     rivals = ", ".join(f"{k} {v:.3f}" for k, v in choice.get("candidates", {}).items())
     return (f"[{choice['t_min']}, {choice['t_max']}) weighted `{choice['weighting']}`, chosen as **{choice['name']}** "
-            f"on {choice.get('source')} ({rivals or 'no candidates scored'}; {choice.get('unet_calls')} UNet calls)")
+            f"on {choice.get('source')} by the true class's log-likelihood ({choice.get('metric') or 'metric'}: "
+            f"{rivals or 'no candidates scored'}; {choice.get('unet_calls')} UNet calls)")
 
 
 def write_model_card(path: str | os.PathLike, recipe: dict | None = None, evaluation: dict | None = None) -> Path:

@@ -34,7 +34,14 @@ from diti_sd import DiTiFewShotClassifier  # noqa: E402
 from diti_sd._io import atomic_write  # noqa: E402
 from diti_sd.data.synthetic import SyntheticSpec, make_split  # noqa: E402
 from diti_sd.recipes import load_recipe  # noqa: E402
-from diti_sd.score_choice import candidate_family, capped_rounds, choose, replay, validation_errors  # noqa: E402
+from diti_sd.score_choice import (  # noqa: E402
+    candidate_family,
+    capped_rounds,
+    choose,
+    log_likelihood,
+    replay,
+    validation_errors,
+)
 from diti_sd.scoring import dense_errors, simulate_rounds, stage_timesteps  # noqa: E402
 from diti_sd.stats import hierarchical_difference, mean_sd  # noqa: E402
 from diti_sd.timesteps import t_weights, timestep_noise  # noqa: E402
@@ -112,16 +119,7 @@ def summarise(results: list[dict]) -> dict:
             "validation_accuracy": {r["seed"]: r["choice"]["candidates"] for r in results}}
 
 
-RULES = ("accuracy", "accuracy, then likelihood", "likelihood")
-
-
-def _log_likelihood(mean: np.ndarray, labels: np.ndarray) -> float:
-    """Mean log-probability of the true class, softmax over per-image z-scored minus errors (as
-    predict_proba standardises them), temperature 1."""
-    z = -mean
-    z = (z - z.mean(1, keepdims=True)) / (z.std(1, keepdims=True) + 1e-12)
-    log_p = z - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)) - z.max(1, keepdims=True)
-    return float(log_p[np.arange(len(labels)), labels].mean())
+RULES = ("accuracy", "accuracy, then likelihood", "likelihood")  # "likelihood" is the product's rule
 
 
 def rule_choice(arrays, score, rule: str) -> str:
@@ -131,7 +129,7 @@ def rule_choice(arrays, score, rule: str) -> str:
     for cand in candidate_family(score):
         mean = replay(errors, t, cand, tif_d)
         acc = float((mean.argmin(1) == labels).mean())
-        ll = _log_likelihood(mean, labels)
+        ll = log_likelihood(mean, labels)
         keys[cand["name"]] = {"accuracy": (acc,), "accuracy, then likelihood": (acc, ll), "likelihood": (ll,)}[rule]
     return max(keys, key=lambda n: keys[n])
 

@@ -44,7 +44,9 @@ def planted_errors(band, n=60, n_classes=4, n_pairs=48, seed=0):
     ("image-folder", (333, 667), "[333, 667)"),
     ("image-folder", (667, 1000), "[667, 1000)"),
     ("image-folder", (500, 1000), "[500, 1000)"),  # the third inside it ties at 1.0: the half comes first
-    ("image-folder", (0, 500), "tif weight"),  # TiF's band for d = 10 lies inside it: a tie, TiF's weight wins
+    # TiF's band for d = 10 lies inside it: both right on every image, but the planted half, with more of
+    # the band's pairs, makes the true class more probable (the rule is the log-likelihood)
+    ("image-folder", (0, 500), "[0, 500)"),
     ("synthetic", (200, 500), "recipe's [200, 500)"),  # the recipe's own window, when it is not in the family
 ])
 def test_auto_picks_the_planted_band(recipe, band, expected):
@@ -53,6 +55,8 @@ def test_auto_picks_the_planted_band(recipe, band, expected):
     choice = choose(errors, t, labels, score, tif_d=10.0)
     assert choice["name"] == expected, choice["candidates"]
     assert choice["candidates"][expected] == max(choice["candidates"].values())
+    assert choice["rule"] == "log-likelihood"
+    assert choice["log_likelihood"][expected] == max(choice["log_likelihood"].values())
     if expected != "tif weight":
         assert (choice["t_min"], choice["t_max"]) == band and choice["weighting"] == "uniform"
     assert choice["unet_calls"] == errors.size and choice["images"] == len(labels)
@@ -70,6 +74,29 @@ def test_ties_go_to_tifs_weight_and_the_family_is_fixed():
     assert set(choice["candidates"].values()) == {1.0}
     # without train latents (zero-shot) TiF's weight is not a candidate
     assert "tif weight" not in [c["name"] for c in candidate_family(score, tif=False)]
+
+
+def test_the_log_likelihood_rule_prefers_the_window_that_separates_the_classes_more():
+    from diti_sd.score_choice import log_likelihood
+
+    labels = np.array([0, 1, 2, 0])
+    # both windows rank every true class first; one by a wide margin, one barely
+    wide = np.array([[0.1, 1.0, 1.0], [1.0, 0.1, 1.0], [1.0, 1.0, 0.1], [0.1, 1.0, 1.0]])
+    narrow = np.array([[0.9, 1.0, 1.0], [1.0, 0.9, 1.0], [1.0, 1.0, 0.98], [0.99, 1.0, 1.0]])
+    assert log_likelihood(wide, labels) == pytest.approx(log_likelihood(wide * 7 + 3, labels))  # scale-free
+    assert log_likelihood(narrow, labels) < log_likelihood(wide, labels)
+    # a class a prefilter did not score: its images are left out, the others compared over what was scored
+    partial = wide.copy()
+    partial[3, 0] = np.inf
+    partial[1, 2] = np.inf
+    assert log_likelihood(partial, labels) == pytest.approx(log_likelihood(partial[:3], labels[:3]))
+    assert log_likelihood(np.full((2, 3), np.inf), np.array([0, 1])) == float("-inf")
+    # balanced: each class weighs the same, however many images it has
+    skew = wide.copy()
+    skew[0] = [1.0, 0.1, 1.0]  # class 0's first image wrong
+    expected = np.mean([log_likelihood(skew[[0, 3]], labels[[0, 3]]), log_likelihood(skew[1:2], labels[1:2]),
+                        log_likelihood(skew[2:3], labels[2:3])])
+    assert log_likelihood(skew, labels, balanced=True) == pytest.approx(expected)
 
 
 def test_a_prefilters_classes_are_the_only_ones_scored_and_counted():
@@ -110,7 +137,7 @@ def test_auto_chooses_on_validation_images_and_travels_with_the_set(tiny_model_d
     choice = clf.score_choice_
     assert choice["source"] == "validation images (6)" and choice["unet_calls"] == 6 * 3 * 6
     assert choice["name"] in choice["candidates"] and len(choice["candidates"]) == 8
-    assert choice["candidates"][choice["name"]] == max(choice["candidates"].values())
+    assert choice["log_likelihood"][choice["name"]] == max(choice["log_likelihood"].values())
     # each validation image has its own pairs: a t inside each of the 6 cells of [0, 1000), its own noise
     latents = clf.encode(X_val)
     errors, t = validation_errors(clf.backbone_, clf.adapters_, latents, clf._class_contexts(), clf.recipe_.score)

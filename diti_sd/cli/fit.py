@@ -116,5 +116,6 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
                    "final_loss": sum(clf.loss_curve_[-20:]) / max(1, len(clf.loss_curve_[-20:])),
                    "temperature": clf.temperature_, "calibration": clf.calibration_["source"]}
         if clf.score_choice_:
-            summary["score_choice"] = {k: clf.score_choice_[k] for k in ("name", "candidates", "source", "unet_calls")}
+            keys = ("name", "rule", "log_likelihood", "candidates", "source", "unet_calls")
+            summary["score_choice"] = {k: clf.score_choice_[k] for k in keys if k in clf.score_choice_}
         print(json.dumps(summary))
