@@ -1,18 +1,24 @@
 """The demo: the seed's claim on the synthetic fine-grained benchmark, on the shipped tiny base model.
 
 Per seed: sample a k-shot train split (background colour follows the class), fit class adapters with
-the recommended recipe (its training window, prior preservation) and with the reference-style window
-(all of [0, 1000)), then score decorrelated and correlated test splits on one shared set of (t, noise)
-pairs, drawn below, inside and above the recipe's scoring window, so that every scoring window and
-per-t weight is read off the same UNet calls.
-Baselines: nearest class prototype on pixels and on VAE latents. Every comparison is reported as a
-paired difference on the same images and seeds, with a bootstrap 95 % interval.
+the recommended recipe (its training window, prior preservation) and with the training window widened
+to all of [0, 1000), then score decorrelated and correlated test splits on one shared set of (t, noise)
+pairs (``demo_scoring``), so that each adapter set under each scoring window or weight is read off the
+same UNet calls, with the same number of pairs in every window. Also read: the base model alone as a
+zero-shot classifier (what it knows before any adapter), nearest-prototype baselines, and, on the
+decorrelated split, how each row does on the images whose background belongs to another class.
+Every comparison is a paired difference on the same images, with a hierarchical bootstrap interval
+(seeds, then images within seeds).
+
+``--full`` reads the sealed test streams (seeds 401-405): no tuning reads them, and the README's table is
+such a run, with the commit it ran at (docs/benchmarks.md, "Sealed test protocol").
 """
 
 from __future__ import annotations
 
 import json
 import resource
+import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,17 +31,30 @@ from .calibration import calibration_report
 from .classifier import DiTiFewShotClassifier
 from .data.synthetic import SyntheticSpec, make_split
 from .demo_report import BANDS, plot_bands, plot_examples, render_markdown, save_samples
+from .demo_scoring import (
+    SCORINGS,
+    background_classes,
+    disagreement,
+    prototype_logits,
+    scoring_weights,
+    weighted_logits,
+    window_accuracy,
+    window_of,
+    zero_shot_logits,
+)
 from .errors import ConfigError
 from .plotting import plot_reliability
 from .recipes import load_recipe
 from .scoring import class_contexts, dense_errors
-from .timesteps import scoring_pairs, tif_weights
+from .stats import hierarchical_difference, mean_sd
 
 TEST_SPLITS = ("decorrelated", "correlated")
 REFERENCE_CONFIGURATION = "reference configuration: trained over (0, 1000), TiF weight"
 REFERENCE_STYLE = "reference-style: trained and scored over (0, 1000)"
 PROTOTYPES = ("nearest prototype, pixels", "nearest prototype, VAE latents")
-FULL = {"seeds": [1, 2, 3, 4, 5], "test_per_class": 40}  # `--full`: 200 test images per split and seed
+# the sealed test streams of `--full`: never read by tuning (eval/tune_synthetic.py refuses them)
+SEALED_SEEDS = (401, 402, 403, 404, 405)
+FULL = {"seeds": list(SEALED_SEEDS), "test_per_class": 40}  # 200 test images per split and seed
 
 
 @dataclass
@@ -45,91 +64,63 @@ class DemoConfig:
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     shots: int = 8
     test_per_class: int = 8
-    pairs: list[int] = field(default_factory=lambda: [8, 12, 8])  # (t, noise) pairs below, in, above the window
+    pairs_per_window: int = 12  # (t, noise) pairs in each scoring window, all t and TiF's weight included
     steps: int | None = None  # fit steps per class (None: the recipe's)
     samples_per_class: int = 4
     val_per_class: int = 4  # the validation stream each method's probability temperature is chosen on
     device: str = "cpu"
-    full: bool = False  # the README's run: FULL seeds and test images (longer; says so in its report)
+    full: bool = False  # the README's run: the sealed seeds and FULL test images
 
     def __post_init__(self):
         if self.full:
             self.seeds, self.test_per_class = list(FULL["seeds"]), FULL["test_per_class"]
 
 
-def method_names(window: tuple[int, int]) -> tuple[str, str, tuple[str, ...]]:
-    """The recommended configuration's name, the large-t one's, and the rivals the targets name (the
-    claim says each is worse). The reference configuration is compared too, as information: the claim
-    says nothing of TiF's weight against a window."""
-    recommended = f"DiTi-SD, window {tuple(window)} (recommended)"
-    large = f"DiTi-SD, same adapters, large t {(window[1], 1000)}"
-    return recommended, large, (REFERENCE_STYLE, large, *PROTOTYPES)
+def method_names(window: tuple[int, int]) -> dict[tuple[str, str], str]:
+    """Each (adapter set, scoring) row's name: "band" adapters are the recipe's, "all" ones were trained
+    over all of [0, 1000)."""
+    w = tuple(window)
+    band = {"window": f"DiTi-SD, window {w} (recommended)",
+            "large t": f"DiTi-SD, same adapters, large t {(w[1], 1000)}",
+            "small t": f"DiTi-SD, same adapters, small t {(0, w[0])}",
+            "all t": "DiTi-SD, same adapters, all t (0, 1000)",
+            "TiF weight": "DiTi-SD, same adapters, TiF weight"}
+    wide = {"all t": REFERENCE_STYLE, "TiF weight": REFERENCE_CONFIGURATION,
+            "window": f"trained over (0, 1000), scored over the window {w}",
+            "large t": f"trained over (0, 1000), scored over large t {(w[1], 1000)}",
+            "small t": f"trained over (0, 1000), scored over small t {(0, w[0])}"}
+    return {**{("band", s): n for s, n in band.items()}, **{("all", s): n for s, n in wide.items()}}
 
 
-def stratified_pairs(edges, counts, latent_shape, seed: int = 0):
-    """``counts[i]`` pairs in each stratum [edges[i], edges[i + 1]) (empty strata skipped); each pair
-    carries the weight that makes a window's mean uniform in t across strata."""
-    ts, noises, weights = [], [], []
-    for i, (lo, hi, n) in enumerate(zip(edges[:-1], edges[1:], counts)):
-        if hi > lo and n > 0:
-            t, noise = scoring_pairs(n, lo, hi, latent_shape, seed + i)
-            ts.append(t)
-            noises.append(noise)
-            weights.append(torch.full((n,), (hi - lo) / n))
-    return torch.cat(ts), torch.cat(noises), torch.cat(weights).numpy()
+def zero_shot_name(window) -> str:
+    return f"the base alone, zero-shot (its caption words), window {tuple(window)}"
 
 
-def window_logits(errors: np.ndarray, t: np.ndarray, weights: np.ndarray,
-                  window: tuple[int, int]) -> np.ndarray | None:
-    """Per image and class, minus the weighted mean error over the pairs in ``window`` (None: no pairs)."""
-    keep = (t >= window[0]) & (t < window[1]) & (weights > 0)
-    if not keep.any():
-        return None
-    return -(errors[:, :, keep] * weights[keep]).sum(2) / weights[keep].sum()
+def code_version() -> dict:
+    """The commit the run is made at (and whether the tree had changes), where the package is a checkout."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip() != ""
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        from . import __version__
 
-
-def window_predictions(errors: np.ndarray, t: np.ndarray, weights: np.ndarray,
-                       window: tuple[int, int]) -> np.ndarray | None:
-    """Per image, the class with the lowest weighted mean error over the pairs in ``window``."""
-    logits = window_logits(errors, t, weights, window)
-    return None if logits is None else logits.argmax(1)
-
-
-def window_correct(errors: np.ndarray, t: np.ndarray, weights: np.ndarray, labels: np.ndarray,
-                   window: tuple[int, int]) -> np.ndarray | None:
-    """Per image, whether its weighted mean error over the pairs in ``window`` is lowest for its class."""
-    predicted = window_predictions(errors, t, weights, window)
-    return None if predicted is None else predicted == labels
-
-
-def window_accuracy(errors: np.ndarray, t: np.ndarray, weights: np.ndarray, labels: np.ndarray,
-                    window: tuple[int, int]) -> float:
-    """Accuracy when each image is scored by its weighted mean error over the pairs in ``window``."""
-    correct = window_correct(errors, t, weights, labels, window)
-    return float("nan") if correct is None else float(correct.mean())
-
-
-def _prototype_logits(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tensor) -> np.ndarray:
-    """Minus the distance to each class's mean train image (classes 0..C-1, all present in train_y)."""
-    protos = torch.stack([train_x[torch.from_numpy(train_y == c)].mean(0) for c in np.unique(train_y)]).flatten(1)
-    return -torch.cdist(test_x.flatten(1).float(), protos.float()).numpy()
+        return {"commit": None, "version": __version__}
 
 
 @dataclass
 class _SeedScorer:
-    """One seed's two adapter sets (recommended, reference-style) and the pairs they are scored on."""
+    """One seed's two adapter sets (the recipe's band, all t) and the pairs they are scored on."""
 
-    clf: DiTiFewShotClassifier
-    ref: DiTiFewShotClassifier
-    contexts: torch.Tensor
-    ref_contexts: torch.Tensor
+    sets: dict  # "band" | "all" -> (classifier, contexts)
     t: torch.Tensor
     noise: torch.Tensor
-    weights: np.ndarray
-    tif: np.ndarray
-    window: tuple[int, int]
-    recommended: str
-    large: str
+    weights: dict  # scoring -> per-pair weight
+    names: dict
+    zero_shot: str
     train_pix: torch.Tensor
     train_lat: torch.Tensor
     train_y: np.ndarray
@@ -138,25 +129,18 @@ class _SeedScorer:
     progress: bool
 
     def logits(self, data):
-        """Every method's logits on ``data`` (one dense pass per adapter set), the labels, and both sets'
-        errors."""
-        t_np, w, window = self.t.numpy(), self.weights, self.window
-        latents = self.clf.encode(data.images)
-        err_a = dense_errors(self.clf.backbone_, self.clf.adapters_, latents, self.contexts, self.t, self.noise,
-                             progress=self.progress)
-        err_b = dense_errors(self.ref.backbone_, self.ref.adapters_, latents, self.ref_contexts, self.t, self.noise,
-                             progress=self.progress)
-        logits = {
-            self.recommended: window_logits(err_a, t_np, w, window),
-            self.large: window_logits(err_a, t_np, w, (window[1], 1000)),
-            "DiTi-SD, same adapters, all t (0, 1000)": window_logits(err_a, t_np, w, (0, 1000)),
-            "DiTi-SD, same adapters, TiF weight": window_logits(err_a, t_np, self.tif, (0, 1000)),
-            REFERENCE_STYLE: window_logits(err_b, t_np, w, (0, 1000)),
-            REFERENCE_CONFIGURATION: window_logits(err_b, t_np, self.tif, (0, 1000)),
-            PROTOTYPES[0]: _prototype_logits(self.train_pix, self.train_y, torch.stack(data.images)),
-            PROTOTYPES[1]: _prototype_logits(self.train_lat, self.train_y, latents),
-        }
-        return logits, np.array([self.label_of[self.spec.classnames[i]] for i in data.labels]), err_a, err_b
+        """Every row's logits on ``data`` (one dense pass per adapter set), the labels, and each set's errors."""
+        clf = self.sets["band"][0]
+        latents = clf.encode(data.images)
+        errors = {key: dense_errors(c.backbone_, c.adapters_, latents, ctx, self.t, self.noise, progress=self.progress)
+                  for key, (c, ctx) in self.sets.items()}
+        logits = {self.names[(key, s)]: weighted_logits(err, self.weights[s])
+                  for key, err in errors.items() for s in SCORINGS if s in self.weights and (key, s) in self.names}
+        logits[self.zero_shot] = zero_shot_logits(clf.backbone_, latents, self.t, self.noise, self.weights["window"],
+                                                  self.spec, self.label_of)
+        logits[PROTOTYPES[0]] = prototype_logits(self.train_pix, self.train_y, torch.stack(data.images))
+        logits[PROTOTYPES[1]] = prototype_logits(self.train_lat, self.train_y, latents)
+        return logits, np.array([self.label_of[self.spec.classnames[i]] for i in data.labels]), errors
 
 
 def _zscore(logits: np.ndarray) -> np.ndarray:
@@ -172,19 +156,9 @@ def _band_means(per_seed: list[list[float]]) -> list[float | None]:
     return [float(m) if n else None for m, n in zip(means, seen.sum(0))]
 
 
-def paired_difference(a: list[np.ndarray], b: list[np.ndarray], n_boot: int = 2000, seed: int = 0) -> dict:
-    """Mean of a - b over every (seed, image), per-image correctness of two methods on the same images,
-    with a 95 % bootstrap interval that resamples images within each seed."""
-    diffs = [x.astype(float) - y.astype(float) for x, y in zip(a, b)]
-    rng = np.random.default_rng(seed)
-    total = sum(len(d) for d in diffs)
-    boot = np.zeros(n_boot)
-    for d in diffs:
-        boot += d[rng.integers(0, len(d), size=(n_boot, len(d)))].sum(1)
-    boot /= total
-    mean = float(np.concatenate(diffs).mean())
-    low, high = np.percentile(boot, [2.5, 97.5])
-    return {"mean": mean, "low": float(low), "high": float(high), "n": total}
+def _fit(recipe, cfg: DemoConfig, seed: int, train, names, prior, train_window=None):
+    return DiTiFewShotClassifier(recipe=recipe, steps=cfg.steps, train_window=train_window, random_state=seed,
+                                 device=cfg.device, progress=False).fit(train.images, names, prior_images=prior)
 
 
 def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool = True) -> dict:
@@ -196,78 +170,69 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
     if window[1] >= 1000:
         raise ConfigError(f"the demo compares the recipe's scoring window with large t above it; recipe "
                           f"{cfg.recipe!r} scores up to t = {window[1]}: set score.t_max below 1000")
-    recommended, large, rivals = method_names(window)
+    scoring_weights(window, cfg.pairs_per_window)  # a bad pair count fails before any fit
+    names = method_names(window)
+    recommended = names[("band", "window")]
     correct: dict[str, dict[str, list[np.ndarray]]] = {}  # method -> split -> per seed, per image
     probs: dict[str, dict[str, list[dict]]] = {}  # method -> split -> per seed, its calibration report
+    conflicts: dict[str, list[dict]] = {}  # method -> per seed, on decorrelated images with another class's background
     bands: dict[str, list[list[float]]] = {}
     train_acc, d_values, examples = [], [], None
     for seed in tqdm(cfg.seeds, desc="seeds", disable=not progress):
-        clf = DiTiFewShotClassifier(recipe=recipe, steps=cfg.steps, random_state=seed, device=cfg.device,
-                                    progress=progress)
-        spec = SyntheticSpec(size=clf._load_backbone(recipe).resolution)
+        probe = DiTiFewShotClassifier(recipe=recipe, device=cfg.device, progress=False)
+        spec = SyntheticSpec(size=probe._load_backbone(recipe).resolution)
         train = make_split(spec, "train", cfg.shots, seed)
         tests = {name: make_split(spec, name, cfg.test_per_class, 1000 + seed) for name in TEST_SPLITS}
-        names = [spec.classnames[i] for i in train.labels]
+        labels = [spec.classnames[i] for i in train.labels]
         # generic images of the domain for prior preservation (the role "a photo of an aircraft" plays for
         # SD); the tiny base's own samples are too crude for it (see eval/tune_synthetic.py)
         prior = make_split(spec, "generic", max(1, recipe.fit.prior_images // spec.n_classes), 7000 + seed).images
-        clf.fit(train.images, names, prior_images=prior)
-        backbone = clf.backbone_
-        t, noise, weights = stratified_pairs([0, *window, 1000], cfg.pairs, backbone.latent_shape)
-        t_np = t.numpy()
-        ref = DiTiFewShotClassifier(recipe=recipe, steps=cfg.steps, train_window=(0, 1000), random_state=seed,
-                                    device=cfg.device, progress=progress).fit(train.images, names, prior_images=prior)
+        clf = _fit(recipe, cfg, seed, train, labels, prior)
+        wide = _fit(recipe, cfg, seed, train, labels, prior, train_window=(0, 1000))
         # TiF's per-t weight from this seed's train latents (the same for both fits)
         d_values.append(clf.tif_d_)
-        tif = weights * tif_weights(clf.tif_d_)[t_np]
+        t, noise, weights = scoring_weights(window, cfg.pairs_per_window, clf.tif_d_, clf.backbone_.latent_shape)
+        t_np = t.numpy()
+        # the band plot reads every pair, each weighted by its stratum's width
+        width = sum(weights.get(s, 0.0) for s in ("small t", "window", "large t"))
         label_of = {name: i for i, name in enumerate(clf.classes_.tolist())}
         train_lat = clf.encode(train.images)
-        train_pix = torch.stack(train.images)
-        train_y = np.array([label_of[n] for n in names])
-        contexts = class_contexts(backbone, clf.adapters_, clf.prompts_)
-        ref_contexts = class_contexts(ref.backbone_, ref.adapters_, ref.prompts_)
-        err_train = dense_errors(backbone, clf.adapters_, train_lat, contexts, t, noise, progress=progress)
-        train_acc.append(window_accuracy(err_train, t_np, weights, train_y, window))
+        train_y = np.array([label_of[n] for n in labels])
+        sets = {key: (c, class_contexts(c.backbone_, c.adapters_, c.prompts_)) for key, c in (("band", clf), ("all", wide))}
+        err_train = dense_errors(clf.backbone_, clf.adapters_, train_lat, sets["band"][1], t, noise)
+        train_acc.append(float((weighted_logits(err_train, weights["window"]).argmax(1) == train_y).mean()))
 
-        scorer = _SeedScorer(clf, ref, contexts, ref_contexts, t, noise, weights, tif, window, recommended, large,
-                             train_pix, train_lat, train_y, label_of, spec, progress)
-
+        scorer = _SeedScorer(sets, t, noise, weights, names, zero_shot_name(window), torch.stack(train.images),
+                             train_lat, train_y, label_of, spec, progress)
         # each method's softmax temperature is chosen on a validation stream (CoOp's size, 4 per class)
-        val_logits, val_y, _, _ = scorer.logits(make_split(spec, "val", cfg.val_per_class, 5000 + seed))
+        val_logits, val_y, _ = scorer.logits(make_split(spec, "val", cfg.val_per_class, 5000 + seed))
         for split, data in tests.items():
-            logits, y, err_a, err_b = scorer.logits(data)
+            logits, y, errors = scorer.logits(data)
+            background = background_classes(data.images, spec, label_of) if split == "decorrelated" else None
             for method, scores in logits.items():
-                correct.setdefault(method, {}).setdefault(split, []).append(scores.argmax(1) == y)
+                predicted = scores.argmax(1)
+                correct.setdefault(method, {}).setdefault(split, []).append(predicted == y)
                 probs.setdefault(method, {}).setdefault(split, []).append(
                     calibration_report(_zscore(val_logits[method]), val_y, _zscore(scores), y))
-            for tag, err in (("recommended adapters", err_a), ("reference-style adapters", err_b)):
+                if background is not None:
+                    conflicts.setdefault(method, []).append(disagreement(predicted, y, background))
+            for key, tag in (("band", "recommended adapters"), ("all", "adapters trained over all t")):
                 bands.setdefault(f"{tag}|{split}", []).append(
-                    [window_accuracy(err, t_np, weights, y, band) for band in BANDS])
+                    [window_accuracy(errors[key], t_np, width, y, band) for band in BANDS])
             if examples is None and split == "decorrelated":
-                predicted = window_predictions(err_a, t_np, weights, window)
+                predicted = logits[recommended].argmax(1)
                 examples = (data, clf.classes_[predicted], [clf.classes_[i] for i in y], window)
         if seed == cfg.seeds[0]:
             samples, sample_labels = clf.sample(n_per_class=cfg.samples_per_class, steps=20, guidance=1.0, seed=seed)
             save_samples(samples, sample_labels, cfg.samples_per_class, out / "adapter_samples.png")
-    summary = {
-        method: {split: {"mean": float(np.mean([h.mean() for h in v])), "std": float(np.std([h.mean() for h in v])),
-                         "per_seed": [float(h.mean()) for h in v],
-                         **{k: float(np.mean([r[k] for r in probs[method][split]])) for k in ("nll", "ece")}}
-                 for split, v in by.items()}
-        for method, by in correct.items()
-    }
-    comparisons = {rival: {split: paired_difference(correct[recommended][split], correct[rival][split])
-                           for split in TEST_SPLITS} for rival in (*rivals, REFERENCE_CONFIGURATION)}
-    report = {
-        "config": asdict(cfg), "recipe": recipe.to_dict(), "results": summary, "comparisons": comparisons,
-        "recommended": recommended, "window": list(window), "targets_against": list(rivals), "train_accuracy": {"mean": float(np.mean(train_acc)), "per_seed": train_acc},
-        "tif_d": d_values, "bands": {"edges": [list(b) for b in BANDS],
-                                     "accuracy": {k: _band_means(v) for k, v in bands.items()}},
-        "chance": 1 / len(SyntheticSpec().classnames),
+    report = _summarise(cfg, recipe, window, names, correct, probs, conflicts)
+    report.update({
+        "train_accuracy": {"mean": float(np.mean(train_acc)), "per_seed": train_acc}, "tif_d": d_values,
+        "bands": {"edges": [list(b) for b in BANDS], "accuracy": {k: _band_means(v) for k, v in bands.items()}},
         "seconds": round(time.time() - start, 1),
         "peak_memory_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "torch_threads": torch.get_num_threads(),
-    }
+    })
     (out / "results.json").write_text(json.dumps(report, indent=2))
     (out / "README.md").write_text(render_markdown(report))
     plot_bands(report, out / "accuracy_by_band.png")
@@ -278,3 +243,47 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
     if examples is not None:
         plot_examples(*examples, out / "test_predictions.png")
     return report
+
+
+def _summarise(cfg, recipe, window, names, correct, probs, conflicts) -> dict:
+    """The report's numbers: per row and split, accuracy (mean and sd over seeds, ddof = 1), NLL and ECE;
+    the paired comparisons; the training x scoring grid; the rows on images the background misleads."""
+    recommended = names[("band", "window")]
+    summary = {}
+    for method, by in correct.items():
+        summary[method] = {}
+        for split, v in by.items():
+            mean, sd = mean_sd([h.mean() for h in v])
+            summary[method][split] = {"mean": mean, "std": sd, "per_seed": [float(h.mean()) for h in v],
+                                      **{k: float(np.mean([r[k] for r in probs[method][split]])) for k in ("nll", "ece")}}
+    rivals = (REFERENCE_STYLE, names[("band", "large t")], *PROTOTYPES)
+    others = [m for m in correct if m != recommended]
+    comparisons = {rival: {split: hierarchical_difference(correct[recommended][split], correct[rival][split])
+                           for split in TEST_SPLITS} for rival in others}
+    grid_contrasts = {}
+    for key, label in (("band", "adapters trained over the recipe's band"), ("all", "adapters trained over all t")):
+        for other in ("all t", "large t", "TiF weight"):
+            a, b = names.get((key, "window")), names.get((key, other))
+            if a in correct and b in correct:
+                grid_contrasts[f"{label}: the window minus {other}"] = hierarchical_difference(
+                    correct[a]["decorrelated"], correct[b]["decorrelated"])
+    for s in SCORINGS:
+        a, b = names.get(("band", s)), names.get(("all", s))
+        if a in correct and b in correct:
+            grid_contrasts[f"scored by {s}: trained over the band minus trained over all t"] = hierarchical_difference(
+                correct[a]["decorrelated"], correct[b]["decorrelated"])
+    misled = {}
+    for method, per_seed in conflicts.items():
+        n = sum(r["images"] for r in per_seed)
+        misled[method] = {"images": n, "accuracy": sum(r["correct"] for r in per_seed) / max(n, 1),
+                          "to_background": sum(r["to_background"] for r in per_seed) / max(n, 1)}
+    grid = {split: {key: {s: summary[names[(key, s)]][split]["mean"] for s in SCORINGS if names.get((key, s)) in summary}
+                    for key in ("band", "all")} for split in TEST_SPLITS}
+    return {
+        "config": asdict(cfg), "code": code_version(), "sealed": list(cfg.seeds) == list(SEALED_SEEDS),
+        "recipe": recipe.to_dict(), "results": summary, "comparisons": comparisons, "recommended": recommended,
+        "window": list(window), "targets_against": list(rivals), "zero_shot": zero_shot_name(window),
+        "grid": {"scorings": {s: window_of(s, window) for s in SCORINGS}, "accuracy": grid,
+                 "contrasts": grid_contrasts, "pairs_per_window": cfg.pairs_per_window},
+        "background_disagrees": misled, "chance": 1 / len(SyntheticSpec().classnames),
+    }

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,14 +51,37 @@ def test_budget_curve_replays_schedules_on_one_set_of_errors(tmp_path, capsys):
     assert (tmp_path / "accuracy_vs_budget.png").stat().st_size > 0
 
 
-def test_tune_synthetic_reports_validation_accuracy_per_window(capsys):
-    _script("tune_synthetic").main(["--seeds", "11", "--val-per-class", "2", "--set", "fit.steps_by_shots={1: 2}",
-                                    "--windows", "0-200,150-500", "--pairs", "2,3", "--split-at", "300"])
+def test_tune_synthetic_compares_on_validation_under_the_sealed_protocol(capsys):
+    tune = _script("tune_synthetic")
+    # the protocol: ten seeds or more, never the demo's sealed seeds
+    with pytest.raises(SystemExit, match="at least 10"):
+        tune.main(["--seeds", "11-13"])
+    with pytest.raises(SystemExit, match="sealed"):
+        tune.main(["--seeds", "396-405"])
+    tune.main(["--seeds", "11", "--smoke", "--val-per-class", "2", "--set", "fit.steps_by_shots={1: 2}",
+               "--against", "fit.steps_by_shots={1: 1}", "--windows", "0-200,150-500", "--pairs", "2,3",
+               "--split-at", "300"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["overrides"] == ["fit.steps_by_shots={1: 2}"]
-    windows = [k for k in result if k.startswith("val")]
-    assert windows == ["val[0,200)", "val[150,500)", "val tif"] and all(0 <= result[k] <= 1 for k in windows)
-    assert 0 <= result["train[0,200)"] <= 1
+    assert result["candidate"] == ["fit.steps_by_shots={1: 2}"] and result["seeds"] == [11]
+    rows = result["windows"]
+    assert list(rows) == ["[0,200)", "[150,500)", "tif"]
+    for r in rows.values():
+        assert 0 <= r["candidate"] <= 1 and r["gain"] == pytest.approx(r["candidate"] - r["baseline"])
+        assert r["verdict"] == "smoke run: no verdict"
+    assert 0 <= result["train_accuracy"]["candidate"] <= 1
+
+
+def test_tune_synthetic_calls_a_gain_better_only_beyond_two_standard_errors():
+    tune = _script("tune_synthetic")
+    seeds = 10
+    base = {"correct": {(0, 200): [np.zeros(20, bool)] * seeds}}
+    steady = {"correct": {(0, 200): [np.r_[np.ones(2), np.zeros(18)].astype(bool)] * seeds}}
+    # +0.10 on every seed: no spread, far beyond 2 SE
+    assert tune.compare(steady, base)["[0,200)"]["verdict"].startswith("better")
+    # the same mean gain, carried by two seeds only: within the noise
+    lucky = {"correct": {(0, 200): [np.ones(20, bool) if s < 2 else np.zeros(20, bool) for s in range(seeds)]}}
+    noisy = tune.compare(lucky, base)["[0,200)"]
+    assert noisy["gain"] == pytest.approx(0.2) and noisy["verdict"] == "not shown better"
 
 
 def test_auto_window_scores_autos_pick_and_every_fixed_candidate_and_resumes(tmp_path, capsys):
@@ -77,9 +101,9 @@ def test_auto_window_scores_autos_pick_and_every_fixed_candidate_and_resumes(tmp
     stamps = {p: p.stat().st_mtime_ns for p in folder.glob("seed*.json")}
     _script("auto_window").main(argv)  # finished seeds are read back, not recomputed
     assert stamps == {p: p.stat().st_mtime_ns for p in folder.glob("seed*.json")}
-    # rules of choice compared offline on the saved validation pass; the accuracy rule is auto's own pick
+    # rules of choice compared offline on the saved validation pass; the likelihood rule is auto's own pick
     _script("auto_window").main(argv + ["--compare-rules"])
     rules = json.loads((folder / "rules.json").read_text())
     assert set(rules) == {"accuracy", "accuracy, then likelihood", "likelihood"}
-    assert rules["accuracy"]["accuracy"] == summary["accuracy"]["auto"]["mean"]
+    assert rules["likelihood"]["accuracy"] == summary["accuracy"]["auto"]["mean"]
     assert rules["accuracy"]["minus accuracy rule"]["mean"] == 0.0

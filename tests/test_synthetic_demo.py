@@ -12,13 +12,15 @@ from diti_sd.data.synthetic import (
     SyntheticSpec,
     attribute_caption,
     background_class_dependence,
+    background_of,
     make_split,
     texture,
 )
-from diti_sd.demo import REFERENCE_CONFIGURATION, DemoConfig, run_demo, window_accuracy
+from diti_sd.demo import REFERENCE_CONFIGURATION, REFERENCE_STYLE, DemoConfig, run_demo
+from diti_sd.demo_scoring import window_accuracy
 from diti_sd.errors import ConfigError
 from diti_sd.scoring import class_contexts, dense_errors, stage_timesteps
-from diti_sd.timesteps import timestep_noise
+from diti_sd.timesteps import tif_weights, timestep_noise
 
 SPEC = SyntheticSpec(size=16)
 
@@ -147,24 +149,43 @@ def test_window_accuracy_agrees_with_predict():
 
 
 def test_demo_writes_its_report(tmp_path):
-    cfg = DemoConfig(seeds=[1], shots=2, test_per_class=2, pairs=[1, 2, 1], steps=2, samples_per_class=1)
+    cfg = DemoConfig(seeds=[1, 2], shots=2, test_per_class=2, pairs_per_window=3, steps=2, samples_per_class=1)
     report = run_demo(cfg, tmp_path, progress=False)
     for name in ("results.json", "README.md", "accuracy_by_band.png", "test_predictions.png", "adapter_samples.png",
                  "reliability.png"):
         assert (tmp_path / name).is_file(), name
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["results"] == json.loads(json.dumps(report["results"]))
+    assert saved["code"]["commit"] and not saved["sealed"]
     recommended = saved["results"][saved["recommended"]]
     # each accuracy is the mean of its seed's 10 per-image hits; the comparison is their paired difference
     for split in ("decorrelated", "correlated"):
-        assert recommended[split]["per_seed"][0] * 10 == pytest.approx(round(recommended[split]["per_seed"][0] * 10))
+        hits = recommended[split]["per_seed"]
+        assert hits[0] * 10 == pytest.approx(round(hits[0] * 10))
+        assert recommended[split]["std"] == pytest.approx(np.std(hits, ddof=1))
         for rival, by in saved["comparisons"].items():
             expected = recommended[split]["mean"] - saved["results"][rival][split]["mean"]
-            assert by[split]["mean"] == pytest.approx(expected) and by[split]["n"] == 10
-            assert by[split]["low"] <= by[split]["mean"] <= by[split]["high"]
-    assert len(saved["tif_d"]) == 1 and saved["tif_d"][0] > 0
+            assert by[split]["mean"] == pytest.approx(expected) and by[split]["images"] == 20
+            assert by[split]["seeds"] == 2 and by[split]["low"] <= by[split]["mean"] <= by[split]["high"]
+    # the training x scoring grid is the rows it names: two adapter sets, five scorings
+    grid = saved["grid"]["accuracy"]["decorrelated"]
+    assert set(grid["band"]) == set(grid["all"]) == {"small t", "window", "large t", "all t", "TiF weight"}
+    assert grid["band"]["window"] == recommended["decorrelated"]["mean"]
+    assert grid["all"]["all t"] == saved["results"][REFERENCE_STYLE]["decorrelated"]["mean"]
+    assert grid["all"]["TiF weight"] == saved["results"][REFERENCE_CONFIGURATION]["decorrelated"]["mean"]
+    # the images whose background is another class's, counted from the images themselves
+    spec = SyntheticSpec(size=16)
+    other = sum(background_of(image) != label for seed in cfg.seeds
+                for image, label in zip(*_images_labels(make_split(spec, "decorrelated", 2, 1000 + seed))))
+    misled = saved["background_disagrees"]
+    assert all(r["images"] == other for r in misled.values()) and other > 0
+    # nearest pixel prototypes read the background: they answer its class on most of those images
+    assert misled["nearest prototype, pixels"]["to_background"] >= 0.8
+    assert saved["zero_shot"] in saved["results"] and saved["zero_shot"] in saved["comparisons"]
+    assert len(saved["tif_d"]) == 2 and saved["tif_d"][0] > 0
     text = (tmp_path / "README.md").read_text()
     assert "## Targets" in text and "decorrelated accuracy at least 0.70" in text
+    assert "Short run" in text and saved["code"]["commit"][:7] in text and "## Training band x scoring band" in text
     # the rivals are targets; the reference configuration is compared, not targeted
     target_lines = [line for line in text.splitlines() if line.startswith("- at least 0.10 above")]
     assert len(target_lines) == len(saved["targets_against"]) == 4
@@ -175,22 +196,47 @@ def test_demo_writes_its_report(tmp_path):
     # every row's probabilities: NLL and ECE beside top-1
     for by in saved["results"].values():
         for split in ("decorrelated", "correlated"):
-            assert by[split]["nll"] > 0 and 0 <= by[split]["ece"] <= 1
+            assert by[split]["nll"] >= 0 and 0 <= by[split]["ece"] <= 1
     assert f"{recommended['decorrelated']['nll']:.3f} / {recommended['decorrelated']['ece']:.3f}" in text
 
 
-def test_paired_difference_resamples_images_within_seeds():
-    from diti_sd.demo import paired_difference
+def _images_labels(data):
+    return data.images, data.labels
 
-    same = [np.array([1, 0, 1, 1], bool)]
-    assert paired_difference(same, same) == {"mean": 0.0, "low": 0.0, "high": 0.0, "n": 4}
-    a = [np.ones(50, bool), np.ones(30, bool)]
-    b = [np.zeros(50, bool), np.r_[np.ones(15), np.zeros(15)].astype(bool)]
-    out = paired_difference(a, b, n_boot=500)
-    assert out["mean"] == pytest.approx((50 + 15) / 80)
-    assert out["low"] < out["mean"] < out["high"] and out["high"] - out["low"] < 0.3
-    # the seed with all differences 1 contributes no variance: the interval is narrower than if pooled freely
-    assert out["low"] > 0.7
+
+def test_every_scoring_reads_the_same_number_of_pairs():
+    from diti_sd.demo_scoring import scoring_weights
+
+    t, noise, w = scoring_weights((200, 500), 12, tif_d=2.0, latent_shape=(4, 8, 8))
+    assert len(t) == noise.shape[0] == 36
+    assert {k: int((v > 0).sum()) for k, v in w.items() if k != "TiF weight"} == {
+        "small t": 12, "window": 12, "large t": 12, "all t": 12}
+    # TiF's weight is a weight over all t's pairs (zero at the smallest t, so a pair may drop out)
+    assert np.allclose(w["TiF weight"], w["all t"] * tif_weights(2.0)[t.numpy()])
+    t = t.numpy()
+    assert ((t[w["small t"] > 0] < 200).all() and ((t[w["window"] > 0] >= 200) & (t[w["window"] > 0] < 500)).all()
+            and (t[w["large t"] > 0] >= 500).all())
+    # all t takes four pairs from each stratum, weighted by the stratum's width: uniform in t
+    picked = t[w["all t"] > 0]
+    assert [int(((picked >= a) & (picked < b)).sum()) for a, b in ((0, 200), (200, 500), (500, 1000))] == [4, 4, 4]
+    assert w["all t"][w["all t"] > 0] == pytest.approx([200 / 12] * 4 + [300 / 12] * 4 + [500 / 12] * 4)
+    assert (w["TiF weight"][w["all t"] == 0] == 0).all()
+    # a window starting at 0 has no small-t stratum; the count must split evenly over the strata left
+    assert "small t" not in scoring_weights((0, 500), 4)[2]
+    with pytest.raises(ConfigError, match="multiple of 3"):
+        scoring_weights((200, 500), 10)
+
+
+def test_zero_shot_prompts_are_the_bases_own_captions():
+    from diti_sd.data.synthetic import attribute_caption
+    from diti_sd.demo_scoring import caption_prompts
+
+    spec = SyntheticSpec(size=16)
+    prompts = caption_prompts(spec)
+    assert len(prompts) == 25
+    for image, label in zip(*_images_labels(make_split(spec, "decorrelated", 2, 3))):
+        # texture-major: row = texture, column = background
+        assert prompts[label * 5 + background_of(image)] == attribute_caption(image, label, spec)
 
 
 def test_replayed_rounds_match_the_real_scoring_pass():
@@ -223,7 +269,7 @@ def test_replayed_rounds_match_the_real_scoring_pass():
 
 
 def test_stratified_pairs_weigh_each_stratum_by_its_width():
-    from diti_sd.demo import stratified_pairs
+    from diti_sd.demo_scoring import stratified_pairs
 
     t, noise, weights = stratified_pairs([0, 0, 200, 500, 1000], [3, 2, 4, 5], (4, 8, 8))
     assert len(t) == len(weights) == noise.shape[0] == 11  # the empty stratum [0, 0) draws nothing

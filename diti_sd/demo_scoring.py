@@ -1,0 +1,135 @@
+"""How the demo reads every row off one set of UNet calls per adapter set.
+
+The (t, noise) pairs are drawn in three strata: below, inside and above the recipe's scoring window,
+the same number in each, so every scoring window is judged on the same number of pairs. "All t" and
+TiF's weight use an equal share of each stratum (the first pairs of a radical-inverse grid cover a
+stratum evenly), again that number in all, each pair weighted by its stratum's width so that the mean
+is uniform in t. Which adapters were trained where and which window scores them are then two separate
+factors of one table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .data.synthetic import COLOUR_NAMES, background_of
+from .errors import ConfigError
+from .lora import NoAdapters
+from .scoring import class_contexts, dense_errors
+from .timesteps import scoring_pairs, tif_weights
+
+SCORINGS = ("small t", "window", "large t", "all t", "TiF weight")
+
+
+def stratified_pairs(edges, counts, latent_shape, seed: int = 0):
+    """``counts[i]`` pairs in each stratum [edges[i], edges[i + 1]) (empty strata skipped); each pair
+    carries the weight that makes a window's mean uniform in t across strata."""
+    ts, noises, weights = [], [], []
+    for i, (lo, hi, n) in enumerate(zip(edges[:-1], edges[1:], counts)):
+        if hi > lo and n > 0:
+            t, noise = scoring_pairs(n, lo, hi, latent_shape, seed + i)
+            ts.append(t)
+            noises.append(noise)
+            weights.append(torch.full((n,), (hi - lo) / n))
+    return torch.cat(ts), torch.cat(noises), torch.cat(weights).numpy()
+
+
+def scoring_weights(window: tuple[int, int], per_window: int, tif_d: float | None = None,
+                    latent_shape=(4, 8, 8)) -> tuple[torch.Tensor, torch.Tensor, dict[str, np.ndarray]]:
+    """The demo's pairs and, per scoring, a weight for each pair (zero: not used by that scoring).
+
+    Each of small t [0, window[0]), the window and large t [window[1], 1000) gets ``per_window`` pairs;
+    all t and TiF's weight get ``per_window`` too, an equal share from each stratum. Small t is absent
+    when the window starts at 0."""
+    lo, hi = window
+    strata = [(a, b) for a, b in ((0, lo), (lo, hi), (hi, 1000)) if b > a]
+    if per_window < len(strata) or per_window % len(strata):
+        raise ConfigError(f"pairs per window = {per_window}: it must be a positive multiple of {len(strata)} (the "
+                          f"strata all t takes an equal share from); e.g. 12")
+    t, noise, width = stratified_pairs([0, lo, hi, 1000], [per_window] * 3, latent_shape)
+    stratum = np.repeat(np.arange(len(strata)), per_window)
+    first = np.tile(np.arange(per_window) < per_window // len(strata), len(strata))
+    names = dict(zip([(0, lo), (lo, hi), (hi, 1000)], ("small t", "window", "large t")))
+    out = {names[s]: np.where(stratum == i, width, 0.0) for i, s in enumerate(strata)}
+    out["all t"] = np.where(first, width, 0.0)
+    if tif_d is not None:
+        out["TiF weight"] = out["all t"] * tif_weights(tif_d)[t.numpy()]
+    return t, noise, out
+
+
+def window_of(name: str, window: tuple[int, int]) -> tuple[int, int] | None:
+    """The band of t a scoring covers (None for TiF's weight, which is a weight over all t)."""
+    return {"small t": (0, window[0]), "window": tuple(window), "large t": (window[1], 1000),
+            "all t": (0, 1000)}.get(name)
+
+
+def weighted_logits(errors: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Per image and class, minus the ``w``-weighted mean error over the pairs."""
+    keep = w > 0
+    return -(errors[:, :, keep] * w[keep]).sum(2) / w[keep].sum()
+
+
+def window_logits(errors: np.ndarray, t: np.ndarray, weights: np.ndarray,
+                  window: tuple[int, int]) -> np.ndarray | None:
+    """Per image and class, minus the weighted mean error over the pairs in ``window`` (None: no pairs)."""
+    w = np.where((t >= window[0]) & (t < window[1]), weights, 0.0)
+    return weighted_logits(errors, w) if (w > 0).any() else None
+
+
+def window_accuracy(errors: np.ndarray, t: np.ndarray, weights: np.ndarray, labels: np.ndarray,
+                    window: tuple[int, int]) -> float:
+    """Accuracy when each image is scored by its weighted mean error over the pairs in ``window``."""
+    logits = window_logits(errors, t, weights, window)
+    return float("nan") if logits is None else float((logits.argmax(1) == labels).mean())
+
+
+def prototype_logits(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tensor) -> np.ndarray:
+    """Minus the distance to each class's mean train image (classes 0..C-1, all present in train_y)."""
+    protos = torch.stack([train_x[torch.from_numpy(train_y == c)].mean(0) for c in np.unique(train_y)]).flatten(1)
+    return -torch.cdist(test_x.flatten(1).float(), protos.float()).numpy()
+
+
+def caption_prompts(spec) -> list[str]:
+    """Every (class texture, background colour) pair in the caption form the tiny base was trained on
+    (data.synthetic.attribute_caption), texture-major."""
+    return [f"a photo of a {texture} pattern on a {colour} background"
+            for texture in spec.classnames for colour in COLOUR_NAMES[: spec.n_classes]]
+
+
+def zero_shot_logits(backbone, latents: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, w: np.ndarray, spec,
+                     label_of: dict) -> np.ndarray:
+    """The base alone as a Diffusion Classifier asked only the texture: every caption pair scored on the
+    pairs ``w`` keeps, a texture's logit the best of its pairs; columns in ``label_of``'s order."""
+    keep = w > 0
+    contexts = class_contexts(backbone, NoAdapters(), caption_prompts(spec))
+    errors = dense_errors(backbone, NoAdapters(), latents, contexts, t[torch.from_numpy(keep)],
+                          noise[torch.from_numpy(keep)])
+    per_pair = weighted_logits(errors, w[keep])
+    per_texture = per_pair.reshape(len(latents), len(spec.classnames), spec.n_classes).max(2)
+    out = np.empty_like(per_texture)
+    for i, name in enumerate(spec.classnames):
+        out[:, label_of[name]] = per_texture[:, i]
+    return out
+
+
+def background_classes(images, spec, label_of: dict) -> np.ndarray:
+    """Per image, the class whose train images share its background colour (in ``label_of``'s order)."""
+    out = []
+    for image in images:
+        b = background_of(image)
+        if b >= spec.n_classes:
+            raise ValueError(f"background {COLOUR_NAMES[b]} belongs to no class of a {spec.n_classes}-class split")
+        out.append(label_of[spec.classnames[b]])
+    return np.array(out)
+
+
+def disagreement(predicted: np.ndarray, labels: np.ndarray, background: np.ndarray) -> dict:
+    """On the images whose background belongs to another class: how many, the accuracy, and the share
+    predicted as the background's class (what a classifier reading the background would answer)."""
+    other = background != labels
+    n = int(other.sum())
+    if n == 0:
+        return {"images": 0, "correct": 0, "to_background": 0}
+    return {"images": n, "correct": int((predicted[other] == labels[other]).sum()),
+            "to_background": int((predicted[other] == background[other]).sum())}
