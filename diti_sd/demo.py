@@ -163,6 +163,7 @@ def _fit(recipe, cfg: DemoConfig, seed: int, train, names, prior, train_window=N
 
 def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool = True) -> dict:
     start = time.time()
+    code = code_version()  # read before the work: the tree may change while a long run goes on
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     recipe = load_recipe(cfg.recipe, {"model": cfg.model})
@@ -226,6 +227,7 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
             samples, sample_labels = clf.sample(n_per_class=cfg.samples_per_class, steps=20, guidance=1.0, seed=seed)
             save_samples(samples, sample_labels, cfg.samples_per_class, out / "adapter_samples.png")
     report = _summarise(cfg, recipe, window, names, correct, probs, conflicts)
+    report["code"] = code
     report.update({
         "train_accuracy": {"mean": float(np.mean(train_acc)), "per_seed": train_acc}, "tif_d": d_values,
         "bands": {"edges": [list(b) for b in BANDS], "accuracy": {k: _band_means(v) for k, v in bands.items()}},
@@ -280,7 +282,7 @@ def _summarise(cfg, recipe, window, names, correct, probs, conflicts) -> dict:
     grid = {split: {key: {s: summary[names[(key, s)]][split]["mean"] for s in SCORINGS if names.get((key, s)) in summary}
                     for key in ("band", "all")} for split in TEST_SPLITS}
     return {
-        "config": asdict(cfg), "code": code_version(), "sealed": list(cfg.seeds) == list(SEALED_SEEDS),
+        "config": asdict(cfg), "sealed": list(cfg.seeds) == list(SEALED_SEEDS),
         "recipe": recipe.to_dict(), "results": summary, "comparisons": comparisons, "recommended": recommended,
         "window": list(window), "targets_against": list(rivals), "zero_shot": zero_shot_name(window),
         "grid": {"scorings": {s: window_of(s, window) for s in SCORINGS}, "accuracy": grid,
