@@ -7,6 +7,9 @@ UNet calls per fit. The candidate counts as better on a window only when its pai
 standard errors of the per-seed gains (ddof = 1); a hierarchical bootstrap interval is printed beside it.
 
     python eval/tune_synthetic.py --seeds 11-20 --set fit.text_lr=1e-3
+    python eval/tune_synthetic.py --seeds 11-20 --variant "lora.rank=2;lora.text_rank=2" --variant fit.steps=60
+
+Several ``--variant`` (overrides separated by ";") are each compared with one baseline fit per seed.
 
 The protocol is enforced here (docs/benchmarks.md, "Sealed test protocol"): only the ``val`` split is
 ever read, at least 10 seeds, and never the sealed seeds of ``diti-sd demo --full``. ``--smoke`` lifts
@@ -111,6 +114,8 @@ def main(argv=None):
     parser.add_argument("--shots", type=int, default=8)
     parser.add_argument("--val-per-class", type=int, default=10)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="the candidate: KEY=VALUE")
+    parser.add_argument("--variant", action="append", default=[],
+                        help='a further candidate, its overrides separated by ";" (repeatable)')
     parser.add_argument("--against", action="append", default=[], help="the baseline: KEY=VALUE (default: the recipe)")
     parser.add_argument("--windows", default=None,
                         help="scoring windows to report, e.g. 0-200,150-500 (default: "
@@ -123,16 +128,22 @@ def main(argv=None):
     check_protocol(seeds, args.smoke)
     windows = WINDOWS if args.windows is None else [tuple(int(v) for v in w.split("-")) for w in args.windows.split(",")]
     pairs = tuple(int(v) for v in args.pairs.split(","))
-    runs = [evaluate(o, seeds, args.shots, args.val_per_class, windows, pairs, args.split_at)
-            for o in (args.overrides, args.against)]
-    table = compare(*runs, smoke=args.smoke)
-    print(f"{'window':12s} {'candidate':>9s} {'baseline':>9s} {'gain':>7s} {'95 % interval':>18s} {'SE':>6s}  verdict")
-    for w, r in table.items():
-        print(f"{w:12s} {r['candidate']:9.3f} {r['baseline']:9.3f} {r['gain']:+7.3f} "
-              f"[{r['low']:+.3f}, {r['high']:+.3f}] {r['se']:6.3f}  {r['verdict']}")
-    print(json.dumps({"candidate": args.overrides, "baseline": args.against, "seeds": seeds,
-                      "train_accuracy": {"candidate": runs[0]["train_accuracy"], "baseline": runs[1]["train_accuracy"]},
-                      "windows": table}), flush=True)
+    candidates = ([args.overrides] if args.overrides or not args.variant else []) + [
+        [o for o in v.split(";") if o] for v in args.variant]
+    baseline = evaluate(args.against, seeds, args.shots, args.val_per_class, windows, pairs, args.split_at)
+    out = {"baseline": args.against, "seeds": seeds, "baseline_train_accuracy": baseline["train_accuracy"],
+           "candidates": []}
+    for overrides in candidates:
+        run = evaluate(overrides, seeds, args.shots, args.val_per_class, windows, pairs, args.split_at)
+        table = compare(run, baseline, smoke=args.smoke)
+        print(f"candidate {' '.join(overrides) or '(the recipe)'} against {' '.join(args.against) or 'the recipe'}; "
+              f"train accuracy {run['train_accuracy']:.3f} (baseline {baseline['train_accuracy']:.3f})")
+        print(f"{'window':12s} {'candidate':>9s} {'baseline':>9s} {'gain':>7s} {'95 % interval':>18s} {'SE':>6s}  verdict")
+        for w, r in table.items():
+            print(f"{w:12s} {r['candidate']:9.3f} {r['baseline']:9.3f} {r['gain']:+7.3f} "
+                  f"[{r['low']:+.3f}, {r['high']:+.3f}] {r['se']:6.3f}  {r['verdict']}")
+        out["candidates"].append({"overrides": overrides, "train_accuracy": run["train_accuracy"], "windows": table})
+    print(json.dumps(out), flush=True)
 
 
 if __name__ == "__main__":

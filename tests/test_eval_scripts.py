@@ -59,16 +59,22 @@ def test_tune_synthetic_compares_on_validation_under_the_sealed_protocol(capsys)
     with pytest.raises(SystemExit, match="sealed"):
         tune.main(["--seeds", "396-405"])
     tune.main(["--seeds", "11", "--smoke", "--val-per-class", "2", "--set", "fit.steps_by_shots={1: 2}",
-               "--against", "fit.steps_by_shots={1: 1}", "--windows", "0-200,150-500", "--pairs", "2,3",
-               "--split-at", "300"])
+               "--variant", "fit.steps=1;lora.rank=2", "--against", "fit.steps_by_shots={1: 1}",
+               "--windows", "0-200,150-500", "--pairs", "2,3", "--split-at", "300"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["candidate"] == ["fit.steps_by_shots={1: 2}"] and result["seeds"] == [11]
-    rows = result["windows"]
-    assert list(rows) == ["[0,200)", "[150,500)", "tif"]
-    for r in rows.values():
-        assert 0 <= r["candidate"] <= 1 and r["gain"] == pytest.approx(r["candidate"] - r["baseline"])
-        assert r["verdict"] == "smoke run: no verdict"
-    assert 0 <= result["train_accuracy"]["candidate"] <= 1
+    assert result["baseline"] == ["fit.steps_by_shots={1: 1}"] and result["seeds"] == [11]
+    assert [c["overrides"] for c in result["candidates"]] == [["fit.steps_by_shots={1: 2}"],
+                                                               ["fit.steps=1", "lora.rank=2"]]
+    for candidate in result["candidates"]:
+        rows = candidate["windows"]
+        assert list(rows) == ["[0,200)", "[150,500)", "tif"]
+        for r in rows.values():
+            assert 0 <= r["candidate"] <= 1 and r["gain"] == pytest.approx(r["candidate"] - r["baseline"])
+            assert r["verdict"] == "smoke run: no verdict"
+        assert 0 <= candidate["train_accuracy"] <= 1
+    # the baseline is fitted once and shared: both candidates compare with the same accuracies
+    assert [c["windows"]["tif"]["baseline"] for c in result["candidates"]].count(
+        result["candidates"][0]["windows"]["tif"]["baseline"]) == 2
 
 
 def test_tune_synthetic_calls_a_gain_better_only_beyond_two_standard_errors():
