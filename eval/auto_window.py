@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diti_sd import DiTiFewShotClassifier  # noqa: E402
 from diti_sd._io import atomic_write  # noqa: E402
+from diti_sd.cli.common import seed_list  # noqa: E402
 from diti_sd.data.synthetic import SyntheticSpec, make_split  # noqa: E402
 from diti_sd.recipes import load_recipe  # noqa: E402
 from diti_sd.score_choice import (  # noqa: E402
@@ -47,14 +48,6 @@ from diti_sd.stats import hierarchical_difference, mean_sd  # noqa: E402
 from diti_sd.timesteps import t_weights, timestep_noise  # noqa: E402
 
 N_CLASSES = {"texture": 5, "colour": 5, "shape": 3}
-
-
-def seed_list(text: str) -> list[int]:
-    out = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out += list(range(int(lo), int(hi or lo) + 1))
-    return out
 
 
 def run_seed(task: str, seed: int, shots: int, test_per_class: int, overrides: list[str],
@@ -152,7 +145,7 @@ def compare_rules(folder: Path, overrides: list[str]) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(N_CLASSES), default="texture")
-    parser.add_argument("--seeds", default="301-310")
+    parser.add_argument("--seeds", type=seed_list, default="301-310")
     parser.add_argument("--shots", type=int, default=8)
     parser.add_argument("--test-per-class", type=int, default=12)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -172,7 +165,7 @@ def main(argv=None):
         return
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    for seed in seed_list(args.seeds):
+    for seed in args.seeds:
         path = out / f"seed{seed}.json"
         if not path.is_file():
             start = time.time()

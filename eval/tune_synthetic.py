@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from diti_sd import DiTiFewShotClassifier
+from diti_sd.cli.common import seed_list
 from diti_sd.data.synthetic import SyntheticSpec, make_split
 from diti_sd.demo import SEALED_SEEDS
 from diti_sd.demo_scoring import stratified_pairs, window_logits
@@ -35,14 +36,6 @@ from diti_sd.timesteps import tif_weights
 
 WINDOWS = [(0, 200), (200, 500), (0, 500), (500, 1000), (0, 1000)]
 MIN_SEEDS = 10
-
-
-def seed_list(text: str) -> list[int]:
-    out = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out += list(range(int(lo), int(hi or lo) + 1))
-    return out
 
 
 def check_protocol(seeds: list[int], smoke: bool) -> None:
@@ -110,7 +103,7 @@ def compare(candidate: dict, baseline: dict, smoke: bool = False) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="11-20", help="e.g. 11-20 or 11,12,15 (at least 10)")
+    parser.add_argument("--seeds", type=seed_list, default="11-20", help="e.g. 11-20 or 11,12,15 (at least 10)")
     parser.add_argument("--shots", type=int, default=8)
     parser.add_argument("--val-per-class", type=int, default=10)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="the candidate: KEY=VALUE")
@@ -124,7 +117,7 @@ def main(argv=None):
     parser.add_argument("--split-at", type=int, default=200)
     parser.add_argument("--smoke", action="store_true", help="allow fewer than 10 seeds (checks the script, no verdict)")
     args = parser.parse_args(argv)
-    seeds = seed_list(args.seeds)
+    seeds = args.seeds
     check_protocol(seeds, args.smoke)
     windows = WINDOWS if args.windows is None else [tuple(int(v) for v in w.split("-")) for w in args.windows.split(",")]
     pairs = tuple(int(v) for v in args.pairs.split(","))

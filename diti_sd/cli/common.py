@@ -62,6 +62,19 @@ def int_list(text: str) -> list[int]:
     return _list(text, lambda v: _number(v, int, None, "an integer"), "1,2,3")
 
 
+def seed_list(text: str) -> list[int]:
+    """``11-20`` or ``1,2,5-8`` -> the seeds, ranges inclusive (for the benchmarks' --seeds)."""
+    def parse(item: str) -> list[int]:
+        lo, dash, hi = item.partition("-")
+        first = _number(lo, int, None, "an integer")
+        last = _number(hi, int, None, "an integer") if dash else first
+        if last < first:
+            raise argparse.ArgumentTypeError(f"the range {item!r} runs backwards")
+        return list(range(first, last + 1))
+
+    return [s for part in _list(text, parse, "11-20 or 1,2,5-8") for s in part]
+
+
 def positive_int_list(text: str) -> list[int]:
     """``1,2,4`` -> [1, 2, 4], each >= 1 (for --shots)."""
     return _list(text, positive_int, "1,2,4")
