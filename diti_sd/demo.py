@@ -28,8 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .calibration import calibration_report
-from .classifier import DiTiFewShotClassifier
-from .data.synthetic import SyntheticSpec, make_split
+from .data.synthetic import SyntheticSpec
 from .demo_report import BANDS, plot_bands, plot_examples, render_markdown, save_samples
 from .demo_scoring import (
     SCORINGS,
@@ -47,6 +46,7 @@ from .plotting import plot_reliability
 from .recipes import load_recipe
 from .scoring import class_contexts, dense_errors
 from .stats import hierarchical_difference, mean_sd
+from .synthetic_seed import SyntheticSeed
 
 TEST_SPLITS = ("decorrelated", "correlated")
 REFERENCE_CONFIGURATION = "reference configuration: trained over (0, 1000), TiF weight"
@@ -156,11 +156,6 @@ def _band_means(per_seed: list[list[float]]) -> list[float | None]:
     return [float(m) if n else None for m, n in zip(means, seen.sum(0))]
 
 
-def _fit(recipe, cfg: DemoConfig, seed: int, train, names, prior, train_window=None):
-    return DiTiFewShotClassifier(recipe=recipe, steps=cfg.steps, train_window=train_window, random_state=seed,
-                                 device=cfg.device, progress=False).fit(train.images, names, prior_images=prior)
-
-
 def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool = True) -> dict:
     start = time.time()
     code = code_version()  # read before the work: the tree may change while a long run goes on
@@ -180,16 +175,12 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
     bands: dict[str, list[list[float]]] = {}
     train_acc, d_values, examples = [], [], None
     for seed in tqdm(cfg.seeds, desc="seeds", disable=not progress):
-        probe = DiTiFewShotClassifier(recipe=recipe, device=cfg.device, progress=False)
-        spec = SyntheticSpec(size=probe._load_backbone(recipe).resolution)
-        train = make_split(spec, "train", cfg.shots, seed)
-        tests = {name: make_split(spec, name, cfg.test_per_class, 1000 + seed) for name in TEST_SPLITS}
-        labels = [spec.classnames[i] for i in train.labels]
-        # generic images of the domain for prior preservation (the role "a photo of an aircraft" plays for
-        # SD); the tiny base's own samples are too crude for it (see eval/tune_synthetic.py)
-        prior = make_split(spec, "generic", max(1, recipe.fit.prior_images // spec.n_classes), 7000 + seed).images
-        clf = _fit(recipe, cfg, seed, train, labels, prior)
-        wide = _fit(recipe, cfg, seed, train, labels, prior, train_window=(0, 1000))
+        run = SyntheticSeed.for_recipe(recipe, seed, cfg.shots, device=cfg.device)
+        spec, train = run.spec, run.train
+        tests = {name: run.stream(name, cfg.test_per_class) for name in TEST_SPLITS}
+        labels = run.names(train)
+        clf = run.fit(recipe, device=cfg.device, steps=cfg.steps)
+        wide = run.fit(recipe, device=cfg.device, steps=cfg.steps, train_window=(0, 1000))
         # TiF's per-t weight from this seed's train latents (the same for both fits)
         d_values.append(clf.tif_d_)
         t, noise, weights = scoring_weights(window, cfg.pairs_per_window, clf.tif_d_, clf.backbone_.latent_shape)
@@ -206,7 +197,7 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
         scorer = _SeedScorer(sets, t, noise, weights, names, zero_shot_name(window), torch.stack(train.images),
                              train_lat, train_y, label_of, spec, progress)
         # each method's softmax temperature is chosen on a validation stream (CoOp's size, 4 per class)
-        val_logits, val_y, _ = scorer.logits(make_split(spec, "val", cfg.val_per_class, 5000 + seed))
+        val_logits, val_y, _ = scorer.logits(run.stream("val", cfg.val_per_class))
         for split, data in tests.items():
             logits, y, errors = scorer.logits(data)
             background = background_classes(data.images, spec, label_of) if split == "decorrelated" else None

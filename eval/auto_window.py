@@ -30,10 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diti_sd import DiTiFewShotClassifier  # noqa: E402
 from diti_sd._io import atomic_write  # noqa: E402
 from diti_sd.cli.common import seed_list  # noqa: E402
-from diti_sd.data.synthetic import SyntheticSpec, make_split  # noqa: E402
 from diti_sd.recipes import load_recipe  # noqa: E402
 from diti_sd.score_choice import (  # noqa: E402
     candidate_family,
@@ -45,6 +43,7 @@ from diti_sd.score_choice import (  # noqa: E402
 )
 from diti_sd.scoring import dense_errors, simulate_rounds, stage_timesteps  # noqa: E402
 from diti_sd.stats import hierarchical_difference, mean_sd  # noqa: E402
+from diti_sd.synthetic_seed import SyntheticSeed  # noqa: E402
 from diti_sd.timesteps import t_weights, timestep_noise  # noqa: E402
 
 N_CLASSES = {"texture": 5, "colour": 5, "shape": 3}
@@ -52,19 +51,12 @@ N_CLASSES = {"texture": 5, "colour": 5, "shape": 3}
 
 def run_seed(task: str, seed: int, shots: int, test_per_class: int, overrides: list[str],
              eval_split: str = "decorrelated") -> tuple[dict, dict]:
-    spec = SyntheticSpec(size=16, task=task, n_classes=N_CLASSES[task])
-    over = dict(o.split("=", 1) for o in overrides)
-    over = {k: json.loads(v) if v[:1] in "[{0123456789-tfn" else v for k, v in over.items()}
-    clf = DiTiFewShotClassifier(recipe="synthetic", overrides={**over, "score.weighting": "auto"}, random_state=seed,
-                                progress=False)
-    train = make_split(spec, "train", shots, seed)
-    val = make_split(spec, "val", min(shots, 4), 5000 + seed)
+    recipe = load_recipe("synthetic", [*overrides, "score.weighting=auto"])
+    run = SyntheticSeed.for_recipe(recipe, seed, shots, task=task, n_classes=N_CLASSES[task])
+    val = run.stream("val", min(shots, 4))
     # --eval-split val: a second validation stream (never the test streams), for choosing auto's own rules
-    test = make_split(spec, eval_split, test_per_class, (1000 if eval_split == "decorrelated" else 6000) + seed)
-    prior = make_split(spec, "generic", max(1, clf.resolved_recipe().fit.prior_images // spec.n_classes), 7000 + seed)
-    name = spec.classnames
-    clf.fit(train.images, [name[i] for i in train.labels], prior_images=prior.images,
-            validation=(val.images, [name[i] for i in val.labels]))
+    test = run.stream("decorrelated" if eval_split == "decorrelated" else "second val", test_per_class)
+    clf = run.fit(recipe, validation=val)
     score = clf.recipe_.score
     family = candidate_family(score)
     stages = {c["name"]: capped_rounds(score.rounds, c["t_max"] - c["t_min"]) for c in family}
@@ -73,15 +65,14 @@ def run_seed(task: str, seed: int, shots: int, test_per_class: int, overrides: l
     latents = clf.encode(test.images)
     errors = dense_errors(clf.backbone_, clf.adapters_, latents, clf._class_contexts(), t,
                           timestep_noise(t, latents.shape[1:], score.seed), batch_size=score.batch_size)
-    index = {c: i for i, c in enumerate(clf.classes_.tolist())}
-    labels = np.array([index[name[i]] for i in test.labels])
+    labels = run.labels(test, clf)
     correct = {}
     for c in family:
         w = t_weights(t, c["weighting"], tif_d=clf.tif_d_).numpy() if c["weighting"] == "tif" else None
         predicted, calls = simulate_rounds(errors, t.numpy(), stages[c["name"]], c["t_min"], c["t_max"], weights=w)
         correct[c["name"]] = (predicted == labels).astype(int).tolist()
     # the validation pass again (deterministic), kept so that rules of choice can be compared offline
-    val_labels = [index[name[i]] for i in val.labels]
+    val_labels = run.labels(val, clf).tolist()
     val_errors, val_t = validation_errors(clf.backbone_, clf.adapters_, clf.encode(val.images), clf._class_contexts(),
                                           score)
     assert choose(val_errors, val_t, val_labels, score, clf.tif_d_)["name"] == clf.score_choice_["name"]
@@ -129,9 +120,7 @@ def rule_choice(arrays, score, rule: str) -> str:
 
 def compare_rules(folder: Path, overrides: list[str]) -> dict:
     """Each rule's pick scored on the eval stream, paired against the current rule (accuracy)."""
-    over = dict(o.split("=", 1) for o in overrides)
-    over = {k: json.loads(v) if v[:1] in "[{0123456789-tfn" else v for k, v in over.items()}
-    score = load_recipe("synthetic", {**over, "score.weighting": "auto"}).score
+    score = load_recipe("synthetic", [*overrides, "score.weighting=auto"]).score
     runs = [(json.loads(p.read_text()), np.load(p.with_suffix(".npz"))) for p in sorted(folder.glob("seed*.json"))]
     picked = {rule: [np.array(r["correct"][rule_choice(a, score, rule)]) for r, a in runs] for rule in RULES}
     out = {rule: {"accuracy": float(np.mean([c.mean() for c in v])),

@@ -20,11 +20,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diti_sd import DiTiFewShotClassifier  # noqa: E402
-from diti_sd.data.synthetic import SyntheticSpec, make_split  # noqa: E402
+from diti_sd.cli.common import seed_list  # noqa: E402
 from diti_sd.plotting import pyplot, save_figure  # noqa: E402
 from diti_sd.recipes import load_recipe  # noqa: E402
 from diti_sd.scoring import class_contexts, dense_errors, simulate_rounds, stage_timesteps  # noqa: E402
+from diti_sd.synthetic_seed import SyntheticSeed  # noqa: E402
 from diti_sd.timesteps import timestep_noise  # noqa: E402
 
 PAIRS = 32
@@ -39,7 +39,7 @@ SCHEDULES = {
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--seeds", type=seed_list, default="1-3")
     parser.add_argument("--test-per-class", type=int, default=8)
     parser.add_argument("--out", default="reports/budget")
     parser.add_argument("--steps", type=int, default=None, help="fit steps per class (default: the recipe's)")
@@ -49,14 +49,11 @@ def main(argv=None):
     recipe = load_recipe("synthetic")
     acc = {name: [] for name in SCHEDULES}
     calls = {}
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        clf = DiTiFewShotClassifier(recipe=recipe, steps=args.steps, random_state=seed, device="cpu", progress=False)
-        spec = SyntheticSpec(size=clf._load_backbone(recipe).resolution)
-        train = make_split(spec, "train", 8, seed)
-        prior = make_split(spec, "generic", max(1, recipe.fit.prior_images // spec.n_classes), 7000 + seed).images
-        clf.fit(train.images, [spec.classnames[i] for i in train.labels], prior_images=prior)
-        test = make_split(spec, "decorrelated", args.test_per_class, 1000 + seed)
-        labels = np.array([list(clf.classes_).index(spec.classnames[i]) for i in test.labels])
+    for seed in args.seeds:
+        run = SyntheticSeed.for_recipe(recipe, seed, shots=8)
+        clf = run.fit(recipe, steps=args.steps)
+        test = run.stream("decorrelated", args.test_per_class)
+        labels = run.labels(test, clf)
         window = (recipe.score.t_min, recipe.score.t_max)
         # one exhaustive set of errors at every t some schedule evaluates; each schedule is replayed on it
         needed = sorted({t for rounds in SCHEDULES.values() for s in stage_timesteps(rounds, *window) for t in s})

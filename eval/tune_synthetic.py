@@ -24,14 +24,14 @@ import time
 
 import numpy as np
 
-from diti_sd import DiTiFewShotClassifier
+from diti_sd._io import atomic_write
 from diti_sd.cli.common import seed_list
-from diti_sd.data.synthetic import SyntheticSpec, make_split
 from diti_sd.demo import SEALED_SEEDS
 from diti_sd.demo_scoring import stratified_pairs, window_logits
 from diti_sd.recipes import load_recipe
 from diti_sd.scoring import class_contexts, dense_errors
 from diti_sd.stats import hierarchical_difference
+from diti_sd.synthetic_seed import SyntheticSeed
 from diti_sd.timesteps import tif_weights
 
 WINDOWS = [(0, 200), (200, 500), (0, 500), (500, 1000), (0, 1000)]
@@ -59,24 +59,20 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
     train_accs = []
     start = time.time()
     for seed in seeds:
-        clf = DiTiFewShotClassifier(recipe=recipe, random_state=seed, device="cpu", progress=False)
-        spec = SyntheticSpec(size=clf._load_backbone(recipe).resolution)
-        train = make_split(spec, "train", shots, seed)
-        val = make_split(spec, "val", val_per_class, 5000 + seed)  # the only stream tuning reads
-        prior = make_split(spec, "generic", max(1, recipe.fit.prior_images // spec.n_classes), 7000 + seed).images
-        clf.fit(train.images, [spec.classnames[i] for i in train.labels], prior_images=prior)
+        run = SyntheticSeed.for_recipe(recipe, seed, shots)
+        val = run.stream("val", val_per_class)  # the only stream tuning reads
+        clf = run.fit(recipe)
         t, noise, weights = stratified_pairs([0, split_at, 1000], pairs, clf.backbone_.latent_shape)
         t_np = t.numpy()
         contexts = class_contexts(clf.backbone_, clf.adapters_, clf.prompts_)
-        index = {c: i for i, c in enumerate(clf.classes_.tolist())}
         errors = dense_errors(clf.backbone_, clf.adapters_, clf.encode(val.images), contexts, t, noise)
-        labels = np.array([index[spec.classnames[i]] for i in val.labels])
+        labels = run.labels(val, clf)
         for w in windows:
             correct[w].append(window_logits(errors, t_np, weights, w).argmax(1) == labels)
         tif = weights * tif_weights(clf.tif_d_)[t_np]
         correct["tif"].append(window_logits(errors, t_np, tif, (0, 1000)).argmax(1) == labels)
-        train_errors = dense_errors(clf.backbone_, clf.adapters_, clf.encode(train.images), contexts, t, noise)
-        train_labels = np.array([index[spec.classnames[i]] for i in train.labels])
+        train_errors = dense_errors(clf.backbone_, clf.adapters_, clf.encode(run.train.images), contexts, t, noise)
+        train_labels = run.labels(run.train, clf)
         train_accs.append(float((window_logits(train_errors, t_np, weights, windows[0]).argmax(1)
                                  == train_labels).mean()))
     return {"overrides": overrides, "seconds": round(time.time() - start, 1), "correct": correct,
@@ -101,6 +97,20 @@ def compare(candidate: dict, baseline: dict, smoke: bool = False) -> dict:
     return out
 
 
+def windows_against_recipe(baseline: dict, recipe_window: tuple[int, int]) -> dict:
+    """The baseline's adapters: each other scoring minus the recipe's own window, paired per image, the
+    validation evidence for the recipe's scoring window."""
+    ref = baseline["correct"].get(recipe_window)
+    if ref is None:
+        return {}
+    out = {}
+    for w, hits in baseline["correct"].items():
+        if w != recipe_window:
+            d = hierarchical_difference(hits, ref, n_boot=2000)
+            out[_name(w)] = {"gain": d["mean"], "low": d["low"], "high": d["high"], "se": d["seed_se"]}
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=seed_list, default="11-20", help="e.g. 11-20 or 11,12,15 (at least 10)")
@@ -115,6 +125,7 @@ def main(argv=None):
                              + ",".join(f"{a}-{b}" for a, b in WINDOWS) + ")")
     parser.add_argument("--pairs", default="12,12", help="(t, noise) pairs below and above --split-at")
     parser.add_argument("--split-at", type=int, default=200)
+    parser.add_argument("--out", default=None, help="also write the result as JSON to this file")
     parser.add_argument("--smoke", action="store_true", help="allow fewer than 10 seeds (checks the script, no verdict)")
     args = parser.parse_args(argv)
     seeds = args.seeds
@@ -124,8 +135,15 @@ def main(argv=None):
     candidates = ([args.overrides] if args.overrides or not args.variant else []) + [
         [o for o in v.split(";") if o] for v in args.variant]
     baseline = evaluate(args.against, seeds, args.shots, args.val_per_class, windows, pairs, args.split_at)
+    score = load_recipe("synthetic", args.against).score
+    recipe_window = (score.t_min, score.t_max)
+    against = windows_against_recipe(baseline, recipe_window)
     out = {"baseline": args.against, "seeds": seeds, "baseline_train_accuracy": baseline["train_accuracy"],
-           "candidates": []}
+           "baseline_windows_minus_recipe_window": against, "candidates": []}
+    if against:
+        print(f"the baseline's scorings minus its recipe's window {_name(recipe_window)} (paired, validation):")
+        for w, r in against.items():
+            print(f"  {w:12s} {r['gain']:+7.3f} [{r['low']:+.3f}, {r['high']:+.3f}] SE {r['se']:.3f}")
     for overrides in candidates:
         run = evaluate(overrides, seeds, args.shots, args.val_per_class, windows, pairs, args.split_at)
         table = compare(run, baseline, smoke=args.smoke)
@@ -137,6 +155,8 @@ def main(argv=None):
                   f"[{r['low']:+.3f}, {r['high']:+.3f}] {r['se']:6.3f}  {r['verdict']}")
         out["candidates"].append({"overrides": overrides, "train_accuracy": run["train_accuracy"], "windows": table})
     print(json.dumps(out), flush=True)
+    if args.out:
+        atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(out, indent=2)))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def test_budget_curve_replays_schedules_on_one_set_of_errors(tmp_path, capsys):
     assert (tmp_path / "accuracy_vs_budget.png").stat().st_size > 0
 
 
-def test_tune_synthetic_compares_on_validation_under_the_sealed_protocol(capsys):
+def test_tune_synthetic_compares_on_validation_under_the_sealed_protocol(tmp_path, capsys):
     tune = _script("tune_synthetic")
     # the protocol: ten seeds or more, never the demo's sealed seeds
     with pytest.raises(SystemExit, match="at least 10"):
@@ -60,18 +60,24 @@ def test_tune_synthetic_compares_on_validation_under_the_sealed_protocol(capsys)
         tune.main(["--seeds", "396-405"])
     tune.main(["--seeds", "11", "--smoke", "--val-per-class", "2", "--set", "fit.steps_by_shots={1: 2}",
                "--variant", "fit.steps=1;lora.rank=2", "--against", "fit.steps_by_shots={1: 1}",
-               "--windows", "0-200,150-500", "--pairs", "2,3", "--split-at", "300"])
+               "--windows", "0-200,200-500", "--pairs", "2,3", "--split-at", "300", "--out", str(tmp_path / "t.json")])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert json.loads((tmp_path / "t.json").read_text()) == result
     assert result["baseline"] == ["fit.steps_by_shots={1: 1}"] and result["seeds"] == [11]
     assert [c["overrides"] for c in result["candidates"]] == [["fit.steps_by_shots={1: 2}"],
                                                                ["fit.steps=1", "lora.rank=2"]]
     for candidate in result["candidates"]:
         rows = candidate["windows"]
-        assert list(rows) == ["[0,200)", "[150,500)", "tif"]
+        assert list(rows) == ["[0,200)", "[200,500)", "tif"]
         for r in rows.values():
             assert 0 <= r["candidate"] <= 1 and r["gain"] == pytest.approx(r["candidate"] - r["baseline"])
             assert r["verdict"] == "smoke run: no verdict"
         assert 0 <= candidate["train_accuracy"] <= 1
+    # the evidence for the recipe's own scoring window [200, 500): the baseline's other scorings against it
+    against, rows = result["baseline_windows_minus_recipe_window"], result["candidates"][0]["windows"]
+    assert list(against) == ["[0,200)", "tif"]
+    for w, r in against.items():
+        assert r["gain"] == pytest.approx(rows[w]["baseline"] - rows["[200,500)"]["baseline"])
     # the baseline is fitted once and shared: both candidates compare with the same accuracies
     assert [c["windows"]["tif"]["baseline"] for c in result["candidates"]].count(
         result["candidates"][0]["windows"]["tif"]["baseline"]) == 2

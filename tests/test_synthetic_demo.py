@@ -19,10 +19,28 @@ from diti_sd.data.synthetic import (
 from diti_sd.demo import REFERENCE_CONFIGURATION, REFERENCE_STYLE, DemoConfig, run_demo
 from diti_sd.demo_scoring import window_accuracy
 from diti_sd.errors import ConfigError
+from diti_sd.recipes import load_recipe
 from diti_sd.scoring import class_contexts, dense_errors, stage_timesteps
+from diti_sd.synthetic_seed import SyntheticSeed
 from diti_sd.timesteps import tif_weights, timestep_noise
 
 SPEC = SyntheticSpec(size=16)
+
+
+def test_every_experiment_draws_a_seeds_streams_from_the_same_generator_seeds():
+    # the offsets are what keeps the sealed test streams (1000 + s) apart from the tuning ones (5000 + s)
+    run = SyntheticSeed(seed=7, shots=2, spec=SPEC)
+    for name, split, offset in [("train", "train", 0), ("decorrelated", "decorrelated", 1000),
+                                ("correlated", "correlated", 1000), ("val", "val", 5000),
+                                ("second val", "val", 6000), ("generic", "generic", 7000)]:
+        expected = make_split(SPEC, split, 2, offset + 7)
+        got = run.stream(name, 2)
+        assert got.labels == expected.labels and all(torch.equal(a, b) for a, b in zip(got.images, expected.images))
+    assert run.train.labels == run.stream("train", 2).labels and len(run.train.images) == 2 * SPEC.n_classes
+    recipe = load_recipe("synthetic", ["fit.prior_images=20"])
+    assert len(run.prior(recipe)) == 20  # 20 // 5 classes, 4 generic images per class
+    with pytest.raises(ConfigError, match="unknown stream 'test'"):
+        run.stream("test", 2)
 
 
 @pytest.mark.parametrize("split, low, high", [("train", 0.99, 1.0), ("correlated", 0.99, 1.0),

@@ -1,0 +1,79 @@
+"""One seed of the synthetic benchmark, drawn the same way by every experiment that runs per seed.
+
+The demo, ``eval/tune_synthetic.py``, ``eval/budget_curve.py`` and ``eval/auto_window.py`` each fit
+adapters on a seed's k-shot train split, with prior preservation on the seed's generic images, and score
+them on one of the seed's streams. Which stream comes from which generator seed is what keeps the test
+streams sealed (docs/benchmarks.md): tuning reads the validation streams, and only ``diti-sd demo
+--full`` reads the test streams of the sealed seeds. So the offsets are written down once, here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from .classifier import DiTiFewShotClassifier
+from .data.images import LabeledImages
+from .data.synthetic import SyntheticSpec, make_split
+from .errors import ConfigError
+from .recipes import Recipe
+
+# stream -> (split, generator seed = offset + seed); "val" is the stream every setting is chosen on,
+# "second val" a further validation stream for choosing how auto chooses (eval/auto_window.py)
+STREAMS = {
+    "train": ("train", 0),
+    "decorrelated": ("decorrelated", 1000),
+    "correlated": ("correlated", 1000),
+    "val": ("val", 5000),
+    "second val": ("val", 6000),
+    "generic": ("generic", 7000),
+}
+
+
+@dataclass
+class SyntheticSeed:
+    """A seed's k-shot train split, its prior-preservation images and its other streams."""
+
+    seed: int
+    shots: int
+    spec: SyntheticSpec
+
+    @classmethod
+    def for_recipe(cls, recipe: Recipe, seed: int, shots: int, task: str = "texture",
+                   n_classes: int | None = None, device: str = "cpu") -> SyntheticSeed:
+        """The domain at the recipe's base model's resolution."""
+        size = DiTiFewShotClassifier(recipe=recipe, device=device, progress=False)._load_backbone(recipe).resolution
+        extra = {} if n_classes is None else {"n_classes": n_classes}
+        return cls(seed, shots, SyntheticSpec(size=size, task=task, **extra))
+
+    def stream(self, name: str, per_class: int) -> LabeledImages:
+        if name not in STREAMS:
+            raise ConfigError(f"unknown stream {name!r}; choose from {', '.join(STREAMS)}")
+        split, offset = STREAMS[name]
+        return make_split(self.spec, split, per_class, offset + self.seed)
+
+    @cached_property
+    def train(self) -> LabeledImages:
+        return self.stream("train", self.shots)
+
+    def names(self, data: LabeledImages) -> list[str]:
+        return [self.spec.classnames[i] for i in data.labels]
+
+    def prior(self, recipe: Recipe) -> list:
+        """Generic images of the domain for prior preservation: the role "a photo of an aircraft" plays
+        for SD; the tiny base's own samples are too crude for it."""
+        return self.stream("generic", max(1, recipe.fit.prior_images // self.spec.n_classes)).images
+
+    def fit(self, recipe: Recipe, validation: LabeledImages | None = None, device: str = "cpu",
+            **estimator) -> DiTiFewShotClassifier:
+        """Adapters fitted on the train split (``estimator``: further DiTiFewShotClassifier parameters)."""
+        clf = DiTiFewShotClassifier(recipe=recipe, random_state=self.seed, device=device, progress=False, **estimator)
+        val = None if validation is None else (validation.images, self.names(validation))
+        return clf.fit(self.train.images, self.names(self.train), prior_images=self.prior(recipe), validation=val)
+
+    def labels(self, data: LabeledImages, clf: DiTiFewShotClassifier) -> np.ndarray:
+        """``data``'s labels as indices into ``clf.classes_`` (the column order of its scores)."""
+        index = {c: i for i, c in enumerate(clf.classes_.tolist())}
+        return np.array([index[n] for n in self.names(data)])
