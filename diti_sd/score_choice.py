@@ -17,7 +17,10 @@ candidate in that order, so TiF's weight wins every tie. The log-probability is 
 accuracy because on CoOp's few validation images (4 per class) accuracy moves in steps of one image
 and cannot tell windows a few points apart; on two synthetic domains' validation streams (20 seeds),
 the log-probability's pick scored +0.023 [+0.001, +0.050] above accuracy's
-(docs/notes/2026-12-01-auto-scoring-window.md). Every candidate's metric is recorded beside it. The test pass then runs the recipe's rounds inside the chosen
+(docs/notes/2026-12-01-auto-scoring-window.md). A rule that keeps the recipe's own window unless
+another candidate beats it by two standard errors was compared there too and not adopted: on 40
+validation seeds it was level with this one (+0.005 [-0.018, +0.025]), losing where the recipe's
+window was wrong and the images too few to prove it. Every candidate's metric is recorded beside it. The test pass then runs the recipe's rounds inside the chosen
 window (the same stages, so the same cost; a stage grid wider than a narrow window is capped at its
 width).
 
@@ -125,26 +128,36 @@ def replay(errors: np.ndarray, t, candidate: dict, tif_d: float | None) -> np.nd
     return np.where(np.isnan(mean) | (total[:, None] <= 0), np.inf, mean)
 
 
-def log_likelihood(mean: np.ndarray, labels, balanced: bool = False) -> float:
-    """Mean log-probability of the true class, softmax over each image's standardised minus errors
-    (``mean``: (n, C), inf where a class was not scored). Images whose true class was not scored, or
-    with fewer than two classes scored, say nothing about a window and are left out; ``balanced``
-    averages within each class first. -inf when no image is left."""
+def per_image_log_likelihood(mean: np.ndarray, labels) -> np.ndarray:
+    """Each image's log-probability of its true class, softmax over its standardised minus errors
+    (``mean``: (n, C), inf where a class was not scored). nan for an image whose true class was not
+    scored, or with fewer than two classes scored: it says nothing about a window."""
     labels = np.asarray(labels)
     finite = np.isfinite(mean)
     rows = np.arange(len(labels))
     keep = finite[rows, labels] & (finite.sum(1) >= 2)
+    out = np.full(len(labels), np.nan)
     if not keep.any():
-        return float("-inf")
+        return out
     z = np.where(finite, -mean, np.nan)[keep]
     z = (z - np.nanmean(z, 1, keepdims=True)) / (np.nanstd(z, 1, keepdims=True) + 1e-12)
     z = np.where(np.isnan(z), -np.inf, z)
     top = z.max(1, keepdims=True)
     log_p = z - top - np.log(np.exp(z - top).sum(1, keepdims=True))
-    picked, y = log_p[np.arange(int(keep.sum())), labels[keep]], labels[keep]
+    out[keep] = log_p[np.arange(int(keep.sum())), labels[keep]]
+    return out
+
+
+def log_likelihood(mean: np.ndarray, labels, balanced: bool = False) -> float:
+    """Mean log-probability of the true class over the images that say something about a window
+    (``per_image_log_likelihood``); ``balanced`` averages within each class first. -inf when none do."""
+    ll, labels = per_image_log_likelihood(mean, labels), np.asarray(labels)
+    keep = ~np.isnan(ll)
+    if not keep.any():
+        return float("-inf")
     if balanced:
-        return float(np.mean([picked[y == c].mean() for c in np.unique(y)]))
-    return float(picked.mean())
+        return float(np.mean([ll[keep & (labels == c)].mean() for c in np.unique(labels[keep])]))
+    return float(ll[keep].mean())
 
 
 def choose(errors: np.ndarray, t, labels, score: ScoreConfig, tif_d: float | None, metric: str = "accuracy",

@@ -3,6 +3,10 @@
     python eval/auto_window.py --task texture --seeds 301-310 --out reports/auto-window
     python eval/auto_window.py --task colour --seeds 301-310 --set fit.t_max=1000 --out reports/auto-window
 
+Choosing auto's own rule of choice, on validation streams only: ``--eval-split val`` scores the
+candidates on a second validation stream instead of the test stream; then ``--compare-rules`` (with
+``--pool`` for the other task's folder) replays each rule on the saved validation passes, paired.
+
 Per seed: fit the synthetic recipe's adapters (``--set`` changes it) on a k-shot train split, let
 ``auto`` choose the scoring window on a validation stream (CoOp's min(k, 4) per class, seed 5000 +
 seed), then score a decorrelated test stream (seed 1000 + seed) under every candidate of auto's family
@@ -37,7 +41,7 @@ from diti_sd.score_choice import (  # noqa: E402
     candidate_family,
     capped_rounds,
     choose,
-    log_likelihood,
+    per_image_log_likelihood,
     replay,
     validation_errors,
 )
@@ -103,31 +107,57 @@ def summarise(results: list[dict]) -> dict:
             "validation_accuracy": {r["seed"]: r["choice"]["candidates"] for r in results}}
 
 
-RULES = ("accuracy", "accuracy, then likelihood", "likelihood")  # "likelihood" is the product's rule
+# "likelihood" is the product's rule (score_choice.choose); the others were compared with it and not kept
+RULES = ("accuracy", "likelihood", "likelihood, the default unless beaten by 2 SE")
+
+
+def default_candidate(family: list[dict], score) -> str:
+    """The last rule's default: the recipe's own window where narrower than [0, 1000), else TiF's weight."""
+    if (score.t_min, score.t_max) != (0, 1000):
+        return next(c["name"] for c in family if (c["t_min"], c["t_max"]) == (score.t_min, score.t_max)
+                    and c["weighting"] == "uniform")
+    return family[0]["name"]
 
 
 def rule_choice(arrays, score, rule: str) -> str:
     """The candidate a rule of choice picks on one seed's saved validation pass (ties: family order)."""
     errors, t, labels, tif_d = arrays["val_errors"], arrays["val_t"], arrays["val_labels"], float(arrays["tif_d"])
-    keys = {}
-    for cand in candidate_family(score):
-        mean = replay(errors, t, cand, tif_d)
-        acc = float((mean.argmin(1) == labels).mean())
-        ll = log_likelihood(mean, labels)
-        keys[cand["name"]] = {"accuracy": (acc,), "accuracy, then likelihood": (acc, ll), "likelihood": (ll,)}[rule]
-    return max(keys, key=lambda n: keys[n])
+    if rule == "likelihood":
+        return choose(errors, t, labels, score, tif_d)["name"]
+    family = candidate_family(score)
+    means = {c["name"]: replay(errors, t, c, tif_d) for c in family}
+    if rule == "accuracy":
+        keys = {n: float((m.argmin(1) == labels).mean()) for n, m in means.items()}
+        return max(keys, key=lambda n: keys[n])
+    per_image = {n: per_image_log_likelihood(m, labels) for n, m in means.items()}
+    best = max(per_image, key=lambda n: np.nanmean(per_image[n]))
+    default = default_candidate(family, score)
+    gain = (per_image[best] - per_image[default])[~np.isnan(per_image[best] - per_image[default])]
+    beaten = len(gain) > 1 and gain.mean() > 2 * gain.std(ddof=1) / np.sqrt(len(gain))
+    return best if beaten else default
 
 
-def compare_rules(folder: Path, overrides: list[str]) -> dict:
-    """Each rule's pick scored on the eval stream, paired against the current rule (accuracy)."""
+def rule_picks(folder: Path, overrides: list[str]) -> dict[str, list[np.ndarray]]:
+    """Per rule, per finished seed of ``folder``: which eval-stream images its pick gets right."""
     score = load_recipe("synthetic", [*overrides, "score.weighting=auto"]).score
     runs = [(json.loads(p.read_text()), np.load(p.with_suffix(".npz"))) for p in sorted(folder.glob("seed*.json"))]
-    picked = {rule: [np.array(r["correct"][rule_choice(a, score, rule)]) for r, a in runs] for rule in RULES}
-    out = {rule: {"accuracy": float(np.mean([c.mean() for c in v])),
-                  "minus accuracy rule": hierarchical_difference(v, picked["accuracy"])} for rule, v in picked.items()}
+    return {rule: [np.array(r["correct"][rule_choice(a, score, rule)]) for r, a in runs] for rule in RULES}
+
+
+def compare_rules(folders: list[tuple[Path, list[str]]]) -> dict:
+    """Each rule's pick scored on the eval stream, pooled over ``folders`` (each with its overrides),
+    paired against the accuracy rule and against the likelihood rule."""
+    picked = {rule: [] for rule in RULES}
+    for folder, overrides in folders:
+        for rule, hits in rule_picks(folder, overrides).items():
+            picked[rule] += hits
+    out = {rule: {"accuracy": float(np.mean([c.mean() for c in v])), "seeds": len(v),
+                  **{f"minus {ref} rule": hierarchical_difference(v, picked[ref]) for ref in ("accuracy", "likelihood")}}
+           for rule, v in picked.items()}
     for rule, row in out.items():
-        d = row["minus accuracy rule"]
-        print(f"{rule:28s} {row['accuracy']:.3f}  minus accuracy rule {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]")
+        gains = "  ".join(f"{k} {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] (SE {d['seed_se']:.3f})"
+                          for k, d in row.items() if k.startswith("minus"))
+        print(f"{rule:28s} {row['accuracy']:.3f}  {gains}")
     return out
 
 
@@ -144,12 +174,17 @@ def main(argv=None):
     parser.add_argument("--out", default="reports/auto-window")
     parser.add_argument("--compare-rules", action="store_true",
                         help="no fitting: compare rules of choice on the saved validation passes of finished seeds")
+    parser.add_argument("--pool", action="append", default=[], metavar="FOLDER",
+                        help="with --compare-rules: also pool the seeds of this finished run folder under --out "
+                             "(e.g. colour_fit.t_max-1000_on-val)")
     args = parser.parse_args(argv)
     tag = args.task + "".join(f"_{o.replace('=', '-')}" for o in args.overrides)
     tag += "" if args.eval_split == "decorrelated" else "_on-val"
     out = Path(args.out) / tag
     if args.compare_rules:
-        result = compare_rules(out, args.overrides)
+        pooled = [(Path(args.out) / p, json.loads((Path(args.out) / p / "summary.json").read_text())["overrides"])
+                  for p in args.pool]
+        result = compare_rules([(out, args.overrides), *pooled])
         (out / "rules.json").write_text(json.dumps(result, indent=2))
         return
     out.mkdir(parents=True, exist_ok=True)

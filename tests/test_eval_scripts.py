@@ -116,6 +116,11 @@ def test_auto_window_scores_autos_pick_and_every_fixed_candidate_and_resumes(tmp
     # rules of choice compared offline on the saved validation pass; the likelihood rule is auto's own pick
     _script("auto_window").main(argv + ["--compare-rules"])
     rules = json.loads((folder / "rules.json").read_text())
-    assert set(rules) == {"accuracy", "accuracy, then likelihood", "likelihood"}
+    assert set(rules) == {"accuracy", "likelihood", "likelihood, the default unless beaten by 2 SE"}
     assert rules["likelihood"]["accuracy"] == summary["accuracy"]["auto"]["mean"]
-    assert rules["accuracy"]["minus accuracy rule"]["mean"] == 0.0
+    assert rules["accuracy"]["minus accuracy rule"]["mean"] == 0.0 and rules["likelihood"]["seeds"] == 1
+    assert rules["likelihood"]["minus likelihood rule"]["mean"] == 0.0
+    # runs of several tasks pool their seeds (here the same folder twice: twice the seeds, the same means)
+    _script("auto_window").main(argv + ["--compare-rules", "--pool", "shape_fit.steps-2"])
+    pooled = json.loads((folder / "rules.json").read_text())
+    assert pooled["likelihood"]["seeds"] == 2 and pooled["likelihood"]["accuracy"] == rules["likelihood"]["accuracy"]
