@@ -20,9 +20,9 @@ the log-probability's pick scored +0.023 [+0.001, +0.050] above accuracy's
 (docs/notes/2026-12-01-auto-scoring-window.md). A rule that keeps the recipe's own window unless
 another candidate beats it by two standard errors was compared there too and not adopted: on 40
 validation seeds it was level with this one (+0.005 [-0.018, +0.025]), losing where the recipe's
-window was wrong and the images too few to prove it. Every candidate's metric is recorded beside it. The test pass then runs the recipe's rounds inside the chosen
-window (the same stages, so the same cost; a stage grid wider than a narrow window is capped at its
-width).
+window was wrong and the images too few to prove it. Every candidate's metric is recorded beside it.
+The test pass then runs the recipe's rounds inside the chosen window (the same stages, so the same
+cost; a stage grid wider than a narrow window is capped at its width).
 
 Each validation image gets its own pairs: one t drawn uniformly inside each of the ``auto_pairs``
 equal cells of [0, 1000) and a fresh noise tensor, from a generator seeded by (score.seed, image).

@@ -132,7 +132,8 @@ def rule_choice(arrays, score, rule: str) -> str:
     per_image = {n: per_image_log_likelihood(m, labels) for n, m in means.items()}
     best = max(per_image, key=lambda n: np.nanmean(per_image[n]))
     default = default_candidate(family, score)
-    gain = (per_image[best] - per_image[default])[~np.isnan(per_image[best] - per_image[default])]
+    gain = per_image[best] - per_image[default]
+    gain = gain[~np.isnan(gain)]
     beaten = len(gain) > 1 and gain.mean() > 2 * gain.std(ddof=1) / np.sqrt(len(gain))
     return best if beaten else default
 
