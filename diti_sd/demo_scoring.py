@@ -58,6 +58,14 @@ def scoring_weights(window: tuple[int, int], per_window: int, tif_d: float | Non
     return t, noise, out
 
 
+def first_pairs(w: np.ndarray, n: int | None) -> np.ndarray:
+    """``w`` with only its first ``n`` used pairs kept (None: all). A stratum's first pairs cover it
+    evenly (radical-inverse order), so a prefix is a coarser reading of the same window."""
+    if n is None:
+        return w
+    return np.where(np.cumsum(w > 0) <= n, w, 0.0)
+
+
 def window_of(name: str, window: tuple[int, int]) -> tuple[int, int] | None:
     """The band of t a scoring covers (None for TiF's weight, which is a weight over all t)."""
     return {"small t": (0, window[0]), "window": tuple(window), "large t": (window[1], 1000),

@@ -167,7 +167,8 @@ def test_window_accuracy_agrees_with_predict():
 
 
 def test_demo_writes_its_report(tmp_path):
-    cfg = DemoConfig(seeds=[1, 2], shots=2, test_per_class=2, pairs_per_window=3, steps=2, samples_per_class=1)
+    cfg = DemoConfig(seeds=[1, 2], shots=2, test_per_class=2, pairs_per_window=3, steps=2, samples_per_class=1,
+                     zero_shot_pairs=2)
     report = run_demo(cfg, tmp_path, progress=False)
     for name in ("results.json", "README.md", "accuracy_by_band.png", "test_predictions.png", "adapter_samples.png",
                  "reliability.png"):
@@ -203,6 +204,7 @@ def test_demo_writes_its_report(tmp_path):
     assert len(saved["tif_d"]) == 2 and saved["tif_d"][0] > 0
     text = (tmp_path / "README.md").read_text()
     assert "## Targets" in text and "decorrelated accuracy at least 0.70" in text
+    assert "the window's first 2 pairs" in text
     assert "Short run" in text and saved["code"]["commit"][:7] in text and "## Training band x scoring band" in text
     # the rivals are targets; the reference configuration is compared, not targeted
     target_lines = [line for line in text.splitlines() if line.startswith("- at least 0.10 above")]
@@ -243,6 +245,22 @@ def test_every_scoring_reads_the_same_number_of_pairs():
     assert "small t" not in scoring_weights((0, 500), 4)[2]
     with pytest.raises(ConfigError, match="multiple of 3"):
         scoring_weights((200, 500), 10)
+
+
+def test_the_short_runs_zero_shot_reads_an_even_prefix_of_the_window(tmp_path):
+    from diti_sd.demo_scoring import first_pairs, scoring_weights
+
+    t, _, w = scoring_weights((200, 500), 12)
+    half = first_pairs(w["window"], 6)
+    assert int((half > 0).sum()) == 6 and (half[half > 0] == w["window"][half > 0]).all()
+    # radical-inverse order: the six pairs kept spread over the whole window, not its first half
+    kept = np.sort(t.numpy()[half > 0])
+    assert kept[0] < 250 and kept[-1] > 400
+    assert (first_pairs(w["window"], None) == w["window"]).all()
+    # the sealed run reads every pair; a count the window cannot give fails before any fit
+    assert DemoConfig(full=True).zero_shot_pairs is None and DemoConfig().zero_shot_pairs == 6
+    with pytest.raises(ConfigError, match="zero_shot_pairs = 13"):
+        run_demo(DemoConfig(seeds=[1], zero_shot_pairs=13), tmp_path, progress=False)
 
 
 def test_zero_shot_prompts_are_the_bases_own_captions():
