@@ -116,7 +116,8 @@ def test_auto_window_scores_autos_pick_and_every_fixed_candidate_and_resumes(tmp
     # rules of choice compared offline on the saved validation pass; the likelihood rule is auto's own pick
     _script("auto_window").main(argv + ["--compare-rules"])
     rules = json.loads((folder / "rules.json").read_text())
-    assert set(rules) == {"accuracy", "likelihood", "likelihood, the default unless beaten by 2 SE"}
+    assert set(rules) == {"accuracy", "likelihood", "likelihood, the default unless beaten by 2 SE",
+                          "likelihood, no thirds"}
     assert rules["likelihood"]["accuracy"] == summary["accuracy"]["auto"]["mean"]
     assert rules["accuracy"]["minus accuracy rule"]["mean"] == 0.0 and rules["likelihood"]["seeds"] == 1
     assert rules["likelihood"]["minus likelihood rule"]["mean"] == 0.0
@@ -124,3 +125,23 @@ def test_auto_window_scores_autos_pick_and_every_fixed_candidate_and_resumes(tmp
     _script("auto_window").main(argv + ["--compare-rules", "--pool", "shape_fit.steps-2"])
     pooled = json.loads((folder / "rules.json").read_text())
     assert pooled["likelihood"]["seeds"] == 2 and pooled["likelihood"]["accuracy"] == rules["likelihood"]["accuracy"]
+
+
+def test_the_no_thirds_rule_cannot_pick_a_third_that_the_likelihood_rule_picks():
+    from diti_sd.recipes import load_recipe
+    from diti_sd.score_choice import THIRDS, auto_grid
+
+    script = _script("auto_window")
+    t = auto_grid(24).numpy()
+    labels = np.arange(10) % 5
+    rng = np.random.default_rng(0)
+    errors = rng.normal(1.0, 0.01, (10, 5, 24))
+    middle = (t >= 333) & (t < 667)
+    # the middle third tells the classes apart; elsewhere the errors point the wrong way
+    errors[np.arange(10), labels] -= np.where(middle, 0.05, -0.05)
+    arrays = {"val_errors": errors, "val_t": np.broadcast_to(t, (10, 24)), "val_labels": labels,
+              "tif_d": np.array(2.0)}
+    score = load_recipe("synthetic", ["score.weighting=auto"]).score
+    assert script.rule_choice(arrays, score, "likelihood") == "[333, 667)"
+    picked = script.rule_choice(arrays, score, "likelihood, no thirds")
+    assert picked not in {f"[{lo}, {hi})" for lo, hi in THIRDS} and picked != "[333, 667)"
