@@ -49,8 +49,8 @@ def render_markdown(report: dict) -> str:
               f"standardised scores), at a temperature chosen per seed on a validation stream of "
               f"{cfg.get('val_per_class', 4)} images per class; mean over seeds. The zero-shot row is the base "
               "model with no adapter, prompted with its own training caption for every (texture, background) pair "
-              f"and asked only the texture, read on {_zero_shot_pairs(cfg)}. The recommended adapters classify their "
-              "own train images at "
+              f"and asked only the texture, read on {_zero_shot_pairs(cfg)}. {_wide_settings(cfg)}The recommended "
+              "adapters classify their own train images at "
               f"{report['train_accuracy']['mean']:.3f} (recommended window): the gap to the decorrelated column is "
               "what they memorised. TiF's weight uses d = "
               f"{', '.join(f'{d:.2f}' for d in report['tif_d'])} (per seed, from the train latents).", ""]
@@ -77,6 +77,14 @@ def _interval(c: dict) -> str:
 def _zero_shot_pairs(cfg: dict) -> str:
     n = cfg.get("zero_shot_pairs")
     return "all of the window's pairs" if n is None or n >= cfg["pairs_per_window"] else f"the window's first {n} pairs"
+
+
+def _wide_settings(cfg: dict) -> str:
+    overrides = cfg.get("wide_overrides")
+    if not overrides:
+        return "The adapters trained over all t use the recipe's settings. "
+    return (f"The adapters trained over all t use their own settings, chosen on validation: "
+            f"{', '.join(f'`{o}`' for o in overrides)}. ")
 
 
 def _grid(report: dict) -> list[str]:

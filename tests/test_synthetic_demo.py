@@ -166,10 +166,21 @@ def test_window_accuracy_agrees_with_predict():
     assert window_accuracy(errors, t.numpy(), np.ones(6), labels, window) == expected
 
 
-def test_demo_writes_its_report(tmp_path):
+def test_demo_writes_its_report(tmp_path, monkeypatch):
+    from diti_sd.synthetic_seed import SyntheticSeed
+
+    fits, fit = [], SyntheticSeed.fit
+
+    def recording_fit(self, recipe, *args, **kwargs):
+        fits.append((recipe.fit.lr, kwargs.get("train_window")))
+        return fit(self, recipe, *args, **kwargs)
+
+    monkeypatch.setattr(SyntheticSeed, "fit", recording_fit)
     cfg = DemoConfig(seeds=[1, 2], shots=2, test_per_class=2, pairs_per_window=3, steps=2, samples_per_class=1,
                      zero_shot_pairs=2)
     report = run_demo(cfg, tmp_path, progress=False)
+    # per seed: the recipe's adapters, then the all-t rivals with their own settings (lr 1e-3, not 3e-3)
+    assert fits == [(3e-3, None), (1e-3, (0, 1000))] * 2
     for name in ("results.json", "README.md", "accuracy_by_band.png", "test_predictions.png", "adapter_samples.png",
                  "reliability.png"):
         assert (tmp_path / name).is_file(), name
@@ -204,7 +215,7 @@ def test_demo_writes_its_report(tmp_path):
     assert len(saved["tif_d"]) == 2 and saved["tif_d"][0] > 0
     text = (tmp_path / "README.md").read_text()
     assert "## Targets" in text and "decorrelated accuracy at least 0.70" in text
-    assert "the window's first 2 pairs" in text
+    assert "the window's first 2 pairs" in text and "their own settings, chosen on validation: `fit.lr=1e-3`" in text
     assert "Short run" in text and saved["code"]["commit"][:7] in text and "## Training band x scoring band" in text
     # the rivals are targets; the reference configuration is compared, not targeted
     target_lines = [line for line in text.splitlines() if line.startswith("- at least 0.10 above")]
@@ -261,6 +272,13 @@ def test_the_short_runs_zero_shot_reads_an_even_prefix_of_the_window(tmp_path):
     assert DemoConfig(full=True).zero_shot_pairs is None and DemoConfig().zero_shot_pairs == 6
     with pytest.raises(ConfigError, match="zero_shot_pairs = 13"):
         run_demo(DemoConfig(seeds=[1], zero_shot_pairs=13), tmp_path, progress=False)
+
+
+def test_the_all_t_rivals_settings_are_checked_before_any_fit(tmp_path):
+    from diti_sd.constraints import RecipeError
+
+    with pytest.raises(RecipeError, match="lr"):
+        run_demo(DemoConfig(seeds=[1], wide_overrides=["fit.lr=-1"]), tmp_path, progress=False)
 
 
 def test_zero_shot_prompts_are_the_bases_own_captions():
