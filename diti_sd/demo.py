@@ -71,7 +71,8 @@ class DemoConfig:
     shots: int = 8
     test_per_class: int = 8
     pairs_per_window: int = 12  # (t, noise) pairs in each scoring window, all t and TiF's weight included
-    wide_overrides: list[str] = field(default_factory=lambda: list(WIDE_OVERRIDES))  # the all-t adapters' own
+    # the all-t adapters' own settings (chosen for the synthetic recipe; [] keeps the recipe's)
+    wide_overrides: list[str] = field(default_factory=lambda: list(WIDE_OVERRIDES))
     # the window's first pairs the zero-shot row reads (None: all). It scores 25 caption prompts per image,
     # 5x an adapter set's calls per pair, so the short run reads half to stay within its few minutes
     zero_shot_pairs: int | None = 6
