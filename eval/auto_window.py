@@ -129,14 +129,13 @@ def rule_choice(arrays, score, rule: str) -> str:
     if rule == "likelihood, no thirds":  # fewer candidates for the few validation images to mislead
         family = [c for c in family if (c["t_min"], c["t_max"]) not in THIRDS or c["name"].startswith("recipe's")]
     means = {c["name"]: replay(errors, t, c, tif_d) for c in family}
-    if rule == "likelihood, no thirds":
-        ll = {n: np.nanmean(per_image_log_likelihood(m, labels)) for n, m in means.items()}
-        return max(ll, key=lambda n: ll[n])  # max keeps the first of equals: the family's tie order
     if rule == "accuracy":
         keys = {n: float((m.argmin(1) == labels).mean()) for n, m in means.items()}
         return max(keys, key=lambda n: keys[n])
     per_image = {n: per_image_log_likelihood(m, labels) for n, m in means.items()}
-    best = max(per_image, key=lambda n: np.nanmean(per_image[n]))
+    best = max(per_image, key=lambda n: np.nanmean(per_image[n]))  # max keeps the first of equals: tie order
+    if rule == "likelihood, no thirds":
+        return best
     default = default_candidate(family, score)
     gain = per_image[best] - per_image[default]
     gain = gain[~np.isnan(gain)]
