@@ -67,3 +67,15 @@ def gather_rows(array: np.ndarray, n_total: int) -> np.ndarray:
 def barrier() -> None:
     if world()[1] > 1:
         torch.distributed.barrier()
+
+
+def finish() -> None:
+    """Close the process group once every process is done.
+
+    Left to interpreter shutdown, gloo's worker threads can outlive the interpreter and abort the
+    process (SIGABRT, "terminate called without an active exception") after the work succeeded.
+    Called only on success: after an error the other processes may never reach the barrier.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()

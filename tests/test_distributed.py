@@ -44,3 +44,14 @@ def test_two_processes_give_a_single_process_result(tmp_path, tiny_model_dir):
     assert [r["path"].split("data/")[-1] for r in rows1] == [r["path"].split("data/")[-1] for r in rows2]
     assert [r["prediction"] for r in rows1] == [r["prediction"] for r in rows2]
     assert [r["top_k"] for r in rows1] == [r["top_k"] for r in rows2]
+
+
+def test_a_finished_command_closes_its_process_group(tmp_path):
+    # left open, gloo's threads can abort the process at interpreter exit after the work succeeded
+    torch.distributed.init_process_group("gloo", store=torch.distributed.HashStore(), rank=0, world_size=1)
+    try:
+        assert main(["tiny-model", "--out", str(tmp_path / "tiny")]) == 0
+        assert not torch.distributed.is_initialized()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

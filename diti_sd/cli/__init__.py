@@ -53,7 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with quiet_libraries(getattr(args, "no_progress", False)):
-            return int(args._run(args) or 0)
+            code = int(args._run(args) or 0)
+        if "torch" in sys.modules:  # a bad command line fails before torch is imported; keep it so
+            from ..distributed import finish
+
+            finish()
+        return code
     except KeyboardInterrupt:
         print(f"interrupted; {args._resume(args)}", file=sys.stderr)
         return 130
