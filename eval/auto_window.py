@@ -55,10 +55,12 @@ N_CLASSES = {"texture": 5, "colour": 5, "shape": 3}
 
 
 def run_seed(task: str, seed: int, shots: int, test_per_class: int, overrides: list[str],
-             eval_split: str = "decorrelated") -> tuple[dict, dict]:
+             eval_split: str = "decorrelated", val_per_class: int | None = None) -> tuple[dict, dict]:
     recipe = load_recipe("synthetic", [*overrides, "score.weighting=auto"])
     run = SyntheticSeed.for_recipe(recipe, seed, shots, task=task, n_classes=N_CLASSES[task])
-    val = run.stream("val", min(shots, 4))
+    # a larger stream starts with CoOp's min(k, 4) per class (same images, same pairs), so both sizes
+    # can be compared on one validation pass
+    val = run.stream("val", val_per_class or min(shots, 4))
     # --eval-split val: a second validation stream (never the test streams), for choosing auto's own rules
     test = run.stream("decorrelated" if eval_split == "decorrelated" else "second val", test_per_class)
     clf = run.fit(recipe, validation=val)
@@ -82,7 +84,7 @@ def run_seed(task: str, seed: int, shots: int, test_per_class: int, overrides: l
                                           score)
     assert choose(val_errors, val_t, val_labels, score, clf.tif_d_)["name"] == clf.score_choice_["name"]
     arrays = {"val_errors": val_errors, "val_t": val_t, "val_labels": np.array(val_labels),
-              "tif_d": np.array(clf.tif_d_)}
+              "tif_d": np.array(clf.tif_d_), "coop_images": np.array(min(shots, 4) * N_CLASSES[task])}
     return {"seed": seed, "task": task, "choice": clf.score_choice_, "correct": correct,
             "test_images": len(labels), "calls_per_test_image": float(calls.mean())}, arrays
 
@@ -109,7 +111,8 @@ def summarise(results: list[dict]) -> dict:
 
 
 # "likelihood" is the product's rule (score_choice.choose); the others were compared with it and not kept
-RULES = ("accuracy", "likelihood", "likelihood, the default unless beaten by 2 SE", "likelihood, no thirds")
+RULES = ("accuracy", "likelihood", "likelihood, the default unless beaten by 2 SE", "likelihood, no thirds",
+         "likelihood, CoOp's min(k, 4) per class")
 
 
 def default_candidate(family: list[dict], score) -> str:
@@ -123,6 +126,9 @@ def default_candidate(family: list[dict], score) -> str:
 def rule_choice(arrays, score, rule: str) -> str:
     """The candidate a rule of choice picks on one seed's saved validation pass (ties: family order)."""
     errors, t, labels, tif_d = arrays["val_errors"], arrays["val_t"], arrays["val_labels"], float(arrays["tif_d"])
+    if rule == "likelihood, CoOp's min(k, 4) per class":  # the first images of a larger --val-per-class pass
+        n = int(arrays["coop_images"]) if "coop_images" in arrays else len(labels)
+        return choose(errors[:n], t[:n], labels[:n], score, tif_d)["name"]
     if rule == "likelihood":
         return choose(errors, t, labels, score, tif_d)["name"]
     family = candidate_family(score)
@@ -177,6 +183,9 @@ def main(argv=None):
     parser.add_argument("--eval-split", choices=["decorrelated", "val"], default="decorrelated",
                         help="what the candidates are scored on: the decorrelated test stream, or a second "
                              "validation stream (seed 6000 + seed) for choosing auto's rules")
+    parser.add_argument("--val-per-class", type=int, default=None,
+                        help="validation images per class for auto's choice (default CoOp's min(k, 4)); "
+                             "--compare-rules then also replays the choice on the first min(k, 4) per class")
     parser.add_argument("--out", default="reports/auto-window")
     parser.add_argument("--compare-rules", action="store_true",
                         help="no fitting: compare rules of choice on the saved validation passes of finished seeds")
@@ -185,6 +194,7 @@ def main(argv=None):
                              "(e.g. colour_fit.t_max-1000_on-val)")
     args = parser.parse_args(argv)
     tag = args.task + "".join(f"_{o.replace('=', '-')}" for o in args.overrides)
+    tag += "" if args.val_per_class is None else f"_val{args.val_per_class}"
     tag += "" if args.eval_split == "decorrelated" else "_on-val"
     out = Path(args.out) / tag
     if args.compare_rules:
@@ -200,7 +210,7 @@ def main(argv=None):
         if not path.is_file():
             start = time.time()
             result, arrays = run_seed(args.task, seed, args.shots, args.test_per_class, args.overrides,
-                                      args.eval_split)
+                                      args.eval_split, args.val_per_class)
             result["seconds"] = round(time.time() - start, 1)
             atomic_write(path.with_suffix(".npz"), lambda tmp, a=arrays: _savez(tmp, a))
             atomic_write(path, lambda tmp, r=result: tmp.write_text(json.dumps(r)))

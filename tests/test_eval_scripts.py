@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,14 +118,30 @@ def test_auto_window_scores_autos_pick_and_every_fixed_candidate_and_resumes(tmp
     _script("auto_window").main(argv + ["--compare-rules"])
     rules = json.loads((folder / "rules.json").read_text())
     assert set(rules) == {"accuracy", "likelihood", "likelihood, the default unless beaten by 2 SE",
-                          "likelihood, no thirds"}
+                          "likelihood, no thirds", "likelihood, CoOp's min(k, 4) per class"}
     assert rules["likelihood"]["accuracy"] == summary["accuracy"]["auto"]["mean"]
+    # at CoOp's size the CoOp-prefix rule is the likelihood rule itself
+    assert rules["likelihood, CoOp's min(k, 4) per class"]["minus likelihood rule"]["mean"] == 0.0
     assert rules["accuracy"]["minus accuracy rule"]["mean"] == 0.0 and rules["likelihood"]["seeds"] == 1
     assert rules["likelihood"]["minus likelihood rule"]["mean"] == 0.0
     # runs of several tasks pool their seeds (here the same folder twice: twice the seeds, the same means)
     _script("auto_window").main(argv + ["--compare-rules", "--pool", "shape_fit.steps-2"])
     pooled = json.loads((folder / "rules.json").read_text())
     assert pooled["likelihood"]["seeds"] == 2 and pooled["likelihood"]["accuracy"] == rules["likelihood"]["accuracy"]
+
+
+def test_a_larger_validation_stream_starts_with_coops_images(tmp_path):
+    from diti_sd.recipes import load_recipe
+    from diti_sd.synthetic_seed import SyntheticSeed
+
+    run = SyntheticSeed.for_recipe(load_recipe("synthetic"), 11, 8, task="texture", n_classes=5)
+    coop, larger = run.stream("val", 4), run.stream("val", 10)
+    assert larger.labels[:20] == coop.labels and all(torch.equal(a, b) for a, b in zip(coop.images, larger.images))
+    _script("auto_window").main(["--task", "shape", "--seeds", "1", "--shots", "2", "--test-per-class", "1",
+                                 "--set", "fit.steps=2", "--val-per-class", "3", "--out", str(tmp_path)])
+    folder = tmp_path / "shape_fit.steps-2_val3"
+    assert json.loads((folder / "seed1.json").read_text())["choice"]["images"] == 3 * 3
+    assert int(np.load(folder / "seed1.npz")["coop_images"]) == 2 * 3
 
 
 def test_the_no_thirds_rule_cannot_pick_a_third_that_the_likelihood_rule_picks():
