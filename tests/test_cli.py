@@ -105,12 +105,13 @@ def test_fit_then_predict_from_the_command_line(image_folder, tiny_model_dir, tm
 def test_fit_with_auto_chooses_the_window_on_the_splits_validation_images(image_folder, tiny_model_dir, tmp_path,
                                                                          capsys):
     out = tmp_path / "auto"
+    # 1 shot: CoOp would keep 1 validation image per class; --val-per-class 2 keeps the 2 left of 3
     assert main(["fit", "--dataset", "tiny", "--data-root", str(image_folder), "--model", str(tiny_model_dir),
-                 "--shots", "2", "--steps", "1", "--set", "score.weighting=auto", "--set", "score.auto_pairs=6",
-                 "--out", str(out), "--no-progress"]) == 0
+                 "--shots", "1", "--val-per-class", "2", "--steps", "1", "--set", "score.weighting=auto",
+                 "--set", "score.auto_pairs=6", "--out", str(out), "--no-progress"]) == 0
     choice = json.loads((out / "manifest.json").read_text())["score_choice"]
-    n_val = len(json.loads((out / "split.json").read_text())["val_ids"])
-    assert choice["source"] == f"validation images ({n_val})" and choice["unet_calls"] == n_val * 3 * 6
+    assert len(json.loads((out / "split.json").read_text())["val_ids"]) == 2 * 3
+    assert choice["source"] == "validation images (6)" and choice["unet_calls"] == 6 * 3 * 6
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["score_choice"]["name"] == choice["name"]
 

@@ -75,6 +75,10 @@ def test_kshot_split_counts_and_determinism(fake_fgvc):
     one = make_kshot_split(train, val, 1, 1)
     assert one.train_ids != make_kshot_split(train, val, 1, 2).train_ids
     assert len(one.val_ids) == 100  # min(k, 4) per class
+    more = make_kshot_split(train, val, 1, 1, val_per_class=2)
+    assert len(more.val_ids) == 200 and more.train_ids == one.train_ids
+    with pytest.raises(TooFewImagesError, match="smaller --val-per-class"):
+        make_kshot_split(train, val, 1, 1, val_per_class=3)  # the fake val split has 2 per class
 
 
 def test_kshot_split_is_the_same_in_another_process(fake_fgvc, tmp_path):

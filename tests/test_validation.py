@@ -190,3 +190,11 @@ def test_ctrl_c_names_the_way_on_that_exists_for_the_command(argv, hint, monkeyp
     monkeypatch.setattr(module, "run", interrupted)
     assert main(argv) == 130
     assert hint in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [["--val-per-class", "2"], ["--shots", "2", "--split", "s.json", "--val-per-class", "2"]],
+                         ids=["without --shots", "with --split"])
+def test_val_per_class_without_a_sampled_split_is_refused(extra, tmp_path, capsys):
+    argv = ["fit", "--dataset", "tiny", "--data-root", str(tmp_path), "--out", str(tmp_path / "o"), *extra]
+    assert main(argv) == 2
+    assert "--val-per-class sizes the validation part of a sampled k-shot split" in capsys.readouterr().err

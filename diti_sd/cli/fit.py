@@ -28,6 +28,10 @@ def add_arguments(parser):
     parser.add_argument("--split", default=None,
                         help="reuse a saved k-shot split instead of sampling one: a split.json, or one of TiF's "
                              "train_<k>_<seed>.data files (the images behind the published numbers)")
+    parser.add_argument("--val-per-class", type=positive_int, default=None,
+                        help="validation images per class in the k-shot split (default CoOp's min(k, 4)); auto's "
+                             "window and the temperature are chosen on them, so more choose better where the data "
+                             "set has them")
     parser.add_argument("--steps", type=positive_int, default=None, help="steps per class (default: the recipe's table)")
     parser.add_argument("--rank", type=positive_int, default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -57,6 +61,10 @@ def run(args):
     shots = args.shots or [None]
     if args.split and len(shots) > 1:
         raise CLIError("--split reuses one saved split; pass a single --shots value with it (or none)")
+    if args.val_per_class and (args.split or not args.shots):
+        raise CLIError("--val-per-class sizes the validation part of a sampled k-shot split: pass it with --shots "
+                       "and without --split (a saved split keeps its own; without --shots the data set's whole "
+                       "validation split is used)")
     outs = [Path(args.out)] if len(shots) == 1 else [Path(args.out) / f"{k}shot" for k in shots]
     for out in outs:
         if (out / "manifest.json").exists() and not (args.resume or args.overwrite):
@@ -84,7 +92,8 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
     if args.split:
         split = load_split(args.split, train, val, dataset=recipe.name)
     elif shots:
-        split = make_kshot_split(train, val, shots, args.seed, dataset=recipe.name)
+        split = make_kshot_split(train, val, shots, args.seed, dataset=recipe.name,
+                                 val_per_class=args.val_per_class)
     else:
         split = None
     if split is not None:
@@ -107,7 +116,8 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
     clf.fit(ImageSequence(train_set), train_set.label_names(), validation=validation, output_dir=out,
             resume=args.resume)
     if args.calibrate and val_set is not None and len(val_set):  # none left when every image trains
-        where = "the k-shot split's, min(k, 4) per class" if split is not None else "the data set's validation split"
+        per_class = "min(k, 4)" if args.val_per_class is None else f"up to {args.val_per_class}"
+        where = f"the k-shot split's, {per_class} per class" if split is not None else "the data set's validation split"
         clf.fit_temperature(ImageSequence(val_set), val_set.label_names(),
                             source=f"validation: {len(val_set)} images ({where})")
     clf.save_pretrained(out, export_diffusers=args.export_diffusers, export_peft=args.export_peft)

@@ -35,7 +35,8 @@ def sample_per_class(data: LabeledImages, k: int, rng: random.Random, what: str 
         listed = ", ".join(f"{name!r} ({n})" for name, n in list(short.items())[:5])
         raise TooFewImagesError(
             f"{len(short)} class(es) have fewer than {k} {what} images: {listed}"
-            f"{' ...' if len(short) > 5 else ''}. Use fewer shots or add images."
+            f"{' ...' if len(short) > 5 else ''}. "
+            + ("Use a smaller --val-per-class or add images." if what == "validation" else "Use fewer shots or add images.")
         )
     chosen = []
     for c in range(len(data.classnames)):
@@ -133,16 +134,18 @@ def load_split(path: str | os.PathLike, train: LabeledImages, val: LabeledImages
 
 
 def make_kshot_split(
-    train: LabeledImages, val: LabeledImages | None, shots: int, seed: int, dataset: str = "dataset"
+    train: LabeledImages, val: LabeledImages | None, shots: int, seed: int, dataset: str = "dataset",
+    val_per_class: int | None = None,
 ) -> KShotSplit:
     """Deterministic in (data, shots, seed): one ``random.Random(seed)`` stream, train then validation.
 
-    Validation is cut to min(shots, 4) per class as in CoOp; without a validation set it is drawn
-    from the train images not chosen for training (as many as are left, up to that number).
+    Validation is cut to min(shots, 4) per class as in CoOp, or to ``val_per_class``; without a
+    validation set it is drawn from the train images not chosen for training (as many as are left, up
+    to that number). The train images do not depend on ``val_per_class``.
     """
     rng = random.Random(seed)
     train_idx = sample_per_class(train, shots, rng, "train")
-    val_k = min(shots, 4)
+    val_k = min(shots, 4) if val_per_class is None else val_per_class
     if val is None:
         taken = set(train_idx)
         rest = [i for i in range(len(train)) if i not in taken]
