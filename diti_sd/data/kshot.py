@@ -35,8 +35,8 @@ def sample_per_class(data: LabeledImages, k: int, rng: random.Random, what: str 
         listed = ", ".join(f"{name!r} ({n})" for name, n in list(short.items())[:5])
         raise TooFewImagesError(
             f"{len(short)} class(es) have fewer than {k} {what} images: {listed}"
-            f"{' ...' if len(short) > 5 else ''}. "
-            + ("Use a smaller --val-per-class or add images." if what == "validation" else "Use fewer shots or add images.")
+            f"{' ...' if len(short) > 5 else ''}. Use fewer shots"
+            f"{' or a smaller --val-per-class' if what == 'validation' else ''}, or add images."
         )
     chosen = []
     for c in range(len(data.classnames)):
