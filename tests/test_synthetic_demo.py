@@ -340,3 +340,23 @@ def test_demo_needs_room_above_the_recipe_window(tmp_path):
     recipe.write_text("model: builtin:tiny-base\ndataset: {kind: synthetic}\nscore: {t_min: 0, t_max: 1000}\n")
     with pytest.raises(ConfigError, match="score.t_max below 1000"):
         run_demo(DemoConfig(recipe=str(recipe), seeds=[1]), tmp_path / "out", progress=False)
+
+
+def test_a_base_domain_with_other_textures_never_shows_a_class_texture():
+    spec = SyntheticSpec(size=16, generic_textures=["dots", "coarse-vertical"])
+    generic = make_split(spec, "generic", 6, seed=0)
+    assert set(generic.labels) == {0, 1}
+    captions = {attribute_caption(x, y, spec).split(" pattern")[0] for x, y in zip(generic.images, generic.labels)}
+    assert captions == {"a photo of a dots", "a photo of a coarse-vertical"}
+    # the object's pixels follow the caption's texture, never one of the class textures
+    patterns = {k: texture(k, 16) for k in TEXTURES}
+    for image, label in zip(generic.images, generic.labels):
+        grey = image[0].numpy()
+        inside = np.isclose(grey, image[1].numpy()) & np.isclose(image[1].numpy(), image[2].numpy())  # grey object
+        best = max(patterns, key=lambda k: abs(np.corrcoef(grey[inside], patterns[k][inside])[0, 1]))
+        assert best == spec.generic_textures[label]
+    # the benchmark's own generic split (the prior images) is untouched by the field
+    assert make_split(SyntheticSpec(size=16), "generic", 2, seed=0).labels == make_split(
+        SyntheticSpec(size=16, generic_textures=[]), "generic", 2, seed=0).labels
+    with pytest.raises(ConfigError, match="generic_textures must name textures"):
+        SyntheticSpec(generic_textures=["zigzag"])

@@ -51,6 +51,9 @@ class SyntheticSpec:
     classnames: list[str] = field(default_factory=list)
     # texture: class = texture, spurious = background; colour / shape: class = background / shape, spurious = texture
     task: str = "texture"
+    # the textures the generic split draws (default: the class textures); a base trained on others has
+    # never seen the benchmark's classes (recipes/base/tiny-base-unseen-textures.yaml)
+    generic_textures: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -60,6 +63,10 @@ class SyntheticSpec:
             raise ConfigError(f"n_classes must be in 2..{len(names)} for the {self.task} task")
         if not self.classnames:
             self.classnames = list(names[: self.n_classes])
+        unknown = sorted(set(self.generic_textures) - set(TEXTURES))
+        if unknown or (self.generic_textures and self.task != "texture"):
+            raise ConfigError(f"generic_textures must name textures of {', '.join(TEXTURES)} and needs the texture "
+                              f"task; got {self.generic_textures} for the {self.task} task")
 
 
 def texture(kind: str, size: int) -> np.ndarray:
@@ -107,12 +114,14 @@ def make_split(spec: SyntheticSpec, split: str, n_per_class: int, seed: int) -> 
     images, labels = [], []
     for i in range(n_per_class * spec.n_classes):
         label = i % spec.n_classes
-        if split == "generic":
-            label = int(rng.integers(spec.n_classes))
+        if split == "generic":  # with generic_textures, the label indexes them, not the classes
+            label = int(rng.integers(len(spec.generic_textures) or spec.n_classes))
         follows = split in ("train", "correlated")  # the spurious attribute follows the class
         spurious = label if follows else int(rng.integers(n_bg))
         if spec.task == "texture":
             background, kind = spurious, TEXTURES[label]
+            if split == "generic" and spec.generic_textures:
+                kind = spec.generic_textures[label]
         elif spec.task == "colour":  # the class is the background; the texture is the shortcut
             background, kind = label, TEXTURES[spurious]
         else:  # the class is the shape; the texture is the shortcut; the background is noise everywhere
@@ -135,8 +144,10 @@ def background_of(image: torch.Tensor) -> int:
 
 
 def attribute_caption(image: torch.Tensor, label: int, spec: SyntheticSpec) -> str:
-    """What a web caption would say of the image: its texture and its background colour."""
-    return f"a photo of a {spec.classnames[label]} pattern on a {COLOUR_NAMES[background_of(image)]} background"
+    """What a web caption would say of the image: its texture and its background colour (``label`` indexes
+    ``spec.generic_textures`` where the spec has them: only generic images are captioned then)."""
+    texture_name = (spec.generic_textures or spec.classnames)[label]
+    return f"a photo of a {texture_name} pattern on a {COLOUR_NAMES[background_of(image)]} background"
 
 
 def background_class_dependence(data: LabeledImages, spec: SyntheticSpec) -> float:
