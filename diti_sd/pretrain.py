@@ -22,6 +22,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from .constraints import POSITIVE, Each, Interval, Options
+from .errors import ConfigError
 
 
 def train_vae(backbone, pixels: torch.Tensor, steps: int, batch_size: int = 16, lr: float = 1e-3,
@@ -111,6 +112,7 @@ class BaseRecipe:
     captions: str = "generic"  # generic: every image under `prompt`; attributes: its texture and background
     caption_dropout: float = 0.1  # with attribute captions, the share of samples under `prompt`
     domain: dict = field(default_factory=dict)  # SyntheticSpec fields
+    vae_from: str = ""  # a base model (folder or builtin:NAME) whose VAE is kept as it is; vae_* then unused
     n_images: int = 2000  # generic images of the domain (texture, background, shape all independent)
     vae_steps: int = 2000
     vae_batch: int = 32
@@ -150,8 +152,22 @@ def train_base_model(recipe: BaseRecipe, out: str | os.PathLike, device: str = "
                                    block_out_channels=tuple(recipe.block_out_channels))
     backbone.model_id = "tiny-base"
     backbone.to(device)
-    vae_losses = train_vae(backbone, pixels, recipe.vae_steps, recipe.vae_batch, recipe.vae_lr, seed=recipe.seed,
-                           progress=progress)
+    if recipe.vae_from:
+        from diffusers import AutoencoderKL
+
+        from .backbone import resolve_model_path
+
+        vae = AutoencoderKL.from_pretrained(Path(resolve_model_path(recipe.vae_from)) / "vae")
+        if vae.config.sample_size != backbone.vae.config.sample_size or \
+                vae.config.latent_channels != backbone.vae.config.latent_channels:
+            raise ConfigError(f"vae_from: {recipe.vae_from}'s VAE is not this recipe's shape (sample size "
+                              f"{vae.config.sample_size}, {vae.config.latent_channels} latent channels); use a base "
+                              f"of the same resolution and latent_factor")
+        backbone.vae = vae.to(device).requires_grad_(False).eval()
+        vae_losses = [float("nan")]
+    else:
+        vae_losses = train_vae(backbone, pixels, recipe.vae_steps, recipe.vae_batch, recipe.vae_lr, seed=recipe.seed,
+                               progress=progress)
     captions = None
     if recipe.captions == "attributes":
         captions = [attribute_caption(image, label, spec) for image, label in zip(generic.images, generic.labels)]

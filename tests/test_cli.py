@@ -3,6 +3,7 @@ import json
 import re
 
 import pytest
+import torch
 from helpers import color_images
 from torchvision.utils import save_image
 
@@ -136,7 +137,7 @@ def test_fit_with_several_shots_writes_one_set_each_and_resume_keeps_finished_on
     assert (out / "2shot" / "manifest.json").is_file()
 
 
-def test_train_base_writes_a_loadable_model_and_its_recipe(tmp_path):
+def test_train_base_writes_a_loadable_model_and_its_recipe(tmp_path, capsys):
     from diti_sd.backbone import load_backbone
 
     recipe = tmp_path / "base.yaml"
@@ -152,6 +153,16 @@ def test_train_base_writes_a_loadable_model_and_its_recipe(tmp_path):
     assert main(["train-base", "--recipe", str(recipe), "--out", str(out), "--no-progress"]) == 0  # replaced whole
     assert load_backbone(str(out), device="cpu").fingerprint() != first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "base.yaml"]
+    # vae_from keeps another base's VAE as it is and trains only the UNet
+    # (a VAE trained here would differ: one more step than the one kept)
+    recipe.write_text(recipe.read_text().replace("vae_steps: 2", "vae_steps: 3") + f"vae_from: {out}\n")
+    assert main(["train-base", "--recipe", str(recipe), "--out", str(tmp_path / "kept"), "--no-progress"]) == 0
+    kept = load_backbone(str(tmp_path / "kept"), device="cpu")
+    reference = load_backbone(str(out), device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(kept.vae.state_dict().values(), reference.vae.state_dict().values()))
+    recipe.write_text(recipe.read_text().replace("resolution: 16", "resolution: 32"))
+    assert main(["train-base", "--recipe", str(recipe), "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
+    assert "VAE is not this recipe's shape" in capsys.readouterr().err
 
 
 def test_sample_writes_a_grid(image_folder, tiny_model_dir, tmp_path):
