@@ -164,7 +164,7 @@ def train_base_model(recipe: BaseRecipe, out: str | os.PathLike, device: str = "
                               f"{vae.config.sample_size}, {vae.config.latent_channels} latent channels); use a base "
                               f"of the same resolution and latent_factor")
         backbone.vae = vae.to(device).requires_grad_(False).eval()
-        vae_losses = [float("nan")]
+        vae_losses = []
     else:
         vae_losses = train_vae(backbone, pixels, recipe.vae_steps, recipe.vae_batch, recipe.vae_lr, seed=recipe.seed,
                                progress=progress)
@@ -183,4 +183,4 @@ def train_base_model(recipe: BaseRecipe, out: str | os.PathLike, device: str = "
     out = atomic_folder(out, write)
     tail = max(1, len(unet_losses) // 20)
     return {"out": str(out), "seconds": round(time.time() - start, 1),
-            "vae_loss": sum(vae_losses[-tail:]) / tail, "unet_loss": sum(unet_losses[-tail:]) / tail}
+            "vae_loss": sum(vae_losses[-tail:]) / tail if vae_losses else None, "unet_loss": sum(unet_losses[-tail:]) / tail}

@@ -157,6 +157,7 @@ def test_train_base_writes_a_loadable_model_and_its_recipe(tmp_path, capsys):
     # (a VAE trained here would differ: one more step than the one kept)
     recipe.write_text(recipe.read_text().replace("vae_steps: 2", "vae_steps: 3") + f"vae_from: {out}\n")
     assert main(["train-base", "--recipe", str(recipe), "--out", str(tmp_path / "kept"), "--no-progress"]) == 0
+    assert '"vae_loss": null' in capsys.readouterr().out  # nothing trained, nothing to report
     kept = load_backbone(str(tmp_path / "kept"), device="cpu")
     reference = load_backbone(str(out), device="cpu")
     assert all(torch.equal(a, b) for a, b in zip(kept.vae.state_dict().values(), reference.vae.state_dict().values()))
