@@ -157,7 +157,10 @@ def train_base_model(recipe: BaseRecipe, out: str | os.PathLike, device: str = "
 
         from .backbone import resolve_model_path
 
-        vae = AutoencoderKL.from_pretrained(Path(resolve_model_path(recipe.vae_from)) / "vae")
+        folder = Path(resolve_model_path(recipe.vae_from)) / "vae"
+        if not folder.is_dir():
+            raise ConfigError(f"vae_from: no VAE at {folder}; name a base model folder (with vae/) or builtin:NAME")
+        vae = AutoencoderKL.from_pretrained(folder)
         if vae.config.sample_size != backbone.vae.config.sample_size or \
                 vae.config.latent_channels != backbone.vae.config.latent_channels:
             raise ConfigError(f"vae_from: {recipe.vae_from}'s VAE is not this recipe's shape (sample size "

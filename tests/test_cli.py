@@ -164,6 +164,9 @@ def test_train_base_writes_a_loadable_model_and_its_recipe(tmp_path, capsys):
     recipe.write_text(recipe.read_text().replace("resolution: 16", "resolution: 32"))
     assert main(["train-base", "--recipe", str(recipe), "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
     assert "VAE is not this recipe's shape" in capsys.readouterr().err
+    recipe.write_text(recipe.read_text().replace(f"vae_from: {out}", f"vae_from: {tmp_path / 'nowhere'}"))
+    assert main(["train-base", "--recipe", str(recipe), "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
+    assert "vae_from: no VAE at" in capsys.readouterr().err
 
 
 def test_sample_writes_a_grid(image_folder, tiny_model_dir, tmp_path):
