@@ -136,6 +136,23 @@ def load_base_recipe(path: str | os.PathLike) -> BaseRecipe:
     return from_dict(BaseRecipe, yaml.safe_load(Path(path).read_text()) or {}, where=str(path))
 
 
+def kept_vae(source: str, config):
+    """``vae_from``: another base's VAE, frozen, refused unless it has the shape ``config`` describes."""
+    from diffusers import AutoencoderKL
+
+    from .backbone import resolve_model_path
+
+    folder = Path(resolve_model_path(source)) / "vae"
+    if not folder.is_dir():
+        raise ConfigError(f"vae_from: no VAE at {folder}; name a base model folder (with vae/) or builtin:NAME")
+    vae = AutoencoderKL.from_pretrained(folder)
+    if (vae.config.sample_size, vae.config.latent_channels) != (config.sample_size, config.latent_channels):
+        raise ConfigError(f"vae_from: {source}'s VAE is not this recipe's shape (sample size "
+                          f"{vae.config.sample_size}, {vae.config.latent_channels} latent channels); use a base "
+                          f"of the same resolution and latent_factor")
+    return vae.requires_grad_(False).eval()
+
+
 def train_base_model(recipe: BaseRecipe, out: str | os.PathLike, device: str = "cpu", progress: bool = True) -> dict:
     """Build a tiny SD, train its VAE then its UNet on the synthetic domain, save it in diffusers layout."""
     from .data.synthetic import SyntheticSpec, attribute_caption, make_split
@@ -153,20 +170,7 @@ def train_base_model(recipe: BaseRecipe, out: str | os.PathLike, device: str = "
     backbone.model_id = "tiny-base"
     backbone.to(device)
     if recipe.vae_from:
-        from diffusers import AutoencoderKL
-
-        from .backbone import resolve_model_path
-
-        folder = Path(resolve_model_path(recipe.vae_from)) / "vae"
-        if not folder.is_dir():
-            raise ConfigError(f"vae_from: no VAE at {folder}; name a base model folder (with vae/) or builtin:NAME")
-        vae = AutoencoderKL.from_pretrained(folder)
-        if vae.config.sample_size != backbone.vae.config.sample_size or \
-                vae.config.latent_channels != backbone.vae.config.latent_channels:
-            raise ConfigError(f"vae_from: {recipe.vae_from}'s VAE is not this recipe's shape (sample size "
-                              f"{vae.config.sample_size}, {vae.config.latent_channels} latent channels); use a base "
-                              f"of the same resolution and latent_factor")
-        backbone.vae = vae.to(device).requires_grad_(False).eval()
+        backbone.vae = kept_vae(recipe.vae_from, backbone.vae.config).to(device)
         vae_losses = []
     else:
         vae_losses = train_vae(backbone, pixels, recipe.vae_steps, recipe.vae_batch, recipe.vae_lr, seed=recipe.seed,

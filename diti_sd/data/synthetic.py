@@ -119,9 +119,8 @@ def make_split(spec: SyntheticSpec, split: str, n_per_class: int, seed: int) -> 
         follows = split in ("train", "correlated")  # the spurious attribute follows the class
         spurious = label if follows else int(rng.integers(n_bg))
         if spec.task == "texture":
-            background, kind = spurious, TEXTURES[label]
-            if split == "generic" and spec.generic_textures:
-                kind = spec.generic_textures[label]
+            names = spec.generic_textures if split == "generic" and spec.generic_textures else TEXTURES
+            background, kind = spurious, names[label]
         elif spec.task == "colour":  # the class is the background; the texture is the shortcut
             background, kind = label, TEXTURES[spurious]
         else:  # the class is the shape; the texture is the shortcut; the background is noise everywhere
