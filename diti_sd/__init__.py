@@ -1,6 +1,6 @@
 """diti-sd: few-shot fine-grained classification with Stable Diffusion class adapters at small t."""
 
-__version__ = "0.2.0"
+from .version import __version__
 
 __all__ = ["DiTiFewShotClassifier", "__version__"]
 

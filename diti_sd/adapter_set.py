@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ._io import atomic_write, file_digest
 from .errors import DitiError
+from .files import atomic_write, file_digest
 
 # 2: LoRA blocks chosen by the reference's filter names (0.1's depth counted levels differently)
 FORMAT_VERSION = 2

@@ -14,12 +14,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
-from ._progress import quiet_libraries
 from .errors import DitiError
+from .preprocessing import uint8_to_float
+from .progress import quiet_libraries
 
 COMPONENTS = {
     # subfolder -> the file(s) that must be there (any one of a tuple)
@@ -89,41 +88,16 @@ class Backbone:
             module.requires_grad_(flag)
         return self
 
-    # ----------------------------------------------------------------- images
-    def preprocess(self, images) -> torch.Tensor:
-        """PIL images (or an image tensor batch in [0, 1]) -> pixels in [-1, 1] at ``resolution``.
-
-        Resize the shorter side to the resolution (bicubic, antialiased) and centre-crop, as the
-        Stable Diffusion training pipelines do; no flip, no random crop.
-        """
-        if isinstance(images, torch.Tensor):
-            batch = images if images.dim() == 4 else images[None]
-            return _resize_center_crop(batch.float(), self.resolution) * 2 - 1
-        tensors = []
-        for image in images:
-            if not isinstance(image, Image.Image):
-                raise TypeError(f"expected PIL images, got {type(image).__name__}")
-            array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-            tensors.append(torch.from_numpy(array).permute(2, 0, 1))
-        out = [_resize_center_crop(t[None], self.resolution) for t in tensors]
-        return torch.cat(out) * 2 - 1 if out else torch.empty(0, 3, self.resolution, self.resolution)
-
-    def preprocess_uncropped(self, images) -> list[torch.Tensor]:
-        """PIL images -> pixels in [-1, 1], shorter side resized to the resolution (bilinear,
-        antialiased), not cropped: the reference's training transform. One (3, H, W) tensor each."""
-        out = []
-        for image in images:
-            if not isinstance(image, Image.Image):
-                raise TypeError(f"expected PIL images, got {type(image).__name__}")
-            array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-            batch = torch.from_numpy(array).permute(2, 0, 1)[None]
-            out.append(_resize_short_side(batch, self.resolution, "bilinear")[0] * 2 - 1)
-        return out
-
+    # ----------------------------------------------------------------- latents
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels in [-1, 1] -> latents: the VAE posterior mean times the scaling factor."""
         return self.encode_posterior(pixels)[0]
+
+    @torch.no_grad()
+    def encode_batches(self, pixels: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+        """Pixels (uint8, or floats in [-1, 1]) -> latents, ``batch_size`` images at a time."""
+        return torch.cat([self.encode_images(uint8_to_float(part)) for part in pixels.split(batch_size)])
 
     @torch.no_grad()
     def encode_posterior(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,11 +204,6 @@ class Backbone:
         return path
 
 
-def uint8_to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images (as stored to save memory) -> floats in [-1, 1]; float input passes through."""
-    return images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images
-
-
 def add_noise(alphas_cumprod: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, computed in fp32 and returned in x0's dtype (any
     DDPM schedule: the SD backbone's and the encoder's frozen DDPM share it)."""
@@ -244,23 +213,6 @@ def add_noise(alphas_cumprod: torch.Tensor, x0: torch.Tensor, noise: torch.Tenso
 
 def _expand(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.float().reshape(-1, *([1] * (like.dim() - 1)))
-
-
-def _resize_short_side(batch: torch.Tensor, size: int, mode: str = "bicubic") -> torch.Tensor:
-    h, w = batch.shape[-2:]
-    if min(h, w) == size:
-        return batch
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    return torch.nn.functional.interpolate(batch, size=(nh, nw), mode=mode, align_corners=False,
-                                           antialias=True).clamp(0, 1)
-
-
-def _resize_center_crop(batch: torch.Tensor, size: int) -> torch.Tensor:
-    batch = _resize_short_side(batch, size)
-    nh, nw = batch.shape[-2:]
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return batch[..., top : top + size, left : left + size]
 
 
 # --------------------------------------------------------------------------- loading
@@ -289,6 +241,21 @@ def resolve_model_path(model: str | os.PathLike) -> str:
             raise BackboneError(f"no built-in model {name!r}; available: {available or 'none'}")
         return str(path)
     return model
+
+
+def _native_resolution(unet_config, vae_config) -> int:
+    """The image side a model was made for: the UNet's latent side times the VAE's downsampling."""
+    return int(unet_config["sample_size"] * 2 ** (len(vae_config["block_out_channels"]) - 1))
+
+
+def native_resolution(model: str | os.PathLike) -> int:
+    """A local model folder's (or ``builtin:NAME``'s) native resolution, read from its configs without
+    loading any weights."""
+    path = Path(resolve_model_path(model))
+    if not path.is_dir():
+        raise BackboneError(f"{model!r} is not a local model folder; its resolution is read from unet/ and vae/")
+    check_model_folder(path)
+    return _native_resolution(*(json.loads((path / part / "config.json").read_text()) for part in ("unet", "vae")))
 
 
 def check_model_folder(path: Path) -> None:
@@ -359,7 +326,7 @@ def load_backbone(
             "`huggingface-cli download` or pass a local diffusers folder."
         ) from err
     if resolution is None:
-        resolution = unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
+        resolution = _native_resolution(unet.config, vae.config)
     backbone = Backbone(vae, unet, text_encoder, tokenizer, scheduler, model_id=str(model),
                         resolution=int(resolution))
     if device.type != "cpu":

@@ -20,9 +20,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ._io import atomic_write
 from .errors import ConfigError
-from .recipes import METRICS
+from .files import atomic_write
+from .metrics import metric_score
+from .seeding import torch_generator
 
 
 @dataclass
@@ -152,19 +153,6 @@ class FeatureCache:
         return feats
 
 
-def metric_score(pred, labels, metric: str = "accuracy") -> float:
-    """Top-1 accuracy, or scikit-learn's macro F1 (averaged over the classes that occur in ``labels``
-    or ``pred``), as TiF reports ISIC 2019. Accuracy stays a plain mean: the validation searches call
-    this thousands of times, where scikit-learn's input checks would cost more than the search."""
-    from sklearn.metrics import f1_score
-
-    if metric == "accuracy":
-        return float((np.asarray(pred) == np.asarray(labels)).mean())
-    if metric != "macro-f1":
-        raise ConfigError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
-    return float(f1_score(labels, pred, average="macro", zero_division=0.0))
-
-
 def zero_shot_logits(features: torch.Tensor, text_weights: torch.Tensor) -> torch.Tensor:
     return 100.0 * features @ text_weights.T
 
@@ -222,7 +210,7 @@ def train_tip_adapter_f(aug_features: list[torch.Tensor], labels: np.ndarray, ke
     the best on validation at the initial alpha/beta, not on test. Returns the trained keys, the
     chosen epoch and its validation accuracy.
     """
-    g = torch.Generator().manual_seed(seed)
+    g = torch_generator(seed)
     weight = torch.nn.Parameter(keys.clone())
     opt = torch.optim.AdamW([weight], lr=lr, eps=1e-4)
     n = len(labels)

@@ -16,25 +16,32 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from tqdm.auto import tqdm
 
-from .backbone import load_backbone, uint8_to_float
+from .backbone import load_backbone
 from .data.images import as_image_sequence
 from .distributed import gather_rows, merge_class_shards, shard, world
 from .errors import ConfigError, DitiError
-from .fit import FitData, fit_adapters, prior_pixels, uint8_pixels
-from .lora import ClassAdapters, NoAdapters
+from .lora.layer import ClassAdapters, NoAdapters
+from .metrics import softmax
 from .persistence import PersistenceMixin
+from .preprocessing import uint8_pixels
 from .prompts import choose_tokens, class_prompts
 from .recipes import Recipe, load_recipe
 from .sampling import sample_images
-from .score_choice import choose, no_choice, resolve, validation_errors
-from .scoring import class_contexts, score_latents, softmax
+from .scoring.auto import choose, no_choice, resolve, validation_errors
+from .scoring.cache import ScoreCache
+from .scoring.engine import ScoreResult, score_latents
+from .scoring.engine import class_contexts as embed_class_prompts
 from .timesteps import tif_distance
+from .training.loop import FitData, fit_adapters
+from .training.prior import prior_pixels
+from .validation import check_validation, plan_validation
 
 
-class NotFittedError(DitiError, RuntimeError):
-    pass
+class NotFittedError(DitiError, SklearnNotFittedError):
+    """Used before ``fit`` or ``from_pretrained``; ``except`` clauses written for scikit-learn's catch it."""
 
 
 class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
@@ -50,6 +57,9 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
         (``score.weighting: auto``, see ``fit``).
     prior : prior preservation on/off (None: the recipe's, on by default).
     overrides : further recipe values as ``{"section.key": value}``.
+    auto_refit : with ``score_window="auto"`` and no validation images or calibration share to choose on,
+        hold one image per class out of a first fit, choose the window on them, then fit again on every
+        image: twice the fit's work. False (the default): score with TiF's weight, with a warning.
     random_state : seed of the adapters' initialisation, the training draws and the scoring pairs.
     device, dtype, attention : where and how the base model runs.
     compile : score with a torch.compile'd UNet (the first call compiles; later class mixes reuse it).
@@ -57,8 +67,8 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, model=None, recipe="image-folder", *, rank=None, steps=None, train_window=None,
-                 score_window=None, prior=None, overrides=None, random_state=0, device=None, dtype=None,
-                 attention="sdpa", compile=False, progress=True):
+                 score_window=None, prior=None, overrides=None, auto_refit=False, random_state=0, device=None,
+                 dtype=None, attention="sdpa", compile=False, progress=True):
         self.model = model
         self.recipe = recipe
         self.rank = rank
@@ -67,19 +77,13 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
         self.score_window = score_window
         self.prior = prior
         self.overrides = overrides
+        self.auto_refit = auto_refit
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
         self.attention = attention
         self.compile = compile
         self.progress = progress
-
-    def set_params(self, **params):
-        """scikit-learn's ``set_params``, then the recipe check: a bad value (``GridSearchCV`` sets each
-        candidate's through here) fails at once, before any fitting."""
-        super().set_params(**params)
-        self.resolved_recipe()
-        return self
 
     def resolved_recipe(self) -> Recipe:
         """The recipe with this estimator's parameters applied; every value checked (a bad one is a
@@ -103,7 +107,8 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
                 except (TypeError, ValueError):
                     name = "train_window" if section == "fit" else "score_window"
                     extra = ' or "auto"' if section == "score" else ""
-                    raise ConfigError(f"{name} must be a (t_min, t_max) pair of integers{extra}, got {window!r}") from None
+                    raise ConfigError(f"{name} must be a (t_min, t_max) pair of integers{extra}, "
+                                      f"got {window!r}") from None
         return load_recipe(self.recipe, over)
 
     def _check_fitted(self) -> None:
@@ -127,13 +132,15 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
         temperature on, or None (temperature 1; ``fit_temperature`` can set it later from validation
         images). ``validation``: (images, labels) that ``score.weighting: auto`` chooses the scoring
         window on (``validation_candidates``: (n, C) bool, a prefilter's top classes per image, columns in
-        ``classes_`` order); without them, auto uses the calibration share, or else holds one image per
-        class out, fits on the rest, chooses on the held-out images and refits on all.
+        ``classes_`` order); without them, auto uses the calibration share, or else, with ``auto_refit``,
+        holds one image per class out, fits on the rest, chooses on the held-out images and refits on all
+        (two fits); else it scores with TiF's weight. :func:`~diti_sd.validation.plan_validation` decides;
+        ``fit_summary_["validation"]`` (and the manifest) records which, and how many fits it took.
         ``prior_images`` overrides the generic prior-preservation images. ``output_dir`` keeps
         checkpoints and the prior images there, so an interrupted fit can continue with ``resume=True``.
         A new fit forgets the previous one.
         """
-        recipe = self.resolved_recipe()
+        recipe = self.resolved_recipe()  # every parameter checked here, before any work
         X, y = as_image_sequence(X), list(y)
         if not X:
             raise ConfigError("fit got no images")
@@ -142,8 +149,12 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
         classes = np.array(sorted(set(y), key=lambda v: (str(type(v)), v)))
         if len(classes) < 2:
             raise ConfigError(f"need at least two classes, got {list(classes)}")
-        val = self._check_validation(validation, classes)
-        held = self._held_out(y, classes, calibration, recipe.fit.min_shots)
+        val = check_validation(validation, classes.tolist())
+        plan = plan_validation(y, classes.tolist(), auto=recipe.score.weighting == "auto",
+                               validation=0 if val is None else len(val[1]), calibration=calibration,
+                               auto_refit=bool(self.auto_refit), min_shots=recipe.fit.min_shots,
+                               seed=self.random_state)
+        held = list(plan.held_out)
         if held:
             held_X, held_y = [X[i] for i in held], [y[i] for i in held]
             kept = sorted(set(range(len(y))) - set(held))
@@ -154,40 +165,32 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
             raise ConfigError(f"classes with fewer than {recipe.fit.min_shots} images: {short}; add images or "
                              "lower fit.min_shots")
         shots = min(counts.values())
-        auto = recipe.score.weighting == "auto"
-        # auto without validation images: one shot per class held out of a first fit (when every class has
-        # one to spare), chosen on, then every image refitted
-        probe = self._probe_shots(y, classes, recipe.fit.min_shots) if auto and val is None and not held else []
 
         backbone = self._load_backbone(recipe)
         choice = None
-        if probe:
-            rest = [i for i in range(len(y)) if i not in set(probe)]
+        if plan.probe:
+            rest = [i for i in range(len(y)) if i not in set(plan.probe)]
             self._fit_adapters(recipe, backbone, as_image_sequence([X[i] for i in rest]), [y[i] for i in rest],
                                classes, shots, None if output_dir is None else Path(output_dir) / "auto-probe",
                                resume, None, prior_images, prior_dir=output_dir)
-            self.choose_scoring([X[i] for i in probe], [y[i] for i in probe],
-                                source=f"one held-out image per class ({len(probe)}), chosen on a fit of the "
+            self.choose_scoring([X[i] for i in plan.probe], [y[i] for i in plan.probe],
+                                source=f"one held-out image per class ({len(plan.probe)}), chosen on a fit of the "
                                        "others; then refitted on all")
             choice = self.score_choice_
         self._fit_adapters(recipe, backbone, X, y, classes, shots, output_dir, resume, callback, prior_images,
                            prior_dir=output_dir)
-        if probe and output_dir is not None:
+        self.fit_summary_["validation"] = plan.record()
+        if plan.probe and output_dir is not None:
             shutil.rmtree(Path(output_dir) / "auto-probe", ignore_errors=True)
-        if auto:
-            if choice is not None:
-                self.score_choice_ = choice
-            elif val is not None:
-                self.choose_scoring(*val, candidates=validation_candidates,
-                                    source=f"validation images ({len(val[1])})")
-            elif held:
-                self.choose_scoring(held_X, held_y, source=f"held-out share {calibration:g} of the shots")
-            else:
-                self.score_choice_ = no_choice(recipe.score, "no validation images and one image per class, "
-                                                             "none to hold out")
-                warnings.warn("score.weighting is auto, but there are no validation images and no class has an "
-                              "image to spare: scoring with TiF's weight (auto's tie rule). Pass validation=(X, y)",
-                              stacklevel=2)
+        if plan.source == "probe fit":
+            self.score_choice_ = choice
+        elif plan.source == "validation":
+            self.choose_scoring(*val, candidates=validation_candidates, source=f"validation images ({len(val[1])})")
+        elif plan.source == "held-out share":
+            self.choose_scoring(held_X, held_y, source=f"held-out share {calibration:g} of the shots")
+        elif recipe.score.weighting == "auto":
+            self.score_choice_ = no_choice(recipe.score, plan.why)
+            warnings.warn(f"score.weighting is auto, but {plan.why}", stacklevel=2)
         if held:
             self.fit_temperature(held_X, held_y, source=f"held-out share {calibration:g} of the shots")
         return self
@@ -199,15 +202,14 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
             self.adapters_.remove()
             del self.adapters_
         backbone.compiled_unet = None  # compiled around the old adapters
-        pixels = uint8_pixels(backbone, X)
+        pixels = uint8_pixels(X, backbone.resolution)
         index = {c: i for i, c in enumerate(classes.tolist())}
         label_index = [index[v] for v in y]
         members = [[j for j, c in enumerate(label_index) if c == k] for k in range(len(classes))]
         # TiF's per-t weight comes from the train latents as scoring sees them (centre crop, posterior mean)
-        tif_d = tif_distance(torch.cat([backbone.encode_images(uint8_to_float(part)) for part in pixels.split(16)]),
-                             label_index)
+        tif_d = tif_distance(backbone.encode_batches(pixels), label_index)
         if recipe.fit.crop != "center":  # random windows of, or the whole of, the resized image
-            uncropped = uint8_pixels(backbone, X, crop=False)
+            uncropped = uint8_pixels(X, backbone.resolution, crop=False)
             by_class = [[uncropped[j] for j in m] for m in members]
         else:
             by_class = [pixels[m] for m in members]
@@ -231,53 +233,6 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
         self._set_fitted(backbone, adapters, classes, prompts, tokens, recipe, shots=shots, n_train=len(X),
                          fit_summary={k: v for k, v in summary.items() if k != "losses"},
                          loss_curve=summary["losses"], temperature=1.0, tif_d=tif_d)
-
-    @staticmethod
-    def _check_validation(validation, classes):
-        """``validation`` as (images, labels), every label among the fitted classes; None stays None."""
-        if validation is None:
-            return None
-        try:
-            images, labels = validation
-        except (TypeError, ValueError):
-            raise ConfigError("validation must be an (images, labels) pair") from None
-        images, labels = as_image_sequence(images), list(labels)
-        if not images or len(images) != len(labels):
-            raise ConfigError(f"validation needs images with one label each; got {len(images)} images and "
-                             f"{len(labels)} labels")
-        unknown = sorted(set(labels) - set(classes.tolist()), key=str)
-        if unknown:
-            raise ConfigError(f"validation labels {unknown[:5]} are not among the train classes")
-        return images, labels
-
-    def _probe_shots(self, y, classes, min_shots: int) -> list[int]:
-        """One image per class, drawn with ``random_state``, for auto's choice when there are no validation
-        images; none when some class would keep fewer than ``fit.min_shots`` (or none) to fit on."""
-        rng = np.random.default_rng(self.random_state)
-        members = [[i for i, v in enumerate(y) if v == c] for c in classes.tolist()]
-        if min(len(m) for m in members) - 1 < max(1, min_shots):
-            return []
-        return sorted(int(rng.choice(m)) for m in members)
-
-    def _held_out(self, y, classes, share, min_shots: int) -> list[int]:
-        """Indices held out of the fit for calibration: round(share x n) of each class's n images (at
-        least one), drawn with ``random_state``; every class keeps ``fit.min_shots`` to fit on."""
-        if share is None:
-            return []
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
-            raise ConfigError(f"calibration must be a share of each class's images in (0, 1), e.g. 0.25, or "
-                             f"None; got {share!r}")
-        rng = np.random.default_rng(self.random_state)
-        held = []
-        for c in classes.tolist():
-            members = [i for i, v in enumerate(y) if v == c]
-            k = max(1, round(share * len(members)))
-            if len(members) - k < max(1, min_shots):
-                raise ConfigError(f"class {c!r} has {len(members)} image(s): holding out {k} for calibration "
-                                 f"leaves fewer than {max(1, min_shots)} to fit on; pass calibration=None "
-                                 "and calibrate on validation images with fit_temperature")
-            held.extend(rng.choice(members, k, replace=False).tolist())
-        return sorted(held)
 
     @classmethod
     def zero_shot(cls, classes, template: str, model=None, recipe="image-folder", *, overrides=None, device=None,
@@ -327,10 +282,13 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
         return self
 
     # ----------------------------------------------------------------- inference
-    def _class_contexts(self) -> torch.Tensor:
+    def class_contexts(self) -> torch.Tensor:
+        """Each class's prompt embedding under its own text adapter (C, L, D), as scoring uses it; computed
+        once per fitted state."""
+        self._check_fitted()
         if self._contexts is None:
             score = self.recipe_.score
-            self._contexts = class_contexts(self.backbone_, self.adapters_, self.prompts_, score.text_scale,
+            self._contexts = embed_class_prompts(self.backbone_, self.adapters_, self.prompts_, score.text_scale,
                                             dropout=score.text_dropout, seed=score.seed)
         return self._contexts
 
@@ -341,7 +299,8 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
 
     def choose_scoring(self, X, y, candidates=None, source: str = "validation images") -> DiTiFewShotClassifier:
         """``score.weighting: auto``: score images ``X`` (labels ``y``; never test data) once on
-        ``score.auto_pairs`` time-steps over [0, 1000) (its own per image), replay each candidate window and weight on those
+        ``score.auto_pairs`` time-steps over [0, 1000) (its own per image), replay each candidate window and
+        weight on those
         errors, and score from now on with the best (ties: TiF's weight). ``candidates``: (n, C) bool, the
         classes scored per image (a prefilter's top-k). ``score_choice_`` records the choice, every
         candidate's validation score and the UNet calls spent. Works on adapters fitted under any
@@ -357,7 +316,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
         if candidates is not None and np.asarray(candidates).shape != (len(latents), len(self.classes_)):
             raise ConfigError(f"candidates must be (images, classes) = {(len(latents), len(self.classes_))}, got "
                              f"{np.asarray(candidates).shape}")
-        errors, t = validation_errors(self.backbone_, self.adapters_, latents, self._class_contexts(), score,
+        errors, t = validation_errors(self.backbone_, self.adapters_, latents, self.class_contexts(), score,
                                       candidates=candidates, progress=self.progress)
         self.recipe_ = dataclasses.replace(self.recipe_, score=dataclasses.replace(score, weighting="auto"))
         self.score_choice_ = choose(errors, t, [index[v] for v in y], self.recipe_.score, self.tif_d_,
@@ -373,7 +332,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
         out = []
         for start in range(0, len(X), batch_size):
             part = [X[i] for i in range(start, min(len(X), start + batch_size))]
-            out.append(self.backbone_.encode_images(uint8_to_float(uint8_pixels(self.backbone_, part))).cpu())
+            out.append(self.backbone_.encode_batches(uint8_pixels(part, self.backbone_.resolution)).cpu())
         return torch.cat(out)
 
     def score_images(self, X, candidates=None, chunk: int = 64, cache_dir=None):
@@ -383,8 +342,6 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
         later call with the same adapters, settings and images reads it back instead of scoring it again
         (a reference pass over a test set takes GPU-hours; an interruption loses one chunk at most).
         """
-        from .scoring import ScoreCache, ScoreResult
-
         cfg = self.scoring_config()
         X = as_image_sequence(X)
         rank, size = world()
@@ -394,7 +351,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
         latents = self.encode([X[i] for i in mine])
         if candidates is not None:
             candidates = np.asarray(candidates)[mine]
-        contexts = self._class_contexts()
+        contexts = self.class_contexts()
         if self.compile and self.backbone_.compiled_unet is None:
             self.backbone_.compiled_unet = torch.compile(self.backbone_.unet)
         cache = None if cache_dir is None else ScoreCache(cache_dir, self._identity(), cfg, self.tif_d_)
@@ -445,7 +402,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
     def fit_temperature(self, X, y, source: str = "validation images") -> DiTiFewShotClassifier:
         """Choose predict_proba's temperature by log-likelihood on held-out images (never test data);
         ``calibration_`` records ``source``, the number of images and the NLL before and after."""
-        from .calibration import fit_temperature, nll
+        from .metrics import fit_temperature, nll
 
         logits = self.decision_function(X)
         index = {c: i for i, c in enumerate(self.classes_.tolist())}

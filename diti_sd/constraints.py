@@ -47,6 +47,7 @@ class Interval:
         return f"{left} {self.low} and {right} {self.high}"
 
 
+T_STEPS = 1000  # the training time-steps of every Stable Diffusion and DDPM scheduler this package loads
 POSITIVE = Interval(0, None, closed="neither")
 PRECISIONS = ("no", "fp16", "bf16")
 
@@ -75,6 +76,9 @@ class Pattern:
 
     def __str__(self) -> str:
         return self.text
+
+
+NAME = Pattern(r"\S(.*\S)?", "a non-empty name")
 
 
 class Each:
@@ -128,14 +132,14 @@ def validate(obj, where: str) -> None:
         check(where)
 
 
-def check_window(where: str, t_min: int, t_max: int, steps: int = 1000) -> None:
+def check_window(where: str, t_min: int, t_max: int, steps: int = T_STEPS) -> None:
     """A time-step window [t_min, t_max) inside [0, steps) that holds at least one t."""
     if not 0 <= t_min < t_max <= steps:
         raise RecipeError(f"{where}.t_min = {t_min}, {where}.t_max = {t_max} is not allowed: the window "
                           f"[t_min, t_max) must satisfy 0 <= t_min < t_max <= {steps}")
 
 
-def check_rounds(where: str, rounds, t_min: int = 0, t_max: int = 1000, last_keep_one: bool = True) -> None:
+def check_rounds(where: str, rounds, t_min: int = 0, t_max: int = T_STEPS, last_keep_one: bool = True) -> None:
     """Pruning stages ``[grid size, classes kept]``: grids grow, keeps do not, the largest grid fits in
     the window, and (``last_keep_one``) the last stage keeps the one class that is the prediction."""
     text = (f"a non-empty list of [grid size, classes kept] pairs, grid sizes increasing and at most the "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write
+from .files import atomic_write
 from .plotting import plot_reliability, pyplot, save_figure
 
 METRIC_NAMES = {"accuracy": "Top-1 accuracy", "macro-f1": "Macro-averaged F1"}
@@ -48,7 +48,8 @@ def choice_summary(runs: list[dict]) -> list[dict]:
     validation score, and the validation pass's UNet calls as a share of the run's test pass."""
     return [{"method": r["method"], "shots": r["shots"], "seed": r["seed"], "choice": r["score_choice"]["name"],
              "source": r["score_choice"]["source"], "candidates": r["score_choice"]["candidates"],
-             "unet_calls": r["score_choice"]["unet_calls"], "share_of_test_pass": r["cost"].get("auto_share_of_test_pass")}
+             "unet_calls": r["score_choice"]["unet_calls"],
+             "share_of_test_pass": r["cost"].get("auto_share_of_test_pass")}
             for r in runs if r.get("score_choice")]
 
 
@@ -110,7 +111,8 @@ def markdown(report: dict, name: str, metric: str, seeds: list[int], n_test: int
                   f"Each run's softmax temperature is chosen by log-likelihood on {source}; test NLL and "
                   "expected calibration error (15 equal-width bins) at it, mean ± std over seeds, at each "
                   "method's largest shots.", "",
-                  "| method | shots | NLL | NLL at temperature 1 | ECE | temperature (median) |", "|---|---|---|---|---|---|"]
+                  "| method | shots | NLL | NLL at temperature 1 | ECE | temperature (median) |",
+                  "|---|---|---|---|---|---|"]
         for method, c in report["calibration"].items():
             lines.append(f"| {method} | {c['shots']} | {c['nll']['mean']:.3f} ± {c['nll']['std']:.3f} | "
                          f"{c['nll_at_1']['mean']:.3f} | {c['ece']['mean']:.3f} ± {c['ece']['std']:.3f} | "

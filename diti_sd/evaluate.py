@@ -20,18 +20,18 @@ import numpy as np
 import torch
 
 from . import baselines as bl
-from ._io import atomic_write
-from .calibration import calibration_report
 from .classifier import DiTiFewShotClassifier
 from .data import load_configured_split, load_split, make_kshot_split
 from .data.images import ImageSequence
 from .distributed import barrier, is_main
 from .errors import ConfigError, MissingFileError
 from .eval_report import write_eval_report
+from .files import atomic_write
 from .hub import write_model_card
 from .methods import METHODS, PREFILTERS, VAL_PROTOCOLS
+from .metrics import calibration_report, metric_score, standardise
 from .recipes import load_recipe
-from .score_choice import extra_call_share
+from .scoring.auto import extra_call_share
 
 
 @dataclass
@@ -60,12 +60,6 @@ class EvalConfig:
     progress: bool = True
 
 
-def _standardise(logits: np.ndarray) -> np.ndarray:
-    finite = np.where(np.isfinite(logits), logits, np.nan)
-    mean, std = np.nanmean(finite, 1, keepdims=True), np.nanstd(finite, 1, keepdims=True) + 1e-12
-    return np.where(np.isfinite(logits), (logits - mean) / std, -1e9)
-
-
 def _read_run(path: Path) -> dict | None:
     """A finished run's file, or None when there is none or it is damaged (the run is then redone)."""
     if not path.is_file():
@@ -88,7 +82,8 @@ class Evaluation:
         if unknown:
             raise ConfigError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
         if cfg.val_protocol not in (None, *VAL_PROTOCOLS):
-            raise ConfigError(f"unknown validation protocol {cfg.val_protocol!r}; choose from {', '.join(VAL_PROTOCOLS)}")
+            raise ConfigError(f"unknown validation protocol {cfg.val_protocol!r}; choose from "
+                              f"{', '.join(VAL_PROTOCOLS)}")
         self.recipe = load_recipe(cfg.dataset, cfg.overrides)
         # the report's config says which protocol ran, whether it came from the command line or the recipe
         cfg = replace(cfg, val_protocol=cfg.val_protocol or self.recipe.baselines.val_protocol)
@@ -104,12 +99,12 @@ class Evaluation:
         if self.test is None:
             raise MissingFileError(f"no {ds.test_split!r} split under {cfg.data_root}")
         if cfg.val_protocol == "full" and self.val is None:
-            raise ConfigError(f"validation protocol full (--val-protocol, or the recipe's baselines.val_protocol) needs "
-                             f"the data set's validation split ({ds.val_split!r}), and {cfg.data_root} has none; "
-                             "use --val-protocol coop")
+            raise ConfigError("validation protocol full (--val-protocol, or the recipe's baselines.val_protocol) "
+                              f"needs the data set's validation split ({ds.val_split!r}), and {cfg.data_root} has "
+                              "none; use --val-protocol coop")
         self.baselines = self.recipe.baselines
         self.metric = ds.metric
-        bl.metric_score([0], [0], self.metric)  # an unknown metric fails here, before any work
+        metric_score([0], [0], self.metric)  # an unknown metric fails here, before any work
         self.aug_passes = cfg.aug_passes or self.baselines.augment_passes
         self._clip = None
         self._cache = None
@@ -210,8 +205,8 @@ class Evaluation:
         pred = logits.argmax(1)
         labels = np.array(self.test.labels)
         out.update(method=self.label(method), shots=shots, seed=seed, accuracy=float((pred == labels).mean()),
-                   macro_f1=bl.metric_score(pred, labels, "macro-f1"), metric=self.metric,
-                   score=bl.metric_score(pred, labels, self.metric),
+                   macro_f1=metric_score(pred, labels, "macro-f1"), metric=self.metric,
+                   score=metric_score(pred, labels, self.metric),
                    predictions=pred.tolist(), wall_s=round(time.time() - start, 2), n_test=n_test, n_val=len(va),
                    device=str(self.cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")))
         return out
@@ -273,7 +268,8 @@ class Evaluation:
     def adapter_folder(self, shots, seed) -> Path:
         # adapters fitted on TiF's split files are not those of the CoOp draw with the same seed
         tag = "-tifsplit" if self.split_files is not None else ""
-        return Path(self.cfg.adapters_dir or self.report / "adapters") / f"{self.recipe.name}-{shots}shot-seed{seed}{tag}"
+        folder = Path(self.cfg.adapters_dir or self.report / "adapters")
+        return folder / f"{self.recipe.name}-{shots}shot-seed{seed}{tag}"
 
     def _classifier(self, shots, seed, tr, cal, cal_candidates):
         """The split's adapters (fitted once, then read from their folder), scored as this run's recipe
@@ -328,7 +324,8 @@ class Evaluation:
         entry = self._diti_logits[key]
         cost = {"unet_calls_per_image": entry["calls"]}
         if self.cfg.prefilter and self.recipe.score.prefilter_k:
-            cost.update(prefilter=f"{self.cfg.prefilter} top-{self.recipe.score.prefilter_k}", clip_forwards_per_image=1)
+            cost.update(prefilter=f"{self.cfg.prefilter} top-{self.recipe.score.prefilter_k}",
+                        clip_forwards_per_image=1)
         info = {"cost": cost}
         choice = entry["choice"]
         if choice:  # what auto chose, on what, and its validation pass as a share of this test pass
@@ -361,12 +358,12 @@ class Evaluation:
         val_labels = np.array(va.labels)
         best = (0.0, -1.0)
         for w in np.linspace(0, 5, 51):
-            acc = bl.metric_score((_standardise(diti["val"]) + w * _standardise(tip["val"])).argmax(1), val_labels,
+            acc = metric_score((standardise(diti["val"]) + w * standardise(tip["val"])).argmax(1), val_labels,
                                   self.metric)
             if acc > best[1]:
                 best = (float(w), acc)
-        logits = _standardise(diti["test"]) + best[0] * _standardise(tip["test"])
-        cal_logits = _standardise(diti["cal"]) + best[0] * _standardise(tip["cal"])
+        logits = standardise(diti["test"]) + best[0] * standardise(tip["test"])
+        cal_logits = standardise(diti["cal"]) + best[0] * standardise(tip["cal"])
         return logits, cal_logits, {"tip_weight": best[0], "val_accuracy": best[1],
                         "cost": {**diti_info["cost"], "clip_forwards_per_image": 1}}
 

@@ -8,21 +8,53 @@ import os
 import re
 from pathlib import Path
 
-from ._io import atomic_write
 from .adapter_set import MANIFEST, RECIPE, AdapterSetError
+from .files import atomic_write
+from .lora.export import class_slug
 
 CARD = "README.md"
 EVALUATION = "evaluation.json"  # what `diti-sd eval` measured with this adapter set, if it made it
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-def model_card(manifest: dict, recipe: dict, evaluation: dict | None = None) -> str:
-    """A Hub model card (YAML front matter + Markdown) from an adapter set's manifest and recipe."""
+# the licences of the base models users name most; an adapter set is a derivative of its base
+BASE_LICENSES = {
+    "stabilityai/stable-diffusion-2-base": "openrail++", "stabilityai/stable-diffusion-2": "openrail++",
+    "stabilityai/stable-diffusion-2-1-base": "openrail++", "stabilityai/stable-diffusion-2-1": "openrail++",
+    "runwayml/stable-diffusion-v1-5": "creativeml-openrail-m", "CompVis/stable-diffusion-v1-4": "creativeml-openrail-m",
+}
+METRIC_TYPES = {"accuracy": "accuracy", "macro-f1": "f1"}
+
+
+def card_data(manifest: dict, recipe: dict, evaluation: dict | None = None):
+    """The card's metadata (``huggingface_hub.ModelCardData``): library, base model and its licence, the task,
+    the data set, and a ``model-index`` with what ``diti-sd eval`` measured."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    base = manifest["base_model"]
+    name = recipe.get("name", "custom")
+    kind = recipe.get("dataset", {}).get("kind", name)
+    license_id = BASE_LICENSES.get(base, "apache-2.0" if base.startswith("builtin:") else "other")
+    results = None
+    if evaluation:
+        metric = evaluation.get("metric", "accuracy")
+        results = [EvalResult(task_type="image-classification", dataset_type=kind, dataset_name=evaluation["dataset"],
+                              dataset_split="test", metric_type=METRIC_TYPES.get(metric, metric),
+                              metric_value=float(evaluation["score"]), metric_name=metric)]
+    return ModelCardData(library_name="diti-sd", base_model=None if base.startswith("builtin:") else base,
+                         license=license_id, pipeline_tag="image-classification", datasets=[kind],
+                         tags=["diti-sd", "few-shot-classification", "lora", "stable-diffusion"],
+                         model_name=f"diti-sd-{name}-{manifest.get('shots')}shot", eval_results=results)
+
+
+def model_card(manifest: dict, recipe: dict, evaluation: dict | None = None):
+    """A Hub model card (``huggingface_hub.ModelCard``) from an adapter set's manifest and recipe."""
+    from huggingface_hub import ModelCard
+
     classes = [c["name"] for c in manifest["classes"]]
     fit, score, lora = recipe.get("fit", {}), recipe.get("score", {}), manifest.get("lora", {})
-    front = ["---", "library_name: diti-sd", f"base_model: {manifest['base_model']}", "tags:",
-             "  - diti-sd", "  - few-shot-classification", "  - lora", "  - stable-diffusion", "---", ""]
     shown = ", ".join(f"`{c}`" for c in classes[:20]) + (f", ... ({len(classes)} in all)" if len(classes) > 20 else "")
+    first = classes[0] if classes else "class"
     lines = [
         f"# DiTi-SD adapters: {recipe.get('name', 'custom')}, {len(classes)} classes, {manifest.get('shots')} shots",
         "",
@@ -35,6 +67,13 @@ def model_card(manifest: dict, recipe: dict, evaluation: dict | None = None) -> 
         "from diti_sd import DiTiFewShotClassifier",
         "clf = DiTiFewShotClassifier.from_pretrained(\"<this repository or folder>\")",
         "clf.predict(images)",
+        "```",
+        "",
+        "With `diti-sd fit --export-diffusers` each class is also a diffusers LoRA file; the folder holds one",
+        "file per class, so name the one to load:",
+        "",
+        "```python",
+        f"pipe.load_lora_weights(\"<folder>/diffusers\", weight_name=\"{class_slug(0, first)}.safetensors\")",
         "```",
         "",
         "| | |",
@@ -58,7 +97,8 @@ def model_card(manifest: dict, recipe: dict, evaluation: dict | None = None) -> 
                   f"`diti-sd eval` on {evaluation.get('dataset')}, {evaluation.get('n_test')} test images: "
                   f"{evaluation.get('metric')} **{evaluation.get('score'):.4f}** "
                   f"({evaluation.get('unet_calls_per_image')} UNet calls per image).", ""]
-    return "\n".join(front + lines)
+    data = card_data(manifest, recipe, evaluation)
+    return ModelCard("---\n" + data.to_yaml() + "\n---\n\n" + "\n".join(lines))
 
 
 def _scoring_window(manifest: dict, score: dict) -> str:
@@ -86,7 +126,8 @@ def write_model_card(path: str | os.PathLike, recipe: dict | None = None, evalua
         atomic_write(path / EVALUATION, lambda tmp: tmp.write_text(json.dumps(evaluation, indent=2)))
     elif (path / EVALUATION).is_file():
         evaluation = json.loads((path / EVALUATION).read_text())
-    return atomic_write(path / CARD, lambda tmp: tmp.write_text(model_card(manifest, recipe, evaluation)))
+    card = model_card(manifest, recipe, evaluation)
+    return atomic_write(path / CARD, lambda tmp: card.save(tmp))
 
 
 def snapshot_download(repo_id: str, revision: str | None = None) -> str:

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import yaml
 
-from . import __version__
 from .adapter_set import AdapterSetError, Manifest, read_adapter_set, write_adapter_set
 from .distributed import barrier, is_main
 from .errors import ConfigError
 from .hub import push_adapter_set, resolve_adapter_set, write_model_card
-from .lora import ClassAdapters, NoAdapters
+from .lora.layer import ClassAdapters, NoAdapters
 from .recipes import Recipe, from_dict
+from .version import __version__
 
 
 class PersistenceMixin:
@@ -66,7 +66,7 @@ class PersistenceMixin:
 
     def export_diffusers(self, folder: str | os.PathLike) -> list[Path]:
         """Each class as a LoRA file that ``StableDiffusionPipeline.load_lora_weights`` accepts."""
-        from .export import export_diffusers
+        from .lora.export import export_diffusers
 
         self._check_fitted()
         return export_diffusers(self.adapters_, self.classes_.tolist(), self.prompts_, self.recipe_.model, folder)
@@ -74,7 +74,7 @@ class PersistenceMixin:
     def export_peft(self, folder: str | os.PathLike) -> list[Path]:
         """Each class as peft adapter folders (``<class>/unet/``, ``<class>/text_encoder/``) that
         ``PeftModel.from_pretrained`` loads onto the base model's UNet and text encoder."""
-        from .export import export_peft
+        from .lora.export import export_peft
 
         self._check_fitted()
         return export_peft(self.adapters_, self.classes_.tolist(), self.prompts_, self.recipe_.model, folder)

@@ -17,7 +17,7 @@ def pyplot():
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110, **kwargs) -> None:
     """Write ``fig`` as a PNG (atomically, so a report never holds half a picture) and close it."""
-    from ._io import atomic_write
+    from .files import atomic_write
 
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png", **kwargs))
     pyplot().close(fig)

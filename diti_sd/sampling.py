@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import ConfigError
+from .seeding import torch_generator
 
 
 @torch.no_grad()
@@ -46,7 +47,7 @@ def sample_images(
         ctx_idx = None if idx is None else idx.repeat(copies)
         with _route(adapters, None, ctx_idx, unet_scale, text_scale):
             context = backbone.encode_prompts(([""] * n if guided_run else []) + chunk)
-        g = torch.Generator().manual_seed(seed * 100003 + start)
+        g = torch_generator(seed, start)
         latents = torch.randn((n, *backbone.latent_shape), generator=g).to(backbone.device, backbone.dtype)
         latents = latents * scheduler.init_noise_sigma
         scheduler.set_timesteps(steps, device=backbone.device)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
-from .recipes import WEIGHTINGS
+from .seeding import torch_generator
 
 
 def _van_der_corput(n: int) -> list[float]:
@@ -31,12 +31,10 @@ def scoring_pairs(n_pairs: int, t_min: int, t_max: int, latent_shape, seed: int 
     window evenly (pruning rounds then compare classes on a representative subset). Every class and
     every image is scored on the same pairs.
     """
-    if not 0 <= t_min < t_max:
-        raise ConfigError(f"bad scoring window [{t_min}, {t_max})")
     width = t_max - t_min
     order = _van_der_corput(n_pairs)
     t = torch.tensor([t_min + min(width - 1, int(u * width)) for u in order], dtype=torch.long)
-    g = torch.Generator().manual_seed(seed)
+    g = torch_generator(seed)
     noise = torch.randn((n_pairs, *latent_shape), generator=g)
     return t, noise
 
@@ -47,7 +45,7 @@ def timestep_noise(t: torch.Tensor, latent_shape, seed: int = 0) -> torch.Tensor
     schedules can be replayed on one exhaustive set of errors)."""
     out = torch.empty((len(t), *latent_shape))
     for i, value in enumerate(t.tolist()):
-        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(value))
+        g = torch_generator(seed, value)
         out[i] = torch.randn(tuple(latent_shape), generator=g)
     return out
 
@@ -72,8 +70,8 @@ def t_weights(t: torch.Tensor, weighting: str = "uniform", tau: float = 250.0, t
         return torch.from_numpy(table[t.long().numpy()]).float()
     if weighting == "auto":
         raise ConfigError("weighting 'auto' is a choice made on validation images, not a weight: resolve it "
-                          "with diti_sd.score_choice.resolve before scoring")
-    raise ConfigError(f"unknown weighting {weighting!r}; choose from {', '.join(WEIGHTINGS)}")
+                          "with diti_sd.scoring.auto.resolve before scoring")
+    raise ValueError(f"unknown weighting {weighting!r}")  # recipes reject it when they load
 
 
 def tif_weights(d: float, num_train_timesteps: int = 1000, n_coarse: int = 500) -> np.ndarray:

@@ -25,31 +25,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from diti_sd._io import atomic_write  # noqa: E402
-from diti_sd.cli.common import seed_list  # noqa: E402
-from diti_sd.recipes import load_recipe  # noqa: E402
-from diti_sd.score_choice import (  # noqa: E402
+from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
+from diti_sd.cli.common import seed_list
+from diti_sd.files import atomic_write
+from diti_sd.recipes import load_recipe
+from diti_sd.scoring import Schedule, dense_errors, simulate_rounds
+from diti_sd.scoring.auto import (
     THIRDS,
     candidate_family,
-    capped_rounds,
     choose,
     per_image_log_likelihood,
     replay,
     validation_errors,
 )
-from diti_sd.scoring import dense_errors, simulate_rounds, stage_timesteps  # noqa: E402
-from diti_sd.stats import hierarchical_difference, mean_sd  # noqa: E402
-from diti_sd.synthetic_seed import SyntheticSeed  # noqa: E402
-from diti_sd.timesteps import t_weights, timestep_noise  # noqa: E402
+from diti_sd.stats import hierarchical_difference, mean_sd
+from diti_sd.timesteps import t_weights, timestep_noise
 
 N_CLASSES = {"texture": 5, "colour": 5, "shape": 3}
 
@@ -66,21 +62,21 @@ def run_seed(task: str, seed: int, shots: int, test_per_class: int, overrides: l
     clf = run.fit(recipe, validation=val)
     score = clf.recipe_.score
     family = candidate_family(score)
-    stages = {c["name"]: capped_rounds(score.rounds, c["t_max"] - c["t_min"]) for c in family}
-    needed = sorted({t for c in family for s in stage_timesteps(stages[c["name"]], c["t_min"], c["t_max"]) for t in s})
+    stages = {c["name"]: Schedule.of(score).within(c["t_min"], c["t_max"]) for c in family}
+    needed = sorted({t for schedule in stages.values() for t in schedule.timesteps})
     t = torch.tensor(needed)
     latents = clf.encode(test.images)
-    errors = dense_errors(clf.backbone_, clf.adapters_, latents, clf._class_contexts(), t,
+    errors = dense_errors(clf.backbone_, clf.adapters_, latents, clf.class_contexts(), t,
                           timestep_noise(t, latents.shape[1:], score.seed), batch_size=score.batch_size)
     labels = run.labels(test, clf)
     correct = {}
     for c in family:
         w = t_weights(t, c["weighting"], tif_d=clf.tif_d_).numpy() if c["weighting"] == "tif" else None
-        predicted, calls = simulate_rounds(errors, t.numpy(), stages[c["name"]], c["t_min"], c["t_max"], weights=w)
+        predicted, calls = simulate_rounds(errors, t.numpy(), stages[c["name"]], weights=w)
         correct[c["name"]] = (predicted == labels).astype(int).tolist()
     # the validation pass again (deterministic), kept so that rules of choice can be compared offline
     val_labels = run.labels(val, clf).tolist()
-    val_errors, val_t = validation_errors(clf.backbone_, clf.adapters_, clf.encode(val.images), clf._class_contexts(),
+    val_errors, val_t = validation_errors(clf.backbone_, clf.adapters_, clf.encode(val.images), clf.class_contexts(),
                                           score)
     assert choose(val_errors, val_t, val_labels, score, clf.tif_d_)["name"] == clf.score_choice_["name"]
     arrays = {"val_errors": val_errors, "val_t": val_t, "val_labels": np.array(val_labels),
@@ -164,7 +160,8 @@ def compare_rules(folders: list[tuple[Path, list[str]]]) -> dict:
         for rule, hits in rule_picks(folder, overrides).items():
             picked[rule] += hits
     out = {rule: {"accuracy": float(np.mean([c.mean() for c in v])), "seeds": len(v),
-                  **{f"minus {ref} rule": hierarchical_difference(v, picked[ref]) for ref in ("accuracy", "likelihood")}}
+                  **{f"minus {ref} rule": hierarchical_difference(v, picked[ref])
+                     for ref in ("accuracy", "likelihood")}}
            for rule, v in picked.items()}
     for rule, row in out.items():
         gains = "  ".join(f"{k} {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] (SE {d['seed_se']:.3f})"

@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from diti_sd.backbone import Backbone  # noqa: E402
-from diti_sd.lora import ClassAdapters  # noqa: E402
-from diti_sd.optim import ClassAdamW  # noqa: E402
-from diti_sd.recipes import LoraConfig, ScoreConfig  # noqa: E402
-from diti_sd.scoring import budget, score_latents  # noqa: E402
+from diti_sd.backbone import Backbone
+from diti_sd.lora import ClassAdapters
+from diti_sd.recipes import LoraConfig, ScoreConfig
+from diti_sd.scoring import Schedule, score_latents
+from diti_sd.training.optim import ClassAdamW
 
 SD2_UNET = dict(
     sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
@@ -45,7 +42,7 @@ def build(tiny: bool, device, dtype) -> tuple[Backbone, int]:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
     if tiny:
-        from diti_sd.tiny import build_tiny_backbone
+        from diti_sd.testing.tiny import build_tiny_backbone
 
         bb = build_tiny_backbone(seed=0)
         return bb.to(device, dtype), bb.unet.config.cross_attention_dim
@@ -105,7 +102,8 @@ def main(argv=None):
     pixels = torch.randn(min(batch, 16), 3, bb.resolution, bb.resolution, generator=g).to(device, dtype)
 
     with torch.no_grad():
-        add("VAE encode", timed(lambda: bb.vae.encode(pixels).latent_dist.mean, device, repeats), len(pixels), "images/s")
+        add("VAE encode", timed(lambda: bb.vae.encode(pixels).latent_dist.mean, device, repeats), len(pixels),
+            "images/s")
         bare = timed(lambda: bb.unet(x, t, encoder_hidden_states=ctx), device, repeats)
         add("UNet forward, bare", bare, batch, "calls/s")
     adapters = ClassAdapters(bb, args.classes, LoraConfig(rank=args.rank))  # the reference modules
@@ -130,7 +128,7 @@ def main(argv=None):
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     seconds = timed(lambda: score_latents(bb, adapters, latents, contexts, cfg), device, 1, warmup=1)
-    calls = budget(rounds, args.classes, cfg.t_min, cfg.t_max)
+    calls = Schedule.of(cfg).budget(args.classes)
     add(f"scoring pass ({calls} UNet calls/image, {args.classes} classes)", seconds, n_images, "images/s",
         projected_3333_images_min=3333 * seconds / n_images / 60, peak_gib=peak_gib(device))
 
@@ -169,7 +167,8 @@ def main(argv=None):
                           if k not in ("part", "seconds", "per_s", "unit") and v is not None)
         print(f"{r['part']:72s} {r['per_s']:10.1f} {r['unit']:>10s}  {notes}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": dev, "dtype": str(dtype), "batch": batch, "rows": rows}, indent=2))
+        result = {"device": dev, "dtype": str(dtype), "batch": batch, "rows": rows}
+        Path(args.json).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

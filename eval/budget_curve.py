@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from diti_sd.cli.common import seed_list  # noqa: E402
-from diti_sd.plotting import pyplot, save_figure  # noqa: E402
-from diti_sd.recipes import load_recipe  # noqa: E402
-from diti_sd.scoring import class_contexts, dense_errors, simulate_rounds, stage_timesteps  # noqa: E402
-from diti_sd.synthetic_seed import SyntheticSeed  # noqa: E402
-from diti_sd.timesteps import timestep_noise  # noqa: E402
+from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
+from diti_sd.cli.common import seed_list
+from diti_sd.plotting import pyplot, save_figure
+from diti_sd.recipes import load_recipe
+from diti_sd.scoring import Schedule, dense_errors, simulate_rounds
+from diti_sd.timesteps import timestep_noise
 
 PAIRS = 32
 SCHEDULES = {
@@ -56,13 +53,14 @@ def main(argv=None):
         labels = run.labels(test, clf)
         window = (recipe.score.t_min, recipe.score.t_max)
         # one exhaustive set of errors at every t some schedule evaluates; each schedule is replayed on it
-        needed = sorted({t for rounds in SCHEDULES.values() for s in stage_timesteps(rounds, *window) for t in s})
+        schedules = {name: Schedule(rounds, *window) for name, rounds in SCHEDULES.items()}
+        needed = sorted({t for schedule in schedules.values() for t in schedule.timesteps})
         t = torch.tensor(needed)
         noise = timestep_noise(t, clf.backbone_.latent_shape, recipe.score.seed)
         errors = dense_errors(clf.backbone_, clf.adapters_, clf.encode(test.images),
-                              class_contexts(clf.backbone_, clf.adapters_, clf.prompts_), t, noise)
-        for name, rounds in SCHEDULES.items():
-            predicted, spent = simulate_rounds(errors, t.numpy(), rounds, *window)
+                              clf.class_contexts(), t, noise)
+        for name, schedule in schedules.items():
+            predicted, spent = simulate_rounds(errors, t.numpy(), schedule)
             acc[name].append(float((predicted == labels).mean()))
             calls[name] = float(spent.mean())
     exhaustive = np.mean(acc[f"exhaustive, {PAIRS} pairs"])

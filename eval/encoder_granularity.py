@@ -22,11 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from diti_sd.encoder import DiTiEncoder, fit_encoder, load_ddpm, load_encoder_recipe  # noqa: E402
-from diti_sd.encoder.granular import make_granular  # noqa: E402
-from diti_sd.encoder.report import run_probe  # noqa: E402
+from diti_sd.encoder import DiTiEncoder, fit_encoder, load_ddpm, load_encoder_recipe
+from diti_sd.encoder.granular import make_granular
+from diti_sd.encoder.report import run_probe
 
 
 def mean_std(tables: list[dict], names: list[str]) -> dict:

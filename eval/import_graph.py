@@ -4,7 +4,8 @@
     python eval/import_graph.py --layers   # every module with its layer
 
 Read from the source with ``ast`` (nothing is imported), counting every ``import`` / ``from ... import``
-of a ``diti_sd`` module, also those inside functions (a deferred import is still a dependency). A
+of a ``diti_sd`` module, also those inside functions (a deferred import is still a dependency); a name
+imported from a package's ``__init__`` that re-exports it counts as imported from its own module. A
 module's layer is 0 when it imports no other module of the package, else one more than the highest
 layer it imports; modules on a cycle share one layer. Exit status 1 when there is a cycle or a private
 import, so a test can hold the package to neither.
@@ -33,9 +34,25 @@ def _resolve(module: str, is_package: bool, level: int, target: str | None) -> s
     return ".".join(base + ([target] if target else []))
 
 
+def _reexports(modules: dict[str, Path]) -> dict[str, dict[str, str]]:
+    """package -> {name its ``__init__`` re-exports -> the submodule that defines it}."""
+    out: dict[str, dict[str, str]] = {}
+    for name, path in modules.items():
+        if path.name != "__init__.py":
+            continue
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, ast.ImportFrom) and node.level:
+                source = _resolve(name, True, node.level, node.module)
+                if source in modules and source.startswith(name + "."):
+                    out.setdefault(name, {}).update({a.asname or a.name: source for a in node.names})
+    return out
+
+
 def imports(root: Path = ROOT) -> dict[str, dict[str, set[str]]]:
-    """module -> {imported module -> names taken from it (empty for ``import x``)}."""
+    """module -> {imported module -> names taken from it (empty for ``import x``)}. A name taken from a
+    package that only re-exports it counts as taken from the submodule that defines it."""
     modules = {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
+    reexports = _reexports(modules)
     graph: dict[str, dict[str, set[str]]] = {m: {} for m in modules}
     for name, path in modules.items():
         is_package = path.name == "__init__.py"
@@ -48,7 +65,8 @@ def imports(root: Path = ROOT) -> dict[str, dict[str, set[str]]]:
                     if full in modules:
                         graph[name].setdefault(full, set())
                     elif target in modules:
-                        graph[name].setdefault(target, set()).add(alias.name)
+                        source = reexports.get(target, {}).get(alias.name, target)
+                        graph[name].setdefault(source, set()).add(alias.name)
             elif isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.name in modules:

@@ -24,14 +24,14 @@ import time
 
 import numpy as np
 
-from diti_sd._io import atomic_write
+from diti_sd.benchmarks.synthetic.demo import SEALED_SEEDS
+from diti_sd.benchmarks.synthetic.scoring import stratified_pairs
+from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.cli.common import seed_list
-from diti_sd.demo import SEALED_SEEDS
-from diti_sd.demo_scoring import stratified_pairs, window_logits
+from diti_sd.files import atomic_write
 from diti_sd.recipes import load_recipe
-from diti_sd.scoring import class_contexts, dense_errors
+from diti_sd.scoring import dense_errors, weighted_mean, window_weights
 from diti_sd.stats import hierarchical_difference
-from diti_sd.synthetic_seed import SyntheticSeed
 from diti_sd.timesteps import tif_weights
 
 WINDOWS = [(0, 200), (200, 500), (0, 500), (500, 1000), (0, 1000)]
@@ -64,19 +64,24 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
         clf = run.fit(recipe)
         t, noise, weights = stratified_pairs([0, split_at, 1000], pairs, clf.backbone_.latent_shape)
         t_np = t.numpy()
-        contexts = class_contexts(clf.backbone_, clf.adapters_, clf.prompts_)
+        contexts = clf.class_contexts()
         errors = dense_errors(clf.backbone_, clf.adapters_, clf.encode(val.images), contexts, t, noise)
         labels = run.labels(val, clf)
         for w in windows:
-            correct[w].append(window_logits(errors, t_np, weights, w).argmax(1) == labels)
+            correct[w].append(_predict(errors, t_np, weights, w) == labels)
         tif = weights * tif_weights(clf.tif_d_)[t_np]
-        correct["tif"].append(window_logits(errors, t_np, tif, (0, 1000)).argmax(1) == labels)
+        correct["tif"].append(_predict(errors, t_np, tif, (0, 1000)) == labels)
         train_errors = dense_errors(clf.backbone_, clf.adapters_, clf.encode(run.train.images), contexts, t, noise)
         train_labels = run.labels(run.train, clf)
-        train_accs.append(float((window_logits(train_errors, t_np, weights, windows[0]).argmax(1)
+        train_accs.append(float((_predict(train_errors, t_np, weights, windows[0])
                                  == train_labels).mean()))
     return {"overrides": overrides, "seconds": round(time.time() - start, 1), "correct": correct,
             "train_accuracy": float(np.mean(train_accs))}
+
+
+def _predict(errors: np.ndarray, t: np.ndarray, weights: np.ndarray, window: tuple[int, int]) -> np.ndarray:
+    """Each image's class of lowest weighted mean error over the pairs in ``window``."""
+    return weighted_mean(errors, window_weights(t, weights, window)).argmin(1)
 
 
 def _name(w) -> str:
@@ -126,11 +131,13 @@ def main(argv=None):
     parser.add_argument("--pairs", default="12,12", help="(t, noise) pairs below and above --split-at")
     parser.add_argument("--split-at", type=int, default=200)
     parser.add_argument("--out", default=None, help="also write the result as JSON to this file")
-    parser.add_argument("--smoke", action="store_true", help="allow fewer than 10 seeds (checks the script, no verdict)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="allow fewer than 10 seeds (checks the script, no verdict)")
     args = parser.parse_args(argv)
     seeds = args.seeds
     check_protocol(seeds, args.smoke)
-    windows = WINDOWS if args.windows is None else [tuple(int(v) for v in w.split("-")) for w in args.windows.split(",")]
+    windows = WINDOWS if args.windows is None else [tuple(int(v) for v in w.split("-"))
+                                                    for w in args.windows.split(",")]
     pairs = tuple(int(v) for v in args.pairs.split(","))
     candidates = ([args.overrides] if args.overrides or not args.variant else []) + [
         [o for o in v.split(";") if o] for v in args.variant]
@@ -149,7 +156,8 @@ def main(argv=None):
         table = compare(run, baseline, smoke=args.smoke)
         print(f"candidate {' '.join(overrides) or '(the recipe)'} against {' '.join(args.against) or 'the recipe'}; "
               f"train accuracy {run['train_accuracy']:.3f} (baseline {baseline['train_accuracy']:.3f})")
-        print(f"{'window':12s} {'candidate':>9s} {'baseline':>9s} {'gain':>7s} {'95 % interval':>18s} {'SE':>6s}  verdict")
+        print(f"{'window':12s} {'candidate':>9s} {'baseline':>9s} {'gain':>7s} {'95 % interval':>18s} "
+              f"{'SE':>6s}  verdict")
         for w, r in table.items():
             print(f"{w:12s} {r['candidate']:9.3f} {r['baseline']:9.3f} {r['gain']:+7.3f} "
                   f"[{r['low']:+.3f}, {r['high']:+.3f}] {r['se']:6.3f}  {r['verdict']}")

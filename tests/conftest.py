@@ -7,7 +7,7 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="session")
 def tiny_backbone():
-    from diti_sd.tiny import build_tiny_backbone
+    from diti_sd.testing.tiny import build_tiny_backbone
 
     return build_tiny_backbone(seed=0)
 
@@ -27,8 +27,8 @@ def fake_fgvc(tmp_path_factory):
 @pytest.fixture(scope="session")
 def color_model_dir(tmp_path_factory):
     """A tiny SD whose UNet was trained (150 steps) to denoise the colour domain under 'a photo'."""
-    from diti_sd.pretrain import train_unet
-    from diti_sd.tiny import build_tiny_backbone
+    from diti_sd.benchmarks.synthetic.base_model import train_unet
+    from diti_sd.testing.tiny import build_tiny_backbone
 
     backbone = build_tiny_backbone(seed=0)
     images, _ = color_images(60, seed=100)

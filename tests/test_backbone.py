@@ -7,7 +7,8 @@ from PIL import Image
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from diti_sd.backbone import BackboneError, load_backbone
-from diti_sd.tiny import build_tiny_backbone
+from diti_sd.preprocessing import to_pixels
+from diti_sd.testing.tiny import build_tiny_backbone
 
 
 def test_saved_tiny_model_loads_through_the_real_loader_with_sd_shapes(tiny_model_dir, tiny_backbone):
@@ -16,7 +17,7 @@ def test_saved_tiny_model_loads_through_the_real_loader_with_sd_shapes(tiny_mode
     assert isinstance(bb.text_encoder, CLIPTextModel) and isinstance(bb.tokenizer, CLIPTokenizer)
     assert isinstance(bb.scheduler, DDPMScheduler)
     assert bb.dtype == torch.float32 and bb.resolution == 64 and bb.vae_scale_factor == 8
-    pixels = bb.preprocess([Image.new("RGB", (80, 64), (200, 10, 10)), Image.new("RGB", (64, 96))])
+    pixels = to_pixels([Image.new("RGB", (80, 64), (200, 10, 10)), Image.new("RGB", (64, 96))], bb.resolution)
     assert pixels.shape == (2, 3, 64, 64) and pixels.min() >= -1 and pixels.max() <= 1
     latents = bb.encode_images(pixels)
     # SD 2 base at 512 px: (N, 4, 64, 64) latents, (N, 77, 1024) context; here the same at 64 px / width 32.

@@ -143,7 +143,8 @@ def test_prefiltered_diti_scores_only_the_prefilters_top_k(clip_config, small_fg
                      overrides=["score.prefilter_k=2", "score.auto_pairs=6"], clip_model=str(clip_config),
                      clip_pretrained=None, aug_passes=2, prefilter="openclip-zeroshot", device="cpu", progress=False)
     Evaluation(cfg).run()
-    diti = json.loads(next((tmp_path / "r" / "runs").glob("diti@openclip-zeroshot-top2-1shot-seed1-*.json")).read_text())
+    runs = tmp_path / "r" / "runs"
+    diti = json.loads(next(runs.glob("diti@openclip-zeroshot-top2-1shot-seed1-*.json")).read_text())
     auto = json.loads(next((tmp_path / "r" / "runs").glob("diti-auto@*-1shot-seed1-*.json")).read_text())
     # diti-auto: the same adapters, the window chosen on the split's validation draw over the prefilter's
     # top 2 classes per image (6 t each), its cost a share of the test pass
@@ -160,7 +161,8 @@ def test_prefiltered_diti_scores_only_the_prefilters_top_k(clip_config, small_fg
     feats = bl.image_features(clip_logits.clip(), ImageSequence(clip_logits.test))
     top2 = np.argsort(-bl.zero_shot_logits(feats, clip_logits.text_weights()).numpy(), 1)[:, :2]
     assert all(p in row for p, row in zip(diti["predictions"], top2))
-    assert clip["predictions"] == np.argsort(-bl.zero_shot_logits(feats, clip_logits.text_weights()).numpy(), 1)[:, 0].tolist()
+    expected = np.argsort(-bl.zero_shot_logits(feats, clip_logits.text_weights()).numpy(), 1)[:, 0]
+    assert clip["predictions"] == expected.tolist()
 
 
 def test_tip_adapter_searches_the_references_grid(clip_config, small_fgvc):
@@ -218,9 +220,9 @@ def test_the_recipes_validation_protocol_is_the_default_and_the_flag_overrides_i
 
 
 def test_sd_zeroshot_scores_the_base_with_the_data_sets_template(small_fgvc, eval_recipe, tiny_model_dir, tmp_path):
-    from diti_sd.backbone import load_backbone, uint8_to_float
-    from diti_sd.fit import uint8_pixels
+    from diti_sd.backbone import load_backbone
     from diti_sd.lora import NoAdapters
+    from diti_sd.preprocessing import uint8_pixels
     from diti_sd.scoring import score_latents
 
     cfg = EvalConfig(dataset=str(eval_recipe), data_root=str(small_fgvc), report=str(tmp_path / "r"), shots=[1, 2],
@@ -234,7 +236,7 @@ def test_sd_zeroshot_scores_the_base_with_the_data_sets_template(small_fgvc, eva
     # the same numbers computed directly: the base model, one prompt per class, uniform weights
     backbone = load_backbone(str(tiny_model_dir), device="cpu", resolution=64)
     prompts = [f"a photo of a {name}." for name in evaluation.test.classnames]
-    latents = backbone.encode_images(uint8_to_float(uint8_pixels(backbone, ImageSequence(evaluation.test))))
+    latents = backbone.encode_batches(uint8_pixels(ImageSequence(evaluation.test), backbone.resolution))
     score = load_recipe(str(eval_recipe), {"score.weighting": "uniform"}).score
     direct = score_latents(backbone, NoAdapters(), latents, backbone.encode_prompts(prompts), score)
     assert runs[1]["predictions"] == direct.predictions.tolist()

@@ -10,7 +10,7 @@ from diti_sd import DiTiFewShotClassifier
 from diti_sd.adapter_set import AdapterSetError
 from diti_sd.data import ImageReadError
 from diti_sd.lora import StackedLoRALinear
-from diti_sd.tiny import build_tiny_backbone
+from diti_sd.testing.tiny import build_tiny_backbone
 
 
 def tiny_clf(model, **kw):
@@ -123,7 +123,9 @@ def test_bad_fit_input_is_explained(tiny_model_dir, X, y, error, message):
 def test_estimator_contract_and_errors(tiny_model_dir):
     clf = tiny_clf(tiny_model_dir, rank=2)
     assert clf.get_params()["rank"] == 2 and not hasattr(clf, "classes_")
-    with pytest.raises(RuntimeError, match="not fitted"):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError, match="not fitted"):  # scikit-learn's except clauses catch ours
         clf.predict([torch.rand(3, 64, 64)])
     clf.set_params(rank=4)
     with pytest.raises(ValueError, match="(?i)invalid parameter"):
@@ -157,7 +159,8 @@ def test_exported_class_loads_into_a_diffusers_pipeline(tiny_model_dir, tmp_path
     latents = torch.randn(1, 4, 8, 8)
     t = torch.tensor([400])
     ids = clf.backbone_.tokenize([clf.prompts_[1]])
-    pipe.load_lora_weights(str(files[1]))
+    # a folder (or Hub repository) holding one file per class: weight_name picks the class
+    pipe.load_lora_weights(str(tmp_path / "export"), weight_name=files[1].name)
     after = generate()
     assert not np.allclose(before, after)
     # the pipeline with the exported file computes what the class adapter computes
@@ -237,12 +240,13 @@ def test_mixed_precision_is_for_gpus_and_fits_follow_each_other(tiny_model_dir):
 
 
 def test_pruned_classes_rank_below_the_survivors_by_their_own_errors():
-    from diti_sd.scoring import _rank_logits, softmax
+    from diti_sd.metrics import softmax
+    from diti_sd.scoring import rank_logits
 
     # class 0 survives; class 3 was dropped after round 1; classes 1, 2, 4 after round 0, two of them
     # with lower mean errors (over fewer t) than the survivor's
     errors = np.array([[0.5, 0.1, 0.2, 0.3, 0.9]])
-    logits = _rank_logits(errors, np.array([[-1, 0, 0, 1, 0]]), 2)
+    logits = rank_logits(errors, np.array([[-1, 0, 0, 1, 0]]), 2)
     assert np.argsort(-logits[0]).tolist() == [0, 3, 1, 2, 4]
     p = softmax(logits)[0]
     assert (p > 0).all() and len(set(p.round(12).tolist())) == 5  # no zeros, no ties
@@ -275,3 +279,42 @@ def test_a_rerun_that_reads_the_cached_prior_images_fits_the_same_adapters(tiny_
     assert len(list((tmp_path / "prior").glob("*.png"))) == 4
     rerun = tiny_clf(tiny_model_dir).fit(X, y, output_dir=tmp_path).adapters_.lora_state_dict()
     assert all(torch.equal(first[k], rerun[k]) for k in first)
+
+
+def test_the_fp16_loss_scale_travels_with_the_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
+    # a GPU fit in fp16 scales its loss, and the scale changes as it trains: a resumed fit must continue from
+    # the interrupted fit's scale, not from the initial one. On a CPU, with fp16 loss scaling switched on:
+    import diti_sd.training.loop as loop
+    from diti_sd.training.precision import MixedPrecision
+
+    made = []
+
+    class Scaled(MixedPrecision):
+        def __init__(self, mixed, device_type):
+            super().__init__("no", device_type)
+            self.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1)
+            made.append(self)
+
+    monkeypatch.setattr(loop, "MixedPrecision", Scaled)
+    X, y = color_images(12, seed=5)
+    full = tiny_clf(tiny_model_dir).fit(X, y, output_dir=tmp_path / "a").adapters_.lora_state_dict()
+    scales = []
+    real = loop.save_checkpoint
+
+    def save_then_stop(folder, checkpoint):
+        scales.append(checkpoint.helpers["scaler"]["scale"])
+        real(folder, checkpoint)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        tiny_clf(tiny_model_dir).fit(X, y, output_dir=tmp_path / "b")
+    monkeypatch.setattr(loop, "save_checkpoint", real)
+    assert scales == [2.0**13]  # grown once a step for three steps: the state differs from a fresh scaler's
+    assert torch.load(tmp_path / "b" / "checkpoint" / "scaler.pt")["scale"] == 2.0**13
+    resumed = tiny_clf(tiny_model_dir).fit(X, y, output_dir=tmp_path / "b", resume=True)
+    assert resumed.fit_summary_["resumed_from"] == 3
+    # six steps in all, the scale doubling at each: the resumed fit ends where the uninterrupted one did
+    assert made[0].scaler.get_scale() == made[-1].scaler.get_scale() == 2.0**16
+    for key, value in resumed.adapters_.lora_state_dict().items():
+        assert torch.equal(value, full[key]), key

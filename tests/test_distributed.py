@@ -25,10 +25,12 @@ def test_two_processes_give_a_single_process_result(tmp_path, tiny_model_dir):
         split = "test" if i >= 9 else "train"
         (tmp_path / "data" / split / label).mkdir(parents=True, exist_ok=True)
         save_image(image, tmp_path / "data" / split / label / f"{i}.png")
-    common = ["--dataset", "tiny", "--data-root", str(tmp_path / "data"), "--model", str(tiny_model_dir), "--shots", "3", "--no-progress"]
+    common = ["--dataset", "tiny", "--data-root", str(tmp_path / "data"), "--model", str(tiny_model_dir),
+              "--shots", "3", "--no-progress"]
     assert main(["fit", *common, "--out", str(tmp_path / "one")]) == 0
     launch(["fit", *common, "--out", "two"], tmp_path)
-    one, two = load_file(str(tmp_path / "one" / "adapters.safetensors")), load_file(str(tmp_path / "two" / "adapters.safetensors"))
+    one = load_file(str(tmp_path / "one" / "adapters.safetensors"))
+    two = load_file(str(tmp_path / "two" / "adapters.safetensors"))
     # each process trained its own classes (0 and 2, or 1); merged, they equal one process's training up to
     # thread-count rounding, far below one optimiser step (lr 3e-3)
     for key in one:

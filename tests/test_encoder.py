@@ -169,7 +169,8 @@ def test_shift_starts_at_zero_and_mask_hides_later_subsets(small_ddpm, granular_
     assert not torch.allclose(model.eps(x, t_late, z), model.eps(x, t_late, later))
 
 
-@pytest.mark.parametrize("mode, early_learns_late, scale", [("base", True, 1.0), ("stop_grad", False, 1.0), ("dual", True, 2.0)])
+@pytest.mark.parametrize("mode, early_learns_late, scale",
+                         [("base", True, 1.0), ("stop_grad", False, 1.0), ("dual", True, 2.0)])
 def test_gradient_mode_decides_which_subsets_learn_at_t(small_ddpm, granular_recipe, mode, early_learns_late, scale):
     """granular: subset 0 (dims 0-1) holds t 0-600, subset 1 (dims 2-15) t 600-1000. At t = 800 both are read;
     under stop_grad only subset 1 learns there. The loss value itself does not depend on the mode (dual: twice)."""
@@ -177,7 +178,8 @@ def test_gradient_mode_decides_which_subsets_learn_at_t(small_ddpm, granular_rec
         model = DiTiEncoder(load_encoder_recipe(granular_recipe, [f"train.gradient_mode={mode}"]), small_ddpm)
         g = torch.Generator().manual_seed(0)
         with torch.no_grad():
-            model.shift.unet.conv_out.weight.copy_(0.1 * torch.randn(model.shift.unet.conv_out.weight.shape, generator=g))
+            weight = model.shift.unet.conv_out.weight
+            weight.copy_(0.1 * torch.randn(weight.shape, generator=g))
         x0, noise = torch.rand(4, 3, 16, 16, generator=g) * 2 - 1, torch.randn(4, 3, 16, 16, generator=g)
         z = torch.randn(4, 16, generator=g, requires_grad=True)
         loss = model.loss(x0, torch.full((4,), t), noise, z=z)
@@ -190,7 +192,8 @@ def test_gradient_mode_decides_which_subsets_learn_at_t(small_ddpm, granular_rec
     assert grad_late[2:].sum() > 0
     _, grad_early = grads(mode, 300)  # the later subset is masked at t = 300 whatever the mode
     assert grad_early[:2].sum() > 0 and grad_early[2:].sum() == 0
-    with pytest.raises(RecipeError, match="gradient_mode = 'detach' is not allowed: it must be one of base, stop_grad, dual"):
+    expected = "gradient_mode = 'detach' is not allowed: it must be one of base, stop_grad, dual"
+    with pytest.raises(RecipeError, match=expected):
         load_encoder_recipe(granular_recipe, ["train.gradient_mode=detach"])
 
 
@@ -236,26 +239,26 @@ def test_interrupted_fit_resumes_to_the_same_encoder(small_ddpm, granular_recipe
 
     fit_encoder(fresh(), data, tmp_path / "whole", steps=6, progress=False)
     calls = {"n": 0}
-    real_update = train_module._ema_update
+    real_step = train_module.EMAModel.step
 
     def crash_at_step_5(*args):
         calls["n"] += 1
         if calls["n"] == 5:
             raise KeyboardInterrupt
-        return real_update(*args)
+        return real_step(*args)
 
-    monkeypatch.setattr(train_module, "_ema_update", crash_at_step_5)
+    monkeypatch.setattr(train_module.EMAModel, "step", crash_at_step_5)
     with pytest.raises(KeyboardInterrupt):
         fit_encoder(fresh(), data, tmp_path / "cut", steps=6, progress=False)
-    monkeypatch.setattr(train_module, "_ema_update", real_update)
-    assert (tmp_path / "cut" / "checkpoint.pt").is_file()
+    monkeypatch.setattr(train_module.EMAModel, "step", real_step)
+    state_file = tmp_path / "cut" / "checkpoint" / "state.json"
+    assert state_file.is_file() and json.loads(state_file.read_text())["step"] == 3
     with pytest.raises(ValueError, match="--resume"):
         fit_encoder(fresh(), data, tmp_path / "cut", steps=6, progress=False)
     # a checkpoint written before train.gradient_mode existed resumes with its default
-    ckpt = tmp_path / "cut" / "checkpoint.pt"
-    state = torch.load(ckpt, weights_only=True)
+    state = json.loads(state_file.read_text())
     del state["recipe"]["train"]["gradient_mode"]
-    torch.save(state, ckpt)
+    state_file.write_text(json.dumps(state))
     with pytest.raises(ValueError, match="another recipe"):
         fit_encoder(DiTiEncoder(load_encoder_recipe(recipe, ["train.gradient_mode=dual"]), small_ddpm), data,
                     tmp_path / "cut", steps=6, resume=True, progress=False)
@@ -276,7 +279,7 @@ def test_encoder_command_line_smoke(tmp_path, capsys):
                  "--channels", "16,32", "--out", str(ddpm), "--no-progress"]) == 0
     assert main(["encoder", "fit", "--dataset", "granular", "--max-images", "64",
                  "--ddpm", str(ddpm), "--out", str(enc), "--steps", "3", "--no-progress"]) == 0
-    assert (enc / "encoder.json").is_file() and not (enc / "checkpoint.pt").exists()
+    assert (enc / "encoder.json").is_file() and not (enc / "checkpoint").exists()
     assert main(["encoder", "probe", "--encoder", str(enc), "--max-train", "64",
                  "--max-test", "32", "--transfer-pairs", "2", "--no-progress"]) == 0
     report = json.loads((enc / "probe" / "probe.json").read_text())
@@ -338,7 +341,8 @@ def test_training_makes_the_shift_network_read_z(granular_encoder):
     for name in report["attributes"]:
         print(f"  {name}: " + "; ".join(
             f"{stage} {report['by_stage'][stage][name]:.3f} ({init['by_stage'][stage][name]:.3f}) / "
-            f"{transfer[stage][name]:.2f}" for stage in report["by_stage"]) + f"; all of z {transfer['all of z'][name]:.2f}")
+            f"{transfer[stage][name]:.2f}" for stage in report["by_stage"])
+              + f"; all of z {transfer['all of z'][name]:.2f}")
     assert transfer["all of z"]["warm_background"] > 0.5
 
 

@@ -37,7 +37,8 @@ def test_encoder_granularity_reports_the_swap_transfer_per_stage(tmp_path, capsy
 
 def test_bench_speed_tiny_prints_every_part_and_the_ratios_of_one_run(tmp_path, capsys):
     _script("bench_speed").main(["--tiny", "--repeats", "1", "--classes", "8", "--json", str(tmp_path / "speed.json")])
-    rows = {r["part"].split(" (")[0].split(",")[0]: r for r in json.loads((tmp_path / "speed.json").read_text())["rows"]}
+    rows = {r["part"].split(" (")[0].split(",")[0]: r
+            for r in json.loads((tmp_path / "speed.json").read_text())["rows"]}
     assert {"VAE encode", "UNet forward", "scoring pass", "training step"} <= set(rows)
     assert all(r["per_s"] > 0 for r in rows.values())
     printed = capsys.readouterr().out
@@ -131,8 +132,8 @@ def test_auto_window_scores_autos_pick_and_every_fixed_candidate_and_resumes(tmp
 
 
 def test_a_larger_validation_stream_starts_with_coops_images(tmp_path):
+    from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
     from diti_sd.recipes import load_recipe
-    from diti_sd.synthetic_seed import SyntheticSeed
 
     run = SyntheticSeed.for_recipe(load_recipe("synthetic"), 11, 8, task="texture", n_classes=5)
     coop, larger = run.stream("val", 4), run.stream("val", 10)
@@ -146,10 +147,10 @@ def test_a_larger_validation_stream_starts_with_coops_images(tmp_path):
 
 def test_the_no_thirds_rule_cannot_pick_a_third_that_the_likelihood_rule_picks():
     from diti_sd.recipes import load_recipe
-    from diti_sd.score_choice import THIRDS, auto_grid
+    from diti_sd.scoring.auto import THIRDS
 
     script = _script("auto_window")
-    t = auto_grid(24).numpy()
+    t = ((np.arange(24) + 0.5) * 1000 / 24).astype(int)
     labels = np.arange(10) % 5
     rng = np.random.default_rng(0)
     errors = rng.normal(1.0, 0.01, (10, 5, 24))

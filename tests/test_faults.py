@@ -25,9 +25,9 @@ from helpers import TINY_CLIP, color_images
 from safetensors.torch import load_file
 from torchvision.utils import save_image
 
-from diti_sd import _io
-from diti_sd._io import DiskFullError, atomic_folder, atomic_write, recover_folder, swapped_out
+from diti_sd import files
 from diti_sd.cli import main
+from diti_sd.files import DiskFullError, atomic_folder, atomic_write, recover_folder, swapped_out
 
 SEED = int(os.environ.get("DITI_FAULT_SEED", "20261201"))
 FAST = ["--set", "fit.prior_images=2", "--set", "fit.prior_sample_steps=2", "--set", "resolution=32"]
@@ -181,7 +181,7 @@ def test_eval_killed_at_random_moments_reruns_to_the_same_results(tiny_model_dir
 @pytest.fixture
 def full_disk(monkeypatch):
     """The next atomic write writes its content, then the disk is full (ENOSPC)."""
-    real = _io._write
+    real = files._write
 
     def write_then_fail(write, tmp, target):
         def fill(path):
@@ -190,7 +190,7 @@ def full_disk(monkeypatch):
 
         return real(fill, tmp, target)
 
-    monkeypatch.setattr(_io, "_write", write_then_fail)
+    monkeypatch.setattr(files, "_write", write_then_fail)
 
 
 def _snapshot(path: Path) -> dict:
@@ -303,20 +303,20 @@ def test_a_failed_second_rename_puts_the_old_folder_back(tmp_path, monkeypatch):
 
 def test_a_damaged_checkpoint_is_a_clear_error_not_wrong_adapters(folder, tiny_model_dir, tmp_path, capsys,
                                                                   monkeypatch):
-    import diti_sd.fit as fit
+    import diti_sd.training.loop as fit
 
     args = ["fit", "--dataset", "tiny", "--data-root", str(folder), "--model", str(tiny_model_dir), "--steps", "4",
             "--set", "fit.checkpoint_every=2", *FAST, "--out", str(tmp_path / "o"), "--no-progress"]
-    real = fit._save_checkpoint
+    real = fit.save_checkpoint
 
     def save_then_stop(*a, **kw):  # Ctrl-C right after the first checkpoint
         real(*a, **kw)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(fit, "_save_checkpoint", save_then_stop)
+    monkeypatch.setattr(fit, "save_checkpoint", save_then_stop)
     assert main(args) == 130
     assert "rerun the same command with --resume" in capsys.readouterr().err
-    monkeypatch.setattr(fit, "_save_checkpoint", real)
+    monkeypatch.setattr(fit, "save_checkpoint", real)
     optimizer = tmp_path / "o" / "checkpoint" / "optimizer.pt"
     optimizer.write_bytes(optimizer.read_bytes()[:100])
     assert main([*args, "--resume"]) == 2

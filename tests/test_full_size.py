@@ -42,7 +42,7 @@ def sd2_base():
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from diti_sd.backbone import Backbone
-    from diti_sd.tiny import build_tiny_tokenizer
+    from diti_sd.testing.tiny import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer(model_max_length=8)
     g = torch.Generator().manual_seed(0)
@@ -53,7 +53,8 @@ def sd2_base():
                                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                             pad_token_id=tokenizer.pad_token_id))
     unet, vae, text = (_materialise(m, g) for m in (unet, vae, text))
-    return Backbone(vae, unet, text, tokenizer, PNDMScheduler.from_config(SD2_SCHEDULER), model_id=SD2_ID, resolution=64)
+    scheduler = PNDMScheduler.from_config(SD2_SCHEDULER)
+    return Backbone(vae, unet, text, tokenizer, scheduler, model_id=SD2_ID, resolution=64)
 
 
 def _images(n, seed, size=(80, 64)):
@@ -65,7 +66,7 @@ def test_sd2_base_fits_checkpoints_saves_reloads_and_scores(sd2_base, tmp_path, 
     import diti_sd.classifier as classifier_module
     from diti_sd import DiTiFewShotClassifier
     from diti_sd.lora import StackedLoRALinear
-    from diti_sd.scoring import budget
+    from diti_sd.scoring import Schedule
 
     monkeypatch.setattr(classifier_module, "load_backbone", lambda *args, **kwargs: sd2_base)
     # 16 shots: two steps, the second after the first save (rescaled); 1 shot: one step
@@ -94,7 +95,8 @@ def test_sd2_base_fits_checkpoints_saves_reloads_and_scores(sd2_base, tmp_path, 
             assert all(float(layer.lora_B[c].abs().max()) > 0 for c in range(3))  # every class trained
         # whole 64 x 80 images train as 8 x 10 latents, the square priors apart; steps after the first
         # save (here step 1) train at UNet scale 0.6
-        assert seen == [((8, 10), 1.0), ((8, 8), 1.0), ((8, 10), 0.6), ((8, 8), 0.6)][: 2 * clf.recipe_.steps_for(shots)]
+        expected = [((8, 10), 1.0), ((8, 8), 1.0), ((8, 10), 0.6), ((8, 8), 0.6)]
+        assert seen == expected[: 2 * clf.recipe_.steps_for(shots)]
         seen.clear()
         trained = clf.adapters_.lora_state_dict()
         saved = clf.save_pretrained(tmp_path / f"adapters-{shots}shot")
@@ -105,7 +107,7 @@ def test_sd2_base_fits_checkpoints_saves_reloads_and_scores(sd2_base, tmp_path, 
     start = time.time()
     result = again.score_images(test)
     timings["score"] = time.time() - start
-    assert result.unet_calls.tolist() == [budget([[2, 3], [4, 1]], 3)]
+    assert result.unet_calls.tolist() == [Schedule([[2, 3], [4, 1]]).budget(3)]
     assert np.isfinite(result.errors).all() and again.recipe_.score.weighting == "tif" and again.tif_d_ > 0
     assert again.recipe_.score.text_dropout == 0.1
     assert trained.keys() == again.adapters_.lora_state_dict().keys()

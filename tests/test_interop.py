@@ -55,10 +55,20 @@ def test_an_adapter_set_travels_as_a_hub_model_repository(fitted, tiny_model_dir
     import diti_sd.hub as hub
 
     saved = fitted.save_pretrained(tmp_path / "set")
-    card = (saved / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: diti-sd\n")
-    assert f"base_model: {fitted.recipe_.model}" in card and fitted.base_fingerprint_ in card
-    assert "`c0`, `c1`, `c2`" in card and "| seed | 0 |" in card
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(saved / "README.md")
+    assert card.data.library_name == "diti-sd" and card.data.pipeline_tag == "image-classification"
+    assert card.data.base_model == fitted.recipe_.model and card.data.license == "other"
+    assert card.data.datasets == ["image-folder"] and not card.data.eval_results
+    assert fitted.base_fingerprint_ in card.text and "`c0`, `c1`, `c2`" in card.text and "| seed | 0 |" in card.text
+    assert 'weight_name="000-c0.safetensors"' in card.text  # how diffusers loads one class of the folder
+    # what diti-sd eval measured becomes the card's model-index
+    hub.write_model_card(saved, evaluation={"dataset": "colours", "n_test": 6, "metric": "accuracy",
+                                            "score": 0.5, "unet_calls_per_image": 12})
+    result = ModelCard.load(saved / "README.md").data.eval_results[0]
+    assert (result.task_type, result.dataset_name, result.metric_type, result.metric_value) == (
+        "image-classification", "colours", "accuracy", 0.5)
 
     # from_pretrained takes a repository id: the download function is replaced by a local snapshot
     asked = []

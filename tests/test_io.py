@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from diti_sd._io import atomic_folder, atomic_write
+from diti_sd.files import atomic_folder, atomic_write
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):

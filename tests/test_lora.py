@@ -3,9 +3,9 @@ import torch
 from torch import nn
 
 from diti_sd.lora import ClassAdapters, ClassRouter, StackedLoRALinear, find_targets
-from diti_sd.optim import ClassAdamW, clip_grad_norm_per_class
 from diti_sd.recipes import LoraConfig
-from diti_sd.tiny import build_tiny_backbone
+from diti_sd.testing.tiny import build_tiny_backbone
+from diti_sd.training.optim import ClassAdamW, clip_grad_norm_per_class
 
 
 @pytest.mark.parametrize("rank, alpha, shape", [(1, 1.0, (5, 7)), (4, 8.0, (5, 3, 7)), (8, 4.0, (5, 2, 3, 7))])

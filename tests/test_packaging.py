@@ -19,19 +19,20 @@ def wheel(tmp_path_factory) -> Path:
     source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheel")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    for name in ("diti_sd", "recipes"):
-        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    # with build isolation: pip fetches the setuptools pyproject.toml asks for, whatever this environment has
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)],
-                   check=True, capture_output=True)
+    shutil.copytree(ROOT / "diti_sd", source / "diti_sd", ignore=shutil.ignore_patterns("__pycache__"))
+    # without build isolation, so that it runs offline: the environment's setuptools builds it
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
+                    str(source)], check=True, capture_output=True)
     (path,) = out.glob("diti_sd-*.whl")
     return path
 
 
 def test_wheel_carries_every_recipe_and_the_shipped_models(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for recipe in ROOT.glob("recipes/**/*.yaml"):
-        assert f"diti_sd/_recipes/{recipe.relative_to(ROOT / 'recipes').as_posix()}" in names
+    recipes = list((ROOT / "diti_sd" / "recipes" / "configs").rglob("*.yaml"))
+    assert len(recipes) > 10
+    for recipe in recipes:
+        assert recipe.relative_to(ROOT).as_posix() in names
     for asset in (ROOT / "diti_sd" / "assets").rglob("*"):
         if asset.is_file():
             assert asset.relative_to(ROOT).as_posix() in names
@@ -50,3 +51,9 @@ def test_installed_wheel_finds_its_recipes_away_from_the_checkout(wheel, tmp_pat
     assert float(lines[2]) > 0
     assert "synthetic" in lines[3].split(",") and "fgvc-aircraft" in lines[3].split(",")
     assert lines[4].split(",") == sorted(p.stem for p in (ROOT / "recipes" / "encoder").glob("*.yaml"))
+
+
+def test_the_checkouts_recipes_folder_is_the_packages_own():
+    # one copy: the top-level recipes/ a user of a checkout edits is the package data the wheel ships
+    assert (ROOT / "recipes").is_symlink()
+    assert (ROOT / "recipes").resolve() == (ROOT / "diti_sd" / "recipes" / "configs").resolve()

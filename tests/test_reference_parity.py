@@ -14,10 +14,10 @@ import torch
 from sd_configs import SD2_BASE_UNET, SD2_TEXT, SD15_TEXT, SD15_UNET
 
 from diti_sd.lora import ClassAdapters, StackedLoRALinear
-from diti_sd.optim import ClassAdamW
 from diti_sd.recipes import load_recipe
-from diti_sd.scoring import budget, stage_timesteps
+from diti_sd.scoring import Schedule
 from diti_sd.timesteps import tif_distance, tif_weights
+from diti_sd.training.optim import ClassAdamW
 
 # (recipe, dotted key, reference value, where the reference sets it)
 TIF_VALUES = [
@@ -147,7 +147,7 @@ def reference_training_scales(steps, save_steps, save_start):
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_SAVES))
 def test_training_scale_switches_where_the_reference_first_saves(name):
-    from diti_sd.fit import train_scales
+    from diti_sd.training.loop import train_scales
 
     recipe = load_recipe(name)
     for i, shots in enumerate((1, 2, 4, 8, 16)):
@@ -161,9 +161,9 @@ def test_training_scale_switches_where_the_reference_first_saves(name):
 
 
 def test_fit_trains_at_the_switched_scales_after_the_first_save():
-    from diti_sd.fit import FitData, fit_adapters
     from diti_sd.recipes import FitConfig, LoraConfig
-    from diti_sd.tiny import build_tiny_backbone
+    from diti_sd.testing.tiny import build_tiny_backbone
+    from diti_sd.training.loop import FitData, fit_adapters
 
     backbone = build_tiny_backbone(seed=0)
     adapters = ClassAdapters(backbone, 2, LoraConfig(rank=2, text_rank=2))
@@ -256,7 +256,8 @@ def test_lora_init_draws_a_with_std_one_over_rank():
     normal = StackedLoRALinear(base, 4, 16, 16.0, None, g, init="normal")
     kaiming = StackedLoRALinear(base, 4, 16, 16.0, None, g, init="kaiming")
     assert abs(float(normal.lora_A.detach().std()) - 1 / 16) < 0.002
-    assert float(normal.lora_A.detach().std()) > 2 * float(kaiming.lora_A.detach().std())  # peft's default is 2-4x smaller
+    # peft's default is 2-4x smaller
+    assert float(normal.lora_A.detach().std()) > 2 * float(kaiming.lora_A.detach().std())
     assert float(normal.lora_B.abs().max()) == 0.0
 
 
@@ -281,13 +282,13 @@ def reference_stages(n_samples, T=1000):
     [[128, 4], [256, 2], [500, 1]],  # isic2019
 ])
 def test_stage_timesteps_are_the_references_grid(rounds):
-    assert stage_timesteps(rounds) == reference_stages([r[0] for r in rounds])
+    assert Schedule(rounds).stages == reference_stages([r[0] for r in rounds])
 
 
 def test_reference_schedule_costs_5550_unet_calls_for_100_classes():
     rounds = load_recipe("fgvc-aircraft").score.rounds
-    assert [len(s) for s in stage_timesteps(rounds)] == [20, 50, 80, 350]
-    assert budget(rounds, 100) == 100 * 20 + 20 * 50 + 10 * 80 + 5 * 350 == 5550
+    assert [len(s) for s in Schedule(rounds).stages] == [20, 50, 80, 350]
+    assert Schedule(rounds).budget(100) == 100 * 20 + 20 * 50 + 10 * 80 + 5 * 350 == 5550
 
 
 # ------------------------------------------------------------------ TiF's per-t weight
@@ -355,10 +356,10 @@ def test_optimizer_state_follows_its_parameters_device_after_load():
 
 # ------------------------------------------------------------------ training inputs
 def _record_fit(cfg_overrides, steps=6, width=96):
-    from diti_sd.backbone import uint8_to_float
-    from diti_sd.fit import FitData, fit_adapters
+    from diti_sd.preprocessing import uint8_to_float
     from diti_sd.recipes import FitConfig, LoraConfig
-    from diti_sd.tiny import build_tiny_backbone
+    from diti_sd.testing.tiny import build_tiny_backbone
+    from diti_sd.training.loop import FitData, fit_adapters
 
     backbone = build_tiny_backbone(seed=0)
     g = torch.Generator().manual_seed(1)
@@ -439,9 +440,9 @@ def test_whole_image_training_encodes_the_uncropped_image():
 
 
 def _fit_shapes(batch_size):
-    from diti_sd.fit import FitData, fit_adapters
     from diti_sd.recipes import FitConfig, LoraConfig
-    from diti_sd.tiny import build_tiny_backbone
+    from diti_sd.testing.tiny import build_tiny_backbone
+    from diti_sd.training.loop import FitData, fit_adapters
 
     backbone = build_tiny_backbone(seed=0)
     g = torch.Generator().manual_seed(3)

@@ -12,24 +12,21 @@ from diti_sd import DiTiFewShotClassifier
 from diti_sd.adapter_set import AdapterSetError
 from diti_sd.errors import ConfigError
 from diti_sd.recipes import load_recipe
-from diti_sd.score_choice import (
-    auto_grid,
-    candidate_family,
-    capped_rounds,
-    choose,
-    resolve,
-    validation_errors,
-    validation_pairs,
-)
-from diti_sd.scoring import budget, score_latents, stage_timesteps
+from diti_sd.scoring import Schedule, score_latents
+from diti_sd.scoring.auto import candidate_family, choose, resolve, validation_errors, validation_pairs
 from diti_sd.timesteps import t_weights
+
+
+def grid(n_pairs: int) -> np.ndarray:
+    """``n_pairs`` time-steps at the middles of equal cells of [0, 1000)."""
+    return ((np.arange(n_pairs) + 0.5) * 1000 / n_pairs).astype(int)
 
 
 def planted_errors(band, n=60, n_classes=4, n_pairs=48, seed=0):
     """Errors on auto's grid where only t in ``band`` tells the true class (its error is lower there);
     elsewhere a spurious class looks best, as a coarse attribute that survives the noise would."""
     rng = np.random.default_rng(seed)
-    t = auto_grid(n_pairs).numpy()
+    t = grid(n_pairs)
     labels = rng.integers(0, n_classes, n)
     spurious = (labels + 1 + rng.integers(0, n_classes - 1, n)) % n_classes
     errors = 1.0 + 0.3 * rng.standard_normal((n, n_classes, n_pairs))
@@ -69,7 +66,7 @@ def test_ties_go_to_tifs_weight_and_the_family_is_fixed():
     assert names == ["tif weight", "[0, 1000)", "[0, 500)", "[500, 1000)", "[0, 333)", "[333, 667)", "[667, 1000)"]
     errors = np.ones((5, 3, 24))
     errors[:, 0] = 0.5  # every candidate gets every image right
-    choice = choose(errors, auto_grid(24).numpy(), np.zeros(5, int), score, tif_d=10.0)
+    choice = choose(errors, grid(24), np.zeros(5, int), score, tif_d=10.0)
     assert choice["name"] == "tif weight" and choice["weighting"] == "tif"
     assert set(choice["candidates"].values()) == {1.0}
     # without train latents (zero-shot) TiF's weight is not a candidate
@@ -77,7 +74,7 @@ def test_ties_go_to_tifs_weight_and_the_family_is_fixed():
 
 
 def test_the_log_likelihood_rule_prefers_the_window_that_separates_the_classes_more():
-    from diti_sd.score_choice import log_likelihood
+    from diti_sd.scoring.auto import log_likelihood
 
     labels = np.array([0, 1, 2, 0])
     # both windows rank every true class first; one by a wide margin, one barely
@@ -112,11 +109,10 @@ def test_the_chosen_window_runs_the_recipes_stages_capped_to_its_width():
     third = {"t_min": 333, "t_max": 667, "weighting": "uniform"}
     cfg = resolve(score, third)
     assert cfg.rounds == [[20, 20], [50, 10], [100, 5], [334, 1]] and (cfg.t_min, cfg.t_max) == (333, 667)
-    stages = stage_timesteps(cfg.rounds, cfg.t_min, cfg.t_max)
-    assert sorted(t for s in stages for t in s) == list(range(333, 667))  # every t of the window once
-    assert budget(cfg.rounds, 100, 333, 667) < budget(score.rounds, 100)
-    assert capped_rounds([[10, 10], [40, 3], [100, 1]], 333) == [[10, 10], [40, 3], [100, 1]]
-    assert capped_rounds([[50, 5], [80, 2], [100, 1]], 60) == [[50, 5], [60, 1]]
+    assert sorted(Schedule.of(cfg).timesteps) == list(range(333, 667))  # every t of the window once
+    assert Schedule.of(cfg).budget(100) < Schedule.of(score).budget(100)
+    assert Schedule([[10, 10], [40, 3], [100, 1]]).within(0, 333).rounds == ((10, 10), (40, 3), (100, 1))
+    assert Schedule([[50, 5], [80, 2], [100, 1]]).within(0, 60).rounds == ((50, 5), (60, 1))
     with pytest.raises(ConfigError, match="no window has been chosen"):
         resolve(score, None)
     with pytest.raises(ConfigError, match="resolve it"):
@@ -140,20 +136,20 @@ def test_auto_chooses_on_validation_images_and_travels_with_the_set(tiny_model_d
     assert choice["log_likelihood"][choice["name"]] == max(choice["log_likelihood"].values())
     # each validation image has its own pairs: a t inside each of the 6 cells of [0, 1000), its own noise
     latents = clf.encode(X_val)
-    errors, t = validation_errors(clf.backbone_, clf.adapters_, latents, clf._class_contexts(), clf.recipe_.score)
+    errors, t = validation_errors(clf.backbone_, clf.adapters_, latents, clf.class_contexts(), clf.recipe_.score)
     assert t.shape == (6, 6) and ((t // (1000 / 6)).astype(int) == np.arange(6)).all()
     assert len({tuple(row) for row in t.tolist()}) == 6
     t2, noise2 = validation_pairs(2, 6, latents.shape[1:], clf.recipe_.score.seed)
     assert (t2.numpy() == t[2]).all() and not torch.equal(noise2, validation_pairs(3, 6, latents.shape[1:])[1])
     x_t = clf.backbone_.add_noise(latents[2:3], noise2[4:5], t2[4:5])
     with clf.adapters_.use(unet_index=torch.tensor([1])):
-        eps = clf.backbone_.output_to_epsilon(clf.backbone_.predict(x_t, t2[4:5], clf._class_contexts()[1:2]), x_t,
+        eps = clf.backbone_.output_to_epsilon(clf.backbone_.predict(x_t, t2[4:5], clf.class_contexts()[1:2]), x_t,
                                               t2[4:5])
     assert float((eps - noise2[4:5]).pow(2).mean()) == pytest.approx(errors[2, 1, 4], rel=1e-4)
     # the test pass is the recipe's stages inside the chosen window, weighted as chosen
     cfg = clf.scoring_config()
     assert (cfg.t_min, cfg.t_max, cfg.weighting) == (choice["t_min"], choice["t_max"], choice["weighting"])
-    direct = score_latents(clf.backbone_, clf.adapters_, clf.encode(X_val), clf._class_contexts(), cfg,
+    direct = score_latents(clf.backbone_, clf.adapters_, clf.encode(X_val), clf.class_contexts(), cfg,
                            tif_d=clf.tif_d_)
     assert np.allclose(clf.decision_function(X_val), direct.logits)
     path = clf.save_pretrained(tmp_path / "set")
@@ -171,8 +167,9 @@ def test_auto_chooses_on_validation_images_and_travels_with_the_set(tiny_model_d
 
 def test_without_validation_auto_holds_one_shot_out_then_refits_on_all(tiny_model_dir, tmp_path):
     X, y = color_images(9, seed=5)  # 3 shots per class
-    clf = auto_clf(tiny_model_dir).fit(X, y, output_dir=tmp_path / "out")
+    clf = auto_clf(tiny_model_dir, auto_refit=True).fit(X, y, output_dir=tmp_path / "out")
     assert clf.score_choice_["source"].startswith("one held-out image per class (3)")
+    assert clf.fit_summary_["validation"]["source"] == "probe fit" and clf.fit_summary_["validation"]["fits"] == 2
     assert clf.score_choice_["images"] == 3 and clf.n_train_ == 9
     assert not (tmp_path / "out" / "auto-probe").exists()
     # the final adapters are those of a plain fit on every image: the probe fit leaves nothing behind
@@ -183,12 +180,17 @@ def test_without_validation_auto_holds_one_shot_out_then_refits_on_all(tiny_mode
     # with a calibration share, the held-out images serve both choices and nothing is refitted
     cal = auto_clf(tiny_model_dir).fit(X, y, calibration=0.34)
     assert cal.score_choice_["source"] == "held-out share 0.34 of the shots" and cal.n_train_ == 6
+    assert cal.fit_summary_["validation"]["fits"] == 1
+    # without auto_refit nothing is fitted twice: TiF's weight, and the warning names the ways to choose
+    with pytest.warns(UserWarning, match="auto_refit=True"):
+        once = auto_clf(tiny_model_dir).fit(X, y)
+    assert once.score_choice_["name"] == "tif weight" and once.fit_summary_["validation"]["fits"] == 1
 
 
 def test_one_shot_per_class_falls_back_to_tifs_weight_and_says_so(tiny_model_dir):
     X, y = color_images(3, seed=6)
     with pytest.warns(UserWarning, match="no class has an image to spare"):
-        clf = auto_clf(tiny_model_dir).fit(X, y)
+        clf = auto_clf(tiny_model_dir, auto_refit=True).fit(X, y)
     assert clf.score_choice_["name"] == "tif weight" and clf.score_choice_["source"].startswith("none:")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -205,6 +207,6 @@ def test_autos_validation_pass_stays_under_a_fifth_of_fgvcs_fast_test_pass(prefi
     # docs/method.md's arithmetic: 16 shots -> 400 validation images (CoOp), 3,333 test images, 100 classes
     score = load_recipe("fgvc-aircraft-fast", {"score.weighting": "auto"}).score
     k = prefilter_k or 100
-    validation = 400 * k * len(auto_grid(score.auto_pairs))
-    test = 3333 * budget(score.rounds, k)
+    validation = 400 * k * score.auto_pairs
+    test = 3333 * Schedule.of(score).budget(k)
     assert validation / test == pytest.approx(share, abs=1e-4) and validation / test < 0.2

@@ -42,3 +42,39 @@ def test_cross_val_score_and_grid_search_on_lists_of_images(tiny_model_dir):
         assert grid.cv_results_["mean_test_score"][i] == expected
     assert grid.best_params_["score_window"] in [(0, 250), (0, 1000)]
     assert list(grid.predict(X[:3])) and set(grid.classes_) == {"c0", "c1", "c2"}
+
+
+def test_scikit_learns_own_parameter_checks():
+    # __init__ and set_params store and nothing else; every value is checked in fit (test_validation.py)
+    from sklearn.utils.estimator_checks import (
+        check_do_not_raise_errors_in_init_or_set_params,
+        check_get_params_invariance,
+        check_no_attributes_set_in_init,
+        check_parameters_default_constructible,
+        check_set_params,
+    )
+
+    name = DiTiFewShotClassifier.__name__
+    for check in (check_set_params, check_get_params_invariance, check_no_attributes_set_in_init,
+                  check_parameters_default_constructible, check_do_not_raise_errors_in_init_or_set_params):
+        check(name, DiTiFewShotClassifier())
+
+
+def test_our_not_fitted_error_is_scikit_learns():
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    from diti_sd.classifier import NotFittedError as Ours
+    from diti_sd.errors import DitiError
+
+    assert issubclass(Ours, NotFittedError) and issubclass(Ours, DitiError)
+    try:
+        DiTiFewShotClassifier().class_contexts()
+    except NotFittedError as err:
+        assert isinstance(err, Ours)
+    else:
+        raise AssertionError("an unfitted estimator answered")
+    try:
+        check_is_fitted(DiTiFewShotClassifier())
+    except NotFittedError:
+        pass

@@ -6,7 +6,7 @@ import torch
 
 from diti_sd import DiTiFewShotClassifier
 from diti_sd.backbone import load_backbone
-from diti_sd.data.synthetic import (
+from diti_sd.benchmarks.synthetic.data import (
     COLOUR_NAMES,
     TEXTURES,
     SyntheticSpec,
@@ -16,12 +16,12 @@ from diti_sd.data.synthetic import (
     make_split,
     texture,
 )
-from diti_sd.demo import REFERENCE_CONFIGURATION, REFERENCE_STYLE, DemoConfig, run_demo
-from diti_sd.demo_scoring import window_accuracy
+from diti_sd.benchmarks.synthetic.demo import REFERENCE_CONFIGURATION, REFERENCE_STYLE, DemoConfig, run_demo
+from diti_sd.benchmarks.synthetic.scoring import window_accuracy
+from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.errors import ConfigError
 from diti_sd.recipes import load_recipe
-from diti_sd.scoring import class_contexts, dense_errors, stage_timesteps
-from diti_sd.synthetic_seed import SyntheticSeed
+from diti_sd.scoring import Schedule, class_contexts, dense_errors
 from diti_sd.timesteps import tif_weights, timestep_noise
 
 SPEC = SyntheticSpec(size=16)
@@ -72,7 +72,7 @@ def test_the_texture_is_the_class_and_splits_are_reproducible():
 def test_each_task_makes_its_class_attribute_and_its_shortcut(monkeypatch, task, split, shortcut_follows):
     """texture: class = texture, shortcut = background; colour: class = background, shortcut = texture,
     shape is noise; shape: class = shape, shortcut = texture, background is noise."""
-    import diti_sd.data.synthetic as synthetic
+    import diti_sd.benchmarks.synthetic.data as synthetic
 
     drawn = []
     original = synthetic.render
@@ -116,8 +116,8 @@ def test_attribute_captions_name_the_texture_and_the_background():
 def test_base_training_conditions_each_sample_on_its_own_caption():
     """Captions that are all the same prompt train exactly what that prompt alone trains (same draws);
     captions naming the texture train something else."""
-    from diti_sd.pretrain import train_unet
-    from diti_sd.tiny import build_tiny_backbone
+    from diti_sd.benchmarks.synthetic.base_model import train_unet
+    from diti_sd.testing.tiny import build_tiny_backbone
 
     spec = SyntheticSpec(size=16)
     data = make_split(spec, "generic", 4, 0)
@@ -157,7 +157,7 @@ def test_window_accuracy_agrees_with_predict():
     clf.fit(train.images, names)
     test = make_split(SPEC, "decorrelated", 2, seed=9)
     window = (clf.recipe_.score.t_min, clf.recipe_.score.t_max)
-    t = torch.tensor(stage_timesteps([[6, 1]], *window)[0])
+    t = torch.tensor(Schedule([[6, 1]], *window).stages[0])
     noise = timestep_noise(t, clf.backbone_.latent_shape, seed=0)
     errors = dense_errors(clf.backbone_, clf.adapters_, clf.encode(test.images),
                           class_contexts(clf.backbone_, clf.adapters_, clf.prompts_), t, noise)
@@ -167,7 +167,7 @@ def test_window_accuracy_agrees_with_predict():
 
 
 def test_demo_writes_its_report(tmp_path, monkeypatch):
-    from diti_sd.synthetic_seed import SyntheticSeed
+    from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 
     fits, fit = [], SyntheticSeed.fit
 
@@ -236,7 +236,7 @@ def _images_labels(data):
 
 
 def test_every_scoring_reads_the_same_number_of_pairs():
-    from diti_sd.demo_scoring import scoring_weights
+    from diti_sd.benchmarks.synthetic.scoring import scoring_weights
 
     t, noise, w = scoring_weights((200, 500), 12, tif_d=2.0, latent_shape=(4, 8, 8))
     assert len(t) == noise.shape[0] == 36
@@ -259,7 +259,7 @@ def test_every_scoring_reads_the_same_number_of_pairs():
 
 
 def test_the_short_runs_zero_shot_reads_an_even_prefix_of_the_window(tmp_path):
-    from diti_sd.demo_scoring import first_pairs, scoring_weights
+    from diti_sd.benchmarks.synthetic.scoring import first_pairs, scoring_weights
 
     t, _, w = scoring_weights((200, 500), 12)
     half = first_pairs(w["window"], 6)
@@ -282,8 +282,8 @@ def test_the_all_t_rivals_settings_are_checked_before_any_fit(tmp_path):
 
 
 def test_zero_shot_prompts_are_the_bases_own_captions():
-    from diti_sd.data.synthetic import attribute_caption
-    from diti_sd.demo_scoring import caption_prompts
+    from diti_sd.benchmarks.synthetic.data import attribute_caption
+    from diti_sd.benchmarks.synthetic.scoring import caption_prompts
 
     spec = SyntheticSpec(size=16)
     prompts = caption_prompts(spec)
@@ -308,22 +308,23 @@ def test_replayed_rounds_match_the_real_scoring_pass():
     real = score_latents(clf.backbone_, clf.adapters_, latents, contexts, cfg)
     # one set of errors over the stages' t and as many others of the window, in shuffled order: the
     # replay finds its t among them
-    needed = sorted({v for s in stage_timesteps(rounds, cfg.t_min, cfg.t_max) for v in s})
+    schedule = Schedule.of(cfg)
+    needed = sorted(schedule.timesteps)
     g = torch.Generator().manual_seed(0)
     others = [v for v in (torch.randperm(cfg.t_max - cfg.t_min, generator=g) + cfg.t_min).tolist() if v not in needed]
     pool = torch.tensor(needed + others[: len(needed)])
     t = pool[torch.randperm(len(pool), generator=g)]
     noise = timestep_noise(t, clf.backbone_.latent_shape, cfg.seed)
     errors = dense_errors(clf.backbone_, clf.adapters_, latents, contexts, t, noise)
-    predicted, calls = simulate_rounds(errors, t.numpy(), rounds, cfg.t_min, cfg.t_max)
+    predicted, calls = simulate_rounds(errors, t.numpy(), schedule)
     assert (predicted == real.predictions).all()
     # stages add 2, 4 and 2 new t (the size-5 grid overlaps the size-2 one at one point)
-    assert [len(s) for s in stage_timesteps(rounds, cfg.t_min, cfg.t_max)] == [2, 4, 2]
+    assert [len(s) for s in schedule.stages] == [2, 4, 2]
     assert (calls == real.unet_calls).all() and calls[0] == 5 * 2 + 3 * 4 + 2 * 2
 
 
 def test_stratified_pairs_weigh_each_stratum_by_its_width():
-    from diti_sd.demo_scoring import stratified_pairs
+    from diti_sd.benchmarks.synthetic.scoring import stratified_pairs
 
     t, noise, weights = stratified_pairs([0, 0, 200, 500, 1000], [3, 2, 4, 5], (4, 8, 8))
     assert len(t) == len(weights) == noise.shape[0] == 11  # the empty stratum [0, 0) draws nothing

@@ -21,7 +21,8 @@ from diti_sd.recipes import RecipeError, available_recipes, load_recipe
 
 # (override on the tiny recipe, what the one-line error must say)
 BAD = [
-    ("score.weighting=bogus", "recipe.score.weighting = 'bogus' is not allowed: it must be one of uniform, exp, tif, auto"),
+    ("score.weighting=bogus",
+     "recipe.score.weighting = 'bogus' is not allowed: it must be one of uniform, exp, tif, auto"),
     ("fit.lr=-1", "recipe.fit.lr = -1.0 is not allowed: it must be > 0"),
     ("score.t_min=1200", "recipe.score.t_min = 1200 is not allowed: it must be >= 0 and <= 999"),
     ("score.t_min=300", "recipe.score.t_min = 300, recipe.score.t_max = 300 is not allowed"),
@@ -73,9 +74,9 @@ def test_a_bad_value_is_one_line_naming_key_value_and_what_is_allowed(override, 
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(RecipeError, match="is not allowed|expected"):
         load_recipe(path)
-    # an estimator parameter (GridSearchCV goes through set_params)
+    # an estimator parameter: set_params stores it (scikit-learn's contract), the recipe check says no
     with pytest.raises(RecipeError) as info:
-        DiTiFewShotClassifier(recipe="tiny").set_params(overrides={key: value})
+        DiTiFewShotClassifier(recipe="tiny").set_params(overrides={key: value}).resolved_recipe()
     assert message.replace("recipe.", "") in str(info.value).replace("recipe.", "")
 
 
@@ -97,10 +98,11 @@ def test_estimator_parameters_are_checked_before_any_model_loads(monkeypatch):
     with pytest.raises(RecipeError, match="recipe.lora.rank = 0"):
         DiTiFewShotClassifier(recipe="tiny", rank=0).fit(X, y)
     with pytest.raises(RecipeError, match="recipe.score.t_max = 1200"):
-        DiTiFewShotClassifier(recipe="tiny").set_params(score_window=(0, 1200))
+        DiTiFewShotClassifier(recipe="tiny").set_params(score_window=(0, 1200)).fit(X, y)
     with pytest.raises(ValueError, match="score_window must be a \\(t_min, t_max\\) pair"):
         DiTiFewShotClassifier(recipe="tiny", score_window=(0,)).fit(X, y)
-    grid = GridSearchCV(DiTiFewShotClassifier(recipe="tiny"), {"rank": [4, 0]}, cv=2)
+    # a grid's bad candidate fails in its own fit, before its model loads (set_params only stores)
+    grid = GridSearchCV(DiTiFewShotClassifier(recipe="tiny"), {"rank": [0]}, cv=2, error_score="raise")
     with pytest.raises(RecipeError, match="recipe.lora.rank = 0"):
         grid.fit(X, y)
 
@@ -122,7 +124,8 @@ def test_the_cli_refuses_a_bad_value_before_torch_is_imported(tmp_path):
     (["fit", "--steps", "0"], "argument --steps: expected an integer >= 1"),
     (["eval", "--shots", "x"], "argument --shots: expected an integer >= 1, got 'x'"),
     (["eval", "--seeds", "1,a"], "argument --seeds: expected an integer, got 'a'"),
-    (["eval", "--methods", "diti,clip"], "argument --methods: unknown 'clip'; choose from diti, diti-auto, openclip-zeroshot"),
+    (["eval", "--methods", "diti,clip"],
+     "argument --methods: unknown 'clip'; choose from diti, diti-auto, openclip-zeroshot"),
     (["demo", "--seeds", ""], "argument --seeds: expected a comma-separated list"),
     (["demo", "--test-per-class", "0"], "argument --test-per-class: expected an integer >= 1"),
     (["encoder", "edit", "--strengths", "1,x"], "argument --strengths: expected a number, got 'x'"),
@@ -192,7 +195,8 @@ def test_ctrl_c_names_the_way_on_that_exists_for_the_command(argv, hint, monkeyp
     assert hint in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra", [["--val-per-class", "2"], ["--shots", "2", "--split", "s.json", "--val-per-class", "2"]],
+@pytest.mark.parametrize("extra", [["--val-per-class", "2"],
+                                   ["--shots", "2", "--split", "s.json", "--val-per-class", "2"]],
                          ids=["without --shots", "with --split"])
 def test_val_per_class_without_a_sampled_split_is_refused(extra, tmp_path, capsys):
     argv = ["fit", "--dataset", "tiny", "--data-root", str(tmp_path), "--out", str(tmp_path / "o"), *extra]

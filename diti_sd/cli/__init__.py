@@ -6,8 +6,8 @@ import argparse
 import importlib
 import sys
 
-from .._progress import quiet_libraries
 from ..errors import DitiError
+from ..progress import quiet_libraries
 from .common import Parser
 
 SUBCOMMANDS = {
@@ -31,7 +31,7 @@ def _no_resume(args) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from ..version import __version__
 
     parser = Parser(
         prog="diti-sd",

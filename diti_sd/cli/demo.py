@@ -24,8 +24,8 @@ def add_arguments(parser):
 
 
 def run(args):
-    from ..demo import DemoConfig, run_demo
-    from ..demo_report import render_markdown
+    from ..benchmarks.synthetic.demo import DemoConfig, run_demo
+    from ..benchmarks.synthetic.report import render_markdown
 
     cfg = DemoConfig(model=args.model, recipe=args.dataset, seeds=args.seeds, shots=args.shots,
                      test_per_class=args.test_per_class, steps=args.steps, device=args.device, full=args.full)

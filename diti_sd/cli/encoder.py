@@ -8,6 +8,8 @@ from pathlib import Path
 
 from .common import add_runtime_arguments, float_list, non_negative_int, positive_int, positive_int_list
 
+RAW = argparse.RawDescriptionHelpFormatter
+
 EXAMPLE = """examples:
   diti-sd encoder fit --dataset celeba64 --data-root ~/data/celeba --ddpm PATH_OR_HUB_ID --out encoders/celeba64
   diti-sd encoder probe --encoder encoders/celeba64 --data-root ~/data/celeba
@@ -19,7 +21,7 @@ def add_arguments(parser):
     sub = parser.add_subparsers(dest="encoder_command", metavar="ACTION", required=True)
 
     fit = sub.add_parser("fit", help="train an encoder against a frozen DDPM",
-                         epilog="example:\n  " + EXAMPLE.splitlines()[1].strip(), formatter_class=argparse.RawDescriptionHelpFormatter)
+                         epilog="example:\n  " + EXAMPLE.splitlines()[1].strip(), formatter_class=RAW)
     _data_arguments(fit, required=True)
     fit.add_argument("--ddpm", required=True, help="DDPM: local DDPMPipeline folder or hub id")
     fit.add_argument("--out", required=True, help="folder for the encoder (and its checkpoint while training)")
@@ -30,7 +32,7 @@ def add_arguments(parser):
     add_runtime_arguments(fit, precision=False, workers=True)
 
     probe = sub.add_parser("probe", help="linear probes on z: AP per attribute, overall and per time-step stage",
-                           epilog="example:\n  " + EXAMPLE.splitlines()[2].strip(), formatter_class=argparse.RawDescriptionHelpFormatter)
+                           epilog="example:\n  " + EXAMPLE.splitlines()[2].strip(), formatter_class=RAW)
     probe.add_argument("--encoder", required=True, help="folder written by `encoder fit`")
     _data_arguments(probe, required=False)
     probe.add_argument("--ddpm", default=None, help="the DDPM, if not where the encoder recorded it")
@@ -42,7 +44,7 @@ def add_arguments(parser):
     add_runtime_arguments(probe, precision=False, workers=True)
 
     edit = sub.add_parser("edit", help="counterfactual image grids: swap subsets or move along an attribute",
-                          epilog="example:\n  " + EXAMPLE.splitlines()[3].strip(), formatter_class=argparse.RawDescriptionHelpFormatter)
+                          epilog="example:\n  " + EXAMPLE.splitlines()[3].strip(), formatter_class=RAW)
     edit.add_argument("--encoder", required=True)
     edit.add_argument("--images", nargs="+", required=True,
                       help="with --subsets: pairs a b [a b ...]; with --attribute: the images to edit")
@@ -59,7 +61,7 @@ def add_arguments(parser):
     add_runtime_arguments(edit, precision=False, workers=True)
 
     ddpm = sub.add_parser("train-ddpm", help="train a small unconditional DDPM (smoke runs; no hub access)",
-                          epilog="example:\n  " + EXAMPLE.splitlines()[4].strip(), formatter_class=argparse.RawDescriptionHelpFormatter)
+                          epilog="example:\n  " + EXAMPLE.splitlines()[4].strip(), formatter_class=RAW)
     _data_arguments(ddpm, required=True)
     ddpm.add_argument("--out", required=True)
     ddpm.add_argument("--size", type=positive_int, default=16)
@@ -110,7 +112,7 @@ def run(args):
 
 def _fit(args):
     from ..encoder import DiTiEncoder, fit_encoder, load_ddpm, load_encoder_recipe
-    from ..encoder.attributed import load_attributed
+    from ..encoder.data import load_attributed
 
     recipe = load_encoder_recipe(args.dataset, args.overrides)
     device = _device(args.device)
@@ -126,7 +128,7 @@ def _fit(args):
 
 def _probe(args):
     from ..encoder import DiTiEncoder, run_probe
-    from ..encoder.attributed import load_attributed
+    from ..encoder.data import load_attributed
 
     model = DiTiEncoder.from_pretrained(args.encoder, ddpm=args.ddpm, device=_device(args.device))
     cfg, data = model.recipe, _data_config(args, model)
@@ -145,10 +147,11 @@ def _probe(args):
 def _edit(args):
     import torch
 
-    from ..backbone import uint8_to_float
     from ..encoder import DiTiEncoder, attribute_direction, interpolate_subsets, move_along, save_grid
-    from ..encoder.attributed import AttributedDataset, AttributedImages, load_attributed
+    from ..encoder.attributed import AttributedDataset, AttributedImages
+    from ..encoder.data import load_attributed
     from ..encoder.layout import parse_subsets
+    from ..preprocessing import uint8_to_float
     from . import CLIError
 
     if args.subsets is None and args.attribute is None:
@@ -183,7 +186,8 @@ def _train_ddpm(args):
     import torch
 
     from ..encoder import load_encoder_recipe
-    from ..encoder.attributed import AttributedDataset, load_attributed
+    from ..encoder.attributed import AttributedDataset
+    from ..encoder.data import load_attributed
     from ..encoder.ddpm import build_ddpm, save_ddpm, train_ddpm
 
     device = _device(args.device)
@@ -196,5 +200,6 @@ def _train_ddpm(args):
     ddpm.unet.to(device)
     losses = train_ddpm(ddpm, pixels, args.steps, args.batch_size, progress=not args.no_progress)
     save_ddpm(ddpm, args.out)
-    print(json.dumps({"out": str(args.out), "images": len(pixels), "final_loss": sum(losses[-50:]) / len(losses[-50:])}))
+    final = sum(losses[-50:]) / len(losses[-50:])
+    print(json.dumps({"out": str(args.out), "images": len(pixels), "final_loss": final}))
     return 0

@@ -16,7 +16,8 @@ def add_arguments(parser):
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--shots", type=positive_int_list, default=[1, 2, 4, 8, 16], help="e.g. 1,2,4,8,16")
     parser.add_argument("--seeds", type=int_list, default=[1, 2, 3], help="e.g. 1,2,3")
-    parser.add_argument("--methods", type=choice_list(METHODS), default="diti,openclip-zeroshot,tip-adapter,tip-adapter-f",
+    parser.add_argument("--methods", type=choice_list(METHODS),
+                        default="diti,openclip-zeroshot,tip-adapter,tip-adapter-f",
                         help=f"comma-separated, from {', '.join(METHODS)}")
     parser.add_argument("--adapters-dir", default=None,
                         help="reuse (or write) DiTi-SD adapter sets here as <recipe>-<k>shot-seed<s>/")

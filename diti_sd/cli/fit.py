@@ -32,7 +32,8 @@ def add_arguments(parser):
                         help="validation images per class in the k-shot split (default CoOp's min(k, 4)); auto's "
                              "window and the temperature are chosen on them, so more choose better where the data "
                              "set has them")
-    parser.add_argument("--steps", type=positive_int, default=None, help="steps per class (default: the recipe's table)")
+    parser.add_argument("--steps", type=positive_int, default=None,
+                        help="steps per class (default: the recipe's table)")
     parser.add_argument("--rank", type=positive_int, default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any recipe value, e.g. --set fit.lr=5e-5 --set score.t_max=300")
@@ -45,7 +46,8 @@ def add_arguments(parser):
     parser.add_argument("--export-diffusers", action="store_true",
                         help="also write each class as a diffusers LoRA file under --out/diffusers")
     parser.add_argument("--export-peft", action="store_true",
-                        help="also write each class as peft adapter folders under --out/peft/<class>/{unet,text_encoder}")
+                        help="also write each class as peft adapter folders under "
+                             "--out/peft/<class>/{unet,text_encoder}")
     add_runtime_arguments(parser)
 
 
@@ -68,7 +70,8 @@ def run(args):
     outs = [Path(args.out)] if len(shots) == 1 else [Path(args.out) / f"{k}shot" for k in shots]
     for out in outs:
         if (out / "manifest.json").exists() and not (args.resume or args.overwrite):
-            raise CLIError(f"{out} already holds an adapter set; pass --overwrite to replace it or choose another --out")
+            raise CLIError(f"{out} already holds an adapter set; pass --overwrite to replace it or choose "
+                           "another --out")
     if args.model:
         recipe.model = args.model
     from ..data import load_configured_split

@@ -7,7 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .._io import atomic_write
+from ..files import atomic_write
 
 EXAMPLE = """example:
   diti-sd predict --adapters adapters/fgvc-16shot photos/ --top-k 5 --out predictions.csv"""
@@ -57,7 +57,7 @@ def run(args):
 
     from ..classifier import DiTiFewShotClassifier
     from ..data.images import ImageReadError, load_image
-    from ..scoring import softmax
+    from ..metrics import softmax
     from . import CLIError
 
     paths = expand_inputs(args.images)

@@ -16,7 +16,7 @@ def add_arguments(parser):
 
 def run(args):
     from ..backbone import load_backbone
-    from ..tiny import build_tiny_backbone
+    from ..testing.tiny import build_tiny_backbone
 
     path = build_tiny_backbone(args.seed, args.prediction_type, args.resolution).save_pretrained(args.out)
     backbone = load_backbone(path, device="cpu")

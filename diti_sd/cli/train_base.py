@@ -22,7 +22,7 @@ def resume_hint(args) -> str:
 
 
 def run(args):
-    from ..pretrain import load_base_recipe, train_base_model
+    from ..benchmarks.synthetic.base_model import load_base_recipe, train_base_model
     from ..recipes import RECIPE_DIR
 
     recipe = load_base_recipe(args.recipe or RECIPE_DIR / "base" / "tiny-base.yaml")

@@ -26,7 +26,7 @@ def load_image_folder(root: str | os.PathLike, split: str | None = None) -> Labe
     for label, folder in enumerate(class_dirs):
         files = list_images(folder)
         if not files:
-            raise MissingFileError(f"class folder {folder} holds no images ({', '.join(s for s in ('.jpg', '.png'))} ...)")
+            raise MissingFileError(f"class folder {folder} holds no images (.jpg, .png ...)")
         for path in files:
             images.append(path)
             labels.append(label)

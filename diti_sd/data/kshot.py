@@ -8,8 +8,8 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .._io import atomic_write
 from ..errors import ConfigError, DitiError, MissingEntryError
+from ..files import atomic_write
 from .images import LabeledImages
 
 FORMAT_VERSION = 1

@@ -151,7 +151,8 @@ def load_attributed_folder(root: str | os.PathLike, split: str = "train", test_f
         rel = [str(p.relative_to(root)) for p in files]
         missing = [r for r in rel if r not in by_file]
         if missing:
-            raise ConfigError(f"{table} has no row for {len(missing)} image(s), e.g. {missing[0]}; add them or move them")
+            raise ConfigError(f"{table} has no row for {len(missing)} image(s), e.g. {missing[0]}; add them or "
+                              "move them")
         attrs = np.asarray([by_file[r] for r in rel], dtype=np.int64)
     order = np.random.default_rng(seed).permutation(len(files))
     n_test = int(round(len(files) * test_fraction))
@@ -167,7 +168,8 @@ def load_attributed_folder(root: str | os.PathLike, split: str = "train", test_f
     return data.subset(index.tolist())
 
 
-def load_attributed_hf(source: str | os.PathLike, split: str = "train", image_column: str = "image") -> AttributedImages:
+def load_attributed_hf(source: str | os.PathLike, split: str = "train",
+                       image_column: str = "image") -> AttributedImages:
     """A Hugging Face data set (``save_to_disk`` folder or hub id); every bool column, and every integer
     column whose values are only 0/1 or -1/1, is an attribute."""
     import datasets
@@ -193,29 +195,3 @@ def load_attributed_hf(source: str | os.PathLike, split: str = "train", image_co
     attrs = np.stack(columns, axis=1) if columns else None
     images = list(data[image_column])
     return AttributedImages(images, attrs, names, [str(i) for i in range(len(images))])
-
-
-def load_attributed(kind: str, root, split: str, image_column: str = "image", limit: int | None = None,
-                    size: int = 16) -> AttributedImages:
-    """One split of an encoder recipe's data set (``data.kind``), at most ``limit`` images.
-
-    ``granular`` needs no root: fixed sizes and seeds per split, so probe-train and test never share an
-    image; ``size`` is its image side."""
-    if kind == "granular":
-        from .granular import make_granular
-
-        n, seed = {"train": (2000, 0), "val": (300, 2), "test": (600, 1)}.get(split, (600, 1))
-        data = make_granular(n if limit is None else min(n, limit), size=size, seed=seed)
-    elif root is None:
-        raise ConfigError(f"the {kind!r} data set needs --data-root (its folder, or a hub id for hf)")
-    elif kind == "celeba":
-        data = load_celeba(root, split)
-    elif kind in ("folder", "ffhq"):
-        data = load_attributed_folder(root, split)
-    elif kind == "hf":
-        data = load_attributed_hf(root, split, image_column)
-    else:
-        raise ConfigError(f"unknown encoder data kind {kind!r}; choose celeba, folder (FFHQ or any), hf or granular")
-    if limit is not None and len(data) > limit:
-        data = data.subset(range(limit))
-    return data

@@ -119,7 +119,8 @@ class EncoderRecipe(RecipeMixin):
 
     def check(self, where: str) -> None:
         if sum(s[1] for s in self.layout.stages) != self.z_dim:
-            fail(f"{where}.z_dim", self.z_dim, f"the sum of the stages' dimensions ({sum(s[1] for s in self.layout.stages)})")
+            total = sum(s[1] for s in self.layout.stages)
+            fail(f"{where}.z_dim", self.z_dim, f"the sum of the stages' dimensions ({total})")
 
 
 def available_encoder_recipes() -> list[str]:

@@ -11,7 +11,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..backbone import add_noise, uint8_to_float
+from ..backbone import add_noise
+from ..preprocessing import uint8_to_float
+from ..seeding import torch_generator
 from .config import EncoderError
 
 
@@ -90,7 +92,7 @@ def train_ddpm(ddpm: DDPM, pixels: torch.Tensor, steps: int, batch_size: int = 6
     unet.requires_grad_(True).train()
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
     lr_sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    g = torch.Generator().manual_seed(seed)
+    g = torch_generator(seed)
     losses = []
     for _ in tqdm(range(steps), desc="train DDPM", disable=not progress, leave=False):
         idx = torch.randint(len(x_all), (batch_size,), generator=g)

@@ -13,7 +13,6 @@ import torch
 from .attributed import AttributedImages
 
 ATTRIBUTES = ("fine_mark", "warm_background", "large_disc")
-GRANULARITY = {"fine_mark": "fine", "warm_background": "coarse", "large_disc": "coarse"}
 
 
 def make_granular(n: int, size: int = 16, seed: int = 0, mark_amplitude: float = 0.3, mark_fraction: float = 0.375,
@@ -38,4 +37,5 @@ def make_granular(n: int, size: int = 16, seed: int = 0, mark_amplitude: float =
             img[:, :mark_side, :mark_side] += mark_amplitude * checker
         images[i] = np.clip(img, 0, 1)
     pixels = torch.from_numpy((images * 255).round().astype(np.uint8))
-    return AttributedImages(pixels, attrs.astype(np.int64), list(ATTRIBUTES), [f"granular-{seed}-{i}" for i in range(n)])
+    ids = [f"granular-{seed}-{i}" for i in range(n)]
+    return AttributedImages(pixels, attrs.astype(np.int64), list(ATTRIBUTES), ids)

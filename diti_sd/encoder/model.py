@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._io import atomic_write, file_digest
 from ..backbone import add_noise
+from ..files import atomic_write, file_digest
 from .config import GRADIENT_MODES, EncoderError, EncoderRecipe, load_encoder_recipe
 from .ddpm import DDPM, load_ddpm
 from .layout import SubsetLayout
@@ -149,7 +149,8 @@ class DiTiEncoder(nn.Module):
         coef = self.shift_coef[t].view(-1, 1, 1, 1).to(x_t.dtype)
         return coef * self.shift(x_t, t, z_in)
 
-    def loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+             z: torch.Tensor | None = None) -> torch.Tensor:
         """Weighted epsilon MSE, weight SNR^p / (1 + SNR), per sample mean over pixels then batch mean.
         ``z`` defaults to ``encode(x0)``; pass one to train G on a given code (e.g. the true labels).
         ``train.gradient_mode`` says which subsets of z learn from time-step t (see EncoderTrainConfig)."""
@@ -176,7 +177,7 @@ class DiTiEncoder(nn.Module):
     def save_pretrained(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
         from safetensors.torch import save_file
 
-        from .. import __version__
+        from ..version import __version__
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -216,6 +217,7 @@ class DiTiEncoder(nn.Module):
             )
         missing, unexpected = model.load_state_dict(load_file(str(path / WEIGHTS)), strict=False)
         if missing or unexpected:
-            raise EncoderError(f"{path}: weights do not fit the recipe (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise EncoderError(f"{path}: weights do not fit the recipe (missing {missing[:3]}, "
+                               f"unexpected {unexpected[:3]})")
         model.manifest = manifest
         return model.to(device).eval()

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..backbone import uint8_to_float
+from ..preprocessing import uint8_to_float
 from .attributed import AttributedDataset, AttributedImages
 
 

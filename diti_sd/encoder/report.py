@@ -138,12 +138,14 @@ def attribute_direction(model, data, attribute: str, num_workers: int = 0, progr
     y = data.require_attributes("an attribute edit")
     if attribute not in data.names:
         close = [n for n in data.names if attribute.lower() in n.lower()]
-        raise ConfigError(f"no attribute {attribute!r}; {'did you mean ' + ', '.join(close) if close else 'have ' + ', '.join(data.names)}")
+        hint = "did you mean " + ", ".join(close) if close else "have " + ", ".join(data.names)
+        raise ConfigError(f"no attribute {attribute!r}; {hint}")
     column = y[:, [data.names.index(attribute)]]
     if column.min() == column.max():
         raise ConfigError(f"every image has {attribute} = {int(column[0, 0])}; a direction needs both values")
     z = extract_features(model, data, model.recipe.probe.batch_size, num_workers, progress)
-    weight, _, _, std = fit_linear_probe(z, column, model.recipe.probe.steps, weight_decay=model.recipe.probe.weight_decay)
+    probe = model.recipe.probe
+    weight, _, _, std = fit_linear_probe(z, column, probe.steps, weight_decay=probe.weight_decay)
     direction = weight[:, 0] / std
     if not math.isfinite(float(direction.norm())):
         raise ConfigError(f"the linear classifier of {attribute} did not converge")

@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..backbone import uint8_to_float
+from ..preprocessing import uint8_to_float
+from ..seeding import torch_generator
 from .attributed import AttributedDataset
 from .edit import ddim_decode
 from .probe import probe_scores
@@ -56,7 +57,7 @@ def subset_transfer(model, data, probe, groups: list[tuple[str, list[int]]], pai
             return probe_scores(probe, z.float().cpu())[:, col]
 
         toward_j = torch.as_tensor(y[j, col] - y[i, col], dtype=torch.float32)  # +1 or -1 per pair
-        generator = torch.Generator().manual_seed(seed + col)
+        generator = torch_generator(seed, col)
         x_T = torch.randn(x_i.shape, generator=generator).to(device)
         base = logit(model.encode(ddim_decode(model, x_T, z_i, steps))).sigmoid()
         for name, members in groups:

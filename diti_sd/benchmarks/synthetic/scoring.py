@@ -13,11 +13,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .data.synthetic import COLOUR_NAMES, background_of
-from .errors import ConfigError
-from .lora import NoAdapters
-from .scoring import class_contexts, dense_errors
-from .timesteps import scoring_pairs, tif_weights
+from ...errors import ConfigError
+from ...lora.layer import NoAdapters
+from ...scoring.engine import class_contexts, dense_errors
+from ...scoring.replay import weighted_mean, window_weights
+from ...timesteps import scoring_pairs, tif_weights
+from .data import COLOUR_NAMES, background_of
 
 SCORINGS = ("small t", "window", "large t", "all t", "TiF weight")
 
@@ -72,24 +73,11 @@ def window_of(name: str, window: tuple[int, int]) -> tuple[int, int] | None:
             "all t": (0, 1000)}.get(name)
 
 
-def weighted_logits(errors: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Per image and class, minus the ``w``-weighted mean error over the pairs."""
-    keep = w > 0
-    return -(errors[:, :, keep] * w[keep]).sum(2) / w[keep].sum()
-
-
-def window_logits(errors: np.ndarray, t: np.ndarray, weights: np.ndarray,
-                  window: tuple[int, int]) -> np.ndarray | None:
-    """Per image and class, minus the weighted mean error over the pairs in ``window`` (None: no pairs)."""
-    w = np.where((t >= window[0]) & (t < window[1]), weights, 0.0)
-    return weighted_logits(errors, w) if (w > 0).any() else None
-
-
 def window_accuracy(errors: np.ndarray, t: np.ndarray, weights: np.ndarray, labels: np.ndarray,
                     window: tuple[int, int]) -> float:
     """Accuracy when each image is scored by its weighted mean error over the pairs in ``window``."""
-    logits = window_logits(errors, t, weights, window)
-    return float("nan") if logits is None else float((logits.argmax(1) == labels).mean())
+    w = window_weights(t, weights, window)
+    return float("nan") if not (w > 0).any() else float((weighted_mean(errors, w).argmin(1) == labels).mean())
 
 
 def prototype_logits(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tensor) -> np.ndarray:
@@ -113,7 +101,7 @@ def zero_shot_logits(backbone, latents: torch.Tensor, t: torch.Tensor, noise: to
     contexts = class_contexts(backbone, NoAdapters(), caption_prompts(spec))
     errors = dense_errors(backbone, NoAdapters(), latents, contexts, t[torch.from_numpy(keep)],
                           noise[torch.from_numpy(keep)])
-    per_pair = weighted_logits(errors, w[keep])
+    per_pair = -weighted_mean(errors, w[keep])
     per_texture = per_pair.reshape(len(latents), len(spec.classnames), spec.n_classes).max(2)
     out = np.empty_like(per_texture)
     for i, name in enumerate(spec.classnames):

@@ -1,22 +1,24 @@
-"""Recipes: YAML files in ``recipes/`` loaded into dataclasses that reject unknown keys.
+"""The recipe's sections as dataclasses: every number a run uses, each with the values it accepts.
 
-A recipe holds every number a run uses; the resolved recipe is saved beside the adapters it made.
+``CONSTRAINTS`` declares each field's allowed values (checked by :mod:`diti_sd.constraints` when a recipe
+is built); ``check(where)`` holds the rules that join fields. :mod:`diti_sd.recipes.loading` builds these
+from YAML; the resolved recipe is saved beside the adapters it made.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 import yaml
 
-from .constraints import (
+from ..constraints import (
+    NAME,
     POSITIVE,
     PRECISIONS,
+    T_STEPS,
     Each,
     Interval,
     Options,
@@ -26,28 +28,14 @@ from .constraints import (
     check_rounds,
     check_window,
     fail,
-    validate,
 )
-from .methods import VAL_PROTOCOLS
-
-
-def _recipe_dir() -> Path:
-    """The top-level ``recipes/`` of a checkout (editable install, PYTHONPATH); a wheel carries the same
-    folder as ``diti_sd/_recipes`` (pyproject.toml maps it there), so no symlink is needed."""
-    packaged = Path(__file__).parent / "_recipes"
-    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "recipes"
-
-
-RECIPE_DIR = _recipe_dir()
-
+from ..lora.config import LoraConfig
+from ..methods import VAL_PROTOCOLS
+from ..metrics import METRICS
 
 # The allowed values the code elsewhere dispatches on, declared once here
 DATASET_KINDS = ("fgvc-aircraft", "image-folder", "hf", "isic2019", "duke", "veri", "synthetic")
-METRICS = ("accuracy", "macro-f1")
 WEIGHTINGS = ("uniform", "exp", "tif", "auto")
-T_STEPS = 1000  # the training time-steps of every Stable Diffusion and DDPM scheduler this package loads
-_NAME = Pattern(r"\S(.*\S)?", "a non-empty name")
-_BLOCK_FILTER = Pattern(r"none|(down|mirror|all)-[012]", "none or <down|mirror|all>-<0|1|2>")
 
 
 def _check_format(where: str, template: str, **fields) -> None:
@@ -73,8 +61,8 @@ class DatasetConfig:
 
     CONSTRAINTS: ClassVar[dict] = {
         "kind": Options(*DATASET_KINDS), "level": Options("variant", "family", "manufacturer"),
-        "image_column": _NAME, "label_column": _NAME, "train_split": _NAME, "val_split": [None, _NAME],
-        "test_split": _NAME, "metric": Options(*METRICS),
+        "image_column": NAME, "label_column": NAME, "train_split": NAME, "val_split": [None, NAME],
+        "test_split": NAME, "metric": Options(*METRICS),
     }
 
 
@@ -93,30 +81,6 @@ class PromptConfig:
         _check_format(f"{where}.template", self.template, token="x", name="y")
         if "{token}" not in self.template:
             fail(f"{where}.template", self.template, "a text holding {token}, where the rare token goes")
-
-
-@dataclass
-class LoraConfig:
-    rank: int = 16
-    alpha: float | None = None  # None: alpha = rank (scale 1)
-    # the linears of every attention module and the GEGLU input projection: what the reference's
-    # LoRA (lora_diffusion, targets Attention/CrossAttention/GEGLU) adapts; not ff.net.2
-    targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj"])
-    feed_forward: bool = False  # also both feed-forward linears, ff.net.0.proj and ff.net.2
-    # the reference's unet_lora_filter by shots (the largest key <= shots applies): "none" adapts every
-    # block; "all-1" down_blocks.1-2, up_blocks.1-2, mid_block; "all-2" down_blocks.2, up_blocks.1,
-    # mid_block; also "down-<l>" and "mirror-<l>". Empty: every block.
-    filter_by_shots: dict[int, str] = field(default_factory=dict)
-    text_rank: int = 0  # 0: no text-encoder LoRA
-    text_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"])
-    init: str = "normal"  # A ~ N(0, 1/r^2) as the reference; "kaiming": peft's Kaiming-uniform
-    init_seed: int = 0
-
-    CONSTRAINTS: ClassVar[dict] = {
-        "rank": Interval(1), "alpha": [None, POSITIVE], "targets": Each(_NAME, min_len=1),
-        "filter_by_shots": Table(_BLOCK_FILTER, empty=True), "text_rank": Interval(0),
-        "text_targets": Each(_NAME, min_len=1), "init": Options("normal", "kaiming"),
-    }
 
 
 @dataclass
@@ -186,7 +150,7 @@ class ScoreConfig:
     # stage evaluates an even grid of that many t over [t_min, t_max), minus the t already evaluated
     rounds: list[list[int]] = field(default_factory=lambda: [[20, 20], [50, 10], [100, 5], [500, 1]])
     # uniform | exp (w = exp(-t / weight_tau), peaks at t = 0) | tif (TiF's band, from the train latents) |
-    # auto: the window or weight chosen on validation images after fitting (diti_sd/score_choice.py)
+    # auto: the window or weight chosen on validation images after fitting (diti_sd/scoring/auto.py)
     weighting: str = "uniform"
     auto_pairs: int = 24  # auto: time-steps of the validation pass, evenly over [0, 1000)
     weight_tau: float = 250.0
@@ -203,7 +167,8 @@ class ScoreConfig:
 
     CONSTRAINTS: ClassVar[dict] = {
         "t_min": Interval(0, T_STEPS - 1), "t_max": Interval(1, T_STEPS), "weighting": Options(*WEIGHTINGS),
-        "auto_pairs": Interval(6), "weight_tau": POSITIVE, "unet_scale": Interval(0), "text_scale": Interval(0), "text_dropout": Interval(0, 1, closed="left"),
+        "auto_pairs": Interval(6), "weight_tau": POSITIVE, "unet_scale": Interval(0), "text_scale": Interval(0),
+        "text_dropout": Interval(0, 1, closed="left"),
         "batch_size": Interval(1),
         "prefilter_k": [None, Interval(1)],
     }
@@ -235,7 +200,7 @@ class BaselineConfig:
     tipf_lr: float = 1e-3
 
     CONSTRAINTS: ClassVar[dict] = {
-        "zeroshot_templates": Each(_NAME, min_len=1), "tip_templates": Each(_NAME, min_len=1),
+        "zeroshot_templates": Each(NAME, min_len=1), "tip_templates": Each(NAME, min_len=1),
         "augment_passes": Interval(1), "search_scale": Each(Interval(0.1, None, closed="neither"), min_len=2),
         "search_step": Each(Interval(1), min_len=2), "clip_weight": Interval(0), "tipf_epochs": Interval(1),
         "tipf_lr": POSITIVE, "val_protocol": Options(*VAL_PROTOCOLS),
@@ -277,7 +242,7 @@ class Recipe(RecipeMixin):
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
 
     CONSTRAINTS: ClassVar[dict] = {
-        "model": _NAME, "resolution": [None, Interval(8)], "gpu_dtype": [None, Options("fp16", "bf16", "fp32")],
+        "model": NAME, "resolution": [None, Interval(8)], "gpu_dtype": [None, Options("fp16", "bf16", "fp32")],
     }
 
     def check(self, where: str) -> None:
@@ -303,134 +268,3 @@ def _lookup(table: dict[int, typing.Any], shots: int, what: str):
     if not keys:
         raise RecipeError(f"the recipe's {what} table has no entry for {shots} shots (keys: {sorted(table)})")
     return table[keys[-1]]
-
-
-def from_dict(cls, data: dict | None, where: str = "recipe"):
-    """Build a dataclass from a dict, recursing into nested dataclasses; unknown keys are errors."""
-    data = dict(data or {})
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise RecipeError(f"unknown key(s) {unknown} in {where}; known: {sorted(known)}")
-    kwargs = {}
-    for name, value in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = from_dict(hint, value, f"{where}.{name}")
-        else:
-            kwargs[name] = _check_type(value, hint, f"{where}.{name}")
-    obj = cls(**kwargs)
-    validate(obj, where)
-    return obj
-
-
-def _check_type(value, hint, where):
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _check_type(value, arg, where)
-            except RecipeError as err:
-                errors.append(str(err))
-        raise RecipeError(errors[0] if errors else f"{where}: bad value {value!r}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise RecipeError(f"{where}: expected a list, got {value!r}")
-        return [_check_type(v, args[0], f"{where}[]") for v in value] if args else value
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise RecipeError(f"{where}: expected a mapping, got {value!r}")
-        return {_check_type(k, args[0], where): _check_type(v, args[1], f"{where}.{k}") for k, v in value.items()}
-    if hint is float and not isinstance(value, bool):
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise RecipeError(f"{where}: expected a number, got {value!r}") from None
-    if hint is int and isinstance(value, str) and value.lstrip("-").isdigit():
-        return int(value)
-    if hint in (int, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
-        raise RecipeError(f"{where}: expected {hint.__name__}, got {value!r}")
-    return value
-
-
-def available_recipes() -> list[str]:
-    """Registered recipe names; files starting with ``_`` are shared parts that recipes inherit."""
-    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml") if not p.stem.startswith("_"))
-
-
-def load_recipe(name_or_path: str | os.PathLike | Recipe, overrides: dict | list[str] | None = None) -> Recipe:
-    """A registered recipe name (``fgvc-aircraft``), a YAML path, or a Recipe; then dotted overrides."""
-    return load_registered(Recipe, RECIPE_DIR, name_or_path, overrides, "recipe")
-
-
-def load_registered(cls, registry: Path, name_or_path, overrides=None, what: str = "recipe"):
-    """A recipe dataclass ``cls`` from a name registered in ``registry``, a YAML path or an instance."""
-    if isinstance(name_or_path, cls):
-        data = name_or_path.to_dict()
-    else:
-        data = _read_yaml(registry, name_or_path, what)
-    return from_dict(cls, apply_overrides(data, overrides))
-
-
-def _read_yaml(registry: Path, name_or_path, what: str, seen: tuple = ()) -> dict:
-    """A recipe file as a dict; ``inherit: NAME`` merges it over the registered recipe NAME."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = registry / f"{name_or_path}.yaml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in registry.glob("*.yaml") if not p.stem.startswith("_")))
-        raise RecipeError(f"no {what} {str(name_or_path)!r}; registered: {known}")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise RecipeError(f"{path}: a recipe is a mapping of sections, got {type(data).__name__}")
-    parent = data.pop("inherit", None)
-    if parent is not None:
-        if parent in seen:
-            raise RecipeError(f"{path}: recipes inherit in a circle ({' -> '.join((*seen, parent))})")
-        base = _read_yaml(registry, parent, what, (*seen, str(parent)))
-        base.pop("name", None)
-        data = _merge(base, data)
-    data.setdefault("name", path.stem)
-    return data
-
-
-def _merge(base: dict, top: dict) -> dict:
-    """Sections merge key by key; a value inside a section (a shots table too) replaces the base's whole."""
-    out = dict(base)
-    for key, value in top.items():
-        out[key] = {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def apply_overrides(data: dict, overrides: dict | list[str] | None) -> dict:
-    """Set dotted ``section.key`` overrides in a nested recipe dict (in place; returned for chaining)."""
-    for key, value in _parse_overrides(overrides).items():
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise RecipeError(f"override {key!r}: {part!r} is not a section")
-        node[parts[-1]] = value
-    return data
-
-
-def _parse_overrides(overrides) -> dict:
-    if not overrides:
-        return {}
-    if isinstance(overrides, dict):
-        return dict(overrides)
-    parsed = {}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise RecipeError(f"override {item!r} must look like section.key=value, e.g. fit.lr=1e-4")
-        parsed[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-    return parsed

@@ -14,11 +14,12 @@ from functools import cached_property
 
 import numpy as np
 
-from .classifier import DiTiFewShotClassifier
-from .data.images import LabeledImages
-from .data.synthetic import SyntheticSpec, make_split
-from .errors import ConfigError
-from .recipes import Recipe
+from ...backbone import native_resolution
+from ...classifier import DiTiFewShotClassifier
+from ...data.images import LabeledImages
+from ...errors import ConfigError
+from ...recipes import Recipe
+from .data import SyntheticSpec, make_split
 
 # stream -> (split, generator seed = offset + seed); "val" is the stream every setting is chosen on,
 # "second val" a further validation stream for choosing how auto chooses (eval/auto_window.py)
@@ -42,9 +43,9 @@ class SyntheticSeed:
 
     @classmethod
     def for_recipe(cls, recipe: Recipe, seed: int, shots: int, task: str = "texture",
-                   n_classes: int | None = None, device: str = "cpu") -> SyntheticSeed:
-        """The domain at the recipe's base model's resolution."""
-        size = DiTiFewShotClassifier(recipe=recipe, device=device, progress=False)._load_backbone(recipe).resolution
+                   n_classes: int | None = None) -> SyntheticSeed:
+        """The domain at the recipe's resolution (the base model's own, read from its configs, if it sets none)."""
+        size = recipe.resolution or native_resolution(recipe.model)
         extra = {} if n_classes is None else {"n_classes": n_classes}
         return cls(seed, shots, SyntheticSpec(size=size, task=task, **extra))
 

@@ -15,12 +15,8 @@ log-probability, softmax over each image's standardised minus errors, as ``predi
 standardises them; class-balanced where the data set's metric is macro F1); ties go to the earlier
 candidate in that order, so TiF's weight wins every tie. The log-probability is used rather than the
 accuracy because on CoOp's few validation images (4 per class) accuracy moves in steps of one image
-and cannot tell windows a few points apart; on two synthetic domains' validation streams (20 seeds),
-the log-probability's pick scored +0.023 [+0.001, +0.050] above accuracy's
-(docs/notes/2026-12-01-auto-scoring-window.md). A rule that keeps the recipe's own window unless
-another candidate beats it by two standard errors was compared there too and not adopted: on 40
-validation seeds it was level with this one (+0.005 [-0.018, +0.025]), losing where the recipe's
-window was wrong and the images too few to prove it. Every candidate's metric is recorded beside it.
+and cannot tell windows a few points apart; the rules compared, and how each did, are in
+docs/notes/2026-12-01-auto-scoring-window.md. Every candidate's metric is recorded beside it.
 The test pass then runs the recipe's rounds inside the chosen window (the same stages, so the same
 cost; a stage grid wider than a narrow window is capped at its width).
 
@@ -40,9 +36,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import ConfigError
-from .recipes import T_STEPS, ScoreConfig
-from .timesteps import tif_weights
+from ..errors import ConfigError
+from ..metrics import log_softmax, metric_score, standardise
+from ..recipes import T_STEPS, ScoreConfig
+from ..seeding import VALIDATION_PAIRS, torch_generator
+from ..timesteps import tif_weights
+from .engine import batch_errors
+from .replay import weighted_mean, window_weights
+from .schedule import Schedule
 
 THIRDS = ((0, 333), (333, 667), (667, 1000))
 HALVES = ((0, 500), (500, 1000))
@@ -60,22 +61,10 @@ def candidate_family(score: ScoreConfig, tif: bool = True) -> list[dict]:
     return out
 
 
-def auto_grid(n_pairs: int) -> torch.Tensor:
-    """``n_pairs`` time-steps evenly over [0, 1000), at the middle of equal cells."""
-    _check_pairs(n_pairs)
-    return torch.tensor([int((i + 0.5) * T_STEPS / n_pairs) for i in range(n_pairs)], dtype=torch.long)
-
-
-def _check_pairs(n_pairs: int) -> None:
-    if n_pairs < 6:
-        raise ConfigError(f"score.auto_pairs = {n_pairs} is too few: the thirds need at least two t each; use >= 6")
-
-
 def validation_pairs(image: int, n_pairs: int, latent_shape, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Validation image ``image``'s own pairs: a t drawn uniformly in each of ``n_pairs`` equal cells of
     [0, 1000) and a noise tensor each, from a generator seeded by (``seed``, ``image``)."""
-    _check_pairs(n_pairs)
-    g = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(image)) * 7_919 + 1)
+    g = torch_generator(seed, image, VALIDATION_PAIRS)
     u = torch.rand(n_pairs, generator=g, dtype=torch.float64)
     t = ((torch.arange(n_pairs, dtype=torch.float64) + u) * T_STEPS / n_pairs).long().clamp(0, T_STEPS - 1)
     return t, torch.randn((n_pairs, *latent_shape), generator=g)
@@ -87,8 +76,6 @@ def validation_errors(backbone, adapters, latents: torch.Tensor, contexts: torch
                       chunk: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Errors (n, C, P) of every validation image under its candidate classes (nan elsewhere) at its own
     pairs, and their t (n, P). Images go ``chunk`` at a time, so their noise is never all in memory."""
-    from .scoring import _batch_errors
-
     n, n_classes, n_pairs = latents.shape[0], contexts.shape[0], score.auto_pairs
     alive = np.ones((n, n_classes), bool) if candidates is None else np.asarray(candidates, dtype=bool)
     errors = np.full((n, n_classes, n_pairs), np.nan)
@@ -106,7 +93,7 @@ def validation_errors(backbone, adapters, latents: torch.Tensor, contexts: torch
                              for c in np.flatnonzero(alive[start + i]) for p in range(n_pairs)], dtype=torch.long)
         for b in range(0, len(jobs), score.batch_size):
             ii, cc, pp = jobs[b : b + score.batch_size].unbind(1)
-            err = _batch_errors(backbone, adapters, part, contexts, t, noise, ii, cc, pp, score.unet_scale)
+            err = batch_errors(backbone, adapters, part, contexts, t, noise, ii, cc, pp, score.unet_scale)
             errors[start + ii.numpy(), cc.numpy(), (pp % n_pairs).numpy()] = err
             bar.update(len(ii))
     bar.close()
@@ -114,18 +101,13 @@ def validation_errors(backbone, adapters, latents: torch.Tensor, contexts: torch
 
 
 def replay(errors: np.ndarray, t, candidate: dict, tif_d: float | None) -> np.ndarray:
-    """Per image and class, the candidate's weighted mean error over the pairs (inf: class not scored).
-    ``t``: the pairs' time-steps, (P,) shared by the images or (n, P) per image."""
+    """Per image and class, the candidate's weighted mean error over the pairs (inf: class not scored, or
+    no weight in the window). ``t``: the pairs' time-steps, (P,) shared by the images or (n, P) per image."""
     t = np.broadcast_to(np.asarray(t), (errors.shape[0], errors.shape[2]))
-    keep = (t >= candidate["t_min"]) & (t < candidate["t_max"])
     w = tif_weights(tif_d)[t] if candidate["weighting"] == "tif" else np.ones(t.shape)
-    w = np.where(keep, w, 0.0)
-    total = w.sum(1)
-    filled = np.where(np.isnan(errors), np.inf, errors)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = (filled * w[:, None, :]).sum(2) / total[:, None]
+    mean = weighted_mean(errors, window_weights(t, w, (candidate["t_min"], candidate["t_max"])))
     # no weight in the window for an image (TiF's weight can vanish on a few pairs): nothing to rank on
-    return np.where(np.isnan(mean) | (total[:, None] <= 0), np.inf, mean)
+    return np.where(np.isnan(mean), np.inf, mean)
 
 
 def per_image_log_likelihood(mean: np.ndarray, labels) -> np.ndarray:
@@ -139,11 +121,7 @@ def per_image_log_likelihood(mean: np.ndarray, labels) -> np.ndarray:
     out = np.full(len(labels), np.nan)
     if not keep.any():
         return out
-    z = np.where(finite, -mean, np.nan)[keep]
-    z = (z - np.nanmean(z, 1, keepdims=True)) / (np.nanstd(z, 1, keepdims=True) + 1e-12)
-    z = np.where(np.isnan(z), -np.inf, z)
-    top = z.max(1, keepdims=True)
-    log_p = z - top - np.log(np.exp(z - top).sum(1, keepdims=True))
+    log_p = log_softmax(standardise(-mean[keep]))
     out[keep] = log_p[np.arange(int(keep.sum())), labels[keep]]
     return out
 
@@ -168,8 +146,6 @@ def choose(errors: np.ndarray, t, labels, score: ScoreConfig, tif_d: float | Non
     Returns what the manifest records: the choice (name, window, weighting), every candidate's
     log-likelihood and metric on these images, the images and UNet calls spent, and ``source``.
     """
-    from .baselines import metric_score
-
     labels = np.asarray(labels)
     family = candidate_family(score, tif=tif_d is not None)
     scores, likelihood = {}, {}
@@ -191,19 +167,6 @@ def no_choice(score: ScoreConfig, why: str) -> dict:
             "candidates": {}, "source": f"none: {why}", "images": 0, "pairs_per_image": 0, "unet_calls": 0}
 
 
-def capped_rounds(rounds: list[list[int]], width: int) -> list[list[int]]:
-    """The recipe's stages inside a window of ``width`` t: a grid wider than the window is cut to its
-    width (a t cannot be evaluated twice); stages left with equal grids merge into the later one."""
-    out: list[list[int]] = []
-    for size, keep in rounds:
-        size = min(int(size), width)
-        if out and out[-1][0] >= size:
-            out[-1][1] = int(keep)
-        else:
-            out.append([size, int(keep)])
-    return out
-
-
 def resolve(score: ScoreConfig, choice: dict | None) -> ScoreConfig:
     """The score configuration a test pass runs: the recipe's, with an ``auto`` choice applied."""
     if score.weighting != "auto":
@@ -211,8 +174,9 @@ def resolve(score: ScoreConfig, choice: dict | None) -> ScoreConfig:
     if not choice:
         raise ConfigError("score.weighting is auto but no window has been chosen for these adapters: fit with "
                           "validation images, or call choose_scoring(X_val, y_val) before scoring")
-    return dataclasses.replace(score, t_min=choice["t_min"], t_max=choice["t_max"], weighting=choice["weighting"],
-                               rounds=capped_rounds(score.rounds, choice["t_max"] - choice["t_min"]))
+    stages = Schedule.of(score).within(choice["t_min"], choice["t_max"])
+    return dataclasses.replace(score, t_min=stages.t_min, t_max=stages.t_max, weighting=choice["weighting"],
+                               rounds=[list(r) for r in stages.rounds])
 
 
 def extra_call_share(choice: dict, test_calls_per_image: float, n_test: int) -> float:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from diti_sd.calibration import (
+from diti_sd.metrics import (
     calibration_report,
     expected_calibration_error,
     fit_temperature,

@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from ._io import atomic_write
+from ..files import atomic_write
 
 
 def class_slug(c: int, name) -> str:

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..errors import ConfigError
-from .images import LabeledImages
+from ...data.images import LabeledImages
+from ...errors import ConfigError
 
 # Saturated, well-separated background colours; with the default 5 classes, class c's train colour is
 # BACKGROUNDS[c].

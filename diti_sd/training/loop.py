@@ -13,29 +13,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ._io import atomic_folder, atomic_write, recover_folder, swapped_out
-from .backbone import uint8_to_float
-from .data.images import as_image_sequence, list_images, load_image
-from .distributed import is_main
-from .errors import ConfigError, DitiError, MissingFileError
+from ..errors import ConfigError
+from ..preprocessing import random_crop, uint8_to_float
+from ..recipes import FitConfig
+from ..seeding import torch_generator
+from ..timesteps import draw_train_t
+from .checkpoint import Checkpoint, load_checkpoint, remove_checkpoint, save_checkpoint
 from .optim import ClassAdamW, clip_grad_norm_per_class
-from .recipes import FitConfig, Recipe
-from .sampling import sample_images
-from .timesteps import draw_train_t
+from .precision import MixedPrecision
 
 CHECKPOINT = "checkpoint"
-
-
-class CheckpointError(DitiError, RuntimeError):
-    """A fit checkpoint is damaged."""
+HELPERS = ("optimizer", "scaler")
 
 
 @dataclass
@@ -46,61 +40,6 @@ class FitData:
     prompts: list[str]  # per class
     generic_prompt: str
     prior_pixels: torch.Tensor | None = None  # (P, 3, H, W) uint8 at the resolution
-
-
-def uint8_pixels(backbone, X, batch_size: int = 16, crop: bool = True):
-    """Images -> uint8 pixels at the model's resolution (a quarter of the memory of floats): a
-    centre-cropped (n, 3, H, W) tensor, or with ``crop=False`` a list of images whose shorter side
-    is at the resolution."""
-    X = as_image_sequence(X)
-    out = []
-    for start in range(0, len(X), batch_size):
-        images = [load_image(X[i]) for i in range(start, min(len(X), start + batch_size))]
-        if crop:
-            out.append(_to_uint8(backbone.preprocess(images)))
-        else:
-            out.extend(_to_uint8(p) for p in backbone.preprocess_uncropped(images))
-    return torch.cat(out) if crop else out
-
-
-def _to_uint8(pixels: torch.Tensor) -> torch.Tensor:
-    return ((pixels + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-
-
-def prior_pixels(backbone, recipe: Recipe, prior_images=None, cache_dir=None, seed: int = 0,
-                 progress: bool = True) -> torch.Tensor:
-    """The prior-preservation images as uint8 pixels: ``prior_images`` if given, else the recipe's
-    ``fit.prior_folder``, else the base model's own samples under the generic prompt, cached as PNGs in
-    ``cache_dir`` so that a resumed fit reads the same images instead of sampling again."""
-    cfg = recipe.fit
-    if prior_images is not None:
-        return uint8_pixels(backbone, prior_images)
-    if cfg.prior_folder:
-        files = list_images(cfg.prior_folder)
-        if not files:
-            raise MissingFileError(f"fit.prior_folder {cfg.prior_folder} holds no images")
-        return uint8_pixels(backbone, files[: cfg.prior_images])
-    cache = Path(cache_dir) if cache_dir else None
-    if cache is not None and len(list_images(cache)) >= cfg.prior_images:
-        return uint8_pixels(backbone, list_images(cache)[: cfg.prior_images])
-    images = sample_images(backbone, [recipe.prompt.generic] * cfg.prior_images, steps=cfg.prior_sample_steps,
-                           guidance=cfg.prior_guidance, seed=seed, progress=progress, desc="prior images")
-    # uint8 in the memory layout the PNG cache reads back: a resumed fit sees the same priors, bit for bit
-    # (the VAE's convolutions round differently on the channels-last tensors the decoder returns)
-    pixels = (images * 255).round().clamp(0, 255).to(torch.uint8).contiguous()
-    if cache is not None and is_main():
-        from PIL import Image
-
-        # the PNGs hold these very bytes (torchvision's save_image rounds x * 255 + 0.5 down, which
-        # differs from round() by one level on a few pixels, and a rerun read those)
-        for i, image in enumerate(pixels):
-            atomic_write(cache / f"{i:04d}.png", lambda tmp, image=image: Image.fromarray(
-                image.permute(1, 2, 0).numpy()).save(tmp, format="png"))
-    return pixels
-
-
-def _generator(seed: int, c: int, s: int) -> torch.Generator:
-    return torch.Generator().manual_seed(((seed * 1_000_003 + c) * 1_000_033 + s) % (2**63 - 1))
 
 
 def _jitter(pixels: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor,
@@ -153,36 +92,20 @@ def _signature(cfg: FitConfig, steps: int, seed: int, classes: list[int], data: 
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _save_checkpoint(folder: Path, adapters, optimizer, iteration: int, signature: str) -> None:
-    def write(tmp: Path) -> None:
-        save_file(adapters.lora_state_dict(), str(tmp / "adapters.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps({"iteration": iteration, "signature": signature}))
-
-    atomic_folder(folder, write)
-
-
-def _load_checkpoint(folder: Path, adapters, optimizer, signature: str) -> int:
-    folder = recover_folder(folder)  # a crash between the swap's two renames left it beside its place
-    if not (folder / "state.json").is_file():
+def _resume(folder: Path, adapters, optimizer, amp: MixedPrecision, signature: str) -> int:
+    """Load the checkpoint in ``folder`` into the adapters, the optimiser and the loss scaler; the
+    iteration to continue from (0 when there is none)."""
+    checkpoint = load_checkpoint(folder, HELPERS)
+    if checkpoint is None:
         return 0
-    try:
-        state = json.loads((folder / "state.json").read_text())
-        if state["signature"] != signature:
-            raise ConfigError(
-                f"the checkpoint in {folder} was made by a fit with other data, classes or settings; "
-                "delete it or choose another output folder to start afresh"
-            )
-        adapters.load_lora_state_dict(load_file(str(folder / "adapters.safetensors")))
-        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True))
-        return int(state["iteration"])
-    except ConfigError:
-        raise
-    except Exception as err:  # a damaged file: resuming from it could give wrong adapters
-        raise CheckpointError(
-            f"the checkpoint in {folder} cannot be read ({type(err).__name__}: {err}); delete that folder to "
-            "start the fit afresh, or rerun without --resume"
-        ) from err
+    if checkpoint.state.get("signature") != signature:
+        raise ConfigError(f"the checkpoint in {folder} was made by a fit with other data, classes or settings; "
+                          "delete it or choose another output folder to start afresh")
+    adapters.load_lora_state_dict(checkpoint.weights)
+    optimizer.load_state_dict(checkpoint.helpers["optimizer"])
+    if checkpoint.helpers["scaler"] and amp.scaler.is_enabled():
+        amp.load_state_dict(checkpoint.helpers["scaler"])
+    return int(checkpoint.state["iteration"])
 
 
 def fit_adapters(
@@ -207,17 +130,7 @@ def fit_adapters(
     classes = list(range(len(data.prompts))) if classes is None else list(classes)
     if cfg.prior and data.prior_pixels is None:
         raise ConfigError("prior preservation is on but no prior images were given")
-    if cfg.shift < 0 or cfg.shift_step < 1:
-        raise ConfigError(f"fit.shift must be >= 0 and fit.shift_step >= 1 (got {cfg.shift}, {cfg.shift_step})")
-    if cfg.crop not in ("center", "random", "none") or cfg.latent not in ("mean", "sample"):
-        raise ConfigError(f"fit.crop must be center, random or none (got {cfg.crop!r}); fit.latent mean or "
-                         f"sample (got {cfg.latent!r})")
-    device = backbone.device
-    if cfg.mixed_precision not in ("no", "fp16", "bf16"):
-        raise ConfigError(f"fit.mixed_precision must be no, fp16 or bf16, not {cfg.mixed_precision!r}")
-    # the recipe's precision is for GPUs; a CPU trains in fp32. torch.amp rather than accelerate's
-    # Accelerator, whose process-wide state refuses a second fit with another precision
-    amp = AmpContext(cfg.mixed_precision if device.type == "cuda" else "no", device.type)
+    amp = MixedPrecision(cfg.mixed_precision, backbone.device.type)
     per_class = 2 if cfg.prior else 1
     group_size = max(1, min(len(classes), cfg.batch_size // per_class))
     groups = [classes[i : i + group_size] for i in range(0, len(classes), group_size)]
@@ -239,7 +152,7 @@ def fit_adapters(
     folder = Path(checkpoint_dir) / checkpoint_name if checkpoint_dir else None
     start = 0
     if folder is not None and resume:
-        start = _load_checkpoint(folder, adapters, optimizer, signature)
+        start = _resume(folder, adapters, optimizer, amp, signature)
 
     text_lora = bool(adapters.text_parameters())
     with torch.no_grad():
@@ -247,7 +160,7 @@ def fit_adapters(
         cached = None
         if not _per_step_encoding(cfg):
             cached = ([backbone.encode_images(uint8_to_float(p)) for p in data.instance_pixels],
-                      None if data.prior_pixels is None else _encode_batched(backbone, data.prior_pixels))
+                      None if data.prior_pixels is None else backbone.encode_batches(data.prior_pixels))
 
     losses = []
     bar = tqdm(total=total, initial=start, desc=f"fit {len(classes)} classes", disable=not progress, unit="it")
@@ -258,11 +171,9 @@ def fit_adapters(
             class_step = it // len(groups)
             loss = _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cached,
                                     fixed_context, amp, train_scales(cfg, rescale_after, class_step))
-            amp.scaler.unscale_(optimizer)  # fp16 loss scaling: clip the true gradients
-            clip_grad_norm_per_class(all_params, cfg.grad_clip, torch.tensor(group))
             optimizer.active_classes = torch.tensor(group)
-            amp.scaler.step(optimizer)  # skipped, as a whole, when fp16 gradients overflowed
-            amp.scaler.update()
+            amp.step(optimizer, clip=lambda group=group: clip_grad_norm_per_class(all_params, cfg.grad_clip,
+                                                                                  torch.tensor(group)))
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss)
             ema = loss if ema is None else 0.95 * ema + 0.05 * loss
@@ -270,7 +181,9 @@ def fit_adapters(
             bar.set_postfix(loss=f"{ema:.4f}")
             done = it + 1
             if folder is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
-                _save_checkpoint(folder, adapters, optimizer, done, signature)
+                save_checkpoint(folder, Checkpoint(adapters.lora_state_dict(),
+                                                   {"optimizer": optimizer.state_dict(), "scaler": amp.state_dict()},
+                                                   {"iteration": done, "signature": signature}))
             if callback is not None:
                 callback(done, loss)
     finally:
@@ -282,32 +195,8 @@ def fit_adapters(
             p.requires_grad_(False)
             p.grad = None
     if folder is not None:
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.rmtree(swapped_out(folder), ignore_errors=True)
+        remove_checkpoint(folder)
     return {"iterations": total, "resumed_from": start, "losses": losses, "group_size": group_size}
-
-
-def _encode_batched(backbone, pixels: torch.Tensor, batch: int = 16) -> torch.Tensor:
-    return torch.cat([backbone.encode_images(uint8_to_float(part)) for part in pixels.split(batch)])
-
-
-def _random_crop(image: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:
-    h, w = image.shape[-2:]
-    top = int(torch.randint(h - size + 1, (1,), generator=g))
-    left = int(torch.randint(w - size + 1, (1,), generator=g))
-    return image[:, top : top + size, left : left + size]
-
-
-class AmpContext:
-    """Mixed precision for one fit: autocast to ``mixed`` (no | fp16 | bf16) and, for fp16, loss scaling."""
-
-    def __init__(self, mixed: str, device_type: str):
-        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed)
-        self.device_type = device_type
-        self.scaler = torch.amp.GradScaler(device_type, enabled=mixed == "fp16")
-
-    def autocast(self):
-        return torch.autocast(self.device_type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
 
 
 def _latent_shape(backbone, pixels: torch.Tensor) -> tuple[int, ...]:
@@ -325,7 +214,7 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
     x0, noise, t, unet_idx, text_idx, prompts, weights = [], [], [], [], [], [], []
     raw, augment = [], []  # per-step encoding: the pixels of each sample, its jitter and posterior draws
     for c in group:
-        g = _generator(seed, c, class_step)
+        g = torch_generator(seed, c, class_step)
         k = len(data.instance_pixels[c])
         j = int(torch.randint(k, (1,), generator=g))
         b = 1 + (torch.rand(1, generator=g) * 2 - 1) * cfg.brightness
@@ -361,7 +250,7 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
         for which, (pixels, bright, contr) in enumerate(samples):
             first = torch.rand(1, generator=g) < 0.5 if jitter else torch.zeros(1, dtype=torch.bool)
             if cfg.crop == "random":
-                pixels = _random_crop(pixels, size, g)
+                pixels = random_crop(pixels, size, g)
             if cfg.shift > 0 and which == 0:  # instance images only: the prior images stand for the domain as it is
                 steps = cfg.shift // cfg.shift_step
                 dy, dx = ((torch.randint(-steps, steps + 1, (2,), generator=g)) * cfg.shift_step).tolist()
@@ -406,7 +295,7 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
                 per_sample = (output.float() - target.float()).pow(2).flatten(1).mean(1)
                 # sum over classes of each class's own loss: every class gets the gradient it would get alone
                 loss = (per_sample * torch.tensor([weights[i] for i in rows], device=device)).sum()
-            amp.scaler.scale(loss).backward()
+            amp.backward(loss)
         total += float(loss.detach())
     return total / len(group)
 

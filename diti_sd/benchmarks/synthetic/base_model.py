@@ -21,8 +21,9 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from .constraints import POSITIVE, Each, Interval, Options
-from .errors import ConfigError
+from ...constraints import POSITIVE, Each, Interval, Options
+from ...errors import ConfigError
+from ...seeding import torch_generator
 
 
 def train_vae(backbone, pixels: torch.Tensor, steps: int, batch_size: int = 16, lr: float = 1e-3,
@@ -32,7 +33,7 @@ def train_vae(backbone, pixels: torch.Tensor, steps: int, batch_size: int = 16, 
     vae.requires_grad_(True)
     vae.train()
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    g = torch.Generator().manual_seed(seed)
+    g = torch_generator(seed)
     losses = []
     for _ in tqdm(range(steps), desc="train VAE", disable=not progress, leave=False):
         idx = torch.randint(len(pixels), (batch_size,), generator=g)
@@ -73,7 +74,7 @@ def train_unet(backbone, pixels: torch.Tensor, prompt: str, steps: int, batch_si
     unet.train()
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    g = torch.Generator().manual_seed(seed)
+    g = torch_generator(seed)
     losses = []
     bar = tqdm(range(steps), desc="train UNet", disable=not progress, leave=False)
     for _ in bar:
@@ -100,8 +101,9 @@ def train_unet(backbone, pixels: torch.Tensor, prompt: str, steps: int, batch_si
 
 @dataclass
 class BaseRecipe:
-    """How the shipped tiny base model is made (``recipes/base/*.yaml``)."""
+    """How a tiny base model of the benchmark is made (``recipes/base/*.yaml``; one may ``inherit`` another)."""
 
+    name: str = "custom"
     seed: int = 0
     resolution: int = 16
     latent_factor: int = 2
@@ -130,17 +132,18 @@ class BaseRecipe:
     }
 
 
-def load_base_recipe(path: str | os.PathLike) -> BaseRecipe:
-    from .recipes import from_dict
+def load_base_recipe(name_or_path: str | os.PathLike, overrides=None) -> BaseRecipe:
+    """A base-model recipe registered in ``recipes/base/`` (``tiny-base``) or a YAML path."""
+    from ...recipes import RECIPE_DIR, load_registered
 
-    return from_dict(BaseRecipe, yaml.safe_load(Path(path).read_text()) or {}, where=str(path))
+    return load_registered(BaseRecipe, RECIPE_DIR / "base", name_or_path, overrides, "base-model recipe")
 
 
 def kept_vae(source: str, config):
     """``vae_from``: another base's VAE, frozen, refused unless it has the shape ``config`` describes."""
     from diffusers import AutoencoderKL
 
-    from .backbone import resolve_model_path
+    from ...backbone import resolve_model_path
 
     folder = Path(resolve_model_path(source)) / "vae"
     if not folder.is_dir():
@@ -155,8 +158,8 @@ def kept_vae(source: str, config):
 
 def train_base_model(recipe: BaseRecipe, out: str | os.PathLike, device: str = "cpu", progress: bool = True) -> dict:
     """Build a tiny SD, train its VAE then its UNet on the synthetic domain, save it in diffusers layout."""
-    from .data.synthetic import SyntheticSpec, attribute_caption, make_split
-    from .tiny import build_tiny_backbone
+    from ...testing.tiny import build_tiny_backbone
+    from .data import SyntheticSpec, attribute_caption, make_split
 
     start = time.time()
     spec = SyntheticSpec(size=recipe.resolution, **recipe.domain)
@@ -181,7 +184,7 @@ def train_base_model(recipe: BaseRecipe, out: str | os.PathLike, device: str = "
     unet_losses = train_unet(backbone, pixels, recipe.prompt, recipe.unet_steps, recipe.unet_batch, recipe.unet_lr,
                              seed=recipe.seed, progress=progress, captions=captions,
                              caption_dropout=recipe.caption_dropout)
-    from ._io import atomic_folder
+    from ...files import atomic_folder
 
     def write(tmp: Path) -> None:
         backbone.save_pretrained(tmp, progress=progress)
@@ -190,4 +193,5 @@ def train_base_model(recipe: BaseRecipe, out: str | os.PathLike, device: str = "
     out = atomic_folder(out, write)
     tail = max(1, len(unet_losses) // 20)
     return {"out": str(out), "seconds": round(time.time() - start, 1),
-            "vae_loss": sum(vae_losses[-tail:]) / tail if vae_losses else None, "unet_loss": sum(unet_losses[-tail:]) / tail}
+            "vae_loss": sum(vae_losses[-tail:]) / tail if vae_losses else None,
+            "unet_loss": sum(unet_losses[-tail:]) / tail}

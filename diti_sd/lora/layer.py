@@ -1,6 +1,6 @@
 """Class adapters: every class's LoRA stacked in one layer, selected per sample by a class index.
 
-Split like peft: the config is :class:`diti_sd.recipes.LoraConfig`, the layer is
+Split like peft: the config is :class:`diti_sd.lora.config.LoraConfig`, the layer is
 :class:`StackedLoRALinear`, the model-level object is :class:`ClassAdapters`. One batch can mix
 classes, so many classes train or score together (peft's mixed-adapter batches loop over adapters
 per layer and work in inference only).
@@ -14,8 +14,9 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .errors import ConfigError
-from .recipes import LoraConfig
+from ..errors import ConfigError
+from ..seeding import torch_generator
+from .config import LoraConfig
 
 FEED_FORWARD_TARGETS = ("ff.net.0.proj", "ff.net.2")
 
@@ -148,8 +149,9 @@ class ClassAdapters(nn.Module):
         self.config = config
         self.block_filter = block_filter or "none"
         self.unet_router, self.text_router = ClassRouter(), ClassRouter()
-        g = torch.Generator().manual_seed(config.init_seed)
-        targets = list(dict.fromkeys(list(config.targets) + (list(FEED_FORWARD_TARGETS) if config.feed_forward else [])))
+        g = torch_generator(config.init_seed)
+        extra = list(FEED_FORWARD_TARGETS) if config.feed_forward else []
+        targets = list(dict.fromkeys(list(config.targets) + extra))
         self.unet_names = find_targets(backbone.unet, targets, block_filter)
         if not self.unet_names:
             raise ConfigError(f"no UNet linear layer matches the LoRA targets {targets} in the blocks that "

@@ -27,27 +27,27 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .calibration import calibration_report
-from .data.synthetic import SyntheticSpec
-from .demo_report import BANDS, plot_bands, plot_examples, render_markdown, save_samples
-from .demo_scoring import (
+from ...errors import ConfigError
+from ...metrics import calibration_report, standardise
+from ...plotting import plot_reliability
+from ...recipes import load_recipe
+from ...scoring.engine import class_contexts, dense_errors
+from ...scoring.replay import weighted_mean
+from ...stats import hierarchical_difference, mean_sd
+from .data import SyntheticSpec
+from .report import BANDS, plot_bands, plot_examples, render_markdown, save_samples
+from .scoring import (
     SCORINGS,
     background_classes,
     disagreement,
     first_pairs,
     prototype_logits,
     scoring_weights,
-    weighted_logits,
     window_accuracy,
     window_of,
     zero_shot_logits,
 )
-from .errors import ConfigError
-from .plotting import plot_reliability
-from .recipes import load_recipe
-from .scoring import class_contexts, dense_errors
-from .stats import hierarchical_difference, mean_sd
-from .synthetic_seed import SyntheticSeed
+from .streams import SyntheticSeed
 
 TEST_SPLITS = ("decorrelated", "correlated")
 REFERENCE_CONFIGURATION = "reference configuration: trained over (0, 1000), TiF weight"
@@ -110,7 +110,7 @@ def zero_shot_name(window) -> str:
 
 def code_version() -> dict:
     """The commit the run is made at (and whether the tree had changes), where the package is a checkout."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[3]
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 check=True, timeout=10).stdout.strip()
@@ -118,7 +118,7 @@ def code_version() -> dict:
                                capture_output=True, text=True, check=True, timeout=10).stdout.strip() != ""
         return {"commit": commit, "dirty": dirty}
     except (OSError, subprocess.SubprocessError):
-        from . import __version__
+        from ...version import __version__
 
         return {"commit": None, "version": __version__}
 
@@ -146,18 +146,13 @@ class _SeedScorer:
         latents = clf.encode(data.images)
         errors = {key: dense_errors(c.backbone_, c.adapters_, latents, ctx, self.t, self.noise, progress=self.progress)
                   for key, (c, ctx) in self.sets.items()}
-        logits = {self.names[(key, s)]: weighted_logits(err, self.weights[s])
+        logits = {self.names[(key, s)]: -weighted_mean(err, self.weights[s])
                   for key, err in errors.items() for s in SCORINGS if s in self.weights and (key, s) in self.names}
         logits[self.zero_shot] = zero_shot_logits(clf.backbone_, latents, self.t, self.noise, self.weights["zero-shot"],
                                                   self.spec, self.label_of)
         logits[PROTOTYPES[0]] = prototype_logits(self.train_pix, self.train_y, torch.stack(data.images))
         logits[PROTOTYPES[1]] = prototype_logits(self.train_lat, self.train_y, latents)
         return logits, np.array([self.label_of[self.spec.classnames[i]] for i in data.labels]), errors
-
-
-def _zscore(logits: np.ndarray) -> np.ndarray:
-    """Per image, as predict_proba standardises: one temperature then fits every image."""
-    return (logits - logits.mean(1, keepdims=True)) / (logits.std(1, keepdims=True) + 1e-12)
 
 
 def _band_means(per_seed: list[list[float]]) -> list[float | None]:
@@ -191,7 +186,7 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
     bands: dict[str, list[list[float]]] = {}
     train_acc, d_values, examples = [], [], None
     for seed in tqdm(cfg.seeds, desc="seeds", disable=not progress):
-        run = SyntheticSeed.for_recipe(recipe, seed, cfg.shots, device=cfg.device)
+        run = SyntheticSeed.for_recipe(recipe, seed, cfg.shots)
         spec, train = run.spec, run.train
         tests = {name: run.stream(name, cfg.test_per_class) for name in TEST_SPLITS}
         labels = run.names(train)
@@ -207,9 +202,10 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
         label_of = {name: i for i, name in enumerate(clf.classes_.tolist())}
         train_lat = clf.encode(train.images)
         train_y = np.array([label_of[n] for n in labels])
-        sets = {key: (c, class_contexts(c.backbone_, c.adapters_, c.prompts_)) for key, c in (("band", clf), ("all", wide))}
+        sets = {key: (c, class_contexts(c.backbone_, c.adapters_, c.prompts_))
+                for key, c in (("band", clf), ("all", wide))}
         err_train = dense_errors(clf.backbone_, clf.adapters_, train_lat, sets["band"][1], t, noise)
-        train_acc.append(float((weighted_logits(err_train, weights["window"]).argmax(1) == train_y).mean()))
+        train_acc.append(float((weighted_mean(err_train, weights["window"]).argmin(1) == train_y).mean()))
 
         scorer = _SeedScorer(sets, t, noise, weights, names, zero_shot_name(window), torch.stack(train.images),
                              train_lat, train_y, label_of, spec, progress)
@@ -222,7 +218,7 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
                 predicted = scores.argmax(1)
                 correct.setdefault(method, {}).setdefault(split, []).append(predicted == y)
                 probs.setdefault(method, {}).setdefault(split, []).append(
-                    calibration_report(_zscore(val_logits[method]), val_y, _zscore(scores), y))
+                    calibration_report(standardise(val_logits[method]), val_y, standardise(scores), y))
                 if background is not None:
                     conflicts.setdefault(method, []).append(disagreement(predicted, y, background))
             for key, tag in (("band", "recommended adapters"), ("all", "adapters trained over all t")):
@@ -265,7 +261,8 @@ def _summarise(cfg, recipe, window, names, correct, probs, conflicts) -> dict:
         for split, v in by.items():
             mean, sd = mean_sd([h.mean() for h in v])
             summary[method][split] = {"mean": mean, "std": sd, "per_seed": [float(h.mean()) for h in v],
-                                      **{k: float(np.mean([r[k] for r in probs[method][split]])) for k in ("nll", "ece")}}
+                                      **{k: float(np.mean([r[k] for r in probs[method][split]]))
+                                         for k in ("nll", "ece")}}
     rivals = (REFERENCE_STYLE, names[("band", "large t")], *PROTOTYPES)
     others = [m for m in correct if m != recommended]
     comparisons = {rival: {split: hierarchical_difference(correct[recommended][split], correct[rival][split])
@@ -287,7 +284,8 @@ def _summarise(cfg, recipe, window, names, correct, probs, conflicts) -> dict:
         n = sum(r["images"] for r in per_seed)
         misled[method] = {"images": n, "accuracy": sum(r["correct"] for r in per_seed) / max(n, 1),
                           "to_background": sum(r["to_background"] for r in per_seed) / max(n, 1)}
-    grid = {split: {key: {s: summary[names[(key, s)]][split]["mean"] for s in SCORINGS if names.get((key, s)) in summary}
+    grid = {split: {key: {s: summary[names[(key, s)]][split]["mean"]
+                          for s in SCORINGS if names.get((key, s)) in summary}
                     for key in ("band", "all")} for split in TEST_SPLITS}
     return {
         "config": asdict(cfg), "sealed": list(cfg.seeds) == list(SEALED_SEEDS),
@@ -295,5 +293,6 @@ def _summarise(cfg, recipe, window, names, correct, probs, conflicts) -> dict:
         "window": list(window), "targets_against": list(rivals), "zero_shot": zero_shot_name(window),
         "grid": {"scorings": {s: window_of(s, window) for s in SCORINGS}, "accuracy": grid,
                  "contrasts": grid_contrasts, "pairs_per_window": cfg.pairs_per_window},
-        "background_disagrees": misled, "chance": 1 / len(SyntheticSpec().classnames),
+        "background_disagrees": misled, "n_classes": len(SyntheticSpec().classnames),
+        "chance": 1 / len(SyntheticSpec().classnames),
     }

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .plotting import pyplot, save_figure
-from .timesteps import tif_weights
+from ...plotting import pyplot, save_figure
+from ...timesteps import tif_weights
 
 BANDS = ((0, 50), (50, 100), (100, 200), (200, 300), (300, 500), (500, 700), (700, 1000))
 SPLITS = ("decorrelated", "correlated")
@@ -17,7 +17,7 @@ TARGETS = {"decorrelated": 0.70, "correlated": 0.85, "margin": 0.10}
 
 def render_markdown(report: dict) -> str:
     cfg = report["config"]
-    n_images = cfg["test_per_class"] * 5
+    n_images = cfg["test_per_class"] * report["n_classes"]
     code = report.get("code", {})
     at = f"commit {code['commit'][:7]}{' with uncommitted changes' if code.get('dirty') else ''}" if code.get(
         "commit") else f"version {code.get('version', '?')}"
@@ -66,7 +66,8 @@ def render_markdown(report: dict) -> str:
               f"{report['torch_threads']} torch threads.", "",
               "![accuracy per band of t](accuracy_by_band.png)", "",
               "![reliability on the decorrelated split](reliability.png)", "",
-              "![test predictions](test_predictions.png)", "", "![samples from class adapters](adapter_samples.png)", ""]
+              "![test predictions](test_predictions.png)", "",
+              "![samples from class adapters](adapter_samples.png)", ""]
     return "\n".join(lines)
 
 
@@ -110,7 +111,7 @@ def _misled(report: dict) -> list[str]:
     for method, r in report["background_disagrees"].items():
         rows.append(f"| {method} | {r['images']} | {r['accuracy']:.3f} | {r['to_background']:.3f} |")
     return rows + ["", "A classifier that reads only the background answers the background's class on every one of "
-                   "these images; chance is 0.20 for each column.", ""]
+                   f"these images; chance is {report['chance']:.2f} for each column.", ""]
 
 
 def _targets(report: dict) -> list[str]:
@@ -124,7 +125,8 @@ def _targets(report: dict) -> list[str]:
     for rival in report["targets_against"]:
         c = report["comparisons"][rival]["decorrelated"]
         met = c["mean"] >= TARGETS["margin"] and c["low"] > 0
-        short = "met" if met else (f"not met: {TARGETS['margin'] - c['mean']:.3f} short" if c["mean"] < TARGETS["margin"]
+        short = "met" if met else (f"not met: {TARGETS['margin'] - c['mean']:.3f} short"
+                                   if c["mean"] < TARGETS["margin"]
                                    else "not met: interval reaches zero")
         rows.append(f"- at least {TARGETS['margin']:.2f} above {rival} on decorrelated, interval above zero: "
                     f"{_interval(c)} ({short})")

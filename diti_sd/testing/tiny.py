@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from .backbone import Backbone
-from .errors import ConfigError
+from ..backbone import Backbone
+from ..errors import ConfigError
 
 # Words that get a single token each in the tiny vocabulary; everything else falls back to
 # characters, which every CLIP BPE vocabulary has.
@@ -18,7 +18,6 @@ BASE_WORDS = (
     "a an the of photo type aircraft image picture with on in and or bird car object pattern texture "
     "mark shape background small large class hta sks xon qel vry zud pom tiv wub kex jag lor myr bex "
 )
-RARE_TOKENS = ("hta", "sks", "xon", "qel", "vry", "zud", "pom", "tiv", "wub", "kex", "jag", "lor", "myr", "bex")
 
 
 def _bytes_to_unicode() -> dict[int, str]:

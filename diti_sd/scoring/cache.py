@@ -1,0 +1,62 @@
+"""Scoring results on disk, one file per chunk of images, so that an interrupted pass continues."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from ..files import atomic_write
+from ..recipes import ScoreConfig
+from .engine import ScoreResult
+
+
+class ScoreCache:
+    """A chunk's file is named by a hash of what decides its result: ``identity`` (the adapters, the base
+    model, the prompts), the score configuration, the chunk's latents and candidate masks. Scoring a
+    chunk does not depend on the other chunks (the noise at t is a function of t alone), so a resumed
+    pass gives the numbers an uninterrupted one gives.
+    """
+
+    def __init__(self, folder: str | os.PathLike, identity: str, cfg: ScoreConfig, tif_d: float | None):
+        self.folder = Path(folder)
+        self.prefix = hashlib.sha256(
+            json.dumps({"identity": identity, "score": asdict(cfg), "tif_d": tif_d}, sort_keys=True).encode()
+        ).hexdigest()
+
+    def path(self, latents, candidates: np.ndarray | None) -> Path:
+        h = hashlib.sha256(self.prefix.encode())
+        h.update(latents.detach().float().cpu().contiguous().numpy().tobytes())
+        if candidates is not None:
+            h.update(np.ascontiguousarray(candidates, dtype=bool).tobytes())
+        return self.folder / f"{h.hexdigest()[:24]}.npz"
+
+    def load(self, latents, candidates) -> ScoreResult | None:
+        path = self.path(latents, candidates)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as data:
+                result = ScoreResult(data["errors"], data["logits"], data["unet_calls"])
+        except Exception as err:  # a damaged chunk is scored again, never read as numbers
+            warnings.warn(f"score cache {path} is unreadable ({type(err).__name__}); scoring that chunk again",
+                          stacklevel=2)
+            return None
+        n = latents.shape[0]
+        if (result.errors.shape[0] != n or result.logits.shape != result.errors.shape
+                or result.unet_calls.shape != (n,)):
+            warnings.warn(f"score cache {path} does not fit its chunk; scoring that chunk again", stacklevel=2)
+            return None
+        return result
+
+    def save(self, latents, candidates, result: ScoreResult) -> None:
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                np.savez(f, errors=result.errors, logits=result.logits, unet_calls=result.unet_calls)
+
+        atomic_write(self.path(latents, candidates), write)
