@@ -2,12 +2,15 @@
 
     python eval/bench_speed.py                 # SD 2 base shapes, 512 px, bf16 (a GPU)
     python eval/bench_speed.py --tiny          # the tiny test architecture on CPU: a smoke check
+    python eval/bench_speed.py --encoder openclip:ViT-SO400M-14-SigLIP-384 --json speed.json
 
 Weights are random (speed does not depend on their values) and built from config, so nothing is
 downloaded. Speeds are compared as ratios measured side by side in this one run. Prints a table:
 VAE encode, bare UNet forward, the UNet with 100 stacked class LoRAs, a scoring pass with its
 projected time for a 3,333-image test set, and training steps (stacked multi-class batch vs one class
-at a time), eager and, with --compile, compiled.
+at a time), eager and, with --compile, compiled; with --encoder, a frozen image encoder's forward (an
+OpenCLIP model without a tag has random weights). ``diti-sd eval --speed speed.json`` turns its report's
+UNet calls and encoder forwards per test image into GPU-seconds with these rates.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ def main(argv=None):
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd UNet forwards")
+    parser.add_argument("--encoder", default=None, help="also time this frozen encoder: openclip:MODEL or dinov2:ID")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
@@ -118,6 +122,14 @@ def main(argv=None):
         with torch.no_grad(), adapters.use(unet_index=index):
             comp = timed(lambda: compiled(x, t, encoder_hidden_states=ctx), device, repeats, warmup=3)
         add("UNet forward, stacked LoRAs, torch.compile", comp, batch, "calls/s", ratio_to_bare=bare / comp)
+
+    if args.encoder:  # a frozen encoder's forward at its own resolution, as diti-sd eval's rivals run it
+        from diti_sd.baselines import load_encoder
+
+        enc = load_encoder(args.encoder, device)
+        enc.model.to(dtype)
+        images = torch.randn(batch, 3, enc.image_size, enc.image_size, generator=g).to(device, dtype)
+        add(f"encoder forward, {enc.label}", timed(lambda: enc.encode(images), device, repeats), batch, "images/s")
 
     # scoring pass: a budgeted round schedule over shared (t, noise) pairs
     n_images = 2 if args.tiny else 8

@@ -1,8 +1,14 @@
+import os
+
 import pytest
 import torch
 from helpers import color_images
 
-torch.set_num_threads(2)
+# two cores: `make test` runs two xdist workers with one torch thread each (and so do the commands the tests
+# start in subprocesses, whose results are compared bit for bit with in-process runs); alone, both threads
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture(scope="session")

@@ -36,13 +36,28 @@ def test_encoder_granularity_reports_the_swap_transfer_per_stage(tmp_path, capsy
 
 
 def test_bench_speed_tiny_prints_every_part_and_the_ratios_of_one_run(tmp_path, capsys):
-    _script("bench_speed").main(["--tiny", "--repeats", "1", "--classes", "8", "--json", str(tmp_path / "speed.json")])
+    from helpers import TINY_CLIP
+
+    from diti_sd.evaluation.cost import cost_table, read_speed
+
+    clip = tmp_path / "tiny-clip-test.json"
+    clip.write_text(json.dumps(TINY_CLIP))
+    _script("bench_speed").main(["--tiny", "--repeats", "1", "--classes", "8", "--encoder", f"openclip:{clip}",
+                                 "--json", str(tmp_path / "speed.json")])
     rows = {r["part"].split(" (")[0].split(",")[0]: r
             for r in json.loads((tmp_path / "speed.json").read_text())["rows"]}
-    assert {"VAE encode", "UNet forward", "scoring pass", "training step"} <= set(rows)
+    assert {"VAE encode", "UNet forward", "scoring pass", "training step", "encoder forward"} <= set(rows)
     assert all(r["per_s"] > 0 for r in rows.values())
     printed = capsys.readouterr().out
     assert "stacked LoRAs" in printed and "ratio_to_bare" in printed and "projected_3333_images_min" in printed
+    # diti-sd eval --speed: a method's GPU-seconds per test image from these rates
+    speed = read_speed(str(tmp_path / "speed.json"))
+    stacked = [r for r in json.loads((tmp_path / "speed.json").read_text())["rows"] if "stacked LoRAs" in r["part"]]
+    assert speed["unet_s"] == pytest.approx(1 / stacked[0]["per_s"])
+    runs = [{"method": "diti+probe", "cost": {"unet_calls_per_image": 40, "encoder_forwards_per_image": 1}}]
+    cost = cost_table(runs, speed)["diti+probe"]
+    assert cost["gpu_s_per_image"] == pytest.approx(40 * speed["unet_s"] + speed["encoder_s"])
+    assert "gpu_s_per_image" not in cost_table(runs, {})["diti+probe"]
 
 
 def test_budget_curve_replays_schedules_on_one_set_of_errors(tmp_path, capsys):

@@ -67,6 +67,7 @@ TIF_VALUES = [
     ("fgvc-aircraft", "baselines.search_step", [200, 20], "inference/configs/tip/fgvc.yaml search_step"),
     ("fgvc-aircraft", "baselines.tipf_epochs", 20, "inference/configs/tipf/fgvc.yaml train_epochs"),
     ("fgvc-aircraft", "baselines.tipf_lr", 1e-3, "inference/configs/tipf/fgvc.yaml lr"),
+    ("fgvc-aircraft", "baselines.tipf_epoch", "last", "inference/run_finegrain.py: best_acc never updated, the last epoch kept"),
     ("fgvc-aircraft", "baselines.clip_weight", 1.0, "inference/methods/tip_adaptor.py (no clip_weight in fgvc.yaml)"),
     ("isic2019", "lora.rank", 8, "lora/training_examples.py lora_rank=8"),
     ("isic2019", "lora.text_rank", 8, "lora/train_lora_dreambooth.py text LoRA r=lora_rank"),

@@ -125,7 +125,7 @@ def test_the_cli_refuses_a_bad_value_before_torch_is_imported(tmp_path):
     (["eval", "--shots", "x"], "argument --shots: expected an integer >= 1, got 'x'"),
     (["eval", "--seeds", "1,a"], "argument --seeds: expected an integer, got 'a'"),
     (["eval", "--methods", "diti,clip"],
-     "argument --methods: unknown 'clip'; choose from diti, diti-auto, openclip-zeroshot"),
+     "argument --methods: unknown 'clip'; choose from diti, diti-auto, sd-zeroshot, openclip-zeroshot"),
     (["demo", "--seeds", ""], "argument --seeds: expected a comma-separated list"),
     (["demo", "--test-per-class", "0"], "argument --test-per-class: expected an integer >= 1"),
     (["encoder", "edit", "--strengths", "1,x"], "argument --strengths: expected a number, got 'x'"),

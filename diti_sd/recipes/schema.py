@@ -29,8 +29,8 @@ from ..constraints import (
     check_window,
     fail,
 )
+from ..evaluation.methods import TIPF_EPOCHS, VAL_PROTOCOLS
 from ..lora.config import LoraConfig
-from ..methods import VAL_PROTOCOLS
 from ..metrics import METRICS
 
 # The allowed values the code elsewhere dispatches on, declared once here
@@ -198,12 +198,15 @@ class BaselineConfig:
     clip_weight: float = 1.0  # weight of the zero-shot logits in Tip-Adapter's sum (0 for ids as class names)
     tipf_epochs: int = 20
     tipf_lr: float = 1e-3
+    # Tip-Adapter-F's epoch kept: "last", TiF's (its run_finegrain.py never updates best_acc, so the last epoch
+    # with a validation score above zero is saved), or "best": the best on validation
+    tipf_epoch: str = "last"
 
     CONSTRAINTS: ClassVar[dict] = {
         "zeroshot_templates": Each(NAME, min_len=1), "tip_templates": Each(NAME, min_len=1),
         "augment_passes": Interval(1), "search_scale": Each(Interval(0.1, None, closed="neither"), min_len=2),
         "search_step": Each(Interval(1), min_len=2), "clip_weight": Interval(0), "tipf_epochs": Interval(1),
-        "tipf_lr": POSITIVE, "val_protocol": Options(*VAL_PROTOCOLS),
+        "tipf_lr": POSITIVE, "val_protocol": Options(*VAL_PROTOCOLS), "tipf_epoch": Options(*TIPF_EPOCHS),
     }
 
     def check(self, where: str) -> None:

@@ -5,7 +5,8 @@ the recommended recipe (its training window, prior preservation) and with the tr
 to all of [0, 1000), then score decorrelated and correlated test splits on one shared set of (t, noise)
 pairs (``demo_scoring``), so that each adapter set under each scoring window or weight is read off the
 same UNet calls, with the same number of pairs in every window. Also read: the base model alone as a
-zero-shot classifier (what it knows before any adapter), nearest-prototype baselines, and, on the
+zero-shot classifier (what it knows before any adapter), nearest-prototype baselines, linear probes on pixels
+and on VAE latents (their regularisation chosen on validation), and, on the
 decorrelated split, how each row does on the images whose background belongs to another class.
 Every comparison is a paired difference on the same images, with a hierarchical bootstrap interval
 (seeds, then images within seeds).
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ...baselines.probe import fit_probe
 from ...errors import ConfigError
 from ...metrics import calibration_report, standardise
 from ...plotting import plot_reliability
@@ -53,6 +55,7 @@ TEST_SPLITS = ("decorrelated", "correlated")
 REFERENCE_CONFIGURATION = "reference configuration: trained over (0, 1000), TiF weight"
 REFERENCE_STYLE = "reference-style: trained and scored over (0, 1000)"
 PROTOTYPES = ("nearest prototype, pixels", "nearest prototype, VAE latents")
+PROBES = ("linear probe, pixels", "linear probe, VAE latents")
 # the sealed test streams of `--full`: never read by tuning (eval/tune_synthetic.py refuses them)
 SEALED_SEEDS = (401, 402, 403, 404, 405)
 # The adapters trained over all t (the reference-style rivals) get their own settings, chosen on
@@ -139,6 +142,15 @@ class _SeedScorer:
     label_of: dict
     spec: SyntheticSpec
     progress: bool
+    probes: dict = field(default_factory=dict)
+
+    def fit_probes(self, val) -> None:
+        """What a user would fit on the same images: a logistic-regression probe on pixels and on the VAE's
+        latents, its regularisation chosen on ``val`` (the stream the temperatures are chosen on)."""
+        val_y = np.array([self.label_of[self.spec.classnames[i]] for i in val.labels])
+        val_x = (torch.stack(val.images), self.sets["band"][0].encode(val.images))
+        for name, train_x, x in zip(PROBES, (self.train_pix, self.train_lat), val_x):
+            self.probes[name] = fit_probe(train_x.flatten(1), self.train_y, x.flatten(1), val_y)
 
     def logits(self, data):
         """Every row's logits on ``data`` (one dense pass per adapter set), the labels, and each set's errors."""
@@ -152,6 +164,9 @@ class _SeedScorer:
                                                   self.spec, self.label_of)
         logits[PROTOTYPES[0]] = prototype_logits(self.train_pix, self.train_y, torch.stack(data.images))
         logits[PROTOTYPES[1]] = prototype_logits(self.train_lat, self.train_y, latents)
+        for name, x in zip(PROBES, (torch.stack(data.images), latents)):
+            if name in self.probes:
+                logits[name] = self.probes[name].logits(x.flatten(1))
         return logits, np.array([self.label_of[self.spec.classnames[i]] for i in data.labels]), errors
 
 
@@ -210,7 +225,9 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
         scorer = _SeedScorer(sets, t, noise, weights, names, zero_shot_name(window), torch.stack(train.images),
                              train_lat, train_y, label_of, spec, progress)
         # each method's softmax temperature is chosen on a validation stream (CoOp's size, 4 per class)
-        val_logits, val_y, _ = scorer.logits(run.stream("val", cfg.val_per_class))
+        val = run.stream("val", cfg.val_per_class)
+        scorer.fit_probes(val)
+        val_logits, val_y, _ = scorer.logits(val)
         for split, data in tests.items():
             logits, y, errors = scorer.logits(data)
             background = background_classes(data.images, spec, label_of) if split == "decorrelated" else None

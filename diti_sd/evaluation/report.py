@@ -1,5 +1,5 @@
-"""The report of ``diti-sd eval``: results.json, README.md with the tables, accuracy_vs_shots.png and
-reliability.png."""
+"""The report of ``diti-sd eval``: results.json, README.md with the tables, accuracy_vs_shots.png,
+accuracy_vs_cost.png (the Pareto front per shots) and reliability.png."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write
-from .plotting import plot_reliability, pyplot, save_figure
+from ..files import atomic_write
+from ..plotting import plot_reliability, pyplot, save_figure
+from .cost import cost_markdown, cost_table, pareto_fronts, plot_cost, prefilter_summary, read_speed
 
 METRIC_NAMES = {"accuracy": "Top-1 accuracy", "macro-f1": "Macro-averaged F1"}
 
 
-def write_eval_report(folder: str | Path, runs: list[dict], config: dict, recipe, test, validation: str) -> dict:
+def write_eval_report(folder: str | Path, runs: list[dict], config: dict, recipe, test, validation: str,
+                      speed: str | None = None) -> dict:
     """Summarise the finished runs (one per method, shots and seed) into the report folder; returns the report.
 
     ``test`` is the test split (its labels and class names give the confusion); ``validation`` says on
@@ -29,14 +31,16 @@ def write_eval_report(folder: str | Path, runs: list[dict], config: dict, recipe
                    for k, v in sorted(by.items())} for m, by in table.items()}
     report = {"config": config, "recipe": recipe.to_dict(), "results": summary, "validation": validation,
               "calibration": calibration_summary(runs), "score_choice": choice_summary(runs),
-              "cost": {r["method"]: r.get("cost", {}) for r in runs},
+              "cost": cost_table(runs, read_speed(speed)), "prefilter": prefilter_summary(runs),
               "wall_s": {m: float(np.mean([r["wall_s"] for r in runs if r["method"] == m])) for m in table},
               "machine": platform.platform(), "confusion": confusion(runs, test.labels, test.classnames),
               "runs": [{k: v for k, v in r.items() if k != "predictions"} for r in runs]}
+    report["pareto"] = pareto_fronts(summary, report["cost"])
     atomic_write(folder / "results.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     text = markdown(report, recipe.name, metric, config["seeds"], len(test))
     atomic_write(folder / "README.md", lambda tmp: tmp.write_text(text))
     plot_shots(summary, metric, recipe.name, folder / "accuracy_vs_shots.png")
+    plot_cost(summary, report["cost"], report["pareto"], metric, recipe.name, folder / "accuracy_vs_cost.png")
     if report["calibration"]:
         plot_reliability({m: (c["bins"], c["ece"]["mean"]) for m, c in report["calibration"].items()},
                          f"{recipe.name}: reliability", folder / "reliability.png")
@@ -96,15 +100,14 @@ def markdown(report: dict, name: str, metric: str, seeds: list[int], n_test: int
     lines = [f"# diti-sd eval: {name}", "",
              f"{METRIC_NAMES[metric]}, mean ± std over seeds {seeds}; {n_test} test images.",
              f"Validation (every choice a method makes): {report['validation']}.", "",
-             "| method | " + " | ".join(f"{s}-shot" for s in shots) + " | cost per test image | mean wall s |",
+             "| method | " + " | ".join(f"{s}-shot" for s in shots) + " | forwards per test image | mean wall s |",
              "|---|" + "---|" * (len(shots) + 2)]
     for method, by in report["results"].items():
         cells = [f"{by[str(s)]['mean'] * 100:.1f} ± {by[str(s)]['std'] * 100:.1f}" if str(s) in by else ""
                  for s in shots]
-        cost = ", ".join(f"{k.replace('_per_image', '').replace('_', ' ')} {v:g}" if not isinstance(v, str)
-                         else f"{k} {v}" for k, v in report["cost"][method].items())
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {cost} | {report['wall_s'][method]:.1f} |")
-    lines += ["", "![accuracy against shots](accuracy_vs_shots.png)", ""]
+        passes = report["cost"][method]["forwards_per_image"]
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {passes:g} | {report['wall_s'][method]:.1f} |")
+    lines += ["", "![accuracy against shots](accuracy_vs_shots.png)", "", *cost_markdown(report)]
     if report["calibration"]:
         source = next(iter(report["calibration"].values()))["source"]
         lines += ["## Probabilities", "",
