@@ -7,7 +7,6 @@ of ``predict_proba``; ``clone``, ``cross_val_score`` and ``GridSearchCV`` work o
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import shutil
 import warnings
@@ -30,21 +29,21 @@ from .preprocessing import uint8_pixels
 from .prompts import choose_tokens, class_prompts
 from .recipes import Recipe, load_recipe
 from .sampling import sample_images
-from .scoring.auto import choose, no_choice, resolve, validation_errors
+from .scoring.auto import no_choice, resolve
 from .scoring.cache import ScoreCache
 from .scoring.engine import ScoreResult, score_latents
 from .scoring.engine import class_contexts as embed_class_prompts
 from .timesteps import tif_distance
 from .training.loop import FitData, fit_adapters
 from .training.prior import prior_pixels
-from .validation import check_validation, plan_validation
+from .validation import ValidationMixin, check_validation, fit_work, plan_validation
 
 
 class NotFittedError(DitiError, SklearnNotFittedError):
     """Used before ``fit`` or ``from_pretrained``; ``except`` clauses written for scikit-learn's catch it."""
 
 
-class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
+class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, ClassifierMixin, BaseEstimator):
     """Few-shot classifier from per-class Stable Diffusion adapters scored at small time-steps.
 
     Parameters
@@ -60,6 +59,9 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
     auto_refit : with ``score_window="auto"`` and no validation images or calibration share to choose on,
         hold one image per class out of a first fit, choose the window on them, then fit again on every
         image: twice the fit's work. False (the default): score with TiF's weight, with a warning.
+    validation_budget : the validation pass (auto's choice and the temperature, one set of UNet calls) costs at
+        most this share of the fit's own UNet work: fewer pairs per image, then fewer images (class-balanced).
+        None: every validation image at ``score.auto_pairs`` pairs.
     random_state : seed of the adapters' initialisation, the training draws and the scoring pairs.
     device, dtype, attention : where and how the base model runs.
     compile : score with a torch.compile'd UNet (the first call compiles; later class mixes reuse it).
@@ -67,8 +69,8 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, model=None, recipe="image-folder", *, rank=None, steps=None, train_window=None,
-                 score_window=None, prior=None, overrides=None, auto_refit=False, random_state=0, device=None,
-                 dtype=None, attention="sdpa", compile=False, progress=True):
+                 score_window=None, prior=None, overrides=None, auto_refit=False, validation_budget=0.2,
+                 random_state=0, device=None, dtype=None, attention="sdpa", compile=False, progress=True):
         self.model = model
         self.recipe = recipe
         self.rank = rank
@@ -78,6 +80,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
         self.prior = prior
         self.overrides = overrides
         self.auto_refit = auto_refit
+        self.validation_budget = validation_budget
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
@@ -141,6 +144,11 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
         A new fit forgets the previous one.
         """
         recipe = self.resolved_recipe()  # every parameter checked here, before any work
+        budget = self.validation_budget
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                                   or not 0 < budget <= 1):
+            raise ConfigError(f"validation_budget must be a share in (0, 1] of the fit's UNet work, or None; "
+                              f"got {budget!r}")
         X, y = as_image_sequence(X), list(y)
         if not X:
             raise ConfigError("fit got no images")
@@ -173,9 +181,9 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
             self._fit_adapters(recipe, backbone, as_image_sequence([X[i] for i in rest]), [y[i] for i in rest],
                                classes, shots, None if output_dir is None else Path(output_dir) / "auto-probe",
                                resume, None, prior_images, prior_dir=output_dir)
-            self.choose_scoring([X[i] for i in plan.probe], [y[i] for i in plan.probe],
+            self.choose_scoring([X[i] for i in plan.probe], [y[i] for i in plan.probe], calibrate=False,
                                 source=f"one held-out image per class ({len(plan.probe)}), chosen on a fit of the "
-                                       "others; then refitted on all")
+                                       "others; then refitted on all", max_calls=self.validation_budget_calls())
             choice = self.score_choice_
         self._fit_adapters(recipe, backbone, X, y, classes, shots, output_dir, resume, callback, prior_images,
                            prior_dir=output_dir)
@@ -185,14 +193,21 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
         if plan.source == "probe fit":
             self.score_choice_ = choice
         elif plan.source == "validation":
-            self.choose_scoring(*val, candidates=validation_candidates, source=f"validation images ({len(val[1])})")
+            self.choose_scoring(*val, candidates=validation_candidates, source=f"validation images ({len(val[1])})",
+                                max_calls=self.validation_budget_calls())
         elif plan.source == "held-out share":
-            self.choose_scoring(held_X, held_y, source=f"held-out share {calibration:g} of the shots")
+            self.choose_scoring(held_X, held_y, source=f"held-out share {calibration:g} of the shots",
+                                max_calls=self.validation_budget_calls())
         elif recipe.score.weighting == "auto":
             self.score_choice_ = no_choice(recipe.score, plan.why)
             warnings.warn(f"score.weighting is auto, but {plan.why}", stacklevel=2)
-        if held:
-            self.fit_temperature(held_X, held_y, source=f"held-out share {calibration:g} of the shots")
+        if held and plan.source != "held-out share":  # that pass set the temperature already
+            self.fit_temperature(held_X, held_y, source=f"held-out share {calibration:g} of the shots",
+                                 max_calls=self.validation_budget_calls())
+        spent = (self.score_choice_ or {}).get("unet_calls", 0) if plan.source in ("validation", "held-out share") \
+            else self.calibration_.get("unet_calls", 0)
+        self.fit_summary_["validation"]["unet_calls"] = spent
+        self.fit_summary_["validation"]["share_of_fit"] = round(spent / fit_work(self.fit_summary_["unet_samples"]), 4)
         return self
 
     def _fit_adapters(self, recipe, backbone, X, y, classes, shots, output_dir, resume, callback, prior_images,
@@ -231,7 +246,10 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
                                rescale_after=recipe.rescale_after(shots))
         merge_class_shards(adapters, owned)
         self._set_fitted(backbone, adapters, classes, prompts, tokens, recipe, shots=shots, n_train=len(X),
-                         fit_summary={k: v for k, v in summary.items() if k != "losses"},
+                         fit_summary={**{k: v for k, v in summary.items() if k != "losses"},
+                                      # images denoised while training: the fit's UNet work
+                                      "unet_samples": len(classes) * recipe.steps_for(shots) * (2 if recipe.fit.prior
+                                                                                                else 1)},
                          loss_curve=summary["losses"], temperature=1.0, tif_d=tif_d)
 
     @classmethod
@@ -296,32 +314,6 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
         """The score configuration a test pass runs: the recipe's, with an ``auto`` choice applied."""
         self._check_fitted()
         return resolve(self.recipe_.score, self.score_choice_)
-
-    def choose_scoring(self, X, y, candidates=None, source: str = "validation images") -> DiTiFewShotClassifier:
-        """``score.weighting: auto``: score images ``X`` (labels ``y``; never test data) once on
-        ``score.auto_pairs`` time-steps over [0, 1000) (its own per image), replay each candidate window and
-        weight on those
-        errors, and score from now on with the best (ties: TiF's weight). ``candidates``: (n, C) bool, the
-        classes scored per image (a prefilter's top-k). ``score_choice_`` records the choice, every
-        candidate's validation score and the UNet calls spent. Works on adapters fitted under any
-        weighting: their recipe's weighting becomes ``auto``."""
-        self._check_fitted()
-        y = list(y)
-        index = {c: i for i, c in enumerate(self.classes_.tolist())}
-        unknown = sorted(set(y) - set(index), key=str)
-        if unknown:
-            raise ConfigError(f"labels {unknown[:5]} are not among the fitted classes {self.classes_.tolist()[:10]}")
-        score = self.recipe_.score
-        latents = self.encode(X)
-        if candidates is not None and np.asarray(candidates).shape != (len(latents), len(self.classes_)):
-            raise ConfigError(f"candidates must be (images, classes) = {(len(latents), len(self.classes_))}, got "
-                             f"{np.asarray(candidates).shape}")
-        errors, t = validation_errors(self.backbone_, self.adapters_, latents, self.class_contexts(), score,
-                                      candidates=candidates, progress=self.progress)
-        self.recipe_ = dataclasses.replace(self.recipe_, score=dataclasses.replace(score, weighting="auto"))
-        self.score_choice_ = choose(errors, t, [index[v] for v in y], self.recipe_.score, self.tif_d_,
-                                    metric=self.recipe_.dataset.metric, source=source)
-        return self
 
     def encode(self, X, batch_size: int = 16) -> torch.Tensor:
         """Images -> the latents that scoring noises (VAE posterior mean x scaling factor)."""
@@ -398,19 +390,6 @@ class DiTiFewShotClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
         if unknown:
             raise ConfigError(f"labels {unknown[:5]} are not among the fitted classes {self.classes_.tolist()[:10]}")
         return float(np.average(self.predict(X) == y, weights=sample_weight))
-
-    def fit_temperature(self, X, y, source: str = "validation images") -> DiTiFewShotClassifier:
-        """Choose predict_proba's temperature by log-likelihood on held-out images (never test data);
-        ``calibration_`` records ``source``, the number of images and the NLL before and after."""
-        from .metrics import fit_temperature, nll
-
-        logits = self.decision_function(X)
-        index = {c: i for i, c in enumerate(self.classes_.tolist())}
-        target = np.array([index[v] for v in y])
-        self.temperature_, best = fit_temperature(logits, target)
-        self.calibration_ = {"source": source, "images": len(target), "nll_at_1": round(nll(logits, target), 6),
-                             "nll": round(best, 6)}
-        return self
 
     # ----------------------------------------------------------------- generation
     def sample(self, classes=None, n_per_class: int = 4, steps: int = 50, guidance: float = 7.5,

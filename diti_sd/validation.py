@@ -8,8 +8,13 @@ summary and the adapter set's manifest, so a second fit is never a surprise.
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from dataclasses import dataclass
 
+import numpy as np
+
+from .constraints import T_STEPS
 from .data.images import as_image_sequence
 from .errors import ConfigError
 from .seeding import numpy_rng
@@ -111,3 +116,149 @@ def plan_validation(y, classes, *, auto: bool, validation: int = 0, calibration=
     if auto_refit:
         why = "no validation images and no class has an image to spare: scoring with TiF's weight (auto's tie rule)"
     return ValidationPlan("none", why)
+
+
+# What one training sample (a forward and a backward pass of the UNet) costs in scoring UNet calls: an
+# H200 scores 390 calls/s and trains 157 samples/s on SD 2 base (docs/method.md, "What validation costs")
+TRAIN_SAMPLE_COST = 2.5
+MIN_PAIRS = 6  # auto's thirds need two t each
+MIN_IMAGES = 10  # fewer would choose a temperature, or a window, on noise
+
+
+@dataclass(frozen=True)
+class PassSize:
+    images: int
+    pairs: int
+    calls: int  # at most: images x candidate classes x pairs
+
+
+def fit_work(samples: int) -> float:
+    """A fit's UNet work in scoring-call equivalents (``samples``: images denoised while training)."""
+    return samples * TRAIN_SAMPLE_COST
+
+
+def pass_size(n_images: int, n_classes: int, max_pairs: int, max_calls: float | None = None) -> PassSize | None:
+    """How much of a validation pass fits in ``max_calls`` UNet calls (None: all of it): every image at
+    ``max_pairs`` pairs when it fits, else fewer pairs (down to :data:`MIN_PAIRS`), then fewer images (down to
+    :data:`MIN_IMAGES`); None when not even that fits."""
+    if max_calls is None:
+        return PassSize(n_images, max_pairs, n_images * n_classes * max_pairs)
+    n = min(n_images, int(max_calls // (n_classes * MIN_PAIRS)))
+    if n < min(MIN_IMAGES, n_images) or n == 0:
+        return None
+    pairs = min(max_pairs, int(max_calls // (n * n_classes)))
+    return PassSize(n, pairs, n * n_classes * pairs)
+
+
+def balanced_subset(labels, n: int, seed: int = 0) -> list[int]:
+    """``n`` indices of ``labels``, as even over the classes as they allow: each class's images in a seeded
+    order, taken one class at a time in turn."""
+    rng = numpy_rng(seed)
+    labels = list(labels)
+    queues = [list(rng.permutation([i for i, v in enumerate(labels) if v == c])) for c in dict.fromkeys(labels)]
+    out: list[int] = []
+    while len(out) < min(n, len(labels)):
+        for queue in queues:
+            if queue and len(out) < n:
+                out.append(int(queue.pop(0)))
+    return sorted(out)
+
+
+class ValidationMixin:
+    """The classifier's validation pass (:mod:`diti_sd.scoring.validation_pass`): auto's window and the
+    temperature from one set of UNet calls, its size held to a budget."""
+
+    def validation_budget_calls(self) -> float | None:
+        """The UNet calls ``validation_budget`` allows: that share of the fit's own UNet work (None: no limit)."""
+        self._check_fitted()
+        samples = self.fit_summary_.get("unet_samples")
+        return None if self.validation_budget is None or not samples else self.validation_budget * fit_work(samples)
+
+    def _validation_pass(self, X, y, candidates, max_calls, window, what: str):
+        """The pass on a class-balanced share of ``X`` that fits ``max_calls``: (errors, t, labels), or None
+        with a warning when not even :data:`MIN_IMAGES` images fit."""
+        from .scoring.validation_pass import validation_errors
+
+        index = {c: i for i, c in enumerate(self.classes_.tolist())}
+        unknown = sorted(set(y) - set(index), key=str)
+        if unknown:
+            raise ConfigError(f"labels {unknown[:5]} are not among the fitted classes {self.classes_.tolist()[:10]}")
+        X = as_image_sequence(X)
+        if candidates is not None and np.asarray(candidates).shape != (len(X), len(self.classes_)):
+            raise ConfigError(f"candidates must be (images, classes) = {(len(X), len(self.classes_))}, got "
+                             f"{np.asarray(candidates).shape}")
+        per_image = len(self.classes_) if candidates is None else int(np.asarray(candidates).sum(1).max())
+        size = pass_size(len(X), per_image, self.recipe_.score.auto_pairs, max_calls)
+        if size is None:
+            warnings.warn(f"the validation budget ({max_calls:.0f} UNet calls, validation_budget="
+                          f"{self.validation_budget}) cannot score {MIN_IMAGES} images against {per_image} classes: "
+                          f"{what} skipped; raise validation_budget, or None for no limit", stacklevel=3)
+            return None
+        keep = balanced_subset([index[v] for v in y], size.images, self.random_state)
+        latents = self.encode([X[i] for i in keep])
+        cand = None if candidates is None else np.asarray(candidates)[keep]
+        errors, t = validation_errors(self.backbone_, self.adapters_, latents, self.class_contexts(),
+                                      self.recipe_.score, candidates=cand, progress=self.progress,
+                                      n_pairs=size.pairs, window=window)
+        return errors, t, np.array([index[y[i]] for i in keep])
+
+    def choose_scoring(self, X, y, candidates=None, source: str = "validation images", max_calls=None,
+                       calibrate: bool = True):
+        """``score.weighting: auto``: score images ``X`` (labels ``y``; never test data) once at
+        ``score.auto_pairs`` time-steps over [0, 1000) (their own per image), replay each candidate window and
+        weight on those errors, and score from now on with the best (ties: TiF's weight); ``calibrate``: the
+        same errors, replayed under the choice, also set ``predict_proba``'s temperature. ``candidates``:
+        (n, C) bool, the classes scored per image (a prefilter's top-k). ``max_calls`` caps the pass (fewer
+        pairs, then fewer images, class-balanced). ``score_choice_`` and ``calibration_`` record what was
+        chosen, on what, and the UNet calls spent. Works on adapters fitted under any weighting: their
+        recipe's weighting becomes ``auto``."""
+        from .scoring.auto import choose, no_choice
+        from .scoring.validation_pass import temperature_from_pass
+
+        self._check_fitted()
+        y = list(y)
+        done = self._validation_pass(X, y, candidates, max_calls, (0, T_STEPS), "auto's choice")
+        score = dataclasses.replace(self.recipe_.score, weighting="auto")
+        self.recipe_ = dataclasses.replace(self.recipe_, score=score)
+        if done is None:
+            self.score_choice_ = no_choice(score, f"the validation budget cannot score {MIN_IMAGES} images")
+            return self
+        errors, t, labels = done
+        self.score_choice_ = choose(errors, t, labels, score, self.tif_d_, metric=self.recipe_.dataset.metric,
+                                    source=source)
+        if calibrate:
+            pass_record = temperature_from_pass(errors, t, labels, self.score_choice_, self.tif_d_)
+            self.temperature_ = pass_record.pop("temperature")
+            self.calibration_ = {"source": f"{source}: auto's pass, replayed under its choice", **pass_record}
+        return self
+
+    def fit_temperature(self, X, y, source: str = "validation images", max_calls=None, exact: bool = False):
+        """Choose ``predict_proba``'s temperature by log-likelihood on held-out images (never test data).
+
+        By default, one pass at ``score.auto_pairs`` pairs per image inside the scoring window, replayed under
+        the scoring weight (``max_calls`` caps it, as for :meth:`choose_scoring`); ``exact=True`` scores the
+        images as a test pass does (the same stages: as many UNet calls as that many test images).
+        ``calibration_`` records ``source``, the images, the UNet calls and the NLL before and after."""
+        from .metrics import fit_temperature, nll
+        from .scoring.validation_pass import temperature_from_pass
+
+        self._check_fitted()
+        y = list(y)
+        index = {c: i for i, c in enumerate(self.classes_.tolist())}
+        if exact:
+            result = self.score_images(X)
+            target = np.array([index[v] for v in y])
+            self.temperature_, best = fit_temperature(result.logits, target)
+            self.calibration_ = {"source": f"{source}: scored as a test pass", "images": len(target),
+                                 "unet_calls": int(result.unet_calls.sum()),
+                                 "nll_at_1": round(nll(result.logits, target), 6), "nll": round(best, 6)}
+            return self
+        cfg = self.scoring_config()
+        done = self._validation_pass(X, y, None, max_calls, (cfg.t_min, cfg.t_max), "the temperature")
+        if done is not None:
+            candidate = {"t_min": cfg.t_min, "t_max": cfg.t_max, "weighting": cfg.weighting,
+                         "weight_tau": cfg.weight_tau}
+            pass_record = temperature_from_pass(*done, candidate, self.tif_d_)
+            self.temperature_ = pass_record.pop("temperature")
+            self.calibration_ = {"source": f"{source}: a pass in the scoring window", **pass_record}
+        return self

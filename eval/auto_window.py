@@ -42,8 +42,8 @@ from diti_sd.scoring.auto import (
     choose,
     per_image_log_likelihood,
     replay,
-    validation_errors,
 )
+from diti_sd.scoring.validation_pass import validation_errors
 from diti_sd.stats import hierarchical_difference, mean_sd
 from diti_sd.timesteps import t_weights, timestep_noise
 
@@ -59,7 +59,7 @@ def run_seed(task: str, seed: int, shots: int, test_per_class: int, overrides: l
     val = run.stream("val", val_per_class or min(shots, 4))
     # --eval-split val: a second validation stream (never the test streams), for choosing auto's own rules
     test = run.stream("decorrelated" if eval_split == "decorrelated" else "second val", test_per_class)
-    clf = run.fit(recipe, validation=val)
+    clf = run.fit(recipe, validation=val, validation_budget=None)  # the whole stream, as this study replays it
     score = clf.recipe_.score
     family = candidate_family(score)
     stages = {c["name"]: Schedule.of(score).within(c["t_min"], c["t_max"]) for c in family}

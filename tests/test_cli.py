@@ -64,7 +64,8 @@ def test_every_command_shows_an_example_and_speaks_one_grammar(command, capsys):
 def test_fit_then_predict_from_the_command_line(image_folder, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "adapters"
     argv = ["fit", "--dataset", "tiny", "--data-root", str(image_folder), "--model", str(tiny_model_dir),
-            "--shots", "2", "--seed", "1", "--out", str(out), "--no-progress", "--export-diffusers", "--export-peft"]
+            "--shots", "2", "--seed", "1", "--out", str(out), "--no-progress", "--export-diffusers", "--export-peft",
+            "--validation-budget", "none"]
     assert main(argv) == 0
     assert (out / "manifest.json").is_file() and (out / "split.json").is_file() and (out / "README.md").is_file()
     assert len(list((out / "diffusers").glob("*.safetensors"))) == 3
@@ -109,12 +110,17 @@ def test_fit_with_auto_chooses_the_window_on_the_splits_validation_images(image_
     # 1 shot: CoOp would keep 1 validation image per class; --val-per-class 2 keeps the 2 left of 3
     assert main(["fit", "--dataset", "tiny", "--data-root", str(image_folder), "--model", str(tiny_model_dir),
                  "--shots", "1", "--val-per-class", "2", "--steps", "1", "--set", "score.weighting=auto",
-                 "--set", "score.auto_pairs=6", "--out", str(out), "--no-progress"]) == 0
-    choice = json.loads((out / "manifest.json").read_text())["score_choice"]
+                 "--set", "score.auto_pairs=6", "--out", str(out), "--no-progress", "--validation-budget", "none"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    choice = manifest["score_choice"]
     assert len(json.loads((out / "split.json").read_text())["val_ids"]) == 2 * 3
     assert choice["source"] == "validation images (6)" and choice["unet_calls"] == 6 * 3 * 6
+    # one pass: the temperature comes from auto's own UNet calls, replayed under its choice
+    assert manifest["calibration"]["source"] == "validation images (6): auto's pass, replayed under its choice"
+    assert manifest["calibration"]["unet_calls"] == choice["unet_calls"]
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["score_choice"]["name"] == choice["name"]
+    assert summary["validation"]["unet_calls"] == 6 * 3 * 6 and summary["validation"]["share_of_fit"] > 0
 
 
 def test_fit_with_several_shots_writes_one_set_each_and_resume_keeps_finished_ones(image_folder, tiny_model_dir,

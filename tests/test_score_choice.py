@@ -13,7 +13,8 @@ from diti_sd.adapter_set import AdapterSetError
 from diti_sd.errors import ConfigError
 from diti_sd.recipes import load_recipe
 from diti_sd.scoring import Schedule, score_latents
-from diti_sd.scoring.auto import candidate_family, choose, resolve, validation_errors, validation_pairs
+from diti_sd.scoring.auto import candidate_family, choose, resolve
+from diti_sd.scoring.validation_pass import validation_errors, validation_pairs
 from diti_sd.timesteps import t_weights
 
 
@@ -120,7 +121,7 @@ def test_the_chosen_window_runs_the_recipes_stages_capped_to_its_width():
 
 
 def auto_clf(model, **kw):
-    clf = DiTiFewShotClassifier(model=str(model), recipe="tiny", score_window="auto",
+    clf = DiTiFewShotClassifier(model=str(model), recipe="tiny", score_window="auto", validation_budget=None,
                                 overrides={"score.auto_pairs": 6}, progress=False, **kw)
     assert clf.resolved_recipe().score.weighting == "auto"  # the estimator's spelling of score.weighting: auto
     return clf

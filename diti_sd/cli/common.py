@@ -57,6 +57,16 @@ def _list(text: str, parse, example: str) -> list:
         raise argparse.ArgumentTypeError(f"{err} in the list {text!r} (e.g. {example})") from None
 
 
+def budget_share(text: str) -> float | None:
+    """A share in (0, 1] of some work (``0.2``), or ``none`` for no limit."""
+    if text.strip().lower() == "none":
+        return None
+    value = _number(text, float, None, "a share in (0, 1], or none")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a share in (0, 1], or none, got {text!r}")
+    return value
+
+
 def int_list(text: str) -> list[int]:
     """``1,2,4`` -> [1, 2, 4] (for --seeds)."""
     return _list(text, lambda v: _number(v, int, None, "an integer"), "1,2,3")

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import add_runtime_arguments, positive_int, positive_int_list
+from .common import add_runtime_arguments, budget_share, positive_int, positive_int_list
 
 EXAMPLE = """example:
   diti-sd fit --dataset fgvc-aircraft --data-root ~/data --shots 16 --out adapters/fgvc-16shot
@@ -42,7 +42,12 @@ def add_arguments(parser):
     parser.add_argument("--overwrite", action="store_true", help="replace an adapter set already in --out")
     parser.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True,
                         help="fit predict_proba's temperature on the k-shot split's validation images (CoOp's "
-                             "min(k, 4) per class; on by default when the split has them)")
+                             "min(k, 4) per class; on by default when the split has them; with score.weighting "
+                             "auto it comes from auto's own pass at no further cost)")
+    parser.add_argument("--validation-budget", type=budget_share, default=0.2, metavar="SHARE",
+                        help="the validation pass (auto's window and the temperature) costs at most this share of "
+                             "the fit's own UNet work (default 0.2; 'none': every validation image at "
+                             "score.auto_pairs pairs)")
     parser.add_argument("--export-diffusers", action="store_true",
                         help="also write each class as a diffusers LoRA file under --out/diffusers")
     parser.add_argument("--export-peft", action="store_true",
@@ -91,6 +96,7 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
     from ..data import load_split, make_kshot_split
     from ..data.images import ImageSequence
     from ..distributed import is_main
+    from ..validation import fit_work
 
     if args.split:
         split = load_split(args.split, train, val, dataset=recipe.name)
@@ -110,6 +116,7 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
     clf = DiTiFewShotClassifier(
         model=recipe.model, recipe=recipe, steps=args.steps, rank=args.rank, random_state=args.seed,
         device=args.device, dtype=args.dtype, attention=args.attention, progress=not args.no_progress,
+        validation_budget=args.validation_budget,
     )
     print(f"fitting {len(train_set.classnames)} classes x {len(train_set)} images on {recipe.model} "
           f"(recipe {recipe.name}) -> {out}")
@@ -118,11 +125,14 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
         validation = (ImageSequence(val_set), val_set.label_names())  # auto chooses the scoring window on them
     clf.fit(ImageSequence(train_set), train_set.label_names(), validation=validation, output_dir=out,
             resume=args.resume)
-    if args.calibrate and val_set is not None and len(val_set):  # none left when every image trains
+    if args.calibrate and validation is None and val_set is not None and len(val_set):  # none when all train
         per_class = "min(k, 4)" if args.val_per_class is None else f"up to {args.val_per_class}"
         where = f"the k-shot split's, {per_class} per class" if split is not None else "the data set's validation split"
-        clf.fit_temperature(ImageSequence(val_set), val_set.label_names(),
+        clf.fit_temperature(ImageSequence(val_set), val_set.label_names(), max_calls=clf.validation_budget_calls(),
                             source=f"validation: {len(val_set)} images ({where})")
+        spent = clf.calibration_.get("unet_calls", 0)
+        clf.fit_summary_["validation"].update(unet_calls=spent, share_of_fit=round(
+            spent / fit_work(clf.fit_summary_["unet_samples"]), 4))
     clf.save_pretrained(out, export_diffusers=args.export_diffusers, export_peft=args.export_peft)
     if is_main():
         summary = {"out": str(out), "classes": len(clf.classes_), "shots": clf.shots_, **clf.fit_summary_,

@@ -20,12 +20,8 @@ docs/notes/2026-12-01-auto-scoring-window.md. Every candidate's metric is record
 The test pass then runs the recipe's rounds inside the chosen window (the same stages, so the same
 cost; a stage grid wider than a narrow window is capped at its width).
 
-Each validation image gets its own pairs: one t drawn uniformly inside each of the ``auto_pairs``
-equal cells of [0, 1000) and a fresh noise tensor, from a generator seeded by (score.seed, image).
-A test pass shares one noise per t across images; a validation pass that did the same would judge
-each window on the same few draws for every image (about 8 per third), and a draw that happens to
-favour one window would favour it on every image and every data set scored with that seed. With
-draws of their own, a window's validation score averages over as many draws as images x pairs.
+The validation pass itself (each image's own pairs, the replay) is :mod:`.validation_pass`; the same
+pass then sets ``predict_proba``'s temperature under the chosen candidate.
 """
 
 from __future__ import annotations
@@ -33,17 +29,12 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..metrics import log_softmax, metric_score, standardise
 from ..recipes import T_STEPS, ScoreConfig
-from ..seeding import VALIDATION_PAIRS, torch_generator
-from ..timesteps import tif_weights
-from .engine import batch_errors
-from .replay import weighted_mean, window_weights
 from .schedule import Schedule
+from .validation_pass import replay
 
 THIRDS = ((0, 333), (333, 667), (667, 1000))
 HALVES = ((0, 500), (500, 1000))
@@ -59,55 +50,6 @@ def candidate_family(score: ScoreConfig, tif: bool = True) -> list[dict]:
                     "weighting": "uniform"})
     out += [{"name": f"[{lo}, {hi})", "t_min": lo, "t_max": hi, "weighting": "uniform"} for lo, hi in windows]
     return out
-
-
-def validation_pairs(image: int, n_pairs: int, latent_shape, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validation image ``image``'s own pairs: a t drawn uniformly in each of ``n_pairs`` equal cells of
-    [0, 1000) and a noise tensor each, from a generator seeded by (``seed``, ``image``)."""
-    g = torch_generator(seed, image, VALIDATION_PAIRS)
-    u = torch.rand(n_pairs, generator=g, dtype=torch.float64)
-    t = ((torch.arange(n_pairs, dtype=torch.float64) + u) * T_STEPS / n_pairs).long().clamp(0, T_STEPS - 1)
-    return t, torch.randn((n_pairs, *latent_shape), generator=g)
-
-
-@torch.no_grad()
-def validation_errors(backbone, adapters, latents: torch.Tensor, contexts: torch.Tensor, score: ScoreConfig,
-                      candidates: np.ndarray | None = None, progress: bool = False,
-                      chunk: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Errors (n, C, P) of every validation image under its candidate classes (nan elsewhere) at its own
-    pairs, and their t (n, P). Images go ``chunk`` at a time, so their noise is never all in memory."""
-    n, n_classes, n_pairs = latents.shape[0], contexts.shape[0], score.auto_pairs
-    alive = np.ones((n, n_classes), bool) if candidates is None else np.asarray(candidates, dtype=bool)
-    errors = np.full((n, n_classes, n_pairs), np.nan)
-    ts = np.zeros((n, n_pairs), dtype=np.int64)
-    bar = tqdm(total=int(alive.sum()) * n_pairs, desc="choosing the window", unit="call", disable=not progress,
-               leave=False)
-    for start in range(0, n, chunk):
-        part = latents[start : start + chunk]
-        pairs = [validation_pairs(start + i, n_pairs, latents.shape[1:], score.seed) for i in range(len(part))]
-        t = torch.cat([p[0] for p in pairs])
-        noise = torch.cat([p[1] for p in pairs])
-        ts[start : start + len(part)] = t.view(len(part), n_pairs).numpy()
-        # job (image i of the chunk, class c, its pair p) reads the chunk's row i * P + p of t and noise
-        jobs = torch.tensor([(i, c, i * n_pairs + p) for i in range(len(part))
-                             for c in np.flatnonzero(alive[start + i]) for p in range(n_pairs)], dtype=torch.long)
-        for b in range(0, len(jobs), score.batch_size):
-            ii, cc, pp = jobs[b : b + score.batch_size].unbind(1)
-            err = batch_errors(backbone, adapters, part, contexts, t, noise, ii, cc, pp, score.unet_scale)
-            errors[start + ii.numpy(), cc.numpy(), (pp % n_pairs).numpy()] = err
-            bar.update(len(ii))
-    bar.close()
-    return errors, ts
-
-
-def replay(errors: np.ndarray, t, candidate: dict, tif_d: float | None) -> np.ndarray:
-    """Per image and class, the candidate's weighted mean error over the pairs (inf: class not scored, or
-    no weight in the window). ``t``: the pairs' time-steps, (P,) shared by the images or (n, P) per image."""
-    t = np.broadcast_to(np.asarray(t), (errors.shape[0], errors.shape[2]))
-    w = tif_weights(tif_d)[t] if candidate["weighting"] == "tif" else np.ones(t.shape)
-    mean = weighted_mean(errors, window_weights(t, w, (candidate["t_min"], candidate["t_max"])))
-    # no weight in the window for an image (TiF's weight can vanish on a few pairs): nothing to rank on
-    return np.where(np.isnan(mean), np.inf, mean)
 
 
 def per_image_log_likelihood(mean: np.ndarray, labels) -> np.ndarray:
