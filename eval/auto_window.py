@@ -1,24 +1,29 @@
-"""Does ``score.weighting: auto`` find the band on data it was not designed on? Two synthetic domains.
+"""``score.weighting: auto`` as a user has it: chosen on validation images that carry the shortcut.
 
-    python eval/auto_window.py --task texture --seeds 301-310 --out reports/auto-window
-    python eval/auto_window.py --task colour --seeds 301-310 --set fit.t_max=1000 --out reports/auto-window
+    python eval/auto_window.py --task texture --seeds 11-20 --out reports/auto-window
+    python eval/auto_window.py --task colour --seeds 11-20 --set fit.t_max=1000 --out reports/auto-window
+    python eval/auto_window.py --task texture --seeds 11-20 --out reports/auto-window --rules   # offline
 
-Choosing auto's own rule of choice, on validation streams only: ``--eval-split val`` scores the
-candidates on a second validation stream instead of the test stream; then ``--compare-rules`` (with
-``--pool`` for the other task's folder) replays each rule on the saved validation passes, paired.
+A user's validation images come from where the shots came from: their spurious attribute follows the
+class, as in the k-shot split. So per seed: fit the synthetic recipe's adapters on the k-shot split, then
+score, each image at pairs of its own (the product's validation pass):
 
-Per seed: fit the synthetic recipe's adapters (``--set`` changes it) on a k-shot train split, let
-``auto`` choose the scoring window on a validation stream (CoOp's min(k, 4) per class, seed 5000 +
-seed), then score a decorrelated test stream (seed 1000 + seed) under every candidate of auto's family
-as the product would (the recipe's stages inside each window), all replayed from one set of UNet calls
-at the union of the t those stages evaluate (noise at t is the test pass's). The auto row is the
-candidate auto chose on validation; nothing here is chosen on the test stream. Each seed's result is
-written as it finishes, so a killed run continues. Comparisons are paired, with a hierarchical
-bootstrap (seeds, then images).
+- ``val``: the user's validation stream (drawn as the shots are, ``--val-per-class`` per class), in full
+  (``score.auto_pairs`` pairs) and at the size the product's default budget allows (``validation_budget``
+  0.2 of the fit's work);
+- ``val, perturbed``: the same images with their coarse attributes perturbed (the colour channels rotated:
+  the grey object and its texture stay, the background takes another colour);
+- ``oracle``: a further validation stream whose spurious attribute is independent of the class, as the
+  decorrelated test's is: what rules of choice are compared on, never what a rule chooses on;
+- with ``--test``, the decorrelated and correlated test streams, under every candidate as the product
+  scores it (the recipe's stages inside the window), replayed from one set of UNet calls.
 
-Tasks: ``texture`` (the demo's benchmark: class = fine texture, spurious = background colour),
-``colour`` (class = background colour, spurious = texture) and ``shape`` (class = shape, spurious =
-texture); diti_sd/data/synthetic.py.
+The candidate family is the one a user of ``image-folder`` gets: TiF's weight, all t, the halves and the
+thirds (the recipe's own window, tuned on this benchmark, is left out unless ``--family recipe``). Each
+seed's arrays are saved as it finishes (a killed run continues); ``--rules`` replays every rule of choice
+on them, offline, and scores each pick on the oracle stream (and on the test streams where they were read).
+Tasks: ``texture`` (class = a fine texture, spurious = the background colour), ``colour`` (class = the
+background colour, spurious = the texture); diti_sd/benchmarks/synthetic/data.py.
 """
 
 from __future__ import annotations
@@ -31,58 +36,148 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diti_sd.benchmarks.synthetic.demo import RETIRED_SEEDS, SEALED_SEEDS
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write
 from diti_sd.recipes import load_recipe
 from diti_sd.scoring import Schedule, dense_errors, simulate_rounds
-from diti_sd.scoring.auto import (
-    THIRDS,
-    candidate_family,
-    choose,
-    per_image_log_likelihood,
-    replay,
-)
-from diti_sd.scoring.validation_pass import validation_errors
+from diti_sd.scoring.auto import candidate_family, choose, per_image_log_likelihood
+from diti_sd.scoring.validation_pass import replay, validation_errors
 from diti_sd.stats import hierarchical_difference, mean_sd
-from diti_sd.timesteps import t_weights, timestep_noise
+from diti_sd.timesteps import t_weights, tif_weights, timestep_noise
+from diti_sd.validation import balanced_subset, fit_work, pass_size
 
-N_CLASSES = {"texture": 5, "colour": 5, "shape": 3}
+N_CLASSES = {"texture": 5, "colour": 5}
+# the sealed seeds of this study's one test read (the demo's sealed seeds are its own)
+SEALED = tuple(range(601, 611))
+RULES = ("likelihood", "likelihood, default budget", "likelihood, perturbed", "likelihood, within TiF's band",
+         "TiF's weight unless beaten by 2 SE", "accuracy")
 
 
-def run_seed(task: str, seed: int, shots: int, test_per_class: int, overrides: list[str],
-             eval_split: str = "decorrelated", val_per_class: int | None = None) -> tuple[dict, dict]:
-    recipe = load_recipe("synthetic", [*overrides, "score.weighting=auto"])
-    run = SyntheticSeed.for_recipe(recipe, seed, shots, task=task, n_classes=N_CLASSES[task])
-    # a larger stream starts with CoOp's min(k, 4) per class (same images, same pairs), so both sizes
-    # can be compared on one validation pass
-    val = run.stream("val", val_per_class or min(shots, 4))
-    # --eval-split val: a second validation stream (never the test streams), for choosing auto's own rules
-    test = run.stream("decorrelated" if eval_split == "decorrelated" else "second val", test_per_class)
-    clf = run.fit(recipe, validation=val, validation_budget=None)  # the whole stream, as this study replays it
-    score = clf.recipe_.score
+def perturbed(images: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The coarse attributes moved: the colour channels rotated (R -> G -> B -> R). A grey object and its
+    texture are unchanged; a saturated background becomes another colour."""
+    return [image[[2, 0, 1]] for image in images]
+
+
+def recipe_for(args) -> object:
+    overrides = [*args.overrides, "score.weighting=auto", f"score.auto_pairs={args.pairs}"]
+    if args.model:
+        overrides.append(f"model={args.model}")
+    if args.family == "user":  # a user's window is all of [0, 1000): no candidate tuned on this benchmark
+        overrides += ["score.t_min=0", "score.t_max=1000"]
+    return load_recipe("synthetic", overrides)
+
+
+def run_seed(args, seed: int) -> tuple[dict, dict]:
+    recipe = recipe_for(args)
+    recipe = load_recipe(recipe, [f"score.seed={seed}"])  # this seed's own pairs
+    run = SyntheticSeed.for_recipe(recipe, seed, args.shots, task=args.task, n_classes=N_CLASSES[args.task])
+    clf = run.fit(load_recipe(recipe, ["score.weighting=tif"]))  # the adapters do not depend on the weighting
+    score, contexts = recipe.score, clf.class_contexts()
+    arrays: dict = {"tif_d": np.array(clf.tif_d_)}
+
+    def dense_pass(name, data, images=None):
+        errors, t = validation_errors(clf.backbone_, clf.adapters_, clf.encode(images or data.images), contexts,
+                                      score)
+        arrays.update({f"{name}_errors": errors, f"{name}_t": t, f"{name}_labels": run.labels(data, clf)})
+
+    val = run.stream("val", args.val_per_class)
+    dense_pass("val", val)
+    dense_pass("perturbed", val, perturbed(val.images))
+    dense_pass("oracle", run.stream("second oracle val", args.oracle_per_class))
+    # the product's default pass: validation_budget 0.2 of this fit's work, fewer pairs then fewer images
+    size = pass_size(len(val), len(clf.classes_), score.auto_pairs, 0.2 * fit_work(clf.fit_summary_["unet_samples"]))
+    keep = balanced_subset(arrays["val_labels"].tolist(), size.images, seed) if size else []
+    if size:
+        errors, t = validation_errors(clf.backbone_, clf.adapters_, clf.encode([val.images[i] for i in keep]),
+                                      contexts, score, n_pairs=size.pairs)
+        arrays.update(budget_errors=errors, budget_t=t, budget_labels=arrays["val_labels"][keep])
+    result = {"seed": seed, "task": args.task, "images": {"val": len(val), "budget": len(keep)},
+              "budget_pairs": size.pairs if size else 0, "correct": {}}
+    if args.test:
+        family = candidate_family(score)
+        stages = {c["name"]: Schedule.of(score).within(c["t_min"], c["t_max"]) for c in family}
+        needed = torch.tensor(sorted({t for s in stages.values() for t in s.timesteps}))
+        for split in ("decorrelated", "correlated"):
+            data = run.stream(split, args.test_per_class)
+            errors = dense_errors(clf.backbone_, clf.adapters_, clf.encode(data.images), contexts, needed,
+                                  timestep_noise(needed, clf.backbone_.latent_shape, score.seed),
+                                  batch_size=score.batch_size)
+            labels = run.labels(data, clf)
+            for c in family:
+                w = t_weights(needed, c["weighting"], tif_d=clf.tif_d_).numpy() if c["weighting"] == "tif" else None
+                predicted, _ = simulate_rounds(errors, needed.numpy(), stages[c["name"]], weights=w)
+                result["correct"].setdefault(split, {})[c["name"]] = (predicted == labels).astype(int).tolist()
+    return result, arrays
+
+
+# ----------------------------------------------------------------------------- rules of choice, offline
+def tif_band(tif_d: float, share: float = 0.5) -> tuple[int, int]:
+    """Where TiF's weight is at least ``share`` of its peak: the data-derived band."""
+    w = tif_weights(tif_d)
+    inside = np.flatnonzero(w >= share * w.max())
+    return int(inside[0]), int(inside[-1]) + 1
+
+
+def rule_choice(arrays, score, rule: str) -> str:
+    """The candidate a rule picks from one seed's saved passes (ties: the family's order)."""
+    tif_d = float(arrays["tif_d"])
+    stream = {"likelihood, default budget": "budget", "likelihood, perturbed": "perturbed"}.get(rule, "val")
+    if f"{stream}_errors" not in arrays:
+        return "tif weight"  # the budget could not score 10 images: the product falls back to TiF's weight
+    errors, t, labels = arrays[f"{stream}_errors"], arrays[f"{stream}_t"], arrays[f"{stream}_labels"]
     family = candidate_family(score)
-    stages = {c["name"]: Schedule.of(score).within(c["t_min"], c["t_max"]) for c in family}
-    needed = sorted({t for schedule in stages.values() for t in schedule.timesteps})
-    t = torch.tensor(needed)
-    latents = clf.encode(test.images)
-    errors = dense_errors(clf.backbone_, clf.adapters_, latents, clf.class_contexts(), t,
-                          timestep_noise(t, latents.shape[1:], score.seed), batch_size=score.batch_size)
-    labels = run.labels(test, clf)
-    correct = {}
-    for c in family:
-        w = t_weights(t, c["weighting"], tif_d=clf.tif_d_).numpy() if c["weighting"] == "tif" else None
-        predicted, calls = simulate_rounds(errors, t.numpy(), stages[c["name"]], weights=w)
-        correct[c["name"]] = (predicted == labels).astype(int).tolist()
-    # the validation pass again (deterministic), kept so that rules of choice can be compared offline
-    val_labels = run.labels(val, clf).tolist()
-    val_errors, val_t = validation_errors(clf.backbone_, clf.adapters_, clf.encode(val.images), clf.class_contexts(),
-                                          score)
-    assert choose(val_errors, val_t, val_labels, score, clf.tif_d_)["name"] == clf.score_choice_["name"]
-    arrays = {"val_errors": val_errors, "val_t": val_t, "val_labels": np.array(val_labels),
-              "tif_d": np.array(clf.tif_d_), "coop_images": np.array(min(shots, 4) * N_CLASSES[task])}
-    return {"seed": seed, "task": task, "choice": clf.score_choice_, "correct": correct,
-            "test_images": len(labels), "calls_per_test_image": float(calls.mean())}, arrays
+    if rule in ("likelihood", "likelihood, default budget", "likelihood, perturbed"):
+        return choose(errors, t, labels, score, tif_d)["name"]
+    if rule == "accuracy":
+        acc = {c["name"]: float((replay(errors, t, c, tif_d).argmin(1) == labels).mean()) for c in family}
+        return max(acc, key=acc.get)
+    per_image = {c["name"]: per_image_log_likelihood(replay(errors, t, c, tif_d), labels) for c in family}
+    if rule == "likelihood, within TiF's band":
+        lo, hi = tif_band(tif_d)
+        inside = [c["name"] for c in family if c["weighting"] == "tif" or (c["t_min"] < hi and c["t_max"] > lo)]
+        return max(inside, key=lambda n: np.nanmean(per_image[n]))
+    # TiF's weight unless another candidate's per-image log-likelihood gain is beyond two standard errors
+    best = max(per_image, key=lambda n: np.nanmean(per_image[n]))
+    gain = per_image[best] - per_image["tif weight"]
+    gain = gain[~np.isnan(gain)]
+    beaten = len(gain) > 1 and gain.mean() > 2 * gain.std(ddof=1) / np.sqrt(len(gain))
+    return best if beaten else "tif weight"
+
+
+def oracle_correct(arrays, score, name: str) -> np.ndarray:
+    """Which oracle-stream images a candidate gets right (replayed on the oracle pass)."""
+    cand = next(c for c in candidate_family(score) if c["name"] == name)
+    mean = replay(arrays["oracle_errors"], arrays["oracle_t"], cand, float(arrays["tif_d"]))
+    return (mean.argmin(1) == arrays["oracle_labels"]).astype(int)
+
+
+def compare_rules(folder: Path, args) -> dict:
+    """Every rule's pick, scored on the oracle stream (and the test streams where read), paired against
+    TiF's weight and against the best fixed candidate in hindsight."""
+    score = recipe_for(args).score
+    runs = [(json.loads(p.read_text()), np.load(p.with_suffix(".npz"))) for p in sorted(folder.glob("seed*.json"))]
+    family = [c["name"] for c in candidate_family(score)]
+    streams = {"oracle": [{n: oracle_correct(a, score, n) for n in family} for _, a in runs]}
+    if all(r["correct"] for r, _ in runs):
+        streams.update({s: [{n: np.array(r["correct"][s][n]) for n in family} for r, _ in runs]
+                        for s in ("decorrelated", "correlated")})
+    out = {"seeds": [r["seed"] for r, _ in runs], "picks": {}, "streams": {}}
+    for rule in RULES:
+        out["picks"][rule] = [rule_choice(a, score, rule) for _, a in runs]
+    for stream, hits in streams.items():
+        acc = {n: mean_sd([h[n].mean() for h in hits])[0] for n in family}
+        best = max(acc, key=acc.get)
+        rows = {}
+        for rule, picks in out["picks"].items():
+            picked = [h[p] for h, p in zip(hits, picks)]
+            rows[rule] = {"accuracy": float(np.mean([p.mean() for p in picked])),
+                          "minus TiF's weight": hierarchical_difference(picked, [h["tif weight"] for h in hits]),
+                          f"minus the best fixed ({best})": hierarchical_difference(picked, [h[best] for h in hits])}
+        out["streams"][stream] = {"candidates": acc, "best fixed": best, "rules": rows}
+    return out
 
 
 def _savez(path, arrays: dict) -> None:
@@ -90,135 +185,58 @@ def _savez(path, arrays: dict) -> None:
         np.savez(f, **arrays)
 
 
-def summarise(results: list[dict]) -> dict:
-    names = list(results[0]["correct"])
-    auto = [np.array(r["correct"][r["choice"]["name"]]) for r in results]
-    acc = {n: mean_sd([np.mean(r["correct"][n]) for r in results]) for n in names}
-    acc["auto"] = mean_sd([a.mean() for a in auto])
-    best = max(names, key=lambda n: acc[n][0])
-    recipe = next(n for n in names if n.startswith("recipe's"))
-    rivals = {"best fixed candidate (" + best + ", in hindsight on test)": best, "recipe's window": recipe,
-              "all t": "[0, 1000)", "TiF weight": "tif weight"}
-    return {"accuracy": {k: {"mean": v[0], "sd": v[1]} for k, v in acc.items()},
-            "auto_minus": {label: hierarchical_difference(auto, [np.array(r["correct"][n]) for r in results])
-                           for label, n in rivals.items()},
-            "choices": {r["seed"]: r["choice"]["name"] for r in results},
-            "validation_accuracy": {r["seed"]: r["choice"]["candidates"] for r in results}}
-
-
-# "likelihood" is the product's rule (score_choice.choose); the others were compared with it and not kept
-RULES = ("accuracy", "likelihood", "likelihood, the default unless beaten by 2 SE", "likelihood, no thirds",
-         "likelihood, CoOp's min(k, 4) per class")
-
-
-def default_candidate(family: list[dict], score) -> str:
-    """The last rule's default: the recipe's own window where narrower than [0, 1000), else TiF's weight."""
-    if (score.t_min, score.t_max) != (0, 1000):
-        return next(c["name"] for c in family if (c["t_min"], c["t_max"]) == (score.t_min, score.t_max)
-                    and c["weighting"] == "uniform")
-    return family[0]["name"]
-
-
-def rule_choice(arrays, score, rule: str) -> str:
-    """The candidate a rule of choice picks on one seed's saved validation pass (ties: family order)."""
-    errors, t, labels, tif_d = arrays["val_errors"], arrays["val_t"], arrays["val_labels"], float(arrays["tif_d"])
-    if rule == "likelihood, CoOp's min(k, 4) per class":  # the first images of a larger --val-per-class pass
-        n = int(arrays["coop_images"]) if "coop_images" in arrays else len(labels)
-        return choose(errors[:n], t[:n], labels[:n], score, tif_d)["name"]
-    if rule == "likelihood":
-        return choose(errors, t, labels, score, tif_d)["name"]
-    family = candidate_family(score)
-    if rule == "likelihood, no thirds":  # fewer candidates for the few validation images to mislead
-        family = [c for c in family if (c["t_min"], c["t_max"]) not in THIRDS or c["name"].startswith("recipe's")]
-    means = {c["name"]: replay(errors, t, c, tif_d) for c in family}
-    if rule == "accuracy":
-        keys = {n: float((m.argmin(1) == labels).mean()) for n, m in means.items()}
-        return max(keys, key=lambda n: keys[n])
-    per_image = {n: per_image_log_likelihood(m, labels) for n, m in means.items()}
-    best = max(per_image, key=lambda n: np.nanmean(per_image[n]))  # max keeps the first of equals: tie order
-    if rule == "likelihood, no thirds":
-        return best
-    default = default_candidate(family, score)
-    gain = per_image[best] - per_image[default]
-    gain = gain[~np.isnan(gain)]
-    beaten = len(gain) > 1 and gain.mean() > 2 * gain.std(ddof=1) / np.sqrt(len(gain))
-    return best if beaten else default
-
-
-def rule_picks(folder: Path, overrides: list[str]) -> dict[str, list[np.ndarray]]:
-    """Per rule, per finished seed of ``folder``: which eval-stream images its pick gets right."""
-    score = load_recipe("synthetic", [*overrides, "score.weighting=auto"]).score
-    runs = [(json.loads(p.read_text()), np.load(p.with_suffix(".npz"))) for p in sorted(folder.glob("seed*.json"))]
-    return {rule: [np.array(r["correct"][rule_choice(a, score, rule)]) for r, a in runs] for rule in RULES}
-
-
-def compare_rules(folders: list[tuple[Path, list[str]]]) -> dict:
-    """Each rule's pick scored on the eval stream, pooled over ``folders`` (each with its overrides),
-    paired against the accuracy rule and against the likelihood rule."""
-    picked = {rule: [] for rule in RULES}
-    for folder, overrides in folders:
-        for rule, hits in rule_picks(folder, overrides).items():
-            picked[rule] += hits
-    out = {rule: {"accuracy": float(np.mean([c.mean() for c in v])), "seeds": len(v),
-                  **{f"minus {ref} rule": hierarchical_difference(v, picked[ref])
-                     for ref in ("accuracy", "likelihood")}}
-           for rule, v in picked.items()}
-    for rule, row in out.items():
-        gains = "  ".join(f"{k} {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] (SE {d['seed_se']:.3f})"
-                          for k, d in row.items() if k.startswith("minus"))
-        print(f"{rule:28s} {row['accuracy']:.3f}  {gains}")
-    return out
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=sorted(N_CLASSES), default="texture")
+    parser.add_argument("--seeds", type=seed_list, default="11-20")
+    parser.add_argument("--shots", type=int, default=8)
+    parser.add_argument("--val-per-class", type=int, default=10)
+    parser.add_argument("--oracle-per-class", type=int, default=20)
+    parser.add_argument("--test-per-class", type=int, default=40)
+    parser.add_argument("--pairs", type=int, default=24, help="score.auto_pairs of the full validation pass")
+    parser.add_argument("--family", choices=["user", "recipe"], default="user")
+    parser.add_argument("--model", default=None, help="the base model (default: the recipe's)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--test", action="store_true",
+                        help="also read the test streams (only on the sealed seeds, once per change of a rule)")
+    parser.add_argument("--out", default="reports/auto-window")
+    parser.add_argument("--rules", action="store_true", help="no fitting: compare the rules on the saved seeds")
+    return parser.parse_args(argv)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=sorted(N_CLASSES), default="texture")
-    parser.add_argument("--seeds", type=seed_list, default="301-310")
-    parser.add_argument("--shots", type=int, default=8)
-    parser.add_argument("--test-per-class", type=int, default=12)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--eval-split", choices=["decorrelated", "val"], default="decorrelated",
-                        help="what the candidates are scored on: the decorrelated test stream, or a second "
-                             "validation stream (seed 6000 + seed) for choosing auto's rules")
-    parser.add_argument("--val-per-class", type=int, default=None,
-                        help="validation images per class for auto's choice (default CoOp's min(k, 4)); "
-                             "--compare-rules then also replays the choice on the first min(k, 4) per class")
-    parser.add_argument("--out", default="reports/auto-window")
-    parser.add_argument("--compare-rules", action="store_true",
-                        help="no fitting: compare rules of choice on the saved validation passes of finished seeds")
-    parser.add_argument("--pool", action="append", default=[], metavar="FOLDER",
-                        help="with --compare-rules: also pool the seeds of this finished run folder under --out "
-                             "(e.g. colour_fit.t_max-1000_on-val)")
-    args = parser.parse_args(argv)
-    tag = args.task + "".join(f"_{o.replace('=', '-')}" for o in args.overrides)
-    tag += "" if args.val_per_class is None else f"_val{args.val_per_class}"
-    tag += "" if args.eval_split == "decorrelated" else "_on-val"
-    out = Path(args.out) / tag
-    if args.compare_rules:
-        pooled = [(Path(args.out) / p, json.loads((Path(args.out) / p / "summary.json").read_text())["overrides"])
-                  for p in args.pool]
-        result = compare_rules([(out, args.overrides), *pooled])
-        (out / "rules.json").write_text(json.dumps(result, indent=2))
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    results = []
+    args = parse_args(argv)
+    if args.test and not set(args.seeds) <= set(SEALED):
+        raise SystemExit(f"--test reads test streams: only this study's sealed seeds ({SEALED[0]}-{SEALED[-1]}), "
+                         "for the read that reports a rule")
+    if not args.test and set(args.seeds) & set(SEALED + SEALED_SEEDS + RETIRED_SEEDS):
+        raise SystemExit("these are sealed (or retired) seeds: choose rules on others (e.g. 11-20)")
+    tag = "_".join([args.task, args.family, *(o.replace("=", "-") for o in args.overrides),
+                    *([Path(args.model).name.replace(":", "-")] if args.model else []),
+                    "test" if args.test else "val"])
+    folder = Path(args.out) / tag
+    if args.rules:
+        result = compare_rules(folder, args)
+        (folder / "rules.json").write_text(json.dumps(result, indent=2))
+        for stream, table in result["streams"].items():
+            print(f"{stream}: best fixed {table['best fixed']} {table['candidates'][table['best fixed']]:.3f}")
+            for rule, row in table["rules"].items():
+                gains = "  ".join(f"{k} {d['mean']:+.3f} [{d['wide_low']:+.3f}, {d['wide_high']:+.3f}]"
+                                  for k, d in row.items() if k.startswith("minus"))
+                print(f"  {rule:38s} {row['accuracy']:.3f}  {gains}")
+        return result
+    folder.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
-        path = out / f"seed{seed}.json"
-        if not path.is_file():
-            start = time.time()
-            result, arrays = run_seed(args.task, seed, args.shots, args.test_per_class, args.overrides,
-                                      args.eval_split, args.val_per_class)
-            result["seconds"] = round(time.time() - start, 1)
-            atomic_write(path.with_suffix(".npz"), lambda tmp, a=arrays: _savez(tmp, a))
-            atomic_write(path, lambda tmp, r=result: tmp.write_text(json.dumps(r)))
-            print(f"seed {seed}: chose {result['choice']['name']} ({result['seconds']} s)", flush=True)
-        results.append(json.loads(path.read_text()))
-    summary = {"task": args.task, "overrides": args.overrides, "shots": args.shots, **summarise(results)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    for k, v in summary["accuracy"].items():
-        print(f"{k:28s} {v['mean']:.3f} ± {v['sd']:.3f}")
-    for k, v in summary["auto_minus"].items():
-        print(f"auto - {k:60s} {v['mean']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}]")
+        path = folder / f"seed{seed}.json"
+        if path.is_file():
+            continue
+        start = time.time()
+        result, arrays = run_seed(args, seed)
+        result["seconds"] = round(time.time() - start, 1)
+        atomic_write(path.with_suffix(".npz"), lambda tmp, a=arrays: _savez(tmp, a))
+        atomic_write(path, lambda tmp, r=result: tmp.write_text(json.dumps(r)))
+        print(f"seed {seed}: {result['seconds']} s", flush=True)
+    return None
 
 
 if __name__ == "__main__":

@@ -68,17 +68,25 @@ def test_budget_curve_replays_schedules_on_one_set_of_errors(tmp_path, capsys):
     assert (tmp_path / "accuracy_vs_budget.png").stat().st_size > 0
 
 
-def test_tune_synthetic_compares_on_validation_under_the_sealed_protocol(tmp_path, capsys):
+def test_tune_synthetic_compares_on_validation_under_the_sealed_protocol(tmp_path, capsys, monkeypatch):
     tune = _script("tune_synthetic")
     # the protocol: ten seeds or more, never the demo's sealed seeds
     with pytest.raises(SystemExit, match="at least 10"):
         tune.main(["--seeds", "11-13"])
     with pytest.raises(SystemExit, match="sealed"):
         tune.main(["--seeds", "396-405"])
-    tune.main(["--seeds", "11", "--smoke", "--val-per-class", "2", "--set", "fit.steps_by_shots={1: 2}",
-               "--variant", "fit.steps=1;lora.rank=2", "--against", "fit.steps_by_shots={1: 1}",
-               "--windows", "0-200,200-500", "--pairs", "2,3", "--split-at", "300", "--out", str(tmp_path / "t.json")])
+    argv = ["--seeds", "11", "--smoke", "--val-per-class", "2", "--set", "fit.steps_by_shots={1: 2}",
+            "--variant", "fit.steps=1;lora.rank=2", "--against", "fit.steps_by_shots={1: 1}",
+            "--windows", "0-200,200-500", "--pairs", "2,3", "--split-at", "300", "--out", str(tmp_path / "t.json"),
+            "--cache", str(tmp_path / "cache")]
+    tune.main(argv)
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # a rerun (after a kill, or another run sharing the baseline) reads every (setting, seed) from the cache
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 3
+    with monkeypatch.context() as m:
+        m.setattr(tune.SyntheticSeed, "for_recipe", lambda *a, **k: pytest.fail("refitted a cached seed"))
+        tune.main(argv)
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     assert json.loads((tmp_path / "t.json").read_text()) == result
     assert result["baseline"] == ["fit.steps_by_shots={1: 1}"] and result["seeds"] == [11]
     assert [c["overrides"] for c in result["candidates"]] == [["fit.steps_by_shots={1: 2}"],
@@ -89,7 +97,6 @@ def test_tune_synthetic_compares_on_validation_under_the_sealed_protocol(tmp_pat
         for r in rows.values():
             assert 0 <= r["candidate"] <= 1 and r["gain"] == pytest.approx(r["candidate"] - r["baseline"])
             assert r["verdict"] == "smoke run: no verdict"
-        assert 0 <= candidate["train_accuracy"] <= 1
     # the evidence for the recipe's own scoring window [200, 500): the baseline's other scorings against it
     against, rows = result["baseline_windows_minus_recipe_window"], result["candidates"][0]["windows"]
     assert list(against) == ["[0,200)", "tif"]
@@ -113,68 +120,69 @@ def test_tune_synthetic_calls_a_gain_better_only_beyond_two_standard_errors():
     assert noisy["gain"] == pytest.approx(0.2) and noisy["verdict"] == "not shown better"
 
 
-def test_auto_window_scores_autos_pick_and_every_fixed_candidate_and_resumes(tmp_path, capsys):
-    argv = ["--task", "shape", "--seeds", "1", "--shots", "2", "--test-per-class", "2", "--set", "fit.steps=2",
-            "--out", str(tmp_path)]
-    _script("auto_window").main(argv)
-    folder = tmp_path / "shape_fit.steps-2"
-    summary = json.loads((folder / "summary.json").read_text())
-    assert set(summary["choices"]) == {"1"} and summary["shots"] == 2
-    for seed in (1,):
-        run = json.loads((folder / f"seed{seed}.json").read_text())
-        # every candidate of auto's family scored on the same 6 test images; auto's row is its pick's
-        assert set(run["correct"]) == set(run["choice"]["candidates"]) and len(run["correct"]["[0, 1000)"]) == 6
-        assert run["choice"]["images"] == 2 * 3  # validation: min(k, 4) per class
-    assert {"auto", "[0, 1000)", "tif weight"} <= set(summary["accuracy"])
-    assert all(v["low"] <= v["mean"] <= v["high"] for v in summary["auto_minus"].values())
-    stamps = {p: p.stat().st_mtime_ns for p in folder.glob("seed*.json")}
-    _script("auto_window").main(argv)  # finished seeds are read back, not recomputed
-    assert stamps == {p: p.stat().st_mtime_ns for p in folder.glob("seed*.json")}
-    # rules of choice compared offline on the saved validation pass; the likelihood rule is auto's own pick
-    _script("auto_window").main(argv + ["--compare-rules"])
-    rules = json.loads((folder / "rules.json").read_text())
-    assert set(rules) == {"accuracy", "likelihood", "likelihood, the default unless beaten by 2 SE",
-                          "likelihood, no thirds", "likelihood, CoOp's min(k, 4) per class"}
-    assert rules["likelihood"]["accuracy"] == summary["accuracy"]["auto"]["mean"]
-    # at CoOp's size the CoOp-prefix rule is the likelihood rule itself
-    assert rules["likelihood, CoOp's min(k, 4) per class"]["minus likelihood rule"]["mean"] == 0.0
-    assert rules["accuracy"]["minus accuracy rule"]["mean"] == 0.0 and rules["likelihood"]["seeds"] == 1
-    assert rules["likelihood"]["minus likelihood rule"]["mean"] == 0.0
-    # runs of several tasks pool their seeds (here the same folder twice: twice the seeds, the same means)
-    _script("auto_window").main(argv + ["--compare-rules", "--pool", "shape_fit.steps-2"])
-    pooled = json.loads((folder / "rules.json").read_text())
-    assert pooled["likelihood"]["seeds"] == 2 and pooled["likelihood"]["accuracy"] == rules["likelihood"]["accuracy"]
+def test_auto_window_saves_every_pass_a_rule_needs_and_resumes(tmp_path, capsys):
+    script = _script("auto_window")
+    argv = ["--task", "texture", "--seeds", "1", "--shots", "2", "--val-per-class", "2", "--oracle-per-class", "1",
+            "--pairs", "6", "--set", "fit.steps=2", "--out", str(tmp_path)]
+    script.main(argv)
+    folder = tmp_path / "texture_user_fit.steps-2_val"
+    arrays = np.load(folder / "seed1.npz")
+    # the user's validation stream (its background follows the class), the same images perturbed, the oracle
+    assert arrays["val_errors"].shape == arrays["perturbed_errors"].shape == (10, 5, 6)
+    assert arrays["oracle_errors"].shape == (5, 5, 6) and not np.isnan(arrays["val_errors"]).any()
+    assert not np.allclose(arrays["val_errors"], arrays["perturbed_errors"])
+    run = json.loads((folder / "seed1.json").read_text())
+    assert run["correct"] == {} and run["images"]["val"] == 10  # no test stream read on validation seeds
+    stamps = {p: p.stat().st_mtime_ns for p in folder.glob("seed*")}
+    script.main(argv)  # finished seeds are read back, not recomputed
+    assert stamps == {p: p.stat().st_mtime_ns for p in folder.glob("seed*")}
+    # the rules, offline: each pick scored on the oracle stream against TiF's weight and the best fixed
+    result = script.main([*argv, "--rules"])
+    assert set(result["picks"]) == set(script.RULES) and list(result["streams"]) == ["oracle"]
+    score = script.recipe_for(script.parse_args(argv)).score
+    from diti_sd.scoring.auto import choose
+
+    assert result["picks"]["likelihood"] == [choose(arrays["val_errors"], arrays["val_t"], arrays["val_labels"],
+                                                    score, float(arrays["tif_d"]))["name"]]
+    # the family is a user's: no window tuned on this benchmark
+    assert all(not name.startswith("recipe's") for name in result["streams"]["oracle"]["candidates"])
+    # the test streams are read only on the study's sealed seeds, and those never on a validation run
+    with pytest.raises(SystemExit, match="sealed seeds"):
+        script.main([*argv, "--test"])
+    with pytest.raises(SystemExit, match="sealed"):
+        script.main(["--seeds", "601", "--out", str(tmp_path)])
 
 
-def test_a_larger_validation_stream_starts_with_coops_images(tmp_path):
-    from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
-    from diti_sd.recipes import load_recipe
-
-    run = SyntheticSeed.for_recipe(load_recipe("synthetic"), 11, 8, task="texture", n_classes=5)
-    coop, larger = run.stream("val", 4), run.stream("val", 10)
-    assert larger.labels[:20] == coop.labels and all(torch.equal(a, b) for a, b in zip(coop.images, larger.images))
-    _script("auto_window").main(["--task", "shape", "--seeds", "1", "--shots", "2", "--test-per-class", "1",
-                                 "--set", "fit.steps=2", "--val-per-class", "3", "--out", str(tmp_path)])
-    folder = tmp_path / "shape_fit.steps-2_val3"
-    assert json.loads((folder / "seed1.json").read_text())["choice"]["images"] == 3 * 3
-    assert int(np.load(folder / "seed1.npz")["coop_images"]) == 2 * 3
-
-
-def test_the_no_thirds_rule_cannot_pick_a_third_that_the_likelihood_rule_picks():
-    from diti_sd.recipes import load_recipe
-    from diti_sd.scoring.auto import THIRDS
+def test_the_perturbation_moves_the_background_and_keeps_the_texture():
+    from diti_sd.benchmarks.synthetic.data import SyntheticSpec, background_of, make_split
 
     script = _script("auto_window")
-    t = ((np.arange(24) + 0.5) * 1000 / 24).astype(int)
-    labels = np.arange(10) % 5
+    data = make_split(SyntheticSpec(size=16), "train", 2, seed=3)
+    for image, moved in zip(data.images, script.perturbed(data.images)):
+        assert background_of(moved) != background_of(image)
+        grey = (image.max(0).values - image.min(0).values) < 1e-6  # the object: equal channels
+        assert torch.equal(image[:, grey], moved[:, grey]) and grey.any()
+
+
+def test_the_rules_that_keep_tifs_weight_or_its_band():
+    from diti_sd.recipes import load_recipe
+
+    script = _script("auto_window")
+    score = load_recipe("synthetic", ["score.weighting=auto", "score.t_min=0", "score.t_max=1000"]).score
+    t = np.broadcast_to(((np.arange(24) + 0.5) * 1000 / 24).astype(int), (20, 24))
+    labels = np.arange(20) % 5
     rng = np.random.default_rng(0)
-    errors = rng.normal(1.0, 0.01, (10, 5, 24))
-    middle = (t >= 333) & (t < 667)
-    # the middle third tells the classes apart; elsewhere the errors point the wrong way
-    errors[np.arange(10), labels] -= np.where(middle, 0.05, -0.05)
-    arrays = {"val_errors": errors, "val_t": np.broadcast_to(t, (10, 24)), "val_labels": labels,
-              "tif_d": np.array(2.0)}
-    score = load_recipe("synthetic", ["score.weighting=auto"]).score
-    assert script.rule_choice(arrays, score, "likelihood") == "[333, 667)"
-    picked = script.rule_choice(arrays, score, "likelihood, no thirds")
-    assert picked not in {f"[{lo}, {hi})" for lo, hi in THIRDS} and picked != "[333, 667)"
+    errors = rng.normal(1.0, 0.01, (20, 5, 24))
+    late = t >= 667
+    # only the last third (a coarse shortcut's band) tells the validation classes apart
+    errors[np.arange(20), labels] -= np.where(late, 0.05, 0.0)
+    arrays = {"val_errors": errors, "val_t": t, "val_labels": labels, "tif_d": np.array(2.0)}
+    assert script.rule_choice(arrays, score, "likelihood") == "[667, 1000)"
+    lo, hi = script.tif_band(2.0)
+    assert 0 < lo < hi <= 667  # TiF's band for a small distance ends before the last third
+    inside = script.rule_choice(arrays, score, "likelihood, within TiF's band")
+    assert inside != "[667, 1000)"
+    # beaten beyond two standard errors: the last third replaces TiF's weight; a noisy edge does not
+    assert script.rule_choice(arrays, score, "TiF's weight unless beaten by 2 SE") == "[667, 1000)"
+    arrays["val_errors"] = rng.normal(1.0, 0.05, (20, 5, 24))
+    assert script.rule_choice(arrays, score, "TiF's weight unless beaten by 2 SE") == "tif weight"

@@ -21,3 +21,22 @@ def test_the_hierarchical_interval_holds_the_seeds_spread():
     assert mean_sd([1.0, 2.0, 3.0]) == (2.0, 1.0)
     with pytest.raises(ValueError):
         hierarchical_difference([np.array([])], [np.array([])])
+
+
+def test_claims_use_the_wider_of_the_bootstrap_and_the_seed_level_t_interval():
+    from scipy.stats import t
+
+    from diti_sd.stats import seed_t_interval
+
+    rng = np.random.default_rng(1)
+    # five seeds, the gain varying a lot from seed to seed: the bootstrap over 5 seeds is too narrow
+    gains = [0.4, 0.0, 0.3, -0.1, 0.2]
+    a = [(rng.random(300) < 0.5 + g / 2).astype(int) for g in gains]
+    b = [(rng.random(300) < 0.5 - g / 2).astype(int) for g in gains]
+    out = hierarchical_difference(a, b, n_boot=2000)
+    per_seed = np.array([(x - y).mean() for x, y in zip(a, b)])
+    half = t.ppf(0.975, 4) * per_seed.std(ddof=1) / np.sqrt(5)
+    assert (out["t_low"], out["t_high"]) == pytest.approx((per_seed.mean() - half, per_seed.mean() + half))
+    assert out["t_high"] - out["t_low"] > out["high"] - out["low"]
+    assert out["wide_low"] == min(out["low"], out["t_low"]) and out["wide_high"] == max(out["high"], out["t_high"])
+    assert np.isnan(seed_t_interval([0.2])[0])

@@ -16,9 +16,10 @@ from diti_sd.benchmarks.synthetic.data import (
     make_split,
     texture,
 )
-from diti_sd.benchmarks.synthetic.demo import REFERENCE_CONFIGURATION, REFERENCE_STYLE, DemoConfig, run_demo
+from diti_sd.benchmarks.synthetic.demo import DemoConfig, run_demo
 from diti_sd.benchmarks.synthetic.scoring import window_accuracy
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
+from diti_sd.benchmarks.synthetic.summary import REFERENCE_CONFIGURATION, REFERENCE_STYLE
 from diti_sd.errors import ConfigError
 from diti_sd.recipes import load_recipe
 from diti_sd.scoring import Schedule, class_contexts, dense_errors
@@ -31,8 +32,10 @@ def test_every_experiment_draws_a_seeds_streams_from_the_same_generator_seeds():
     # the offsets are what keeps the sealed test streams (1000 + s) apart from the tuning ones (5000 + s)
     run = SyntheticSeed(seed=7, shots=2, spec=SPEC)
     for name, split, offset in [("train", "train", 0), ("decorrelated", "decorrelated", 1000),
-                                ("correlated", "correlated", 1000), ("val", "val", 5000),
-                                ("second val", "val", 6000), ("generic", "generic", 7000)]:
+                                ("correlated", "correlated", 1000), ("val", "train", 5000),
+                                ("oracle val", "val", 5000), ("second val", "train", 6000),
+                                ("second oracle val", "val", 6000), ("generic", "generic", 7000),
+                                ("held-out shots", "train", 8000)]:
         expected = make_split(SPEC, split, 2, offset + 7)
         got = run.stream(name, 2)
         assert got.labels == expected.labels and all(torch.equal(a, b) for a, b in zip(got.images, expected.images))
@@ -49,6 +52,21 @@ def test_background_follows_the_class_only_where_it_should(split, low, high):
     data = make_split(SPEC, split, 40, seed=3)
     assert low <= background_class_dependence(data, SPEC) <= high
     assert sorted(set(data.labels)) == list(range(SPEC.n_classes))
+
+
+def test_validation_is_drawn_as_a_users_is_and_the_shots_can_change_backgrounds():
+    run = SyntheticSeed(seed=3, shots=8, spec=SPEC)
+    # a user's validation images come from where the shots came from: the shortcut follows the class
+    assert background_class_dependence(run.stream("val", 10), SPEC) > 0.99
+    # independent up to sampling noise: with 200 images Cramér's V of independent draws sits near 0.14
+    assert background_class_dependence(run.stream("oracle val", 40), SPEC) < 0.25
+    # the shots with the next class's background: the same objects and textures, another class's colour
+    shots, moved = run.train, run.stream("train, other backgrounds", 8)
+    assert shots.labels == moved.labels
+    for a, b, label in zip(shots.images, moved.images, shots.labels):
+        assert background_of(a) == label and background_of(b) == (label + 1) % SPEC.n_classes
+        inside = (a - a[:, :1, :1]).abs().sum(0) > 0.05  # the object: off the background colour
+        assert torch.equal(a[:, inside], b[:, inside])
 
 
 def test_the_texture_is_the_class_and_splits_are_reproducible():
@@ -166,7 +184,8 @@ def test_window_accuracy_agrees_with_predict():
     assert window_accuracy(errors, t.numpy(), np.ones(6), labels, window) == expected
 
 
-def test_demo_writes_its_report(tmp_path, monkeypatch):
+def test_demo_writes_its_report_and_a_killed_run_continues(tmp_path, monkeypatch):
+    from diti_sd.benchmarks.synthetic import demo
     from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 
     fits, fit = [], SyntheticSeed.fit
@@ -178,9 +197,27 @@ def test_demo_writes_its_report(tmp_path, monkeypatch):
     monkeypatch.setattr(SyntheticSeed, "fit", recording_fit)
     cfg = DemoConfig(seeds=[1, 2], shots=2, test_per_class=2, pairs_per_window=3, steps=2, samples_per_class=1,
                      zero_shot_pairs=2)
+    # killed in the second seed: the first seed's figures are kept, and the rerun fits only the second
+    run_seed = demo._run_seed
+
+    def killed_on_seed_2(cfg, recipe, wide, seed, *args):
+        if seed == 2:
+            raise KeyboardInterrupt
+        return run_seed(cfg, recipe, wide, seed, *args)
+
+    monkeypatch.setattr(demo, "_run_seed", killed_on_seed_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(cfg, tmp_path, progress=False)
+    assert (tmp_path / "seeds" / "1.pt").is_file() and not (tmp_path / "results.json").exists()
+    monkeypatch.setattr(demo, "_run_seed", run_seed)
     report = run_demo(cfg, tmp_path, progress=False)
     # per seed: the recipe's adapters, then the all-t rivals with their own settings (lr 1e-3, not 3e-3)
     assert fits == [(3e-3, None), (1e-3, (0, 1000))] * 2
+    # the first seed fitted afresh gives the report the continued run gave
+    (tmp_path / "seeds" / "1.pt").unlink()
+    again = run_demo(cfg, tmp_path, progress=False)
+    assert len(fits) == 6 and json.dumps(again["results"], sort_keys=True) == json.dumps(report["results"],
+                                                                                            sort_keys=True)
     for name in ("results.json", "README.md", "accuracy_by_band.png", "test_predictions.png", "adapter_samples.png",
                  "reliability.png"):
         assert (tmp_path / name).is_file(), name
@@ -217,12 +254,20 @@ def test_demo_writes_its_report(tmp_path, monkeypatch):
     assert "## Targets" in text and "decorrelated accuracy at least 0.70" in text
     assert "the window's first 2 pairs" in text and "their own settings, chosen on validation: `fit.lr=1e-3`" in text
     assert "Short run" in text and saved["code"]["commit"][:7] in text and "## Training band x scoring band" in text
-    # the rivals are targets; the reference configuration is compared, not targeted
-    target_lines = [line for line in text.splitlines() if line.startswith("- at least 0.10 above")]
-    assert len(target_lines) == len(saved["targets_against"]) == 4
+    # the targets: the reference-style row, large t, the probe on latents (0.10), the base alone (0.15); the
+    # reference configuration is compared, not targeted
+    target_lines = [line for line in text.splitlines() if line.startswith("- at least")]
+    assert len(target_lines) == len(saved["targets"]) == 4
     assert "reference-style" in target_lines[0] and "large t (500, 1000)" in target_lines[1]
+    assert "linear probe, VAE latents" in target_lines[2]
+    assert target_lines[3].startswith("- at least 0.15 above the base")
     assert "reference configuration" not in "".join(target_lines)
-    assert REFERENCE_CONFIGURATION in saved["comparisons"] and "not a target" in text
+    assert REFERENCE_CONFIGURATION in saved["comparisons"] and "not targets" in text
+    # the claims use the wider of the bootstrap and the seed-level t interval
+    c = saved["comparisons"][REFERENCE_STYLE]["decorrelated"]
+    assert c["wide_low"] == min(c["low"], c["t_low"]) and f"{c['wide_low']:+.3f}" in text
+    # memorisation: the shots, the shots with another class's background, more images drawn like the shots
+    assert set(saved["memorisation"]) == {"the shots", "the shots, another class's background", "held-out shots"}
     assert f"{recommended['decorrelated']['mean']:.3f}" in text
     # every row's probabilities: NLL and ECE beside top-1
     for by in saved["results"].values():
@@ -361,3 +406,44 @@ def test_a_base_domain_with_other_textures_never_shows_a_class_texture():
         SyntheticSpec(size=16, generic_textures=[]), "generic", 2, seed=0).labels
     with pytest.raises(ConfigError, match="generic_textures must name textures"):
         SyntheticSpec(generic_textures=["zigzag"])
+
+
+def test_a_sealed_read_goes_on_record_and_a_second_look_needs_a_reason(tmp_path, capsys):
+    from dataclasses import asdict
+
+    from diti_sd.benchmarks.synthetic import ledger
+    from diti_sd.benchmarks.synthetic.demo import SEALED_SEEDS
+    from diti_sd.cli import main
+
+    cfg = DemoConfig(full=True)
+    recipe = load_recipe(cfg.recipe, {"model": cfg.model})
+    method = ledger.fingerprint(asdict(cfg), recipe.to_dict(), cfg.model)
+    # the fingerprint is the method: another recipe value, another base, or another line of the code moves it
+    assert method != ledger.fingerprint(asdict(cfg), load_recipe(recipe, ["fit.lr=1e-3"]).to_dict(), cfg.model)
+    assert method != ledger.fingerprint(asdict(cfg), recipe.to_dict(), "builtin:tiny-base")
+    book = tmp_path / "reads" / "ledger.json"
+    report = {"config": {**asdict(cfg), "seeds": list(SEALED_SEEDS)}, "code": {"commit": "abc1234def", "dirty": False},
+              "recommended": "r", "results": {"r": {"decorrelated": {"mean": 0.7}}}, "targets": {}}
+    entry = ledger.record_read(book, report, method, None)
+    assert json.loads((book.parent / entry["results"]).read_text()) == report
+    assert ledger.read_ledger(book)[0]["why"] == "the first read of these seeds at this method"
+    with pytest.raises(ValueError, match="pass --reason"):
+        ledger.check_unread(book, list(SEALED_SEEDS), method, None)
+    ledger.check_unread(book, list(SEALED_SEEDS), method, "the figures file was lost")  # said why: allowed
+    ledger.check_unread(book, list(SEALED_SEEDS), "another method", None)  # a changed method: a new read
+    # the command refuses before any work, in one line
+    assert main(["demo", "--full", "--ledger", str(book), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert "pass --reason" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_the_many_class_variant_has_24_distinct_fine_textures_and_five_shortcut_colours():
+    from diti_sd.benchmarks.synthetic.data import MANY_TEXTURES, texture
+
+    patterns = [texture(kind, 16) for kind in MANY_TEXTURES]
+    assert len(MANY_TEXTURES) == 24 and all(abs(p.mean()) < 0.07 for p in patterns)
+    assert len({p.tobytes() for p in patterns}) == 24
+    spec = SyntheticSpec(size=16, task="many", n_classes=24)
+    train = make_split(spec, "train", 1, seed=2)
+    assert [background_of(image) for image in train.images] == [label % 5 for label in train.labels]
+    assert {background_of(image) for image in make_split(spec, "decorrelated", 4, seed=2).images} <= set(range(5))
+

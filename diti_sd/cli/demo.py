@@ -5,8 +5,9 @@ from __future__ import annotations
 from .common import add_runtime_arguments, int_list, positive_int
 
 EXAMPLE = """example:
-  diti-sd demo --out reports/demo            # about 3 minutes on 2 CPU cores
-  diti-sd demo --full --out reports/demo-full  # the README's table: 5 seeds x 200 test images per split"""
+  diti-sd demo --out reports/demo            # a few minutes on 2 CPU cores
+  diti-sd demo --full --reason "the recipe re-checked on the new base" --out reports/demo-full
+      (the sealed read: 10 seeds x 200 test images per split, recorded in docs/reads/ledger.json)"""
 
 
 def add_arguments(parser):
@@ -15,10 +16,16 @@ def add_arguments(parser):
     parser.add_argument("--shots", type=positive_int, default=8)
     parser.add_argument("--test-per-class", type=positive_int, default=8)
     parser.add_argument("--steps", type=positive_int, default=None, help="fit steps per class (default: the recipe's)")
-    parser.add_argument("--model", default="builtin:tiny-base")
+    parser.add_argument("--model", default="builtin:tiny-base-unseen",
+                        help="the benchmark's base (default: the one whose UNet never saw the class textures; "
+                             "builtin:tiny-base knows them by name)")
     parser.add_argument("--dataset", default="synthetic", help="the benchmark's recipe (default: synthetic)")
     parser.add_argument("--full", action="store_true",
-                        help="the README's run: 5 seeds and 200 test images per split and seed (longer)")
+                        help="the sealed read: 10 sealed seeds and 200 test images per split and seed (longer)")
+    parser.add_argument("--reason", default=None,
+                        help="with --full: what changed since the last read (the ledger keeps it; needed to read "
+                             "the sealed seeds again at an unchanged method)")
+    parser.add_argument("--ledger", default="docs/reads/ledger.json", help="with --full: the ledger of sealed reads")
     # the demo's figures are CPU figures: fp32 and the same threads wherever it runs, unless asked
     add_runtime_arguments(parser, precision=False, device="cpu")
 
@@ -29,7 +36,7 @@ def run(args):
 
     cfg = DemoConfig(model=args.model, recipe=args.dataset, seeds=args.seeds, shots=args.shots,
                      test_per_class=args.test_per_class, steps=args.steps, device=args.device, full=args.full)
-    report = run_demo(cfg, args.out, progress=not args.no_progress)
+    report = run_demo(cfg, args.out, progress=not args.no_progress, ledger=args.ledger, reason=args.reason)
     print(render_markdown(report).split("![")[0].rstrip())
     print(f"\nreport written to {args.out}/ (README.md, results.json, accuracy_by_band.png, "
           "reliability.png, test_predictions.png, adapter_samples.png)")

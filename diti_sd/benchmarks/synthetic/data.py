@@ -37,7 +37,9 @@ TEXTURES = ("horizontal", "vertical", "diagonal", "antidiagonal", "checker", "do
             "coarse-vertical")
 SHAPES = ("disc", "square", "diamond")
 SPLITS = ("train", "val", "correlated", "decorrelated", "generic")
-TASKS = ("texture", "colour", "shape")  # what the class is: the fine texture, or a coarse attribute
+# the many-class variant: fine stripes by orientation, period and width (24 textures, none the base's)
+MANY_TEXTURES = tuple(f"stripes-{o}-p{p}-w{w}" for o in "hvda" for p in (4, 5, 6) for w in (1, 2))
+TASKS = ("texture", "colour", "shape", "many")  # what the class is: a fine texture, or a coarse attribute
 
 
 @dataclass
@@ -49,7 +51,8 @@ class SyntheticSpec:
     min_extent: float = 0.40  # object size as a fraction of the image side
     max_extent: float = 0.70
     classnames: list[str] = field(default_factory=list)
-    # texture: class = texture, spurious = background; colour / shape: class = background / shape, spurious = texture
+    # texture: class = texture, spurious = background; colour / shape: class = background / shape, spurious = texture;
+    # many: class = one of MANY_TEXTURES, spurious = one of the first five backgrounds (class c: c mod 5)
     task: str = "texture"
     # the textures the generic split draws (default: the class textures); a base trained on others has
     # never seen the benchmark's classes (recipes/base/tiny-base-unseen-textures.yaml)
@@ -58,20 +61,27 @@ class SyntheticSpec:
     def __post_init__(self):
         if self.task not in TASKS:
             raise ConfigError(f"unknown synthetic task {self.task!r}; choose from {', '.join(TASKS)}")
-        names = {"texture": TEXTURES, "colour": COLOUR_NAMES, "shape": SHAPES}[self.task]
+        names = {"texture": TEXTURES, "colour": COLOUR_NAMES, "shape": SHAPES, "many": MANY_TEXTURES}[self.task]
         if not 2 <= self.n_classes <= len(names):
             raise ConfigError(f"n_classes must be in 2..{len(names)} for the {self.task} task")
         if not self.classnames:
             self.classnames = list(names[: self.n_classes])
         unknown = sorted(set(self.generic_textures) - set(TEXTURES))
-        if unknown or (self.generic_textures and self.task != "texture"):
-            raise ConfigError(f"generic_textures must name textures of {', '.join(TEXTURES)} and needs the texture "
+        if unknown or (self.generic_textures and self.task not in ("texture", "many")):
+            raise ConfigError(f"generic_textures must name textures of {', '.join(TEXTURES)} and needs a texture "
                               f"task; got {self.generic_textures} for the {self.task} task")
 
 
 def texture(kind: str, size: int) -> np.ndarray:
-    """A zero-mean +-1 pattern of period 4 px (8 for the coarse ones): fine detail at 16-32 px."""
+    """A zero-mean +-1 pattern of period 4 px (8 for the coarse ones): fine detail at 16-32 px.
+    ``stripes-<o>-p<period>-w<width>``: stripes ``width`` px wide every ``period`` px, horizontal, vertical,
+    diagonal or antidiagonal (o = h, v, d, a), +1 on the stripes and what keeps the mean zero elsewhere."""
     y, x = np.mgrid[0:size, 0:size]
+    if kind.startswith("stripes-"):
+        _, o, p, w = kind.split("-")
+        period, width = int(p[1:]), int(w[1:])
+        u = {"h": y, "v": x, "d": x + y, "a": x - y}[o] % period
+        return np.where(u < width, 1.0, -width / (period - width))
     patterns = {
         "horizontal": np.where(y % 4 < 2, 1.0, -1.0),
         "vertical": np.where(x % 4 < 2, 1.0, -1.0),
@@ -103,23 +113,26 @@ def render(spec: SyntheticSpec, label: int | None, background: int, shape: int, 
     return np.clip(image, 0, 1)
 
 
-def make_split(spec: SyntheticSpec, split: str, n_per_class: int, seed: int) -> LabeledImages:
+def make_split(spec: SyntheticSpec, split: str, n_per_class: int, seed: int, shift: int = 0) -> LabeledImages:
     """``n_per_class`` images of each class (``generic``: n_per_class x n_classes unlabelled-in-spirit
     images whose texture, background and shape are all independent), as (3, H, W) tensors.
-    ``spec.task`` says which attribute is the class and which one is spurious."""
+    ``spec.task`` says which attribute is the class and which one is spurious. ``shift``: in the splits where
+    the spurious attribute follows the class, class c gets class (c + shift)'s instead, every other draw
+    unchanged (the same images with another class's shortcut)."""
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose from {SPLITS}")
     rng = np.random.default_rng([seed, SPLITS.index(split)])
-    n_bg = spec.n_classes
+    n_bg = 5 if spec.task == "many" else spec.n_classes
     images, labels = [], []
     for i in range(n_per_class * spec.n_classes):
         label = i % spec.n_classes
         if split == "generic":  # with generic_textures, the label indexes them, not the classes
             label = int(rng.integers(len(spec.generic_textures) or spec.n_classes))
         follows = split in ("train", "correlated")  # the spurious attribute follows the class
-        spurious = label if follows else int(rng.integers(n_bg))
-        if spec.task == "texture":
-            names = spec.generic_textures if split == "generic" and spec.generic_textures else TEXTURES
+        spurious = (label + shift) % n_bg if follows else int(rng.integers(n_bg))
+        if spec.task in ("texture", "many"):
+            names = spec.generic_textures if split == "generic" and spec.generic_textures else (
+                MANY_TEXTURES if spec.task == "many" else TEXTURES)
             background, kind = spurious, names[label]
         elif spec.task == "colour":  # the class is the background; the texture is the shortcut
             background, kind = label, TEXTURES[spurious]

@@ -36,9 +36,10 @@ def stratified_pairs(edges, counts, latent_shape, seed: int = 0):
     return torch.cat(ts), torch.cat(noises), torch.cat(weights).numpy()
 
 
-def scoring_weights(window: tuple[int, int], per_window: int, tif_d: float | None = None,
-                    latent_shape=(4, 8, 8)) -> tuple[torch.Tensor, torch.Tensor, dict[str, np.ndarray]]:
-    """The demo's pairs and, per scoring, a weight for each pair (zero: not used by that scoring).
+def scoring_weights(window: tuple[int, int], per_window: int, tif_d: float | None = None, latent_shape=(4, 8, 8),
+                    seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict[str, np.ndarray]]:
+    """The demo's pairs (their noise drawn from ``seed``; the t are the same for every seed) and, per
+    scoring, a weight for each pair (zero: not used by that scoring).
 
     Each of small t [0, window[0]), the window and large t [window[1], 1000) gets ``per_window`` pairs;
     all t and TiF's weight get ``per_window`` too, an equal share from each stratum. Small t is absent
@@ -48,7 +49,7 @@ def scoring_weights(window: tuple[int, int], per_window: int, tif_d: float | Non
     if per_window < len(strata) or per_window % len(strata):
         raise ConfigError(f"pairs per window = {per_window}: it must be a positive multiple of {len(strata)} (the "
                           f"strata all t takes an equal share from); e.g. 12")
-    t, noise, width = stratified_pairs([0, lo, hi, 1000], [per_window] * 3, latent_shape)
+    t, noise, width = stratified_pairs([0, lo, hi, 1000], [per_window] * 3, latent_shape, seed)
     stratum = np.repeat(np.arange(len(strata)), per_window)
     first = np.tile(np.arange(per_window) < per_window // len(strata), len(strata))
     names = dict(zip([(0, lo), (lo, hi), (hi, 1000)], ("small t", "window", "large t")))

@@ -11,26 +11,45 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
+import yaml
 
-from ...backbone import native_resolution
+from ...backbone import native_resolution, resolve_model_path
 from ...classifier import DiTiFewShotClassifier
 from ...data.images import LabeledImages
 from ...errors import ConfigError
 from ...recipes import Recipe
 from .data import SyntheticSpec, make_split
 
-# stream -> (split, generator seed = offset + seed); "val" is the stream every setting is chosen on,
-# "second val" a further validation stream for choosing how auto chooses (eval/auto_window.py)
+# stream -> (split, generator seed = offset + seed, shortcut shift). "val" is what a user's validation images
+# are: drawn as the shots are, the spurious attribute following the class; every setting, window and
+# temperature is chosen on it. "oracle val" draws the spurious attribute independently of the class, as the
+# decorrelated test does: a labelled oracle only. "second ..." streams choose how auto chooses
+# (eval/auto_window.py). "held-out shots" are more images drawn like the shots; "train, other backgrounds"
+# are the shots themselves with the next class's shortcut (memorisation measured without the shortcut).
 STREAMS = {
-    "train": ("train", 0),
-    "decorrelated": ("decorrelated", 1000),
-    "correlated": ("correlated", 1000),
-    "val": ("val", 5000),
-    "second val": ("val", 6000),
-    "generic": ("generic", 7000),
+    "train": ("train", 0, 0),
+    "decorrelated": ("decorrelated", 1000, 0),
+    "correlated": ("correlated", 1000, 0),
+    "val": ("train", 5000, 0),
+    "oracle val": ("val", 5000, 0),
+    "second val": ("train", 6000, 0),
+    "second oracle val": ("val", 6000, 0),
+    "generic": ("generic", 7000, 0),
+    "held-out shots": ("train", 8000, 0),
+    "train, other backgrounds": ("train", 0, 1),
 }
+
+
+def base_textures(model: str) -> list[str]:
+    """The textures a benchmark base model's generic images showed (its ``base_recipe.yaml``), empty when it
+    saw every texture or has no such record."""
+    path = Path(resolve_model_path(model)) / "base_recipe.yaml"
+    if not path.is_file():
+        return []
+    return list((yaml.safe_load(path.read_text()).get("domain") or {}).get("generic_textures") or [])
 
 
 @dataclass
@@ -44,16 +63,19 @@ class SyntheticSeed:
     @classmethod
     def for_recipe(cls, recipe: Recipe, seed: int, shots: int, task: str = "texture",
                    n_classes: int | None = None) -> SyntheticSeed:
-        """The domain at the recipe's resolution (the base model's own, read from its configs, if it sets none)."""
+        """The domain at the recipe's resolution (the base model's own, read from its configs, if it sets none);
+        its generic images (the prior-preservation images) show only the textures the base was trained on."""
         size = recipe.resolution or native_resolution(recipe.model)
         extra = {} if n_classes is None else {"n_classes": n_classes}
+        if task in ("texture", "many"):
+            extra["generic_textures"] = base_textures(recipe.model)
         return cls(seed, shots, SyntheticSpec(size=size, task=task, **extra))
 
     def stream(self, name: str, per_class: int) -> LabeledImages:
         if name not in STREAMS:
             raise ConfigError(f"unknown stream {name!r}; choose from {', '.join(STREAMS)}")
-        split, offset = STREAMS[name]
-        return make_split(self.spec, split, per_class, offset + self.seed)
+        split, offset, shift = STREAMS[name]
+        return make_split(self.spec, split, per_class, offset + self.seed, shift)
 
     @cached_property
     def train(self) -> LabeledImages:

@@ -1,0 +1,82 @@
+"""The ledger of sealed reads: every ``diti-sd demo --full`` read of the sealed test streams, on record.
+
+A read is kept in ``docs/reads/`` of a checkout: ``ledger.json`` lists every read (its date, commit, seeds,
+base model, method fingerprint, what changed since the last read, the headline figures and the file that
+holds its full ``results.json``). ``--full`` refuses a sealed range that the ledger already holds a read of
+at the same method fingerprint (recipe, base model, the code of fitting and scoring) unless told why: a test
+split read again under an unchanged method is a second look, and the ledger shows it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from ...backbone import resolve_model_path
+from ...errors import ConfigError
+from ...files import atomic_write
+
+PACKAGE = Path(__file__).resolve().parents[2]
+# the code a read's figures depend on: fitting, scoring, the benchmark itself
+CODE = ("backbone.py", "classifier.py", "metrics.py", "preprocessing.py", "seeding.py", "stats.py", "timesteps.py",
+        "validation.py", "lora", "scoring", "training", "benchmarks/synthetic")
+
+
+def code_hash() -> str:
+    h = hashlib.sha256()
+    for entry in CODE:
+        path = PACKAGE / entry
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            h.update(file.relative_to(PACKAGE).as_posix().encode())
+            h.update(file.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def model_hash(model: str) -> str:
+    """The base model's weight files (a local folder or ``builtin:``); its name for anything else."""
+    folder = Path(resolve_model_path(model))
+    h = hashlib.sha256(str(model).encode())
+    if folder.is_dir():
+        for file in sorted(folder.rglob("*.safetensors")):
+            h.update(file.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def fingerprint(config: dict, recipe: dict, model: str) -> str:
+    """The method a read measures: the demo's settings, the recipe, the base model's weights and the code."""
+    blob = json.dumps({"config": config, "recipe": recipe, "model": model_hash(model), "code": code_hash()},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def read_ledger(path: Path) -> list[dict]:
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def check_unread(path: Path, seeds: list[int], print_: str, reason: str | None) -> None:
+    """Refuse, before any work, a second read of ``seeds`` at the same fingerprint without a reason."""
+    again = [r for r in read_ledger(path) if r["seeds"] == list(seeds) and r["fingerprint"] == print_]
+    if again and not reason:
+        raise ConfigError(f"the sealed seeds {seeds[0]}-{seeds[-1]} were read at this very method on "
+                          f"{again[-1]['date']} (commit {str(again[-1]['commit'])[:7]}, {path}); a second read "
+                          "changes nothing but the number of looks: pass --reason saying why")
+
+
+def record_read(path: Path, report: dict, print_: str, reason: str | None) -> dict:
+    """Append the read to the ledger and keep its results beside it."""
+    commit = report.get("code", {}).get("commit") or "unknown"
+    date = time.strftime("%Y-%m-%d")
+    name = f"{date}-{commit[:7]}-{Path(str(report['config']['model'])).name.replace('builtin:', '')}.json"
+    atomic_write(path.parent / name, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+    rec = report["results"][report["recommended"]]["decorrelated"]
+    entry = {"date": date, "commit": commit, "dirty": report.get("code", {}).get("dirty"),
+             "seeds": report["config"]["seeds"], "model": report["config"]["model"],
+             "recipe": report["config"]["recipe"], "fingerprint": print_,
+             "why": reason or "the first read of these seeds at this method",
+             "recommended_decorrelated": round(rec["mean"], 4), "targets": report.get("targets", {}),
+             "results": name}
+    ledger = read_ledger(path) + [entry]
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(ledger, indent=2)))
+    return entry

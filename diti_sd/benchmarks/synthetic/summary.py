@@ -1,0 +1,104 @@
+"""The demo's numbers: its rows' names, per row and split the accuracy over seeds, the paired comparisons
+with both intervals, the training x scoring grid, the rows on the images whose background misleads, and
+the targets the benchmark exists to show."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+
+from ...stats import hierarchical_difference, mean_sd
+from .data import SyntheticSpec
+from .scoring import SCORINGS, window_of
+
+TEST_SPLITS = ("decorrelated", "correlated")
+REFERENCE_CONFIGURATION = "reference configuration: trained over (0, 1000), TiF weight"
+REFERENCE_STYLE = "reference-style: trained and scored over (0, 1000)"
+PROTOTYPES = ("nearest prototype, pixels", "nearest prototype, VAE latents")
+PROBES = ("linear probe, pixels", "linear probe, VAE latents")
+# on the decorrelated test: the recommended row at least ACCURACY, and at least each margin above each rival
+# with the wider of the two 95 % intervals above zero
+ACCURACY = 0.70
+MARGIN, ZERO_SHOT_MARGIN = 0.10, 0.15
+
+
+def method_names(window: tuple[int, int]) -> dict[tuple[str, str], str]:
+    """Each (adapter set, scoring) row's name: "band" adapters are the recipe's, "all" ones were trained
+    over all of [0, 1000)."""
+    w = tuple(window)
+    band = {"window": f"DiTi-SD, window {w} (recommended)",
+            "large t": f"DiTi-SD, same adapters, large t {(w[1], 1000)}",
+            "small t": f"DiTi-SD, same adapters, small t {(0, w[0])}",
+            "all t": "DiTi-SD, same adapters, all t (0, 1000)",
+            "TiF weight": "DiTi-SD, same adapters, TiF weight"}
+    wide = {"all t": REFERENCE_STYLE, "TiF weight": REFERENCE_CONFIGURATION,
+            "window": f"trained over (0, 1000), scored over the window {w}",
+            "large t": f"trained over (0, 1000), scored over large t {(w[1], 1000)}",
+            "small t": f"trained over (0, 1000), scored over small t {(0, w[0])}"}
+    return {**{("band", s): n for s, n in band.items()}, **{("all", s): n for s, n in wide.items()}}
+
+
+def zero_shot_name(window) -> str:
+    return f"the base alone, zero-shot (its caption words), window {tuple(window)}"
+
+
+def target_margins(names: dict, window) -> dict[str, float]:
+    """The rivals the recommended row must beat on the decorrelated test, each with its margin."""
+    return {REFERENCE_STYLE: MARGIN, names[("band", "large t")]: MARGIN, PROBES[1]: MARGIN,
+            zero_shot_name(window): ZERO_SHOT_MARGIN}
+
+
+def band_means(per_seed: list[list[float]]) -> list[float | None]:
+    """Mean over seeds per band; None where no seed had a pair in the band."""
+    arr = np.array(per_seed, dtype=float)
+    seen = ~np.isnan(arr)
+    means = np.nansum(arr, 0) / np.maximum(seen.sum(0), 1)
+    return [float(m) if n else None for m, n in zip(means, seen.sum(0))]
+
+
+def summarise(cfg, recipe, window, names, correct, probs, conflicts) -> dict:
+    """The report's numbers: per row and split, accuracy (mean and sd over seeds, ddof = 1), NLL and ECE;
+    the paired comparisons; the training x scoring grid; the rows on images the background misleads."""
+    recommended = names[("band", "window")]
+    summary = {}
+    for method, by in correct.items():
+        summary[method] = {}
+        for split, v in by.items():
+            mean, sd = mean_sd([h.mean() for h in v])
+            summary[method][split] = {"mean": mean, "std": sd, "per_seed": [float(h.mean()) for h in v],
+                                      **{k: float(np.mean([r[k] for r in probs[method][split]]))
+                                         for k in ("nll", "ece")}}
+    targets = target_margins(names, window)
+    others = [m for m in correct if m != recommended]
+    comparisons = {rival: {split: hierarchical_difference(correct[recommended][split], correct[rival][split])
+                           for split in TEST_SPLITS} for rival in others}
+    grid_contrasts = {}
+    for key, label in (("band", "adapters trained over the recipe's band"), ("all", "adapters trained over all t")):
+        for other in ("all t", "large t", "TiF weight"):
+            a, b = names.get((key, "window")), names.get((key, other))
+            if a in correct and b in correct:
+                grid_contrasts[f"{label}: the window minus {other}"] = hierarchical_difference(
+                    correct[a]["decorrelated"], correct[b]["decorrelated"])
+    for s in SCORINGS:
+        a, b = names.get(("band", s)), names.get(("all", s))
+        if a in correct and b in correct:
+            grid_contrasts[f"scored by {s}: trained over the band minus trained over all t"] = hierarchical_difference(
+                correct[a]["decorrelated"], correct[b]["decorrelated"])
+    misled = {}
+    for method, per_seed in conflicts.items():
+        n = sum(r["images"] for r in per_seed)
+        misled[method] = {"images": n, "accuracy": sum(r["correct"] for r in per_seed) / max(n, 1),
+                          "to_background": sum(r["to_background"] for r in per_seed) / max(n, 1)}
+    grid = {split: {key: {s: summary[names[(key, s)]][split]["mean"]
+                          for s in SCORINGS if names.get((key, s)) in summary}
+                    for key in ("band", "all")} for split in TEST_SPLITS}
+    return {
+        "config": asdict(cfg),
+        "recipe": recipe.to_dict(), "results": summary, "comparisons": comparisons, "recommended": recommended,
+        "window": list(window), "targets": targets, "zero_shot": zero_shot_name(window),
+        "grid": {"scorings": {s: window_of(s, window) for s in SCORINGS}, "accuracy": grid,
+                 "contrasts": grid_contrasts, "pairs_per_window": cfg.pairs_per_window},
+        "background_disagrees": misled, "n_classes": len(SyntheticSpec().classnames),
+        "chance": 1 / len(SyntheticSpec().classnames),
+    }
