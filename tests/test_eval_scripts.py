@@ -97,11 +97,11 @@ def test_tune_synthetic_compares_on_validation_under_the_sealed_protocol(tmp_pat
         for r in rows.values():
             assert 0 <= r["candidate"] <= 1 and r["gain"] == pytest.approx(r["candidate"] - r["baseline"])
             assert r["verdict"] == "smoke run: no verdict"
-    # the evidence for the recipe's own scoring window [200, 500): the baseline's other scorings against it
+    # the evidence for the recipe's own scoring window [0, 200): the baseline's other scorings against it
     against, rows = result["baseline_windows_minus_recipe_window"], result["candidates"][0]["windows"]
-    assert list(against) == ["[0,200)", "tif"]
+    assert list(against) == ["[200,500)", "tif"]
     for w, r in against.items():
-        assert r["gain"] == pytest.approx(rows[w]["baseline"] - rows["[200,500)"]["baseline"])
+        assert r["gain"] == pytest.approx(rows[w]["baseline"] - rows["[0,200)"]["baseline"])
     # the baseline is fitted once and shared: both candidates compare with the same accuracies
     assert [c["windows"]["tif"]["baseline"] for c in result["candidates"]].count(
         result["candidates"][0]["windows"]["tif"]["baseline"]) == 2
@@ -186,3 +186,21 @@ def test_the_rules_that_keep_tifs_weight_or_its_band():
     assert script.rule_choice(arrays, score, "TiF's weight unless beaten by 2 SE") == "[667, 1000)"
     arrays["val_errors"] = rng.normal(1.0, 0.05, (20, 5, 24))
     assert script.rule_choice(arrays, score, "TiF's weight unless beaten by 2 SE") == "tif weight"
+
+
+def test_recheck_window_replays_the_saved_passes_against_the_recipes_window(tmp_path):
+    recheck = _script("recheck_window")
+    rng = np.random.default_rng(0)
+    t = np.arange(12) * 83  # pairs spread over [0, 1000)
+    for seed in range(3):
+        labels = np.arange(20) % 5
+        errors = rng.normal(1.0, 0.01, (20, 5, 12))
+        # the true class denoises better only at t < 200: small t reads it, [200, 500) is at chance
+        errors[np.arange(20), labels] -= 0.2 * (t < 200)
+        np.savez(tmp_path / f"seed{seed}.npz", tif_d=np.array(5.0), val_errors=errors, val_t=t, val_labels=labels,
+                 oracle_errors=errors, oracle_t=t, oracle_labels=labels)
+    result = recheck.main([str(tmp_path), "--json", str(tmp_path / "r.json")])
+    acc, ll = result["rows"]["val accuracy"], result["rows"]["val log-likelihood"]
+    assert result["seeds"] == 3 and acc["(0, 200)"]["mean"] == 1.0 and acc["(200, 500)"]["gain"] == 0
+    assert acc["(0, 200)"]["gain"] > 0.5 and ll["(0, 200)"]["gain"] > 0 and ll["(0, 200)"]["beyond_2_se"]
+    assert json.loads((tmp_path / "r.json").read_text())["against"] == "(200, 500)"
