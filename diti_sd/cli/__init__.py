@@ -16,7 +16,7 @@ SUBCOMMANDS = {
     "sample": "generate images from class adapters",
     "eval": "compare DiTi-SD with OpenCLIP and Stable Diffusion zero-shot, Tip-Adapter(-F) on k-shot splits",
     "demo": "the synthetic fine-grained benchmark on the shipped tiny model (CPU, minutes)",
-    "train-base": "train the tiny base model of the synthetic domain (the shipped one)",
+    "train-base": "train a tiny base model of the synthetic domain (as the two shipped ones were)",
     "encoder": "the unconditional DiTi encoder for faces: fit, probe attributes, edit counterfactuals",
     "tiny-model": "build a tiny random-weight Stable Diffusion folder (offline tests and smoke runs)",
 }

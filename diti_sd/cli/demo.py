@@ -7,7 +7,7 @@ from .common import add_runtime_arguments, int_list, positive_int
 EXAMPLE = """example:
   diti-sd demo --out reports/demo            # a few minutes on 2 CPU cores
   diti-sd demo --full --reason "the recipe re-checked on the new base" --out reports/demo-full
-      (the sealed read: 10 seeds x 200 test images per split, recorded in docs/reads/ledger.json)"""
+      (the sealed read: seeds 501-510 x 50 test images per split, recorded in docs/reads/ledger.json)"""
 
 
 def add_arguments(parser):
@@ -21,7 +21,7 @@ def add_arguments(parser):
                              "builtin:tiny-base knows them by name)")
     parser.add_argument("--dataset", default="synthetic", help="the benchmark's recipe (default: synthetic)")
     parser.add_argument("--full", action="store_true",
-                        help="the sealed read: 10 sealed seeds and 200 test images per split and seed (longer)")
+                        help="the sealed read: sealed seeds 501-510, 50 test images per split and seed (~45 min)")
     parser.add_argument("--reason", default=None,
                         help="with --full: what changed since the last read (the ledger keeps it; needed to read "
                              "the sealed seeds again at an unchanged method)")

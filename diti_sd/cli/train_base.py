@@ -1,4 +1,4 @@
-"""``diti-sd train-base``: train the tiny base model of the synthetic domain (the one the package ships)."""
+"""``diti-sd train-base``: train the tiny base model of the synthetic domain (as the two the package ships were)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Data sets, k-shot splits and the synthetic benchmark."""
+"""Data sets and k-shot splits."""
 
 from ..errors import ConfigError
 from ..recipes import DATASET_KINDS

@@ -169,7 +169,7 @@ def _run_seed(cfg: DemoConfig, recipe, wide_recipe, seed: int, window, names, pr
     labels = run.names(train)
     clf = run.fit(recipe, device=cfg.device, steps=cfg.steps)
     wide = run.fit(wide_recipe, device=cfg.device, steps=cfg.steps, train_window=(0, 1000))
-    # this seed's own (t, noise) pairs, the validation stream's drawn apart from the test streams'
+    # this seed's own noise on the shared t grid, the validation stream's drawn apart from the test streams'
     t, noise, weights = scoring_weights(window, cfg.pairs_per_window, clf.tif_d_, clf.backbone_.latent_shape,
                                         seed=derive_seed(seed, TEST_PAIRS))
     val_noise = scoring_weights(window, cfg.pairs_per_window, clf.tif_d_, clf.backbone_.latent_shape,

@@ -1,11 +1,11 @@
 """How the demo reads every row off one set of UNet calls per adapter set.
 
-The (t, noise) pairs are drawn in three strata: below, inside and above the recipe's scoring window,
-the same number in each, so every scoring window is judged on the same number of pairs. "All t" and
-TiF's weight use an equal share of each stratum (the first pairs of a radical-inverse grid cover a
-stratum evenly), again that number in all, each pair weighted by its stratum's width so that the mean
-is uniform in t. Which adapters were trained where and which window scores them are then two separate
-factors of one table.
+The (t, noise) pairs are drawn in up to three strata: below (none when the window starts at 0), inside
+and above the recipe's scoring window, the same number in each, so every scoring window is judged on
+the same number of pairs. "All t" and TiF's weight use an equal share of each stratum (the first pairs
+of a radical-inverse grid cover a stratum evenly), again that number in all, each pair weighted by its
+stratum's width so that the mean is uniform in t. Which adapters were trained where and which window
+scores them are then two separate factors of one table.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def prototype_logits(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.T
 
 def caption_prompts(spec) -> list[str]:
     """Every (class texture, background colour) pair in the caption form the tiny base was trained on
-    (data.synthetic.attribute_caption), texture-major."""
+    (``attribute_caption`` in ``data.py``), texture-major."""
     return [f"a photo of a {texture} pattern on a {colour} background"
             for texture in spec.classnames for colour in COLOUR_NAMES[: spec.n_classes]]
 
