@@ -4,10 +4,12 @@
     python eval/validation_cost.py --classes 100 --shots 1 --steps 1
 
 Builds an image folder of ``--classes`` classes (flat colours with noise) and a tiny random-weight Stable
-Diffusion of the real classes, then runs the same `diti-sd fit` twice, in fresh processes one after the
-other: with default flags (auto's window and the temperature on the split's validation images, within
-``--validation-budget``) and with ``--no-calibrate --set score.weighting=tif`` (no validation pass at all).
-Prints both wall times, their ratio, and the validation pass's UNet calls as a share of the fit's work.
+Diffusion of the real classes, then runs the same `diti-sd fit` three times, in fresh processes one after
+the other: with default flags (TiF's weight; the temperature on the split's validation images, within
+``--validation-budget``), with ``--no-calibrate`` (no validation pass at all), and with
+``--set score.weighting=auto`` (the window and the temperature from one pass, within the same budget).
+Prints the wall times, their ratio to ``--no-calibrate``, and each validation pass's UNet calls as a
+share of the fit's work.
 """
 
 from __future__ import annotations
@@ -60,12 +62,12 @@ def main(argv=None) -> int:
         folder = make_folder(tmp / "data", args.classes, args.shots + 4)
         model = build_tiny_backbone(seed=0).save_pretrained(tmp / "model", progress=False)
         rows = {}
-        for name, extra in (("default flags", []), ("--no-calibrate, TiF's weight",
-                                                    ["--no-calibrate", "--set", "score.weighting=tif"])):
+        for name, extra in (("default flags", []), ("--no-calibrate", ["--no-calibrate"]),
+                            ("auto", ["--set", "score.weighting=auto"])):
             seconds, summary = fit(args, folder, model, tmp / name.split()[0].strip("-,"), extra)
             rows[name] = {"seconds": round(seconds, 1), "validation": summary.get("validation"),
                           "unet_samples": summary.get("unet_samples")}
-    base = rows["--no-calibrate, TiF's weight"]["seconds"]
+    base = rows["--no-calibrate"]["seconds"]
     for name, row in rows.items():
         v = row["validation"] or {}
         print(f"{name:30s} {row['seconds']:7.1f} s  x{row['seconds'] / base:.2f}  validation UNet calls "

@@ -204,3 +204,17 @@ def test_recheck_window_replays_the_saved_passes_against_the_recipes_window(tmp_
     assert result["seeds"] == 3 and acc["(0, 200)"]["mean"] == 1.0 and acc["(200, 500)"]["gain"] == 0
     assert acc["(0, 200)"]["gain"] > 0.5 and ll["(0, 200)"]["gain"] > 0 and ll["(0, 200)"]["beyond_2_se"]
     assert json.loads((tmp_path / "r.json").read_text())["against"] == "(200, 500)"
+
+
+@pytest.mark.slow  # three fits with 100 prior images sampled each: about 15 minutes on 2 CPU cores
+def test_validation_cost_times_the_default_fit_beside_no_calibrate_and_auto(tmp_path, capsys):
+    cost = _script("validation_cost")
+    cost.main(["--classes", "3", "--shots", "1", "--steps", "1", "--json", str(tmp_path / "c.json")])
+    rows = json.loads((tmp_path / "c.json").read_text())["rows"]
+    assert list(rows) == ["default flags", "--no-calibrate", "auto"]
+    assert not (rows["--no-calibrate"]["validation"] or {}).get("unet_calls")  # no pass at all
+    for name in ("default flags", "auto"):
+        v = rows[name]["validation"]
+        # every pass within the default budget: at most 20 % of the fit's own UNet work (or skipped)
+        assert v["share_of_fit"] <= 0.2 + 1e-9, v
+    assert "x1.00" in capsys.readouterr().out  # --no-calibrate is the unit
