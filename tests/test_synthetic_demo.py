@@ -224,6 +224,7 @@ def test_demo_writes_its_report_and_a_killed_run_continues(tmp_path, monkeypatch
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["results"] == json.loads(json.dumps(report["results"]))
     assert saved["code"]["commit"] and not saved["sealed"]
+    assert len(saved["fingerprint"]) == 16 and int(saved["fingerprint"], 16) >= 0  # the method's, not a row name
     recommended = saved["results"][saved["recommended"]]
     # each accuracy is the mean of its seed's 10 per-image hits; the comparison is their paired difference
     for split in ("decorrelated", "correlated"):

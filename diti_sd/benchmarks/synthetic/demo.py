@@ -260,12 +260,12 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
             record["fingerprint"] = per_seed
             path.parent.mkdir(exist_ok=True)
             atomic_write(path, lambda tmp, record=record: torch.save(record, tmp))
-        for method, by_split in record["correct"].items():
+        for row, by_split in record["correct"].items():
             for split, hits in by_split.items():
-                correct.setdefault(method, {}).setdefault(split, []).append(hits)
-                probs.setdefault(method, {}).setdefault(split, []).append(record["probs"][method][split])
-        for method, found in record["conflicts"].items():
-            conflicts.setdefault(method, []).append(found)
+                correct.setdefault(row, {}).setdefault(split, []).append(hits)
+                probs.setdefault(row, {}).setdefault(split, []).append(record["probs"][row][split])
+        for row, found in record["conflicts"].items():
+            conflicts.setdefault(row, []).append(found)
         for key, accuracy in record["bands"].items():
             bands.setdefault(key, []).append(accuracy)
         for key, accuracy in record["memorised"].items():
