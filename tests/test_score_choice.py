@@ -106,7 +106,7 @@ def test_a_prefilters_classes_are_the_only_ones_scored_and_counted():
 
 
 def test_the_chosen_window_runs_the_recipes_stages_capped_to_its_width():
-    score = load_recipe("image-folder").score
+    score = load_recipe("image-folder", {"score.weighting": "auto"}).score
     third = {"t_min": 333, "t_max": 667, "weighting": "uniform"}
     cfg = resolve(score, third)
     assert cfg.rounds == [[20, 20], [50, 10], [100, 5], [334, 1]] and (cfg.t_min, cfg.t_max) == (333, 667)

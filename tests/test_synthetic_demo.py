@@ -195,7 +195,7 @@ def test_demo_writes_its_report_and_a_killed_run_continues(tmp_path, monkeypatch
         return fit(self, recipe, *args, **kwargs)
 
     monkeypatch.setattr(SyntheticSeed, "fit", recording_fit)
-    cfg = DemoConfig(seeds=[1, 2], shots=2, test_per_class=2, pairs_per_window=3, steps=2, samples_per_class=1,
+    cfg = DemoConfig(seeds=[1, 2], shots=2, test_per_class=2, pairs_per_window=4, steps=2, samples_per_class=1,
                      zero_shot_pairs=2)
     # killed in the second seed: the first seed's figures are kept, and the rerun fits only the second
     run_seed = demo._run_seed
@@ -235,9 +235,10 @@ def test_demo_writes_its_report_and_a_killed_run_continues(tmp_path, monkeypatch
             expected = recommended[split]["mean"] - saved["results"][rival][split]["mean"]
             assert by[split]["mean"] == pytest.approx(expected) and by[split]["images"] == 20
             assert by[split]["seeds"] == 2 and by[split]["low"] <= by[split]["mean"] <= by[split]["high"]
-    # the training x scoring grid is the rows it names: two adapter sets, five scorings
+    # the training x scoring grid is the rows it names: two adapter sets, four scorings (the recipe's window
+    # starts at 0: no small-t stratum)
     grid = saved["grid"]["accuracy"]["decorrelated"]
-    assert set(grid["band"]) == set(grid["all"]) == {"small t", "window", "large t", "all t", "TiF weight"}
+    assert set(grid["band"]) == set(grid["all"]) == {"window", "large t", "all t", "TiF weight"}
     assert grid["band"]["window"] == recommended["decorrelated"]["mean"]
     assert grid["all"]["all t"] == saved["results"][REFERENCE_STYLE]["decorrelated"]["mean"]
     assert grid["all"]["TiF weight"] == saved["results"][REFERENCE_CONFIGURATION]["decorrelated"]["mean"]
@@ -259,7 +260,7 @@ def test_demo_writes_its_report_and_a_killed_run_continues(tmp_path, monkeypatch
     # reference configuration is compared, not targeted
     target_lines = [line for line in text.splitlines() if line.startswith("- at least")]
     assert len(target_lines) == len(saved["targets"]) == 4
-    assert "reference-style" in target_lines[0] and "large t (500, 1000)" in target_lines[1]
+    assert "reference-style" in target_lines[0] and "large t (200, 1000)" in target_lines[1]
     assert "linear probe, VAE latents" in target_lines[2]
     assert target_lines[3].startswith("- at least 0.15 above the base")
     assert "reference configuration" not in "".join(target_lines)
