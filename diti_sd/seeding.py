@@ -22,6 +22,7 @@ MODULUS = 2**63 - 1
 # keys that keep streams apart where their other keys could coincide
 VALIDATION_PAIRS = 1
 TEST_PAIRS = 2
+TRAIN_DROPOUT = 3
 
 
 def derive_seed(seed: int, *keys: int) -> int:

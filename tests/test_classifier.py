@@ -186,6 +186,27 @@ def test_gradient_checkpointing_changes_nothing_but_memory(tiny_model_dir):
     assert not ckpt.backbone_.unet.is_gradient_checkpointing
 
 
+def test_training_dropout_is_seeded_per_step_and_resumes_to_the_same_adapters(tiny_model_dir, tmp_path):
+    X, y = color_images(12, seed=5)
+    over = {"lora.text_rank": 2, "fit.dropout": 0.3}
+    plain = tiny_clf(tiny_model_dir, overrides={"lora.text_rank": 2}).fit(X, y).adapters_.lora_state_dict()
+    full = tiny_clf(tiny_model_dir, overrides=over).fit(X, y, output_dir=tmp_path / "a").adapters_.lora_state_dict()
+    # the masks change what is learnt (a dropout left off would not move a weight)
+    assert max(float((full[k] - plain[k]).abs().max()) for k in full) > 1e-4
+
+    def stop_at_five(iteration, loss):
+        if iteration == 5:
+            raise KeyboardInterrupt
+
+    clf = tiny_clf(tiny_model_dir, overrides=over)
+    with pytest.raises(KeyboardInterrupt):
+        clf.fit(X, y, output_dir=tmp_path / "b", callback=stop_at_five)
+    resumed = clf.fit(X, y, output_dir=tmp_path / "b", resume=True)
+    assert resumed.fit_summary_["resumed_from"] == 3
+    for key, value in resumed.adapters_.lora_state_dict().items():
+        assert torch.allclose(value, full[key], atol=1e-6), key
+
+
 @pytest.mark.slow  # torch.compile takes about two minutes on this CPU
 def test_compiled_scoring_gives_the_same_scores(tiny_model_dir):
     X, y = color_images(6, seed=12)

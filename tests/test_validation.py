@@ -38,6 +38,7 @@ BAD = [
     ("fit.steps_by_shots={0: 5}", "recipe.fit.steps_by_shots = {0: 5} is not allowed"),
     ("fit.steps=0", "recipe.fit.steps = 0 is not allowed: it must be null or >= 1"),
     ("fit.batch_size=0", "recipe.fit.batch_size = 0 is not allowed"),
+    ("fit.dropout=1", "recipe.fit.dropout = 1.0 is not allowed: it must be >= 0 and < 1"),
     ("fit.brightness=1.5", "recipe.fit.brightness = 1.5 is not allowed: it must be >= 0 and <= 1"),
     ("prompt.template=a {nam} photo", "only placeholders are {token}, {name}"),
     ("prompt.template=a photo of {name}", "a text holding {token}"),
@@ -78,6 +79,13 @@ def test_a_bad_value_is_one_line_naming_key_value_and_what_is_allowed(override, 
     with pytest.raises(RecipeError) as info:
         DiTiFewShotClassifier(recipe="tiny").set_params(overrides={key: value}).resolved_recipe()
     assert message.replace("recipe.", "") in str(info.value).replace("recipe.", "")
+
+
+def test_training_dropout_with_gradient_checkpointing_is_refused():
+    # the recomputed forward pass would draw other masks than the loss was taken with
+    with pytest.raises(RecipeError, match="fit.dropout = 0.1 is not allowed with recipe.fit.gradient_checkpointing"):
+        load_recipe("tiny", ["fit.dropout=0.1", "fit.gradient_checkpointing=true"])
+    assert load_recipe("tiny", ["fit.dropout=0.1"]).fit.dropout == 0.1
 
 
 def test_every_shipped_recipe_passes_its_own_checks():

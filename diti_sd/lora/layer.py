@@ -236,19 +236,21 @@ class ClassAdapters(nn.Module):
     # ----------------------------------------------------------------- routing
     @contextmanager
     def use(self, unet_index=None, text_index=None, unet_scale: float = 1.0, text_scale: float = 1.0,
-            text_dropout: tuple[float, torch.Generator] | None = None):
+            text_dropout: tuple[float, torch.Generator] | None = None,
+            unet_dropout: tuple[float, torch.Generator] | None = None):
         """Route the next forward passes: per-sample class indices for the UNet and the text encoder.
-        ``text_dropout``: (p, generator) for dropout on the text adapters' output (see ClassRouter)."""
+        ``text_dropout``, ``unet_dropout``: (p, generator) for dropout on the adapters' output (see
+        ClassRouter)."""
         device = self.backbone[0].device
         u, tx = self.unet_router, self.text_router
-        prev = (u.index, tx.index, u.scale, tx.scale, tx.dropout)
+        prev = (u.index, tx.index, u.scale, tx.scale, tx.dropout, u.dropout)
         u.index = None if unet_index is None else torch.as_tensor(unet_index, device=device).long()
         tx.index = None if text_index is None else torch.as_tensor(text_index, device=device).long()
-        u.scale, tx.scale, tx.dropout = unet_scale, text_scale, text_dropout
+        u.scale, tx.scale, tx.dropout, u.dropout = unet_scale, text_scale, text_dropout, unet_dropout
         try:
             yield self
         finally:
-            u.index, tx.index, u.scale, tx.scale, tx.dropout = prev
+            u.index, tx.index, u.scale, tx.scale, tx.dropout, u.dropout = prev
 
     def remove(self) -> None:
         """Put the backbone's original linear layers back."""

@@ -124,6 +124,8 @@ class FitConfig:
     rescale_after_by_shots: dict[int, int] = field(default_factory=dict)
     rescale_unet: float = 1.0
     rescale_text: float = 1.0
+    # dropout on the UNet and text adapters' outputs while training (lora_diffusion's dropout_p; 0: off)
+    dropout: float = 0.0
 
     CONSTRAINTS: ClassVar[dict] = {
         "steps_by_shots": Table(Interval(1)), "steps": [None, Interval(1)], "lr": POSITIVE,
@@ -135,11 +137,15 @@ class FitConfig:
         "crop": Options("center", "random", "none"), "latent": Options("mean", "sample"), "shift": Interval(0),
         "shift_step": Interval(1), "checkpoint_every": Interval(0), "min_shots": Interval(1),
         "rescale_after_by_shots": Table(Interval(0), empty=True), "rescale_unet": Interval(0),
-        "rescale_text": Interval(0),
+        "rescale_text": Interval(0), "dropout": Interval(0, 1, closed="left"),
     }
 
     def check(self, where: str) -> None:
         check_window(where, self.t_min, self.t_max, T_STEPS)
+        if self.dropout > 0 and self.gradient_checkpointing:
+            # the recomputed forward pass would draw other masks than the one the loss was taken with
+            raise RecipeError(f"{where}.dropout = {self.dropout} is not allowed with {where}.gradient_checkpointing: "
+                              f"set one of them off")
 
 
 @dataclass

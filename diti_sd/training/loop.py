@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError
 from ..preprocessing import random_crop, uint8_to_float
 from ..recipes import FitConfig
-from ..seeding import torch_generator
+from ..seeding import TRAIN_DROPOUT, torch_generator
 from ..timesteps import draw_train_t
 from .checkpoint import Checkpoint, load_checkpoint, remove_checkpoint, save_checkpoint
 from .optim import ClassAdamW, clip_grad_norm_per_class
@@ -274,6 +274,8 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
                 x0[i] = latent
     total = 0.0
     unet_scale, text_scale = scales
+    # one mask stream per step, derived from it, so a resumed fit draws the masks an unbroken one draws
+    drop = (cfg.dropout, torch_generator(seed, group[0], class_step, TRAIN_DROPOUT)) if cfg.dropout > 0 else None
     # one UNet batch per latent shape; each class's loss (and so its gradient) is what it would be alone
     for rows in _same_shape(x0):
         part = torch.cat([x0[i].to(device, backbone.dtype) for i in rows])
@@ -282,7 +284,8 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
         unet_rows = [unet_idx[i] for i in rows]
         text_rows = [text_idx[i] for i in rows]
         # the routing stays on through backward: gradient checkpointing re-runs the forward pass there
-        with adapters.use(unet_index=unet_rows, text_index=text_rows, unet_scale=unet_scale, text_scale=text_scale):
+        with adapters.use(unet_index=unet_rows, text_index=text_rows, unet_scale=unet_scale, text_scale=text_scale,
+                          unet_dropout=drop, text_dropout=drop):
             with amp.autocast():
                 if fixed_context is None:
                     context = backbone.encode_prompts([prompts[i] for i in rows])
