@@ -4,15 +4,22 @@ A candidate setting (``--set``) is fitted beside a baseline (``--against``; defa
 is) on the same k-shot train splits, and both are scored on each seed's validation stream, drawn as the
 shots are (the background follows the class, as in a user's validation images), for several scoring
 windows and for TiF's data-derived per-t weight ("tif"), all read off one set of UNet calls per fit, at the
-seed's own validation pairs. ``--oracle`` scores on a stream whose background is independent of the class
-instead: a labelled oracle, never what a setting is chosen on. The candidate counts as better on a window
-only when its paired gain exceeds two standard errors of the per-seed gains (ddof = 1); a hierarchical
-bootstrap interval is printed beside it.
+seed's own validation pairs. On that stream the shortcut is right, so accuracy saturates near 1 and
+cannot choose; the rule reads each image's true-class log-likelihood (softmax over the standardised minus
+errors, as ``score.weighting: auto`` ranks windows): the candidate counts as better on a window only when
+its paired gain there exceeds two standard errors of the per-seed gains (ddof = 1). The accuracy gain with
+its hierarchical bootstrap interval is printed beside it, and the accuracy on an oracle stream (the
+background independent of the class) as a labelled row, never what a setting is chosen on.
+
+The rivals get the same search: ``--against "fit.t_max=1000;fit.lr=1e-3"`` as the baseline (the demo's
+all-t adapters) and the same ``--variant`` grid, read on (0, 1000) (reference-style) and "tif" (the
+reference configuration).
 
     python eval/tune_synthetic.py --seeds 11-20 --set fit.text_lr=1e-3
     python eval/tune_synthetic.py --seeds 11-20 --variant "lora.rank=2;lora.text_rank=2" --variant fit.steps=60
 
-Several ``--variant`` (overrides separated by ";") are each compared with one baseline fit per seed.
+Several ``--variant`` (overrides separated by ";") are each compared with one baseline fit per seed; a
+candidate's overrides apply on top of the baseline's.
 
 The protocol is enforced here (docs/benchmarks.md, "Sealed test protocol"): only validation streams are
 ever read, at least 10 seeds, and never the sealed (or retired) seeds of ``diti-sd demo --full``. ``--smoke`` lifts
@@ -37,12 +44,16 @@ from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write
 from diti_sd.recipes import load_recipe
 from diti_sd.scoring import dense_errors, weighted_mean, window_weights
+from diti_sd.scoring.auto import per_image_log_likelihood
 from diti_sd.seeding import VALIDATION_PAIRS, derive_seed
-from diti_sd.stats import hierarchical_difference
+from diti_sd.stats import hierarchical_difference, mean_sd
 from diti_sd.timesteps import tif_weights
 
 WINDOWS = [(0, 200), (200, 500), (0, 500), (500, 1000), (0, 1000)]
 MIN_SEEDS = 10
+# the user-like validation stream (the background follows the class) and the labelled oracle (independent)
+STREAMS = ("val", "oracle val")
+PARTS = ("correct", "ll", "oracle")
 
 
 def check_protocol(seeds: list[int], smoke: bool) -> None:
@@ -57,68 +68,92 @@ def check_protocol(seeds: list[int], smoke: bool) -> None:
 
 def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: int,
              windows: list[tuple[int, int]] = WINDOWS, pairs: tuple[int, int] = (12, 12),
-             split_at: int = 200, model: str | None = None, stream: str = "val", cache: Path | None = None) -> dict:
-    """Per window (and "tif"): per seed, which validation images each fit gets right. (Accuracy on the shots
-    is not read: their background follows the class, so it cannot tell memorised shots from a learnt
-    shortcut; the demo measures memorisation without it.) ``pairs``: (t, noise)
-    pairs in [0, split_at) and in [split_at, 1000). With ``cache``, each seed's result is kept in a file
-    named by everything it depends on (the resolved recipe, not how it was spelled), so a killed run
-    resumes and runs that share a setting fit it once."""
+             split_at: int = 200, model: str | None = None, cache: Path | None = None) -> dict:
+    """Per window (and "tif"), per seed: which user-like validation images each fit gets right
+    (``correct``), each one's true-class log-likelihood there (``ll``, what the rule reads: accuracy
+    saturates where the shortcut is right), and which oracle images it gets right (``oracle``, a labelled
+    row). (Accuracy on the shots is not read: their background follows the class, so it cannot tell
+    memorised shots from a learnt shortcut; the demo measures memorisation without it.) ``pairs``: (t,
+    noise) pairs in [0, split_at) and in [split_at, 1000), the same for both streams. With ``cache``,
+    each seed's result is kept in a file named by everything it depends on (the resolved recipe, not how
+    it was spelled), so a killed run resumes and runs that share a setting fit it once."""
     recipe = load_recipe("synthetic", [*([f"model={model}"] if model else []), *overrides])
-    correct = {w: [] for w in [*windows, "tif"]}
+    names = [*windows, "tif"]
+    out = {part: {w: [] for w in names} for part in PARTS}
     start = time.time()
     for seed in seeds:
-        key = json.dumps([dataclasses.asdict(recipe), seed, shots, val_per_class, windows, pairs, split_at, stream],
+        key = json.dumps([dataclasses.asdict(recipe), seed, shots, val_per_class, windows, pairs, split_at, STREAMS],
                          default=str)
         path = None if cache is None else cache / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
-        if path is not None and path.exists():
+        if path is None or not path.exists():
+            saved = {"key": key, **_one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at)}
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(path, lambda tmp, text=json.dumps(saved): tmp.write_text(text))
+        else:
             saved = json.loads(path.read_text())
-            for w in correct:
-                correct[w].append(np.array(saved["correct"][_name(w)], dtype=bool))
-            continue
-        run = SyntheticSeed.for_recipe(recipe, seed, shots)
-        val = run.stream(stream, val_per_class)  # the only stream tuning reads
-        clf = run.fit(recipe)
-        t, noise, weights = stratified_pairs([0, split_at, 1000], pairs, clf.backbone_.latent_shape,
-                                             derive_seed(seed, VALIDATION_PAIRS))
-        t_np = t.numpy()
-        contexts = clf.class_contexts()
-        scale = clf.recipe_.score.unet_scale  # the test-time LoRA scale is a setting too
-        errors = dense_errors(clf.backbone_, clf.adapters_, clf.encode(val.images), contexts, t, noise,
+        for part in PARTS:
+            for w in names:
+                out[part][w].append(np.array(saved[part][_name(w)], dtype=float if part == "ll" else bool))
+    return {"overrides": overrides, "seconds": round(time.time() - start, 1), **out}
+
+
+def _one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at) -> dict:
+    """One fit, scored on both validation streams at the seed's own validation pairs."""
+    run = SyntheticSeed.for_recipe(recipe, seed, shots)
+    streams = {name: run.stream(name, val_per_class) for name in STREAMS}  # the only streams tuning reads
+    clf = run.fit(recipe)
+    t, noise, weights = stratified_pairs([0, split_at, 1000], pairs, clf.backbone_.latent_shape,
+                                         derive_seed(seed, VALIDATION_PAIRS))
+    t_np = t.numpy()
+    contexts = clf.class_contexts()
+    scale = clf.recipe_.score.unet_scale  # the test-time LoRA scale is a setting too
+    tif = weights * tif_weights(clf.tif_d_)[t_np]
+    saved = {part: {} for part in PARTS}
+    for name, stream in streams.items():
+        errors = dense_errors(clf.backbone_, clf.adapters_, clf.encode(stream.images), contexts, t, noise,
                               unet_scale=scale)
-        labels = run.labels(val, clf)
-        for w in windows:
-            correct[w].append(_predict(errors, t_np, weights, w) == labels)
-        tif = weights * tif_weights(clf.tif_d_)[t_np]
-        correct["tif"].append(_predict(errors, t_np, tif, (0, 1000)) == labels)
-        if path is not None:
-            saved = {"key": key,
-                     "correct": {_name(w): [bool(v) for v in hits[-1]] for w, hits in correct.items()}}
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, lambda tmp, text=json.dumps(saved): tmp.write_text(text))
-    return {"overrides": overrides, "seconds": round(time.time() - start, 1), "correct": correct}
-
-
-def _predict(errors: np.ndarray, t: np.ndarray, weights: np.ndarray, window: tuple[int, int]) -> np.ndarray:
-    """Each image's class of lowest weighted mean error over the pairs in ``window``."""
-    return weighted_mean(errors, window_weights(t, weights, window)).argmin(1)
+        labels = run.labels(stream, clf)
+        for w in [*windows, "tif"]:
+            mean = weighted_mean(errors, window_weights(t_np, tif, (0, 1000)) if w == "tif"
+                                 else window_weights(t_np, weights, w))
+            if name == "val":
+                saved["correct"][_name(w)] = [bool(v) for v in mean.argmin(1) == labels]
+                saved["ll"][_name(w)] = [float(v) for v in per_image_log_likelihood(mean, labels)]
+            else:
+                saved["oracle"][_name(w)] = [bool(v) for v in mean.argmin(1) == labels]
+    return saved
 
 
 def _name(w) -> str:
     return "tif" if w == "tif" else f"[{w[0]},{w[1]})"
 
 
+def _paired(a: list, b: list) -> dict:
+    """The per-seed means' paired gain, its standard error (ddof = 1) and whether it is beyond 2 SE."""
+    gains = np.array([np.nanmean(x) - np.nanmean(y) for x, y in zip(a, b)])
+    gain, sd = mean_sd(gains)
+    se = sd / np.sqrt(len(gains)) if len(gains) > 1 else float("nan")
+    return {"candidate": float(np.mean([np.nanmean(x) for x in a])),
+            "baseline": float(np.mean([np.nanmean(y) for y in b])), "gain": gain, "se": se,
+            "beyond_2_se": bool(np.isfinite(se) and gain > 2 * se)}
+
+
 def compare(candidate: dict, baseline: dict, smoke: bool = False) -> dict:
-    """Per window: both accuracies, the paired gain with its interval and standard error, and the verdict."""
+    """Per window: the user-like accuracies with the paired gain, its hierarchical interval and standard
+    error; the true-class log-likelihood's paired gain (``ll``), which the verdict reads; the oracle's
+    (a labelled row)."""
     out = {}
     for w, hits in candidate["correct"].items():
         d = hierarchical_difference(hits, baseline["correct"][w], n_boot=2000)
-        better = d["mean"] > 2 * d["seed_se"] if np.isfinite(d["seed_se"]) else False
+        ll = _paired(candidate["ll"][w], baseline["ll"][w])
         out[_name(w)] = {"candidate": float(np.mean([h.mean() for h in hits])),
                          "baseline": float(np.mean([h.mean() for h in baseline["correct"][w]])),
                          "gain": d["mean"], "low": d["low"], "high": d["high"], "se": d["seed_se"],
+                         "ll": ll, "oracle": _paired(candidate["oracle"][w], baseline["oracle"][w]),
                          "verdict": ("smoke run: no verdict" if smoke else
-                                     "better (gain > 2 SE)" if better else "not shown better")}
+                                     "better (log-likelihood gain > 2 SE)" if ll["beyond_2_se"]
+                                     else "not shown better")}
     return out
 
 
@@ -132,7 +167,9 @@ def windows_against_recipe(baseline: dict, recipe_window: tuple[int, int]) -> di
     for w, hits in baseline["correct"].items():
         if w != recipe_window:
             d = hierarchical_difference(hits, ref, n_boot=2000)
-            out[_name(w)] = {"gain": d["mean"], "low": d["low"], "high": d["high"], "se": d["seed_se"]}
+            out[_name(w)] = {"gain": d["mean"], "low": d["low"], "high": d["high"], "se": d["seed_se"],
+                             "ll": _paired(baseline["ll"][w], baseline["ll"][recipe_window]),
+                             "oracle": _paired(baseline["oracle"][w], baseline["oracle"][recipe_window])}
     return out
 
 
@@ -144,16 +181,13 @@ def main(argv=None):
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="the candidate: KEY=VALUE")
     parser.add_argument("--variant", action="append", default=[],
                         help='a further candidate, its overrides separated by ";" (repeatable)')
-    parser.add_argument("--against", action="append", default=[], help="the baseline: KEY=VALUE (default: the recipe)")
+    parser.add_argument("--against", default="", help='the baseline, overrides separated by ";" (default: the recipe)')
     parser.add_argument("--windows", default=None,
                         help="scoring windows to report, e.g. 0-200,150-500 (default: "
                              + ",".join(f"{a}-{b}" for a, b in WINDOWS) + ")")
     parser.add_argument("--pairs", default="12,12", help="(t, noise) pairs below and above --split-at")
     parser.add_argument("--split-at", type=int, default=200)
     parser.add_argument("--model", default=None, help="the benchmark's base model (default: the recipe's)")
-    parser.add_argument("--oracle", action="store_true",
-                        help="score on a validation stream whose background is independent of the class (a "
-                             "labelled oracle; settings are chosen on the default stream)")
     parser.add_argument("--out", default=None, help="also write the result as JSON to this file")
     parser.add_argument("--cache", type=Path, default=None,
                         help="keep each (setting, seed) result here: a killed run resumes, and runs that share a "
@@ -168,28 +202,34 @@ def main(argv=None):
     pairs = tuple(int(v) for v in args.pairs.split(","))
     candidates = ([args.overrides] if args.overrides or not args.variant else []) + [
         [o for o in v.split(";") if o] for v in args.variant]
-    stream = "oracle val" if args.oracle else "val"
-    baseline = evaluate(args.against, seeds, args.shots, args.val_per_class, windows, pairs, args.split_at,
-                        args.model, stream, args.cache)
-    score = load_recipe("synthetic", args.against).score
+    against_overrides = [o for o in args.against.split(";") if o]
+    baseline = evaluate(against_overrides, seeds, args.shots, args.val_per_class, windows, pairs, args.split_at,
+                        args.model, args.cache)
+    score = load_recipe("synthetic", against_overrides).score
     recipe_window = (score.t_min, score.t_max)
     against = windows_against_recipe(baseline, recipe_window)
-    out = {"baseline": args.against, "seeds": seeds, "model": args.model, "stream": stream,
+    out = {"baseline": against_overrides, "seeds": seeds, "model": args.model, "streams": list(STREAMS),
            "baseline_windows_minus_recipe_window": against, "candidates": []}
     if against:
         print(f"the baseline's scorings minus its recipe's window {_name(recipe_window)} (paired, validation):")
+        print(f"  {'window':12s} {'accuracy gain':>31s} {'log-lik gain':>20s} {'oracle gain':>20s}")
         for w, r in against.items():
-            print(f"  {w:12s} {r['gain']:+7.3f} [{r['low']:+.3f}, {r['high']:+.3f}] SE {r['se']:.3f}")
+            print(f"  {w:12s} {r['gain']:+7.3f} [{r['low']:+.3f}, {r['high']:+.3f}] SE {r['se']:.3f} "
+                  f"{r['ll']['gain']:+9.3f} SE {r['ll']['se']:.3f} "
+                  f"{r['oracle']['gain']:+9.3f} SE {r['oracle']['se']:.3f}")
     for overrides in candidates:
-        run = evaluate(overrides, seeds, args.shots, args.val_per_class, windows, pairs, args.split_at,
-                       args.model, stream, args.cache)
+        run = evaluate([*against_overrides, *overrides], seeds, args.shots, args.val_per_class, windows, pairs,
+                       args.split_at, args.model, args.cache)
         table = compare(run, baseline, smoke=args.smoke)
-        print(f"candidate {' '.join(overrides) or '(the recipe)'} against {' '.join(args.against) or 'the recipe'}")
+        base_name = " ".join(against_overrides) or "the recipe"
+        print(f"candidate {' '.join(overrides) or '(the recipe)'} against {base_name}")
         print(f"{'window':12s} {'candidate':>9s} {'baseline':>9s} {'gain':>7s} {'95 % interval':>18s} "
-              f"{'SE':>6s}  verdict")
+              f"{'SE':>6s} {'log-lik':>8s} {'gain':>7s} {'SE':>6s} {'oracle':>7s} {'gain':>7s} {'SE':>6s}  verdict")
         for w, r in table.items():
+            ll, orc = r["ll"], r["oracle"]
             print(f"{w:12s} {r['candidate']:9.3f} {r['baseline']:9.3f} {r['gain']:+7.3f} "
-                  f"[{r['low']:+.3f}, {r['high']:+.3f}] {r['se']:6.3f}  {r['verdict']}")
+                  f"[{r['low']:+.3f}, {r['high']:+.3f}] {r['se']:6.3f} {ll['candidate']:8.3f} {ll['gain']:+7.3f} "
+                  f"{ll['se']:6.3f} {orc['candidate']:7.3f} {orc['gain']:+7.3f} {orc['se']:6.3f}  {r['verdict']}")
         out["candidates"].append({"overrides": overrides, "windows": table})
     print(json.dumps(out), flush=True)
     if args.out:

@@ -97,6 +97,9 @@ def test_tune_synthetic_compares_on_validation_under_the_sealed_protocol(tmp_pat
         for r in rows.values():
             assert 0 <= r["candidate"] <= 1 and r["gain"] == pytest.approx(r["candidate"] - r["baseline"])
             assert r["verdict"] == "smoke run: no verdict"
+            # the rule's log-likelihood on the user-like stream and the oracle's accuracy, from the same fits
+            assert r["ll"]["candidate"] <= 0 and 0 <= r["oracle"]["candidate"] <= 1
+            assert r["ll"]["gain"] == pytest.approx(r["ll"]["candidate"] - r["ll"]["baseline"])
     # the evidence for the recipe's own scoring window [0, 200): the baseline's other scorings against it
     against, rows = result["baseline_windows_minus_recipe_window"], result["candidates"][0]["windows"]
     assert list(against) == ["[200,500)", "tif"]
@@ -109,15 +112,25 @@ def test_tune_synthetic_compares_on_validation_under_the_sealed_protocol(tmp_pat
 
 def test_tune_synthetic_calls_a_gain_better_only_beyond_two_standard_errors():
     tune = _script("tune_synthetic")
-    seeds = 10
-    base = {"correct": {(0, 200): [np.zeros(20, bool)] * seeds}}
-    steady = {"correct": {(0, 200): [np.r_[np.ones(2), np.zeros(18)].astype(bool)] * seeds}}
-    # +0.10 on every seed: no spread, far beyond 2 SE
-    assert tune.compare(steady, base)["[0,200)"]["verdict"].startswith("better")
+    seeds, w = 10, (0, 200)
+
+    def run(ll, correct=None):
+        correct = correct or [np.ones(20, bool)] * seeds  # user-like accuracy saturates: it cannot choose
+        return {"correct": {w: correct}, "ll": {w: ll}, "oracle": {w: [np.zeros(5, bool)] * seeds}}
+
+    base = run([np.full(20, -1.0)] * seeds)
+    # the rule reads the true-class log-likelihood: +0.10 on every seed, no spread, far beyond 2 SE
+    steady = tune.compare(run([np.full(20, -0.9)] * seeds), base)["[0,200)"]
+    assert steady["verdict"].startswith("better") and steady["gain"] == 0
+    assert steady["ll"]["gain"] == pytest.approx(0.1)
     # the same mean gain, carried by two seeds only: within the noise
-    lucky = {"correct": {(0, 200): [np.ones(20, bool) if s < 2 else np.zeros(20, bool) for s in range(seeds)]}}
-    noisy = tune.compare(lucky, base)["[0,200)"]
-    assert noisy["gain"] == pytest.approx(0.2) and noisy["verdict"] == "not shown better"
+    lucky = tune.compare(run([np.full(20, -0.5 if s < 2 else -1.0) for s in range(seeds)]), base)["[0,200)"]
+    assert lucky["ll"]["gain"] == pytest.approx(0.1) and lucky["verdict"] == "not shown better"
+    # an accuracy gain alone is not the rule's evidence
+    more = [np.r_[np.ones(2), np.zeros(18)].astype(bool)] * seeds
+    assert tune.compare(run([np.full(20, -1.0)] * seeds, more),
+                        run([np.full(20, -1.0)] * seeds, [np.zeros(20, bool)] * seeds))["[0,200)"]["verdict"] \
+        == "not shown better"
 
 
 def test_auto_window_saves_every_pass_a_rule_needs_and_resumes(tmp_path, capsys):
