@@ -46,6 +46,7 @@ TIF_VALUES = [
     ("fgvc-aircraft", "fit.crop", "none", "lora/train_lora_dreambooth.py Resize(512), no crop, batch 1"),
     ("fgvc-aircraft", "fit.rescale_unet", 0.6, "lora/train_lora_dreambooth.py tune_lora_scale(pipeline.unet, 0.6)"),
     ("fgvc-aircraft", "fit.rescale_text", 0.7, "lora/train_lora_dreambooth.py tune_lora_scale(pipeline.text_encoder, 0.7)"),
+    ("fgvc-aircraft", "fit.dropout", 0.0, "lora/train_lora_dreambooth.py inject_trainable_lora: dropout_p default 0.0"),
     ("fgvc-aircraft", "score.text_dropout", 0.1, "inference/methods/lora_diffusion/lora.py LoraInjectedLinear dropout_p=0.1"),
     ("fgvc-aircraft", "fit.latent", "sample", "lora/train_lora_dreambooth.py latent_dist.sample()"),
     ("fgvc-aircraft", "gpu_dtype", "fp16", "inference/configs/dreambooth/fgvc.yaml dtype float16"),
