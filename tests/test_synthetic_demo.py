@@ -178,7 +178,8 @@ def test_window_accuracy_agrees_with_predict():
     t = torch.tensor(Schedule([[6, 1]], *window).stages[0])
     noise = timestep_noise(t, clf.backbone_.latent_shape, seed=0)
     errors = dense_errors(clf.backbone_, clf.adapters_, clf.encode(test.images),
-                          class_contexts(clf.backbone_, clf.adapters_, clf.prompts_), t, noise)
+                          class_contexts(clf.backbone_, clf.adapters_, clf.prompts_), t, noise,
+                          unet_scale=clf.recipe_.score.unet_scale)  # the recipe's test-time scale, as predict
     labels = np.array([list(clf.classes_).index(SPEC.classnames[i]) for i in test.labels])
     expected = float((clf.predict(test.images) == np.array([SPEC.classnames[i] for i in test.labels])).mean())
     assert window_accuracy(errors, t.numpy(), np.ones(6), labels, window) == expected
@@ -191,7 +192,7 @@ def test_demo_writes_its_report_and_a_killed_run_continues(tmp_path, monkeypatch
     fits, fit = [], SyntheticSeed.fit
 
     def recording_fit(self, recipe, *args, **kwargs):
-        fits.append((recipe.fit.lr, kwargs.get("train_window")))
+        fits.append((recipe.score.unet_scale, recipe.fit.brightness, kwargs.get("train_window")))
         return fit(self, recipe, *args, **kwargs)
 
     monkeypatch.setattr(SyntheticSeed, "fit", recording_fit)
@@ -211,8 +212,9 @@ def test_demo_writes_its_report_and_a_killed_run_continues(tmp_path, monkeypatch
     assert (tmp_path / "seeds" / "1.pt").is_file() and not (tmp_path / "results.json").exists()
     monkeypatch.setattr(demo, "_run_seed", run_seed)
     report = run_demo(cfg, tmp_path, progress=False)
-    # per seed: the recipe's adapters, then the all-t rivals with their own settings (lr 1e-3, not 3e-3)
-    assert fits == [(3e-3, None), (1e-3, (0, 1000))] * 2
+    # per seed: the recipe's adapters, then the all-t rivals with their own settings (the recipe's jitter,
+    # their own test-time scale 1 where the recipe's is 0.6)
+    assert fits == [(0.6, 0.2, None), (1.0, 0.2, (0, 1000))] * 2
     # the first seed fitted afresh gives the report the continued run gave
     (tmp_path / "seeds" / "1.pt").unlink()
     again = run_demo(cfg, tmp_path, progress=False)
@@ -254,7 +256,7 @@ def test_demo_writes_its_report_and_a_killed_run_continues(tmp_path, monkeypatch
     assert len(saved["tif_d"]) == 2 and saved["tif_d"][0] > 0
     text = (tmp_path / "README.md").read_text()
     assert "## Targets" in text and "decorrelated accuracy at least 0.70" in text
-    assert "the window's first 2 pairs" in text and "their own settings, chosen on validation: `fit.lr=1e-3`" in text
+    assert "the window's first 2 pairs" in text and "their own settings, `score.unet_scale=1.0` (their search" in text
     assert "Short run" in text and saved["code"]["commit"][:7] in text and "## Training band x scoring band" in text
     # the targets: the reference-style row, large t, the probe on latents (0.10), the base alone (0.15); the
     # reference configuration is compared, not targeted

@@ -24,8 +24,8 @@ def render_markdown(report: dict) -> str:
     if report.get("sealed"):
         kind = "Sealed run (`--full`): the test streams of seeds no tuning reads, read once for this change"
     else:
-        kind = ("Short run: these seeds' test streams are not sealed (seeds 1-3 were read while the recipe was "
-                "tuned); the figures to quote are a sealed run's (`--full`, docs/benchmarks.md)")
+        kind = ("Short run: these seeds' test streams are not sealed (the short run's seeds are read often); the "
+                "figures to quote are a sealed run's (`--full`, docs/benchmarks.md)")
     lines = [
         "# diti-sd demo: synthetic fine-grained benchmark",
         "",
@@ -44,14 +44,15 @@ def render_markdown(report: dict) -> str:
         cells += [f"{by[s]['nll']:.3f} / {by[s]['ece']:.3f}" if "nll" in by[s] else "" for s in SPLITS]
         lines.append(f"| {method} | {' | '.join(cells)} |")
     lines += ["", f"Accuracy: mean ± std over seeds (ddof = 1). Every scoring window, all t and TiF's weight are "
-              f"read on {report['grid']['pairs_per_window']} (t, noise) pairs each, the same pairs for every row. "
+              f"read on {report['grid']['pairs_per_window']} (t, noise) pairs of its own range, every method on the "
+              f"same ones. "
               f"NLL and expected calibration error (15 bins) of each method's probabilities (softmax of its "
               f"standardised scores), at a temperature chosen per seed on a validation stream of "
               f"{cfg.get('val_per_class', 4)} images per class drawn as the shots are (the background follows the "
               "class, as in a user's own validation images; the probes' regularisation is chosen there too); mean "
-              "over seeds. Each seed has its own (t, noise) pairs, the validation stream's apart from the test "
-              "streams'. The zero-shot row is the base model with no adapter, prompted with a caption for every "
-              f"(texture, background) pair and asked only the texture, read on {_zero_shot_pairs(cfg)}. "
+              "over seeds. Each seed has its own noise draws on a shared t grid, the validation stream's apart from "
+              "the test streams'. The zero-shot row is the base model with no adapter, prompted with a caption "
+              f"for every (texture, background) pair and asked only the texture, read on {_zero_shot_pairs(cfg)}. "
               f"{_wide_settings(cfg)}TiF's weight uses d = "
               f"{', '.join(f'{d:.2f}' for d in report['tif_d'])} (per seed, from the train latents).", "",
               *_memorisation(report)]
@@ -99,8 +100,9 @@ def _wide_settings(cfg: dict) -> str:
     overrides = cfg.get("wide_overrides")
     if not overrides:
         return "The adapters trained over all t use the recipe's settings. "
-    return (f"The adapters trained over all t use their own settings, chosen on validation: "
-            f"{', '.join(f'`{o}`' for o in overrides)}. ")
+    return (f"The adapters trained over all t use their own settings, "
+            f"{', '.join(f'`{o}`' for o in overrides)} (their search, stream and budget beside the recipe's: "
+            f"docs/benchmarks.md). ")
 
 
 def _grid(report: dict) -> list[str]:
@@ -114,7 +116,7 @@ def _grid(report: dict) -> list[str]:
     for key, label in (("band", f"the recipe's band {train_window}"), ("all", "all t (0, 1000)")):
         acc = grid["accuracy"]["decorrelated"][key]
         rows.append(f"| {label} | " + " | ".join(f"{acc[s]:.3f}" for s in scorings) + " |")
-    rows += ["", "Paired, hierarchical 95 % intervals:", ""]
+    rows += ["", "Paired 95 % intervals (the wider of the hierarchical bootstrap and the seed-level t):", ""]
     rows += [f"- {label}: {_interval(c)}" for label, c in grid["contrasts"].items()]
     return rows + [""]
 
