@@ -53,3 +53,9 @@ def mean_sd(values) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof = 1; nan for one value)."""
     v = np.asarray(values, float)
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+
+
+def mean_se(values) -> tuple[float, float]:
+    """Mean and standard error of the mean (ddof = 1; nan for one value): a paired gain's SE over seeds."""
+    mean, sd = mean_sd(values)
+    return mean, float(sd / np.sqrt(len(np.asarray(values))))

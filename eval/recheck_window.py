@@ -21,7 +21,7 @@ import numpy as np
 
 from diti_sd.scoring.auto import per_image_log_likelihood
 from diti_sd.scoring.validation_pass import replay
-from diti_sd.stats import mean_sd
+from diti_sd.stats import mean_se
 
 WINDOWS = ((0, 200), (200, 500), (0, 500), (500, 1000), (0, 1000), (0, 333), (333, 667), "tif")
 
@@ -51,8 +51,7 @@ def per_seed(folder: Path) -> dict:
 def against(values: dict, ref: str) -> dict:
     rows, base = {}, np.asarray(values[ref])
     for w, v in values.items():
-        gain, sd = mean_sd(np.asarray(v) - base)
-        se = sd / np.sqrt(len(v))
+        gain, se = mean_se(np.asarray(v) - base)
         rows[w] = {"mean": float(np.mean(v)), "gain": gain, "se": se,
                    "beyond_2_se": bool(se > 0 and abs(gain) > 2 * se)}
     return rows
