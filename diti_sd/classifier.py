@@ -160,7 +160,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, ClassifierMixin, 
         val = check_validation(validation, classes.tolist())
         plan = plan_validation(y, classes.tolist(), auto=recipe.score.weighting == "auto",
                                validation=0 if val is None else len(val[1]), calibration=calibration,
-                               auto_refit=bool(self.auto_refit), min_shots=recipe.fit.min_shots,
+                               auto_refit=bool(self.auto_refit), min_shots=recipe.fit.needed_shots,
                                seed=self.random_state)
         held = list(plan.held_out)
         if held:
@@ -168,10 +168,11 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, ClassifierMixin, 
             kept = sorted(set(range(len(y))) - set(held))
             X, y = as_image_sequence([X[i] for i in kept]), [y[i] for i in kept]
         counts = {c: sum(1 for v in y if v == c) for c in classes}
-        short = {c: n for c, n in counts.items() if n < recipe.fit.min_shots}
+        short = {c: n for c, n in counts.items() if n < recipe.fit.needed_shots}
         if short:
-            raise ConfigError(f"classes with fewer than {recipe.fit.min_shots} images: {short}; add images or "
-                             "lower fit.min_shots")
+            fix = "turn fit.early_stop_every off" if recipe.fit.needed_shots > recipe.fit.min_shots else \
+                "lower fit.min_shots"
+            raise ConfigError(f"classes with fewer than {recipe.fit.needed_shots} images: {short}; add images or {fix}")
         shots = min(counts.values())
 
         backbone = self._load_backbone(recipe)

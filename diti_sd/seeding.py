@@ -23,6 +23,7 @@ MODULUS = 2**63 - 1
 VALIDATION_PAIRS = 1
 TEST_PAIRS = 2
 TRAIN_DROPOUT = 3
+EARLY_STOP = 4
 
 
 def derive_seed(seed: int, *keys: int) -> int:

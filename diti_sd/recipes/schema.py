@@ -126,6 +126,11 @@ class FitConfig:
     rescale_text: float = 1.0
     # dropout on the UNet and text adapters' outputs while training (lora_diffusion's dropout_p; 0: off)
     dropout: float = 0.0
+    # early stopping on a held-out shot (diti_sd/training/early_stop.py; not in the reference): every this
+    # many steps of a class, one image kept out of its training is denoised at early_stop_pairs fixed
+    # (t, noise) draws over the fit's window, and the class keeps its adapter of the lowest error. 0: off
+    early_stop_every: int = 0
+    early_stop_pairs: int = 16
 
     CONSTRAINTS: ClassVar[dict] = {
         "steps_by_shots": Table(Interval(1)), "steps": [None, Interval(1)], "lr": POSITIVE,
@@ -138,7 +143,13 @@ class FitConfig:
         "shift_step": Interval(1), "checkpoint_every": Interval(0), "min_shots": Interval(1),
         "rescale_after_by_shots": Table(Interval(0), empty=True), "rescale_unet": Interval(0),
         "rescale_text": Interval(0), "dropout": Interval(0, 1, closed="left"),
+        "early_stop_every": Interval(0), "early_stop_pairs": Interval(1),
     }
+
+    @property
+    def needed_shots(self) -> int:
+        """Images a class needs to be fitted: ``min_shots``, and one more to hold out with early stopping."""
+        return max(self.min_shots, 2) if self.early_stop_every else self.min_shots
 
     def check(self, where: str) -> None:
         check_window(where, self.t_min, self.t_max, T_STEPS)

@@ -25,6 +25,7 @@ from ..recipes import FitConfig
 from ..seeding import TRAIN_DROPOUT, torch_generator
 from ..timesteps import draw_train_t
 from .checkpoint import Checkpoint, load_checkpoint, remove_checkpoint, save_checkpoint
+from .early_stop import HeldOutStop, checks, cost, split_held_out
 from .optim import ClassAdamW, clip_grad_norm_per_class
 from .precision import MixedPrecision
 
@@ -92,10 +93,10 @@ def _signature(cfg: FitConfig, steps: int, seed: int, classes: list[int], data: 
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _resume(folder: Path, adapters, optimizer, amp: MixedPrecision, signature: str) -> int:
-    """Load the checkpoint in ``folder`` into the adapters, the optimiser and the loss scaler; the
-    iteration to continue from (0 when there is none)."""
-    checkpoint = load_checkpoint(folder, HELPERS)
+def _resume(folder: Path, adapters, optimizer, amp: MixedPrecision, signature: str, stop=None) -> int:
+    """Load the checkpoint in ``folder`` into the adapters, the optimiser, the loss scaler and the early
+    stop's best adapters; the iteration to continue from (0 when there is none)."""
+    checkpoint = load_checkpoint(folder, HELPERS + (("early_stop",) if stop else ()))
     if checkpoint is None:
         return 0
     if checkpoint.state.get("signature") != signature:
@@ -105,6 +106,8 @@ def _resume(folder: Path, adapters, optimizer, amp: MixedPrecision, signature: s
     optimizer.load_state_dict(checkpoint.helpers["optimizer"])
     if checkpoint.helpers["scaler"] and amp.scaler.is_enabled():
         amp.load_state_dict(checkpoint.helpers["scaler"])
+    if stop:
+        stop.load_state_dict(checkpoint.helpers["early_stop"])
     return int(checkpoint.state["iteration"])
 
 
@@ -130,6 +133,14 @@ def fit_adapters(
     classes = list(range(len(data.prompts))) if classes is None else list(classes)
     if cfg.prior and data.prior_pixels is None:
         raise ConfigError("prior preservation is on but no prior images were given")
+    held = None
+    if cfg.early_stop_every:
+        few = {c: len(data.instance_pixels[c]) for c in classes if len(data.instance_pixels[c]) < 2}
+        if few:
+            raise ConfigError(f"fit.early_stop_every holds one image per class out, but classes {few} have fewer "
+                              "than 2; add images or turn early stopping off")
+        instance, held = split_held_out(data.instance_pixels, seed)
+        data = FitData(instance, data.prompts, data.generic_prompt, data.prior_pixels)
     amp = MixedPrecision(cfg.mixed_precision, backbone.device.type)
     per_class = 2 if cfg.prior else 1
     group_size = max(1, min(len(classes), cfg.batch_size // per_class))
@@ -150,9 +161,11 @@ def fit_adapters(
 
     signature = _signature(cfg, steps, seed, classes, data, adapters, rescale_after)
     folder = Path(checkpoint_dir) / checkpoint_name if checkpoint_dir else None
+    stop = HeldOutStop(backbone, adapters, held, data.prompts, cfg, seed, classes) if held else None
+    stop_at = set(checks(steps, cfg.early_stop_every)) if stop else set()
     start = 0
     if folder is not None and resume:
-        start = _resume(folder, adapters, optimizer, amp, signature)
+        start = _resume(folder, adapters, optimizer, amp, signature, stop)
 
     text_lora = bool(adapters.text_parameters())
     with torch.no_grad():
@@ -180,9 +193,12 @@ def fit_adapters(
             bar.update(1)
             bar.set_postfix(loss=f"{ema:.4f}")
             done = it + 1
+            if stop and done % len(groups) == 0 and done // len(groups) in stop_at:
+                stop.check(done // len(groups), train_scales(cfg, rescale_after, class_step))
             if folder is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
-                save_checkpoint(folder, Checkpoint(adapters.lora_state_dict(),
-                                                   {"optimizer": optimizer.state_dict(), "scaler": amp.state_dict()},
+                helpers = {"optimizer": optimizer.state_dict(), "scaler": amp.state_dict(),
+                           **({"early_stop": stop.state_dict()} if stop else {})}
+                save_checkpoint(folder, Checkpoint(adapters.lora_state_dict(), helpers,
                                                    {"iteration": done, "signature": signature}))
             if callback is not None:
                 callback(done, loss)
@@ -194,9 +210,14 @@ def fit_adapters(
         for p in all_params:
             p.requires_grad_(False)
             p.grad = None
+    summary = {"iterations": total, "resumed_from": start, "losses": losses, "group_size": group_size}
+    if stop:
+        stop.restore()
+        summary.update(stop.summary(), early_stop_unet_samples=cost(steps, cfg.early_stop_every,
+                                                                    cfg.early_stop_pairs, len(classes)))
     if folder is not None:
         remove_checkpoint(folder)
-    return {"iterations": total, "resumed_from": start, "losses": losses, "group_size": group_size}
+    return summary
 
 
 def _latent_shape(backbone, pixels: torch.Tensor) -> tuple[int, ...]:
