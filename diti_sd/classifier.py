@@ -34,6 +34,7 @@ from .scoring.cache import ScoreCache
 from .scoring.engine import ScoreResult, score_latents
 from .scoring.engine import class_contexts as embed_class_prompts
 from .timesteps import tif_distance
+from .training.early_stop import gather_summary
 from .training.loop import FitData, fit_adapters
 from .training.prior import prior_pixels
 from .validation import ValidationMixin, check_validation, fit_work, plan_validation
@@ -244,8 +245,10 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, ClassifierMixin, 
                                seed=self.random_state, classes=owned, checkpoint_dir=output_dir, resume=resume,
                                progress=self.progress and rank == 0, callback=callback,
                                checkpoint_name="checkpoint" if size == 1 else f"checkpoint-rank{rank}",
-                               rescale_after=recipe.rescale_after(shots))
+                               rescale_after=recipe.rescale_after(shots),
+                               score_scales=(recipe.score.unet_scale, recipe.score.text_scale))
         merge_class_shards(adapters, owned)
+        summary = gather_summary(summary, len(classes))
         self._set_fitted(backbone, adapters, classes, prompts, tokens, recipe, shots=shots, n_train=len(X),
                          fit_summary={**{k: v for k, v in summary.items() if k != "losses"},
                                       # images denoised while training: the fit's UNet work

@@ -1,9 +1,11 @@
 """Two CPU processes (gloo), launched the way `accelerate launch` launches GPU processes (torchrun)."""
 
 import csv
+import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from helpers import color_images
 from safetensors.torch import load_file
@@ -36,6 +38,18 @@ def test_two_processes_give_a_single_process_result(tmp_path, tiny_model_dir):
     for key in one:
         assert torch.allclose(one[key], two[key], atol=1e-3), key
     assert any(two[k].abs().sum() > 0 for k in two if k.endswith("lora_B"))
+
+    # early stopping: each process stops its own classes; the summary lists every class in class order
+    stop = ["--set", "fit.early_stop_every=1", "--set", "fit.early_stop_pairs=2"]
+    assert main(["fit", *common, *stop, "--out", str(tmp_path / "es1")]) == 0
+    launch(["fit", *common, *stop, "--out", "es2"], tmp_path)
+    fits = [json.loads((tmp_path / f / "manifest.json").read_text())["fit"] for f in ("es1", "es2")]
+    assert len(fits[0]["stopped_at"]) == 3 and fits[0]["stopped_at"] == fits[1]["stopped_at"]
+    assert fits[0]["held_out_error"] == pytest.approx(fits[1]["held_out_error"], rel=1e-3)
+    assert fits[0]["early_stop_unet_samples"] == fits[1]["early_stop_unet_samples"] > 0
+    es1, es2 = (load_file(str(tmp_path / f / "adapters.safetensors")) for f in ("es1", "es2"))
+    for key in es1:
+        assert torch.allclose(es1[key], es2[key], atol=1e-3), key
 
     assert main(["predict", "--adapters", str(tmp_path / "one"), str(tmp_path / "data" / "test"),
                  "--out", str(tmp_path / "p1.csv"), "--no-progress", "--top-k", "3"]) == 0

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
+from ..distributed import gather_rows
 from ..preprocessing import resize_center_crop, uint8_to_float
 from ..seeding import EARLY_STOP, torch_generator
 from ..timesteps import draw_train_t
@@ -31,10 +33,15 @@ def held_out_index(seed: int, c: int, k: int) -> int:
     return int(torch.randint(k, (1,), generator=torch_generator(seed, c, EARLY_STOP, HELD_OUT)))
 
 
-def split_held_out(instance_pixels: list, seed: int) -> tuple[list, list]:
-    """Per class, (the images trained on, the held-out image)."""
+def split_held_out(instance_pixels: list, seed: int, classes: list[int] | None = None) -> tuple[list, list]:
+    """Per class, (the images trained on, the held-out image); a class not in ``classes`` (default: all)
+    keeps its images and has no held-out one."""
     kept, held = [], []
     for c, images in enumerate(instance_pixels):
+        if classes is not None and c not in classes:
+            kept.append(images)
+            held.append(None)
+            continue
         j = held_out_index(seed, c, len(images))
         rest = [images[i] for i in range(len(images)) if i != j]
         kept.append(torch.stack(rest) if isinstance(images, torch.Tensor) else rest)
@@ -52,12 +59,28 @@ def cost(steps: int, every: int, pairs: int, classes: int) -> int:
     return len(checks(steps, every)) * pairs * classes if every else 0
 
 
-class HeldOutStop:
-    """Reads each class's held-out error at the checks and keeps its best adapter."""
+def gather_summary(summary: dict, n_classes: int) -> dict:
+    """With classes sharded over processes: every class's stop in class order, and the checks' cost over
+    all classes (one process: the summary as it is)."""
+    if "stopped_at" not in summary:
+        return summary
+    per_class = summary["early_stop_unet_samples"] // max(1, len(summary["stopped_at"]))
+    return {**summary, "stopped_at": gather_rows(np.array(summary["stopped_at"]), n_classes).tolist(),
+            "held_out_error": gather_rows(np.array(summary["held_out_error"]), n_classes).tolist(),
+            "early_stop_unet_samples": per_class * n_classes}
 
-    def __init__(self, backbone, adapters, held: list, prompts: list[str], cfg, seed: int, classes: list[int]):
+
+class HeldOutStop:
+    """Reads each class's held-out error at the checks and keeps its best adapter.
+
+    The errors are read at the LoRA scales the adapters are scored at (``scales``), the same at every
+    check, whatever scale a step trained at.
+    """
+
+    def __init__(self, backbone, adapters, held: list, prompts: list[str], cfg, seed: int, classes: list[int],
+                 scales: tuple[float, float] = (1.0, 1.0)):
         self.backbone, self.adapters, self.cfg, self.classes = backbone, adapters, cfg, list(classes)
-        self.prompts = prompts
+        self.prompts, self.scales = prompts, scales
         pairs = cfg.early_stop_pairs
         with torch.no_grad():
             size = backbone.resolution
@@ -74,9 +97,10 @@ class HeldOutStop:
         self.best_state: dict[str, torch.Tensor] | None = None
 
     @torch.no_grad()
-    def errors(self, scales: tuple[float, float]) -> dict[int, float]:
+    def errors(self, scales: tuple[float, float] | None = None) -> dict[int, float]:
         """Each class's mean squared error on its held-out image at its fixed draws, its adapter on."""
         backbone, device = self.backbone, self.backbone.device
+        scales = self.scales if scales is None else scales
         out = {}
         for c in self.classes:
             t, noise = self.draws[c]
@@ -90,10 +114,10 @@ class HeldOutStop:
             out[c] = float((output.float() - target.float()).pow(2).mean())
         return out
 
-    def check(self, class_step: int, scales: tuple[float, float]) -> None:
+    def check(self, class_step: int) -> None:
         """After ``class_step`` steps of every class: read the errors and keep each class's best."""
         improved = []
-        for c, error in self.errors(scales).items():
+        for c, error in self.errors().items():
             self.history[c].append((class_step, error))
             if error < self.best_error[c]:
                 self.best_error[c], self.best_step[c] = error, class_step

@@ -96,7 +96,7 @@ def _signature(cfg: FitConfig, steps: int, seed: int, classes: list[int], data: 
 def _resume(folder: Path, adapters, optimizer, amp: MixedPrecision, signature: str, stop=None) -> int:
     """Load the checkpoint in ``folder`` into the adapters, the optimiser, the loss scaler and the early
     stop's best adapters; the iteration to continue from (0 when there is none)."""
-    checkpoint = load_checkpoint(folder, HELPERS + (("early_stop",) if stop else ()))
+    checkpoint = load_checkpoint(folder, HELPERS)
     if checkpoint is None:
         return 0
     if checkpoint.state.get("signature") != signature:
@@ -106,8 +106,8 @@ def _resume(folder: Path, adapters, optimizer, amp: MixedPrecision, signature: s
     optimizer.load_state_dict(checkpoint.helpers["optimizer"])
     if checkpoint.helpers["scaler"] and amp.scaler.is_enabled():
         amp.load_state_dict(checkpoint.helpers["scaler"])
-    if stop:
-        stop.load_state_dict(checkpoint.helpers["early_stop"])
+    if stop:  # read only once the signature says the checkpoint is this fit's
+        stop.load_state_dict(load_checkpoint(folder, ("early_stop",)).helpers["early_stop"])
     return int(checkpoint.state["iteration"])
 
 
@@ -125,11 +125,13 @@ def fit_adapters(
     callback=None,
     checkpoint_name: str = CHECKPOINT,
     rescale_after: int | None = None,
+    score_scales: tuple[float, float] = (1.0, 1.0),
 ) -> dict:
     """Train ``classes`` (default: all) for ``steps`` steps each. Returns a summary with the loss curve.
 
     ``rescale_after``: the steps after this one train at the recipe's ``fit.rescale_unet``/``rescale_text``
-    (``Recipe.rescale_after(shots)``; None: scale 1 throughout)."""
+    (``Recipe.rescale_after(shots)``; None: scale 1 throughout). ``score_scales``: the (UNet, text) LoRA
+    scales the adapters will be scored at, where early stopping reads its held-out errors."""
     classes = list(range(len(data.prompts))) if classes is None else list(classes)
     if cfg.prior and data.prior_pixels is None:
         raise ConfigError("prior preservation is on but no prior images were given")
@@ -139,7 +141,7 @@ def fit_adapters(
         if few:
             raise ConfigError(f"fit.early_stop_every holds one image per class out, but classes {few} have fewer "
                               "than 2; add images or turn early stopping off")
-        instance, held = split_held_out(data.instance_pixels, seed)
+        instance, held = split_held_out(data.instance_pixels, seed, classes)
         data = FitData(instance, data.prompts, data.generic_prompt, data.prior_pixels)
     amp = MixedPrecision(cfg.mixed_precision, backbone.device.type)
     per_class = 2 if cfg.prior else 1
@@ -161,7 +163,7 @@ def fit_adapters(
 
     signature = _signature(cfg, steps, seed, classes, data, adapters, rescale_after)
     folder = Path(checkpoint_dir) / checkpoint_name if checkpoint_dir else None
-    stop = HeldOutStop(backbone, adapters, held, data.prompts, cfg, seed, classes) if held else None
+    stop = HeldOutStop(backbone, adapters, held, data.prompts, cfg, seed, classes, score_scales) if held else None
     stop_at = set(checks(steps, cfg.early_stop_every)) if stop else set()
     start = 0
     if folder is not None and resume:
@@ -194,7 +196,7 @@ def fit_adapters(
             bar.set_postfix(loss=f"{ema:.4f}")
             done = it + 1
             if stop and done % len(groups) == 0 and done // len(groups) in stop_at:
-                stop.check(done // len(groups), train_scales(cfg, rescale_after, class_step))
+                stop.check(done // len(groups))
             if folder is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
                 helpers = {"optimizer": optimizer.state_dict(), "scaler": amp.state_dict(),
                            **({"early_stop": stop.state_dict()} if stop else {})}
