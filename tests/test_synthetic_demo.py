@@ -427,9 +427,14 @@ def test_a_sealed_read_goes_on_record_and_a_second_look_needs_a_reason(tmp_path,
     assert method != ledger.fingerprint(asdict(cfg), recipe.to_dict(), "builtin:tiny-base")
     book = tmp_path / "reads" / "ledger.json"
     report = {"config": {**asdict(cfg), "seeds": list(SEALED_SEEDS)}, "code": {"commit": "abc1234def", "dirty": False},
-              "recommended": "r", "results": {"r": {"decorrelated": {"mean": 0.7}}}, "targets": {}}
+              "recommended": "r", "results": {"r": {"decorrelated": {"mean": 0.7}}}, "targets": {"rival": 0.1},
+              "comparisons": {"rival": {"decorrelated": {"mean": 0.12, "low": 0.02, "high": 0.2, "wide_low": -0.01,
+                                                         "wide_high": 0.25}}}}
     entry = ledger.record_read(book, report, method, None)
     assert json.loads((book.parent / entry["results"]).read_text()) == report
+    # the ledger holds what was measured against each target, on the wider interval
+    assert entry["targets"] == {"accuracy": {"target": 0.7, "measured": 0.7, "met": True},
+                                "rival": {"margin": 0.1, "gain": 0.12, "low": -0.01, "high": 0.25, "met": False}}
     assert ledger.read_ledger(book)[0]["why"] == "the first read of these seeds at this method"
     with pytest.raises(ValueError, match="pass --reason"):
         ledger.check_unread(book, list(SEALED_SEEDS), method, None)

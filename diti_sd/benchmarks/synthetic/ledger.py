@@ -17,6 +17,7 @@ from pathlib import Path
 from ...backbone import resolve_model_path
 from ...errors import ConfigError
 from ...files import atomic_write
+from .summary import target_status
 
 PACKAGE = Path(__file__).resolve().parents[2]
 # the code a read's figures depend on: fitting, scoring, the benchmark itself
@@ -75,7 +76,7 @@ def record_read(path: Path, report: dict, print_: str, reason: str | None) -> di
              "seeds": report["config"]["seeds"], "model": report["config"]["model"],
              "recipe": report["config"]["recipe"], "fingerprint": print_,
              "why": reason or "the first read of these seeds at this method",
-             "recommended_decorrelated": round(rec["mean"], 4), "targets": report.get("targets", {}),
+             "recommended_decorrelated": round(rec["mean"], 4), "targets": target_status(report),
              "results": name}
     ledger = read_ledger(path) + [entry]
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(ledger, indent=2)))

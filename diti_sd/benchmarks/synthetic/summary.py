@@ -49,6 +49,21 @@ def target_margins(names: dict, window) -> dict[str, float]:
             zero_shot_name(window): ZERO_SHOT_MARGIN}
 
 
+def target_status(report: dict) -> dict:
+    """Each target with what the run measured on the decorrelated test: the recommended row's accuracy,
+    and per rival the paired gain with the wider of its two intervals; met = the gain reaches the margin
+    and the interval lies above zero."""
+    rec = report["results"][report["recommended"]]["decorrelated"]["mean"]
+    out = {"accuracy": {"target": ACCURACY, "measured": round(rec, 4), "met": rec >= ACCURACY}}
+    for rival, margin in report["targets"].items():
+        if rival in report["comparisons"]:
+            c = report["comparisons"][rival]["decorrelated"]
+            low, high = c.get("wide_low", c["low"]), c.get("wide_high", c["high"])
+            out[rival] = {"margin": margin, "gain": round(c["mean"], 4), "low": round(low, 4),
+                          "high": round(high, 4), "met": bool(c["mean"] >= margin and low > 0)}
+    return out
+
+
 def band_means(per_seed: list[list[float]]) -> list[float | None]:
     """Mean over seeds per band; None where no seed had a pair in the band."""
     arr = np.array(per_seed, dtype=float)
