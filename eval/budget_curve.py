@@ -78,7 +78,8 @@ def main(argv=None):
         labels = run.labels(data, clf)
         latents = clf.encode(data.images)
         noise = timestep_noise(needed, clf.backbone_.latent_shape, recipe.score.seed)
-        errors = dense_errors(clf.backbone_, clf.adapters_, latents, clf.class_contexts(), needed, noise)
+        errors = dense_errors(clf.backbone_, clf.adapters_, latents, clf.class_contexts(), needed, noise,
+                              unet_scale=recipe.score.unet_scale)
         probe = fit_probe(clf.encode(run.train.images).flatten(1), run.labels(run.train, clf),
                           clf.encode(val.images).flatten(1), run.labels(val, clf))
         probe_logits = probe.logits(latents.flatten(1))

@@ -35,7 +35,7 @@ from ...files import atomic_write
 from ...metrics import calibration_report, standardise
 from ...plotting import plot_reliability
 from ...recipes import load_recipe
-from ...scoring.engine import class_contexts, dense_errors
+from ...scoring.engine import dense_errors
 from ...scoring.replay import weighted_mean
 from ...seeding import TEST_PAIRS, VALIDATION_PAIRS, derive_seed
 from .data import SyntheticSpec
@@ -60,8 +60,8 @@ SEALED_SEEDS = tuple(range(501, 511))
 RETIRED_SEEDS = (401, 402, 403, 404, 405)
 # The adapters trained over all t (the reference-style rivals) on top of the recipe: searched with the
 # recipe's grid, validation seeds and rule (eval/tune_synthetic.py; docs/benchmarks.md gives each family's
-# budget): it kept the recipe's learning rate and colour jitter for them, and their test-time scale at 1
-# where the recipe's moved to 0.6
+# budget): it kept the recipe's learning rate, colour jitter and test-time text scale for them, and their
+# test-time UNet scale at 1 where the recipe's moved to 0.6
 WIDE_OVERRIDES: tuple[str, ...] = ("score.unet_scale=1.0",)
 # 50 test images per split and seed over 10 seeds, the zero-shot row on the window's first 6 pairs as in the
 # short run: about 70,000 UNet calls a seed, so the sealed read takes about an hour on 2 CPU cores (two
@@ -184,7 +184,8 @@ def _run_seed(cfg: DemoConfig, recipe, wide_recipe, seed: int, window, names, pr
     label_of = {name: i for i, name in enumerate(clf.classes_.tolist())}
     train_lat = clf.encode(train.images)
     train_y = np.array([label_of[n] for n in labels])
-    sets = {key: (c, class_contexts(c.backbone_, c.adapters_, c.prompts_)) for key, c in (("band", clf), ("all", wide))}
+    # each set's class embeddings as its own predict computes them: at its recipe's test-time text scale
+    sets = {key: (c, c.class_contexts()) for key, c in (("band", clf), ("all", wide))}
     # TiF's per-t weight from this seed's train latents (the same for both fits)
     record = {"correct": {}, "probs": {}, "conflicts": {}, "bands": {}, "memorised": {}, "tif_d": clf.tif_d_}
     # memorisation: the shots themselves (their background follows the class), the same shots with another
