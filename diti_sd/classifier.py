@@ -31,7 +31,7 @@ from .recipes import Recipe, load_recipe
 from .sampling import sample_images
 from .scoring.auto import no_choice, resolve
 from .scoring.cache import ScoreCache
-from .scoring.engine import ScoreResult, score_latents
+from .scoring.engine import ScoreResult, dense_errors, score_latents
 from .scoring.engine import class_contexts as embed_class_prompts
 from .timesteps import tif_distance
 from .training.early_stop import gather_summary
@@ -313,6 +313,12 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, ClassifierMixin, 
             self._contexts = embed_class_prompts(self.backbone_, self.adapters_, self.prompts_, score.text_scale,
                                             dropout=score.text_dropout, seed=score.seed)
         return self._contexts
+
+    def dense_errors(self, latents: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, **kwargs) -> np.ndarray:
+        """Every (image, class, pair) error (n, C, P) at the recipe's test-time text and UNet scales, as
+        ``predict`` scores: for analyses that replay windows over one set of UNet calls."""
+        return dense_errors(self.backbone_, self.adapters_, latents, self.class_contexts(), t, noise,
+                            unet_scale=self.recipe_.score.unet_scale, **kwargs)
 
     def scoring_config(self):
         """The score configuration a test pass runs: the recipe's, with an ``auto`` choice applied."""

@@ -41,7 +41,7 @@ from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write
 from diti_sd.recipes import load_recipe
-from diti_sd.scoring import Schedule, dense_errors, simulate_rounds
+from diti_sd.scoring import Schedule, simulate_rounds
 from diti_sd.scoring.auto import candidate_family, choose, per_image_log_likelihood
 from diti_sd.scoring.validation_pass import replay, validation_errors
 from diti_sd.stats import hierarchical_difference, mean_sd
@@ -102,9 +102,9 @@ def run_seed(args, seed: int) -> tuple[dict, dict]:
         needed = torch.tensor(sorted({t for s in stages.values() for t in s.timesteps}))
         for split in ("decorrelated", "correlated"):
             data = run.stream(split, args.test_per_class)
-            errors = dense_errors(clf.backbone_, clf.adapters_, clf.encode(data.images), contexts, needed,
-                                  timestep_noise(needed, clf.backbone_.latent_shape, score.seed),
-                                  batch_size=score.batch_size)
+            errors = clf.dense_errors(clf.encode(data.images), needed,
+                                      timestep_noise(needed, clf.backbone_.latent_shape, score.seed),
+                                      batch_size=score.batch_size)
             labels = run.labels(data, clf)
             for c in family:
                 w = t_weights(needed, c["weighting"], tif_d=clf.tif_d_).numpy() if c["weighting"] == "tif" else None

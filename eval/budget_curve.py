@@ -27,7 +27,7 @@ from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.cli.common import seed_list
 from diti_sd.plotting import pyplot, save_figure
 from diti_sd.recipes import load_recipe
-from diti_sd.scoring import Schedule, dense_errors, simulate_rounds
+from diti_sd.scoring import Schedule, simulate_rounds
 from diti_sd.timesteps import timestep_noise
 
 PAIRS = 32
@@ -78,8 +78,7 @@ def main(argv=None):
         labels = run.labels(data, clf)
         latents = clf.encode(data.images)
         noise = timestep_noise(needed, clf.backbone_.latent_shape, recipe.score.seed)
-        errors = dense_errors(clf.backbone_, clf.adapters_, latents, clf.class_contexts(), needed, noise,
-                              unet_scale=recipe.score.unet_scale)
+        errors = clf.dense_errors(latents, needed, noise)
         probe = fit_probe(clf.encode(run.train.images).flatten(1), run.labels(run.train, clf),
                           clf.encode(val.images).flatten(1), run.labels(val, clf))
         probe_logits = probe.logits(latents.flatten(1))

@@ -43,7 +43,7 @@ from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write
 from diti_sd.recipes import load_recipe
-from diti_sd.scoring import dense_errors, weighted_mean, window_weights
+from diti_sd.scoring import weighted_mean, window_weights
 from diti_sd.scoring.auto import per_image_log_likelihood
 from diti_sd.seeding import VALIDATION_PAIRS, derive_seed
 from diti_sd.stats import hierarchical_difference, mean_se
@@ -106,13 +106,10 @@ def _one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at) -> d
     t, noise, weights = stratified_pairs([0, split_at, 1000], pairs, clf.backbone_.latent_shape,
                                          derive_seed(seed, VALIDATION_PAIRS))
     t_np = t.numpy()
-    contexts = clf.class_contexts()
-    scale = clf.recipe_.score.unet_scale  # the test-time LoRA scale is a setting too
     tif = weights * tif_weights(clf.tif_d_)[t_np]
     saved = {part: {} for part in PARTS}
     for name, stream in streams.items():
-        errors = dense_errors(clf.backbone_, clf.adapters_, clf.encode(stream.images), contexts, t, noise,
-                              unet_scale=scale)
+        errors = clf.dense_errors(clf.encode(stream.images), t, noise)
         labels = run.labels(stream, clf)
         for w in [*windows, "tif"]:
             mean = weighted_mean(errors, window_weights(t_np, tif, (0, 1000)) if w == "tif"

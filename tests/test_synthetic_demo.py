@@ -177,9 +177,7 @@ def test_window_accuracy_agrees_with_predict():
     window = (clf.recipe_.score.t_min, clf.recipe_.score.t_max)
     t = torch.tensor(Schedule([[6, 1]], *window).stages[0])
     noise = timestep_noise(t, clf.backbone_.latent_shape, seed=0)
-    errors = dense_errors(clf.backbone_, clf.adapters_, clf.encode(test.images),
-                          clf.class_contexts(), t, noise,  # the recipe's test-time text and UNet scales, as predict
-                          unet_scale=clf.recipe_.score.unet_scale)
+    errors = clf.dense_errors(clf.encode(test.images), t, noise)  # the recipe's test-time scales, as predict
     labels = np.array([list(clf.classes_).index(SPEC.classnames[i]) for i in test.labels])
     expected = float((clf.predict(test.images) == np.array([SPEC.classnames[i] for i in test.labels])).mean())
     assert window_accuracy(errors, t.numpy(), np.ones(6), labels, window) == expected

@@ -35,7 +35,6 @@ from ...files import atomic_write
 from ...metrics import calibration_report, standardise
 from ...plotting import plot_reliability
 from ...recipes import load_recipe
-from ...scoring.engine import dense_errors
 from ...scoring.replay import weighted_mean
 from ...seeding import TEST_PAIRS, VALIDATION_PAIRS, derive_seed
 from .data import SyntheticSpec
@@ -118,7 +117,7 @@ def code_version() -> dict:
 class _SeedScorer:
     """One seed's two adapter sets (the recipe's band, all t) and the pairs they are scored on."""
 
-    sets: dict  # "band" | "all" -> (classifier, contexts)
+    sets: dict  # "band" | "all" -> classifier
     t: torch.Tensor
     noise: torch.Tensor
     weights: dict  # scoring -> per-pair weight
@@ -136,19 +135,18 @@ class _SeedScorer:
         """What a user would fit on the same images: a logistic-regression probe on pixels and on the VAE's
         latents, its regularisation chosen on ``val`` (the stream the temperatures are chosen on)."""
         val_y = np.array([self.label_of[self.spec.classnames[i]] for i in val.labels])
-        val_x = (torch.stack(val.images), self.sets["band"][0].encode(val.images))
+        val_x = (torch.stack(val.images), self.sets["band"].encode(val.images))
         for name, train_x, x in zip(PROBES, (self.train_pix, self.train_lat), val_x):
             self.probes[name] = fit_probe(train_x.flatten(1), self.train_y, x.flatten(1), val_y)
 
     def logits(self, data, noise: torch.Tensor | None = None):
         """Every row's logits on ``data`` (one dense pass per adapter set), the labels, and each set's errors;
         ``noise``: the pairs' noise for this stream (default: the test pairs')."""
-        clf = self.sets["band"][0]
+        clf = self.sets["band"]
         latents = clf.encode(data.images)
         noise = self.noise if noise is None else noise
-        errors = {key: dense_errors(c.backbone_, c.adapters_, latents, ctx, self.t, noise, progress=self.progress,
-                                    unet_scale=c.recipe_.score.unet_scale)
-                  for key, (c, ctx) in self.sets.items()}
+        errors = {key: c.dense_errors(latents, self.t, noise, progress=self.progress)
+                  for key, c in self.sets.items()}
         logits = {self.names[(key, s)]: -weighted_mean(err, self.weights[s])
                   for key, err in errors.items() for s in SCORINGS if s in self.weights and (key, s) in self.names}
         logits[self.zero_shot] = zero_shot_logits(clf.backbone_, latents, self.t, noise, self.weights["zero-shot"],
@@ -184,8 +182,7 @@ def _run_seed(cfg: DemoConfig, recipe, wide_recipe, seed: int, window, names, pr
     label_of = {name: i for i, name in enumerate(clf.classes_.tolist())}
     train_lat = clf.encode(train.images)
     train_y = np.array([label_of[n] for n in labels])
-    # each set's class embeddings as its own predict computes them: at its recipe's test-time text scale
-    sets = {key: (c, c.class_contexts()) for key, c in (("band", clf), ("all", wide))}
+    sets = {"band": clf, "all": wide}  # each scored at its own recipe's test-time scales, as its predict
     # TiF's per-t weight from this seed's train latents (the same for both fits)
     record = {"correct": {}, "probs": {}, "conflicts": {}, "bands": {}, "memorised": {}, "tif_d": clf.tif_d_}
     # memorisation: the shots themselves (their background follows the class), the same shots with another
@@ -193,8 +190,7 @@ def _run_seed(cfg: DemoConfig, recipe, wide_recipe, seed: int, window, names, pr
     for key, data in (("the shots", train), ("the shots, another class's background",
                                               run.stream("train, other backgrounds", cfg.shots)),
                       ("held-out shots", run.stream("held-out shots", cfg.shots))):
-        err = dense_errors(clf.backbone_, clf.adapters_, clf.encode(data.images), sets["band"][1], t, noise,
-                           unet_scale=clf.recipe_.score.unet_scale)
+        err = clf.dense_errors(clf.encode(data.images), t, noise)
         hits = weighted_mean(err, weights["window"]).argmin(1) == np.array([label_of[n] for n in run.names(data)])
         record["memorised"][key] = float(hits.mean())
 
