@@ -181,6 +181,8 @@ def test_window_accuracy_agrees_with_predict():
     labels = np.array([list(clf.classes_).index(SPEC.classnames[i]) for i in test.labels])
     expected = float((clf.predict(test.images) == np.array([SPEC.classnames[i] for i in test.labels])).mean())
     assert window_accuracy(errors, t.numpy(), np.ones(6), labels, window) == expected
+    # not only the same argmax: the same errors, so the demo's rows are read at predict's text and UNet scales
+    np.testing.assert_allclose(errors.mean(-1), clf.score_images(test.images).errors, rtol=1e-5, atol=0)
 
 
 def test_demo_writes_its_report_and_a_killed_run_continues(tmp_path, monkeypatch):
