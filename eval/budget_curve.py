@@ -59,6 +59,7 @@ def main(argv=None):
     parser.add_argument("--model", default=None, help="the base model (default: the recipe's)")
     parser.add_argument("--out", default="reports/budget")
     parser.add_argument("--steps", type=int, default=None, help="fit steps per class (default: the recipe's)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (the fits and the scoring)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -73,7 +74,7 @@ def main(argv=None):
     recall: dict = {k: [] for k in PREFILTER_K}
     for seed in args.seeds:
         run = SyntheticSeed.for_recipe(recipe, seed, shots=8, task=args.task, n_classes=n_classes)
-        clf = run.fit(recipe, steps=args.steps)
+        clf = run.fit(recipe, device=args.device, steps=args.steps)
         data, val = run.stream(args.stream, args.test_per_class), run.stream("val", 4)
         labels = run.labels(data, clf)
         latents = clf.encode(data.images)
