@@ -68,6 +68,19 @@ def test_budget_curve_replays_schedules_on_one_set_of_errors(tmp_path, capsys):
     assert (tmp_path / "accuracy_vs_budget.png").stat().st_size > 0
 
 
+def test_gpu_precision_compares_each_precisions_predictions_with_the_first(monkeypatch):
+    script = _script("gpu_precision")
+    with pytest.raises(SystemExit, match="unknown precision fp8"):
+        script.main(["--precisions", "fp32,fp8"])
+    # on CPU only fp32 runs: two fits of one seed are the same fit and agree on every image; a third row
+    # scored with its adapters switched off stands in for a precision that moves the predictions
+    monkeypatch.setitem(script.PRECISIONS, "off", ["score.unet_scale=0.0", "score.text_scale=0.0"])
+    rows = script.main(["--device", "cpu", "--precisions", "fp32,fp32,off", "--per-class", "4", "--steps", "4"])
+    assert [r["finite"] for r in rows] == [True, True, True]
+    assert rows[1]["agrees_with_first"] == 1.0 and rows[1]["oracle val"] == rows[0]["oracle val"]
+    assert rows[2]["agrees_with_first"] < 1.0
+
+
 def test_tune_synthetic_compares_on_validation_under_the_sealed_protocol(tmp_path, capsys, monkeypatch):
     tune = _script("tune_synthetic")
     # the protocol: ten seeds or more, never the demo's sealed seeds
