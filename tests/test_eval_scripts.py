@@ -81,6 +81,25 @@ def test_gpu_precision_compares_each_precisions_predictions_with_the_first(monke
     assert rows[2]["agrees_with_first"] < 1.0
 
 
+def test_background_reading_counts_the_oracle_images_whose_background_is_another_class(tmp_path):
+    script = _script("background_reading")
+    with pytest.raises(SystemExit, match="sealed"):
+        script.main(["--seeds", "501"])
+    args = ["--seeds", "11", "--per-class", "3", "--steps", "2", "--cache", str(tmp_path)]
+    row = script.main(args)["(the recipe)"]
+    from diti_sd.benchmarks.synthetic.data import background_of
+    from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
+    from diti_sd.recipes import load_recipe
+
+    oracle = SyntheticSeed.for_recipe(load_recipe("synthetic"), 11, shots=8).stream("oracle val", 3)
+    assert row["conflict_images"] == sum(background_of(im) != label for im, label in zip(oracle.images, oracle.labels))
+    assert 0 <= row["to_background"] + row["conflict_accuracy"] <= 1
+    # a rerun reads each (variant, seed) result back instead of fitting again
+    (cached,) = tmp_path.glob("*.json")
+    cached.write_text(json.dumps({**json.loads(cached.read_text()), "val": 0.125}))
+    assert script.main(args)["(the recipe)"] == {**row, "val": 0.125}
+
+
 def test_tune_synthetic_compares_on_validation_under_the_sealed_protocol(tmp_path, capsys, monkeypatch):
     tune = _script("tune_synthetic")
     # the protocol: ten seeds or more, never the demo's sealed seeds
