@@ -364,7 +364,7 @@ def test_replayed_rounds_match_the_real_scoring_pass():
     pool = torch.tensor(needed + others[: len(needed)])
     t = pool[torch.randperm(len(pool), generator=g)]
     noise = timestep_noise(t, clf.backbone_.latent_shape, cfg.seed)
-    errors = dense_errors(clf.backbone_, clf.adapters_, latents, contexts, t, noise)
+    errors = dense_errors(clf.backbone_, clf.adapters_, latents, contexts, t, noise, unet_scale=cfg.unet_scale)
     predicted, calls = simulate_rounds(errors, t.numpy(), schedule)
     assert (predicted == real.predictions).all()
     # stages add 2, 4 and 2 new t (the size-5 grid overlaps the size-2 one at one point)
