@@ -13,6 +13,7 @@ explains a choice already made on user-like validation (``eval/tune_synthetic.py
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -58,10 +59,13 @@ def main(argv=None) -> dict:
     results = {}
     for variant in variants:
         overrides = [o for o in variant.split(";") if o]
-        load_recipe("synthetic", overrides)  # a bad override fails before any fit
+        recipe = load_recipe("synthetic", overrides)  # a bad override fails before any fit
         per_seed = []
         for seed in args.seeds:
-            key = hashlib.sha256(json.dumps([variant, seed, args.per_class, args.steps]).encode()).hexdigest()[:20]
+            # named by the resolved recipe, not by how the variant is spelled: "" read back after the recipe
+            # changed would be another recipe's result
+            key = hashlib.sha256(json.dumps([dataclasses.asdict(recipe), seed, args.per_class, args.steps],
+                                            default=str).encode()).hexdigest()[:20]
             path = None if args.cache is None else args.cache / f"{key}.json"
             if path is not None and path.is_file():
                 per_seed.append(json.loads(path.read_text()))

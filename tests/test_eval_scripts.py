@@ -81,7 +81,7 @@ def test_gpu_precision_compares_each_precisions_predictions_with_the_first(monke
     assert rows[2]["agrees_with_first"] < 1.0
 
 
-def test_background_reading_counts_the_oracle_images_whose_background_is_another_class(tmp_path):
+def test_background_reading_counts_the_oracle_images_whose_background_is_another_class(tmp_path, monkeypatch):
     script = _script("background_reading")
     with pytest.raises(SystemExit, match="sealed"):
         script.main(["--seeds", "501"])
@@ -98,6 +98,12 @@ def test_background_reading_counts_the_oracle_images_whose_background_is_another
     (cached,) = tmp_path.glob("*.json")
     cached.write_text(json.dumps({**json.loads(cached.read_text()), "val": 0.125}))
     assert script.main(args)["(the recipe)"] == {**row, "val": 0.125}
+    # the cache is named by the resolved recipe: the same recipe spelled out reads it back, another refits
+    fitted = []
+    monkeypatch.setattr(script, "measure", lambda overrides, *a: fitted.append(overrides) or json.loads(cached.read_text()))
+    t_max = load_recipe("synthetic").fit.t_max
+    script.main([*args, "--variant", f"fit.t_max={t_max}", "--variant", f"fit.t_max={t_max + 1}"])
+    assert fitted == [[f"fit.t_max={t_max + 1}"]]
 
 
 def test_tune_synthetic_compares_on_validation_under_the_sealed_protocol(tmp_path, capsys, monkeypatch):
