@@ -100,7 +100,8 @@ def test_background_reading_counts_the_oracle_images_whose_background_is_another
     assert script.main(args)["(the recipe)"] == {**row, "val": 0.125}
     # the cache is named by the resolved recipe: the same recipe spelled out reads it back, another refits
     fitted = []
-    monkeypatch.setattr(script, "measure", lambda overrides, *a: fitted.append(overrides) or json.loads(cached.read_text()))
+    monkeypatch.setattr(script, "measure",
+                        lambda overrides, *a: fitted.append(overrides) or json.loads(cached.read_text()))
     t_max = load_recipe("synthetic").fit.t_max
     script.main([*args, "--variant", f"fit.t_max={t_max}", "--variant", f"fit.t_max={t_max + 1}"])
     assert fitted == [[f"fit.t_max={t_max + 1}"]]
