@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -141,3 +142,18 @@ def file_digest(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def cached_json(folder: str | os.PathLike | None, parts: list, compute) -> dict:
+    """``compute()``, kept in ``folder`` as JSON named by the hash of ``parts`` (everything the result depends
+    on, e.g. a resolved recipe as a dict and a seed): a killed run resumes, runs that share ``parts`` compute
+    it once. With no ``folder``, just ``compute()``."""
+    if folder is None:
+        return compute()
+    path = Path(folder) / f"{hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(result)))
+    return result

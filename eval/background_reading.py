@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from diti_sd.benchmarks.synthetic.demo import RETIRED_SEEDS, SEALED_SEEDS
 from diti_sd.benchmarks.synthetic.scoring import background_classes, disagreement
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.cli.common import seed_list
-from diti_sd.files import atomic_write
+from diti_sd.files import atomic_write, cached_json
 from diti_sd.recipes import load_recipe
 
 
@@ -64,17 +63,8 @@ def main(argv=None) -> dict:
         for seed in args.seeds:
             # named by the resolved recipe, not by how the variant is spelled: "" read back after the recipe
             # changed would be another recipe's result
-            key = hashlib.sha256(json.dumps([dataclasses.asdict(recipe), seed, args.per_class, args.steps],
-                                            default=str).encode()).hexdigest()[:20]
-            path = None if args.cache is None else args.cache / f"{key}.json"
-            if path is not None and path.is_file():
-                per_seed.append(json.loads(path.read_text()))
-                continue
-            result = measure(overrides, seed, args.per_class, args.steps)
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(path, lambda tmp, result=result: tmp.write_text(json.dumps(result)))
-            per_seed.append(result)
+            per_seed.append(cached_json(args.cache, [dataclasses.asdict(recipe), seed, args.per_class, args.steps],
+                                        lambda seed=seed, o=overrides: measure(o, seed, args.per_class, args.steps)))
         n = sum(r["conflicts"]["images"] for r in per_seed)
         results[variant or "(the recipe)"] = row = {
             "val": float(np.mean([r["val"] for r in per_seed])),

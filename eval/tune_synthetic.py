@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ from diti_sd.benchmarks.synthetic.demo import RETIRED_SEEDS, SEALED_SEEDS
 from diti_sd.benchmarks.synthetic.scoring import stratified_pairs
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.cli.common import seed_list
-from diti_sd.files import atomic_write
+from diti_sd.files import atomic_write, cached_json
 from diti_sd.recipes import load_recipe
 from diti_sd.scoring import weighted_mean, window_weights
 from diti_sd.scoring.auto import per_image_log_likelihood
@@ -82,16 +81,10 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
     out = {part: {w: [] for w in names} for part in PARTS}
     start = time.time()
     for seed in seeds:
-        key = json.dumps([dataclasses.asdict(recipe), seed, shots, val_per_class, windows, pairs, split_at, STREAMS],
-                         default=str)
-        path = None if cache is None else cache / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
-        if path is None or not path.exists():
-            saved = {"key": key, **_one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at)}
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(path, lambda tmp, text=json.dumps(saved): tmp.write_text(text))
-        else:
-            saved = json.loads(path.read_text())
+        parts = [dataclasses.asdict(recipe), seed, shots, val_per_class, windows, pairs, split_at, STREAMS]
+        saved = cached_json(cache, parts, lambda seed=seed, parts=parts: {
+            "key": json.dumps(parts, default=str),
+            **_one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at)})
         for part in PARTS:
             for w in names:
                 out[part][w].append(np.array(saved[part][_name(w)], dtype=float if part == "ll" else bool))
