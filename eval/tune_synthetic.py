@@ -38,7 +38,7 @@ import numpy as np
 
 from diti_sd.benchmarks.synthetic.demo import RETIRED_SEEDS, SEALED_SEEDS
 from diti_sd.benchmarks.synthetic.scoring import stratified_pairs
-from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
+from diti_sd.benchmarks.synthetic.streams import TRAIN_STREAMS, SyntheticSeed
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write, cached_json
 from diti_sd.recipes import load_recipe
@@ -67,7 +67,8 @@ def check_protocol(seeds: list[int], smoke: bool) -> None:
 
 def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: int,
              windows: list[tuple[int, int]] = WINDOWS, pairs: tuple[int, int] = (12, 12),
-             split_at: int = 200, model: str | None = None, cache: Path | None = None) -> dict:
+             split_at: int = 200, model: str | None = None, cache: Path | None = None,
+             train_stream: str = "train") -> dict:
     """Per window (and "tif"), per seed: which user-like validation images each fit gets right
     (``correct``), each one's true-class log-likelihood there (``ll``, what the rule reads: accuracy
     saturates where the shortcut is right), and which oracle images it gets right (``oracle``, a labelled
@@ -75,25 +76,29 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
     memorised shots from a learnt shortcut; the demo measures memorisation without it.) ``pairs``: (t,
     noise) pairs in [0, split_at) and in [split_at, 1000), the same for both streams. With ``cache``,
     each seed's result is kept in a file named by everything it depends on (the resolved recipe, not how
-    it was spelled), so a killed run resumes and runs that share a setting fit it once."""
+    it was spelled), so a killed run resumes and runs that share a setting fit it once. ``train_stream``:
+    ``"shots without the shortcut"`` fits on shots whose background is independent of the class, a control
+    that prices the shortcut (a user never has such shots)."""
     recipe = load_recipe("synthetic", [*([f"model={model}"] if model else []), *overrides])
     names = [*windows, "tif"]
     out = {part: {w: [] for w in names} for part in PARTS}
     start = time.time()
     for seed in seeds:
         parts = [dataclasses.asdict(recipe), seed, shots, val_per_class, windows, pairs, split_at, STREAMS]
+        if train_stream != "train":  # keeps the keys of the runs on the real shots
+            parts.append(train_stream)
         saved = cached_json(cache, parts, lambda seed=seed, parts=parts: {
             "key": json.dumps(parts, default=str),
-            **_one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at)})
+            **_one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at, train_stream)})
         for part in PARTS:
             for w in names:
                 out[part][w].append(np.array(saved[part][_name(w)], dtype=float if part == "ll" else bool))
     return {"overrides": overrides, "seconds": round(time.time() - start, 1), **out}
 
 
-def _one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at) -> dict:
+def _one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at, train_stream="train") -> dict:
     """One fit, scored on both validation streams at the seed's own validation pairs."""
-    run = SyntheticSeed.for_recipe(recipe, seed, shots)
+    run = SyntheticSeed.for_recipe(recipe, seed, shots, train_stream=train_stream)
     streams = {name: run.stream(name, val_per_class) for name in STREAMS}  # the only streams tuning reads
     clf = run.fit(recipe)
     t, noise, weights = stratified_pairs([0, split_at, 1000], pairs, clf.backbone_.latent_shape,
@@ -180,6 +185,9 @@ def main(argv=None):
     parser.add_argument("--cache", type=Path, default=None,
                         help="keep each (setting, seed) result here: a killed run resumes, and runs that share a "
                              "baseline fit it once")
+    parser.add_argument("--train-stream", default="train", choices=TRAIN_STREAMS,
+                        help="the shots every fit learns from; 'shots without the shortcut' (background independent "
+                             "of the class) is a control that prices the shortcut, not what a user has")
     parser.add_argument("--smoke", action="store_true",
                         help="allow fewer than 10 seeds (checks the script, no verdict)")
     args = parser.parse_args(argv)
@@ -191,12 +199,15 @@ def main(argv=None):
     candidates = ([args.overrides] if args.overrides or not args.variant else []) + [
         [o for o in v.split(";") if o] for v in args.variant]
     against_overrides = [o for o in args.against.split(";") if o]
+    if args.train_stream != "train":
+        print(f"control: every fit learns from {args.train_stream!r}, not the shots a user has")
     baseline = evaluate(against_overrides, seeds, args.shots, args.val_per_class, windows, pairs, args.split_at,
-                        args.model, args.cache)
+                        args.model, args.cache, args.train_stream)
     score = load_recipe("synthetic", against_overrides).score
     recipe_window = (score.t_min, score.t_max)
     against = windows_against_recipe(baseline, recipe_window)
     out = {"baseline": against_overrides, "seeds": seeds, "model": args.model, "streams": list(STREAMS),
+           "train_stream": args.train_stream,
            "baseline_windows_minus_recipe_window": against, "candidates": []}
     if against:
         print(f"the baseline's scorings minus its recipe's window {_name(recipe_window)} (paired, validation):")
@@ -207,7 +218,7 @@ def main(argv=None):
                   f"{r['oracle']['gain']:+9.3f} SE {r['oracle']['se']:.3f}")
     for overrides in candidates:
         run = evaluate([*against_overrides, *overrides], seeds, args.shots, args.val_per_class, windows, pairs,
-                       args.split_at, args.model, args.cache)
+                       args.split_at, args.model, args.cache, args.train_stream)
         table = compare(run, baseline, smoke=args.smoke)
         base_name = " ".join(against_overrides) or "the recipe"
         print(f"candidate {' '.join(overrides) or '(the recipe)'} against {base_name}")

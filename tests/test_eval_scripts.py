@@ -147,6 +147,20 @@ def test_tune_synthetic_compares_on_validation_under_the_sealed_protocol(tmp_pat
     # the baseline is fitted once and shared: both candidates compare with the same accuracies
     assert [c["windows"]["tif"]["baseline"] for c in result["candidates"]].count(
         result["candidates"][0]["windows"]["tif"]["baseline"]) == 2
+    # the control that prices the shortcut fits on other shots, under its own cache keys
+    streams = []
+    real = tune.SyntheticSeed.for_recipe
+    monkeypatch.setattr(tune.SyntheticSeed, "for_recipe",
+                        lambda *a, **k: streams.append(k.get("train_stream")) or real(*a, **k))
+    control = ["--seeds", "11", "--smoke", "--val-per-class", "2", "--against", "fit.steps_by_shots={1: 1}",
+               "--windows", "0-200,200-500", "--pairs", "2,3", "--split-at", "300", "--cache", str(tmp_path / "cache"),
+               "--train-stream", "shots without the shortcut"]
+    tune.main(control)
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert streams == ["shots without the shortcut"] and len(list((tmp_path / "cache").glob("*.json"))) == 4
+    assert out["train_stream"] == "shots without the shortcut"
+    ll = [r["candidates"][0]["windows"]["tif"]["ll"]["baseline"] for r in (out, result)]
+    assert ll[0] != ll[1]  # the same setting, other shots
 
 
 def test_tune_synthetic_calls_a_gain_better_only_beyond_two_standard_errors():

@@ -67,6 +67,13 @@ def test_validation_is_drawn_as_a_users_is_and_the_shots_can_change_backgrounds(
         assert background_of(a) == label and background_of(b) == (label + 1) % SPEC.n_classes
         inside = (a - a[:, :1, :1]).abs().sum(0) > 0.05  # the object: off the background colour
         assert torch.equal(a[:, inside], b[:, inside])
+    # the control that prices the shortcut: k shots per class whose background is independent of the class,
+    # drawn apart from every validation and test stream
+    control = SyntheticSeed(seed=3, shots=8, spec=SPEC, train_stream="shots without the shortcut")
+    assert control.train.labels == shots.labels and background_class_dependence(control.train, SPEC) < 0.5
+    assert not any(torch.equal(x, y) for x, y in zip(control.train.images, run.stream("oracle val", 8).images))
+    with pytest.raises(ConfigError, match="train_stream must be one of"):
+        SyntheticSeed(seed=3, shots=8, spec=SPEC, train_stream="decorrelated")
 
 
 def test_the_texture_is_the_class_and_splits_are_reproducible():

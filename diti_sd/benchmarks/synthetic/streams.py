@@ -29,6 +29,8 @@ from .data import SyntheticSpec, make_split
 # decorrelated test does: a labelled oracle only. "second ..." streams choose how auto chooses
 # (eval/auto_window.py). "held-out shots" are more images drawn like the shots; "train, other backgrounds"
 # are the shots themselves with the next class's shortcut (memorisation measured without the shortcut).
+# "shots without the shortcut" are k-shot train images whose background is independent of the class: a
+# control a user never has, which prices the shortcut (what the same recipe learns from shots that lack it).
 STREAMS = {
     "train": ("train", 0, 0),
     "decorrelated": ("decorrelated", 1000, 0),
@@ -40,7 +42,9 @@ STREAMS = {
     "generic": ("generic", 7000, 0),
     "held-out shots": ("train", 8000, 0),
     "train, other backgrounds": ("train", 0, 1),
+    "shots without the shortcut": ("val", 9000, 0),
 }
+TRAIN_STREAMS = ("train", "shots without the shortcut")  # what adapters may be fitted on
 
 
 def base_textures(model: str) -> list[str]:
@@ -54,22 +58,28 @@ def base_textures(model: str) -> list[str]:
 
 @dataclass
 class SyntheticSeed:
-    """A seed's k-shot train split, its prior-preservation images and its other streams."""
+    """A seed's k-shot train split, its prior-preservation images and its other streams. ``train_stream``:
+    the stream the shots come from (the control ``"shots without the shortcut"`` in diagnostics only)."""
 
     seed: int
     shots: int
     spec: SyntheticSpec
+    train_stream: str = "train"
+
+    def __post_init__(self):
+        if self.train_stream not in TRAIN_STREAMS:
+            raise ConfigError(f"train_stream must be one of {', '.join(TRAIN_STREAMS)}; got {self.train_stream!r}")
 
     @classmethod
     def for_recipe(cls, recipe: Recipe, seed: int, shots: int, task: str = "texture",
-                   n_classes: int | None = None) -> SyntheticSeed:
+                   n_classes: int | None = None, train_stream: str = "train") -> SyntheticSeed:
         """The domain at the recipe's resolution (the base model's own, read from its configs, if it sets none);
         its generic images (the prior-preservation images) show only the textures the base was trained on."""
         size = recipe.resolution or native_resolution(recipe.model)
         extra = {} if n_classes is None else {"n_classes": n_classes}
         if task in ("texture", "many"):
             extra["generic_textures"] = base_textures(recipe.model)
-        return cls(seed, shots, SyntheticSpec(size=size, task=task, **extra))
+        return cls(seed, shots, SyntheticSpec(size=size, task=task, **extra), train_stream)
 
     def stream(self, name: str, per_class: int) -> LabeledImages:
         if name not in STREAMS:
@@ -79,7 +89,7 @@ class SyntheticSeed:
 
     @cached_property
     def train(self) -> LabeledImages:
-        return self.stream("train", self.shots)
+        return self.stream(self.train_stream, self.shots)
 
     def names(self, data: LabeledImages) -> list[str]:
         return [self.spec.classnames[i] for i in data.labels]
