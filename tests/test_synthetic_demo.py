@@ -35,7 +35,7 @@ def test_every_experiment_draws_a_seeds_streams_from_the_same_generator_seeds():
                                 ("correlated", "correlated", 1000), ("val", "train", 5000),
                                 ("oracle val", "val", 5000), ("second val", "train", 6000),
                                 ("second oracle val", "val", 6000), ("generic", "generic", 7000),
-                                ("held-out shots", "train", 8000)]:
+                                ("held-out shots", "train", 8000), ("shots without the shortcut", "val", 9000)]:
         expected = make_split(SPEC, split, 2, offset + 7)
         got = run.stream(name, 2)
         assert got.labels == expected.labels and all(torch.equal(a, b) for a, b in zip(got.images, expected.images))
