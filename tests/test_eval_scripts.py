@@ -284,3 +284,33 @@ def test_validation_cost_times_the_default_fit_beside_no_calibrate_and_auto(tmp_
         # every pass within the default budget: at most 20 % of the fit's own UNet work (or skipped)
         assert v["share_of_fit"] <= 0.2 + 1e-9, v
     assert "x1.00" in capsys.readouterr().out  # --no-calibrate is the unit
+
+
+def test_coarse_discount_marks_down_the_evidence_large_t_already_carries(tmp_path):
+    script = _script("coarse_discount")
+    with pytest.raises(SystemExit, match="no seed"):
+        script.main([str(tmp_path)])
+    rng = np.random.default_rng(0)
+    t = np.tile(np.r_[np.full(4, 50), np.full(4, 600)], (40, 1))
+    for seed in (1, 2):
+        arrays = {}
+        for stream in ("oracle", "val"):
+            labels = np.arange(40) % 4
+            # the shortcut: the background follows the class on "val", is another class's on "oracle"
+            background = labels if stream == "val" else (labels + 1) % 4
+            classes = np.arange(4)[None, :]
+            texture, coarse = (classes == labels[:, None]), (classes == background[:, None])
+            small = 1.0 - 1.0 * texture - 1.5 * coarse  # small t reads both, the background more
+            large = 1.0 - 1.5 * coarse  # large t reads only the coarse background
+            errors = np.concatenate([np.repeat(small[..., None], 4, 2), np.repeat(large[..., None], 4, 2)], 2)
+            arrays.update({f"{stream}_errors": errors + 0.01 * rng.standard_normal(errors.shape),
+                           f"{stream}_t": t, f"{stream}_labels": labels})
+        np.savez(tmp_path / f"seed{seed}.npz", **arrays)
+    result = script.main([str(tmp_path), "--out", str(tmp_path / "d.json")])["betas"]
+    assert result["0"]["oracle"]["mean"] == 0.0  # small t alone answers the background
+    # half the large-t evidence off: the background's pull cancels and the texture decides, on both streams
+    assert result["0.5"]["oracle"]["mean"] == 1.0 and result["0.5"]["oracle"]["gain"] == 1.0
+    assert result["0"]["val"]["mean"] == result["0.5"]["val"]["mean"] == 1.0
+    # all of it off: where class and background agree the two bands' evidence is one direction, and it cancels
+    assert result["1"]["val"]["mean"] < 0.5 and result["1"]["val_ll"]["gain"] < 0
+    assert json.loads((tmp_path / "d.json").read_text())["betas"]["0.5"]["oracle"]["mean"] == 1.0
