@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +30,17 @@ BETAS = ("0", "0.25", "0.5", "0.75", "1", "proj")
 
 
 def band_evidence(errors: np.ndarray, t: np.ndarray, split: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per image, the classes' standardised mean errors over its pairs below and at or above ``split``."""
+    """Per image, the classes' standardised mean errors over its pairs below and at or above ``split``.
+    Every image needs pairs on both sides and every class scored (``standardise`` maps a missing entry to -inf,
+    which would read as the lowest error)."""
     below = t[:, None, :] < split
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an empty band: refused below
         small = np.nanmean(np.where(below, errors, np.nan), 2)
         large = np.nanmean(np.where(~below, errors, np.nan), 2)
+    if not (np.isfinite(small).all() and np.isfinite(large).all()):
+        raise SystemExit(f"some images have no scored pair below or at/above t = {split}, or an unscored class: "
+                         f"choose a --split inside the pairs' range (t in {int(t.min())}..{int(t.max())} here)")
     return standardise(small), standardise(large)
 
 

@@ -291,7 +291,7 @@ def test_coarse_discount_marks_down_the_evidence_large_t_already_carries(tmp_pat
     with pytest.raises(SystemExit, match="no seed"):
         script.main([str(tmp_path)])
     rng = np.random.default_rng(0)
-    t = np.tile(np.r_[np.full(4, 50), np.full(4, 600)], (40, 1))
+    t = np.tile(np.r_[np.full(4, 50), np.full(4, 300)], (40, 1))
     for seed in (1, 2):
         arrays = {}
         for stream in ("oracle", "val"):
@@ -314,3 +314,10 @@ def test_coarse_discount_marks_down_the_evidence_large_t_already_carries(tmp_pat
     # all of it off: where class and background agree the two bands' evidence is one direction, and it cancels
     assert result["1"]["val"]["mean"] < 0.5 and result["1"]["val_ll"]["gain"] < 0
     assert json.loads((tmp_path / "d.json").read_text())["betas"]["0.5"]["oracle"]["mean"] == 1.0
+    # the projection takes the large-t direction out of the small-t evidence: where the background is another
+    # class's, what is left points at the texture
+    assert result["proj"]["oracle"]["mean"] == 1.0
+    # --split decides which pairs are small t: at 400 every pair is, the large band is empty, and that is refused
+    with pytest.raises(SystemExit, match="no scored pair"):
+        script.main([str(tmp_path), "--split", "400"])
+    assert script.main([str(tmp_path), "--split", "200"])["betas"] == result
