@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from diti_sd.files import atomic_write
 from diti_sd.metrics import standardise
+from diti_sd.recipes import T_STEPS
 from diti_sd.scoring.auto import per_image_log_likelihood
+from diti_sd.scoring.validation_pass import replay
 from diti_sd.stats import mean_se
 
 BETAS = ("0", "0.25", "0.5", "0.75", "1", "proj")
@@ -33,11 +34,8 @@ def band_evidence(errors: np.ndarray, t: np.ndarray, split: int) -> tuple[np.nda
     """Per image, the classes' standardised mean errors over its pairs below and at or above ``split``.
     Every image needs pairs on both sides and every class scored (``standardise`` maps a missing entry to -inf,
     which would read as the lowest error)."""
-    below = t[:, None, :] < split
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an empty band: refused below
-        small = np.nanmean(np.where(below, errors, np.nan), 2)
-        large = np.nanmean(np.where(~below, errors, np.nan), 2)
+    small, large = (replay(errors, t, {"t_min": lo, "t_max": hi, "weighting": "uniform"}, None)
+                    for lo, hi in ((0, split), (split, T_STEPS)))
     if not (np.isfinite(small).all() and np.isfinite(large).all()):
         raise SystemExit(f"some images have no scored pair below or at/above t = {split}, or an unscored class: "
                          f"choose a --split inside the pairs' range (t in {int(t.min())}..{int(t.max())} here)")
