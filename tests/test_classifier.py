@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from diti_sd import DiTiFewShotClassifier
 from diti_sd.adapter_set import AdapterSetError
 from diti_sd.data import ImageReadError
+from diti_sd.errors import ConfigError
 from diti_sd.lora import StackedLoRALinear
 from diti_sd.testing.tiny import build_tiny_backbone
 
@@ -136,6 +137,19 @@ def test_estimator_contract_and_errors(tiny_model_dir):
         clf.score(X[:1], ["zebra"])
     with pytest.raises(ValueError, match="unknown classes"):
         clf.sample(["zebra"])
+
+
+def test_zero_shot_scores_with_diffusion_classifiers_weighting_by_default(tiny_model_dir):
+    # the default recipe (image-folder) scores with TiF's weight, which needs train images
+    clf = DiTiFewShotClassifier.zero_shot(["red", "blue"], "a photo of a {} object.", model=str(tiny_model_dir),
+                                          overrides={"score.rounds": [[2, 1]]}, progress=False)
+    assert clf.recipe_.score.weighting == "uniform" and list(clf.classes_) == ["red", "blue"]
+    X, _ = color_images(2, seed=3)
+    proba = clf.predict_proba(X)
+    assert proba.shape == (2, 2) and np.allclose(proba.sum(1), 1)
+    with pytest.raises(ConfigError, match="needs train images"):
+        DiTiFewShotClassifier.zero_shot(["red", "blue"], "a {}", model=str(tiny_model_dir),
+                                        overrides={"score.weighting": "tif"}, progress=False)
 
 
 def test_exported_class_loads_into_a_diffusers_pipeline(tiny_model_dir, tmp_path):
