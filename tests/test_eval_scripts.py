@@ -270,6 +270,9 @@ def test_recheck_window_replays_the_saved_passes_against_the_recipes_window(tmp_
     assert result["seeds"] == 3 and acc["(0, 200)"]["mean"] == 1.0 and acc["(200, 500)"]["gain"] == 0
     assert acc["(0, 200)"]["gain"] > 0.5 and ll["(0, 200)"]["gain"] > 0 and ll["(0, 200)"]["beyond_2_se"]
     assert json.loads((tmp_path / "r.json").read_text())["against"] == "(200, 500)"
+    tif = recheck.main([str(tmp_path), "--against", "tif"])["rows"]["val log-likelihood"]
+    assert tif["tif"]["gain"] == 0 and tif["(0, 200)"]["gain"] == pytest.approx(
+        ll["(0, 200)"]["gain"] - ll["tif"]["gain"])
 
 
 @pytest.mark.slow  # three fits with 100 prior images sampled each: about 15 minutes on 2 CPU cores
