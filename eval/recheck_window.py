@@ -61,8 +61,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", help="an eval/auto_window.py seed folder, e.g. reports/auto-window/texture_user_val")
     parser.add_argument("--against", default="200-500",
-                        help="the window to compare with, as A-B, or tif for TiF's weight (default: 200-500, the recipe's "
-                             "before the re-check)")
+                        help="the window to compare with, as A-B, or tif for TiF's weight "
+                             "(default: 200-500, the recipe's before the re-check)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     ref = "tif" if args.against == "tif" else str(tuple(int(v) for v in args.against.split("-")))
