@@ -11,9 +11,9 @@ its paired gain there exceeds two standard errors of the per-seed gains (ddof = 
 its hierarchical bootstrap interval is printed beside it, and the accuracy on an oracle stream (the
 background independent of the class) as a labelled row, never what a setting is chosen on.
 
-The rivals get the same search: ``--against "fit.t_max=1000"`` as the baseline (the demo's all-t adapters,
-with the demo's ``WIDE_OVERRIDES``) and the same ``--variant`` grid, read on (0, 1000) (reference-style)
-and "tif" (the reference configuration).
+The rivals get the same search: ``--against "fit.t_max=1000;score.unet_scale=1.0;lora.rank=8;lora.text_rank=8"``
+as the baseline (the demo's all-t adapters: ``fit.t_max=1000`` and the demo's ``WIDE_OVERRIDES``) and the same
+``--variant`` grid, read on (0, 1000) (reference-style) and "tif" (the reference configuration).
 
     python eval/tune_synthetic.py --seeds 11-20 --set fit.text_lr=1e-3
     python eval/tune_synthetic.py --seeds 11-20 --variant "lora.rank=2;lora.text_rank=2" --variant fit.steps=60
