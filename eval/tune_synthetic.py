@@ -11,9 +11,9 @@ its paired gain there exceeds two standard errors of the per-seed gains (ddof = 
 its hierarchical bootstrap interval is printed beside it, and the accuracy on an oracle stream (the
 background independent of the class) as a labelled row, never what a setting is chosen on.
 
-The rivals get the same search: ``--against "fit.t_max=1000;score.unet_scale=1.0;lora.rank=8;lora.text_rank=8"``
-as the baseline (the demo's all-t adapters: ``fit.t_max=1000`` and the demo's ``WIDE_OVERRIDES``) and the same
-``--variant`` grid, read on (0, 1000) (reference-style) and "tif" (the reference configuration).
+The rivals get the same search: ``--against rivals`` as the baseline (the demo's all-t adapters:
+``fit.t_max=1000`` and the demo's ``WIDE_OVERRIDES``) and the same ``--variant`` grid, read on (0, 1000)
+(reference-style) and "tif" (the reference configuration).
 
     python eval/tune_synthetic.py --seeds 11-20 --set fit.text_lr=1e-3
     python eval/tune_synthetic.py --seeds 11-20 --variant "lora.rank=2;lora.text_rank=2" --variant fit.steps=60
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diti_sd.benchmarks.synthetic.demo import RETIRED_SEEDS, SEALED_SEEDS
+from diti_sd.benchmarks.synthetic.demo import RETIRED_SEEDS, SEALED_SEEDS, WIDE_OVERRIDES
 from diti_sd.benchmarks.synthetic.scoring import stratified_pairs
 from diti_sd.benchmarks.synthetic.streams import TRAIN_STREAMS, SyntheticSeed
 from diti_sd.cli.common import seed_list
@@ -166,6 +166,13 @@ def windows_against_recipe(baseline: dict, recipe_window: tuple[int, int]) -> di
     return out
 
 
+def baseline_overrides(against: str) -> list[str]:
+    """``--against``: overrides separated by ";", or ``rivals`` for the demo's all-t adapters."""
+    if against == "rivals":
+        return ["fit.t_max=1000", *WIDE_OVERRIDES]
+    return [o for o in against.split(";") if o]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=seed_list, default="11-20", help="e.g. 11-20 or 11,12,15 (at least 10)")
@@ -174,7 +181,8 @@ def main(argv=None):
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="the candidate: KEY=VALUE")
     parser.add_argument("--variant", action="append", default=[],
                         help='a further candidate, its overrides separated by ";" (repeatable)')
-    parser.add_argument("--against", default="", help='the baseline, overrides separated by ";" (default: the recipe)')
+    parser.add_argument("--against", default="", help='the baseline, overrides separated by ";", or "rivals" for the '
+                        "demo's all-t adapters (default: the recipe)")
     parser.add_argument("--windows", default=None,
                         help="scoring windows to report, e.g. 0-200,150-500 (default: "
                              + ",".join(f"{a}-{b}" for a, b in WINDOWS) + ")")
@@ -198,7 +206,7 @@ def main(argv=None):
     pairs = tuple(int(v) for v in args.pairs.split(","))
     candidates = ([args.overrides] if args.overrides or not args.variant else []) + [
         [o for o in v.split(";") if o] for v in args.variant]
-    against_overrides = [o for o in args.against.split(";") if o]
+    against_overrides = baseline_overrides(args.against)
     if args.train_stream != "train":
         print(f"control: every fit learns from {args.train_stream!r}, not the shots a user has")
     baseline = evaluate(against_overrides, seeds, args.shots, args.val_per_class, windows, pairs, args.split_at,

@@ -163,6 +163,17 @@ def test_tune_synthetic_compares_on_validation_under_the_sealed_protocol(tmp_pat
     assert ll[0] != ll[1]  # the same setting, other shots
 
 
+def test_tune_synthetic_rivals_are_the_demos_all_t_adapters():
+    tune = _script("tune_synthetic")
+    from diti_sd.benchmarks.synthetic.demo import WIDE_OVERRIDES
+    from diti_sd.recipes import load_recipe
+
+    rivals = load_recipe("synthetic", tune.baseline_overrides("rivals"))
+    demo = load_recipe(load_recipe("synthetic"), list(WIDE_OVERRIDES))
+    assert rivals.fit.t_max == 1000 and rivals.score == demo.score and rivals.lora == demo.lora
+    assert tune.baseline_overrides("fit.lr=1e-3;fit.dropout=0.1") == ["fit.lr=1e-3", "fit.dropout=0.1"]
+
+
 def test_tune_synthetic_calls_a_gain_better_only_beyond_two_standard_errors():
     tune = _script("tune_synthetic")
     seeds, w = 10, (0, 200)
