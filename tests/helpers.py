@@ -37,3 +37,39 @@ def make_tiny_dinov2(folder):
     BitImageProcessor(size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32}, do_center_crop=True,
                       image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
     return folder
+
+
+def record_fit(cfg_overrides, steps=6, width=96):
+    """Fit one class on one random image for ``steps`` steps with two prior images under ``cfg_overrides``,
+    recording the pixels each step encodes, their posterior means and the latents it noises: (the image and
+    the prior images in [-1, 1], encoded, means, noised)."""
+    from diti_sd.lora import ClassAdapters
+    from diti_sd.preprocessing import uint8_to_float
+    from diti_sd.recipes import FitConfig, LoraConfig
+    from diti_sd.testing.tiny import build_tiny_backbone
+    from diti_sd.training.loop import FitData, fit_adapters
+
+    backbone = build_tiny_backbone(seed=0)
+    g = torch.Generator().manual_seed(1)
+    wide = (torch.rand(3, 64, width, generator=g) * 255).to(torch.uint8)  # shorter side at the resolution
+    prior = (torch.rand(2, 3, 64, 64, generator=g) * 255).to(torch.uint8)
+    cfg = FitConfig(prior=True, prior_images=2, checkpoint_every=0, batch_size=2, lr=1e-3, **cfg_overrides)
+    encoded, noised = [], []
+    encode, add_noise = backbone.encode_posterior, backbone.add_noise
+
+    def recording_encode(pixels):
+        encoded.append(pixels.detach().clone())
+        mean, std = encode(pixels)
+        encoded_means.append(mean)
+        return mean, std
+
+    def recording_add_noise(x0, noise, t):
+        noised.append(x0.detach().clone())
+        return add_noise(x0, noise, t)
+
+    encoded_means = []
+    backbone.encode_posterior, backbone.add_noise = recording_encode, recording_add_noise
+    adapters = ClassAdapters(backbone, 1, LoraConfig(rank=2))
+    fit_adapters(backbone, adapters, FitData([[wide]], ["a photo of hta"], "a photo", prior), cfg, steps,
+                 progress=False)
+    return uint8_to_float(wide), uint8_to_float(prior), encoded, encoded_means, noised

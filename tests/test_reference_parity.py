@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from helpers import record_fit
 from sd_configs import SD2_BASE_UNET, SD2_TEXT, SD15_TEXT, SD15_UNET
 
 from diti_sd.lora import ClassAdapters, StackedLoRALinear
@@ -357,40 +358,8 @@ def test_optimizer_state_follows_its_parameters_device_after_load():
 
 
 # ------------------------------------------------------------------ training inputs
-def _record_fit(cfg_overrides, steps=6, width=96):
-    from diti_sd.preprocessing import uint8_to_float
-    from diti_sd.recipes import FitConfig, LoraConfig
-    from diti_sd.testing.tiny import build_tiny_backbone
-    from diti_sd.training.loop import FitData, fit_adapters
-
-    backbone = build_tiny_backbone(seed=0)
-    g = torch.Generator().manual_seed(1)
-    wide = (torch.rand(3, 64, width, generator=g) * 255).to(torch.uint8)  # shorter side at the resolution
-    prior = (torch.rand(2, 3, 64, 64, generator=g) * 255).to(torch.uint8)
-    cfg = FitConfig(prior=True, prior_images=2, checkpoint_every=0, batch_size=2, lr=1e-3, **cfg_overrides)
-    encoded, noised = [], []
-    encode, add_noise = backbone.encode_posterior, backbone.add_noise
-
-    def recording_encode(pixels):
-        encoded.append(pixels.detach().clone())
-        mean, std = encode(pixels)
-        encoded_means.append(mean)
-        return mean, std
-
-    def recording_add_noise(x0, noise, t):
-        noised.append(x0.detach().clone())
-        return add_noise(x0, noise, t)
-
-    encoded_means = []
-    backbone.encode_posterior, backbone.add_noise = recording_encode, recording_add_noise
-    adapters = ClassAdapters(backbone, 1, LoraConfig(rank=2))
-    fit_adapters(backbone, adapters, FitData([[wide]], ["a photo of hta"], "a photo", prior), cfg, steps,
-                 progress=False)
-    return uint8_to_float(wide), uint8_to_float(prior), encoded, encoded_means, noised
-
-
 def test_random_crop_takes_square_windows_of_the_uncropped_image():
-    wide, _, encoded, _, _ = _record_fit({"crop": "random"})
+    wide, _, encoded, _, _ = record_fit({"crop": "random"})
     offsets = set()
     for batch in encoded:
         instance = batch[0]
@@ -402,7 +371,7 @@ def test_random_crop_takes_square_windows_of_the_uncropped_image():
 
 
 def test_color_jitter_reaches_instance_and_prior_images():
-    _, prior, encoded, _, _ = _record_fit({"crop": "random", "brightness": 0.2, "contrast": 0.1})
+    _, prior, encoded, _, _ = record_fit({"crop": "random", "brightness": 0.2, "contrast": 0.1})
     for batch in encoded:
         image = batch[1]
         # the prior image is one of the two, jittered: close to it, not equal to it
@@ -412,14 +381,14 @@ def test_color_jitter_reaches_instance_and_prior_images():
 
 def test_training_latents_are_posterior_draws_with_latent_sample():
     for latent, equal in (("mean", True), ("sample", False)):
-        _, _, _, means, noised = _record_fit({"crop": "random", "latent": latent}, steps=2)
+        _, _, _, means, noised = record_fit({"crop": "random", "latent": latent}, steps=2)
         for mean, x0 in zip(means, noised):
             assert torch.equal(mean, x0) is equal
 
 
 def test_shift_moves_instances_by_whole_steps_and_leaves_priors():
     # ours, not the reference's (fit.shift): a translation that keeps a texture of period shift_step in phase
-    square, prior, encoded, _, _ = _record_fit({"shift": 8, "shift_step": 4}, width=64)
+    square, prior, encoded, _, _ = record_fit({"shift": 8, "shift_step": 4}, width=64)
     shifts = set()
     for batch in encoded:
         assert any(torch.equal(batch[1], p) for p in prior)  # the prior image as it is
@@ -432,7 +401,7 @@ def test_shift_moves_instances_by_whole_steps_and_leaves_priors():
 
 def test_whole_image_training_encodes_the_uncropped_image():
     # the reference: Resize(512) (shorter side), no crop, batch 1; the prior image (square) runs apart
-    wide, prior, encoded, _, noised = _record_fit({"crop": "none"}, steps=3)
+    wide, prior, encoded, _, noised = record_fit({"crop": "none"}, steps=3)
     instances = [b for b in encoded if b.shape[-1] == wide.shape[-1]]
     priors = [b for b in encoded if b.shape[-1] == 64]
     assert len(instances) == len(priors) == 3

@@ -115,6 +115,11 @@ class FitConfig:
     # moves the object while a texture of period shift_step stays in phase. Not in the reference.
     shift: int = 0
     shift_step: int = 1
+    # coarse swap (diti_sd/training/coarse_swap.py; not in the reference): the probability that an instance
+    # image's low-pass (a Gaussian of sigma coarse_sigma x its shorter side) is replaced by a prior image's,
+    # so that coarse attributes every shot shares by accident are not learnt with the class. Needs prior images
+    coarse_swap: float = 0.0
+    coarse_sigma: float = 0.125
     checkpoint_every: int = 200  # optimiser iterations
     min_shots: int = 1
     # The reference's LoRA scale switch: its checkpoint-saving block sets the live adapters' scales to
@@ -140,7 +145,8 @@ class FitConfig:
         "prior_sample_steps": Interval(1), "prior_guidance": Interval(0), "grad_clip": POSITIVE,
         "mixed_precision": Options(*PRECISIONS), "brightness": Interval(0, 1), "contrast": Interval(0, 1),
         "crop": Options("center", "random", "none"), "latent": Options("mean", "sample"), "shift": Interval(0),
-        "shift_step": Interval(1), "checkpoint_every": Interval(0), "min_shots": Interval(1),
+        "shift_step": Interval(1), "coarse_swap": Interval(0, 1), "coarse_sigma": POSITIVE,
+        "checkpoint_every": Interval(0), "min_shots": Interval(1),
         "rescale_after_by_shots": Table(Interval(0), empty=True), "rescale_unet": Interval(0),
         "rescale_text": Interval(0), "dropout": Interval(0, 1, closed="left"),
         "early_stop_every": Interval(0), "early_stop_pairs": Interval(1),
@@ -157,6 +163,9 @@ class FitConfig:
             # the recomputed forward pass would draw other masks than the one the loss was taken with
             raise RecipeError(f"{where}.dropout = {self.dropout} is not allowed with {where}.gradient_checkpointing: "
                               f"set one of them off")
+        if self.coarse_swap > 0 and not self.prior:
+            raise RecipeError(f"{where}.coarse_swap = {self.coarse_swap} draws coarse content from the prior images: "
+                              f"set {where}.prior: true, or {where}.coarse_swap: 0")
 
 
 @dataclass

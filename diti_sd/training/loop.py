@@ -25,6 +25,7 @@ from ..recipes import FitConfig
 from ..seeding import TRAIN_DROPOUT, torch_generator
 from ..timesteps import draw_train_t
 from .checkpoint import Checkpoint, load_checkpoint, remove_checkpoint, save_checkpoint
+from .coarse_swap import coarse_swap
 from .early_stop import HeldOutStop, checks, cost, split_held_out
 from .optim import ClassAdamW, clip_grad_norm_per_class
 from .precision import MixedPrecision
@@ -65,7 +66,7 @@ def _jitter(pixels: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tens
 def _per_step_encoding(cfg: FitConfig) -> bool:
     """Whether latents must be encoded every step (augmentation or posterior draws) or can be cached."""
     return (cfg.brightness > 0 or cfg.contrast > 0 or cfg.crop != "center" or cfg.latent == "sample"
-            or cfg.shift > 0)
+            or cfg.shift > 0 or cfg.coarse_swap > 0)
 
 
 def train_scales(cfg: FitConfig, rescale_after: int | None, class_step: int) -> tuple[float, float]:
@@ -278,6 +279,11 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
                 steps = cfg.shift // cfg.shift_step
                 dy, dx = ((torch.randint(-steps, steps + 1, (2,), generator=g)) * cfg.shift_step).tolist()
                 pixels = torch.roll(pixels, shifts=(dy, dx), dims=(-2, -1))
+            if cfg.coarse_swap > 0 and which == 0:  # instance images only, drawn last as the shift is
+                swap = bool(torch.rand(1, generator=g) < cfg.coarse_swap)
+                donor = int(torch.randint(len(data.prior_pixels), (1,), generator=g))
+                if swap:
+                    pixels = coarse_swap(pixels, data.prior_pixels[donor], cfg.coarse_sigma)
             draw = (torch.randn((1, *_latent_shape(backbone, pixels)), generator=g)
                     if cfg.latent == "sample" else None)
             raw.append(pixels[None])
