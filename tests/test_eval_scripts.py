@@ -335,3 +335,30 @@ def test_coarse_discount_marks_down_the_evidence_large_t_already_carries(tmp_pat
     with pytest.raises(SystemExit, match="no scored pair"):
         script.main([str(tmp_path), "--split", "400"])
     assert script.main([str(tmp_path), "--split", "200"])["betas"] == result
+
+
+def test_residual_location_splits_the_error_by_region_and_frequency(tiny_model_dir):
+    from helpers import color_images
+
+    from diti_sd import DiTiFewShotClassifier
+
+    script = _script("residual_location")
+    with pytest.raises(SystemExit, match="sealed"):
+        script.main(["--seeds", "501"])
+    X, y = color_images(6, seed=1, size=64)
+    clf = DiTiFewShotClassifier(model=str(tiny_model_dir), recipe="tiny", steps=2, progress=False).fit(X, y)
+    latents = clf.encode(X[:3])
+    t = torch.tensor([10, 150])
+    noise = torch.randn(2, *latents.shape[1:], generator=torch.Generator().manual_seed(0))
+    residual = script.residuals(clf, latents, t, noise)
+    share = script.object_share(torch.stack(X[:3]), latents.shape[-1])
+    read = script.readings(residual, share)
+    # the whole-latent reading is the product's own error; the two regions add up to it
+    torch.testing.assert_close(read["all"], torch.from_numpy(clf.dense_errors(latents, t, noise).mean(2)).float(),
+                               rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(read["object"] + read["background"], read["all"])
+    # a residual uniform over the image has nothing left once its mean or its local mean is taken away
+    flat = torch.ones(1, 1, 1, 4, 8, 8)
+    uniform = script.readings(flat, torch.full((1, 1, 8, 8), 0.25))
+    assert float(uniform["minus mean"]) == 0 and float(uniform["high-pass 3"]) < 1e-12
+    assert float(uniform["object"]) == pytest.approx(0.25)
