@@ -19,7 +19,7 @@ from diti_sd.benchmarks.synthetic.data import (
 from diti_sd.benchmarks.synthetic.demo import DemoConfig, run_demo
 from diti_sd.benchmarks.synthetic.scoring import window_accuracy
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
-from diti_sd.benchmarks.synthetic.summary import REFERENCE_CONFIGURATION, REFERENCE_STYLE
+from diti_sd.benchmarks.synthetic.summary import REFERENCE_CONFIGURATION, REFERENCE_STYLE, swap_name
 from diti_sd.errors import ConfigError
 from diti_sd.recipes import load_recipe
 from diti_sd.scoring import Schedule, class_contexts, dense_errors
@@ -199,7 +199,8 @@ def test_demo_writes_its_report_and_a_killed_run_continues(tmp_path, monkeypatch
     fits, fit = [], SyntheticSeed.fit
 
     def recording_fit(self, recipe, *args, **kwargs):
-        fits.append((recipe.score.unet_scale, recipe.fit.brightness, kwargs.get("train_window")))
+        fits.append((recipe.score.unet_scale, recipe.fit.brightness, recipe.fit.coarse_swap,
+                     kwargs.get("train_window")))
         return fit(self, recipe, *args, **kwargs)
 
     monkeypatch.setattr(SyntheticSeed, "fit", recording_fit)
@@ -208,10 +209,10 @@ def test_demo_writes_its_report_and_a_killed_run_continues(tmp_path, monkeypatch
     # killed in the second seed: the first seed's figures are kept, and the rerun fits only the second
     run_seed = demo._run_seed
 
-    def killed_on_seed_2(cfg, recipe, wide, seed, *args):
+    def killed_on_seed_2(cfg, recipe, wide, swap, seed, *args):
         if seed == 2:
             raise KeyboardInterrupt
-        return run_seed(cfg, recipe, wide, seed, *args)
+        return run_seed(cfg, recipe, wide, swap, seed, *args)
 
     monkeypatch.setattr(demo, "_run_seed", killed_on_seed_2)
     with pytest.raises(KeyboardInterrupt):
@@ -220,12 +221,12 @@ def test_demo_writes_its_report_and_a_killed_run_continues(tmp_path, monkeypatch
     monkeypatch.setattr(demo, "_run_seed", run_seed)
     report = run_demo(cfg, tmp_path, progress=False)
     # per seed: the recipe's adapters, then the all-t rivals with their own settings (the recipe's jitter,
-    # their own test-time scale 1 where the recipe's is 0.6)
-    assert fits == [(0.6, 0.2, None), (1.0, 0.2, (0, 1000))] * 2
+    # their own test-time scale 1 where the recipe's is 0.6), then the opt-in row's: the recipe, every shot swapped
+    assert fits == [(0.6, 0.2, 0.0, None), (1.0, 0.2, 0.0, (0, 1000)), (0.6, 0.2, 1.0, None)] * 2
     # the first seed fitted afresh gives the report the continued run gave
     (tmp_path / "seeds" / "1.pt").unlink()
     again = run_demo(cfg, tmp_path, progress=False)
-    assert len(fits) == 6 and json.dumps(again["results"], sort_keys=True) == json.dumps(report["results"],
+    assert len(fits) == 9 and json.dumps(again["results"], sort_keys=True) == json.dumps(report["results"],
                                                                                             sort_keys=True)
     for name in ("results.json", "README.md", "accuracy_by_band.png", "test_predictions.png", "adapter_samples.png",
                  "reliability.png"):
@@ -260,11 +261,14 @@ def test_demo_writes_its_report_and_a_killed_run_continues(tmp_path, monkeypatch
     # nearest pixel prototypes read the background: they answer its class on most of those images
     assert misled["nearest prototype, pixels"]["to_background"] >= 0.8
     assert saved["zero_shot"] in saved["results"] and saved["zero_shot"] in saved["comparisons"]
+    # the opt-in row is a row and a comparison, never a target, and the report says what it assumes
+    swap = swap_name(saved["window"])
+    assert swap in saved["results"] and swap in saved["comparisons"] and swap not in saved["targets"]
     assert len(saved["tif_d"]) == 2 and saved["tif_d"][0] > 0
     text = (tmp_path / "README.md").read_text()
     assert "## Targets" in text and "decorrelated accuracy at least 0.70" in text
     wide = "their own settings, `score.unet_scale=1.0`, `lora.rank=8`, `lora.text_rank=8` (their search"
-    assert "the window's first 2 pairs" in text and wide in text
+    assert "the window's first 2 pairs" in text and wide in text and "`fit.coarse_swap=1.0`" in text
     assert "Short run" in text and saved["code"]["commit"][:7] in text and "## Training band x scoring band" in text
     # the targets: the reference-style row, large t, the probe on latents (0.10), the base alone (0.15); the
     # reference configuration is compared, not targeted

@@ -53,7 +53,7 @@ def render_markdown(report: dict) -> str:
               "over seeds. Each seed has its own noise draws on a shared t grid, the validation stream's apart from "
               "the test streams'. The zero-shot row is the base model with no adapter, prompted with a caption "
               f"for every (texture, background) pair and asked only the texture, read on {_zero_shot_pairs(cfg)}. "
-              f"{_wide_settings(cfg)}TiF's weight uses d = "
+              f"{_wide_settings(cfg)}{_swap_settings(cfg)}TiF's weight uses d = "
               f"{', '.join(f'{d:.2f}' for d in report['tif_d'])} (per seed, from the train latents).", "",
               *_memorisation(report)]
     lines += _grid(report) + _misled(report)
@@ -103,6 +103,16 @@ def _wide_settings(cfg: dict) -> str:
     return (f"The adapters trained over all t use their own settings, "
             f"{', '.join(f'`{o}`' for o in overrides)} (their search, stream and budget beside the recipe's: "
             f"docs/benchmarks.md). ")
+
+
+def _swap_settings(cfg: dict) -> str:
+    overrides = cfg.get("swap_overrides")
+    if not overrides:
+        return ""
+    return (f"The opt-in row is the recipe with {', '.join(f'`{o}`' for o in overrides)}: every shot's coarse content "
+            "(a Gaussian low-pass) swapped for a prior image's while training. It is not the recommended row: "
+            "validation drawn as a user's rewards the shortcut it removes, so no rule on it would pick it; it "
+            "shows what a user gets who takes as given that the class lives in fine attributes. ")
 
 
 def _grid(report: dict) -> list[str]:

@@ -36,7 +36,13 @@ def method_names(window: tuple[int, int]) -> dict[tuple[str, str], str]:
             "window": f"trained over (0, 1000), scored over the window {w}",
             "large t": f"trained over (0, 1000), scored over large t {(w[1], 1000)}",
             "small t": f"trained over (0, 1000), scored over small t {(0, w[0])}"}
-    return {**{("band", s): n for s, n in band.items()}, **{("all", s): n for s, n in wide.items()}}
+    return {**{("band", s): n for s, n in band.items()}, **{("all", s): n for s, n in wide.items()},
+            ("swap", "window"): swap_name(window)}
+
+
+def swap_name(window) -> str:
+    """The opt-in row: the recipe with every shot's coarse content swapped (``DemoConfig.swap_overrides``)."""
+    return f"opt-in: coarse swap, window {tuple(window)} (assumes coarse attributes are not the class)"
 
 
 def zero_shot_name(window) -> str:
