@@ -1,12 +1,15 @@
 """fit.coarse_swap: the shot's fine detail kept, its coarse content drawn from a prior image (ours)."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from helpers import record_fit
 
 from diti_sd.preprocessing import to_uint8, uint8_to_float
-from diti_sd.recipes import RecipeError, load_recipe
+from diti_sd.recipes import FitConfig, LoraConfig, RecipeError, load_recipe
 from diti_sd.training.coarse_swap import coarse_swap, gaussian_blur
+from diti_sd.training.loop import FitData, fit_signature
 
 
 def _striped(background, size=32):
@@ -57,11 +60,18 @@ def test_training_swaps_instances_at_the_set_rate_and_leaves_priors():
     assert swapped and kept
 
 
-def test_coarse_swap_off_keeps_the_random_stream():
-    # a configuration without the swap draws exactly what it drew before the swap existed
-    _, _, plain, _, _ = record_fit({"crop": "random"}, steps=4)
-    _, _, off, _, _ = record_fit({"crop": "random", "coarse_swap": 0.0}, steps=4)
-    assert len(plain) == 4 and all(torch.equal(a, b) for a, b in zip(plain, off))
+def test_without_the_swap_a_fit_draws_and_resumes_as_before_the_option_existed():
+    # figures taken at 36c2fa9, the commit before fit.coarse_swap: each step's encoded pixels (their sums) under
+    # random crops and the jitter, whose later draws would move if the swap drew anything while off
+    _, _, encoded, _, _ = record_fit({"crop": "random", "brightness": 0.2, "contrast": 0.1}, steps=4)
+    sums = [[round(float(x.double().sum()), 3) for x in batch] for batch in encoded]
+    assert sums == [[1156.687, 1325.611], [-1135.002, -1302.599], [-598.445, 1947.429], [-1972.579, 1589.932]]
+    # and a fit's resume signature: a checkpoint written before the option existed still resumes
+    data = FitData([[torch.zeros(3, 8, 8, dtype=torch.uint8)]], ["a hta"], "a photo",
+                   torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
+    adapters = SimpleNamespace(config=LoraConfig(rank=2))
+    assert fit_signature(FitConfig(), 10, 1, [0], data, adapters, None) == "20dc3ce9c73bbf27"
+    assert fit_signature(FitConfig(coarse_swap=0.5), 10, 1, [0], data, adapters, None) != "20dc3ce9c73bbf27"
 
 
 def test_coarse_swap_needs_prior_images_and_a_rate_in_range():
@@ -69,3 +79,14 @@ def test_coarse_swap_needs_prior_images_and_a_rate_in_range():
         load_recipe("synthetic", ["fit.coarse_swap=0.5", "fit.prior=false"])
     with pytest.raises(RecipeError, match="coarse_swap"):
         load_recipe("synthetic", ["fit.coarse_swap=1.5"])
+
+
+def test_the_blur_scales_with_the_shorter_side_of_a_non_square_shot():
+    g = torch.Generator().manual_seed(0)
+    shot = (torch.rand(3, 32, 64, generator=g) * 255).to(torch.uint8)
+    donor = (torch.rand(3, 16, 16, generator=g) * 255).to(torch.uint8)
+    out = coarse_swap(shot, donor, 0.125)
+    x = shot.float()[None]
+    d = torch.nn.functional.interpolate(donor.float()[None], size=(32, 64), mode="bilinear", align_corners=False)
+    expected = (x - gaussian_blur(x, 4.0) + gaussian_blur(d, 4.0)).round().clamp(0, 255).to(torch.uint8)[0]
+    assert torch.equal(out, expected)  # sigma 4 px: 1/8 of 32, the shorter side

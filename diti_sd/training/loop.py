@@ -80,11 +80,16 @@ def train_scales(cfg: FitConfig, rescale_after: int | None, class_step: int) -> 
     return 1.0, 1.0
 
 
-def _signature(cfg: FitConfig, steps: int, seed: int, classes: list[int], data: FitData, adapters,
+def fit_signature(cfg: FitConfig, steps: int, seed: int, classes: list[int], data: FitData, adapters,
                rescale_after: int | None) -> str:
+    """What a checkpoint must match to be resumed: the fit's settings, steps, seed, classes, prompts, shots,
+    adapter configuration and prior images' shape, hashed."""
+    fit = asdict(cfg)
+    if not cfg.coarse_swap:  # an option that does nothing leaves the signature it had before it existed
+        del fit["coarse_swap"], fit["coarse_sigma"]
     blob = json.dumps(
         {
-            "fit": asdict(cfg), "steps": steps, "seed": seed, "classes": classes, "prompts": data.prompts,
+            "fit": fit, "steps": steps, "seed": seed, "classes": classes, "prompts": data.prompts,
             "rescale_after": rescale_after,
             "shots": [len(p) for p in data.instance_pixels], "lora": asdict(adapters.config),
             "prior": None if data.prior_pixels is None else list(data.prior_pixels.shape),
@@ -162,7 +167,7 @@ def fit_adapters(
         backbone.unet.enable_gradient_checkpointing()
     backbone.unet.train()
 
-    signature = _signature(cfg, steps, seed, classes, data, adapters, rescale_after)
+    signature = fit_signature(cfg, steps, seed, classes, data, adapters, rescale_after)
     folder = Path(checkpoint_dir) / checkpoint_name if checkpoint_dir else None
     stop = HeldOutStop(backbone, adapters, held, data.prompts, cfg, seed, classes, score_scales) if held else None
     stop_at = set(checks(steps, cfg.early_stop_every)) if stop else set()
