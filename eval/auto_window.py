@@ -23,7 +23,8 @@ thirds (the recipe's own window, tuned on this benchmark, is left out unless ``-
 seed's arrays are saved as it finishes (a killed run continues); ``--rules`` replays every rule of choice
 on them, offline, and scores each pick on the oracle stream (and on the test streams where they were read).
 Tasks: ``texture`` (class = a fine texture, spurious = the background colour), ``colour`` (class = the
-background colour, spurious = the texture); diti_sd/benchmarks/synthetic/data.py.
+background colour, spurious = the texture), ``shape`` (class = the object's silhouette, of 3; spurious = the
+texture); diti_sd/benchmarks/synthetic/data.py.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from diti_sd.stats import hierarchical_difference, mean_sd
 from diti_sd.timesteps import t_weights, tif_weights, timestep_noise
 from diti_sd.validation import balanced_subset, fit_work, pass_size
 
-N_CLASSES = {"texture": 5, "colour": 5}
+N_CLASSES = {"texture": 5, "colour": 5, "shape": 3}
 # the sealed seeds of this study's one test read (the demo's sealed seeds are its own)
 SEALED = tuple(range(601, 611))
 RULES = ("likelihood", "likelihood, default budget", "likelihood, perturbed", "likelihood, within TiF's band",
