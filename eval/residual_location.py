@@ -34,6 +34,7 @@ from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write
 from diti_sd.recipes import load_recipe
+from diti_sd.scoring import batch_residuals
 from diti_sd.scoring.auto import per_image_log_likelihood
 from diti_sd.seeding import VALIDATION_PAIRS, derive_seed
 from diti_sd.stats import mean_se
@@ -62,16 +63,15 @@ def readings(residual: torch.Tensor, share: torch.Tensor) -> dict[str, torch.Ten
 @torch.no_grad()
 def residuals(clf, latents: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """Per (image, class, pair) the predicted minus the true noise, at the recipe's test-time scales."""
-    backbone, contexts = clf.backbone_, clf.class_contexts()
+    contexts = clf.class_contexts()
     n, n_classes = len(latents), contexts.shape[0]
     out = torch.zeros(n, n_classes, len(t), *latents.shape[1:])
+    ii = torch.arange(n)
     for c in range(n_classes):
         for p in range(len(t)):
-            eps, tt = noise[p : p + 1].expand_as(latents), t[p : p + 1].expand(n)
-            x_t = backbone.add_noise(latents, eps, tt)
-            with clf.adapters_.use(unet_index=torch.full((n,), c), unet_scale=clf.recipe_.score.unet_scale):
-                pred = backbone.predict(x_t, tt, contexts[[c] * n])
-            out[:, c, p] = backbone.output_to_epsilon(pred, x_t, tt).float() - eps.float()
+            out[:, c, p] = batch_residuals(clf.backbone_, clf.adapters_, latents, contexts, t, noise, ii,
+                                           torch.full((n,), c), torch.full((n,), p),
+                                           clf.recipe_.score.unet_scale).cpu()
     return out
 
 

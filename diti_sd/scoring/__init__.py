@@ -9,11 +9,11 @@
 """
 
 from .cache import ScoreCache
-from .engine import ScoreResult, batch_errors, class_contexts, dense_errors, rank_logits, score_latents
+from .engine import ScoreResult, batch_errors, batch_residuals, class_contexts, dense_errors, rank_logits, score_latents
 from .replay import simulate_rounds, weighted_mean, window_weights
 from .schedule import Schedule, prune
 
 __all__ = [
-    "Schedule", "ScoreCache", "ScoreResult", "batch_errors", "class_contexts", "dense_errors", "prune",
-    "rank_logits", "score_latents", "simulate_rounds", "weighted_mean", "window_weights",
+    "Schedule", "ScoreCache", "ScoreResult", "batch_errors", "batch_residuals", "class_contexts", "dense_errors",
+    "prune", "rank_logits", "score_latents", "simulate_rounds", "weighted_mean", "window_weights",
 ]

@@ -53,9 +53,9 @@ def class_contexts(backbone, adapters, prompts: list[str], text_scale: float = 1
     return torch.cat(out)
 
 
-def batch_errors(backbone, adapters, latents, contexts, t, noise, ii, cc, pp, unet_scale) -> np.ndarray:
-    """Epsilon MSE of images ``ii`` noised with pairs ``pp`` (rows of ``t`` and ``noise``), denoised by
-    classes ``cc``: one UNet batch."""
+def batch_residuals(backbone, adapters, latents, contexts, t, noise, ii, cc, pp, unet_scale) -> torch.Tensor:
+    """Predicted minus true noise (fp32, on the backbone's device) of images ``ii`` noised with pairs ``pp``
+    (rows of ``t`` and ``noise``), denoised by classes ``cc``: one UNet batch."""
     device = backbone.device
     x0 = latents[ii].to(device, backbone.dtype)
     eps = noise[pp].to(device, backbone.dtype)
@@ -63,8 +63,13 @@ def batch_errors(backbone, adapters, latents, contexts, t, noise, ii, cc, pp, un
     x_t = backbone.add_noise(x0, eps, tt)
     with adapters.use(unet_index=cc, unet_scale=unet_scale):
         out = backbone.predict(x_t, tt, contexts[cc.to(contexts.device)].to(device))
-    eps_hat = backbone.output_to_epsilon(out, x_t, tt)
-    return (eps_hat.float() - eps.float()).pow(2).flatten(1).mean(1).cpu().numpy()
+    return backbone.output_to_epsilon(out, x_t, tt).float() - eps.float()
+
+
+def batch_errors(backbone, adapters, latents, contexts, t, noise, ii, cc, pp, unet_scale) -> np.ndarray:
+    """Epsilon MSE of images ``ii`` noised with pairs ``pp``, denoised by classes ``cc``: one UNet batch."""
+    residual = batch_residuals(backbone, adapters, latents, contexts, t, noise, ii, cc, pp, unet_scale)
+    return residual.pow(2).flatten(1).mean(1).cpu().numpy()
 
 
 @torch.no_grad()
