@@ -19,9 +19,10 @@ from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from tqdm.auto import tqdm
 
 from .backbone import load_backbone
+from .coarse import coarse_shortcut, shortcut_warning
 from .data.images import as_image_sequence
 from .distributed import gather_rows, merge_class_shards, shard, world
-from .errors import ConfigError, DitiError
+from .errors import CoarseShortcutWarning, ConfigError, DitiError
 from .lora.layer import ClassAdapters, NoAdapters
 from .metrics import softmax
 from .persistence import PersistenceMixin
@@ -190,6 +191,9 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, ClassifierMixin, 
         self._fit_adapters(recipe, backbone, X, y, classes, shots, output_dir, resume, callback, prior_images,
                            prior_dir=output_dir)
         self.fit_summary_["validation"] = plan.record()
+        message = shortcut_warning(self.fit_summary_["coarse_shortcut"], recipe.fit.coarse_swap)
+        if message:
+            warnings.warn(message, CoarseShortcutWarning, stacklevel=2)
         if plan.probe and output_dir is not None:
             shutil.rmtree(Path(output_dir) / "auto-probe", ignore_errors=True)
         if plan.source == "probe fit":
@@ -225,6 +229,8 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, ClassifierMixin, 
         members = [[j for j, c in enumerate(label_index) if c == k] for k in range(len(classes))]
         # TiF's per-t weight comes from the train latents as scoring sees them (centre crop, posterior mean)
         tif_d = tif_distance(backbone.encode_batches(pixels), label_index)
+        # whether the shots' blur alone names their class (no UNet call): a shortcut every shot may share
+        shortcut = coarse_shortcut(pixels, label_index, recipe.fit.coarse_sigma, seed=self.random_state)
         if recipe.fit.crop != "center":  # random windows of, or the whole of, the resized image
             uncropped = uint8_pixels(X, backbone.resolution, crop=False)
             by_class = [[uncropped[j] for j in m] for m in members]
@@ -251,6 +257,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, ClassifierMixin, 
         summary = gather_summary(summary, len(classes))
         self._set_fitted(backbone, adapters, classes, prompts, tokens, recipe, shots=shots, n_train=len(X),
                          fit_summary={**{k: v for k, v in summary.items() if k != "losses"},
+                                      "coarse_shortcut": shortcut,
                                       # images denoised while training: the fit's UNet work
                                       "unet_samples": len(classes) * recipe.steps_for(shots) * (2 if recipe.fit.prior
                                                                                                 else 1)},

@@ -25,3 +25,8 @@ class MissingEntryError(DitiError, KeyError):
 
 class MissingFileError(DitiError, FileNotFoundError):
     """A file or folder the user pointed at is not there."""
+
+
+class CoarseShortcutWarning(UserWarning):
+    """The shots' coarse content alone (a blur of them) names their class: if that content is an accident of
+    where the shots were taken rather than the class, the adapters learn it with the class."""

@@ -75,7 +75,9 @@ def test_fit_then_predict_from_the_command_line(image_folder, tiny_model_dir, tm
     n_val = len(json.loads((out / "split.json").read_text())["val_ids"])
     assert calibration["source"].startswith(f"validation: {n_val} images") and calibration["images"] == n_val > 0
     assert len(list((out / "prior").glob("*.png"))) == 4
-    capsys.readouterr()
+    # the summary says whether the shots' blur names their class (two shots a class cannot show it)
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["coarse_shortcut"]["images"] == 6 and summary["coarse_shortcut"]["p_value"] > 0.01
     # refuses to overwrite a finished set by accident
     assert main(argv) == 2
     assert "--overwrite" in capsys.readouterr().err
@@ -102,6 +104,18 @@ def test_fit_then_predict_from_the_command_line(image_folder, tiny_model_dir, tm
                      "--cache-dir", str(kept), "--top-k", "2", "--no-progress"]) == 0
         assert len(list(kept.glob("*.npz"))) == 1
     assert [r["top_k"] for r in csv.DictReader(open(again))] == [r["top_k"] for r in good]
+
+
+def test_the_packages_warnings_print_as_one_line_and_the_libraries_as_python_shows_them(capsys):
+    from diti_sd.cli import PACKAGE, one_line_warnings
+    from diti_sd.errors import CoarseShortcutWarning
+
+    passed = []
+    show = one_line_warnings(lambda *args: passed.append(args))
+    show("the shots' coarse content alone names their class", CoarseShortcutWarning, str(PACKAGE / "classifier.py"), 9)
+    show("a library's", UserWarning, "/site-packages/lib.py", 3)
+    assert capsys.readouterr().err == "diti-sd: warning: the shots' coarse content alone names their class\n"
+    assert [a[0] for a in passed] == ["a library's"]
 
 
 def test_fit_with_auto_chooses_the_window_on_the_splits_validation_images(image_folder, tiny_model_dir, tmp_path,

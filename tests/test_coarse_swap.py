@@ -6,9 +6,10 @@ import pytest
 import torch
 from helpers import record_fit
 
+from diti_sd.coarse import gaussian_blur
 from diti_sd.preprocessing import to_uint8, uint8_to_float
 from diti_sd.recipes import FitConfig, LoraConfig, RecipeError, load_recipe
-from diti_sd.training.coarse_swap import coarse_swap, gaussian_blur
+from diti_sd.training.coarse_swap import coarse_swap
 from diti_sd.training.loop import FitData, fit_signature
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
+from pathlib import Path
 
 from ..errors import DitiError
 from ..progress import quiet_libraries
@@ -20,6 +22,9 @@ SUBCOMMANDS = {
     "encoder": "the unconditional DiTi encoder for faces: fit, probe attributes, edit counterfactuals",
     "tiny-model": "build a tiny random-weight Stable Diffusion folder (offline tests and smoke runs)",
 }
+
+
+PACKAGE = Path(__file__).resolve().parents[1]
 
 
 class CLIError(DitiError):
@@ -49,10 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line_warnings(shown):
+    """A ``warnings.showwarning`` that prints the package's own warnings as one line each, as its errors are,
+    and passes the libraries' to ``shown``."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if Path(filename).resolve().is_relative_to(PACKAGE):
+            print(f"diti-sd: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with quiet_libraries(getattr(args, "no_progress", False)):
+        with quiet_libraries(getattr(args, "no_progress", False)), warnings.catch_warnings():
+            warnings.showwarning = one_line_warnings(warnings.showwarning)
             code = int(args._run(args) or 0)
         if "torch" in sys.modules:  # a bad command line fails before torch is imported; keep it so
             from ..distributed import finish
