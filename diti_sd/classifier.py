@@ -22,7 +22,7 @@ from .backbone import load_backbone
 from .coarse import coarse_shortcut, shortcut_warning
 from .data.images import as_image_sequence
 from .distributed import gather_rows, merge_class_shards, shard, world
-from .errors import CoarseShortcutWarning, ConfigError, DitiError
+from .errors import CoarseShortcutWarning, ConfigError, DitiError, DitiWarning
 from .lora.layer import ClassAdapters, NoAdapters
 from .metrics import softmax
 from .persistence import PersistenceMixin
@@ -183,17 +183,14 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, ClassifierMixin, 
             rest = [i for i in range(len(y)) if i not in set(plan.probe)]
             self._fit_adapters(recipe, backbone, as_image_sequence([X[i] for i in rest]), [y[i] for i in rest],
                                classes, shots, None if output_dir is None else Path(output_dir) / "auto-probe",
-                               resume, None, prior_images, prior_dir=output_dir)
+                               resume, None, prior_images, prior_dir=output_dir, warn=True)
             self.choose_scoring([X[i] for i in plan.probe], [y[i] for i in plan.probe], calibrate=False,
                                 source=f"one held-out image per class ({len(plan.probe)}), chosen on a fit of the "
                                        "others; then refitted on all", max_calls=self.validation_budget_calls())
             choice = self.score_choice_
         self._fit_adapters(recipe, backbone, X, y, classes, shots, output_dir, resume, callback, prior_images,
-                           prior_dir=output_dir)
+                           prior_dir=output_dir, warn=not plan.probe)
         self.fit_summary_["validation"] = plan.record()
-        message = shortcut_warning(self.fit_summary_["coarse_shortcut"], recipe.fit.coarse_swap)
-        if message:
-            warnings.warn(message, CoarseShortcutWarning, stacklevel=2)
         if plan.probe and output_dir is not None:
             shutil.rmtree(Path(output_dir) / "auto-probe", ignore_errors=True)
         if plan.source == "probe fit":
@@ -206,7 +203,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, ClassifierMixin, 
                                 max_calls=self.validation_budget_calls())
         elif recipe.score.weighting == "auto":
             self.score_choice_ = no_choice(recipe.score, plan.why)
-            warnings.warn(f"score.weighting is auto, but {plan.why}", stacklevel=2)
+            warnings.warn(f"score.weighting is auto, but {plan.why}", DitiWarning, stacklevel=2)
         if held and plan.source != "held-out share":  # that pass set the temperature already
             self.fit_temperature(held_X, held_y, source=f"held-out share {calibration:g} of the shots",
                                  max_calls=self.validation_budget_calls())
@@ -217,8 +214,9 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, ClassifierMixin, 
         return self
 
     def _fit_adapters(self, recipe, backbone, X, y, classes, shots, output_dir, resume, callback, prior_images,
-                      prior_dir=None):
-        """Adapters for ``classes`` on images X (settings of ``shots`` per class); sets the fitted state."""
+                      prior_dir=None, warn=False):
+        """Adapters for ``classes`` on images X (settings of ``shots`` per class); sets the fitted state.
+        ``warn``: give the coarse-shortcut warning (before the training it concerns)."""
         if hasattr(self, "adapters_"):
             self.adapters_.remove()
             del self.adapters_
@@ -231,6 +229,9 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, ClassifierMixin, 
         tif_d = tif_distance(backbone.encode_batches(pixels), label_index)
         # whether the shots' blur alone names their class (no UNet call): a shortcut every shot may share
         shortcut = coarse_shortcut(pixels, label_index, recipe.fit.coarse_sigma, seed=self.random_state)
+        message = shortcut_warning(shortcut, recipe.fit.coarse_swap) if warn and world()[0] == 0 else None
+        if message:
+            warnings.warn(message, CoarseShortcutWarning, stacklevel=3)
         if recipe.fit.crop != "center":  # random windows of, or the whole of, the resized image
             uncropped = uint8_pixels(X, backbone.resolution, crop=False)
             by_class = [[uncropped[j] for j in m] for m in members]

@@ -18,11 +18,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .seeding import numpy_rng
+from .seeding import COARSE_SHORTCUT, numpy_rng
 
-# a fit warns when the permutation test puts the shots' coarse content above chance at this level (the smallest
-# p-value 100 permutations can give is 1/101)
+# a fit warns when the shots beat their label permutations at this level (199 permutations: the smallest
+# p-value is 1/200, so a few ties with the observed figure still leave it below)
 SHORTCUT_P = 0.01
+PERMUTATIONS = 199
+MAX_CELLS = 32  # per side of the grid the blur is averaged to: a small sigma must not grow the features unbounded
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -48,59 +50,71 @@ def coarse_sigma(sigma_fraction: float, shape) -> float:
 
 def coarse_features(pixels: torch.Tensor, sigma_fraction: float, batch_size: int = 64) -> torch.Tensor:
     """(n, 3, H, W) uint8 images to their low-pass in [0, 1], averaged to a grid of about one cell per sigma
-    (the low-pass holds nothing finer), flattened: (n, 3 x cells). The images are first averaged over blocks
-    of a quarter sigma and blurred at that scale (a blur of sigma 64 pixels at 512 costs minutes on a CPU),
-    in batches (a few-shot set at 512 pixels is gigabytes as floats)."""
+    (the low-pass holds nothing finer; at most :data:`MAX_CELLS` a side), flattened. The images are first
+    averaged over blocks of a quarter sigma (reflected to whole blocks) and blurred at that scale: a blur of
+    sigma 64 pixels at 512 costs minutes on a CPU. In batches: a few-shot set at 512 pixels is gigabytes as
+    floats."""
+    h, w = pixels.shape[-2:]
     sigma = coarse_sigma(sigma_fraction, pixels.shape)
-    side = max(2, round(min(pixels.shape[-2:]) / sigma))
-    block = max(1, int(sigma // 4))
+    grid = tuple(min(MAX_CELLS, max(2, round(side / sigma))) for side in (h, w))
+    block = max(1, min(int(sigma // 4), h // 2, w // 2))
+    pad = (0, -w % block, 0, -h % block)
     out = []
     for i in range(0, len(pixels), batch_size):
-        x = F.avg_pool2d(pixels[i:i + batch_size].float() / 255, block, ceil_mode=True)
-        out.append(F.adaptive_avg_pool2d(gaussian_blur(x, sigma / block), side).flatten(1))
+        x = F.pad(pixels[i:i + batch_size].float() / 255, pad, mode="reflect") if any(pad) else \
+            pixels[i:i + batch_size].float() / 255
+        x = F.avg_pool2d(x, block)
+        out.append(F.adaptive_avg_pool2d(gaussian_blur(x, sigma / block), grid).flatten(1))
     return torch.cat(out)
 
 
-def leave_one_out_accuracy(features: torch.Tensor, labels: np.ndarray) -> float:
+def leave_one_out_accuracy(features: torch.Tensor, labels: np.ndarray) -> float | None:
     """Share of images whose nearest class mean (squared Euclidean; their own class's mean taken without
-    them) is their class's. Images alone in their class are left out."""
+    them) is their class's. Images alone in their class are left out (they still stand as a rival class);
+    None when every class has one image."""
     x = features.double()
-    classes = np.unique(labels)
-    index = torch.as_tensor(np.searchsorted(classes, labels))
+    classes, index = np.unique(labels, return_inverse=True)
+    index = torch.as_tensor(index.reshape(-1))
     counts = torch.bincount(index, minlength=len(classes)).double()
-    sums = torch.zeros(len(classes), x.shape[1], dtype=x.dtype).index_add_(0, index, x)
-    distance = torch.cdist(x, sums / counts[:, None]) ** 2
+    means = torch.zeros(len(classes), x.shape[1], dtype=x.dtype).index_add_(0, index, x) / counts[:, None]
+    distance = torch.cdist(x, means, compute_mode="donot_use_mm_for_euclid_dist") ** 2
     own = counts[index]
     kept = own > 1
-    # the own class's mean without the image itself
-    loo_mean = (sums[index] - x) / (own - 1).clamp(min=1)[:, None]
-    distance[torch.arange(len(x)), index] = ((x - loo_mean) ** 2).sum(1)
-    hits = distance.argmin(1) == index
-    return float(hits[kept].double().mean()) if bool(kept.any()) else float("nan")
+    if not bool(kept.any()):
+        return None
+    # without the image, its class's mean moves away from it: the distance grows by (n / (n - 1))^2
+    rows = torch.arange(len(x))
+    exact = ((x - means[index]) ** 2).sum(1)
+    distance[rows, index] = exact * (own / (own - 1).clamp(min=1)) ** 2
+    return float((distance.argmin(1) == index)[kept].double().mean())
 
 
-def coarse_shortcut(pixels: torch.Tensor, labels, sigma_fraction: float = 0.125, permutations: int = 100,
+def coarse_shortcut(pixels: torch.Tensor, labels, sigma_fraction: float = 0.125, permutations: int = PERMUTATIONS,
                     seed: int = 0) -> dict:
     """How well the shots' coarse content alone names their class: ``accuracy`` (leave-one-out nearest class
     mean on :func:`coarse_features`), ``chance`` (its mean with the labels permuted ``permutations`` times)
     and ``p_value`` (the share of permutations at or above it, counting the observed one). ``pixels``: (n, 3,
-    H, W) uint8; ``labels``: one per image."""
+    H, W) uint8; ``labels``: one per image. With one image a class there is nothing to leave out: accuracy
+    and chance are None and the p-value 1."""
     labels = np.asarray(labels)
-    features = coarse_features(pixels, sigma_fraction)
+    features = coarse_features(pixels, sigma_fraction).double()
     accuracy = leave_one_out_accuracy(features, labels)
-    rng = numpy_rng(seed)
+    report = {"accuracy": None, "chance": None, "p_value": 1.0, "sigma_fraction": sigma_fraction,
+              "images": len(labels)}
+    if accuracy is None:
+        return report
+    rng = numpy_rng(seed, COARSE_SHORTCUT)
     null = np.array([leave_one_out_accuracy(features, rng.permutation(labels)) for _ in range(permutations)])
-    return {"accuracy": round(accuracy, 4), "chance": round(float(null.mean()), 4),
-            "p_value": round(float((1 + np.sum(null >= accuracy)) / (1 + permutations)), 4),
-            "sigma_fraction": sigma_fraction, "images": len(labels)}
+    return {**report, "accuracy": round(accuracy, 4), "chance": round(float(null.mean()), 4),
+            "p_value": round(float((1 + np.sum(null >= accuracy)) / (1 + permutations)), 4)}
 
 
 def shortcut_warning(report: dict, swap: float) -> str | None:
     """The one-line warning a fit gives when the shots' coarse content names their class beyond chance (the
-    permutation p-value below :data:`SHORTCUT_P`) and ``fit.coarse_swap`` is off; None otherwise."""
-    if swap > 0 or not report["p_value"] < SHORTCUT_P:
+    permutation p-value at most :data:`SHORTCUT_P`) and ``fit.coarse_swap`` is off; None otherwise."""
+    if swap > 0 or report["accuracy"] is None or report["p_value"] > SHORTCUT_P:
         return None
-    return (f"the shots' coarse content alone (blurred, sigma {report['sigma_fraction']:g} of the side) names their "
-            f"class on {report['accuracy']:.2f} of them (labels permuted: {report['chance']:.2f}); if the classes "
-            f"differ in fine detail and that content is an accident of where the shots were taken, the adapters "
-            f"learn it too: fit with fit.coarse_swap=1 (docs/method.md, 'Coarse swap')")
+    return (f"the shots' blur alone names their class: {report['accuracy']:.2f} of {report['images']} right, leave-one-"
+            f"out ({report['chance']:.2f} with the labels permuted, p = {report['p_value']:.3f}); if that is an "
+            "accident of where they were taken, not the class, fit with fit.coarse_swap=1 (docs/method.md, "
+            "'The shortcut check')")

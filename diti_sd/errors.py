@@ -27,6 +27,10 @@ class MissingFileError(DitiError, FileNotFoundError):
     """A file or folder the user pointed at is not there."""
 
 
-class CoarseShortcutWarning(UserWarning):
+class DitiWarning(UserWarning):
+    """Something the user should know that does not stop the work; the command line prints it as one line."""
+
+
+class CoarseShortcutWarning(DitiWarning):
     """The shots' coarse content alone (a blur of them) names their class: if that content is an accident of
     where the shots were taken rather than the class, the adapters learn it with the class."""

@@ -24,6 +24,7 @@ VALIDATION_PAIRS = 1
 TEST_PAIRS = 2
 TRAIN_DROPOUT = 3
 EARLY_STOP = 4
+COARSE_SHORTCUT = 5
 
 
 def derive_seed(seed: int, *keys: int) -> int:

@@ -16,7 +16,7 @@ import numpy as np
 
 from .constraints import T_STEPS
 from .data.images import as_image_sequence
-from .errors import ConfigError
+from .errors import ConfigError, DitiWarning
 from .seeding import numpy_rng
 
 SOURCES = ("validation", "held-out share", "probe fit", "none")
@@ -192,7 +192,8 @@ class ValidationMixin:
         if size is None:
             warnings.warn(f"the validation budget ({max_calls:.0f} UNet calls, validation_budget="
                           f"{self.validation_budget}) cannot score {MIN_IMAGES} images against {per_image} classes: "
-                          f"{what} skipped; raise validation_budget, or None for no limit", stacklevel=3)
+                          f"{what} skipped; raise validation_budget, or None for no limit", DitiWarning,
+                          stacklevel=3)
             return None
         keep = balanced_subset([index[v] for v in y], size.images, self.random_state)
         latents = self.encode([X[i] for i in keep])

@@ -362,3 +362,12 @@ def test_residual_location_splits_the_error_by_region_and_frequency(tiny_model_d
     uniform = script.readings(flat, torch.full((1, 1, 8, 8), 0.25))
     assert float(uniform["minus mean"]) == 0 and float(uniform["high-pass 3"]) < 1e-12
     assert float(uniform["object"]) == pytest.approx(0.25)
+
+
+def test_shortcut_check_fires_on_shots_that_share_a_background_by_class(tmp_path, capsys):
+    script = _script("shortcut_check")
+    script.main(["--seeds", "11,12", "--out", str(tmp_path / "check.json")])
+    cases = json.loads((tmp_path / "check.json").read_text())["cases"]
+    assert cases["texture / train"]["warned"] == 2 and cases["texture / train"]["accuracy"] == 1.0
+    assert cases["texture / shots without the shortcut"]["warned"] == 0
+    assert len(cases["many / train"]["per_seed"]) == 2 and "warned 2/2" in capsys.readouterr().out

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from ..errors import DitiWarning
 from ..files import atomic_write
 from .encoders import FrozenEncoder
 
@@ -53,7 +54,7 @@ class FeatureCache:
                     return feats
             except Exception as err:  # damaged: computed again below and rewritten
                 warnings.warn(f"feature cache {path} is unreadable ({type(err).__name__}); computing it again",
-                              stacklevel=2)
+                              DitiWarning, stacklevel=2)
         transform, desc = None, f"{self.encoder.label} {tag}"
         if augment_pass is not None:
             # torchvision's random transforms draw from the global generator: one seed per pass

@@ -6,9 +6,8 @@ import argparse
 import importlib
 import sys
 import warnings
-from pathlib import Path
 
-from ..errors import DitiError
+from ..errors import DitiError, DitiWarning
 from ..progress import quiet_libraries
 from .common import Parser
 
@@ -22,9 +21,6 @@ SUBCOMMANDS = {
     "encoder": "the unconditional DiTi encoder for faces: fit, probe attributes, edit counterfactuals",
     "tiny-model": "build a tiny random-weight Stable Diffusion folder (offline tests and smoke runs)",
 }
-
-
-PACKAGE = Path(__file__).resolve().parents[1]
 
 
 class CLIError(DitiError):
@@ -55,10 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def one_line_warnings(shown):
-    """A ``warnings.showwarning`` that prints the package's own warnings as one line each, as its errors are,
-    and passes the libraries' to ``shown``."""
+    """A ``warnings.showwarning`` that prints the package's own warnings (``DitiWarning``) as one line each,
+    as its errors are, and passes every other to ``shown``."""
     def show(message, category, filename, lineno, file=None, line=None):
-        if Path(filename).resolve().is_relative_to(PACKAGE):
+        if issubclass(category, DitiWarning):
             print(f"diti-sd: warning: {message}", file=sys.stderr)
         else:
             shown(message, category, filename, lineno, file, line)

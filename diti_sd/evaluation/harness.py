@@ -23,7 +23,7 @@ import torch
 from ..data import load_configured_split, load_split, make_kshot_split
 from ..data.images import ImageSequence
 from ..distributed import barrier, is_main
-from ..errors import ConfigError, MissingFileError
+from ..errors import ConfigError, DitiWarning, MissingFileError
 from ..files import atomic_write
 from ..hub import write_model_card
 from ..metrics import calibration_report, metric_score, standardise
@@ -48,7 +48,7 @@ def _read_run(path: Path) -> dict | None:
             return run
     except (json.JSONDecodeError, UnicodeDecodeError):
         pass
-    warnings.warn(f"run file {path} is damaged; running it again", stacklevel=2)
+    warnings.warn(f"run file {path} is damaged; running it again", DitiWarning, stacklevel=2)
     return None
 
 

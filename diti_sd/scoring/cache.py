@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DitiWarning
 from ..files import atomic_write
 from ..recipes import ScoreConfig
 from .engine import ScoreResult
@@ -45,12 +46,13 @@ class ScoreCache:
                 result = ScoreResult(data["errors"], data["logits"], data["unet_calls"])
         except Exception as err:  # a damaged chunk is scored again, never read as numbers
             warnings.warn(f"score cache {path} is unreadable ({type(err).__name__}); scoring that chunk again",
-                          stacklevel=2)
+                          DitiWarning, stacklevel=2)
             return None
         n = latents.shape[0]
         if (result.errors.shape[0] != n or result.logits.shape != result.errors.shape
                 or result.unet_calls.shape != (n,)):
-            warnings.warn(f"score cache {path} does not fit its chunk; scoring that chunk again", stacklevel=2)
+            warnings.warn(f"score cache {path} does not fit its chunk; scoring that chunk again", DitiWarning,
+                          stacklevel=2)
             return None
         return result
 
