@@ -264,12 +264,27 @@ def test_demo_writes_its_report_and_a_killed_run_continues(tmp_path, monkeypatch
     # the opt-in row is a row and a comparison, never a target, and the report says what it assumes
     swap = swap_name(saved["window"])
     assert swap in saved["results"] and swap in saved["comparisons"] and swap not in saved["targets"]
+    # scored on every pair as the recipe's adapters are, and read against the same rivals the way the targets
+    # are, its own large t in place of the recipe's; a section of the report, not targets
+    assert set(grid["swap"]) == set(grid["band"]) and grid["swap"]["window"] == saved["results"][swap]["decorrelated"][
+        "mean"]
+    opt_in = saved["opt_in"]
+    own_large_t = "opt-in: coarse swap, same adapters, large t (200, 1000)"
+    assert opt_in["row"] == swap and list(opt_in["targets"]) == [REFERENCE_STYLE, own_large_t,
+                                                                 "linear probe, VAE latents", saved["zero_shot"]]
+    for rival, by in opt_in["comparisons"].items():
+        expected = saved["results"][swap]["decorrelated"]["mean"] - saved["results"][rival]["decorrelated"]["mean"]
+        assert by["decorrelated"]["mean"] == pytest.approx(expected)
+    # the shots' coarse-shortcut check, per seed: their background follows the class, so it finds it
+    assert [r["accuracy"] for r in saved["coarse_shortcut"]] == [1.0, 1.0]
     assert len(saved["tif_d"]) == 2 and saved["tif_d"][0] > 0
     text = (tmp_path / "README.md").read_text()
     assert "## Targets" in text and "decorrelated accuracy at least 0.70" in text
     wide = "their own settings, `score.unet_scale=1.0`, `lora.rank=8`, `lora.text_rank=8` (their search"
     assert "the window's first 2 pairs" in text and wide in text and "`fit.coarse_swap=1.0`" in text
     assert "Short run" in text and saved["code"]["commit"][:7] in text and "## Training band x scoring band" in text
+    assert "## The opt-in row, read the way the targets are (it has none)" in text and f"minus {own_large_t}" in text
+    assert "names their class on 1.00 of them" in text
     # the targets: the reference-style row, large t, the probe on latents (0.10), the base alone (0.15); the
     # reference configuration is compared, not targeted
     target_lines = [line for line in text.splitlines() if line.startswith("- at least")]

@@ -39,7 +39,7 @@ from ...scoring.replay import weighted_mean
 from ...seeding import TEST_PAIRS, VALIDATION_PAIRS, derive_seed
 from .data import SyntheticSpec
 from .ledger import check_unread, fingerprint, record_read
-from .report import BANDS, plot_bands, plot_examples, render_markdown, save_samples
+from .report import BAND_SETS, BANDS, plot_bands, plot_examples, render_markdown, save_samples
 from .scoring import (
     SCORINGS,
     background_classes,
@@ -70,10 +70,13 @@ WIDE_OVERRIDES: tuple[str, ...] = ("score.unet_scale=1.0", "lora.rank=8", "lora.
 # had been read on the oracle stream (docs/notes/2026-12-05-coarse-swap.md)
 SWAP_OVERRIDES: tuple[str, ...] = ("fit.coarse_swap=1.0",)
 # 50 test images per split and seed over 10 seeds, the zero-shot row on the window's first 6 pairs as in the
-# short run: about 70,000 UNet calls a seed for the two adapter sets (the opt-in set adds a fit and the window's
-# pairs), a sealed read about 20 minutes on 2 CPU cores (the read times: docs/benchmarks.md); the seed-to-seed
+# short run: about 70,000 UNet calls a seed for the two adapter sets (the opt-in set adds a fit and about 29,000
+# calls), a sealed read about 20 minutes on 2 CPU cores (the read times: docs/benchmarks.md); the seed-to-seed
 # spread, not the images within a seed, dominates the intervals
 FULL = {"seeds": list(SEALED_SEEDS), "test_per_class": 10, "zero_shot_pairs": 6}
+# what a seed's saved figures hold: a saved seed of another version is run again (2: the opt-in set on every
+# pair, and the shots' coarse-shortcut check)
+RECORD = 2
 
 
 @dataclass
@@ -125,9 +128,9 @@ def code_version() -> dict:
 
 @dataclass
 class _SeedScorer:
-    """One seed's two adapter sets (the recipe's band, all t) and the pairs they are scored on."""
+    """One seed's adapter sets (the recipe's band, all t, the opt-in row's) and the pairs they are scored on."""
 
-    sets: dict  # "band" | "all" -> classifier
+    sets: dict  # "band" | "all" | "swap" -> classifier
     t: torch.Tensor
     noise: torch.Tensor
     weights: dict  # scoring -> per-pair weight
@@ -155,13 +158,7 @@ class _SeedScorer:
         clf = self.sets["band"]
         latents = clf.encode(data.images)
         noise = self.noise if noise is None else noise
-        errors = {}
-        for key, c in self.sets.items():
-            # the opt-in set has one row, the window: its other pairs are not scored (nan: left out)
-            used = self.weights["window"] > 0 if key == "swap" else np.ones(len(self.t), bool)
-            errors[key] = np.full((len(latents), len(c.classes_), len(self.t)), np.nan)
-            errors[key][:, :, used] = c.dense_errors(latents, self.t[torch.from_numpy(used)],
-                                                     noise[torch.from_numpy(used)], progress=self.progress)
+        errors = {key: c.dense_errors(latents, self.t, noise, progress=self.progress) for key, c in self.sets.items()}
         logits = {self.names[(key, s)]: -weighted_mean(err, self.weights[s])
                   for key, err in errors.items() for s in SCORINGS if s in self.weights and (key, s) in self.names}
         logits[self.zero_shot] = zero_shot_logits(clf.backbone_, latents, self.t, noise, self.weights["zero-shot"],
@@ -201,7 +198,8 @@ def _run_seed(cfg: DemoConfig, recipe, wide_recipe, swap_recipe, seed: int, wind
     if swap_recipe is not None:
         sets["swap"] = run.fit(swap_recipe, device=cfg.device, steps=cfg.steps)
     # TiF's per-t weight from this seed's train latents (the same for both fits)
-    record = {"correct": {}, "probs": {}, "conflicts": {}, "bands": {}, "memorised": {}, "tif_d": clf.tif_d_}
+    record = {"correct": {}, "probs": {}, "conflicts": {}, "bands": {}, "memorised": {}, "tif_d": clf.tif_d_,
+              "coarse_shortcut": clf.fit_summary_["coarse_shortcut"]}
     # memorisation: the shots themselves (their background follows the class), the same shots with another
     # class's background, and more images drawn like the shots
     for key, data in (("the shots", train), ("the shots, another class's background",
@@ -227,8 +225,10 @@ def _run_seed(cfg: DemoConfig, recipe, wide_recipe, swap_recipe, seed: int, wind
                 standardise(val_logits[method]), val_y, standardise(scores), y)
             if background is not None:
                 record["conflicts"][method] = disagreement(predicted, y, background)
-        for key, tag in (("band", "recommended adapters"), ("all", "adapters trained over all t")):
-            record["bands"][f"{tag}|{split}"] = [window_accuracy(errors[key], t_np, width, y, band) for band in BANDS]
+        for key, tag in BAND_SETS.items():
+            if key in errors:
+                record["bands"][f"{tag}|{split}"] = [window_accuracy(errors[key], t_np, width, y, band)
+                                                     for band in BANDS]
         if samples_to is not None and split == "decorrelated":
             predicted = logits[recommended].argmax(1)
             record["examples"] = (data, clf.classes_[predicted], [clf.classes_[i] for i in y], window)
@@ -266,9 +266,10 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
     conflicts: dict[str, list[dict]] = {}  # method -> per seed, on decorrelated images with another class's background
     bands: dict[str, list[list[float]]] = {}
     memorised: dict[str, list[float]] = {}  # images -> per seed, the recommended row's accuracy on them
-    d_values, examples = [], None
+    d_values, shortcuts, examples = [], [], None
     # a seed's figures are kept as it finishes: a killed run continues from the next seed, to the same report
-    per_seed = fingerprint({**asdict(cfg), "seeds": None, "full": None}, recipe.to_dict(), cfg.model)
+    per_seed = fingerprint({**asdict(cfg), "seeds": None, "full": None, "record": RECORD}, recipe.to_dict(),
+                           cfg.model)
     for seed in tqdm(cfg.seeds, desc="seeds", disable=not progress):
         path = out / "seeds" / f"{seed}.pt"
         record = torch.load(path, weights_only=False) if path.is_file() else None
@@ -289,13 +290,14 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
         for key, accuracy in record["memorised"].items():
             memorised.setdefault(key, []).append(accuracy)
         d_values.append(record["tif_d"])
+        shortcuts.append(record["coarse_shortcut"])
         examples = record.get("examples") if examples is None else examples
     report = summarise(cfg, recipe, window, names, correct, probs, conflicts)
     report["code"] = code
     report["sealed"] = sealed
     report.update({
         "memorisation": {k: {"mean": float(np.mean(v)), "per_seed": v} for k, v in memorised.items()},
-        "tif_d": d_values, "fingerprint": method,
+        "tif_d": d_values, "fingerprint": method, "coarse_shortcut": shortcuts,
         "bands": {"edges": [list(b) for b in BANDS], "accuracy": {k: band_means(v) for k, v in bands.items()}},
         "seconds": round(time.time() - start, 1),
         "peak_memory_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,

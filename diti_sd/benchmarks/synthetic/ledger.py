@@ -21,8 +21,8 @@ from .summary import target_status
 
 PACKAGE = Path(__file__).resolve().parents[2]
 # the code a read's figures depend on: fitting, scoring, the benchmark itself
-CODE = ("backbone.py", "classifier.py", "metrics.py", "preprocessing.py", "seeding.py", "stats.py", "timesteps.py",
-        "validation.py", "lora", "scoring", "training", "benchmarks/synthetic")
+CODE = ("backbone.py", "classifier.py", "coarse.py", "metrics.py", "preprocessing.py", "seeding.py", "stats.py",
+        "timesteps.py", "validation.py", "lora", "scoring", "training", "benchmarks/synthetic")
 
 
 def code_hash() -> str:
@@ -78,6 +78,9 @@ def record_read(path: Path, report: dict, print_: str, reason: str | None) -> di
              "why": reason or "the first read of these seeds at this method",
              "recommended_decorrelated": round(rec["mean"], 4), "targets": target_status(report),
              "results": name}
+    if report.get("opt_in"):  # the opt-in row read the way the targets are (it has none)
+        entry["opt_in"] = {"decorrelated": report["results"][report["opt_in"]["row"]]["decorrelated"]["mean"],
+                           "as_targets": target_status(report, opt_in=True)}
     ledger = read_ledger(path) + [entry]
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(ledger, indent=2)))
     return entry

@@ -7,12 +7,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...coarse import SHORTCUT_P
 from ...plotting import pyplot, save_figure
 from ...timesteps import tif_weights
 from .summary import target_status
 
 BANDS = ((0, 50), (50, 100), (100, 200), (200, 300), (300, 500), (500, 700), (700, 1000))
 SPLITS = ("decorrelated", "correlated")
+# adapter set -> its curves' name in the band plot (and the record's keys), and their colour
+BAND_SETS = {"band": "recommended adapters", "all": "adapters trained over all t",
+             "swap": "opt-in adapters (coarse swap)"}
+BAND_COLOURS = {"recommended adapters": "tab:blue", "adapters trained over all t": "tab:orange",
+                "opt-in adapters (coarse swap)": "tab:purple"}
 
 
 def render_markdown(report: dict) -> str:
@@ -55,7 +61,7 @@ def render_markdown(report: dict) -> str:
               f"for every (texture, background) pair and asked only the texture, read on {_zero_shot_pairs(cfg)}. "
               f"{_wide_settings(cfg)}{_swap_settings(cfg)}TiF's weight uses d = "
               f"{', '.join(f'{d:.2f}' for d in report['tif_d'])} (per seed, from the train latents).", "",
-              *_memorisation(report)]
+              *_memorisation(report), *_shortcut(report)]
     lines += _grid(report) + _misled(report)
     lines += ["## The recommended configuration against the others", "",
               f"Paired differences (recommended minus the other) on the same {n_images * len(cfg['seeds'])} "
@@ -64,7 +70,7 @@ def render_markdown(report: dict) -> str:
               "| compared with | decorrelated | correlated |", "|---|---|---|"]
     for rival, by in report["comparisons"].items():
         lines.append(f"| {rival} | {' | '.join(_interval(by[s]) for s in SPLITS)} |")
-    lines += ["", *_targets(report), "",
+    lines += ["", *_targets(report), "", *_opt_in(report),
               f"Wall time {report['seconds']:.0f} s, peak memory {report['peak_memory_gib']:.2f} GiB, "
               f"{report['torch_threads']} torch threads.", "",
               "![accuracy per band of t](accuracy_by_band.png)", "",
@@ -91,6 +97,34 @@ def _memorisation(report: dict) -> list[str]:
             "learned their background.", ""]
 
 
+def _shortcut(report: dict) -> list[str]:
+    """What a user sees before any fit: whether the shots' blur alone names their class (the fit's warning)."""
+    found = report.get("coarse_shortcut")
+    if not found:
+        return []
+    warned = sum(r["p_value"] < SHORTCUT_P for r in found)
+    return [f"The shots' coarse content alone (blurred, sigma {found[0]['sigma_fraction']:g} of the side) names their "
+            f"class on {np.mean([r['accuracy'] for r in found]):.2f} of them, leave-one-out (labels permuted: "
+            f"{np.mean([r['chance'] for r in found]):.2f}); the fit warned about it on {warned} of {len(found)} seeds. "
+            "It cannot say whether that content is the class or an accident of where the shots were taken.", ""]
+
+
+def _opt_in(report: dict) -> list[str]:
+    """The opt-in row against the recommended row's rivals, read the way the targets are: not targets."""
+    if not report.get("opt_in"):
+        return []
+    status = target_status(report, opt_in=True)
+    acc = status.pop("accuracy")
+    rows = ["## The opt-in row, read the way the targets are (it has none)", "",
+            f"`{report['opt_in']['row']}`: decorrelated {acc['measured']:.3f} (the targets ask {acc['target']:.2f} "
+            "of the recommended row)."]
+    for rival, t in status.items():
+        c = report["opt_in"]["comparisons"][rival]["decorrelated"]
+        rows.append(f"- minus {rival}: {_interval(c)} ({'clears' if t['met'] else 'does not clear'} "
+                    f"{t['margin']:.2f} with the interval above zero)")
+    return rows + [""]
+
+
 def _zero_shot_pairs(cfg: dict) -> str:
     n = cfg.get("zero_shot_pairs")
     return "all of the window's pairs" if n is None or n >= cfg["pairs_per_window"] else f"the window's first {n} pairs"
@@ -110,9 +144,10 @@ def _swap_settings(cfg: dict) -> str:
     if not overrides:
         return ""
     return (f"The opt-in row is the recipe with {', '.join(f'`{o}`' for o in overrides)}: every shot's coarse content "
-            "(a Gaussian low-pass) swapped for a prior image's while training. It is not the recommended row: "
-            "validation drawn as a user's rewards the shortcut it removes, so no rule on it would pick it; it "
-            "shows what a user gets who takes as given that the class lives in fine attributes. ")
+            "(a Gaussian low-pass) swapped for a prior image's while training, scored on the same pairs as the "
+            "recipe's adapters. It is not the recommended row: validation drawn as a user's rewards the shortcut "
+            "it removes, so no rule on it would pick it; it shows what a user gets who takes as given that the "
+            "class lives in fine attributes. ")
 
 
 def _grid(report: dict) -> list[str]:
@@ -169,7 +204,7 @@ def plot_bands(report: dict, path: Path) -> None:
     for key, acc in report["bands"]["accuracy"].items():
         tag, split = key.split("|")
         ax.plot(centres, np.array(acc, dtype=float), "-" if split == "decorrelated" else ":", marker="o",
-                color="tab:blue" if tag.startswith("recommended") else "tab:orange", label=f"{tag}, {split}")
+                color=BAND_COLOURS.get(tag, "tab:grey"), label=f"{tag}, {split}")
     ax.axhline(report["chance"], color="grey", lw=0.8, ls="--", label="chance")
     ax.set_xlabel("band of t scored (points at band centres: " + ", ".join(f"[{a},{b})" for a, b in edges) + ")",
                   fontsize=8)
