@@ -114,7 +114,7 @@ def shortcut_warning(report: dict, swap: float) -> str | None:
     permutation p-value at most :data:`SHORTCUT_P`) and ``fit.coarse_swap`` is off; None otherwise."""
     if swap > 0 or report["accuracy"] is None or report["p_value"] > SHORTCUT_P:
         return None
-    return (f"the shots' blur alone names their class: {report['accuracy']:.2f} of {report['images']} right, leave-one-"
-            f"out ({report['chance']:.2f} with the labels permuted, p = {report['p_value']:.3f}); if that is an "
-            "accident of where they were taken, not the class, fit with fit.coarse_swap=1 (docs/method.md, "
-            "'The shortcut check')")
+    return (f"the shots' blur alone names their class for {report['accuracy']:.0%} of {report['images']} shots, "
+            f"leave-one-out ({report['chance']:.0%} with the labels permuted, p = {report['p_value']:.3f}); if that "
+            "is an accident of where they were taken, not what the classes differ in, see fit.coarse_swap "
+            "(--set fit.coarse_swap=1) in docs/method.md, 'The shortcut check'")

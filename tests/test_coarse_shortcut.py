@@ -72,8 +72,8 @@ def test_features_are_the_blur_on_a_grid_of_about_one_cell_per_sigma_in_batches(
 def test_the_warning_names_the_figures_and_the_option_and_is_silent_when_the_swap_is_on():
     report = {"accuracy": 1.0, "chance": 0.21, "p_value": 0.005, "sigma_fraction": 0.125, "images": 40}
     message = shortcut_warning(report, swap=0.0)
-    assert "1.00 of 40" in message and "0.21" in message and "p = 0.005" in message and "\n" not in message
-    assert "fit.coarse_swap=1" in message
+    assert "100% of 40 shots" in message and "21% with the labels permuted" in message and "p = 0.005" in message
+    assert "--set fit.coarse_swap=1" in message and "\n" not in message
     assert shortcut_warning(report, swap=1.0) is None
     assert shortcut_warning({**report, "p_value": 0.2}, swap=0.0) is None
 
