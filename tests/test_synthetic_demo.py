@@ -17,6 +17,7 @@ from diti_sd.benchmarks.synthetic.data import (
     texture,
 )
 from diti_sd.benchmarks.synthetic.demo import DemoConfig, run_demo
+from diti_sd.benchmarks.synthetic.report import render_markdown
 from diti_sd.benchmarks.synthetic.scoring import window_accuracy
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.benchmarks.synthetic.summary import REFERENCE_CONFIGURATION, REFERENCE_STYLE, swap_name
@@ -272,9 +273,14 @@ def test_demo_writes_its_report_and_a_killed_run_continues(tmp_path, monkeypatch
     own_large_t = "opt-in: coarse swap, same adapters, large t (200, 1000)"
     assert opt_in["row"] == swap and list(opt_in["targets"]) == [REFERENCE_STYLE, own_large_t,
                                                                  "linear probe, VAE latents", saved["zero_shot"]]
+    assert set(opt_in["comparisons"]) == set(opt_in["targets"])
     for rival, by in opt_in["comparisons"].items():
         expected = saved["results"][swap]["decorrelated"]["mean"] - saved["results"][rival]["decorrelated"]["mean"]
         assert by["decorrelated"]["mean"] == pytest.approx(expected)
+    # scored at every band of t, large t included, as the recipe's adapters are
+    by_band = saved["bands"]["accuracy"]["opt-in adapters (coarse swap)|decorrelated"]
+    recipes = saved["bands"]["accuracy"]["recommended adapters|decorrelated"]
+    assert [a is None for a in by_band] == [a is None for a in recipes] and any(a is not None for a in by_band[3:])
     # the shots' coarse-shortcut check, per seed: their background follows the class, so it finds it
     assert [r["accuracy"] for r in saved["coarse_shortcut"]] == [1.0, 1.0]
     assert len(saved["tif_d"]) == 2 and saved["tif_d"][0] > 0
@@ -285,6 +291,13 @@ def test_demo_writes_its_report_and_a_killed_run_continues(tmp_path, monkeypatch
     assert "Short run" in text and saved["code"]["commit"][:7] in text and "## Training band x scoring band" in text
     assert "## The opt-in row, read the way the targets are (it has none)" in text and f"minus {own_large_t}" in text
     assert "names their class on 1.00 of them" in text
+    # a report the run could not fill says so: shots one a class, a target's rival not scored
+    one_shot = [{**r, "accuracy": None, "chance": None, "p_value": 1.0} for r in saved["coarse_shortcut"]]
+    large_t = "DiTi-SD, same adapters, large t (200, 1000)"
+    thinner = {**saved, "coarse_shortcut": one_shot,
+               "comparisons": {k: v for k, v in saved["comparisons"].items() if k != large_t}}
+    rendered = render_markdown(thinner)
+    assert "no class has two shots" in rendered and f"above {large_t}: not measured (not met)" in rendered
     # the targets: the reference-style row, large t, the probe on latents (0.10), the base alone (0.15); the
     # reference configuration is compared, not targeted
     target_lines = [line for line in text.splitlines() if line.startswith("- at least")]
@@ -457,7 +470,15 @@ def test_a_sealed_read_goes_on_record_and_a_second_look_needs_a_reason(tmp_path,
               "recommended": "r", "results": {"r": {"decorrelated": {"mean": 0.7}}}, "targets": {"rival": 0.1},
               "comparisons": {"rival": {"decorrelated": {"mean": 0.12, "low": 0.02, "high": 0.2, "wide_low": -0.01,
                                                          "wide_high": 0.25}}}}
+    # the opt-in row, read the way the targets are: it clears or not, it meets nothing
+    report["results"]["o"] = {"decorrelated": {"mean": 0.74}}
+    report["opt_in"] = {"row": "o", "targets": {"rival": 0.1, "unscored": 0.1},
+                        "comparisons": {"rival": {"decorrelated": {"mean": 0.2, "low": 0.1, "high": 0.3}}}}
     entry = ledger.record_read(book, report, method, None)
+    assert entry["opt_in"] == {"decorrelated": 0.74, "read_as_targets": {
+        "accuracy": {"target": 0.7, "measured": 0.74, "clears": True},
+        "rival": {"margin": 0.1, "gain": 0.2, "low": 0.1, "high": 0.3, "clears": True},
+        "unscored": {"margin": 0.1, "gain": None, "clears": False}}}
     assert json.loads((book.parent / entry["results"]).read_text()) == report
     # the ledger holds what was measured against each target, on the wider interval
     assert entry["targets"] == {"accuracy": {"target": 0.7, "measured": 0.7, "met": True},

@@ -70,9 +70,9 @@ WIDE_OVERRIDES: tuple[str, ...] = ("score.unet_scale=1.0", "lora.rank=8", "lora.
 # had been read on the oracle stream (docs/notes/2026-12-05-coarse-swap.md)
 SWAP_OVERRIDES: tuple[str, ...] = ("fit.coarse_swap=1.0",)
 # 50 test images per split and seed over 10 seeds, the zero-shot row on the window's first 6 pairs as in the
-# short run: about 70,000 UNet calls a seed for the two adapter sets (the opt-in set adds a fit and about 29,000
-# calls), a sealed read about 20 minutes on 2 CPU cores (the read times: docs/benchmarks.md); the seed-to-seed
-# spread, not the images within a seed, dominates the intervals
+# short run: about 70,000 UNet calls a seed for the two adapter sets (the opt-in set adds a fit and about 14,000
+# calls: 120 images x 5 classes x 24 pairs), a sealed read about half an hour on 2 CPU cores (the read times:
+# docs/benchmarks.md); the seed-to-seed spread, not the images within a seed, dominates the intervals
 FULL = {"seeds": list(SEALED_SEEDS), "test_per_class": 10, "zero_shot_pairs": 6}
 # what a seed's saved figures hold: a saved seed of another version is run again (2: the opt-in set on every
 # pair, and the shots' coarse-shortcut check)
@@ -197,7 +197,7 @@ def _run_seed(cfg: DemoConfig, recipe, wide_recipe, swap_recipe, seed: int, wind
     sets = {"band": clf, "all": wide}  # each scored at its own recipe's test-time scales, as its predict
     if swap_recipe is not None:
         sets["swap"] = run.fit(swap_recipe, device=cfg.device, steps=cfg.steps)
-    # TiF's per-t weight from this seed's train latents (the same for both fits)
+    # TiF's per-t weight from this seed's train latents (the same for every fit)
     record = {"correct": {}, "probs": {}, "conflicts": {}, "bands": {}, "memorised": {}, "tif_d": clf.tif_d_,
               "coarse_shortcut": clf.fit_summary_["coarse_shortcut"]}
     # memorisation: the shots themselves (their background follows the class), the same shots with another

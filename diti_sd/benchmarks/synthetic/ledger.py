@@ -79,8 +79,8 @@ def record_read(path: Path, report: dict, print_: str, reason: str | None) -> di
              "recommended_decorrelated": round(rec["mean"], 4), "targets": target_status(report),
              "results": name}
     if report.get("opt_in"):  # the opt-in row read the way the targets are (it has none)
-        entry["opt_in"] = {"decorrelated": report["results"][report["opt_in"]["row"]]["decorrelated"]["mean"],
-                           "as_targets": target_status(report, opt_in=True)}
+        entry["opt_in"] = {"decorrelated": round(report["results"][report["opt_in"]["row"]]["decorrelated"]["mean"], 4),
+                           "read_as_targets": target_status(report, opt_in=True)}
     ledger = read_ledger(path) + [entry]
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(ledger, indent=2)))
     return entry

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...coarse import SHORTCUT_P
+from ...coarse import shortcut_warning
 from ...plotting import pyplot, save_figure
 from ...timesteps import tif_weights
 from .summary import target_status
@@ -99,13 +99,16 @@ def _memorisation(report: dict) -> list[str]:
 
 def _shortcut(report: dict) -> list[str]:
     """What a user sees before any fit: whether the shots' blur alone names their class (the fit's warning)."""
-    found = report.get("coarse_shortcut")
-    if not found:
+    found = [r for r in report.get("coarse_shortcut") or [] if r["accuracy"] is not None]
+    if not report.get("coarse_shortcut"):
         return []
-    warned = sum(r["p_value"] < SHORTCUT_P for r in found)
+    if not found:
+        return ["The shots' coarse-shortcut check: no class has two shots, so there is nothing to leave out.", ""]
+    warned = sum(shortcut_warning(r, 0.0) is not None for r in found)
     return [f"The shots' coarse content alone (blurred, sigma {found[0]['sigma_fraction']:g} of the side) names their "
             f"class on {np.mean([r['accuracy'] for r in found]):.2f} of them, leave-one-out (labels permuted: "
-            f"{np.mean([r['chance'] for r in found]):.2f}); the fit warned about it on {warned} of {len(found)} seeds. "
+            f"{np.mean([r['chance'] for r in found]):.2f}); a fit with the swap off warns of it on {warned} of "
+            f"{len(found)} seeds. "
             "It cannot say whether that content is the class or an accident of where the shots were taken.", ""]
 
 
@@ -119,8 +122,11 @@ def _opt_in(report: dict) -> list[str]:
             f"`{report['opt_in']['row']}`: decorrelated {acc['measured']:.3f} (the targets ask {acc['target']:.2f} "
             "of the recommended row)."]
     for rival, t in status.items():
+        if t["gain"] is None:
+            rows.append(f"- minus {rival}: not measured")
+            continue
         c = report["opt_in"]["comparisons"][rival]["decorrelated"]
-        rows.append(f"- minus {rival}: {_interval(c)} ({'clears' if t['met'] else 'does not clear'} "
+        rows.append(f"- minus {rival}: {_interval(c)} ({'clears' if t['clears'] else 'does not clear'} "
                     f"{t['margin']:.2f} with the interval above zero)")
     return rows + [""]
 
@@ -158,8 +164,11 @@ def _grid(report: dict) -> list[str]:
     rows = ["## Training band x scoring band (decorrelated)", "",
             "| adapters trained over | " + " | ".join(head) + " |", "|---|" + "---|" * len(scorings)]
     train_window = (report["recipe"]["fit"]["t_min"], report["recipe"]["fit"]["t_max"])
-    for key, label in (("band", f"the recipe's band {train_window}"), ("all", "all t (0, 1000)")):
-        acc = grid["accuracy"]["decorrelated"][key]
+    for key, label in (("band", f"the recipe's band {train_window}"), ("all", "all t (0, 1000)"),
+                       ("swap", f"the recipe's band {train_window}, coarse swap (opt-in)")):
+        acc = grid["accuracy"]["decorrelated"].get(key)
+        if acc is None:
+            continue
         rows.append(f"| {label} | " + " | ".join(f"{acc[s]:.3f}" for s in scorings) + " |")
     rows += ["", "Paired 95 % intervals (the wider of the hierarchical bootstrap and the seed-level t):", ""]
     rows += [f"- {label}: {_interval(c)}" for label, c in grid["contrasts"].items()]
@@ -183,6 +192,9 @@ def _targets(report: dict) -> list[str]:
     short = "met" if acc["met"] else f"{acc['target'] - acc['measured']:.3f} short"
     rows = ["## Targets", "", f"- decorrelated accuracy at least {acc['target']:.2f}: {acc['measured']:.3f} ({short})"]
     for rival, t in status.items():
+        if t["gain"] is None:
+            rows.append(f"- at least {t['margin']:.2f} above {rival}: not measured (not met)")
+            continue
         c = report["comparisons"][rival]["decorrelated"]
         short = "met" if t["met"] else (f"not met: {t['margin'] - t['gain']:.3f} short" if t["gain"] < t["margin"]
                                         else "not met: the interval reaches zero")
