@@ -371,3 +371,28 @@ def test_shortcut_check_fires_on_shots_that_share_a_background_by_class(tmp_path
     assert cases["texture / train"]["warned"] == 2 and cases["texture / train"]["accuracy"] == 1.0
     assert cases["texture / shots without the shortcut"]["warned"] == 0
     assert len(cases["many / train"]["per_seed"]) == 2 and "warned 2/2" in capsys.readouterr().out
+
+
+def test_premise_calibration_chooses_each_temperature_on_its_own_source(tmp_path, capsys):
+    script = _script("premise_calibration")
+    with pytest.raises(SystemExit, match="sealed"):
+        script.main(["--seeds", "501"])
+    # the swapped validation images keep their fine detail and take a donor's coarse content
+    from diti_sd.benchmarks.synthetic.data import SyntheticSpec, make_split
+    from diti_sd.coarse import gaussian_blur
+
+    images = make_split(SyntheticSpec(size=32), "train", 1, seed=3).images
+    donors = make_split(SyntheticSpec(size=32), "generic", 1, seed=4).images
+    out = script.swapped(images, donors, 0.125, seed=0)
+    fine = [x - gaussian_blur(x[None], 4.0)[0] for x in images]
+    assert all((o - gaussian_blur(o[None], 4.0)[0] - f).abs().mean() < 0.03 for o, f in zip(out, fine))  # clipped
+    assert all((o - x).abs().mean() > 0.15 for o, x in zip(out, images))
+    args = ["--seeds", "11", "--smoke", "--per-class", "2", "--set", "fit.steps=2", "--baseline",
+            "--cache", str(tmp_path), "--out", str(tmp_path / "r.json")]
+    script.main(args)
+    result = json.loads((tmp_path / "r.json").read_text())
+    for variant in ("coarse swap", "recipe"):
+        row = result["variants"][variant]["per_seed"][0]
+        assert set(row["accuracy"]) == {"as drawn", "coarse swapped", "oracle"}
+        assert all(row[s]["temperature"] > 0 and row[s]["nll"] > 0 for s in script.SOURCES)
+    assert result["variants"]["coarse swap"]["overrides"] == ["fit.coarse_swap=1.0", "fit.steps=2"]
