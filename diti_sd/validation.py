@@ -229,8 +229,8 @@ class ValidationMixin:
                                     source=source)
         if calibrate:
             pass_record = temperature_from_pass(errors, t, labels, self.score_choice_, self.tif_d_)
-            self.temperature_ = pass_record.pop("temperature")
-            self.calibration_ = {"source": f"{source}: auto's pass, replayed under its choice", **pass_record}
+            self._set_temperature(pass_record.pop("temperature"),
+                                  {"source": f"{source}: auto's pass, replayed under its choice", **pass_record})
         return self
 
     def fit_temperature(self, X, y, source: str = "validation images", max_calls=None, exact: bool = False):
@@ -249,10 +249,11 @@ class ValidationMixin:
         if exact:
             result = self.score_images(X)
             target = np.array([index[v] for v in y])
-            self.temperature_, best = fit_temperature(result.logits, target)
-            self.calibration_ = {"source": f"{source}: scored as a test pass", "images": len(target),
-                                 "unet_calls": int(result.unet_calls.sum()),
-                                 "nll_at_1": round(nll(result.logits, target), 6), "nll": round(best, 6)}
+            temperature, best = fit_temperature(result.logits, target)
+            self._set_temperature(temperature, {"source": f"{source}: scored as a test pass", "images": len(target),
+                                                "unet_calls": int(result.unet_calls.sum()),
+                                                "nll_at_1": round(nll(result.logits, target), 6),
+                                                "nll": round(best, 6)})
             return self
         cfg = self.scoring_config()
         done = self._validation_pass(X, y, None, max_calls, (cfg.t_min, cfg.t_max), "the temperature")
@@ -260,6 +261,24 @@ class ValidationMixin:
             candidate = {"t_min": cfg.t_min, "t_max": cfg.t_max, "weighting": cfg.weighting,
                          "weight_tau": cfg.weight_tau}
             pass_record = temperature_from_pass(*done, candidate, self.tif_d_)
-            self.temperature_ = pass_record.pop("temperature")
-            self.calibration_ = {"source": f"{source}: a pass in the scoring window", **pass_record}
+            self._set_temperature(pass_record.pop("temperature"),
+                                  {"source": f"{source}: a pass in the scoring window", **pass_record})
         return self
+
+    def _set_temperature(self, temperature: float, record: dict) -> None:
+        """Keep the chosen temperature and its record; at the grid's floor, say what that means: every image
+        was right by a wide margin, so the search found no lower bound and the probabilities are near one-hot,
+        right where images resemble these and overconfident where they do not (validation images that share
+        the shots' accidents do that)."""
+        from .metrics import TEMPERATURES
+
+        at_floor = temperature <= TEMPERATURES[0]
+        self.temperature_ = float(temperature)
+        self.calibration_ = {**record, "at_floor": bool(at_floor)}
+        if at_floor:
+            warnings.warn(f"predict_proba's temperature went to the lowest the search allows ({TEMPERATURES[0]:g}): "
+                          f"every one of the {record.get('images', 'given')} images it was chosen on is right by a "
+                          "wide margin, so probabilities will be near one-hot; if those images share the shots' "
+                          "accidents, expect overconfidence on images that do not (docs/method.md, 'At the grid's "
+                          "floor')",
+                          DitiWarning, stacklevel=3)

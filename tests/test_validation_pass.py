@@ -1,5 +1,7 @@
 """One validation pass serves auto's window and the temperature, and costs a stated share of the fit."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -71,3 +73,31 @@ def test_a_budget_too_small_for_ten_images_skips_the_temperature_and_says_so(tin
     exact = clf.fit_temperature(X_val[:6], y_val[:6], exact=True).calibration_
     assert exact["source"].endswith("scored as a test pass") and exact["images"] == 6
     assert torch.isfinite(torch.tensor(exact["nll"]))
+
+
+def test_a_temperature_at_the_grids_floor_is_said_and_recorded(tiny_model_dir, monkeypatch):
+    from diti_sd.errors import DitiWarning
+    from diti_sd.scoring.engine import ScoreResult
+
+    X, y = color_images(9, seed=5)
+    clf = DiTiFewShotClassifier(model=str(tiny_model_dir), recipe="tiny", progress=False).fit(X, y)
+    labels = list(clf.classes_) * 4
+    truth = np.array([list(clf.classes_).index(c) for c in labels])
+
+    def scored(logits):
+        return lambda images: ScoreResult(-logits, logits, np.ones(len(logits), int))
+
+    # every image right by a wide margin: the likelihood keeps rising as the temperature falls
+    wide = np.eye(3)[truth] * 5.0
+    monkeypatch.setattr(clf, "score_images", scored(wide))
+    with pytest.warns(DitiWarning, match="lowest the search allows"):
+        clf.fit_temperature([X[0]] * 12, labels, exact=True)
+    assert clf.temperature_ == pytest.approx(0.01) and clf.calibration_["at_floor"] is True
+    # one image wrong: a temperature inside the grid, no warning
+    mixed = wide.copy()
+    mixed[0] = np.roll(mixed[0], 1)
+    monkeypatch.setattr(clf, "score_images", scored(mixed))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DitiWarning)
+        clf.fit_temperature([X[0]] * 12, labels, exact=True)
+    assert clf.temperature_ > 0.01 and clf.calibration_["at_floor"] is False
