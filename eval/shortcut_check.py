@@ -8,12 +8,15 @@ goes through ``diti_sd.coarse.coarse_shortcut`` with the fit's settings (``fit.c
 (class = a fine texture; the background follows the class in the shots), its control shots without that
 background, the colour task (class = the background colour), the shape task (class = the silhouette, of 3)
 and the 24-class variant (five backgrounds follow the classes). No fit and no UNet call: seconds.
+``--cost N,SIDE`` also times the check on N random images of SIDE pixels in 100 classes (e.g. 1600,512: a
+16-shot FGVC-Aircraft split at SD 2's resolution), on this machine's threads.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 
 import numpy as np
 import torch
@@ -33,6 +36,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=seed_list, default="11-20")
     parser.add_argument("--shots", type=int, default=8)
+    parser.add_argument("--cost", default=None, help="N,SIDE: time the check on N random images of SIDE pixels")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     recipe = load_recipe("synthetic")
@@ -52,6 +56,16 @@ def main(argv=None):
         out["cases"][f"{task} / {stream}"] = {**summary, "per_seed": rows}
         print(f"{task:8s} {stream:28s} leave-one-out {summary['accuracy']:.3f}  permuted {summary['chance']:.3f}  "
               f"warned {summary['warned']}/{len(rows)}")
+    if args.cost:
+        n, side = (int(v) for v in args.cost.split(","))
+        g = torch.Generator().manual_seed(0)
+        pixels = torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, generator=g)
+        start = time.perf_counter()
+        coarse_shortcut(pixels, np.arange(n) % 100, recipe.fit.coarse_sigma)
+        out["cost"] = {"images": n, "side": side, "classes": min(n, 100),
+                       "seconds": round(time.perf_counter() - start, 2), "torch_threads": torch.get_num_threads()}
+        print(f"the check on {n} images of {side} pixels: {out['cost']['seconds']:.1f} s "
+              f"({out['cost']['torch_threads']} torch threads)")
     if args.out:
         atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(out, indent=2)))
 
