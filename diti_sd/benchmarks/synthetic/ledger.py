@@ -20,9 +20,11 @@ from ...files import atomic_write
 from .summary import target_status
 
 PACKAGE = Path(__file__).resolve().parents[2]
-# the code a read's figures depend on: fitting, scoring, the benchmark itself
-CODE = ("backbone.py", "classifier.py", "coarse.py", "metrics.py", "preprocessing.py", "seeding.py", "stats.py",
-        "timesteps.py", "validation.py", "lora", "scoring", "training", "benchmarks/synthetic")
+# the code a read's figures depend on: fitting, scoring, the rivals' baselines (the probe is a target's), the
+# images and prompts they read, the benchmark itself
+CODE = ("backbone.py", "classifier.py", "coarse.py", "metrics.py", "preprocessing.py", "prompts.py", "seeding.py",
+        "stats.py", "timesteps.py", "validation.py", "baselines", "data/images.py", "lora", "scoring", "training",
+        "benchmarks/synthetic")
 
 
 def code_hash() -> str:
