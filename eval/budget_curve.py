@@ -57,13 +57,15 @@ def main(argv=None):
     parser.add_argument("--stream", default="second oracle val",
                         help="the stream scored: a validation one (default), or decorrelated on sealed seeds")
     parser.add_argument("--model", default=None, help="the base model (default: the recipe's)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="KEY=VALUE on top of the synthetic recipe (repeatable), e.g. fit.coarse_swap=1.0")
     parser.add_argument("--out", default="reports/budget")
     parser.add_argument("--steps", type=int, default=None, help="fit steps per class (default: the recipe's)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (the fits and the scoring)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    recipe = load_recipe("synthetic", [f"model={args.model}"] if args.model else None)
+    recipe = load_recipe("synthetic", [*([f"model={args.model}"] if args.model else []), *args.overrides])
     n_classes = args.n_classes or (24 if args.task == "many" else 5)
     window = (recipe.score.t_min, recipe.score.t_max)
     schedules = {name: Schedule(rounds, *window) for name, rounds in SCHEDULES.items()}
@@ -105,6 +107,7 @@ def main(argv=None):
         print(f"{r['schedule']:48s} {r['calls_per_image']:9.0f} {r['accuracy']:8.3f} ± {r['std']:.3f} "
               f"{r['relative_to_exhaustive']:12.2f}")
     (out / "budget.json").write_text(json.dumps({"seeds": args.seeds, "task": args.task, "n_classes": n_classes,
+                                                 "overrides": args.overrides,
                                                  "stream": args.stream, "rows": rows,
                                                  "probe_recall": {k: float(np.mean(v)) for k, v in recall.items()
                                                                   if v}}, indent=2))
