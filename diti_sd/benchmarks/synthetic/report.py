@@ -99,9 +99,10 @@ def _memorisation(report: dict) -> list[str]:
 
 def _shortcut(report: dict) -> list[str]:
     """What a user sees before any fit: whether the shots' blur alone names their class (the fit's warning)."""
-    found = [r for r in report.get("coarse_shortcut") or [] if r["accuracy"] is not None]
-    if not report.get("coarse_shortcut"):
+    per_seed = report.get("coarse_shortcut")
+    if not per_seed:
         return []
+    found = [r for r in per_seed if r["accuracy"] is not None]
     if not found:
         return ["The shots' coarse-shortcut check: no class has two shots, so there is nothing to leave out.", ""]
     warned = sum(shortcut_warning(r, 0.0) is not None for r in found)
