@@ -19,7 +19,7 @@ from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from tqdm.auto import tqdm
 
 from .backbone import load_backbone
-from .coarse import coarse_shortcut, shortcut_warning
+from .coarse import coarse_shortcut, fired, shortcut_warning, validation_breaks
 from .data.images import as_image_sequence
 from .distributed import gather_rows, merge_class_shards, shard, world
 from .errors import CoarseShortcutWarning, ConfigError, DitiError, DitiWarning
@@ -189,7 +189,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, ClassifierMixin, 
                                        "others; then refitted on all", max_calls=self.validation_budget_calls())
             choice = self.score_choice_
         self._fit_adapters(recipe, backbone, X, y, classes, shots, output_dir, resume, callback, prior_images,
-                           prior_dir=output_dir, warn=not plan.probe)
+                           prior_dir=output_dir, warn=not plan.probe, validation=val)
         self.fit_summary_["validation"] = plan.record()
         if plan.probe and output_dir is not None:
             shutil.rmtree(Path(output_dir) / "auto-probe", ignore_errors=True)
@@ -214,9 +214,10 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, ClassifierMixin, 
         return self
 
     def _fit_adapters(self, recipe, backbone, X, y, classes, shots, output_dir, resume, callback, prior_images,
-                      prior_dir=None, warn=False):
+                      prior_dir=None, warn=False, validation=None):
         """Adapters for ``classes`` on images X (settings of ``shots`` per class); sets the fitted state.
-        ``warn``: give the coarse-shortcut warning (before the training it concerns)."""
+        ``warn``: give the coarse-shortcut warning (before the training it concerns), with what the
+        ``validation`` images (X, y) say of it."""
         if hasattr(self, "adapters_"):
             self.adapters_.remove()
             del self.adapters_
@@ -229,6 +230,9 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, ClassifierMixin, 
         tif_d = tif_distance(backbone.encode_batches(pixels), label_index)
         # whether the shots' blur alone names their class (no UNet call): a shortcut every shot may share
         shortcut = coarse_shortcut(pixels, label_index, recipe.fit.coarse_sigma, seed=self.random_state)
+        if validation is not None and fired(shortcut):  # which validation images break it: can the user's data tell
+            shortcut["validation"] = validation_breaks(shortcut, pixels, label_index, uint8_pixels(
+                validation[0], backbone.resolution), [index[v] for v in validation[1]])
         message = shortcut_warning(shortcut, recipe.fit.coarse_swap) if warn and world()[0] == 0 else None
         if message:
             warnings.warn(message, CoarseShortcutWarning, stacklevel=3)

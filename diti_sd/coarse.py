@@ -68,15 +68,21 @@ def coarse_features(pixels: torch.Tensor, sigma_fraction: float, batch_size: int
     return torch.cat(out)
 
 
+def _class_means(features: torch.Tensor, labels):
+    """The classes (sorted), each row's index into them, their counts and the class means of ``features``."""
+    classes, index = np.unique(np.asarray(labels), return_inverse=True)
+    index = torch.as_tensor(index.reshape(-1))
+    counts = torch.bincount(index, minlength=len(classes)).double()
+    means = torch.zeros(len(classes), features.shape[1], dtype=features.dtype).index_add_(0, index, features)
+    return classes, index, counts, means / counts[:, None]
+
+
 def leave_one_out_accuracy(features: torch.Tensor, labels: np.ndarray) -> float | None:
     """Share of images whose nearest class mean (squared Euclidean; their own class's mean taken without
     them) is their class's. Images alone in their class are left out (they still stand as a rival class);
     None when every class has one image."""
     x = features.double()
-    classes, index = np.unique(labels, return_inverse=True)
-    index = torch.as_tensor(index.reshape(-1))
-    counts = torch.bincount(index, minlength=len(classes)).double()
-    means = torch.zeros(len(classes), x.shape[1], dtype=x.dtype).index_add_(0, index, x) / counts[:, None]
+    _, index, counts, means = _class_means(x, labels)
     distance = torch.cdist(x, means, compute_mode="donot_use_mm_for_euclid_dist") ** 2
     own = counts[index]
     kept = own > 1
@@ -87,6 +93,18 @@ def leave_one_out_accuracy(features: torch.Tensor, labels: np.ndarray) -> float 
     exact = ((x - means[index]) ** 2).sum(1)
     distance[rows, index] = exact * (own / (own - 1).clamp(min=1)) ** 2
     return float((distance.argmin(1) == index)[kept].double().mean())
+
+
+def coarse_conflicts(shot_pixels: torch.Tensor, shot_labels, pixels: torch.Tensor, labels,
+                     sigma_fraction: float = 0.125) -> np.ndarray:
+    """Which of ``pixels`` (labelled images, e.g. validation images) break the shots' coarse accident: their
+    coarse content's nearest shot-class mean (:func:`coarse_features`) is another class's. Where the shots'
+    coarse content names their class by accident, these are the images on which reading it is wrong; where
+    it is the class itself, there are none. uint8 (n, 3, H, W) images; a label the shots lack counts as a
+    conflict."""
+    classes, _, _, means = _class_means(coarse_features(shot_pixels, sigma_fraction).double(), shot_labels)
+    nearest = torch.cdist(coarse_features(pixels, sigma_fraction).double(), means).argmin(1).numpy()
+    return classes[nearest] != np.asarray(labels)
 
 
 def coarse_shortcut(pixels: torch.Tensor, labels, sigma_fraction: float = 0.125, permutations: int = PERMUTATIONS,
@@ -109,12 +127,37 @@ def coarse_shortcut(pixels: torch.Tensor, labels, sigma_fraction: float = 0.125,
             "p_value": round(float((1 + np.sum(null >= accuracy)) / (1 + permutations)), 4)}
 
 
+def fired(report: dict) -> bool:
+    """Whether the shots' coarse content names their class beyond chance (p at most :data:`SHORTCUT_P`)."""
+    return report["accuracy"] is not None and report["p_value"] <= SHORTCUT_P
+
+
+def validation_breaks(report: dict, shot_pixels: torch.Tensor, shot_labels, pixels: torch.Tensor, labels) -> dict:
+    """Which validation images break the accident the check found (:func:`coarse_conflicts`, at the report's
+    sigma): ``{"images": n, "breaking": [indices]}``. Reading a fit on exactly these images is how the user's own
+    data can tell an accident from the class: where they exist, a fit that reads the accident gets them wrong;
+    where there are none, the data cannot tell."""
+    mask = coarse_conflicts(shot_pixels, shot_labels, pixels, labels, report["sigma_fraction"])
+    return {"images": int(len(mask)), "breaking": [int(i) for i in np.flatnonzero(mask)]}
+
+
 def shortcut_warning(report: dict, swap: float) -> str | None:
     """The one-line warning a fit gives when the shots' coarse content names their class beyond chance (the
-    permutation p-value at most :data:`SHORTCUT_P`) and ``fit.coarse_swap`` is off; None otherwise."""
-    if swap > 0 or report["accuracy"] is None or report["p_value"] > SHORTCUT_P:
+    permutation p-value at most :data:`SHORTCUT_P`) and ``fit.coarse_swap`` is off; None otherwise. With
+    validation images (``report["validation"]``), it says how many of them break the accident."""
+    if swap > 0 or not fired(report):
         return None
+    val = report.get("validation")
+    if val is None:
+        tail = ""
+    elif val["breaking"]:
+        tail = (f"; {len(val['breaking'])} of your {val['images']} validation images break it (their blur points to "
+                "another class): compare fits with and without the swap on them (fit_summary_['coarse_shortcut']"
+                "['validation']['breaking'])")
+    else:
+        tail = (f"; none of your {val['images']} validation images breaks it, so they cannot tell an accident from "
+                "the class: only you can")
     return (f"the shots' blur alone names their class for {report['accuracy']:.0%} of {report['images']} shots, "
             f"leave-one-out ({report['chance']:.0%} with the labels permuted, p = {report['p_value']:.3f}); if that "
             "is an accident of where they were taken, not what the classes differ in, see fit.coarse_swap "
-            "(--set fit.coarse_swap=1) in docs/method.md, 'The shortcut check'")
+            f"(--set fit.coarse_swap=1) in docs/method.md, 'The shortcut check'{tail}")

@@ -143,6 +143,24 @@ def test_fit_with_auto_chooses_the_window_on_the_splits_validation_images(image_
     assert summary["validation"]["unet_calls"] == 6 * 3 * 6 and summary["validation"]["share_of_fit"] > 0
 
 
+def test_fit_tells_whether_the_validation_images_can_see_the_shots_accident(tmp_path, tiny_model_dir, capsys):
+    images, labels = color_images(15, seed=12)  # class c: a flat colour in the shots and in the validation images
+    for i, (image, label) in enumerate(zip(images, labels)):
+        (tmp_path / "flat" / "train" / label).mkdir(parents=True, exist_ok=True)
+        save_image(image, tmp_path / "flat" / "train" / label / f"{i}.png")
+    out = tmp_path / "adapters"
+    assert main(["fit", "--dataset", "tiny", "--data-root", str(tmp_path / "flat"), "--model", str(tiny_model_dir),
+                 "--shots", "3", "--val-per-class", "2", "--steps", "1", "--out", str(out), "--no-progress",
+                 "--validation-budget", "none"]) == 0
+    captured = capsys.readouterr()
+    # a recipe without auto still hands the split's validation images to the fit, for the check to read
+    assert "diti-sd: warning: the shots' blur alone names their class" in captured.err
+    assert "none of your 6 validation images breaks it" in captured.err
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["coarse_shortcut"]["validation"] == {"images": 6, "breaking": []}
+    assert summary["calibration"].startswith("validation: 6 images")  # the temperature still set on them
+
+
 def test_fit_with_several_shots_writes_one_set_each_and_resume_keeps_finished_ones(image_folder, tiny_model_dir,
                                                                                   tmp_path, capsys):
     out = tmp_path / "sets"

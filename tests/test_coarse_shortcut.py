@@ -11,11 +11,13 @@ from diti_sd import DiTiFewShotClassifier
 from diti_sd.benchmarks.synthetic.data import SyntheticSpec, make_split
 from diti_sd.coarse import (
     SHORTCUT_P,
+    coarse_conflicts,
     coarse_features,
     coarse_shortcut,
     gaussian_blur,
     leave_one_out_accuracy,
     shortcut_warning,
+    validation_breaks,
 )
 from diti_sd.errors import CoarseShortcutWarning
 
@@ -98,3 +100,41 @@ def test_a_fit_on_shots_that_share_their_colour_by_class_warns_and_records_it(ti
         warnings.simplefilter("error", CoarseShortcutWarning)
         clf.fit(X_mixed, ["a", "b", "c"] * 4)
     assert clf.fit_summary_["coarse_shortcut"]["p_value"] > 0.01
+
+
+def test_the_images_that_break_the_accident_are_those_whose_blur_points_to_another_class():
+    spec = SyntheticSpec(size=32)
+    shots = make_split(spec, "train", 8, seed=11)  # class c on colour c
+    shifted = make_split(spec, "train", 2, seed=5, shift=1)  # class c on colour c + 1: every one breaks it
+    drawn = make_split(spec, "train", 2, seed=5)  # drawn as the shots are: none does
+    pixels = as_uint8(shots.images)
+    assert coarse_conflicts(pixels, shots.labels, as_uint8(shifted.images), shifted.labels).all()
+    assert not coarse_conflicts(pixels, shots.labels, as_uint8(drawn.images), drawn.labels).any()
+    # labels of any kind, in the shots' order or not
+    names = np.array(["a", "b", "c", "d", "e"])
+    assert not coarse_conflicts(pixels, names[shots.labels], as_uint8(drawn.images), names[drawn.labels]).any()
+    # the record a fit keeps: which of the validation images, by index
+    report = coarse_shortcut(pixels, shots.labels)
+    mixed = [*drawn.images[:3], shifted.images[0]]
+    assert validation_breaks(report, pixels, shots.labels, as_uint8(mixed), [*drawn.labels[:3], shifted.labels[0]]) \
+        == {"images": 4, "breaking": [3]}
+
+
+def test_the_warning_says_whether_the_validation_images_can_tell():
+    report = {"accuracy": 1.0, "chance": 0.21, "p_value": 0.005, "sigma_fraction": 0.125, "images": 40}
+    some = shortcut_warning({**report, "validation": {"images": 20, "breaking": [3, 7]}}, swap=0.0)
+    assert "2 of your 20 validation images break it" in some and "compare fits with and without" in some
+    none = shortcut_warning({**report, "validation": {"images": 20, "breaking": []}}, swap=0.0)
+    assert "none of your 20 validation images breaks it" in none and "only you can" in none
+    assert "\n" not in some + none
+
+
+def test_a_fit_given_validation_images_records_which_break_the_accident(tiny_model_dir):
+    X, y = color_images(12, seed=3)  # class c: a flat colour
+    Xv, yv = color_images(6, seed=4)
+    yv = yv[1:] + yv[:1]  # every validation image labelled as the next class: its colour points elsewhere
+    yv[0] = "c0"  # but this one: its colour is c0's
+    clf = DiTiFewShotClassifier(model=str(tiny_model_dir), recipe="tiny", progress=False)
+    with pytest.warns(CoarseShortcutWarning, match="5 of your 6 validation images break it"):
+        clf.fit(X, y, validation=(Xv, yv))
+    assert clf.fit_summary_["coarse_shortcut"]["validation"] == {"images": 6, "breaking": [1, 2, 3, 4, 5]}

@@ -121,11 +121,12 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
     print(f"fitting {len(train_set.classnames)} classes x {len(train_set)} images on {recipe.model} "
           f"(recipe {recipe.name}) -> {out}")
     validation = None
-    if recipe.score.weighting == "auto" and val_set is not None and len(val_set):
-        validation = (ImageSequence(val_set), val_set.label_names())  # auto chooses the scoring window on them
+    if val_set is not None and len(val_set):  # none when all train
+        # auto chooses the scoring window on them; the shortcut check says which break the shots' accident
+        validation = (ImageSequence(val_set), val_set.label_names())
     clf.fit(ImageSequence(train_set), train_set.label_names(), validation=validation, output_dir=out,
             resume=args.resume)
-    if args.calibrate and validation is None and val_set is not None and len(val_set):  # none when all train
+    if args.calibrate and validation is not None and recipe.score.weighting != "auto":  # auto's pass set it
         per_class = "min(k, 4)" if args.val_per_class is None else f"up to {args.val_per_class}"
         where = f"the k-shot split's, {per_class} per class" if split is not None else "the data set's validation split"
         clf.fit_temperature(ImageSequence(val_set), val_set.label_names(), max_calls=clf.validation_budget_calls(),
