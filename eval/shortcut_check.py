@@ -9,7 +9,8 @@ goes through ``diti_sd.coarse.coarse_shortcut`` with the fit's settings (``fit.c
 background, the colour task (class = the background colour), the shape task (class = the silhouette, of 3)
 and the 24-class variant (five backgrounds follow the classes). No fit and no UNet call: seconds.
 ``--cost N,SIDE`` also times the check on N random images of SIDE pixels in 100 classes (e.g. 1600,512: a
-16-shot FGVC-Aircraft split at SD 2's resolution), on this machine's threads.
+16-shot FGVC-Aircraft split at SD 2's resolution), on this machine's threads. ``--shortcut-rates 0.9,0.75``
+adds the texture task's variants whose shots follow the class's background in only that share.
 """
 
 from __future__ import annotations
@@ -37,24 +38,29 @@ def main(argv=None):
     parser.add_argument("--seeds", type=seed_list, default="11-20")
     parser.add_argument("--shots", type=int, default=8)
     parser.add_argument("--cost", default=None, help="N,SIDE: time the check on N random images of SIDE pixels")
+    parser.add_argument("--shortcut-rates", default="",
+                        help="e.g. 0.9,0.75: also the texture task with the background following the class in "
+                             "only that share of the shots")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    rates = [float(v) for v in args.shortcut_rates.split(",") if v]
     recipe = load_recipe("synthetic")
     out = {"what": __doc__.splitlines()[0], "seeds": args.seeds, "shots": args.shots,
            "permutations": PERMUTATIONS, "warn_at_p": SHORTCUT_P, "cases": {}}
-    for task, stream in CASES:
+    for task, stream, rate in [(t, s, 1.0) for t, s in CASES] + [("texture", "train", r) for r in rates]:
         rows = []
         for seed in args.seeds:
             run = SyntheticSeed.for_recipe(recipe, seed, args.shots, task=task, n_classes=N_CLASSES.get(task),
-                                           train_stream=stream)
+                                           train_stream=stream, shortcut_rate=rate)
             pixels = (torch.stack(run.train.images) * 255).round().to(torch.uint8)
             report = coarse_shortcut(pixels, run.train.labels, recipe.fit.coarse_sigma, seed=seed)
             rows.append({**report, "warned": shortcut_warning(report, 0.0) is not None,
                          "resolution": int(pixels.shape[-1])})
         summary = {"accuracy": float(np.mean([r["accuracy"] for r in rows])),
                    "chance": float(np.mean([r["chance"] for r in rows])), "warned": sum(r["warned"] for r in rows)}
-        out["cases"][f"{task} / {stream}"] = {**summary, "per_seed": rows}
-        print(f"{task:8s} {stream:28s} leave-one-out {summary['accuracy']:.3f}  permuted {summary['chance']:.3f}  "
+        name = stream if rate == 1.0 else f"{stream}, background follows in {rate:g}"
+        out["cases"][f"{task} / {name}"] = {**summary, "per_seed": rows}
+        print(f"{task:8s} {name:40s} leave-one-out {summary['accuracy']:.3f}  permuted {summary['chance']:.3f}  "
               f"warned {summary['warned']}/{len(rows)}")
     if args.cost:
         n, side = (int(v) for v in args.cost.split(","))

@@ -68,7 +68,7 @@ def check_protocol(seeds: list[int], smoke: bool) -> None:
 def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: int,
              windows: list[tuple[int, int]] = WINDOWS, pairs: tuple[int, int] = (12, 12),
              split_at: int = 200, model: str | None = None, cache: Path | None = None,
-             train_stream: str = "train") -> dict:
+             train_stream: str = "train", shortcut_rate: float = 1.0) -> dict:
     """Per window (and "tif"), per seed: which user-like validation images each fit gets right
     (``correct``), each one's true-class log-likelihood there (``ll``, what the rule reads: accuracy
     saturates where the shortcut is right), and which oracle images it gets right (``oracle``, a labelled
@@ -78,7 +78,8 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
     each seed's result is kept in a file named by everything it depends on (the resolved recipe, not how
     it was spelled), so a killed run resumes and runs that share a setting fit it once. ``train_stream``:
     ``"shots without the shortcut"`` fits on shots whose background is independent of the class, a control
-    that prices the shortcut (a user never has such shots)."""
+    that prices the shortcut (a user never has such shots). ``shortcut_rate`` < 1: a variant of the benchmark
+    whose shots, and the user-like stream drawn as they are, break the accident on the remaining share."""
     recipe = load_recipe("synthetic", [*([f"model={model}"] if model else []), *overrides])
     names = [*windows, "tif"]
     out = {part: {w: [] for w in names} for part in PARTS}
@@ -87,18 +88,21 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
         parts = [dataclasses.asdict(recipe), seed, shots, val_per_class, windows, pairs, split_at, STREAMS]
         if train_stream != "train":  # keeps the keys of the runs on the real shots
             parts.append(train_stream)
+        if shortcut_rate != 1.0:  # likewise
+            parts.append({"shortcut_rate": shortcut_rate})
         saved = cached_json(cache, parts, lambda seed=seed, parts=parts: {
             "key": json.dumps(parts, default=str),
-            **_one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at, train_stream)})
+            **_one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at, train_stream, shortcut_rate)})
         for part in PARTS:
             for w in names:
-                out[part][w].append(np.array(saved[part][_name(w)], dtype=float if part == "ll" else bool))
+                out[part][w].append(np.array(saved[part][window_name(w)], dtype=float if part == "ll" else bool))
     return {"overrides": overrides, "seconds": round(time.time() - start, 1), **out}
 
 
-def _one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at, train_stream="train") -> dict:
+def _one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at, train_stream="train",
+              shortcut_rate=1.0) -> dict:
     """One fit, scored on both validation streams at the seed's own validation pairs."""
-    run = SyntheticSeed.for_recipe(recipe, seed, shots, train_stream=train_stream)
+    run = SyntheticSeed.for_recipe(recipe, seed, shots, train_stream=train_stream, shortcut_rate=shortcut_rate)
     streams = {name: run.stream(name, val_per_class) for name in STREAMS}  # the only streams tuning reads
     clf = run.fit(recipe)
     t, noise, weights = stratified_pairs([0, split_at, 1000], pairs, clf.backbone_.latent_shape,
@@ -113,14 +117,14 @@ def _one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at, trai
             mean = weighted_mean(errors, window_weights(t_np, tif, (0, 1000)) if w == "tif"
                                  else window_weights(t_np, weights, w))
             if name == "val":
-                saved["correct"][_name(w)] = [bool(v) for v in mean.argmin(1) == labels]
-                saved["ll"][_name(w)] = [float(v) for v in per_image_log_likelihood(mean, labels)]
+                saved["correct"][window_name(w)] = [bool(v) for v in mean.argmin(1) == labels]
+                saved["ll"][window_name(w)] = [float(v) for v in per_image_log_likelihood(mean, labels)]
             else:
-                saved["oracle"][_name(w)] = [bool(v) for v in mean.argmin(1) == labels]
+                saved["oracle"][window_name(w)] = [bool(v) for v in mean.argmin(1) == labels]
     return saved
 
 
-def _name(w) -> str:
+def window_name(w) -> str:
     return "tif" if w == "tif" else f"[{w[0]},{w[1]})"
 
 
@@ -140,7 +144,7 @@ def compare(candidate: dict, baseline: dict, smoke: bool = False) -> dict:
     for w, hits in candidate["correct"].items():
         d = hierarchical_difference(hits, baseline["correct"][w], n_boot=2000)
         ll = _paired(candidate["ll"][w], baseline["ll"][w])
-        out[_name(w)] = {"candidate": float(np.mean([h.mean() for h in hits])),
+        out[window_name(w)] = {"candidate": float(np.mean([h.mean() for h in hits])),
                          "baseline": float(np.mean([h.mean() for h in baseline["correct"][w]])),
                          "gain": d["mean"], "low": d["low"], "high": d["high"], "se": d["seed_se"],
                          "ll": ll, "oracle": _paired(candidate["oracle"][w], baseline["oracle"][w]),
@@ -160,7 +164,7 @@ def windows_against_recipe(baseline: dict, recipe_window: tuple[int, int]) -> di
     for w, hits in baseline["correct"].items():
         if w != recipe_window:
             d = hierarchical_difference(hits, ref, n_boot=2000)
-            out[_name(w)] = {"gain": d["mean"], "low": d["low"], "high": d["high"], "se": d["seed_se"],
+            out[window_name(w)] = {"gain": d["mean"], "low": d["low"], "high": d["high"], "se": d["seed_se"],
                              "ll": _paired(baseline["ll"][w], baseline["ll"][recipe_window]),
                              "oracle": _paired(baseline["oracle"][w], baseline["oracle"][recipe_window])}
     return out
@@ -196,11 +200,16 @@ def main(argv=None):
     parser.add_argument("--train-stream", default="train", choices=TRAIN_STREAMS,
                         help="the shots every fit learns from; 'shots without the shortcut' (background independent "
                              "of the class) is a control that prices the shortcut, not what a user has")
+    parser.add_argument("--shortcut-rate", type=float, default=1.0,
+                        help="the share of the shots (and of the user-like validation) whose background follows the "
+                             "class; below 1 a variant of the benchmark where some break the accident (default 1)")
     parser.add_argument("--smoke", action="store_true",
                         help="allow fewer than 10 seeds (checks the script, no verdict)")
     args = parser.parse_args(argv)
     seeds = args.seeds
     check_protocol(seeds, args.smoke)
+    if not 0.0 <= args.shortcut_rate <= 1.0:
+        raise SystemExit(f"--shortcut-rate must be in [0, 1]; got {args.shortcut_rate}")
     windows = WINDOWS if args.windows is None else [tuple(int(v) for v in w.split("-"))
                                                     for w in args.windows.split(",")]
     pairs = tuple(int(v) for v in args.pairs.split(","))
@@ -209,16 +218,19 @@ def main(argv=None):
     against_overrides = baseline_overrides(args.against)
     if args.train_stream != "train":
         print(f"control: every fit learns from {args.train_stream!r}, not the shots a user has")
+    if args.shortcut_rate != 1.0:
+        print(f"variant: the background follows the class in a share {args.shortcut_rate} of the shots and of "
+              "the user-like validation")
     baseline = evaluate(against_overrides, seeds, args.shots, args.val_per_class, windows, pairs, args.split_at,
-                        args.model, args.cache, args.train_stream)
+                        args.model, args.cache, args.train_stream, args.shortcut_rate)
     score = load_recipe("synthetic", against_overrides).score
     recipe_window = (score.t_min, score.t_max)
     against = windows_against_recipe(baseline, recipe_window)
     out = {"baseline": against_overrides, "seeds": seeds, "model": args.model, "streams": list(STREAMS),
-           "train_stream": args.train_stream,
+           "train_stream": args.train_stream, "shortcut_rate": args.shortcut_rate,
            "baseline_windows_minus_recipe_window": against, "candidates": []}
     if against:
-        print(f"the baseline's scorings minus its recipe's window {_name(recipe_window)} (paired, validation):")
+        print(f"the baseline's scorings minus its recipe's window {window_name(recipe_window)} (paired, validation):")
         print(f"  {'window':12s} {'accuracy gain':>31s} {'log-lik gain':>20s} {'oracle gain':>20s}")
         for w, r in against.items():
             print(f"  {w:12s} {r['gain']:+7.3f} [{r['low']:+.3f}, {r['high']:+.3f}] SE {r['se']:.3f} "
@@ -226,7 +238,7 @@ def main(argv=None):
                   f"{r['oracle']['gain']:+9.3f} SE {r['oracle']['se']:.3f}")
     for overrides in candidates:
         run = evaluate([*against_overrides, *overrides], seeds, args.shots, args.val_per_class, windows, pairs,
-                       args.split_at, args.model, args.cache, args.train_stream)
+                       args.split_at, args.model, args.cache, args.train_stream, args.shortcut_rate)
         table = compare(run, baseline, smoke=args.smoke)
         base_name = " ".join(against_overrides) or "the recipe"
         print(f"candidate {' '.join(overrides) or '(the recipe)'} against {base_name}")

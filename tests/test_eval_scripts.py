@@ -161,6 +161,17 @@ def test_tune_synthetic_compares_on_validation_under_the_sealed_protocol(tmp_pat
     assert out["train_stream"] == "shots without the shortcut"
     ll = [r["candidates"][0]["windows"]["tif"]["ll"]["baseline"] for r in (out, result)]
     assert ll[0] != ll[1]  # the same setting, other shots
+    # the variant whose shots break the accident now and then: its own cache keys and its own shots
+    rates = []
+    monkeypatch.setattr(tune.SyntheticSeed, "for_recipe",
+                        lambda *a, **k: rates.append(k.get("shortcut_rate")) or real(*a, **k))
+    partial = [*control[:-2], "--shortcut-rate", "0.5"]
+    tune.main(partial)
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rates == [0.5] and out["shortcut_rate"] == 0.5 and len(list((tmp_path / "cache").glob("*.json"))) == 5
+    assert out["candidates"][0]["windows"]["tif"]["ll"]["baseline"] != ll[1]
+    with pytest.raises(SystemExit, match="--shortcut-rate must be in"):
+        tune.main([*partial[:-1], "1.5"])
 
 
 def test_tune_synthetic_rivals_are_the_demos_all_t_adapters():
@@ -396,3 +407,56 @@ def test_premise_calibration_chooses_each_temperature_on_its_own_source(tmp_path
         assert set(row["accuracy"]) == {"as drawn", "coarse swapped", "oracle"}
         assert all(row[s]["temperature"] > 0 and row[s]["nll"] > 0 for s in script.SOURCES)
     assert result["variants"]["coarse swap"]["overrides"] == ["fit.coarse_swap=1.0", "fit.steps=2"]
+
+
+def test_shortcut_strength_reads_the_rule_and_the_oracle_rows_per_rate(tmp_path, capsys, monkeypatch):
+    script = _script("shortcut_strength")
+    with pytest.raises(SystemExit, match="sealed"):
+        script.main(["--seeds", "501-510"])
+    with pytest.raises(SystemExit, match="--rates must be shares"):
+        script.main(["--seeds", "11", "--smoke", "--rates", "1.2"])
+    seeds, calls = 10, []
+    windows = [*script.tune.WINDOWS, "tif"]
+
+    def fake(overrides, seeds_, shots, per_class, cache=None, shortcut_rate=1.0):
+        # seed s: the oracle's correct share rises with the seed; the swap's log-likelihood is lower by 0.2
+        calls.append((tuple(overrides), shortcut_rate))
+        swap, rivals = overrides == script.SWAP, "fit.t_max=1000" in overrides
+        oracle = {w: [np.r_[np.ones(s + (5 if swap else 0 if rivals else 2)), np.zeros(20)][:20].astype(bool)
+                      for s in range(seeds)] for w in windows}
+        oracle[script.LARGE_T[1]] = [np.zeros(20, bool)] * seeds
+        return {"correct": {w: [np.full(20, swap)] * seeds for w in windows},
+                "ll": {w: [np.full(20, -1.2 if swap else -1.0) + 0.01 * s for s in range(seeds)] for w in windows},
+                "oracle": oracle}
+
+    monkeypatch.setattr(script.tune, "evaluate", fake)
+    out = script.main(["--seeds", "11-20", "--rates", "0.75,1", "--val-per-class", "4", "--out",
+                       str(tmp_path / "s.json")])
+    assert {rate for _, rate in calls} == {0.75, 1.0} and len(calls) == 6
+    assert json.loads((tmp_path / "s.json").read_text()) == json.loads(json.dumps(out))
+    first = out["rates"][0]
+    assert first["rate"] == 0.75 and first["rule_swap_vs_recipe"]["verdict"] == "recipe kept"
+    assert first["rule_swap_vs_recipe"]["ll_gain"] == pytest.approx(-0.2)
+    rows = first["oracle"]
+    assert rows["recipe window"]["mean"] == pytest.approx(np.mean(np.arange(10) + 2) / 20)
+    assert rows["coarse swap"]["recipe_minus"]["gain"] == pytest.approx(-3 / 20)
+    assert rows["reference-style"]["recipe_minus"]["gain"] == pytest.approx(2 / 20)
+    assert rows["same adapters [500, 1000)"]["mean"] == 0 and rows["same adapters [200, 500)"]["mean"] > 0
+    # the rule on the user-like images that break the accident (found from the real streams, no fit): some
+    # at rate 0.75, read on the fits' rows; none at rate 1 (no verdict), none on the colour task
+    broken = first["conflicts"]
+    assert sum(broken["per_seed"]) > 0 and broken["images_per_seed"] == 20
+    assert broken["accuracy"] == {"recipe": 0.0, "swap": 1.0}
+    assert broken["rule_swap_vs_recipe"]["gain"] == pytest.approx(-0.2)
+    assert broken["rule_swap_vs_recipe"]["verdict"] == "recipe kept"
+    assert sum(broken["colour_task_per_seed"]) == 0
+    assert out["rates"][1]["conflicts"]["rule_swap_vs_recipe"]["verdict"] == "no verdict: no such image"
+    assert "rate 0.75" in capsys.readouterr().out
+
+
+def test_shortcut_check_reads_the_shots_that_break_the_accident(tmp_path):
+    script = _script("shortcut_check")
+    script.main(["--seeds", "11,12", "--shortcut-rates", "0.5", "--out", str(tmp_path / "check.json")])
+    cases = json.loads((tmp_path / "check.json").read_text())["cases"]
+    partial = cases["texture / train, background follows in 0.5"]
+    assert partial["accuracy"] < cases["texture / train"]["accuracy"] == 1.0

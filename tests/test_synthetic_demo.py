@@ -504,3 +504,29 @@ def test_the_many_class_variant_has_24_distinct_fine_textures_and_five_shortcut_
     assert [background_of(image) for image in train.images] == [label % 5 for label in train.labels]
     assert {background_of(image) for image in make_split(spec, "decorrelated", 4, seed=2).images} <= set(range(5))
 
+
+
+def test_a_partial_shortcut_breaks_the_accident_on_the_rest_and_leaves_rate_one_as_it_was():
+    full, partial = SyntheticSpec(size=16), SyntheticSpec(size=16, shortcut_rate=0.5)
+    n = 40  # per class
+
+    def follows(spec, split):
+        data = make_split(spec, split, n, seed=3)
+        return np.mean([background_of(x) == y for x, y in zip(data.images, data.labels)])
+
+    assert follows(full, "train") == 1.0 and follows(full, "correlated") == 1.0
+    # half follow; of the other half a fifth draw their own class's background by chance: about 0.6
+    for split in ("train", "correlated"):
+        assert 0.5 <= follows(partial, split) <= 0.7
+    assert follows(SyntheticSpec(size=16, shortcut_rate=0.0), "train") < 0.35
+    # rate 1 draws nothing extra (every stream of the benchmark stays as it was), and the splits drawn
+    # independently of the class ignore the rate
+    for split in ("train", "decorrelated", "val", "generic"):
+        a = make_split(full, split, 2, seed=5)
+        assert all(torch.equal(x, y) for x, y in zip(a.images, make_split(SyntheticSpec(size=16, shortcut_rate=1.0),
+                                                                          split, 2, seed=5).images))
+    for split in ("decorrelated", "val"):
+        assert all(torch.equal(x, y) for x, y in zip(make_split(full, split, 2, seed=5).images,
+                                                     make_split(partial, split, 2, seed=5).images))
+    with pytest.raises(ConfigError, match="shortcut_rate must be in"):
+        SyntheticSpec(shortcut_rate=1.5)

@@ -57,10 +57,15 @@ class SyntheticSpec:
     # the textures the generic split draws (default: the class textures); a base trained on others has
     # never seen the benchmark's classes (recipes/base/tiny-base-unseen-textures.yaml)
     generic_textures: list[str] = field(default_factory=list)
+    # in the splits where the spurious attribute follows the class (train, correlated), the share of images
+    # where it does; the others draw it independently, as real shots break an accident now and then. 1: all
+    shortcut_rate: float = 1.0
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise ConfigError(f"unknown synthetic task {self.task!r}; choose from {', '.join(TASKS)}")
+        if not 0.0 <= self.shortcut_rate <= 1.0:
+            raise ConfigError(f"shortcut_rate must be in [0, 1]; got {self.shortcut_rate}")
         names = {"texture": TEXTURES, "colour": COLOUR_NAMES, "shape": SHAPES, "many": MANY_TEXTURES}[self.task]
         if not 2 <= self.n_classes <= len(names):
             raise ConfigError(f"n_classes must be in 2..{len(names)} for the {self.task} task")
@@ -129,6 +134,8 @@ def make_split(spec: SyntheticSpec, split: str, n_per_class: int, seed: int, shi
         if split == "generic":  # with generic_textures, the label indexes them, not the classes
             label = int(rng.integers(len(spec.generic_textures) or spec.n_classes))
         follows = split in ("train", "correlated")  # the spurious attribute follows the class
+        if follows and spec.shortcut_rate < 1.0:  # draws nothing at rate 1: the default streams stay as they were
+            follows = bool(rng.random() < spec.shortcut_rate)
         spurious = (label + shift) % n_bg if follows else int(rng.integers(n_bg))
         if spec.task in ("texture", "many"):
             names = spec.generic_textures if split == "generic" and spec.generic_textures else (

@@ -1,0 +1,164 @@
+"""How strong the shots' accident must be before the user's validation cannot steer away from it.
+
+    python eval/shortcut_strength.py --seeds 11-20 --rates 1,0.9,0.75,0.5 --cache reports/tune-user \
+        --out docs/notes/2026-12-05-shortcut-strength.json
+
+The headline benchmark draws every shot of class c on background c (rate 1): validation drawn as the shots
+are then holds no image that breaks the accident, and the rule on it cannot prefer reading the texture.
+Real shots break an accident now and then. Per rate (the share of the shots, and of the user-like
+validation drawn as they are, whose background follows the class; the rest draw it independently), three
+fits per seed, as ``eval/tune_synthetic.py`` makes them and in its cache: the recipe, the recipe with
+``fit.coarse_swap=1.0`` (the premise as a training prior), and the all-t rivals. Printed per rate:
+
+- the rule (``tune_synthetic``'s: true-class log-likelihood on user-like validation, paired over seeds,
+  better only beyond 2 SE) on the swap against the recipe, at the recipe's window;
+- the same rule read only on the user-like validation images that break the shots' accident
+  (``diti_sd.coarse.coarse_conflicts``: their blur's nearest shot-class mean is another class's; found from
+  the user's own shots and labels, no oracle), the worst-group reading of the spurious-correlation
+  literature with the groups inferred; at rate 1 there are none, and no verdict (nor on the colour task,
+  whose class is the colour, at any rate: counted without a fit);
+- on the oracle stream (the background independent of the class; a labelled row, never chosen on): the
+  recipe's window, the same adapters at larger t ([200, 500) and [500, 1000): the demo's large t, [200,
+  1000), lies across both), reference-style (all-t adapters over all t), the
+  reference configuration (TiF's weight) and the swap, with the recipe's paired margins over each.
+
+Only validation streams are read, at least 10 seeds, never the sealed ones (``--smoke`` lifts the count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
+from diti_sd.cli.common import seed_list
+from diti_sd.coarse import coarse_conflicts
+from diti_sd.files import atomic_write
+from diti_sd.recipes import load_recipe
+from diti_sd.stats import mean_se
+
+_spec = importlib.util.spec_from_file_location("tune_synthetic", Path(__file__).with_name("tune_synthetic.py"))
+tune = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tune)
+
+SWAP = ["fit.coarse_swap=1.0"]
+LARGE_T = ((200, 500), (500, 1000))  # the demo's large t, [200, 1000), lies across both
+
+
+def per_seed(run: dict, part: str, window) -> np.ndarray:
+    return np.array([np.mean(v) for v in run[part][window]])
+
+
+def as_uint8(images: list) -> torch.Tensor:
+    return (torch.stack(images) * 255).round().to(torch.uint8)
+
+
+def conflicts(recipe, seeds: list[int], shots: int, val_per_class: int, rate: float,
+              task: str = "texture") -> list[np.ndarray]:
+    """Per seed, which user-like validation images (in the stream's order, as the fits' rows are) break the
+    shots' coarse accident."""
+    out = []
+    for seed in seeds:
+        run = SyntheticSeed.for_recipe(recipe, seed, shots, task=task, shortcut_rate=rate)
+        val = run.stream("val", val_per_class)
+        out.append(coarse_conflicts(as_uint8(run.train.images), run.train.labels, as_uint8(val.images), val.labels,
+                                    recipe.fit.coarse_sigma))
+    return out
+
+
+def on_conflicts(candidate: list, baseline: list, masks: list[np.ndarray]) -> dict:
+    """The paired per-seed gain of ``candidate`` over ``baseline`` (per image values) on the masked images,
+    over the seeds that have any; better only beyond 2 SE."""
+    gains = [np.mean(c[m]) - np.mean(b[m]) for c, b, m in zip(candidate, baseline, masks) if m.any()]
+    if len(gains) < 2:
+        return {"seeds": len(gains), "gain": None, "se": None, "beyond_2_se": False}
+    gain, se = mean_se(gains)
+    return {"seeds": len(gains), "gain": gain, "se": se, "beyond_2_se": bool(gain > 2 * se)}
+
+
+def measure(rate: float, seeds: list[int], shots: int, val_per_class: int, cache: Path | None) -> dict:
+    """The three fits at one rate, read as the module says."""
+    recipe = load_recipe("synthetic")
+    window = (recipe.score.t_min, recipe.score.t_max)
+    fits = {name: tune.evaluate(overrides, seeds, shots, val_per_class, cache=cache, shortcut_rate=rate)
+            for name, overrides in (("recipe", []), ("swap", SWAP), ("rivals", tune.baseline_overrides("rivals")))}
+    rule = tune.compare(fits["swap"], fits["recipe"])[tune.window_name(window)]
+    oracle = {"recipe window": per_seed(fits["recipe"], "oracle", window),
+              **{f"same adapters [{a}, {b})": per_seed(fits["recipe"], "oracle", (a, b)) for a, b in LARGE_T},
+              "reference-style": per_seed(fits["rivals"], "oracle", (0, 1000)),
+              "reference configuration": per_seed(fits["rivals"], "oracle", "tif"),
+              "coarse swap": per_seed(fits["swap"], "oracle", window)}
+    rows = {}
+    for name, accs in oracle.items():
+        mean, se = mean_se(list(accs))
+        rows[name] = {"mean": mean, "se": se, "per_seed": [float(a) for a in accs]}
+        if name != "recipe window":
+            gain, gse = mean_se(list(oracle["recipe window"] - accs))
+            rows[name]["recipe_minus"] = {"gain": gain, "se": gse}
+    user = per_seed(fits["recipe"], "correct", window)
+    masks = conflicts(recipe, seeds, shots, val_per_class, rate)
+    swap, base = fits["swap"], fits["recipe"]
+    ll = on_conflicts(swap["ll"][window], base["ll"][window], masks)
+    return {"rate": rate, "window": list(window), "recipe_user_like_accuracy": float(user.mean()),
+            "rule_swap_vs_recipe": {"ll_gain": rule["ll"]["gain"], "ll_se": rule["ll"]["se"],
+                                    "beyond_2_se": rule["ll"]["beyond_2_se"],
+                                    "verdict": "swap chosen" if rule["ll"]["beyond_2_se"] else "recipe kept"},
+            "conflicts": {"per_seed": [int(m.sum()) for m in masks], "images_per_seed": int(len(masks[0])),
+                          # where the class is the colour, none can break it: no fit is needed to see that
+                          "colour_task_per_seed": [int(m.sum()) for m in conflicts(recipe, seeds, shots,
+                                                                                   val_per_class, rate, "colour")],
+                          "accuracy": {name: float(np.mean([np.mean(c[m]) for c, m in zip(fit["correct"][window], masks)
+                                                           if m.any()])) if any(m.any() for m in masks) else None
+                                       for name, fit in (("recipe", base), ("swap", swap))},
+                          "rule_swap_vs_recipe": {**ll, "verdict": "no verdict: no such image" if ll["gain"] is None
+                                                  else "swap chosen" if ll["beyond_2_se"] else "recipe kept"}},
+            "oracle": rows}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=seed_list, default="11-20")
+    parser.add_argument("--rates", default="1,0.9,0.75,0.5", help="shares of the shots whose background follows")
+    parser.add_argument("--shots", type=int, default=8)
+    parser.add_argument("--val-per-class", type=int, default=10)
+    parser.add_argument("--cache", type=Path, default=None, help="tune_synthetic's cache: shared fits, resumable")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--smoke", action="store_true", help="allow fewer than 10 seeds (no verdict)")
+    args = parser.parse_args(argv)
+    tune.check_protocol(args.seeds, args.smoke)
+    rates = [float(v) for v in args.rates.split(",") if v]
+    if not rates or any(not 0.0 <= r <= 1.0 for r in rates):
+        raise SystemExit(f"--rates must be shares in [0, 1]; got {args.rates!r}")
+    out = {"what": __doc__.splitlines()[0], "seeds": args.seeds, "shots": args.shots,
+           "val_per_class": args.val_per_class, "smoke": args.smoke, "rates": []}
+    for rate in rates:
+        r = measure(rate, args.seeds, args.shots, args.val_per_class, args.cache)
+        out["rates"].append(r)
+        rule = r["rule_swap_vs_recipe"]
+        print(f"rate {rate:g}: recipe on user-like validation {r['recipe_user_like_accuracy']:.3f}; the rule on the "
+              f"swap {rule['ll_gain']:+.3f} (SE {rule['ll_se']:.3f}): "
+              f"{'no verdict (smoke)' if args.smoke else rule['verdict']}")
+        c = r["conflicts"]
+        crule, acc = c["rule_swap_vs_recipe"], c["accuracy"]
+        print(f"  user-like images that break the accident: {sum(c['per_seed'])} of "
+              f"{c['images_per_seed'] * len(c['per_seed'])}" + ("" if crule["gain"] is None else
+              f"; on them recipe {acc['recipe']:.3f}, swap {acc['swap']:.3f}; the rule on them {crule['gain']:+.3f} "
+              f"(SE {crule['se']:.3f}, {crule['seeds']} seeds)") +
+              f": {'no verdict (smoke)' if args.smoke else crule['verdict']}; on the colour task "
+              f"{sum(c['colour_task_per_seed'])} break it")
+        for name, row in r["oracle"].items():
+            margin = row.get("recipe_minus")
+            tail = "" if margin is None else f"   recipe minus it {margin['gain']:+.3f} (SE {margin['se']:.3f})"
+            print(f"  oracle {name:28s} {row['mean']:.3f} (SE {row['se']:.3f}){tail}")
+    if args.out:
+        atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(out, indent=2)))
+    return out
+
+
+if __name__ == "__main__":
+    main()
