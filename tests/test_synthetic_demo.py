@@ -291,6 +291,10 @@ def test_demo_writes_its_report_and_a_killed_run_continues(tmp_path, monkeypatch
     assert "Short run" in text and saved["code"]["commit"][:7] in text and "## Training band x scoring band" in text
     assert "## The opt-in row, read the way the targets are (it has none)" in text and f"minus {own_large_t}" in text
     assert "names their class on 1.00 of them" in text
+    # the recipe's fit read the user-like validation images as a user's fit does: drawn as the shots are, none
+    # breaks the accident, and the report says what that means
+    assert all(r["validation"] == {"images": 5 * cfg.val_per_class, "breaking": []} for r in saved["coarse_shortcut"])
+    assert "0 on 2 seeds break it" in text and "no rule on it can turn the coarse swap on" in text
     # a report the run could not fill says so: shots one a class, a target's rival not scored
     one_shot = [{**r, "accuracy": None, "chance": None, "p_value": 1.0} for r in saved["coarse_shortcut"]]
     large_t = "DiTi-SD, same adapters, large t (200, 1000)"

@@ -180,7 +180,10 @@ def _run_seed(cfg: DemoConfig, recipe, wide_recipe, swap_recipe, seed: int, wind
     spec, train = run.spec, run.train
     tests = {name: run.stream(name, cfg.test_per_class) for name in TEST_SPLITS}
     labels = run.names(train)
-    clf = run.fit(recipe, device=cfg.device, steps=cfg.steps)
+    # each method's softmax temperature is chosen on a validation stream (CoOp's size, 4 per class); the
+    # recipe's fit also reads it as a user's fit would: which of its images break the shots' accident
+    val = run.stream("val", cfg.val_per_class)
+    clf = run.fit(recipe, validation=val, device=cfg.device, steps=cfg.steps)
     wide = run.fit(wide_recipe, device=cfg.device, steps=cfg.steps, train_window=(0, 1000))
     # this seed's own noise on the shared t grid, the validation stream's drawn apart from the test streams'
     t, noise, weights = scoring_weights(window, cfg.pairs_per_window, clf.tif_d_, clf.backbone_.latent_shape,
@@ -211,8 +214,6 @@ def _run_seed(cfg: DemoConfig, recipe, wide_recipe, swap_recipe, seed: int, wind
 
     scorer = _SeedScorer(sets, t, noise, weights, names, zero_shot_name(window), torch.stack(train.images),
                          train_lat, train_y, label_of, spec, progress)
-    # each method's softmax temperature is chosen on a validation stream (CoOp's size, 4 per class)
-    val = run.stream("val", cfg.val_per_class)
     scorer.fit_probes(val)
     val_logits, val_y, _ = scorer.logits(val, val_noise)
     for split, data in tests.items():

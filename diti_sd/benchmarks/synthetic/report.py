@@ -106,11 +106,19 @@ def _shortcut(report: dict) -> list[str]:
     if not found:
         return ["The shots' coarse-shortcut check: no class has two shots, so there is nothing to leave out.", ""]
     warned = sum(shortcut_warning(r, 0.0) is not None for r in found)
+    read = [r["validation"] for r in found if r.get("validation")]
+    breaking = "" if not read else (
+        f" Of the user-like validation images the recipe's fit was given ({read[0]['images']} a seed), "
+        f"{sum(len(v['breaking']) for v in read)} on {len(read)} seeds break it (their blur points to another "
+        "class): " + ("none, so nothing a user holds can tell an accident from the class, and no rule on it can "
+                      "turn the coarse swap on." if not any(v["breaking"] for v in read) else
+                      "a fit with and without the coarse swap can be compared on exactly those."))
     return [f"The shots' coarse content alone (blurred, sigma {found[0]['sigma_fraction']:g} of the side) names their "
             f"class on {np.mean([r['accuracy'] for r in found]):.2f} of them, leave-one-out (labels permuted: "
             f"{np.mean([r['chance'] for r in found]):.2f}); a fit with the swap off warns of it on {warned} of "
             f"{len(found)} seeds. "
-            "It cannot say whether that content is the class or an accident of where the shots were taken.", ""]
+            "It cannot say whether that content is the class or an accident of where the shots were taken."
+            + breaking, ""]
 
 
 def _opt_in(report: dict) -> list[str]:
