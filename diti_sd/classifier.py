@@ -231,8 +231,11 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, ClassifierMixin, 
         # whether the shots' blur alone names their class (no UNet call): a shortcut every shot may share
         shortcut = coarse_shortcut(pixels, label_index, recipe.fit.coarse_sigma, seed=self.random_state)
         if validation is not None and fired(shortcut):  # which validation images break it: can the user's data tell
-            shortcut["validation"] = validation_breaks(shortcut, pixels, label_index, uint8_pixels(
-                validation[0], backbone.resolution), [index[v] for v in validation[1]])
+            images = validation[0]  # decoded a batch at a time: a validation split can be gigabytes of pixels
+            batches = (uint8_pixels([images[j] for j in range(i, min(i + 64, len(images)))], backbone.resolution)
+                       for i in range(0, len(images), 64))
+            shortcut["validation"] = validation_breaks(shortcut, pixels, label_index, batches,
+                                                       [index[v] for v in validation[1]])
         message = shortcut_warning(shortcut, recipe.fit.coarse_swap) if warn and world()[0] == 0 else None
         if message:
             warnings.warn(message, CoarseShortcutWarning, stacklevel=3)

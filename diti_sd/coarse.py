@@ -95,15 +95,17 @@ def leave_one_out_accuracy(features: torch.Tensor, labels: np.ndarray) -> float 
     return float((distance.argmin(1) == index)[kept].double().mean())
 
 
-def coarse_conflicts(shot_pixels: torch.Tensor, shot_labels, pixels: torch.Tensor, labels,
+def coarse_conflicts(shot_pixels: torch.Tensor, shot_labels, pixels, labels,
                      sigma_fraction: float = 0.125) -> np.ndarray:
     """Which of ``pixels`` (labelled images, e.g. validation images) break the shots' coarse accident: their
     coarse content's nearest shot-class mean (:func:`coarse_features`) is another class's. Where the shots'
     coarse content names their class by accident, these are the images on which reading it is wrong; where
-    it is the class itself, there are none. uint8 (n, 3, H, W) images; a label the shots lack counts as a
-    conflict."""
+    it is the class itself, there are none. uint8 (n, 3, H, W) images, or an iterable of such batches (a
+    validation set decoded a batch at a time); a label the shots lack counts as a conflict."""
     classes, _, _, means = _class_means(coarse_features(shot_pixels, sigma_fraction).double(), shot_labels)
-    nearest = torch.cdist(coarse_features(pixels, sigma_fraction).double(), means).argmin(1).numpy()
+    batches = [pixels] if isinstance(pixels, torch.Tensor) else pixels
+    features = torch.cat([coarse_features(batch, sigma_fraction).double() for batch in batches])
+    nearest = torch.cdist(features, means).argmin(1).numpy()
     return classes[nearest] != np.asarray(labels)
 
 
@@ -132,7 +134,7 @@ def fired(report: dict) -> bool:
     return report["accuracy"] is not None and report["p_value"] <= SHORTCUT_P
 
 
-def validation_breaks(report: dict, shot_pixels: torch.Tensor, shot_labels, pixels: torch.Tensor, labels) -> dict:
+def validation_breaks(report: dict, shot_pixels: torch.Tensor, shot_labels, pixels, labels) -> dict:
     """Which validation images break the accident the check found (:func:`coarse_conflicts`, at the report's
     sigma): ``{"images": n, "breaking": [indices]}``. Reading a fit on exactly these images is how the user's own
     data can tell an accident from the class: where they exist, a fit that reads the accident gets them wrong;

@@ -43,7 +43,7 @@ def main(argv=None):
                              "only that share of the shots")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    rates = [float(v) for v in args.shortcut_rates.split(",") if v]
+    rates = [float(v) for v in args.shortcut_rates.split(",") if v and float(v) != 1.0]  # 1 is the texture task
     recipe = load_recipe("synthetic")
     out = {"what": __doc__.splitlines()[0], "seeds": args.seeds, "shots": args.shots,
            "permutations": PERMUTATIONS, "warn_at_p": SHORTCUT_P, "cases": {}}

@@ -16,7 +16,9 @@ fits per seed, as ``eval/tune_synthetic.py`` makes them and in its cache: the re
   (``diti_sd.coarse.coarse_conflicts``: their blur's nearest shot-class mean is another class's; found from
   the user's own shots and labels, no oracle), the worst-group reading of the spurious-correlation
   literature with the groups inferred; at rate 1 there are none, and no verdict (nor on the colour task,
-  whose class is the colour, at any rate: counted without a fit);
+  whose class is the colour, at any rate: counted without a fit). Pooled over seeds, as the recipe's values
+  are chosen; beside it, what one user with one seed's images would see: per seed, whether the swap's
+  accuracy on those images is ahead of, level with or behind the recipe's;
 - on the oracle stream (the background independent of the class; a labelled row, never chosen on): the
   recipe's window, the same adapters at larger t ([200, 500) and [500, 1000): the demo's large t, [200,
   1000), lies across both), reference-style (all-t adapters over all t), the
@@ -104,6 +106,14 @@ def measure(rate: float, seeds: list[int], shots: int, val_per_class: int, cache
     masks = conflicts(recipe, seeds, shots, val_per_class, rate)
     swap, base = fits["swap"], fits["recipe"]
     ll = on_conflicts(swap["ll"][window], base["ll"][window], masks)
+    # one user holds one seed: accuracy on that seed's breaking images, the swap's fit against the recipe's
+    seed_acc = {name: [float(np.mean(c[m])) if m.any() else None for c, m in zip(fit["correct"][window], masks)]
+                for name, fit in (("recipe", base), ("swap", swap))}
+    pairs = [(a, b) for a, b in zip(seed_acc["swap"], seed_acc["recipe"]) if a is not None]
+    one_user = {"swap_better": sum(a > b for a, b in pairs), "tie": sum(a == b for a, b in pairs),
+                "recipe_better": sum(a < b for a, b in pairs)}
+    verdict = ("no verdict: no such image" if not ll["seeds"] else "no verdict: such images on one seed only"
+               if ll["gain"] is None else "swap chosen" if ll["beyond_2_se"] else "recipe kept")
     return {"rate": rate, "window": list(window), "recipe_user_like_accuracy": float(user.mean()),
             "rule_swap_vs_recipe": {"ll_gain": rule["ll"]["gain"], "ll_se": rule["ll"]["se"],
                                     "beyond_2_se": rule["ll"]["beyond_2_se"],
@@ -112,11 +122,10 @@ def measure(rate: float, seeds: list[int], shots: int, val_per_class: int, cache
                           # where the class is the colour, none can break it: no fit is needed to see that
                           "colour_task_per_seed": [int(m.sum()) for m in conflicts(recipe, seeds, shots,
                                                                                    val_per_class, rate, "colour")],
-                          "accuracy": {name: float(np.mean([np.mean(c[m]) for c, m in zip(fit["correct"][window], masks)
-                                                           if m.any()])) if any(m.any() for m in masks) else None
-                                       for name, fit in (("recipe", base), ("swap", swap))},
-                          "rule_swap_vs_recipe": {**ll, "verdict": "no verdict: no such image" if ll["gain"] is None
-                                                  else "swap chosen" if ll["beyond_2_se"] else "recipe kept"}},
+                          "accuracy": {name: float(np.mean([a for a in accs if a is not None])) if pairs else None
+                                       for name, accs in seed_acc.items()},
+                          "accuracy_per_seed": seed_acc, "one_user_accuracy_comparisons": one_user,
+                          "rule_swap_vs_recipe": {**ll, "verdict": verdict}},
             "oracle": rows}
 
 
@@ -144,11 +153,12 @@ def main(argv=None):
               f"swap {rule['ll_gain']:+.3f} (SE {rule['ll_se']:.3f}): "
               f"{'no verdict (smoke)' if args.smoke else rule['verdict']}")
         c = r["conflicts"]
-        crule, acc = c["rule_swap_vs_recipe"], c["accuracy"]
+        crule, acc, tally = c["rule_swap_vs_recipe"], c["accuracy"], c["one_user_accuracy_comparisons"]
         print(f"  user-like images that break the accident: {sum(c['per_seed'])} of "
               f"{c['images_per_seed'] * len(c['per_seed'])}" + ("" if crule["gain"] is None else
               f"; on them recipe {acc['recipe']:.3f}, swap {acc['swap']:.3f}; the rule on them {crule['gain']:+.3f} "
-              f"(SE {crule['se']:.3f}, {crule['seeds']} seeds)") +
+              f"(SE {crule['se']:.3f}, {crule['seeds']} seeds); one seed at a time, the swap's accuracy on them "
+              f"ahead on {tally['swap_better']}, level on {tally['tie']}, behind on {tally['recipe_better']}") +
               f": {'no verdict (smoke)' if args.smoke else crule['verdict']}; on the colour task "
               f"{sum(c['colour_task_per_seed'])} break it")
         for name, row in r["oracle"].items():

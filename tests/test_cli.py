@@ -157,8 +157,19 @@ def test_fit_tells_whether_the_validation_images_can_see_the_shots_accident(tmp_
     assert "diti-sd: warning: the shots' blur alone names their class" in captured.err
     assert "none of your 6 validation images breaks it" in captured.err
     summary = json.loads(captured.out.strip().splitlines()[-1])
-    assert summary["coarse_shortcut"]["validation"] == {"images": 6, "breaking": []}
+    assert summary["coarse_shortcut"]["validation"] == {"images": 6, "breaking": [], "breaking_ids": []}
     assert summary["calibration"].startswith("validation: 6 images")  # the temperature still set on them
+    # the same split with one validation image painted another class's colour: named by its id in the data set
+    val_ids = json.loads((out / "split.json").read_text())["val_ids"]
+    painted = next(i for i in val_ids if not i.startswith("c0"))
+    save_image(images[0], tmp_path / "flat" / "train" / painted)  # image 0 is class c0's colour
+    assert main(["fit", "--dataset", "tiny", "--data-root", str(tmp_path / "flat"), "--model", str(tiny_model_dir),
+                 "--split", str(out / "split.json"), "--steps", "1", "--out", str(tmp_path / "again"),
+                 "--no-progress", "--validation-budget", "none"]) == 0
+    captured = capsys.readouterr()
+    assert "1 of your 6 validation images break it" in captured.err
+    breaks = json.loads(captured.out.strip().splitlines()[-1])["coarse_shortcut"]["validation"]
+    assert breaks["breaking_ids"] == [painted] and len(breaks["breaking"]) == 1
 
 
 def test_fit_with_several_shots_writes_one_set_each_and_resume_keeps_finished_ones(image_folder, tiny_model_dir,

@@ -110,9 +110,14 @@ def test_the_images_that_break_the_accident_are_those_whose_blur_points_to_anoth
     pixels = as_uint8(shots.images)
     assert coarse_conflicts(pixels, shots.labels, as_uint8(shifted.images), shifted.labels).all()
     assert not coarse_conflicts(pixels, shots.labels, as_uint8(drawn.images), drawn.labels).any()
-    # labels of any kind, in the shots' order or not
-    names = np.array(["a", "b", "c", "d", "e"])
+    # labels of any kind, whose sorted order is not the classes' index order
+    names = np.array(["e", "d", "c", "b", "a"])
     assert not coarse_conflicts(pixels, names[shots.labels], as_uint8(drawn.images), names[drawn.labels]).any()
+    assert coarse_conflicts(pixels, names[shots.labels], as_uint8(shifted.images), names[shifted.labels]).all()
+    # a label the shots lack breaks it by definition; validation images may come in batches, decoded one at a time
+    assert coarse_conflicts(pixels, shots.labels, as_uint8(drawn.images[:2]), [0, 7]).tolist() == [False, True]
+    batches = (as_uint8(drawn.images[i:i + 3]) for i in range(0, len(drawn.images), 3))
+    assert not coarse_conflicts(pixels, shots.labels, batches, drawn.labels).any()
     # the record a fit keeps: which of the validation images, by index
     report = coarse_shortcut(pixels, shots.labels)
     mixed = [*drawn.images[:3], shifted.images[0]]

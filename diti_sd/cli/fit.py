@@ -139,6 +139,10 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
         summary = {"out": str(out), "classes": len(clf.classes_), "shots": clf.shots_, **clf.fit_summary_,
                    "final_loss": sum(clf.loss_curve_[-20:]) / max(1, len(clf.loss_curve_[-20:])),
                    "temperature": clf.temperature_, "calibration": clf.calibration_["source"]}
+        breaks = (summary.get("coarse_shortcut") or {}).get("validation")
+        if breaks and val_set is not None:  # the images by their ids in the data set (as split.json names them)
+            summary["coarse_shortcut"] = {**summary["coarse_shortcut"], "validation": {
+                **breaks, "breaking_ids": [val_set.ids[i] for i in breaks["breaking"]]}}
         if clf.score_choice_:
             keys = ("name", "rule", "log_likelihood", "candidates", "source", "unet_calls")
             summary["score_choice"] = {k: clf.score_choice_[k] for k in keys if k in clf.score_choice_}
