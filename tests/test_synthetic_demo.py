@@ -535,3 +535,24 @@ def test_a_partial_shortcut_breaks_the_accident_on_the_rest_and_leaves_rate_one_
                                                      make_split(partial, split, 2, seed=5).images))
     with pytest.raises(ConfigError, match="shortcut_rate must be in"):
         SyntheticSpec(shortcut_rate=1.5)
+
+
+def test_the_variant_whose_shots_break_the_accident_reads_the_users_comparison(tmp_path):
+    cfg = DemoConfig(seeds=[1], shots=8, test_per_class=1, pairs_per_window=2, steps=1, samples_per_class=1,
+                     zero_shot_pairs=1, shortcut_rate=0.75)
+    report = run_demo(cfg, tmp_path / "variant", progress=False)
+    found = report["coarse_shortcut"][0]
+    breaking = found["validation"]["breaking"]
+    # the same validation stream, drawn at the same rate, its breaking images found as the fit found them
+    run = SyntheticSeed.for_recipe(load_recipe("synthetic"), 1, 8, shortcut_rate=0.75)
+    val = run.stream("val", cfg.val_per_class)
+    assert len(breaking) > 0 and found["validation"]["images"] == len(val.labels)
+    assert all(background_of(val.images[i]) != val.labels[i] for i in breaking)
+    rows = report["breaking_validation"]
+    assert set(rows) == {report["recommended"], report["opt_in"]["row"]}
+    assert all(r["images"] == len(breaking) and 0 <= r["right"] <= len(breaking) for r in rows.values())
+    text = (tmp_path / "variant" / "README.md").read_text()
+    assert "**A variant** (`--shortcut-rate 0.75`" in text and "Right on them, over all seeds" in text
+    with pytest.raises(ConfigError, match="shortcut_rate must be in"):
+        run_demo(DemoConfig(seeds=[1], shortcut_rate=2.0), tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()

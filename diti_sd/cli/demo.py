@@ -27,6 +27,9 @@ def add_arguments(parser):
                         help="with --full: what changed since the last read (the ledger keeps it; needed to read "
                              "the sealed seeds again at an unchanged method)")
     parser.add_argument("--ledger", default="docs/reads/ledger.json", help="with --full: the ledger of sealed reads")
+    parser.add_argument("--shortcut-rate", type=float, default=1.0,
+                        help="a labelled variant: the share of the shots (and of the validation images drawn as they "
+                             "are) whose background follows the class (default 1, the headline: all)")
     # the demo's figures are CPU figures: fp32 and the same threads wherever it runs, unless asked
     add_runtime_arguments(parser, precision=False, device="cpu")
 
@@ -36,7 +39,8 @@ def run(args):
     from ..benchmarks.synthetic.report import render_markdown
 
     cfg = DemoConfig(model=args.model, recipe=args.dataset, seeds=args.seeds, shots=args.shots,
-                     test_per_class=args.test_per_class, steps=args.steps, device=args.device, full=args.full)
+                     test_per_class=args.test_per_class, steps=args.steps, device=args.device, full=args.full,
+                     shortcut_rate=args.shortcut_rate)
     report = run_demo(cfg, args.out, progress=not args.no_progress, ledger=args.ledger, reason=args.reason)
     print(render_markdown(report).split("![")[0].rstrip())
     print(f"\nreport written to {args.out}/ (README.md, results.json, accuracy_by_band.png, "

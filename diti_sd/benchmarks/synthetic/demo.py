@@ -75,8 +75,8 @@ SWAP_OVERRIDES: tuple[str, ...] = ("fit.coarse_swap=1.0",)
 # docs/benchmarks.md); the seed-to-seed spread, not the images within a seed, dominates the intervals
 FULL = {"seeds": list(SEALED_SEEDS), "test_per_class": 10, "zero_shot_pairs": 6}
 # what a seed's saved figures hold: a saved seed of another version is run again (2: the opt-in set on every
-# pair, and the shots' coarse-shortcut check)
-RECORD = 2
+# pair, and the shots' coarse-shortcut check; 3: the rows on the validation images that break the accident)
+RECORD = 3
 
 
 @dataclass
@@ -104,6 +104,9 @@ class DemoConfig:
     val_per_class: int = 4
     device: str = "cpu"
     full: bool = False  # the README's run: the sealed seeds and FULL test images
+    # the share of the shots, and of the validation images drawn as they are, whose background follows the
+    # class: 1 is the headline; below it a labelled variant in which some break the accident
+    shortcut_rate: float = 1.0
 
     def __post_init__(self):
         if self.full:
@@ -176,7 +179,7 @@ def _run_seed(cfg: DemoConfig, recipe, wide_recipe, swap_recipe, seed: int, wind
     """One seed's fits and reads: every row's per-image hits and calibration on each test split, the bands,
     the memorisation figures; ``samples_to``: where to draw the adapters' samples (the first seed's)."""
     recommended = names[("band", "window")]
-    run = SyntheticSeed.for_recipe(recipe, seed, cfg.shots)
+    run = SyntheticSeed.for_recipe(recipe, seed, cfg.shots, shortcut_rate=cfg.shortcut_rate)
     spec, train = run.spec, run.train
     tests = {name: run.stream(name, cfg.test_per_class) for name in TEST_SPLITS}
     labels = run.names(train)
@@ -216,6 +219,10 @@ def _run_seed(cfg: DemoConfig, recipe, wide_recipe, swap_recipe, seed: int, wind
                          train_lat, train_y, label_of, spec, progress)
     scorer.fit_probes(val)
     val_logits, val_y, _ = scorer.logits(val, val_noise)
+    # a user's comparison: the recommended and opt-in rows on the validation images that break the accident
+    breaking = (clf.fit_summary_["coarse_shortcut"].get("validation") or {}).get("breaking", [])
+    record["breaking_val"] = {m: val_logits[m].argmax(1)[breaking] == val_y[breaking]
+                              for m in (recommended, names[("swap", "window")]) if m in val_logits}
     for split, data in tests.items():
         logits, y, errors = scorer.logits(data)
         background = background_classes(data.images, spec, label_of) if split == "decorrelated" else None
@@ -248,6 +255,7 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
     recipe = load_recipe(cfg.recipe, {"model": cfg.model})
     wide_recipe = load_recipe(recipe, cfg.wide_overrides)  # a bad override fails before any fit
     swap_recipe = load_recipe(recipe, cfg.swap_overrides) if cfg.swap_overrides else None
+    SyntheticSpec(shortcut_rate=cfg.shortcut_rate)  # a bad rate fails before anything is written
     sealed = list(cfg.seeds) == list(SEALED_SEEDS)
     method = fingerprint(asdict(cfg), recipe.to_dict(), cfg.model)
     if sealed:
@@ -268,6 +276,7 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
     bands: dict[str, list[list[float]]] = {}
     memorised: dict[str, list[float]] = {}  # images -> per seed, the recommended row's accuracy on them
     d_values, shortcuts, examples = [], [], None
+    breaking_val: dict[str, list[np.ndarray]] = {}  # row -> per seed, hits on the val images breaking the accident
     # a seed's figures are kept as it finishes: a killed run continues from the next seed, to the same report
     per_seed = fingerprint({**asdict(cfg), "seeds": None, "full": None, "record": RECORD}, recipe.to_dict(),
                            cfg.model)
@@ -292,6 +301,8 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
             memorised.setdefault(key, []).append(accuracy)
         d_values.append(record["tif_d"])
         shortcuts.append(record["coarse_shortcut"])
+        for row, hits in record["breaking_val"].items():
+            breaking_val.setdefault(row, []).append(hits)
         examples = record.get("examples") if examples is None else examples
     report = summarise(cfg, recipe, window, names, correct, probs, conflicts)
     report["code"] = code
@@ -299,6 +310,10 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
     report.update({
         "memorisation": {k: {"mean": float(np.mean(v)), "per_seed": v} for k, v in memorised.items()},
         "tif_d": d_values, "fingerprint": method, "coarse_shortcut": shortcuts,
+        "breaking_validation": {row: {"images": int(sum(len(h) for h in hits)),
+                                      "right": int(sum(h.sum() for h in hits)),
+                                      "per_seed": [[int(h.sum()), len(h)] for h in hits]}
+                                for row, hits in breaking_val.items()},
         "bands": {"edges": [list(b) for b in BANDS], "accuracy": {k: band_means(v) for k, v in bands.items()}},
         "seconds": round(time.time() - start, 1),
         "peak_memory_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,

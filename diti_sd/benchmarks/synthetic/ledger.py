@@ -71,7 +71,9 @@ def record_read(path: Path, report: dict, print_: str, reason: str | None) -> di
     """Append the read to the ledger and keep its results beside it."""
     commit = report.get("code", {}).get("commit") or "unknown"
     date = time.strftime("%Y-%m-%d")
-    name = f"{date}-{commit[:7]}-{Path(str(report['config']['model'])).name.replace('builtin:', '')}.json"
+    rate = report["config"].get("shortcut_rate", 1.0)
+    variant = "" if rate == 1.0 else f"-shortcut-{rate:g}"  # a variant read beside the headline's, never over it
+    name = f"{date}-{commit[:7]}-{Path(str(report['config']['model'])).name.replace('builtin:', '')}{variant}.json"
     atomic_write(path.parent / name, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     rec = report["results"][report["recommended"]]["decorrelated"]
     entry = {"date": date, "commit": commit, "dirty": report.get("code", {}).get("dirty"),
@@ -80,6 +82,8 @@ def record_read(path: Path, report: dict, print_: str, reason: str | None) -> di
              "why": reason or "the first read of these seeds at this method",
              "recommended_decorrelated": round(rec["mean"], 4), "targets": target_status(report),
              "results": name}
+    if rate != 1.0:
+        entry["shortcut_rate"] = rate
     if report.get("opt_in"):  # the opt-in row read the way the targets are (it has none)
         entry["opt_in"] = {"decorrelated": round(report["results"][report["opt_in"]["row"]]["decorrelated"]["mean"], 4),
                            "read_as_targets": target_status(report, opt_in=True)}

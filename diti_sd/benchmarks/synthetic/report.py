@@ -39,7 +39,7 @@ def render_markdown(report: dict) -> str:
         f"shots per class, {n_images} test images per split and seed; chance {report['chance']:.2f}. Base model "
         f"`{cfg['model']}`, recipe `{cfg['recipe']}`.",
         "",
-        "In the train split the background colour follows the class; on **decorrelated** it is independent "
+        _accident(cfg) + "; on **decorrelated** it is independent "
         "of the class, on **correlated** it follows the train correlation. The class is a faint fine texture.",
         "",
         "| method | decorrelated | correlated | NLL / ECE decorrelated | NLL / ECE correlated |",
@@ -97,6 +97,15 @@ def _memorisation(report: dict) -> list[str]:
             "learned their background.", ""]
 
 
+def _accident(cfg: dict) -> str:
+    rate = cfg.get("shortcut_rate", 1.0)
+    if rate == 1.0:
+        return "In the train split the background colour follows the class"
+    return (f"**A variant** (`--shortcut-rate {rate:g}`; the headline: 1): in the train split, and in the validation "
+            f"images drawn as it is, the background colour follows the class on a share {rate:g} of the images and "
+            "is drawn apart from it on the rest")
+
+
 def _shortcut(report: dict) -> list[str]:
     """What a user sees before any fit: whether the shots' blur alone names their class (the fit's warning)."""
     per_seed = report.get("coarse_shortcut")
@@ -112,13 +121,23 @@ def _shortcut(report: dict) -> list[str]:
         f"{sum(len(v['breaking']) for v in read)} on {len(read)} seeds break it (their blur points to another "
         "class): " + ("none, so nothing a user holds can tell an accident from the class, and no rule on it can "
                       "turn the coarse swap on." if not any(v["breaking"] for v in read) else
-                      "a fit with and without the coarse swap can be compared on exactly those."))
+                      "a fit with and without the coarse swap can be compared on exactly those." + _breaking(report)))
     return [f"The shots' coarse content alone (blurred, sigma {found[0]['sigma_fraction']:g} of the side) names their "
             f"class on {np.mean([r['accuracy'] for r in found]):.2f} of them, leave-one-out (labels permuted: "
             f"{np.mean([r['chance'] for r in found]):.2f}); a fit with the swap off warns of it on {warned} of "
             f"{len(found)} seeds. "
             "It cannot say whether that content is the class or an accident of where the shots were taken."
             + breaking, ""]
+
+
+def _breaking(report: dict) -> str:
+    """The user's comparison: the recommended and opt-in rows on the validation images that break the accident."""
+    rows = report.get("breaking_validation") or {}
+    if not rows or not next(iter(rows.values()))["images"]:
+        return ""
+    said = [f"{row} {r['right']} of {r['images']}" for row, r in rows.items()]
+    return (" Right on them, over all seeds: " + "; ".join(said) + " (per seed: " + "; ".join(
+        f"{row.split(',')[0]} " + " ".join(f"{a}/{n}" for a, n in r["per_seed"]) for row, r in rows.items()) + ").")
 
 
 def _opt_in(report: dict) -> list[str]:
