@@ -155,7 +155,7 @@ def shortcut_warning(report: dict, swap: float) -> str | None:
     elif val["breaking"]:
         tail = (f"; {len(val['breaking'])} of your {val['images']} validation images break it (their blur points to "
                 "another class): compare fits with and without the swap on them (fit_summary_['coarse_shortcut']"
-                "['validation']['breaking'])")
+                "['validation']['breaking']; breaking_ids in diti-sd fit's summary line)")
     else:
         tail = (f"; none of your {val['images']} validation images breaks it, so they cannot tell an accident from "
                 "the class: only you can")
