@@ -492,6 +492,12 @@ def test_a_sealed_read_goes_on_record_and_a_second_look_needs_a_reason(tmp_path,
         ledger.check_unread(book, list(SEALED_SEEDS), method, None)
     ledger.check_unread(book, list(SEALED_SEEDS), method, "the figures file was lost")  # said why: allowed
     ledger.check_unread(book, list(SEALED_SEEDS), "another method", None)  # a changed method: a new read
+    # a second read of the day at the same commit keeps the first's file; a variant's is filed under its rate
+    again = ledger.record_read(book, {**report, "recommended_note": 2}, method, "the figures file was lost")
+    variant = ledger.record_read(book, {**report, "config": {**report["config"], "shortcut_rate": 0.9}}, "v", None)
+    names = [entry["results"], again["results"], variant["results"]]
+    assert len(set(names)) == 3 and names[1].endswith("-2.json") and names[2].endswith("-shortcut-0.9.json")
+    assert json.loads((book.parent / names[0]).read_text()) == report and variant["shortcut_rate"] == 0.9
     # the command refuses before any work, in one line
     assert main(["demo", "--full", "--ledger", str(book), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     assert "pass --reason" in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -28,8 +28,9 @@ def add_arguments(parser):
                              "the sealed seeds again at an unchanged method)")
     parser.add_argument("--ledger", default="docs/reads/ledger.json", help="with --full: the ledger of sealed reads")
     parser.add_argument("--shortcut-rate", type=float, default=1.0,
-                        help="a labelled variant: the share of the shots (and of the validation images drawn as they "
-                             "are) whose background follows the class (default 1, the headline: all)")
+                        help="a labelled variant: the share of the shots (and of the validation and correlated test "
+                             "images drawn as they are) whose background follows the class (default 1, the headline: "
+                             "all)")
     # the demo's figures are CPU figures: fp32 and the same threads wherever it runs, unless asked
     add_runtime_arguments(parser, precision=False, device="cpu")
 

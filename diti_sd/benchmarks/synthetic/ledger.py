@@ -72,8 +72,11 @@ def record_read(path: Path, report: dict, print_: str, reason: str | None) -> di
     commit = report.get("code", {}).get("commit") or "unknown"
     date = time.strftime("%Y-%m-%d")
     rate = report["config"].get("shortcut_rate", 1.0)
-    variant = "" if rate == 1.0 else f"-shortcut-{rate:g}"  # a variant read beside the headline's, never over it
-    name = f"{date}-{commit[:7]}-{Path(str(report['config']['model'])).name.replace('builtin:', '')}{variant}.json"
+    variant = "" if rate == 1.0 else f"-shortcut-{rate!r}"  # a variant read beside the headline's, never over it
+    stem = f"{date}-{commit[:7]}-{Path(str(report['config']['model'])).name.replace('builtin:', '')}{variant}"
+    name, n = f"{stem}.json", 2
+    while (path.parent / name).exists():  # a second read of the day at one commit (with a reason) keeps the first's
+        name, n = f"{stem}-{n}.json", n + 1
     atomic_write(path.parent / name, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     rec = report["results"][report["recommended"]]["decorrelated"]
     entry = {"date": date, "commit": commit, "dirty": report.get("code", {}).get("dirty"),

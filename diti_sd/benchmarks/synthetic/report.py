@@ -101,9 +101,9 @@ def _accident(cfg: dict) -> str:
     rate = cfg.get("shortcut_rate", 1.0)
     if rate == 1.0:
         return "In the train split the background colour follows the class"
-    return (f"**A variant** (`--shortcut-rate {rate:g}`; the headline: 1): in the train split, and in the validation "
-            f"images drawn as it is, the background colour follows the class on a share {rate:g} of the images and "
-            "is drawn apart from it on the rest")
+    return (f"**A variant** (`--shortcut-rate {rate!r}`; the headline: 1): in the train split, and in the validation "
+            f"and correlated test images drawn as it is, the background colour follows the class on a share {rate!r} "
+            "of the images and is drawn apart from it on the rest")
 
 
 def _shortcut(report: dict) -> list[str]:
