@@ -19,6 +19,8 @@ fits per seed, as ``eval/tune_synthetic.py`` makes them and in its cache: the re
   whose class is the colour, at any rate: counted without a fit). Pooled over seeds, as the recipe's values
   are chosen; beside it, what one user with one seed's images would see: per seed, whether the swap's
   accuracy on those images is ahead of, level with or behind the recipe's;
+- the scoring window each family's log-likelihood picks on all the user-like validation and on the breaking
+  images (pooled, and seed by seed as one user would choose), beside the oracle's best;
 - on the oracle stream (the background independent of the class; a labelled row, never chosen on): the
   recipe's window, the same adapters at larger t ([200, 500) and [500, 1000): the demo's large t, [200,
   1000), lies across both), reference-style (all-t adapters over all t), the
@@ -83,6 +85,29 @@ def on_conflicts(candidate: list, baseline: list, masks: list[np.ndarray]) -> di
     return {"seeds": len(gains), "gain": gain, "se": se, "beyond_2_se": bool(gain > 2 * se)}
 
 
+def window_choices(fit: dict, masks: list[np.ndarray]) -> dict:
+    """Which scoring (window or TiF's weight) the true-class log-likelihood picks on all the user-like validation
+    and on the images that break the accident, pooled over seeds, beside the oracle's best; and one seed at a
+    time (as one user would choose; the highest log-likelihood, not auto's own rule with its ties), the oracle
+    gain of the breaking images' pick over the all-images pick."""
+    names = list(fit["ll"])
+    having = [i for i, m in enumerate(masks) if m.any()]
+    pooled_all = max(names, key=lambda w: np.mean([v.mean() for v in fit["ll"][w]]))
+    pooled_breaking = max(names, key=lambda w: np.mean([fit["ll"][w][i][masks[i]].mean() for i in having])) \
+        if having else None
+    oracle = {tune.window_name(w): float(np.mean([v.mean() for v in fit["oracle"][w]])) for w in names}
+    gains = []
+    for i in having:
+        on_all = max(names, key=lambda w: fit["ll"][w][i].mean())
+        on_breaking = max(names, key=lambda w: fit["ll"][w][i][masks[i]].mean())
+        gains.append(fit["oracle"][on_breaking][i].mean() - fit["oracle"][on_all][i].mean())
+    gain, se = mean_se(gains) if len(gains) > 1 else (None, None)
+    return {"pooled_pick_all": tune.window_name(pooled_all),
+            "pooled_pick_breaking": None if pooled_breaking is None else tune.window_name(pooled_breaking),
+            "oracle_best": max(oracle, key=oracle.get), "oracle": oracle,
+            "per_seed_breaking_minus_all": {"gain": gain, "se": se, "seeds": len(gains)}}
+
+
 def measure(rate: float, seeds: list[int], shots: int, val_per_class: int, cache: Path | None) -> dict:
     """The three fits at one rate, read as the module says."""
     recipe = load_recipe("synthetic")
@@ -126,7 +151,8 @@ def measure(rate: float, seeds: list[int], shots: int, val_per_class: int, cache
                                        for name, accs in seed_acc.items()},
                           "accuracy_per_seed": seed_acc, "one_user_accuracy_comparisons": one_user,
                           "rule_swap_vs_recipe": {**ll, "verdict": verdict}},
-            "oracle": rows}
+            "oracle": rows,
+            "windows": {name: window_choices(fits[name], masks) for name in ("recipe", "rivals")}}
 
 
 def main(argv=None):
@@ -165,6 +191,12 @@ def main(argv=None):
             margin = row.get("recipe_minus")
             tail = "" if margin is None else f"   recipe minus it {margin['gain']:+.3f} (SE {margin['se']:.3f})"
             print(f"  oracle {name:28s} {row['mean']:.3f} (SE {row['se']:.3f}){tail}")
+        for name, w in r["windows"].items():
+            g = w["per_seed_breaking_minus_all"]
+            print(f"  {name} adapters' scoring picked on all the user-like images {w['pooled_pick_all']}, on those "
+                  f"breaking the accident {w['pooled_pick_breaking']}, oracle's best {w['oracle_best']}" +
+                  ("" if g["gain"] is None else f"; seed by seed, the breaking images' pick minus the all-images "
+                   f"pick on the oracle {g['gain']:+.3f} (SE {g['se']:.3f})"))
     if args.out:
         atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(out, indent=2)))
     return out

@@ -458,6 +458,11 @@ def test_shortcut_strength_reads_the_rule_and_the_oracle_rows_per_rate(tmp_path,
     assert broken["one_user_accuracy_comparisons"] == {"swap_better": having, "tie": 0, "recipe_better": 0}
     assert sum(broken["colour_task_per_seed"]) == 0
     assert out["rates"][1]["conflicts"]["rule_swap_vs_recipe"]["verdict"] == "no verdict: no such image"
+    # the scoring each family's log-likelihood picks, pooled and seed by seed, beside the oracle's best
+    windows = first["windows"]["rivals"]
+    assert windows["pooled_pick_breaking"] in windows["oracle"] and windows["oracle_best"] in windows["oracle"]
+    assert windows["per_seed_breaking_minus_all"]["seeds"] == having
+    assert out["rates"][1]["windows"]["recipe"]["pooled_pick_breaking"] is None  # rate 1: no breaking image
     # such images on one seed only: no verdict either
     assert script.on_conflicts([np.zeros(3)] * 2, [np.zeros(3)] * 2, [np.array([1, 0, 0], bool),
                                                                         np.zeros(3, bool)])["gain"] is None
