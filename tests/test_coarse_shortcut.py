@@ -143,3 +143,18 @@ def test_a_fit_given_validation_images_records_which_break_the_accident(tiny_mod
     with pytest.warns(CoarseShortcutWarning, match="5 of your 6 validation images break it"):
         clf.fit(X, y, validation=(Xv, yv))
     assert clf.fit_summary_["coarse_shortcut"]["validation"] == {"images": 6, "breaking": [1, 2, 3, 4, 5]}
+
+
+def test_reading_the_validation_images_leaves_the_fit_as_it_was(tiny_model_dir):
+    X, y = color_images(12, seed=3)
+    Xv, yv = color_images(6, seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CoarseShortcutWarning)
+        plain = DiTiFewShotClassifier(model=str(tiny_model_dir), recipe="tiny", steps=2, progress=False).fit(X, y)
+        given = DiTiFewShotClassifier(model=str(tiny_model_dir), recipe="tiny", steps=2, progress=False).fit(
+            X, y, validation=(Xv, yv))
+    assert "validation" in given.fit_summary_["coarse_shortcut"] and "validation" not in plain.fit_summary_[
+        "coarse_shortcut"]
+    a, b = plain.adapters_.state_dict(), given.adapters_.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert plain.temperature_ == given.temperature_
