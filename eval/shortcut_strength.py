@@ -92,10 +92,10 @@ def window_choices(fit: dict, masks: list[np.ndarray]) -> dict:
     gain of the breaking images' pick over the all-images pick."""
     names = list(fit["ll"])
     having = [i for i, m in enumerate(masks) if m.any()]
-    pooled_all = max(names, key=lambda w: np.mean([v.mean() for v in fit["ll"][w]]))
+    pooled_all = max(names, key=lambda w: per_seed(fit, "ll", w).mean())
     pooled_breaking = max(names, key=lambda w: np.mean([fit["ll"][w][i][masks[i]].mean() for i in having])) \
         if having else None
-    oracle = {tune.window_name(w): float(np.mean([v.mean() for v in fit["oracle"][w]])) for w in names}
+    oracle = {tune.window_name(w): float(per_seed(fit, "oracle", w).mean()) for w in names}
     gains = []
     for i in having:
         on_all = max(names, key=lambda w: fit["ll"][w][i].mean())
