@@ -24,7 +24,7 @@ from diti_sd.benchmarks.synthetic.summary import REFERENCE_CONFIGURATION, REFERE
 from diti_sd.errors import ConfigError
 from diti_sd.recipes import load_recipe
 from diti_sd.scoring import Schedule, class_contexts, dense_errors
-from diti_sd.timesteps import tif_weights, timestep_noise
+from diti_sd.timesteps import timestep_noise
 
 SPEC = SyntheticSpec(size=16)
 
@@ -328,45 +328,6 @@ def _images_labels(data):
     return data.images, data.labels
 
 
-def test_every_scoring_reads_the_same_number_of_pairs():
-    from diti_sd.benchmarks.synthetic.scoring import scoring_weights
-
-    t, noise, w = scoring_weights((200, 500), 12, tif_d=2.0, latent_shape=(4, 8, 8))
-    assert len(t) == noise.shape[0] == 36
-    assert {k: int((v > 0).sum()) for k, v in w.items() if k != "TiF weight"} == {
-        "small t": 12, "window": 12, "large t": 12, "all t": 12}
-    # TiF's weight is a weight over all t's pairs (zero at the smallest t, so a pair may drop out)
-    assert np.allclose(w["TiF weight"], w["all t"] * tif_weights(2.0)[t.numpy()])
-    t = t.numpy()
-    assert ((t[w["small t"] > 0] < 200).all() and ((t[w["window"] > 0] >= 200) & (t[w["window"] > 0] < 500)).all()
-            and (t[w["large t"] > 0] >= 500).all())
-    # all t takes four pairs from each stratum, weighted by the stratum's width: uniform in t
-    picked = t[w["all t"] > 0]
-    assert [int(((picked >= a) & (picked < b)).sum()) for a, b in ((0, 200), (200, 500), (500, 1000))] == [4, 4, 4]
-    assert w["all t"][w["all t"] > 0] == pytest.approx([200 / 12] * 4 + [300 / 12] * 4 + [500 / 12] * 4)
-    assert (w["TiF weight"][w["all t"] == 0] == 0).all()
-    # a window starting at 0 has no small-t stratum; the count must split evenly over the strata left
-    assert "small t" not in scoring_weights((0, 500), 4)[2]
-    with pytest.raises(ConfigError, match="multiple of 3"):
-        scoring_weights((200, 500), 10)
-
-
-def test_the_short_runs_zero_shot_reads_an_even_prefix_of_the_window(tmp_path):
-    from diti_sd.benchmarks.synthetic.scoring import first_pairs, scoring_weights
-
-    t, _, w = scoring_weights((200, 500), 12)
-    half = first_pairs(w["window"], 6)
-    assert int((half > 0).sum()) == 6 and (half[half > 0] == w["window"][half > 0]).all()
-    # radical-inverse order: the six pairs kept spread over the whole window, not its first half
-    kept = np.sort(t.numpy()[half > 0])
-    assert kept[0] < 250 and kept[-1] > 400
-    assert (first_pairs(w["window"], None) == w["window"]).all()
-    # the sealed run reads the short run's six; a count the window cannot give fails before any fit
-    assert DemoConfig(full=True).zero_shot_pairs == DemoConfig().zero_shot_pairs == 6
-    with pytest.raises(ConfigError, match="zero_shot_pairs = 13"):
-        run_demo(DemoConfig(seeds=[1], zero_shot_pairs=13), tmp_path, progress=False)
-
-
 def test_the_all_t_rivals_settings_are_checked_before_any_fit(tmp_path):
     from diti_sd.constraints import RecipeError
 
@@ -416,17 +377,6 @@ def test_replayed_rounds_match_the_real_scoring_pass():
     assert (calls == real.unet_calls).all() and calls[0] == 5 * 2 + 3 * 4 + 2 * 2
 
 
-def test_stratified_pairs_weigh_each_stratum_by_its_width():
-    from diti_sd.benchmarks.synthetic.scoring import stratified_pairs
-
-    t, noise, weights = stratified_pairs([0, 0, 200, 500, 1000], [3, 2, 4, 5], (4, 8, 8))
-    assert len(t) == len(weights) == noise.shape[0] == 11  # the empty stratum [0, 0) draws nothing
-    assert ((t[:2] < 200).all() and ((t[2:6] >= 200) & (t[2:6] < 500)).all() and (t[6:] >= 500).all())
-    # a window's weighted mean is uniform in t: each stratum weighs its width, however many pairs it has
-    assert weights[:2].sum() == pytest.approx(200) and weights[2:6].sum() == pytest.approx(300)
-    assert weights[6:].sum() == pytest.approx(500)
-
-
 def test_demo_needs_room_above_the_recipe_window(tmp_path):
     from diti_sd.errors import ConfigError
 
@@ -469,6 +419,10 @@ def test_a_sealed_read_goes_on_record_and_a_second_look_needs_a_reason(tmp_path,
     # the fingerprint is the method: another recipe value, another base, or another line of the code moves it
     assert method != ledger.fingerprint(asdict(cfg), load_recipe(recipe, ["fit.lr=1e-3"]).to_dict(), cfg.model)
     assert method != ledger.fingerprint(asdict(cfg), recipe.to_dict(), "builtin:tiny-base")
+    # where it ran is not the method: a read on another device is a second look at the same one
+    assert method == ledger.fingerprint({**asdict(cfg), "device": "cuda:1"}, recipe.to_dict(), cfg.model)
+    # the checkout's ledger, wherever the command runs from
+    assert ledger.default_ledger() == ledger.PACKAGE.parent / "docs" / "reads" / "ledger.json"
     book = tmp_path / "reads" / "ledger.json"
     report = {"config": {**asdict(cfg), "seeds": list(SEALED_SEEDS)}, "code": {"commit": "abc1234def", "dirty": False},
               "recommended": "r", "results": {"r": {"decorrelated": {"mean": 0.7}}}, "targets": {"rival": 0.1},
@@ -488,6 +442,7 @@ def test_a_sealed_read_goes_on_record_and_a_second_look_needs_a_reason(tmp_path,
     assert entry["targets"] == {"accuracy": {"target": 0.7, "measured": 0.7, "met": True},
                                 "rival": {"margin": 0.1, "gain": 0.12, "low": -0.01, "high": 0.25, "met": False}}
     assert ledger.read_ledger(book)[0]["why"] == "the first read of these seeds at this method"
+    assert entry["changed"] is None  # the first read of these seeds
     with pytest.raises(ValueError, match="pass --reason"):
         ledger.check_unread(book, list(SEALED_SEEDS), method, None)
     ledger.check_unread(book, list(SEALED_SEEDS), method, "the figures file was lost")  # said why: allowed
@@ -496,6 +451,12 @@ def test_a_sealed_read_goes_on_record_and_a_second_look_needs_a_reason(tmp_path,
     again = ledger.record_read(book, {**report, "recommended_note": 2}, method, "the figures file was lost")
     variant = ledger.record_read(book, {**report, "config": {**report["config"], "shortcut_rate": 0.9}}, "v", None)
     names = [entry["results"], again["results"], variant["results"]]
+    # each later read says what differs from the last read of its seeds: settings, recipe values, code files
+    assert again["changed"]["since"]["results"] == entry["results"] and again["changed"]["settings"] == {}
+    assert variant["changed"]["settings"] == {"shortcut_rate": [1.0, 0.9]}
+    moved = ledger.record_read(book, {**report, "recipe": {"fit": {"lr": 1e-3}}, "code": {"commit": "HEAD"}}, "m",
+                               "the learning rate")
+    assert moved["changed"]["recipe"] == {"fit.lr": [None, 1e-3]} and moved["changed"]["code_files"] is None
     assert len(set(names)) == 3 and names[1].endswith("-2.json") and names[2].endswith("-shortcut-0.9.json")
     assert json.loads((book.parent / names[0]).read_text()) == report and variant["shortcut_rate"] == 0.9
     # the command refuses before any work, in one line

@@ -21,12 +21,14 @@ def add_arguments(parser):
                              "builtin:tiny-base knows them by name)")
     parser.add_argument("--dataset", default="synthetic", help="the benchmark's recipe (default: synthetic)")
     parser.add_argument("--full", action="store_true",
-                        help="the sealed read: sealed seeds 501-510, 50 test images per split and seed (about 30 "
+                        help="the sealed read: sealed seeds 501-510, 50 test images per split and seed (20-25 "
                              "minutes on 2 cores)")
     parser.add_argument("--reason", default=None,
                         help="with --full: what changed since the last read (the ledger keeps it; needed to read "
                              "the sealed seeds again at an unchanged method)")
-    parser.add_argument("--ledger", default="docs/reads/ledger.json", help="with --full: the ledger of sealed reads")
+    parser.add_argument("--ledger", default=None,
+                        help="with --full: the ledger of sealed reads (default: the checkout's docs/reads/ledger.json, "
+                             "wherever the command runs; for an installed package, docs/reads/ledger.json here)")
     parser.add_argument("--shortcut-rate", type=float, default=1.0,
                         help="a labelled variant: the share of the shots (and of the validation and correlated test "
                              "images drawn as they are) whose background follows the class (default 1, the headline: "
@@ -42,7 +44,10 @@ def run(args):
     cfg = DemoConfig(model=args.model, recipe=args.dataset, seeds=args.seeds, shots=args.shots,
                      test_per_class=args.test_per_class, steps=args.steps, device=args.device, full=args.full,
                      shortcut_rate=args.shortcut_rate)
-    report = run_demo(cfg, args.out, progress=not args.no_progress, ledger=args.ledger, reason=args.reason)
+    from ..benchmarks.synthetic.ledger import default_ledger
+
+    ledger = args.ledger or default_ledger()
+    report = run_demo(cfg, args.out, progress=not args.no_progress, ledger=ledger, reason=args.reason)
     print(render_markdown(report).split("![")[0].rstrip())
     print(f"\nreport written to {args.out}/ (README.md, results.json, accuracy_by_band.png, "
           "reliability.png, test_predictions.png, adapter_samples.png)")

@@ -36,15 +36,15 @@ from ...metrics import calibration_report, standardise
 from ...plotting import plot_reliability
 from ...recipes import load_recipe
 from ...scoring.replay import weighted_mean
-from ...seeding import TEST_PAIRS, VALIDATION_PAIRS, derive_seed
 from .data import SyntheticSpec
-from .ledger import check_unread, fingerprint, record_read
+from .ledger import check_unread, default_ledger, fingerprint, record_read
 from .report import BAND_SETS, BANDS, plot_bands, plot_examples, render_markdown, save_samples
 from .scoring import (
     SCORINGS,
     background_classes,
     disagreement,
     first_pairs,
+    pair_seeds,
     prototype_logits,
     scoring_weights,
     window_accuracy,
@@ -57,6 +57,14 @@ from .summary import PROBES, PROTOTYPES, TEST_SPLITS, band_means, method_names, 
 # retired ones); 401-405 were read three times and are retired
 SEALED_SEEDS = tuple(range(501, 511))
 RETIRED_SEEDS = (401, 402, 403, 404, 405)
+
+
+def sealed_message(seeds, also=()) -> str | None:
+    """Why a study may not run on ``seeds`` (the sealed or retired test seeds of ``demo --full``, and ``also``),
+    or None: studies choose and measure on validation seeds."""
+    sealed = sorted(set(seeds) & set(SEALED_SEEDS + RETIRED_SEEDS + tuple(also)))
+    return (f"seeds {sealed} are sealed (or retired) test seeds: choose and measure on validation seeds "
+            f"(e.g. 11-20)") if sealed else None
 # The adapters trained over all t (the reference-style rivals) on top of the recipe: searched with the
 # recipe's grid, validation seeds and rule (eval/tune_synthetic.py; docs/benchmarks.md gives each family's
 # budget): it kept the recipe's learning rate, colour jitter and test-time text scale for them, their
@@ -75,8 +83,9 @@ SWAP_OVERRIDES: tuple[str, ...] = ("fit.coarse_swap=1.0",)
 # docs/benchmarks.md); the seed-to-seed spread, not the images within a seed, dominates the intervals
 FULL = {"seeds": list(SEALED_SEEDS), "test_per_class": 10, "zero_shot_pairs": 6}
 # what a seed's saved figures hold: a saved seed of another version is run again (2: the opt-in set on every
-# pair, and the shots' coarse-shortcut check; 3: the rows on the validation images that break the accident)
-RECORD = 3
+# pair, and the shots' coarse-shortcut check; 3: the rows on the validation images that break the accident;
+# 4: the class count, and validation pairs whose noise no test pair shares)
+RECORD = 4
 
 
 @dataclass
@@ -189,10 +198,11 @@ def _run_seed(cfg: DemoConfig, recipe, wide_recipe, swap_recipe, seed: int, wind
     clf = run.fit(recipe, validation=val, device=cfg.device, steps=cfg.steps)
     wide = run.fit(wide_recipe, device=cfg.device, steps=cfg.steps, train_window=(0, 1000))
     # this seed's own noise on the shared t grid, the validation stream's drawn apart from the test streams'
+    test_seed, val_seed = pair_seeds(seed)
     t, noise, weights = scoring_weights(window, cfg.pairs_per_window, clf.tif_d_, clf.backbone_.latent_shape,
-                                        seed=derive_seed(seed, TEST_PAIRS))
+                                        seed=test_seed)
     val_noise = scoring_weights(window, cfg.pairs_per_window, clf.tif_d_, clf.backbone_.latent_shape,
-                                seed=derive_seed(seed, VALIDATION_PAIRS))[1]
+                                seed=val_seed)[1]
     weights["zero-shot"] = first_pairs(weights["window"], cfg.zero_shot_pairs)
     t_np = t.numpy()
     # the band plot reads every pair, each weighted by its stratum's width
@@ -205,7 +215,7 @@ def _run_seed(cfg: DemoConfig, recipe, wide_recipe, swap_recipe, seed: int, wind
         sets["swap"] = run.fit(swap_recipe, device=cfg.device, steps=cfg.steps)
     # TiF's per-t weight from this seed's train latents (the same for every fit)
     record = {"correct": {}, "probs": {}, "conflicts": {}, "bands": {}, "memorised": {}, "tif_d": clf.tif_d_,
-              "coarse_shortcut": clf.fit_summary_["coarse_shortcut"]}
+              "coarse_shortcut": clf.fit_summary_["coarse_shortcut"], "n_classes": len(label_of)}
     # memorisation: the shots themselves (their background follows the class), the same shots with another
     # class's background, and more images drawn like the shots
     for key, data in (("the shots", train), ("the shots, another class's background",
@@ -247,8 +257,10 @@ def _run_seed(cfg: DemoConfig, recipe, wide_recipe, swap_recipe, seed: int, wind
 
 
 def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool = True,
-             ledger: str | Path = "docs/reads/ledger.json", reason: str | None = None) -> dict:
-    """The demo; a sealed run (``cfg.full``) is checked against the ``ledger`` first and recorded in it after."""
+             ledger: str | Path | None = None, reason: str | None = None) -> dict:
+    """The demo; a sealed run (``cfg.full``) is checked against the ``ledger`` (default: the checkout's) first and
+    recorded in it after."""
+    ledger = default_ledger() if ledger is None else ledger
     start = time.time()
     code = code_version()  # read before the work: the tree may change while a long run goes on
     out = Path(out)
@@ -304,7 +316,7 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
         for row, hits in record["breaking_val"].items():
             breaking_val.setdefault(row, []).append(hits)
         examples = record.get("examples") if examples is None else examples
-    report = summarise(cfg, recipe, window, names, correct, probs, conflicts)
+    report = summarise(cfg, recipe, window, names, correct, probs, conflicts, n_classes=record["n_classes"])
     report["code"] = code
     report["sealed"] = sealed
     report.update({

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ...files import atomic_write
 from .summary import target_status
 
 PACKAGE = Path(__file__).resolve().parents[2]
+LEDGER = "docs/reads/ledger.json"
 # the code a read's figures depend on: fitting, scoring, the rivals' baselines (the probe is a target's), the
 # images and prompts they read, the benchmark itself
 CODE = ("backbone.py", "classifier.py", "coarse.py", "metrics.py", "preprocessing.py", "prompts.py", "seeding.py",
@@ -48,10 +50,65 @@ def model_hash(model: str) -> str:
 
 
 def fingerprint(config: dict, recipe: dict, model: str) -> str:
-    """The method a read measures: the demo's settings, the recipe, the base model's weights and the code."""
-    blob = json.dumps({"config": config, "recipe": recipe, "model": model_hash(model), "code": code_hash()},
+    """The method a read measures: the demo's settings (not where it ran), the recipe, the base model's weights
+    and the code."""
+    settings = {k: v for k, v in config.items() if k != "device"}
+    blob = json.dumps({"config": settings, "recipe": recipe, "model": model_hash(model), "code": code_hash()},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def default_ledger() -> Path:
+    """The checkout's ``docs/reads/ledger.json`` wherever the command runs from (so that a read made from another
+    folder is refused as one made from the checkout); for an installed package, the one under the current folder."""
+    checkout = PACKAGE.parent
+    return checkout / LEDGER if (checkout / ".git").exists() else Path(LEDGER)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _differences(before: dict, after: dict) -> dict:
+    a, b = _flat(before), _flat(after)
+    return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def _code_files_changed(since: str | None, now: str | None) -> list[str] | None:
+    """The files of the read's code (:data:`CODE`, and the recipes) that differ between two commits, by git;
+    None where git cannot say."""
+    if not since or not now or since == "unknown":
+        return None
+    paths = [f"{PACKAGE.name}/{entry}" for entry in CODE] + [f"{PACKAGE.name}/recipes"]
+    try:
+        done = subprocess.run(["git", "-C", str(PACKAGE.parent), "diff", "--name-only", since, now, "--", *paths],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sorted(done.stdout.split()) if done.returncode == 0 else None
+
+
+def what_changed(ledger: list[dict], folder: Path, report: dict) -> dict | None:
+    """What differs between this read and the ledger's last read of the same seeds: the demo's settings, the
+    recipe's values and the code's files (None: the first read of these seeds)."""
+    seeds = report["config"]["seeds"]
+    last = next((e for e in reversed(ledger) if e["seeds"] == seeds), None)
+    if last is None:
+        return None
+    file = folder / last["results"]
+    before = json.loads(file.read_text()) if file.is_file() else {}
+    commit = report.get("code", {}).get("commit")
+    return {"since": {"date": last["date"], "commit": last["commit"], "results": last["results"]},
+            "settings": _differences(before.get("config", {}), report["config"]),
+            "recipe": _differences(before.get("recipe", {}), report.get("recipe", {})),
+            "code_files": _code_files_changed(last["commit"], commit),
+            "uncommitted_changes": bool(report.get("code", {}).get("dirty"))}
 
 
 def read_ledger(path: Path) -> list[dict]:
@@ -83,6 +140,7 @@ def record_read(path: Path, report: dict, print_: str, reason: str | None) -> di
              "seeds": report["config"]["seeds"], "model": report["config"]["model"],
              "recipe": report["config"]["recipe"], "fingerprint": print_,
              "why": reason or "the first read of these seeds at this method",
+             "changed": what_changed(read_ledger(path), path.parent, report),
              "recommended_decorrelated": round(rec["mean"], 4), "targets": target_status(report),
              "results": name}
     if rate != 1.0:

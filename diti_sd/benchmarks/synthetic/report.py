@@ -87,14 +87,16 @@ def _interval(c: dict) -> str:
 
 def _memorisation(report: dict) -> list[str]:
     """The recommended adapters on their own shots, on the same shots with another class's background, and
-    on more images drawn like the shots: the first is confounded with the background, the others are not."""
+    on more images drawn like the shots: the first and the last carry their class's background (confounded with
+    it), the middle one carries another class's."""
     rows = report.get("memorisation")
     if not rows:
         return []
     cells = "; ".join(f"{k} {v['mean']:.3f}" for k, v in rows.items())
     return [f"Memorisation (recommended window, mean over seeds): {cells}. The shots' background follows their "
-            "class, so accuracy on them alone cannot tell an adapter that learned its images from one that "
-            "learned their background.", ""]
+            "class, as does the held-out shots' (drawn as the shots are), so accuracy on those alone cannot tell an "
+            "adapter that learned its images from one that learned their background; the shots with another "
+            "class's background can.", ""]
 
 
 def _accident(cfg: dict) -> str:

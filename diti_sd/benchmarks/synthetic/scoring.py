@@ -17,6 +17,7 @@ from ...errors import ConfigError
 from ...lora.layer import NoAdapters
 from ...scoring.engine import class_contexts, dense_errors
 from ...scoring.replay import weighted_mean, window_weights
+from ...seeding import TEST_PAIRS, VALIDATION_PAIRS, derive_seed
 from ...timesteps import scoring_pairs, tif_weights
 from .data import COLOUR_NAMES, background_of
 
@@ -34,6 +35,13 @@ def stratified_pairs(edges, counts, latent_shape, seed: int = 0):
             noises.append(noise)
             weights.append(torch.full((n,), (hi - lo) / n))
     return torch.cat(ts), torch.cat(noises), torch.cat(weights).numpy()
+
+
+def pair_seeds(seed: int) -> tuple[int, int]:
+    """The base seeds of a seed's test and validation pairs. Stratum i of :func:`stratified_pairs` draws from
+    base + i and the two keys' bases are 1 apart, so validation's base goes one key further: none of its
+    strata repeats a test stratum's noise (the test's base is the one the sealed reads used)."""
+    return derive_seed(seed, TEST_PAIRS), derive_seed(seed, VALIDATION_PAIRS, 0)
 
 
 def scoring_weights(window: tuple[int, int], per_window: int, tif_d: float | None = None, latent_shape=(4, 8, 8),

@@ -9,7 +9,6 @@ from dataclasses import asdict
 import numpy as np
 
 from ...stats import hierarchical_difference, mean_sd
-from .data import SyntheticSpec
 from .scoring import SCORINGS, window_of
 
 TEST_SPLITS = ("decorrelated", "correlated")
@@ -88,7 +87,7 @@ def band_means(per_seed: list[list[float]]) -> list[float | None]:
     return [float(m) if n else None for m, n in zip(means, seen.sum(0))]
 
 
-def summarise(cfg, recipe, window, names, correct, probs, conflicts) -> dict:
+def summarise(cfg, recipe, window, names, correct, probs, conflicts, n_classes: int) -> dict:
     """The report's numbers: per row and split, accuracy (mean and sd over seeds, ddof = 1), NLL and ECE;
     the paired comparisons; the training x scoring grid; the rows on images the background misleads."""
     recommended = names[("band", "window")]
@@ -140,6 +139,6 @@ def summarise(cfg, recipe, window, names, correct, probs, conflicts) -> dict:
         "window": list(window), "targets": targets, "zero_shot": zero_shot_name(window),
         "grid": {"scorings": {s: window_of(s, window) for s in SCORINGS}, "accuracy": grid,
                  "contrasts": grid_contrasts, "pairs_per_window": cfg.pairs_per_window},
-        "opt_in": opt_in, "background_disagrees": misled, "n_classes": len(SyntheticSpec().classnames),
-        "chance": 1 / len(SyntheticSpec().classnames),
+        "opt_in": opt_in, "background_disagrees": misled, "n_classes": n_classes,
+        "chance": 1 / n_classes,
     }
