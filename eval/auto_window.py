@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diti_sd.benchmarks.synthetic.demo import RETIRED_SEEDS, SEALED_SEEDS
+from diti_sd.benchmarks.synthetic.demo import sealed_message
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write
@@ -210,8 +210,8 @@ def main(argv=None):
     if args.test and not set(args.seeds) <= set(SEALED):
         raise SystemExit(f"--test reads test streams: only this study's sealed seeds ({SEALED[0]}-{SEALED[-1]}), "
                          "for the read that reports a rule")
-    if not args.test and set(args.seeds) & set(SEALED + SEALED_SEEDS + RETIRED_SEEDS):
-        raise SystemExit("these are sealed (or retired) seeds: choose rules on others (e.g. 11-20)")
+    if not args.test and (why := sealed_message(args.seeds, also=SEALED)):
+        raise SystemExit(why)
     tag = "_".join([args.task, args.family, *(o.replace("=", "-") for o in args.overrides),
                     *([Path(args.model).name.replace(":", "-")] if args.model else []),
                     "test" if args.test else "val"])

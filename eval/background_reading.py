@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diti_sd.benchmarks.synthetic.demo import RETIRED_SEEDS, SEALED_SEEDS
+from diti_sd.benchmarks.synthetic.demo import sealed_message
 from diti_sd.benchmarks.synthetic.scoring import background_classes, disagreement
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.cli.common import seed_list
@@ -52,8 +52,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--cache", type=Path, default=None, help="keep each (variant, seed) result; a rerun resumes")
     parser.add_argument("--out", default=None, help="also write the results as JSON to this file")
     args = parser.parse_args(argv)
-    if set(args.seeds) & set(SEALED_SEEDS + RETIRED_SEEDS):
-        raise SystemExit("these are sealed (or retired) seeds: measure on validation seeds (e.g. 11-20)")
+    if why := sealed_message(args.seeds):
+        raise SystemExit(why)
     variants = args.variant if args.variant is not None else [""]
     results = {}
     for variant in variants:

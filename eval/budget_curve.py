@@ -3,14 +3,14 @@
     python eval/budget_curve.py --out reports/budget                                    # 5 classes
     python eval/budget_curve.py --task many --n-classes 24 --seeds 11-13 --out reports/budget-24
 
-Fits the recipe's adapters per seed, computes every (image, class, pair) error once over the recipe's
-scoring window on the decorrelated stream of validation seeds (``--stream``; a test stream only on sealed
-seeds), then replays schedules on them: exhaustive scoring with 1..P pairs per class, the pruning stages,
-and each of those behind a prefilter that keeps a linear probe's top k classes per image (the probe on the
-VAE latents the scoring encodes anyway, its regularisation chosen on the seed's validation stream; the
-report gives its top-k recall, which bounds what follows it). With 24 classes pruning and prefiltering
-have something to prune. The schedules are fixed here in advance, not chosen on these results. Prints a
-table and writes accuracy_vs_budget.png and budget.json.
+Fits the recipe's adapters per seed, computes every (image, class, pair) error once over the recipe's scoring
+window on a decorrelated stream of validation seeds (``--stream``; sealed test seeds are refused), with the
+seed's own noise, then replays schedules on them: exhaustive scoring with 1..P pairs per class, the pruning
+stages, and each of those behind a prefilter that keeps a linear probe's top k classes per image (the probe on
+the VAE latents the scoring encodes anyway, its regularisation chosen on the seed's validation stream; the
+report gives its top-k recall, which bounds what follows it). With 24 classes pruning and prefiltering have
+something to prune. The schedules are fixed here in advance, not chosen on these results. Prints a table and
+writes accuracy_vs_budget.png and budget.json.
 """
 
 from __future__ import annotations
@@ -23,11 +23,14 @@ import numpy as np
 import torch
 
 from diti_sd.baselines.probe import fit_probe
+from diti_sd.benchmarks.synthetic.demo import sealed_message
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
+from diti_sd.benchmarks.synthetic.summary import TEST_SPLITS
 from diti_sd.cli.common import seed_list
 from diti_sd.plotting import pyplot, save_figure
 from diti_sd.recipes import load_recipe
 from diti_sd.scoring import Schedule, simulate_rounds
+from diti_sd.seeding import VALIDATION_PAIRS, derive_seed
 from diti_sd.timesteps import timestep_noise
 
 PAIRS = 32
@@ -55,7 +58,8 @@ def main(argv=None):
     parser.add_argument("--n-classes", type=int, default=None, help="classes (default: the task's 5; many: 24)")
     parser.add_argument("--test-per-class", type=int, default=8)
     parser.add_argument("--stream", default="second oracle val",
-                        help="the stream scored: a validation one (default), or decorrelated on sealed seeds")
+                        help="the validation stream scored (default: one whose background is independent of the "
+                             "class); the sealed test seeds are refused")
     parser.add_argument("--model", default=None, help="the base model (default: the recipe's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="KEY=VALUE on top of the synthetic recipe (repeatable), e.g. fit.coarse_swap=1.0")
@@ -63,6 +67,11 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=None, help="fit steps per class (default: the recipe's)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (the fits and the scoring)")
     args = parser.parse_args(argv)
+    if why := sealed_message(args.seeds):
+        raise SystemExit(why)
+    if args.stream in TEST_SPLITS:
+        raise SystemExit(f"--stream {args.stream!r} is a test stream: score a validation one "
+                         "(e.g. 'second oracle val')")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     recipe = load_recipe("synthetic", [*([f"model={args.model}"] if args.model else []), *args.overrides])
@@ -80,7 +89,7 @@ def main(argv=None):
         data, val = run.stream(args.stream, args.test_per_class), run.stream("val", 4)
         labels = run.labels(data, clf)
         latents = clf.encode(data.images)
-        noise = timestep_noise(needed, clf.backbone_.latent_shape, recipe.score.seed)
+        noise = timestep_noise(needed, clf.backbone_.latent_shape, derive_seed(seed, VALIDATION_PAIRS))
         errors = clf.dense_errors(latents, needed, noise)
         probe = fit_probe(clf.encode(run.train.images).flatten(1), run.labels(run.train, clf),
                           clf.encode(val.images).flatten(1), run.labels(val, clf))
@@ -97,7 +106,8 @@ def main(argv=None):
                 acc.setdefault(tag + name, []).append(float((predicted == labels).mean()))
                 calls[tag + name] = float(spent.mean())
     exhaustive = np.mean(acc[f"exhaustive, {PAIRS} pairs"])
-    rows = [{"schedule": n, "calls_per_image": calls[n], "accuracy": float(np.mean(a)), "std": float(np.std(a)),
+    rows = [{"schedule": n, "calls_per_image": calls[n], "accuracy": float(np.mean(a)),
+             "std": float(np.std(a, ddof=1)) if len(a) > 1 else 0.0,
              "relative_to_exhaustive": float(np.mean(a) / exhaustive) if exhaustive else float("nan")}
             for n, a in acc.items()]
     print(f"{n_classes} classes, {args.task}, stream {args.stream!r}, seeds {args.seeds}; probe top-k recall "

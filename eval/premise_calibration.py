@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diti_sd.benchmarks.synthetic.demo import RETIRED_SEEDS, SEALED_SEEDS
+from diti_sd.benchmarks.synthetic.demo import sealed_message
 from diti_sd.benchmarks.synthetic.scoring import stratified_pairs
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.cli.common import seed_list
@@ -82,8 +82,8 @@ def main(argv=None):
     parser.add_argument("--out", default=None)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
-    if set(args.seeds) & set(SEALED_SEEDS + RETIRED_SEEDS):
-        raise SystemExit("those seeds are the demo's sealed (or retired) test seeds; measure on others (e.g. 11-20)")
+    if why := sealed_message(args.seeds):
+        raise SystemExit(why)
     if len(args.seeds) < 10 and not args.smoke:
         raise SystemExit("the protocol asks for at least 10 seeds (e.g. 11-20); --smoke checks the script")
     variants = {"coarse swap": ["fit.coarse_swap=1.0", *args.overrides]}

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from diti_sd.benchmarks.synthetic.demo import RETIRED_SEEDS, SEALED_SEEDS
+from diti_sd.benchmarks.synthetic.demo import sealed_message
 from diti_sd.benchmarks.synthetic.scoring import stratified_pairs
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.cli.common import seed_list
@@ -99,8 +99,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--t-max", type=int, default=200, help="the pairs lie in [0, t_max)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    if set(args.seeds) & set(SEALED_SEEDS + RETIRED_SEEDS):
-        raise SystemExit("these are sealed (or retired) seeds: measure on validation seeds (e.g. 11-20)")
+    if why := sealed_message(args.seeds):
+        raise SystemExit(why)
     per_seed = {seed: one_seed(seed, args.per_class, args.pairs, args.t_max) for seed in args.seeds}
     summary = {}
     for stream in STREAMS:

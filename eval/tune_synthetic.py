@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diti_sd.benchmarks.synthetic.demo import RETIRED_SEEDS, SEALED_SEEDS, WIDE_OVERRIDES
+from diti_sd.benchmarks.synthetic.demo import WIDE_OVERRIDES, sealed_message
 from diti_sd.benchmarks.synthetic.scoring import stratified_pairs
 from diti_sd.benchmarks.synthetic.streams import TRAIN_STREAMS, SyntheticSeed
 from diti_sd.cli.common import seed_list
@@ -56,10 +56,8 @@ PARTS = ("correct", "ll", "oracle")
 
 
 def check_protocol(seeds: list[int], smoke: bool) -> None:
-    sealed = sorted(set(seeds) & set(SEALED_SEEDS + RETIRED_SEEDS))
-    if sealed:
-        raise SystemExit(f"seeds {sealed} are sealed (or retired) test seeds of `diti-sd demo --full`; tune on "
-                         f"others (e.g. 11-20)")
+    if why := sealed_message(seeds):
+        raise SystemExit(why)
     if len(set(seeds)) < MIN_SEEDS and not smoke:
         raise SystemExit(f"{len(set(seeds))} seeds: the sealed protocol asks for at least {MIN_SEEDS} (seed-to-seed "
                          f"sd is 0.04-0.06, so fewer cannot tell most settings apart); e.g. --seeds 11-20")

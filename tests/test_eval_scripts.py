@@ -60,11 +60,22 @@ def test_bench_speed_tiny_prints_every_part_and_the_ratios_of_one_run(tmp_path, 
     assert "gpu_s_per_image" not in cost_table(runs, {})["diti+probe"]
 
 
-def test_budget_curve_replays_schedules_on_one_set_of_errors(tmp_path, capsys):
-    _script("budget_curve").main(["--seeds", "1", "--test-per-class", "2", "--steps", "2", "--out", str(tmp_path)])
+def test_budget_curve_replays_schedules_on_one_set_of_errors(tmp_path, capsys, monkeypatch):
+    script = _script("budget_curve")
+    for argv, why in ((["--seeds", "501"], "sealed"), (["--stream", "decorrelated"], "test stream")):
+        with pytest.raises(SystemExit, match=why):  # before any fit
+            script.main([*argv, "--out", str(tmp_path)])
+    drawn = []
+    real = script.timestep_noise
+    monkeypatch.setattr(script, "timestep_noise", lambda t, shape, seed: drawn.append(seed) or real(t, shape, seed))
+    script.main(["--seeds", "1,2", "--test-per-class", "2", "--steps", "2", "--out", str(tmp_path)])
+    assert len(drawn) == 2 and drawn[0] != drawn[1]  # each seed scores with its own noise
     rows = {row["schedule"]: row for row in json.loads((tmp_path / "budget.json").read_text())["rows"]}
-    assert rows["exhaustive, 1 pairs"]["calls_per_image"] < rows["exhaustive, 32 pairs"]["calls_per_image"]
-    assert all(0 <= row["accuracy"] <= 1 for row in rows.values())
+    # exhaustive: every class at every pair; behind a top-k prefilter, k classes
+    assert rows["exhaustive, 1 pairs"]["calls_per_image"] == 5
+    assert rows["exhaustive, 32 pairs"]["calls_per_image"] == 160
+    assert rows["probe top 2, exhaustive, 8 pairs"]["calls_per_image"] == 16
+    assert all(0 <= row["accuracy"] <= 1 and row["std"] >= 0 for row in rows.values())
     assert (tmp_path / "accuracy_vs_budget.png").stat().st_size > 0
 
 
