@@ -11,6 +11,7 @@ from diti_sd.data import (
     KShotSplit,
     LabeledImages,
     TooFewImagesError,
+    load_configured_split,
     load_fgvc_aircraft,
     load_hf_dataset,
     load_image_folder,
@@ -130,6 +131,27 @@ def test_image_folder_and_hf_datasets(tmp_path):
     assert loaded.load(0).size == (8, 8)
     with pytest.raises(KeyError, match="no column 'image'"):
         load_hf_dataset(tmp_path / "hf", "train", label_column="y")
+
+
+def test_image_folder_recipe_reads_root_val_beside_root_train(tmp_path):
+    from diti_sd.recipes import load_recipe
+
+    ds = load_recipe("image-folder").dataset
+
+    def folder(*parts):
+        (tmp_path.joinpath(*parts)).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path.joinpath(*parts, "0.png"))
+
+    for split in ("train", "val"):
+        for name in ("cardinal", "blue jay"):
+            folder("split", split, name)
+    val = load_configured_split(ds, tmp_path / "split", ds.val_split)
+    assert val is not None and val.classnames == ["blue jay", "cardinal"] and val.ids[0].startswith("blue jay")
+    # root/<class>/: a class called "val" is a class, not a validation split
+    for name in ("val", "cardinal"):
+        folder("flat", name)
+    assert load_configured_split(ds, tmp_path / "flat", ds.val_split) is None
+    assert load_configured_split(ds, tmp_path / "flat", ds.train_split).classnames == ["cardinal", "val"]
 
 
 def test_fgvc_reader_accepts_the_coop_layout(tmp_path):

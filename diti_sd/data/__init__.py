@@ -5,7 +5,7 @@ from ..recipes import DATASET_KINDS
 from .fgvc import ArchiveError, load_fgvc_aircraft
 from .folder import load_image_folder
 from .hf import load_hf_dataset
-from .images import ImageReadError, LabeledImages, load_image
+from .images import ImageReadError, ImageSequence, LabeledImages, load_image
 from .isic import load_isic2019
 from .kshot import KShotSplit, TooFewImagesError, load_split, make_kshot_split
 from .reid import load_duke, load_veri
@@ -13,6 +13,7 @@ from .reid import load_duke, load_veri
 __all__ = [
     "ArchiveError",
     "ImageReadError",
+    "ImageSequence",
     "KShotSplit",
     "LabeledImages",
     "TooFewImagesError",
@@ -55,7 +56,9 @@ def load_dataset(kind: str, root, split: str, **options) -> LabeledImages:
 
 def load_configured_split(ds, root, split_name):
     """One split of the data set a recipe's ``dataset`` section describes; None if it has no such split
-    (``split_name`` None, or an image folder without that sub-folder)."""
+    (``split_name`` None, or an image folder without that sub-folder). An image folder's other splits are
+    read only beside its train sub-folder (``root/train/`` and ``root/val/``): in a ``root/<class>/`` layout a
+    class may be called ``val``."""
     from pathlib import Path
 
     if split_name is None:
@@ -65,6 +68,7 @@ def load_configured_split(ds, root, split_name):
         options = {"level": ds.level, "crop_banner": ds.crop_banner}
     elif ds.kind == "hf":
         options = {"image_column": ds.image_column, "label_column": ds.label_column}
-    elif ds.kind == "image-folder" and split_name != ds.train_split and not (Path(root) / split_name).is_dir():
+    elif ds.kind == "image-folder" and split_name != ds.train_split and not (
+            (Path(root) / split_name).is_dir() and (Path(root) / ds.train_split).is_dir()):
         return None
     return load_dataset(ds.kind, root, split_name, **options)
