@@ -323,7 +323,7 @@ def load_backbone(
         where = "the folder" if is_local else "the Hugging Face hub (or its local cache)"
         raise BackboneError(
             f"could not load {source!r} from {where}: {err}. Offline? Download the model once with "
-            "`huggingface-cli download` or pass a local diffusers folder."
+            "`hf download <id>` or pass a local diffusers folder."
         ) from err
     if resolution is None:
         resolution = _native_resolution(unet.config, vae.config)

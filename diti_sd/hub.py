@@ -147,7 +147,7 @@ def resolve_adapter_set(path_or_repo: str | os.PathLike, revision: str | None = 
     except Exception as err:  # offline, unknown repository, no access
         raise AdapterSetError(
             f"{path_or_repo} is neither a folder here nor a Hub repository that could be downloaded "
-            f"({type(err).__name__}: {err}); check the name, your network, or `huggingface-cli login`"
+            f"({type(err).__name__}: {err}); check the name, your network, or `hf auth login`"
         ) from None
 
 

@@ -118,9 +118,9 @@ def plan_validation(y, classes, *, auto: bool, validation: int = 0, calibration=
     return ValidationPlan("none", why)
 
 
-# What one training sample (a forward and a backward pass of the UNet) costs in scoring UNet calls: an
-# H200 scores 390 calls/s and trains 157 samples/s on SD 2 base (docs/method.md, "What validation costs")
-TRAIN_SAMPLE_COST = 2.5
+# What one training sample (a forward and a backward pass of the UNet) costs in scoring UNet calls, both with
+# the stacked class LoRAs, as this package runs them on one H200 (docs/benchmarks.md, "Measured speed")
+TRAIN_SAMPLE_COST = 3.0
 MIN_PAIRS = 6  # auto's thirds need two t each
 MIN_IMAGES = 10  # fewer would choose a temperature, or a window, on noise
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import color_images
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from diti_sd import DiTiFewShotClassifier
@@ -174,7 +175,7 @@ def test_exported_class_loads_into_a_diffusers_pipeline(tiny_model_dir, tmp_path
     t = torch.tensor([400])
     ids = clf.backbone_.tokenize([clf.prompts_[1]])
     # a folder (or Hub repository) holding one file per class: weight_name picks the class
-    pipe.load_lora_weights(str(tmp_path / "export"), weight_name=files[1].name)
+    pipe.load_lora_weights(str(tmp_path / "export"), weight_name=files[1].name, adapter_name="c")
     after = generate()
     assert not np.allclose(before, after)
     # the pipeline with the exported file computes what the class adapter computes
@@ -186,6 +187,17 @@ def test_exported_class_loads_into_a_diffusers_pipeline(tiny_model_dir, tmp_path
         theirs = pipe.unet(latents, t, encoder_hidden_states=theirs_ctx).sample
     assert torch.allclose(ours_ctx, theirs_ctx, atol=1e-5)
     assert torch.allclose(ours, theirs, atol=1e-4)
+    # the recipe's test-time scales, one per component, as the README sets them
+    pipe.set_adapters("c", adapter_weights={"unet": 0.6, "text_encoder": 0.7})
+    with torch.no_grad(), clf.adapters_.use(unet_index=[1], text_index=[1], unet_scale=0.6, text_scale=0.7):
+        ours_ctx = clf.backbone_.text_encoder(ids)[0]
+        ours_scaled = clf.backbone_.unet(latents, t, encoder_hidden_states=ours_ctx).sample
+    with torch.no_grad():
+        theirs_ctx = pipe.text_encoder(ids)[0]
+        theirs = pipe.unet(latents, t, encoder_hidden_states=theirs_ctx).sample
+    assert torch.allclose(ours_ctx, theirs_ctx, atol=1e-5) and torch.allclose(ours_scaled, theirs, atol=1e-4)
+    assert not torch.allclose(ours_scaled, ours, atol=1e-4)
+    assert safe_open(str(files[1]), "pt").metadata()["prompt"] == clf.prompts_[1]
 
 
 def test_gradient_checkpointing_changes_nothing_but_memory(tiny_model_dir):

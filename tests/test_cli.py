@@ -170,6 +170,8 @@ def test_fit_tells_whether_the_validation_images_can_see_the_shots_accident(tmp_
     assert "1 of your 6 validation images break it" in captured.err
     breaks = json.loads(captured.out.strip().splitlines()[-1])["coarse_shortcut"]["validation"]
     assert breaks["breaking_ids"] == [painted] and len(breaks["breaking"]) == 1
+    manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
+    assert manifest["fit"]["coarse_shortcut"]["validation"]["breaking_ids"] == [painted]  # kept beside the weights
 
 
 def test_fit_with_several_shots_writes_one_set_each_and_resume_keeps_finished_ones(image_folder, tiny_model_dir,

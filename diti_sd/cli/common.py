@@ -20,7 +20,7 @@ def add_runtime_arguments(parser, *, precision: bool = True, workers: bool = Fal
     parser.add_argument("--device", default=device, help=f"cpu, cuda, cuda:1 ... (default: {default})")
     if precision:
         parser.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"],
-                            help="base model precision (default: fp32 on CPU, bf16 on GPU)")
+                            help="base model precision (default: fp32 on CPU; on a GPU the recipe's gpu_dtype)")
         parser.add_argument("--attention", default="sdpa", choices=["sdpa", "xformers"])
     if workers:
         parser.add_argument("--num-workers", type=non_negative_int, default=0,

@@ -34,7 +34,9 @@ def add_arguments(parser):
                              "set has them")
     parser.add_argument("--steps", type=positive_int, default=None,
                         help="steps per class (default: the recipe's table)")
-    parser.add_argument("--rank", type=positive_int, default=None)
+    parser.add_argument("--rank", type=positive_int, default=None,
+                        help="LoRA rank of the UNet adapters (default: the recipe's; --set lora.text_rank=R sets the "
+                             "text encoder's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any recipe value, e.g. --set fit.lr=5e-5 --set score.t_max=300")
     parser.add_argument("--resume", action="store_true",
@@ -134,15 +136,14 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
         spent = clf.calibration_.get("unet_calls", 0)
         clf.fit_summary_["validation"].update(unet_calls=spent, share_of_fit=round(
             spent / fit_work(clf.fit_summary_["unet_samples"]), 4))
+    breaks = (clf.fit_summary_.get("coarse_shortcut") or {}).get("validation")
+    if breaks and val_set is not None:  # the images by their ids in the data set (as split.json names them)
+        breaks["breaking_ids"] = [val_set.ids[i] for i in breaks["breaking"]]  # in the manifest too
     clf.save_pretrained(out, export_diffusers=args.export_diffusers, export_peft=args.export_peft)
     if is_main():
         summary = {"out": str(out), "classes": len(clf.classes_), "shots": clf.shots_, **clf.fit_summary_,
                    "final_loss": sum(clf.loss_curve_[-20:]) / max(1, len(clf.loss_curve_[-20:])),
                    "temperature": clf.temperature_, "calibration": clf.calibration_["source"]}
-        breaks = (summary.get("coarse_shortcut") or {}).get("validation")
-        if breaks and val_set is not None:  # the images by their ids in the data set (as split.json names them)
-            summary["coarse_shortcut"] = {**summary["coarse_shortcut"], "validation": {
-                **breaks, "breaking_ids": [val_set.ids[i] for i in breaks["breaking"]]}}
         if clf.score_choice_:
             keys = ("name", "rule", "log_likelihood", "candidates", "source", "unet_calls")
             summary["score_choice"] = {k: clf.score_choice_[k] for k in keys if k in clf.score_choice_}
