@@ -52,7 +52,7 @@ def test_a_sealed_read_goes_on_record_and_a_second_look_needs_a_reason(tmp_path,
     names = [entry["results"], again["results"], variant["results"]]
     # each later read says what differs from the last read of its seeds: settings, recipe values, code files
     assert again["changed"]["since"]["results"] == entry["results"] and again["changed"]["settings"] == {}
-    assert variant["changed"]["settings"] == {"shortcut_rate": [1.0, 0.9]}
+    assert variant["changed"] is None  # the first read of that variant: the headline's reads are not its own
     moved = ledger.record_read(book, {**report, "recipe": {"fit": {"lr": 1e-3}}, "code": {"commit": "HEAD"}}, "m",
                                "the learning rate")
     assert moved["changed"]["recipe"] == {"fit.lr": [None, 1e-3]} and moved["changed"]["code_files"] is None
@@ -61,3 +61,29 @@ def test_a_sealed_read_goes_on_record_and_a_second_look_needs_a_reason(tmp_path,
     # the command refuses before any work, in one line
     assert main(["demo", "--full", "--ledger", str(book), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     assert "pass --reason" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    (book.parent / moved["results"]).unlink()  # a read whose results file is lost: its differences are unknown
+    after = ledger.record_read(book, report, "n", "checking a lost file")
+    assert after["changed"]["since"]["results"] == moved["results"] and after["changed"]["settings"] is None
+
+
+def test_a_reads_code_changes_come_from_the_checkouts_history(tmp_path):
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True, check=True).stdout
+
+    git("init", "-q")
+    git("config", "user.email", "t@t"), git("config", "user.name", "t")
+    code = tmp_path / ledger.PACKAGE.name / "scoring"
+    code.mkdir(parents=True)
+    (code / "engine.py").write_text("a = 1\n")
+    (tmp_path / "notes.md").write_text("x\n")
+    git("add", "."), git("commit", "-qm", "one")
+    first = git("rev-parse", "HEAD").strip()
+    (code / "engine.py").write_text("a = 2\n")
+    (tmp_path / "notes.md").write_text("y\n")  # not the read's code
+    git("commit", "-qam", "two")
+    assert ledger._code_files_changed(first, "HEAD", tmp_path) == [f"{ledger.PACKAGE.name}/scoring/engine.py"]
+    assert ledger._code_files_changed(first, "HEAD", code) is None  # not the checkout's top: git cannot say
+    assert ledger._code_files_changed("0" * 40, "HEAD", tmp_path) is None  # a commit this history lacks
+

@@ -80,33 +80,45 @@ def _differences(before: dict, after: dict) -> dict:
     return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
-def _code_files_changed(since: str | None, now: str | None) -> list[str] | None:
-    """The files of the read's code (:data:`CODE`, and the recipes) that differ between two commits, by git;
-    None where git cannot say."""
+def _code_files_changed(since: str | None, now: str | None, root: Path | None = None) -> list[str] | None:
+    """The files of the read's code (:data:`CODE`, and the recipes) that differ between two commits of the
+    checkout ``root`` (default: the package's), by git; None where git cannot say (no checkout, no such commit)."""
+    root = PACKAGE.parent if root is None else Path(root)
     if not since or not now or since == "unknown":
         return None
     paths = [f"{PACKAGE.name}/{entry}" for entry in CODE] + [f"{PACKAGE.name}/recipes"]
     try:
-        done = subprocess.run(["git", "-C", str(PACKAGE.parent), "diff", "--name-only", since, now, "--", *paths],
+        top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, timeout=30)
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root.resolve():
+            return None  # an installed package inside some other repository: its history is not this code's
+        done = subprocess.run(["git", "-C", str(root), "diff", "--name-only", since, now, "--", *paths],
                               capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
     return sorted(done.stdout.split()) if done.returncode == 0 else None
 
 
+def _comparable(entry: dict, report: dict) -> bool:
+    """A read of the same seeds, base model and accident strength: the read a new one repeats."""
+    config = report["config"]
+    return (entry["seeds"] == config["seeds"] and entry["model"] == config.get("model", entry["model"])
+            and entry.get("shortcut_rate", 1.0) == config.get("shortcut_rate", 1.0))
+
+
 def what_changed(ledger: list[dict], folder: Path, report: dict) -> dict | None:
-    """What differs between this read and the ledger's last read of the same seeds: the demo's settings, the
-    recipe's values and the code's files (None: the first read of these seeds)."""
-    seeds = report["config"]["seeds"]
-    last = next((e for e in reversed(ledger) if e["seeds"] == seeds), None)
+    """What differs between this read and the ledger's last read of the same seeds, base model and accident
+    strength: the demo's settings, the recipe's values (None where that read's results file is missing) and the
+    code's files (None where git cannot say). None: the first such read."""
+    last = next((e for e in reversed(ledger) if _comparable(e, report)), None)
     if last is None:
         return None
     file = folder / last["results"]
-    before = json.loads(file.read_text()) if file.is_file() else {}
+    before = json.loads(file.read_text()) if file.is_file() else None
     commit = report.get("code", {}).get("commit")
     return {"since": {"date": last["date"], "commit": last["commit"], "results": last["results"]},
-            "settings": _differences(before.get("config", {}), report["config"]),
-            "recipe": _differences(before.get("recipe", {}), report.get("recipe", {})),
+            "settings": None if before is None else _differences(before.get("config", {}), report["config"]),
+            "recipe": None if before is None else _differences(before.get("recipe", {}), report.get("recipe", {})),
             "code_files": _code_files_changed(last["commit"], commit),
             "uncommitted_changes": bool(report.get("code", {}).get("dirty"))}
 
