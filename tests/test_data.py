@@ -136,7 +136,8 @@ def test_image_folder_and_hf_datasets(tmp_path):
 def test_image_folder_recipe_reads_root_val_beside_root_train(tmp_path):
     from diti_sd.recipes import load_recipe
 
-    ds = load_recipe("image-folder").dataset
+    assert load_recipe("image-folder").dataset.val_split is None  # by default cut from the train pool
+    ds = load_recipe("image-folder", ["dataset.val_split=val"]).dataset
 
     def folder(*parts):
         (tmp_path.joinpath(*parts)).mkdir(parents=True)
