@@ -25,7 +25,6 @@ import torch
 from diti_sd.baselines.probe import fit_probe
 from diti_sd.benchmarks.synthetic.demo import sealed_message
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
-from diti_sd.benchmarks.synthetic.summary import TEST_SPLITS
 from diti_sd.cli.common import seed_list
 from diti_sd.plotting import pyplot, save_figure
 from diti_sd.recipes import load_recipe
@@ -43,6 +42,7 @@ SCHEDULES = {
     "rounds [[2,8],[8,3],[32,1]]": [[2, 8], [8, 3], [32, 1]],
 }
 PREFILTER_K = (2, 4, 8)
+VALIDATION_STREAMS = ("second oracle val", "oracle val", "second val", "val")
 
 
 def top_k(logits: np.ndarray, k: int) -> np.ndarray:
@@ -69,9 +69,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if why := sealed_message(args.seeds):
         raise SystemExit(why)
-    if args.stream in TEST_SPLITS:
-        raise SystemExit(f"--stream {args.stream!r} is a test stream: score a validation one "
-                         "(e.g. 'second oracle val')")
+    if args.stream not in VALIDATION_STREAMS:
+        raise SystemExit(f"--stream {args.stream!r}: score a validation stream, one of {', '.join(VALIDATION_STREAMS)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     recipe = load_recipe("synthetic", [*([f"model={args.model}"] if args.model else []), *args.overrides])
@@ -107,14 +106,15 @@ def main(argv=None):
                 calls[tag + name] = float(spent.mean())
     exhaustive = np.mean(acc[f"exhaustive, {PAIRS} pairs"])
     rows = [{"schedule": n, "calls_per_image": calls[n], "accuracy": float(np.mean(a)),
-             "std": float(np.std(a, ddof=1)) if len(a) > 1 else 0.0,
+             "std": float(np.std(a, ddof=1)) if len(a) > 1 else None,
              "relative_to_exhaustive": float(np.mean(a) / exhaustive) if exhaustive else float("nan")}
             for n, a in acc.items()]
     print(f"{n_classes} classes, {args.task}, stream {args.stream!r}, seeds {args.seeds}; probe top-k recall "
           + ", ".join(f"k={k} {np.mean(v):.3f}" for k, v in recall.items() if v))
     print(f"{'schedule':48s} {'calls/img':>9s} {'accuracy':>14s} {'vs exhaustive':>13s}")
     for r in sorted(rows, key=lambda r: r["calls_per_image"]):
-        print(f"{r['schedule']:48s} {r['calls_per_image']:9.0f} {r['accuracy']:8.3f} ± {r['std']:.3f} "
+        spread = "  n/a" if r["std"] is None else f"{r['std']:.3f}"
+        print(f"{r['schedule']:48s} {r['calls_per_image']:9.0f} {r['accuracy']:8.3f} ± {spread} "
               f"{r['relative_to_exhaustive']:12.2f}")
     (out / "budget.json").write_text(json.dumps({"seeds": args.seeds, "task": args.task, "n_classes": n_classes,
                                                  "overrides": args.overrides,

@@ -62,7 +62,7 @@ def test_bench_speed_tiny_prints_every_part_and_the_ratios_of_one_run(tmp_path, 
 
 def test_budget_curve_replays_schedules_on_one_set_of_errors(tmp_path, capsys, monkeypatch):
     script = _script("budget_curve")
-    for argv, why in ((["--seeds", "501"], "sealed"), (["--stream", "decorrelated"], "test stream")):
+    for argv, why in ((["--seeds", "501"], "sealed"), (["--stream", "decorrelated"], "validation stream")):
         with pytest.raises(SystemExit, match=why):  # before any fit
             script.main([*argv, "--out", str(tmp_path)])
     drawn = []

@@ -65,6 +65,8 @@ def sealed_message(seeds, also=()) -> str | None:
     sealed = sorted(set(seeds) & set(SEALED_SEEDS + RETIRED_SEEDS + tuple(also)))
     return (f"seeds {sealed} are sealed (or retired) test seeds: choose and measure on validation seeds "
             f"(e.g. 11-20)") if sealed else None
+
+
 # The adapters trained over all t (the reference-style rivals) on top of the recipe: searched with the
 # recipe's grid, validation seeds and rule (eval/tune_synthetic.py; docs/benchmarks.md gives each family's
 # budget): it kept the recipe's learning rate, colour jitter and test-time text scale for them, their
