@@ -42,9 +42,10 @@ def test_auto_and_the_temperature_share_one_budgeted_pass(tiny_model_dir, monkey
     calls = []
     real = vp.batch_errors
     monkeypatch.setattr(vp, "batch_errors", lambda *a: calls.append(len(a[6])) or real(*a))
-    # 30 steps of 3 classes x (an image and a prior image): 450 UNet-call equivalents of work, all of it the budget
+    # 25 steps of 3 classes x (an image and a prior image) x 3: 450 UNet-call equivalents of work, all of it the
+    # budget, which holds 25 of the 30 images at 6 pairs
     clf = DiTiFewShotClassifier(model=str(tiny_model_dir), recipe="tiny", score_window="auto", progress=False,
-                                steps=30, overrides={"score.auto_pairs": 12}, validation_budget=1.0)
+                                steps=25, overrides={"score.auto_pairs": 12}, validation_budget=1.0)
     clf.fit(X, y, validation=(X_val, y_val))
     budget = clf.validation_budget_calls()
     assert budget == fit_work(clf.fit_summary_["unet_samples"])
