@@ -193,6 +193,7 @@ def test_tune_synthetic_rivals_are_the_demos_all_t_adapters():
     rivals = load_recipe("synthetic", tune.baseline_overrides("rivals"))
     demo = load_recipe(load_recipe("synthetic"), list(WIDE_OVERRIDES))
     assert rivals.fit.t_max == 1000 and rivals.score == demo.score and rivals.lora == demo.lora
+    assert rivals.fit.prior_prompt == demo.fit.prior_prompt == "generic" != load_recipe("synthetic").fit.prior_prompt
     assert tune.baseline_overrides("fit.lr=1e-3;fit.dropout=0.1") == ["fit.lr=1e-3", "fit.dropout=0.1"]
 
 
