@@ -17,6 +17,7 @@ from diti_sd.data import (
     load_image_folder,
     make_kshot_split,
 )
+from diti_sd.errors import ConfigError
 
 
 def test_fgvc_reader_follows_the_official_files(fake_fgvc):
@@ -148,11 +149,13 @@ def test_image_folder_recipe_reads_root_val_beside_root_train(tmp_path):
             folder("split", split, name)
     val = load_configured_split(ds, tmp_path / "split", ds.val_split)
     assert val is not None and val.classnames == ["blue jay", "cardinal"] and val.ids[0].startswith("blue jay")
-    # root/<class>/: a class called "val" is a class, not a validation split
+    # root/<class>/ with a class called "val" while val/ is asked for as the split: said, not guessed
     for name in ("val", "cardinal"):
         folder("flat", name)
-    assert load_configured_split(ds, tmp_path / "flat", ds.val_split) is None
+    with pytest.raises(ConfigError, match="lay the folder out as train/<class>/ and val/<class>/"):
+        load_configured_split(ds, tmp_path / "flat", ds.val_split)
     assert load_configured_split(ds, tmp_path / "flat", ds.train_split).classnames == ["cardinal", "val"]
+    assert load_configured_split(load_recipe("image-folder").dataset, tmp_path / "flat", None) is None
 
 
 def test_fgvc_reader_accepts_the_coop_layout(tmp_path):

@@ -68,7 +68,11 @@ def load_configured_split(ds, root, split_name):
         options = {"level": ds.level, "crop_banner": ds.crop_banner}
     elif ds.kind == "hf":
         options = {"image_column": ds.image_column, "label_column": ds.label_column}
-    elif ds.kind == "image-folder" and split_name != ds.train_split and not (
-            (Path(root) / split_name).is_dir() and (Path(root) / ds.train_split).is_dir()):
-        return None
+    elif ds.kind == "image-folder" and split_name != ds.train_split:
+        if not (Path(root) / split_name).is_dir():
+            return None
+        if not (Path(root) / ds.train_split).is_dir():
+            raise ConfigError(f"{Path(root) / split_name} is read as a class of {root}, which has no "
+                              f"{ds.train_split}/ folder: to read it as the {split_name} split, lay the folder out "
+                              f"as {ds.train_split}/<class>/ and {split_name}/<class>/")
     return load_dataset(ds.kind, root, split_name, **options)
