@@ -73,3 +73,14 @@ def record_fit(cfg_overrides, steps=6, width=96):
     fit_adapters(backbone, adapters, FitData([[wide]], ["a photo of hta"], "a photo", prior), cfg, steps,
                  progress=False)
     return uint8_to_float(wide), uint8_to_float(prior), encoded, encoded_means, noised
+
+
+def eval_script(name: str):
+    """A script under eval/ imported as a module (they are scripts, not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / "eval" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "eval" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import eval_script as _script
 
 
 def test_encoder_granularity_reports_the_swap_transfer_per_stage(tmp_path, capsys):
@@ -90,32 +80,6 @@ def test_gpu_precision_compares_each_precisions_predictions_with_the_first(monke
     assert [r["finite"] for r in rows] == [True, True, True]
     assert rows[1]["agrees_with_first"] == 1.0 and rows[1]["oracle val"] == rows[0]["oracle val"]
     assert rows[2]["agrees_with_first"] < 1.0
-
-
-def test_background_reading_counts_the_oracle_images_whose_background_is_another_class(tmp_path, monkeypatch):
-    script = _script("background_reading")
-    with pytest.raises(SystemExit, match="sealed"):
-        script.main(["--seeds", "501"])
-    args = ["--seeds", "11", "--per-class", "3", "--steps", "2", "--cache", str(tmp_path)]
-    row = script.main(args)["(the recipe)"]
-    from diti_sd.benchmarks.synthetic.data import background_of
-    from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
-    from diti_sd.recipes import load_recipe
-
-    oracle = SyntheticSeed.for_recipe(load_recipe("synthetic"), 11, shots=8).stream("oracle val", 3)
-    assert row["conflict_images"] == sum(background_of(im) != label for im, label in zip(oracle.images, oracle.labels))
-    assert 0 <= row["to_background"] + row["conflict_accuracy"] <= 1
-    # a rerun reads each (variant, seed) result back instead of fitting again
-    (cached,) = tmp_path.glob("*.json")
-    cached.write_text(json.dumps({**json.loads(cached.read_text()), "val": 0.125}))
-    assert script.main(args)["(the recipe)"] == {**row, "val": 0.125}
-    # the cache is named by the resolved recipe: the same recipe spelled out reads it back, another refits
-    fitted = []
-    monkeypatch.setattr(script, "measure",
-                        lambda overrides, *a: fitted.append(overrides) or json.loads(cached.read_text()))
-    t_max = load_recipe("synthetic").fit.t_max
-    script.main([*args, "--variant", f"fit.t_max={t_max}", "--variant", f"fit.t_max={t_max + 1}"])
-    assert fitted == [[f"fit.t_max={t_max + 1}"]]
 
 
 def test_tune_synthetic_compares_on_validation_under_the_sealed_protocol(tmp_path, capsys, monkeypatch):
@@ -321,169 +285,3 @@ def test_validation_cost_times_the_default_fit_beside_no_calibrate_and_auto(tmp_
         # every pass within the default budget: at most 20 % of the fit's own UNet work (or skipped)
         assert v["share_of_fit"] <= 0.2 + 1e-9, v
     assert "x1.00" in capsys.readouterr().out  # --no-calibrate is the unit
-
-
-def test_coarse_discount_marks_down_the_evidence_large_t_already_carries(tmp_path):
-    script = _script("coarse_discount")
-    with pytest.raises(SystemExit, match="no seed"):
-        script.main([str(tmp_path)])
-    rng = np.random.default_rng(0)
-    t = np.tile(np.r_[np.full(4, 50), np.full(4, 300)], (40, 1))
-    for seed in (1, 2):
-        arrays = {}
-        for stream in ("oracle", "val"):
-            labels = np.arange(40) % 4
-            # the shortcut: the background follows the class on "val", is another class's on "oracle"
-            background = labels if stream == "val" else (labels + 1) % 4
-            classes = np.arange(4)[None, :]
-            texture, coarse = (classes == labels[:, None]), (classes == background[:, None])
-            small = 1.0 - 1.0 * texture - 1.5 * coarse  # small t reads both, the background more
-            large = 1.0 - 1.5 * coarse  # large t reads only the coarse background
-            errors = np.concatenate([np.repeat(small[..., None], 4, 2), np.repeat(large[..., None], 4, 2)], 2)
-            arrays.update({f"{stream}_errors": errors + 0.01 * rng.standard_normal(errors.shape),
-                           f"{stream}_t": t, f"{stream}_labels": labels})
-        np.savez(tmp_path / f"seed{seed}.npz", **arrays)
-    result = script.main([str(tmp_path), "--out", str(tmp_path / "d.json")])["betas"]
-    assert result["0"]["oracle"]["mean"] == 0.0  # small t alone answers the background
-    # half the large-t evidence off: the background's pull cancels and the texture decides, on both streams
-    assert result["0.5"]["oracle"]["mean"] == 1.0 and result["0.5"]["oracle"]["gain"] == 1.0
-    assert result["0"]["val"]["mean"] == result["0.5"]["val"]["mean"] == 1.0
-    # all of it off: where class and background agree the two bands' evidence is one direction, and it cancels
-    assert result["1"]["val"]["mean"] < 0.5 and result["1"]["val_ll"]["gain"] < 0
-    assert json.loads((tmp_path / "d.json").read_text())["betas"]["0.5"]["oracle"]["mean"] == 1.0
-    # the projection takes the large-t direction out of the small-t evidence: where the background is another
-    # class's, what is left points at the texture
-    assert result["proj"]["oracle"]["mean"] == 1.0
-    # --split decides which pairs are small t: at 400 every pair is, the large band is empty, and that is refused
-    with pytest.raises(SystemExit, match="no scored pair"):
-        script.main([str(tmp_path), "--split", "400"])
-    assert script.main([str(tmp_path), "--split", "200"])["betas"] == result
-
-
-def test_residual_location_splits_the_error_by_region_and_frequency(tiny_model_dir):
-    from helpers import color_images
-
-    from diti_sd import DiTiFewShotClassifier
-
-    script = _script("residual_location")
-    with pytest.raises(SystemExit, match="sealed"):
-        script.main(["--seeds", "501"])
-    X, y = color_images(6, seed=1, size=64)
-    clf = DiTiFewShotClassifier(model=str(tiny_model_dir), recipe="tiny", steps=2, progress=False).fit(X, y)
-    latents = clf.encode(X[:3])
-    t = torch.tensor([10, 150])
-    noise = torch.randn(2, *latents.shape[1:], generator=torch.Generator().manual_seed(0))
-    residual = script.residuals(clf, latents, t, noise)
-    share = script.object_share(torch.stack(X[:3]), latents.shape[-1])
-    read = script.readings(residual, share)
-    # the whole-latent reading is the product's own error; the two regions add up to it
-    torch.testing.assert_close(read["all"], torch.from_numpy(clf.dense_errors(latents, t, noise).mean(2)).float(),
-                               rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(read["object"] + read["background"], read["all"])
-    # a residual uniform over the image has nothing left once its mean or its local mean is taken away
-    flat = torch.ones(1, 1, 1, 4, 8, 8)
-    uniform = script.readings(flat, torch.full((1, 1, 8, 8), 0.25))
-    assert float(uniform["minus mean"]) == 0 and float(uniform["high-pass 3"]) < 1e-12
-    assert float(uniform["object"]) == pytest.approx(0.25)
-
-
-def test_shortcut_check_fires_on_shots_that_share_a_background_by_class(tmp_path, capsys):
-    script = _script("shortcut_check")
-    script.main(["--seeds", "11,12", "--out", str(tmp_path / "check.json")])
-    cases = json.loads((tmp_path / "check.json").read_text())["cases"]
-    assert cases["texture / train"]["warned"] == 2 and cases["texture / train"]["accuracy"] == 1.0
-    assert cases["texture / shots without the shortcut"]["warned"] == 0
-    assert len(cases["many / train"]["per_seed"]) == 2 and "warned 2/2" in capsys.readouterr().out
-
-
-def test_premise_calibration_chooses_each_temperature_on_its_own_source(tmp_path, capsys):
-    script = _script("premise_calibration")
-    with pytest.raises(SystemExit, match="sealed"):
-        script.main(["--seeds", "501"])
-    # the swapped validation images keep their fine detail and take a donor's coarse content
-    from diti_sd.benchmarks.synthetic.data import SyntheticSpec, make_split
-    from diti_sd.coarse import gaussian_blur
-
-    images = make_split(SyntheticSpec(size=32), "train", 1, seed=3).images
-    donors = make_split(SyntheticSpec(size=32), "generic", 1, seed=4).images
-    out = script.swapped(images, donors, 0.125, seed=0)
-    fine = [x - gaussian_blur(x[None], 4.0)[0] for x in images]
-    assert all((o - gaussian_blur(o[None], 4.0)[0] - f).abs().mean() < 0.03 for o, f in zip(out, fine))  # clipped
-    assert all((o - x).abs().mean() > 0.15 for o, x in zip(out, images))
-    args = ["--seeds", "11", "--smoke", "--per-class", "2", "--set", "fit.steps=2", "--baseline",
-            "--cache", str(tmp_path), "--out", str(tmp_path / "r.json")]
-    script.main(args)
-    result = json.loads((tmp_path / "r.json").read_text())
-    for variant in ("coarse swap", "recipe"):
-        row = result["variants"][variant]["per_seed"][0]
-        assert set(row["accuracy"]) == {"as drawn", "coarse swapped", "oracle"}
-        assert all(row[s]["temperature"] > 0 and row[s]["nll"] > 0 for s in script.SOURCES)
-    assert result["variants"]["coarse swap"]["overrides"] == ["fit.coarse_swap=1.0", "fit.steps=2"]
-
-
-def test_shortcut_strength_reads_the_rule_and_the_oracle_rows_per_rate(tmp_path, capsys, monkeypatch):
-    script = _script("shortcut_strength")
-    with pytest.raises(SystemExit, match="sealed"):
-        script.main(["--seeds", "501-510"])
-    with pytest.raises(SystemExit, match="--rates must be shares"):
-        script.main(["--seeds", "11", "--smoke", "--rates", "1.2"])
-    seeds, calls = 10, []
-    windows = [*script.tune.WINDOWS, "tif"]
-    recipe = script.load_recipe("synthetic")
-
-    def fake(overrides, seeds_, shots, per_class, cache=None, shortcut_rate=1.0):
-        # seed s: the oracle's correct share rises with the seed. On the user-like images, found here as the
-        # script finds them, that break the accident the swap is right and likelier; elsewhere the recipe is
-        calls.append((tuple(overrides), shortcut_rate))
-        swap, rivals = overrides == script.SWAP, "fit.t_max=1000" in overrides
-        masks = script.conflicts(recipe, seeds_, shots, per_class, shortcut_rate)
-        oracle = {w: [np.r_[np.ones(s + (5 if swap else 0 if rivals else 2)), np.zeros(20)][:20].astype(bool)
-                      for s in range(seeds)] for w in windows}
-        oracle[script.LARGE_T[1]] = [np.zeros(20, bool)] * seeds
-        ll = [np.where(m, -0.5 + 0.02 * (s % 3), -1.5) if swap else np.full(len(m), -1.0) for s, m in enumerate(masks)]
-        return {"correct": {w: [m.copy() if swap else ~m for m in masks] for w in windows},
-                "ll": {w: ll for w in windows}, "oracle": oracle}
-
-    monkeypatch.setattr(script.tune, "evaluate", fake)
-    out = script.main(["--seeds", "11-20", "--rates", "0.75,1", "--val-per-class", "4", "--out",
-                       str(tmp_path / "s.json")])
-    assert {rate for _, rate in calls} == {0.75, 1.0} and len(calls) == 6
-    assert json.loads((tmp_path / "s.json").read_text()) == json.loads(json.dumps(out))
-    first = out["rates"][0]
-    # on all the user-like images the accident dominates: the recipe is kept
-    assert first["rate"] == 0.75 and first["rule_swap_vs_recipe"]["verdict"] == "recipe kept"
-    assert first["rule_swap_vs_recipe"]["ll_gain"] < 0
-    rows = first["oracle"]
-    assert rows["recipe window"]["mean"] == pytest.approx(np.mean(np.arange(10) + 2) / 20)
-    assert rows["coarse swap"]["recipe_minus"]["gain"] == pytest.approx(-3 / 20)
-    assert rows["reference-style"]["recipe_minus"]["gain"] == pytest.approx(2 / 20)
-    assert rows["same adapters [500, 1000)"]["mean"] == 0 and rows["same adapters [200, 500)"]["mean"] > 0
-    # on the images that break it (read on the fits' rows in the stream's order) the swap is chosen, and
-    # one seed at a time it is ahead wherever a seed has such images
-    broken = first["conflicts"]
-    having = sum(n > 0 for n in broken["per_seed"])
-    assert having >= 2 and broken["images_per_seed"] == 20
-    assert broken["accuracy"] == {"recipe": 0.0, "swap": 1.0}
-    assert broken["rule_swap_vs_recipe"]["gain"] == pytest.approx(0.5 + 0.02 * np.mean(
-        [s % 3 for s, n in enumerate(broken["per_seed"]) if n]))
-    assert broken["rule_swap_vs_recipe"]["verdict"] == "swap chosen"
-    assert broken["one_user_accuracy_comparisons"] == {"swap_better": having, "tie": 0, "recipe_better": 0}
-    assert sum(broken["colour_task_per_seed"]) == 0
-    assert out["rates"][1]["conflicts"]["rule_swap_vs_recipe"]["verdict"] == "no verdict: no such image"
-    # the scoring each family's log-likelihood picks, pooled and seed by seed, beside the oracle's best
-    windows = first["windows"]["rivals"]
-    assert windows["pooled_pick_breaking"] in windows["oracle"] and windows["oracle_best"] in windows["oracle"]
-    assert windows["per_seed_breaking_minus_all"]["seeds"] == having
-    assert out["rates"][1]["windows"]["recipe"]["pooled_pick_breaking"] is None  # rate 1: no breaking image
-    # such images on one seed only: no verdict either
-    assert script.on_conflicts([np.zeros(3)] * 2, [np.zeros(3)] * 2, [np.array([1, 0, 0], bool),
-                                                                        np.zeros(3, bool)])["gain"] is None
-    assert "rate 0.75" in capsys.readouterr().out
-
-
-def test_shortcut_check_reads_the_shots_that_break_the_accident(tmp_path):
-    script = _script("shortcut_check")
-    script.main(["--seeds", "11,12", "--shortcut-rates", "0.5", "--out", str(tmp_path / "check.json")])
-    cases = json.loads((tmp_path / "check.json").read_text())["cases"]
-    partial = cases["texture / train, background follows in 0.5"]
-    assert partial["accuracy"] < cases["texture / train"]["accuracy"] == 1.0
