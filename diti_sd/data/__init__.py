@@ -57,8 +57,8 @@ def load_dataset(kind: str, root, split: str, **options) -> LabeledImages:
 def load_configured_split(ds, root, split_name):
     """One split of the data set a recipe's ``dataset`` section describes; None if it has no such split
     (``split_name`` None, or an image folder without that sub-folder). An image folder's other splits are
-    read only beside its train sub-folder (``root/train/`` and ``root/val/``): in a ``root/<class>/`` layout a
-    class may be called ``val``."""
+    read only beside its train sub-folder (``root/train/`` and ``root/val/``); in a ``root/<class>/`` layout a
+    folder of the split's name is a class, so asking for it there is refused."""
     from pathlib import Path
 
     if split_name is None:
