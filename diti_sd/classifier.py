@@ -19,25 +19,20 @@ from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from tqdm.auto import tqdm
 
 from .backbone import load_backbone
-from .coarse import coarse_shortcut, fired, shortcut_warning, validation_breaks
 from .data.images import as_image_sequence
-from .distributed import gather_rows, merge_class_shards, shard, world
-from .errors import CoarseShortcutWarning, ConfigError, DitiError, DitiWarning
-from .lora.layer import ClassAdapters, NoAdapters
+from .distributed import gather_rows, shard, world
+from .errors import ConfigError, DitiError, DitiWarning
+from .lora.layer import NoAdapters
 from .metrics import softmax
 from .persistence import PersistenceMixin
 from .preprocessing import uint8_pixels
-from .prompts import choose_tokens, class_prompts
 from .recipes import Recipe, load_recipe
 from .sampling import sample_images
 from .scoring.auto import no_choice, resolve
 from .scoring.cache import ScoreCache
 from .scoring.engine import ScoreResult, dense_errors, score_latents
 from .scoring.engine import class_contexts as embed_class_prompts
-from .timesteps import tif_distance
-from .training.early_stop import gather_summary
-from .training.loop import FitData, fit_adapters
-from .training.prior import prior_pixels
+from .training.classes import fit_classes
 from .validation import ValidationMixin, check_validation, fit_work, plan_validation
 
 
@@ -222,54 +217,12 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, ClassifierMixin, 
             self.adapters_.remove()
             del self.adapters_
         backbone.compiled_unet = None  # compiled around the old adapters
-        pixels = uint8_pixels(X, backbone.resolution)
-        index = {c: i for i, c in enumerate(classes.tolist())}
-        label_index = [index[v] for v in y]
-        members = [[j for j, c in enumerate(label_index) if c == k] for k in range(len(classes))]
-        # TiF's per-t weight comes from the train latents as scoring sees them (centre crop, posterior mean)
-        tif_d = tif_distance(backbone.encode_batches(pixels), label_index)
-        # whether the shots' blur alone names their class (no UNet call): a shortcut every shot may share
-        shortcut = coarse_shortcut(pixels, label_index, recipe.fit.coarse_sigma, seed=self.random_state)
-        if validation is not None and fired(shortcut):  # which validation images break it: can the user's data tell
-            images = validation[0]  # decoded a batch at a time: a validation split can be gigabytes of pixels
-            batches = (uint8_pixels([images[j] for j in range(i, min(i + 64, len(images)))], backbone.resolution)
-                       for i in range(0, len(images), 64))
-            shortcut["validation"] = validation_breaks(shortcut, pixels, label_index, batches,
-                                                       [index[v] for v in validation[1]])
-        message = shortcut_warning(shortcut, recipe.fit.coarse_swap) if warn and world()[0] == 0 else None
-        if message:
-            warnings.warn(message, CoarseShortcutWarning, stacklevel=3)
-        if recipe.fit.crop != "center":  # random windows of, or the whole of, the resized image
-            uncropped = uint8_pixels(X, backbone.resolution, crop=False)
-            by_class = [[uncropped[j] for j in m] for m in members]
-        else:
-            by_class = [pixels[m] for m in members]
-        tokens = choose_tokens(backbone.tokenizer, len(classes), recipe.prompt.token)
-        prompts = class_prompts([str(c) for c in classes], recipe.prompt.template, tokens,
-                                recipe.prompt.use_class_name)
-        prior = None
-        if recipe.fit.prior:
-            prior = prior_pixels(backbone, recipe, prior_images, Path(prior_dir) / "prior" if prior_dir else None,
-                                 seed=self.random_state, progress=self.progress)
-        adapters = ClassAdapters(backbone, len(classes), recipe.lora, block_filter=recipe.filter_for(shots))
-        data = FitData(by_class, prompts, recipe.prompt.generic, prior)
-        rank, size = world()
-        owned = shard(list(range(len(classes))), rank, size)  # `accelerate launch`: classes split over processes
-        summary = fit_adapters(backbone, adapters, data, recipe.fit, recipe.steps_for(shots),
-                               seed=self.random_state, classes=owned, checkpoint_dir=output_dir, resume=resume,
-                               progress=self.progress and rank == 0, callback=callback,
-                               checkpoint_name="checkpoint" if size == 1 else f"checkpoint-rank{rank}",
-                               rescale_after=recipe.rescale_after(shots),
-                               score_scales=(recipe.score.unet_scale, recipe.score.text_scale))
-        merge_class_shards(adapters, owned)
-        summary = gather_summary(summary, len(classes))
-        self._set_fitted(backbone, adapters, classes, prompts, tokens, recipe, shots=shots, n_train=len(X),
-                         fit_summary={**{k: v for k, v in summary.items() if k != "losses"},
-                                      "coarse_shortcut": shortcut,
-                                      # images denoised while training: the fit's UNet work
-                                      "unet_samples": len(classes) * recipe.steps_for(shots) * (2 if recipe.fit.prior
-                                                                                                else 1)},
-                         loss_curve=summary["losses"], temperature=1.0, tif_d=tif_d)
+        fitted = fit_classes(backbone, recipe, X, y, classes, shots, seed=self.random_state, output_dir=output_dir,
+                             resume=resume, callback=callback, prior_images=prior_images, prior_dir=prior_dir,
+                             validation=validation, warn=warn, progress=self.progress, stacklevel=3)
+        self._set_fitted(backbone, fitted.adapters, classes, fitted.prompts, fitted.tokens, recipe, shots=shots,
+                         n_train=len(X), fit_summary=fitted.summary, loss_curve=fitted.loss_curve, temperature=1.0,
+                         tif_d=fitted.tif_d)
 
     @classmethod
     def zero_shot(cls, classes, template: str, model=None, recipe="image-folder", *, overrides=None, device=None,

@@ -1,0 +1,87 @@
+"""One fit of a set of classes: from labelled images to trained adapters, prompts and what the shots showed.
+
+What ``DiTiFewShotClassifier.fit`` runs once per fit (twice with ``auto_refit``): the images at the model's
+resolution, TiF's per-t distance from their latents, the coarse-shortcut check on their pixels (no UNet
+call), one rare token and prompt per class, the prior-preservation images, and the training loop over the
+classes this process owns (``accelerate launch`` splits them)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..coarse import coarse_shortcut, fired, shortcut_warning, validation_breaks
+from ..distributed import merge_class_shards, shard, world
+from ..errors import CoarseShortcutWarning
+from ..lora.layer import ClassAdapters
+from ..preprocessing import uint8_pixels
+from ..prompts import choose_tokens, class_prompts
+from ..recipes import Recipe
+from ..timesteps import tif_distance
+from .early_stop import gather_summary
+from .loop import FitData, fit_adapters
+from .prior import prior_pixels
+
+
+@dataclass
+class FittedClasses:
+    adapters: ClassAdapters
+    prompts: list[str]
+    tokens: list[str]
+    summary: dict  # the loop's record without its losses, the shortcut check and the fit's UNet work
+    loss_curve: list
+    tif_d: float
+
+
+def fit_classes(backbone, recipe: Recipe, X, y, classes: np.ndarray, shots: int, *, seed, output_dir=None,
+                resume=False, callback=None, prior_images=None, prior_dir=None, validation=None, warn=False,
+                progress=True, stacklevel=2) -> FittedClasses:
+    """Adapters for ``classes`` on images X with labels y (the recipe's settings for ``shots`` per class).
+    ``warn``: give the coarse-shortcut warning before the training it concerns, with what the ``validation``
+    images (X, y) say of it; ``stacklevel`` as :func:`warnings.warn`'s, from the caller."""
+    pixels = uint8_pixels(X, backbone.resolution)
+    index = {c: i for i, c in enumerate(classes.tolist())}
+    label_index = [index[v] for v in y]
+    members = [[j for j, c in enumerate(label_index) if c == k] for k in range(len(classes))]
+    # TiF's per-t weight comes from the train latents as scoring sees them (centre crop, posterior mean)
+    tif_d = tif_distance(backbone.encode_batches(pixels), label_index)
+    # whether the shots' blur alone names their class (no UNet call): a shortcut every shot may share
+    shortcut = coarse_shortcut(pixels, label_index, recipe.fit.coarse_sigma, seed=seed)
+    if validation is not None and fired(shortcut):  # which validation images break it: can the user's data tell
+        images = validation[0]  # decoded a batch at a time: a validation split can be gigabytes of pixels
+        batches = (uint8_pixels([images[j] for j in range(i, min(i + 64, len(images)))], backbone.resolution)
+                   for i in range(0, len(images), 64))
+        shortcut["validation"] = validation_breaks(shortcut, pixels, label_index, batches,
+                                                   [index[v] for v in validation[1]])
+    message = shortcut_warning(shortcut, recipe.fit.coarse_swap) if warn and world()[0] == 0 else None
+    if message:
+        warnings.warn(message, CoarseShortcutWarning, stacklevel=stacklevel + 1)
+    if recipe.fit.crop != "center":  # random windows of, or the whole of, the resized image
+        uncropped = uint8_pixels(X, backbone.resolution, crop=False)
+        by_class = [[uncropped[j] for j in m] for m in members]
+    else:
+        by_class = [pixels[m] for m in members]
+    tokens = choose_tokens(backbone.tokenizer, len(classes), recipe.prompt.token)
+    prompts = class_prompts([str(c) for c in classes], recipe.prompt.template, tokens, recipe.prompt.use_class_name)
+    prior = None
+    if recipe.fit.prior:
+        prior = prior_pixels(backbone, recipe, prior_images, Path(prior_dir) / "prior" if prior_dir else None,
+                             seed=seed, progress=progress)
+    adapters = ClassAdapters(backbone, len(classes), recipe.lora, block_filter=recipe.filter_for(shots))
+    rank, size = world()
+    owned = shard(list(range(len(classes))), rank, size)  # `accelerate launch`: classes split over processes
+    summary = fit_adapters(backbone, adapters, FitData(by_class, prompts, recipe.prompt.generic, prior), recipe.fit,
+                           recipe.steps_for(shots), seed=seed, classes=owned, checkpoint_dir=output_dir,
+                           resume=resume, progress=progress and rank == 0, callback=callback,
+                           checkpoint_name="checkpoint" if size == 1 else f"checkpoint-rank{rank}",
+                           rescale_after=recipe.rescale_after(shots),
+                           score_scales=(recipe.score.unet_scale, recipe.score.text_scale))
+    merge_class_shards(adapters, owned)
+    summary = gather_summary(summary, len(classes))
+    record = {**{k: v for k, v in summary.items() if k != "losses"}, "coarse_shortcut": shortcut,
+              # images denoised while training: the fit's UNet work
+              "unet_samples": len(classes) * recipe.steps_for(shots) * (2 if recipe.fit.prior else 1)}
+    return FittedClasses(adapters, prompts, tokens, record, summary["losses"], tif_d)
