@@ -65,6 +65,8 @@ def test_budget_curve_replays_schedules_on_one_set_of_errors(tmp_path, capsys, m
     assert rows["exhaustive, 1 pairs"]["calls_per_image"] == 5
     assert rows["exhaustive, 32 pairs"]["calls_per_image"] == 160
     assert rows["probe top 2, exhaustive, 8 pairs"]["calls_per_image"] == 16
+    # the base alone: every (texture, background) caption, 5 x 5, at 6 pairs
+    assert rows[script.ZERO_SHOT]["calls_per_image"] == 150
     assert all(0 <= row["accuracy"] <= 1 and row["std"] >= 0 for row in rows.values())
     assert (tmp_path / "accuracy_vs_budget.png").stat().st_size > 0
 

@@ -340,12 +340,12 @@ def test_zero_shot_prompts_are_the_bases_own_captions():
     from diti_sd.benchmarks.synthetic.data import attribute_caption
     from diti_sd.benchmarks.synthetic.scoring import caption_prompts
 
-    spec = SyntheticSpec(size=16)
-    prompts = caption_prompts(spec)
-    assert len(prompts) == 25
-    for image, label in zip(*_images_labels(make_split(spec, "decorrelated", 2, 3))):
-        # texture-major: row = texture, column = background
-        assert prompts[label * 5 + background_of(image)] == attribute_caption(image, label, spec)
+    for spec, n_backgrounds in ((SyntheticSpec(size=16), 5), (SyntheticSpec(size=16, task="many", n_classes=24), 5)):
+        prompts = caption_prompts(spec)
+        assert len(prompts) == spec.n_classes * n_backgrounds  # many: 24 textures on the first five backgrounds
+        for image, label in zip(*_images_labels(make_split(spec, "decorrelated", 2, 3))):
+            # texture-major: row = texture, column = background
+            assert prompts[label * n_backgrounds + background_of(image)] == attribute_caption(image, label, spec)
 
 
 def test_replayed_rounds_match_the_real_scoring_pass():

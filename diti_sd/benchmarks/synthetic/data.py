@@ -118,6 +118,11 @@ def render(spec: SyntheticSpec, label: int | None, background: int, shape: int, 
     return np.clip(image, 0, 1)
 
 
+def background_count(spec: SyntheticSpec) -> int:
+    """How many background colours a spec's images draw from: one per class, but five for ``many``."""
+    return 5 if spec.task == "many" else spec.n_classes
+
+
 def make_split(spec: SyntheticSpec, split: str, n_per_class: int, seed: int, shift: int = 0) -> LabeledImages:
     """``n_per_class`` images of each class (``generic``: n_per_class x n_classes unlabelled-in-spirit
     images whose texture, background and shape are all independent), as (3, H, W) tensors.
@@ -127,7 +132,7 @@ def make_split(spec: SyntheticSpec, split: str, n_per_class: int, seed: int, shi
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose from {SPLITS}")
     rng = np.random.default_rng([seed, SPLITS.index(split)])
-    n_bg = 5 if spec.task == "many" else spec.n_classes
+    n_bg = background_count(spec)
     images, labels = [], []
     for i in range(n_per_class * spec.n_classes):
         label = i % spec.n_classes

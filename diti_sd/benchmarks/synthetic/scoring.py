@@ -19,7 +19,7 @@ from ...scoring.engine import class_contexts, dense_errors
 from ...scoring.replay import weighted_mean, window_weights
 from ...seeding import TEST_PAIRS, VALIDATION_PAIRS, derive_seed
 from ...timesteps import scoring_pairs, tif_weights
-from .data import COLOUR_NAMES, background_of
+from .data import COLOUR_NAMES, background_count, background_of
 
 SCORINGS = ("small t", "window", "large t", "all t", "TiF weight")
 
@@ -99,7 +99,7 @@ def caption_prompts(spec) -> list[str]:
     """Every (class texture, background colour) pair in the caption form the tiny base was trained on
     (``attribute_caption`` in ``data.py``), texture-major."""
     return [f"a photo of a {texture} pattern on a {colour} background"
-            for texture in spec.classnames for colour in COLOUR_NAMES[: spec.n_classes]]
+            for texture in spec.classnames for colour in COLOUR_NAMES[: background_count(spec)]]
 
 
 def zero_shot_logits(backbone, latents: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, w: np.ndarray, spec,
@@ -111,7 +111,7 @@ def zero_shot_logits(backbone, latents: torch.Tensor, t: torch.Tensor, noise: to
     errors = dense_errors(backbone, NoAdapters(), latents, contexts, t[torch.from_numpy(keep)],
                           noise[torch.from_numpy(keep)])
     per_pair = -weighted_mean(errors, w[keep])
-    per_texture = per_pair.reshape(len(latents), len(spec.classnames), spec.n_classes).max(2)
+    per_texture = per_pair.reshape(len(latents), len(spec.classnames), background_count(spec)).max(2)
     out = np.empty_like(per_texture)
     for i, name in enumerate(spec.classnames):
         out[:, label_of[name]] = per_texture[:, i]
