@@ -71,6 +71,18 @@ def test_budget_curve_replays_schedules_on_one_set_of_errors(tmp_path, capsys, m
     assert (tmp_path / "accuracy_vs_budget.png").stat().st_size > 0
 
 
+def test_zero_shot_synthetic_reads_its_captions_only_on_the_base_that_learned_them(tmp_path):
+    script = _script("zero_shot_synthetic")
+    with pytest.raises(SystemExit, match="sealed"):  # before any model is loaded
+        script.main(["--seeds", "501", "--out", str(tmp_path)])
+    args = ["--seeds", "11", "--per-class", "2", "--out", str(tmp_path)]
+    captioned = script.main([*args, "--model", "builtin:tiny-base"])  # trained on the textures' names
+    unseen = script.main(args)  # the headline base: never read them
+    assert captioned[0] >= 0.8 and unseen[0] <= 0.5
+    saved = json.loads((tmp_path / "zero_shot.json").read_text())
+    assert saved["accuracy"] == unseen and saved["pairs"] == 6 and saved["stream"] == "second oracle val"
+
+
 def test_gpu_precision_compares_each_precisions_predictions_with_the_first(monkeypatch):
     script = _script("gpu_precision")
     with pytest.raises(SystemExit, match="unknown precision fp8"):
