@@ -32,6 +32,7 @@ from .scoring.auto import no_choice, resolve
 from .scoring.cache import ScoreCache
 from .scoring.engine import ScoreResult, dense_errors, score_latents
 from .scoring.engine import class_contexts as embed_class_prompts
+from .swap_choice import SwapChoiceMixin
 from .training.classes import fit_classes
 from .validation import ValidationMixin, check_validation, fit_work, plan_validation
 
@@ -40,7 +41,7 @@ class NotFittedError(DitiError, SklearnNotFittedError):
     """Used before ``fit`` or ``from_pretrained``; ``except`` clauses written for scikit-learn's catch it."""
 
 
-class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, ClassifierMixin, BaseEstimator):
+class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, SwapChoiceMixin, ClassifierMixin, BaseEstimator):
     """Few-shot classifier from per-class Stable Diffusion adapters scored at small time-steps.
 
     Parameters
@@ -185,6 +186,8 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, ClassifierMixin, 
             choice = self.score_choice_
         self._fit_adapters(recipe, backbone, X, y, classes, shots, output_dir, resume, callback, prior_images,
                            prior_dir=output_dir, warn=not plan.probe, validation=val)
+        if recipe.fit.coarse_swap_auto:
+            self._choose_coarse_swap(recipe, backbone, X, y, classes, shots, output_dir, resume, prior_images, val)
         self.fit_summary_["validation"] = plan.record()
         if plan.probe and output_dir is not None:
             shutil.rmtree(Path(output_dir) / "auto-probe", ignore_errors=True)

@@ -143,13 +143,16 @@ def validation_breaks(report: dict, shot_pixels: torch.Tensor, shot_labels, pixe
     return {"images": int(len(mask)), "breaking": [int(i) for i in np.flatnonzero(mask)]}
 
 
-def shortcut_warning(report: dict, swap: float) -> str | None:
+def shortcut_warning(report: dict, swap: float, auto: bool = False) -> str | None:
     """The one-line warning a fit gives when the shots' coarse content names their class beyond chance (the
     permutation p-value at most :data:`SHORTCUT_P`) and ``fit.coarse_swap`` is off; None otherwise. With
-    validation images (``report["validation"]``), it says how many of them break the accident."""
+    validation images (``report["validation"]``), it says how many of them break the accident; with
+    ``fit.coarse_swap_auto`` (``auto``) and such images, none: the fit compares the two on them itself."""
     if swap > 0 or not fired(report):
         return None
     val = report.get("validation")
+    if auto and val and val["breaking"]:
+        return None
     if val is None:
         tail = ""
     elif val["breaking"]:

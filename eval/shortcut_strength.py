@@ -2,6 +2,7 @@
 
     python eval/shortcut_strength.py --seeds 11-20 --rates 1,0.9,0.75,0.5 --cache reports/tune-user \
         --out docs/notes/2026-12-05-shortcut-strength.json
+    python eval/shortcut_strength.py --replay docs/notes/2026-12-05-shortcut-strength.json
 
 The headline benchmark draws every shot of class c on background c (rate 1): validation drawn as the shots
 are then holds no image that breaks the accident, and the rule on it cannot prefer reading the texture.
@@ -24,7 +25,10 @@ fits per seed, as ``eval/tune_synthetic.py`` makes them and in its cache: the re
 - on the oracle stream (the background independent of the class; a labelled row, never chosen on): the
   recipe's window, the same adapters at larger t ([200, 500) and [500, 1000): the demo's large t, [200,
   1000), lies across both), reference-style (all-t adapters over all t), the
-  reference configuration (TiF's weight) and the swap, with the recipe's paired margins over each.
+  reference configuration (TiF's weight) and the swap, with the recipe's paired margins over each;
+- ``fit.coarse_swap_auto``'s rule as one user meets it (per seed, the swap's fit kept where it is more accurate
+  on that seed's breaking images), on the oracle stream against the recipe. ``--replay FILE`` prints it from a
+  committed study's JSON without fitting anything.
 
 Only validation streams are read, at least 10 seeds, never the sealed ones (``--smoke`` lifts the count).
 """
@@ -155,6 +159,28 @@ def measure(rate: float, seeds: list[int], shots: int, val_per_class: int, cache
             "windows": {name: window_choices(fits[name], masks) for name in ("recipe", "rivals")}}
 
 
+def one_user_rule(r: dict) -> dict:
+    """``fit.coarse_swap_auto``'s rule, one seed (one user) at a time: the swap's fit kept where it is more
+    accurate than the recipe's on that seed's breaking images (none, or a tie: the recipe's), scored on the
+    oracle stream, against the recipe's. Reads one rate's record, so it replays a committed study too."""
+    acc, oracle = r["conflicts"]["accuracy_per_seed"], r["oracle"]
+    recipe = np.array(oracle["recipe window"]["per_seed"])
+    swap = np.array(oracle["coarse swap"]["per_seed"])
+    picks = np.array([a is not None and b is not None and b > a for a, b in zip(acc["recipe"], acc["swap"])])
+    kept = np.where(picks, swap, recipe)
+    gain, se = mean_se(list(kept - recipe))
+    return {"swap_kept_on": int(picks.sum()), "oracle": float(kept.mean()), "per_seed": kept.tolist(),
+            "minus_recipe": {"gain": gain, "se": se}}
+
+
+def print_one_user_rule(r: dict) -> None:
+    rule = one_user_rule(r)
+    gain = rule["minus_recipe"]
+    print(f"  fit.coarse_swap_auto, one seed at a time: the swap kept on {rule['swap_kept_on']} of "
+          f"{len(rule['per_seed'])}; oracle {rule['oracle']:.3f}, minus the recipe's {gain['gain']:+.3f} "
+          f"(SE {gain['se']:.3f})")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=seed_list, default="11-20")
@@ -164,7 +190,15 @@ def main(argv=None):
     parser.add_argument("--cache", type=Path, default=None, help="tune_synthetic's cache: shared fits, resumable")
     parser.add_argument("--out", default=None)
     parser.add_argument("--smoke", action="store_true", help="allow fewer than 10 seeds (no verdict)")
+    parser.add_argument("--replay", type=Path, default=None,
+                        help="a study's JSON: print fit.coarse_swap_auto's rule on its records, fit nothing")
     args = parser.parse_args(argv)
+    if args.replay:
+        study = json.loads(args.replay.read_text())
+        for r in study["rates"]:
+            print(f"rate {r['rate']:g}:")
+            print_one_user_rule(r)
+        return study
     tune.check_protocol(args.seeds, args.smoke)
     rates = [float(v) for v in args.rates.split(",") if v]
     if not rates or any(not 0.0 <= r <= 1.0 for r in rates):
@@ -187,6 +221,7 @@ def main(argv=None):
               f"ahead on {tally['swap_better']}, level on {tally['tie']}, behind on {tally['recipe_better']}") +
               f": {'no verdict (smoke)' if args.smoke else crule['verdict']}; on the colour task "
               f"{sum(c['colour_task_per_seed'])} break it")
+        print_one_user_rule(r)
         for name, row in r["oracle"].items():
             margin = row.get("recipe_minus")
             tail = "" if margin is None else f"   recipe minus it {margin['gain']:+.3f} (SE {margin['se']:.3f})"

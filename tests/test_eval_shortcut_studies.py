@@ -193,6 +193,16 @@ def test_shortcut_strength_reads_the_rule_and_the_oracle_rows_per_rate(tmp_path,
     assert script.on_conflicts([np.zeros(3)] * 2, [np.zeros(3)] * 2, [np.array([1, 0, 0], bool),
                                                                         np.zeros(3, bool)])["gain"] is None
     assert "rate 0.75" in capsys.readouterr().out
+    # fit.coarse_swap_auto's rule one seed at a time: the swap's oracle row where a seed has breaking images
+    rule = script.one_user_rule(first)
+    kept = [swap if n else recipe for swap, recipe, n in zip(rows["coarse swap"]["per_seed"],
+                                                              rows["recipe window"]["per_seed"], broken["per_seed"])]
+    assert rule["swap_kept_on"] == having and rule["per_seed"] == kept
+    assert rule["minus_recipe"]["gain"] == pytest.approx(np.mean(kept) - rows["recipe window"]["mean"])
+    assert script.one_user_rule(out["rates"][1])["swap_kept_on"] == 0
+    replayed = script.main(["--replay", str(tmp_path / "s.json")])  # from the committed file, no fit
+    assert replayed == json.loads(json.dumps(out)) and len(calls) == 6
+    assert "the swap kept on" in capsys.readouterr().out
 
 
 def test_shortcut_check_reads_the_shots_that_break_the_accident(tmp_path):

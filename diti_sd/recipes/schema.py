@@ -120,6 +120,10 @@ class FitConfig:
     # so that coarse attributes every shot shares by accident are not learnt with the class. Needs prior images
     coarse_swap: float = 0.0
     coarse_sigma: float = 0.125
+    # where the shots' blur names their class and some validation images break that accident, fit a second
+    # set with coarse_swap 1 and keep the one more accurate on those images (ties: without). A second fit,
+    # only then; the kept set's resolved recipe says which (diti_sd/swap_choice.py). Not in the reference
+    coarse_swap_auto: bool = False
     checkpoint_every: int = 200  # optimiser iterations
     min_shots: int = 1
     # The reference's LoRA scale switch: its checkpoint-saving block sets the live adapters' scales to
@@ -166,6 +170,10 @@ class FitConfig:
         if self.coarse_swap > 0 and not self.prior:
             raise RecipeError(f"{where}.coarse_swap = {self.coarse_swap} draws coarse content from the prior images: "
                               f"set {where}.prior: true, or {where}.coarse_swap: 0")
+        if self.coarse_swap_auto and (self.coarse_swap > 0 or not self.prior):
+            raise RecipeError(f"{where}.coarse_swap_auto compares a fit without the swap (coarse_swap 0) with one with "
+                              f"it, whose coarse content comes from the prior images: set {where}.coarse_swap: 0 and "
+                              f"{where}.prior: true, or {where}.coarse_swap_auto: false")
 
 
 @dataclass

@@ -56,7 +56,8 @@ def fit_classes(backbone, recipe: Recipe, X, y, classes: np.ndarray, shots: int,
                    for i in range(0, len(images), 64))
         shortcut["validation"] = validation_breaks(shortcut, pixels, label_index, batches,
                                                    [index[v] for v in validation[1]])
-    message = shortcut_warning(shortcut, recipe.fit.coarse_swap) if warn and world()[0] == 0 else None
+    message = shortcut_warning(shortcut, recipe.fit.coarse_swap, recipe.fit.coarse_swap_auto) \
+        if warn and world()[0] == 0 else None
     if message:
         warnings.warn(message, CoarseShortcutWarning, stacklevel=stacklevel + 1)
     if recipe.fit.crop != "center":  # random windows of, or the whole of, the resized image

@@ -1,0 +1,83 @@
+"""``fit.coarse_swap_auto``: the coarse swap chosen on the user's own evidence, the validation images that break
+the shots' accident.
+
+Where every shot of a class shares a coarse attribute by accident, validation images drawn where the shots
+came from share it too, except those that break it (``diti_sd.coarse.validation_breaks``: their blur lies
+nearest another class's shots). A fit that reads the accident gets exactly those wrong. So, when the shortcut
+check fires and such images exist, a second set is fitted with ``fit.coarse_swap`` 1 and the two are compared
+on them by accuracy; the swap stays only if it is more accurate there. Where no image breaks the accident the
+data cannot tell it from the class, and nothing is refitted. Not in the reference; a second fit, so opt-in.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .coarse import fired
+from .recipes import load_recipe
+from .scoring.auto import no_choice
+
+
+def swap_choice_record(shortcut: dict, without: float | None = None, with_swap: float | None = None, *,
+                       unet_calls: int = 0, unet_samples: int = 0) -> dict:
+    """What ``fit_summary_["coarse_swap_choice"]`` holds: the fit kept (``chosen``: "swap" or "none"), why, the
+    breaking images' accuracy under each fit, and what the comparison cost (the second fit's training samples
+    and the scoring's UNet calls)."""
+    breaking = len((shortcut.get("validation") or {}).get("breaking", []))
+    record = {"breaking_images": breaking, "accuracy": {"without": without, "with_swap": with_swap},
+              "fits": 1 if with_swap is None else 2, "second_fit_unet_samples": unet_samples, "unet_calls": unet_calls}
+    if with_swap is None:
+        why = ("the shots' blur does not name their class" if not fired(shortcut) else
+               "no validation images were given" if shortcut.get("validation") is None else
+               "no validation image breaks the shots' accident: the data cannot tell it from the class")
+        return {**record, "chosen": "none", "why": why}
+    chosen = "swap" if with_swap > without else "none"
+    return {**record, "chosen": chosen, "why": f"accuracy on the {breaking} validation images that break the "
+            f"accident: {without:.3f} without the swap, {with_swap:.3f} with it"}
+
+
+class SwapChoiceMixin:
+    """The comparison as a step of ``DiTiFewShotClassifier.fit``, after the first fit and before the validation
+    pass (the window and the temperature are chosen for the set that stays)."""
+
+    def _choose_coarse_swap(self, recipe, backbone, X, y, classes, shots, output_dir, resume, prior_images, val):
+        """``fit.coarse_swap_auto``: on the validation images that break the shots' accident, the fitted set
+        against a second fit with the swap; the one more accurate on them stays (ties: the first)."""
+        first = self.fit_summary_["coarse_shortcut"]
+        breaking = (first.get("validation") or {}).get("breaking", [])
+        if not breaking:
+            self.fit_summary_["coarse_swap_choice"] = swap_choice_record(first)
+            return
+        images, labels = [val[0][i] for i in breaking], [val[1][i] for i in breaking]
+        kept = ({k: v.clone() for k, v in self.adapters_.lora_state_dict().items()}, self.fit_summary_,
+                self.loss_curve_)
+        without, calls = self._accuracy_and_calls(images, labels)
+        swap_recipe = load_recipe(recipe, ["fit.coarse_swap=1.0", "fit.coarse_swap_auto=false"])
+        swap_dir = None if output_dir is None else Path(output_dir) / "coarse-swap"
+        self._fit_adapters(swap_recipe, backbone, X, y, classes, shots, swap_dir, resume, None, prior_images,
+                           prior_dir=output_dir, validation=val)
+        with_swap, more = self._accuracy_and_calls(images, labels)
+        record = swap_choice_record(first, without, with_swap, unet_calls=calls + more,
+                                    unet_samples=self.fit_summary_["unet_samples"])
+        if record["chosen"] == "swap":
+            self.fit_summary_["coarse_swap_choice"] = record
+        else:  # the first set back, under the first fit's records
+            self.adapters_.load_lora_state_dict(kept[0])
+            self.recipe_ = load_recipe(recipe, ["fit.coarse_swap_auto=false"])
+            self.fit_summary_, self.loss_curve_ = {**kept[1], "coarse_swap_choice": record}, kept[2]
+            self._contexts, backbone.compiled_unet = None, None
+        if swap_dir is not None:
+            shutil.rmtree(swap_dir, ignore_errors=True)
+
+    def _accuracy_and_calls(self, images, labels) -> tuple[float, int]:
+        """Accuracy on labelled images as ``predict`` scores them (``auto``: at TiF's weight, as before a choice)."""
+        if self.recipe_.score.weighting == "auto":
+            self.score_choice_ = no_choice(self.recipe_.score, "the coarse swap's comparison comes first")
+        result = self.score_images(images)
+        self.score_choice_ = None
+        right = self.classes_[result.logits.argmax(1)] == np.asarray(labels)
+        return float(right.mean()), int(result.unet_calls.sum())
+

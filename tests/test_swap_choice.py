@@ -1,0 +1,101 @@
+"""fit.coarse_swap_auto: the swap kept only where the validation images that break the accident say so (ours)."""
+
+import warnings
+
+import pytest
+import torch
+from helpers import color_images
+
+from diti_sd import DiTiFewShotClassifier
+from diti_sd.errors import CoarseShortcutWarning
+from diti_sd.recipes import RecipeError, load_recipe
+from diti_sd.swap_choice import SwapChoiceMixin, swap_choice_record
+
+
+def _data():
+    X, y = color_images(12, seed=3)  # class c: a flat colour, on every shot
+    Xv, yv = color_images(6, seed=4)
+    yv = yv[1:] + yv[:1]  # every validation image labelled as the next class: its colour points elsewhere
+    yv[0] = "c0"  # but this one
+    return X, y, Xv, yv
+
+
+def _fit(model_dir, overrides=None, validation=None, **fit):
+    X, y, Xv, yv = _data()
+    clf = DiTiFewShotClassifier(model=str(model_dir), recipe="tiny", steps=3, progress=False,
+                                overrides=overrides or {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CoarseShortcutWarning)
+        return clf.fit(X, y, validation=validation, **fit)
+
+
+def _same(a, b) -> bool:
+    sa, sb = a.adapters_.lora_state_dict(), b.adapters_.lora_state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def plain_and_swap(tiny_model_dir):
+    return _fit(tiny_model_dir), _fit(tiny_model_dir, {"fit.coarse_swap": 1.0})
+
+
+@pytest.mark.parametrize("first, second, kept", [(1.0, 0.5, "none"), (0.5, 0.5, "none"), (0.2, 0.8, "swap")])
+def test_the_set_more_accurate_on_the_breaking_images_stays(tiny_model_dir, plain_and_swap, monkeypatch, first,
+                                                             second, kept):
+    scores = iter([(first, 10), (second, 12)])
+    monkeypatch.setattr(SwapChoiceMixin, "_accuracy_and_calls", lambda self, images, labels: next(scores))
+    _, _, Xv, yv = _data()
+    clf = _fit(tiny_model_dir, {"fit.coarse_swap_auto": True}, validation=(Xv, yv))
+    plain, swap = plain_and_swap
+    record = clf.fit_summary_["coarse_swap_choice"]
+    assert record["chosen"] == kept and record["fits"] == 2 and record["breaking_images"] == 5
+    assert record["accuracy"] == {"without": first, "with_swap": second} and record["unet_calls"] == 22
+    assert record["second_fit_unet_samples"] == swap.fit_summary_["unet_samples"]
+    # the kept adapters are those a fit with that setting gives, and its resolved recipe says which
+    assert _same(clf, swap if kept == "swap" else plain)
+    assert not _same(plain, swap)
+    assert clf.recipe_.fit.coarse_swap == (1.0 if kept == "swap" else 0.0) and not clf.recipe_.fit.coarse_swap_auto
+    assert clf.loss_curve_ == (swap if kept == "swap" else plain).loss_curve_
+    # the contexts follow the kept text adapters
+    torch.testing.assert_close(clf.class_contexts(), (swap if kept == "swap" else plain).class_contexts())
+
+
+def test_the_recorded_accuracies_are_each_sets_on_the_breaking_images(tiny_model_dir, plain_and_swap, tmp_path):
+    _, _, Xv, yv = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CoarseShortcutWarning)  # the fit compares; nothing for the user to do
+        clf = _fit(tiny_model_dir, {"fit.coarse_swap_auto": True}, validation=(Xv, yv), output_dir=tmp_path)
+    record = clf.fit_summary_["coarse_swap_choice"]
+    breaking = clf.fit_summary_["coarse_shortcut"]["validation"]["breaking"]
+    Xb, yb = [Xv[i] for i in breaking], [yv[i] for i in breaking]
+    plain, swap = plain_and_swap
+    assert record["accuracy"] == {"without": plain.score(Xb, yb), "with_swap": swap.score(Xb, yb)}
+    assert record["unet_calls"] == 2 * len(breaking) * plain.score_images(Xb).unet_calls[0]
+    assert not (tmp_path / "coarse-swap").exists()  # the second fit's checkpoints go when it is decided
+    clf.save_pretrained(tmp_path / "set")
+    loaded = DiTiFewShotClassifier.from_pretrained(tmp_path / "set", progress=False)
+    assert loaded.recipe_.fit.coarse_swap == clf.recipe_.fit.coarse_swap
+    assert loaded.fit_summary_["coarse_swap_choice"] == record
+
+
+def test_without_breaking_images_nothing_is_refitted_and_the_warning_stays(tiny_model_dir, plain_and_swap):
+    X, y, _, _ = _data()
+    Xv, yv = color_images(6, seed=4)  # drawn as the shots are: their colour is their class's
+    clf = DiTiFewShotClassifier(model=str(tiny_model_dir), recipe="tiny", steps=3, progress=False,
+                                overrides={"fit.coarse_swap_auto": True})
+    with pytest.warns(CoarseShortcutWarning, match="only you can"):
+        clf.fit(X, y, validation=(Xv, yv))
+    record = clf.fit_summary_["coarse_swap_choice"]
+    assert record["chosen"] == "none" and record["fits"] == 1 and record["unet_calls"] == 0
+    assert "cannot tell" in record["why"]
+    assert _same(clf, plain_and_swap[0])
+    assert "no validation images" in swap_choice_record(clf.fit_summary_["coarse_shortcut"] | {"validation": None})[
+        "why"]
+
+
+def test_the_recipe_refuses_auto_with_a_swap_already_set_or_without_prior_images():
+    for overrides in (["fit.coarse_swap_auto=true", "fit.coarse_swap=0.5"],
+                      ["fit.coarse_swap_auto=true", "fit.prior=false"]):
+        with pytest.raises(RecipeError, match="coarse_swap_auto compares"):
+            load_recipe("tiny", overrides)
+    assert load_recipe("tiny", ["fit.coarse_swap_auto=true"]).fit.coarse_swap_auto
