@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .coarse import fired
+from .distributed import world
 from .recipes import load_recipe
 from .scoring.auto import no_choice
 
@@ -76,8 +77,10 @@ class SwapChoiceMixin:
         """Accuracy on labelled images as ``predict`` scores them (``auto``: at TiF's weight, as before a choice)."""
         if self.recipe_.score.weighting == "auto":
             self.score_choice_ = no_choice(self.recipe_.score, "the coarse swap's comparison comes first")
-        result = self.score_images(images)
+        # `accelerate launch` splits the images over processes: a handful of them is padded to one a process
+        padded = list(images) + [images[0]] * max(0, world()[1] - len(images))
+        result = self.score_images(padded)
         self.score_choice_ = None
-        right = self.classes_[result.logits.argmax(1)] == np.asarray(labels)
-        return float(right.mean()), int(result.unet_calls.sum())
+        right = self.classes_[result.logits[: len(labels)].argmax(1)] == np.asarray(labels)
+        return float(right.mean()), int(result.unet_calls[: len(labels)].sum())
 

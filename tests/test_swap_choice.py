@@ -99,3 +99,26 @@ def test_the_recipe_refuses_auto_with_a_swap_already_set_or_without_prior_images
         with pytest.raises(RecipeError, match="coarse_swap_auto compares"):
             load_recipe("tiny", overrides)
     assert load_recipe("tiny", ["fit.coarse_swap_auto=true"]).fit.coarse_swap_auto
+
+
+def test_a_handful_of_breaking_images_is_padded_to_one_a_process(monkeypatch):
+    import numpy as np
+
+    from diti_sd import swap_choice
+    from diti_sd.scoring.engine import ScoreResult
+
+    class Fitted(SwapChoiceMixin):
+        classes_ = np.array(["a", "b"])
+        recipe_ = load_recipe("tiny")
+        score_choice_ = None
+        seen = []
+
+        def score_images(self, images):
+            self.seen.append(len(images))  # every process scores a share: at least one image each
+            logits = np.tile([[1.0, 0.0]], (len(images), 1))
+            return ScoreResult(np.zeros((len(images), 2)), logits, np.full(len(images), 7))
+
+    monkeypatch.setattr(swap_choice, "world", lambda: (0, 4))
+    fitted = Fitted()
+    assert fitted._accuracy_and_calls(["x", "y"], ["a", "b"]) == (0.5, 14)  # the padding neither scored nor paid
+    assert fitted.seen == [4]
