@@ -51,7 +51,17 @@ from .scoring import (
     zero_shot_logits,
 )
 from .streams import SyntheticSeed
-from .summary import PROBES, PROTOTYPES, TEST_SPLITS, band_means, method_names, summarise, zero_shot_name
+from .summary import (
+    PROBES,
+    PROTOTYPES,
+    TEST_SPLITS,
+    add_auto_swap_row,
+    auto_swap_name,
+    band_means,
+    method_names,
+    summarise,
+    zero_shot_name,
+)
 
 # the sealed test streams of `--full`: never read by tuning (eval/tune_synthetic.py refuses them and the
 # retired ones); 401-405 were read three times and are retired
@@ -319,7 +329,10 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
         for row, hits in record["breaking_val"].items():
             breaking_val.setdefault(row, []).append(hits)
         examples = record.get("examples") if examples is None else examples
+    auto_picks = add_auto_swap_row(names, window, correct, probs, breaking_val)
     report = summarise(cfg, recipe, window, names, correct, probs, conflicts, n_classes=record["n_classes"])
+    report["auto_swap"] = None if auto_picks is None else {"row": auto_swap_name(window), "swap_on_seeds": [
+        seed for seed, pick in zip(cfg.seeds, auto_picks) if pick]}
     report["code"] = code
     report["sealed"] = sealed
     report.update({

@@ -158,6 +158,16 @@ def _opt_in(report: dict) -> list[str]:
         c = report["opt_in"]["comparisons"][rival]["decorrelated"]
         rows.append(f"- minus {rival}: {_interval(c)} ({'clears' if t['clears'] else 'does not clear'} "
                     f"{t['margin']:.2f} with the interval above zero)")
+    auto = report.get("auto_swap")
+    if auto:
+        seeds = auto["swap_on_seeds"]
+        which = f" ({', '.join(map(str, seeds))})" if seeds else ""
+        c = report["comparisons"][auto["row"]]["decorrelated"]
+        rows += ["", f"What `fit.coarse_swap_auto` keeps, seed by seed (the opt-in adapters where strictly more of the "
+                 f"seed's breaking validation images are right with them; no UNet call of its own): the swap on "
+                 f"{len(seeds)} of {len(report['config']['seeds'])} seeds{which}; decorrelated "
+                 f"{report['results'][auto['row']]['decorrelated']['mean']:.3f}, the recommended row minus it "
+                 f"{_interval(c)}."]
     return rows + [""]
 
 

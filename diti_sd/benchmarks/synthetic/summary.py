@@ -45,6 +45,29 @@ def swap_name(window) -> str:
     return f"opt-in: coarse swap, window {tuple(window)} (assumes coarse attributes are not the class)"
 
 
+def auto_swap_name(window) -> str:
+    """The opt-in ``fit.coarse_swap_auto`` row: per seed, the opt-in row where the seed's breaking validation
+    images prefer it, else the recommended row (no UNet call of its own)."""
+    return (f"fit.coarse_swap_auto: the opt-in row where the seed's breaking validation images prefer it, window "
+            f"{tuple(window)}")
+
+
+def add_auto_swap_row(names: dict, window, correct: dict, probs: dict, breaking: dict) -> list[bool] | None:
+    """Add the ``fit.coarse_swap_auto`` row to ``correct`` and ``probs`` (row -> split -> per seed), its per-seed
+    choice read from ``breaking`` (row -> per seed, hits on the validation images that break the accident) by
+    the product's rule: the swap only where strictly more of them are right. The choices, or None without an
+    opt-in row."""
+    recommended, swap = names[("band", "window")], names.get(("swap", "window"))
+    if swap not in correct or recommended not in breaking or swap not in breaking:
+        return None
+    picks = [len(s) > 0 and int(s.sum()) > int(r.sum()) for r, s in zip(breaking[recommended], breaking[swap])]
+    name = auto_swap_name(window)
+    for table in (correct, probs):
+        table[name] = {split: [b if p else a for p, a, b in zip(picks, table[recommended][split], table[swap][split])]
+                       for split in table[recommended]}
+    return picks
+
+
 def zero_shot_name(window) -> str:
     return f"the base alone, zero-shot (its caption words), window {tuple(window)}"
 
