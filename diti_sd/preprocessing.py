@@ -17,12 +17,14 @@ from .data.images import as_image_sequence, load_image
 
 
 def resize_short_side(batch: torch.Tensor, size: int, mode: str = "bicubic") -> torch.Tensor:
-    """Images (n, 3, H, W) in [0, 1] with the shorter side resized to ``size`` (antialiased)."""
+    """Images (n, 3, H, W) in [0, 1] with the shorter side resized to ``size`` (antialiased). The long side
+    is truncated, ``int(size * long / short)``, as torchvision's ``Resize(size)`` sizes it (the reference's)."""
     h, w = batch.shape[-2:]
     if min(h, w) == size:
         return batch
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    short, long = min(h, w), max(h, w)
+    new_long = int(size * long / short)
+    nh, nw = (size, new_long) if h <= w else (new_long, size)
     return torch.nn.functional.interpolate(batch, size=(nh, nw), mode=mode, align_corners=False,
                                            antialias=True).clamp(0, 1)
 
@@ -30,7 +32,8 @@ def resize_short_side(batch: torch.Tensor, size: int, mode: str = "bicubic") -> 
 def resize_center_crop(batch: torch.Tensor, size: int) -> torch.Tensor:
     batch = resize_short_side(batch, size)
     nh, nw = batch.shape[-2:]
-    top, left = (nh - size) // 2, (nw - size) // 2
+    # torchvision's CenterCrop: the offset rounded, half to even (Python's round)
+    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
     return batch[..., top : top + size, left : left + size]
 
 

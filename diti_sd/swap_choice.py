@@ -49,15 +49,17 @@ class SwapChoiceMixin:
         against a second fit with the swap; the one more accurate on them stays (ties: the first)."""
         first = self.fit_summary_["coarse_shortcut"]
         breaking = (first.get("validation") or {}).get("breaking", [])
+        swap_dir = None if output_dir is None else Path(output_dir) / "coarse-swap"
         if not breaking:
             self.fit_summary_["coarse_swap_choice"] = swap_choice_record(first)
+            if swap_dir is not None:  # a comparison an earlier, interrupted run began
+                shutil.rmtree(swap_dir, ignore_errors=True)
             return
         images, labels = [val[0][i] for i in breaking], [val[1][i] for i in breaking]
         kept = ({k: v.clone() for k, v in self.adapters_.lora_state_dict().items()}, self.fit_summary_,
                 self.loss_curve_)
         without, calls = self._accuracy_and_calls(images, labels)
         swap_recipe = load_recipe(recipe, ["fit.coarse_swap=1.0", "fit.coarse_swap_auto=false"])
-        swap_dir = None if output_dir is None else Path(output_dir) / "coarse-swap"
         self._fit_adapters(swap_recipe, backbone, X, y, classes, shots, swap_dir, resume, None, prior_images,
                            prior_dir=output_dir, validation=val)
         with_swap, more = self._accuracy_and_calls(images, labels)
@@ -74,7 +76,8 @@ class SwapChoiceMixin:
             shutil.rmtree(swap_dir, ignore_errors=True)
 
     def _accuracy_and_calls(self, images, labels) -> tuple[float, int]:
-        """Accuracy on labelled images as ``predict`` scores them (``auto``: at TiF's weight, as before a choice)."""
+        """Accuracy on labelled images as ``predict`` scores them (``auto``, whose window is chosen after this: at
+        TiF's weight). Not counted in ``validation_budget``: the record gives its UNet calls."""
         if self.recipe_.score.weighting == "auto":
             self.score_choice_ = no_choice(self.recipe_.score, "the coarse swap's comparison comes first")
         # `accelerate launch` splits the images over processes: a handful of them is padded to one a process

@@ -4,11 +4,12 @@ import pytest
 import torch
 from helpers import color_images
 
-# two cores: `make test` runs two xdist workers with one torch thread each (and so do the commands the tests
-# start in subprocesses, whose results are compared bit for bit with in-process runs); alone, both threads
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ["OMP_NUM_THREADS"] = "1"
-torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+# two cores: `make test` runs two xdist workers with one torch thread each; alone, both threads. The commands
+# the tests start in subprocesses, whose results are compared bit for bit with in-process runs, get the same
+# count whatever OMP_NUM_THREADS the suite was started with (a thread count changes float reductions)
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
+torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(scope="session")

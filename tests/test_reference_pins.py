@@ -28,9 +28,9 @@ def as_array(pixels):
 
 
 # ------------------------------------------------------------------ scoring transform
-# Sizes whose resized long side is a whole number with an even margin: there torchvision's Resize (which
-# truncates the long side) and CenterCrop (which rounds the offset) place the same pixels as ours.
-@pytest.mark.parametrize("w, h", [(96, 64), (64, 96)])
+# 100 x 67 at 32: the long side is 47.76, which torchvision's Resize truncates to 47 (rounding gives 48), and
+# CenterCrop's offset 7.5 rounds to 8 (flooring gives 7): a window a pixel off moves every noise pixel.
+@pytest.mark.parametrize("w, h", [(96, 64), (64, 96), (100, 67), (67, 100)])
 def test_scoring_pixels_are_a_bicubic_resize_and_centre_crop(w, h):
     image = noise_image(w, h)
     ours = as_array(uint8_pixels([image], 32)[0])
@@ -103,13 +103,13 @@ def test_ranking_follows_the_tif_weighted_mean_not_the_plain_one(monkeypatch):
 
 
 # ------------------------------------------------------------------ training transform (fit.crop: none)
-@pytest.mark.parametrize("w, h", [(96, 64), (64, 96)])
+@pytest.mark.parametrize("w, h", [(96, 64), (64, 96), (100, 67), (67, 100)])
 def test_whole_image_training_pixels_are_a_bilinear_resize(w, h):
     image = noise_image(w, h, seed=1)
     ours = as_array(uint8_pixels([image], 32, crop=False)[0])
     # lora/train_lora_dreambooth.py DreamBoothDataset: Resize(resolution, BILINEAR) on PIL, no crop
     reference = np.asarray(transforms.Resize(32, BILINEAR)(image)).astype(int)
-    assert ours.shape == reference.shape == (32 * h // min(w, h), 32 * w // min(w, h), 3)
+    assert ours.shape == reference.shape == (32 * h // min(w, h), 32 * w // min(w, h), 3)  # truncated, not rounded
     assert np.abs(ours - reference).max() <= 2 and np.abs(ours - reference).mean() < 0.3
     assert np.abs(ours - np.asarray(transforms.Resize(32, BICUBIC)(image)).astype(int)).max() > 10
 

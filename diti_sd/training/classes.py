@@ -1,9 +1,10 @@
 """One fit of a set of classes: from labelled images to trained adapters, prompts and what the shots showed.
 
-What ``DiTiFewShotClassifier.fit`` runs once per fit (twice with ``auto_refit``): the images at the model's
-resolution, TiF's per-t distance from their latents, the coarse-shortcut check on their pixels (no UNet
-call), one rare token and prompt per class, the prior-preservation images, and the training loop over the
-classes this process owns (``accelerate launch`` splits them)."""
+What ``DiTiFewShotClassifier.fit`` runs once per fit (twice with ``auto_refit`` or, where it compares,
+``fit.coarse_swap_auto``): the images at the model's resolution, TiF's per-t distance from their latents, the
+coarse-shortcut check on their pixels (no UNet call), one rare token and prompt per class, the
+prior-preservation images, and the training loop over the classes this process owns (``accelerate launch``
+splits them)."""
 
 from __future__ import annotations
 

@@ -164,7 +164,8 @@ def _opt_in(report: dict) -> list[str]:
         which = f" ({', '.join(map(str, seeds))})" if seeds else ""
         c = report["comparisons"][auto["row"]]["decorrelated"]
         rows += ["", f"What `fit.coarse_swap_auto` keeps, seed by seed (the opt-in adapters where strictly more of the "
-                 f"seed's breaking validation images are right with them; no UNet call of its own): the swap on "
+                 f"seed's breaking validation images are right with them, read on this demo's validation pairs, a "
+                 f"proxy for the fit's own pass through predict's stages; no UNet call of its own): the swap on "
                  f"{len(seeds)} of {len(report['config']['seeds'])} seeds{which}; decorrelated "
                  f"{report['results'][auto['row']]['decorrelated']['mean']:.3f}, the recommended row minus it "
                  f"{_interval(c)}."]

@@ -46,8 +46,9 @@ def swap_name(window) -> str:
 
 
 def auto_swap_name(window) -> str:
-    """The opt-in ``fit.coarse_swap_auto`` row: per seed, the opt-in row where the seed's breaking validation
-    images prefer it, else the recommended row (no UNet call of its own)."""
+    """The demo's proxy for ``fit.coarse_swap_auto``: per seed, the opt-in row where the seed's breaking validation
+    images prefer it (scored on the demo's validation pairs, not ``predict``'s stages), else the recommended row
+    (no UNet call of its own)."""
     return (f"fit.coarse_swap_auto: the opt-in row where the seed's breaking validation images prefer it, window "
             f"{tuple(window)}")
 
