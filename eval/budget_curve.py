@@ -9,7 +9,8 @@ seed's own noise, then replays schedules on them: exhaustive scoring with 1..P p
 stages, and each of those behind a prefilter that keeps a linear probe's top k classes per image (the probe on
 the VAE latents the scoring encodes anyway, its regularisation chosen on the seed's validation stream; the
 report gives its top-k recall, which bounds what follows it), and the base alone (no adapters) as a zero-shot
-Diffusion Classifier asked every (texture, background) caption on 6 of the window's pairs, as the demo asks it.
+Diffusion Classifier asked every (texture, background) caption on the demo's count of pairs (6), spread evenly over
+this script's grid in the window (the demo takes the first of its own stratified pairs).
 With 24 classes pruning and prefiltering have something to prune. The schedules are fixed here in advance, not
 chosen on these results. Prints a table and writes accuracy_vs_budget.png and budget.json.
 """
@@ -24,9 +25,9 @@ import numpy as np
 import torch
 
 from diti_sd.baselines.probe import fit_probe
-from diti_sd.benchmarks.synthetic.demo import sealed_message
+from diti_sd.benchmarks.synthetic.demo import ZERO_SHOT_PAIRS, sealed_message
 from diti_sd.benchmarks.synthetic.scoring import caption_prompts, zero_shot_logits
-from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
+from diti_sd.benchmarks.synthetic.streams import VALIDATION_STREAMS, SyntheticSeed
 from diti_sd.cli.common import seed_list
 from diti_sd.plotting import pyplot, save_figure
 from diti_sd.recipes import load_recipe
@@ -44,9 +45,7 @@ SCHEDULES = {
     "rounds [[2,8],[8,3],[32,1]]": [[2, 8], [8, 3], [32, 1]],
 }
 PREFILTER_K = (2, 4, 8)
-ZERO_SHOT_PAIRS = 6  # the demo's zero-shot pairs per window
 ZERO_SHOT = "the base alone, zero-shot (caption words)"
-VALIDATION_STREAMS = ("second oracle val", "oracle val", "second val", "val")
 
 
 def top_k(logits: np.ndarray, k: int) -> np.ndarray:

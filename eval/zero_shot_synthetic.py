@@ -20,16 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from diti_sd.backbone import load_backbone
-from diti_sd.benchmarks.synthetic.demo import sealed_message
+from diti_sd.benchmarks.synthetic.demo import ZERO_SHOT_PAIRS, sealed_message
 from diti_sd.benchmarks.synthetic.scoring import first_pairs, pair_seeds, scoring_weights, zero_shot_logits
-from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
+from diti_sd.benchmarks.synthetic.streams import VALIDATION_STREAMS, SyntheticSeed
 from diti_sd.cli.common import seed_list
 from diti_sd.preprocessing import uint8_pixels
 from diti_sd.recipes import load_recipe
 from diti_sd.stats import mean_sd, mean_se
-
-VALIDATION_STREAMS = ("second oracle val", "oracle val", "second val", "val")
-PAIRS = 6  # the demo's zero-shot pairs
 
 
 def main(argv=None):
@@ -54,7 +51,8 @@ def main(argv=None):
         data = run.stream(args.stream, args.per_class)
         t, noise, weights = scoring_weights(window, 12, latent_shape=backbone.latent_shape, seed=pair_seeds(seed)[1])
         latents = backbone.encode_batches(uint8_pixels(data.images, backbone.resolution)).cpu()
-        logits = zero_shot_logits(backbone, latents, t, noise, first_pairs(weights["window"], PAIRS), run.spec,
+        w = first_pairs(weights["window"], ZERO_SHOT_PAIRS)
+        logits = zero_shot_logits(backbone, latents, t, noise, w, run.spec,
                                   {name: i for i, name in enumerate(run.spec.classnames)})
         accuracy.append(float((logits.argmax(1) == np.asarray(data.labels)).mean()))
         print(f"seed {seed}: {accuracy[-1]:.3f}", flush=True)
@@ -65,8 +63,8 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     (out / "zero_shot.json").write_text(json.dumps(
         {"task": args.task, "n_classes": n_classes, "stream": args.stream, "per_class": args.per_class,
-         "model": recipe.model, "window": list(window), "pairs": PAIRS, "seeds": args.seeds, "accuracy": accuracy,
-         "mean": mean, "sd": sd}, indent=2))
+         "model": recipe.model, "window": list(window), "pairs": ZERO_SHOT_PAIRS, "seeds": args.seeds,
+         "accuracy": accuracy, "mean": mean, "sd": sd}, indent=2))
     return accuracy
 
 

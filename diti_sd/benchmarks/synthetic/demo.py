@@ -77,6 +77,7 @@ def sealed_message(seeds, also=()) -> str | None:
             f"(e.g. 11-20)") if sealed else None
 
 
+ZERO_SHOT_PAIRS = 6  # the pairs of the window the base alone is read on (every caption at each)
 # The adapters trained over all t (the reference-style rivals) on top of the recipe: searched with the
 # recipe's grid, validation seeds and rule (eval/tune_synthetic.py; docs/benchmarks.md gives each family's
 # budget): it kept the recipe's learning rate, colour jitter and test-time text scale for them, their
@@ -118,7 +119,7 @@ class DemoConfig:
     # the window's first pairs the zero-shot row reads (None: all). It scores a caption prompt per (texture,
     # background) pair, the backgrounds' count times an adapter set's calls per pair, so the short run reads
     # half to stay within its few minutes
-    zero_shot_pairs: int | None = 6
+    zero_shot_pairs: int | None = ZERO_SHOT_PAIRS
     steps: int | None = None  # fit steps per class (None: the recipe's)
     samples_per_class: int = 4
     # the validation stream (drawn as the shots are: the background follows the class) that each method's

@@ -46,6 +46,8 @@ STREAMS = {
     "shots without the shortcut": ("val", 9000, 0),
 }
 TRAIN_STREAMS = ("train", "shots without the shortcut")  # what adapters may be fitted on
+# what a study may score: never the sealed test streams (decorrelated, correlated)
+VALIDATION_STREAMS = ("second oracle val", "oracle val", "second val", "val")
 
 
 def base_textures(model: str) -> list[str]:
