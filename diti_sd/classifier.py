@@ -185,7 +185,8 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, SwapChoiceMixin, 
                                        "others; then refitted on all", max_calls=self.validation_budget_calls())
             choice = self.score_choice_
         self._fit_adapters(recipe, backbone, X, y, classes, shots, output_dir, resume, callback, prior_images,
-                           prior_dir=output_dir, warn=not plan.probe, validation=val)
+                           prior_dir=output_dir, warn=not plan.probe, validation=val,
+                           keep_checkpoint=recipe.fit.coarse_swap_auto)  # until the comparison is done
         if recipe.fit.coarse_swap_auto:
             self._choose_coarse_swap(recipe, backbone, X, y, classes, shots, output_dir, resume, prior_images, val)
         self.fit_summary_["validation"] = plan.record()
@@ -212,7 +213,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, SwapChoiceMixin, 
         return self
 
     def _fit_adapters(self, recipe, backbone, X, y, classes, shots, output_dir, resume, callback, prior_images,
-                      prior_dir=None, warn=False, validation=None):
+                      prior_dir=None, warn=False, validation=None, keep_checkpoint=False):
         """Adapters for ``classes`` on images X (settings of ``shots`` per class); sets the fitted state.
         ``warn``: give the coarse-shortcut warning (before the training it concerns), with what the
         ``validation`` images (X, y) say of it."""
@@ -222,7 +223,8 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, SwapChoiceMixin, 
         backbone.compiled_unet = None  # compiled around the old adapters
         fitted = fit_classes(backbone, recipe, X, y, classes, shots, seed=self.random_state, output_dir=output_dir,
                              resume=resume, callback=callback, prior_images=prior_images, prior_dir=prior_dir,
-                             validation=validation, warn=warn, progress=self.progress, stacklevel=3)
+                             validation=validation, warn=warn, progress=self.progress, stacklevel=3,
+                             keep_checkpoint=keep_checkpoint)
         self._set_fitted(backbone, fitted.adapters, classes, fitted.prompts, fitted.tokens, recipe, shots=shots,
                          n_train=len(X), fit_summary=fitted.summary, loss_curve=fitted.loss_curve, temperature=1.0,
                          tif_d=fitted.tif_d)

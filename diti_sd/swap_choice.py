@@ -20,6 +20,8 @@ from .coarse import fired
 from .distributed import world
 from .recipes import load_recipe
 from .scoring.auto import no_choice
+from .training.checkpoint import remove_checkpoint
+from .training.classes import checkpoint_folder
 
 
 def swap_choice_record(shortcut: dict, without: float | None = None, with_swap: float | None = None, *,
@@ -52,16 +54,16 @@ class SwapChoiceMixin:
         swap_dir = None if output_dir is None else Path(output_dir) / "coarse-swap"
         if not breaking:
             self.fit_summary_["coarse_swap_choice"] = swap_choice_record(first)
-            if swap_dir is not None:  # a comparison an earlier, interrupted run began
-                shutil.rmtree(swap_dir, ignore_errors=True)
+            _remove(output_dir, swap_dir)  # swap_dir: a comparison an earlier, interrupted run began
             return
         images, labels = [val[0][i] for i in breaking], [val[1][i] for i in breaking]
         kept = ({k: v.clone() for k, v in self.adapters_.lora_state_dict().items()}, self.fit_summary_,
                 self.loss_curve_)
         without, calls = self._accuracy_and_calls(images, labels)
         swap_recipe = load_recipe(recipe, ["fit.coarse_swap=1.0", "fit.coarse_swap_auto=false"])
+        # each fit's checkpoint stays until the choice is made: a run killed before it reloads both sets
         self._fit_adapters(swap_recipe, backbone, X, y, classes, shots, swap_dir, resume, None, prior_images,
-                           prior_dir=output_dir, validation=val)
+                           prior_dir=output_dir, validation=val, keep_checkpoint=True)
         with_swap, more = self._accuracy_and_calls(images, labels)
         record = swap_choice_record(first, without, with_swap, unet_calls=calls + more,
                                     unet_samples=self.fit_summary_["unet_samples"])
@@ -72,8 +74,7 @@ class SwapChoiceMixin:
             self.recipe_ = load_recipe(recipe, ["fit.coarse_swap_auto=false"])
             self.fit_summary_, self.loss_curve_ = {**kept[1], "coarse_swap_choice": record}, kept[2]
             self._contexts, backbone.compiled_unet = None, None
-        if swap_dir is not None:
-            shutil.rmtree(swap_dir, ignore_errors=True)
+        _remove(output_dir, swap_dir)
 
     def _accuracy_and_calls(self, images, labels) -> tuple[float, int]:
         """Accuracy on labelled images as ``predict`` scores them (``auto``, whose window is chosen after this: at
@@ -87,3 +88,9 @@ class SwapChoiceMixin:
         right = self.classes_[result.logits[: len(labels)].argmax(1)] == np.asarray(labels)
         return float(right.mean()), int(result.unet_calls[: len(labels)].sum())
 
+
+def _remove(output_dir, swap_dir) -> None:
+    """The comparison is done: the second fit's folder, then the first fit's kept checkpoint."""
+    if output_dir is not None:
+        shutil.rmtree(swap_dir, ignore_errors=True)
+        remove_checkpoint(checkpoint_folder(output_dir))

@@ -103,6 +103,8 @@ def main(argv=None):
         acc.setdefault("linear probe alone (0 UNet calls)", []).append(float((probe_logits.argmax(1) == labels).mean()))
         calls["linear probe alone (0 UNet calls)"] = 0.0
         zero_w = np.zeros(len(needed))
+        # the demo reads the base on the window's first pairs, which cover it evenly; here the t are a sorted
+        # grid, so the same reading is that many of them spread evenly
         zero_w[np.linspace(0, len(needed) - 1, ZERO_SHOT_PAIRS).round().astype(int)] = 1.0
         zero = zero_shot_logits(clf.backbone_, latents, needed, noise, zero_w, run.spec,
                                 {c: i for i, c in enumerate(clf.classes_.tolist())})

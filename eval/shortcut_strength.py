@@ -45,7 +45,7 @@ import torch
 
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.cli.common import seed_list
-from diti_sd.coarse import coarse_conflicts
+from diti_sd.coarse import coarse_conflicts, coarse_shortcut, fired
 from diti_sd.files import atomic_write
 from diti_sd.recipes import load_recipe
 from diti_sd.stats import mean_se
@@ -76,6 +76,17 @@ def conflicts(recipe, seeds: list[int], shots: int, val_per_class: int, rate: fl
         val = run.stream("val", val_per_class)
         out.append(coarse_conflicts(as_uint8(run.train.images), run.train.labels, as_uint8(val.images), val.labels,
                                     recipe.fit.coarse_sigma))
+    return out
+
+
+def check_fired(recipe, seeds: list[int], shots: int, rate: float) -> list[bool]:
+    """Per seed, whether the fit's shortcut check fires on its shots (pixels only, no fit), with the seed the fit
+    gives it: ``fit.coarse_swap_auto`` compares only where it does."""
+    out = []
+    for seed in seeds:
+        run = SyntheticSeed.for_recipe(recipe, seed, shots, shortcut_rate=rate)
+        report = coarse_shortcut(as_uint8(run.train.images), run.train.labels, recipe.fit.coarse_sigma, seed=seed)
+        out.append(fired(report))
     return out
 
 
@@ -149,6 +160,7 @@ def measure(rate: float, seeds: list[int], shots: int, val_per_class: int, cache
                                     "verdict": "swap chosen" if rule["ll"]["beyond_2_se"] else "recipe kept"},
             "conflicts": {"per_seed": [int(m.sum()) for m in masks], "images_per_seed": int(len(masks[0])),
                           # where the class is the colour, none can break it: no fit is needed to see that
+                          "fired_per_seed": check_fired(recipe, seeds, shots, rate),
                           "colour_task_per_seed": [int(m.sum()) for m in conflicts(recipe, seeds, shots,
                                                                                    val_per_class, rate, "colour")],
                           "accuracy": {name: float(np.mean([a for a in accs if a is not None])) if pairs else None
@@ -159,26 +171,28 @@ def measure(rate: float, seeds: list[int], shots: int, val_per_class: int, cache
             "windows": {name: window_choices(fits[name], masks) for name in ("recipe", "rivals")}}
 
 
-def one_user_rule(r: dict) -> dict:
-    """``fit.coarse_swap_auto``'s rule, one seed (one user) at a time: the swap's fit kept where it is more
-    accurate than the recipe's on that seed's breaking images (none, or a tie: the recipe's), scored on the
-    oracle stream, against the recipe's. Reads one rate's record, so it replays a committed study too."""
+def one_user_rule(r: dict, fired_per_seed: list[bool]) -> dict:
+    """``fit.coarse_swap_auto``'s rule, one seed (one user) at a time: where the shortcut check fires on the
+    seed's shots, the swap's fit kept if it is more accurate than the recipe's on that seed's breaking images
+    (none, or a tie: the recipe's), scored on the oracle stream, against the recipe's. Reads one rate's record,
+    so it replays a committed study too."""
     acc, oracle = r["conflicts"]["accuracy_per_seed"], r["oracle"]
     recipe = np.array(oracle["recipe window"]["per_seed"])
     swap = np.array(oracle["coarse swap"]["per_seed"])
-    picks = np.array([a is not None and b is not None and b > a for a, b in zip(acc["recipe"], acc["swap"])])
+    picks = np.array([f and a is not None and b is not None and b > a
+                      for f, a, b in zip(fired_per_seed, acc["recipe"], acc["swap"])])
     kept = np.where(picks, swap, recipe)
     gain, se = mean_se(list(kept - recipe))
-    return {"swap_kept_on": int(picks.sum()), "oracle": float(kept.mean()), "per_seed": kept.tolist(),
-            "minus_recipe": {"gain": gain, "se": se}}
+    return {"fired_on": int(sum(fired_per_seed)), "swap_kept_on": int(picks.sum()), "oracle": float(kept.mean()),
+            "per_seed": kept.tolist(), "minus_recipe": {"gain": gain, "se": se}}
 
 
-def print_one_user_rule(r: dict) -> None:
-    rule = one_user_rule(r)
+def print_one_user_rule(r: dict, fired_per_seed: list[bool]) -> None:
+    rule = one_user_rule(r, fired_per_seed)
     gain = rule["minus_recipe"]
-    print(f"  fit.coarse_swap_auto, one seed at a time: the swap kept on {rule['swap_kept_on']} of "
-          f"{len(rule['per_seed'])}; oracle {rule['oracle']:.3f}, minus the recipe's {gain['gain']:+.3f} "
-          f"(SE {gain['se']:.3f})")
+    print(f"  fit.coarse_swap_auto, one seed at a time: the check fired on {rule['fired_on']}, the swap kept on "
+          f"{rule['swap_kept_on']} of {len(rule['per_seed'])}; oracle {rule['oracle']:.3f}, minus the recipe's "
+          f"{gain['gain']:+.3f} (SE {gain['se']:.3f})")
 
 
 def main(argv=None):
@@ -195,9 +209,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.replay:
         study = json.loads(args.replay.read_text())
+        recipe = load_recipe("synthetic")
         for r in study["rates"]:
             print(f"rate {r['rate']:g}:")
-            print_one_user_rule(r)
+            # studies written before the record kept it: the check is on the shots' pixels, no fit to redo
+            fired_per_seed = r["conflicts"].get("fired_per_seed") or check_fired(recipe, study["seeds"],
+                                                                                 study["shots"], r["rate"])
+            print_one_user_rule(r, fired_per_seed)
         return study
     tune.check_protocol(args.seeds, args.smoke)
     rates = [float(v) for v in args.rates.split(",") if v]
@@ -221,7 +239,7 @@ def main(argv=None):
               f"ahead on {tally['swap_better']}, level on {tally['tie']}, behind on {tally['recipe_better']}") +
               f": {'no verdict (smoke)' if args.smoke else crule['verdict']}; on the colour task "
               f"{sum(c['colour_task_per_seed'])} break it")
-        print_one_user_rule(r)
+        print_one_user_rule(r, c["fired_per_seed"])
         for name, row in r["oracle"].items():
             margin = row.get("recipe_minus")
             tail = "" if margin is None else f"   recipe minus it {margin['gain']:+.3f} (SE {margin['se']:.3f})"

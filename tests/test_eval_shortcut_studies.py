@@ -194,15 +194,27 @@ def test_shortcut_strength_reads_the_rule_and_the_oracle_rows_per_rate(tmp_path,
                                                                         np.zeros(3, bool)])["gain"] is None
     assert "rate 0.75" in capsys.readouterr().out
     # fit.coarse_swap_auto's rule one seed at a time: the swap's oracle row where a seed has breaking images
-    rule = script.one_user_rule(first)
+    fired = broken["fired_per_seed"]
+    assert len(fired) == len(broken["per_seed"]) and all(fired)  # at 0.75 the shots' blur still names the class
+    rule = script.one_user_rule(first, fired)
     kept = [swap if n else recipe for swap, recipe, n in zip(rows["coarse swap"]["per_seed"],
                                                               rows["recipe window"]["per_seed"], broken["per_seed"])]
     assert rule["swap_kept_on"] == having and rule["per_seed"] == kept
     assert rule["minus_recipe"]["gain"] == pytest.approx(np.mean(kept) - rows["recipe window"]["mean"])
-    assert script.one_user_rule(out["rates"][1])["swap_kept_on"] == 0
+    assert script.one_user_rule(out["rates"][1], fired)["swap_kept_on"] == 0
+    # where the check does not fire, no comparison runs: the recipe's fit stays whatever the breaking images say
+    unfired = script.one_user_rule(first, [False] * len(fired))
+    assert unfired["swap_kept_on"] == 0 and unfired["per_seed"] == rows["recipe window"]["per_seed"]
     replayed = script.main(["--replay", str(tmp_path / "s.json")])  # from the committed file, no fit
     assert replayed == json.loads(json.dumps(out)) and len(calls) == 6
-    assert "the swap kept on" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"the check fired on {len(fired)}, the swap kept on {having} of" in printed
+    # a study written before the record kept the check: the replay runs it on the shots, and says the same
+    for r in replayed["rates"]:
+        del r["conflicts"]["fired_per_seed"]
+    (tmp_path / "old.json").write_text(json.dumps(replayed))
+    script.main(["--replay", str(tmp_path / "old.json")])
+    assert capsys.readouterr().out == printed and len(calls) == 6
 
 
 def test_shortcut_check_reads_the_shots_that_break_the_accident(tmp_path):

@@ -325,3 +325,51 @@ def test_a_damaged_checkpoint_is_a_clear_error_not_wrong_adapters(folder, tiny_m
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "checkpoint" in err and "cannot be read" in err and "delete that folder" in err
     assert not (tmp_path / "o" / "manifest.json").exists()
+
+
+_SWAP_AUTO_RUN = """
+import json, sys, warnings
+from safetensors.torch import save_file
+from helpers import color_images
+from diti_sd import DiTiFewShotClassifier
+from diti_sd.errors import CoarseShortcutWarning
+
+X, y = color_images(12, seed=3, size=32)  # class c: a flat colour on every shot
+Xv, yv = color_images(6, seed=4, size=32)
+yv = yv[1:] + yv[:1]  # every validation image but one labelled as the next class: they break the accident
+yv[0] = "c0"
+calls = []
+clf = DiTiFewShotClassifier(model=sys.argv[1], recipe="tiny", steps=12, progress=False, overrides={
+    "fit.coarse_swap_auto": True, "fit.checkpoint_every": 2, "fit.prior_images": 2, "fit.prior_sample_steps": 2,
+    "resolution": 32})
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", CoarseShortcutWarning)
+    clf.fit(X, y, validation=(Xv, yv), output_dir=sys.argv[2], resume=True, callback=lambda *a: calls.append(a))
+save_file(clf.adapters_.lora_state_dict(), sys.argv[3])
+print(json.dumps({"first_fit_steps": len(calls), "chosen": clf.fit_summary_["coarse_swap_choice"]["chosen"]}))
+"""
+
+
+def test_fit_coarse_swap_auto_killed_in_its_second_fit_resumes_without_refitting_the_first(tiny_model_dir, tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(_SWAP_AUTO_RUN)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+
+    def run(out: Path, weights: Path) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, str(script), str(tiny_model_dir), str(out), str(weights)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    whole = json.loads(_finish(run(tmp_path / "whole", tmp_path / "whole.safetensors")))
+    assert whole["first_fit_steps"] == 12
+    out = tmp_path / "killed"
+    second = out / "coarse-swap" / "checkpoint" / "state.json"
+    rng = random.Random(SEED)
+    killed = _kill_when(run(out, tmp_path / "x.safetensors"), second.is_file, rng, 1.0, "the comparison's second fit")
+    assert killed, "the comparison finished before the kill; lengthen it"
+    assert (out / "checkpoint" / "state.json").is_file()  # the first set, kept until the choice is made
+    resumed = json.loads(_finish(run(out, tmp_path / "resumed.safetensors")))
+    # the first set was loaded, not trained again, and the choice and adapters are the unbroken run's
+    assert resumed == {**whole, "first_fit_steps": 0}
+    a, b = load_file(str(tmp_path / "whole.safetensors")), load_file(str(tmp_path / "resumed.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (out / "checkpoint").exists() and not (out / "coarse-swap").exists()

@@ -39,10 +39,11 @@ class FittedClasses:
 
 def fit_classes(backbone, recipe: Recipe, X, y, classes: np.ndarray, shots: int, *, seed, output_dir=None,
                 resume=False, callback=None, prior_images=None, prior_dir=None, validation=None, warn=False,
-                progress=True, stacklevel=2) -> FittedClasses:
+                progress=True, stacklevel=2, keep_checkpoint=False) -> FittedClasses:
     """Adapters for ``classes`` on images X with labels y (the recipe's settings for ``shots`` per class).
     ``warn``: give the coarse-shortcut warning before the training it concerns, with what the ``validation``
-    images (X, y) say of it; ``stacklevel`` as :func:`warnings.warn`'s, from the caller."""
+    images (X, y) say of it; ``stacklevel`` as :func:`warnings.warn`'s, from the caller. ``keep_checkpoint``:
+    the finished fit's checkpoint stays in :func:`checkpoint_folder` (``output_dir``) until the caller removes it."""
     pixels = uint8_pixels(X, backbone.resolution)
     index = {c: i for i, c in enumerate(classes.tolist())}
     label_index = [index[v] for v in y]
@@ -78,12 +79,23 @@ def fit_classes(backbone, recipe: Recipe, X, y, classes: np.ndarray, shots: int,
     summary = fit_adapters(backbone, adapters, FitData(by_class, prompts, recipe.prompt.generic, prior), recipe.fit,
                            recipe.steps_for(shots), seed=seed, classes=owned, checkpoint_dir=output_dir,
                            resume=resume, progress=progress and rank == 0, callback=callback,
-                           checkpoint_name="checkpoint" if size == 1 else f"checkpoint-rank{rank}",
-                           rescale_after=recipe.rescale_after(shots),
-                           score_scales=(recipe.score.unet_scale, recipe.score.text_scale))
+                           checkpoint_name=checkpoint_name(), rescale_after=recipe.rescale_after(shots),
+                           score_scales=(recipe.score.unet_scale, recipe.score.text_scale),
+                           keep_checkpoint=keep_checkpoint)
     merge_class_shards(adapters, owned)
     summary = gather_summary(summary, len(classes))
     record = {**{k: v for k, v in summary.items() if k != "losses"}, "coarse_shortcut": shortcut,
               # images denoised while training: the fit's UNet work
               "unet_samples": len(classes) * recipe.steps_for(shots) * (2 if recipe.fit.prior else 1)}
     return FittedClasses(adapters, prompts, tokens, record, summary["losses"], tif_d)
+
+
+def checkpoint_name() -> str:
+    """The folder in which this process keeps a fit's checkpoint (one a process under ``accelerate launch``: each
+    trains its own classes)."""
+    rank, size = world()
+    return "checkpoint" if size == 1 else f"checkpoint-rank{rank}"
+
+
+def checkpoint_folder(output_dir) -> Path:
+    return Path(output_dir) / checkpoint_name()

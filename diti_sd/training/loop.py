@@ -133,12 +133,15 @@ def fit_adapters(
     checkpoint_name: str = CHECKPOINT,
     rescale_after: int | None = None,
     score_scales: tuple[float, float] = (1.0, 1.0),
+    keep_checkpoint: bool = False,
 ) -> dict:
     """Train ``classes`` (default: all) for ``steps`` steps each. Returns a summary with the loss curve.
 
     ``rescale_after``: the steps after this one train at the recipe's ``fit.rescale_unet``/``rescale_text``
     (``Recipe.rescale_after(shots)``; None: scale 1 throughout). ``score_scales``: the (UNet, text) LoRA
-    scales the adapters will be scored at, where early stopping reads its held-out errors."""
+    scales the adapters will be scored at, where early stopping reads its held-out errors. ``keep_checkpoint``:
+    leave the finished fit's checkpoint in place (the caller removes it), so that a run killed in work that
+    follows (``fit.coarse_swap_auto``'s second fit) resumes by loading this set, not by fitting it again."""
     classes = list(range(len(data.prompts))) if classes is None else list(classes)
     if cfg.prior and data.prior_pixels is None:
         raise ConfigError("prior preservation is on but no prior images were given")
@@ -205,10 +208,7 @@ def fit_adapters(
             if stop and done % len(groups) == 0 and done // len(groups) in stop_at:
                 stop.check(done // len(groups))
             if folder is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
-                helpers = {"optimizer": optimizer.state_dict(), "scaler": amp.state_dict(),
-                           **({"early_stop": stop.state_dict()} if stop else {})}
-                save_checkpoint(folder, Checkpoint(adapters.lora_state_dict(), helpers,
-                                                   {"iteration": done, "signature": signature}))
+                _checkpoint(folder, adapters, optimizer, amp, stop, done, signature)
             if callback is not None:
                 callback(done, loss)
     finally:
@@ -224,9 +224,19 @@ def fit_adapters(
         stop.restore()
         summary.update(stop.summary(), early_stop_unet_samples=cost(steps, cfg.early_stop_every,
                                                                     cfg.early_stop_pairs, len(classes)))
-    if folder is not None:
+    if folder is not None and keep_checkpoint:
+        if start < total:  # the adapters as trained (an early stop's best is restored again on loading)
+            _checkpoint(folder, adapters, optimizer, amp, stop, total, signature)
+    elif folder is not None:
         remove_checkpoint(folder)
     return summary
+
+
+def _checkpoint(folder: Path, adapters, optimizer, amp: MixedPrecision, stop, done: int, signature: str) -> None:
+    helpers = {"optimizer": optimizer.state_dict(), "scaler": amp.state_dict(),
+               **({"early_stop": stop.state_dict()} if stop else {})}
+    state = {"iteration": done, "signature": signature}
+    save_checkpoint(folder, Checkpoint(adapters.lora_state_dict(), helpers, state))
 
 
 def _latent_shape(backbone, pixels: torch.Tensor) -> tuple[int, ...]:
