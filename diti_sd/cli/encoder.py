@@ -159,8 +159,8 @@ def _edit(args):
     device = _device(args.device)
     model = DiTiEncoder.from_pretrained(args.encoder, ddpm=args.ddpm, device=device)
     files = [Path(p) for p in args.images]
-    pixels = AttributedDataset(AttributedImages(files, None, [], [str(p) for p in files]),
-                               model.image_size, model.recipe.data.crop)
+    pixels = AttributedDataset.from_config(AttributedImages(files, None, [], [str(p) for p in files]),
+                                           model.image_size, model.recipe.data)
     x = uint8_to_float(torch.stack([pixels[i] for i in range(len(files))])).to(device)
     subsets = parse_subsets(args.subsets, model.layout.k) if args.subsets else None
     if args.attribute is None:
@@ -194,7 +194,7 @@ def _train_ddpm(args):
     data_cfg = load_encoder_recipe(args.dataset).data
     data = load_attributed(data_cfg.kind, args.data_root, data_cfg.train_split, data_cfg.image_column,
                            args.max_images, args.size)
-    dataset = AttributedDataset(data, args.size, data_cfg.crop)
+    dataset = AttributedDataset.from_config(data, args.size, data_cfg)
     pixels = torch.stack([dataset[i] for i in range(len(dataset))])
     ddpm = build_ddpm(args.size, tuple(args.channels))
     ddpm.unet.to(device)

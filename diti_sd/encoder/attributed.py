@@ -57,10 +57,18 @@ class AttributedImages:
 
 
 class AttributedDataset(torch.utils.data.Dataset):
-    """Index -> uint8 tensor (3, size, size): centre crop to ``crop`` pixels (if given), then resize."""
+    """Index -> uint8 tensor (3, size, size): the crop (``crop_box``: [top, left, height, width], as
+    torchvision's ``F.crop``; else a centre crop to ``crop`` pixels; else the centred square), then a resize
+    (``resample``: bilinear, torchvision's ``Resize`` default on PIL images, or bicubic)."""
 
-    def __init__(self, data: AttributedImages, size: int, crop: int | None = None):
-        self.data, self.size, self.crop = data, size, crop
+    def __init__(self, data: AttributedImages, size: int, crop: int | None = None,
+                 crop_box: list[int] | None = None, resample: str = "bilinear"):
+        self.data, self.size, self.crop, self.crop_box, self.resample = data, size, crop, crop_box, resample
+
+    @classmethod
+    def from_config(cls, data: AttributedImages, size: int, cfg) -> AttributedDataset:
+        """As an encoder recipe's ``data`` section says (``crop``, ``crop_box``, ``resize``)."""
+        return cls(data, size, cfg.crop, cfg.crop_box, cfg.resize)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -74,14 +82,18 @@ class AttributedDataset(torch.utils.data.Dataset):
         from PIL import Image
 
         image = load_image(source)
-        if self.crop and min(image.size) > self.crop:
+        if self.crop_box:
+            top, left, height, width = self.crop_box
+            image = image.crop((left, top, left + width, top + height))
+        elif self.crop and min(image.size) > self.crop:
             left, top = (image.width - self.crop) // 2, (image.height - self.crop) // 2
             image = image.crop((left, top, left + self.crop, top + self.crop))
         elif image.width != image.height:
             side = min(image.size)
             left, top = (image.width - side) // 2, (image.height - side) // 2
             image = image.crop((left, top, left + side, top + side))
-        image = image.resize((self.size, self.size), Image.BICUBIC)
+        resample = Image.BILINEAR if self.resample == "bilinear" else Image.BICUBIC
+        image = image.resize((self.size, self.size), resample)
         return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 

@@ -6,9 +6,10 @@ import os
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..constraints import POSITIVE, PRECISIONS, Each, Interval, Options, fail
-from ..errors import DitiError
+from ..constraints import POSITIVE, PRECISIONS, Each, Interval, Options, RecipeError, fail
+from ..errors import ConfigError, DitiError
 from ..recipes import RECIPE_DIR, RecipeMixin, load_registered
+from .subsets import subset_plan
 
 ENCODER_RECIPE_DIR = RECIPE_DIR / "encoder"
 GRADIENT_MODES = ("base", "stop_grad", "dual")
@@ -25,9 +26,12 @@ class LayoutConfig:
     stages: list[list[int]] = field(
         default_factory=lambda: [[50, 10], [100, 25], [300, 327], [500, 100], [1000, 50]]
     )
-    subsets: int = 64  # k: the time-step ranges, shared out over the stages by their length
+    subsets: int = 64  # k: equal time-step ranges, each in the stage that holds its first time-step
+    # subsets per stage instead of k equal ranges (the reference's option and its formula: layout.py)
+    k_per_stage: list[int] | None = None
 
-    CONSTRAINTS: ClassVar[dict] = {"stages": Each(Each(Interval(1), min_len=2), min_len=1), "subsets": Interval(1)}
+    CONSTRAINTS: ClassVar[dict] = {"stages": Each(Each(Interval(1), min_len=2), min_len=1), "subsets": Interval(1),
+                                   "k_per_stage": [None, Each(Interval(1), min_len=1)]}
 
     def check(self, where: str) -> None:
         ends = [s[0] for s in self.stages]
@@ -36,16 +40,27 @@ class LayoutConfig:
                  "time-steps up to 1000")
         if self.subsets < len(self.stages):
             fail(f"{where}.subsets", self.subsets, f"at least the number of stages ({len(self.stages)})")
+        if self.k_per_stage is not None and (len(self.k_per_stage) != len(self.stages)
+                                             or sum(self.k_per_stage) != self.subsets):
+            fail(f"{where}.k_per_stage", self.k_per_stage, f"one count per stage, {self.subsets} (subsets) in all")
+        try:  # before any work: every stage must get a subset, and every subset dimensions
+            subset_plan(self.stages, self.subsets, self.stages[-1][0], self.k_per_stage)
+        except ConfigError as err:
+            raise RecipeError(f"{where}: {err}") from None
 
 
 @dataclass
 class NetConfig:
+    # E: reference, the DiTi reference's CelebA-64 network (64-px images); conv, strided convolutions of
+    # encoder_channels, global average pool and a linear layer (any size)
+    encoder: str = "reference"
     encoder_channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
     shift_channels: list[int] = field(default_factory=lambda: [64, 128, 256])
     shift_layers_per_block: int = 1
     shift_attention: bool = False  # self-attention in the shift network's lowest-resolution block
 
-    CONSTRAINTS: ClassVar[dict] = {"encoder_channels": Each(Interval(1), min_len=1),
+    CONSTRAINTS: ClassVar[dict] = {"encoder": Options("reference", "conv"),
+                                   "encoder_channels": Each(Interval(1), min_len=1),
                                    "shift_channels": Each(Interval(1), min_len=1),
                                    "shift_layers_per_block": Interval(1)}
 
@@ -54,12 +69,20 @@ class NetConfig:
 class EncoderDataConfig:
     kind: str = "celeba"  # celeba | folder (FFHQ or any images) | hf | granular (synthetic, no root)
     crop: int | None = 148  # centre crop (pixels) before resizing to the DDPM's size; None: no crop
+    crop_box: list[int] | None = None  # [top, left, height, width] instead (torchvision's F.crop), as the reference
+    resize: str = "bilinear"  # to the DDPM's size: bilinear (torchvision's Resize on PIL images) or bicubic
     image_column: str = "image"  # hf only
     train_split: str = "train"
     test_split: str = "test"
     val_split: str | None = "val"
 
-    CONSTRAINTS: ClassVar[dict] = {"kind": Options("celeba", "folder", "hf", "granular"), "crop": [None, Interval(1)]}
+    CONSTRAINTS: ClassVar[dict] = {"kind": Options("celeba", "folder", "hf", "granular"), "crop": [None, Interval(1)],
+                                   "crop_box": [None, Each(Interval(0), min_len=4)],
+                                   "resize": Options("bilinear", "bicubic")}
+
+    def check(self, where: str) -> None:
+        if self.crop_box is not None and (len(self.crop_box) != 4 or min(self.crop_box[2:]) < 1):
+            fail(f"{where}.crop_box", self.crop_box, "[top, left, height, width] with a positive height and width")
 
 
 @dataclass
@@ -68,8 +91,10 @@ class EncoderTrainConfig:
     batch_size: int = 64
     lr: float = 1e-4
     ema_decay: float = 0.9999
+    ema_warmup: bool = False  # the reference's EMA decays at ema_decay from the first step; true: diffusers' warm-up
     snr_power: float = 0.1  # loss weight SNR^p / (1 + SNR)
-    shift_coefficient: str = "pdae"  # pdae: sqrt(alpha_t) sqrt(1 - alphabar_t); one: 1
+    # pdae: -sqrt(alpha_t) (1 - alphabar_{t-1}) / sqrt(1 - alphabar_t), the reference's; one: 1
+    shift_coefficient: str = "pdae"
     # the reference's pdae_mode. base: every visible subset learns from every t. stop_grad: at t only the
     # subset whose range holds t learns; earlier subsets are read but detached (the reference's
     # diti64_stopgrad recipes). dual: the sum of both losses

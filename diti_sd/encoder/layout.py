@@ -3,9 +3,8 @@
 The k subsets partition [0, T) into ranges; subset i holds the dimensions that G may read once t has
 reached the start of range i. Small t sees only the first subsets, so whatever is needed to undo a
 little noise (fine detail) must be written there; coarse attributes, needed only once t is large, go
-to later subsets. Stages (from the recipe) give each part of [0, T) its share of dimensions; the k
-subsets are shared out over the stages in proportion to their length (largest remainder, at least
-one each), and a stage's ranges and dimensions are split as evenly as possible among its subsets.
+to later subsets. Which ranges and how many dimensions: :func:`~diti_sd.encoder.subsets.subset_plan`, the
+reference's construction.
 """
 
 from __future__ import annotations
@@ -13,52 +12,27 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
+from .subsets import subset_plan
 
 
 class SubsetLayout:
-    def __init__(self, stages: list[list[int]], subsets: int, num_train_timesteps: int = 1000):
-        ends = [int(end) for end, _ in stages]
-        dims = [int(d) for _, d in stages]
-        if not stages or ends != sorted(ends) or len(set(ends)) != len(ends) or ends[0] <= 0:
-            raise ConfigError(f"stages must have strictly increasing, positive end time-steps; got {ends}")
-        if ends[-1] != num_train_timesteps:
-            raise ConfigError(
-                f"the last stage must end at the DDPM's {num_train_timesteps} time-steps, not {ends[-1]}; "
-                "set layout.stages to match the model"
-            )
-        if any(d <= 0 for d in dims):
-            raise ConfigError(f"every stage needs at least one dimension; got {dims}")
-        if subsets < len(stages):
-            raise ConfigError(f"{subsets} subsets cannot cover {len(stages)} stages; use at least {len(stages)}")
-        starts = [0] + ends[:-1]
-        lengths = [e - s for s, e in zip(starts, ends)]
-        counts = _largest_remainder([subsets * n / num_train_timesteps for n in lengths], subsets)
-        for i, (c, d) in enumerate(zip(counts, dims)):
-            if c > d:  # a subset without dimensions would be an empty range; give the surplus away
-                raise ConfigError(
-                    f"stage {i} (t {starts[i]}..{ends[i]}) gets {c} subsets but only {d} dimensions; "
-                    "use fewer subsets or more dimensions there"
-                )
-            if c > lengths[i]:
-                raise ConfigError(f"stage {i} is {lengths[i]} time-steps long; it cannot hold {c} subsets")
-        self.range_starts: list[int] = []  # first time-step of each subset's range
-        self.sizes: list[int] = []  # dimensions per subset
-        for start, length, c, d in zip(starts, lengths, counts, dims):
-            self.range_starts += [start + (length * j) // c for j in range(c)]
-            self.sizes += [d // c + (1 if j < d % c else 0) for j in range(c)]
-        self.stages = [[e, d] for e, d in zip(ends, dims)]
+    def __init__(self, stages: list[list[int]], subsets: int, num_train_timesteps: int = 1000,
+                 k_per_stage: list[int] | None = None):
+        self.range_starts, self.sizes = subset_plan(stages, subsets, num_train_timesteps, k_per_stage)
+        self.stages = [[int(e), int(d)] for e, d in stages]
         self.num_train_timesteps = num_train_timesteps
         self.z_dim = sum(self.sizes)
         offsets = [0]
-        for s in self.sizes:
-            offsets.append(offsets[-1] + s)
+        for size in self.sizes:
+            offsets.append(offsets[-1] + size)
         self.offsets = offsets
         # the time-step from which each dimension is visible
         self.dim_start = torch.tensor(
             [start for start, size in zip(self.range_starts, self.sizes) for _ in range(size)], dtype=torch.long
         )
-        ends = self.range_starts[1:] + [num_train_timesteps]
-        self.dim_end = torch.tensor([end for end, size in zip(ends, self.sizes) for _ in range(size)], dtype=torch.long)
+        range_ends = self.range_starts[1:] + [num_train_timesteps]
+        self.dim_end = torch.tensor([end for end, size in zip(range_ends, self.sizes) for _ in range(size)],
+                                    dtype=torch.long)
 
     @property
     def k(self) -> int:
@@ -113,15 +87,3 @@ def parse_subsets(text: str, k: int) -> list[int]:
         raise ConfigError(f"no subsets in {text!r}; write e.g. 4-6")
     return sorted(set(chosen))
 
-
-def _largest_remainder(shares: list[float], total: int) -> list[int]:
-    counts = [max(1, int(s)) for s in shares]
-    order = sorted(range(len(shares)), key=lambda i: shares[i] - int(shares[i]), reverse=True)
-    i = 0
-    while sum(counts) < total:
-        counts[order[i % len(order)]] += 1
-        i += 1
-    while sum(counts) > total:  # the at-least-one floor overshot: take from the largest
-        j = max(range(len(counts)), key=lambda i: counts[i])
-        counts[j] -= 1
-    return counts

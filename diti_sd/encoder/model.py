@@ -19,32 +19,12 @@ from ..files import atomic_write, file_digest
 from .config import GRADIENT_MODES, EncoderError, EncoderRecipe, load_encoder_recipe
 from .ddpm import DDPM, load_ddpm
 from .layout import SubsetLayout
+from .networks import ImageEncoder, ReferenceCelebA64Encoder
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the reference's subset layout and shift coefficient
 MANIFEST = "encoder.json"
 WEIGHTS = "encoder.safetensors"
 RECIPE = "recipe.yaml"
-
-
-class ImageEncoder(nn.Module):
-    """x_0 in [-1, 1] -> z: strided conv stages, global average pool, linear."""
-
-    def __init__(self, z_dim: int, channels: list[int], in_channels: int = 3):
-        super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, channels[0], 3, padding=1)]
-        prev = channels[0]
-        for ch in channels:
-            layers += [
-                nn.GroupNorm(min(32, prev // 4 or 1), prev), nn.SiLU(), nn.Conv2d(prev, ch, 3, padding=1),
-                nn.GroupNorm(min(32, ch // 4 or 1), ch), nn.SiLU(), nn.Conv2d(ch, ch, 4, stride=2, padding=1),
-            ]
-            prev = ch
-        layers += [nn.GroupNorm(min(32, prev // 4 or 1), prev), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(prev, z_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
 
 
 class ShiftNetwork(nn.Module):
@@ -89,7 +69,7 @@ class DiTiEncoder(nn.Module):
         self.ddpm_source = ddpm.source
         self.scheduler = ddpm.scheduler
         self.layout = SubsetLayout(recipe.layout.stages, recipe.layout.subsets,
-                                   ddpm.scheduler.config.num_train_timesteps)
+                                   ddpm.scheduler.config.num_train_timesteps, recipe.layout.k_per_stage)
         if self.layout.z_dim != recipe.z_dim:
             raise EncoderError(
                 f"layout.stages give {self.layout.z_dim} dimensions but z_dim is {recipe.z_dim}; make them agree"
@@ -100,7 +80,13 @@ class DiTiEncoder(nn.Module):
         # the initial weights come from the recipe's seed, not from whatever ran before
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(recipe.train.seed)
-            self.encoder = ImageEncoder(recipe.z_dim, recipe.net.encoder_channels, self.in_channels)
+            if recipe.net.encoder == "reference":
+                if self.image_size != 64:
+                    raise EncoderError(f"net.encoder reference is the reference's CelebA-64 network and takes 64-px "
+                                       f"images; this DDPM makes {self.image_size}-px ones: set net.encoder=conv")
+                self.encoder = ReferenceCelebA64Encoder(recipe.z_dim, self.in_channels)
+            else:
+                self.encoder = ImageEncoder(recipe.z_dim, recipe.net.encoder_channels, self.in_channels)
             self.shift = ShiftNetwork(recipe.z_dim, self.image_size, recipe.net.shift_channels,
                                       recipe.net.shift_layers_per_block, recipe.net.shift_attention, self.in_channels)
         # the DDPM stays out of state_dict()/parameters(): it is frozen and saved by reference
@@ -109,8 +95,10 @@ class DiTiEncoder(nn.Module):
         alphas = ddpm.scheduler.alphas.float()
         self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
         if recipe.train.shift_coefficient == "pdae":
-            # the mean shift Sigma_t * G expressed in epsilon units, with Sigma_t = beta_t
-            coef = alphas.sqrt() * (1 - alphas_cumprod).sqrt()
+            # the reference's (model/diffusion/gaussian_diffusion.py, shift_coef): the mean shift Sigma_t * G in
+            # epsilon units with Sigma_t the posterior variance; 0 at t = 0, where G does nothing
+            abar_prev = torch.cat([torch.ones(1), alphas_cumprod[:-1]])
+            coef = -alphas.sqrt() * (1 - abar_prev) / (1 - alphas_cumprod).sqrt()
         elif recipe.train.shift_coefficient == "one":
             coef = torch.ones_like(alphas)
         else:
@@ -202,7 +190,9 @@ class DiTiEncoder(nn.Module):
             raise EncoderError(f"{path} is not a DiTi encoder (no {MANIFEST}); pass the --out folder of `encoder fit`")
         manifest = json.loads((path / MANIFEST).read_text())
         if manifest.get("format_version") != FORMAT_VERSION:
-            raise EncoderError(f"{path}: encoder format {manifest.get('format_version')} is not supported")
+            raise EncoderError(f"{path}: encoder format {manifest.get('format_version')} is not this version's "
+                               f"({FORMAT_VERSION}: the z layout and shift coefficient are now the reference's); "
+                               "train the encoder again")
         if not (path / WEIGHTS).is_file() or manifest.get("weights_sha256") != file_digest(path / WEIGHTS):
             raise EncoderError(f"{path}/{WEIGHTS} is missing or does not match its manifest; re-save or refit")
         recipe = load_encoder_recipe(path / RECIPE)

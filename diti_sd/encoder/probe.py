@@ -20,7 +20,7 @@ def extract_features(model, data: AttributedImages, batch_size: int = 256, num_w
                      progress: bool = True) -> torch.Tensor:
     """z for every image, (N, z_dim) float32 on the CPU."""
     model.eval()
-    dataset = AttributedDataset(data, model.image_size, model.recipe.data.crop)
+    dataset = AttributedDataset.from_config(data, model.image_size, model.recipe.data)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     feats = []
     for pixels in tqdm(loader, desc="encode", disable=not progress, leave=False):

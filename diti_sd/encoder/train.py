@@ -2,7 +2,8 @@
 
 The batch of step s (images, flips, t, noise) comes from a generator seeded by (seed, s), so a run
 resumed from a checkpoint draws exactly what the uninterrupted run would have. The EMA is diffusers'
-``EMAModel`` (decay warm-up (1 + s) / (10 + s), capped at ``train.ema_decay``); mixed precision and the
+``EMAModel``: at ``train.ema_decay`` from the second step, as the reference's (with ``train.ema_warmup``,
+diffusers' warm-up (1 + s) / (10 + s) capped there); mixed precision and the
 checkpoint follow the package's one convention (:mod:`diti_sd.training`).
 """
 
@@ -60,6 +61,12 @@ def _resume(folder: Path, model: DiTiEncoder, optimizer, ema: EMAModel, amp: Mix
     return int(checkpoint.state["step"]), list(checkpoint.state["losses"])
 
 
+def encoder_ema(params, cfg) -> EMAModel:
+    """The EMA of E and G: without ``cfg.ema_warmup``, every step after the first at ``cfg.ema_decay`` (the
+    reference's ``accumulate`` every step; diffusers' decay is 0 at the first, which copies the weights)."""
+    return EMAModel(params, decay=cfg.ema_decay, min_decay=0.0 if cfg.ema_warmup else cfg.ema_decay)
+
+
 def fit_encoder(model: DiTiEncoder, data: AttributedImages, out: str | os.PathLike, steps: int | None = None,
                 resume: bool = False, num_workers: int = 0, progress: bool = True) -> dict:
     """Train ``model`` on ``data`` and save the EMA weights to ``out`` (``DiTiEncoder.from_pretrained``)."""
@@ -70,13 +77,13 @@ def fit_encoder(model: DiTiEncoder, data: AttributedImages, out: str | os.PathLi
     device = model.device
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
-    ema = EMAModel(params, decay=cfg.ema_decay)
+    ema = encoder_ema(params, cfg)
     amp = MixedPrecision(cfg.mixed_precision, device.type)
     folder = out / CHECKPOINT
     if (folder / "state.json").is_file() and not resume:
         raise ConfigError(f"{out} holds an interrupted encoder fit; pass --resume to continue it or delete {folder}")
     start, losses = _resume(folder, model, optimizer, ema, amp) if resume else (0, [])
-    dataset = AttributedDataset(data, model.image_size, model.recipe.data.crop)
+    dataset = AttributedDataset.from_config(data, model.image_size, model.recipe.data)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=_SeededBatches(len(dataset), cfg.batch_size, cfg.seed, start, steps),
         num_workers=num_workers, pin_memory=device.type == "cuda",

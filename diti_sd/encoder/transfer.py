@@ -39,7 +39,7 @@ def subset_transfer(model, data, probe, groups: list[tuple[str, list[int]]], pai
     ``all of z`` (every dimension swapped). ``probe`` is ``fit_linear_probe``'s result on all of z."""
     y = data.require_attributes("the transfer measure")
     rng = np.random.default_rng(seed)
-    dataset = AttributedDataset(data, model.image_size, model.recipe.data.crop)
+    dataset = AttributedDataset.from_config(data, model.image_size, model.recipe.data)
     device = model.device
     groups = [*groups, ("all of z", list(range(model.layout.k)))]
     results: dict[str, list[float]] = {name: [] for name, _ in groups}
