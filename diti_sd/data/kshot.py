@@ -21,15 +21,18 @@ class TooFewImagesError(DitiError, ValueError):
 
 def sample_per_class(data: LabeledImages, k: int, rng: random.Random, what: str = "train",
                      at_most: bool = False) -> list[int]:
-    """Indices of k images per class, classes in label order, each class's pool in data-set order.
+    """Indices of k images per class, as Dassl's ``generate_fewshot_dataset`` (CoOp's) draws them: classes in
+    the order of their first image in the data set, each class's pool in data-set order, ``rng.sample``.
 
     ``at_most``: a class with fewer than k images gives all it has instead of an error.
     """
     if k < 1:
         raise ConfigError(f"shots must be at least 1, got {k}")
-    pools: dict[int, list[int]] = {c: [] for c in range(len(data.classnames))}
+    pools: dict[int, list[int]] = {}  # insertion order: first appearance, as Dassl's defaultdict
     for i, label in enumerate(data.labels):
-        pools[label].append(i)
+        pools.setdefault(label, []).append(i)
+    for c in range(len(data.classnames)):
+        pools.setdefault(c, [])
     short = {data.classnames[c]: len(p) for c, p in pools.items() if len(p) < k}
     if short and not at_most:
         listed = ", ".join(f"{name!r} ({n})" for name, n in list(short.items())[:5])
@@ -39,8 +42,8 @@ def sample_per_class(data: LabeledImages, k: int, rng: random.Random, what: str 
             f"{' or a smaller --val-per-class' if what == 'validation' else ''}, or add images."
         )
     chosen = []
-    for c in range(len(data.classnames)):
-        chosen.extend(rng.sample(pools[c], min(k, len(pools[c]))))
+    for pool in pools.values():
+        chosen.extend(rng.sample(pool, min(k, len(pool))))
     return chosen
 
 
@@ -86,7 +89,8 @@ def load_split(path: str | os.PathLike, train: LabeledImages, val: LabeledImages
     ``{classname, impath, label}``; they are read with ``weights_only=True`` (plain data only) and each
     image is found in ``train`` by its folder and file name, wherever the file said it lay, so the images
     come from ``--data-root``. Their validation images are drawn as CoOp's: min(k, 4) per class with the seed in
-    the file name.
+    the file name, after CoOp's train draw on the same stream (replayed and set aside: the file's images are
+    the shots), so where the file holds CoOp's shots the validation images are CoOp's too.
     """
     path = Path(path)
     if path.suffix != ".data":
@@ -127,6 +131,7 @@ def load_split(path: str | os.PathLike, train: LabeledImages, val: LabeledImages
     if shots < 1:
         raise ConfigError(f"{path.name} has no image of some classes of this data set")
     rng = random.Random(seed)
+    sample_per_class(train, shots, rng, at_most=True)  # CoOp's train draw comes first on this stream
     taken = set(train_ids)
     pool = val if val is not None else train.subset(i for i, v in enumerate(train.ids) if v not in taken)
     val_ids = [pool.ids[i] for i in sample_per_class(pool, min(shots, 4), rng, "validation", at_most=True)]
