@@ -18,6 +18,7 @@ from diti_sd.encoder.train import encoder_ema
 # (recipe key, the reference's value, where the reference sets it)
 CELEBA64 = [
     ("z_dim", 512, "diti64.yml latent_dim"),
+    ("ddpm_linear_betas", [0.0001, 0.02], "diti64.yml diffusion_config: linear, 1e-4 .. 0.02"),
     ("layout.stages", [[50, 10], [100, 25], [300, 327], [500, 100], [1000, 50]],
      "diti64.yml ssl_config.stages, dims_per_stage"),
     ("layout.subsets", 64, "diti64.yml ssl_config.k"),
@@ -38,6 +39,11 @@ CELEBA64 = [
     ("data.crop", None, "the crop box instead"),
     ("data.resize", "bilinear", "dataset/celeba64.py transforms.Resize(image_size): bilinear on PIL images"),
     ("data.train_split", "train", "dataset/celeba64.py: split train, images 0..162,769"),
+    ("data.val_split", "val", "eval/multitask_classification.py: the valid split chooses the probe's epoch"),
+    ("probe.method", "reference", "eval/multitask_classification.py"),
+    ("probe.epochs", 15, "eval/multitask_classification.py --epochs 15 (its README's command)"),
+    ("probe.lr", 1e-3, "eval/multitask_classification.py Adam(lr=0.001)"),
+    ("probe.train_batch_size", 128, "eval/multitask_classification.py train_loader batch_size=128"),
 ]
 
 
@@ -103,3 +109,77 @@ def test_the_reference_encoder_refuses_other_sizes_with_the_fix():
 
     with pytest.raises(EncoderError, match="takes 64-px images; this DDPM makes 16-px ones: set net.encoder=conv"):
         DiTiEncoder(load_encoder_recipe("granular", ["net.encoder=reference"]), build_ddpm(16, (16, 32)))
+
+
+def test_the_recipe_refuses_a_ddpm_on_other_betas_with_the_fix():
+    from diffusers import DDPMScheduler
+
+    from diti_sd.encoder import DiTiEncoder
+    from diti_sd.encoder.config import EncoderError
+    from diti_sd.encoder.ddpm import DDPM, build_ddpm
+
+    recipe = load_encoder_recipe("granular", ["ddpm_linear_betas=[0.0001, 0.02]"])
+    ddpm = build_ddpm(16, (16, 32))
+    DiTiEncoder(recipe, ddpm)  # diffusers' linear default: the reference's
+    cosine = DDPM(ddpm.unet, DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2"), "cosine")
+    with pytest.raises(EncoderError, match="linear betas 0.0001..0.02 .*cosine has squaredcos_cap_v2.*=null"):
+        DiTiEncoder(recipe, cosine)
+    DiTiEncoder(load_encoder_recipe("granular"), cosine)  # a recipe that asks for no schedule takes it
+
+
+def _features(seed=0, n=96, dim=6, attributes=3):
+    from diti_sd.encoder.probe import ProbeFeatures
+
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, dim, generator=g)
+    y = (z[:, :attributes] + 0.5 * torch.randn(n, attributes, generator=g) > 0).int().numpy()
+    zv = torch.randn(40, dim, generator=g)
+    yv = (zv[:, :attributes] > 0).int().numpy()
+    return ProbeFeatures(z, y, -z, zv, yv)
+
+
+def test_the_reference_probe_keeps_the_epoch_of_best_validation_ap(monkeypatch):
+    from diti_sd.encoder import probe as module
+
+    features = _features()
+
+    def fit(epochs, aps):
+        scores = iter(aps)
+        monkeypatch.setattr(module, "held_out_ap", lambda probe, z, y: [next(scores)])
+        return module.fit_reference_probe(features, epochs=epochs)
+
+    second, last = fit(2, [0.1, 0.2]), fit(3, [0.1, 0.2, 0.3])  # each epoch's state, as the runs replay alike
+    kept = fit(3, [0.5, 0.8, 0.7])
+    assert all(torch.equal(a, b) for a, b in zip(kept, second))  # the second epoch's, not the last
+    assert not torch.equal(kept[0], last[0])
+    tied = fit(3, [0.5, 0.8, 0.8])
+    assert all(torch.equal(a, b) for a, b in zip(tied, second))  # a tie keeps the first (strictly better only)
+
+
+def test_the_reference_probe_reads_z_as_it_is_and_the_mirrored_images():
+    from diti_sd.encoder.probe import ProbeFeatures, fit_reference_probe
+
+    base = _features()
+    weight, bias, mean, std = fit_reference_probe(base, epochs=2)
+    assert torch.equal(mean, torch.zeros(6)) and torch.equal(std, torch.ones(6))  # no standardising
+    same = ProbeFeatures(base.train, base.y_train, base.train, base.val, base.y_val)  # mirroring changes nothing
+    assert not torch.equal(fit_reference_probe(same, epochs=2)[0], weight)
+    # one epoch is Adam over batches of 128 in order: with one batch, the first step's size is lr per weight
+    first = fit_reference_probe(base, epochs=1, batch_size=len(base.train))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        initial = torch.nn.Linear(6, 3)
+    torch.testing.assert_close((first[0] - initial.weight.detach().T).abs(), torch.full((6, 3), 1e-3),
+                               rtol=1e-3, atol=1e-6)
+
+
+def test_run_probe_refuses_the_reference_probe_without_validation_images(tmp_path):
+    from diti_sd.encoder import DiTiEncoder, run_probe
+    from diti_sd.encoder.ddpm import build_ddpm
+    from diti_sd.encoder.granular import make_granular
+    from diti_sd.errors import ConfigError
+
+    model = DiTiEncoder(load_encoder_recipe("granular", ["probe.method=reference"]), build_ddpm(16, (16, 32)))
+    data = make_granular(8, seed=0)
+    with pytest.raises(ConfigError, match="validation AP: give validation images .* or set probe.method=lbfgs"):
+        run_probe(model, data, data, tmp_path)

@@ -39,6 +39,9 @@ def add_arguments(parser):
     probe.add_argument("--out", default=None, help="report folder (default: ENCODER/probe)")
     probe.add_argument("--max-train", type=positive_int, default=None, help="at most this many probe-train images")
     probe.add_argument("--max-test", type=positive_int, default=None, help="at most this many test images")
+    probe.add_argument("--method", choices=["reference", "lbfgs"], default=None,
+                       help="the probe: the DiTi reference's (Adam, mirrored images, best epoch on validation "
+                            "images) or a full-batch L-BFGS fit (no validation split); default: the recipe's")
     probe.add_argument("--transfer-pairs", type=non_negative_int, default=None,
                        help="test pairs per attribute for the counterfactual swaps (0: skip; default: the recipe's)")
     add_runtime_arguments(probe, precision=False, workers=True)
@@ -136,10 +139,22 @@ def _probe(args):
                             args.max_train or cfg.probe.max_train, model.image_size)
     test = load_attributed(data.kind, args.data_root, data.test_split, data.image_column,
                            args.max_test or cfg.probe.max_test, model.image_size)
+    from . import CLIError
+
+    if args.method is not None:
+        cfg.probe.method = args.method
+    val = None
+    if cfg.probe.method == "reference":  # the reference's probe keeps the epoch of best validation AP
+        if data.val_split is None:
+            raise CLIError("probe.method reference needs validation images: give the data a val_split, or "
+                           "pass --method lbfgs")
+        val = load_attributed(data.kind, args.data_root, data.val_split, data.image_column,
+                              args.max_test or cfg.probe.max_test, model.image_size)
     if args.transfer_pairs is not None:
         cfg.probe.transfer_pairs = args.transfer_pairs
     out = Path(args.out or Path(args.encoder) / "probe")
-    report = run_probe(model, train, test, out, num_workers=args.num_workers, progress=not args.no_progress)
+    report = run_probe(model, train, test, out, num_workers=args.num_workers, progress=not args.no_progress,
+                       val=val)
     print(f"mean AP {report['mean_ap']:.4f} over {len(report['attributes'])} attributes; report in {out}")
     return 0
 

@@ -11,7 +11,7 @@ _WHERE = {
     "load_encoder_recipe": "config", "DDPM": "ddpm", "load_ddpm": "ddpm", "ddim_decode": "edit",
     "ddim_invert": "edit", "interpolate_subsets": "edit", "move_along": "edit", "save_grid": "edit",
     "SubsetLayout": "layout", "parse_subsets": "layout", "DiTiEncoder": "model",
-    "average_precision": "probe", "extract_features": "probe", "fit_linear_probe": "probe", "probe_ap": "probe",
+    "average_precision": "probe", "extract_features": "probe", "fit_linear_probe": "probe", "fit_probe": "probe",
     "probe_by_subsets": "probe", "attribute_direction": "report", "run_probe": "report",
     "fit_encoder": "train", "subset_transfer": "transfer",
 }

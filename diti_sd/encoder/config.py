@@ -114,7 +114,13 @@ class EncoderTrainConfig:
 
 @dataclass
 class ProbeConfig:
-    steps: int = 300  # L-BFGS iterations of the full-batch logistic regression
+    # reference: the DiTi reference's probe (Adam, mirrored images, the epoch of best validation AP; needs a
+    # validation split); lbfgs: a full-batch fit on standardised z with weight decay
+    method: str = "reference"
+    epochs: int = 15  # reference: epochs, Adam's learning rate and batch
+    lr: float = 1e-3
+    train_batch_size: int = 128
+    steps: int = 300  # lbfgs: L-BFGS iterations of the full-batch logistic regression
     weight_decay: float = 1e-4
     batch_size: int = 256  # images per encoder batch
     max_train: int | None = None  # cap on probe-train images (None: all)
@@ -124,6 +130,7 @@ class ProbeConfig:
     transfer_steps: int = 50
 
     CONSTRAINTS: ClassVar[dict] = {
+        "method": Options("reference", "lbfgs"), "epochs": Interval(1), "lr": POSITIVE, "train_batch_size": Interval(1),
         "steps": Interval(1), "weight_decay": Interval(0), "batch_size": Interval(1), "max_train": [None, Interval(1)],
         "max_test": [None, Interval(1)], "transfer_pairs": Interval(0), "transfer_steps": Interval(1),
     }
@@ -139,8 +146,12 @@ class EncoderRecipe(RecipeMixin):
     data: EncoderDataConfig = field(default_factory=EncoderDataConfig)
     train: EncoderTrainConfig = field(default_factory=EncoderTrainConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    # [beta_start, beta_end] of the linear schedule the DDPM must have (null: whatever it comes with); the
+    # reference's losses, shift coefficient and DDPM all use linear betas 1e-4 .. 0.02
+    ddpm_linear_betas: list[float] | None = None
 
-    CONSTRAINTS: ClassVar[dict] = {"z_dim": Interval(1)}
+    CONSTRAINTS: ClassVar[dict] = {"z_dim": Interval(1),
+                                   "ddpm_linear_betas": [None, Each(Interval(0, 1, closed="neither"), min_len=2)]}
 
     def check(self, where: str) -> None:
         if sum(s[1] for s in self.layout.stages) != self.z_dim:

@@ -8,6 +8,7 @@ G to reconstruct x_0 with the cumulative mask on z = E(x_0) ties each subset of 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -60,6 +61,21 @@ class ShiftNetwork(nn.Module):
         return self.unet(x_t, t, class_labels=self.z_proj(z_masked).to(x_t.dtype)).sample
 
 
+def check_schedule(linear_betas, ddpm: DDPM) -> None:
+    """The DDPM's betas are the linear ones the recipe asks for (``ddpm_linear_betas``; None: any)."""
+    if linear_betas is None:
+        return
+    cfg = ddpm.scheduler.config
+    start, end = (float(v) for v in linear_betas)
+    same = (cfg.beta_schedule == "linear" and cfg.trained_betas is None
+            and math.isclose(cfg.beta_start, start, rel_tol=1e-6) and math.isclose(cfg.beta_end, end, rel_tol=1e-6))
+    if not same:
+        have = "given betas" if cfg.trained_betas is not None else \
+            f"{cfg.beta_schedule} {cfg.beta_start}..{cfg.beta_end}"
+        raise EncoderError(f"the recipe wants a DDPM on linear betas {start}..{end} (ddpm_linear_betas); "
+                           f"{ddpm.source} has {have}: pass such a DDPM, or set ddpm_linear_betas=null to use its own")
+
+
 class DiTiEncoder(nn.Module):
     """E and G with the frozen DDPM they steer. ``encode`` gives z; ``eps`` the shifted noise prediction."""
 
@@ -68,6 +84,7 @@ class DiTiEncoder(nn.Module):
         self.recipe = recipe
         self.ddpm_source = ddpm.source
         self.scheduler = ddpm.scheduler
+        check_schedule(recipe.ddpm_linear_betas, ddpm)
         self.layout = SubsetLayout(recipe.layout.stages, recipe.layout.subsets,
                                    ddpm.scheduler.config.num_train_timesteps, recipe.layout.k_per_stage)
         if self.layout.z_dim != recipe.z_dim:

@@ -10,31 +10,49 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .probe import extract_features, fit_linear_probe, held_out_ap, probe_by_subsets, stage_groups
+from .probe import (
+    ProbeFeatures,
+    extract_features,
+    fit_linear_probe,
+    fit_probe,
+    held_out_ap,
+    probe_by_subsets,
+    stage_groups,
+)
 from .transfer import subset_transfer
 
 
-def _probe_set(model, train, y_train, test, y_test, num_workers: int, progress: bool):
-    """One logistic probe on all of z (returned, for the swaps) with its test AP, and AP per stage."""
+def _probe_set(model, train, y_train, test, y_test, val, num_workers: int, progress: bool):
+    """One probe on all of z (returned, for the swaps) with its test AP, and AP per stage."""
     cfg = model.recipe.probe
-    z_train = extract_features(model, train, cfg.batch_size, num_workers, progress)
-    z_test = extract_features(model, test, cfg.batch_size, num_workers, progress)
-    probe = fit_linear_probe(z_train, y_train, cfg.steps, weight_decay=cfg.weight_decay)
+
+    def encode(data, flip=False):
+        return extract_features(model, data, cfg.batch_size, num_workers, progress, flip=flip)
+
+    features = ProbeFeatures(encode(train), y_train)
+    if cfg.method == "reference":
+        features.train_flipped, features.val, features.y_val = encode(train, flip=True), encode(val), \
+            val.require_attributes("the probe")
+    z_test = encode(test)
+    probe = fit_probe(features, cfg)
     aps = held_out_ap(probe, z_test, y_test)
-    by_stage = probe_by_subsets(model.layout, z_train, y_train, z_test, y_test, steps=cfg.steps,
-                                weight_decay=cfg.weight_decay)
+    by_stage = probe_by_subsets(model.layout, features, z_test, y_test, cfg)
     return probe, aps, by_stage
 
 
-def run_probe(model, train, test, out, num_workers: int = 0, progress: bool = True) -> dict:
+def run_probe(model, train, test, out, num_workers: int = 0, progress: bool = True, val=None) -> dict:
     """Probe all of z and each stage's subsets alone, trained and at the initial weights; swap each stage's
-    subsets between test images (``subset_transfer``); write probe.json, probe.md and by_stage.png."""
+    subsets between test images (``subset_transfer``); write probe.json, probe.md and by_stage.png. ``val``:
+    validation images, which the reference's probe (``probe.method: reference``) keeps its epoch on."""
     y_train = train.require_attributes("the probe")
     y_test = test.require_attributes("the probe")
     cfg = model.recipe.probe
-    probe, aps, by_stage = _probe_set(model, train, y_train, test, y_test, num_workers, progress)
+    if cfg.method == "reference" and val is None:
+        raise ConfigError("probe.method reference keeps the epoch of best validation AP: give validation images "
+                          "(data.val_split), or set probe.method=lbfgs")
+    probe, aps, by_stage = _probe_set(model, train, y_train, test, y_test, val, num_workers, progress)
     # the same probes on the untrained encoder: what z holds before training is not the method's doing
-    _, init_aps, init_by_stage = _probe_set(model.at_initial_weights(), train, y_train, test, y_test,
+    _, init_aps, init_by_stage = _probe_set(model.at_initial_weights(), train, y_train, test, y_test, val,
                                             num_workers, progress)
     transfer = None
     if cfg.transfer_pairs > 0:
@@ -43,7 +61,8 @@ def run_probe(model, train, test, out, num_workers: int = 0, progress: bool = Tr
         transfer = {name: dict(zip(train.names, v)) for name, v in values.items()}
     report = {
         "encoder": str(getattr(model, "manifest", {}).get("ddpm", "")),
-        "train_images": len(train), "test_images": len(test),
+        "train_images": len(train), "test_images": len(test), "probe": cfg.method,
+        "validation_images": None if val is None else len(val),
         "mean_ap": float(np.nanmean(aps)),
         "attributes": dict(zip(train.names, aps)),
         "by_stage": {name: dict(zip(train.names, values)) for name, values in by_stage.items()},
@@ -77,7 +96,10 @@ def _markdown(report: dict) -> str:
     lines = [
         f"# Linear probe: mean AP {report['mean_ap']:.4f}",
         "",
-        f"{report['train_images']} probe-train images, {report['test_images']} test images. Columns after "
+        f"{report['train_images']} probe-train images, {report['test_images']} test images"
+        + ("; the reference's probe (Adam, mirrored images, the epoch of best AP on "
+           f"{report['validation_images']} validation images)" if report["probe"] == "reference" else
+           "; a full-batch L-BFGS probe on standardised z") + ". Columns after "
         "'all of z' use only the dimensions of one stage's subsets.",
         "",
         *_ap_rows(stages, report),

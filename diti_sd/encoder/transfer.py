@@ -36,7 +36,7 @@ def _pairs(column: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.nda
 def subset_transfer(model, data, probe, groups: list[tuple[str, list[int]]], pairs: int = 16, steps: int = 50,
                     seed: int = 0) -> dict[str, list[float]]:
     """Transfer per attribute (columns of ``data.attributes``) for each named group of subsets, plus
-    ``all of z`` (every dimension swapped). ``probe`` is ``fit_linear_probe``'s result on all of z."""
+    ``all of z`` (every dimension swapped). ``probe`` is a probe on all of z (``fit_probe``'s result)."""
     y = data.require_attributes("the transfer measure")
     rng = np.random.default_rng(seed)
     dataset = AttributedDataset.from_config(data, model.image_size, model.recipe.data)
