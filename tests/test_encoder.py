@@ -358,6 +358,12 @@ def test_encoder_command_line_smoke(tmp_path, capsys):
     assert list(report["initial_weights"]["by_stage"]) == list(report["stages"])
     assert list(report["transfer"]) == [*report["stages"], "all of z"] and report["transfer_pairs"] == 2
     assert (enc / "probe" / "by_stage.png").is_file() and "mean AP" in (enc / "probe" / "probe.md").read_text()
+    assert report["probe"] == "lbfgs"  # the granular recipe's
+    assert main(["encoder", "probe", "--encoder", str(enc), "--method", "reference", "--max-train", "64",
+                 "--max-test", "32", "--transfer-pairs", "0", "--out", str(tmp_path / "ref"), "--no-progress"]) == 0
+    reference = json.loads((tmp_path / "ref" / "probe.json").read_text())
+    assert reference["probe"] == "reference" and reference["validation_images"] == 32
+    assert reference["attributes"] != report["attributes"]
     images = []
     for i, pixels in enumerate(make_granular(3, size=16, seed=9).images):
         images.append(tmp_path / f"{i}.png")

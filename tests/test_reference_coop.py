@@ -63,3 +63,14 @@ def test_seeds_default_to_coops_1_2_3():
     parser = argparse.ArgumentParser()
     fit_cli.add_arguments(parser)
     assert parser.parse_args(["--dataset", "fgvc-aircraft", "--data-root", "x", "--out", "o"]).seed == 1
+
+
+def test_a_short_class_gives_all_it_has_without_drawing_as_dassls(shuffled):
+    from diti_sd.data.kshot import sample_per_class
+
+    _, val = shuffled
+    short = val.subset([i for i, label in enumerate(val.labels) if label != 2 or i % 3 == 0])  # class 2: 2 left
+    assert short.labels.count(2) < 4
+    random.seed(5)
+    expected = _dassl_fewshot(short.labels, 4)
+    assert sample_per_class(short, 4, random.Random(5), at_most=True) == expected

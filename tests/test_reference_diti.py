@@ -27,11 +27,11 @@ CELEBA64 = [
     ("train.gradient_mode", "base", "diti64.yml: no pdae_mode; diti_trainer.py defaults to base"),
     ("train.snr_power", 0.1, "gaussian_diffusion.py: gamma = 0.1, weight snr ** gamma / (1 + snr)"),
     ("train.shift_coefficient", "pdae", "gaussian_diffusion.py shift_coef"),
-    ("train.lr", 1e-4, "diti64.yml optimizer_config.lr (x local batch / 32: 1e-4 on 4 GPUs)"),
+    ("train.lr", 2e-4, "diti64.yml lr 1e-4 x local batch / 32 (diti_trainer.py): 2e-4 on its README's 2 GPUs"),
     ("train.batch_size", 128, "diti64.yml dataloader_config.batch_size (global)"),
     ("train.steps", 296_875, "diti64.yml runner_config.max_images 38,000,000 / 128"),
     ("train.ema_decay", 0.9999, "diti64.yml runner_config.ema_decay, ema_every 1"),
-    ("train.ema_warmup", False, "base_trainer.py: accumulate(ema, model, decay) from the first step"),
+    ("train.ema_warmup", False, "representation_learning_trainer.py: accumulate every step from a deepcopy"),
     ("train.mixed_precision", "no", "diti64.yml optimizer_config.enable_amp: False"),
     ("train.flip", True, "dataset/celeba64.py RandomHorizontalFlip"),
     ("data.kind", "celeba", "diti64.yml train_dataset_config.name CELEBA64"),
@@ -181,5 +181,25 @@ def test_run_probe_refuses_the_reference_probe_without_validation_images(tmp_pat
 
     model = DiTiEncoder(load_encoder_recipe("granular", ["probe.method=reference"]), build_ddpm(16, (16, 32)))
     data = make_granular(8, seed=0)
-    with pytest.raises(ConfigError, match="validation AP: give validation images .* or set probe.method=lbfgs"):
+    with pytest.raises(ConfigError, match="validation AP: give validation images .* --method lbfgs"):
         run_probe(model, data, data, tmp_path)
+
+
+def test_ddim_steps_shift_and_clamp_as_the_references_sampler():
+    from diti_sd.encoder import DiTiEncoder
+    from diti_sd.encoder.ddpm import build_ddpm
+    from diti_sd.encoder.edit import _step
+
+    model = DiTiEncoder(load_encoder_recipe("granular"), build_ddpm(16, (16, 32)))
+    torch.nn.init.normal_(model.shift.unet.conv_out.weight, std=0.1)
+    abar = model.alphas_cumprod.double()
+    # model/diffusion/ddim.py shift_ddim_sample / shift_ddim_encode: predicted_noise - sqrt(1 - abar_t) * gradient
+    torch.testing.assert_close(model.sample_shift_coef.double(), -(1 - abar).sqrt(), rtol=1e-5, atol=1e-7)
+    x, z = torch.full((2, 3, 16, 16), 3.0), torch.randn(2, 16)
+    t = torch.full((2,), 500)
+    eps = model.eps(x, t, z, sampling=True)
+    x0 = ((x - (1 - abar[500]).sqrt().float() * eps) / abar[500].sqrt().float()).clamp(-1, 1)  # x_0 clamped
+    eps = (x - abar[500].sqrt().float() * x0) / (1 - abar[500]).sqrt().float()  # the noise re-derived from it
+    expected = abar[400].sqrt().float() * x0 + (1 - abar[400]).sqrt().float() * eps
+    torch.testing.assert_close(_step(model, x, z, 500, 400), expected)
+    assert not torch.allclose(model.eps(x, t, z, sampling=True), model.eps(x, t, z))

@@ -38,7 +38,8 @@ def add_arguments(parser):
     probe.add_argument("--ddpm", default=None, help="the DDPM, if not where the encoder recorded it")
     probe.add_argument("--out", default=None, help="report folder (default: ENCODER/probe)")
     probe.add_argument("--max-train", type=positive_int, default=None, help="at most this many probe-train images")
-    probe.add_argument("--max-test", type=positive_int, default=None, help="at most this many test images")
+    probe.add_argument("--max-test", type=positive_int, default=None,
+                       help="at most this many test images (and validation images, for the reference's probe)")
     probe.add_argument("--method", choices=["reference", "lbfgs"], default=None,
                        help="the probe: the DiTi reference's (Adam, mirrored images, best epoch on validation "
                             "images) or a full-batch L-BFGS fit (no validation split); default: the recipe's")
@@ -85,7 +86,9 @@ def _data_arguments(parser, required: bool):
         + ("" if required else "; default: the encoder's own recipe"),
     )
     parser.add_argument("--data-root", default=None, help="the data set's folder (hub id for hf; none for granular)")
-    parser.add_argument("--max-images", type=positive_int, default=None, help="use at most this many training images")
+    if required:  # fit and train-ddpm read training images; probe and edit have --max-train / --max-test
+        parser.add_argument("--max-images", type=positive_int, default=None,
+                            help="use at most this many training images")
 
 
 def _device(name):

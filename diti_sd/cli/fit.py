@@ -54,7 +54,7 @@ def add_arguments(parser):
                         help="also write each class as a diffusers LoRA file under --out/diffusers")
     parser.add_argument("--export-peft", action="store_true",
                         help="also write each class as peft adapter folders under "
-                             "--out/peft/<class>/{unet,text_encoder}")
+                             "--out/peft/NNN-<class>/{unet,text_encoder}")
     add_runtime_arguments(parser)
 
 

@@ -42,8 +42,8 @@ def sample_per_class(data: LabeledImages, k: int, rng: random.Random, what: str 
             f"{' or a smaller --val-per-class' if what == 'validation' else ''}, or add images."
         )
     chosen = []
-    for pool in pools.values():
-        chosen.extend(rng.sample(pool, min(k, len(pool))))
+    for pool in pools.values():  # a short class gives all it has and draws nothing from the stream (Dassl's)
+        chosen.extend(rng.sample(pool, k) if len(pool) >= k else pool)
     return chosen
 
 

@@ -27,7 +27,7 @@ class LayoutConfig:
         default_factory=lambda: [[50, 10], [100, 25], [300, 327], [500, 100], [1000, 50]]
     )
     subsets: int = 64  # k: equal time-step ranges, each in the stage that holds its first time-step
-    # subsets per stage instead of k equal ranges (the reference's option and its formula: layout.py)
+    # subsets per stage instead of k equal ranges (the reference's option and its formula: subsets.py)
     k_per_stage: list[int] | None = None
 
     CONSTRAINTS: ClassVar[dict] = {"stages": Each(Each(Interval(1), min_len=2), min_len=1), "subsets": Interval(1),
@@ -68,7 +68,7 @@ class NetConfig:
 @dataclass
 class EncoderDataConfig:
     kind: str = "celeba"  # celeba | folder (FFHQ or any images) | hf | granular (synthetic, no root)
-    crop: int | None = 148  # centre crop (pixels) before resizing to the DDPM's size; None: no crop
+    crop: int | None = None  # centre crop (pixels) before resizing; None: the centred square
     crop_box: list[int] | None = None  # [top, left, height, width] instead (torchvision's F.crop), as the reference
     resize: str = "bilinear"  # to the DDPM's size: bilinear (torchvision's Resize on PIL images) or bicubic
     image_column: str = "image"  # hf only
@@ -114,9 +114,9 @@ class EncoderTrainConfig:
 
 @dataclass
 class ProbeConfig:
-    # reference: the DiTi reference's probe (Adam, mirrored images, the epoch of best validation AP; needs a
-    # validation split); lbfgs: a full-batch fit on standardised z with weight decay
-    method: str = "reference"
+    # lbfgs: a full-batch fit on standardised z with weight decay; reference: the DiTi reference's CelebA probe
+    # (Adam, mirrored images, the epoch of best validation AP; needs a validation split, which folders lack)
+    method: str = "lbfgs"
     epochs: int = 15  # reference: epochs, Adam's learning rate and batch
     lr: float = 1e-3
     train_batch_size: int = 128

@@ -19,11 +19,14 @@ def _ddim_times(model, steps: int) -> list[int]:
 
 
 def _step(model, x, z, t_from: int, t_to: int) -> torch.Tensor:
+    """One DDIM step, as the reference's (``model/diffusion/ddim.py``, ``shift_ddim_sample``/``_encode``): the
+    predicted x_0 clamped to [-1, 1] and the noise re-derived from it."""
     abar = model.alphas_cumprod
     t = torch.full((len(x),), t_from, device=x.device, dtype=torch.long)
-    eps = model.eps(x, t, z)
+    eps = model.eps(x, t, z, sampling=True)
     a_from, a_to = abar[t_from], abar[t_to] if t_to >= 0 else torch.ones((), device=x.device)
-    x0 = (x - (1 - a_from).sqrt() * eps) / a_from.sqrt()
+    x0 = ((x - (1 - a_from).sqrt() * eps) / a_from.sqrt()).clamp(-1, 1)
+    eps = (x - a_from.sqrt() * x0) / (1 - a_from).sqrt()
     return a_to.sqrt() * x0 + (1 - a_to).sqrt() * eps
 
 

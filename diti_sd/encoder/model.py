@@ -116,8 +116,11 @@ class DiTiEncoder(nn.Module):
             # epsilon units with Sigma_t the posterior variance; 0 at t = 0, where G does nothing
             abar_prev = torch.cat([torch.ones(1), alphas_cumprod[:-1]])
             coef = -alphas.sqrt() * (1 - abar_prev) / (1 - alphas_cumprod).sqrt()
+            # its DDIM samplers (model/diffusion/ddim.py) shift by -sqrt(1 - alphabar_t) instead (a quirk):
+            # within 2 % of the training coefficient from t = 100 on, 0.45 of it at t = 1
+            sample_coef = -(1 - alphas_cumprod).sqrt()
         elif recipe.train.shift_coefficient == "one":
-            coef = torch.ones_like(alphas)
+            coef = sample_coef = torch.ones_like(alphas)
         else:
             raise EncoderError(f"train.shift_coefficient must be pdae or one, not {recipe.train.shift_coefficient!r}")
         if recipe.train.gradient_mode not in GRADIENT_MODES:
@@ -125,6 +128,7 @@ class DiTiEncoder(nn.Module):
                 f"train.gradient_mode must be one of {', '.join(GRADIENT_MODES)}, not {recipe.train.gradient_mode!r}"
             )
         self.register_buffer("shift_coef", coef, persistent=False)
+        self.register_buffer("sample_shift_coef", sample_coef, persistent=False)
 
     def to(self, *args, **kwargs):
         self.unet.to(*args, **kwargs)
@@ -143,15 +147,18 @@ class DiTiEncoder(nn.Module):
         fresh = type(self)(self.recipe, DDPM(self.unet, self.scheduler, self.ddpm_source))
         return fresh.to(self.device).eval()
 
-    def eps(self, x_t: torch.Tensor, t: torch.Tensor, z: torch.Tensor, mask: bool = True) -> torch.Tensor:
-        """The DDPM's noise prediction shifted by G given z (masked to the subsets visible at t)."""
+    def eps(self, x_t: torch.Tensor, t: torch.Tensor, z: torch.Tensor, mask: bool = True,
+            sampling: bool = False) -> torch.Tensor:
+        """The DDPM's noise prediction shifted by G given z (masked to the subsets visible at t); ``sampling``:
+        with the coefficient the reference's DDIM samplers use, not the training one."""
         with torch.no_grad():
             base = self.unet(x_t, t).sample
-        return base + self._shift(x_t, t, z, mask)
+        return base + self._shift(x_t, t, z, mask, sampling)
 
-    def _shift(self, x_t: torch.Tensor, t: torch.Tensor, z: torch.Tensor, mask: bool = True) -> torch.Tensor:
+    def _shift(self, x_t: torch.Tensor, t: torch.Tensor, z: torch.Tensor, mask: bool = True,
+               sampling: bool = False) -> torch.Tensor:
         z_in = z * self.layout.mask(t).to(z.dtype) if mask else z
-        coef = self.shift_coef[t].view(-1, 1, 1, 1).to(x_t.dtype)
+        coef = (self.sample_shift_coef if sampling else self.shift_coef)[t].view(-1, 1, 1, 1).to(x_t.dtype)
         return coef * self.shift(x_t, t, z_in)
 
     def loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,

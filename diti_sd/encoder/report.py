@@ -49,7 +49,7 @@ def run_probe(model, train, test, out, num_workers: int = 0, progress: bool = Tr
     cfg = model.recipe.probe
     if cfg.method == "reference" and val is None:
         raise ConfigError("probe.method reference keeps the epoch of best validation AP: give validation images "
-                          "(data.val_split), or set probe.method=lbfgs")
+                          "(data.val_split), or use the L-BFGS probe (diti-sd encoder probe --method lbfgs)")
     probe, aps, by_stage = _probe_set(model, train, y_train, test, y_test, val, num_workers, progress)
     # the same probes on the untrained encoder: what z holds before training is not the method's doing
     _, init_aps, init_by_stage = _probe_set(model.at_initial_weights(), train, y_train, test, y_test, val,
