@@ -126,7 +126,8 @@ def test_encoder_recipes_reject_unknown_keys_and_take_overrides():
     assert load_encoder_recipe(recipe).to_dict() == recipe.to_dict()
     with pytest.raises(RecipeError, match="unknown key"):
         load_encoder_recipe("granular", ["train.bogus=1"])
-    with pytest.raises(RecipeError, match="no encoder recipe 'nope'; registered: celeba64, granular"):
+    registered = "celeba64, celeba64-stopgrad, ffhq, granular"
+    with pytest.raises(RecipeError, match=f"no encoder recipe 'nope'; registered: {registered}"):
         load_encoder_recipe("nope")
 
 

@@ -23,7 +23,7 @@ CELEBA64 = [
      "diti64.yml ssl_config.stages, dims_per_stage"),
     ("layout.subsets", 64, "diti64.yml ssl_config.k"),
     ("layout.k_per_stage", None, "diti64.yml: no k_per_stage, so t_to_idx is k equal ranges"),
-    ("net.encoder", "reference", "diti64.yml encoder_config.model CELEBA64Encoder"),
+    ("net.encoder", "celeba64", "diti64.yml encoder_config.model CELEBA64Encoder"),
     ("train.gradient_mode", "base", "diti64.yml: no pdae_mode; diti_trainer.py defaults to base"),
     ("train.snr_power", 0.1, "gaussian_diffusion.py: gamma = 0.1, weight snr ** gamma / (1 + snr)"),
     ("train.shift_coefficient", "pdae", "gaussian_diffusion.py shift_coef"),
@@ -47,12 +47,28 @@ CELEBA64 = [
 ]
 
 
-@pytest.mark.parametrize("key, value, source", CELEBA64, ids=[k for k, _, _ in CELEBA64])
-def test_celeba64_recipe_is_the_references(key, value, source):
-    recipe = load_encoder_recipe("celeba64")
+# config/celeba64/diti64_stopgrad.yml and config/ffhq/diti64.yml: what differs from diti64.yml
+STOPGRAD = [("train.gradient_mode", "stop_grad", "pdae_mode: stop_grad"),
+            ("train.steps", 468_750, "max_images 60,000,000 / 128")]
+FFHQ = [("net.encoder", "ffhq", "encoder_config.model FFHQEncoder"),
+        ("data.kind", "folder", "name FFHQ: the 70,000 images"), ("data.train_split", "all", "dataset/ffhq.py"),
+        ("data.crop_box", None, "dataset/ffhq.py: Resize(image_size) only"), ("data.crop", None, "the same"),
+        ("data.resize", "bilinear", "transforms.Resize on PIL images"),
+        ("train.steps", 500_000, "max_images 64,000,000 / 128")]
+UNCHANGED = ["z_dim", "ddpm_linear_betas", "layout.stages", "layout.subsets", "train.lr", "train.batch_size",
+             "train.ema_decay", "train.ema_warmup", "train.mixed_precision", "train.snr_power", "train.flip"]
+CASES = [("celeba64", *row) for row in CELEBA64] + [("celeba64-stopgrad", *row) for row in STOPGRAD] + \
+    [("ffhq", *row) for row in FFHQ] + \
+    [(name, key, value, "as diti64.yml") for name in ("celeba64-stopgrad", "ffhq") for key, value, _ in CELEBA64
+     if key in UNCHANGED]
+
+
+@pytest.mark.parametrize("recipe_name, key, value, source", CASES, ids=[f"{r}-{k}" for r, k, _, _ in CASES])
+def test_reference_recipes_are_the_references(recipe_name, key, value, source):
+    recipe = load_encoder_recipe(recipe_name)
     section, _, name = key.rpartition(".")
     got = getattr(getattr(recipe, section) if section else recipe, name)
-    assert got == value, f"{key}: {got!r}, the reference's {value!r} ({source})"
+    assert got == value, f"{recipe_name} {key}: {got!r}, the reference's {value!r} ({source})"
 
 
 def test_celeba64_layout_sizes_are_the_references():
@@ -82,13 +98,43 @@ def test_ema_decays_at_its_rate_from_the_second_step_as_the_reference():
     assert warm.get_decay(10) < 0.999 and warm.get_decay(10_000) == 0.999
 
 
-def test_the_reference_encoder_is_celeba64encoder():
-    from diti_sd.encoder.networks import ReferenceCelebA64Encoder, SelfAttention
+def _reference_layers(name):
+    """model/representation/encoder/{celeba64,ffhq}.py, layer by layer: (kind, in, out) of the Sequential."""
+    celeba = [("conv", 3, 64), ("gn", 64), ("conv", 64, 128), ("attn", 128), ("gn", 128), ("conv", 128, 128),
+              ("gn", 128), ("conv", 128, 128), ("gn", 128), ("linear", 2048, 512)]
+    ffhq = [("conv", 3, 64), ("gn", 64), ("conv", 64, 128), ("gn", 128), ("conv", 128, 256), ("attn", 256),
+            ("gn", 256), ("conv", 256, 256), ("gn", 256), ("conv", 256, 256), ("gn", 256), ("linear", 4096, 512)]
+    return {"celeba64": celeba, "ffhq": ffhq}[name]
 
-    encoder = ReferenceCelebA64Encoder(512)
-    # the reference's own count (model/representation/encoder/celeba64.py, its __main__): 1,487,104
-    assert sum(p.numel() for p in encoder.parameters()) == 1_487_104
-    assert encoder(torch.randn(2, 3, 64, 64)).shape == (2, 512)
+
+def _layers(module):
+    from diti_sd.encoder.networks import SelfAttention
+
+    out = []
+    for m in [*module.features, module.head]:
+        if isinstance(m, torch.nn.Conv2d):
+            assert (m.kernel_size, m.stride, m.padding) == ((3, 3), (2, 2), (1, 1))
+            out.append(("conv", m.in_channels, m.out_channels))
+        elif isinstance(m, torch.nn.GroupNorm):
+            assert m.num_groups == 32
+            out.append(("gn", m.num_channels))
+        elif isinstance(m, SelfAttention):
+            assert m.heads == 4
+            out.append(("attn", m.qkv.in_channels))
+        elif isinstance(m, torch.nn.Linear):
+            out.append(("linear", m.in_features, m.out_features))
+    return out
+
+
+@pytest.mark.parametrize("name, size, params", [("celeba64", 64, 1_487_104), ("ffhq", 128, None)])
+def test_the_reference_encoders_are_the_references_layers(name, size, params):
+    from diti_sd.encoder.networks import ReferenceEncoder, SelfAttention
+
+    encoder = ReferenceEncoder(name, 512)
+    assert _layers(encoder) == _reference_layers(name)
+    if params:  # the reference's own count (model/representation/encoder/celeba64.py, its __main__)
+        assert sum(p.numel() for p in encoder.parameters()) == params
+    assert encoder(torch.randn(2, 3, size, size)).shape == (2, 512)
     # its attention as guided diffusion's legacy block: heads split before q, k, v; softmax(q k / sqrt(c))
     attention = SelfAttention(128, 4)
     torch.nn.init.normal_(attention.proj_out.weight)
@@ -107,8 +153,8 @@ def test_the_reference_encoder_refuses_other_sizes_with_the_fix():
     from diti_sd.encoder.config import EncoderError
     from diti_sd.encoder.ddpm import build_ddpm
 
-    with pytest.raises(EncoderError, match="takes 64-px images; this DDPM makes 16-px ones: set net.encoder=conv"):
-        DiTiEncoder(load_encoder_recipe("granular", ["net.encoder=reference"]), build_ddpm(16, (16, 32)))
+    with pytest.raises(EncoderError, match="for 64-px images; this DDPM makes 16-px ones: set net.encoder=conv"):
+        DiTiEncoder(load_encoder_recipe("granular", ["net.encoder=celeba64"]), build_ddpm(16, (16, 32)))
 
 
 def test_the_recipe_refuses_a_ddpm_on_other_betas_with_the_fix():

@@ -51,15 +51,15 @@ class LayoutConfig:
 
 @dataclass
 class NetConfig:
-    # E: reference, the DiTi reference's CelebA-64 network (64-px images); conv, strided convolutions of
-    # encoder_channels, global average pool and a linear layer (any size)
-    encoder: str = "reference"
+    # E: conv, strided convolutions of encoder_channels, global average pool and a linear layer (any size);
+    # celeba64 or ffhq, the DiTi reference's networks for 64-px and 128-px images
+    encoder: str = "conv"
     encoder_channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
     shift_channels: list[int] = field(default_factory=lambda: [64, 128, 256])
     shift_layers_per_block: int = 1
     shift_attention: bool = False  # self-attention in the shift network's lowest-resolution block
 
-    CONSTRAINTS: ClassVar[dict] = {"encoder": Options("reference", "conv"),
+    CONSTRAINTS: ClassVar[dict] = {"encoder": Options("conv", "celeba64", "ffhq"),
                                    "encoder_channels": Each(Interval(1), min_len=1),
                                    "shift_channels": Each(Interval(1), min_len=1),
                                    "shift_layers_per_block": Interval(1)}

@@ -20,7 +20,7 @@ from ..files import atomic_write, file_digest
 from .config import GRADIENT_MODES, EncoderError, EncoderRecipe, load_encoder_recipe
 from .ddpm import DDPM, load_ddpm
 from .layout import SubsetLayout
-from .networks import ImageEncoder, ReferenceCelebA64Encoder
+from .networks import REFERENCE_ENCODERS, ImageEncoder, ReferenceEncoder, reference_image_size
 
 FORMAT_VERSION = 2  # 2: the reference's subset layout and shift coefficient
 MANIFEST = "encoder.json"
@@ -97,11 +97,12 @@ class DiTiEncoder(nn.Module):
         # the initial weights come from the recipe's seed, not from whatever ran before
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(recipe.train.seed)
-            if recipe.net.encoder == "reference":
-                if self.image_size != 64:
-                    raise EncoderError(f"net.encoder reference is the reference's CelebA-64 network and takes 64-px "
+            if recipe.net.encoder in REFERENCE_ENCODERS:
+                size = reference_image_size(recipe.net.encoder)
+                if self.image_size != size:
+                    raise EncoderError(f"net.encoder {recipe.net.encoder} is the reference's network for {size}-px "
                                        f"images; this DDPM makes {self.image_size}-px ones: set net.encoder=conv")
-                self.encoder = ReferenceCelebA64Encoder(recipe.z_dim, self.in_channels)
+                self.encoder = ReferenceEncoder(recipe.net.encoder, recipe.z_dim, self.in_channels)
             else:
                 self.encoder = ImageEncoder(recipe.z_dim, recipe.net.encoder_channels, self.in_channels)
             self.shift = ShiftNetwork(recipe.z_dim, self.image_size, recipe.net.shift_channels,

@@ -1,4 +1,4 @@
-"""The image encoder E of the DiTi encoder: the reference's CelebA-64 network, or a plain conv stack for other sizes."""
+"""The image encoder E of the DiTi encoder: one of the reference's networks, or a plain conv stack for any size."""
 
 from __future__ import annotations
 
@@ -53,22 +53,34 @@ class SelfAttention(nn.Module):
         return (flat + self.proj_out(out)).reshape(b, c, *spatial)
 
 
-class ReferenceCelebA64Encoder(nn.Module):
-    """The DiTi reference's ``CELEBA64Encoder`` (``net.encoder: reference``): four stride-2 3x3 convolutions
-    (64, 128, 128, 128 channels) with GroupNorm(32) and SiLU between them, 4-head self-attention after the second,
-    the 4 x 4 x 128 map flattened into a linear layer; 1,487,104 parameters for z of 512. 64-px images only."""
+# the reference's encoders (model/representation/encoder/): stride-2 convolutions' channels, and after which
+# convolution (0-based) the attention block sits; each ends on a 4 x 4 map, so takes 4 * 2^len(channels) px
+REFERENCE_ENCODERS = {
+    "celeba64": ([64, 128, 128, 128], 1),  # CELEBA64Encoder, 64 px
+    "ffhq": ([64, 128, 256, 256, 256], 2),  # FFHQEncoder, 128 px
+}
 
-    def __init__(self, z_dim: int, in_channels: int = 3):
+
+def reference_image_size(name: str) -> int:
+    return 4 * 2 ** len(REFERENCE_ENCODERS[name][0])
+
+
+class ReferenceEncoder(nn.Module):
+    """One of the DiTi reference's image encoders (``net.encoder: celeba64`` or ``ffhq``): 3x3 stride-2
+    convolutions with GroupNorm(32) and SiLU between them, 4-head self-attention after one of them, the final
+    4 x 4 map flattened into a linear layer (1,487,104 parameters for CelebA-64 and z of 512)."""
+
+    def __init__(self, name: str, z_dim: int, in_channels: int = 3):
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 64, 3, 2, 1),
-            nn.GroupNorm(32, 64), nn.SiLU(), nn.Conv2d(64, 128, 3, 2, 1),
-            SelfAttention(128, 4),
-            nn.GroupNorm(32, 128), nn.SiLU(), nn.Conv2d(128, 128, 3, 2, 1),
-            nn.GroupNorm(32, 128), nn.SiLU(), nn.Conv2d(128, 128, 3, 2, 1),
-            nn.GroupNorm(32, 128), nn.SiLU(), nn.Flatten(),
-        )
-        self.head = nn.Linear(128 * 4 * 4, z_dim)
+        channels, attention_after = REFERENCE_ENCODERS[name]
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, channels[0], 3, 2, 1)]
+        for i in range(1, len(channels)):
+            if i - 1 == attention_after:
+                layers.append(SelfAttention(channels[i - 1], 4))
+            layers += [nn.GroupNorm(32, channels[i - 1]), nn.SiLU(), nn.Conv2d(channels[i - 1], channels[i], 3, 2, 1)]
+        layers += [nn.GroupNorm(32, channels[-1]), nn.SiLU(), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(channels[-1] * 4 * 4, z_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
