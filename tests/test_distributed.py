@@ -71,3 +71,26 @@ def test_a_finished_command_closes_its_process_group(tmp_path):
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def test_the_encoder_trains_on_two_processes_as_on_one(tmp_path):
+    from diti_sd.encoder import DiTiEncoder
+
+    ddpm, one = tmp_path / "ddpm", tmp_path / "one"
+    assert main(["encoder", "train-ddpm", "--dataset", "granular", "--max-images", "32", "--steps", "2",
+                 "--channels", "16,32", "--out", str(ddpm), "--no-progress"]) == 0
+    common = ["encoder", "fit", "--dataset", "granular", "--max-images", "48", "--ddpm", str(ddpm), "--steps", "4",
+              "--set", "train.batch_size=8", "--set", "train.checkpoint_every=2", "--no-progress"]
+    assert main([*common, "--out", str(one)]) == 0
+    done = launch([*common, "--out", "two"], tmp_path)
+    assert done.stdout.count('"out"') == 1  # the first process reports
+    assert json.loads(done.stdout)["processes"] == 2
+    a, b = (DiTiEncoder.from_pretrained(tmp_path / name) for name in ("one", "two"))
+    for key, value in a.state_dict().items():  # each process half of each batch, gradients averaged
+        assert torch.allclose(value, b.state_dict()[key], atol=1e-5), key
+    losses = [json.loads((tmp_path / name / "losses.json").read_text()) for name in ("one", "two")]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4) and len(losses[1]) == 4
+    odd = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "diti_sd.cli",
+                          *common, "--set", "train.batch_size=7", "--out", "odd"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert odd.returncode != 0 and "train.batch_size 7 does not split evenly over 2 processes" in odd.stderr

@@ -117,10 +117,13 @@ def run(args):
 
 
 def _fit(args):
+    from ..distributed import is_main
     from ..encoder import DiTiEncoder, fit_encoder, load_ddpm, load_encoder_recipe
     from ..encoder.data import load_attributed
+    from ..encoder.train import check_batch_split
 
     recipe = load_encoder_recipe(args.dataset, args.overrides)
+    check_batch_split(recipe.train)  # before the DDPM loads
     device = _device(args.device)
     ddpm = load_ddpm(args.ddpm, device)
     model = DiTiEncoder(recipe, ddpm).to(device)
@@ -128,7 +131,8 @@ def _fit(args):
                            args.max_images, model.image_size)
     summary = fit_encoder(model, data, args.out, steps=args.steps, resume=args.resume,
                           num_workers=args.num_workers, progress=not args.no_progress)
-    print(json.dumps({"out": str(args.out), **summary}))
+    if is_main():
+        print(json.dumps({"out": str(args.out), **summary}))
     return 0
 
 

@@ -17,6 +17,7 @@ import torch
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from ..distributed import barrier, world
 from ..errors import ConfigError
 from ..preprocessing import uint8_to_float
 from ..recipes import from_dict
@@ -31,17 +32,20 @@ HELPERS = ("optimizer", "ema", "scaler")
 
 
 class _SeededBatches(torch.utils.data.Sampler):
-    """Index batches for steps start..steps-1, batch s drawn from the (seed, s) generator."""
+    """Index batches for steps start..steps-1, batch s drawn from the (seed, s) generator; under ``accelerate
+    launch`` each process takes its share of it (``rank::size``)."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, start: int, steps: int):
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, steps: int, rank: int = 0, size: int = 1):
         self.n, self.batch_size, self.seed, self.start, self.steps = n, batch_size, seed, start, steps
+        self.rank, self.size = rank, size
 
     def __len__(self) -> int:
         return self.steps - self.start
 
     def __iter__(self):
         for step in range(self.start, self.steps):
-            yield torch.randint(self.n, (self.batch_size,), generator=torch_generator(self.seed, step)).tolist()
+            batch = torch.randint(self.n, (self.batch_size,), generator=torch_generator(self.seed, step))
+            yield batch[self.rank::self.size].tolist()
 
 
 def _resume(folder: Path, model: DiTiEncoder, optimizer, ema: EMAModel, amp: MixedPrecision) -> tuple[int, list]:
@@ -67,11 +71,26 @@ def encoder_ema(params, cfg) -> EMAModel:
     return EMAModel(params, decay=cfg.ema_decay, min_decay=0.0 if cfg.ema_warmup else cfg.ema_decay)
 
 
+def check_batch_split(cfg) -> None:
+    """The batch must split evenly over the processes (``accelerate launch``), so each averages a share of one
+    size."""
+    size = world()[1]
+    if cfg.batch_size % size:
+        raise ConfigError(f"train.batch_size {cfg.batch_size} does not split evenly over {size} processes; "
+                          f"use a multiple of {size}")
+
+
 def fit_encoder(model: DiTiEncoder, data: AttributedImages, out: str | os.PathLike, steps: int | None = None,
                 resume: bool = False, num_workers: int = 0, progress: bool = True) -> dict:
-    """Train ``model`` on ``data`` and save the EMA weights to ``out`` (``DiTiEncoder.from_pretrained``)."""
+    """Train ``model`` on ``data`` and save the EMA weights to ``out`` (``DiTiEncoder.from_pretrained``).
+
+    Under ``accelerate launch`` (or ``torchrun``) the batch is split over the processes and their gradients
+    averaged before each step: every draw is the whole batch's, so N processes train what one would, up to
+    floating-point reduction order. The first process writes the checkpoints and the encoder."""
     cfg = model.recipe.train
     steps = cfg.steps if steps is None else steps
+    check_batch_split(cfg)
+    rank, size = world()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = model.device
@@ -85,39 +104,58 @@ def fit_encoder(model: DiTiEncoder, data: AttributedImages, out: str | os.PathLi
     start, losses = _resume(folder, model, optimizer, ema, amp) if resume else (0, [])
     dataset = AttributedDataset.from_config(data, model.image_size, model.recipe.data)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=_SeededBatches(len(dataset), cfg.batch_size, cfg.seed, start, steps),
+        dataset, batch_sampler=_SeededBatches(len(dataset), cfg.batch_size, cfg.seed, start, steps, rank, size),
         num_workers=num_workers, pin_memory=device.type == "cuda",
     )
     T = len(model.alphas_cumprod)
     model.train()
-    bar = tqdm(total=steps, initial=start, desc="fit DiTi encoder", disable=not progress)
+    bar = tqdm(total=steps, initial=start, desc="fit DiTi encoder", disable=not progress or rank != 0)
     step = start
     for step, pixels in enumerate(loader, start=start):
-        g = torch_generator(cfg.seed + 1, step)
+        g = torch_generator(cfg.seed + 1, step)  # the whole batch's draws; this process's share of each
         x0 = uint8_to_float(pixels.to(device))
+        shape = (cfg.batch_size, *x0.shape[1:])
         if cfg.flip:
-            flip = torch.rand(len(x0), generator=g) < 0.5
+            flip = (torch.rand(cfg.batch_size, generator=g) < 0.5)[rank::size]
             x0 = torch.where(flip.view(-1, 1, 1, 1).to(device), x0.flip(-1), x0)
-        t = torch.randint(0, T, (len(x0),), generator=g).to(device)
-        noise = torch.randn(x0.shape, generator=g).to(device)
+        t = torch.randint(0, T, (cfg.batch_size,), generator=g)[rank::size].to(device)
+        noise = torch.randn(shape, generator=g)[rank::size].to(device)
         with amp.autocast():
             loss = model.loss(x0, t, noise)
         optimizer.zero_grad(set_to_none=True)
         amp.backward(loss)
+        value = _average_over_processes(params, loss.detach(), size)
         amp.step(optimizer)
         ema.step(params)
-        losses.append(float(loss.detach()))
+        losses.append(value)
         bar.update(1)
         bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4g}")
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps and rank == 0:
             helpers = {"optimizer": optimizer.state_dict(), "ema": ema.state_dict(), "scaler": amp.state_dict()}
             state = {"step": step + 1, "losses": losses, "recipe": model.recipe.to_dict()}
             save_checkpoint(folder, Checkpoint(model.state_dict(), helpers, state))
     bar.close()
     model.eval()
     ema.copy_to(params)
-    summary = {"steps": steps, "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])), "images": len(data)}
-    model.save_pretrained(out, extra={"train": summary})
-    (out / "losses.json").write_text(json.dumps(losses))
-    remove_checkpoint(folder)  # the finished encoder is on disk; a later fit into this folder starts afresh
+    summary = {"steps": steps, "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])), "images": len(data),
+               "processes": size}
+    if rank == 0:
+        model.save_pretrained(out, extra={"train": summary})
+        (out / "losses.json").write_text(json.dumps(losses))
+        remove_checkpoint(folder)  # the finished encoder is on disk; a later fit into this folder starts afresh
+    barrier()
     return summary
+
+
+def _average_over_processes(params, loss: torch.Tensor, size: int) -> float:
+    """Each process's gradients (and loss) replaced by their mean over the processes: the whole batch's, as each
+    process's share is the same size."""
+    if size > 1:
+        for p in params:
+            if p.grad is not None:
+                torch.distributed.all_reduce(p.grad)
+                p.grad.div_(size)
+        loss = loss.clone()
+        torch.distributed.all_reduce(loss)
+        loss = loss / size
+    return float(loss)
