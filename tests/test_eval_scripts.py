@@ -161,6 +161,14 @@ def test_tune_synthetic_compares_on_validation_under_the_sealed_protocol(tmp_pat
     assert out["candidates"][0]["windows"]["tif"]["ll"]["baseline"] != ll[1]
     with pytest.raises(SystemExit, match="--shortcut-rate must be in"):
         tune.main([*partial[:-1], "1.5"])
+    # the variant whose prior images draw from some backgrounds only: its own cache keys, its own prior images
+    held = []
+    monkeypatch.setattr(tune.SyntheticSeed, "for_recipe",
+                        lambda *a, **k: held.append(k.get("generic_backgrounds")) or real(*a, **k))
+    tune.main([*control[:-2], "--prior-backgrounds", "0"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert held == [[0]] and out["prior_backgrounds"] == [0] and len(list((tmp_path / "cache").glob("*.json"))) == 6
+    assert out["candidates"][0]["windows"]["tif"]["ll"]["baseline"] != ll[1]
 
 
 def test_tune_synthetic_rivals_are_the_demos_all_t_adapters():

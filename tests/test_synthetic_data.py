@@ -226,3 +226,16 @@ def test_a_partial_shortcut_breaks_the_accident_on_the_rest_and_leaves_rate_one_
                                                      make_split(partial, split, 2, seed=5).images))
     with pytest.raises(ConfigError, match="shortcut_rate must be in"):
         SyntheticSpec(shortcut_rate=1.5)
+
+
+def test_generic_images_can_be_held_to_some_backgrounds_and_nothing_else_changes():
+    full, held = SyntheticSpec(size=16), SyntheticSpec(size=16, generic_backgrounds=[0, 3])
+    generic = make_split(held, "generic", 20, seed=4)
+    colours = [background_of(x) for x in generic.images]
+    assert set(colours) == {0, 3} and 0.3 < colours.count(0) / len(colours) < 0.7  # both, drawn evenly
+    assert {background_of(x) for x in make_split(full, "generic", 20, seed=4).images} == set(range(5))
+    for split in ("train", "val", "decorrelated", "correlated"):  # only the generic split is held
+        assert all(torch.equal(x, y) for x, y in zip(make_split(full, split, 3, seed=4).images,
+                                                     make_split(held, split, 3, seed=4).images))
+    with pytest.raises(ConfigError, match="generic_backgrounds must index the 5 background colours"):
+        SyntheticSpec(generic_backgrounds=[5])

@@ -60,12 +60,19 @@ class SyntheticSpec:
     # in the splits where the spurious attribute follows the class (train, correlated), the share of images
     # where it does; the others draw it independently, as real shots break an accident now and then. 1: all
     shortcut_rate: float = 1.0
+    # the background colours the generic split (the prior-preservation images, the coarse swap's donors) draws
+    # from; empty: all of them, as the other splits. Fewer: generic images that do not span the test's coarse
+    # variation, as a user's generic images of the domain may not
+    generic_backgrounds: list[int] = field(default_factory=list)
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise ConfigError(f"unknown synthetic task {self.task!r}; choose from {', '.join(TASKS)}")
         if not 0.0 <= self.shortcut_rate <= 1.0:
             raise ConfigError(f"shortcut_rate must be in [0, 1]; got {self.shortcut_rate}")
+        if any(not 0 <= b < background_count(self) for b in self.generic_backgrounds):
+            raise ConfigError(f"generic_backgrounds must index the {background_count(self)} background colours; "
+                              f"got {self.generic_backgrounds}")
         names = {"texture": TEXTURES, "colour": COLOUR_NAMES, "shape": SHAPES, "many": MANY_TEXTURES}[self.task]
         if not 2 <= self.n_classes <= len(names):
             raise ConfigError(f"n_classes must be in 2..{len(names)} for the {self.task} task")
@@ -141,7 +148,10 @@ def make_split(spec: SyntheticSpec, split: str, n_per_class: int, seed: int, shi
         follows = split in ("train", "correlated")  # the spurious attribute follows the class
         if follows and spec.shortcut_rate < 1.0:  # draws nothing at rate 1: the default streams stay as they were
             follows = bool(rng.random() < spec.shortcut_rate)
-        spurious = (label + shift) % n_bg if follows else int(rng.integers(n_bg))
+        if split == "generic" and spec.generic_backgrounds:  # one draw, as below, among the allowed colours
+            spurious = spec.generic_backgrounds[int(rng.integers(len(spec.generic_backgrounds)))]
+        else:
+            spurious = (label + shift) % n_bg if follows else int(rng.integers(n_bg))
         if spec.task in ("texture", "many"):
             names = spec.generic_textures if split == "generic" and spec.generic_textures else (
                 MANY_TEXTURES if spec.task == "many" else TEXTURES)
