@@ -80,11 +80,13 @@ def test_the_encoder_trains_on_two_processes_as_on_one(tmp_path):
     assert main(["encoder", "train-ddpm", "--dataset", "granular", "--max-images", "32", "--steps", "2",
                  "--channels", "16,32", "--out", str(ddpm), "--no-progress"]) == 0
     common = ["encoder", "fit", "--dataset", "granular", "--max-images", "48", "--ddpm", str(ddpm), "--steps", "4",
-              "--set", "train.batch_size=8", "--set", "train.checkpoint_every=2", "--no-progress"]
+              "--set", "train.batch_size=8", "--set", "train.checkpoint_every=2", "--set", "train.flip=true",
+              "--no-progress"]
     assert main([*common, "--out", str(one)]) == 0
     done = launch([*common, "--out", "two"], tmp_path)
     assert done.stdout.count('"out"') == 1  # the first process reports
-    assert json.loads(done.stdout)["processes"] == 2
+    summary = json.loads(done.stdout)
+    assert summary["processes"] == 2 and summary["images_per_process_step"] == 4  # each half of each batch of 8
     a, b = (DiTiEncoder.from_pretrained(tmp_path / name) for name in ("one", "two"))
     for key, value in a.state_dict().items():  # each process half of each batch, gradients averaged
         assert torch.allclose(value, b.state_dict()[key], atol=1e-5), key

@@ -249,3 +249,19 @@ def test_ddim_steps_shift_and_clamp_as_the_references_sampler():
     expected = abar[400].sqrt().float() * x0 + (1 - abar[400]).sqrt().float() * eps
     torch.testing.assert_close(_step(model, x, z, 500, 400), expected)
     assert not torch.allclose(model.eps(x, t, z, sampling=True), model.eps(x, t, z))
+
+
+def test_the_ffhq_probe_never_trains_on_its_test_images(tmp_path):
+    from diti_sd.encoder.data import load_attributed
+
+    for i in range(20):
+        Image.fromarray(np.full((8, 8, 3), i * 10, dtype=np.uint8)).save(tmp_path / f"{i:05d}.png")
+    recipe = load_encoder_recipe("ffhq")
+    data = recipe.data
+
+    def ids(split):
+        return set(load_attributed(data.kind, tmp_path, split, data.image_column, None, 128).ids)
+
+    fit, probe, test = ids(data.train_split), ids(recipe.probe.train_split), ids(data.test_split)
+    assert len(fit) == 20 and test <= fit  # the encoder learns from every image, as the reference's
+    assert probe and not probe & test and probe | test == fit

@@ -239,3 +239,5 @@ def test_generic_images_can_be_held_to_some_backgrounds_and_nothing_else_changes
                                                      make_split(held, split, 3, seed=4).images))
     with pytest.raises(ConfigError, match="generic_backgrounds must index the 5 background colours"):
         SyntheticSpec(generic_backgrounds=[5])
+    with pytest.raises(ConfigError, match="the colour task's is another"):
+        SyntheticSpec(task="colour", generic_backgrounds=[0])

@@ -96,7 +96,8 @@ def _device(name):
 
     from ..backbone import default_device
 
-    return torch.device(name) if name else default_device()
+    # a bare "cuda" under a multi-process launcher means this process's GPU, as the default does
+    return torch.device(name) if name and name != "cuda" else default_device()
 
 
 def _data_config(args, model):
@@ -142,7 +143,7 @@ def _probe(args):
 
     model = DiTiEncoder.from_pretrained(args.encoder, ddpm=args.ddpm, device=_device(args.device))
     cfg, data = model.recipe, _data_config(args, model)
-    train = load_attributed(data.kind, args.data_root, data.train_split, data.image_column,
+    train = load_attributed(data.kind, args.data_root, cfg.probe.train_split or data.train_split, data.image_column,
                             args.max_train or cfg.probe.max_train, model.image_size)
     test = load_attributed(data.kind, args.data_root, data.test_split, data.image_column,
                            args.max_test or cfg.probe.max_test, model.image_size)

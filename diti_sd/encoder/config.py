@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..constraints import POSITIVE, PRECISIONS, Each, Interval, Options, RecipeError, fail
+from ..constraints import POSITIVE, PRECISIONS, Each, Interval, Options, Pattern, RecipeError, fail
 from ..errors import ConfigError, DitiError
 from ..recipes import RECIPE_DIR, RecipeMixin, load_registered
 from .subsets import subset_plan
@@ -123,6 +123,9 @@ class ProbeConfig:
     steps: int = 300  # lbfgs: L-BFGS iterations of the full-batch logistic regression
     weight_decay: float = 1e-4
     batch_size: int = 256  # images per encoder batch
+    # the split the probe trains on (None: data.train_split); apart from the test split whenever the encoder
+    # trained on every image (FFHQ's train_split all)
+    train_split: str | None = None
     max_train: int | None = None  # cap on probe-train images (None: all)
     max_test: int | None = None
     # counterfactual swaps (encoder/transfer.py): image pairs per attribute (0: skip) and DDIM steps
@@ -133,6 +136,7 @@ class ProbeConfig:
         "method": Options("reference", "lbfgs"), "epochs": Interval(1), "lr": POSITIVE, "train_batch_size": Interval(1),
         "steps": Interval(1), "weight_decay": Interval(0), "batch_size": Interval(1), "max_train": [None, Interval(1)],
         "max_test": [None, Interval(1)], "transfer_pairs": Interval(0), "transfer_steps": Interval(1),
+        "train_split": [None, Pattern(r".+", "a split name")],
     }
 
 

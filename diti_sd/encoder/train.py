@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..distributed import barrier, world
 from ..errors import ConfigError
+from ..files import recover_folder
 from ..preprocessing import uint8_to_float
 from ..recipes import from_dict
 from ..seeding import torch_generator
@@ -101,6 +102,10 @@ def fit_encoder(model: DiTiEncoder, data: AttributedImages, out: str | os.PathLi
     folder = out / CHECKPOINT
     if (folder / "state.json").is_file() and not resume:
         raise ConfigError(f"{out} holds an interrupted encoder fit; pass --resume to continue it or delete {folder}")
+    if resume and size > 1:  # one process finishes a folder swap a crash cut short; then all read the checkpoint
+        if rank == 0:
+            recover_folder(folder)
+        barrier()
     start, losses = _resume(folder, model, optimizer, ema, amp) if resume else (0, [])
     dataset = AttributedDataset.from_config(data, model.image_size, model.recipe.data)
     loader = torch.utils.data.DataLoader(
@@ -110,11 +115,11 @@ def fit_encoder(model: DiTiEncoder, data: AttributedImages, out: str | os.PathLi
     T = len(model.alphas_cumprod)
     model.train()
     bar = tqdm(total=steps, initial=start, desc="fit DiTi encoder", disable=not progress or rank != 0)
-    step = start
+    step, share = start, 0
     for step, pixels in enumerate(loader, start=start):
         g = torch_generator(cfg.seed + 1, step)  # the whole batch's draws; this process's share of each
         x0 = uint8_to_float(pixels.to(device))
-        shape = (cfg.batch_size, *x0.shape[1:])
+        share, shape = len(x0), (cfg.batch_size, *x0.shape[1:])
         if cfg.flip:
             flip = (torch.rand(cfg.batch_size, generator=g) < 0.5)[rank::size]
             x0 = torch.where(flip.view(-1, 1, 1, 1).to(device), x0.flip(-1), x0)
@@ -138,7 +143,7 @@ def fit_encoder(model: DiTiEncoder, data: AttributedImages, out: str | os.PathLi
     model.eval()
     ema.copy_to(params)
     summary = {"steps": steps, "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])), "images": len(data),
-               "processes": size}
+               "processes": size, "images_per_process_step": share}
     if rank == 0:
         model.save_pretrained(out, extra={"train": summary})
         (out / "losses.json").write_text(json.dumps(losses))

@@ -70,6 +70,9 @@ class SyntheticSpec:
             raise ConfigError(f"unknown synthetic task {self.task!r}; choose from {', '.join(TASKS)}")
         if not 0.0 <= self.shortcut_rate <= 1.0:
             raise ConfigError(f"shortcut_rate must be in [0, 1]; got {self.shortcut_rate}")
+        if self.generic_backgrounds and self.task not in ("texture", "many"):
+            raise ConfigError(f"generic_backgrounds holds the generic images' background colours, the spurious "
+                              f"attribute of a texture task; the {self.task} task's is another")
         if any(not 0 <= b < background_count(self) for b in self.generic_backgrounds):
             raise ConfigError(f"generic_backgrounds must index the {background_count(self)} background colours; "
                               f"got {self.generic_backgrounds}")
