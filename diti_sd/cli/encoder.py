@@ -26,7 +26,8 @@ def add_arguments(parser):
     fit.add_argument("--ddpm", required=True, help="DDPM: local DDPMPipeline folder or hub id")
     fit.add_argument("--out", required=True, help="folder for the encoder (and its checkpoint while training)")
     fit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a recipe value, e.g. --set train.batch_size=32")
+                     help="override a recipe value, e.g. --set train.checkpoint_every=5000 (changing one of the "
+                          "reference's values, e.g. the batch, leaves its set-up)")
     fit.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the recipe's)")
     fit.add_argument("--resume", action="store_true", help="continue an interrupted fit in --out")
     add_runtime_arguments(fit, precision=False, workers=True)
