@@ -40,9 +40,6 @@ class LayoutConfig:
                  "time-steps up to 1000")
         if self.subsets < len(self.stages):
             fail(f"{where}.subsets", self.subsets, f"at least the number of stages ({len(self.stages)})")
-        if self.k_per_stage is not None and (len(self.k_per_stage) != len(self.stages)
-                                             or sum(self.k_per_stage) != self.subsets):
-            fail(f"{where}.k_per_stage", self.k_per_stage, f"one count per stage, {self.subsets} (subsets) in all")
         try:  # before any work: every stage must get a subset, and every subset dimensions
             subset_plan(self.stages, self.subsets, self.stages[-1][0], self.k_per_stage)
         except ConfigError as err:
