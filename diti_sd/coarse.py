@@ -95,18 +95,49 @@ def leave_one_out_accuracy(features: torch.Tensor, labels: np.ndarray) -> float 
     return float((distance.argmin(1) == index)[kept].double().mean())
 
 
+def shot_spread(features: torch.Tensor, labels) -> float:
+    """How far a typical shot's coarse content lies from its class's (the median, over the shots of classes with
+    more than one, of the distance to their class mean taken without them); 0 when no class has two shots."""
+    x = features.double()
+    _, index, counts, means = _class_means(x, labels)
+    own = counts[index]
+    kept = own > 1
+    if not bool(kept.any()):
+        return 0.0
+    distance = ((x - means[index]) ** 2).sum(1).sqrt() * own / (own - 1).clamp(min=1)
+    return float(np.median(distance[kept].numpy()))
+
+
 def coarse_conflicts(shot_pixels: torch.Tensor, shot_labels, pixels, labels,
-                     sigma_fraction: float = 0.125) -> np.ndarray:
+                     sigma_fraction: float = 0.125, margin: float | None = None) -> np.ndarray:
     """Which of ``pixels`` (labelled images, e.g. validation images) break the shots' coarse accident: their
-    coarse content's nearest shot-class mean (:func:`coarse_features`) is another class's. Where the shots'
-    coarse content names their class by accident, these are the images on which reading it is wrong; where
-    it is the class itself, there are none. uint8 (n, 3, H, W) images, or an iterable of such batches (a
-    validation set decoded a batch at a time); a label the shots lack counts as a conflict."""
-    classes, _, _, means = _class_means(coarse_features(shot_pixels, sigma_fraction).double(), shot_labels)
+    coarse content (:func:`coarse_features`) lies nearer another class's shot mean than their own class's by more
+    than a typical shot lies from its own (:func:`shot_spread`). The margin is what keeps classes that share
+    coarse content (a site, a camera, a background shared by a few classes) from counting as broken: an image
+    drawn as its class's shots were lies about as near each of them. Where the shots' coarse content names their
+    class by accident, these are the images on which reading it is wrong; where it is the class itself, there are
+    none. uint8 (n, 3, H, W) images, or an iterable of such batches (a validation set decoded a batch at a time);
+    a label the shots lack counts as a conflict. ``margin``: another margin (0: any image nearer another class's
+    mean, the rule before the margin)."""
+    shot_features = coarse_features(shot_pixels, sigma_fraction).double()
+    classes, _, _, means = _class_means(shot_features, shot_labels)
+    margin = shot_spread(shot_features, shot_labels) if margin is None else margin
     batches = [pixels] if isinstance(pixels, torch.Tensor) else pixels
     features = torch.cat([coarse_features(batch, sigma_fraction).double() for batch in batches])
-    nearest = torch.cdist(features, means).argmin(1).numpy()
-    return classes[nearest] != np.asarray(labels)
+    distance = torch.cdist(features, means)
+    labels = np.asarray(labels)
+    where = {c: i for i, c in enumerate(classes.tolist())}
+    own = torch.as_tensor([where.get(c, -1) for c in labels.tolist()])
+    known = own >= 0
+    rows = torch.arange(len(labels))[known]
+    others = distance.clone()
+    others[rows, own[known]] = float("inf")
+    conflict = torch.ones(len(labels), dtype=torch.bool)
+    if len(classes) > 1:
+        conflict[known] = distance[rows, own[known]] - others[known].min(1).values > margin
+    else:
+        conflict[known] = False
+    return conflict.numpy()
 
 
 def coarse_shortcut(pixels: torch.Tensor, labels, sigma_fraction: float = 0.125, permutations: int = PERMUTATIONS,

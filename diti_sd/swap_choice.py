@@ -1,12 +1,13 @@
 """``fit.coarse_swap_auto``: the coarse swap chosen on the user's own evidence, the validation images that break
 the shots' accident.
 
-Where every shot of a class shares a coarse attribute by accident, validation images drawn where the shots
-came from share it too, except those that break it (``diti_sd.coarse.validation_breaks``: their blur lies
-nearest another class's shots). A fit that reads the accident gets exactly those wrong. So, when the shortcut
-check fires and such images exist, a second set is fitted with ``fit.coarse_swap`` 1 and the two are compared
-on them by accuracy; the swap stays only if it is more accurate there. Where no image breaks the accident the
-data cannot tell it from the class, and nothing is refitted. Not in the reference; a second fit, so opt-in.
+Where every shot of a class shares a coarse attribute by accident, validation images drawn where the shots came
+from share it too, except those that break it (``diti_sd.coarse.validation_breaks``: their blur lies nearer another
+class's shots than their own class's, by more than a shot lies from its own). A fit that reads the accident gets
+exactly those wrong. So, when the shortcut check fires and such images exist, a second set is fitted with
+``fit.coarse_swap`` 1 and the two are compared on them by accuracy; the swap stays only if it is more accurate
+there. Where no image breaks the accident the data cannot tell it from the class, and nothing is refitted. Not in
+the reference; a second fit, so opt-in.
 """
 
 from __future__ import annotations

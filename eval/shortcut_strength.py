@@ -14,12 +14,12 @@ fits per seed, as ``eval/tune_synthetic.py`` makes them and in its cache: the re
 - the rule (``tune_synthetic``'s: true-class log-likelihood on user-like validation, paired over seeds,
   better only beyond 2 SE) on the swap against the recipe, at the recipe's window;
 - the same rule read only on the user-like validation images that break the shots' accident
-  (``diti_sd.coarse.coarse_conflicts``: their blur's nearest shot-class mean is another class's; found from
-  the user's own shots and labels, no oracle), the worst-group reading of the spurious-correlation
-  literature with the groups inferred; at rate 1 there are none, and no verdict (nor on the colour task,
-  whose class is the colour, at any rate: counted without a fit). Pooled over seeds, as the recipe's values
-  are chosen; beside it, what one user with one seed's images would see: per seed, whether the swap's
-  accuracy on those images is ahead of, level with or behind the recipe's;
+  (``diti_sd.coarse.coarse_conflicts``: their blur lies nearer another class's shot mean than their own's, by
+  more than a typical shot lies from its own; found from the user's own shots and labels, no oracle), the worst-
+  group reading of the spurious-correlation literature with the groups inferred; at rate 1 there are none, and no
+  verdict (nor on the colour task, whose class is the colour, at any rate: counted without a fit). Pooled over
+  seeds, as the recipe's values are chosen; beside it, what one user with one seed's images would see: per seed,
+  whether the swap's accuracy on those images is ahead of, level with or behind the recipe's;
 - the scoring window each family's log-likelihood picks on all the user-like validation and on the breaking
   images (pooled, and seed by seed as one user would choose), beside the oracle's best;
 - on the oracle stream (the background independent of the class; a labelled row, never chosen on): the

@@ -18,6 +18,7 @@ from diti_sd.coarse import (
     gaussian_blur,
     leave_one_out_accuracy,
     shortcut_warning,
+    shot_spread,
     validation_breaks,
 )
 from diti_sd.errors import CoarseShortcutWarning
@@ -126,6 +127,27 @@ def test_the_images_that_break_the_accident_are_those_whose_blur_points_to_anoth
     mixed = [*drawn.images[:3], shifted.images[0]]
     assert validation_breaks(report, pixels, shots.labels, as_uint8(mixed), [*drawn.labels[:3], shifted.labels[0]]) \
         == {"images": 4, "breaking": [3]}
+
+
+def test_classes_that_share_their_coarse_content_do_not_break_it():
+    # ten classes on five backgrounds (class c on colour c mod 5): an image drawn as its class's shots lies about
+    # as near its sibling class's mean as its own, which is no break; one on another pair's colour is
+    spec = SyntheticSpec(size=32, task="many", n_classes=10)
+    shots = make_split(spec, "train", 8, seed=11)
+    drawn = make_split(spec, "train", 3, seed=5)
+    shifted = make_split(spec, "train", 2, seed=5, shift=1)  # colour (c + 1) mod 5
+    pixels = as_uint8(shots.images)
+    assert not coarse_conflicts(pixels, shots.labels, as_uint8(drawn.images), drawn.labels).any()
+    assert coarse_conflicts(pixels, shots.labels, as_uint8(shifted.images), shifted.labels).all()
+    # without the margin, being nearer the sibling's mean was enough
+    assert coarse_conflicts(pixels, shots.labels, as_uint8(drawn.images), drawn.labels, margin=0.0).mean() > 0.2
+
+
+def test_the_margin_is_a_typical_shots_distance_from_its_class_mean():
+    features = torch.tensor([[0.0], [2.0], [10.0], [14.0], [100.0]])
+    # without themselves, the class means are 2 and 0 away (class a) and 4 and 4 (class b); c has one shot
+    assert shot_spread(features, ["a", "a", "b", "b", "c"]) == pytest.approx(3.0)
+    assert shot_spread(features[:2], ["a", "b"]) == 0.0
 
 
 def test_the_warning_says_whether_the_validation_images_can_tell():

@@ -223,3 +223,20 @@ def test_shortcut_check_reads_the_shots_that_break_the_accident(tmp_path):
     cases = json.loads((tmp_path / "check.json").read_text())["cases"]
     partial = cases["texture / train, background follows in 0.5"]
     assert partial["accuracy"] < cases["texture / train"]["accuracy"] == 1.0
+
+
+def test_breaking_images_counts_the_flagged_images_against_their_backgrounds(tmp_path, capsys):
+    script = _script("breaking_images")
+    script.main(["--seeds", "11", "--out", str(tmp_path / "b.json")])
+    cases = {(c["task"], c["shortcut_rate"]): c for c in json.loads((tmp_path / "b.json").read_text())["cases"]}
+    for case in cases.values():
+        for counts in case["rules"].values():
+            assert counts["right"] + counts["missed"] == case["truly_breaking"]
+            assert counts["right"] + counts["wrong"] == sum(counts["flagged_per_seed"])
+    with_margin, before = "with the margin (the fit's)", "without it (before)"
+    # where the background follows every class, nothing breaks it; on 24 classes sharing five backgrounds
+    # only the margin keeps the siblings' images from counting
+    assert cases["texture", 1.0]["truly_breaking"] == 0 and cases["many", 1.0]["truly_breaking"] == 0
+    assert cases["many", 1.0]["rules"][with_margin]["wrong"] < cases["many", 1.0]["rules"][before]["wrong"]
+    assert cases["texture", 0.9]["rules"][with_margin]["right"] > 0
+    assert "truly break the accident" in capsys.readouterr().out
