@@ -67,7 +67,7 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
              windows: list[tuple[int, int]] = WINDOWS, pairs: tuple[int, int] = (12, 12),
              split_at: int = 200, model: str | None = None, cache: Path | None = None,
              train_stream: str = "train", shortcut_rate: float = 1.0,
-             generic_backgrounds: list[int] | None = None) -> dict:
+             generic_backgrounds: list[int] | None = None, n_classes: int | None = None) -> dict:
     """Per window (and "tif"), per seed: which user-like validation images each fit gets right
     (``correct``), each one's true-class log-likelihood there (``ll``, what the rule reads: accuracy
     saturates where the shortcut is right), and which oracle images it gets right (``oracle``, a labelled
@@ -80,7 +80,8 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
     that prices the shortcut (a user never has such shots). ``shortcut_rate`` < 1: a variant of the benchmark
     whose shots, and the user-like stream drawn as they are, break the accident on the remaining share.
     ``generic_backgrounds``: the background colours the prior-preservation images (the coarse swap's donors) draw
-    from, a variant where they do not span the test's."""
+    from, a variant where they do not span the test's. ``n_classes``: the many-class variant (``task="many"``: stripe
+    textures on five backgrounds, class c's shots on colour c mod 5) with that many classes."""
     recipe = load_recipe("synthetic", [*([f"model={model}"] if model else []), *overrides])
     names = [*windows, "tif"]
     out = {part: {w: [] for w in names} for part in PARTS}
@@ -93,10 +94,12 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
             parts.append({"shortcut_rate": shortcut_rate})
         if generic_backgrounds:
             parts.append({"generic_backgrounds": list(generic_backgrounds)})
+        if n_classes:
+            parts.append({"task": "many", "n_classes": n_classes})
         saved = cached_json(cache, parts, lambda seed=seed, parts=parts: {
             "key": json.dumps(parts, default=str),
             **_one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at, train_stream, shortcut_rate,
-                        generic_backgrounds)})
+                        generic_backgrounds, n_classes)})
         for part in PARTS:
             for w in names:
                 out[part][w].append(np.array(saved[part][window_name(w)], dtype=float if part == "ll" else bool))
@@ -104,10 +107,11 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
 
 
 def _one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at, train_stream="train",
-              shortcut_rate=1.0, generic_backgrounds=None) -> dict:
+              shortcut_rate=1.0, generic_backgrounds=None, n_classes=None) -> dict:
     """One fit, scored on both validation streams at the seed's own validation pairs."""
     run = SyntheticSeed.for_recipe(recipe, seed, shots, train_stream=train_stream, shortcut_rate=shortcut_rate,
-                                   generic_backgrounds=generic_backgrounds)
+                                   generic_backgrounds=generic_backgrounds,
+                                   **({"task": "many", "n_classes": n_classes} if n_classes else {}))
     streams = {name: run.stream(name, val_per_class) for name in STREAMS}  # the only streams tuning reads
     clf = run.fit(recipe)
     t, noise, weights = stratified_pairs([0, split_at, 1000], pairs, clf.backbone_.latent_shape,
@@ -211,6 +215,9 @@ def main(argv=None):
     parser.add_argument("--prior-backgrounds", type=lambda v: [int(b) for b in v.split(",") if b], default=None,
                         help="the background colours (indices) the prior images, the coarse swap's donors, draw from; "
                              "a variant where they do not span the test's (default: all)")
+    parser.add_argument("--classes", type=int, default=None,
+                        help="the many-class variant with this many classes (stripe textures on five backgrounds: the "
+                             "background narrows the class to about five; default: the 5-class texture task)")
     parser.add_argument("--smoke", action="store_true",
                         help="allow fewer than 10 seeds (checks the script, no verdict)")
     args = parser.parse_args(argv)
@@ -229,17 +236,22 @@ def main(argv=None):
     if args.prior_backgrounds:
         print(f"variant: the prior images (the coarse swap's donors) draw their backgrounds from "
               f"{args.prior_backgrounds} only")
+    if args.classes is not None and args.classes < 6:
+        raise SystemExit(f"--classes is the many-class variant, at least 6 classes; got {args.classes}")
+    if args.classes:
+        print(f"variant: {args.classes} classes on five backgrounds")
     if args.shortcut_rate != 1.0:
         print(f"variant: the background follows the class in a share {args.shortcut_rate} of the shots and of "
               "the user-like validation")
     baseline = evaluate(against_overrides, seeds, args.shots, args.val_per_class, windows, pairs, args.split_at,
-                        args.model, args.cache, args.train_stream, args.shortcut_rate, args.prior_backgrounds)
+                        args.model, args.cache, args.train_stream, args.shortcut_rate, args.prior_backgrounds,
+                        args.classes)
     score = load_recipe("synthetic", against_overrides).score
     recipe_window = (score.t_min, score.t_max)
     against = windows_against_recipe(baseline, recipe_window)
     out = {"baseline": against_overrides, "seeds": seeds, "model": args.model, "streams": list(STREAMS),
            "train_stream": args.train_stream, "shortcut_rate": args.shortcut_rate,
-           "prior_backgrounds": args.prior_backgrounds,
+           "prior_backgrounds": args.prior_backgrounds, "classes": args.classes,
            "baseline_windows_minus_recipe_window": against, "candidates": []}
     if against:
         print(f"the baseline's scorings minus its recipe's window {window_name(recipe_window)} (paired, validation):")
@@ -251,7 +263,7 @@ def main(argv=None):
     for overrides in candidates:
         run = evaluate([*against_overrides, *overrides], seeds, args.shots, args.val_per_class, windows, pairs,
                        args.split_at, args.model, args.cache, args.train_stream, args.shortcut_rate,
-                       args.prior_backgrounds)
+                       args.prior_backgrounds, args.classes)
         table = compare(run, baseline, smoke=args.smoke)
         base_name = " ".join(against_overrides) or "the recipe"
         print(f"candidate {' '.join(overrides) or '(the recipe)'} against {base_name}")

@@ -169,6 +169,15 @@ def test_tune_synthetic_compares_on_validation_under_the_sealed_protocol(tmp_pat
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert held == [[0]] and out["prior_backgrounds"] == [0] and len(list((tmp_path / "cache").glob("*.json"))) == 6
     assert out["candidates"][0]["windows"]["tif"]["ll"]["baseline"] != ll[1]
+    # the many-class variant: its own cache keys, its shots of that many classes
+    many = []
+    monkeypatch.setattr(tune.SyntheticSeed, "for_recipe",
+                        lambda *a, **k: many.append((k.get("task"), k.get("n_classes"))) or real(*a, **k))
+    tune.main([*control[:-2], "--classes", "6", "--val-per-class", "1"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert many == [("many", 6)] and out["classes"] == 6 and len(list((tmp_path / "cache").glob("*.json"))) == 7
+    with pytest.raises(SystemExit, match="at least 6 classes"):
+        tune.main([*control[:-2], "--classes", "3"])
 
 
 def test_tune_synthetic_rivals_are_the_demos_all_t_adapters():
