@@ -127,7 +127,7 @@ def coarse_conflicts(shot_pixels: torch.Tensor, shot_labels, pixels, labels,
     distance = torch.cdist(features, means)
     labels = np.asarray(labels)
     where = {c: i for i, c in enumerate(classes.tolist())}
-    own = torch.as_tensor([where.get(c, -1) for c in labels.tolist()])
+    own = torch.as_tensor([where.get(c, -1) for c in labels.tolist()], dtype=torch.long)
     known = own >= 0
     rows = torch.arange(len(labels))[known]
     others = distance.clone()

@@ -141,11 +141,19 @@ def test_classes_that_share_their_coarse_content_do_not_break_it():
     assert coarse_conflicts(pixels, shots.labels, as_uint8(shifted.images), shifted.labels).all()
     # without the margin, being nearer the sibling's mean was enough
     assert coarse_conflicts(pixels, shots.labels, as_uint8(drawn.images), drawn.labels, margin=0.0).mean() > 0.2
+    # the record a fit keeps uses the margin too
+    report = coarse_shortcut(pixels, shots.labels)
+    mixed = as_uint8([*drawn.images[:5], shifted.images[0]])
+    assert validation_breaks(report, pixels, shots.labels, mixed, [*drawn.labels[:5], shifted.labels[0]]) \
+        == {"images": 6, "breaking": [5]}
+    # one class has no other to point to; a label the shots lack breaks it whatever the margin
+    one = [0] * len(shots.labels)
+    assert coarse_conflicts(pixels, one, as_uint8(shifted.images[:2]), [0, 3]).tolist() == [False, True]
 
 
 def test_the_margin_is_a_typical_shots_distance_from_its_class_mean():
     features = torch.tensor([[0.0], [2.0], [10.0], [14.0], [100.0]])
-    # without themselves, the class means are 2 and 0 away (class a) and 4 and 4 (class b); c has one shot
+    # each shot's distance to its class's mean without it: 2 and 2 (class a), 4 and 4 (class b); c has one shot
     assert shot_spread(features, ["a", "a", "b", "b", "c"]) == pytest.approx(3.0)
     assert shot_spread(features[:2], ["a", "b"]) == 0.0
 
