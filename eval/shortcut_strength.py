@@ -67,24 +67,25 @@ def as_uint8(images: list) -> torch.Tensor:
 
 
 def conflicts(recipe, seeds: list[int], shots: int, val_per_class: int, rate: float,
-              task: str = "texture") -> list[np.ndarray]:
+              task: str = "texture", n_classes: int | None = None) -> list[np.ndarray]:
     """Per seed, which user-like validation images (in the stream's order, as the fits' rows are) break the
     shots' coarse accident."""
     out = []
     for seed in seeds:
-        run = SyntheticSeed.for_recipe(recipe, seed, shots, task=task, shortcut_rate=rate)
+        run = SyntheticSeed.for_recipe(recipe, seed, shots, task=task, n_classes=n_classes, shortcut_rate=rate)
         val = run.stream("val", val_per_class)
         out.append(coarse_conflicts(as_uint8(run.train.images), run.train.labels, as_uint8(val.images), val.labels,
                                     recipe.fit.coarse_sigma))
     return out
 
 
-def check_fired(recipe, seeds: list[int], shots: int, rate: float) -> list[bool]:
+def check_fired(recipe, seeds: list[int], shots: int, rate: float, n_classes: int | None = None) -> list[bool]:
     """Per seed, whether the fit's shortcut check fires on its shots (pixels only, no fit), with the seed the fit
     gives it: ``fit.coarse_swap_auto`` compares only where it does."""
     out = []
     for seed in seeds:
-        run = SyntheticSeed.for_recipe(recipe, seed, shots, shortcut_rate=rate)
+        run = SyntheticSeed.for_recipe(recipe, seed, shots, shortcut_rate=rate,
+                                       **({"task": "many", "n_classes": n_classes} if n_classes else {}))
         report = coarse_shortcut(as_uint8(run.train.images), run.train.labels, recipe.fit.coarse_sigma, seed=seed)
         out.append(fired(report))
     return out
@@ -123,11 +124,14 @@ def window_choices(fit: dict, masks: list[np.ndarray]) -> dict:
             "per_seed_breaking_minus_all": {"gain": gain, "se": se, "seeds": len(gains)}}
 
 
-def measure(rate: float, seeds: list[int], shots: int, val_per_class: int, cache: Path | None) -> dict:
-    """The three fits at one rate, read as the module says."""
+def measure(rate: float, seeds: list[int], shots: int, val_per_class: int, cache: Path | None,
+            pairs: tuple[int, int] = (12, 12), n_classes: int | None = None) -> dict:
+    """The three fits at one rate, read as the module says (``n_classes``: the many-class variant)."""
     recipe = load_recipe("synthetic")
     window = (recipe.score.t_min, recipe.score.t_max)
-    fits = {name: tune.evaluate(overrides, seeds, shots, val_per_class, cache=cache, shortcut_rate=rate)
+    task = "many" if n_classes else "texture"
+    fits = {name: tune.evaluate(overrides, seeds, shots, val_per_class, pairs=pairs, cache=cache,
+                                shortcut_rate=rate, n_classes=n_classes)
             for name, overrides in (("recipe", []), ("swap", SWAP), ("rivals", tune.baseline_overrides("rivals")))}
     rule = tune.compare(fits["swap"], fits["recipe"])[tune.window_name(window)]
     oracle = {"recipe window": per_seed(fits["recipe"], "oracle", window),
@@ -143,7 +147,7 @@ def measure(rate: float, seeds: list[int], shots: int, val_per_class: int, cache
             gain, gse = mean_se(list(oracle["recipe window"] - accs))
             rows[name]["recipe_minus"] = {"gain": gain, "se": gse}
     user = per_seed(fits["recipe"], "correct", window)
-    masks = conflicts(recipe, seeds, shots, val_per_class, rate)
+    masks = conflicts(recipe, seeds, shots, val_per_class, rate, task, n_classes)
     swap, base = fits["swap"], fits["recipe"]
     ll = on_conflicts(swap["ll"][window], base["ll"][window], masks)
     # one user holds one seed: accuracy on that seed's breaking images, the swap's fit against the recipe's
@@ -160,9 +164,9 @@ def measure(rate: float, seeds: list[int], shots: int, val_per_class: int, cache
                                     "verdict": "swap chosen" if rule["ll"]["beyond_2_se"] else "recipe kept"},
             "conflicts": {"per_seed": [int(m.sum()) for m in masks], "images_per_seed": int(len(masks[0])),
                           # where the class is the colour, none can break it: no fit is needed to see that
-                          "fired_per_seed": check_fired(recipe, seeds, shots, rate),
-                          "colour_task_per_seed": [int(m.sum()) for m in conflicts(recipe, seeds, shots,
-                                                                                   val_per_class, rate, "colour")],
+                          "fired_per_seed": check_fired(recipe, seeds, shots, rate, n_classes),
+                          "colour_task_per_seed": [] if n_classes else [
+                              int(m.sum()) for m in conflicts(recipe, seeds, shots, val_per_class, rate, "colour")],
                           "accuracy": {name: float(np.mean([a for a in accs if a is not None])) if pairs else None
                                        for name, accs in seed_acc.items()},
                           "accuracy_per_seed": seed_acc, "one_user_accuracy_comparisons": one_user,
@@ -202,6 +206,9 @@ def main(argv=None):
     parser.add_argument("--shots", type=int, default=8)
     parser.add_argument("--val-per-class", type=int, default=10)
     parser.add_argument("--cache", type=Path, default=None, help="tune_synthetic's cache: shared fits, resumable")
+    parser.add_argument("--pairs", default="12,12", help="validation (t, noise) pairs below and above t = 200")
+    parser.add_argument("--classes", type=int, default=None,
+                        help="the many-class variant (stripe textures on five backgrounds) with this many classes")
     parser.add_argument("--out", default=None)
     parser.add_argument("--smoke", action="store_true", help="allow fewer than 10 seeds (no verdict)")
     parser.add_argument("--replay", type=Path, default=None,
@@ -222,9 +229,10 @@ def main(argv=None):
     if not rates or any(not 0.0 <= r <= 1.0 for r in rates):
         raise SystemExit(f"--rates must be shares in [0, 1]; got {args.rates!r}")
     out = {"what": __doc__.splitlines()[0], "seeds": args.seeds, "shots": args.shots,
-           "val_per_class": args.val_per_class, "smoke": args.smoke, "rates": []}
+           "val_per_class": args.val_per_class, "smoke": args.smoke, "classes": args.classes or 5, "rates": []}
     for rate in rates:
-        r = measure(rate, args.seeds, args.shots, args.val_per_class, args.cache)
+        r = measure(rate, args.seeds, args.shots, args.val_per_class, args.cache,
+                    tuple(int(v) for v in args.pairs.split(",")), args.classes)
         out["rates"].append(r)
         rule = r["rule_swap_vs_recipe"]
         print(f"rate {rate:g}: recipe on user-like validation {r['recipe_user_like_accuracy']:.3f}; the rule on the "
@@ -237,8 +245,8 @@ def main(argv=None):
               f"; on them recipe {acc['recipe']:.3f}, swap {acc['swap']:.3f}; the rule on them {crule['gain']:+.3f} "
               f"(SE {crule['se']:.3f}, {crule['seeds']} seeds); one seed at a time, the swap's accuracy on them "
               f"ahead on {tally['swap_better']}, level on {tally['tie']}, behind on {tally['recipe_better']}") +
-              f": {'no verdict (smoke)' if args.smoke else crule['verdict']}; on the colour task "
-              f"{sum(c['colour_task_per_seed'])} break it")
+              f": {'no verdict (smoke)' if args.smoke else crule['verdict']}" +
+              ("" if args.classes else f"; on the colour task {sum(c['colour_task_per_seed'])} break it"))
         print_one_user_rule(r, c["fired_per_seed"])
         for name, row in r["oracle"].items():
             margin = row.get("recipe_minus")

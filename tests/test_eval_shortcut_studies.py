@@ -142,21 +142,22 @@ def test_shortcut_strength_reads_the_rule_and_the_oracle_rows_per_rate(tmp_path,
     with pytest.raises(SystemExit, match="--rates must be shares"):
         script.main(["--seeds", "11", "--smoke", "--rates", "1.2"])
     seeds, calls = 10, []
-    windows = [*script.tune.WINDOWS, "tif"]
+    all_windows = [*script.tune.WINDOWS, "tif"]
     recipe = script.load_recipe("synthetic")
 
-    def fake(overrides, seeds_, shots, per_class, cache=None, shortcut_rate=1.0):
+    def fake(overrides, seeds_, shots, per_class, pairs=(12, 12), cache=None, shortcut_rate=1.0, n_classes=None):
         # seed s: the oracle's correct share rises with the seed. On the user-like images, found here as the
         # script finds them, that break the accident the swap is right and likelier; elsewhere the recipe is
         calls.append((tuple(overrides), shortcut_rate))
         swap, rivals = overrides == script.SWAP, "fit.t_max=1000" in overrides
-        masks = script.conflicts(recipe, seeds_, shots, per_class, shortcut_rate)
+        masks = script.conflicts(recipe, seeds_, shots, per_class, shortcut_rate, "many" if n_classes else "texture",
+                                 n_classes)
         oracle = {w: [np.r_[np.ones(s + (5 if swap else 0 if rivals else 2)), np.zeros(20)][:20].astype(bool)
-                      for s in range(seeds)] for w in windows}
+                      for s in range(seeds)] for w in all_windows}
         oracle[script.LARGE_T[1]] = [np.zeros(20, bool)] * seeds
         ll = [np.where(m, -0.5 + 0.02 * (s % 3), -1.5) if swap else np.full(len(m), -1.0) for s, m in enumerate(masks)]
-        return {"correct": {w: [m.copy() if swap else ~m for m in masks] for w in windows},
-                "ll": {w: ll for w in windows}, "oracle": oracle}
+        return {"correct": {w: [m.copy() if swap else ~m for m in masks] for w in all_windows},
+                "ll": {w: ll for w in all_windows}, "oracle": oracle}
 
     monkeypatch.setattr(script.tune, "evaluate", fake)
     out = script.main(["--seeds", "11-20", "--rates", "0.75,1", "--val-per-class", "4", "--out",
@@ -215,6 +216,10 @@ def test_shortcut_strength_reads_the_rule_and_the_oracle_rows_per_rate(tmp_path,
     (tmp_path / "old.json").write_text(json.dumps(replayed))
     script.main(["--replay", str(tmp_path / "old.json")])
     assert capsys.readouterr().out == printed and len(calls) == 6
+    # the many-class variant: its fits, its images and its check (no colour task to count)
+    many = script.main(["--seeds", "11-20", "--rates", "0.9", "--val-per-class", "1", "--classes", "20"])
+    assert many["classes"] == 20 and len(calls) == 9 and many["rates"][0]["conflicts"]["images_per_seed"] == 20
+    assert many["rates"][0]["conflicts"]["colour_task_per_seed"] == []
 
 
 def test_shortcut_check_reads_the_shots_that_break_the_accident(tmp_path):
