@@ -225,9 +225,9 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, SwapChoiceMixin, 
                              resume=resume, callback=callback, prior_images=prior_images, prior_dir=prior_dir,
                              validation=validation, warn=warn, progress=self.progress, stacklevel=3,
                              keep_checkpoint=keep_checkpoint)
-        self._set_fitted(backbone, fitted.adapters, classes, fitted.prompts, fitted.tokens, recipe, shots=shots,
-                         n_train=len(X), fit_summary=fitted.summary, loss_curve=fitted.loss_curve, temperature=1.0,
-                         tif_d=fitted.tif_d)
+        self._set_fitted(backbone, fitted.adapters, classes, fitted.prompts, fitted.tokens, fitted.recipe,
+                         shots=shots, n_train=len(X), fit_summary=fitted.summary, loss_curve=fitted.loss_curve,
+                         temperature=1.0, tif_d=fitted.tif_d)
 
     @classmethod
     def zero_shot(cls, classes, template: str, model=None, recipe="image-folder", *, overrides=None, device=None,

@@ -165,6 +165,13 @@ def fired(report: dict) -> bool:
     return report["accuracy"] is not None and report["p_value"] <= SHORTCUT_P
 
 
+def premise_applies(report: dict) -> bool:
+    """Whether the shots' blur names their class (:func:`fired`) and no validation image breaks that accident
+    (none given, or none of them breaking it): nothing the user holds can tell it from the class, so only the
+    method's premise (coarse content is not the class) can decide (``fit.coarse_swap_premise``)."""
+    return fired(report) and not (report.get("validation") or {}).get("breaking")
+
+
 def validation_breaks(report: dict, shot_pixels: torch.Tensor, shot_labels, pixels, labels) -> dict:
     """Which validation images break the accident the check found (:func:`coarse_conflicts`, at the report's
     sigma): ``{"images": n, "breaking": [indices]}``. Reading a fit on exactly these images is how the user's own

@@ -26,13 +26,16 @@ from .training.classes import checkpoint_folder
 
 
 def swap_choice_record(shortcut: dict, without: float | None = None, with_swap: float | None = None, *,
-                       unet_calls: int = 0, unet_samples: int = 0) -> dict:
+                       unet_calls: int = 0, unet_samples: int = 0, premise: bool = False) -> dict:
     """What ``fit_summary_["coarse_swap_choice"]`` holds: the fit kept (``chosen``: "swap" or "none"), why, the
     breaking images' accuracy under each fit, and what the comparison cost (the second fit's training samples
-    and the scoring's UNet calls)."""
+    and the scoring's UNet calls). ``premise``: ``fit.coarse_swap_premise`` applied, and the one fit had the swap."""
     breaking = len((shortcut.get("validation") or {}).get("breaking", []))
     record = {"breaking_images": breaking, "accuracy": {"without": without, "with_swap": with_swap},
               "fits": 1 if with_swap is None else 2, "second_fit_unet_samples": unet_samples, "unet_calls": unet_calls}
+    if premise:
+        return {**record, "chosen": "swap", "why": "fit.coarse_swap_premise: the shots' blur names their class and "
+                "no validation image breaks that accident, so the method's premise decides (one fit, with the swap)"}
     if with_swap is None:
         why = ("the shots' blur does not name their class" if not fired(shortcut) else
                "no validation images were given" if shortcut.get("validation") is None else
@@ -53,6 +56,10 @@ class SwapChoiceMixin:
         first = self.fit_summary_["coarse_shortcut"]
         breaking = (first.get("validation") or {}).get("breaking", [])
         swap_dir = None if output_dir is None else Path(output_dir) / "coarse-swap"
+        if self.recipe_.fit.coarse_swap > 0:  # fit.coarse_swap_premise applied: the one fit had the swap
+            self.fit_summary_["coarse_swap_choice"] = swap_choice_record(first, premise=True)
+            _remove(output_dir, swap_dir)
+            return
         if not breaking:
             self.fit_summary_["coarse_swap_choice"] = swap_choice_record(first)
             _remove(output_dir, swap_dir)  # swap_dir: a comparison an earlier, interrupted run began
@@ -61,7 +68,8 @@ class SwapChoiceMixin:
         kept = ({k: v.clone() for k, v in self.adapters_.lora_state_dict().items()}, self.fit_summary_,
                 self.loss_curve_)
         without, calls = self._accuracy_and_calls(images, labels)
-        swap_recipe = load_recipe(recipe, ["fit.coarse_swap=1.0", "fit.coarse_swap_auto=false"])
+        done = ["fit.coarse_swap_auto=false", "fit.coarse_swap_premise=false"]  # the saved recipes refit without it
+        swap_recipe = load_recipe(recipe, ["fit.coarse_swap=1.0", *done])
         # each fit's checkpoint stays until the choice is made: a run killed before it reloads both sets
         self._fit_adapters(swap_recipe, backbone, X, y, classes, shots, swap_dir, resume, None, prior_images,
                            prior_dir=output_dir, validation=val, keep_checkpoint=True)
@@ -72,7 +80,7 @@ class SwapChoiceMixin:
             self.fit_summary_["coarse_swap_choice"] = record
         else:  # the first set back, under the first fit's records
             self.adapters_.load_lora_state_dict(kept[0])
-            self.recipe_ = load_recipe(recipe, ["fit.coarse_swap_auto=false"])
+            self.recipe_ = load_recipe(recipe, done)
             self.fit_summary_, self.loss_curve_ = {**kept[1], "coarse_swap_choice": record}, kept[2]
             self._contexts, backbone.compiled_unet = None, None
         _remove(output_dir, swap_dir)

@@ -122,3 +122,47 @@ def test_a_handful_of_breaking_images_is_padded_to_one_a_process(monkeypatch):
     fitted = Fitted()
     assert fitted._accuracy_and_calls(["x", "y"], ["a", "b"]) == (0.5, 14)  # the padding neither scored nor paid
     assert fitted.seen == [4]
+
+
+PREMISE = {"fit.coarse_swap_auto": True, "fit.coarse_swap_premise": True}
+
+
+def test_the_premise_fits_once_with_the_swap_where_no_image_can_tell(tiny_model_dir, plain_and_swap, tmp_path):
+    X, y, _, _ = _data()
+    Xv, yv = color_images(6, seed=4)  # drawn as the shots are: none breaks the accident
+    for validation in (None, (Xv, yv)):
+        clf = _fit(tiny_model_dir, PREMISE, validation=validation, output_dir=tmp_path / str(validation is None))
+        record = clf.fit_summary_["coarse_swap_choice"]
+        assert record["chosen"] == "swap" and record["fits"] == 1 and "premise" in record["why"]
+        # the adapters a fit with the swap set gives; the saved recipe refits them without deciding again
+        assert _same(clf, plain_and_swap[1])
+        fit = clf.recipe_.fit
+        assert fit.coarse_swap == 1.0 and not fit.coarse_swap_auto and not fit.coarse_swap_premise
+        assert not list((tmp_path / str(validation is None)).glob("checkpoint*"))
+    clf.save_pretrained(tmp_path / "set")
+    loaded = DiTiFewShotClassifier.from_pretrained(tmp_path / "set", progress=False)
+    assert loaded.recipe_.fit.coarse_swap == 1.0 and loaded.fit_summary_["coarse_swap_choice"] == record
+
+
+def test_the_premise_leaves_the_comparison_where_images_break_it_and_shots_without_it_alone(
+        tiny_model_dir, plain_and_swap, monkeypatch):
+    scores = iter([(0.2, 10), (0.8, 12)])
+    monkeypatch.setattr(SwapChoiceMixin, "_accuracy_and_calls", lambda self, images, labels: next(scores))
+    _, _, Xv, yv = _data()
+    clf = _fit(tiny_model_dir, PREMISE, validation=(Xv, yv))
+    record = clf.fit_summary_["coarse_swap_choice"]
+    assert record["fits"] == 2 and record["chosen"] == "swap" and "premise" not in record["why"]
+    assert not clf.recipe_.fit.coarse_swap_premise and _same(clf, plain_and_swap[1])
+    # shots whose colour is drawn apart from their labels: the blur names nothing, so no swap
+    X, y, _, _ = _data()
+    g = torch.Generator().manual_seed(0)
+    mixed = [X[int(i)] for i in torch.randperm(len(X), generator=g)]
+    clf = DiTiFewShotClassifier(model=str(tiny_model_dir), recipe="tiny", steps=3, progress=False, overrides=PREMISE)
+    clf.fit(mixed, ["c0", "c1", "c2"] * 4)
+    assert clf.fit_summary_["coarse_swap_choice"]["chosen"] == "none" and clf.recipe_.fit.coarse_swap == 0.0
+
+
+def test_the_recipe_refuses_the_premise_without_the_comparison():
+    with pytest.raises(RecipeError, match="coarse_swap_premise decides where"):
+        load_recipe("tiny", ["fit.coarse_swap_premise=true"])
+    assert load_recipe("tiny", [f"{k}=true" for k in PREMISE]).fit.coarse_swap_premise

@@ -124,6 +124,11 @@ class FitConfig:
     # set with coarse_swap 1 and keep the one more accurate on those images (ties: without). A second fit,
     # only then; the kept set's resolved recipe says which (diti_sd/swap_choice.py). Not in the reference
     coarse_swap_auto: bool = False
+    # with coarse_swap_auto: where the shots' blur names their class and no validation image breaks that accident
+    # (nothing the user holds can tell it from the class), take the method's premise, that coarse content is not
+    # the class, and fit with coarse_swap 1 (one fit). Where images break it, the comparison decides; where the
+    # blur does not name the class, no swap. Not in the reference
+    coarse_swap_premise: bool = False
     checkpoint_every: int = 200  # optimiser iterations
     min_shots: int = 1
     # The reference's LoRA scale switch: its checkpoint-saving block sets the live adapters' scales to
@@ -174,6 +179,9 @@ class FitConfig:
             raise RecipeError(f"{where}.coarse_swap_auto compares a fit without the swap (coarse_swap 0) with one with "
                               f"it, whose coarse content comes from the prior images: set {where}.coarse_swap: 0 and "
                               f"{where}.prior: true, or {where}.coarse_swap_auto: false")
+        if self.coarse_swap_premise and not self.coarse_swap_auto:
+            raise RecipeError(f"{where}.coarse_swap_premise decides where {where}.coarse_swap_auto's comparison "
+                              f"cannot: set {where}.coarse_swap_auto: true, or {where}.coarse_swap_premise: false")
 
 
 @dataclass

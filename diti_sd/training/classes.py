@@ -9,12 +9,12 @@ splits them)."""
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from ..coarse import coarse_shortcut, fired, shortcut_warning, validation_breaks
+from ..coarse import coarse_shortcut, fired, premise_applies, shortcut_warning, validation_breaks
 from ..distributed import merge_class_shards, shard, world
 from ..errors import CoarseShortcutWarning
 from ..lora.layer import ClassAdapters
@@ -35,6 +35,7 @@ class FittedClasses:
     summary: dict  # the loop's record without its losses, the shortcut check and the fit's UNet work
     loss_curve: list
     tif_d: float
+    recipe: Recipe  # the one the adapters were trained with: coarse_swap 1 where fit.coarse_swap_premise applied
 
 
 def fit_classes(backbone, recipe: Recipe, X, y, classes: np.ndarray, shots: int, *, seed, output_dir=None,
@@ -58,6 +59,9 @@ def fit_classes(backbone, recipe: Recipe, X, y, classes: np.ndarray, shots: int,
                    for i in range(0, len(images), 64))
         shortcut["validation"] = validation_breaks(shortcut, pixels, label_index, batches,
                                                    [index[v] for v in validation[1]])
+    if recipe.fit.coarse_swap_premise and premise_applies(shortcut):  # one fit, with the swap; its recipe says so
+        recipe = replace(recipe, fit=replace(recipe.fit, coarse_swap=1.0, coarse_swap_auto=False,
+                                             coarse_swap_premise=False))
     message = shortcut_warning(shortcut, recipe.fit.coarse_swap, recipe.fit.coarse_swap_auto) \
         if warn and world()[0] == 0 else None
     if message:
@@ -87,7 +91,7 @@ def fit_classes(backbone, recipe: Recipe, X, y, classes: np.ndarray, shots: int,
     record = {**{k: v for k, v in summary.items() if k != "losses"}, "coarse_shortcut": shortcut,
               # images denoised while training: the fit's UNet work
               "unet_samples": len(classes) * recipe.steps_for(shots) * (2 if recipe.fit.prior else 1)}
-    return FittedClasses(adapters, prompts, tokens, record, summary["losses"], tif_d)
+    return FittedClasses(adapters, prompts, tokens, record, summary["losses"], tif_d, recipe)
 
 
 def checkpoint_name() -> str:

@@ -87,7 +87,9 @@ def fit_signature(cfg: FitConfig, steps: int, seed: int, classes: list[int], dat
     fit = asdict(cfg)
     if not cfg.coarse_swap:  # an option that does nothing leaves the signature it had before it existed
         del fit["coarse_swap"], fit["coarse_sigma"]
-    del fit["coarse_swap_auto"]  # whether a second fit follows: nothing this loop trains depends on it
+    # whether a second fit follows, and where the premise applies: nothing this loop trains depends on them (a
+    # premise that applies trains with coarse_swap 1, which the signature holds)
+    del fit["coarse_swap_auto"], fit["coarse_swap_premise"]
     blob = json.dumps(
         {
             "fit": fit, "steps": steps, "seed": seed, "classes": classes, "prompts": data.prompts,
