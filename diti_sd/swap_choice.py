@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .coarse import fired
+from .coarse import fired, names_outright
 from .distributed import world
 from .recipes import load_recipe
 from .scoring.auto import no_choice
@@ -40,6 +40,9 @@ def swap_choice_record(shortcut: dict, without: float | None = None, with_swap: 
         why = ("the shots' blur does not name their class" if not fired(shortcut) else
                "no validation images were given" if shortcut.get("validation") is None else
                "no validation image breaks the shots' accident: the data cannot tell it from the class")
+        if fired(shortcut) and not names_outright(shortcut):  # what fit.coarse_swap_premise would not take
+            why += (f"; the blur narrows the class without naming it ({shortcut['accuracy']:.0%} of the shots "
+                    "leave-one-out), so fit.coarse_swap_premise does not apply")
         return {**record, "chosen": "none", "why": why}
     chosen = "swap" if with_swap > without else "none"
     return {**record, "chosen": chosen, "why": f"accuracy on the {breaking} validation images that break the "

@@ -9,7 +9,11 @@ once without it (any image nearer another class's shot mean: the rule before the
 knows the truth: an image breaks the accident when its background is not its class's (class c's is colour c;
 on the 24-class variant colour c mod 5, shared by about five classes). Counts: flagged and truly breaking
 (``right``), flagged but drawn as the shots were (``wrong``), truly breaking but not flagged (``missed``).
-The colour task has none by construction (its class is the colour). No fit and no UNet call: a minute.
+The colour task has none by construction (its class is the colour). Beside them, per seed, the shortcut check
+on the shots (``coarse.coarse_shortcut``, as a fit runs it) and the path ``fit.coarse_swap_auto`` with
+``fit.coarse_swap_premise`` takes: ``comparison`` (some images break the accident: a second fit decides),
+``premise`` (the blur names the class outright and nothing breaks it: one fit with the swap) or ``none`` (the
+check is silent, or the blur only narrows the class). No fit and no UNet call: a few minutes.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import torch
 from diti_sd.benchmarks.synthetic.data import background_count, background_of
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.cli.common import seed_list
-from diti_sd.coarse import coarse_conflicts
+from diti_sd.coarse import coarse_conflicts, coarse_shortcut, fired, premise_applies
 from diti_sd.files import atomic_write
 from diti_sd.recipes import load_recipe
 
@@ -44,6 +48,13 @@ def truly_breaking(images: list, labels, task: str, n_backgrounds: int) -> np.nd
     return np.array([background_of(im) != int(label) % n_backgrounds for im, label in zip(images, labels)])
 
 
+def swap_path(report: dict, breaking: int) -> str:
+    """What ``fit.coarse_swap_auto`` with ``fit.coarse_swap_premise`` does on one seed's shots and validation."""
+    if fired(report) and breaking:
+        return "comparison"
+    return "premise" if premise_applies(report) else "none"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=seed_list, default="11-20")
@@ -55,7 +66,7 @@ def main(argv=None):
     for task, rate, n_classes, per_class in CASES:
         counts = {rule: {"right": 0, "wrong": 0, "missed": 0} for rule in RULES}
         per_seed = {rule: [] for rule in RULES}
-        images = 0
+        images, checks = 0, []
         for seed in args.seeds:
             run = SyntheticSeed.for_recipe(recipe, seed, args.shots, task=task, n_classes=n_classes,
                                            shortcut_rate=rate)
@@ -69,15 +80,24 @@ def main(argv=None):
                 counts[rule]["wrong"] += int((flagged & ~truth).sum())
                 counts[rule]["missed"] += int((~flagged & truth).sum())
                 per_seed[rule].append(int(flagged.sum()))
+            report = coarse_shortcut(as_uint8(run.train.images), run.train.labels, recipe.fit.coarse_sigma, seed=seed)
+            checks.append({"accuracy": report["accuracy"], "p_value": report["p_value"],
+                           "path": swap_path(report, per_seed[next(iter(RULES))][-1])})
         case = {"task": task, "shortcut_rate": rate, "classes": n_classes or 5, "images": images,
                 "truly_breaking": counts[next(iter(RULES))]["right"] + counts[next(iter(RULES))]["missed"],
-                "rules": {rule: {**counts[rule], "flagged_per_seed": per_seed[rule]} for rule in RULES}}
+                "rules": {rule: {**counts[rule], "flagged_per_seed": per_seed[rule]} for rule in RULES},
+                "shortcut_check_per_seed": checks}
         out["cases"].append(case)
         print(f"{task} ({case['classes']} classes), rate {rate:g}: {case['truly_breaking']} of {images} images "
               "truly break the accident")
         for rule, c in counts.items():
             print(f"  {rule:28s} flagged {c['right'] + c['wrong']:4d}: right {c['right']:4d}, wrong {c['wrong']:4d}, "
                   f"missed {c['missed']:4d}")
+        paths = [c["path"] for c in checks]
+        accuracy = [c["accuracy"] for c in checks]
+        print(f"  the shots' blur names their class for {min(accuracy):.2f} to {max(accuracy):.2f} of them (leave-one-"
+              f"out); with fit.coarse_swap_premise: " + ", ".join(f"{p} on {paths.count(p)}" for p in
+                                                                  ("premise", "comparison", "none") if p in paths))
     if args.out:
         atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(out, indent=2)))
     return out

@@ -175,26 +175,28 @@ def measure(rate: float, seeds: list[int], shots: int, val_per_class: int, cache
             "windows": {name: window_choices(fits[name], masks) for name in ("recipe", "rivals")}}
 
 
-def one_user_rule(r: dict, fired_per_seed: list[bool]) -> dict:
+def one_user_rule(r: dict, fired_per_seed: list[bool], lead: int = 1) -> dict:
     """``fit.coarse_swap_auto``'s rule, one seed (one user) at a time: where the shortcut check fires on the
     seed's shots, the swap's fit kept if it is more accurate than the recipe's on that seed's breaking images
-    (none, or a tie: the recipe's), scored on the oracle stream, against the recipe's. Reads one rate's record,
-    so it replays a committed study too."""
+    (none, or a tie: the recipe's), scored on the oracle stream, against the recipe's. ``lead``: a stricter rule,
+    the swap kept only when right on at least this many more of those images (1: the fit's rule). Reads one
+    rate's record, so it replays a committed study too."""
     acc, oracle = r["conflicts"]["accuracy_per_seed"], r["oracle"]
     recipe = np.array(oracle["recipe window"]["per_seed"])
     swap = np.array(oracle["coarse swap"]["per_seed"])
-    picks = np.array([f and a is not None and b is not None and b > a
-                      for f, a, b in zip(fired_per_seed, acc["recipe"], acc["swap"])])
+    picks = np.array([f and a is not None and b is not None and (b - a) * n > lead - 0.5
+                      for f, a, b, n in zip(fired_per_seed, acc["recipe"], acc["swap"], r["conflicts"]["per_seed"])])
     kept = np.where(picks, swap, recipe)
     gain, se = mean_se(list(kept - recipe))
     return {"fired_on": int(sum(fired_per_seed)), "swap_kept_on": int(picks.sum()), "oracle": float(kept.mean()),
             "per_seed": kept.tolist(), "minus_recipe": {"gain": gain, "se": se}}
 
 
-def print_one_user_rule(r: dict, fired_per_seed: list[bool]) -> None:
-    rule = one_user_rule(r, fired_per_seed)
+def print_one_user_rule(r: dict, fired_per_seed: list[bool], lead: int = 1) -> None:
+    rule = one_user_rule(r, fired_per_seed, lead)
     gain = rule["minus_recipe"]
-    print(f"  fit.coarse_swap_auto, one seed at a time: the check fired on {rule['fired_on']}, the swap kept on "
+    what = "fit.coarse_swap_auto" if lead == 1 else f"the swap kept when right on {lead} more breaking images"
+    print(f"  {what}, one seed at a time: the check fired on {rule['fired_on']}, the swap kept on "
           f"{rule['swap_kept_on']} of {len(rule['per_seed'])}; oracle {rule['oracle']:.3f}, minus the recipe's "
           f"{gain['gain']:+.3f} (SE {gain['se']:.3f})")
 
@@ -213,6 +215,8 @@ def main(argv=None):
     parser.add_argument("--smoke", action="store_true", help="allow fewer than 10 seeds (no verdict)")
     parser.add_argument("--replay", type=Path, default=None,
                         help="a study's JSON: print fit.coarse_swap_auto's rule on its records, fit nothing")
+    parser.add_argument("--lead", type=int, default=1,
+                        help="with --replay: keep the swap only when right on this many more breaking images")
     args = parser.parse_args(argv)
     if args.replay:
         study = json.loads(args.replay.read_text())
@@ -222,7 +226,7 @@ def main(argv=None):
             # studies written before the record kept it: the check is on the shots' pixels, no fit to redo
             fired_per_seed = r["conflicts"].get("fired_per_seed") or check_fired(recipe, study["seeds"],
                                                                                  study["shots"], r["rate"])
-            print_one_user_rule(r, fired_per_seed)
+            print_one_user_rule(r, fired_per_seed, args.lead)
         return study
     tune.check_protocol(args.seeds, args.smoke)
     rates = [float(v) for v in args.rates.split(",") if v]

@@ -203,6 +203,10 @@ def test_shortcut_strength_reads_the_rule_and_the_oracle_rows_per_rate(tmp_path,
     assert rule["swap_kept_on"] == having and rule["per_seed"] == kept
     assert rule["minus_recipe"]["gain"] == pytest.approx(np.mean(kept) - rows["recipe window"]["mean"])
     assert script.one_user_rule(out["rates"][1], fired)["swap_kept_on"] == 0
+    # a stricter rule, replayed: the swap kept only where it is right on that many more breaking images
+    most = max(broken["per_seed"])
+    assert script.one_user_rule(first, fired, lead=most)["swap_kept_on"] == broken["per_seed"].count(most)
+    assert script.one_user_rule(first, fired, lead=most + 1)["swap_kept_on"] == 0
     # where the check does not fire, no comparison runs: the recipe's fit stays whatever the breaking images say
     unfired = script.one_user_rule(first, [False] * len(fired))
     assert unfired["swap_kept_on"] == 0 and unfired["per_seed"] == rows["recipe window"]["per_seed"]
@@ -245,3 +249,8 @@ def test_breaking_images_counts_the_flagged_images_against_their_backgrounds(tmp
     assert cases["many", 1.0]["rules"][with_margin]["wrong"] < cases["many", 1.0]["rules"][before]["wrong"]
     assert cases["texture", 0.9]["rules"][with_margin]["right"] > 0
     assert "truly break the accident" in capsys.readouterr().out
+    # the path fit.coarse_swap_premise takes: the premise where the blur names the class and nothing breaks it,
+    # nothing where the blur only narrows it to the classes sharing a background, the comparison where images break
+    paths = {key: [c["path"] for c in case["shortcut_check_per_seed"]] for key, case in cases.items()}
+    assert paths["texture", 1.0] == ["premise"] and paths["many", 1.0] == ["none"]
+    assert paths["texture", 0.9] == ["comparison"] and paths["colour", 1.0] == ["premise"]

@@ -7,6 +7,8 @@ import torch
 from helpers import color_images
 
 from diti_sd import DiTiFewShotClassifier
+from diti_sd.benchmarks.synthetic.data import SyntheticSpec, make_split
+from diti_sd.coarse import PREMISE_ACCURACY, coarse_shortcut, fired, names_outright, premise_applies
 from diti_sd.errors import CoarseShortcutWarning
 from diti_sd.recipes import RecipeError, load_recipe
 from diti_sd.swap_choice import SwapChoiceMixin, swap_choice_record
@@ -27,6 +29,10 @@ def _fit(model_dir, overrides=None, validation=None, **fit):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CoarseShortcutWarning)
         return clf.fit(X, y, validation=validation, **fit)
+
+
+def as_uint8(images):
+    return (torch.stack(images) * 255).round().to(torch.uint8)
 
 
 def _same(a, b) -> bool:
@@ -160,6 +166,24 @@ def test_the_premise_leaves_the_comparison_where_images_break_it_and_shots_witho
     clf = DiTiFewShotClassifier(model=str(tiny_model_dir), recipe="tiny", steps=3, progress=False, overrides=PREMISE)
     clf.fit(mixed, ["c0", "c1", "c2"] * 4)
     assert clf.fit_summary_["coarse_swap_choice"]["chosen"] == "none" and clf.recipe_.fit.coarse_swap == 0.0
+
+
+def test_the_premise_leaves_a_blur_that_only_narrows_the_class_alone(tiny_model_dir):
+    # 15 classes on five backgrounds (class c on colour c mod 5): the blur points to a group of three, so the
+    # check fires while most shots' blur points to a sibling class; the premise takes only a blur that names it
+    spec = SyntheticSpec(size=32, task="many", n_classes=15)
+    shots = make_split(spec, "train", 4, seed=11)
+    clf = DiTiFewShotClassifier(model=str(tiny_model_dir), recipe="tiny", steps=1, progress=False, overrides=PREMISE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CoarseShortcutWarning)
+        clf.fit(shots.images, shots.labels)
+    report, record = clf.fit_summary_["coarse_shortcut"], clf.fit_summary_["coarse_swap_choice"]
+    assert fired(report) and report["accuracy"] < PREMISE_ACCURACY and not premise_applies(report)
+    assert record["chosen"] == "none" and record["fits"] == 1 and "narrows the class" in record["why"]
+    assert clf.recipe_.fit.coarse_swap == 0.0
+    # the same background on each class's shots alone names it: the premise applies
+    named = coarse_shortcut(as_uint8(shots.images), [int(v) % 5 for v in shots.labels])
+    assert names_outright(named) and premise_applies(named) and not premise_applies({**named, "accuracy": 0.5})
 
 
 def test_the_recipe_refuses_the_premise_without_the_comparison():

@@ -124,10 +124,11 @@ class FitConfig:
     # set with coarse_swap 1 and keep the one more accurate on those images (ties: without). A second fit,
     # only then; the kept set's resolved recipe says which (diti_sd/swap_choice.py). Not in the reference
     coarse_swap_auto: bool = False
-    # with coarse_swap_auto: where the shots' blur names their class and no validation image breaks that accident
-    # (nothing the user holds can tell it from the class), take the method's premise, that coarse content is not
-    # the class, and fit with coarse_swap 1 (one fit). Where images break it, the comparison decides; where the
-    # blur does not name the class, no swap. Not in the reference
+    # with coarse_swap_auto: where the shots' blur names their class (for most shots: coarse.names_outright) and
+    # no validation image breaks that accident (nothing the user holds can tell it from the class), take the
+    # method's premise, that coarse content is not the class, and fit with coarse_swap 1 (one fit). Where images
+    # break it, the comparison decides; where the blur names nothing or only narrows the class, no swap. Not in
+    # the reference
     coarse_swap_premise: bool = False
     checkpoint_every: int = 200  # optimiser iterations
     min_shots: int = 1
