@@ -13,7 +13,7 @@ explains a choice already made on user-like validation (``eval/tune_synthetic.py
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import importlib.util
 import json
 from pathlib import Path
 
@@ -25,6 +25,10 @@ from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write, cached_json
 from diti_sd.recipes import load_recipe
+
+_spec = importlib.util.spec_from_file_location("tune_synthetic", Path(__file__).with_name("tune_synthetic.py"))
+tune = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tune)
 
 
 def measure(overrides: list[str], seed: int, per_class: int, steps: int | None) -> dict:
@@ -62,8 +66,8 @@ def main(argv=None) -> dict:
         per_seed = []
         for seed in args.seeds:
             # named by the resolved recipe, not by how the variant is spelled: "" read back after the recipe
-            # changed would be another recipe's result
-            per_seed.append(cached_json(args.cache, [dataclasses.asdict(recipe), seed, args.per_class, args.steps],
+            # changed would be another recipe's result (a key added at a default that fits nothing new is not)
+            per_seed.append(cached_json(args.cache, [tune.recipe_key(recipe), seed, args.per_class, args.steps],
                                         lambda seed=seed, o=overrides: measure(o, seed, args.per_class, args.steps)))
         n = sum(r["conflicts"]["images"] for r in per_seed)
         results[variant or "(the recipe)"] = row = {
