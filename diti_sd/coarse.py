@@ -171,7 +171,8 @@ def fired(report: dict) -> bool:
 
 def names_outright(report: dict) -> bool:
     """Whether the shots' blur names their class beyond chance (:func:`fired`) and for most of them (leave-one-out
-    accuracy above :data:`PREMISE_ACCURACY`), rather than narrowing it to a few classes that share it."""
+    accuracy above :data:`PREMISE_ACCURACY`), rather than narrowing it to a few classes that share it or naming it
+    for a minority of the shots."""
     return fired(report) and report["accuracy"] > PREMISE_ACCURACY
 
 
@@ -210,7 +211,7 @@ def shortcut_warning(report: dict, swap: float, auto: bool = False) -> str | Non
     else:
         tail = (f"; none of your {val['images']} validation images breaks it, so they cannot tell an accident from "
                 "the class: only you can")
-    return (f"the shots' blur alone names their class for {report['accuracy']:.0%} of {report['images']} shots, "
+    return (f"the shots' blur alone points to their class for {report['accuracy']:.0%} of {report['images']} shots, "
             f"leave-one-out ({report['chance']:.0%} with the labels permuted, p = {report['p_value']:.3f}); if that "
             "is an accident of where they were taken, not what the classes differ in, see fit.coarse_swap "
             f"(--set fit.coarse_swap=1) in docs/method.md, 'The shortcut check'{tail}")

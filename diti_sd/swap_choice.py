@@ -26,10 +26,12 @@ from .training.classes import checkpoint_folder
 
 
 def swap_choice_record(shortcut: dict, without: float | None = None, with_swap: float | None = None, *,
-                       unet_calls: int = 0, unet_samples: int = 0, premise: bool = False) -> dict:
+                       unet_calls: int = 0, unet_samples: int = 0, premise: bool = False,
+                       premise_asked: bool = False) -> dict:
     """What ``fit_summary_["coarse_swap_choice"]`` holds: the fit kept (``chosen``: "swap" or "none"), why, the
     breaking images' accuracy under each fit, and what the comparison cost (the second fit's training samples
-    and the scoring's UNet calls). ``premise``: ``fit.coarse_swap_premise`` applied, and the one fit had the swap."""
+    and the scoring's UNet calls). ``premise``: ``fit.coarse_swap_premise`` applied, and the one fit had the swap;
+    ``premise_asked``: it was set (the record then says why it did not apply)."""
     breaking = len((shortcut.get("validation") or {}).get("breaking", []))
     record = {"breaking_images": breaking, "accuracy": {"without": without, "with_swap": with_swap},
               "fits": 1 if with_swap is None else 2, "second_fit_unet_samples": unet_samples, "unet_calls": unet_calls}
@@ -40,9 +42,10 @@ def swap_choice_record(shortcut: dict, without: float | None = None, with_swap: 
         why = ("the shots' blur does not name their class" if not fired(shortcut) else
                "no validation images were given" if shortcut.get("validation") is None else
                "no validation image breaks the shots' accident: the data cannot tell it from the class")
-        if fired(shortcut) and not names_outright(shortcut):  # what fit.coarse_swap_premise would not take
-            why += (f"; the blur narrows the class without naming it ({shortcut['accuracy']:.0%} of the shots "
-                    "leave-one-out), so fit.coarse_swap_premise does not apply")
+        if premise_asked and fired(shortcut) and not names_outright(shortcut):
+            why += (f"; the blur points to their own class for only {shortcut['accuracy']:.0%} of the shots "
+                    "(leave-one-out: it narrows the class, or names it weakly), so fit.coarse_swap_premise, which "
+                    "takes a blur that names it for most shots, does not apply")
         return {**record, "chosen": "none", "why": why}
     chosen = "swap" if with_swap > without else "none"
     return {**record, "chosen": chosen, "why": f"accuracy on the {breaking} validation images that break the "
@@ -64,7 +67,8 @@ class SwapChoiceMixin:
             _remove(output_dir, swap_dir)
             return
         if not breaking:
-            self.fit_summary_["coarse_swap_choice"] = swap_choice_record(first)
+            self.fit_summary_["coarse_swap_choice"] = swap_choice_record(
+                first, premise_asked=self.recipe_.fit.coarse_swap_premise)
             _remove(output_dir, swap_dir)  # swap_dir: a comparison an earlier, interrupted run began
             return
         images, labels = [val[0][i] for i in breaking], [val[1][i] for i in breaking]

@@ -13,7 +13,7 @@ The colour task has none by construction (its class is the colour). Beside them,
 on the shots (``coarse.coarse_shortcut``, as a fit runs it) and the path ``fit.coarse_swap_auto`` with
 ``fit.coarse_swap_premise`` takes: ``comparison`` (some images break the accident: a second fit decides),
 ``premise`` (the blur names the class outright and nothing breaks it: one fit with the swap) or ``none`` (the
-check is silent, or the blur only narrows the class). No fit and no UNet call: a few minutes.
+check is silent, or the blur only narrows the class). No fit and no UNet call: seconds.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def main(argv=None):
                   f"missed {c['missed']:4d}")
         paths = [c["path"] for c in checks]
         accuracy = [c["accuracy"] for c in checks]
-        print(f"  the shots' blur names their class for {min(accuracy):.2f} to {max(accuracy):.2f} of them (leave-one-"
+        print(f"  the shots' blur points to their class for {min(accuracy):.2f} to {max(accuracy):.2f} of them (leave-one-"
               f"out); with fit.coarse_swap_premise: " + ", ".join(f"{p} on {paths.count(p)}" for p in
                                                                   ("premise", "comparison", "none") if p in paths))
     if args.out:

@@ -154,7 +154,7 @@ def test_fit_tells_whether_the_validation_images_can_see_the_shots_accident(tmp_
                  "--validation-budget", "none"]) == 0
     captured = capsys.readouterr()
     # a recipe without auto still hands the split's validation images to the fit, for the check to read
-    assert "diti-sd: warning: the shots' blur alone names their class" in captured.err
+    assert "diti-sd: warning: the shots' blur alone points to their class" in captured.err
     assert "none of your 6 validation images breaks it" in captured.err
     summary = json.loads(captured.out.strip().splitlines()[-1])
     assert summary["coarse_shortcut"]["validation"] == {"images": 6, "breaking": [], "breaking_ids": []}

@@ -92,7 +92,7 @@ def test_one_image_a_class_has_nothing_to_leave_out_and_does_not_warn():
 def test_a_fit_on_shots_that_share_their_colour_by_class_warns_and_records_it(tiny_model_dir):
     X, y = color_images(12, seed=3)  # class c: a flat colour, all of it coarse
     clf = DiTiFewShotClassifier(model=str(tiny_model_dir), recipe="tiny", progress=False)
-    with pytest.warns(CoarseShortcutWarning, match="blur alone names their class") as caught:
+    with pytest.warns(CoarseShortcutWarning, match="blur alone points to their class") as caught:
         clf.fit(X, y)
     assert clf.fit_summary_["coarse_shortcut"]["accuracy"] == 1.0
     # the warning names the user's line that called fit, not the package's

@@ -181,6 +181,9 @@ def test_the_premise_leaves_a_blur_that_only_narrows_the_class_alone(tiny_model_
     assert fired(report) and report["accuracy"] < PREMISE_ACCURACY and not premise_applies(report)
     assert record["chosen"] == "none" and record["fits"] == 1 and "narrows the class" in record["why"]
     assert clf.recipe_.fit.coarse_swap == 0.0
+    # without the premise asked for, the record does not speak of it
+    assert swap_choice_record(report)["why"] == record["why"].split("; the blur points")[0]
+    assert "only " in record["why"] and "premise" not in swap_choice_record(report)["why"]
     # the same background on each class's shots alone names it: the premise applies
     named = coarse_shortcut(as_uint8(shots.images), [int(v) % 5 for v in shots.labels])
     assert names_outright(named) and premise_applies(named) and not premise_applies({**named, "accuracy": 0.5})
