@@ -95,9 +95,9 @@ def main(argv=None):
                   f"missed {c['missed']:4d}")
         paths = [c["path"] for c in checks]
         accuracy = [c["accuracy"] for c in checks]
-        print(f"  the shots' blur points to their class for {min(accuracy):.2f} to {max(accuracy):.2f} of them (leave-one-"
-              f"out); with fit.coarse_swap_premise: " + ", ".join(f"{p} on {paths.count(p)}" for p in
-                                                                  ("premise", "comparison", "none") if p in paths))
+        taken = ", ".join(f"{p} on {paths.count(p)}" for p in ("premise", "comparison", "none") if p in paths)
+        print(f"  the shots' blur points to their class for {min(accuracy):.2f} to {max(accuracy):.2f} of them "
+              f"(leave-one-out); with fit.coarse_swap_premise: {taken}")
     if args.out:
         atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(out, indent=2)))
     return out
