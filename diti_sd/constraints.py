@@ -13,6 +13,7 @@ The types are checked before this, by ``recipes.from_dict`` against the fields' 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -150,8 +151,17 @@ def check_rounds(where: str, rounds, t_min: int = 0, t_max: int = T_STEPS, last_
         for r in rounds)
     if ok:
         sizes, keeps = [r[0] for r in rounds], [r[1] for r in rounds]
-        ok = (sizes[0] >= 1 and all(a < b for a, b in zip(sizes, sizes[1:])) and sizes[-1] <= t_max - t_min
+        ok = (sizes[0] >= 1 and all(a < b for a, b in zip(sizes, sizes[1:]))
               and keeps[-1] >= 1 and all(a >= b for a, b in zip(keeps, keeps[1:]))
               and (keeps[-1] == 1 or not last_keep_one))
+        width = t_max - t_min
+        if ok and sizes[-1] > width:
+            # most often a narrower window set while the recipe's stages kept their width: say so, with stages
+            # that fit
+            fitted = json.dumps([[s, k] for s, k in rounds if s < width] + [[width, keeps[-1]]], separators=(",", ":"))
+            key = where.removeprefix("recipe.")
+            fail(f"{where}.rounds", rounds, f"stages that fit the window {key}.t_min..t_max ({t_min}..{t_max}), "
+                 f"its largest grid being {sizes[-1]} time-steps; set them with the window, e.g. "
+                 f"--set '{key}.rounds={fitted}'")
     if not ok:
         fail(f"{where}.rounds", rounds, text)

@@ -31,7 +31,8 @@ BAD = [
     ("lora.text_rank=-2", "recipe.lora.text_rank = -2 is not allowed: it must be >= 0"),
     ("score.rounds=[[2,2],[4,2]]", "the last stage keeping 1"),
     ("score.rounds=[[4,1],[2,1]]", "grid sizes increasing"),
-    ("score.rounds=[[2,1],[400,1]]", "at most the window's width (300)"),
+    ("score.rounds=[[2,1],[400,1]]", "stages that fit the window score.t_min..t_max (0..300), its largest grid "
+     "being 400 time-steps; set them with the window, e.g. --set 'score.rounds=[[2,1],[300,1]]'"),
     ("fit.crop=square", "recipe.fit.crop = 'square' is not allowed: it must be one of center, random"),
     ("fit.mixed_precision=fp8", "it must be one of no, fp16, bf16"),
     ("lora.init=xavier", "recipe.lora.init = 'xavier' is not allowed: it must be one of normal, kaiming"),
@@ -211,3 +212,14 @@ def test_val_per_class_without_a_sampled_split_is_refused(extra, tmp_path, capsy
     argv = ["fit", "--dataset", "tiny", "--data-root", str(tmp_path), "--out", str(tmp_path / "o"), *extra]
     assert main(argv) == 2
     assert "--val-per-class sizes the validation part of a sampled k-shot split" in capsys.readouterr().err
+
+
+def test_the_override_example_loads_on_every_shipped_recipe():
+    from pathlib import Path
+
+    from diti_sd.cli.fit import SET_EXAMPLE
+
+    assert f"`{SET_EXAMPLE}`" in (Path(__file__).parents[1] / "README.md").read_text()
+    overrides = SET_EXAMPLE.replace("--set ", "").split()
+    for name in available_recipes():
+        assert load_recipe(name, overrides).score.t_max == 500

@@ -13,6 +13,9 @@ EXAMPLE = """example:
   diti-sd fit --dataset fgvc-aircraft --data-root ~/data --shots 1,2,4 --out adapters/fgvc
     (several --shots: one adapter set per value, in OUT/<k>shot/)"""
 
+# the override example of --help and the README: loads on every shipped recipe (tested)
+SET_EXAMPLE = "--set fit.lr=5e-5 --set score.t_max=500"
+
 
 def add_arguments(parser):
     parser.add_argument("--dataset", required=True,
@@ -38,7 +41,7 @@ def add_arguments(parser):
                         help="LoRA rank of the UNet adapters (default: the recipe's; --set lora.text_rank=R sets the "
                              "text encoder's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any recipe value, e.g. --set fit.lr=5e-5 --set score.t_max=300")
+                        help=f"override any recipe value, e.g. {SET_EXAMPLE}")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted fit in --out (finished adapter sets are kept as they are)")
     parser.add_argument("--overwrite", action="store_true", help="replace an adapter set already in --out")
