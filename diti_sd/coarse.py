@@ -206,11 +206,12 @@ def shortcut_warning(report: dict, swap: float, auto: bool = False) -> str | Non
         tail = ""
     elif val["breaking"]:
         tail = (f"; {len(val['breaking'])} of your {val['images']} validation images break it (their blur points to "
-                "another class): compare fits with and without the swap on them (fit_summary_['coarse_shortcut']"
-                "['validation']['breaking']; breaking_ids in diti-sd fit's summary line)")
+                "another class): compare fits with and without the swap on them, or let fit.coarse_swap_auto do it "
+                "(fit_summary_['coarse_shortcut']['validation']['breaking']; breaking_ids in diti-sd fit's summary "
+                "line)")
     else:
         tail = (f"; none of your {val['images']} validation images breaks it, so they cannot tell an accident from "
-                "the class: only you can")
+                "the class: only you can (fit.coarse_swap_premise takes the method's premise where they cannot)")
     return (f"the shots' blur alone points to their class for {report['accuracy']:.0%} of {report['images']} shots, "
             f"leave-one-out ({report['chance']:.0%} with the labels permuted, p = {report['p_value']:.3f}); if that "
             "is an accident of where they were taken, not what the classes differ in, see fit.coarse_swap "

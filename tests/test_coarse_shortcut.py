@@ -162,8 +162,10 @@ def test_the_warning_says_whether_the_validation_images_can_tell():
     report = {"accuracy": 1.0, "chance": 0.21, "p_value": 0.005, "sigma_fraction": 0.125, "images": 40}
     some = shortcut_warning({**report, "validation": {"images": 20, "breaking": [3, 7]}}, swap=0.0)
     assert "2 of your 20 validation images break it" in some and "compare fits with and without" in some
+    assert "fit.coarse_swap_auto" in some and "fit.coarse_swap_premise" not in some
     none = shortcut_warning({**report, "validation": {"images": 20, "breaking": []}}, swap=0.0)
     assert "none of your 20 validation images breaks it" in none and "only you can" in none
+    assert "fit.coarse_swap_premise" in none
     assert "\n" not in some + none
 
 
