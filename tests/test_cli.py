@@ -134,6 +134,7 @@ def test_fit_with_auto_chooses_the_window_on_the_splits_validation_images(image_
     manifest = json.loads((out / "manifest.json").read_text())
     choice = manifest["score_choice"]
     assert len(json.loads((out / "split.json").read_text())["val_ids"]) == 2 * 3
+    assert not (out / "coarse_shortcut.png").exists()  # one shot a class: the check has nothing to read
     assert choice["source"] == "validation images (6)" and choice["unet_calls"] == 6 * 3 * 6
     # one pass: the temperature comes from auto's own UNet calls, replayed under its choice
     assert manifest["calibration"]["source"] == "validation images (6): auto's pass, replayed under its choice"
@@ -172,6 +173,11 @@ def test_fit_tells_whether_the_validation_images_can_see_the_shots_accident(tmp_
     assert breaks["breaking_ids"] == [painted] and len(breaks["breaking"]) == 1
     manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
     assert manifest["fit"]["coarse_shortcut"]["validation"]["breaking_ids"] == [painted]  # kept beside the weights
+    # the picture a user judges the accident by: the shots' blur per class, and then the breaking image beside them
+    from PIL import Image
+
+    first, second = (Image.open(folder / "coarse_shortcut.png") for folder in (out, tmp_path / "again"))
+    assert second.size[0] > first.size[0] and second.size[1] == first.size[1]
 
 
 def test_fit_with_several_shots_writes_one_set_each_and_resume_keeps_finished_ones(image_folder, tiny_model_dir,

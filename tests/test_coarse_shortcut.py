@@ -193,3 +193,24 @@ def test_reading_the_validation_images_leaves_the_fit_as_it_was(tiny_model_dir):
     a, b = plain.adapters_.state_dict(), given.adapters_.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert plain.temperature_ == given.temperature_
+
+
+def test_the_picture_shows_the_first_classes_shots_and_their_breaking_images(tmp_path):
+    from PIL import Image
+
+    from diti_sd.plotting import coarse_shortcut_selection, plot_coarse_shortcut
+
+    labels = ["b", "a", "c", "a", "b", "a", "a"]
+    assert coarse_shortcut_selection(labels, max_classes=2, per_class=2) == [0, 1, 3, 4]
+    images, names = color_images(12, seed=3)
+    pixels = as_uint8(images)
+    report = coarse_shortcut(pixels, names)
+    sizes = {}
+    for rows, breaking in ((2, 0), (3, 0), (3, 2)):
+        path = tmp_path / f"{rows}-{breaking}.png"
+        plot_coarse_shortcut(pixels, names, report, path, pixels[:breaking], names[:breaking], max_classes=rows,
+                             per_class=4)
+        sizes[rows, breaking] = Image.open(path).size
+    # a row per class shown, a column per shot, and more columns where a class has breaking images
+    assert sizes[3, 0][1] > sizes[2, 0][1] and sizes[3, 0][0] == sizes[2, 0][0]
+    assert sizes[3, 2][0] > sizes[3, 0][0]

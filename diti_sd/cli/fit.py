@@ -98,6 +98,7 @@ def run(args):
 
 def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
     from ..classifier import DiTiFewShotClassifier
+    from ..coarse import fired
     from ..data import load_split, make_kshot_split
     from ..data.images import ImageSequence
     from ..distributed import is_main
@@ -142,6 +143,8 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
     breaks = (clf.fit_summary_.get("coarse_shortcut") or {}).get("validation")
     if breaks and val_set is not None:  # the images by their ids in the data set (as split.json names them)
         breaks["breaking_ids"] = [val_set.ids[i] for i in breaks["breaking"]]  # in the manifest too
+    if is_main() and fired(clf.fit_summary_["coarse_shortcut"]):  # before the manifest: a resumed fit skips this
+        draw_coarse_shortcut(clf.fit_summary_["coarse_shortcut"], train_set, val_set, out / "coarse_shortcut.png")
     clf.save_pretrained(out, export_diffusers=args.export_diffusers, export_peft=args.export_peft)
     if is_main():
         summary = {"out": str(out), "classes": len(clf.classes_), "shots": clf.shots_, **clf.fit_summary_,
@@ -151,3 +154,24 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
             keys = ("name", "rule", "log_likelihood", "candidates", "source", "unet_calls")
             summary["score_choice"] = {k: clf.score_choice_[k] for k in keys if k in clf.score_choice_}
         print(json.dumps(summary))
+
+
+def draw_coarse_shortcut(report: dict, train_set, val_set, path: Path, size: int = 128) -> None:
+    """``coarse_shortcut.png``: some shots the check read, blurred as it blurs them, and the validation images of
+    their classes that break the accident (diti_sd.plotting.plot_coarse_shortcut), at ``size`` pixels a side; only
+    the images shown are decoded."""
+    from ..data.images import ImageSequence
+    from ..plotting import coarse_shortcut_selection, plot_coarse_shortcut
+    from ..preprocessing import uint8_pixels
+
+    labels = train_set.label_names()
+    chosen = coarse_shortcut_selection(labels)
+    shown = {labels[i] for i in chosen}
+    images = ImageSequence(train_set)
+    val_labels = val_set.label_names() if val_set is not None else []
+    breaking = [i for i in (report.get("validation") or {}).get("breaking", []) if val_labels[i] in shown]
+    breaking = [breaking[j] for j in coarse_shortcut_selection([val_labels[i] for i in breaking], per_class=3)]
+    val_images = ImageSequence(val_set) if breaking else None
+    plot_coarse_shortcut(uint8_pixels([images[i] for i in chosen], size), [labels[i] for i in chosen], report, path,
+                         uint8_pixels([val_images[i] for i in breaking], size) if breaking else None,
+                         [val_labels[i] for i in breaking], n_classes=len(set(labels)))
