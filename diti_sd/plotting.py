@@ -89,8 +89,10 @@ def plot_coarse_shortcut(shots, shot_labels, report: dict, path: str | os.PathLi
         axes[row][0].set_ylabel(str(c), fontsize=7, rotation=0, ha="right", va="center")
     n_classes = n_classes or len(classes)
     more = f"; {len(shown)} of {n_classes} classes shown" if len(shown) < n_classes else ""
-    fig.suptitle(f"the shots' blur points to their class for {report['accuracy']:.0%} of {report['images']} shots "
-                 f"({report['chance']:.0%} with the labels permuted, p = {report['p_value']:.3f}){more}", fontsize=7)
+    title = ("one shot a class: the check has nothing to leave out" if report["accuracy"] is None else
+             f"the shots' blur points to their class for {report['accuracy']:.0%} of {report['images']} shots "
+             f"({report['chance']:.0%} with the labels permuted, p = {report['p_value']:.3f})")
+    fig.suptitle(title + more, fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
 

@@ -214,3 +214,6 @@ def test_the_picture_shows_the_first_classes_shots_and_their_breaking_images(tmp
     # a row per class shown, a column per shot, and more columns where a class has breaking images
     assert sizes[3, 0][1] > sizes[2, 0][1] and sizes[3, 0][0] == sizes[2, 0][0]
     assert sizes[3, 2][0] > sizes[3, 0][0]
+    one = coarse_shortcut(pixels[:3], names[:3])  # one shot a class: drawn, with nothing to report
+    plot_coarse_shortcut(pixels[:3], names[:3], one, tmp_path / "one.png")
+    assert one["accuracy"] is None and (tmp_path / "one.png").is_file()

@@ -80,7 +80,7 @@ def test_demo_writes_its_report_and_a_killed_run_continues(tmp_path, monkeypatch
     assert len(fits) == 9 and json.dumps(again["results"], sort_keys=True) == json.dumps(report["results"],
                                                                                             sort_keys=True)
     for name in ("results.json", "README.md", "accuracy_by_band.png", "test_predictions.png", "adapter_samples.png",
-                 "reliability.png"):
+                 "reliability.png", "coarse_shortcut.png"):
         assert (tmp_path / name).is_file(), name
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["results"] == json.loads(json.dumps(report["results"]))

@@ -50,5 +50,5 @@ def run(args):
     report = run_demo(cfg, args.out, progress=not args.no_progress, ledger=ledger, reason=args.reason)
     print(render_markdown(report).split("![")[0].rstrip())
     print(f"\nreport written to {args.out}/ (README.md, results.json, accuracy_by_band.png, "
-          "reliability.png, test_predictions.png, adapter_samples.png)")
+          "reliability.png, test_predictions.png, coarse_shortcut.png, adapter_samples.png)")
     return 0

@@ -8,7 +8,7 @@ EXAMPLE = """examples:
   diti-sd eval --dataset fgvc-aircraft --data-root ~/data --shots 1,2,4,8,16 --seeds 1,2,3 \\
       --adapters-dir adapters/ --out reports/fgvc
   diti-sd eval --dataset fgvc-aircraft --data-root ~/data --shots 16 --methods probe,diti,diti+probe \\
-      --encoder openclip:ViT-SO400M-14-SigLIP-384:webli --encoder dinov2:facebook/dinov2-giant \\
+      --clip-model ViT-SO400M-14-SigLIP-384 --clip-pretrained webli --encoder dinov2:facebook/dinov2-giant \\
       --prefilter probe --set score.prefilter_k=10 --out reports/fgvc-probe"""
 
 

@@ -38,7 +38,7 @@ from ...recipes import load_recipe
 from ...scoring.replay import weighted_mean
 from .data import SyntheticSpec
 from .ledger import check_unread, default_ledger, fingerprint, record_read
-from .report import BAND_SETS, BANDS, plot_bands, plot_examples, render_markdown, save_samples
+from .report import BAND_SETS, BANDS, plot_bands, plot_examples, plot_shortcut, render_markdown, save_samples
 from .scoring import (
     SCORINGS,
     background_classes,
@@ -210,6 +210,9 @@ def _run_seed(cfg: DemoConfig, recipe, wide_recipe, swap_recipe, seed: int, wind
     # recipe's fit also reads it as a user's fit would: which of its images break the shots' accident
     val = run.stream("val", cfg.val_per_class)
     clf = run.fit(recipe, validation=val, device=cfg.device, steps=cfg.steps)
+    if samples_to is not None:
+        plot_shortcut(clf.fit_summary_["coarse_shortcut"], train.images, labels, val.images, run.names(val),
+                      samples_to / "coarse_shortcut.png")
     wide = run.fit(wide_recipe, device=cfg.device, steps=cfg.steps, train_window=(0, 1000))
     # this seed's own noise on the shared t grid, the validation stream's drawn apart from the test streams'
     test_seed, val_seed = pair_seeds(seed)

@@ -76,6 +76,7 @@ def render_markdown(report: dict) -> str:
               "![accuracy per band of t](accuracy_by_band.png)", "",
               "![reliability on the decorrelated split](reliability.png)", "",
               "![test predictions](test_predictions.png)", "",
+              "![the shots as the shortcut check blurs them](coarse_shortcut.png)", "",
               "![samples from class adapters](adapter_samples.png)", ""]
     return "\n".join(lines)
 
@@ -299,3 +300,16 @@ def save_samples(images: torch.Tensor, labels, per_class: int, path: Path) -> No
 
     grid = make_grid(images, nrow=per_class, padding=1, pad_value=1.0)
     save_image(torch.nn.functional.interpolate(grid[None], scale_factor=4, mode="nearest")[0], path)
+
+
+def plot_shortcut(report: dict, shots, shot_names, val, val_names, path: Path) -> None:
+    """The first seed's shots as the fit's shortcut check blurs them, and the validation images that break the
+    accident (none on the headline, whose accident follows every image): the picture ``diti-sd fit`` draws."""
+    from ...plotting import plot_coarse_shortcut
+
+    def as_uint8(images):
+        return (torch.stack(list(images)) * 255).round().to(torch.uint8)
+
+    breaking = (report.get("validation") or {}).get("breaking", [])
+    plot_coarse_shortcut(as_uint8(shots), shot_names, report, path,
+                         as_uint8([val[i] for i in breaking]) if breaking else None, [val_names[i] for i in breaking])
