@@ -55,6 +55,8 @@ def plot_coarse_shortcut(shots, shot_labels, report: dict, path: str | os.PathLi
     uint8 (n, 3, H, W), ``shot_labels`` one per shot; ``breaking`` and ``breaking_labels`` likewise (or None);
     ``report``: ``coarse.coarse_shortcut``'s, for its figures and sigma; ``n_classes``: the classes the check read,
     where the shots given are those of some of them (:func:`coarse_shortcut_selection`)."""
+    import textwrap
+
     import numpy as np
 
     from .coarse import coarse_sigma, gaussian_blur
@@ -68,8 +70,8 @@ def plot_coarse_shortcut(shots, shot_labels, report: dict, path: str | os.PathLi
     sigma = coarse_sigma(report["sigma_fraction"], shots.shape)
     plt = pyplot()
     columns = n_shots + n_breaking
-    fig, axes = plt.subplots(len(shown), columns, figsize=(1.2 * columns + 0.8, 1.2 * len(shown) + 0.6),
-                             squeeze=False)
+    width = max(4.5, 1.2 * columns + 0.8)
+    fig, axes = plt.subplots(len(shown), columns, figsize=(width, 1.2 * len(shown) + 0.8), squeeze=False)
     for row, c in enumerate(shown):
         own = shots[np.flatnonzero(shot_labels == c)[:n_shots]].float() / 255
         blurred = gaussian_blur(own, sigma).clamp(0, 1)
@@ -92,7 +94,7 @@ def plot_coarse_shortcut(shots, shot_labels, report: dict, path: str | os.PathLi
     title = ("one shot a class: the check has nothing to leave out" if report["accuracy"] is None else
              f"the shots' blur points to their class for {report['accuracy']:.0%} of {report['images']} shots "
              f"({report['chance']:.0%} with the labels permuted, p = {report['p_value']:.3f})")
-    fig.suptitle(title + more, fontsize=7)
+    fig.suptitle(textwrap.fill(title + more, int(width * 16)), fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
 
