@@ -46,41 +46,57 @@ def plot_reliability(curves: dict, title: str, path: str | os.PathLike) -> None:
     save_figure(fig, path)
 
 
+def shortcut_rows(shot_labels, breaking_labels=(), max_classes: int = 10) -> list:
+    """The classes :func:`plot_coarse_shortcut` shows, a row each: those with validation images that break the
+    accident first, then the others, each group in sorted order, at most ``max_classes``."""
+    breaking = sorted(set(breaking_labels))
+    return (breaking + [c for c in sorted(set(shot_labels)) if c not in set(breaking)])[:max_classes]
+
+
+def first_of_each(labels, classes, per_class: int) -> list[int]:
+    """The indices of the first ``per_class`` images of each of ``classes`` in ``labels``: the images a picture
+    shows, so that only those need decoding."""
+    wanted, taken, out = set(classes), {}, []
+    for i, label in enumerate(labels):
+        if label in wanted and taken.get(label, 0) < per_class:
+            taken[label] = taken.get(label, 0) + 1
+            out.append(i)
+    return out
+
+
 def plot_coarse_shortcut(shots, shot_labels, report: dict, path: str | os.PathLike, breaking=None,
                          breaking_labels=None, max_classes: int = 10, per_class: int = 6, max_breaking: int = 3,
-                         n_classes: int | None = None) -> None:
-    """What the shortcut check saw, for a user to judge whether it is an accident: per class (the first
-    ``max_classes`` in sorted order), up to ``per_class`` shots as the check blurs them, and beside them up to
-    ``max_breaking`` of the class's validation images that break the accident, as they are. ``shots``:
-    uint8 (n, 3, H, W), ``shot_labels`` one per shot; ``breaking`` and ``breaking_labels`` likewise (or None);
-    ``report``: ``coarse.coarse_shortcut``'s, for its figures and sigma; ``n_classes``: the classes the check read,
-    where the shots given are those of some of them (:func:`coarse_shortcut_selection`)."""
+                         n_classes: int | None = None) -> list[tuple]:
+    """What the shortcut check saw, for a user to judge whether it is an accident: a row per class
+    (:func:`shortcut_rows`), up to ``per_class`` of its shots as the check blurs them, and beside them up to
+    ``max_breaking`` of its validation images that break the accident, as they are. ``shots``: uint8 (n, 3, H, W),
+    ``shot_labels`` one per shot; ``breaking`` and ``breaking_labels`` likewise (or None); ``report``:
+    ``coarse.coarse_shortcut``'s, for its figures and sigma; ``n_classes``: the classes the check read, where the
+    shots given are those of some of them. Returns the rows: (class, shots shown, breaking images shown)."""
     import textwrap
 
     import numpy as np
 
     from .coarse import coarse_sigma, gaussian_blur
 
+    shown = shortcut_rows(shot_labels, [] if breaking_labels is None else breaking_labels, max_classes)
     shot_labels = np.asarray(shot_labels)
     breaking_labels = np.asarray([] if breaking_labels is None else breaking_labels)
-    classes = np.unique(shot_labels)
-    shown = classes[:max_classes]
     n_shots = min(per_class, max(int((shot_labels == c).sum()) for c in shown))
     n_breaking = min(max_breaking, max([int((breaking_labels == c).sum()) for c in shown] + [0]))
     sigma = coarse_sigma(report["sigma_fraction"], shots.shape)
-    plt = pyplot()
     columns = n_shots + n_breaking
     width = max(4.5, 1.2 * columns + 0.8)
-    fig, axes = plt.subplots(len(shown), columns, figsize=(width, 1.2 * len(shown) + 0.8), squeeze=False)
+    fig, axes = pyplot().subplots(len(shown), columns, figsize=(width, 1.2 * len(shown) + 0.8), squeeze=False)
+    rows = []
     for row, c in enumerate(shown):
         own = shots[np.flatnonzero(shot_labels == c)[:n_shots]].float() / 255
-        blurred = gaussian_blur(own, sigma).clamp(0, 1)
-        cells = [(image, "" if row else "shot, as the check blurs it") for image in blurred]
-        cells += [None] * (n_shots - len(cells))
-        if n_breaking:
-            theirs = [(breaking[i].float() / 255, "validation image\nthat breaks it")
-                      for i in np.flatnonzero(breaking_labels == c)[:n_breaking]]
-            cells += theirs + [None] * (n_breaking - len(theirs))
+        cells = [(image, "" if row else "shot, as the check blurs it")
+                 for image in gaussian_blur(own, sigma).clamp(0, 1)] if len(own) else []
+        theirs = [(breaking[i].float() / 255, "validation image\nthat breaks it")
+                  for i in np.flatnonzero(breaking_labels == c)[:n_breaking]]
+        rows.append((c, len(cells), len(theirs)))
+        cells += [None] * (n_shots - len(cells)) + theirs + [None] * (n_breaking - len(theirs))
         for ax, cell in zip(axes[row], cells):
             ax.set_xticks([])
             ax.set_yticks([])
@@ -89,24 +105,13 @@ def plot_coarse_shortcut(shots, shot_labels, report: dict, path: str | os.PathLi
                 ax.imshow(cell[0].permute(1, 2, 0).numpy())
                 ax.set_title(cell[1], fontsize=5)
         axes[row][0].set_ylabel(str(c), fontsize=7, rotation=0, ha="right", va="center")
-    n_classes = n_classes or len(classes)
-    more = f"; {len(shown)} of {n_classes} classes shown" if len(shown) < n_classes else ""
+    n_classes = n_classes or len(set(shot_labels.tolist()))
+    more = "" if len(shown) >= n_classes else f"; {len(shown)} of {n_classes} classes shown" + (
+        ", those with breaking images first" if len(breaking_labels) else "")
     title = ("one shot a class: the check has nothing to leave out" if report["accuracy"] is None else
              f"the shots' blur points to their class for {report['accuracy']:.0%} of {report['images']} shots "
              f"({report['chance']:.0%} with the labels permuted, p = {report['p_value']:.3f})")
     fig.suptitle(textwrap.fill(title + more, int(width * 16)), fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
-
-
-def coarse_shortcut_selection(labels, max_classes: int = 10, per_class: int = 6) -> list[int]:
-    """The indices of the images :func:`plot_coarse_shortcut` shows of ``labels`` (the first ``max_classes``
-    classes in sorted order, the first ``per_class`` images of each), so that only those need decoding."""
-    shown = set(sorted(set(labels))[:max_classes])
-    taken: dict = {}
-    out = []
-    for i, label in enumerate(labels):
-        if label in shown and taken.get(label, 0) < per_class:
-            taken[label] = taken.get(label, 0) + 1
-            out.append(i)
-    return out
+    return rows

@@ -144,7 +144,13 @@ def test_fit_with_auto_chooses_the_window_on_the_splits_validation_images(image_
     assert summary["validation"]["unet_calls"] == 6 * 3 * 6 and summary["validation"]["share_of_fit"] > 0
 
 
-def test_fit_tells_whether_the_validation_images_can_see_the_shots_accident(tmp_path, tiny_model_dir, capsys):
+def test_fit_tells_whether_the_validation_images_can_see_the_shots_accident(tmp_path, tiny_model_dir, capsys,
+                                                                           monkeypatch):
+    import diti_sd.plotting
+
+    drawn = []
+    plot = diti_sd.plotting.plot_coarse_shortcut
+    monkeypatch.setattr(diti_sd.plotting, "plot_coarse_shortcut", lambda *a, **k: drawn.append(a) or plot(*a, **k))
     images, labels = color_images(15, seed=12)  # class c: a flat colour in the shots and in the validation images
     for i, (image, label) in enumerate(zip(images, labels)):
         (tmp_path / "flat" / "train" / label).mkdir(parents=True, exist_ok=True)
@@ -173,11 +179,20 @@ def test_fit_tells_whether_the_validation_images_can_see_the_shots_accident(tmp_
     assert breaks["breaking_ids"] == [painted] and len(breaks["breaking"]) == 1
     manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
     assert manifest["fit"]["coarse_shortcut"]["validation"]["breaking_ids"] == [painted]  # kept beside the weights
-    # the picture a user judges the accident by: the shots' blur per class, and then the breaking image beside them
-    from PIL import Image
-
-    first, second = (Image.open(folder / "coarse_shortcut.png") for folder in (out, tmp_path / "again"))
-    assert second.size[0] > first.size[0] and second.size[1] == first.size[1]
+    # the picture a user judges the accident by: the shots' blur per class, then the breaking image beside them
+    assert (out / "coarse_shortcut.png").is_file() and (tmp_path / "again" / "coarse_shortcut.png").is_file()
+    (shots, names, _, path, none, _), (_, _, _, _, painted_pixels, painted_labels) = drawn
+    assert path == out / "coarse_shortcut.png" and sorted(set(names)) == ["c0", "c1", "c2"] and none is None
+    assert shots.shape[-1] == 128 and len(shots) == 9  # only the shots shown are decoded, at 128 pixels
+    assert painted_labels == [painted.split("/")[0]] and painted_pixels[0].float().mean((1, 2)).argmax() == 0  # red
+    # refitted over with shots whose colour says nothing of their class: the check is silent, the picture gone
+    for i, image in enumerate(images):
+        (tmp_path / "mixed" / "train" / f"c{i // 3 % 3}").mkdir(parents=True, exist_ok=True)
+        save_image(image, tmp_path / "mixed" / "train" / f"c{i // 3 % 3}" / f"{i}.png")
+    assert main(["fit", "--dataset", "tiny", "--data-root", str(tmp_path / "mixed"), "--model", str(tiny_model_dir),
+                 "--shots", "3", "--val-per-class", "2", "--steps", "1", "--out", str(tmp_path / "again"),
+                 "--overwrite", "--no-progress", "--validation-budget", "none"]) == 0
+    assert len(drawn) == 2 and not (tmp_path / "again" / "coarse_shortcut.png").exists()
 
 
 def test_fit_with_several_shots_writes_one_set_each_and_resume_keeps_finished_ones(image_folder, tiny_model_dir,

@@ -195,25 +195,26 @@ def test_reading_the_validation_images_leaves_the_fit_as_it_was(tiny_model_dir):
     assert plain.temperature_ == given.temperature_
 
 
-def test_the_picture_shows_the_first_classes_shots_and_their_breaking_images(tmp_path):
+def test_the_picture_shows_the_classes_with_breaking_images_first_then_the_others(tmp_path):
     from PIL import Image
 
-    from diti_sd.plotting import coarse_shortcut_selection, plot_coarse_shortcut
+    from diti_sd.plotting import first_of_each, plot_coarse_shortcut, shortcut_rows
 
-    labels = ["b", "a", "c", "a", "b", "a", "a"]
-    assert coarse_shortcut_selection(labels, max_classes=2, per_class=2) == [0, 1, 3, 4]
-    images, names = color_images(12, seed=3)
+    assert shortcut_rows(["b", "a", "c", "d"], ["d", "c", "d"], max_classes=3) == ["c", "d", "a"]
+    assert first_of_each(["b", "a", "c", "a", "b", "a", "a"], ["a", "b"], per_class=2) == [0, 1, 3, 4]
+    images, colours = color_images(24, seed=3)
+    names = [f"k{i % 12:02d}" for i in range(24)]  # 12 classes of 2 shots each
     pixels = as_uint8(images)
-    report = coarse_shortcut(pixels, names)
-    sizes = {}
-    for rows, breaking in ((2, 0), (3, 0), (3, 2)):
-        path = tmp_path / f"{rows}-{breaking}.png"
-        plot_coarse_shortcut(pixels, names, report, path, pixels[:breaking], names[:breaking], max_classes=rows,
-                             per_class=4)
-        sizes[rows, breaking] = Image.open(path).size
-    # a row per class shown, a column per shot, and more columns where a class has breaking images
-    assert sizes[3, 0][1] > sizes[2, 0][1] and sizes[3, 0][0] == sizes[2, 0][0]
-    assert sizes[3, 2][0] > sizes[3, 0][0]
-    one = coarse_shortcut(pixels[:3], names[:3])  # one shot a class: drawn, with nothing to report
-    plot_coarse_shortcut(pixels[:3], names[:3], one, tmp_path / "one.png")
+    report = coarse_shortcut(pixels, colours)
+    rows = plot_coarse_shortcut(pixels, names, report, tmp_path / "none.png", max_classes=4)
+    assert rows == [("k00", 2, 0), ("k01", 2, 0), ("k02", 2, 0), ("k03", 2, 0)]
+    # two validation images of k11 and one of k05 break the accident: their rows come first, with them beside
+    rows = plot_coarse_shortcut(pixels, names, report, tmp_path / "some.png", pixels[:3], ["k11", "k05", "k11"],
+                                max_classes=4)
+    assert rows == [("k05", 2, 1), ("k11", 2, 2), ("k00", 2, 0), ("k01", 2, 0)]
+    (w0, h0), (w1, h1) = (Image.open(tmp_path / f"{n}.png").size for n in ("none", "some"))
+    assert w1 > w0 and h1 == h0  # two more columns, as many rows
+    one = coarse_shortcut(pixels[:3], colours[:3])  # one shot a class: drawn, with nothing to report
+    assert plot_coarse_shortcut(pixels[:3], colours[:3], one, tmp_path / "one.png") == [
+        ("c0", 1, 0), ("c1", 1, 0), ("c2", 1, 0)]
     assert one["accuracy"] is None and (tmp_path / "one.png").is_file()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 from .common import add_runtime_arguments, budget_share, positive_int, positive_int_list
@@ -102,6 +103,7 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
     from ..data import load_split, make_kshot_split
     from ..data.images import ImageSequence
     from ..distributed import is_main
+    from ..errors import DitiWarning
     from ..validation import fit_work
 
     if args.split:
@@ -143,8 +145,15 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
     breaks = (clf.fit_summary_.get("coarse_shortcut") or {}).get("validation")
     if breaks and val_set is not None:  # the images by their ids in the data set (as split.json names them)
         breaks["breaking_ids"] = [val_set.ids[i] for i in breaks["breaking"]]  # in the manifest too
-    if is_main() and fired(clf.fit_summary_["coarse_shortcut"]):  # before the manifest: a resumed fit skips this
-        draw_coarse_shortcut(clf.fit_summary_["coarse_shortcut"], train_set, val_set, out / "coarse_shortcut.png")
+    if is_main():  # before the manifest (a resumed fit skips a fitted set), never at the fit's expense
+        picture = out / "coarse_shortcut.png"
+        picture.unlink(missing_ok=True)  # an earlier fit's, with --overwrite
+        if fired(clf.fit_summary_["coarse_shortcut"]):
+            try:
+                draw_coarse_shortcut(clf.fit_summary_["coarse_shortcut"], train_set, val_set, picture)
+            except Exception as error:  # a picture must not cost the fitted adapters
+                warnings.warn(f"coarse_shortcut.png was not drawn ({type(error).__name__}: {error}); the fit's "
+                              "figures are in the summary line", DitiWarning, stacklevel=2)
     clf.save_pretrained(out, export_diffusers=args.export_diffusers, export_peft=args.export_peft)
     if is_main():
         summary = {"out": str(out), "classes": len(clf.classes_), "shots": clf.shots_, **clf.fit_summary_,
@@ -156,22 +165,21 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
         print(json.dumps(summary))
 
 
-def draw_coarse_shortcut(report: dict, train_set, val_set, path: Path, size: int = 128) -> None:
-    """``coarse_shortcut.png``: some shots the check read, blurred as it blurs them, and the validation images of
-    their classes that break the accident (diti_sd.plotting.plot_coarse_shortcut), at ``size`` pixels a side; only
-    the images shown are decoded."""
+def draw_coarse_shortcut(report: dict, train_set, val_set, path: Path, size: int = 128) -> list[tuple]:
+    """``coarse_shortcut.png``: shots the check read, blurred as it blurs them, and the validation images that
+    break the accident (diti_sd.plotting.plot_coarse_shortcut), at ``size`` pixels a side; only the images shown
+    are decoded. Returns the picture's rows."""
     from ..data.images import ImageSequence
-    from ..plotting import coarse_shortcut_selection, plot_coarse_shortcut
+    from ..plotting import first_of_each, plot_coarse_shortcut, shortcut_rows
     from ..preprocessing import uint8_pixels
 
     labels = train_set.label_names()
-    chosen = coarse_shortcut_selection(labels)
-    shown = {labels[i] for i in chosen}
-    images = ImageSequence(train_set)
     val_labels = val_set.label_names() if val_set is not None else []
-    breaking = [i for i in (report.get("validation") or {}).get("breaking", []) if val_labels[i] in shown]
-    breaking = [breaking[j] for j in coarse_shortcut_selection([val_labels[i] for i in breaking], per_class=3)]
-    val_images = ImageSequence(val_set) if breaking else None
-    plot_coarse_shortcut(uint8_pixels([images[i] for i in chosen], size), [labels[i] for i in chosen], report, path,
-                         uint8_pixels([val_images[i] for i in breaking], size) if breaking else None,
-                         [val_labels[i] for i in breaking], n_classes=len(set(labels)))
+    breaking = (report.get("validation") or {}).get("breaking", [])
+    rows = shortcut_rows(labels, [val_labels[i] for i in breaking])
+    shots = first_of_each(labels, rows, 6)
+    breaking = [breaking[j] for j in first_of_each([val_labels[i] for i in breaking], rows, 3)]
+    images, val_images = ImageSequence(train_set), ImageSequence(val_set) if breaking else None
+    return plot_coarse_shortcut(uint8_pixels([images[i] for i in shots], size), [labels[i] for i in shots], report,
+                                path, uint8_pixels([val_images[i] for i in breaking], size) if breaking else None,
+                                [val_labels[i] for i in breaking], n_classes=len(set(labels)))

@@ -304,7 +304,8 @@ def save_samples(images: torch.Tensor, labels, per_class: int, path: Path) -> No
 
 def plot_shortcut(report: dict, shots, shot_names, val, val_names, path: Path) -> None:
     """The first seed's shots as the fit's shortcut check blurs them, and the validation images that break the
-    accident (none on the headline, whose accident follows every image): the picture ``diti-sd fit`` draws."""
+    accident (none on the headline, whose accident follows every image), as ``diti-sd fit`` draws them where the
+    check fires (the demo draws them whatever the check says)."""
     from ...plotting import plot_coarse_shortcut
 
     def as_uint8(images):
