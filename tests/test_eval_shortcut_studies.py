@@ -254,3 +254,36 @@ def test_breaking_images_counts_the_flagged_images_against_their_backgrounds(tmp
     paths = {key: [c["path"] for c in case["shortcut_check_per_seed"]] for key, case in cases.items()}
     assert paths["texture", 1.0] == ["premise"] and paths["many", 1.0] == ["none"]
     assert paths["texture", 0.9] == ["comparison"] and paths["colour", 1.0] == ["premise"]
+
+
+def test_premise_paths_replays_the_premise_seed_by_seed(tmp_path, capsys, monkeypatch):
+    script = _script("premise_paths")
+    with pytest.raises(SystemExit, match="sealed"):
+        script.main(["--seeds", "501-510"])
+    with pytest.raises(SystemExit, match="--classes"):
+        script.main(["--seeds", "11", "--smoke", "--task", "many"])
+    windows = [*script.tune.WINDOWS, "tif"]
+
+    def fake(overrides, seeds, shots, per_class, pairs=(12, 12), cache=None, shortcut_rate=1.0, n_classes=None):
+        # the swap's fit right on the first 15 oracle images of every seed, the recipe's on the first 10 (the
+        # breaking images of a comparison: the recipe right on all, the swap on none)
+        swap = overrides == script.strength.SWAP
+        n = 20 * (n_classes or 5)
+        oracle = [np.arange(n) < (15 if swap else 10) for _ in seeds]
+        return {"oracle": {w: oracle for w in windows},
+                "correct": {w: [np.full(per_class * (n_classes or 5), not swap) for _ in seeds] for w in windows}}
+
+    monkeypatch.setattr(script.tune, "evaluate", fake)
+    # the headline: the blur names the class on every seed and nothing breaks it, so the premise swaps everywhere
+    out = script.main(["--seeds", "11,12", "--smoke", "--val-per-class", "2", "--out", str(tmp_path / "t.json")])
+    assert [s["path"] for s in out["per_seed"]] == ["premise"] * 2
+    assert out["premise_minus_recipe"]["gain"] == pytest.approx(5 / 100) == out["swap_minus_recipe"]["gain"]
+    assert json.loads((tmp_path / "t.json").read_text()) == json.loads(json.dumps(out))
+    # 24 classes on five backgrounds: the blur only narrows the class, the premise leaves it alone
+    many = script.main(["--seeds", "11,12", "--smoke", "--task", "many", "--classes", "24", "--val-per-class", "1"])
+    assert [s["path"] for s in many["per_seed"]] == ["none"] * 2 and many["premise_minus_recipe"]["gain"] == 0
+    assert all(s["points_to_own_class"] < 0.5 for s in many["per_seed"])
+    # a tenth of the shots break the accident: the comparison, and here the recipe wins on the breaking images
+    some = script.main(["--seeds", "11,12", "--smoke", "--rate", "0.9", "--val-per-class", "10"])
+    assert {s["path"] for s in some["per_seed"]} == {"comparison"} and some["premise_minus_recipe"]["gain"] == 0
+    assert "paths: comparison on 2" in capsys.readouterr().out
