@@ -25,7 +25,7 @@ import numpy as np
 
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.cli.common import seed_list
-from diti_sd.coarse import coarse_shortcut, fired, names_outright
+from diti_sd.coarse import coarse_shortcut
 from diti_sd.files import atomic_write
 from diti_sd.recipes import load_recipe
 from diti_sd.stats import mean_se
@@ -35,6 +35,9 @@ _spec = importlib.util.spec_from_file_location("shortcut_strength",
 strength = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(strength)
 tune = strength.tune
+_spec = importlib.util.spec_from_file_location("breaking_images", Path(__file__).with_name("breaking_images.py"))
+paths = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(paths)  # its swap_path: the premise's path on one seed
 
 
 def main(argv=None) -> dict:
@@ -70,8 +73,7 @@ def main(argv=None) -> dict:
         report = coarse_shortcut(strength.as_uint8(run.train.images), run.train.labels, recipe.fit.coarse_sigma,
                                  seed=seed)
         breaking = int(masks[i].sum())
-        path = ("comparison" if fired(report) and breaking else
-                "premise" if names_outright(report) else "none")
+        path = paths.swap_path(report, breaking)
         if path == "comparison":
             on = {name: float(np.mean(fit["correct"][window][i][masks[i]])) for name, fit in fits.items()}
             swap = on["swap"] > on["recipe"]
