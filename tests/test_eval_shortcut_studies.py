@@ -287,3 +287,60 @@ def test_premise_paths_replays_the_premise_seed_by_seed(tmp_path, capsys, monkey
     some = script.main(["--seeds", "11,12", "--smoke", "--rate", "0.9", "--val-per-class", "10"])
     assert {s["path"] for s in some["per_seed"]} == {"comparison"} and some["premise_minus_recipe"]["gain"] == 0
     assert "paths: comparison on 2" in capsys.readouterr().out
+
+
+def test_swap_accounting_splits_the_swap_gain_into_harm_cost_and_what_it_leaves(tmp_path, capsys, monkeypatch):
+    script = _script("swap_accounting")
+    with pytest.raises(SystemExit, match="sealed"):
+        script.main(["--seeds", "501-510"])
+    with pytest.raises(SystemExit, match="--classes"):
+        script.main(["--seeds", "11", "--smoke", "--task", "many"])
+    windows = [*script.tune.WINDOWS, "tif"]
+    right = {("recipe", "train"): 40, ("swap", "train"): 70, ("recipe", script.CONTROL): 90,
+             ("swap", script.CONTROL): 75}  # oracle images right of 100: harm 50, own cost 15, harm left 5
+    seen = []
+
+    def fake(overrides, seeds, shots, per_class, pairs=(12, 12), cache=None, train_stream="train", n_classes=None):
+        seen.append((tuple(overrides), train_stream, n_classes))
+        key = ("swap" if overrides == script.strength.SWAP else "recipe", train_stream)
+        oracle = [np.arange(100) < right[key] + i for i, _ in enumerate(seeds)]  # seed 2: one more right on each
+        user = [np.arange(per_class * 5) < per_class * (5 if key[1] == "train" else 2) for _ in seeds]
+        return {"oracle": {w: oracle for w in windows}, "correct": {w: user for w in windows}}
+
+    monkeypatch.setattr(script.tune, "evaluate", fake)
+    out = script.main(["--seeds", "11,12", "--smoke", "--val-per-class", "2", "--out", str(tmp_path / "a.json")])
+    assert len(set(seen)) == 4 and {s[1] for s in seen} == {"train", script.CONTROL}
+    terms = {k: v["gain"] for k, v in out["terms"].items()}
+    assert terms == pytest.approx({"harm": 0.50, "own_cost": 0.15, "harm_left": 0.05, "swap_gain": 0.30})
+    assert out["terms"]["harm"]["se"] == pytest.approx(0.0)  # the seeds' shift is paired away
+    assert out["oracle"]["recipe on the shots"] == pytest.approx(0.405)
+    assert out["user_like_validation"]["swap on the shots"] == 1.0
+    assert out["user_like_validation"]["recipe on the control shots"] == pytest.approx(0.4)
+    assert json.loads((tmp_path / "a.json").read_text()) == json.loads(json.dumps(out))
+    assert "the swap's gain on the shots (= harm - cost - left)  +0.300" in capsys.readouterr().out
+    script.main(["--seeds", "11,12", "--smoke", "--task", "many", "--classes", "6"])
+    assert seen[-1][2] == 6
+
+
+def test_latent_texture_isolates_the_class_texture_and_reads_it(tiny_backbone):
+    from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
+    from diti_sd.recipes import load_recipe
+
+    script = _script("latent_texture")
+    with pytest.raises(SystemExit, match="sealed"):
+        script.main(["--seeds", "501-510"])
+    recipe = load_recipe("synthetic")
+    run = SyntheticSeed.for_recipe(recipe, 11, 2)
+    images, bare, labels = script.texture_pair(run, "train", 2)
+    assert list(labels) == [int(i) for i in run.train.labels]
+    difference = images.int() - bare.int()
+    # only the texture differs: the same object, background and place, so nothing outside the object
+    corner = difference[:, :, :2, :2]
+    assert corner.abs().max() == 0 and (difference.abs().flatten(1).max(1).values > 0).all()
+    # the nearest class mean: right where the classes' signals are apart, wrong where the labels are turned round
+    signal = np.array([[0.0, 1.0], [0.1, 0.9], [1.0, 0.0], [0.9, 0.1]])
+    y = np.array([0, 0, 1, 1])
+    assert script.nearest_mean(signal, y, signal, y) == 1.0 and script.nearest_mean(signal, y, signal, 1 - y) == 0.0
+    out = script.measure(tiny_backbone, recipe, run, val_per_class=1)
+    for how in ("as is", "swapped"):
+        assert -1 <= out[how]["reconstruction"] <= 1 and 0 <= out[how]["separable"] <= 1
