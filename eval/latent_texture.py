@@ -7,12 +7,15 @@ bounds what any fit can read. On the synthetic benchmark the texture alone is kn
 with the texture's amplitude at zero (the same draw otherwise), and the class's latent signal is the difference
 of the two latents. Per task (the 5-class texture task; the stripe variants with ``--classes``), per seed:
 
-- ``reconstruction``: the correlation between the texture and what encoding and decoding gives back of it;
+- ``reconstruction``: the correlation between the texture as it enters the autoencoder and what encoding and
+  decoding gives back of it;
 - ``separable``: nearest class mean on the amplitude spectrum of the latent signal (shift-invariant), the means
-  from the shots and read on user-like validation images' own signal (the means from several draws where swapped);
+  from the shots (from several donor draws where swapped), read on the oracle validation stream's own signal
+  (background apart from the class, as on the test), as is; beside it the same reading in pixels, before the
+  autoencoder;
 
-each for the shots as they are and with ``fit.coarse_swap``'s pixel swap (donors: the prior images), as training
-sees them. The validation images are read as they are, as the test is. No UNet call, no fit; validation seeds
+each for the shots as they are and with ``fit.coarse_swap``'s pixel swap (donors: the prior images; the shift, crop
+and jitter training also applies are left out). No UNet call, no fit; validation seeds
 only (never the sealed ones), at least 10 unless ``--smoke``.
 """
 
@@ -36,15 +39,13 @@ from diti_sd.recipes import load_recipe
 from diti_sd.stats import mean_se
 from diti_sd.training.coarse_swap import coarse_swap
 
-_spec = importlib.util.spec_from_file_location("tune_synthetic", Path(__file__).with_name("tune_synthetic.py"))
-tune = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tune)
+_spec = importlib.util.spec_from_file_location("shortcut_strength",
+                                               Path(__file__).with_name("shortcut_strength.py"))
+strength = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(strength)
+tune = strength.tune
 
 DRAWS = 4  # donors drawn per shot for the swapped means
-
-
-def as_uint8(images) -> torch.Tensor:
-    return (torch.stack(list(images)) * 255).round().clamp(0, 255).to(torch.uint8)
 
 
 def texture_pair(run: SyntheticSeed, stream: str, per_class: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
@@ -53,11 +54,21 @@ def texture_pair(run: SyntheticSeed, stream: str, per_class: int) -> tuple[torch
     flat = dataclasses.replace(run.spec, texture_amplitude=0.0)
     data = make_split(run.spec, split, per_class, offset + run.seed, shift)
     bare = make_split(flat, split, per_class, offset + run.seed, shift)
-    return as_uint8(data.images), as_uint8(bare.images), np.array(data.labels)
+    return strength.as_uint8(data.images), strength.as_uint8(bare.images), np.array(data.labels)
 
 
-def spectrum(latents: torch.Tensor) -> np.ndarray:
-    return torch.fft.rfft2(latents.float()).abs().flatten(1).numpy()
+def swapped_pair(images: torch.Tensor, bare: torch.Tensor, donors: torch.Tensor, pick: torch.Tensor,
+                 sigma_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both twins swapped with the same donor each, as training swaps a shot: they differ only by the texture (what
+    is left of it after the swap's high-pass and clipping)."""
+    def swap(batch):
+        return torch.stack([coarse_swap(x, donors[j], sigma_fraction) for x, j in zip(batch, pick)])
+
+    return swap(images), swap(bare)
+
+
+def spectrum(batch: torch.Tensor) -> np.ndarray:
+    return torch.fft.rfft2(batch.float()).abs().flatten(1).numpy()
 
 
 def nearest_mean(train: np.ndarray, train_y: np.ndarray, test: np.ndarray, test_y: np.ndarray) -> float:
@@ -66,31 +77,33 @@ def nearest_mean(train: np.ndarray, train_y: np.ndarray, test: np.ndarray, test_
 
 
 def measure(backbone, recipe, run: SyntheticSeed, val_per_class: int) -> dict:
-    """One seed: reconstruction and separability of the class texture, as is and swapped."""
+    """One seed: reconstruction and separability of the class texture, as is and swapped, and the separability of
+    the texture in pixels (the same reading before the autoencoder)."""
     def encode(pixels):
         return backbone.encode_batches(pixels)
 
     shots, bare, y = texture_pair(run, "train", run.shots)
-    val, val_bare, val_y = texture_pair(run, "val", val_per_class)
-    read = spectrum(encode(val) - encode(val_bare))
-    donors = as_uint8(run.prior(recipe))  # the prior images, the swap's donors
+    test, test_bare, test_y = texture_pair(run, "oracle val", val_per_class)  # background apart from the class
+    read = spectrum(encode(test) - encode(test_bare))
+    pixels = nearest_mean(spectrum(shots.float() - bare.float()), y, spectrum(test.float() - test_bare.float()), test_y)
+    donors = strength.as_uint8(run.prior(recipe))  # the prior images, the swap's donors
     g = torch.Generator().manual_seed(run.seed)
-    out = {}
+    out = {"separable in pixels": pixels}
     for name in ("as is", "swapped"):
         draws = DRAWS if name == "swapped" else 1
-        signals, recon, texture = [], [], (shots.float() - bare.float()) / 255
+        signals, recon = [], []
         for _ in range(draws):
             a, b = shots, bare
-            if name == "swapped":  # the same donor for an image and its bare twin: only the texture differs
-                pick = torch.randint(len(donors), (len(shots),), generator=g)
-                a = torch.stack([coarse_swap(s, donors[j], recipe.fit.coarse_sigma) for s, j in zip(shots, pick)])
-                b = torch.stack([coarse_swap(s, donors[j], recipe.fit.coarse_sigma) for s, j in zip(bare, pick)])
+            if name == "swapped":
+                a, b = swapped_pair(shots, bare, donors, torch.randint(len(donors), (len(shots),), generator=g),
+                                    recipe.fit.coarse_sigma)
+            texture = (a.float() - b.float()) / 255  # as it enters the autoencoder
             za, zb = encode(a), encode(b)
             signals.append(spectrum(za - zb))
             back = backbone.decode_latents(za) - backbone.decode_latents(zb)
             recon.append(float((back * texture).sum() / (back.norm() * texture.norm())))
         out[name] = {"reconstruction": float(np.mean(recon)),
-                     "separable": nearest_mean(np.concatenate(signals), np.tile(y, draws), read, val_y)}
+                     "separable": nearest_mean(np.concatenate(signals), np.tile(y, draws), read, test_y)}
     return out
 
 
@@ -116,7 +129,9 @@ def main(argv=None) -> dict:
                 for seed in args.seeds]
         name = "texture task, 5 classes" if n == 5 else f"stripes, {n} classes"
         variant = {"chance": 1 / n, "per_seed": [{"seed": s, **r} for s, r in zip(args.seeds, rows)]}
-        print(f"{name} (chance {1 / n:.3f})")
+        m, se = mean_se([r["separable in pixels"] for r in rows])
+        variant["separable in pixels"] = {"mean": m, "se": se}
+        print(f"{name} (chance {1 / n:.3f}); separable in pixels {m:.3f} (SE {se:.3f})")
         for how in ("as is", "swapped"):
             for what in ("reconstruction", "separable"):
                 m, se = mean_se([r[how][what] for r in rows])

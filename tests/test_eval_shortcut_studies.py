@@ -301,25 +301,29 @@ def test_swap_accounting_splits_the_swap_gain_into_harm_cost_and_what_it_leaves(
     seen = []
 
     def fake(overrides, seeds, shots, per_class, pairs=(12, 12), cache=None, train_stream="train", n_classes=None):
-        seen.append((tuple(overrides), train_stream, n_classes))
+        seen.append((tuple(overrides), train_stream, n_classes, tuple(pairs), per_class))
         key = ("swap" if overrides == script.strength.SWAP else "recipe", train_stream)
         oracle = [np.arange(100) < right[key] + i for i, _ in enumerate(seeds)]  # seed 2: one more right on each
         user = [np.arange(per_class * 5) < per_class * (5 if key[1] == "train" else 2) for _ in seeds]
-        return {"oracle": {w: oracle for w in windows}, "correct": {w: user for w in windows}}
+        wrong = [np.zeros(100, bool) for _ in seeds]  # every window but the recipe's [0, 200)
+        return {"oracle": {w: oracle if w == (0, 200) else wrong for w in windows},
+                "correct": {w: user if w == (0, 200) else wrong for w in windows}}
 
     monkeypatch.setattr(script.tune, "evaluate", fake)
     out = script.main(["--seeds", "11,12", "--smoke", "--val-per-class", "2", "--out", str(tmp_path / "a.json")])
     assert len(set(seen)) == 4 and {s[1] for s in seen} == {"train", script.CONTROL}
     terms = {k: v["gain"] for k, v in out["terms"].items()}
-    assert terms == pytest.approx({"harm": 0.50, "own_cost": 0.15, "harm_left": 0.05, "swap_gain": 0.30})
+    assert terms == pytest.approx({"harm": 0.50, "own_cost": 0.15, "harm_left": 0.05, "taken_back": 0.45,
+                                   "swap_gain": 0.30})
     assert out["terms"]["harm"]["se"] == pytest.approx(0.0)  # the seeds' shift is paired away
     assert out["oracle"]["recipe on the shots"] == pytest.approx(0.405)
     assert out["user_like_validation"]["swap on the shots"] == 1.0
     assert out["user_like_validation"]["recipe on the control shots"] == pytest.approx(0.4)
     assert json.loads((tmp_path / "a.json").read_text()) == json.loads(json.dumps(out))
     assert "the swap's gain on the shots (= harm - cost - left)  +0.300" in capsys.readouterr().out
-    script.main(["--seeds", "11,12", "--smoke", "--task", "many", "--classes", "6"])
-    assert seen[-1][2] == 6
+    script.main(["--seeds", "11,12", "--smoke", "--task", "many", "--classes", "6", "--pairs", "12,6",
+                 "--val-per-class", "3"])
+    assert seen[-1][2:] == (6, (12, 6), 3)
 
 
 def test_latent_texture_isolates_the_class_texture_and_reads_it(tiny_backbone):
@@ -337,10 +341,20 @@ def test_latent_texture_isolates_the_class_texture_and_reads_it(tiny_backbone):
     # only the texture differs: the same object, background and place, so nothing outside the object
     corner = difference[:, :, :2, :2]
     assert corner.abs().max() == 0 and (difference.abs().flatten(1).max(1).values > 0).all()
+    # swapped with one donor each, the twins still differ only where the texture is; with the donors drawn apart
+    # for the two, the whole coarse content would differ
+    donors = script.strength.as_uint8(run.prior(recipe))
+    pick = torch.arange(len(images)) % len(donors)
+    a, b = script.swapped_pair(images, bare, donors, pick, recipe.fit.coarse_sigma)
+    assert (a.int() - b.int())[:, :, :2, :2].abs().max() <= 1 and not torch.equal(a, images)
+    c, d = script.swapped_pair(images, bare, donors, pick, recipe.fit.coarse_sigma)
+    _, other = script.swapped_pair(images, bare, donors, (pick + 1) % len(donors), recipe.fit.coarse_sigma)
+    assert torch.equal(a, c) and torch.equal(b, d) and (a.int() - other.int()).abs().max() > 20
     # the nearest class mean: right where the classes' signals are apart, wrong where the labels are turned round
     signal = np.array([[0.0, 1.0], [0.1, 0.9], [1.0, 0.0], [0.9, 0.1]])
     y = np.array([0, 0, 1, 1])
     assert script.nearest_mean(signal, y, signal, y) == 1.0 and script.nearest_mean(signal, y, signal, 1 - y) == 0.0
     out = script.measure(tiny_backbone, recipe, run, val_per_class=1)
+    assert out["separable in pixels"] > 0.5  # five textures, chance 0.2, read before any autoencoder
     for how in ("as is", "swapped"):
         assert -1 <= out[how]["reconstruction"] <= 1 and 0 <= out[how]["separable"] <= 1
