@@ -40,8 +40,8 @@ _spec.loader.exec_module(strength)
 tune = strength.tune
 
 CONTROL = "shots without the shortcut"
-FITS = {("recipe", "real"): ([], "train"), ("swap", "real"): (strength.SWAP, "train"),
-        ("recipe", "control"): ([], CONTROL), ("swap", "control"): (strength.SWAP, CONTROL)}
+FITS = {("recipe", "real"): "train", ("swap", "real"): "train", ("recipe", "control"): CONTROL,
+        ("swap", "control"): CONTROL}  # each fit's shots
 TERMS = {  # name: (minuend, subtrahend), each a key of FITS
     "harm": (("recipe", "control"), ("recipe", "real")),
     "own_cost": (("recipe", "control"), ("swap", "control")),
@@ -65,6 +65,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--pairs", default="12,12", help="validation (t, noise) pairs below and above t = 200")
     parser.add_argument("--cache", type=Path, default=None, help="tune_synthetic's cache: shared fits, resumable")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--swap", default=";".join(strength.SWAP),
+                        help="the swap's fit: overrides separated by \";\" (default: %(default)s)")
     parser.add_argument("--smoke", action="store_true", help="allow fewer than 10 seeds")
     args = parser.parse_args(argv)
     tune.check_protocol(args.seeds, args.smoke)
@@ -74,16 +76,18 @@ def main(argv=None) -> dict:
     recipe = load_recipe("synthetic")
     window = (recipe.score.t_min, recipe.score.t_max)
     pairs = tuple(int(v) for v in args.pairs.split(","))
-    runs = {key: tune.evaluate(overrides, args.seeds, args.shots, args.val_per_class, pairs=pairs, cache=args.cache,
-                               train_stream=stream, n_classes=n_classes)
-            for key, (overrides, stream) in FITS.items()}
+    swap = [v.strip() for v in args.swap.split(";") if v.strip()]
+    runs = {key: tune.evaluate(swap if key[0] == "swap" else [], args.seeds, args.shots, args.val_per_class,
+                               pairs=pairs, cache=args.cache, train_stream=stream, n_classes=n_classes)
+            for key, stream in FITS.items()}
     oracle = {key: strength.per_seed(run, "oracle", window) for key, run in runs.items()}
     user = {key: strength.per_seed(run, "correct", window) for key, run in runs.items()}
     gains = {term: oracle[a] - oracle[b] for term, (a, b) in TERMS.items()}
     gains["taken_back"] = gains["harm"] - gains["harm_left"]  # of the harm, what the swap takes back
     terms = {term: mean_se(list(v)) for term, v in gains.items()}
-    out = {"what": __doc__.splitlines()[0], "task": args.task, "classes": n_classes or 5, "seeds": args.seeds,
-           "shots": args.shots, "val_per_class": args.val_per_class, "pairs": list(pairs), "window": list(window),
+    out = {"what": __doc__.splitlines()[0], "swap": swap, "task": args.task, "classes": n_classes or 5,
+           "seeds": args.seeds, "shots": args.shots, "val_per_class": args.val_per_class, "pairs": list(pairs),
+           "window": list(window),
            "oracle": {name(k): float(v.mean()) for k, v in oracle.items()},
            "user_like_validation": {name(k): float(v.mean()) for k, v in user.items()},
            "terms": {k: {"gain": g, "se": se} for k, (g, se) in terms.items()},

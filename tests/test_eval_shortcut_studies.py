@@ -302,7 +302,7 @@ def test_swap_accounting_splits_the_swap_gain_into_harm_cost_and_what_it_leaves(
 
     def fake(overrides, seeds, shots, per_class, pairs=(12, 12), cache=None, train_stream="train", n_classes=None):
         seen.append((tuple(overrides), train_stream, n_classes, tuple(pairs), per_class))
-        key = ("swap" if overrides == script.strength.SWAP else "recipe", train_stream)
+        key = ("swap" if overrides else "recipe", train_stream)
         oracle = [np.arange(100) < right[key] + i for i, _ in enumerate(seeds)]  # seed 2: one more right on each
         user = [np.arange(per_class * 5) < per_class * (5 if key[1] == "train" else 2) for _ in seeds]
         wrong = [np.zeros(100, bool) for _ in seeds]  # every window but the recipe's [0, 200)
@@ -324,6 +324,11 @@ def test_swap_accounting_splits_the_swap_gain_into_harm_cost_and_what_it_leaves(
     script.main(["--seeds", "11,12", "--smoke", "--task", "many", "--classes", "6", "--pairs", "12,6",
                  "--val-per-class", "3"])
     assert seen[-1][2:] == (6, (12, 6), 3)
+    # another swap (here a narrower blur) for the swap's two fits only
+    script.main(["--seeds", "11,12", "--smoke", "--swap", "fit.coarse_swap=1.0; fit.coarse_sigma=0.0625"])
+    assert {s[:2] for s in seen[-4:]} == {((), "train"), ((), script.CONTROL),
+                                          (("fit.coarse_swap=1.0", "fit.coarse_sigma=0.0625"), "train"),
+                                          (("fit.coarse_swap=1.0", "fit.coarse_sigma=0.0625"), script.CONTROL)}
 
 
 def test_latent_texture_isolates_the_class_texture_and_reads_it(tiny_backbone):
