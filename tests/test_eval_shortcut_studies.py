@@ -4,6 +4,7 @@ they report."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -363,3 +364,26 @@ def test_latent_texture_isolates_the_class_texture_and_reads_it(tiny_backbone):
     assert out["separable in pixels"] > 0.5  # five textures, chance 0.2, read before any autoencoder
     for how in ("as is", "swapped"):
         assert -1 <= out[how]["reconstruction"] <= 1 and 0 <= out[how]["separable"] <= 1
+
+
+def test_coarse_cutoff_finds_where_the_noise_drowns_the_shots():
+    script = _script("coarse_cutoff")
+    with pytest.raises(SystemExit, match="sealed"):
+        script.main(["--seeds", "501-510"])
+    g = torch.Generator().manual_seed(0)
+    white = torch.randn(64, 4, 16, 16, generator=g)
+    _, power = script.radial_power(white)
+    assert np.allclose(power, 1, atol=0.1)  # the scale the schedule's signal-to-noise is read against
+    # white noise at a signal-to-noise above 1 everywhere: nothing is drowned, the cut-off is the last bin
+    freqs, _ = script.radial_power(white)
+    assert script.crossing(freqs, np.full(len(freqs), 2.0)) == freqs[-1]
+    # a field whose power falls with frequency crosses where its power times the ratio reaches 1
+    assert script.crossing(np.array([0.1, 0.2, 0.3]), np.array([4.0, 2.0, 0.5])) == pytest.approx(0.25)
+    # the Gaussian chosen passes half the amplitude at the cut-off
+    out = script.cutoff(white * 0.2, alpha_bar=0.75, latent_factor=2, side=32)
+    sigma_cells = out["sigma_pixels"] / 2
+    assert math.exp(-2 * math.pi ** 2 * sigma_cells ** 2 * out["crossing_cycles_per_cell"] ** 2) == pytest.approx(0.5)
+    assert out["sigma_fraction"] == pytest.approx(out["sigma_pixels"] / 32)
+    # smoother shots are drowned from a lower frequency on: their coarse part ends at a coarser scale, a wider blur
+    smooth = torch.nn.functional.avg_pool2d(white, 3, 1, 1) * 3
+    assert script.cutoff(smooth, 0.75, 2, 32)["sigma_pixels"] > script.cutoff(white * 0.9, 0.75, 2, 32)["sigma_pixels"]

@@ -1,0 +1,117 @@
+"""Where "coarse" ends by the method's premise: the frequency above which the window's noise drowns the shots.
+
+    python eval/coarse_cutoff.py --seeds 11-20 --out docs/notes/2026-12-05-coarse-cutoff.json
+
+The DiTi premise: coarse attributes survive the noise, fine ones are destroyed by it over the time-steps the
+adapters are scored on. So the blur that splits a shot into what the swap replaces and what it keeps could be
+read from the data and the noise schedule instead of fixed (``fit.coarse_sigma`` is 1/8 of the side, set when
+the option was written). Per variant and seed: the shots' latents (the base's autoencoder), their power per
+spatial frequency (radially averaged over channels and shots, against unit-variance white noise), times the
+signal-to-noise ratio of the schedule at the window's end ``t_max``; the frequency where that falls below 1 (the
+first crossing, interpolated on the log), and the Gaussian whose amplitude response is one half there (the usual
+cut-off of a Gaussian filter), in pixels and as a fraction of the side, as ``fit.coarse_sigma`` counts it. Only
+the shots are read (the train split of validation seeds); no UNet call; at least 10 seeds unless ``--smoke``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diti_sd.backbone import load_backbone
+from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
+from diti_sd.cli.common import seed_list
+from diti_sd.files import atomic_write
+from diti_sd.recipes import load_recipe
+from diti_sd.stats import mean_sd
+
+_spec = importlib.util.spec_from_file_location("shortcut_strength",
+                                               Path(__file__).with_name("shortcut_strength.py"))
+strength = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(strength)
+tune = strength.tune
+
+HALF_AMPLITUDE = math.sqrt(math.log(2) / (2 * math.pi ** 2))  # a Gaussian of sigma s passes half of f at s * f = this
+
+
+def radial_power(latents: torch.Tensor, bins: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """Mean power per frequency bin (cycles per latent cell, radially), each channel's mean removed; white noise
+    of unit variance has power 1 in every bin."""
+    z = latents.float() - latents.float().mean((0, 2, 3), keepdim=True)
+    h, w = z.shape[-2:]
+    power = (torch.fft.fft2(z).abs() ** 2 / (h * w)).mean((0, 1))
+    radius = torch.sqrt(torch.fft.fftfreq(h)[:, None] ** 2 + torch.fft.fftfreq(w)[None] ** 2)
+    edges = np.linspace(0, float(radius.max()) + 1e-9, bins + 1)
+    centres, means = [], []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (radius >= lo) & (radius < hi) & (radius > 0)
+        if inside.any():
+            centres.append((lo + hi) / 2)
+            means.append(float(power[inside].mean()))
+    return np.array(centres), np.array(means)
+
+
+def crossing(freqs: np.ndarray, snr: np.ndarray) -> float:
+    """The first frequency where ``snr`` falls below 1, interpolated on log(snr); the last bin's if it never does."""
+    below = np.flatnonzero(snr < 1)
+    if not len(below):
+        return float(freqs[-1])
+    i = int(below[0])
+    if i == 0:
+        return float(freqs[0])
+    a, b = math.log(snr[i - 1]), math.log(snr[i])
+    return float(freqs[i - 1] + (freqs[i] - freqs[i - 1]) * a / (a - b))
+
+
+def cutoff(latents: torch.Tensor, alpha_bar: float, latent_factor: int, side: int) -> dict:
+    freqs, power = radial_power(latents)
+    snr = power * alpha_bar / (1 - alpha_bar)
+    f = crossing(freqs, snr)  # cycles per latent cell
+    sigma_px = HALF_AMPLITUDE / f * latent_factor
+    return {"crossing_cycles_per_cell": f, "sigma_pixels": sigma_px, "sigma_fraction": sigma_px / side}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=seed_list, default="11-20")
+    parser.add_argument("--classes", default="5,6,10,24",
+                        help="the variants: 5 is the texture task, more the stripe variant with that many classes")
+    parser.add_argument("--shots", type=int, default=8)
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--smoke", action="store_true", help="allow fewer than 10 seeds")
+    args = parser.parse_args(argv)
+    tune.check_protocol(args.seeds, args.smoke)
+    recipe = load_recipe("synthetic")
+    backbone = load_backbone(recipe.model, device="cpu", progress=False)
+    alpha_bar = float(backbone.scheduler.alphas_cumprod[recipe.score.t_max])
+    out = {"what": __doc__.splitlines()[0], "seeds": args.seeds, "shots": args.shots, "t_max": recipe.score.t_max,
+           "alpha_bar": alpha_bar, "recipe_sigma_fraction": recipe.fit.coarse_sigma, "variants": {}}
+    print(f"window end t_max {recipe.score.t_max}: signal-to-noise {alpha_bar / (1 - alpha_bar):.2f}; "
+          f"fit.coarse_sigma {recipe.fit.coarse_sigma:g} of the side")
+    for n in (int(v) for v in args.classes.split(",")):
+        task, n_classes = ("texture", None) if n == 5 else ("many", n)
+        rows = []
+        for seed in args.seeds:
+            run = SyntheticSeed.for_recipe(recipe, seed, args.shots, task=task, n_classes=n_classes)
+            pixels = strength.as_uint8(run.train.images)
+            latents = backbone.encode_batches(pixels)
+            rows.append({"seed": seed, **cutoff(latents, alpha_bar, pixels.shape[-1] // latents.shape[-1],
+                                                min(pixels.shape[-2:]))})
+        name = "texture task, 5 classes" if n == 5 else f"stripes, {n} classes"
+        m, sd = mean_sd([r["sigma_fraction"] for r in rows])
+        px = float(np.mean([r["sigma_pixels"] for r in rows]))
+        out["variants"][name] = {"sigma_fraction": {"mean": m, "sd": sd}, "per_seed": rows}
+        print(f"  {name}: sigma {m:.3f} of the side (sd {sd:.3f} over seeds; {px:.2f} px), 1/{1 / m:.1f}")
+    if args.out:
+        atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(out, indent=2)))
+    return out
+
+
+if __name__ == "__main__":
+    main()
