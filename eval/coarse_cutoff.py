@@ -7,10 +7,13 @@ adapters are scored on. So the blur that splits a shot into what the swap replac
 read from the data and the noise schedule instead of fixed (``fit.coarse_sigma`` is 1/8 of the side, set when
 the option was written). Per variant and seed: the shots' latents (the base's autoencoder), their power per
 spatial frequency (radially averaged over channels and shots, against unit-variance white noise), times the
-signal-to-noise ratio of the schedule at the window's end ``t_max``; the frequency where that falls below 1 (the
-first crossing, interpolated on the log), and the Gaussian whose amplitude response is one half there (the usual
-cut-off of a Gaussian filter), in pixels and as a fraction of the side, as ``fit.coarse_sigma`` counts it. Only
-the shots are read (the train split of validation seeds); no UNet call; at least 10 seeds unless ``--smoke``.
+signal-to-noise ratio of the schedule at the window's last time-step (``t_max - 1``); the frequency where that
+falls below 1 (the first crossing, interpolated on the log), and the Gaussian whose amplitude response is one
+half there (the usual cut-off of a Gaussian filter, and the gain a Wiener filter has where signal and noise are
+equal), in pixels and as a fraction of the side, as ``fit.coarse_sigma`` counts it. Each of these is a
+convention (the time-step, the threshold, the response, the bins; no window before the transform), so the
+reading places the blur, it does not measure it. Only the shots are read (the train split of validation seeds);
+no UNet call; at least 10 seeds unless ``--smoke``.
 """
 
 from __future__ import annotations
@@ -51,8 +54,8 @@ def radial_power(latents: torch.Tensor, bins: int = 12) -> tuple[np.ndarray, np.
     centres, means = [], []
     for lo, hi in zip(edges[:-1], edges[1:]):
         inside = (radius >= lo) & (radius < hi) & (radius > 0)
-        if inside.any():
-            centres.append((lo + hi) / 2)
+        if inside.any():  # a bin is placed at its frequencies' mean radius, not its middle
+            centres.append(float(radius[inside].mean()))
             means.append(float(power[inside].mean()))
     return np.array(centres), np.array(means)
 
@@ -89,10 +92,10 @@ def main(argv=None) -> dict:
     tune.check_protocol(args.seeds, args.smoke)
     recipe = load_recipe("synthetic")
     backbone = load_backbone(recipe.model, device="cpu", progress=False)
-    alpha_bar = float(backbone.scheduler.alphas_cumprod[recipe.score.t_max])
+    alpha_bar = float(backbone.scheduler.alphas_cumprod[recipe.score.t_max - 1])  # the window's last time-step
     out = {"what": __doc__.splitlines()[0], "seeds": args.seeds, "shots": args.shots, "t_max": recipe.score.t_max,
            "alpha_bar": alpha_bar, "recipe_sigma_fraction": recipe.fit.coarse_sigma, "variants": {}}
-    print(f"window end t_max {recipe.score.t_max}: signal-to-noise {alpha_bar / (1 - alpha_bar):.2f}; "
+    print(f"window's last time-step {recipe.score.t_max - 1}: signal-to-noise {alpha_bar / (1 - alpha_bar):.2f}; "
           f"fit.coarse_sigma {recipe.fit.coarse_sigma:g} of the side")
     for n in (int(v) for v in args.classes.split(",")):
         task, n_classes = ("texture", None) if n == 5 else ("many", n)
