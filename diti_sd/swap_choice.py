@@ -87,7 +87,8 @@ class SwapChoiceMixin:
             self.fit_summary_["coarse_swap_choice"] = record
         else:  # the first set back, under the first fit's records
             self.adapters_.load_lora_state_dict(kept[0])
-            self.recipe_ = load_recipe(recipe, done)
+            # as the first fit resolved it (fit.coarse_sigma: auto reads the same shots, so both fits agree)
+            self.recipe_ = load_recipe(recipe, [*done, f"fit.coarse_sigma={first['sigma_fraction']!r}"])
             self.fit_summary_, self.loss_curve_ = {**kept[1], "coarse_swap_choice": record}, kept[2]
             self._contexts, backbone.compiled_unet = None, None
         _remove(output_dir, swap_dir)

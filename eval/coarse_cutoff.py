@@ -21,15 +21,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from diti_sd.backbone import load_backbone
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.cli.common import seed_list
+from diti_sd.coarse_cutoff import premise_cutoff, window_end
 from diti_sd.files import atomic_write
 from diti_sd.recipes import load_recipe
 from diti_sd.stats import mean_sd
@@ -39,45 +38,6 @@ _spec = importlib.util.spec_from_file_location("shortcut_strength",
 strength = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(strength)
 tune = strength.tune
-
-HALF_AMPLITUDE = math.sqrt(math.log(2) / (2 * math.pi ** 2))  # a Gaussian of sigma s passes half of f at s * f = this
-
-
-def radial_power(latents: torch.Tensor, bins: int = 12) -> tuple[np.ndarray, np.ndarray]:
-    """Mean power per frequency bin (cycles per latent cell, radially), each channel's mean removed; white noise
-    of unit variance has power 1 in every bin."""
-    z = latents.float() - latents.float().mean((0, 2, 3), keepdim=True)
-    h, w = z.shape[-2:]
-    power = (torch.fft.fft2(z).abs() ** 2 / (h * w)).mean((0, 1))
-    radius = torch.sqrt(torch.fft.fftfreq(h)[:, None] ** 2 + torch.fft.fftfreq(w)[None] ** 2)
-    edges = np.linspace(0, float(radius.max()) + 1e-9, bins + 1)
-    centres, means = [], []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        inside = (radius >= lo) & (radius < hi) & (radius > 0)
-        if inside.any():  # a bin is placed at its frequencies' mean radius, not its middle
-            centres.append(float(radius[inside].mean()))
-            means.append(float(power[inside].mean()))
-    return np.array(centres), np.array(means)
-
-
-def crossing(freqs: np.ndarray, snr: np.ndarray) -> float:
-    """The first frequency where ``snr`` falls below 1, interpolated on log(snr); the last bin's if it never does."""
-    below = np.flatnonzero(snr < 1)
-    if not len(below):
-        return float(freqs[-1])
-    i = int(below[0])
-    if i == 0:
-        return float(freqs[0])
-    a, b = math.log(snr[i - 1]), math.log(snr[i])
-    return float(freqs[i - 1] + (freqs[i] - freqs[i - 1]) * a / (a - b))
-
-
-def cutoff(latents: torch.Tensor, alpha_bar: float, latent_factor: int, side: int) -> dict:
-    freqs, power = radial_power(latents)
-    snr = power * alpha_bar / (1 - alpha_bar)
-    f = crossing(freqs, snr)  # cycles per latent cell
-    sigma_px = HALF_AMPLITUDE / f * latent_factor
-    return {"crossing_cycles_per_cell": f, "sigma_pixels": sigma_px, "sigma_fraction": sigma_px / side}
 
 
 def main(argv=None) -> dict:
@@ -92,7 +52,7 @@ def main(argv=None) -> dict:
     tune.check_protocol(args.seeds, args.smoke)
     recipe = load_recipe("synthetic")
     backbone = load_backbone(recipe.model, device="cpu", progress=False)
-    alpha_bar = float(backbone.scheduler.alphas_cumprod[recipe.score.t_max - 1])  # the window's last time-step
+    alpha_bar = float(backbone.alphas_cumprod("cpu")[window_end(recipe.score)])
     out = {"what": __doc__.splitlines()[0], "seeds": args.seeds, "shots": args.shots, "t_max": recipe.score.t_max,
            "alpha_bar": alpha_bar, "recipe_sigma_fraction": recipe.fit.coarse_sigma, "variants": {}}
     print(f"window's last time-step {recipe.score.t_max - 1}: signal-to-noise {alpha_bar / (1 - alpha_bar):.2f}; "
@@ -104,7 +64,7 @@ def main(argv=None) -> dict:
             run = SyntheticSeed.for_recipe(recipe, seed, args.shots, task=task, n_classes=n_classes)
             pixels = strength.as_uint8(run.train.images)
             latents = backbone.encode_batches(pixels)
-            rows.append({"seed": seed, **cutoff(latents, alpha_bar, pixels.shape[-1] // latents.shape[-1],
+            rows.append({"seed": seed, **premise_cutoff(latents, alpha_bar, pixels.shape[-1] // latents.shape[-1],
                                                 min(pixels.shape[-2:]))})
         name = "texture task, 5 classes" if n == 5 else f"stripes, {n} classes"
         m, sd = mean_sd([r["sigma_fraction"] for r in rows])

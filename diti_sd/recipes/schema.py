@@ -117,9 +117,11 @@ class FitConfig:
     shift_step: int = 1
     # coarse swap (diti_sd/training/coarse_swap.py; not in the reference): the probability that an instance
     # image's low-pass (a Gaussian of sigma coarse_sigma x its shorter side) is replaced by a prior image's,
-    # so that coarse attributes every shot shares by accident are not learnt with the class. Needs prior images
+    # so that coarse attributes every shot shares by accident are not learnt with the class. Needs prior images.
+    # coarse_sigma is also the shortcut check's blur; "auto": per fit, where the shots' latent power falls below
+    # the noise at the scoring window's last time-step (diti_sd/coarse_cutoff.py), the resolved value recorded
     coarse_swap: float = 0.0
-    coarse_sigma: float = 0.125
+    coarse_sigma: float | str = 0.125
     # where the shots' blur names their class and some validation images break that accident, fit a second
     # set with coarse_swap 1 and keep the one more accurate on those images (ties: without). A second fit,
     # only then; the kept set's resolved recipe says which (diti_sd/swap_choice.py). Not in the reference
@@ -155,7 +157,7 @@ class FitConfig:
         "prior_sample_steps": Interval(1), "prior_guidance": Interval(0), "grad_clip": POSITIVE,
         "mixed_precision": Options(*PRECISIONS), "brightness": Interval(0, 1), "contrast": Interval(0, 1),
         "crop": Options("center", "random", "none"), "latent": Options("mean", "sample"), "shift": Interval(0),
-        "shift_step": Interval(1), "coarse_swap": Interval(0, 1), "coarse_sigma": POSITIVE,
+        "shift_step": Interval(1), "coarse_swap": Interval(0, 1), "coarse_sigma": [POSITIVE, Options("auto")],
         "checkpoint_every": Interval(0), "min_shots": Interval(1),
         "rescale_after_by_shots": Table(Interval(0), empty=True), "rescale_unet": Interval(0),
         "rescale_text": Interval(0), "dropout": Interval(0, 1, closed="left"),
@@ -294,6 +296,12 @@ class Recipe(RecipeMixin):
     def check(self, where: str) -> None:
         if self.resolution is not None and self.resolution % 8:
             fail(f"{where}.resolution", self.resolution, "a multiple of 8 (the VAE's downsampling)")
+        if self.fit.coarse_sigma == "auto" and (self.score.t_max >= T_STEPS or self.score.weighting == "auto"):
+            # the noise at t = 999 drowns every frequency, and an auto window is not known before the fit
+            raise RecipeError(f"{where}.fit.coarse_sigma = 'auto' reads where coarse ends at the scoring window's "
+                              f"last time-step, which this recipe does not fix before fitting (score.t_max = "
+                              f"{self.score.t_max}, score.weighting = {self.score.weighting}): set score.t_max below "
+                              f"{T_STEPS} with a fixed weighting, or fit.coarse_sigma to a number (0.125 by default)")
 
     def steps_for(self, shots: int) -> int:
         return self.fit.steps if self.fit.steps is not None else _lookup(self.fit.steps_by_shots, shots, "steps")

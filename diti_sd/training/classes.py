@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..coarse import coarse_shortcut, fired, premise_applies, shortcut_warning, validation_breaks
+from ..coarse_cutoff import resolve_coarse_sigma
 from ..distributed import merge_class_shards, shard, world
 from ..errors import CoarseShortcutWarning
 from ..lora.layer import ClassAdapters
@@ -35,7 +36,9 @@ class FittedClasses:
     summary: dict  # the loop's record without its losses, the shortcut check and the fit's UNet work
     loss_curve: list
     tif_d: float
-    recipe: Recipe  # the one the adapters were trained with: coarse_swap 1 where fit.coarse_swap_premise applied
+    # the one the adapters were trained with: coarse_swap 1 where fit.coarse_swap_premise applied, coarse_sigma
+    # resolved where it was auto
+    recipe: Recipe
 
 
 def fit_classes(backbone, recipe: Recipe, X, y, classes: np.ndarray, shots: int, *, seed, output_dir=None,
@@ -50,7 +53,9 @@ def fit_classes(backbone, recipe: Recipe, X, y, classes: np.ndarray, shots: int,
     label_index = [index[v] for v in y]
     members = [[j for j, c in enumerate(label_index) if c == k] for k in range(len(classes))]
     # TiF's per-t weight comes from the train latents as scoring sees them (centre crop, posterior mean)
-    tif_d = tif_distance(backbone.encode_batches(pixels), label_index)
+    latents = backbone.encode_batches(pixels)
+    tif_d = tif_distance(latents, label_index)
+    recipe = resolve_coarse_sigma(recipe, backbone, latents, pixels.shape)  # fit.coarse_sigma: auto, from the shots
     # whether the shots' blur alone names their class (no UNet call): a shortcut every shot may share
     shortcut = coarse_shortcut(pixels, label_index, recipe.fit.coarse_sigma, seed=seed)
     if validation is not None and fired(shortcut):  # which validation images break it: can the user's data tell
