@@ -54,7 +54,7 @@ def crossing(freqs: np.ndarray, snr: np.ndarray) -> float:
     i = int(below[0])
     if i == 0:
         return float(freqs[0])
-    a, b = math.log(snr[i - 1]), math.log(snr[i])
+    a, b = math.log(snr[i - 1]), math.log(max(float(snr[i]), 1e-12))  # a bin of no power at all
     return float(freqs[i - 1] + (freqs[i] - freqs[i - 1]) * a / (a - b))
 
 
@@ -63,9 +63,13 @@ def premise_cutoff(latents: torch.Tensor, alpha_bar: float, latent_factor: int, 
     that passes half the amplitude there, in pixels of the images (``latent_factor`` pixels a latent cell) and as
     a fraction of their shorter ``side`` (``sigma_fraction``, as ``fit.coarse_sigma`` counts it)."""
     freqs, power = radial_power(latents)
-    f = crossing(freqs, power * alpha_bar / (1 - alpha_bar))
+    snr = power * alpha_bar / (1 - alpha_bar)
+    f = crossing(freqs, snr)
     sigma_px = HALF_AMPLITUDE / f * latent_factor
-    return {"crossing_cycles_per_cell": f, "sigma_pixels": sigma_px, "sigma_fraction": sigma_px / side}
+    # at an end of the measured frequencies the number is set by the latents' size, not by the shots
+    edge = "drowned everywhere" if snr[0] < 1 else "drowned nowhere" if not (snr < 1).any() else None
+    return {"crossing_cycles_per_cell": f, "sigma_pixels": sigma_px, "sigma_fraction": sigma_px / side,
+            "edge": edge}
 
 
 def window_end(score) -> int:
@@ -75,11 +79,23 @@ def window_end(score) -> int:
 
 def resolve_coarse_sigma(recipe, backbone, latents: torch.Tensor, pixel_shape):
     """``recipe`` with ``fit.coarse_sigma: auto`` replaced by the premise's blur for these shots (their latents,
-    the images' (.., H, W) shape), rounded to 4 digits; any other recipe as it is. The recipe's checks have
-    already refused a window that reaches every time-step or is chosen after fitting."""
+    the images' (.., H, W) shape), rounded to 4 digits, and the reading (:func:`premise_cutoff` with the time-step
+    and its ``alpha_bar``); any other recipe as it is, and None. The recipe's checks have already refused a
+    window that reaches every time-step or is chosen after fitting."""
     if recipe.fit.coarse_sigma != "auto":
-        return recipe
-    alpha_bar = float(backbone.alphas_cumprod("cpu")[window_end(recipe.score)])
+        return recipe, None
+    t = window_end(recipe.score)
+    alpha_bar = float(backbone.alphas_cumprod("cpu")[t])
     factor = pixel_shape[-1] // latents.shape[-1]
-    sigma = premise_cutoff(latents, alpha_bar, factor, min(pixel_shape[-2:]))["sigma_fraction"]
-    return replace(recipe, fit=replace(recipe.fit, coarse_sigma=round(sigma, 4)))
+    reading = {"t": t, "alpha_bar": alpha_bar, **premise_cutoff(latents, alpha_bar, factor, min(pixel_shape[-2:]))}
+    sigma = round(reading["sigma_fraction"], 4)
+    return replace(recipe, fit=replace(recipe.fit, coarse_sigma=sigma)), {**reading, "sigma_fraction": sigma}
+
+
+def edge_warning(reading: dict) -> str:
+    """One line for a reading at an end of the frequencies the latents hold, where the number is not the shots'."""
+    where = "below" if reading["edge"] == "drowned everywhere" else "above"
+    return (f"fit.coarse_sigma auto: the shots' latent power is {where} the noise at every frequency at t = "
+            f"{reading['t']} (the scoring window's last time-step), so the blur, {reading['sigma_fraction']:g} of the "
+            "side, is set by the latents' size, not by the shots; set fit.coarse_sigma to a number (0.125 by "
+            "default)")

@@ -2,18 +2,11 @@
 
     python eval/coarse_cutoff.py --seeds 11-20 --out docs/notes/2026-12-05-coarse-cutoff.json
 
-The DiTi premise: coarse attributes survive the noise, fine ones are destroyed by it over the time-steps the
-adapters are scored on. So the blur that splits a shot into what the swap replaces and what it keeps could be
-read from the data and the noise schedule instead of fixed (``fit.coarse_sigma`` is 1/8 of the side, set when
-the option was written). Per variant and seed: the shots' latents (the base's autoencoder), their power per
-spatial frequency (radially averaged over channels and shots, against unit-variance white noise), times the
-signal-to-noise ratio of the schedule at the window's last time-step (``t_max - 1``); the frequency where that
-falls below 1 (the first crossing, interpolated on the log), and the Gaussian whose amplitude response is one
-half there (the usual cut-off of a Gaussian filter, and the gain a Wiener filter has where signal and noise are
-equal), in pixels and as a fraction of the side, as ``fit.coarse_sigma`` counts it. Each of these is a
-convention (the time-step, the threshold, the response, the bins; no window before the transform), so the
-reading places the blur, it does not measure it. Only the shots are read (the train split of validation seeds);
-no UNet call; at least 10 seeds unless ``--smoke``.
+Per variant and seed, the reading ``fit.coarse_sigma: auto`` makes in a fit (``diti_sd/coarse_cutoff.py``: the
+shots' latent power against the noise at the scoring window's last time-step, and the Gaussian that passes half
+the amplitude where the noise drowns it), as a fraction of the side and in pixels. Each step is a convention, so
+the reading places the blur, it does not measure it. Only the shots are read (the train split of validation
+seeds); no UNet call; at least 10 seeds unless ``--smoke``.
 """
 
 from __future__ import annotations
@@ -55,7 +48,7 @@ def main(argv=None) -> dict:
     alpha_bar = float(backbone.alphas_cumprod("cpu")[window_end(recipe.score)])
     out = {"what": __doc__.splitlines()[0], "seeds": args.seeds, "shots": args.shots, "t_max": recipe.score.t_max,
            "alpha_bar": alpha_bar, "recipe_sigma_fraction": recipe.fit.coarse_sigma, "variants": {}}
-    print(f"window's last time-step {recipe.score.t_max - 1}: signal-to-noise {alpha_bar / (1 - alpha_bar):.2f}; "
+    print(f"window's last time-step {window_end(recipe.score)}: signal-to-noise {alpha_bar / (1 - alpha_bar):.2f}; "
           f"fit.coarse_sigma {recipe.fit.coarse_sigma:g} of the side")
     for n in (int(v) for v in args.classes.split(",")):
         task, n_classes = ("texture", None) if n == 5 else ("many", n)

@@ -59,7 +59,7 @@ def one_seed(overrides: list[str], seed: int, shots: int, per_class: int) -> dic
     w = window_weights(t.numpy(), weights, window)
     val, oracle = run.stream("val", per_class), run.stream("oracle val", per_class)
     images = {"as drawn": val.images,
-              "coarse swapped": swapped(val.images, run.prior(recipe), recipe.fit.coarse_sigma, seed),
+              "coarse swapped": swapped(val.images, run.prior(recipe), clf.recipe_.fit.coarse_sigma, seed),
               "oracle": oracle.images}
     logits = {k: -weighted_mean(clf.dense_errors(clf.encode(v), t, noise), w) for k, v in images.items()}
     labels = {k: run.labels(oracle if k == "oracle" else val, clf) for k in images}

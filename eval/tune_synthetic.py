@@ -95,6 +95,7 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
     recipe = load_recipe("synthetic", [*([f"model={model}"] if model else []), *overrides])
     names = [*windows, "tif"]
     out = {part: {w: [] for w in names} for part in PARTS}
+    out["coarse_sigma"] = []  # per seed, as each fit resolved it (None: a result cached before it was kept)
     start = time.time()
     for seed in seeds:
         parts = [recipe_key(recipe), seed, shots, val_per_class, windows, pairs, split_at, STREAMS]
@@ -113,6 +114,7 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
         for part in PARTS:
             for w in names:
                 out[part][w].append(np.array(saved[part][window_name(w)], dtype=float if part == "ll" else bool))
+        out["coarse_sigma"].append(saved.get("coarse_sigma"))
     return {"overrides": overrides, "seconds": round(time.time() - start, 1), **out}
 
 
@@ -140,6 +142,7 @@ def _one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at, trai
                 saved["ll"][window_name(w)] = [float(v) for v in per_image_log_likelihood(mean, labels)]
             else:
                 saved["oracle"][window_name(w)] = [bool(v) for v in mean.argmin(1) == labels]
+    saved["coarse_sigma"] = clf.recipe_.fit.coarse_sigma  # as the fit resolved it (fit.coarse_sigma: auto)
     return saved
 
 
@@ -284,7 +287,9 @@ def main(argv=None):
             print(f"{w:12s} {r['candidate']:9.3f} {r['baseline']:9.3f} {r['gain']:+7.3f} "
                   f"[{r['low']:+.3f}, {r['high']:+.3f}] {r['se']:6.3f} {ll['candidate']:8.3f} {ll['gain']:+7.3f} "
                   f"{ll['se']:6.3f} {orc['candidate']:7.3f} {orc['gain']:+7.3f} {orc['se']:6.3f}  {r['verdict']}")
-        out["candidates"].append({"overrides": overrides, "windows": table})
+        if any("coarse_sigma=auto" in o for o in overrides):
+            print("fit.coarse_sigma as each seed's fit resolved it: " + ", ".join(map(str, run["coarse_sigma"])))
+        out["candidates"].append({"overrides": overrides, "windows": table, "coarse_sigma": run["coarse_sigma"]})
     print(json.dumps(out), flush=True)
     if args.out:
         atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(out, indent=2)))

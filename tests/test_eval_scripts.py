@@ -119,6 +119,8 @@ def test_tune_synthetic_compares_on_validation_under_the_sealed_protocol(tmp_pat
     assert result["baseline"] == ["fit.steps_by_shots={1: 1}"] and result["seeds"] == [11]
     assert [c["overrides"] for c in result["candidates"]] == [["fit.steps_by_shots={1: 2}"],
                                                                ["fit.steps=1", "lora.rank=2"]]
+    # each seed's blur as its fit resolved it (a number also where fit.coarse_sigma is auto)
+    assert [c["coarse_sigma"] for c in result["candidates"]] == [[0.125], [0.125]]
     for candidate in result["candidates"]:
         rows = candidate["windows"]
         assert list(rows) == ["[0,200)", "[200,500)", "tif"]

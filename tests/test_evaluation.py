@@ -1,6 +1,8 @@
 """``diti-sd eval``: every method on the same splits, choices on validation, cost beside accuracy."""
 
 import json
+import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from diti_sd import baselines as bl
 from diti_sd.cli import main
 from diti_sd.data import load_fgvc_aircraft
 from diti_sd.data.images import ImageSequence
+from diti_sd.errors import DitiWarning
 from diti_sd.evaluation.config import EvalConfig
 from diti_sd.evaluation.harness import Evaluation
 from diti_sd.recipes import load_recipe
@@ -118,13 +121,27 @@ def test_a_run_with_other_fit_settings_fits_its_own_adapters(clip_config, small_
     assert load_recipe(sets / second["adapters"] / "recipe.yaml").fit.lr == 3e-2
     assert run(1e-3)["adapters"] == first["adapters"]  # the same settings reuse their set
     # a set whose saved settings are not the run's (copied by hand) is refused, not scored as if they were
-    import shutil
-
     shutil.copy(sets / first["adapters"] / "recipe.yaml", sets / second["adapters"] / "recipe.yaml")
     cfg = config(eval_recipe, small_fgvc, clip_config, tmp_path / "again", methods=["diti"], model=str(tiny_model_dir),
                  adapters_dir=str(tmp_path / "adapters"), overrides=["fit.lr=3e-2"])
     with pytest.raises(ValueError, match="fitted with other fit settings"):
         Evaluation(cfg).run()
+
+
+def test_a_set_fitted_with_an_auto_blur_is_reused_at_the_number_it_resolved(clip_config, small_fgvc, eval_recipe,
+                                                                            tiny_model_dir, tmp_path):
+    def run():
+        cfg = config(eval_recipe, small_fgvc, clip_config, tmp_path / "r", methods=["diti"], model=str(tiny_model_dir),
+                     adapters_dir=str(tmp_path / "adapters"), overrides=["fit.coarse_sigma=auto"])
+        return Evaluation(cfg).run()["runs"][0]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DitiWarning)  # the tiny autoencoder's reading is at an edge
+        first = run()
+        saved = load_recipe(tmp_path / "adapters" / first["adapters"] / "recipe.yaml")
+        assert isinstance(saved.fit.coarse_sigma, float)
+        shutil.rmtree(tmp_path / "r")  # the report's cached scores: the second run reads the saved set again
+        assert run()["score"] == first["score"]
 
 
 def test_prefiltered_diti_scores_only_the_prefilters_top_k(clip_config, small_fgvc, eval_recipe, tiny_model_dir,

@@ -52,8 +52,10 @@ class DiffusionMethods:
         if (folder / "manifest.json").is_file():
             clf = DiTiFewShotClassifier.from_pretrained(folder, device=self.device, compile=self.compile,
                                                         progress=self.progress)
-            saved = clf.recipe_.to_dict()
-            wrong = [k for k in FIT_SECTIONS if k != "model" and saved[k] != self.recipe.to_dict()[k]]
+            saved, mine = clf.recipe_.to_dict(), self.recipe.to_dict()
+            if mine["fit"]["coarse_sigma"] == "auto":  # the saved set holds the number it resolved from these shots
+                mine["fit"]["coarse_sigma"] = saved["fit"]["coarse_sigma"]
+            wrong = [k for k in FIT_SECTIONS if k != "model" and saved[k] != mine[k]]
             if wrong:
                 raise ConfigError(f"the adapter set in {folder} was fitted with other {', '.join(wrong)} settings "
                                   "than this run's; remove the folder or pass another --adapters-dir")

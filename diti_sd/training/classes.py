@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from ..coarse import coarse_shortcut, fired, premise_applies, shortcut_warning, validation_breaks
-from ..coarse_cutoff import resolve_coarse_sigma
+from ..coarse_cutoff import edge_warning, resolve_coarse_sigma
 from ..distributed import merge_class_shards, shard, world
-from ..errors import CoarseShortcutWarning
+from ..errors import CoarseShortcutWarning, DitiWarning
 from ..lora.layer import ClassAdapters
 from ..preprocessing import uint8_pixels
 from ..prompts import choose_tokens, class_prompts
@@ -55,7 +55,9 @@ def fit_classes(backbone, recipe: Recipe, X, y, classes: np.ndarray, shots: int,
     # TiF's per-t weight comes from the train latents as scoring sees them (centre crop, posterior mean)
     latents = backbone.encode_batches(pixels)
     tif_d = tif_distance(latents, label_index)
-    recipe = resolve_coarse_sigma(recipe, backbone, latents, pixels.shape)  # fit.coarse_sigma: auto, from the shots
+    recipe, cutoff = resolve_coarse_sigma(recipe, backbone, latents, pixels.shape)  # fit.coarse_sigma: auto
+    if cutoff and cutoff["edge"] and warn and world()[0] == 0:
+        warnings.warn(edge_warning(cutoff), DitiWarning, stacklevel=stacklevel + 1)
     # whether the shots' blur alone names their class (no UNet call): a shortcut every shot may share
     shortcut = coarse_shortcut(pixels, label_index, recipe.fit.coarse_sigma, seed=seed)
     if validation is not None and fired(shortcut):  # which validation images break it: can the user's data tell
@@ -94,6 +96,7 @@ def fit_classes(backbone, recipe: Recipe, X, y, classes: np.ndarray, shots: int,
     merge_class_shards(adapters, owned)
     summary = gather_summary(summary, len(classes))
     record = {**{k: v for k, v in summary.items() if k != "losses"}, "coarse_shortcut": shortcut,
+              **({"coarse_sigma_auto": cutoff} if cutoff else {}),
               # images denoised while training: the fit's UNet work
               "unet_samples": len(classes) * recipe.steps_for(shots) * (2 if recipe.fit.prior else 1)}
     return FittedClasses(adapters, prompts, tokens, record, summary["losses"], tif_d, recipe)

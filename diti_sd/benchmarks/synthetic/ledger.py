@@ -24,9 +24,9 @@ PACKAGE = Path(__file__).resolve().parents[2]
 LEDGER = "docs/reads/ledger.json"
 # the code a read's figures depend on: fitting, scoring, the rivals' baselines (the probe is a target's), the
 # images and prompts they read, the benchmark itself
-CODE = ("backbone.py", "classifier.py", "coarse.py", "metrics.py", "preprocessing.py", "prompts.py", "seeding.py",
-        "stats.py", "timesteps.py", "validation.py", "baselines", "data/images.py", "lora", "scoring", "training",
-        "benchmarks/synthetic")
+CODE = ("backbone.py", "classifier.py", "coarse.py", "coarse_cutoff.py", "swap_choice.py", "metrics.py",
+        "preprocessing.py", "prompts.py", "seeding.py", "stats.py", "timesteps.py", "validation.py", "baselines",
+        "data/images.py", "lora", "scoring", "training", "benchmarks/synthetic")
 
 
 def code_hash() -> str:
