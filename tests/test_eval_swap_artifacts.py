@@ -1,0 +1,49 @@
+"""eval/swap_artifacts.py: the base's error on the coarse swap's composites and the texture they keep."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from helpers import eval_script as _script
+
+
+def test_texture_kept_counts_what_survives_the_high_pass_and_the_clip():
+    script = _script("swap_artifacts")
+    g = torch.Generator().manual_seed(0)
+    bare = (torch.rand(4, 3, 16, 16, generator=g) * 100 + 50).round()
+    checker = ((torch.arange(16)[:, None] + torch.arange(16)[None]) % 2 * 2 - 1).float() * 10
+    shots = bare + checker
+    # a swap that changes nothing keeps all of it; the finest texture passes a narrow blur's high-pass almost whole
+    same = script.texture_kept(shots, shots, bare, bare, 0.0625)
+    assert same["after_clipping"] == pytest.approx(1.0) and same["high_pass"] > 0.9
+    # a texture of period 8 px: a blur of 1 px passes much of it, so the swap's high-pass keeps less of it than
+    # with a blur of 4 px, which passes almost none (the narrower the blur, the more of the shot is swapped)
+    wave = 20 * torch.sin(torch.arange(16) * 2 * torch.pi / 8)[None, None, None].expand(4, 3, 16, 16)
+    wide, narrow = (script.texture_kept(bare + wave, bare + wave, bare, bare, s)["high_pass"] for s in (0.25, 0.0625))
+    assert narrow < 0.6 < wide
+    # clipping at 0 takes what lies below it
+    clipped = script.texture_kept(shots, (shots - 200).clamp(0, 255), bare, (bare - 200).clamp(0, 255), 0.0625)
+    assert clipped["after_clipping"] < 0.1
+
+
+def test_swap_artifacts_reads_the_base_on_shots_composites_and_donors(tiny_backbone, monkeypatch, tmp_path):
+    script = _script("swap_artifacts")
+    with pytest.raises(SystemExit, match="sealed"):
+        script.main(["--seeds", "501-510"])
+    monkeypatch.setattr(script, "load_backbone", lambda *a, **k: tiny_backbone)
+    out = script.main(["--seeds", "11", "--smoke", "--classes", "5", "--sigmas", "0.125,0.0625",
+                       "--out", str(tmp_path / "a.json")])
+    (variant,) = out["variants"].values()
+    row = variant["per_seed"][0]
+    assert row["as is"] > 0 and row["donors"] > 0 and set(row["swapped"]) == {"0.125", "0.0625"}
+    for s in row["swapped"].values():
+        assert s["error"] > 0 and 0 < s["after_clipping"] <= s["high_pass"] + 0.05 <= 1.05
+    # the same draws for every image set of a seed: the shots read again give the same error
+    recipe = script.load_recipe("synthetic")
+    run = script.SyntheticSeed.for_recipe(recipe, 11, 8, train_stream=script.STREAM)
+    shots, _, _ = script.texture.texture_pair(run, script.STREAM, 8)
+    window = (recipe.score.t_min, recipe.score.t_max)
+    assert script.denoising_error(tiny_backbone, shots, window, 11) == pytest.approx(row["as is"])
+    assert json.loads((tmp_path / "a.json").read_text()) == json.loads(json.dumps(out))
