@@ -11,8 +11,9 @@ at either width), and left why open. Two readings of the images the adapters are
   donor at every width), and on the donors (the prior images) themselves. The base never saw the class
   textures, so the shots already cost it more than the donors; what the swap adds on top is how far the
   composites lie outside what the base models, which the adapters then have to learn;
-- **the texture kept**: the share of the class texture's energy (the shot minus its texture-free twin) that
-  survives the swap, linearly (the blur's high-pass) and after clipping to [0, 255].
+- **the texture kept**: what survives of the class texture (the shot minus its texture-free twin) through the
+  swap, projected on the texture and over its energy (1: untouched), linearly (the blur's high-pass) and after
+  clipping to [0, 255].
 
 Paired over seeds (mean and SE of the per-seed differences). Validation seeds only (never the sealed ones), at
 least 10 unless ``--smoke``.
@@ -66,8 +67,8 @@ def denoising_error(backbone, pixels: torch.Tensor, window: tuple[int, int], see
 
 def texture_kept(shots: torch.Tensor, swapped: torch.Tensor, bare: torch.Tensor, bare_swapped: torch.Tensor,
                  sigma_fraction: float) -> dict:
-    """The share of the texture's energy the swap keeps: through the blur's high-pass alone, and as the swap
-    leaves it (clipped)."""
+    """What the swap keeps of the texture, projected on it over its energy (1: untouched): through the blur's
+    high-pass alone, and as the swap leaves it (clipped)."""
     tex = shots.float() - bare.float()
     high = tex - gaussian_blur(tex, coarse_sigma(sigma_fraction, shots.shape))
     kept = swapped.float() - bare_swapped.float()
@@ -120,7 +121,7 @@ def main(argv=None) -> dict:
             added = mean_se([r["swapped"][s]["error"] - b for r, b in zip(rows, base)])
             kept = {k: float(np.mean([r["swapped"][s][k] for r in rows])) for k in ("high_pass", "after_clipping")}
             summary[f"swapped at {s}"] = {"error minus as is": added, "texture kept": kept}
-            print(f"  swapped at {s}: error {added[0]:+.3f} (SE {added[1]:.3f}); texture energy kept "
+            print(f"  swapped at {s}: error {added[0]:+.3f} (SE {added[1]:.3f}); texture kept "
                   f"{kept['high_pass']:.3f} by the high-pass, {kept['after_clipping']:.3f} after clipping")
         out["variants"][name] = {"summary": summary, "per_seed": rows}
     if args.out:

@@ -77,7 +77,8 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
              windows: list[tuple[int, int]] = WINDOWS, pairs: tuple[int, int] = (12, 12),
              split_at: int = 200, model: str | None = None, cache: Path | None = None,
              train_stream: str = "train", shortcut_rate: float = 1.0,
-             generic_backgrounds: list[int] | None = None, n_classes: int | None = None) -> dict:
+             generic_backgrounds: list[int] | None = None, n_classes: int | None = None,
+             key_extra: dict | None = None) -> dict:
     """Per window (and "tif"), per seed: which user-like validation images each fit gets right
     (``correct``), each one's true-class log-likelihood there (``ll``, what the rule reads: accuracy
     saturates where the shortcut is right), and which oracle images it gets right (``oracle``, a labelled
@@ -91,7 +92,9 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
     whose shots, and the user-like stream drawn as they are, break the accident on the remaining share.
     ``generic_backgrounds``: the background colours the prior-preservation images (the coarse swap's donors) draw
     from, a variant where they do not span the test's. ``n_classes``: the many-class variant (``task="many"``: stripe
-    textures on five backgrounds, class c's shots on colour c mod 5) with that many classes."""
+    textures on five backgrounds, class c's shots on colour c mod 5) with that many classes. ``key_extra``: a
+    caller that changes what a fit does beyond the recipe (a study's patch) names it here, so that its results
+    are cached apart."""
     recipe = load_recipe("synthetic", [*([f"model={model}"] if model else []), *overrides])
     names = [*windows, "tif"]
     out = {part: {w: [] for w in names} for part in PARTS}
@@ -107,6 +110,8 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
             parts.append({"generic_backgrounds": list(generic_backgrounds)})
         if n_classes:
             parts.append({"task": "many", "n_classes": n_classes})
+        if key_extra:
+            parts.append(key_extra)
         saved = cached_json(cache, parts, lambda seed=seed, parts=parts: {
             "key": json.dumps(parts, default=str),
             **_one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at, train_stream, shortcut_rate,

@@ -47,3 +47,31 @@ def test_swap_artifacts_reads_the_base_on_shots_composites_and_donors(tiny_backb
     window = (recipe.score.t_min, recipe.score.t_max)
     assert script.denoising_error(tiny_backbone, shots, window, 11) == pytest.approx(row["as is"])
     assert json.loads((tmp_path / "a.json").read_text()) == json.loads(json.dumps(out))
+
+
+def test_the_texture_kept_swap_swaps_the_twin_and_adds_the_texture_back():
+    script = _script("swap_texture_kept")
+    g = torch.Generator().manual_seed(0)
+    bare = (torch.rand(2, 3, 16, 16, generator=g) * 100 + 80).round().to(torch.uint8)
+    # a texture of period 8 px, much of which a 1-px blur passes, so the plain swap takes much of it away
+    checker = (10 * torch.sin(torch.arange(16) * 2 * torch.pi / 8)).round().to(torch.int16)[None, None].expand(
+        3, 16, 16)
+    shots = (bare.to(torch.int16) + checker).to(torch.uint8)
+    donor = (torch.rand(3, 16, 16, generator=g) * 255).to(torch.uint8)
+    swap = script.texture_kept_swap({x.numpy().tobytes(): b for x, b in zip(shots, bare)})
+    out = swap(shots[0], donor, 0.0625)
+    plain = script.coarse_swap(shots[0], donor, 0.0625)
+    twin = script.coarse_swap(bare[0], donor, 0.0625)
+    # the whole texture rides on the swapped twin (up to clipping), where the plain swap keeps only its high-pass
+    kept = out.float() - twin.float()
+    inside = (twin > 20) & (twin < 235)
+    assert torch.allclose(kept[inside], checker.float().expand_as(kept)[inside], atol=1)
+    taken = plain.float() - twin.float()  # what the plain swap leaves of the texture
+    assert (taken[inside] - kept[inside]).abs().mean() > 2
+    with pytest.raises(RuntimeError, match="lookup failed"):
+        swap(donor, donor, 0.0625)
+    # the patch is the fit's swap only inside the study's context
+    original = script.loop.coarse_swap
+    with script.patched({}):
+        assert script.loop.coarse_swap is not original
+    assert script.loop.coarse_swap is original
