@@ -1,4 +1,4 @@
-"""The coarse swap with the class texture kept whole: what the texture the swap takes away costs, per blur.
+"""The coarse swap with the class texture (or the whole object) kept: what the swap takes from the object costs.
 
     python eval/swap_texture_kept.py --seeds 11-20 --cache reports/tune-user \
         --out docs/notes/2026-12-05-swap-texture-kept-texture.json
@@ -12,6 +12,12 @@ blur and the rest of the swap is unchanged. Only a synthetic benchmark, where th
 the control shots (no accident), per blur: the swap's fit and the texture-kept fit (``tune_synthetic``'s cache,
 the latter under its own keys), their oracle accuracy at the recipe's window, paired over seeds. Validation seeds
 only, at least 10 unless ``--smoke``.
+
+``--keep object`` keeps more: each swapped shot keeps its whole object as it is (texture and the object's own
+coarse content, read off the texture-free twin, where it differs from its background), and only the background
+is swapped. It asks whether the swap's own cost comes from what the composites put under the class texture.
+``--keep box`` keeps the object's bounding box instead (corners of background included), as a data set's box
+annotations (FGVC-Aircraft's, CUB's) would allow.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
+from diti_sd.benchmarks.synthetic.streams import TRAIN_STREAMS, SyntheticSeed
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write
 from diti_sd.recipes import load_recipe
@@ -38,39 +44,65 @@ _spec.loader.exec_module(texture)
 strength, tune = texture.strength, texture.tune
 
 CONTROL = "shots without the shortcut"
-KEPT = {"study": "swap with the texture kept"}
+KEPT = {"texture": {"study": "swap with the texture kept"}, "object": {"study": "swap with the object kept"},
+        "box": {"study": "swap with the object's box kept"}}
 
 
-def twins(recipe, seeds: list[int], shots: int, n_classes: int | None) -> dict[bytes, torch.Tensor]:
-    """Every control shot of the seeds (as the fit receives it, uint8) to its texture-free twin."""
+def twins(recipe, seeds: list[int], shots: int, n_classes: int | None,
+          stream: str = CONTROL) -> dict[bytes, torch.Tensor]:
+    """Every shot of the seeds (as the fit receives it, uint8) to its texture-free twin."""
     out = {}
     for seed in seeds:
-        run = SyntheticSeed.for_recipe(recipe, seed, shots, train_stream=CONTROL,
+        run = SyntheticSeed.for_recipe(recipe, seed, shots, train_stream=stream,
                                        **({"task": "many", "n_classes": n_classes} if n_classes else {}))
-        images, bare, _ = texture.texture_pair(run, CONTROL, shots)
+        images, bare, _ = texture.texture_pair(run, stream, shots)
         out.update({x.numpy().tobytes(): b for x, b in zip(images, bare)})
     return out
 
 
-def texture_kept_swap(pairs: dict[bytes, torch.Tensor]):
-    """``coarse_swap`` for the fit: the twin swapped, the shot's texture added back."""
+def object_mask(bare: torch.Tensor) -> torch.Tensor:
+    """(1, H, W) True on the object of a texture-free twin: every pixel unlike its background (the corner's colour;
+    objects never reach the corners)."""
+    return (bare != bare[:, :1, :1]).any(0, keepdim=True)
+
+
+def box_mask(bare: torch.Tensor) -> torch.Tensor:
+    """(1, H, W) True inside the object's bounding box, as a data set's box annotation gives it."""
+    mask = object_mask(bare)[0]
+    rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]
+    out = torch.zeros_like(mask)
+    out[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1] = True
+    return out[None]
+
+
+def texture_kept_swap(pairs: dict[bytes, torch.Tensor], keep: str = "texture"):
+    """``coarse_swap`` for the fit: the twin swapped, the shot's texture added back; with ``keep="object"`` the
+    shot swapped, its object put back as it was."""
     def swap(pixels: torch.Tensor, donor: torch.Tensor, sigma_fraction: float) -> torch.Tensor:
         bare = pairs.get(pixels.numpy().tobytes())
         if bare is None:
             raise RuntimeError("a swapped training image that is not a control shot: the study's lookup failed")
+        if keep in ("object", "box"):
+            mask = object_mask(bare) if keep == "object" else box_mask(bare)
+            return torch.where(mask, pixels, coarse_swap(pixels, donor, sigma_fraction))
         out = coarse_swap(bare, donor, sigma_fraction).float() + (pixels.float() - bare.float())
         return out.round().clamp(0, 255).to(torch.uint8)
     return swap
 
 
 @contextmanager
-def patched(pairs):
+def patched(pairs, keep: str = "texture"):
     original = loop.coarse_swap
-    loop.coarse_swap = texture_kept_swap(pairs)
+    loop.coarse_swap = texture_kept_swap(pairs, keep)
     try:
         yield
     finally:
         loop.coarse_swap = original
+
+
+def paired(a, b) -> dict:
+    gain, se = mean_se(list(a - b))
+    return {"gain": gain, "se": se, "ahead": int((a > b).sum()), "behind": int((a < b).sum())}
 
 
 def main(argv=None) -> dict:
@@ -78,6 +110,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=seed_list, default="11-20")
     parser.add_argument("--classes", type=int, default=None, help="the many-class variant (default: texture task)")
     parser.add_argument("--sigmas", default="0.125,0.0625")
+    parser.add_argument("--keep", choices=tuple(KEPT), default="texture",
+                        help="what each swapped shot keeps whole: the class texture, the object, or its box")
+    parser.add_argument("--train-stream", default=CONTROL, choices=TRAIN_STREAMS,
+                        help="the shots: the control shots (default) or the benchmark's, accident included")
     parser.add_argument("--shots", type=int, default=8)
     parser.add_argument("--val-per-class", type=int, default=10)
     parser.add_argument("--pairs", default="12,12", help="validation (t, noise) pairs below and above t = 200")
@@ -89,24 +125,30 @@ def main(argv=None) -> dict:
     recipe = load_recipe("synthetic")
     window = (recipe.score.t_min, recipe.score.t_max)
     pairs = tuple(int(v) for v in args.pairs.split(","))
-    common = dict(pairs=pairs, cache=args.cache, train_stream=CONTROL, n_classes=args.classes)
-    lookup = twins(recipe, args.seeds, args.shots, args.classes)
-    out = {"what": __doc__.splitlines()[0], "classes": args.classes or 5, "seeds": args.seeds,
+    common = dict(pairs=pairs, cache=args.cache, train_stream=args.train_stream, n_classes=args.classes)
+    lookup = twins(recipe, args.seeds, args.shots, args.classes, args.train_stream)
+    out = {"what": __doc__.splitlines()[0], "keep": args.keep, "train_stream": args.train_stream,
+           "classes": args.classes or 5, "seeds": args.seeds,
            "window": list(window), "blurs": {}}
+    recipe_fit = strength.per_seed(tune.evaluate([], args.seeds, args.shots, args.val_per_class, **common), "oracle",
+                                   window)
+    out["recipe"] = {"mean": float(recipe_fit.mean()), "per_seed": recipe_fit.tolist()}
+    print(f"the recipe (no swap) on {args.train_stream!r}: {recipe_fit.mean():.3f}")
     for sigma in (float(v) for v in args.sigmas.split(",")):
         swap = ["fit.coarse_swap=1.0", f"fit.coarse_sigma={sigma}"]
         plain = tune.evaluate(swap, args.seeds, args.shots, args.val_per_class, **common)
-        with patched(lookup):
-            kept = tune.evaluate(swap, args.seeds, args.shots, args.val_per_class, key_extra=KEPT, **common)
+        with patched(lookup, args.keep):
+            kept = tune.evaluate(swap, args.seeds, args.shots, args.val_per_class, key_extra=KEPT[args.keep], **common)
         a, b = (strength.per_seed(r, "oracle", window) for r in (kept, plain))
-        gain, se = mean_se(list(a - b))
-        out["blurs"][str(sigma)] = {"swap": float(b.mean()), "texture kept": float(a.mean()),
-                                    "kept minus swap": {"gain": gain, "se": se, "ahead": int((a > b).sum()),
-                                                        "behind": int((a < b).sum())},
-                                    "per_seed": {"swap": b.tolist(), "texture kept": a.tolist()}}
-        row = out["blurs"][str(sigma)]["kept minus swap"]
-        print(f"blur {sigma:g}: the swap's fit on the control shots {b.mean():.3f}, with the texture kept "
-              f"{a.mean():.3f}: {gain:+.3f} (SE {se:.3f}; {row['ahead']} seeds ahead, {row['behind']} behind)")
+        name = f"{args.keep} kept"
+        row = out["blurs"][str(sigma)] = {"swap": float(b.mean()), name: float(a.mean()),
+                                          "kept minus swap": paired(a, b), "kept minus recipe": paired(a, recipe_fit),
+                                          "swap minus recipe": paired(b, recipe_fit),
+                                          "per_seed": {"swap": b.tolist(), name: a.tolist()}}
+        print(f"blur {sigma:g}: the swap's fit {b.mean():.3f}, with the {name} {a.mean():.3f}")
+        for what in ("kept minus swap", "kept minus recipe", "swap minus recipe"):
+            r = row[what]
+            print(f"  {what}: {r['gain']:+.3f} (SE {r['se']:.3f}; {r['ahead']} seeds ahead, {r['behind']} behind)")
     if args.out:
         atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(out, indent=2)))
     return out

@@ -75,3 +75,33 @@ def test_the_texture_kept_swap_swaps_the_twin_and_adds_the_texture_back():
     with script.patched({}):
         assert script.loop.coarse_swap is not original
     assert script.loop.coarse_swap is original
+
+
+def test_the_object_kept_swap_swaps_the_background_only():
+    script = _script("swap_texture_kept")
+    bare = torch.empty(3, 16, 16, dtype=torch.uint8)
+    bare[:] = torch.tensor([200, 40, 30], dtype=torch.uint8)[:, None, None]  # a red background
+    bare[:, 4:10, 5:12] = 128  # a grey object
+    stripes = (torch.arange(16) % 4 < 2).to(torch.int16)[:, None].expand(16, 16) * 20 - 10
+    shot = bare.clone()
+    shot[:, 4:10, 5:12] = (128 + stripes[4:10, 5:12]).to(torch.uint8)
+    mask = script.object_mask(bare)
+    assert mask.shape == (1, 16, 16) and int(mask.sum()) == 6 * 7
+    donor = torch.zeros(3, 16, 16, dtype=torch.uint8)
+    donor[2] = 220  # a blue image
+    out = script.texture_kept_swap({shot.numpy().tobytes(): bare}, keep="object")(shot, donor, 0.125)
+    plain = script.coarse_swap(shot, donor, 0.125)
+    assert torch.equal(out[:, 4:10, 5:12], shot[:, 4:10, 5:12])  # the object exactly as it was
+    assert torch.equal(out[:, ~mask[0]], plain[:, ~mask[0]])  # the rest as the plain swap makes it
+    assert not torch.equal(plain[:, 4:10, 5:12], shot[:, 4:10, 5:12])  # which changes the object too
+
+
+def test_the_box_mask_is_the_objects_bounding_box():
+    script = _script("swap_texture_kept")
+    bare = torch.zeros(3, 12, 12, dtype=torch.uint8)
+    bare[0] = 200
+    disc = ((torch.arange(12)[:, None] - 5) ** 2 + (torch.arange(12)[None] - 6) ** 2) <= 9
+    bare[:, disc] = 128
+    box = script.box_mask(bare)[0]
+    assert box[2:9, 3:10].all() and int(box.sum()) == 7 * 7  # rows 2-8, columns 3-9
+    assert int(script.object_mask(bare).sum()) < int(box.sum())  # the box holds background corners too
