@@ -76,12 +76,12 @@ def box_mask(bare: torch.Tensor) -> torch.Tensor:
 
 
 def texture_kept_swap(pairs: dict[bytes, torch.Tensor], keep: str = "texture"):
-    """``coarse_swap`` for the fit: the twin swapped, the shot's texture added back; with ``keep="object"`` the
-    shot swapped, its object put back as it was."""
+    """``coarse_swap`` for the fit: the twin swapped, the shot's texture added back; with ``keep="object"`` (or
+    ``"box"``) the shot swapped, its object (or the object's bounding box) put back as it was."""
     def swap(pixels: torch.Tensor, donor: torch.Tensor, sigma_fraction: float) -> torch.Tensor:
         bare = pairs.get(pixels.numpy().tobytes())
         if bare is None:
-            raise RuntimeError("a swapped training image that is not a control shot: the study's lookup failed")
+            raise RuntimeError("a swapped training image that is not one of the study's shots: its lookup failed")
         if keep in ("object", "box"):
             mask = object_mask(bare) if keep == "object" else box_mask(bare)
             return torch.where(mask, pixels, coarse_swap(pixels, donor, sigma_fraction))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from helpers import eval_script as _script
@@ -94,6 +95,9 @@ def test_the_object_kept_swap_swaps_the_background_only():
     assert torch.equal(out[:, 4:10, 5:12], shot[:, 4:10, 5:12])  # the object exactly as it was
     assert torch.equal(out[:, ~mask[0]], plain[:, ~mask[0]])  # the rest as the plain swap makes it
     assert not torch.equal(plain[:, 4:10, 5:12], shot[:, 4:10, 5:12])  # which changes the object too
+    # a rectangular object is its own box, so keeping the box keeps the same pixels
+    boxed = script.texture_kept_swap({shot.numpy().tobytes(): bare}, keep="box")(shot, donor, 0.125)
+    assert torch.equal(boxed, out)
 
 
 def test_the_box_mask_is_the_objects_bounding_box():
@@ -105,3 +109,50 @@ def test_the_box_mask_is_the_objects_bounding_box():
     box = script.box_mask(bare)[0]
     assert box[2:9, 3:10].all() and int(box.sum()) == 7 * 7  # rows 2-8, columns 3-9
     assert int(script.object_mask(bare).sum()) < int(box.sum())  # the box holds background corners too
+
+
+def test_the_box_kept_swap_keeps_the_boxs_background_corners():
+    script = _script("swap_texture_kept")
+    bare = torch.zeros(3, 12, 12, dtype=torch.uint8)
+    bare[0] = 200
+    disc = ((torch.arange(12)[:, None] - 5) ** 2 + (torch.arange(12)[None] - 6) ** 2) <= 9
+    bare[:, disc] = 128
+    donor = torch.zeros(3, 12, 12, dtype=torch.uint8)
+    donor[2] = 220
+    lookup = {bare.numpy().tobytes(): bare}
+    boxed = script.texture_kept_swap(lookup, keep="box")(bare, donor, 0.125)
+    kept = script.texture_kept_swap(lookup, keep="object")(bare, donor, 0.125)
+    corner = (2, 3)  # inside the box, outside the disc: the shot's red background stays with the box only
+    assert not disc[corner] and boxed[0][corner] == 200 and kept[0][corner] != 200
+
+
+def test_swap_texture_kept_reads_each_fit_on_the_stream_and_keys_it_asks_for(tmp_path, monkeypatch):
+    script = _script("swap_texture_kept")
+    recipe = script.load_recipe("synthetic")
+    window = (recipe.score.t_min, recipe.score.t_max)
+    calls = []
+
+    def fake(overrides, seeds, shots, per_class, pairs=(12, 12), cache=None, train_stream="train", n_classes=None,
+             key_extra=None):
+        patched = script.loop.coarse_swap is not script.coarse_swap
+        calls.append((tuple(overrides), train_stream, key_extra, patched))
+        if patched:  # the patched swap knows the shots of the stream asked for (a control-shot lookup would fail)
+            run = script.SyntheticSeed.for_recipe(recipe, seeds[-1], shots, train_stream=train_stream)
+            shot = script.texture.texture_pair(run, train_stream, shots)[0][-1]
+            assert script.loop.coarse_swap(shot, shot, 0.125).shape == shot.shape
+        right = 12 if patched else 8 if overrides else 10  # object kept > recipe > plain swap, out of 20
+        return {"oracle": {window: [np.arange(20) < right + (s % 2) for s in range(len(seeds))]}}
+
+    monkeypatch.setattr(script.tune, "evaluate", fake)
+    out = script.main(["--seeds", "11,12", "--smoke", "--keep", "object", "--train-stream", "train",
+                       "--sigmas", "0.125", "--out", str(tmp_path / "k.json")])
+    # the recipe once, then per blur the plain swap and the patched one under the mode's own cache keys
+    assert calls == [((), "train", None, False),
+                     (("fit.coarse_swap=1.0", "fit.coarse_sigma=0.125"), "train", None, False),
+                     (("fit.coarse_swap=1.0", "fit.coarse_sigma=0.125"), "train", script.KEPT["object"], True)]
+    assert script.loop.coarse_swap is script.coarse_swap  # unpatched after the study
+    row = out["blurs"]["0.125"]
+    assert out["recipe"]["mean"] == pytest.approx(10.5 / 20) and row["object kept"] == pytest.approx(12.5 / 20)
+    assert row["kept minus swap"]["gain"] == pytest.approx(4 / 20) and row["kept minus swap"]["ahead"] == 2
+    assert row["swap minus recipe"]["gain"] == pytest.approx(-2 / 20) and row["swap minus recipe"]["behind"] == 2
+    assert out["train_stream"] == "train" and json.loads((tmp_path / "k.json").read_text()) == out
