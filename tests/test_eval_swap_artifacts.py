@@ -100,12 +100,18 @@ def test_the_object_kept_swap_swaps_the_background_only():
     assert torch.equal(boxed, out)
 
 
-def test_the_box_mask_is_the_objects_bounding_box():
-    script = _script("swap_texture_kept")
+def _grey_disc_on_red() -> tuple[torch.Tensor, torch.Tensor]:
+    """A 12 x 12 texture-free twin: a grey disc of radius 3 at (5, 6) on a red background, and the disc."""
     bare = torch.zeros(3, 12, 12, dtype=torch.uint8)
     bare[0] = 200
     disc = ((torch.arange(12)[:, None] - 5) ** 2 + (torch.arange(12)[None] - 6) ** 2) <= 9
     bare[:, disc] = 128
+    return bare, disc
+
+
+def test_the_box_mask_is_the_objects_bounding_box():
+    script = _script("swap_texture_kept")
+    bare, disc = _grey_disc_on_red()
     box = script.box_mask(bare)[0]
     assert box[2:9, 3:10].all() and int(box.sum()) == 7 * 7  # rows 2-8, columns 3-9
     assert int(script.object_mask(bare).sum()) < int(box.sum())  # the box holds background corners too
@@ -113,10 +119,7 @@ def test_the_box_mask_is_the_objects_bounding_box():
 
 def test_the_box_kept_swap_keeps_the_boxs_background_corners():
     script = _script("swap_texture_kept")
-    bare = torch.zeros(3, 12, 12, dtype=torch.uint8)
-    bare[0] = 200
-    disc = ((torch.arange(12)[:, None] - 5) ** 2 + (torch.arange(12)[None] - 6) ** 2) <= 9
-    bare[:, disc] = 128
+    bare, disc = _grey_disc_on_red()
     donor = torch.zeros(3, 12, 12, dtype=torch.uint8)
     donor[2] = 220
     lookup = {bare.numpy().tobytes(): bare}
