@@ -17,7 +17,8 @@ only, at least 10 unless ``--smoke``.
 coarse content, read off the texture-free twin, where it differs from its background), and only the background
 is swapped. It asks whether the swap's own cost comes from what the composites put under the class texture.
 ``--keep box`` keeps the object's bounding box instead (corners of background included), as a data set's box
-annotations (FGVC-Aircraft's, CUB's) would allow.
+annotations (FGVC-Aircraft's, CUB's) would allow. ``--train-stream train`` fits on the benchmark's shots (the
+accident included) instead of the control shots; every run reports the recipe without the swap beside both fits.
 """
 
 from __future__ import annotations
