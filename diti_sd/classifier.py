@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from .backbone import load_backbone
 from .data.images import as_image_sequence
+from .data.masks import check_masks
 from .distributed import gather_rows, shard, world
 from .errors import ConfigError, DitiError, DitiWarning
 from .lora.layer import NoAdapters
@@ -125,7 +126,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, SwapChoiceMixin, 
 
     # ----------------------------------------------------------------- fit
     def fit(self, X, y, *, calibration=None, validation=None, validation_candidates=None, prior_images=None,
-            output_dir=None, resume=False, callback=None):
+            masks=None, output_dir=None, resume=False, callback=None):
         """Fit one adapter (and prompt) per class on images ``X`` with class labels ``y``.
 
         X: paths, PIL images or (3, H, W) tensors in [0, 1]. ``calibration``: a share of each class's
@@ -137,7 +138,10 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, SwapChoiceMixin, 
         holds one image per class out, fits on the rest, chooses on the held-out images and refits on all
         (two fits); else it scores with TiF's weight. :func:`~diti_sd.validation.plan_validation` decides;
         ``fit_summary_["validation"]`` (and the manifest) records which, and how many fits it took.
-        ``prior_images`` overrides the generic prior-preservation images. ``output_dir`` keeps
+        ``prior_images`` overrides the generic prior-preservation images. ``masks``: one object mask per image
+        of X, in its frame (paths, PIL images or (H, W) arrays; the object bright): the coarse swap
+        (``fit.coarse_swap``, ``_auto`` or ``_premise``) then swaps only the rest, as a background that follows
+        the class by accident needs. ``output_dir`` keeps
         checkpoints and the prior images there, so an interrupted fit can continue with ``resume=True``.
         A new fit forgets the previous one.
         """
@@ -152,6 +156,9 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, SwapChoiceMixin, 
             raise ConfigError("fit got no images")
         if len(X) != len(y):
             raise ConfigError(f"fit got {len(X)} images but {len(y)} labels")
+        if masks is not None:
+            f = recipe.fit  # the swap is their only reader
+            masks = check_masks(masks, X, read=bool(f.coarse_swap or f.coarse_swap_auto or f.coarse_swap_premise))
         classes = np.array(sorted(set(y), key=lambda v: (str(type(v)), v)))
         if len(classes) < 2:
             raise ConfigError(f"need at least two classes, got {list(classes)}")
@@ -165,6 +172,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, SwapChoiceMixin, 
             held_X, held_y = [X[i] for i in held], [y[i] for i in held]
             kept = sorted(set(range(len(y))) - set(held))
             X, y = as_image_sequence([X[i] for i in kept]), [y[i] for i in kept]
+            masks = None if masks is None else [masks[i] for i in kept]
         counts = {c: sum(1 for v in y if v == c) for c in classes}
         short = {c: n for c, n in counts.items() if n < recipe.fit.needed_shots}
         if short:
@@ -179,16 +187,18 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, SwapChoiceMixin, 
             rest = [i for i in range(len(y)) if i not in set(plan.probe)]
             self._fit_adapters(recipe, backbone, as_image_sequence([X[i] for i in rest]), [y[i] for i in rest],
                                classes, shots, None if output_dir is None else Path(output_dir) / "auto-probe",
-                               resume, None, prior_images, prior_dir=output_dir, warn=True)
+                               resume, None, prior_images, prior_dir=output_dir, warn=True,
+                               masks=None if masks is None else [masks[i] for i in rest])
             self.choose_scoring([X[i] for i in plan.probe], [y[i] for i in plan.probe], calibrate=False,
                                 source=f"one held-out image per class ({len(plan.probe)}), chosen on a fit of the "
                                        "others; then refitted on all", max_calls=self.validation_budget_calls())
             choice = self.score_choice_
         self._fit_adapters(recipe, backbone, X, y, classes, shots, output_dir, resume, callback, prior_images,
                            prior_dir=output_dir, warn=not plan.probe, validation=val,
-                           keep_checkpoint=recipe.fit.coarse_swap_auto)  # until the comparison is done
+                           keep_checkpoint=recipe.fit.coarse_swap_auto, masks=masks)  # until the comparison is done
         if recipe.fit.coarse_swap_auto:
-            self._choose_coarse_swap(recipe, backbone, X, y, classes, shots, output_dir, resume, prior_images, val)
+            self._choose_coarse_swap(recipe, backbone, X, y, classes, shots, output_dir, resume, prior_images, val,
+                                     masks)
         self.fit_summary_["validation"] = plan.record()
         if plan.probe and output_dir is not None:
             shutil.rmtree(Path(output_dir) / "auto-probe", ignore_errors=True)
@@ -213,7 +223,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, SwapChoiceMixin, 
         return self
 
     def _fit_adapters(self, recipe, backbone, X, y, classes, shots, output_dir, resume, callback, prior_images,
-                      prior_dir=None, warn=False, validation=None, keep_checkpoint=False):
+                      prior_dir=None, warn=False, validation=None, keep_checkpoint=False, masks=None):
         """Adapters for ``classes`` on images X (settings of ``shots`` per class); sets the fitted state.
         ``warn``: give the coarse-shortcut warning (before the training it concerns), with what the
         ``validation`` images (X, y) say of it."""
@@ -224,7 +234,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, SwapChoiceMixin, 
         fitted = fit_classes(backbone, recipe, X, y, classes, shots, seed=self.random_state, output_dir=output_dir,
                              resume=resume, callback=callback, prior_images=prior_images, prior_dir=prior_dir,
                              validation=validation, warn=warn, progress=self.progress, stacklevel=3,
-                             keep_checkpoint=keep_checkpoint)
+                             keep_checkpoint=keep_checkpoint, masks=masks)
         self._set_fitted(backbone, fitted.adapters, classes, fitted.prompts, fitted.tokens, fitted.recipe,
                          shots=shots, n_train=len(X), fit_summary=fitted.summary, loss_curve=fitted.loss_curve,
                          temperature=1.0, tif_d=fitted.tif_d)

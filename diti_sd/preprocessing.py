@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from .data.images import as_image_sequence, load_image
+from .data.masks import load_mask
 
 
 def resize_short_side(batch: torch.Tensor, size: int, mode: str = "bicubic") -> torch.Tensor:
@@ -81,6 +82,20 @@ def uint8_pixels(X, resolution: int, batch_size: int = 16, crop: bool = True):
         else:
             out.extend(to_uint8(p) for p in to_pixels_uncropped(images, resolution))
     return torch.cat(out) if crop else out
+
+
+def mask_pixels(masks, resolution: int, crop: bool = True):
+    """Object masks (anything :func:`~diti_sd.data.masks.load_mask` reads, one per image, each its image's size,
+    as ``check_masks`` checked) -> (1, r, r) bool at ``resolution``, resized and cropped by the functions that
+    resize and crop the images (:func:`resize_center_crop`, bicubic; with ``crop=False`` :func:`resize_short_side`,
+    bilinear, the shorter side at the resolution, as the whole-image training reads them), then above half. One
+    at a time: a few-shot set's masks at full size can be gigabytes."""
+    out = []
+    for i in range(len(masks)):
+        m = load_mask(masks[i]).float()[None, None]
+        m = resize_center_crop(m, resolution) if crop else resize_short_side(m, resolution, "bilinear")
+        out.append(m[0] >= 0.5)
+    return torch.stack(out) if crop else out
 
 
 def random_crop(image: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:

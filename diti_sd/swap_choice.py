@@ -56,7 +56,8 @@ class SwapChoiceMixin:
     """The comparison as a step of ``DiTiFewShotClassifier.fit``, after the first fit and before the validation
     pass (the window and the temperature are chosen for the set that stays)."""
 
-    def _choose_coarse_swap(self, recipe, backbone, X, y, classes, shots, output_dir, resume, prior_images, val):
+    def _choose_coarse_swap(self, recipe, backbone, X, y, classes, shots, output_dir, resume, prior_images, val,
+                            masks=None):
         """``fit.coarse_swap_auto``: on the validation images that break the shots' accident, the fitted set
         against a second fit with the swap; the one more accurate on them stays (ties: the first)."""
         first = self.fit_summary_["coarse_shortcut"]
@@ -79,7 +80,7 @@ class SwapChoiceMixin:
         swap_recipe = load_recipe(recipe, ["fit.coarse_swap=1.0", *done])
         # each fit's checkpoint stays until the choice is made: a run killed before it reloads both sets
         self._fit_adapters(swap_recipe, backbone, X, y, classes, shots, swap_dir, resume, None, prior_images,
-                           prior_dir=output_dir, validation=val, keep_checkpoint=True)
+                           prior_dir=output_dir, validation=val, keep_checkpoint=True, masks=masks)
         with_swap, more = self._accuracy_and_calls(images, labels)
         record = swap_choice_record(first, without, with_swap, unet_calls=calls + more,
                                     unet_samples=self.fit_summary_["unet_samples"])

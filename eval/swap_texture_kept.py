@@ -17,7 +17,9 @@ only, at least 10 unless ``--smoke``.
 coarse content, read off the texture-free twin, where it differs from its background), and only the background
 is swapped. It asks whether the swap's own cost comes from what the composites put under the class texture.
 ``--keep box`` keeps the object's bounding box instead (corners of background included), as a data set's box
-annotations (FGVC-Aircraft's, CUB's) would allow. ``--train-stream train`` fits on the benchmark's shots (the
+annotations (FGVC-Aircraft's, CUB's) would allow. ``--keep masks`` keeps the object through the product's own path
+(``fit(masks=...)`` with the generator's object masks, no patch): it must give the object-kept figures seed for
+seed. ``--train-stream train`` fits on the benchmark's shots (the
 accident included) instead of the control shots; every run reports the recipe without the swap beside both fits.
 """
 
@@ -46,7 +48,7 @@ strength, tune = texture.strength, texture.tune
 
 CONTROL = "shots without the shortcut"
 KEPT = {"texture": {"study": "swap with the texture kept"}, "object": {"study": "swap with the object kept"},
-        "box": {"study": "swap with the object's box kept"}}
+        "box": {"study": "swap with the object's box kept"}, "masks": None}  # masks: the product's own path
 
 
 def twins(recipe, seeds: list[int], shots: int, n_classes: int | None,
@@ -79,7 +81,8 @@ def box_mask(bare: torch.Tensor) -> torch.Tensor:
 def texture_kept_swap(pairs: dict[bytes, torch.Tensor], keep: str = "texture"):
     """``coarse_swap`` for the fit: the twin swapped, the shot's texture added back; with ``keep="object"`` (or
     ``"box"``) the shot swapped, its object (or the object's bounding box) put back as it was."""
-    def swap(pixels: torch.Tensor, donor: torch.Tensor, sigma_fraction: float) -> torch.Tensor:
+    def swap(pixels: torch.Tensor, donor: torch.Tensor, sigma_fraction: float, _mask=None) -> torch.Tensor:
+        # _mask: the product's own (fit(masks=...)); the study's fits are given none
         bare = pairs.get(pixels.numpy().tobytes())
         if bare is None:
             raise RuntimeError("a swapped training image that is not one of the study's shots: its lookup failed")
@@ -112,7 +115,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--classes", type=int, default=None, help="the many-class variant (default: texture task)")
     parser.add_argument("--sigmas", default="0.125,0.0625")
     parser.add_argument("--keep", choices=tuple(KEPT), default="texture",
-                        help="what each swapped shot keeps whole: the class texture, the object, or its box")
+                        help="what each swapped shot keeps whole: the class texture, the object, or its box; masks: "
+                             "the object through the product's fit(masks=...)")
     parser.add_argument("--train-stream", default=CONTROL, choices=TRAIN_STREAMS,
                         help="the shots: the control shots (default) or the benchmark's, accident included")
     parser.add_argument("--shots", type=int, default=8)
@@ -127,7 +131,7 @@ def main(argv=None) -> dict:
     window = (recipe.score.t_min, recipe.score.t_max)
     pairs = tuple(int(v) for v in args.pairs.split(","))
     common = dict(pairs=pairs, cache=args.cache, train_stream=args.train_stream, n_classes=args.classes)
-    lookup = twins(recipe, args.seeds, args.shots, args.classes, args.train_stream)
+    lookup = None if args.keep == "masks" else twins(recipe, args.seeds, args.shots, args.classes, args.train_stream)
     out = {"what": __doc__.splitlines()[0], "keep": args.keep, "train_stream": args.train_stream,
            "classes": args.classes or 5, "seeds": args.seeds,
            "window": list(window), "blurs": {}}
@@ -138,8 +142,12 @@ def main(argv=None) -> dict:
     for sigma in (float(v) for v in args.sigmas.split(",")):
         swap = ["fit.coarse_swap=1.0", f"fit.coarse_sigma={sigma}"]
         plain = tune.evaluate(swap, args.seeds, args.shots, args.val_per_class, **common)
-        with patched(lookup, args.keep):
-            kept = tune.evaluate(swap, args.seeds, args.shots, args.val_per_class, key_extra=KEPT[args.keep], **common)
+        if args.keep == "masks":  # no patch: fit(masks=...) with the generator's object masks
+            kept = tune.evaluate(swap, args.seeds, args.shots, args.val_per_class, masks=True, **common)
+        else:
+            with patched(lookup, args.keep):
+                kept = tune.evaluate(swap, args.seeds, args.shots, args.val_per_class, key_extra=KEPT[args.keep],
+                                     **common)
         a, b = (strength.per_seed(r, "oracle", window) for r in (kept, plain))
         name = f"{args.keep} kept"
         row = out["blurs"][str(sigma)] = {"swap": float(b.mean()), name: float(a.mean()),

@@ -39,10 +39,10 @@ def make_tiny_dinov2(folder):
     return folder
 
 
-def record_fit(cfg_overrides, steps=6, width=96):
-    """Fit one class on one random image for ``steps`` steps with two prior images under ``cfg_overrides``,
-    recording the pixels each step encodes, their posterior means and the latents it noises: (the image and
-    the prior images in [-1, 1], encoded, means, noised)."""
+def record_fit(cfg_overrides, steps=6, width=96, mask=None):
+    """Fit one class on one random image for ``steps`` steps with two prior images under ``cfg_overrides``
+    (``mask``: the image's (1, 64, width) object mask), recording the pixels each step encodes, their posterior
+    means and the latents it noises: (the image and the prior images in [-1, 1], encoded, means, noised)."""
     from diti_sd.lora import ClassAdapters
     from diti_sd.preprocessing import uint8_to_float
     from diti_sd.recipes import FitConfig, LoraConfig
@@ -70,8 +70,8 @@ def record_fit(cfg_overrides, steps=6, width=96):
     encoded_means = []
     backbone.encode_posterior, backbone.add_noise = recording_encode, recording_add_noise
     adapters = ClassAdapters(backbone, 1, LoraConfig(rank=2))
-    fit_adapters(backbone, adapters, FitData([[wide]], ["a photo of hta"], "a photo", prior), cfg, steps,
-                 progress=False)
+    data = FitData([[wide]], ["a photo of hta"], "a photo", prior, None if mask is None else [[mask]])
+    fit_adapters(backbone, adapters, data, cfg, steps, progress=False)
     return uint8_to_float(wide), uint8_to_float(prior), encoded, encoded_means, noised
 
 

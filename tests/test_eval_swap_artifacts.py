@@ -136,26 +136,30 @@ def test_swap_texture_kept_reads_each_fit_on_the_stream_and_keys_it_asks_for(tmp
     calls = []
 
     def fake(overrides, seeds, shots, per_class, pairs=(12, 12), cache=None, train_stream="train", n_classes=None,
-             key_extra=None):
+             key_extra=None, masks=False):
         patched = script.loop.coarse_swap is not script.coarse_swap
-        calls.append((tuple(overrides), train_stream, key_extra, patched))
+        calls.append((tuple(overrides), train_stream, key_extra, patched, masks))
         if patched:  # the patched swap knows the shots of the stream asked for (a control-shot lookup would fail)
             run = script.SyntheticSeed.for_recipe(recipe, seeds[-1], shots, train_stream=train_stream)
             shot = script.texture.texture_pair(run, train_stream, shots)[0][-1]
             assert script.loop.coarse_swap(shot, shot, 0.125).shape == shot.shape
-        right = 12 if patched else 8 if overrides else 10  # object kept > recipe > plain swap, out of 20
+        right = 12 if patched or masks else 8 if overrides else 10  # object kept > recipe > plain swap, out of 20
         return {"oracle": {window: [np.arange(20) < right + (s % 2) for s in range(len(seeds))]}}
 
     monkeypatch.setattr(script.tune, "evaluate", fake)
     out = script.main(["--seeds", "11,12", "--smoke", "--keep", "object", "--train-stream", "train",
                        "--sigmas", "0.125", "--out", str(tmp_path / "k.json")])
     # the recipe once, then per blur the plain swap and the patched one under the mode's own cache keys
-    assert calls == [((), "train", None, False),
-                     (("fit.coarse_swap=1.0", "fit.coarse_sigma=0.125"), "train", None, False),
-                     (("fit.coarse_swap=1.0", "fit.coarse_sigma=0.125"), "train", script.KEPT["object"], True)]
+    swap = ("fit.coarse_swap=1.0", "fit.coarse_sigma=0.125")
+    assert calls == [((), "train", None, False, False), (swap, "train", None, False, False),
+                     (swap, "train", script.KEPT["object"], True, False)]
     assert script.loop.coarse_swap is script.coarse_swap  # unpatched after the study
     row = out["blurs"]["0.125"]
     assert out["recipe"]["mean"] == pytest.approx(10.5 / 20) and row["object kept"] == pytest.approx(12.5 / 20)
     assert row["kept minus swap"]["gain"] == pytest.approx(4 / 20) and row["kept minus swap"]["ahead"] == 2
     assert row["swap minus recipe"]["gain"] == pytest.approx(-2 / 20) and row["swap minus recipe"]["behind"] == 2
     assert out["train_stream"] == "train" and json.loads((tmp_path / "k.json").read_text()) == out
+    # --keep masks: the product's own path, masks given to the fit and nothing patched
+    calls.clear()
+    out = script.main(["--seeds", "11,12", "--smoke", "--keep", "masks", "--sigmas", "0.125"])
+    assert calls[-1] == (swap, script.CONTROL, None, False, True) and out["blurs"]["0.125"]["masks kept"] == 12.5 / 20

@@ -43,6 +43,20 @@ def folder(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def masks(folder, tmp_path_factory):
+    """An object mask per image of ``folder`` (a square at a place of its own), named as the image is under its
+    root."""
+    root = tmp_path_factory.mktemp("masks")
+    for path in (folder / "train").rglob("*.png"):
+        mask, i = torch.zeros(1, 32, 32), int(path.stem)
+        mask[:, 2 + i:18 + i, 12 - i:28 - i] = 1.0
+        target = root / path.relative_to(folder / "train")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        save_image(mask, target)
+    return root
+
+
 def _cli(*argv: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "diti_sd.cli", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -77,9 +91,11 @@ def _weights(path: Path) -> dict:
     return load_file(str(path / "adapters.safetensors"))
 
 
-def test_fit_killed_at_random_moments_resumes_to_the_same_adapters(folder, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("swap", [False, True], ids=["plain", "swap-outside-masks"])
+def test_fit_killed_at_random_moments_resumes_to_the_same_adapters(folder, masks, tiny_model_dir, tmp_path, swap):
     args = ["fit", "--dataset", "tiny", "--data-root", str(folder), "--model", str(tiny_model_dir), "--steps", "12",
-            "--set", "fit.checkpoint_every=2", *FAST, "--no-progress"]
+            "--set", "fit.checkpoint_every=2", *FAST, "--no-progress",
+            *(["--masks", str(masks), "--set", "fit.coarse_swap=1"] if swap else [])]
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0
     out = tmp_path / "killed"
     checkpoint = out / "checkpoint" / "state.json"

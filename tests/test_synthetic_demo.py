@@ -233,3 +233,23 @@ def test_demo_needs_room_above_the_recipe_window(tmp_path):
     recipe.write_text("model: builtin:tiny-base\ndataset: {kind: synthetic}\nscore: {t_min: 0, t_max: 1000}\n")
     with pytest.raises(ConfigError, match="score.t_max below 1000"):
         run_demo(DemoConfig(recipe=str(recipe), seeds=[1]), tmp_path / "out", progress=False)
+
+
+def test_the_opt_in_row_can_swap_outside_the_objects_masks(tmp_path, monkeypatch):
+    given = []
+    fit = SyntheticSeed.fit
+
+    def recording_fit(self, recipe, *args, **kwargs):
+        given.append((recipe.fit.coarse_swap, kwargs.get("masks", False)))
+        return fit(self, recipe, *args, **kwargs)
+
+    monkeypatch.setattr(SyntheticSeed, "fit", recording_fit)
+    cfg = DemoConfig(seeds=[1], shots=2, test_per_class=2, pairs_per_window=4, steps=2, samples_per_class=1,
+                     zero_shot_pairs=2, swap_masks=True)
+    saved = run_demo(cfg, tmp_path, progress=False)
+    assert sorted(given) == [(0.0, False), (0.0, False), (1.0, True)]  # only the opt-in set gets the masks
+    row = swap_name(saved["window"], masks=True)
+    assert saved["opt_in"]["row"] == row and row in saved["results"] and "background is not the class" in row
+    assert "object mask" in (tmp_path / "README.md").read_text()
+    with pytest.raises(ConfigError, match="no opt-in set"):
+        run_demo(DemoConfig(seeds=[1], swap_overrides=[], swap_masks=True), tmp_path / "none", progress=False)

@@ -33,6 +33,9 @@ def add_arguments(parser):
                         help="a labelled variant: the share of the shots (and of the validation and correlated test "
                              "images drawn as they are) whose background follows the class (default 1, the headline: "
                              "all)")
+    parser.add_argument("--swap-masks", action="store_true",
+                        help="give the opt-in row's fit the shots' object masks: the coarse swap keeps each object and "
+                             "swaps only the rest (fit(masks=...))")
     # the demo's figures are CPU figures: fp32 and the same threads wherever it runs, unless asked
     add_runtime_arguments(parser, precision=False, device="cpu")
 
@@ -43,7 +46,7 @@ def run(args):
 
     cfg = DemoConfig(model=args.model, recipe=args.dataset, seeds=args.seeds, shots=args.shots,
                      test_per_class=args.test_per_class, steps=args.steps, device=args.device, full=args.full,
-                     shortcut_rate=args.shortcut_rate)
+                     shortcut_rate=args.shortcut_rate, swap_masks=args.swap_masks)
     from ..benchmarks.synthetic.ledger import default_ledger
 
     ledger = args.ledger or default_ledger()

@@ -54,6 +54,11 @@ def add_arguments(parser):
                         help="the validation pass (auto's window and the temperature) costs at most this share of "
                              "the fit's own UNet work (default 0.2; 'none': every validation image at "
                              "score.auto_pairs pairs)")
+    parser.add_argument("--masks", default=None, metavar="DIR",
+                        help="object masks for the coarse swap (fit.coarse_swap, _auto or _premise) to keep: one image "
+                             "per shot, named by the shot's id with any image suffix (an image folder's "
+                             "train/Boeing/0001.jpg -> DIR/Boeing/0001.png; FGVC-Aircraft's image 1025794 -> "
+                             "DIR/1025794.png), the object bright, the size of the image file")
     parser.add_argument("--export-diffusers", action="store_true",
                         help="also write each class as a diffusers LoRA file under --out/diffusers")
     parser.add_argument("--export-peft", action="store_true",
@@ -102,6 +107,7 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
     from ..coarse import fired
     from ..data import load_split, make_kshot_split
     from ..data.images import ImageSequence
+    from ..data.masks import MaskSequence, find_masks
     from ..distributed import is_main
     from ..errors import DitiWarning
     from ..validation import fit_work
@@ -121,6 +127,9 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
         val_set = split.select(val if val is not None else train, "val")
     else:
         train_set, val_set = train, val
+    masks = None
+    if args.masks:  # every missing mask named before any work
+        masks = MaskSequence(find_masks(args.masks, train_set.ids), train_set.crop_bottom, train_set.prepare)
     clf = DiTiFewShotClassifier(
         model=recipe.model, recipe=recipe, steps=args.steps, rank=args.rank, random_state=args.seed,
         device=args.device, dtype=args.dtype, attention=args.attention, progress=not args.no_progress,
@@ -132,7 +141,7 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
     if val_set is not None and len(val_set):  # none when all train
         # auto chooses the scoring window on them; the shortcut check says which break the shots' accident
         validation = (ImageSequence(val_set), val_set.label_names())
-    clf.fit(ImageSequence(train_set), train_set.label_names(), validation=validation, output_dir=out,
+    clf.fit(ImageSequence(train_set), train_set.label_names(), validation=validation, masks=masks, output_dir=out,
             resume=args.resume)
     if args.calibrate and validation is not None and recipe.score.weighting != "auto":  # auto's pass set it
         per_class = "min(k, 4)" if args.val_per_class is None else f"up to {args.val_per_class}"

@@ -19,7 +19,7 @@ from ..coarse_cutoff import edge_warning, resolve_coarse_sigma
 from ..distributed import merge_class_shards, shard, world
 from ..errors import CoarseShortcutWarning, DitiWarning
 from ..lora.layer import ClassAdapters
-from ..preprocessing import uint8_pixels
+from ..preprocessing import mask_pixels, uint8_pixels
 from ..prompts import choose_tokens, class_prompts
 from ..recipes import Recipe
 from ..timesteps import tif_distance
@@ -43,11 +43,15 @@ class FittedClasses:
 
 def fit_classes(backbone, recipe: Recipe, X, y, classes: np.ndarray, shots: int, *, seed, output_dir=None,
                 resume=False, callback=None, prior_images=None, prior_dir=None, validation=None, warn=False,
-                progress=True, stacklevel=2, keep_checkpoint=False) -> FittedClasses:
+                progress=True, stacklevel=2, keep_checkpoint=False, masks=None) -> FittedClasses:
     """Adapters for ``classes`` on images X with labels y (the recipe's settings for ``shots`` per class).
     ``warn``: give the coarse-shortcut warning before the training it concerns, with what the ``validation``
     images (X, y) say of it; ``stacklevel`` as :func:`warnings.warn`'s, from the caller. ``keep_checkpoint``:
-    the finished fit's checkpoint stays in :func:`checkpoint_folder` (``output_dir``) until the caller removes it."""
+    the finished fit's checkpoint stays in :func:`checkpoint_folder` (``output_dir``) until the caller removes it.
+    ``masks``: one object mask per image of X, which the coarse swap keeps (checked by
+    :func:`~diti_sd.data.masks.check_masks`)."""
+    crop = recipe.fit.crop == "center"
+    mask_pixels_ = None if masks is None else mask_pixels(masks, backbone.resolution, crop=crop)
     pixels = uint8_pixels(X, backbone.resolution)
     index = {c: i for i, c in enumerate(classes.tolist())}
     label_index = [index[v] for v in y]
@@ -73,11 +77,12 @@ def fit_classes(backbone, recipe: Recipe, X, y, classes: np.ndarray, shots: int,
         if warn and world()[0] == 0 else None
     if message:
         warnings.warn(message, CoarseShortcutWarning, stacklevel=stacklevel + 1)
-    if recipe.fit.crop != "center":  # random windows of, or the whole of, the resized image
+    if not crop:  # random windows of, or the whole of, the resized image
         uncropped = uint8_pixels(X, backbone.resolution, crop=False)
         by_class = [[uncropped[j] for j in m] for m in members]
     else:
         by_class = [pixels[m] for m in members]
+    masks_by_class = None if masks is None else [[mask_pixels_[j] for j in m] for m in members]
     tokens = choose_tokens(backbone.tokenizer, len(classes), recipe.prompt.token)
     prompts = class_prompts([str(c) for c in classes], recipe.prompt.template, tokens, recipe.prompt.use_class_name)
     prior = None
@@ -87,7 +92,8 @@ def fit_classes(backbone, recipe: Recipe, X, y, classes: np.ndarray, shots: int,
     adapters = ClassAdapters(backbone, len(classes), recipe.lora, block_filter=recipe.filter_for(shots))
     rank, size = world()
     owned = shard(list(range(len(classes))), rank, size)  # `accelerate launch`: classes split over processes
-    summary = fit_adapters(backbone, adapters, FitData(by_class, prompts, recipe.prompt.generic, prior), recipe.fit,
+    data = FitData(by_class, prompts, recipe.prompt.generic, prior, masks_by_class)
+    summary = fit_adapters(backbone, adapters, data, recipe.fit,
                            recipe.steps_for(shots), seed=seed, classes=owned, checkpoint_dir=output_dir,
                            resume=resume, progress=progress and rank == 0, callback=callback,
                            checkpoint_name=checkpoint_name(), rescale_after=recipe.rescale_after(shots),
@@ -97,9 +103,17 @@ def fit_classes(backbone, recipe: Recipe, X, y, classes: np.ndarray, shots: int,
     summary = gather_summary(summary, len(classes))
     record = {**{k: v for k, v in summary.items() if k != "losses"}, "coarse_shortcut": shortcut,
               **({"coarse_sigma_auto": cutoff} if cutoff else {}),
+              **({"masks": mask_record(mask_pixels_, recipe.fit.coarse_swap)} if masks is not None else {}),
               # images denoised while training: the fit's UNet work
               "unet_samples": len(classes) * recipe.steps_for(shots) * (2 if recipe.fit.prior else 1)}
     return FittedClasses(adapters, prompts, tokens, record, summary["losses"], tif_d, recipe)
+
+
+def mask_record(masks, swap: float) -> dict:
+    """What the fit's summary says of the masks: how many, the share of the pixels they keep (at the resolution)
+    and whether the swap read them (it is the only reader)."""
+    share = float(np.mean([m.float().mean().item() for m in masks])) if len(masks) else 0.0
+    return {"images": len(masks), "object_share": round(share, 4), "read_by_swap": swap > 0}
 
 
 def checkpoint_name() -> str:

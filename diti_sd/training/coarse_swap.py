@@ -4,7 +4,8 @@ Where every shot of a class shares a coarse attribute by accident (one site, one
 background), an adapter learns it with the class (the premise: diti_sd/coarse.py). Swapping the low-pass of
 the shot for that of a generic image of the domain (the prior images) keeps the shot's fine detail and draws
 its coarse content from the domain, the way Fourier domain adaptation (Yang and Soatto, CVPR 2020) swaps
-low-frequency amplitudes. Not in the reference; off by default; it costs no UNet call.
+low-frequency amplitudes. Given the shot's object mask (``fit(masks=...)``), the object's pixels stay as they are and
+only the rest is swapped. Not in the reference; off by default; it costs no UNet call.
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ import torch.nn.functional as F
 from ..coarse import coarse_sigma, gaussian_blur
 
 
-def coarse_swap(instance: torch.Tensor, donor: torch.Tensor, sigma_fraction: float) -> torch.Tensor:
+def coarse_swap(instance: torch.Tensor, donor: torch.Tensor, sigma_fraction: float,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
     """``instance`` (3, H, W) uint8 with its low-pass replaced by ``donor``'s (3, H', W' uint8, resized to
     H x W): ``instance - blur(instance) + blur(donor)``, clipped. ``sigma_fraction``: the blur's sigma as a
-    fraction of the shorter side, so that the split between coarse and fine is the same at any resolution."""
+    fraction of the shorter side, so that the split between coarse and fine is the same at any resolution.
+    ``keep``: (1, H, W) bool, the pixels (the object) that stay as they are."""
     x = instance.float()[None]
     d = donor.float()[None]
     if d.shape[-2:] != x.shape[-2:]:
         d = F.interpolate(d, size=x.shape[-2:], mode="bilinear", align_corners=False)
     sigma = coarse_sigma(sigma_fraction, x.shape)
     out = x - gaussian_blur(x, sigma) + gaussian_blur(d, sigma)
-    return out.round().clamp(0, 255).to(torch.uint8)[0]
+    out = out.round().clamp(0, 255).to(torch.uint8)[0]
+    return out if keep is None else torch.where(keep, instance, out)

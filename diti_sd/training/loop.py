@@ -42,6 +42,8 @@ class FitData:
     prompts: list[str]  # per class
     generic_prompt: str
     prior_pixels: torch.Tensor | None = None  # (P, 3, H, W) uint8 at the resolution
+    # per class, k (1, H, W) bool object masks in the frames of instance_pixels: what the coarse swap keeps
+    instance_masks: list | None = None
 
 
 def _jitter(pixels: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor,
@@ -96,10 +98,21 @@ def fit_signature(cfg: FitConfig, steps: int, seed: int, classes: list[int], dat
             "rescale_after": rescale_after,
             "shots": [len(p) for p in data.instance_pixels], "lora": asdict(adapters.config),
             "prior": None if data.prior_pixels is None else list(data.prior_pixels.shape),
+            # masks change only what the swap keeps: without it a fit's signature is the one it had without them
+            **({"masks": _masks_hash(data.instance_masks)} if cfg.coarse_swap and data.instance_masks else {}),
         },
         sort_keys=True, default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _masks_hash(masks: list) -> str:
+    digest = hashlib.sha256()
+    for per_class in masks:
+        for mask in per_class:
+            digest.update(str(tuple(mask.shape)).encode())
+            digest.update(mask.numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _resume(folder: Path, adapters, optimizer, amp: MixedPrecision, signature: str, stop=None) -> int:
@@ -154,7 +167,8 @@ def fit_adapters(
             raise ConfigError(f"fit.early_stop_every holds one image per class out, but classes {few} have fewer "
                               "than 2; add images or turn early stopping off")
         instance, held = split_held_out(data.instance_pixels, seed, classes)
-        data = FitData(instance, data.prompts, data.generic_prompt, data.prior_pixels)
+        masks = None if data.instance_masks is None else split_held_out(data.instance_masks, seed, classes)[0]
+        data = FitData(instance, data.prompts, data.generic_prompt, data.prior_pixels, masks)
     amp = MixedPrecision(cfg.mixed_precision, backbone.device.type)
     per_class = 2 if cfg.prior else 1
     group_size = max(1, min(len(classes), cfg.batch_size // per_class))
@@ -262,6 +276,9 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
         b = 1 + (torch.rand(1, generator=g) * 2 - 1) * cfg.brightness
         ct = 1 + (torch.rand(1, generator=g) * 2 - 1) * cfg.contrast
         image = data.instance_pixels[c][j]
+        # the shot's object mask, which the swap keeps: it follows the crop and the shift as a fourth channel
+        if cfg.coarse_swap > 0 and data.instance_masks is not None:
+            image = torch.cat([image, data.instance_masks[c][j].to(torch.uint8)])
         # a whole image has its own latent shape; every other transform gives the square one
         shape = _latent_shape(backbone, image) if whole else backbone.latent_shape
         t.append(draw_train_t(1, cfg.t_min, cfg.t_max, g))
@@ -297,11 +314,14 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
                 steps = cfg.shift // cfg.shift_step
                 dy, dx = ((torch.randint(-steps, steps + 1, (2,), generator=g)) * cfg.shift_step).tolist()
                 pixels = torch.roll(pixels, shifts=(dy, dx), dims=(-2, -1))
+            keep = None
+            if pixels.shape[0] == 4:
+                pixels, keep = pixels[:3], pixels[3:].bool()
             if cfg.coarse_swap > 0 and which == 0:  # instance images only, drawn last as the shift is
                 swap = bool(torch.rand(1, generator=g) < cfg.coarse_swap)
                 donor = int(torch.randint(len(data.prior_pixels), (1,), generator=g))
                 if swap:
-                    pixels = coarse_swap(pixels, data.prior_pixels[donor], cfg.coarse_sigma)
+                    pixels = coarse_swap(pixels, data.prior_pixels[donor], cfg.coarse_sigma, keep)
             draw = (torch.randn((1, *_latent_shape(backbone, pixels)), generator=g)
                     if cfg.latent == "sample" else None)
             raw.append(pixels[None])

@@ -110,16 +110,21 @@ def texture(kind: str, size: int) -> np.ndarray:
     return patterns[kind]
 
 
+def shape_mask(size: int, shape: int, extent: float, center: tuple[float, float]) -> np.ndarray:
+    """(size, size) bool: the object's pixels."""
+    y, x = (np.mgrid[0:size, 0:size] + 0.5) / size
+    cy, cx = center
+    r = extent / 2
+    dy, dx = np.abs(y - cy), np.abs(x - cx)
+    return {"disc": dy**2 + dx**2 <= r**2, "square": (dy <= r * 0.85) & (dx <= r * 0.85),
+            "diamond": dy + dx <= r * 1.2}[SHAPES[shape]]
+
+
 def render(spec: SyntheticSpec, label: int | None, background: int, shape: int, extent: float,
            center: tuple[float, float], texture_kind: str | None = None) -> np.ndarray:
     """One HxWx3 image in [0, 1]."""
     s = spec.size
-    y, x = (np.mgrid[0:s, 0:s] + 0.5) / s
-    cy, cx = center
-    r = extent / 2
-    dy, dx = np.abs(y - cy), np.abs(x - cx)
-    mask = {"disc": dy**2 + dx**2 <= r**2, "square": (dy <= r * 0.85) & (dx <= r * 0.85),
-            "diamond": dy + dx <= r * 1.2}[SHAPES[shape]]
+    mask = shape_mask(s, shape, extent, center)
     image = np.empty((s, s, 3))
     image[:] = BACKGROUNDS[background]
     kind = texture_kind or TEXTURES[label]
@@ -133,17 +138,12 @@ def background_count(spec: SyntheticSpec) -> int:
     return 5 if spec.task == "many" else spec.n_classes
 
 
-def make_split(spec: SyntheticSpec, split: str, n_per_class: int, seed: int, shift: int = 0) -> LabeledImages:
-    """``n_per_class`` images of each class (``generic``: n_per_class x n_classes unlabelled-in-spirit
-    images whose texture, background and shape are all independent), as (3, H, W) tensors.
-    ``spec.task`` says which attribute is the class and which one is spurious. ``shift``: in the splits where
-    the spurious attribute follows the class, class c gets class (c + shift)'s instead, every other draw
-    unchanged (the same images with another class's shortcut)."""
+def _draws(spec: SyntheticSpec, split: str, n_per_class: int, seed: int, shift: int = 0):
+    """Per image of :func:`make_split`, what it renders: (label, background, texture kind, shape, extent, centre)."""
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose from {SPLITS}")
     rng = np.random.default_rng([seed, SPLITS.index(split)])
     n_bg = background_count(spec)
-    images, labels = [], []
     for i in range(n_per_class * spec.n_classes):
         label = i % spec.n_classes
         if split == "generic":  # with generic_textures, the label indexes them, not the classes
@@ -167,10 +167,28 @@ def make_split(spec: SyntheticSpec, split: str, n_per_class: int, seed: int, shi
         margin = extent / 2
         center = (float(rng.uniform(margin, 1 - margin)), float(rng.uniform(margin, 1 - margin)))
         shape = label if spec.task == "shape" else int(rng.integers(len(SHAPES)))
+        yield label, background, kind, shape, extent, center
+
+
+def make_split(spec: SyntheticSpec, split: str, n_per_class: int, seed: int, shift: int = 0) -> LabeledImages:
+    """``n_per_class`` images of each class (``generic``: n_per_class x n_classes unlabelled-in-spirit
+    images whose texture, background and shape are all independent), as (3, H, W) tensors.
+    ``spec.task`` says which attribute is the class and which one is spurious. ``shift``: in the splits where
+    the spurious attribute follows the class, class c gets class (c + shift)'s instead, every other draw
+    unchanged (the same images with another class's shortcut)."""
+    images, labels = [], []
+    for label, background, kind, shape, extent, center in _draws(spec, split, n_per_class, seed, shift):
         array = render(spec, label, background, shape, extent, center, texture_kind=kind)
         images.append(torch.from_numpy(array).permute(2, 0, 1).float())
         labels.append(label)
     return LabeledImages(images, labels, list(spec.classnames), [f"{split}-{seed}-{i}" for i in range(len(images))])
+
+
+def object_masks(spec: SyntheticSpec, split: str, n_per_class: int, seed: int, shift: int = 0) -> list[torch.Tensor]:
+    """The exact object masks ((H, W) bool) of :func:`make_split`'s images, in its order (a user's would come from
+    a segmenter or annotations, less exact)."""
+    return [torch.from_numpy(shape_mask(spec.size, shape, extent, center))
+            for _, _, _, shape, extent, center in _draws(spec, split, n_per_class, seed, shift)]
 
 
 def background_of(image: torch.Tensor) -> int:

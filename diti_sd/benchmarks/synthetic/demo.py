@@ -116,6 +116,8 @@ class DemoConfig:
     wide_overrides: list[str] = field(default_factory=lambda: list(WIDE_OVERRIDES))
     # the opt-in row's settings on top of the recipe ([]: no such row, one fit less per seed)
     swap_overrides: list[str] = field(default_factory=lambda: list(SWAP_OVERRIDES))
+    # the opt-in set gets the shots' object masks (fit(masks=...)): the swap keeps each object and swaps the rest
+    swap_masks: bool = False
     # the window's first pairs the zero-shot row reads (None: all). It scores a caption prompt per (texture,
     # background) pair, the backgrounds' count times an adapter set's calls per pair, so the short run reads
     # half to stay within its few minutes
@@ -229,7 +231,7 @@ def _run_seed(cfg: DemoConfig, recipe, wide_recipe, swap_recipe, seed: int, wind
     train_y = np.array([label_of[n] for n in labels])
     sets = {"band": clf, "all": wide}  # each scored at its own recipe's test-time scales, as its predict
     if swap_recipe is not None:
-        sets["swap"] = run.fit(swap_recipe, device=cfg.device, steps=cfg.steps)
+        sets["swap"] = run.fit(swap_recipe, device=cfg.device, steps=cfg.steps, masks=cfg.swap_masks)
     # TiF's per-t weight from this seed's train latents (the same for every fit)
     record = {"correct": {}, "probs": {}, "conflicts": {}, "bands": {}, "memorised": {}, "tif_d": clf.tif_d_,
               "coarse_shortcut": clf.fit_summary_["coarse_shortcut"], "n_classes": len(label_of)}
@@ -284,6 +286,9 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
     recipe = load_recipe(cfg.recipe, {"model": cfg.model})
     wide_recipe = load_recipe(recipe, cfg.wide_overrides)  # a bad override fails before any fit
     swap_recipe = load_recipe(recipe, cfg.swap_overrides) if cfg.swap_overrides else None
+    if cfg.swap_masks and not cfg.swap_overrides:
+        raise ConfigError("swap_masks gives the opt-in set its shots' masks, but there is no opt-in set "
+                          "(swap_overrides is empty); set both or neither")
     SyntheticSpec(shortcut_rate=cfg.shortcut_rate)  # a bad rate fails before anything is written
     sealed = list(cfg.seeds) == list(SEALED_SEEDS)
     method = fingerprint(asdict(cfg), recipe.to_dict(), cfg.model)
@@ -298,7 +303,7 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
     if cfg.zero_shot_pairs is not None and not 1 <= cfg.zero_shot_pairs <= cfg.pairs_per_window:
         raise ConfigError(f"zero_shot_pairs = {cfg.zero_shot_pairs}: it must lie in [1, pairs_per_window = "
                           f"{cfg.pairs_per_window}], or be None for all of the window's pairs")
-    names = method_names(window)
+    names = method_names(window, cfg.swap_masks)
     correct: dict[str, dict[str, list[np.ndarray]]] = {}  # method -> split -> per seed, per image
     probs: dict[str, dict[str, list[dict]]] = {}  # method -> split -> per seed, its calibration report
     conflicts: dict[str, list[dict]] = {}  # method -> per seed, on decorrelated images with another class's background

@@ -26,7 +26,7 @@ LEDGER = "docs/reads/ledger.json"
 # images and prompts they read, the benchmark itself
 CODE = ("backbone.py", "classifier.py", "coarse.py", "coarse_cutoff.py", "swap_choice.py", "metrics.py",
         "preprocessing.py", "prompts.py", "seeding.py", "stats.py", "timesteps.py", "validation.py", "baselines",
-        "data/images.py", "lora", "scoring", "training", "benchmarks/synthetic")
+        "data/images.py", "data/masks.py", "lora", "scoring", "training", "benchmarks/synthetic")
 
 
 def code_hash() -> str:

@@ -195,7 +195,10 @@ def _swap_settings(cfg: dict) -> str:
             "(a Gaussian low-pass) swapped for a prior image's while training, scored on the same pairs as the "
             "recipe's adapters. It is not the recommended row: validation drawn as a user's rewards the shortcut "
             "it removes, so no rule on it would pick it; it shows what a user gets who takes as given that the "
-            "class lives in fine attributes. ")
+            "class lives in fine attributes. " + (
+                "Its fit is given each shot's exact object mask (the generator's; no segmenter is this exact): the "
+                "object is kept as it is and only the rest is swapped, which assumes less, that the background is "
+                "not the class. " if cfg.get("swap_masks") else ""))
 
 
 def _grid(report: dict) -> list[str]:

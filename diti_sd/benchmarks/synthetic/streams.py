@@ -22,7 +22,7 @@ from ...classifier import DiTiFewShotClassifier
 from ...data.images import LabeledImages
 from ...errors import CoarseShortcutWarning, ConfigError
 from ...recipes import Recipe
-from .data import SyntheticSpec, make_split
+from .data import SyntheticSpec, make_split, object_masks
 
 # stream -> (split, generator seed = offset + seed, shortcut shift). "val" is what a user's validation images
 # are: drawn as the shots are, the spurious attribute following the class; every setting, window and
@@ -102,6 +102,12 @@ class SyntheticSeed:
     def train(self) -> LabeledImages:
         return self.stream(self.train_stream, self.shots)
 
+    @cached_property
+    def train_masks(self) -> list:
+        """The shots' exact object masks, from the generator (``fit(masks=...)``)."""
+        split, offset, shift = STREAMS[self.train_stream]
+        return object_masks(self.spec, split, self.shots, offset + self.seed, shift)
+
     def names(self, data: LabeledImages) -> list[str]:
         return [self.spec.classnames[i] for i in data.labels]
 
@@ -110,17 +116,18 @@ class SyntheticSeed:
         for SD; the tiny base's own samples are too crude for it."""
         return self.stream("generic", max(1, recipe.fit.prior_images // self.spec.n_classes)).images
 
-    def fit(self, recipe: Recipe, validation: LabeledImages | None = None, device: str = "cpu",
+    def fit(self, recipe: Recipe, validation: LabeledImages | None = None, device: str = "cpu", masks: bool = False,
             **estimator) -> DiTiFewShotClassifier:
-        """Adapters fitted on the train split (``estimator``: further DiTiFewShotClassifier parameters). The
-        fit's coarse-shortcut warning is held back: the benchmark's shots carry the shortcut by design, and
-        the demo's report gives the check's figures (``fit_summary_["coarse_shortcut"]``)."""
+        """Adapters fitted on the train split (``estimator``: further DiTiFewShotClassifier parameters; ``masks``:
+        give the fit the shots' object masks). The fit's coarse-shortcut warning is held back: the benchmark's
+        shots carry the shortcut by design, and the demo's report gives the check's figures
+        (``fit_summary_["coarse_shortcut"]``)."""
         clf = DiTiFewShotClassifier(recipe=recipe, random_state=self.seed, device=device, progress=False, **estimator)
         val = None if validation is None else (validation.images, self.names(validation))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CoarseShortcutWarning)
             return clf.fit(self.train.images, self.names(self.train), prior_images=self.prior(recipe),
-                           validation=val)
+                           validation=val, masks=self.train_masks if masks else None)
 
     def labels(self, data: LabeledImages, clf: DiTiFewShotClassifier) -> np.ndarray:
         """``data``'s labels as indices into ``clf.classes_`` (the column order of its scores)."""

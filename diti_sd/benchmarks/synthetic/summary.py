@@ -22,10 +22,10 @@ ACCURACY = 0.70
 MARGIN, ZERO_SHOT_MARGIN = 0.10, 0.15
 
 
-def method_names(window: tuple[int, int]) -> dict[tuple[str, str], str]:
+def method_names(window: tuple[int, int], masks: bool = False) -> dict[tuple[str, str], str]:
     """Each (adapter set, scoring) row's name: "band" adapters are the recipe's, "all" ones were trained
     over all of [0, 1000), "swap" ones are the opt-in row's (the recipe with every shot's coarse content
-    swapped)."""
+    swapped; ``masks``: outside the objects' masks)."""
     w = tuple(window)
     where = {"large t": f"large t {(w[1], 1000)}", "small t": f"small t {(0, w[0])}", "all t": "all t (0, 1000)",
              "TiF weight": "TiF weight"}
@@ -35,13 +35,18 @@ def method_names(window: tuple[int, int]) -> dict[tuple[str, str], str]:
             "window": f"trained over (0, 1000), scored over the window {w}",
             "large t": f"trained over (0, 1000), scored over large t {(w[1], 1000)}",
             "small t": f"trained over (0, 1000), scored over small t {(0, w[0])}"}
-    swap = {"window": swap_name(window), **{s: f"opt-in: coarse swap, same adapters, {v}" for s, v in where.items()}}
+    what = "coarse swap outside the objects" if masks else "coarse swap"
+    swap = {"window": swap_name(window, masks), **{s: f"opt-in: {what}, same adapters, {v}" for s, v in where.items()}}
     return {**{("band", s): n for s, n in band.items()}, **{("all", s): n for s, n in wide.items()},
             **{("swap", s): n for s, n in swap.items()}}
 
 
-def swap_name(window) -> str:
-    """The opt-in row: the recipe with every shot's coarse content swapped (``DemoConfig.swap_overrides``)."""
+def swap_name(window, masks: bool = False) -> str:
+    """The opt-in row: the recipe with every shot's coarse content swapped (``DemoConfig.swap_overrides``); with
+    ``masks`` (``DemoConfig.swap_masks``), only outside each shot's object."""
+    if masks:
+        return (f"opt-in: coarse swap outside the objects, window {tuple(window)} (assumes the background is not the "
+                "class)")
     return f"opt-in: coarse swap, window {tuple(window)} (assumes coarse attributes are not the class)"
 
 

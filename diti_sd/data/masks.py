@@ -1,0 +1,139 @@
+"""Object masks: which pixels of a shot are the object, for the coarse swap to keep (``fit(masks=...)``).
+
+A mask is read in the frame of its image as the fit sees it: the same size, with the data set's banner crop and
+reference preparation applied to both (:func:`load_mask` takes them). The object is bright: grey level above half
+(a 0/1 array counts 1 as the object, a palette PNG any non-zero index, a PNG with transparency its opaque pixels).
+A segmenter's output, a data set's box annotation drawn as a filled rectangle, or a hand-painted PNG can serve
+(only exact masks are measured: docs/method.md).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import ConfigError, DitiWarning
+from .images import IMAGE_SUFFIXES, load_image
+
+
+class MaskError(ConfigError):
+    """A mask is missing, unreadable or does not match its image."""
+
+
+def _grey(image: Image.Image) -> Image.Image:
+    """The mask's one channel, object bright: the alpha of an image with transparency, a palette image's indices
+    (non-zero: the object), else the grey level."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        return image.convert("RGBA").getchannel("A")
+    if image.mode == "P":
+        return Image.fromarray(((np.asarray(image) > 0) * 255).astype(np.uint8))
+    return image.convert("L")
+
+
+def load_mask(source, crop_bottom: int = 0, prepare: str = "") -> torch.Tensor:
+    """(H, W) bool: True on the object. ``source``: a path or PIL image (see the module's note; the data set's
+    ``crop_bottom`` and ``prepare`` are applied as to the image), or an (H, W) array or tensor already in the
+    image's frame as the fit loads it (bool; 0/1; uint8 above 127; floats above 0.5)."""
+    if isinstance(source, (np.ndarray, torch.Tensor)):
+        array = torch.as_tensor(np.asarray(source) if isinstance(source, np.ndarray) else source.detach().cpu())
+        if array.dim() != 2:
+            raise MaskError(f"a mask array must be (H, W), got shape {tuple(array.shape)}; pass one channel")
+        if array.dtype == torch.bool:
+            return array
+        if array.numel() and float(array.max()) <= 1:  # 0/1 labels, of any dtype
+            return array > 0.5
+        return array > (127 if array.dtype == torch.uint8 else 0.5)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise MaskError(f"mask file not found: {path}")
+        try:
+            with Image.open(path) as im:
+                image = _grey(im)
+        except (UnidentifiedImageError, OSError) as err:
+            raise MaskError(f"cannot read mask {path}: {err}; save it again as a PNG") from None
+    elif isinstance(source, Image.Image):
+        image = _grey(source)
+    else:
+        raise MaskError(f"cannot use {type(source).__name__} as a mask; pass a path, PIL image, or (H, W) array")
+    framed = load_image(image.convert("RGB"), crop_bottom=crop_bottom, prepare=prepare)
+    return torch.from_numpy(np.asarray(framed.convert("L")) > 127)
+
+
+def as_mask_sequence(masks) -> list | object:
+    """``fit``'s masks as an indexable sequence (a (n, H, W) array or tensor is n masks)."""
+    if isinstance(masks, (np.ndarray, torch.Tensor)) and masks.ndim == 3:
+        return list(masks)
+    if isinstance(masks, (str, os.PathLike)) or not (hasattr(masks, "__len__") and hasattr(masks, "__getitem__")):
+        return [masks] if isinstance(masks, (str, os.PathLike)) else list(masks)
+    return masks
+
+
+def check_masks(masks, X, read: bool = True, stacklevel: int = 2):
+    """``fit``'s masks checked against its images before any work, one at a time (each mask and image is read
+    once here): one per image, readable, each of its image's size. ``read``: whether the fit's recipe has a
+    coarse swap that reads them. Warns where they would change nothing (the swap off) and where some keep
+    nothing or everything. Returns them as an indexable sequence."""
+    masks = as_mask_sequence(masks)
+    if len(masks) != len(X):
+        raise MaskError(f"fit got {len(masks)} masks for {len(X)} images; pass one mask per image, in their order")
+    empty = full = 0
+    for i in range(len(X)):
+        mask = load_mask(masks[i])
+        width, height = load_image(X[i]).size
+        if tuple(mask.shape) != (height, width):
+            raise MaskError(f"mask {i} is {mask.shape[1]}x{mask.shape[0]} but its image is {width}x{height}; a mask "
+                            "must be its image's size (a mask file: the image file's, before any crop the data set "
+                            "applies)")
+        empty, full = empty + (not bool(mask.any())), full + bool(mask.all())
+    if not read:
+        warnings.warn("masks are read only by the coarse swap, which this recipe has off, so they change nothing; "
+                      "set fit.coarse_swap (or fit.coarse_swap_auto) to use them", DitiWarning,
+                      stacklevel=stacklevel + 1)
+    elif empty or full:
+        warnings.warn(f"of {len(X)} masks, {empty} keep nothing (no pixel above half: those shots are swapped whole) "
+                      f"and {full} keep everything (never swapped); check that the object is bright in them",
+                      DitiWarning, stacklevel=stacklevel + 1)
+    return masks
+
+
+def find_masks(folder, ids: list[str]) -> list[Path]:
+    """Each image's mask file under ``folder``: the image's id in its data set with any image suffix in place of
+    its own (for an image folder the id is its path under the split's folder, ``Boeing/0001.jpg`` ->
+    ``folder/Boeing/0001.png``; for an archive its stem, ``1025794`` -> ``folder/1025794.png``). Every missing one
+    is counted in one error, before any work."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MaskError(f"mask folder not found: {folder}; pass the folder that holds one mask per shot")
+    found, missing = [], []
+    for image_id in ids:
+        stem = folder / Path(image_id).with_suffix("")
+        candidates = [stem.with_name(stem.name + s) for s in IMAGE_SUFFIXES if stem.with_name(stem.name + s).is_file()]
+        if not candidates:
+            missing.append(image_id)
+        else:
+            found.append(candidates[0])
+    if missing:
+        expected = folder / Path(missing[0]).with_suffix(".png")
+        raise MaskError(f"{len(missing)} of {len(ids)} shots have no mask under {folder} (e.g. {missing[0]!r}: "
+                        f"expected {expected}); add them or leave --masks out")
+    return found
+
+
+class MaskSequence:
+    """Masks read on access, with the data set's banner crop and preparation (as :class:`ImageSequence` reads
+    the images)."""
+
+    def __init__(self, paths: list, crop_bottom: int = 0, prepare: str = ""):
+        self.paths, self.crop_bottom, self.prepare = list(paths), crop_bottom, prepare
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return load_mask(self.paths[index], self.crop_bottom, self.prepare)

@@ -1,0 +1,238 @@
+"""Object masks: what the coarse swap keeps of a shot (``fit(masks=...)``, ``diti-sd fit --masks``; ours)."""
+
+import json
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from helpers import record_fit
+from PIL import Image
+from torchvision.utils import save_image
+
+from diti_sd import DiTiFewShotClassifier
+from diti_sd.benchmarks.synthetic.data import SyntheticSpec, make_split, object_masks
+from diti_sd.cli import main
+from diti_sd.data.masks import MaskError, MaskSequence, check_masks, find_masks, load_mask
+from diti_sd.errors import CoarseShortcutWarning, DitiWarning
+from diti_sd.preprocessing import mask_pixels, to_uint8, uint8_pixels
+from diti_sd.recipes import FitConfig, LoraConfig
+from diti_sd.training.coarse_swap import coarse_swap
+from diti_sd.training.loop import FitData, fit_signature
+
+
+def _swapped_outside(out, original, keep):
+    """Whether ``out`` is ``original`` on ``keep`` and differs from it on most of the rest (swapped there)."""
+    same = (out == original).all(0, keepdim=True)
+    return bool(same[keep].all()) and float(same[~keep].float().mean()) < 0.2
+
+
+def test_the_swap_keeps_the_masked_pixels_and_swaps_the_rest():
+    g = torch.Generator().manual_seed(0)
+    shot = (torch.rand(3, 32, 32, generator=g) * 255).to(torch.uint8)
+    donor = torch.full((3, 32, 32), 250, dtype=torch.uint8)
+    keep = torch.zeros(1, 32, 32, dtype=torch.bool)
+    keep[:, 8:20, 4:30] = True
+    out = coarse_swap(shot, donor, 0.125, keep)
+    assert _swapped_outside(out, shot, keep)
+    assert torch.equal(out[:, ~keep[0]], coarse_swap(shot, donor, 0.125)[:, ~keep[0]])  # the plain swap there
+
+
+def test_the_mask_follows_the_random_crop_and_the_shift():
+    # the left 40 columns of a 64 x 96 shot are the object: every step's window (random crop, then a shift of up to
+    # 8 pixels, wrapping) keeps exactly the pixels that came from them and swaps the rest
+    mask = torch.zeros(1, 64, 96, dtype=torch.bool)
+    mask[..., :40] = True
+    wide, _, encoded, _, _ = record_fit({"coarse_swap": 1.0, "crop": "random", "shift": 8, "shift_step": 4},
+                                        steps=8, mask=mask)
+    image, moves = to_uint8(wide), 0
+    for batch in encoded:
+        out = to_uint8(batch[0])
+        found = []
+        for left in range(96 - 64 + 1):
+            for dy in range(-8, 9, 4):
+                for dx in range(-8, 9, 4):
+                    window = torch.roll(image[..., left:left + 64], (dy, dx), (-2, -1))
+                    keep = torch.roll(mask[..., left:left + 64], (dy, dx), (-2, -1))
+                    if _swapped_outside(out, window, keep):
+                        found.append((left, dy, dx))
+        assert found, "no crop and shift of the shot keeps exactly its masked pixels"
+        moves += found[0] != (0, 0, 0)
+    assert moves  # the windows moved: the mask followed them
+
+
+def test_masks_that_keep_nothing_give_the_plain_swap_and_its_draws():
+    args = ({"coarse_swap": 1.0, "crop": "random", "shift": 4, "shift_step": 4},)
+    _, _, plain, _, _ = record_fit(*args, steps=4)
+    _, _, masked, _, _ = record_fit(*args, steps=4, mask=torch.zeros(1, 64, 96, dtype=torch.bool))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(plain, masked))
+
+
+def test_masks_change_the_resume_signature_only_where_the_swap_reads_them():
+    pixels = [[torch.zeros(3, 8, 8, dtype=torch.uint8)]]
+    prior = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
+    adapters = SimpleNamespace(config=LoraConfig(rank=2))
+    keep = torch.zeros(1, 8, 8, dtype=torch.bool)
+    other = keep.clone()
+    other[..., 2:4, 2:4] = True
+
+    def signature(cfg, masks):
+        return fit_signature(cfg, 10, 1, [0], FitData(pixels, ["a hta"], "a photo", prior, masks), adapters, None)
+
+    assert signature(FitConfig(), [[keep]]) == signature(FitConfig(), None)
+    swap = FitConfig(coarse_swap=1.0)
+    assert len({signature(swap, None), signature(swap, [[keep]]), signature(swap, [[other]])}) == 3
+
+
+def _blob(height, width, seed):
+    """A random blob mask (H, W): smoothed noise above its median, no straight edge to hide an offset."""
+    noise = torch.rand(1, 1, height // 4 + 1, width // 4 + 1, generator=torch.Generator().manual_seed(seed))
+    smooth = torch.nn.functional.interpolate(noise, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+    return smooth > smooth.median()
+
+
+@pytest.mark.parametrize("crop", [True, False])
+def test_a_mask_is_resized_and_cropped_exactly_as_its_image(crop):
+    # the mask drawn as an image (object white): after the image's own transform, its bright pixels are the
+    # mask's, pixel for pixel; an odd size puts the centre crop at an offset a one-pixel slip would show
+    mask = _blob(45, 80, seed=1)
+    image = mask.float().expand(3, -1, -1)
+    pixels = uint8_pixels([image], 32, crop=crop)[0]
+    resized = mask_pixels([mask], 32, crop=crop)[0]
+    assert resized.shape == (1, *pixels.shape[-2:])
+    assert torch.equal(resized[0], pixels[0] >= 128)
+
+
+def test_a_mask_of_another_size_or_count_is_one_clear_error_before_the_model_loads(tmp_path):
+    image = torch.zeros(3, 48, 80)
+    with pytest.raises(MaskError, match="mask 0 is 48x80 but its image is 80x48"):
+        check_masks([torch.zeros(80, 48, dtype=torch.bool)], [image])
+    with pytest.raises(MaskError, match="2 masks for 1 images"):
+        check_masks([np.zeros((48, 80))] * 2, [image])
+    with pytest.raises(MaskError, match=r"\(H, W\)"):
+        load_mask(np.zeros((48, 80, 3)))
+    # through fit: the mask's error, not the missing model's, so nothing was loaded first
+    clf = DiTiFewShotClassifier(model=str(tmp_path / "no-model"), recipe="tiny", overrides={"fit.coarse_swap": 1.0})
+    with pytest.raises(MaskError, match="mask 1 is"):
+        clf.fit([image, image], ["a", "b"], masks=[torch.zeros(48, 80), torch.zeros(40, 80)])
+
+
+def test_masks_load_from_files_images_and_arrays_in_the_images_frame(tmp_path):
+    array = np.zeros((30, 20), dtype=np.uint8)
+    array[5:10] = 255
+    Image.fromarray(array).save(tmp_path / "m.png")
+    expected = torch.from_numpy(array > 127)
+    assert torch.equal(load_mask(tmp_path / "m.png"), expected)
+    assert torch.equal(load_mask(Image.fromarray(array)), expected)
+    assert torch.equal(load_mask(array), expected)
+    assert torch.equal(load_mask(array // 255), expected)  # 0/1 labels, as a segmenter's uint8 output
+    assert torch.equal(load_mask(torch.from_numpy(array).float() / 255), expected)
+    assert torch.equal(load_mask(expected), expected)
+    # a cut-out with transparency (its opaque pixels) and a palette PNG (its non-zero indices)
+    rgba = np.zeros((30, 20, 4), dtype=np.uint8)
+    rgba[..., :3], rgba[..., 3] = 90, array
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cut.png")
+    assert torch.equal(load_mask(tmp_path / "cut.png"), expected)
+    palette = Image.fromarray(array // 255, "L").convert("P")
+    palette.putpalette([0, 0, 0, 128, 0, 0] + [0] * 762)
+    palette.save(tmp_path / "p.png")
+    assert torch.equal(load_mask(tmp_path / "p.png"), expected)
+    # a data set's banner crop applies to its masks as to its images
+    assert torch.equal(MaskSequence([tmp_path / "m.png"], crop_bottom=4)[0], expected[:26])
+    assert len(check_masks(np.stack([array, array]), [torch.zeros(3, 30, 20)] * 2)) == 2  # (n, H, W): n masks
+    with pytest.raises(MaskError, match="cannot read mask"):
+        (tmp_path / "bad.png").write_bytes(b"not a png")
+        load_mask(tmp_path / "bad.png")
+
+
+def test_masks_are_found_by_the_shots_ids_and_every_missing_one_is_named(tmp_path):
+    (tmp_path / "red").mkdir()
+    Image.new("L", (4, 4)).save(tmp_path / "red" / "0.png")
+    assert find_masks(tmp_path, ["red/0.jpg"]) == [tmp_path / "red" / "0.png"]
+    with pytest.raises(MaskError, match=r"2 of 3 shots have no mask .*'red/1.jpg'"):
+        find_masks(tmp_path, ["red/0.jpg", "red/1.jpg", "blue/2.jpg"])
+
+
+def _squares(n, size=(56, 72)):
+    """Images whose object is a light square at a different place in each (on a dark ground), and the squares as
+    their masks; labels c0, c1, c2 in turn."""
+    images, masks = [], []
+    for i in range(n):
+        mask = torch.zeros(size, dtype=torch.bool)
+        top, left = 4 + 5 * i, 6 + 7 * i
+        mask[top:top + 20, left:left + 24] = True
+        images.append(0.1 + 0.8 * mask.float().expand(3, -1, -1))
+        masks.append(mask)
+    return images, masks, [f"c{i % 3}" for i in range(n)]
+
+
+@pytest.fixture()
+def swaps(monkeypatch):
+    """Every (shot, kept pixels) the training loop's swap is called with."""
+    from diti_sd.training import loop
+
+    calls = []
+
+    def recording(pixels, donor, sigma, keep=None):
+        calls.append((pixels.clone(), None if keep is None else keep.clone()))
+        return coarse_swap(pixels, donor, sigma, keep)
+
+    monkeypatch.setattr(loop, "coarse_swap", recording)
+    return calls
+
+
+def _kept_its_own_object(calls):
+    """Each swapped shot's kept pixels are exactly its own light square (the mask of that shot, not another's,
+    aligned with it), and the shots differ."""
+    assert calls and all(keep is not None for _, keep in calls)
+    assert all(torch.equal(keep[0], pixels.float().mean(0) >= 127.5) for pixels, keep in calls)
+    assert len({keep.numpy().tobytes() for _, keep in calls}) > 1
+
+
+def test_fit_with_masks_swaps_outside_each_shots_own_object_and_records_them(tiny_model_dir, swaps):
+    X, masks, y = _squares(6)
+
+    def fit(overrides, **kw):
+        clf = DiTiFewShotClassifier(model=str(tiny_model_dir), recipe="tiny", steps=2, progress=False,
+                                    overrides=overrides)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CoarseShortcutWarning)
+            return clf.fit(X, y, **kw)
+
+    clf = fit({"fit.coarse_swap": 1.0}, masks=masks)
+    _kept_its_own_object(swaps)
+    record = clf.fit_summary_["masks"]
+    assert record["images"] == 6 and record["read_by_swap"]
+    assert record["object_share"] == pytest.approx(float(mask_pixels(masks, 64).float().mean()), abs=1e-4)
+    with pytest.warns(DitiWarning, match="read only by the coarse swap"):
+        fit({}, masks=masks)
+    with pytest.warns(DitiWarning, match="1 keep nothing"):
+        fit({"fit.coarse_swap": 1.0}, masks=[torch.zeros_like(masks[0]), *masks[1:]])
+    with pytest.raises(MaskError, match="5 masks for 6 images"):
+        fit({"fit.coarse_swap": 1.0}, masks=masks[:5])
+
+
+def test_fit_reads_a_mask_folder_named_as_the_shots(tmp_path, tiny_model_dir, capsys, swaps):
+    images, masks, labels = _squares(6)
+    root, folder = tmp_path / "data", tmp_path / "masks"
+    for i, (image, mask, label) in enumerate(zip(images, masks, labels)):
+        for where, picture in ((root / "train", image), (folder, mask.float()[None])):
+            (where / label).mkdir(parents=True, exist_ok=True)
+            save_image(picture, where / label / f"{i}.png")
+    argv = ["fit", "--dataset", "tiny", "--data-root", str(root), "--model", str(tiny_model_dir), "--steps", "1",
+            "--out", str(tmp_path / "out"), "--no-progress", "--masks", str(folder), "--set", "fit.coarse_swap=1"]
+    assert main(argv) == 0
+    _kept_its_own_object(swaps)
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["masks"]["images"] == 6 and summary["masks"]["read_by_swap"]
+    (folder / labels[0] / "0.png").unlink()
+    assert main([*argv, "--overwrite"]) == 2
+    assert "1 of 6 shots have no mask" in capsys.readouterr().err
+
+
+def test_the_generators_masks_are_its_objects():
+    spec = SyntheticSpec(size=32)
+    data = make_split(spec, "train", 2, 7)
+    for image, mask in zip(data.images, object_masks(spec, "train", 2, 7)):
+        assert torch.equal(mask, (image != image[:, :1, :1]).any(0))
