@@ -138,12 +138,10 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, SwapChoiceMixin, 
         holds one image per class out, fits on the rest, chooses on the held-out images and refits on all
         (two fits); else it scores with TiF's weight. :func:`~diti_sd.validation.plan_validation` decides;
         ``fit_summary_["validation"]`` (and the manifest) records which, and how many fits it took.
-        ``prior_images`` overrides the generic prior-preservation images. ``masks``: one object mask per image
-        of X, in its frame (paths, PIL images or (H, W) arrays; the object bright): the coarse swap
-        (``fit.coarse_swap``, ``_auto`` or ``_premise``) then swaps only the rest, as a background that follows
-        the class by accident needs. ``output_dir`` keeps
-        checkpoints and the prior images there, so an interrupted fit can continue with ``resume=True``.
-        A new fit forgets the previous one.
+        ``prior_images`` overrides the generic prior-preservation images. ``masks``: an object mask per image of
+        X, its size (paths, PIL images or (H, W) arrays; the object bright): the coarse swap then keeps the object
+        and swaps only the rest (:mod:`diti_sd.data.masks`). ``output_dir`` keeps checkpoints and the prior images
+        there, so an interrupted fit can continue with ``resume=True``. A new fit forgets the previous one.
         """
         recipe = self.resolved_recipe()  # every parameter checked here, before any work
         budget = self.validation_budget
@@ -156,9 +154,8 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, SwapChoiceMixin, 
             raise ConfigError("fit got no images")
         if len(X) != len(y):
             raise ConfigError(f"fit got {len(X)} images but {len(y)} labels")
-        if masks is not None:
-            f = recipe.fit  # the swap is their only reader
-            masks = check_masks(masks, X, read=bool(f.coarse_swap or f.coarse_swap_auto or f.coarse_swap_premise))
+        if masks is not None:  # the swap is their only reader
+            masks = check_masks(masks, X, read=recipe.fit.coarse_swap_asked)
         classes = np.array(sorted(set(y), key=lambda v: (str(type(v)), v)))
         if len(classes) < 2:
             raise ConfigError(f"need at least two classes, got {list(classes)}")

@@ -14,6 +14,7 @@ from torchvision.utils import save_image
 from diti_sd import DiTiFewShotClassifier
 from diti_sd.benchmarks.synthetic.data import SyntheticSpec, make_split, object_masks
 from diti_sd.cli import main
+from diti_sd.data import ImageSequence, LabeledImages, dataset_masks
 from diti_sd.data.masks import MaskError, MaskSequence, check_masks, find_masks, load_mask
 from diti_sd.errors import CoarseShortcutWarning, DitiWarning
 from diti_sd.preprocessing import mask_pixels, to_uint8, uint8_pixels
@@ -138,6 +139,10 @@ def test_masks_load_from_files_images_and_arrays_in_the_images_frame(tmp_path):
     palette.putpalette([0, 0, 0, 128, 0, 0] + [0] * 762)
     palette.save(tmp_path / "p.png")
     assert torch.equal(load_mask(tmp_path / "p.png"), expected)
+    Image.fromarray(array // 255).save(tmp_path / "labels.png")  # a grey PNG of 0/1 labels
+    assert torch.equal(load_mask(tmp_path / "labels.png"), expected)
+    Image.fromarray(np.dstack([array] * 3 + [np.full_like(array, 255)]), "RGBA").save(tmp_path / "opaque.png")
+    assert torch.equal(load_mask(tmp_path / "opaque.png"), expected)  # an alpha that never varies: the grey
     # a data set's banner crop applies to its masks as to its images
     assert torch.equal(MaskSequence([tmp_path / "m.png"], crop_bottom=4)[0], expected[:26])
     assert len(check_masks(np.stack([array, array]), [torch.zeros(3, 30, 20)] * 2)) == 2  # (n, H, W): n masks
@@ -149,9 +154,24 @@ def test_masks_load_from_files_images_and_arrays_in_the_images_frame(tmp_path):
 def test_masks_are_found_by_the_shots_ids_and_every_missing_one_is_named(tmp_path):
     (tmp_path / "red").mkdir()
     Image.new("L", (4, 4)).save(tmp_path / "red" / "0.png")
-    assert find_masks(tmp_path, ["red/0.jpg"]) == [tmp_path / "red" / "0.png"]
-    with pytest.raises(MaskError, match=r"2 of 3 shots have no mask .*'red/1.jpg'"):
-        find_masks(tmp_path, ["red/0.jpg", "red/1.jpg", "blue/2.jpg"])
+    Image.new("RGB", (4, 4)).save(tmp_path / "red" / "0.jpg")  # the image itself, beside its mask
+    Image.new("L", (4, 4)).save(tmp_path / "red" / "1.PNG")
+    assert find_masks(tmp_path, ["red/0.jpg", "red/1.jpg"]) == [tmp_path / "red" / "0.png", tmp_path / "red" / "1.PNG"]
+    with pytest.raises(MaskError, match=r"2 of 3 shots have no mask .*'red/2.jpg'"):
+        find_masks(tmp_path, ["red/0.jpg", "red/2.jpg", "blue/2.jpg"])
+
+
+def test_a_data_sets_masks_are_read_with_its_banner_crop(tmp_path):
+    # an archive that crops a banner off its images: mask files the size of the image files fit once read with
+    # the data set's crop, and the error for plain paths names the way
+    for i in range(2):
+        Image.new("RGB", (20, 30)).save(tmp_path / f"{i}.jpg")
+        Image.fromarray(np.repeat([[0], [255]], 15, axis=0).astype(np.uint8).repeat(20, 1)).save(tmp_path / f"m{i}.png")
+    data = LabeledImages([tmp_path / "0.jpg", tmp_path / "1.jpg"], [0, 1], ["a", "b"], ["m0", "m1"], crop_bottom=4)
+    masks = dataset_masks(data, tmp_path)
+    assert tuple(check_masks(masks, ImageSequence(data))[0].shape) == (26, 20)
+    with pytest.raises(MaskError, match="dataset_masks"):
+        check_masks([tmp_path / "m0.png", tmp_path / "m1.png"], ImageSequence(data))
 
 
 def _squares(n, size=(56, 72)):

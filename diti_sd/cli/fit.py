@@ -107,7 +107,7 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
     from ..coarse import fired
     from ..data import load_split, make_kshot_split
     from ..data.images import ImageSequence
-    from ..data.masks import MaskSequence, find_masks
+    from ..data.masks import dataset_masks
     from ..distributed import is_main
     from ..errors import DitiWarning
     from ..validation import fit_work
@@ -129,7 +129,7 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
         train_set, val_set = train, val
     masks = None
     if args.masks:  # every missing mask named before any work
-        masks = MaskSequence(find_masks(args.masks, train_set.ids), train_set.crop_bottom, train_set.prepare)
+        masks = dataset_masks(train_set, args.masks)
     clf = DiTiFewShotClassifier(
         model=recipe.model, recipe=recipe, steps=args.steps, rank=args.rank, random_state=args.seed,
         device=args.device, dtype=args.dtype, attention=args.attention, progress=not args.no_progress,

@@ -8,6 +8,7 @@ from .hf import load_hf_dataset
 from .images import ImageReadError, ImageSequence, LabeledImages, load_image
 from .isic import load_isic2019
 from .kshot import KShotSplit, TooFewImagesError, load_split, make_kshot_split
+from .masks import MaskError, dataset_masks
 from .reid import load_duke, load_veri
 
 __all__ = [
@@ -16,7 +17,9 @@ __all__ = [
     "ImageSequence",
     "KShotSplit",
     "LabeledImages",
+    "MaskError",
     "TooFewImagesError",
+    "dataset_masks",
     "load_configured_split",
     "load_dataset",
     "load_duke",

@@ -1,10 +1,11 @@
 """Object masks: which pixels of a shot are the object, for the coarse swap to keep (``fit(masks=...)``).
 
-A mask is read in the frame of its image as the fit sees it: the same size, with the data set's banner crop and
-reference preparation applied to both (:func:`load_mask` takes them). The object is bright: grey level above half
-(a 0/1 array counts 1 as the object, a palette PNG any non-zero index, a PNG with transparency its opaque pixels).
-A segmenter's output, a data set's box annotation drawn as a filled rectangle, or a hand-painted PNG can serve
-(only exact masks are measured: docs/method.md).
+A mask is the size of its image as the fit reads it. A mask *file* is the size of its image file: a data set's
+banner crop and reference preparation apply to both, so for a loaded data set read the masks with
+:func:`dataset_masks` (``diti-sd fit --masks`` does). The object is bright: grey level above half of 255, or
+values 0/1 (a segmenter's labels); a palette PNG's non-zero indices; a cut-out's opaque pixels (a PNG whose alpha
+varies). A segmenter's output, a data set's box annotation drawn as a filled rectangle, or a hand-painted PNG can
+serve (only exact masks are measured: docs/method.md).
 """
 
 from __future__ import annotations
@@ -26,28 +27,33 @@ class MaskError(ConfigError):
 
 
 def _grey(image: Image.Image) -> Image.Image:
-    """The mask's one channel, object bright: the alpha of an image with transparency, a palette image's indices
-    (non-zero: the object), else the grey level."""
+    """The mask's one channel, object bright: the alpha of a cut-out (an alpha that varies), a palette image's
+    indices (non-zero: the object), else the grey level."""
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        return image.convert("RGBA").getchannel("A")
+        alpha = image.convert("RGBA").getchannel("A")
+        if alpha.getextrema() != (255, 255):
+            return alpha
     if image.mode == "P":
         return Image.fromarray(((np.asarray(image) > 0) * 255).astype(np.uint8))
     return image.convert("L")
 
 
+def _bright(array: torch.Tensor) -> torch.Tensor:
+    """The object of a one-channel mask: values 0/1 (at most 1 anywhere) read as labels, others above half of 255."""
+    if array.dtype == torch.bool:
+        return array
+    return array > (0.5 if not array.numel() or float(array.max()) <= 1 else 127)
+
+
 def load_mask(source, crop_bottom: int = 0, prepare: str = "") -> torch.Tensor:
     """(H, W) bool: True on the object. ``source``: a path or PIL image (see the module's note; the data set's
     ``crop_bottom`` and ``prepare`` are applied as to the image), or an (H, W) array or tensor already in the
-    image's frame as the fit loads it (bool; 0/1; uint8 above 127; floats above 0.5)."""
+    image's frame as the fit loads it (bool; values 0/1, or 0 to 1; else above 127)."""
     if isinstance(source, (np.ndarray, torch.Tensor)):
         array = torch.as_tensor(np.asarray(source) if isinstance(source, np.ndarray) else source.detach().cpu())
         if array.dim() != 2:
             raise MaskError(f"a mask array must be (H, W), got shape {tuple(array.shape)}; pass one channel")
-        if array.dtype == torch.bool:
-            return array
-        if array.numel() and float(array.max()) <= 1:  # 0/1 labels, of any dtype
-            return array > 0.5
-        return array > (127 if array.dtype == torch.uint8 else 0.5)
+        return _bright(array)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
@@ -62,7 +68,7 @@ def load_mask(source, crop_bottom: int = 0, prepare: str = "") -> torch.Tensor:
     else:
         raise MaskError(f"cannot use {type(source).__name__} as a mask; pass a path, PIL image, or (H, W) array")
     framed = load_image(image.convert("RGB"), crop_bottom=crop_bottom, prepare=prepare)
-    return torch.from_numpy(np.asarray(framed.convert("L")) > 127)
+    return _bright(torch.from_numpy(np.asarray(framed.convert("L")).copy()))
 
 
 def as_mask_sequence(masks) -> list | object:
@@ -88,8 +94,8 @@ def check_masks(masks, X, read: bool = True, stacklevel: int = 2):
         width, height = load_image(X[i]).size
         if tuple(mask.shape) != (height, width):
             raise MaskError(f"mask {i} is {mask.shape[1]}x{mask.shape[0]} but its image is {width}x{height}; a mask "
-                            "must be its image's size (a mask file: the image file's, before any crop the data set "
-                            "applies)")
+                            "must be its image's size as fit reads it (for a data set that crops its images, read "
+                            "the mask files with diti_sd.data.dataset_masks)")
         empty, full = empty + (not bool(mask.any())), full + bool(mask.all())
     if not read:
         warnings.warn("masks are read only by the coarse swap, which this recipe has off, so they change nothing; "
@@ -110,10 +116,13 @@ def find_masks(folder, ids: list[str]) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise MaskError(f"mask folder not found: {folder}; pass the folder that holds one mask per shot")
+    # PNG first: a folder holding the images beside their masks must not give an image as its own mask
+    suffixes = [".png", *(s for s in IMAGE_SUFFIXES if s != ".png")]
+    suffixes += [s.upper() for s in suffixes]
     found, missing = [], []
     for image_id in ids:
         stem = folder / Path(image_id).with_suffix("")
-        candidates = [stem.with_name(stem.name + s) for s in IMAGE_SUFFIXES if stem.with_name(stem.name + s).is_file()]
+        candidates = [stem.with_name(stem.name + s) for s in suffixes if stem.with_name(stem.name + s).is_file()]
         if not candidates:
             missing.append(image_id)
         else:
@@ -123,6 +132,13 @@ def find_masks(folder, ids: list[str]) -> list[Path]:
         raise MaskError(f"{len(missing)} of {len(ids)} shots have no mask under {folder} (e.g. {missing[0]!r}: "
                         f"expected {expected}); add them or leave --masks out")
     return found
+
+
+def dataset_masks(data, folder) -> MaskSequence:
+    """The masks of a loaded data set's images (a :class:`~diti_sd.data.images.LabeledImages`, e.g. a k-shot
+    split's train part) from ``folder`` (:func:`find_masks`), read with its banner crop and preparation: what to
+    pass to ``fit(ImageSequence(data), data.label_names(), masks=...)``."""
+    return MaskSequence(find_masks(folder, data.ids), data.crop_bottom, data.prepare)
 
 
 class MaskSequence:

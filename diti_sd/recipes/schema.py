@@ -169,6 +169,11 @@ class FitConfig:
         """Images a class needs to be fitted: ``min_shots``, and one more to hold out with early stopping."""
         return max(self.min_shots, 2) if self.early_stop_every else self.min_shots
 
+    @property
+    def coarse_swap_asked(self) -> bool:
+        """Whether a fit may train with the coarse swap (always, or where ``coarse_swap_auto`` chooses it)."""
+        return self.coarse_swap > 0 or self.coarse_swap_auto
+
     def check(self, where: str) -> None:
         check_window(where, self.t_min, self.t_max, T_STEPS)
         if self.dropout > 0 and self.gradient_checkpointing:
@@ -217,6 +222,11 @@ class ScoreConfig:
         "batch_size": Interval(1),
         "prefilter_k": [None, Interval(1)],
     }
+
+    @property
+    def coarse_swap_asked(self) -> bool:
+        """Whether a fit may train with the coarse swap (always, or where ``coarse_swap_auto`` chooses it)."""
+        return self.coarse_swap > 0 or self.coarse_swap_auto
 
     def check(self, where: str) -> None:
         check_window(where, self.t_min, self.t_max, T_STEPS)
