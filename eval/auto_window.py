@@ -75,7 +75,8 @@ def run_seed(args, seed: int) -> tuple[dict, dict]:
     recipe = recipe_for(args)
     recipe = load_recipe(recipe, [f"score.seed={seed}"])  # this seed's own pairs
     run = SyntheticSeed.for_recipe(recipe, seed, args.shots, task=args.task, n_classes=N_CLASSES[args.task])
-    clf = run.fit(load_recipe(recipe, ["score.weighting=tif"]))  # the adapters do not depend on the weighting
+    # the adapters do not depend on the weighting; --masks: the fit gets the shots' exact object masks
+    clf = run.fit(load_recipe(recipe, ["score.weighting=tif"]), masks=args.masks)
     score, contexts = recipe.score, clf.class_contexts()
     arrays: dict = {"tif_d": np.array(clf.tif_d_)}
 
@@ -198,6 +199,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--family", choices=["user", "recipe"], default="user")
     parser.add_argument("--model", default=None, help="the base model (default: the recipe's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--masks", action="store_true",
+                        help="give each fit the shots' exact object masks (what fit.coarse_swap keeps)")
     parser.add_argument("--test", action="store_true",
                         help="also read the test streams (only on the sealed seeds, once per change of a rule)")
     parser.add_argument("--out", default="reports/auto-window")
@@ -214,6 +217,7 @@ def main(argv=None):
         raise SystemExit(why)
     tag = "_".join([args.task, args.family, *(o.replace("=", "-") for o in args.overrides),
                     *([Path(args.model).name.replace(":", "-")] if args.model else []),
+                    *(["masks"] if args.masks else []),
                     "test" if args.test else "val"])
     folder = Path(args.out) / tag
     if args.rules:

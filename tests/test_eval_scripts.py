@@ -318,3 +318,22 @@ def test_validation_cost_times_the_default_fit_beside_no_calibrate_and_auto(tmp_
         # every pass within the default budget: at most 20 % of the fit's own UNet work (or skipped)
         assert v["share_of_fit"] <= 0.2 + 1e-9, v
     assert "x1.00" in capsys.readouterr().out  # --no-calibrate is the unit
+
+
+def test_auto_window_gives_its_fits_the_shots_masks_and_keeps_them_apart(tmp_path, monkeypatch):
+    script = _script("auto_window")
+    given = []
+
+    class Stop(Exception):
+        pass
+
+    def fit(self, recipe, *args, **kwargs):
+        given.append(kwargs.get("masks"))
+        raise Stop
+
+    monkeypatch.setattr(script.SyntheticSeed, "fit", fit)
+    for extra in ([], ["--masks"]):
+        with pytest.raises(Stop):
+            script.main(["--task", "colour", "--seeds", "1", "--shots", "2", "--out", str(tmp_path), *extra])
+    assert given == [False, True]
+    assert {p.name for p in tmp_path.iterdir()} == {"colour_user_val", "colour_user_masks_val"}
