@@ -19,7 +19,8 @@ is swapped. It asks whether the swap's own cost comes from what the composites p
 ``--keep box`` keeps the object's bounding box instead (corners of background included), as a data set's box
 annotations (FGVC-Aircraft's, CUB's) would allow. ``--keep masks`` keeps the object through the product's own path
 (``fit(masks=...)`` with the generator's object masks, no patch): it must give the object-kept figures seed for
-seed. ``--train-stream train`` fits on the benchmark's shots (the
+seed; with ``--mask-rim N`` each mask is grown by N pixels (shrunk where negative) first, a less exact
+segmenter's mask: how exact the masks must be. ``--train-stream train`` fits on the benchmark's shots (the
 accident included) instead of the control shots; every run reports the recipe without the swap beside both fits.
 """
 
@@ -117,6 +118,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--keep", choices=tuple(KEPT), default="texture",
                         help="what each swapped shot keeps whole: the class texture, the object, or its box; masks: "
                              "the object through the product's fit(masks=...)")
+    parser.add_argument("--mask-rim", type=int, default=0,
+                        help="with --keep masks: grow each mask by this many pixels (negative: shrink it)")
     parser.add_argument("--train-stream", default=CONTROL, choices=TRAIN_STREAMS,
                         help="the shots: the control shots (default) or the benchmark's, accident included")
     parser.add_argument("--shots", type=int, default=8)
@@ -127,12 +130,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--smoke", action="store_true", help="allow fewer than 10 seeds")
     args = parser.parse_args(argv)
     tune.check_protocol(args.seeds, args.smoke)
+    if args.mask_rim and args.keep != "masks":
+        parser.error("--mask-rim edits the masks of --keep masks; add --keep masks or leave it out")
     recipe = load_recipe("synthetic")
     window = (recipe.score.t_min, recipe.score.t_max)
     pairs = tuple(int(v) for v in args.pairs.split(","))
     common = dict(pairs=pairs, cache=args.cache, train_stream=args.train_stream, n_classes=args.classes)
     lookup = None if args.keep == "masks" else twins(recipe, args.seeds, args.shots, args.classes, args.train_stream)
-    out = {"what": __doc__.splitlines()[0], "keep": args.keep, "train_stream": args.train_stream,
+    out = {"what": __doc__.splitlines()[0], "keep": args.keep, "mask_rim": args.mask_rim,
+           "train_stream": args.train_stream,
            "classes": args.classes or 5, "seeds": args.seeds,
            "window": list(window), "blurs": {}}
     recipe_fit = strength.per_seed(tune.evaluate([], args.seeds, args.shots, args.val_per_class, **common), "oracle",
@@ -143,7 +149,8 @@ def main(argv=None) -> dict:
         swap = ["fit.coarse_swap=1.0", f"fit.coarse_sigma={sigma}"]
         plain = tune.evaluate(swap, args.seeds, args.shots, args.val_per_class, **common)
         if args.keep == "masks":  # no patch: fit(masks=...) with the generator's object masks
-            kept = tune.evaluate(swap, args.seeds, args.shots, args.val_per_class, masks=True, **common)
+            kept = tune.evaluate(swap, args.seeds, args.shots, args.val_per_class, masks=True,
+                                 **({"mask_rim": args.mask_rim} if args.mask_rim else {}), **common)
         else:
             with patched(lookup, args.keep):
                 kept = tune.evaluate(swap, args.seeds, args.shots, args.val_per_class, key_extra=KEPT[args.keep],

@@ -136,9 +136,9 @@ def test_swap_texture_kept_reads_each_fit_on_the_stream_and_keys_it_asks_for(tmp
     calls = []
 
     def fake(overrides, seeds, shots, per_class, pairs=(12, 12), cache=None, train_stream="train", n_classes=None,
-             key_extra=None, masks=False):
+             key_extra=None, masks=False, mask_rim=0):
         patched = script.loop.coarse_swap is not script.coarse_swap
-        calls.append((tuple(overrides), train_stream, key_extra, patched, masks))
+        calls.append((tuple(overrides), train_stream, key_extra, patched, masks) + ((mask_rim,) if mask_rim else ()))
         if patched:  # the patched swap knows the shots of the stream asked for (a control-shot lookup would fail)
             run = script.SyntheticSeed.for_recipe(recipe, seeds[-1], shots, train_stream=train_stream)
             shot = script.texture.texture_pair(run, train_stream, shots)[0][-1]
@@ -163,3 +163,8 @@ def test_swap_texture_kept_reads_each_fit_on_the_stream_and_keys_it_asks_for(tmp
     calls.clear()
     out = script.main(["--seeds", "11,12", "--smoke", "--keep", "masks", "--sigmas", "0.125"])
     assert calls[-1] == (swap, script.CONTROL, None, False, True) and out["blurs"]["0.125"]["masks kept"] == 12.5 / 20
+    # --mask-rim: the same path, each mask grown first (its own cache key, in tune_synthetic)
+    out = script.main(["--seeds", "11,12", "--smoke", "--keep", "masks", "--mask-rim", "-1", "--sigmas", "0.125"])
+    assert calls[-1] == (swap, script.CONTROL, None, False, True, -1) and out["mask_rim"] == -1
+    with pytest.raises(SystemExit):
+        script.main(["--seeds", "11,12", "--smoke", "--keep", "box", "--mask-rim", "1"])

@@ -12,7 +12,7 @@ from PIL import Image
 from torchvision.utils import save_image
 
 from diti_sd import DiTiFewShotClassifier
-from diti_sd.benchmarks.synthetic.data import SyntheticSpec, make_split, object_masks
+from diti_sd.benchmarks.synthetic.data import SyntheticSpec, grow_mask, make_split, object_masks
 from diti_sd.cli import main
 from diti_sd.data import ImageSequence, LabeledImages, dataset_masks
 from diti_sd.data.masks import MaskError, MaskSequence, check_masks, find_masks, load_mask
@@ -256,3 +256,47 @@ def test_the_generators_masks_are_its_objects():
     data = make_split(spec, "train", 2, 7)
     for image, mask in zip(data.images, object_masks(spec, "train", 2, 7)):
         assert torch.equal(mask, (image != image[:, :1, :1]).any(0))
+
+
+def test_a_grown_mask_takes_in_a_rim_and_a_shrunk_one_loses_the_edge():
+    mask = object_masks(SyntheticSpec(size=32), "train", 1, 7)[0]
+    assert torch.equal(grow_mask(mask, 0), mask)
+    grown, shrunk = grow_mask(mask, 1), grow_mask(mask, -1)
+    # grown: every pixel within one step (chessboard) of the object; shrunk: the object less its edge pixels
+    near = torch.nn.functional.max_pool2d(mask.float()[None, None], 3, 1, 1)[0, 0] > 0
+    assert torch.equal(grown, near) and (grown & ~mask).any()
+    edge = mask & (torch.nn.functional.max_pool2d((~mask).float()[None, None], 3, 1, 1)[0, 0] > 0)
+    assert torch.equal(shrunk, mask & ~edge) and edge.any()
+    assert grow_mask(mask, 2).sum() > grown.sum() and grow_mask(mask, -2).sum() < shrunk.sum()
+
+
+def test_the_benchmark_fits_on_its_grown_masks_and_caches_them_apart(tmp_path, monkeypatch):
+    from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
+    from diti_sd.recipes import load_recipe
+    recipe = load_recipe("synthetic")
+    run = SyntheticSeed.for_recipe(recipe, 7, 2)
+    given = {}
+    monkeypatch.setattr(DiTiFewShotClassifier, "fit", lambda self, X, y, **kw: given.update(kw) or self)
+    run.fit(recipe, masks=True, mask_rim=1)
+    assert len(given["masks"]) == len(run.train_masks)
+    assert all(torch.equal(g, grow_mask(m, 1)) for g, m in zip(given["masks"], run.train_masks))
+    # tune_synthetic: a rim is a cache key of its own; the exact masks keep the key they had
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).parents[1] / "eval" / "tune_synthetic.py"
+    spec = importlib.util.spec_from_file_location("tune_synthetic", path)
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    rims = []
+
+    def one_seed(*args):
+        rims.append(args[-1])
+        names = [*tune.WINDOWS, "tif"]
+        return {part: {tune.window_name(w): [1.0] for w in names} for part in tune.PARTS}
+
+    monkeypatch.setattr(tune, "_one_seed", one_seed)
+    for rim in (0, 1, 0, 1, -1):
+        tune.evaluate([], [7], 2, 1, cache=tmp_path, masks=True, mask_rim=rim)
+    assert rims == [0, 1, -1]  # each rim fitted once, then read from its own cache file
+    keys = sorted(json.loads(p.read_text())["key"] for p in tmp_path.rglob("*.json"))
+    assert sum('"rim"' in k for k in keys) == 2

@@ -22,7 +22,7 @@ from ...classifier import DiTiFewShotClassifier
 from ...data.images import LabeledImages
 from ...errors import CoarseShortcutWarning, ConfigError
 from ...recipes import Recipe
-from .data import SyntheticSpec, make_split, object_masks
+from .data import SyntheticSpec, grow_mask, make_split, object_masks
 
 # stream -> (split, generator seed = offset + seed, shortcut shift). "val" is what a user's validation images
 # are: drawn as the shots are, the spurious attribute following the class; every setting, window and
@@ -117,9 +117,10 @@ class SyntheticSeed:
         return self.stream("generic", max(1, recipe.fit.prior_images // self.spec.n_classes)).images
 
     def fit(self, recipe: Recipe, validation: LabeledImages | None = None, device: str = "cpu", masks: bool = False,
-            **estimator) -> DiTiFewShotClassifier:
+            mask_rim: int = 0, **estimator) -> DiTiFewShotClassifier:
         """Adapters fitted on the train split (``estimator``: further DiTiFewShotClassifier parameters; ``masks``:
-        give the fit the shots' object masks). The fit's coarse-shortcut warning is held back: the benchmark's
+        give the fit the shots' object masks, grown by ``mask_rim`` pixels, or shrunk where negative:
+        :func:`~.data.grow_mask`). The fit's coarse-shortcut warning is held back: the benchmark's
         shots carry the shortcut by design, and the demo's report gives the check's figures
         (``fit_summary_["coarse_shortcut"]``)."""
         clf = DiTiFewShotClassifier(recipe=recipe, random_state=self.seed, device=device, progress=False, **estimator)
@@ -127,7 +128,7 @@ class SyntheticSeed:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CoarseShortcutWarning)
             return clf.fit(self.train.images, self.names(self.train), prior_images=self.prior(recipe),
-                           validation=val, masks=self.train_masks if masks else None)
+                           validation=val, masks=[grow_mask(m, mask_rim) for m in self.train_masks] if masks else None)
 
     def labels(self, data: LabeledImages, clf: DiTiFewShotClassifier) -> np.ndarray:
         """``data``'s labels as indices into ``clf.classes_`` (the column order of its scores)."""
