@@ -300,3 +300,12 @@ def test_the_benchmark_fits_on_its_grown_masks_and_caches_them_apart(tmp_path, m
     assert rims == [0, 1, -1]  # each rim fitted once, then read from its own cache file
     keys = sorted(json.loads(p.read_text())["key"] for p in tmp_path.rglob("*.json"))
     assert sum('"rim"' in k for k in keys) == 2
+
+
+def test_a_mask_meeting_the_border_is_not_shrunk_from_that_side():
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[:3, :4] = True  # a 3 x 4 object in the top-left corner, clipped by the image there
+    shrunk = grow_mask(mask, -1)
+    expected = torch.zeros_like(mask)
+    expected[:2, :3] = True  # its inner edges (row 2, column 3) go; the border sides stay
+    assert torch.equal(shrunk, expected)

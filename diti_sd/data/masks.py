@@ -5,7 +5,8 @@ banner crop and reference preparation apply to both, so for a loaded data set re
 :func:`dataset_masks` (``diti-sd fit --masks`` does). The object is bright: grey level above half of 255, or
 values 0/1 (a segmenter's labels); a palette PNG's non-zero indices; a cut-out's opaque pixels (a PNG whose alpha
 varies). A segmenter's output, a data set's box annotation drawn as a filled rectangle, or a hand-painted PNG can
-serve (only exact masks are measured: docs/method.md).
+serve; keep them tight: on synthetic shots a rim of background around each object did worse than no masks, a
+mask short of the object's edge less so (docs/method.md, "Masks").
 """
 
 from __future__ import annotations

@@ -193,7 +193,8 @@ def object_masks(spec: SyntheticSpec, split: str, n_per_class: int, seed: int, s
 
 def grow_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     """``mask`` grown by ``pixels`` (a chessboard neighbourhood; a segmenter that takes in a rim of background) or,
-    negative, shrunk by as many (one that misses the object's edge)."""
+    negative, shrunk by as many (one that misses the object's edge; an object that meets the image's border is not
+    shrunk from that side, as if it went on beyond it)."""
     if pixels == 0:
         return mask
     k = abs(pixels)
