@@ -68,8 +68,9 @@ def recipe_key(recipe) -> dict:
     nothing fitted (``fit.coarse_swap_premise`` off) is left out, so the fits cached before it existed still
     count, as the fit's own checkpoint signature does."""
     key = dataclasses.asdict(recipe)
-    if not key["fit"]["coarse_swap_premise"]:
-        del key["fit"]["coarse_swap_premise"]
+    for name in ("coarse_swap_premise", "mask_loss"):
+        if not key["fit"][name]:
+            del key["fit"][name]
     return key
 
 

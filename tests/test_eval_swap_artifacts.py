@@ -168,3 +168,27 @@ def test_swap_texture_kept_reads_each_fit_on_the_stream_and_keys_it_asks_for(tmp
     assert calls[-1] == (swap, script.CONTROL, None, False, True, -1) and out["mask_rim"] == -1
     with pytest.raises(SystemExit):
         script.main(["--seeds", "11,12", "--smoke", "--keep", "box", "--mask-rim", "1"])
+
+
+def test_mask_loss_reads_each_variant_with_its_masks_and_pairs_it(tmp_path, monkeypatch):
+    script = _script("mask_loss")
+    recipe = script.load_recipe("synthetic")
+    window = (recipe.score.t_min, recipe.score.t_max)
+    calls = []
+    right = {(): 10, tuple(script.SWAP): 14, ("fit.mask_loss=true",): 17}
+
+    def fake(overrides, seeds, shots, per_class, cache=None, masks=False, mask_rim=0):
+        calls.append((tuple(overrides), masks, mask_rim))
+        n = right.get(tuple(overrides), 18) + (2 if masks and "fit.mask_loss=true" not in overrides else 0)
+        return {"oracle": {window: [np.arange(20) < n + (s % 2) for s in range(len(seeds))]}}
+
+    monkeypatch.setattr(script.tune, "evaluate", fake)
+    out = script.main(["--seeds", "11,12", "--smoke", "--mask-rim", "-1", "--out", str(tmp_path / "m.json")])
+    # the recipe and the plain swap without masks; every masked variant with the rim asked for
+    assert [c[1:] for c in calls] == [(False, 0), (False, 0), (True, -1), (True, -1), (True, -1)]
+    rows = out["variants"]
+    assert rows["swap outside the masks"]["mean"] == pytest.approx(16.5 / 20)
+    assert rows["loss over the masks"]["minus the masked swap"]["gain"] == pytest.approx(1 / 20)
+    assert rows["loss over the masks"]["minus recipe"]["ahead"] == 2
+    assert "minus the masked swap" not in rows["swap"] and "minus recipe" not in rows["recipe"]
+    assert json.loads((tmp_path / "m.json").read_text()) == out

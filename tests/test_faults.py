@@ -91,11 +91,13 @@ def _weights(path: Path) -> dict:
     return load_file(str(path / "adapters.safetensors"))
 
 
-@pytest.mark.parametrize("swap", [False, True], ids=["plain", "swap-outside-masks"])
-def test_fit_killed_at_random_moments_resumes_to_the_same_adapters(folder, masks, tiny_model_dir, tmp_path, swap):
+@pytest.mark.parametrize("reads_masks", [None, "fit.coarse_swap=1", "fit.mask_loss=true"],
+                         ids=["plain", "swap-outside-masks", "loss-over-masks"])
+def test_fit_killed_at_random_moments_resumes_to_the_same_adapters(folder, masks, tiny_model_dir, tmp_path,
+                                                                   reads_masks):
     args = ["fit", "--dataset", "tiny", "--data-root", str(folder), "--model", str(tiny_model_dir), "--steps", "12",
             "--set", "fit.checkpoint_every=2", *FAST, "--no-progress",
-            *(["--masks", str(masks), "--set", "fit.coarse_swap=1"] if swap else [])]
+            *(["--masks", str(masks), "--set", reads_masks] if reads_masks else [])]
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0
     out = tmp_path / "killed"
     checkpoint = out / "checkpoint" / "state.json"

@@ -309,3 +309,74 @@ def test_a_mask_meeting_the_border_is_not_shrunk_from_that_side():
     expected = torch.zeros_like(mask)
     expected[:2, :3] = True  # its inner edges (row 2, column 3) go; the border sides stay
     assert torch.equal(shrunk, expected)
+
+
+def test_the_masked_loss_averages_over_the_object_alone():
+    from diti_sd.training.mask_loss import masked_mean
+    squared = torch.rand(3, 4, 4, 4, requires_grad=True)
+    half = torch.zeros(1, 8, 8, dtype=torch.bool)
+    half[:, :, :4] = True  # the left half of the image: the left two latent columns
+    empty = torch.zeros(1, 8, 8, dtype=torch.bool)
+    out = masked_mean(squared, [half, None, empty])
+    plain = squared.detach()
+    got = out.detach()
+    assert float(got[0]) == pytest.approx(float(plain[0, :, :, :2].mean()))
+    assert float(got[1]) == pytest.approx(float(plain[1].mean()))
+    assert float(got[2]) == pytest.approx(float(plain[2].mean()))
+    out[0].backward()
+    assert squared.grad[0, :, :, 2:].abs().sum() == 0 and squared.grad[0, :, :, :2].abs().min() > 0
+    # a latent cell half on the object counts half
+    edge = torch.zeros(1, 8, 8, dtype=torch.bool)
+    edge[:, :, :3] = True
+    w = torch.tensor([1.0, 0.5, 0.0, 0.0])
+    expected = (plain[0] * w).sum() / (w.sum() * 4 * 4)
+    assert float(masked_mean(plain, [edge])[0]) == pytest.approx(float(expected))
+
+
+@pytest.fixture()
+def losses(monkeypatch):
+    """Every list of masks the training loop takes its loss over (``fit.mask_loss``)."""
+    from diti_sd.training import loop
+    from diti_sd.training.mask_loss import masked_mean
+
+    calls = []
+
+    def recording(squared, masks):
+        calls.append([None if m is None else m.clone() for m in masks])
+        return masked_mean(squared, masks)
+
+    monkeypatch.setattr(loop, "masked_mean", recording)
+    return calls
+
+
+def test_fit_with_the_masked_loss_takes_each_shots_loss_over_its_own_object(tiny_model_dir, losses, swaps):
+    X, masks, y = _squares(6)
+    clf = DiTiFewShotClassifier(model=str(tiny_model_dir), recipe="tiny", steps=2, progress=False,
+                                overrides={"fit.mask_loss": True})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DitiWarning)  # masks the loss reads do not "change nothing"
+        warnings.simplefilter("ignore", CoarseShortcutWarning)
+        clf.fit(X, y, masks=masks)
+    assert losses and not swaps  # the loss reads them; no swap is made
+    own = {m.numpy().tobytes() for m in mask_pixels(masks, 64)}
+    instance = [m for call in losses for m in call if m is not None]
+    assert all(m.numpy().tobytes() in own for m in instance) and len({m.numpy().tobytes() for m in instance}) > 1
+    assert clf.recipe_.fit.prior  # the prior images keep their whole loss: one in each class's pair
+    assert all(call.count(None) == len(call) // 2 for call in losses)
+    record = clf.fit_summary_["masks"]
+    assert record["read_by_loss"] and not record["read_by_swap"]
+
+
+def test_the_masked_loss_puts_the_masks_in_the_resume_signature():
+    pixels = [[torch.zeros(3, 8, 8, dtype=torch.uint8)]]
+    adapters = SimpleNamespace(config=LoraConfig(rank=2))
+    keep = torch.zeros(1, 8, 8, dtype=torch.bool)
+    other = keep.clone()
+    other[..., 2:4, 2:4] = True
+
+    def signature(cfg, masks):
+        return fit_signature(cfg, 10, 1, [0], FitData(pixels, ["a hta"], "a photo", None, masks), adapters, None)
+
+    masked = FitConfig(mask_loss=True)
+    assert len({signature(FitConfig(), None), signature(masked, [[keep]]), signature(masked, [[other]])}) == 3
+    assert signature(masked, None) != signature(FitConfig(), None)  # the option itself is in it

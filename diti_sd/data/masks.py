@@ -83,8 +83,8 @@ def as_mask_sequence(masks) -> list | object:
 
 def check_masks(masks, X, read: bool = True, stacklevel: int = 2):
     """``fit``'s masks checked against its images before any work, one at a time (each mask and image is read
-    once here): one per image, readable, each of its image's size. ``read``: whether the fit's recipe has a
-    coarse swap that reads them. Warns where they would change nothing (the swap off) and where some keep
+    once here): one per image, readable, each of its image's size. ``read``: whether the fit's recipe reads them
+    (a coarse swap or ``fit.mask_loss``). Warns where they would change nothing (the swap off) and where some keep
     nothing or everything. Returns them as an indexable sequence."""
     masks = as_mask_sequence(masks)
     if len(masks) != len(X):
@@ -99,8 +99,9 @@ def check_masks(masks, X, read: bool = True, stacklevel: int = 2):
                             "the mask files with diti_sd.data.dataset_masks)")
         empty, full = empty + (not bool(mask.any())), full + bool(mask.all())
     if not read:
-        warnings.warn("masks are read only by the coarse swap, which this recipe has off, so they change nothing; "
-                      "set fit.coarse_swap (or fit.coarse_swap_auto) to use them", DitiWarning,
+        warnings.warn("masks are read only by the coarse swap and the masked loss, which this recipe has off, so "
+                      "they change nothing; set fit.coarse_swap (or fit.coarse_swap_auto) or fit.mask_loss to use them",
+                      DitiWarning,
                       stacklevel=stacklevel + 1)
     elif empty or full:
         warnings.warn(f"of {len(X)} masks, {empty} keep nothing (no pixel above half: those shots are swapped whole) "

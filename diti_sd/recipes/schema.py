@@ -132,6 +132,10 @@ class FitConfig:
     # break it, the comparison decides; where the blur names nothing or only narrows the class, no swap. Not in
     # the reference
     coarse_swap_premise: bool = False
+    # with object masks (fit(masks=...)): each shot's denoising loss is taken over its object alone (the mask at
+    # the latents' resolution, area-averaged), so the background is never a target; a mask that keeps nothing
+    # leaves its shot's loss whole. Prior images keep theirs whole. Not in the reference
+    mask_loss: bool = False
     checkpoint_every: int = 200  # optimiser iterations
     min_shots: int = 1
     # The reference's LoRA scale switch: its checkpoint-saving block sets the live adapters' scales to
@@ -173,6 +177,11 @@ class FitConfig:
     def coarse_swap_asked(self) -> bool:
         """Whether a fit may train with the coarse swap (always, or where ``coarse_swap_auto`` chooses it)."""
         return self.coarse_swap > 0 or self.coarse_swap_auto
+
+    @property
+    def reads_masks(self) -> bool:
+        """Whether object masks change the fit: the coarse swap keeps them, or the loss is taken over them."""
+        return self.coarse_swap_asked or self.mask_loss
 
     def check(self, where: str) -> None:
         check_window(where, self.t_min, self.t_max, T_STEPS)
@@ -222,11 +231,6 @@ class ScoreConfig:
         "batch_size": Interval(1),
         "prefilter_k": [None, Interval(1)],
     }
-
-    @property
-    def coarse_swap_asked(self) -> bool:
-        """Whether a fit may train with the coarse swap (always, or where ``coarse_swap_auto`` chooses it)."""
-        return self.coarse_swap > 0 or self.coarse_swap_auto
 
     def check(self, where: str) -> None:
         check_window(where, self.t_min, self.t_max, T_STEPS)

@@ -103,17 +103,18 @@ def fit_classes(backbone, recipe: Recipe, X, y, classes: np.ndarray, shots: int,
     summary = gather_summary(summary, len(classes))
     record = {**{k: v for k, v in summary.items() if k != "losses"}, "coarse_shortcut": shortcut,
               **({"coarse_sigma_auto": cutoff} if cutoff else {}),
-              **({"masks": mask_record(mask_pixels_, recipe.fit.coarse_swap)} if masks is not None else {}),
+              **({"masks": mask_record(mask_pixels_, recipe.fit)} if masks is not None else {}),
               # images denoised while training: the fit's UNet work
               "unet_samples": len(classes) * recipe.steps_for(shots) * (2 if recipe.fit.prior else 1)}
     return FittedClasses(adapters, prompts, tokens, record, summary["losses"], tif_d, recipe)
 
 
-def mask_record(masks, swap: float) -> dict:
+def mask_record(masks, fit) -> dict:
     """What the fit's summary says of the masks: how many, the share of the pixels they keep (at the resolution)
-    and whether the swap read them (it is the only reader)."""
+    and whether the swap (``fit.coarse_swap``) and the loss (``fit.mask_loss``) read them, their only readers."""
     share = float(np.mean([m.float().mean().item() for m in masks])) if len(masks) else 0.0
-    return {"images": len(masks), "object_share": round(share, 4), "read_by_swap": swap > 0}
+    return {"images": len(masks), "object_share": round(share, 4), "read_by_swap": fit.coarse_swap > 0,
+            "read_by_loss": fit.mask_loss}
 
 
 def checkpoint_name() -> str:

@@ -27,6 +27,7 @@ from ..timesteps import draw_train_t
 from .checkpoint import Checkpoint, load_checkpoint, remove_checkpoint, save_checkpoint
 from .coarse_swap import coarse_swap
 from .early_stop import HeldOutStop, checks, cost, split_held_out
+from .mask_loss import masked_mean
 from .optim import ClassAdamW, clip_grad_norm_per_class
 from .precision import MixedPrecision
 
@@ -42,8 +43,13 @@ class FitData:
     prompts: list[str]  # per class
     generic_prompt: str
     prior_pixels: torch.Tensor | None = None  # (P, 3, H, W) uint8 at the resolution
-    # per class, k (1, H, W) bool object masks in the frames of instance_pixels: what the coarse swap keeps
+    # per class, k (1, H, W) bool object masks in the frames of instance_pixels: what the coarse swap keeps and
+    # what fit.mask_loss takes the loss over
     instance_masks: list | None = None
+
+    def reads_masks(self, cfg: FitConfig) -> bool:
+        """Whether the fit's masks change what it trains (the swap keeps them, or the loss is taken over them)."""
+        return self.instance_masks is not None and (cfg.coarse_swap > 0 or cfg.mask_loss)
 
 
 def _jitter(pixels: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor,
@@ -89,6 +95,8 @@ def fit_signature(cfg: FitConfig, steps: int, seed: int, classes: list[int], dat
     fit = asdict(cfg)
     if not cfg.coarse_swap:  # an option that does nothing leaves the signature it had before it existed
         del fit["coarse_swap"], fit["coarse_sigma"]
+    if not cfg.mask_loss:
+        del fit["mask_loss"]
     # whether a second fit follows, and where the premise applies: nothing this loop trains depends on them (a
     # premise that applies trains with coarse_swap 1, which the signature holds)
     del fit["coarse_swap_auto"], fit["coarse_swap_premise"]
@@ -98,8 +106,9 @@ def fit_signature(cfg: FitConfig, steps: int, seed: int, classes: list[int], dat
             "rescale_after": rescale_after,
             "shots": [len(p) for p in data.instance_pixels], "lora": asdict(adapters.config),
             "prior": None if data.prior_pixels is None else list(data.prior_pixels.shape),
-            # masks change only what the swap keeps: without it a fit's signature is the one it had without them
-            **({"masks": _masks_hash(data.instance_masks)} if cfg.coarse_swap and data.instance_masks else {}),
+            # masks change only what the swap keeps and the masked loss reads: without those a fit's signature is
+            # the one it had without them
+            **({"masks": _masks_hash(data.instance_masks)} if data.reads_masks(cfg) else {}),
         },
         sort_keys=True, default=str,
     )
@@ -199,7 +208,7 @@ def fit_adapters(
     with torch.no_grad():
         fixed_context = None if text_lora else backbone.encode_prompts(data.prompts + [data.generic_prompt])
         cached = None
-        if not _per_step_encoding(cfg):
+        if not _per_step_encoding(cfg) and not data.reads_masks(cfg):  # masks ride with the pixels per step
             cached = ([backbone.encode_images(uint8_to_float(p)) for p in data.instance_pixels],
                       None if data.prior_pixels is None else backbone.encode_batches(data.prior_pixels))
 
@@ -269,6 +278,7 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
     whole = cfg.crop == "none"
     x0, noise, t, unet_idx, text_idx, prompts, weights = [], [], [], [], [], [], []
     raw, augment = [], []  # per-step encoding: the pixels of each sample, its jitter and posterior draws
+    loss_masks = []  # per sample, the object mask its loss is taken over (fit.mask_loss), else None
     for c in group:
         g = torch_generator(seed, c, class_step)
         k = len(data.instance_pixels[c])
@@ -276,8 +286,9 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
         b = 1 + (torch.rand(1, generator=g) * 2 - 1) * cfg.brightness
         ct = 1 + (torch.rand(1, generator=g) * 2 - 1) * cfg.contrast
         image = data.instance_pixels[c][j]
-        # the shot's object mask, which the swap keeps: it follows the crop and the shift as a fourth channel
-        if cfg.coarse_swap > 0 and data.instance_masks is not None:
+        # the shot's object mask, which the swap keeps (and the masked loss reads): it follows the crop and the shift
+        # as a fourth channel
+        if data.reads_masks(cfg):
             image = torch.cat([image, data.instance_masks[c][j].to(torch.uint8)])
         # a whole image has its own latent shape; every other transform gives the square one
         shape = _latent_shape(backbone, image) if whole else backbone.latent_shape
@@ -326,6 +337,7 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
                     if cfg.latent == "sample" else None)
             raw.append(pixels[None])
             augment.append((bright, contr, first, draw))
+            loss_masks.append(keep if cfg.mask_loss and which == 0 else None)
             x0.append(None)
     if raw:
         x0 = [None] * len(raw)
@@ -362,7 +374,10 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
                 x_t = backbone.add_noise(part, eps, tt)
                 output = backbone.predict(x_t, tt, context)
                 target = backbone.target(part, eps, tt)
-                per_sample = (output.float() - target.float()).pow(2).flatten(1).mean(1)
+                squared = (output.float() - target.float()).pow(2)
+                masks = [loss_masks[i] for i in rows] if loss_masks else []
+                per_sample = (masked_mean(squared, masks) if any(m is not None for m in masks)
+                              else squared.flatten(1).mean(1))
                 # sum over classes of each class's own loss: every class gets the gradient it would get alone
                 loss = (per_sample * torch.tensor([weights[i] for i in rows], device=device)).sum()
             amp.backward(loss)
