@@ -81,11 +81,18 @@ def as_mask_sequence(masks) -> list | object:
     return masks
 
 
-def check_masks(masks, X, read: bool = True, stacklevel: int = 2):
+def check_masks(masks, X, read: bool = True, stacklevel: int = 2, loss: bool = False):
     """``fit``'s masks checked against its images before any work, one at a time (each mask and image is read
     once here): one per image, readable, each of its image's size. ``read``: whether the fit's recipe reads them
-    (a coarse swap or ``fit.mask_loss``). Warns where they would change nothing (the swap off) and where some keep
+    (a coarse swap or ``fit.mask_loss``); ``loss``: it has ``fit.mask_loss``, which warns when no masks (None) are
+    given. Warns where they would change nothing (the swap off) and where some keep
     nothing or everything. Returns them as an indexable sequence."""
+    if masks is None:
+        if loss:
+            warnings.warn("fit.mask_loss takes each shot's loss over its object mask, but fit got no masks: the loss "
+                          "is taken over whole shots; pass masks=... (diti-sd fit --masks DIR)", DitiWarning,
+                          stacklevel=stacklevel + 1)
+        return None
     masks = as_mask_sequence(masks)
     if len(masks) != len(X):
         raise MaskError(f"fit got {len(masks)} masks for {len(X)} images; pass one mask per image, in their order")

@@ -134,7 +134,8 @@ class FitConfig:
     coarse_swap_premise: bool = False
     # with object masks (fit(masks=...)): each shot's denoising loss is taken over its object alone (the mask at
     # the latents' resolution, area-averaged), so the background is never a target; a mask that keeps nothing
-    # leaves its shot's loss whole. Prior images keep theirs whole. Not in the reference
+    # leaves its shot's loss whole. Prior images keep theirs whole, and early stopping's held-out shot is scored
+    # whole. Not in the reference
     mask_loss: bool = False
     checkpoint_every: int = 200  # optimiser iterations
     min_shots: int = 1

@@ -95,7 +95,7 @@ def fit_signature(cfg: FitConfig, steps: int, seed: int, classes: list[int], dat
     fit = asdict(cfg)
     if not cfg.coarse_swap:  # an option that does nothing leaves the signature it had before it existed
         del fit["coarse_swap"], fit["coarse_sigma"]
-    if not cfg.mask_loss:
+    if not (cfg.mask_loss and data.instance_masks is not None):  # without masks the option does nothing
         del fit["mask_loss"]
     # whether a second fit follows, and where the premise applies: nothing this loop trains depends on them (a
     # premise that applies trains with coarse_swap 1, which the signature holds)
@@ -337,7 +337,8 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
                     if cfg.latent == "sample" else None)
             raw.append(pixels[None])
             augment.append((bright, contr, first, draw))
-            loss_masks.append(keep if cfg.mask_loss and which == 0 else None)
+            # a window that misses the object teaches nothing (weight 0); a mask empty at the source, the whole shot
+            loss_masks.append(keep if cfg.mask_loss and which == 0 and bool(image[3].any()) else None)
             x0.append(None)
     if raw:
         x0 = [None] * len(raw)
@@ -376,8 +377,8 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
                 target = backbone.target(part, eps, tt)
                 squared = (output.float() - target.float()).pow(2)
                 masks = [loss_masks[i] for i in rows] if loss_masks else []
-                per_sample = (masked_mean(squared, masks) if any(m is not None for m in masks)
-                              else squared.flatten(1).mean(1))
+                per_sample = (masked_mean(squared, masks, backbone.vae_scale_factor)
+                              if any(m is not None for m in masks) else squared.flatten(1).mean(1))
                 # sum over classes of each class's own loss: every class gets the gradient it would get alone
                 loss = (per_sample * torch.tensor([weights[i] for i in rows], device=device)).sum()
             amp.backward(loss)

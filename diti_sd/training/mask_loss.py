@@ -12,13 +12,19 @@ import torch
 import torch.nn.functional as F
 
 
-def masked_mean(squared: torch.Tensor, masks: list) -> torch.Tensor:
+def masked_mean(squared: torch.Tensor, masks: list, factor: int) -> torch.Tensor:
     """Per sample, the mean of ``squared`` (n, C, h, w) over its object (``fit.mask_loss``): each mask (1, H, W) bool
-    area-averaged to the latents' (h, w), so a latent cell half on the object counts half. A sample without a mask,
-    or whose mask keeps nothing there, takes the whole mean."""
+    averaged over the ``factor`` x ``factor`` pixels of each latent cell (the rows and columns the autoencoder
+    drops at the far edges dropped too), so a cell half on the object counts half. A sample without a mask (None)
+    takes the whole mean; one whose mask keeps nothing of the latents (a crop that missed the object) counts
+    nothing."""
+    h, w = squared.shape[-2:]
     weights = []
     for mask in masks:
-        w = None if mask is None else F.interpolate(mask.float()[None], size=squared.shape[-2:], mode="area")[0]
-        weights.append(torch.ones(1, *squared.shape[-2:]) if w is None or not w.sum() else w)
-    w = torch.stack(weights).to(squared.device)
-    return (squared * w).flatten(1).sum(1) / (w.flatten(1).sum(1) * squared.shape[1])
+        if mask is None:
+            weights.append(torch.ones(1, h, w))
+        else:
+            weights.append(F.avg_pool2d(mask[None, :, : h * factor, : w * factor].float(), factor)[0])
+    weight = torch.stack(weights).to(squared.device)
+    total = weight.flatten(1).sum(1) * squared.shape[1]
+    return (squared * weight).flatten(1).sum(1) / total.clamp(min=1e-12)
