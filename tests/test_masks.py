@@ -70,7 +70,7 @@ def test_masks_that_keep_nothing_give_the_plain_swap_and_its_draws():
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(plain, masked))
 
 
-def test_masks_change_the_resume_signature_only_where_the_swap_reads_them():
+def test_masks_change_the_resume_signature_only_where_the_swap_or_the_loss_reads_them():
     pixels = [[torch.zeros(3, 8, 8, dtype=torch.uint8)]]
     prior = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
     adapters = SimpleNamespace(config=LoraConfig(rank=2))
@@ -84,6 +84,9 @@ def test_masks_change_the_resume_signature_only_where_the_swap_reads_them():
     assert signature(FitConfig(), [[keep]]) == signature(FitConfig(), None)
     swap = FitConfig(coarse_swap=1.0)
     assert len({signature(swap, None), signature(swap, [[keep]]), signature(swap, [[other]])}) == 3
+    masked = FitConfig(mask_loss=True)
+    assert len({signature(FitConfig(), None), signature(masked, [[keep]]), signature(masked, [[other]])}) == 3
+    assert signature(masked, None) == signature(FitConfig(), None)  # without masks the masked loss does nothing
 
 
 def _blob(height, width, seed):
@@ -385,18 +388,3 @@ def test_fit_with_the_masked_loss_takes_each_shots_loss_over_its_own_object(tiny
         unmasked = fit(True).adapters_.lora_state_dict()
     plain = fit(False).adapters_.lora_state_dict()
     assert not losses and all(torch.equal(unmasked[k], plain[k]) for k in plain)  # without masks: as if off
-
-
-def test_the_masked_loss_puts_the_masks_in_the_resume_signature():
-    pixels = [[torch.zeros(3, 8, 8, dtype=torch.uint8)]]
-    adapters = SimpleNamespace(config=LoraConfig(rank=2))
-    keep = torch.zeros(1, 8, 8, dtype=torch.bool)
-    other = keep.clone()
-    other[..., 2:4, 2:4] = True
-
-    def signature(cfg, masks):
-        return fit_signature(cfg, 10, 1, [0], FitData(pixels, ["a hta"], "a photo", None, masks), adapters, None)
-
-    masked = FitConfig(mask_loss=True)
-    assert len({signature(FitConfig(), None), signature(masked, [[keep]]), signature(masked, [[other]])}) == 3
-    assert signature(masked, None) == signature(FitConfig(), None)  # without masks it does nothing
