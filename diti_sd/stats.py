@@ -59,3 +59,11 @@ def mean_se(values) -> tuple[float, float]:
     """Mean and standard error of the mean (ddof = 1; nan for one value): a paired gain's SE over seeds."""
     mean, sd = mean_sd(values)
     return mean, float(sd / np.sqrt(len(np.asarray(values))))
+
+
+def paired_gain(a, b) -> dict:
+    """Per-seed values ``a`` against ``b``: the mean gain, its standard error (:func:`mean_se`) and on how many
+    seeds ``a`` is ahead and behind."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    gain, se = mean_se(a - b)
+    return {"gain": gain, "se": se, "ahead": int((a > b).sum()), "behind": int((a < b).sum())}

@@ -19,7 +19,7 @@ from pathlib import Path
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write
 from diti_sd.recipes import load_recipe
-from diti_sd.stats import mean_se
+from diti_sd.stats import paired_gain
 
 _spec = importlib.util.spec_from_file_location("tune_synthetic", Path(__file__).with_name("tune_synthetic.py"))
 tune = importlib.util.module_from_spec(_spec)
@@ -34,12 +34,6 @@ VARIANTS = {
     "loss over the masks": (["fit.mask_loss=true"], True),
     "loss over the masks and swap outside them": ([*SWAP, "fit.mask_loss=true"], True),
 }
-
-
-def paired(a, b) -> dict:
-    gain, se = mean_se([x - y for x, y in zip(a, b)])
-    return {"gain": gain, "se": se, "ahead": sum(x > y for x, y in zip(a, b)),
-            "behind": sum(x < y for x, y in zip(a, b))}
 
 
 def main(argv=None) -> dict:
@@ -65,9 +59,9 @@ def main(argv=None) -> dict:
     for name, accuracy in per_seed.items():
         row = out["variants"][name] = {"mean": sum(accuracy) / len(accuracy), "per_seed": accuracy}
         if name != "recipe":
-            row["minus recipe"] = paired(accuracy, per_seed["recipe"])
+            row["minus recipe"] = paired_gain(accuracy, per_seed["recipe"])
         if VARIANTS[name][1] and name != "swap outside the masks":
-            row["minus the masked swap"] = paired(accuracy, per_seed["swap outside the masks"])
+            row["minus the masked swap"] = paired_gain(accuracy, per_seed["swap outside the masks"])
         extra = "".join(f"  {k} {v['gain']:+.3f} (SE {v['se']:.3f}; {v['ahead']} ahead, {v['behind']} behind)"
                         for k, v in row.items() if k.startswith("minus"))
         print(f"{name:45s} {row['mean']:.3f}{extra}")

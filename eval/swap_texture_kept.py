@@ -38,7 +38,7 @@ from diti_sd.benchmarks.synthetic.streams import TRAIN_STREAMS, SyntheticSeed
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write
 from diti_sd.recipes import load_recipe
-from diti_sd.stats import mean_se
+from diti_sd.stats import paired_gain
 from diti_sd.training import loop
 from diti_sd.training.coarse_swap import coarse_swap
 
@@ -105,11 +105,6 @@ def patched(pairs, keep: str = "texture"):
         loop.coarse_swap = original
 
 
-def paired(a, b) -> dict:
-    gain, se = mean_se(list(a - b))
-    return {"gain": gain, "se": se, "ahead": int((a > b).sum()), "behind": int((a < b).sum())}
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=seed_list, default="11-20")
@@ -158,8 +153,9 @@ def main(argv=None) -> dict:
         a, b = (strength.per_seed(r, "oracle", window) for r in (kept, plain))
         name = f"{args.keep} kept"
         row = out["blurs"][str(sigma)] = {"swap": float(b.mean()), name: float(a.mean()),
-                                          "kept minus swap": paired(a, b), "kept minus recipe": paired(a, recipe_fit),
-                                          "swap minus recipe": paired(b, recipe_fit),
+                                          "kept minus swap": paired_gain(a, b),
+                                          "kept minus recipe": paired_gain(a, recipe_fit),
+                                          "swap minus recipe": paired_gain(b, recipe_fit),
                                           "per_seed": {"swap": b.tolist(), name: a.tolist()}}
         print(f"blur {sigma:g}: the swap's fit {b.mean():.3f}, with the {name} {a.mean():.3f}")
         for what in ("kept minus swap", "kept minus recipe", "swap minus recipe"):
