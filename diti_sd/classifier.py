@@ -154,8 +154,8 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, SwapChoiceMixin, 
             raise ConfigError("fit got no images")
         if len(X) != len(y):
             raise ConfigError(f"fit got {len(X)} images but {len(y)} labels")
-        if masks is not None or recipe.fit.mask_loss:  # the swap and the masked loss are their only readers
-            masks = check_masks(masks, X, read=recipe.fit.reads_masks, loss=recipe.fit.mask_loss)
+        masks = check_masks(masks, X, read=recipe.fit.reads_masks, loss=recipe.fit.mask_loss,
+                            needed=recipe.fit.swap_background == "whole")
         classes = np.array(sorted(set(y), key=lambda v: (str(type(v)), v)))
         if len(classes) < 2:
             raise ConfigError(f"need at least two classes, got {list(classes)}")

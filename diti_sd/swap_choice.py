@@ -89,7 +89,9 @@ class SwapChoiceMixin:
         else:  # the first set back, under the first fit's records
             self.adapters_.load_lora_state_dict(kept[0])
             # as the first fit resolved it (fit.coarse_sigma: auto reads the same shots, so both fits agree)
-            self.recipe_ = load_recipe(recipe, [*done, f"fit.coarse_sigma={first['sigma_fraction']!r}"])
+            # (and no swap: what it would have replaced is moot, and a whole-background swap needs the swap on)
+            self.recipe_ = load_recipe(recipe, [*done, f"fit.coarse_sigma={first['sigma_fraction']!r}",
+                                                "fit.swap_background=coarse"])
             self.fit_summary_, self.loss_curve_ = {**kept[1], "coarse_swap_choice": record}, kept[2]
             self._contexts, backbone.compiled_unet = None, None
         _remove(output_dir, swap_dir)

@@ -197,9 +197,9 @@ def swaps(monkeypatch):
 
     calls = []
 
-    def recording(pixels, donor, sigma, keep=None):
+    def recording(pixels, donor, sigma, keep=None, background="coarse"):
         calls.append((pixels.clone(), None if keep is None else keep.clone()))
-        return coarse_swap(pixels, donor, sigma, keep)
+        return coarse_swap(pixels, donor, sigma, keep, background)
 
     monkeypatch.setattr(loop, "coarse_swap", recording)
     return calls
@@ -293,7 +293,7 @@ def test_the_benchmark_fits_on_its_grown_masks_and_caches_them_apart(tmp_path, m
     rims = []
 
     def one_seed(*args):
-        rims.append(args[-1])
+        rims.append(args[12])  # _one_seed's mask_rim
         names = [*tune.WINDOWS, "tif"]
         return {part: {tune.window_name(w): [1.0] for w in names} for part in tune.PARTS}
 

@@ -57,6 +57,7 @@ SHARED_VALUES = [
     ("fit.coarse_swap_auto", False, "lora/train_finegrain_dreambooth.py: one fit per class"),
     ("fit.coarse_swap_premise", False, "lora/train_lora_dreambooth.py DreamBoothDataset: instance images as they are"),
     ("fit.mask_loss", False, "lora/train_lora_dreambooth.py: F.mse_loss over the whole latent"),
+    ("fit.swap_background", "coarse", "lora/train_lora_dreambooth.py DreamBoothDataset: instance images as they are"),
     ("fit.early_stop_every", 0, "lora/train_lora_dreambooth.py: a fixed number of steps"),
     ("gpu_dtype", "fp16", "inference/configs/dreambooth/{db}.yaml dtype float16"),
     ("score.weighting", "tif", "inference/inference_examples.py test_weight_t='tif'"),

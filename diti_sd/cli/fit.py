@@ -59,7 +59,8 @@ def add_arguments(parser):
                              "per shot, named by the shot's id with any image suffix (an image folder's "
                              "train/Boeing/0001.jpg -> DIR/Boeing/0001.png; FGVC-Aircraft's image 1025794 -> "
                              "DIR/1025794.png), the object bright, the size of the image file; tight (a rim of "
-                             "background around the object undoes the gain: docs/method.md)")
+                             "background around the object undoes the gain: docs/method.md). Needed by "
+                             "fit.swap_background=whole (the rest of each shot replaced by a prior image's pixels)")
     parser.add_argument("--export-diffusers", action="store_true",
                         help="also write each class as a diffusers LoRA file under --out/diffusers")
     parser.add_argument("--export-peft", action="store_true",

@@ -81,13 +81,17 @@ def as_mask_sequence(masks) -> list | object:
     return masks
 
 
-def check_masks(masks, X, read: bool = True, stacklevel: int = 2, loss: bool = False):
+def check_masks(masks, X, read: bool = True, stacklevel: int = 2, loss: bool = False, needed: bool = False):
     """``fit``'s masks checked against its images before any work, one at a time (each mask and image is read
     once here): one per image, readable, each of its image's size. ``read``: whether the fit's recipe reads them
     (a coarse swap or ``fit.mask_loss``); ``loss``: it has ``fit.mask_loss``, which warns when no masks (None) are
-    given. Warns where they would change nothing (the swap off) and where some keep
+    given; ``needed``: the recipe cannot train without them (``fit.swap_background: whole``), an error when none
+    are given. Warns where they would change nothing (the swap off) and where some keep
     nothing or everything. Returns them as an indexable sequence."""
     if masks is None:
+        if needed:
+            raise MaskError("fit.swap_background 'whole' keeps each shot's object and replaces the rest, but fit got "
+                            "no masks: pass masks=... (diti-sd fit --masks DIR), or set fit.swap_background: coarse")
         if loss:
             warnings.warn("fit.mask_loss takes each shot's loss over its object mask, but fit got no masks: the loss "
                           "is taken over whole shots; pass masks=... (diti-sd fit --masks DIR)", DitiWarning,
@@ -105,6 +109,10 @@ def check_masks(masks, X, read: bool = True, stacklevel: int = 2, loss: bool = F
                             "must be its image's size as fit reads it (for a data set that crops its images, read "
                             "the mask files with diti_sd.data.dataset_masks)")
         empty, full = empty + (not bool(mask.any())), full + bool(mask.all())
+    if needed and empty:
+        raise MaskError(f"{empty} of {len(X)} masks keep nothing: with fit.swap_background 'whole' their shots would "
+                        "be replaced by prior images; check that the object is bright in them, or set "
+                        "fit.swap_background: coarse")
     if not read:
         warnings.warn("masks are read only by the coarse swap and the masked loss, which this recipe has off, so "
                       "they change nothing; set fit.coarse_swap (or fit.coarse_swap_auto) or fit.mask_loss to use them",

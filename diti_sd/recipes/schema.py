@@ -137,6 +137,10 @@ class FitConfig:
     # leaves its shot's loss whole. Prior images keep theirs whole, and early stopping's held-out shot is scored
     # whole. Not in the reference
     mask_loss: bool = False
+    # with object masks, what the coarse swap replaces outside them: "coarse", the low-pass (the background's fine
+    # detail stays, as without masks); "whole", every pixel, with the donor's (copy-paste: a background's own
+    # detail, which an accident carries with its colour, goes too). Needs masks. Not in the reference
+    swap_background: str = "coarse"
     checkpoint_every: int = 200  # optimiser iterations
     min_shots: int = 1
     # The reference's LoRA scale switch: its checkpoint-saving block sets the live adapters' scales to
@@ -163,6 +167,7 @@ class FitConfig:
         "mixed_precision": Options(*PRECISIONS), "brightness": Interval(0, 1), "contrast": Interval(0, 1),
         "crop": Options("center", "random", "none"), "latent": Options("mean", "sample"), "shift": Interval(0),
         "shift_step": Interval(1), "coarse_swap": Interval(0, 1), "coarse_sigma": [POSITIVE, Options("auto")],
+        "swap_background": Options("coarse", "whole"),
         "checkpoint_every": Interval(0), "min_shots": Interval(1),
         "rescale_after_by_shots": Table(Interval(0), empty=True), "rescale_unet": Interval(0),
         "rescale_text": Interval(0), "dropout": Interval(0, 1, closed="left"),
@@ -197,6 +202,10 @@ class FitConfig:
             raise RecipeError(f"{where}.coarse_swap_auto compares a fit without the swap (coarse_swap 0) with one with "
                               f"it, whose coarse content comes from the prior images: set {where}.coarse_swap: 0 and "
                               f"{where}.prior: true, or {where}.coarse_swap_auto: false")
+        if self.swap_background != "coarse" and not self.coarse_swap_asked:
+            raise RecipeError(f"{where}.swap_background = {self.swap_background!r} says what the coarse swap replaces "
+                              f"outside each shot's mask, but the swap is off: set {where}.coarse_swap (or "
+                              f"{where}.coarse_swap_auto), or {where}.swap_background: coarse")
         if self.coarse_swap_premise and not self.coarse_swap_auto:
             raise RecipeError(f"{where}.coarse_swap_premise decides where {where}.coarse_swap_auto's comparison "
                               f"cannot: set {where}.coarse_swap_auto: true, or {where}.coarse_swap_premise: false")

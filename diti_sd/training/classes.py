@@ -114,7 +114,7 @@ def mask_record(masks, fit) -> dict:
     and whether the swap (``fit.coarse_swap``) and the loss (``fit.mask_loss``) read them, their only readers."""
     share = float(np.mean([m.float().mean().item() for m in masks])) if len(masks) else 0.0
     return {"images": len(masks), "object_share": round(share, 4), "read_by_swap": fit.coarse_swap > 0,
-            "read_by_loss": fit.mask_loss}
+            "read_by_loss": fit.mask_loss, **({"swap_background": fit.swap_background} if fit.coarse_swap > 0 else {})}
 
 
 def checkpoint_name() -> str:

@@ -95,6 +95,8 @@ def fit_signature(cfg: FitConfig, steps: int, seed: int, classes: list[int], dat
     fit = asdict(cfg)
     if not cfg.coarse_swap:  # an option that does nothing leaves the signature it had before it existed
         del fit["coarse_swap"], fit["coarse_sigma"]
+    if not cfg.coarse_swap or cfg.swap_background == "coarse":  # likewise
+        del fit["swap_background"]
     if not (cfg.mask_loss and data.instance_masks is not None):  # without masks the option does nothing
         del fit["mask_loss"]
     # whether a second fit follows, and where the premise applies: nothing this loop trains depends on them (a
@@ -332,7 +334,7 @@ def _train_iteration(backbone, adapters, data, cfg, group, class_step, seed, cac
                 swap = bool(torch.rand(1, generator=g) < cfg.coarse_swap)
                 donor = int(torch.randint(len(data.prior_pixels), (1,), generator=g))
                 if swap:
-                    pixels = coarse_swap(pixels, data.prior_pixels[donor], cfg.coarse_sigma, keep)
+                    pixels = coarse_swap(pixels, data.prior_pixels[donor], cfg.coarse_sigma, keep, cfg.swap_background)
             draw = (torch.randn((1, *_latent_shape(backbone, pixels)), generator=g)
                     if cfg.latent == "sample" else None)
             raw.append(pixels[None])
