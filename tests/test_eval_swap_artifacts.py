@@ -175,20 +175,39 @@ def test_mask_loss_reads_each_variant_with_its_masks_and_pairs_it(tmp_path, monk
     recipe = script.load_recipe("synthetic")
     window = (recipe.score.t_min, recipe.score.t_max)
     calls = []
-    right = {(): 10, tuple(script.SWAP): 14, ("fit.mask_loss=true",): 17}
+    right = {(): 10, tuple(script.SWAP): 14, ("fit.mask_loss=true",): 17, tuple(script.WHOLE): 12}
 
-    def fake(overrides, seeds, shots, per_class, cache=None, masks=False, mask_rim=0):
-        calls.append((tuple(overrides), masks, mask_rim))
+    def fake(overrides, seeds, shots, per_class, cache=None, masks=False, mask_rim=0, background_detail=0.0,
+             train_stream="train"):
+        calls.append((tuple(overrides), masks, mask_rim, background_detail, train_stream))
         n = right.get(tuple(overrides), 18) + (2 if masks and "fit.mask_loss=true" not in overrides else 0)
-        return {"oracle": {window: [np.arange(20) < n + (s % 2) for s in range(len(seeds))]}}
+        hits = [np.arange(20) < n + (s % 2) for s in range(len(seeds))]
+        return {"oracle": {window: hits}, "correct": {window: hits},
+                "ll": {window: [np.full(20, 0.1 * n - 0.05 * s) for s in range(len(seeds))]}}
 
     monkeypatch.setattr(script.tune, "evaluate", fake)
     out = script.main(["--seeds", "11,12", "--smoke", "--mask-rim", "-1", "--out", str(tmp_path / "m.json")])
     # the recipe and the plain swap without masks; every masked variant with the rim asked for
-    assert [c[1:] for c in calls] == [(False, 0), (False, 0), (True, -1), (True, -1), (True, -1)]
+    assert [c[1:3] for c in calls] == [(False, 0), (False, 0), *[(True, -1)] * 5]
+    assert {c[3:] for c in calls} == {(0.0, "train")}
+    assert calls[5][0] == (*script.SWAP, "fit.swap_background=whole")
     rows = out["variants"]
     assert rows["swap outside the masks"]["mean"] == pytest.approx(16.5 / 20)
     assert rows["loss over the masks"]["minus the masked swap"]["gain"] == pytest.approx(1 / 20)
     assert rows["loss over the masks"]["minus recipe"]["ahead"] == 2
     assert "minus the masked swap" not in rows["swap"] and "minus recipe" not in rows["recipe"]
     assert json.loads((tmp_path / "m.json").read_text()) == out
+    assert script.CONTROL not in rows
+    # the rule on user-like validation, paired against the masked swap (16 right there): the loss alone (17) ahead,
+    # the whole-background swap (14) behind
+    rules = {k: rows[k]["user-like validation"].get("ll minus the masked swap") for k in rows}
+    assert rules["loss over the masks"]["gain"] == pytest.approx(0.1) and rules["loss over the masks"]["beyond 2 SE"]
+    whole = rules["whole background swapped outside the masks"]
+    assert whole["gain"] == pytest.approx(-0.2) and not whole["beyond 2 SE"]
+    assert rules["swap outside the masks"] is None and rules["swap"] is None
+    assert rows["recipe"]["user-like validation"]["accuracy"] == pytest.approx(10.5 / 20)
+    # detailed backgrounds: every fit on that variant, and the recipe once more on shots without the accident
+    calls.clear()
+    rows = script.main(["--seeds", "11,12", "--smoke", "--background-detail", "0.1"])["variants"]
+    assert {c[3] for c in calls} == {0.1} and calls[-1] == ((), False, 0, 0.1, "shots without the shortcut")
+    assert "minus recipe" in rows[script.CONTROL] and "minus the masked swap" not in rows[script.CONTROL]

@@ -241,3 +241,31 @@ def test_generic_images_can_be_held_to_some_backgrounds_and_nothing_else_changes
         SyntheticSpec(generic_backgrounds=[5])
     with pytest.raises(ConfigError, match="the colour task's is another"):
         SyntheticSpec(task="colour", generic_backgrounds=[0])
+
+
+def test_detailed_backgrounds_carry_one_pattern_per_colour_and_leave_the_rest_as_it_was():
+    from diti_sd.benchmarks.synthetic.data import BACKGROUND_DETAILS, object_masks
+
+    flat, spec = SyntheticSpec(size=16), SyntheticSpec(size=16, background_detail=0.1)
+    for split in ("train", "val", "generic"):
+        plain, detailed = make_split(flat, split, 2, seed=4), make_split(spec, split, 2, seed=4)
+        assert plain.labels == detailed.labels  # the same draws: only the background's pixels change
+        for a, b, mask in zip(plain.images, detailed.images, object_masks(spec, split, 2, 4)):
+            assert torch.equal(a[:, mask], b[:, mask])
+            background = background_of(a)
+            assert background_of(b, spec.background_detail) == background  # the colour still reads as it did
+            difference = (b - a)[0][~mask].numpy()
+            pattern = texture(BACKGROUND_DETAILS[background], 16)[~mask.numpy()]
+            assert np.allclose(difference, 0.1 * pattern, atol=1e-6)  # that colour's own stripes, nothing else
+            assert np.allclose((b - a)[1:][:, ~mask], (b - a)[0][~mask])  # grey stripes: the same on every channel
+    patterns = [texture(kind, 16) for kind in BACKGROUND_DETAILS]
+    assert len({p.tobytes() for p in patterns}) == len(BACKGROUND_DETAILS)
+    assert not {p.tobytes() for p in patterns} & {texture(kind, 16).tobytes() for kind in TEXTURES}
+    # at the largest amplitude every one of the eight colours is still read right
+    top, eight = SyntheticSpec(size=16, n_classes=8, background_detail=0.2), SyntheticSpec(size=16, n_classes=8)
+    read = [background_of(x, 0.2) for x in make_split(top, "val", 6, seed=5).images]
+    assert read == [background_of(x) for x in make_split(eight, "val", 6, seed=5).images] and len(set(read)) == 8
+    with pytest.raises(ConfigError, match=r"background_detail must be in \[0, 0.2\]"):
+        SyntheticSpec(background_detail=-0.1)
+    with pytest.raises(ConfigError, match="needs the texture task"):
+        SyntheticSpec(task="colour", background_detail=0.1)

@@ -39,6 +39,10 @@ SHAPES = ("disc", "square", "diamond")
 SPLITS = ("train", "val", "correlated", "decorrelated", "generic")
 # the many-class variant: fine stripes by orientation, period and width (24 textures, none the base's)
 MANY_TEXTURES = tuple(f"stripes-{o}-p{p}-w{w}" for o in "hvda" for p in (4, 5, 6) for w in (1, 2))
+# the fine detail of each background (``background_detail``), so that a site brings its colour and its detail
+# together: thin stripes none of TEXTURES has (they are MANY_TEXTURES' thin ones: the variant needs the texture task).
+# Each is on a stripe at the corner, where background_of reads the colour
+BACKGROUND_DETAILS = tuple(f"stripes-{o}-p{p}-w1" for p in (6, 5) for o in "hvda")
 TASKS = ("texture", "colour", "shape", "many")  # what the class is: a fine texture, or a coarse attribute
 
 
@@ -64,12 +68,21 @@ class SyntheticSpec:
     # from; empty: all of them, as the other splits. Fewer: generic images that do not span the test's coarse
     # variation, as a user's generic images of the domain may not
     generic_backgrounds: list[int] = field(default_factory=list)
+    # the amplitude (+- on a [0, 1] scale, as texture_amplitude) of a fine pattern on the background, one per
+    # background colour (BACKGROUND_DETAILS), which follows the class wherever the colour does: a photograph's
+    # background has detail of its own that an accident carries with its colour. 0: flat backgrounds
+    background_detail: float = 0.0
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise ConfigError(f"unknown synthetic task {self.task!r}; choose from {', '.join(TASKS)}")
         if not 0.0 <= self.shortcut_rate <= 1.0:
             raise ConfigError(f"shortcut_rate must be in [0, 1]; got {self.shortcut_rate}")
+        if not 0.0 <= self.background_detail <= 0.2:  # the stripes of the lightest colours clip above 0.05
+            raise ConfigError(f"background_detail must be in [0, 0.2]; got {self.background_detail}")
+        if self.background_detail and self.task != "texture":
+            raise ConfigError(f"background_detail draws stripes on the background, which the {self.task} task's "
+                              "classes or accidents may be; it needs the texture task")
         if self.generic_backgrounds and self.task not in ("texture", "many"):
             raise ConfigError(f"generic_backgrounds holds the generic images' background colours, the spurious "
                               f"attribute of a texture task; the {self.task} task's is another")
@@ -127,6 +140,8 @@ def render(spec: SyntheticSpec, label: int | None, background: int, shape: int, 
     mask = shape_mask(s, shape, extent, center)
     image = np.empty((s, s, 3))
     image[:] = BACKGROUNDS[background]
+    if spec.background_detail:
+        image += spec.background_detail * texture(BACKGROUND_DETAILS[background], s)[..., None]
     kind = texture_kind or TEXTURES[label]
     obj = spec.object_level + spec.texture_amplitude * texture(kind, s)
     image[mask] = obj[mask][:, None]
@@ -203,10 +218,11 @@ def grow_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     return grown if pixels > 0 else ~grown
 
 
-def background_of(image: torch.Tensor) -> int:
+def background_of(image: torch.Tensor, detail: float = 0.0) -> int:
     """The index in BACKGROUNDS of an image's background colour, read at a corner (objects never reach
-    the corners: their extent is at most 0.7 of the side and they stay inside the image)."""
-    corner = image[:, 0, 0].numpy()
+    the corners: their extent is at most 0.7 of the side and they stay inside the image). ``detail``: the spec's
+    ``background_detail``, whose every pattern is on a stripe (+detail) at the corner."""
+    corner = image[:, 0, 0].numpy() - detail
     return int(np.argmin([np.abs(corner - np.array(c)).sum() for c in BACKGROUNDS]))
 
 
@@ -219,7 +235,7 @@ def attribute_caption(image: torch.Tensor, label: int, spec: SyntheticSpec) -> s
 
 def background_class_dependence(data: LabeledImages, spec: SyntheticSpec) -> float:
     """Cramér's V between class and background colour (0: independent, 1: determined)."""
-    bgs = [background_of(img) for img in data.images]
+    bgs = [background_of(img, spec.background_detail) for img in data.images]
     table = np.zeros((spec.n_classes, len(BACKGROUNDS)))
     for label, bg in zip(data.labels, bgs):
         table[label, bg] += 1
