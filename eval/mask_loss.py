@@ -89,7 +89,8 @@ def main(argv=None) -> dict:
                                        "ll": float(np.mean(user[name]["ll"]))}
         if runs[name][1].get("masks") and name != masked:  # the rule: a gain in log-likelihood beyond 2 SE
             rule = paired_gain(user[name]["ll"], user[masked]["ll"])
-            rule["beyond 2 SE"] = rule["gain"] > 2 * rule["se"]
+            rule["ahead beyond 2 SE"] = rule["gain"] > 2 * rule["se"]
+            rule["behind beyond 2 SE"] = rule["gain"] < -2 * rule["se"]
             row["user-like validation"]["ll minus the masked swap"] = rule
         extra = "".join(f"  {k} {v['gain']:+.3f} (SE {v['se']:.3f}; {v['ahead']} ahead, {v['behind']} behind)"
                         for k, v in row.items() if k.startswith("minus"))

@@ -201,9 +201,10 @@ def test_mask_loss_reads_each_variant_with_its_masks_and_pairs_it(tmp_path, monk
     # the rule on user-like validation, paired against the masked swap (16 right there): the loss alone (17) ahead,
     # the whole-background swap (14) behind
     rules = {k: rows[k]["user-like validation"].get("ll minus the masked swap") for k in rows}
-    assert rules["loss over the masks"]["gain"] == pytest.approx(0.1) and rules["loss over the masks"]["beyond 2 SE"]
+    loss = rules["loss over the masks"]
+    assert loss["gain"] == pytest.approx(0.1) and loss["ahead beyond 2 SE"] and not loss["behind beyond 2 SE"]
     whole = rules["whole background swapped outside the masks"]
-    assert whole["gain"] == pytest.approx(-0.2) and not whole["beyond 2 SE"]
+    assert whole["gain"] == pytest.approx(-0.2) and whole["behind beyond 2 SE"] and not whole["ahead beyond 2 SE"]
     assert rules["swap outside the masks"] is None and rules["swap"] is None
     assert rows["recipe"]["user-like validation"]["accuracy"] == pytest.approx(10.5 / 20)
     # detailed backgrounds: every fit on that variant, and the recipe once more on shots without the accident
