@@ -116,7 +116,7 @@ def test_the_comparison_keeps_either_set_with_the_whole_swap(tiny_model_dir, mon
     monkeypatch.setattr(SwapChoiceMixin, "_accuracy_and_calls", lambda self, images, labels: next(scores))
     X, y, masks = _masked_colours()
     Xv, yv = color_images(6, seed=4)
-    yv = [*yv[1:2], *yv[2:], yv[0]]  # most validation images labelled as another class: they break the accident
+    yv = yv[1:] + yv[:1]  # every validation image labelled as the next class: its colour breaks the accident
     clf = DiTiFewShotClassifier(model=str(tiny_model_dir), recipe="tiny", steps=2, progress=False,
                                 overrides={"fit.coarse_swap_auto": True, "fit.swap_background": "whole"})
     with warnings.catch_warnings():
