@@ -9,6 +9,19 @@ TINY_CLIP = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "wid
 COLORS = torch.tensor([[0.9, 0.2, 0.2], [0.2, 0.9, 0.2], [0.2, 0.2, 0.9]])
 
 
+def square_shots(n, size=(56, 72)):
+    """Images whose object is a light square at a different place in each (on a dark ground), and the squares as
+    their masks; labels c0, c1, c2 in turn."""
+    images, masks = [], []
+    for i in range(n):
+        mask = torch.zeros(size, dtype=torch.bool)
+        top, left = 4 + 5 * i, 6 + 7 * i
+        mask[top:top + 20, left:left + 24] = True
+        images.append(0.1 + 0.8 * mask.float().expand(3, -1, -1))
+        masks.append(mask)
+    return images, masks, [f"c{i % 3}" for i in range(n)]
+
+
 def color_images(n: int, seed: int, size: int = 64):
     """Class c: a flat colour plus pixel noise; labels 'c0', 'c1', 'c2' in turn."""
     g = torch.Generator().manual_seed(seed)

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from helpers import record_fit
+from helpers import record_fit, square_shots
 from PIL import Image
 from torchvision.utils import save_image
 
@@ -177,19 +177,6 @@ def test_a_data_sets_masks_are_read_with_its_banner_crop(tmp_path):
         check_masks([tmp_path / "m0.png", tmp_path / "m1.png"], ImageSequence(data))
 
 
-def _squares(n, size=(56, 72)):
-    """Images whose object is a light square at a different place in each (on a dark ground), and the squares as
-    their masks; labels c0, c1, c2 in turn."""
-    images, masks = [], []
-    for i in range(n):
-        mask = torch.zeros(size, dtype=torch.bool)
-        top, left = 4 + 5 * i, 6 + 7 * i
-        mask[top:top + 20, left:left + 24] = True
-        images.append(0.1 + 0.8 * mask.float().expand(3, -1, -1))
-        masks.append(mask)
-    return images, masks, [f"c{i % 3}" for i in range(n)]
-
-
 @pytest.fixture()
 def swaps(monkeypatch):
     """Every (shot, kept pixels) the training loop's swap is called with."""
@@ -214,7 +201,7 @@ def _kept_its_own_object(calls):
 
 
 def test_fit_with_masks_swaps_outside_each_shots_own_object_and_records_them(tiny_model_dir, swaps):
-    X, masks, y = _squares(6)
+    X, masks, y = square_shots(6)
 
     def fit(overrides, **kw):
         clf = DiTiFewShotClassifier(model=str(tiny_model_dir), recipe="tiny", steps=2, progress=False,
@@ -237,7 +224,7 @@ def test_fit_with_masks_swaps_outside_each_shots_own_object_and_records_them(tin
 
 
 def test_fit_reads_a_mask_folder_named_as_the_shots(tmp_path, tiny_model_dir, capsys, swaps):
-    images, masks, labels = _squares(6)
+    images, masks, labels = square_shots(6)
     root, folder = tmp_path / "data", tmp_path / "masks"
     for i, (image, mask, label) in enumerate(zip(images, masks, labels)):
         for where, picture in ((root / "train", image), (folder, mask.float()[None])):
@@ -358,7 +345,7 @@ def losses(monkeypatch):
 
 
 def test_fit_with_the_masked_loss_takes_each_shots_loss_over_its_own_object(tiny_model_dir, losses, swaps):
-    X, masks, y = _squares(6)
+    X, masks, y = square_shots(6)
 
     def fit(mask_loss, **kw):
         clf = DiTiFewShotClassifier(model=str(tiny_model_dir), recipe="tiny", steps=2, progress=False,

@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 import torch
-from helpers import color_images, record_fit
+from helpers import color_images, record_fit, square_shots
 
 from diti_sd import DiTiFewShotClassifier
 from diti_sd.data.masks import MaskError
@@ -88,17 +88,12 @@ def test_the_whole_swap_is_in_the_resume_signature_and_coarse_leaves_it_as_it_wa
 
 
 def test_fit_records_the_whole_swap_in_its_summary(tiny_model_dir):
-    X, masks = [], []
-    for i in range(4):
-        mask = torch.zeros(56, 72, dtype=torch.bool)
-        mask[4 + 5 * i:24 + 5 * i, 6 + 7 * i:30 + 7 * i] = True
-        X.append(0.1 + 0.8 * mask.float().expand(3, -1, -1))
-        masks.append(mask)
+    X, masks, y = square_shots(4)
     clf = DiTiFewShotClassifier(model=str(tiny_model_dir), recipe="tiny", steps=2, progress=False,
                                 overrides={"fit.coarse_swap": 1.0, "fit.swap_background": "whole"})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CoarseShortcutWarning)
-        clf.fit(X, ["a", "b"] * 2, masks=masks)
+        clf.fit(X, y, masks=masks)
     assert clf.fit_summary_["masks"]["swap_background"] == "whole" and clf.recipe_.fit.swap_background == "whole"
 
 
