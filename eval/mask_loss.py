@@ -3,13 +3,16 @@
     python eval/mask_loss.py --seeds 11-20 --cache reports/tune-user --out docs/notes/2026-12-06-mask-loss.json
     python eval/mask_loss.py --seeds 11-20 --background-detail 0.1 --cache reports/tune-user \
         --out docs/notes/2026-12-06-detailed-backgrounds.json
+    python eval/mask_loss.py --seeds 11-20 --masks box --cache reports/tune-user \
+        --out docs/notes/2026-12-06-box-masks.json
 
-On the benchmark's shots (the background follows the class in every shot), with the generator's object masks
-(grown or shrunk by ``--mask-rim`` pixels, as a less exact segmenter's): the recipe without masks, the plain coarse
-swap, the swap outside the masks (``fit.swap_background`` coarse, then whole), the loss over the masks alone, and
-with each swap; their oracle accuracy at the recipe's window, paired over seeds against the recipe and against the
-masked (coarse) swap. ``--background-detail A``: a variant whose backgrounds carry a fine pattern of their own (one
-per colour, so it follows the class with the colour, as a photograph's background brings its detail), which the
+On the benchmark's shots (the background follows the class in every shot), with the generator's object masks (grown
+or shrunk by ``--mask-rim`` pixels, as a less exact segmenter's; ``--masks box``: each object's filled bounding box,
+as a data set's box annotation, the masks ``diti-sd fit --box-masks`` gives): the recipe without masks, the plain
+coarse swap, the swap outside the masks (``fit.swap_background`` coarse, then whole), the loss over the masks alone,
+and with each swap; their oracle accuracy at the recipe's window, paired over seeds against the recipe and against
+the masked (coarse) swap. ``--background-detail A``: a variant whose backgrounds carry a fine pattern of their own
+(one per colour, so it follows the class with the colour, as a photograph's background brings its detail), which the
 coarse swap keeps; the recipe is also fitted on shots without the accident there (a control a user never has). Each
 row also gives what a user sees, on validation drawn as the shots are: accuracy, and the tuning rule's true-class
 log-likelihood paired against the masked swap (a gain counts beyond 2 SE).
@@ -54,8 +57,13 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=seed_list, default="11-20")
     parser.add_argument("--mask-rim", type=int, default=0, help="grow each mask by this many pixels (negative: shrink)")
+    parser.add_argument("--masks", choices=("object", "box"), default="object",
+                        help="what each shot's mask holds: its object, or the object's filled bounding box")
     parser.add_argument("--background-detail", type=float, default=0.0,
                         help="the amplitude of a fine pattern each background colour carries (0: flat backgrounds)")
+    parser.add_argument("--rows", nargs="+", choices=tuple(VARIANTS), default=tuple(VARIANTS), metavar="ROW",
+                        help="the rows to fit (default all; recipe and the masked swap are always in): "
+                             + "; ".join(VARIANTS))
     parser.add_argument("--shots", type=int, default=8)
     parser.add_argument("--val-per-class", type=int, default=10)
     parser.add_argument("--cache", type=Path, default=None, help="tune_synthetic's cache: shared fits, resumable")
@@ -65,10 +73,12 @@ def main(argv=None) -> dict:
     tune.check_protocol(args.seeds, args.smoke)
     recipe = load_recipe("synthetic")
     window = (recipe.score.t_min, recipe.score.t_max)
-    out = {"what": __doc__.splitlines()[0], "seeds": args.seeds, "mask_rim": args.mask_rim,
+    out = {"what": __doc__.splitlines()[0], "seeds": args.seeds, "masks": args.masks, "mask_rim": args.mask_rim,
            "background_detail": args.background_detail, "window": list(window), "stream": "oracle", "variants": {}}
-    runs = {name: (overrides, {"masks": True, **({"mask_rim": args.mask_rim} if args.mask_rim else {})} if masks
-                   else {}) for name, (overrides, masks) in VARIANTS.items()}
+    given = {"masks": True, **({"mask_rim": args.mask_rim} if args.mask_rim else {}),
+             **({"mask_kind": args.masks} if args.masks != "object" else {})}
+    rows = {"recipe", "swap outside the masks", *args.rows}
+    runs = {name: (overrides, given if masks else {}) for name, (overrides, masks) in VARIANTS.items() if name in rows}
     if args.background_detail:
         runs[CONTROL] = ([], {"train_stream": "shots without the shortcut"})
     per_seed, user = {}, {}

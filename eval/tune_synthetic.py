@@ -82,7 +82,7 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
              train_stream: str = "train", shortcut_rate: float = 1.0,
              generic_backgrounds: list[int] | None = None, n_classes: int | None = None,
              key_extra: dict | None = None, masks: bool = False, mask_rim: int = 0,
-             background_detail: float = 0.0) -> dict:
+             background_detail: float = 0.0, mask_kind: str = "object") -> dict:
     """Per window (and "tif"), per seed: which user-like validation images each fit gets right
     (``correct``), each one's true-class log-likelihood there (``ll``, what the rule reads: accuracy
     saturates where the shortcut is right), and which oracle images it gets right (``oracle``, a labelled
@@ -99,7 +99,8 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
     textures on five backgrounds, class c's shots on colour c mod 5) with that many classes. ``key_extra``: a
     caller that changes what a fit does beyond the recipe (a study's patch) names it here, so that its results
     are cached apart. ``masks``: the fits get the shots' object masks (what the coarse swap keeps), grown by
-    ``mask_rim`` pixels (shrunk where negative), as a less exact segmenter's would be. ``background_detail``: a
+    ``mask_rim`` pixels (shrunk where negative), as a less exact segmenter's would be; ``mask_kind="box"``: each
+    object's filled bounding box instead (grown first), as a data set's box annotation. ``background_detail``: a
     variant whose backgrounds carry a fine pattern of their own, one per colour (a photograph's background)."""
     recipe = load_recipe("synthetic", [*([f"model={model}"] if model else []), *overrides])
     names = [*windows, "tif"]
@@ -119,13 +120,13 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
         if background_detail:
             parts.append({"background_detail": background_detail})
         if masks:
-            parts.append({"masks": "object", **({"rim": mask_rim} if mask_rim else {})})
+            parts.append({"masks": mask_kind, **({"rim": mask_rim} if mask_rim else {})})
         if key_extra:
             parts.append(key_extra)
         saved = cached_json(cache, parts, lambda seed=seed, parts=parts: {
             "key": json.dumps(parts, default=str),
             **_one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at, train_stream, shortcut_rate,
-                        generic_backgrounds, n_classes, masks, mask_rim, background_detail)})
+                        generic_backgrounds, n_classes, masks, mask_rim, background_detail, mask_kind)})
         for part in PARTS:
             for w in names:
                 out[part][w].append(np.array(saved[part][window_name(w)], dtype=float if part == "ll" else bool))
@@ -135,13 +136,13 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
 
 def _one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at, train_stream="train",
               shortcut_rate=1.0, generic_backgrounds=None, n_classes=None, masks=False, mask_rim=0,
-              background_detail=0.0) -> dict:
+              background_detail=0.0, mask_kind="object") -> dict:
     """One fit, scored on both validation streams at the seed's own validation pairs."""
     run = SyntheticSeed.for_recipe(recipe, seed, shots, train_stream=train_stream, shortcut_rate=shortcut_rate,
                                    generic_backgrounds=generic_backgrounds, background_detail=background_detail,
                                    **({"task": "many", "n_classes": n_classes} if n_classes else {}))
     streams = {name: run.stream(name, val_per_class) for name in STREAMS}  # the only streams tuning reads
-    clf = run.fit(recipe, masks=masks, mask_rim=mask_rim)
+    clf = run.fit(recipe, masks=masks, mask_rim=mask_rim, mask_kind=mask_kind)
     t, noise, weights = stratified_pairs([0, split_at, 1000], pairs, clf.backbone_.latent_shape,
                                          derive_seed(seed, VALIDATION_PAIRS))
     t_np = t.numpy()

@@ -41,3 +41,19 @@ def color_model_dir(tmp_path_factory):
     images, _ = color_images(60, seed=100)
     train_unet(backbone, torch.stack(images) * 2 - 1, "a photo", steps=150, batch_size=16, lr=2e-3, progress=False)
     return backbone.save_pretrained(tmp_path_factory.mktemp("color-sd"))
+
+
+@pytest.fixture()
+def swaps(monkeypatch):
+    """Every (shot, kept pixels) the training loop's swap is called with."""
+    from diti_sd.training import loop
+    from diti_sd.training.coarse_swap import coarse_swap
+
+    calls = []
+
+    def recording(pixels, donor, sigma, keep=None, background="coarse"):
+        calls.append((pixels.clone(), None if keep is None else keep.clone()))
+        return coarse_swap(pixels, donor, sigma, keep, background)
+
+    monkeypatch.setattr(loop, "coarse_swap", recording)
+    return calls

@@ -26,14 +26,17 @@ def family_of(variant: str) -> str:
 
 
 def make_fake_fgvc(root: Path, per_split: int = 3, n_classes: int = 100, size=(48, 40), seed: int = 0,
-                   corrupt: int = 0, layout: str = "official") -> Path:
+                   corrupt: int = 0, layout: str = "official", box_objects: bool = False) -> Path:
     """``root/fgvc-aircraft-2013b/data/`` with the official files; ``per_split`` images per class and split.
 
-    Ids are 7-digit numbers like the real ones; each image has a 20-px dark banner at the bottom.
-    ``corrupt`` makes that many train images unreadable bytes. ``layout="coop"``: CoOp's / TiF's
-    ``root/fgvc_aircraft/`` instead (images and the variant files only).
+    Ids are 7-digit numbers like the real ones; each image has a 20-px dark banner at the bottom and a box in
+    ``images_box.txt`` (1-based, both corners inside, above the banner). ``box_objects``: each image is dark with
+    its box light (the box is the object), in place of noise. ``corrupt`` makes that many train images unreadable
+    bytes. ``layout="coop"``: CoOp's / TiF's ``root/fgvc_aircraft/`` instead (images and the variant files only).
     """
     rng = np.random.default_rng(seed)
+    box_rng = np.random.default_rng([seed, 1])  # apart, so that the images' noise is as before the boxes
+    boxes = []
     data = root / ("fgvc_aircraft" if layout == "coop" else "fgvc-aircraft-2013b/data")
     (data / "images").mkdir(parents=True, exist_ok=True)
     variants = FGVC_VARIANTS[:n_classes]
@@ -49,6 +52,12 @@ def make_fake_fgvc(root: Path, per_split: int = 3, n_classes: int = 100, size=(4
                 image_id = f"{next_id:07d}"
                 next_id += 1
                 pixels = rng.integers(0, 255, size=(size[1], size[0], 3), dtype=np.uint8)
+                width, height = int(box_rng.integers(8, size[0] // 2)), int(box_rng.integers(5, size[1] - 26))
+                left, top = int(box_rng.integers(0, size[0] - width)), int(box_rng.integers(0, size[1] - 20 - height))
+                boxes.append(f"{image_id} {left + 1} {top + 1} {left + width} {top + height}")
+                if box_objects:
+                    pixels[:] = 25
+                    pixels[top:top + height, left:left + width] = 230
                 pixels[-20:] = 10
                 Image.fromarray(pixels).save(data / "images" / f"{image_id}.jpg")
                 lines_v.append(f"{image_id} {variant}")
@@ -56,6 +65,7 @@ def make_fake_fgvc(root: Path, per_split: int = 3, n_classes: int = 100, size=(4
         (data / f"images_variant_{split}.txt").write_text("\n".join(lines_v) + "\n")
         (data / f"images_family_{split}.txt").write_text("\n".join(lines_f) + "\n")
         (data / f"images_manufacturer_{split}.txt").write_text("\n".join(lines_f) + "\n")
+    (data / "images_box.txt").write_text("\n".join(boxes) + "\n")
     train_ids = [line.split()[0] for line in (data / "images_variant_train.txt").read_text().splitlines()]
     for image_id in train_ids[:corrupt]:
         (data / "images" / f"{image_id}.jpg").write_bytes(b"not a jpeg")

@@ -174,12 +174,13 @@ def test_mask_loss_reads_each_variant_with_its_masks_and_pairs_it(tmp_path, monk
     script = _script("mask_loss")
     recipe = script.load_recipe("synthetic")
     window = (recipe.score.t_min, recipe.score.t_max)
-    calls = []
+    calls, kinds = [], []
     right = {(): 10, tuple(script.SWAP): 14, ("fit.mask_loss=true",): 17, tuple(script.WHOLE): 12}
 
     def fake(overrides, seeds, shots, per_class, cache=None, masks=False, mask_rim=0, background_detail=0.0,
-             train_stream="train"):
+             train_stream="train", mask_kind="object"):
         calls.append((tuple(overrides), masks, mask_rim, background_detail, train_stream))
+        kinds.append(mask_kind)
         n = right.get(tuple(overrides), 18) + (2 if masks and "fit.mask_loss=true" not in overrides else 0)
         hits = [np.arange(20) < n + (s % 2) for s in range(len(seeds))]
         return {"oracle": {window: hits}, "correct": {window: hits},
@@ -212,3 +213,10 @@ def test_mask_loss_reads_each_variant_with_its_masks_and_pairs_it(tmp_path, monk
     rows = script.main(["--seeds", "11,12", "--smoke", "--background-detail", "0.1"])["variants"]
     assert {c[3] for c in calls} == {0.1} and calls[-1] == ((), False, 0, 0.1, "shots without the shortcut")
     assert "minus recipe" in rows[script.CONTROL] and "minus the masked swap" not in rows[script.CONTROL]
+    # boxes for the masks, on a subset of the rows: the recipe and the masked swap always among them
+    calls.clear()
+    kinds.clear()
+    whole = "whole background swapped outside the masks"
+    out = script.main(["--seeds", "11,12", "--smoke", "--masks", "box", "--rows", whole])
+    assert list(out["variants"]) == ["recipe", "swap outside the masks", whole] and out["masks"] == "box"
+    assert [(c[1], k) for c, k in zip(calls, kinds)] == [(False, "object"), (True, "box"), (True, "box")]

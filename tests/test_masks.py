@@ -177,21 +177,6 @@ def test_a_data_sets_masks_are_read_with_its_banner_crop(tmp_path):
         check_masks([tmp_path / "m0.png", tmp_path / "m1.png"], ImageSequence(data))
 
 
-@pytest.fixture()
-def swaps(monkeypatch):
-    """Every (shot, kept pixels) the training loop's swap is called with."""
-    from diti_sd.training import loop
-
-    calls = []
-
-    def recording(pixels, donor, sigma, keep=None, background="coarse"):
-        calls.append((pixels.clone(), None if keep is None else keep.clone()))
-        return coarse_swap(pixels, donor, sigma, keep, background)
-
-    monkeypatch.setattr(loop, "coarse_swap", recording)
-    return calls
-
-
 def _kept_its_own_object(calls):
     """Each swapped shot's kept pixels are exactly its own light square (the mask of that shot, not another's,
     aligned with it), and the shots differ."""
@@ -280,16 +265,17 @@ def test_the_benchmark_fits_on_its_grown_masks_and_caches_them_apart(tmp_path, m
     rims = []
 
     def one_seed(*args):
-        rims.append(args[12])  # _one_seed's mask_rim
+        rims.append(args[12:15:2])  # _one_seed's mask_rim and mask_kind
         names = [*tune.WINDOWS, "tif"]
         return {part: {tune.window_name(w): [1.0] for w in names} for part in tune.PARTS}
 
     monkeypatch.setattr(tune, "_one_seed", one_seed)
-    for rim in (0, 1, 0, 1, -1):
-        tune.evaluate([], [7], 2, 1, cache=tmp_path, masks=True, mask_rim=rim)
-    assert rims == [0, 1, -1]  # each rim fitted once, then read from its own cache file
+    for rim, kind in ((0, "object"), (1, "object"), (0, "object"), (1, "object"), (-1, "object"), (0, "box")):
+        tune.evaluate([], [7], 2, 1, cache=tmp_path, masks=True, mask_rim=rim, mask_kind=kind)
+    # each fitted once, then read from its own cache file (boxes too)
+    assert rims == [(0, "object"), (1, "object"), (-1, "object"), (0, "box")]
     keys = sorted(json.loads(p.read_text())["key"] for p in tmp_path.rglob("*.json"))
-    assert sum('"rim"' in k for k in keys) == 2
+    assert sum('"rim"' in k for k in keys) == 2 and sum('"box"' in k for k in keys) == 1
 
 
 def test_a_mask_meeting_the_border_is_not_shrunk_from_that_side():

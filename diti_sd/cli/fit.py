@@ -54,13 +54,19 @@ def add_arguments(parser):
                         help="the validation pass (auto's window and the temperature) costs at most this share of "
                              "the fit's own UNet work (default 0.2; 'none': every validation image at "
                              "score.auto_pairs pairs)")
-    parser.add_argument("--masks", default=None, metavar="DIR",
-                        help="object masks for the coarse swap (fit.coarse_swap, _auto or _premise) to keep: one image "
-                             "per shot, named by the shot's id with any image suffix (an image folder's "
-                             "train/Boeing/0001.jpg -> DIR/Boeing/0001.png; FGVC-Aircraft's image 1025794 -> "
-                             "DIR/1025794.png), the object bright, the size of the image file; tight (a rim of "
-                             "background around the object undoes the gain: docs/method.md). Needed by "
-                             "fit.swap_background=whole (the rest of each shot replaced by a prior image's pixels)")
+    masks = parser.add_mutually_exclusive_group()
+    masks.add_argument("--masks", default=None, metavar="DIR",
+                       help="object masks for the coarse swap (fit.coarse_swap, _auto or _premise) to keep: one image "
+                            "per shot, named by the shot's id with any image suffix (an image folder's "
+                            "train/Boeing/0001.jpg -> DIR/Boeing/0001.png; FGVC-Aircraft's image 1025794 -> "
+                            "DIR/1025794.png), the object bright, the size of the image file; tight (a rim of "
+                            "background around the object undoes the gain: docs/method.md). Needed by "
+                            "fit.swap_background=whole (the rest of each shot replaced by a prior image's pixels)")
+    masks.add_argument("--box-masks", action="store_true",
+                       help="use the archive's aircraft boxes (FGVC-Aircraft's images_box.txt) as the masks: no "
+                            "segmenter needed, but a box keeps background in its corners (on synthetic shots it kept "
+                            "less of the gain than the object's own mask, most with --set "
+                            "fit.swap_background=whole: docs/method.md, 'Masks')")
     parser.add_argument("--export-diffusers", action="store_true",
                         help="also write each class as a diffusers LoRA file under --out/diffusers")
     parser.add_argument("--export-peft", action="store_true",
@@ -90,26 +96,30 @@ def run(args):
         if (out / "manifest.json").exists() and not (args.resume or args.overwrite):
             raise CLIError(f"{out} already holds an adapter set; pass --overwrite to replace it or choose "
                            "another --out")
+    if args.box_masks and recipe.dataset.kind != "fgvc-aircraft":
+        raise CLIError(f"--box-masks reads FGVC-Aircraft's images_box.txt; a {recipe.dataset.kind} data set has no "
+                       "boxes the package reads: draw each shot's mask as an image and pass --masks DIR")
     if args.model:
         recipe.model = args.model
-    from ..data import load_configured_split
+    from ..data import load_configured_split, load_fgvc_boxes
 
     train = load_configured_split(recipe.dataset, args.data_root, recipe.dataset.train_split)
     val = load_configured_split(recipe.dataset, args.data_root, recipe.dataset.val_split)
+    boxes = load_fgvc_boxes(args.data_root) if args.box_masks else None
     for k, out in zip(shots, outs):
         if args.resume and (out / "manifest.json").exists():
             print(f"{out} is already fitted; --resume continues only unfinished adapter sets")
             continue
-        _fit_one(args, recipe, train, val, k, out)
+        _fit_one(args, recipe, train, val, k, out, boxes)
     return 0
 
 
-def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
+def _fit_one(args, recipe, train, val, shots, out: Path, boxes: dict | None = None) -> None:
     from ..classifier import DiTiFewShotClassifier
     from ..coarse import fired
     from ..data import load_split, make_kshot_split
     from ..data.images import ImageSequence
-    from ..data.masks import dataset_masks
+    from ..data.masks import dataset_box_masks, dataset_masks
     from ..distributed import is_main
     from ..errors import DitiWarning
     from ..validation import fit_work
@@ -132,6 +142,8 @@ def _fit_one(args, recipe, train, val, shots, out: Path) -> None:
     masks = None
     if args.masks:  # every missing mask named before any work
         masks = dataset_masks(train_set, args.masks)
+    elif boxes is not None:
+        masks = dataset_box_masks(train_set, boxes)
     clf = DiTiFewShotClassifier(
         model=recipe.model, recipe=recipe, steps=args.steps, rank=args.rank, random_state=args.seed,
         device=args.device, dtype=args.dtype, attention=args.attention, progress=not args.no_progress,

@@ -2,13 +2,13 @@
 
 from ..errors import ConfigError
 from ..recipes import DATASET_KINDS
-from .fgvc import ArchiveError, load_fgvc_aircraft
+from .fgvc import ArchiveError, load_fgvc_aircraft, load_fgvc_boxes
 from .folder import load_image_folder
 from .hf import load_hf_dataset
 from .images import ImageReadError, ImageSequence, LabeledImages, load_image
 from .isic import load_isic2019
 from .kshot import KShotSplit, TooFewImagesError, load_split, make_kshot_split
-from .masks import MaskError, dataset_masks
+from .masks import MaskError, dataset_box_masks, dataset_masks
 from .reid import load_duke, load_veri
 
 __all__ = [
@@ -19,11 +19,13 @@ __all__ = [
     "LabeledImages",
     "MaskError",
     "TooFewImagesError",
+    "dataset_box_masks",
     "dataset_masks",
     "load_configured_split",
     "load_dataset",
     "load_duke",
     "load_fgvc_aircraft",
+    "load_fgvc_boxes",
     "load_hf_dataset",
     "load_image",
     "load_image_folder",

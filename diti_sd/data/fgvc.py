@@ -11,6 +11,7 @@ from .images import LabeledImages
 LEVELS = {"variant": "variants.txt", "family": "families.txt", "manufacturer": "manufacturers.txt"}
 SPLITS = ("train", "val", "trainval", "test")
 BANNER_PIXELS = 20
+BOXES = "images_box.txt"
 
 
 class ArchiveError(DitiError, FileNotFoundError):
@@ -68,3 +69,26 @@ def load_fgvc_aircraft(
             f"(first: {', '.join(absent[:3])}); re-extract the archive"
         )
     return LabeledImages(images, labels, classnames, ids, crop_bottom=BANNER_PIXELS if crop_banner else 0)
+
+
+def load_fgvc_boxes(root: str | os.PathLike) -> dict[str, tuple[int, int, int, int]]:
+    """The archive's aircraft boxes (``images_box.txt``: ``<id> xmin ymin xmax ymax``, the top-left pixel (1, 1),
+    both corners inside the box) as image id -> (left, top, right, bottom) in 0-based pixels, right and bottom
+    excluded, the file's frame (before the banner crop): what :func:`~diti_sd.data.masks.dataset_box_masks` draws."""
+    path = find_data_dir(root) / BOXES
+    if not path.is_file():
+        raise ArchiveError(f"FGVC-Aircraft archive at {path.parent} has no {BOXES}; re-extract it (the annotations "
+                           "archive fgvc-aircraft-2013b-annotations.tar.gz holds it too)")
+    boxes = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            xmin, ymin, xmax, ymax = (int(float(v)) for v in fields[1:])
+        except ValueError:
+            raise ArchiveError(f"{path}:{n}: expected '<id> xmin ymin xmax ymax', got {line.strip()!r}") from None
+        if xmax < xmin or ymax < ymin:
+            raise ArchiveError(f"{path}:{n}: the box of {fields[0]} ends before it starts ({line.strip()!r})")
+        boxes[fields[0]] = (xmin - 1, ymin - 1, xmax, ymax)
+    return boxes

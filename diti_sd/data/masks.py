@@ -4,15 +4,17 @@ A mask is the size of its image as the fit reads it. A mask *file* is the size o
 banner crop and reference preparation apply to both, so for a loaded data set read the masks with
 :func:`dataset_masks` (``diti-sd fit --masks`` does). The object is bright: grey level above half of 255, or
 values 0/1 (a segmenter's labels); a palette PNG's non-zero indices; a cut-out's opaque pixels (a PNG whose alpha
-varies). A segmenter's output, a data set's box annotation drawn as a filled rectangle, or a hand-painted PNG can
-serve; keep them tight: on synthetic shots a rim of background around each object did worse than no masks, a
-mask short of the object's edge less so (docs/method.md, "Masks").
+varies). A segmenter's output, a data set's box annotation drawn as a filled rectangle (:func:`dataset_box_masks`
+draws them), or a hand-painted PNG can serve; keep them tight: on synthetic shots a rim of background around each
+object did worse than no masks, a mask short of the object's edge less so, a box in between (docs/method.md, "Masks").
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -151,6 +153,61 @@ def find_masks(folder, ids: list[str]) -> list[Path]:
     return found
 
 
+def bounding_box(mask) -> tuple[int, int, int, int] | None:
+    """The smallest box holding a mask's object, as (left, top, right, bottom) pixel indices, right and bottom
+    excluded (PIL's convention); None where the mask keeps nothing."""
+    mask = load_mask(mask)
+    rows, cols = np.flatnonzero(mask.any(1).numpy()), np.flatnonzero(mask.any(0).numpy())
+    if not len(rows):
+        return None
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def box_mask(size: tuple[int, int], box: tuple[int, int, int, int]) -> torch.Tensor:
+    """(H, W) bool for an image of ``size`` (width, height): True inside ``box`` (left, top, right, bottom; right
+    and bottom excluded), clipped to the image."""
+    width, height = size
+    left, top, right, bottom = (int(v) for v in box)
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    mask[max(top, 0):max(min(bottom, height), 0), max(left, 0):max(min(right, width), 0)] = True
+    return mask
+
+
+@dataclass(frozen=True)
+class FileBox:
+    """A box annotation on an image file, drawn as a mask the size of the file (before a data set's crop)."""
+
+    image: object  # a path, or anything load_image reads
+    box: tuple[int, int, int, int]
+
+    def draw(self) -> Image.Image:
+        if isinstance(self.image, (str, os.PathLike)) and Path(self.image).is_file():
+            with Image.open(self.image) as im:  # the header alone: the size, without decoding the pixels
+                size = im.size
+        else:
+            size = load_image(self.image).size
+        mask = box_mask(size, self.box)
+        if not mask.any():
+            raise MaskError(f"the box {self.box} of {self.image} holds no pixel of its {size[0]}x{size[1]} image; "
+                            "check the annotation (left, top, right, bottom)")
+        return Image.fromarray(mask.numpy().astype(np.uint8) * 255)
+
+
+def dataset_box_masks(data, boxes: Mapping[str, tuple[int, int, int, int]]) -> MaskSequence:
+    """Masks drawn from box annotations, one per image of a loaded data set (``boxes``: image id -> (left, top,
+    right, bottom) in the image file's pixels, right and bottom excluded; FGVC-Aircraft's come from
+    :func:`~diti_sd.data.fgvc.load_fgvc_boxes`), read with its banner crop and preparation as
+    :func:`dataset_masks` reads mask files. A box keeps the background in its corners: on the synthetic shots it
+    kept less of the swap's gain than the object's own mask, most with ``fit.swap_background: whole``
+    (docs/method.md, "Masks")."""
+    missing = [i for i in data.ids if i not in boxes]
+    if missing:
+        raise MaskError(f"{len(missing)} of {len(data.ids)} shots have no box (e.g. {missing[0]!r}); pass masks "
+                        "drawn for them instead")
+    return MaskSequence([FileBox(image, tuple(boxes[i])) for image, i in zip(data.images, data.ids)],
+                        data.crop_bottom, data.prepare)
+
+
 def dataset_masks(data, folder) -> MaskSequence:
     """The masks of a loaded data set's images (a :class:`~diti_sd.data.images.LabeledImages`, e.g. a k-shot
     split's train part) from ``folder`` (:func:`find_masks`), read with its banner crop and preparation: what to
@@ -160,13 +217,14 @@ def dataset_masks(data, folder) -> MaskSequence:
 
 class MaskSequence:
     """Masks read on access, with the data set's banner crop and preparation (as :class:`ImageSequence` reads
-    the images)."""
+    the images); ``sources``: mask files, or :class:`FileBox` annotations drawn on access."""
 
-    def __init__(self, paths: list, crop_bottom: int = 0, prepare: str = ""):
-        self.paths, self.crop_bottom, self.prepare = list(paths), crop_bottom, prepare
+    def __init__(self, sources: list, crop_bottom: int = 0, prepare: str = ""):
+        self.sources, self.crop_bottom, self.prepare = list(sources), crop_bottom, prepare
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.sources)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return load_mask(self.paths[index], self.crop_bottom, self.prepare)
+        source = self.sources[index]
+        return load_mask(source.draw() if isinstance(source, FileBox) else source, self.crop_bottom, self.prepare)

@@ -20,9 +20,12 @@ import yaml
 from ...backbone import native_resolution, resolve_model_path
 from ...classifier import DiTiFewShotClassifier
 from ...data.images import LabeledImages
+from ...data.masks import bounding_box, box_mask
 from ...errors import CoarseShortcutWarning, ConfigError
 from ...recipes import Recipe
 from .data import SyntheticSpec, grow_mask, make_split, object_masks
+
+MASK_KINDS = ("object", "box")  # what SyntheticSeed.fit's masks hold: each shot's object, or its bounding box
 
 # stream -> (split, generator seed = offset + seed, shortcut shift). "val" is what a user's validation images
 # are: drawn as the shots are, the spurious attribute following the class; every setting, window and
@@ -121,18 +124,26 @@ class SyntheticSeed:
         return self.stream("generic", max(1, recipe.fit.prior_images // self.spec.n_classes)).images
 
     def fit(self, recipe: Recipe, validation: LabeledImages | None = None, device: str = "cpu", masks: bool = False,
-            mask_rim: int = 0, **estimator) -> DiTiFewShotClassifier:
+            mask_rim: int = 0, mask_kind: str = "object", **estimator) -> DiTiFewShotClassifier:
         """Adapters fitted on the train split (``estimator``: further DiTiFewShotClassifier parameters; ``masks``:
         give the fit the shots' object masks, grown by ``mask_rim`` pixels, or shrunk where negative:
-        :func:`~.data.grow_mask`). The fit's coarse-shortcut warning is held back: the benchmark's
+        :func:`~.data.grow_mask`; ``mask_kind="box"``: each object's filled bounding box instead, as a data set's
+        box annotation gives). The fit's coarse-shortcut warning is held back: the benchmark's
         shots carry the shortcut by design, and the demo's report gives the check's figures
         (``fit_summary_["coarse_shortcut"]``)."""
+        if mask_kind not in MASK_KINDS:
+            raise ConfigError(f"unknown mask kind {mask_kind!r}; choose from {', '.join(MASK_KINDS)}")
         clf = DiTiFewShotClassifier(recipe=recipe, random_state=self.seed, device=device, progress=False, **estimator)
         val = None if validation is None else (validation.images, self.names(validation))
+        given = None
+        if masks:
+            given = [grow_mask(m, mask_rim) for m in self.train_masks]
+            if mask_kind == "box":
+                given = [box_mask(tuple(m.shape[::-1]), bounding_box(m)) for m in given]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CoarseShortcutWarning)
             return clf.fit(self.train.images, self.names(self.train), prior_images=self.prior(recipe),
-                           validation=val, masks=[grow_mask(m, mask_rim) for m in self.train_masks] if masks else None)
+                           validation=val, masks=given)
 
     def labels(self, data: LabeledImages, clf: DiTiFewShotClassifier) -> np.ndarray:
         """``data``'s labels as indices into ``clf.classes_`` (the column order of its scores)."""
