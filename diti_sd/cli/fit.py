@@ -65,8 +65,7 @@ def add_arguments(parser):
     masks.add_argument("--box-masks", action="store_true",
                        help="use the archive's aircraft boxes (FGVC-Aircraft's images_box.txt) as the masks: no "
                             "segmenter needed, but a box keeps background in its corners (on synthetic shots it kept "
-                            "less of the gain than the object's own mask, most with --set "
-                            "fit.swap_background=whole: docs/method.md, 'Masks')")
+                            "less of the swap's gain than the object's own mask: docs/method.md, 'Masks')")
     parser.add_argument("--export-diffusers", action="store_true",
                         help="also write each class as a diffusers LoRA file under --out/diffusers")
     parser.add_argument("--export-peft", action="store_true",

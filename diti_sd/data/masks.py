@@ -198,8 +198,7 @@ def dataset_box_masks(data, boxes: Mapping[str, tuple[int, int, int, int]]) -> M
     right, bottom) in the image file's pixels, right and bottom excluded; FGVC-Aircraft's come from
     :func:`~diti_sd.data.fgvc.load_fgvc_boxes`), read with its banner crop and preparation as
     :func:`dataset_masks` reads mask files. A box keeps the background in its corners: on the synthetic shots it
-    kept less of the swap's gain than the object's own mask, most with ``fit.swap_background: whole``
-    (docs/method.md, "Masks")."""
+    kept less of the swap's gain than the object's own mask (docs/method.md, "Masks")."""
     missing = [i for i in data.ids if i not in boxes]
     if missing:
         raise MaskError(f"{len(missing)} of {len(data.ids)} shots have no box (e.g. {missing[0]!r}); pass masks "
