@@ -52,23 +52,36 @@ def coarse_sigma(sigma_fraction: float, shape) -> float:
     return max(sigma_fraction * min(shape[-2:]), 0.5)
 
 
-def coarse_features(pixels: torch.Tensor, sigma_fraction: float, batch_size: int = 64) -> torch.Tensor:
+def coarse_features(pixels: torch.Tensor, sigma_fraction: float, batch_size: int = 64,
+                    objects: torch.Tensor | None = None) -> torch.Tensor:
     """(n, 3, H, W) uint8 images to their low-pass in [0, 1], averaged to a grid of about one cell per sigma
     (the low-pass holds nothing finer; at most :data:`MAX_CELLS` a side), flattened. The images are first
     averaged over blocks of a quarter sigma (reflected to whole blocks) and blurred at that scale: a blur of
     sigma 64 pixels at 512 costs minutes on a CPU. In batches: a few-shot set at 512 pixels is gigabytes as
-    floats."""
+    floats. ``objects``: (n, 1, H, W) bool object masks: the low-pass of the background alone (each cell the
+    blur-weighted mean of the pixels outside the object, so that a cell inside it takes the background around
+    it); an image whose mask keeps everything has no background and gives its plain low-pass."""
     h, w = pixels.shape[-2:]
     sigma = coarse_sigma(sigma_fraction, pixels.shape)
     grid = tuple(min(MAX_CELLS, max(2, round(side / sigma))) for side in (h, w))
     block = max(1, min(int(sigma // 4), h // 2, w // 2))
     pad = (0, -w % block, 0, -h % block)
+
+    def low_pass(x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, pad, mode="reflect") if any(pad) else x
+        return F.adaptive_avg_pool2d(gaussian_blur(F.avg_pool2d(x, block), sigma / block), grid)
+
     out = []
     for i in range(0, len(pixels), batch_size):
-        x = F.pad(pixels[i:i + batch_size].float() / 255, pad, mode="reflect") if any(pad) else \
-            pixels[i:i + batch_size].float() / 255
-        x = F.avg_pool2d(x, block)
-        out.append(F.adaptive_avg_pool2d(gaussian_blur(x, sigma / block), grid).flatten(1))
+        x = pixels[i:i + batch_size].float() / 255
+        if objects is None:
+            out.append(low_pass(x).flatten(1))
+            continue
+        background = (~objects[i:i + batch_size].bool()).float()
+        weight = low_pass(background)
+        only = low_pass(x * background) / weight.clamp(min=1e-6)
+        bare = background.flatten(1).sum(1) == 0  # no background to read
+        out.append(torch.where(bare[:, None, None, None], low_pass(x), only).flatten(1))
     return torch.cat(out)
 
 
@@ -145,17 +158,19 @@ def coarse_conflicts(shot_pixels: torch.Tensor, shot_labels, pixels, labels,
 
 
 def coarse_shortcut(pixels: torch.Tensor, labels, sigma_fraction: float = 0.125, permutations: int = PERMUTATIONS,
-                    seed: int = 0) -> dict:
+                    seed: int = 0, objects: torch.Tensor | None = None) -> dict:
     """How well the shots' coarse content alone names their class: ``accuracy`` (leave-one-out nearest class
     mean on :func:`coarse_features`), ``chance`` (its mean with the labels permuted ``permutations`` times)
     and ``p_value`` (the share of permutations at or above it, counting the observed one). ``pixels``: (n, 3,
-    H, W) uint8; ``labels``: one per image. With one image a class there is nothing to leave out: accuracy
-    and chance are None and the p-value 1."""
+    H, W) uint8; ``labels``: one per image. ``objects``: the shots' object masks ((n, 1, H, W) bool): the check
+    reads their backgrounds alone (``"background_only"`` in the report), where the masks' premise puts an
+    accident, and not the objects' own coarse content, which may be the class. With one image a class there is
+    nothing to leave out: accuracy and chance are None and the p-value 1."""
     labels = np.asarray(labels)
-    features = coarse_features(pixels, sigma_fraction).double()
+    features = coarse_features(pixels, sigma_fraction, objects=objects).double()
     accuracy = leave_one_out_accuracy(features, labels)
     report = {"accuracy": None, "chance": None, "p_value": 1.0, "sigma_fraction": sigma_fraction,
-              "images": len(labels)}
+              "images": len(labels), **({"background_only": True} if objects is not None else {})}
     if accuracy is None:
         return report
     rng = numpy_rng(seed, COARSE_SHORTCUT)
@@ -212,7 +227,8 @@ def shortcut_warning(report: dict, swap: float, auto: bool = False) -> str | Non
     else:
         tail = (f"; none of your {val['images']} validation images breaks it, so they cannot tell an accident from "
                 "the class: only you can (fit.coarse_swap_premise takes the method's premise where they cannot)")
-    return (f"the shots' blur alone points to their class for {report['accuracy']:.0%} of {report['images']} shots, "
+    what = "backgrounds (outside their masks) alone point" if report.get("background_only") else "blur alone points"
+    return (f"the shots' {what} to their class for {report['accuracy']:.0%} of {report['images']} shots, "
             f"leave-one-out ({report['chance']:.0%} with the labels permuted, p = {report['p_value']:.3f}); if that "
             "is an accident of where they were taken, not what the classes differ in, see fit.coarse_swap "
             f"(--set fit.coarse_swap=1) in docs/method.md, 'The shortcut check'{tail}")

@@ -91,7 +91,9 @@ def plot_coarse_shortcut(shots, shot_labels, report: dict, path: str | os.PathLi
     rows = []
     for row, c in enumerate(shown):
         own = shots[np.flatnonzero(shot_labels == c)[:n_shots]].float() / 255
-        cells = [(image, "" if row else "shot, as the check blurs it")
+        caption = "shot, blurred (the check\nread its background alone)" if report.get("background_only") else \
+            "shot, as the check blurs it"
+        cells = [(image, "" if row else caption)
                  for image in gaussian_blur(own, sigma).clamp(0, 1)] if len(own) else []
         theirs = [(breaking[i].float() / 255, "validation image\nthat breaks it")
                   for i in np.flatnonzero(breaking_labels == c)[:n_breaking]]

@@ -62,8 +62,10 @@ def fit_classes(backbone, recipe: Recipe, X, y, classes: np.ndarray, shots: int,
     recipe, cutoff = resolve_coarse_sigma(recipe, backbone, latents, pixels.shape)  # fit.coarse_sigma: auto
     if cutoff and cutoff["edge"] and warn and world()[0] == 0:
         warnings.warn(edge_warning(cutoff), DitiWarning, stacklevel=stacklevel + 1)
-    # whether the shots' blur alone names their class (no UNet call): a shortcut every shot may share
-    shortcut = coarse_shortcut(pixels, label_index, recipe.fit.coarse_sigma, seed=seed)
+    # whether the shots' blur alone names their class (no UNet call): a shortcut every shot may share; given masks,
+    # their backgrounds' blur, since the masks say the class is on the object
+    objects = None if masks is None else mask_pixels_ if crop else mask_pixels(masks, backbone.resolution)
+    shortcut = coarse_shortcut(pixels, label_index, recipe.fit.coarse_sigma, seed=seed, objects=objects)
     if validation is not None and fired(shortcut):  # which validation images break it: can the user's data tell
         images = validation[0]  # decoded a batch at a time: a validation split can be gigabytes of pixels
         batches = (uint8_pixels([images[j] for j in range(i, min(i + 64, len(images)))], backbone.resolution)
