@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diti_sd.benchmarks.synthetic.streams import MASK_KINDS
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write
 from diti_sd.recipes import load_recipe
@@ -57,7 +58,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=seed_list, default="11-20")
     parser.add_argument("--mask-rim", type=int, default=0, help="grow each mask by this many pixels (negative: shrink)")
-    parser.add_argument("--masks", choices=("object", "box"), default="object",
+    parser.add_argument("--masks", choices=MASK_KINDS, default="object",
                         help="what each shot's mask holds: its object, or the object's filled bounding box")
     parser.add_argument("--background-detail", type=float, default=0.0,
                         help="the amplitude of a fine pattern each background colour carries (0: flat backgrounds)")

@@ -36,6 +36,7 @@ import torch
 
 from diti_sd.benchmarks.synthetic.streams import TRAIN_STREAMS, SyntheticSeed
 from diti_sd.cli.common import seed_list
+from diti_sd.data.masks import bounding_box, box_mask
 from diti_sd.files import atomic_write
 from diti_sd.recipes import load_recipe
 from diti_sd.stats import paired_gain
@@ -70,13 +71,10 @@ def object_mask(bare: torch.Tensor) -> torch.Tensor:
     return (bare != bare[:, :1, :1]).any(0, keepdim=True)
 
 
-def box_mask(bare: torch.Tensor) -> torch.Tensor:
+def object_box(bare: torch.Tensor) -> torch.Tensor:
     """(1, H, W) True inside the object's bounding box, as a data set's box annotation gives it."""
     mask = object_mask(bare)[0]
-    rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]
-    out = torch.zeros_like(mask)
-    out[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1] = True
-    return out[None]
+    return box_mask(tuple(mask.shape[::-1]), bounding_box(mask))[None]
 
 
 def texture_kept_swap(pairs: dict[bytes, torch.Tensor], keep: str = "texture"):
@@ -88,7 +86,7 @@ def texture_kept_swap(pairs: dict[bytes, torch.Tensor], keep: str = "texture"):
         if bare is None:
             raise RuntimeError("a swapped training image that is not one of the study's shots: its lookup failed")
         if keep in ("object", "box"):
-            mask = object_mask(bare) if keep == "object" else box_mask(bare)
+            mask = object_mask(bare) if keep == "object" else object_box(bare)
             return torch.where(mask, pixels, coarse_swap(pixels, donor, sigma_fraction))
         out = coarse_swap(bare, donor, sigma_fraction).float() + (pixels.float() - bare.float())
         return out.round().clamp(0, 255).to(torch.uint8)

@@ -112,7 +112,7 @@ def _grey_disc_on_red() -> tuple[torch.Tensor, torch.Tensor]:
 def test_the_box_mask_is_the_objects_bounding_box():
     script = _script("swap_texture_kept")
     bare, disc = _grey_disc_on_red()
-    box = script.box_mask(bare)[0]
+    box = script.object_box(bare)[0]
     assert box[2:9, 3:10].all() and int(box.sum()) == 7 * 7  # rows 2-8, columns 3-9
     assert int(script.object_mask(bare).sum()) < int(box.sum())  # the box holds background corners too
 

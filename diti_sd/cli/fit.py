@@ -105,6 +105,10 @@ def run(args):
     train = load_configured_split(recipe.dataset, args.data_root, recipe.dataset.train_split)
     val = load_configured_split(recipe.dataset, args.data_root, recipe.dataset.val_split)
     boxes = load_fgvc_boxes(args.data_root) if args.box_masks else None
+    if boxes is not None:  # every train image's box checked once, before any fit (headers only)
+        from ..data import dataset_box_masks
+
+        dataset_box_masks(train, boxes)
     for k, out in zip(shots, outs):
         if args.resume and (out / "manifest.json").exists():
             print(f"{out} is already fitted; --resume continues only unfinished adapter sets")

@@ -72,9 +72,10 @@ def load_fgvc_aircraft(
 
 
 def load_fgvc_boxes(root: str | os.PathLike) -> dict[str, tuple[int, int, int, int]]:
-    """The archive's aircraft boxes (``images_box.txt``: ``<id> xmin ymin xmax ymax``, the top-left pixel (1, 1),
-    both corners inside the box) as image id -> (left, top, right, bottom) in 0-based pixels, right and bottom
-    excluded, the file's frame (before the banner crop): what :func:`~diti_sd.data.masks.dataset_box_masks` draws."""
+    """The archive's aircraft boxes (``images_box.txt``: ``<id> xmin ymin xmax ymax``; its README puts the top-left
+    pixel at (1, 1), and the corners are read as inside the box, MATLAB's convention) as image id -> (left, top,
+    right, bottom) in 0-based pixels, right and bottom excluded, the file's frame (before the banner crop): what
+    :func:`~diti_sd.data.masks.dataset_box_masks` draws."""
     path = find_data_dir(root) / BOXES
     if not path.is_file():
         raise ArchiveError(f"FGVC-Aircraft archive at {path.parent} has no {BOXES}; re-extract it (the annotations "
@@ -85,10 +86,13 @@ def load_fgvc_boxes(root: str | os.PathLike) -> dict[str, tuple[int, int, int, i
         if not fields:
             continue
         try:
-            xmin, ymin, xmax, ymax = (int(float(v)) for v in fields[1:])
+            xmin, ymin, xmax, ymax = (int(v) for v in fields[1:])
         except ValueError:
-            raise ArchiveError(f"{path}:{n}: expected '<id> xmin ymin xmax ymax', got {line.strip()!r}") from None
+            raise ArchiveError(f"{path}:{n}: expected '<id> xmin ymin xmax ymax' in whole pixels, got "
+                               f"{line.strip()!r}") from None
         if xmax < xmin or ymax < ymin:
             raise ArchiveError(f"{path}:{n}: the box of {fields[0]} ends before it starts ({line.strip()!r})")
+        if fields[0] in boxes:
+            raise ArchiveError(f"{path}:{n}: a second box for {fields[0]}; the archive has one per image")
         boxes[fields[0]] = (xmin - 1, ymin - 1, xmax, ymax)
     return boxes

@@ -93,7 +93,8 @@ def check_masks(masks, X, read: bool = True, stacklevel: int = 2, loss: bool = F
     if masks is None:
         if needed:
             raise MaskError("fit.swap_background 'whole' keeps each shot's object and replaces the rest, but fit got "
-                            "no masks: pass masks=... (diti-sd fit --masks DIR), or set fit.swap_background: coarse")
+                            "no masks: pass masks=... (diti-sd fit --masks DIR or --box-masks), or set "
+                            "fit.swap_background: coarse")
         if loss:
             warnings.warn("fit.mask_loss takes each shot's loss over its object mask, but fit got no masks: the loss "
                           "is taken over whole shots; pass masks=... (diti-sd fit --masks DIR)", DitiWarning,
@@ -173,38 +174,49 @@ def box_mask(size: tuple[int, int], box: tuple[int, int, int, int]) -> torch.Ten
     return mask
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FileBox:
     """A box annotation on an image file, drawn as a mask the size of the file (before a data set's crop)."""
 
     image: object  # a path, or anything load_image reads
     box: tuple[int, int, int, int]
+    image_id: str = ""
+
+    def size(self) -> tuple[int, int]:
+        """The image file's (width, height), from the header alone where it is a file."""
+        if isinstance(self.image, (str, os.PathLike)) and Path(self.image).is_file():
+            with Image.open(self.image) as im:
+                return im.size
+        return load_image(self.image).size
 
     def draw(self) -> Image.Image:
-        if isinstance(self.image, (str, os.PathLike)) and Path(self.image).is_file():
-            with Image.open(self.image) as im:  # the header alone: the size, without decoding the pixels
-                size = im.size
-        else:
-            size = load_image(self.image).size
-        mask = box_mask(size, self.box)
-        if not mask.any():
-            raise MaskError(f"the box {self.box} of {self.image} holds no pixel of its {size[0]}x{size[1]} image; "
-                            "check the annotation (left, top, right, bottom)")
-        return Image.fromarray(mask.numpy().astype(np.uint8) * 255)
+        return Image.fromarray(box_mask(self.size(), self.box).numpy().astype(np.uint8) * 255)
 
 
 def dataset_box_masks(data, boxes: Mapping[str, tuple[int, int, int, int]]) -> MaskSequence:
     """Masks drawn from box annotations, one per image of a loaded data set (``boxes``: image id -> (left, top,
     right, bottom) in the image file's pixels, right and bottom excluded; FGVC-Aircraft's come from
     :func:`~diti_sd.data.fgvc.load_fgvc_boxes`), read with its banner crop and preparation as
-    :func:`dataset_masks` reads mask files. A box keeps the background in its corners: on the synthetic shots it
-    kept less of the swap's gain than the object's own mask (docs/method.md, "Masks")."""
+    :func:`dataset_masks` reads mask files. Every image without a box, and every box that holds no pixel of its
+    image once the banner is cropped, is counted in one error here (the images' headers are read, not their
+    pixels). A box keeps the background in its corners: on the synthetic shots it kept less of the swap's gain
+    than the object's own mask (docs/method.md, "Masks")."""
     missing = [i for i in data.ids if i not in boxes]
     if missing:
         raise MaskError(f"{len(missing)} of {len(data.ids)} shots have no box (e.g. {missing[0]!r}); pass masks "
                         "drawn for them instead")
-    return MaskSequence([FileBox(image, tuple(boxes[i])) for image, i in zip(data.images, data.ids)],
-                        data.crop_bottom, data.prepare)
+    sources = [FileBox(image, tuple(boxes[i]), i) for image, i in zip(data.images, data.ids)]
+    empty = []
+    for source in sources:
+        width, height = source.size()
+        if not box_mask((width, height - data.crop_bottom), source.box).any():
+            empty.append(source)
+    if empty:
+        first = empty[0]
+        raise MaskError(f"{len(empty)} of {len(sources)} boxes hold no pixel of their image as read (e.g. "
+                        f"{first.image_id!r}: {first.box}{' above the banner crop' if data.crop_bottom else ''}); "
+                        "check the annotations (left, top, right, bottom)")
+    return MaskSequence(sources, data.crop_bottom, data.prepare)
 
 
 def dataset_masks(data, folder) -> MaskSequence:
@@ -220,6 +232,11 @@ class MaskSequence:
 
     def __init__(self, sources: list, crop_bottom: int = 0, prepare: str = ""):
         self.sources, self.crop_bottom, self.prepare = list(sources), crop_bottom, prepare
+
+    @property
+    def paths(self) -> list:
+        """The mask files (its name before box annotations joined them as sources)."""
+        return self.sources
 
     def __len__(self) -> int:
         return len(self.sources)

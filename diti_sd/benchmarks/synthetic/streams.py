@@ -139,6 +139,9 @@ class SyntheticSeed:
         if masks:
             given = [grow_mask(m, mask_rim) for m in self.train_masks]
             if mask_kind == "box":
+                if not all(bool(m.any()) for m in given):
+                    raise ConfigError(f"mask_rim {mask_rim} shrinks some of the shots' objects to nothing: no box "
+                                      "to draw around them")
                 given = [box_mask(tuple(m.shape[::-1]), bounding_box(m)) for m in given]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CoarseShortcutWarning)
