@@ -126,7 +126,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, SwapChoiceMixin, 
 
     # ----------------------------------------------------------------- fit
     def fit(self, X, y, *, calibration=None, validation=None, validation_candidates=None, prior_images=None,
-            masks=None, output_dir=None, resume=False, callback=None):
+            masks=None, validation_masks=None, output_dir=None, resume=False, callback=None):
         """Fit one adapter (and prompt) per class on images ``X`` with class labels ``y``.
 
         X: paths, PIL images or (3, H, W) tensors in [0, 1]. ``calibration``: a share of each class's
@@ -140,7 +140,8 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, SwapChoiceMixin, 
         ``fit_summary_["validation"]`` (and the manifest) records which, and how many fits it took.
         ``prior_images`` overrides the generic prior-preservation images. ``masks``: an object mask per image of
         X, its size (paths, PIL images or (H, W) arrays; the object bright): the coarse swap then keeps the object
-        and swaps only the rest (:mod:`diti_sd.data.masks`). ``output_dir`` keeps checkpoints and the prior images
+        and swaps only the rest (:mod:`diti_sd.data.masks`); ``validation_masks``: the validation images' own, which
+        the shortcut check then reads them with. ``output_dir`` keeps checkpoints and the prior images
         there, so an interrupted fit can continue with ``resume=True``. A new fit forgets the previous one.
         """
         recipe = self.resolved_recipe()  # every parameter checked here, before any work
@@ -160,6 +161,8 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, SwapChoiceMixin, 
         if len(classes) < 2:
             raise ConfigError(f"need at least two classes, got {list(classes)}")
         val = check_validation(validation, classes.tolist())
+        if validation_masks is not None and val is not None:  # the check reads them with the shots' (coarse.py)
+            val = (*val, check_masks(validation_masks, val[0], stacklevel=2))
         plan = plan_validation(y, classes.tolist(), auto=recipe.score.weighting == "auto",
                                validation=0 if val is None else len(val[1]), calibration=calibration,
                                auto_refit=bool(self.auto_refit), min_shots=recipe.fit.needed_shots,
@@ -202,7 +205,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, SwapChoiceMixin, 
         if plan.source == "probe fit":
             self.score_choice_ = choice
         elif plan.source == "validation":
-            self.choose_scoring(*val, candidates=validation_candidates, source=f"validation images ({len(val[1])})",
+            self.choose_scoring(*val[:2], candidates=validation_candidates, source=f"validation images ({len(val[1])})",
                                 max_calls=self.validation_budget_calls())
         elif plan.source == "held-out share":
             self.choose_scoring(held_X, held_y, source=f"held-out share {calibration:g} of the shots",

@@ -13,6 +13,7 @@ say whether that content is the class or an accident: only the user knows what t
 from __future__ import annotations
 
 import math
+from itertools import repeat
 
 import numpy as np
 import torch
@@ -29,6 +30,8 @@ PERMUTATIONS = 199
 # few, so about one shot in that many)
 PREMISE_ACCURACY = 0.5
 MAX_CELLS = 32  # per side of the grid the blur is averaged to: a small sigma must not grow the features unbounded
+# the least background weight a cell of a background-only low-pass is read from (below: the image's mean background)
+REACH = 1e-3
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -59,8 +62,10 @@ def coarse_features(pixels: torch.Tensor, sigma_fraction: float, batch_size: int
     averaged over blocks of a quarter sigma (reflected to whole blocks) and blurred at that scale: a blur of
     sigma 64 pixels at 512 costs minutes on a CPU. In batches: a few-shot set at 512 pixels is gigabytes as
     floats. ``objects``: (n, 1, H, W) bool object masks: the low-pass of the background alone (each cell the
-    blur-weighted mean of the pixels outside the object, so that a cell inside it takes the background around
-    it); an image whose mask keeps everything has no background and gives its plain low-pass."""
+    blur-weighted mean of the pixels outside the object, so that a cell inside it takes the background around it;
+    a cell beyond the blur's reach of any background, deep in a large object, the image's mean background); an
+    image whose mask keeps everything has no background and gives its plain low-pass (:func:`coarse_shortcut`
+    leaves such shots out)."""
     h, w = pixels.shape[-2:]
     sigma = coarse_sigma(sigma_fraction, pixels.shape)
     grid = tuple(min(MAX_CELLS, max(2, round(side / sigma))) for side in (h, w))
@@ -79,9 +84,14 @@ def coarse_features(pixels: torch.Tensor, sigma_fraction: float, batch_size: int
             continue
         background = (~objects[i:i + batch_size].bool()).float()
         weight = low_pass(background)
-        only = low_pass(x * background) / weight.clamp(min=1e-6)
-        bare = background.flatten(1).sum(1) == 0  # no background to read
-        out.append(torch.where(bare[:, None, None, None], low_pass(x), only).flatten(1))
+        area = background.sum((2, 3), keepdim=True)
+        mean = (x * background).sum((2, 3), keepdim=True) / area.clamp(min=1)
+        # the Gaussian is cut at 3 sigma: a cell that far inside an object has no weight, not a small one
+        only = torch.where(weight > REACH, low_pass(x * background) / weight.clamp(min=REACH), mean)
+        bare = area.flatten() == 0  # no background to read
+        if bool(bare.any()):
+            only[bare] = low_pass(x[bare])
+        out.append(only.flatten(1))
     return torch.cat(out)
 
 
@@ -126,7 +136,8 @@ def shot_spread(features: torch.Tensor, labels) -> float:
 
 
 def coarse_conflicts(shot_pixels: torch.Tensor, shot_labels, pixels, labels,
-                     sigma_fraction: float = 0.125, margin: float | None = None) -> np.ndarray:
+                     sigma_fraction: float = 0.125, margin: float | None = None, shot_objects=None,
+                     objects=None) -> np.ndarray:
     """Which of ``pixels`` (labelled images, e.g. validation images) break the shots' coarse accident: their
     coarse content (:func:`coarse_features`) lies nearer another class's shot mean than their own class's by more
     than a typical shot lies from its own (:func:`shot_spread`). The margin is what keeps classes that share
@@ -135,12 +146,19 @@ def coarse_conflicts(shot_pixels: torch.Tensor, shot_labels, pixels, labels,
     class by accident, these are the images on which reading it is wrong; where it is the class itself, there are
     none. uint8 (n, 3, H, W) images, or an iterable of such batches (a validation set decoded a batch at a time);
     a label the shots lack counts as a conflict. ``margin``: another margin (0: any image nearer another class's
-    mean, the rule before the margin)."""
-    shot_features = coarse_features(shot_pixels, sigma_fraction).double()
+    mean, the rule before the margin). ``shot_objects`` and ``objects`` (the images' masks, batched as ``pixels``):
+    backgrounds alone, as :func:`coarse_shortcut` reads them given masks (shots without background left out)."""
+    shot_labels = np.asarray(shot_labels)
+    if shot_objects is not None:
+        read = (~shot_objects.bool()).flatten(1).any(1)
+        shot_pixels, shot_objects, shot_labels = shot_pixels[read], shot_objects[read], shot_labels[read.numpy()]
+    shot_features = coarse_features(shot_pixels, sigma_fraction, objects=shot_objects).double()
     classes, _, _, means = _class_means(shot_features, shot_labels)
     margin = shot_spread(shot_features, shot_labels) if margin is None else margin
     batches = [pixels] if isinstance(pixels, torch.Tensor) else pixels
-    features = torch.cat([coarse_features(batch, sigma_fraction).double() for batch in batches])
+    masks = repeat(None) if objects is None else [objects] if isinstance(objects, torch.Tensor) else objects
+    features = torch.cat([coarse_features(batch, sigma_fraction, objects=m).double()
+                          for batch, m in zip(batches, masks)])
     distance = torch.cdist(features, means)
     labels = np.asarray(labels)
     where = {c: i for i, c in enumerate(classes.tolist())}
@@ -164,13 +182,19 @@ def coarse_shortcut(pixels: torch.Tensor, labels, sigma_fraction: float = 0.125,
     and ``p_value`` (the share of permutations at or above it, counting the observed one). ``pixels``: (n, 3,
     H, W) uint8; ``labels``: one per image. ``objects``: the shots' object masks ((n, 1, H, W) bool): the check
     reads their backgrounds alone (``"background_only"`` in the report), where the masks' premise puts an
-    accident, and not the objects' own coarse content, which may be the class. With one image a class there is
-    nothing to leave out: accuracy and chance are None and the p-value 1."""
+    accident, and not the objects' own coarse content, which may be the class; shots whose mask keeps everything
+    are left out (``"without_background"``, not in ``"images"``). With one image a class there is nothing to
+    leave out: accuracy and chance are None and the p-value 1."""
     labels = np.asarray(labels)
+    extra = {}
+    if objects is not None:  # shots whose mask keeps everything have no background to read: left out
+        read = (~objects.bool()).flatten(1).any(1)
+        extra = {"background_only": True, "without_background": int((~read).sum())}
+        pixels, objects, labels = pixels[read], objects[read], labels[read.numpy()]
     features = coarse_features(pixels, sigma_fraction, objects=objects).double()
     accuracy = leave_one_out_accuracy(features, labels)
     report = {"accuracy": None, "chance": None, "p_value": 1.0, "sigma_fraction": sigma_fraction,
-              "images": len(labels), **({"background_only": True} if objects is not None else {})}
+              "images": len(labels), **extra}
     if accuracy is None:
         return report
     rng = numpy_rng(seed, COARSE_SHORTCUT)
@@ -193,17 +217,27 @@ def names_outright(report: dict) -> bool:
 
 def premise_applies(report: dict) -> bool:
     """Whether the shots' blur names their class outright (:func:`names_outright`) and no validation image breaks
-    that accident (none given, or none of them breaking it): nothing the user holds can tell it from the class, so
-    only the method's premise (coarse content is not the class) can decide (``fit.coarse_swap_premise``)."""
+    that accident (none given, none of them breaking it, or none readable for it: :func:`validation_unread`):
+    nothing the user holds can tell it from the class, so only the method's premise (coarse content is not the
+    class) can decide (``fit.coarse_swap_premise``)."""
     return names_outright(report) and not (report.get("validation") or {}).get("breaking")
 
 
-def validation_breaks(report: dict, shot_pixels: torch.Tensor, shot_labels, pixels, labels) -> dict:
+def validation_unread(report: dict) -> bool:
+    """Whether the validation images were given but could not be read for the accident: the check read the shots'
+    backgrounds (masks given), and the validation images come without masks, so which of them break it is
+    unknown (``"breaking"`` is empty and ``"without_masks"`` set)."""
+    return bool((report.get("validation") or {}).get("without_masks"))
+
+
+def validation_breaks(report: dict, shot_pixels: torch.Tensor, shot_labels, pixels, labels, shot_objects=None,
+                      objects=None) -> dict:
     """Which validation images break the accident the check found (:func:`coarse_conflicts`, at the report's
     sigma): ``{"images": n, "breaking": [indices]}``. Reading a fit on exactly these images is how the user's own
     data can tell an accident from the class: where they exist, a fit that reads the accident gets them wrong;
     where there are none, the data cannot tell."""
-    mask = coarse_conflicts(shot_pixels, shot_labels, pixels, labels, report["sigma_fraction"])
+    mask = coarse_conflicts(shot_pixels, shot_labels, pixels, labels, report["sigma_fraction"],
+                            shot_objects=shot_objects, objects=objects)
     return {"images": int(len(mask)), "breaking": [int(i) for i in np.flatnonzero(mask)]}
 
 
@@ -219,6 +253,9 @@ def shortcut_warning(report: dict, swap: float, auto: bool = False) -> str | Non
         return None
     if val is None:
         tail = ""
+    elif validation_unread(report):
+        tail = (f"; your {val['images']} validation images come without masks, so which of them break it cannot be "
+                "read on their backgrounds: only you can tell (fit.coarse_swap_premise takes the method's premise)")
     elif val["breaking"]:
         tail = (f"; {len(val['breaking'])} of your {val['images']} validation images break it (their blur points to "
                 "another class): compare fits with and without the swap on them, or let fit.coarse_swap_auto do it "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .coarse import fired, names_outright
+from .coarse import fired, names_outright, validation_unread
 from .distributed import world
 from .recipes import load_recipe
 from .scoring.auto import no_choice
@@ -35,13 +35,15 @@ def swap_choice_record(shortcut: dict, without: float | None = None, with_swap: 
     breaking = len((shortcut.get("validation") or {}).get("breaking", []))
     record = {"breaking_images": breaking, "accuracy": {"without": without, "with_swap": with_swap},
               "fits": 1 if with_swap is None else 2, "second_fit_unet_samples": unet_samples, "unet_calls": unet_calls}
+    unread = ("the validation images come without masks, so they cannot be read for the backgrounds' accident"
+              if validation_unread(shortcut) else "no validation image breaks that accident")
     if premise:
-        return {**record, "chosen": "swap", "why": "fit.coarse_swap_premise: the shots' blur names their class and "
-                "no validation image breaks that accident, so the method's premise decides (one fit, with the swap)"}
+        return {**record, "chosen": "swap", "why": f"fit.coarse_swap_premise: the shots' blur names their class and "
+                f"{unread}, so the method's premise decides (one fit, with the swap)"}
     if with_swap is None:
         why = ("the shots' blur does not name their class" if not fired(shortcut) else
                "no validation images were given" if shortcut.get("validation") is None else
-               "no validation image breaks the shots' accident: the data cannot tell it from the class")
+               f"{unread}: the data cannot tell it from the class")
         if premise_asked and fired(shortcut) and not names_outright(shortcut):
             why += (f"; the blur points to their own class for only {shortcut['accuracy']:.0%} of the shots "
                     "(leave-one-out: it narrows the class, or names it weakly), so fit.coarse_swap_premise, which "

@@ -74,7 +74,11 @@ def test_box_masks_take_the_data_sets_banner_crop_and_name_every_missing_box(tmp
     assert dataset_box_masks(data, {"0": (2, 25, 5, 30), "1": (0, 0, 5, 5)})[0].sum() == 3  # its row 25 survives
 
 
-def test_fit_box_masks_keeps_each_shots_own_archive_box(tmp_path, tiny_model_dir, capsys, swaps):
+def test_fit_box_masks_keeps_each_shots_own_archive_box(tmp_path, tiny_model_dir, capsys, swaps, monkeypatch):
+    from diti_sd import DiTiFewShotClassifier
+
+    given, fit = {}, DiTiFewShotClassifier.fit
+    monkeypatch.setattr(DiTiFewShotClassifier, "fit", lambda self, *a, **kw: given.update(kw) or fit(self, *a, **kw))
     root = make_fake_fgvc(tmp_path / "data", per_split=2, n_classes=3, seed=3, box_objects=True)
     fast = ["--set", "fit.steps=1", "--set", "fit.prior_images=2", "--set", "fit.prior_sample_steps=2",
             "--set", "score.rounds=[[2,2],[4,1]]", "--set", "fit.coarse_swap=1"]
@@ -90,6 +94,9 @@ def test_fit_box_masks_keeps_each_shots_own_archive_box(tmp_path, tiny_model_dir
         light = pixels.float().mean(0) >= 127.5
         assert (keep[0] & light).sum() >= 0.9 * max(keep[0].sum(), light.sum())
     assert len({keep.numpy().tobytes() for _, keep in swaps}) > 1
+    # the validation images get their own boxes, for the shortcut check to read their backgrounds with
+    assert len(given["validation_masks"]) == len(given["validation"][0]) > 0
+    assert all(m.any() and not m.all() for m in given["validation_masks"])
 
 
 def test_a_bad_box_in_any_shot_draw_stops_the_fit_before_any_work(tmp_path, tiny_model_dir, capsys):

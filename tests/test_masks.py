@@ -200,7 +200,7 @@ def test_fit_with_masks_swaps_outside_each_shots_own_object_and_records_them(tin
     record = clf.fit_summary_["masks"]
     assert record["images"] == 6 and record["read_by_swap"]
     assert record["object_share"] == pytest.approx(float(mask_pixels(masks, 64).float().mean()), abs=1e-4)
-    with pytest.warns(DitiWarning, match="read only by the coarse swap"):
+    with pytest.warns(DitiWarning, match="read in training only by the coarse swap"):
         fit({}, masks=masks)
     with pytest.warns(DitiWarning, match="1 keep nothing"):
         fit({"fit.coarse_swap": 1.0}, masks=[torch.zeros_like(masks[0]), *masks[1:]])
@@ -341,7 +341,7 @@ def test_fit_with_the_masked_loss_takes_each_shots_loss_over_its_own_object(tiny
             return clf.fit(X, y, **kw)
 
     with warnings.catch_warnings():
-        warnings.simplefilter("error", DitiWarning)  # masks the loss reads do not "change nothing"
+        warnings.simplefilter("error", DitiWarning)  # masks the loss reads are not "only the shortcut check"
         clf = fit(True, masks=masks)
     assert losses and not swaps  # the loss reads them; no swap is made
     # each class's pair of rows: its shot, over that shot's own mask, then its prior image, over the whole image
@@ -353,7 +353,7 @@ def test_fit_with_the_masked_loss_takes_each_shots_loss_over_its_own_object(tiny
     record = clf.fit_summary_["masks"]
     assert record["read_by_loss"] and not record["read_by_swap"]
     state = clf.adapters_.lora_state_dict()
-    with pytest.warns(DitiWarning, match="change nothing"):
+    with pytest.warns(DitiWarning, match="change only the shortcut check"):
         other = fit(False, masks=masks).adapters_.lora_state_dict()
     assert any(not torch.equal(state[k], other[k]) for k in state)  # the masked loss changed what was learnt
     losses.clear()

@@ -116,7 +116,7 @@ def test_the_comparison_keeps_either_set_with_the_whole_swap(tiny_model_dir, mon
                                 overrides={"fit.coarse_swap_auto": True, "fit.swap_background": "whole"})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CoarseShortcutWarning)
-        clf.fit(X, y, validation=(Xv, yv), masks=masks)
+        clf.fit(X, y, validation=(Xv, yv), masks=masks, validation_masks=masks[:6])  # read on their backgrounds
     assert clf.fit_summary_["coarse_swap_choice"]["chosen"] == kept
     # the saved recipe refits as kept: the swap with the whole background, or no swap (then nothing to replace)
     fit = clf.recipe_.fit

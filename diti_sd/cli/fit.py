@@ -61,7 +61,8 @@ def add_arguments(parser):
                             "train/Boeing/0001.jpg -> DIR/Boeing/0001.png; FGVC-Aircraft's image 1025794 -> "
                             "DIR/1025794.png), the object bright, the size of the image file; tight (a rim of "
                             "background around the object undoes the gain: docs/method.md). Needed by "
-                            "fit.swap_background=whole (the rest of each shot replaced by a prior image's pixels)")
+                            "fit.swap_background=whole (the rest of each shot replaced by a prior image's pixels). "
+                            "Where DIR holds the validation images' masks too, the shortcut check reads them")
     masks.add_argument("--box-masks", action="store_true",
                        help="use the archive's aircraft boxes (FGVC-Aircraft's images_box.txt) as the masks: no "
                             "segmenter needed, but a box keeps background in its corners (on synthetic shots it kept "
@@ -122,7 +123,7 @@ def _fit_one(args, recipe, train, val, shots, out: Path, boxes: dict | None = No
     from ..coarse import fired
     from ..data import load_split, make_kshot_split
     from ..data.images import ImageSequence
-    from ..data.masks import dataset_box_masks, dataset_masks
+    from ..data.masks import MaskError, dataset_box_masks, dataset_masks
     from ..distributed import is_main
     from ..errors import DitiWarning
     from ..validation import fit_work
@@ -154,12 +155,20 @@ def _fit_one(args, recipe, train, val, shots, out: Path, boxes: dict | None = No
     )
     print(f"fitting {len(train_set.classnames)} classes x {len(train_set)} images on {recipe.model} "
           f"(recipe {recipe.name}) -> {out}")
-    validation = None
+    validation = val_masks = None
     if val_set is not None and len(val_set):  # none when all train
-        # auto chooses the scoring window on them; the shortcut check says which break the shots' accident
+        # auto chooses the scoring window on them; the shortcut check says which break the shots' accident (given
+        # masks, on their backgrounds: the validation images' own boxes, or their masks where the folder has all)
         validation = (ImageSequence(val_set), val_set.label_names())
-    clf.fit(ImageSequence(train_set), train_set.label_names(), validation=validation, masks=masks, output_dir=out,
-            resume=args.resume)
+        if boxes is not None:
+            val_masks = dataset_box_masks(val_set, boxes)
+        elif args.masks:
+            try:
+                val_masks = dataset_masks(val_set, args.masks)
+            except MaskError:
+                val_masks = None  # the fit's record and warning say the validation images could not be read
+    clf.fit(ImageSequence(train_set), train_set.label_names(), validation=validation, masks=masks,
+            validation_masks=val_masks, output_dir=out, resume=args.resume)
     if args.calibrate and validation is not None and recipe.score.weighting != "auto":  # auto's pass set it
         per_class = "min(k, 4)" if args.val_per_class is None else f"up to {args.val_per_class}"
         where = f"the k-shot split's, {per_class} per class" if split is not None else "the data set's validation split"

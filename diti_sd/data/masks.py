@@ -117,8 +117,9 @@ def check_masks(masks, X, read: bool = True, stacklevel: int = 2, loss: bool = F
                         "be replaced by prior images; check that the object is bright in them, or set "
                         "fit.swap_background: coarse")
     if not read:
-        warnings.warn("masks are read only by the coarse swap and the masked loss, which this recipe has off, so "
-                      "they change nothing; set fit.coarse_swap (or fit.coarse_swap_auto) or fit.mask_loss to use them",
+        warnings.warn("masks are read in training only by the coarse swap and the masked loss, which this recipe has "
+                      "off, so they change only the shortcut check (it reads the backgrounds); set fit.coarse_swap (or "
+                      "fit.coarse_swap_auto) or fit.mask_loss to train with them",
                       DitiWarning,
                       stacklevel=stacklevel + 1)
     elif empty or full:

@@ -44,11 +44,11 @@ class FittedClasses:
 def fit_classes(backbone, recipe: Recipe, X, y, classes: np.ndarray, shots: int, *, seed, output_dir=None,
                 resume=False, callback=None, prior_images=None, prior_dir=None, validation=None, warn=False,
                 progress=True, stacklevel=2, keep_checkpoint=False, masks=None) -> FittedClasses:
-    """Adapters for ``classes`` on images X with labels y (the recipe's settings for ``shots`` per class).
-    ``warn``: give the coarse-shortcut warning before the training it concerns, with what the ``validation``
-    images (X, y) say of it; ``stacklevel`` as :func:`warnings.warn`'s, from the caller. ``keep_checkpoint``:
-    the finished fit's checkpoint stays in :func:`checkpoint_folder` (``output_dir``) until the caller removes it.
-    ``masks``: one object mask per image of X, which the coarse swap keeps (checked by
+    """Adapters for ``classes`` on images X with labels y (the recipe's settings for ``shots`` per class). ``warn``:
+    give the coarse-shortcut warning before the training it concerns, with what the ``validation`` images (X,
+    y), or (X, y, masks) given masks, say of it; ``stacklevel`` as :func:`warnings.warn`'s, from the caller.
+    ``keep_checkpoint``: the finished fit's checkpoint stays in :func:`checkpoint_folder` (``output_dir``) until
+    the caller removes it. ``masks``: one object mask per image of X, which the coarse swap keeps (checked by
     :func:`~diti_sd.data.masks.check_masks`)."""
     crop = recipe.fit.crop == "center"
     mask_pixels_ = None if masks is None else mask_pixels(masks, backbone.resolution, crop=crop)
@@ -66,12 +66,21 @@ def fit_classes(backbone, recipe: Recipe, X, y, classes: np.ndarray, shots: int,
     # their backgrounds' blur, since the masks say the class is on the object
     objects = None if masks is None else mask_pixels_ if crop else mask_pixels(masks, backbone.resolution)
     shortcut = coarse_shortcut(pixels, label_index, recipe.fit.coarse_sigma, seed=seed, objects=objects)
-    if validation is not None and fired(shortcut):  # which validation images break it: can the user's data tell
+    val_masks = validation[2] if validation is not None and len(validation) > 2 else None
+    if validation is not None and fired(shortcut) and objects is not None and val_masks is None:
+        # the check read the backgrounds; validation images without masks cannot be read for it (their whole blur
+        # would be judged on the objects' coarse content, which the masks say may be the class)
+        shortcut["validation"] = {"images": len(validation[0]), "breaking": [], "without_masks": True}
+    elif validation is not None and fired(shortcut):  # which validation images break it: can the user's data tell
         images = validation[0]  # decoded a batch at a time: a validation split can be gigabytes of pixels
+        starts = range(0, len(images), 64)
         batches = (uint8_pixels([images[j] for j in range(i, min(i + 64, len(images)))], backbone.resolution)
-                   for i in range(0, len(images), 64))
+                   for i in starts)
+        val_objects = None if objects is None else (
+            mask_pixels([val_masks[j] for j in range(i, min(i + 64, len(images)))], backbone.resolution)
+            for i in starts)
         shortcut["validation"] = validation_breaks(shortcut, pixels, label_index, batches,
-                                                   [index[v] for v in validation[1]])
+                                                   [index[v] for v in validation[1]], objects, val_objects)
     if recipe.fit.coarse_swap_premise and premise_applies(shortcut):  # one fit, with the swap; its recipe says so
         recipe = replace(recipe, fit=replace(recipe.fit, coarse_swap=1.0, coarse_swap_auto=False,
                                              coarse_swap_premise=False))
@@ -113,7 +122,8 @@ def fit_classes(backbone, recipe: Recipe, X, y, classes: np.ndarray, shots: int,
 
 def mask_record(masks, fit) -> dict:
     """What the fit's summary says of the masks: how many, the share of the pixels they keep (at the resolution)
-    and whether the swap (``fit.coarse_swap``) and the loss (``fit.mask_loss``) read them, their only readers."""
+    and whether the swap (``fit.coarse_swap``) and the loss (``fit.mask_loss``) read them, their only readers in
+    training (the shortcut check reads them too: ``coarse_shortcut["background_only"]``)."""
     share = float(np.mean([m.float().mean().item() for m in masks])) if len(masks) else 0.0
     return {"images": len(masks), "object_share": round(share, 4), "read_by_swap": fit.coarse_swap > 0,
             "read_by_loss": fit.mask_loss, **({"swap_background": fit.swap_background} if fit.coarse_swap > 0 else {})}
