@@ -160,9 +160,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, SwapChoiceMixin, 
         classes = np.array(sorted(set(y), key=lambda v: (str(type(v)), v)))
         if len(classes) < 2:
             raise ConfigError(f"need at least two classes, got {list(classes)}")
-        val = check_validation(validation, classes.tolist())
-        if validation_masks is not None and val is not None:  # the check reads them with the shots' (coarse.py)
-            val = (*val, check_masks(validation_masks, val[0], stacklevel=2))
+        val = check_validation(validation, classes.tolist(), validation_masks)
         plan = plan_validation(y, classes.tolist(), auto=recipe.score.weighting == "auto",
                                validation=0 if val is None else len(val[1]), calibration=calibration,
                                auto_refit=bool(self.auto_refit), min_shots=recipe.fit.needed_shots,

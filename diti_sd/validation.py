@@ -16,6 +16,7 @@ import numpy as np
 
 from .constraints import T_STEPS
 from .data.images import as_image_sequence
+from .data.masks import check_masks
 from .errors import ConfigError, DitiWarning
 from .seeding import numpy_rng
 
@@ -42,8 +43,9 @@ class ValidationPlan:
                 "images": len(self.held_out) + len(self.probe)}
 
 
-def check_validation(validation, classes) -> tuple[list, list] | None:
-    """``validation`` as (images, labels), every label among the fitted ``classes``; None stays None."""
+def check_validation(validation, classes, masks=None) -> tuple | None:
+    """``validation`` as (images, labels), every label among the fitted ``classes``; None stays None. ``masks``:
+    the images' object masks, checked and added as a third element (the shortcut check reads the images with them)."""
     if validation is None:
         return None
     try:
@@ -57,7 +59,7 @@ def check_validation(validation, classes) -> tuple[list, list] | None:
     unknown = sorted(set(labels) - set(classes), key=str)
     if unknown:
         raise ConfigError(f"validation labels {unknown[:5]} are not among the train classes")
-    return images, labels
+    return (images, labels) if masks is None else (images, labels, check_masks(masks, images, stacklevel=3))
 
 
 def held_out(y, classes, share, min_shots: int, seed: int) -> list[int]:
