@@ -37,8 +37,9 @@ def swap_choice_record(shortcut: dict, without: float | None = None, with_swap: 
               "fits": 1 if with_swap is None else 2, "second_fit_unet_samples": unet_samples, "unet_calls": unet_calls}
     unread = ("the validation images come without masks, so they cannot be read for the backgrounds' accident"
               if validation_unread(shortcut) else "no validation image breaks that accident")
+    read = "backgrounds name" if shortcut.get("background_only") else "blur names"
     if premise:
-        return {**record, "chosen": "swap", "why": f"fit.coarse_swap_premise: the shots' blur names their class and "
+        return {**record, "chosen": "swap", "why": f"fit.coarse_swap_premise: the shots' {read} their class and "
                 f"{unread}, so the method's premise decides (one fit, with the swap)"}
     if with_swap is None:
         why = ("the shots' blur does not name their class" if not fired(shortcut) else

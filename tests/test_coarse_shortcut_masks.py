@@ -109,6 +109,7 @@ def test_validation_images_without_masks_are_not_read_for_the_backgrounds_accide
     clf.fit(images, y, masks=list(masks[:, 0]), validation=(val_images, y_val))
     choice = clf.fit_summary_["coarse_swap_choice"]
     assert choice["chosen"] == "swap" and "come without masks" in choice["why"] and clf.recipe_.fit.coarse_swap == 1
+    assert "the shots' backgrounds name their class" in choice["why"]
 
 
 def test_validation_images_with_their_masks_are_read_on_their_backgrounds(tiny_model_dir):
