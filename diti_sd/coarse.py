@@ -95,6 +95,16 @@ def coarse_features(pixels: torch.Tensor, sigma_fraction: float, batch_size: int
     return torch.cat(out)
 
 
+def with_background(pixels: torch.Tensor, objects, labels):
+    """Shots whose mask leaves some background (those whose mask keeps everything have none to read): their
+    pixels, masks and labels (an array), and how many were left out; without masks, all of them."""
+    labels = np.asarray(labels)
+    if objects is None:
+        return pixels, None, labels, 0
+    read = (~objects.bool()).flatten(1).any(1)
+    return pixels[read], objects[read], labels[read.numpy()], int((~read).sum())
+
+
 def _class_means(features: torch.Tensor, labels):
     """The classes (sorted), each row's index into them, their counts and the class means of ``features``."""
     classes, index = np.unique(np.asarray(labels), return_inverse=True)
@@ -148,10 +158,7 @@ def coarse_conflicts(shot_pixels: torch.Tensor, shot_labels, pixels, labels,
     a label the shots lack counts as a conflict. ``margin``: another margin (0: any image nearer another class's
     mean, the rule before the margin). ``shot_objects`` and ``objects`` (the images' masks, batched as ``pixels``):
     backgrounds alone, as :func:`coarse_shortcut` reads them given masks (shots without background left out)."""
-    shot_labels = np.asarray(shot_labels)
-    if shot_objects is not None:
-        read = (~shot_objects.bool()).flatten(1).any(1)
-        shot_pixels, shot_objects, shot_labels = shot_pixels[read], shot_objects[read], shot_labels[read.numpy()]
+    shot_pixels, shot_objects, shot_labels, _ = with_background(shot_pixels, shot_objects, shot_labels)
     shot_features = coarse_features(shot_pixels, sigma_fraction, objects=shot_objects).double()
     classes, _, _, means = _class_means(shot_features, shot_labels)
     margin = shot_spread(shot_features, shot_labels) if margin is None else margin
@@ -185,12 +192,8 @@ def coarse_shortcut(pixels: torch.Tensor, labels, sigma_fraction: float = 0.125,
     accident, and not the objects' own coarse content, which may be the class; shots whose mask keeps everything
     are left out (``"without_background"``, not in ``"images"``). With one image a class there is nothing to
     leave out: accuracy and chance are None and the p-value 1."""
-    labels = np.asarray(labels)
-    extra = {}
-    if objects is not None:  # shots whose mask keeps everything have no background to read: left out
-        read = (~objects.bool()).flatten(1).any(1)
-        extra = {"background_only": True, "without_background": int((~read).sum())}
-        pixels, objects, labels = pixels[read], objects[read], labels[read.numpy()]
+    pixels, objects, labels, left_out = with_background(pixels, objects, labels)
+    extra = {} if objects is None else {"background_only": True, "without_background": left_out}
     features = coarse_features(pixels, sigma_fraction, objects=objects).double()
     accuracy = leave_one_out_accuracy(features, labels)
     report = {"accuracy": None, "chance": None, "p_value": 1.0, "sigma_fraction": sigma_fraction,
