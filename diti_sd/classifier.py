@@ -23,7 +23,6 @@ from .data.images import as_image_sequence
 from .data.masks import check_masks
 from .distributed import gather_rows, shard, world
 from .errors import ConfigError, DitiError, DitiWarning
-from .lora.layer import NoAdapters
 from .metrics import softmax
 from .persistence import PersistenceMixin
 from .preprocessing import uint8_pixels
@@ -36,13 +35,15 @@ from .scoring.engine import class_contexts as embed_class_prompts
 from .swap_choice import SwapChoiceMixin
 from .training.classes import fit_classes
 from .validation import ValidationMixin, check_validation, fit_work, plan_validation
+from .zero_shot import ZeroShotMixin
 
 
 class NotFittedError(DitiError, SklearnNotFittedError):
     """Used before ``fit`` or ``from_pretrained``; ``except`` clauses written for scikit-learn's catch it."""
 
 
-class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, SwapChoiceMixin, ClassifierMixin, BaseEstimator):
+class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, SwapChoiceMixin, ClassifierMixin,
+                            BaseEstimator):
     """Few-shot classifier from per-class Stable Diffusion adapters scored at small time-steps.
 
     Parameters
@@ -236,35 +237,6 @@ class DiTiFewShotClassifier(PersistenceMixin, ValidationMixin, SwapChoiceMixin, 
         self._set_fitted(backbone, fitted.adapters, classes, fitted.prompts, fitted.tokens, fitted.recipe,
                          shots=shots, n_train=len(X), fit_summary=fitted.summary, loss_curve=fitted.loss_curve,
                          temperature=1.0, tif_d=fitted.tif_d)
-
-    @classmethod
-    def zero_shot(cls, classes, template: str, model=None, recipe="image-folder", *, overrides=None, device=None,
-                  dtype=None, attention="sdpa", progress=True) -> DiTiFewShotClassifier:
-        """The base model as a zero-shot classifier (Diffusion Classifier): class c's prompt is
-        ``template.format(c)``, no adapters, scored by the same engine and schedule as a fitted set
-        (the recipe's ``score`` section). TiF's weight and ``auto`` need train images: a recipe that
-        scores with either falls back to Diffusion Classifier's ``uniform`` weighting, and asking for
-        either in ``overrides`` is refused. Columns follow ``classes`` in the order given."""
-        names = [str(c) for c in classes]
-        if len(names) < 2 or len(set(names)) != len(names):
-            raise ConfigError(f"zero-shot classification needs two or more distinct class names, got {names[:5]}")
-        if template.count("{}") != 1:
-            raise ConfigError(f"the zero-shot template {template!r} needs exactly one {{}} for the class name")
-        overrides = dict(overrides or {})
-        clf = cls(model=model, recipe=recipe, overrides=overrides, device=device, dtype=dtype, attention=attention,
-                  progress=progress)
-        recipe = clf.resolved_recipe()
-        if recipe.score.weighting in ("tif", "auto") and "score.weighting" not in overrides:
-            clf.set_params(overrides={**overrides, "score.weighting": "uniform"})
-            recipe = clf.resolved_recipe()
-        if recipe.score.weighting in ("tif", "auto"):
-            raise ConfigError(f"score.weighting {recipe.score.weighting} needs train images (TiF's weight is "
-                             "measured on them), which zero-shot has none of; set score.weighting to uniform "
-                             "(Diffusion Classifier's) or exp")
-        backbone = clf._load_backbone(recipe)
-        return clf._set_fitted(backbone, NoAdapters(), np.array(list(classes)), [template.format(n) for n in names],
-                               [""] * len(names), recipe, shots=0, n_train=0, fit_summary={}, loss_curve=[],
-                               temperature=1.0, tif_d=None)
 
     def _set_fitted(self, backbone, adapters, classes, prompts, tokens, recipe, *, shots, n_train, fit_summary,
                     loss_curve, temperature, tif_d, calibration=None, score_choice=None) -> DiTiFewShotClassifier:
