@@ -12,10 +12,10 @@ from PIL import Image
 from torchvision.utils import save_image
 
 from diti_sd import DiTiFewShotClassifier
-from diti_sd.benchmarks.synthetic.data import SyntheticSpec, grow_mask, make_split, object_masks
+from diti_sd.benchmarks.synthetic.data import SyntheticSpec, make_split, object_masks
 from diti_sd.cli import main
 from diti_sd.data import ImageSequence, LabeledImages, dataset_masks
-from diti_sd.data.masks import MaskError, MaskSequence, check_masks, find_masks, load_mask
+from diti_sd.data.masks import MaskError, MaskSequence, check_masks, find_masks, grow_mask, load_mask
 from diti_sd.errors import CoarseShortcutWarning, DitiWarning
 from diti_sd.preprocessing import mask_pixels, to_uint8, uint8_pixels
 from diti_sd.recipes import FitConfig, LoraConfig

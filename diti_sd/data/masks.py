@@ -165,6 +165,18 @@ def bounding_box(mask) -> tuple[int, int, int, int] | None:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
+def grow_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """``mask`` grown by ``pixels`` (a chessboard neighbourhood; a segmenter that takes in a rim of background) or,
+    negative, shrunk by as many (one that misses the object's edge; an object that meets the image's border is not
+    shrunk from that side, as if it went on beyond it)."""
+    if pixels == 0:
+        return mask
+    k = abs(pixels)
+    m = mask.float()[None, None] if pixels > 0 else (~mask).float()[None, None]
+    grown = torch.nn.functional.max_pool2d(m, 2 * k + 1, stride=1, padding=k)[0, 0] > 0
+    return grown if pixels > 0 else ~grown
+
+
 def box_mask(size: tuple[int, int], box: tuple[int, int, int, int]) -> torch.Tensor:
     """(H, W) bool for an image of ``size`` (width, height): True inside ``box`` (left, top, right, bottom; right
     and bottom excluded), clipped to the image."""

@@ -206,18 +206,6 @@ def object_masks(spec: SyntheticSpec, split: str, n_per_class: int, seed: int, s
             for _, _, _, shape, extent, center in _draws(spec, split, n_per_class, seed, shift)]
 
 
-def grow_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
-    """``mask`` grown by ``pixels`` (a chessboard neighbourhood; a segmenter that takes in a rim of background) or,
-    negative, shrunk by as many (one that misses the object's edge; an object that meets the image's border is not
-    shrunk from that side, as if it went on beyond it)."""
-    if pixels == 0:
-        return mask
-    k = abs(pixels)
-    m = mask.float()[None, None] if pixels > 0 else (~mask).float()[None, None]
-    grown = torch.nn.functional.max_pool2d(m, 2 * k + 1, stride=1, padding=k)[0, 0] > 0
-    return grown if pixels > 0 else ~grown
-
-
 def background_of(image: torch.Tensor, detail: float = 0.0) -> int:
     """The index in BACKGROUNDS of an image's background colour, read at a corner (objects never reach
     the corners: their extent is at most 0.7 of the side and they stay inside the image). ``detail``: the spec's

@@ -20,10 +20,10 @@ import yaml
 from ...backbone import native_resolution, resolve_model_path
 from ...classifier import DiTiFewShotClassifier
 from ...data.images import LabeledImages
-from ...data.masks import bounding_box, box_mask
+from ...data.masks import bounding_box, box_mask, grow_mask
 from ...errors import CoarseShortcutWarning, ConfigError
 from ...recipes import Recipe
-from .data import SyntheticSpec, grow_mask, make_split, object_masks
+from .data import SyntheticSpec, make_split, object_masks
 
 MASK_KINDS = ("object", "box")  # what SyntheticSeed.fit's masks hold: each shot's object, or its bounding box
 
