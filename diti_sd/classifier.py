@@ -18,6 +18,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from tqdm.auto import tqdm
 
+from .attention_masks import AttentionMasks, resolve_masks
 from .backbone import load_backbone
 from .data.images import as_image_sequence
 from .data.masks import check_masks
@@ -141,7 +142,8 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
         ``fit_summary_["validation"]`` (and the manifest) records which, and how many fits it took.
         ``prior_images`` overrides the generic prior-preservation images. ``masks``: an object mask per image of
         X, its size (paths, PIL images or (H, W) arrays; the object bright): the coarse swap then keeps the object
-        and swaps only the rest (:mod:`diti_sd.data.masks`); ``validation_masks``: the validation images' own, which
+        and swaps only the rest (:mod:`diti_sd.data.masks`), or an :class:`~diti_sd.attention_masks.AttentionMasks` to
+        read them off the base; ``validation_masks``: the validation images' own (or an ``AttentionMasks``), which
         the shortcut check then reads them with. ``output_dir`` keeps checkpoints and the prior images
         there, so an interrupted fit can continue with ``resume=True``. A new fit forgets the previous one.
         """
@@ -156,12 +158,15 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
             raise ConfigError("fit got no images")
         if len(X) != len(y):
             raise ConfigError(f"fit got {len(X)} images but {len(y)} labels")
-        masks = check_masks(masks, X, read=recipe.fit.reads_masks, loss=recipe.fit.mask_loss,
-                            needed=recipe.fit.swap_background == "whole")
+        mask_checks = dict(read=recipe.fit.reads_masks, loss=recipe.fit.mask_loss,
+                           needed=recipe.fit.swap_background == "whole")
+        if not isinstance(masks, AttentionMasks):  # those are read off the base once it is loaded, then checked
+            masks = check_masks(masks, X, **mask_checks)
         classes = np.array(sorted(set(y), key=lambda v: (str(type(v)), v)))
         if len(classes) < 2:
             raise ConfigError(f"need at least two classes, got {list(classes)}")
-        val = check_validation(validation, classes.tolist(), validation_masks)
+        val_attention = validation_masks if isinstance(validation_masks, AttentionMasks) else None
+        val = check_validation(validation, classes.tolist(), None if val_attention else validation_masks)
         plan = plan_validation(y, classes.tolist(), auto=recipe.score.weighting == "auto",
                                validation=0 if val is None else len(val[1]), calibration=calibration,
                                auto_refit=bool(self.auto_refit), min_shots=recipe.fit.needed_shots,
@@ -171,7 +176,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
             held_X, held_y = [X[i] for i in held], [y[i] for i in held]
             kept = sorted(set(range(len(y))) - set(held))
             X, y = as_image_sequence([X[i] for i in kept]), [y[i] for i in kept]
-            masks = None if masks is None else [masks[i] for i in kept]
+            masks = masks if masks is None or isinstance(masks, AttentionMasks) else [masks[i] for i in kept]
         counts = {c: sum(1 for v in y if v == c) for c in classes}
         short = {c: n for c, n in counts.items() if n < recipe.fit.needed_shots}
         if short:
@@ -181,6 +186,11 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
         shots = min(counts.values())
 
         backbone = self._load_backbone(recipe)
+        masks, made = resolve_masks(masks, backbone, X, self.progress)
+        masks = check_masks(masks, X, **mask_checks) if made else masks
+        if val is not None and val_attention is not None:
+            val = (*val[:2], check_masks(val_attention(backbone, val[0], progress=self.progress), val[0]))
+            made_val = val_attention.record(len(val[0]))
         choice = None
         if plan.probe:
             rest = [i for i in range(len(y)) if i not in set(plan.probe)]
@@ -199,6 +209,10 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
             self._choose_coarse_swap(recipe, backbone, X, y, classes, shots, output_dir, resume, prior_images, val,
                                      masks)
         self.fit_summary_["validation"] = plan.record()
+        if made:
+            self.fit_summary_["masks"]["made"] = made
+        if val is not None and val_attention is not None:
+            self.fit_summary_["validation_masks_made"] = made_val
         if plan.probe and output_dir is not None:
             shutil.rmtree(Path(output_dir) / "auto-probe", ignore_errors=True)
         if plan.source == "probe fit":

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from diti_sd.attention_masks import otsu
 from diti_sd.benchmarks.synthetic.scoring import stratified_pairs
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.cli.common import seed_list
@@ -41,20 +42,6 @@ _spec.loader.exec_module(tune)
 
 SWAP = ["fit.coarse_swap=1.0", "fit.coarse_sigma=0.125"]
 MASK_PAIRS = 101  # the derive_seed key of the pairs the maps are read at: apart from the library's keys (1-5)
-
-
-def otsu(values: np.ndarray, bins: int = 64) -> float:
-    """The threshold that best splits ``values`` into two classes (Otsu 1979: the largest between-class variance),
-    as the upper edge of the lower class's last bin; where several splits tie (an empty gap), the middle one."""
-    hist, edges = np.histogram(values, bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centres) / np.maximum(w0, 1)
-    m1 = (np.sum(hist * centres) - np.cumsum(hist * centres)) / np.maximum(w1, 1)
-    score = w0 * w1 * (m0 - m1) ** 2
-    best = np.flatnonzero(score >= score.max() * (1 - 1e-9))
-    return float(edges[best[len(best) // 2] + 1])
 
 
 @torch.no_grad()
@@ -100,6 +87,38 @@ def quality(masks: list[torch.Tensor], exact: list[torch.Tensor]) -> dict:
             "object lost": mean(lambda m, e: float((~m & e).sum() / max(float(e.sum()), 1)))}
 
 
+def masked_swap_rows(derived: dict, qualities: list[dict], seeds: list[int], shots: int, val_per_class: int,
+                     cache, key_extra: dict, name: str = "derived masks") -> dict:
+    """The masked swap fitted with ``derived`` masks (per seed, one per shot) through the product, read on the
+    oracle stream beside the plain swap, exact masks and the recipe (paired per seed); prints and returns the
+    rows with the masks' mean ``qualities``. ``key_extra`` names how the masks were made (the fits' cache key)."""
+    recipe = load_recipe("synthetic")
+    window = (recipe.score.t_min, recipe.score.t_max)
+    exact_masks = SyntheticSeed.train_masks
+    SyntheticSeed.train_masks = property(lambda self: derived[self.seed])  # the fits below get the derived masks
+    try:
+        mine = tune.evaluate(SWAP, seeds, shots, val_per_class, cache=cache, masks=True, key_extra=key_extra)
+    finally:
+        SyntheticSeed.train_masks = exact_masks
+    rows = {name: mine,
+            "swap": tune.evaluate(SWAP, seeds, shots, val_per_class, cache=cache),
+            "exact masks": tune.evaluate(SWAP, seeds, shots, val_per_class, cache=cache, masks=True),
+            "recipe": tune.evaluate([], seeds, shots, val_per_class, cache=cache)}
+    acc = {row: [float(h.mean()) for h in r["oracle"][window]] for row, r in rows.items()}
+    out = {"window": list(window),
+           "mask quality": {k: float(np.mean([q[k] for q in qualities])) for k in qualities[0]},
+           "mask quality per seed": qualities,
+           "rows": {row: {"mean": float(np.mean(a)), "per_seed": a} for row, a in acc.items()}}
+    for other in ("swap", "exact masks", "recipe"):
+        out["rows"][name][f"minus {other}"] = paired_gain(acc[name], acc[other])
+    print("mask quality:", {k: round(v, 3) for k, v in out["mask quality"].items()})
+    for row, r in out["rows"].items():
+        extra = "".join(f"  {k} {v['gain']:+.3f} (SE {v['se']:.3f}; {v['ahead']} / {v['behind']})"
+                        for k, v in r.items() if k.startswith("minus"))
+        print(f"{row:15s} {r['mean']:.3f}{extra}")
+    return out
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=seed_list, default="11-20")
@@ -112,37 +131,16 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     tune.check_protocol(args.seeds, args.smoke)
     recipe = load_recipe("synthetic")
-    window = (recipe.score.t_min, recipe.score.t_max)
     derived, qualities = {}, []
     for seed in args.seeds:
         run = SyntheticSeed.for_recipe(recipe, seed, args.shots)
         clf = run.fit(recipe)
         derived[seed] = masks_of(gain_maps(clf, run.train.images, run.names(run.train), args.pairs, seed))
         qualities.append(quality(derived[seed], list(run.train_masks)))
-    exact_masks = SyntheticSeed.train_masks
-    SyntheticSeed.train_masks = property(lambda self: derived[self.seed])  # the fits below get the derived masks
-    try:
-        mine = tune.evaluate(SWAP, args.seeds, args.shots, args.val_per_class, cache=args.cache, masks=True,
-                             key_extra={"masks from": "adapter gain, otsu at a bin's upper edge", "pairs": args.pairs})
-    finally:
-        SyntheticSeed.train_masks = exact_masks
-    rows = {"adapter masks": mine,
-            "swap": tune.evaluate(SWAP, args.seeds, args.shots, args.val_per_class, cache=args.cache),
-            "exact masks": tune.evaluate(SWAP, args.seeds, args.shots, args.val_per_class, cache=args.cache,
-                                         masks=True),
-            "recipe": tune.evaluate([], args.seeds, args.shots, args.val_per_class, cache=args.cache)}
-    acc = {name: [float(h.mean()) for h in r["oracle"][window]] for name, r in rows.items()}
-    out = {"what": __doc__.splitlines()[0], "seeds": args.seeds, "pairs": args.pairs, "window": list(window),
-           "mask quality": {k: float(np.mean([q[k] for q in qualities])) for k in qualities[0]},
-           "mask quality per seed": qualities,
-           "rows": {name: {"mean": float(np.mean(a)), "per_seed": a} for name, a in acc.items()}}
-    for other in ("swap", "exact masks", "recipe"):
-        out["rows"]["adapter masks"][f"minus {other}"] = paired_gain(acc["adapter masks"], acc[other])
-    print("mask quality:", {k: round(v, 3) for k, v in out["mask quality"].items()})
-    for name, row in out["rows"].items():
-        extra = "".join(f"  {k} {v['gain']:+.3f} (SE {v['se']:.3f}; {v['ahead']} / {v['behind']})"
-                        for k, v in row.items() if k.startswith("minus"))
-        print(f"{name:15s} {row['mean']:.3f}{extra}")
+    out = {"what": __doc__.splitlines()[0], "seeds": args.seeds, "pairs": args.pairs,
+           **masked_swap_rows(derived, qualities, args.seeds, args.shots, args.val_per_class, args.cache,
+                              {"masks from": "adapter gain, otsu at a bin's upper edge", "pairs": args.pairs},
+                              name="adapter masks")}
     if args.out:
         atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(out, indent=2)))
     return out

@@ -67,6 +67,13 @@ def add_arguments(parser):
                        help="use the archive's aircraft boxes (FGVC-Aircraft's images_box.txt) as the masks: no "
                             "segmenter needed, but a box keeps background in its corners (on synthetic shots it kept "
                             "less of the swap's gain than the object's own mask: docs/method.md, 'Masks')")
+    masks.add_argument("--attention-masks", default=None, metavar="WORD",
+                       help="read each image's mask off the base model: where its cross-attention puts WORD, a word "
+                            "naming the object (e.g. aircraft), in --mask-prompt; no masks needed, costs images x "
+                            "prompts x 5 UNet calls (docs/method.md, 'Masks')")
+    parser.add_argument("--mask-prompt", action="append", default=None, metavar="TEMPLATE",
+                        help="with --attention-masks: a prompt with {} for the word (repeatable; default "
+                             "'a photo of a {}.'); the maps of several are summed")
     parser.add_argument("--export-diffusers", action="store_true",
                         help="also write each class as a diffusers LoRA file under --out/diffusers")
     parser.add_argument("--export-peft", action="store_true",
@@ -99,6 +106,14 @@ def run(args):
     if args.box_masks and recipe.dataset.kind != "fgvc-aircraft":
         raise CLIError(f"--box-masks reads FGVC-Aircraft's images_box.txt; a {recipe.dataset.kind} data set has no "
                        "boxes the package reads: draw each shot's mask as an image and pass --masks DIR")
+    if args.mask_prompt and not args.attention_masks:
+        raise CLIError("--mask-prompt is read only with --attention-masks WORD: pass the word that names the object")
+    attention = None
+    if args.attention_masks:
+        from ..attention_masks import AttentionMasks
+
+        attention = AttentionMasks(args.attention_masks, *([args.mask_prompt] if args.mask_prompt else []),
+                                   seed=args.seed)
     if args.model:
         recipe.model = args.model
     from ..data import load_configured_split, load_fgvc_boxes
@@ -114,11 +129,11 @@ def run(args):
         if args.resume and (out / "manifest.json").exists():
             print(f"{out} is already fitted; --resume continues only unfinished adapter sets")
             continue
-        _fit_one(args, recipe, train, val, k, out, boxes)
+        _fit_one(args, recipe, train, val, k, out, boxes, attention)
     return 0
 
 
-def _fit_one(args, recipe, train, val, shots, out: Path, boxes: dict | None = None) -> None:
+def _fit_one(args, recipe, train, val, shots, out: Path, boxes: dict | None = None, attention=None) -> None:
     from ..classifier import DiTiFewShotClassifier
     from ..coarse import fired
     from ..data import load_split, make_kshot_split
@@ -148,6 +163,8 @@ def _fit_one(args, recipe, train, val, shots, out: Path, boxes: dict | None = No
         masks = dataset_masks(train_set, args.masks)
     elif boxes is not None:
         masks = dataset_box_masks(train_set, boxes)
+    elif attention is not None:  # read off the base once fit has loaded it (images x prompts x times UNet calls)
+        masks = attention
     clf = DiTiFewShotClassifier(
         model=recipe.model, recipe=recipe, steps=args.steps, rank=args.rank, random_state=args.seed,
         device=args.device, dtype=args.dtype, attention=args.attention, progress=not args.no_progress,
@@ -162,6 +179,8 @@ def _fit_one(args, recipe, train, val, shots, out: Path, boxes: dict | None = No
         validation = (ImageSequence(val_set), val_set.label_names())
         if boxes is not None:
             val_masks = dataset_box_masks(val_set, boxes)
+        elif attention is not None:
+            val_masks = attention
         elif args.masks:
             try:
                 val_masks = dataset_masks(val_set, args.masks)
