@@ -1,0 +1,39 @@
+"""eval/attention_masks.py: the study fits the library's attention masks from the caption vocabulary (ours)."""
+
+from __future__ import annotations
+
+import torch
+from helpers import eval_script
+
+from diti_sd.data.masks import grow_mask
+
+
+def test_the_fitted_masks_are_the_vocabulary_sets_and_the_shrunk_ones_are_a_pixel_inside(monkeypatch):
+    script = eval_script("attention_masks")
+    seen, asked = {}, []
+
+    def read(self, backbone, images):  # each shot's exact object, grown by a pixel: a map a bit too wide
+        asked.append((self.prompts, self.shrink))
+        run = script.SyntheticSeed.for_recipe(script.load_recipe("synthetic"), self.seed, 2)
+        wide = [grow_mask(m, 1) for m in run.train_masks]
+        return [grow_mask(m, -1) for m in wide] if self.shrink else wide
+
+    def rows(masks, qualities, seeds, shots, val_per_class, cache, key_extra, name):
+        seen[name] = (masks, key_extra, qualities)
+        return {"rows": {}}
+
+    monkeypatch.setattr(script.AttentionMasks, "__call__", read)
+    monkeypatch.setattr(script.adapter_masks, "masked_swap_rows", rows)
+    monkeypatch.setattr(script, "load_backbone", lambda *a, **k: None)
+    out = script.main(["--seeds", "11", "--smoke", "--shots", "2"])
+    vocabulary = tuple(out["prompt sets"]["caption vocabulary"])
+    assert len(vocabulary) > 3 and all("{}" in p for p in vocabulary)
+    assert (vocabulary, True) in asked and (vocabulary, False) in asked
+    plain, key, quality = seen["attention masks"]
+    small, small_key, _ = seen["attention masks, shrunk"]
+    assert key["shrunk by"] == 0 and small_key["shrunk by"] == 1 and quality[0]["background kept"] > 0
+    assert all(bool((s <= p).all()) and int(s.sum()) < int(p.sum()) for s, p in zip(small[11], plain[11]))
+    assert set(out["mask quality per prompt set"]) == {f"{s}{x}" for s in out["prompt sets"]
+                                                        for x in ("", ", shrunk")}
+    assert out["mask quality per prompt set"]["caption vocabulary"][0]["object lost"] == 0  # grown: none lost
+    assert isinstance(small[11][0], torch.Tensor)
