@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 from .data.images import as_image_sequence, load_image
 from .data.masks import MaskError, grow_mask
 from .errors import ConfigError
+from .files import atomic_write
 from .preprocessing import to_pixels_uncropped
 from .seeding import torch_generator
 
@@ -70,7 +72,7 @@ class AttentionMasks:
         if max(self.times) >= steps:
             raise ConfigError(f"attention-mask times must be below the base's {steps} time-steps; got "
                               f"{list(self.times)}")
-        prompts = [p.format(self.word) for p in self.prompts]
+        prompts = [p.replace("{}", self.word) for p in self.prompts]
         where = [word_positions(backbone, p, self.word) for p in prompts]
         contexts = backbone.encode_prompts(prompts)
         shrink = backbone.vae_scale_factor // 2 if self.shrink else 0
@@ -78,13 +80,16 @@ class AttentionMasks:
         out: list = [None] * len(X)
         bar = tqdm(total=len(X), desc="attention masks", unit="image", disable=not progress)
         for chunk in same_size_chunks(X, backbone.resolution, backbone.vae_scale_factor, IMAGES_PER_CALL):
-            pixels = torch.stack([p for _, _, p in chunk])
+            pixels = torch.stack([p for _, _, _, p in chunk])
             maps = word_maps(backbone, pixels, contexts, where, self.times,
-                             [torch_generator(self.seed, ATTENTION_NOISE, i) for i, _, _ in chunk])
-            for (i, size, _), m in zip(chunk, maps):
-                mask = grow_mask(m > otsu(m.flatten().numpy()), -shrink)
-                out[i] = F.interpolate(mask[None, None].float(), size=size, mode="bilinear",
-                                       align_corners=False)[0, 0] >= 0.5
+                             [torch_generator(self.seed, ATTENTION_NOISE, i) for i, _, _, _ in chunk])
+            for (i, size, uncut, _), m in zip(chunk, maps):
+                mask = grow_mask(m > otsu(m.flatten().numpy()), -shrink).float()
+                # the rows and columns cut to the latent's multiple take their neighbours' value, so the mask is
+                # resized from the image's own extent and not stretched over it
+                mask = F.pad(mask[None, None], (0, uncut[1] - mask.shape[1], 0, uncut[0] - mask.shape[0]),
+                             mode="replicate")
+                out[i] = F.interpolate(mask, size=size, mode="bilinear", align_corners=False)[0, 0] >= 0.5
             bar.update(len(chunk))
         bar.close()
         return out
@@ -92,24 +97,25 @@ class AttentionMasks:
 
 def same_size_chunks(X, resolution: int, factor: int, most: int):
     """Runs of consecutive images of ``X`` whose pixels have the same shape, at most ``most`` each: (index, the
-    image's (H, W), pixels (3, h, w) in [-1, 1], the shorter side at ``resolution``, cut to multiples of
-    ``factor``)."""
+    image's (H, W), its (h, w) with the shorter side at ``resolution``, its pixels (3, h', w') in [-1, 1] there, cut
+    to multiples of ``factor``)."""
     chunk = []
     for i in range(len(X)):
         image = load_image(X[i])
         pixels = to_pixels_uncropped([image], resolution)[0]
-        pixels = pixels[:, : pixels.shape[1] // factor * factor, : pixels.shape[2] // factor * factor]
-        if chunk and (len(chunk) == most or chunk[-1][2].shape != pixels.shape):
+        uncut = tuple(pixels.shape[1:])
+        pixels = pixels[:, : uncut[0] // factor * factor, : uncut[1] // factor * factor]
+        if chunk and (len(chunk) == most or chunk[-1][3].shape != pixels.shape):
             yield chunk
             chunk = []
-        chunk.append((i, (image.height, image.width), pixels))
+        chunk.append((i, (image.height, image.width), uncut, pixels))
     if chunk:
         yield chunk
 
 
 class AttentionRecorder(AttnProcessor):
     """The plain attention processor that adds, for each cross-attention call, the attention to the tokens at
-    ``where`` (heads averaged; (batch, queries)) to ``maps``; self-attention passes through unrecorded."""
+    ``where`` (heads averaged; (batch, queries)) to ``maps``; given a self-attention call it records nothing."""
 
     def __init__(self):
         super().__init__()
@@ -172,7 +178,9 @@ def word_maps(backbone, pixels: torch.Tensor, contexts: torch.Tensor, where: lis
     unet = backbone.unet
     before = unet.attn_processors
     recorder = AttentionRecorder()
-    unet.set_attn_processor(recorder)
+    # only the cross-attention layers: self-attention keeps its own (memory-efficient) processor
+    unet.set_attn_processor({name: recorder if name.endswith("attn2.processor") else processor
+                             for name, processor in before.items()})
     total = torch.zeros(n, *size)
     try:
         for k in range(len(contexts)):
@@ -200,9 +208,20 @@ def otsu(values: np.ndarray, bins: int = 64) -> float:
     return float(edges[best[len(best) // 2] + 1])
 
 
-def resolve_masks(masks, backbone, X, progress: bool = False) -> tuple:
+def resolve_masks(masks, backbone, X, progress: bool = False, path=None, resume: bool = False) -> tuple:
     """``fit``'s masks with an :class:`AttentionMasks` read off ``backbone`` for images ``X``, and the record of how
-    (None for masks given as such, which pass through)."""
+    (None for masks given as such, which pass through). With ``path`` the masks are kept there (atomically) and, with
+    ``resume``, read back where the same reading of the same base made them: a resumed fit gets the masks its
+    checkpoint was made with, whatever a GPU's rounding would flip near the threshold."""
     if not isinstance(masks, AttentionMasks):
         return masks, None
-    return masks(backbone, X, progress=progress), masks.record(len(X))
+    record = masks.record(len(X))
+    key = {**record, "base": backbone.fingerprint()}
+    if path is not None and resume and Path(path).exists():
+        saved = torch.load(path)
+        if saved.get("key") == key:
+            return saved["masks"], record
+    made = masks(backbone, X, progress=progress)
+    if path is not None:
+        atomic_write(path, lambda tmp: torch.save({"key": key, "masks": made}, tmp))
+    return made, record

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .attention_masks import AttentionMasks, resolve_masks
 from .backbone import load_backbone
 from .data.images import as_image_sequence
-from .data.masks import check_masks
+from .data.masks import check_masks, warn_masks_unread
 from .distributed import gather_rows, shard, world
 from .errors import ConfigError, DitiError, DitiWarning
 from .metrics import softmax
@@ -162,6 +162,9 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
                            needed=recipe.fit.swap_background == "whole")
         if not isinstance(masks, AttentionMasks):  # those are read off the base once it is loaded, then checked
             masks = check_masks(masks, X, **mask_checks)
+        elif not mask_checks["read"]:
+            warn_masks_unread()
+            mask_checks["read"] = True  # said once
         classes = np.array(sorted(set(y), key=lambda v: (str(type(v)), v)))
         if len(classes) < 2:
             raise ConfigError(f"need at least two classes, got {list(classes)}")
@@ -186,11 +189,13 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
         shots = min(counts.values())
 
         backbone = self._load_backbone(recipe)
-        masks, made = resolve_masks(masks, backbone, X, self.progress)
+        kept_in = (lambda name: None) if output_dir is None else (lambda name: Path(output_dir) / name)
+        masks, made = resolve_masks(masks, backbone, X, self.progress, kept_in("attention-masks.pt"), resume)
         masks = check_masks(masks, X, **mask_checks) if made else masks
         if val is not None and val_attention is not None:
-            val = (*val[:2], check_masks(val_attention(backbone, val[0], progress=self.progress), val[0]))
-            made_val = val_attention.record(len(val[0]))
+            val_masks, made_val = resolve_masks(val_attention, backbone, val[0], self.progress,
+                                                kept_in("attention-masks-validation.pt"), resume)
+            val = (*val[:2], check_masks(val_masks, val[0]))
         choice = None
         if plan.probe:
             rest = [i for i in range(len(y)) if i not in set(plan.probe)]

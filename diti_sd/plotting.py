@@ -117,3 +117,30 @@ def plot_coarse_shortcut(shots, shot_labels, report: dict, path: str | os.PathLi
     fig.tight_layout()
     save_figure(fig, path)
     return rows
+
+
+def plot_masks(images, masks, labels, path: str | os.PathLike, title: str, per_row: int = 8) -> int:
+    """Images with their object masks, for a user to check masks read off a model: each image as it is and with
+    everything outside its mask dimmed. ``images``: uint8 (n, 3, H, W); ``masks``: bool (n, H, W) at the same size;
+    ``labels``: a caption each. Returns the number of images shown."""
+    import textwrap
+
+    n = len(images)
+    columns = min(per_row, n)
+    rows = -(-n // columns)
+    fig, axes = pyplot().subplots(2 * rows, columns, figsize=(1.2 * columns + 0.6, 2.4 * rows + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.spines[:].set_visible(False)
+    for i in range(n):
+        image = images[i].float().permute(1, 2, 0) / 255
+        kept = image * (0.25 + 0.75 * masks[i].float()[..., None])
+        top, bottom = axes[2 * (i // columns)][i % columns], axes[2 * (i // columns) + 1][i % columns]
+        top.imshow(image.numpy())
+        top.set_title(str(labels[i]), fontsize=6)
+        bottom.imshow(kept.numpy())
+    fig.suptitle(textwrap.fill(title, int((1.2 * columns + 0.6) * 16)), fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return n

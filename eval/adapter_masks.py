@@ -88,10 +88,11 @@ def quality(masks: list[torch.Tensor], exact: list[torch.Tensor]) -> dict:
 
 
 def masked_swap_rows(derived: dict, qualities: list[dict], seeds: list[int], shots: int, val_per_class: int,
-                     cache, key_extra: dict, name: str = "derived masks") -> dict:
+                     cache, key_extra, name: str = "derived masks") -> dict:
     """The masked swap fitted with ``derived`` masks (per seed, one per shot) through the product, read on the
     oracle stream beside the plain swap, exact masks and the recipe (paired per seed); prints and returns the
-    rows with the masks' mean ``qualities``. ``key_extra`` names how the masks were made (the fits' cache key)."""
+    rows with the masks' mean ``qualities``. ``key_extra`` names how the masks were made (the fits' cache key; a
+    callable: per seed)."""
     recipe = load_recipe("synthetic")
     window = (recipe.score.t_min, recipe.score.t_max)
     exact_masks = SyntheticSeed.train_masks

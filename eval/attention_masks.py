@@ -18,10 +18,12 @@ Validation seeds only, at least 10 unless ``--smoke``; synthetic only.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from diti_sd.attention_masks import AttentionMasks
@@ -44,6 +46,13 @@ def caption_prompts(model: str) -> dict[str, list[str]]:
             "caption form": ["a photo of a {} on a background"],
             "caption vocabulary": [f"a photo of a {texture} {{}} on a {colour} background"
                                    for texture in base_textures(model) for colour in COLOUR_NAMES]}
+
+
+def masks_sha(masks: list[torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for m in masks:
+        h.update(np.packbits(m.numpy()).tobytes())
+    return h.hexdigest()[:16]
 
 
 def main(argv=None) -> dict:
@@ -78,9 +87,12 @@ def main(argv=None) -> dict:
     out = {"what": __doc__.splitlines()[0], "seeds": args.seeds, "word": args.word, "times": key["times"],
            "prompt sets": sets, "mask quality per prompt set": quality, "fitted": {}}
     for name, masks in derived.items():
+        def named(seed, masks=masks, shrunk=1 if "shrunk" in name else 0):  # the fits' cache key: these very masks
+            return {**key, "shrunk by": shrunk, "masks sha": masks_sha(masks[seed])}
+
         out["fitted"][name] = adapter_masks.masked_swap_rows(
             masks, quality["caption vocabulary" + name.removeprefix("attention masks")], args.seeds, args.shots,
-            args.val_per_class, args.cache, {**key, "shrunk by": 1 if "shrunk" in name else 0}, name=name)
+            args.val_per_class, args.cache, named, name=name)
     if args.out:
         atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(out, indent=2)))
     return out

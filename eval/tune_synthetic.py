@@ -81,7 +81,7 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
              split_at: int = 200, model: str | None = None, cache: Path | None = None,
              train_stream: str = "train", shortcut_rate: float = 1.0,
              generic_backgrounds: list[int] | None = None, n_classes: int | None = None,
-             key_extra: dict | None = None, masks: bool = False, mask_rim: int = 0,
+             key_extra=None, masks: bool = False, mask_rim: int = 0,
              background_detail: float = 0.0, mask_kind: str = "object") -> dict:
     """Per window (and "tif"), per seed: which user-like validation images each fit gets right
     (``correct``), each one's true-class log-likelihood there (``ll``, what the rule reads: accuracy
@@ -98,10 +98,11 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
     from, a variant where they do not span the test's. ``n_classes``: the many-class variant (``task="many"``: stripe
     textures on five backgrounds, class c's shots on colour c mod 5) with that many classes. ``key_extra``: a
     caller that changes what a fit does beyond the recipe (a study's patch) names it here, so that its results
-    are cached apart. ``masks``: the fits get the shots' object masks (what the coarse swap keeps), grown by
-    ``mask_rim`` pixels (shrunk where negative), as a less exact segmenter's would be; ``mask_kind="box"``: each
-    object's filled bounding box instead (grown first), as a data set's box annotation. ``background_detail``: a
-    variant whose backgrounds carry a fine pattern of their own, one per colour (a photograph's background)."""
+    are cached apart (a callable: given the seed, names that seed's patch, e.g. a hash of its masks). ``masks``: the
+    fits get the shots' object masks (what the coarse swap keeps), grown by ``mask_rim`` pixels (shrunk where
+    negative), as a less exact segmenter's would be; ``mask_kind="box"``: each object's filled bounding box instead
+    (grown first), as a data set's box annotation. ``background_detail``: a variant whose backgrounds carry a fine
+    pattern of their own, one per colour (a photograph's background)."""
     recipe = load_recipe("synthetic", [*([f"model={model}"] if model else []), *overrides])
     names = [*windows, "tif"]
     out = {part: {w: [] for w in names} for part in PARTS}
@@ -122,7 +123,7 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
         if masks:
             parts.append({"masks": mask_kind, **({"rim": mask_rim} if mask_rim else {})})
         if key_extra:
-            parts.append(key_extra)
+            parts.append(key_extra(seed) if callable(key_extra) else key_extra)
         saved = cached_json(cache, parts, lambda seed=seed, parts=parts: {
             "key": json.dumps(parts, default=str),
             **_one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at, train_stream, shortcut_rate,

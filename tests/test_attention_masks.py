@@ -12,7 +12,7 @@ from PIL import Image
 from diti_sd import attention_masks as am
 from diti_sd.attention_masks import AttentionMasks, layer_shape, otsu, word_maps, word_positions
 from diti_sd.cli import main
-from diti_sd.data.masks import MaskError, grow_mask
+from diti_sd.data.masks import MaskError
 from diti_sd.errors import ConfigError
 from diti_sd.seeding import torch_generator
 
@@ -93,17 +93,46 @@ def test_the_word_and_every_other_token_share_the_attention(tiny_backbone):
 
 
 def test_masks_are_the_map_above_otsu_shrunk_by_half_a_latent_cell_at_each_images_size(tiny_backbone, monkeypatch):
-    r = tiny_backbone.resolution
-    square = torch.zeros(r, r)
-    square[r // 4: 3 * r // 4, r // 8: r // 2] = 1.0
-    monkeypatch.setattr(am, "word_maps", lambda b, pixels, *a: square.expand(len(pixels), -1, -1) * 3 + 0.1)
-    images = [Image.new("RGB", (r, r)), Image.new("RGB", (2 * r, r)), Image.new("RGB", (r, r))]
+    r, f = tiny_backbone.resolution, tiny_backbone.vae_scale_factor
+    k = f // 2
+
+    def right_half(b, pixels, *a):  # the object: the right half of what the UNet sees, up to its cut edge
+        m = torch.zeros(len(pixels), *pixels.shape[-2:])
+        m[..., pixels.shape[-1] // 2:] = 3.0
+        m[..., : r // 4, :] = 0.0  # and not the top rows
+        return m + 0.1
+
+    monkeypatch.setattr(am, "word_maps", right_half)
+    wide = 2 * r + f - 1  # not a multiple of the latent's factor: its last f - 1 columns are cut for the UNet
+    images = [Image.new("RGB", (r, r)), Image.new("RGB", (wide, r)), Image.new("RGB", (r, 2 * r))]
     masks = AttentionMasks("pattern", ["a photo of a {}"])(tiny_backbone, images)
-    k = tiny_backbone.vae_scale_factor // 2
-    assert k >= 1 and torch.equal(masks[0], grow_mask(square > 0.5, -k)) and torch.equal(masks[2], masks[0])
-    assert masks[1].shape == (r, 2 * r) and int(masks[1].sum()) == pytest.approx(2 * int(masks[0].sum()), rel=0.2)
+    assert k >= 1 and [m.shape for m in masks] == [(r, r), (r, wide), (2 * r, r)]
+    expect = [torch.zeros(m.shape, dtype=torch.bool) for m in masks]
+    for e, left in zip(expect, (r // 2, wide // f * f // 2, r // 2)):
+        e[r // 4 + k:, left + k:] = True  # shrunk inside the image, not from its border; the cut columns kept
+    assert all(torch.equal(m, e) for m, e in zip(masks, expect))
     unshrunk = AttentionMasks("pattern", ["a photo of a {}"], shrink=False)(tiny_backbone, images[:1])
-    assert torch.equal(unshrunk[0], square > 0.5)
+    assert int(unshrunk[0].sum()) > int(masks[0].sum())
+
+
+def test_a_resumed_fit_reads_back_the_masks_it_made(tiny_backbone, tmp_path, monkeypatch):
+    spec = AttentionMasks("pattern", ["a photo of a {}"], times=(300,))
+    images = [Image.new("RGB", (tiny_backbone.resolution,) * 2, (40 * i, 90, 200)) for i in range(2)]
+    path = tmp_path / "attention-masks.pt"
+    made, record = am.resolve_masks(spec, tiny_backbone, images, path=path)
+    assert path.exists() and record["unet_calls"] == 2 and record["word"] == "pattern"
+
+    def refuse(self, *a, **k):
+        raise AssertionError("read again")
+
+    monkeypatch.setattr(AttentionMasks, "__call__", refuse)
+    again, _ = am.resolve_masks(spec, tiny_backbone, images, path=path, resume=True)
+    assert all(torch.equal(a, b) for a, b in zip(again, made))
+    with pytest.raises(AssertionError, match="read again"):  # another reading, or no resume: made anew
+        am.resolve_masks(AttentionMasks("pattern", times=(300,)), tiny_backbone, images, path=path, resume=True)
+    with pytest.raises(AssertionError, match="read again"):
+        am.resolve_masks(spec, tiny_backbone, images, path=path)
+    assert am.resolve_masks([m.clone() for m in made], tiny_backbone, images)[1] is None  # given masks pass through
 
 
 def test_a_wide_image_runs_through_the_unet_at_its_own_shape(tiny_backbone):
@@ -140,8 +169,10 @@ def test_fit_reads_the_masks_off_the_base_for_shots_and_validation(tmp_path, tin
                                                                       monkeypatch):
     from diti_sd import DiTiFewShotClassifier
 
-    given, fit = {}, DiTiFewShotClassifier.fit
+    given, fit, inner = {}, DiTiFewShotClassifier.fit, DiTiFewShotClassifier._fit_adapters
     monkeypatch.setattr(DiTiFewShotClassifier, "fit", lambda self, *a, **kw: given.update(kw) or fit(self, *a, **kw))
+    monkeypatch.setattr(DiTiFewShotClassifier, "_fit_adapters",
+                        lambda self, *a, **kw: given.update(read=kw["validation"]) or inner(self, *a, **kw))
     root = make_fake_fgvc(tmp_path / "data", per_split=2, n_classes=3, seed=3)
     fast = ["--set", "fit.steps=1", "--set", "fit.prior_images=2", "--set", "fit.prior_sample_steps=2",
             "--set", "score.rounds=[[2,2],[4,1]]", "--set", "fit.coarse_swap=1"]
@@ -156,6 +187,11 @@ def test_fit_reads_the_masks_off_the_base_for_shots_and_validation(tmp_path, tin
     assert isinstance(given["masks"], AttentionMasks) and given["masks"].prompts == ("a photo of an {}",
                                                                                     "an {} in the sky")
     assert swaps and all(keep is not None for _, keep in swaps)  # the swap kept what the masks said
+    images, _, masks = given["read"]  # the shortcut check gets each validation image's own mask, its size
+    assert len(masks) == len(images) and all(m.dtype == torch.bool and tuple(m.shape) == (im.height, im.width)
+                                             for m, im in zip(masks, (images[i] for i in range(len(images)))))
+    assert (tmp_path / "out" / "attention-masks.pt").exists()
+    assert Image.open(tmp_path / "out" / "attention_masks.png").size[0] > 100  # the masks drawn to look at
 
 
 def test_the_attention_mask_flags_are_checked_before_any_work(tmp_path, capsys):

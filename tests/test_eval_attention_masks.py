@@ -8,7 +8,7 @@ from helpers import eval_script
 from diti_sd.data.masks import grow_mask
 
 
-def test_the_fitted_masks_are_the_vocabulary_sets_and_the_shrunk_ones_are_a_pixel_inside(monkeypatch):
+def test_the_vocabulary_sets_masks_are_fitted_shrunk_and_not_each_under_a_key_naming_them(monkeypatch):
     script = eval_script("attention_masks")
     seen, asked = {}, []
 
@@ -31,7 +31,8 @@ def test_the_fitted_masks_are_the_vocabulary_sets_and_the_shrunk_ones_are_a_pixe
     assert (vocabulary, True) in asked and (vocabulary, False) in asked
     plain, key, quality = seen["attention masks"]
     small, small_key, _ = seen["attention masks, shrunk"]
-    assert key["shrunk by"] == 0 and small_key["shrunk by"] == 1 and quality[0]["background kept"] > 0
+    assert key(11)["shrunk by"] == 0 and small_key(11)["shrunk by"] == 1 and quality[0]["background kept"] > 0
+    assert key(11)["masks sha"] == script.masks_sha(plain[11]) != small_key(11)["masks sha"]
     assert all(bool((s <= p).all()) and int(s.sum()) < int(p.sum()) for s, p in zip(small[11], plain[11]))
     assert set(out["mask quality per prompt set"]) == {f"{s}{x}" for s in out["prompt sets"]
                                                         for x in ("", ", shrunk")}

@@ -91,13 +91,14 @@ def _weights(path: Path) -> dict:
     return load_file(str(path / "adapters.safetensors"))
 
 
-@pytest.mark.parametrize("reads_masks", [None, "fit.coarse_swap=1", "fit.mask_loss=true"],
-                         ids=["plain", "swap-outside-masks", "loss-over-masks"])
+@pytest.mark.parametrize("reads_masks", [None, "fit.coarse_swap=1", "fit.mask_loss=true", "attention"],
+                         ids=["plain", "swap-outside-masks", "loss-over-masks", "swap-outside-attention-masks"])
 def test_fit_killed_at_random_moments_resumes_to_the_same_adapters(folder, masks, tiny_model_dir, tmp_path,
                                                                    reads_masks):
+    given = {None: [], "attention": ["--attention-masks", "photo", "--set", "fit.coarse_swap=1"]}.get(
+        reads_masks, ["--masks", str(masks), "--set", str(reads_masks)])
     args = ["fit", "--dataset", "tiny", "--data-root", str(folder), "--model", str(tiny_model_dir), "--steps", "12",
-            "--set", "fit.checkpoint_every=2", *FAST, "--no-progress",
-            *(["--masks", str(masks), "--set", reads_masks] if reads_masks else [])]
+            "--set", "fit.checkpoint_every=2", *FAST, "--no-progress", *given]
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0
     out = tmp_path / "killed"
     checkpoint = out / "checkpoint" / "state.json"
@@ -112,6 +113,8 @@ def test_fit_killed_at_random_moments_resumes_to_the_same_adapters(folder, masks
     # anywhere from the prior images to the first checkpoints; then once a later checkpoint replaced one
     triggers = [("fit after writing its priors", lambda: (out / "prior").is_dir(), 1.5),
                 ("fit after a later checkpoint", lambda: (iteration() or 0) >= 6, 1.0)]
+    if reads_masks == "attention":  # while it reads the masks off the base, or just after it kept them
+        triggers.insert(0, ("fit around its attention masks", lambda: out.is_dir(), 2.0))
     kills = 0
     for label, ready, spread in triggers:
         kills += _kill_when(_cli(*args, "--out", str(out), "--resume"), ready, rng, spread, label)

@@ -69,8 +69,8 @@ def add_arguments(parser):
                             "less of the swap's gain than the object's own mask: docs/method.md, 'Masks')")
     masks.add_argument("--attention-masks", default=None, metavar="WORD",
                        help="read each image's mask off the base model: where its cross-attention puts WORD, a word "
-                            "naming the object (e.g. aircraft), in --mask-prompt; no masks needed, costs images x "
-                            "prompts x 5 UNet calls (docs/method.md, 'Masks')")
+                            "naming the object (e.g. aircraft), in --mask-prompt; no masks needed; costs (shots + "
+                            "validation images) x prompts x 5 UNet calls (docs/method.md, 'Masks')")
     parser.add_argument("--mask-prompt", action="append", default=None, metavar="TEMPLATE",
                         help="with --attention-masks: a prompt with {} for the word (repeatable; default "
                              "'a photo of a {}.'); the maps of several are summed")
@@ -208,6 +208,12 @@ def _fit_one(args, recipe, train, val, shots, out: Path, boxes: dict | None = No
             except Exception as error:  # a picture must not cost the fitted adapters
                 warnings.warn(f"coarse_shortcut.png was not drawn ({type(error).__name__}: {error}); the fit's "
                               "figures are in the summary line", DitiWarning, stacklevel=2)
+        if attention is not None:
+            try:
+                draw_attention_masks(out / "attention-masks.pt", train_set, out / "attention_masks.png")
+            except Exception as error:
+                warnings.warn(f"attention_masks.png was not drawn ({type(error).__name__}: {error})", DitiWarning,
+                              stacklevel=2)
     clf.save_pretrained(out, export_diffusers=args.export_diffusers, export_peft=args.export_peft)
     if is_main():
         summary = {"out": str(out), "classes": len(clf.classes_), "shots": clf.shots_, **clf.fit_summary_,
@@ -237,3 +243,23 @@ def draw_coarse_shortcut(report: dict, train_set, val_set, path: Path, size: int
     return plot_coarse_shortcut(uint8_pixels([images[i] for i in shots], size), [labels[i] for i in shots], report,
                                 path, uint8_pixels([val_images[i] for i in breaking], size) if breaking else None,
                                 [val_labels[i] for i in breaking], n_classes=len(set(labels)))
+
+
+def draw_attention_masks(kept: Path, train_set, path: Path, size: int = 128, per_class: int = 2) -> int:
+    """``attention_masks.png``: the first ``per_class`` shots of up to 8 classes with the masks the fit read off the
+    base (kept in ``kept``), to look at before trusting them."""
+    import torch
+
+    from ..data.images import ImageSequence
+    from ..plotting import first_of_each, plot_masks
+    from ..preprocessing import mask_pixels, uint8_pixels
+
+    masks = torch.load(kept)["masks"]
+    labels = train_set.label_names()
+    if len(masks) != len(labels):  # a fit that held shots out read them for the rest only
+        return 0
+    shown = first_of_each(labels, sorted(set(labels))[:8], per_class)
+    images = ImageSequence(train_set)
+    pixels = uint8_pixels([images[i] for i in shown], size)
+    return plot_masks(pixels, mask_pixels([masks[i] for i in shown], size)[:, 0], [labels[i] for i in shown], path,
+                      "the masks read off the base's attention (outside them dimmed): the swap keeps what is lit")

@@ -117,16 +117,19 @@ def check_masks(masks, X, read: bool = True, stacklevel: int = 2, loss: bool = F
                         "be replaced by prior images; check that the object is bright in them, or set "
                         "fit.swap_background: coarse")
     if not read:
-        warnings.warn("masks are read in training only by the coarse swap and the masked loss, which this recipe has "
-                      "off, so they change only the shortcut check (it reads the backgrounds); set fit.coarse_swap (or "
-                      "fit.coarse_swap_auto) or fit.mask_loss to train with them",
-                      DitiWarning,
-                      stacklevel=stacklevel + 1)
+        warn_masks_unread(stacklevel + 1)
     elif empty or full:
         warnings.warn(f"of {len(X)} masks, {empty} keep nothing (no pixel above half: those shots are swapped whole) "
                       f"and {full} keep everything (never swapped); check that the object is bright in them",
                       DitiWarning, stacklevel=stacklevel + 1)
     return masks
+
+
+def warn_masks_unread(stacklevel: int = 2) -> None:
+    """The warning for masks given to a recipe that trains without them."""
+    warnings.warn("masks are read in training only by the coarse swap and the masked loss, which this recipe has "
+                  "off, so they change only the shortcut check (it reads the backgrounds); set fit.coarse_swap (or "
+                  "fit.coarse_swap_auto) or fit.mask_loss to train with them", DitiWarning, stacklevel=stacklevel + 1)
 
 
 def find_masks(folder, ids: list[str]) -> list[Path]:
