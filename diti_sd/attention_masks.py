@@ -74,7 +74,8 @@ class AttentionMasks:
                               f"{list(self.times)}")
         prompts = [p.replace("{}", self.word) for p in self.prompts]
         where = [word_positions(backbone, p, self.word) for p in prompts]
-        contexts = backbone.encode_prompts(prompts)
+        with torch.no_grad():
+            contexts = backbone.encode_prompts(prompts)
         shrink = backbone.vae_scale_factor // 2 if self.shrink else 0
         X = as_image_sequence(X)
         out: list = [None] * len(X)
