@@ -14,6 +14,7 @@ gradient.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,23 +177,29 @@ def word_maps(backbone, pixels: torch.Tensor, contexts: torch.Tensor, where: lis
     noise = torch.cat([torch.randn((len(times), *latents.shape[1:]), generator=g) for g in generators])
     t = torch.as_tensor(list(times), device=latents.device).repeat(n)
     x_t = backbone.add_noise(latents.repeat_interleave(len(times), 0), noise.to(latents.device, latents.dtype), t)
-    unet = backbone.unet
-    before = unet.attn_processors
-    recorder = AttentionRecorder()
-    # only the cross-attention layers: self-attention keeps its own (memory-efficient) processor
-    unet.set_attn_processor({name: recorder if name.endswith("attn2.processor") else processor
-                             for name, processor in before.items()})
     total = torch.zeros(n, *size)
-    try:
+    with recording(backbone.unet) as recorder:
         for k in range(len(contexts)):
             recorder.where, recorder.maps = where[k], []
-            unet(x_t, t, encoder_hidden_states=contexts[k:k + 1].expand(len(t), -1, -1), return_dict=False)
+            backbone.unet(x_t, t, encoder_hidden_states=contexts[k:k + 1].expand(len(t), -1, -1), return_dict=False)
             for m in recorder.maps:
                 m = m.view(n, len(times), *layer_shape(tuple(latents.shape[-2:]), m.shape[1])).sum(1)
                 total += F.interpolate(m[:, None].cpu(), size=size, mode="bilinear", align_corners=False)[:, 0]
+    return total
+
+
+@contextmanager
+def recording(unet):
+    """``unet`` with an :class:`AttentionRecorder` (yielded) on its cross-attention layers (diffusers names them
+    ``attn2``) and its own processors put back after: self-attention keeps its (memory-efficient) one."""
+    before = unet.attn_processors
+    recorder = AttentionRecorder()
+    unet.set_attn_processor({name: recorder if name.endswith("attn2.processor") else processor
+                             for name, processor in before.items()})
+    try:
+        yield recorder
     finally:
         unet.set_attn_processor(before)
-    return total
 
 
 def otsu(values: np.ndarray, bins: int = 64) -> float:

@@ -8,9 +8,10 @@ import pytest
 import torch
 from fakes import make_fake_fgvc
 from PIL import Image
+from sd_configs import SD2_BASE_UNET, SD15_UNET
 
 from diti_sd import attention_masks as am
-from diti_sd.attention_masks import AttentionMasks, layer_shape, otsu, word_maps, word_positions
+from diti_sd.attention_masks import AttentionMasks, layer_shape, otsu, recording, word_maps, word_positions
 from diti_sd.cli import main
 from diti_sd.data.masks import MaskError
 from diti_sd.errors import ConfigError
@@ -53,6 +54,30 @@ def test_each_layers_shape_follows_the_latents_halvings():
     assert layer_shape((5, 7), 35) == (5, 7) and layer_shape((5, 7), 12) == (3, 4) and layer_shape((5, 7), 4) == (2, 2)
     with pytest.raises(ValueError):
         layer_shape((8, 8), 10)
+
+
+@pytest.mark.parametrize("config", [SD2_BASE_UNET, SD15_UNET], ids=["sd2-base", "sd1.5"])
+def test_on_the_real_unet_every_cross_attention_layer_is_recorded_at_a_shape_it_names(config):
+    """On the real architecture (meta device: names and shapes, no weights): the recorder sits on the 16
+    cross-attention layers and no self-attention one, every map it records has a layer shape of an odd-sided
+    latent (a wide photo at 512: 64 x 85, halved rounding up), and the UNet's processors come back."""
+    from diffusers import UNet2DConditionModel
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**config)
+    before = unet.attn_processors
+    latent, rows = (64, 85), 2
+    with recording(unet) as recorder:
+        recorded = [name for name, p in unet.attn_processors.items() if p is recorder]
+        recorder.where = [5]
+        unet(torch.empty(rows, 4, *latent, device="meta"), torch.zeros(rows, dtype=torch.long, device="meta"),
+             encoder_hidden_states=torch.empty(rows, 77, config["cross_attention_dim"], device="meta"),
+             return_dict=False)
+    assert len(recorded) == 16 and all(".attn2." in name for name in recorded)
+    assert len(recorder.maps) == 16 and all(m.shape[0] == rows for m in recorder.maps)
+    shapes = [layer_shape(latent, m.shape[1]) for m in recorder.maps]
+    assert sorted(set(shapes)) == [(8, 11), (16, 22), (32, 43), (64, 85)]  # 8 x 11: the mid block
+    assert {k: type(p) for k, p in unet.attn_processors.items()} == {k: type(p) for k, p in before.items()}
 
 
 def test_reading_the_maps_changes_no_prediction_and_puts_the_processors_back(tiny_backbone):
