@@ -71,7 +71,9 @@ def render_markdown(report: dict) -> str:
     for rival, by in report["comparisons"].items():
         lines.append(f"| {rival} | {' | '.join(_interval(by[s]) for s in SPLITS)} |")
     lines += ["", *_targets(report), "", *_opt_in(report),
-              f"Wall time {report['seconds']:.0f} s, peak memory {report['peak_memory_gib']:.2f} GiB, "
+              f"Wall time {report['seconds']:.0f} s, peak resident memory {report['peak_memory_gib']:.2f} GiB "
+              "(with the libraries' pages mapped from the page cache, which vary by a few hundred MiB between "
+              "identical installs), "
               f"{report['torch_threads']} torch threads.", "",
               "![accuracy per band of t](accuracy_by_band.png)", "",
               "![reliability on the decorrelated split](reliability.png)", "",
