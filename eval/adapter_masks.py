@@ -88,22 +88,22 @@ def quality(masks: list[torch.Tensor], exact: list[torch.Tensor]) -> dict:
 
 
 def masked_swap_rows(derived: dict, qualities: list[dict], seeds: list[int], shots: int, val_per_class: int,
-                     cache, key_extra, name: str = "derived masks") -> dict:
-    """The masked swap fitted with ``derived`` masks (per seed, one per shot) through the product, read on the
-    oracle stream beside the plain swap, exact masks and the recipe (paired per seed); prints and returns the
-    rows with the masks' mean ``qualities``. ``key_extra`` names how the masks were made (the fits' cache key; a
-    callable: per seed)."""
+                     cache, key_extra, name: str = "derived masks", swap: list[str] = SWAP) -> dict:
+    """The masked swap (overrides ``swap``) fitted with ``derived`` masks (per seed, one per shot) through the
+    product, read on the oracle stream beside the plain swap, exact masks under the same ``swap`` and the recipe
+    (paired per seed); prints and returns the rows with the masks' mean ``qualities``. ``key_extra`` names how the
+    masks were made (the fits' cache key; a callable: per seed)."""
     recipe = load_recipe("synthetic")
     window = (recipe.score.t_min, recipe.score.t_max)
     exact_masks = SyntheticSeed.train_masks
     SyntheticSeed.train_masks = property(lambda self: derived[self.seed])  # the fits below get the derived masks
     try:
-        mine = tune.evaluate(SWAP, seeds, shots, val_per_class, cache=cache, masks=True, key_extra=key_extra)
+        mine = tune.evaluate(swap, seeds, shots, val_per_class, cache=cache, masks=True, key_extra=key_extra)
     finally:
         SyntheticSeed.train_masks = exact_masks
     rows = {name: mine,
             "swap": tune.evaluate(SWAP, seeds, shots, val_per_class, cache=cache),
-            "exact masks": tune.evaluate(SWAP, seeds, shots, val_per_class, cache=cache, masks=True),
+            "exact masks": tune.evaluate(swap, seeds, shots, val_per_class, cache=cache, masks=True),
             "recipe": tune.evaluate([], seeds, shots, val_per_class, cache=cache)}
     acc = {row: [float(h.mean()) for h in r["oracle"][window]] for row, r in rows.items()}
     out = {"window": list(window),

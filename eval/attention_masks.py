@@ -2,6 +2,8 @@
 
     python eval/attention_masks.py --seeds 11-20 --cache reports/tune-user \
         --out docs/notes/2026-12-06-attention-masks.json
+    python eval/attention_masks.py --seeds 11-20 --cache reports/tune-user --swap-background whole \
+        --out docs/notes/2026-12-06-attention-masks-whole.json
 
 The masked swap needs a mask per shot; the adapter's own small-t gain did not give one (``adapter_masks.py``). A
 user of Stable Diffusion would try the other thing the model offers: where its cross-attention puts the word that
@@ -63,8 +65,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--val-per-class", type=int, default=10)
     parser.add_argument("--cache", type=Path, default=None, help="tune_synthetic's cache: shared fits, resumable")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--swap-background", choices=["coarse", "whole"], default="coarse",
+                        help="what the masked swap replaces outside the masks (fit.swap_background)")
     parser.add_argument("--smoke", action="store_true", help="allow fewer than 10 seeds")
     args = parser.parse_args(argv)
+    swap = [*adapter_masks.SWAP, *([] if args.swap_background == "coarse" else ["fit.swap_background=whole"])]
     adapter_masks.tune.check_protocol(args.seeds, args.smoke)
     recipe = load_recipe("synthetic")
     backbone = load_backbone(recipe.model, device="cpu", dtype=torch.float32, progress=False)
@@ -85,14 +90,14 @@ def main(argv=None) -> dict:
     key = {"masks from": "diti_sd.attention_masks, caption vocabulary", "word": args.word,
            "times": list(AttentionMasks(args.word).times)}
     out = {"what": __doc__.splitlines()[0], "seeds": args.seeds, "word": args.word, "times": key["times"],
-           "prompt sets": sets, "mask quality per prompt set": quality, "fitted": {}}
+           "swap": swap, "prompt sets": sets, "mask quality per prompt set": quality, "fitted": {}}
     for name, masks in derived.items():
         def named(seed, masks=masks, shrunk=1 if "shrunk" in name else 0):  # the fits' cache key: these very masks
             return {**key, "shrunk by": shrunk, "masks sha": masks_sha(masks[seed])}
 
         out["fitted"][name] = adapter_masks.masked_swap_rows(
             masks, quality["caption vocabulary" + name.removeprefix("attention masks")], args.seeds, args.shots,
-            args.val_per_class, args.cache, named, name=name)
+            args.val_per_class, args.cache, named, name=name, swap=swap)
     if args.out:
         atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(out, indent=2)))
     return out

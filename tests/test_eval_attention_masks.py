@@ -18,8 +18,9 @@ def test_the_vocabulary_sets_masks_are_fitted_shrunk_and_not_each_under_a_key_na
         wide = [grow_mask(m, 1) for m in run.train_masks]
         return [grow_mask(m, -1) for m in wide] if self.shrink else wide
 
-    def rows(masks, qualities, seeds, shots, val_per_class, cache, key_extra, name):
+    def rows(masks, qualities, seeds, shots, val_per_class, cache, key_extra, name, swap):
         seen[name] = (masks, key_extra, qualities)
+        seen.setdefault("swaps", []).append(swap)
         return {"rows": {}}
 
     monkeypatch.setattr(script.AttentionMasks, "__call__", read)
@@ -38,3 +39,7 @@ def test_the_vocabulary_sets_masks_are_fitted_shrunk_and_not_each_under_a_key_na
                                                         for x in ("", ", shrunk")}
     assert out["mask quality per prompt set"]["caption vocabulary"][0]["object lost"] == 0  # grown: none lost
     assert isinstance(small[11][0], torch.Tensor)
+    assert seen["swaps"] == [script.adapter_masks.SWAP] * 2  # the masked swap as the first study fitted it
+    seen.clear()
+    out = script.main(["--seeds", "11", "--smoke", "--shots", "2", "--swap-background", "whole"])
+    assert seen["swaps"] == [[*script.adapter_masks.SWAP, "fit.swap_background=whole"]] * 2 == [out["swap"]] * 2
