@@ -72,8 +72,8 @@ def render_markdown(report: dict) -> str:
         lines.append(f"| {rival} | {' | '.join(_interval(by[s]) for s in SPLITS)} |")
     lines += ["", *_targets(report), "", *_opt_in(report),
               f"Wall time {report['seconds']:.0f} s, peak resident memory {report['peak_memory_gib']:.2f} GiB "
-              "(with the libraries' pages mapped from the page cache, which vary by a few hundred MiB between "
-              "identical installs), "
+              "(ru_maxrss: file-backed pages such as the libraries' included, which vary between identical "
+              "installs), "
               f"{report['torch_threads']} torch threads.", "",
               "![accuracy per band of t](accuracy_by_band.png)", "",
               "![reliability on the decorrelated split](reliability.png)", "",
