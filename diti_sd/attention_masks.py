@@ -40,13 +40,17 @@ IMAGES_PER_CALL = 8  # images per UNet batch (times x images rows); no result de
 class AttentionMasks:
     """How to read masks off the base: the ``word`` that names the object, ``prompts`` with a ``{}`` for it, the
     ``times`` the image is noised at, and whether to ``shrink`` the mask by half a latent cell; ``seed`` of the
-    noise. Passed as ``fit``'s ``masks`` (and ``validation_masks``), resolved once the base is loaded."""
+    noise; ``upscale``: read the maps with the image's shorter side at that many times the model's resolution (finer
+    cells against the object; each image's UNet calls ``upscale`` squared times the work, in as many times smaller
+    batches; the base away from its training size). Passed as ``fit``'s ``masks`` (and ``validation_masks``),
+    resolved once the base is loaded."""
 
     word: str
     prompts: tuple[str, ...] = ("a photo of a {}.",)
     times: tuple[int, ...] = TIMES
     shrink: bool = True
     seed: int = 0
+    upscale: int = 1
 
     def __post_init__(self):
         if not isinstance(self.word, str) or not self.word.strip() or "{" in self.word or "}" in self.word:
@@ -58,6 +62,8 @@ class AttentionMasks:
             raise ConfigError(f"each attention-mask prompt needs exactly one {{}} for the word; got {bad or 'none'}")
         if not self.times or any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in self.times):
             raise ConfigError(f"attention-mask times must be time-steps (integers >= 0); got {list(self.times)}")
+        if isinstance(self.upscale, bool) or not isinstance(self.upscale, int) or not 1 <= self.upscale <= 4:
+            raise ConfigError(f"attention-mask upscale must be an integer from 1 to 4; got {self.upscale!r}")
 
     def unet_calls(self, n_images: int) -> int:
         return n_images * len(self.prompts) * len(self.times)
@@ -65,7 +71,7 @@ class AttentionMasks:
     def record(self, n_images: int) -> dict:
         """What the fit's summary says of how the masks were made."""
         return {"from": "attention", "word": self.word, "prompts": list(self.prompts), "times": list(self.times),
-                "shrink": self.shrink, "unet_calls": self.unet_calls(n_images)}
+                "shrink": self.shrink, "upscale": self.upscale, "unet_calls": self.unet_calls(n_images)}
 
     def __call__(self, backbone, X, progress: bool = False) -> list[torch.Tensor]:
         """One (H, W) bool mask per image of ``X``, each its image's size."""
@@ -81,7 +87,8 @@ class AttentionMasks:
         X = as_image_sequence(X)
         out: list = [None] * len(X)
         bar = tqdm(total=len(X), desc="attention masks", unit="image", disable=not progress)
-        for chunk in same_size_chunks(X, backbone.resolution, backbone.vae_scale_factor, IMAGES_PER_CALL):
+        for chunk in same_size_chunks(X, backbone.resolution * self.upscale, backbone.vae_scale_factor,
+                                      max(1, IMAGES_PER_CALL // self.upscale ** 2)):
             pixels = torch.stack([p for _, _, _, p in chunk])
             maps = word_maps(backbone, pixels, contexts, where, self.times,
                              [torch_generator(self.seed, ATTENTION_NOISE, i) for i, _, _, _ in chunk])

@@ -4,6 +4,8 @@
         --out docs/notes/2026-12-06-attention-masks.json
     python eval/attention_masks.py --seeds 11-20 --cache reports/tune-user --swap-background whole \
         --out docs/notes/2026-12-06-attention-masks-whole.json
+    python eval/attention_masks.py --seeds 11-20 --cache reports/tune-user --upscale 2 \
+        --out docs/notes/2026-12-06-attention-masks-upscale2.json
 
 The masked swap needs a mask per shot; the adapter's own small-t gain did not give one (``adapter_masks.py``). A
 user of Stable Diffusion would try the other thing the model offers: where its cross-attention puts the word that
@@ -28,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diti_sd.attention_masks import AttentionMasks
+from diti_sd.attention_masks import AttentionMasks, resolve_masks
 from diti_sd.backbone import load_backbone
 from diti_sd.benchmarks.synthetic.data import COLOUR_NAMES
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed, base_textures
@@ -57,6 +59,17 @@ def masks_sha(masks: list[torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
+def read_masks(spec: AttentionMasks, backbone, images, cache: Path | None, seed: int, shots: int) -> list:
+    """``spec``'s masks of seed ``seed``'s shots, kept under ``cache`` (the library's reader: keyed by the reading
+    and the base) so that a rerun over more seeds does not read them again."""
+    if cache is None:
+        return spec(backbone, images)
+    reading = hashlib.sha256(json.dumps(spec.record(len(images)), sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache) / "attention-masks" / f"seed{seed}-shots{shots}-{reading}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return resolve_masks(spec, backbone, images, path=path, resume=True)[0]
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=seed_list, default="11-20")
@@ -67,6 +80,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=None)
     parser.add_argument("--swap-background", choices=["coarse", "whole"], default="coarse",
                         help="what the masked swap replaces outside the masks (fit.swap_background)")
+    parser.add_argument("--upscale", type=int, default=1, help="read the maps at this many times the model's "
+                        "resolution (AttentionMasks.upscale)")
     parser.add_argument("--smoke", action="store_true", help="allow fewer than 10 seeds")
     args = parser.parse_args(argv)
     swap = [*adapter_masks.SWAP, *([] if args.swap_background == "coarse" else ["fit.swap_background=whole"])]
@@ -81,16 +96,18 @@ def main(argv=None) -> dict:
         exact = list(run.train_masks)
         for name, prompts in sets.items():
             for suffix, shrink in (("", False), (", shrunk", True)):
-                masks = AttentionMasks(args.word, prompts, shrink=shrink, seed=seed)(backbone, run.train.images)
+                spec = AttentionMasks(args.word, prompts, shrink=shrink, seed=seed, upscale=args.upscale)
+                masks = read_masks(spec, backbone, run.train.images, args.cache, seed, args.shots)
                 quality[f"{name}{suffix}"].append(adapter_masks.quality(masks, exact))
                 if name == "caption vocabulary":
                     derived[f"attention masks{suffix}"][seed] = masks
     for name, per_seed in quality.items():
         print(f"{name:30s}", {k: round(sum(q[k] for q in per_seed) / len(per_seed), 3) for k in per_seed[0]})
     key = {"masks from": "diti_sd.attention_masks, caption vocabulary", "word": args.word,
-           "times": list(AttentionMasks(args.word).times)}
+           "times": list(AttentionMasks(args.word).times), **({"upscale": args.upscale} if args.upscale > 1 else {})}
     out = {"what": __doc__.splitlines()[0], "seeds": args.seeds, "word": args.word, "times": key["times"],
-           "swap": swap, "prompt sets": sets, "mask quality per prompt set": quality, "fitted": {}}
+           "swap": swap, "upscale": args.upscale, "prompt sets": sets, "mask quality per prompt set": quality,
+           "fitted": {}}
     for name, masks in derived.items():
         def named(seed, masks=masks, shrunk=1 if "shrunk" in name else 0):  # the fits' cache key: these very masks
             return {**key, "shrunk by": shrunk, "masks sha": masks_sha(masks[seed])}

@@ -39,6 +39,9 @@ def test_a_bad_word_prompt_or_time_is_refused_before_any_work():
     with pytest.raises(ConfigError, match="time-steps"):
         AttentionMasks("aircraft", times=[50, -1])
     assert AttentionMasks("aircraft", ["a {}", "the {}"]).unet_calls(10) == 10 * 2 * 5
+    for bad in (0, 5, 1.5, True):
+        with pytest.raises(ConfigError, match="upscale must be an integer from 1 to 4"):
+            AttentionMasks("aircraft", upscale=bad)
 
 
 def test_the_word_is_found_by_its_tokens_and_a_missing_one_is_refused(tiny_backbone):
@@ -141,6 +144,33 @@ def test_masks_are_the_map_above_otsu_shrunk_by_half_a_latent_cell_at_each_image
     assert int(unshrunk[0].sum()) > int(masks[0].sum())
 
 
+def test_upscaled_the_maps_are_read_at_that_multiple_in_smaller_batches(tiny_backbone, monkeypatch):
+    r, f = tiny_backbone.resolution, tiny_backbone.vae_scale_factor
+    seen = []
+
+    def centre(b, pixels, *a):  # the object: the middle half of what the UNet sees
+        seen.append(tuple(pixels.shape))
+        m = torch.zeros(len(pixels), *pixels.shape[-2:])
+        h, w = pixels.shape[-2:]
+        m[:, h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 1.0
+        return m
+
+    monkeypatch.setattr(am, "word_maps", centre)
+    images = [Image.new("RGB", (r, r)) for _ in range(5)]
+    plain = AttentionMasks("pattern", shrink=False)(tiny_backbone, images)
+    assert seen == [(5, 3, r, r)]
+    seen.clear()
+    spec = AttentionMasks("pattern", shrink=False, upscale=2)
+    finer = spec(tiny_backbone, images)
+    assert seen == [(2, 3, 2 * r, 2 * r)] * 2 + [(1, 3, 2 * r, 2 * r)]  # 8 // 2 ** 2 images a call
+    assert [m.shape for m in finer] == [(r, r)] * 5 and all(torch.equal(a, b) for a, b in zip(finer, plain))
+    assert spec.record(5)["upscale"] == 2 and spec.unet_calls(5) == AttentionMasks("pattern").unet_calls(5)
+    shrunk = AttentionMasks("pattern", upscale=2)(tiny_backbone, images[:1])[0]
+    # half a latent cell at the read size is a quarter of one at the image's: less is taken off
+    assert int(shrunk.sum()) > int(AttentionMasks("pattern")(tiny_backbone, images[:1])[0].sum())
+    assert f >= 2
+
+
 def test_a_resumed_fit_reads_back_the_masks_it_made(tiny_backbone, tmp_path, monkeypatch):
     spec = AttentionMasks("pattern", ["a photo of a {}"], times=(300,))
     images = [Image.new("RGB", (tiny_backbone.resolution,) * 2, (40 * i, 90, 200)) for i in range(2)]
@@ -204,11 +234,12 @@ def test_fit_reads_the_masks_off_the_base_for_shots_and_validation(tmp_path, tin
             "--set", "score.rounds=[[2,2],[4,1]]", "--set", "fit.coarse_swap=1"]
     argv = ["fit", "--dataset", "fgvc-aircraft", "--data-root", str(root), "--model", str(tiny_model_dir),
             "--shots", "2", "--out", str(tmp_path / "out"), "--no-progress", "--attention-masks", "aircraft",
-            "--mask-prompt", "a photo of an {}", "--mask-prompt", "an {} in the sky", *fast]
+            "--mask-prompt", "a photo of an {}", "--mask-prompt", "an {} in the sky", "--mask-upscale", "2", *fast]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     made = summary["masks"]["made"]
     assert made["from"] == "attention" and made["word"] == "aircraft" and made["unet_calls"] == 6 * 2 * 5
+    assert made["upscale"] == 2 and summary["validation_masks_made"]["upscale"] == 2
     assert summary["validation_masks_made"]["unet_calls"] == len(given["validation"][0]) * 2 * 5
     assert isinstance(given["masks"], AttentionMasks) and given["masks"].prompts == ("a photo of an {}",
                                                                                     "an {} in the sky")
@@ -226,6 +257,10 @@ def test_the_attention_mask_flags_are_checked_before_any_work(tmp_path, capsys):
     assert "--mask-prompt is read only with --attention-masks" in capsys.readouterr().err
     assert main([*argv, "--attention-masks", "aircraft", "--mask-prompt", "a photo"]) == 2
     assert "exactly one {} for the word" in capsys.readouterr().err
+    assert main([*argv, "--mask-upscale", "2"]) == 2
+    assert "--mask-upscale is read only with --attention-masks" in capsys.readouterr().err
+    assert main([*argv, "--attention-masks", "aircraft", "--mask-upscale", "9"]) == 2
+    assert "upscale must be an integer from 1 to 4" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*argv, "--attention-masks", "aircraft", "--masks", str(tmp_path)])
     assert "not allowed with argument" in capsys.readouterr().err

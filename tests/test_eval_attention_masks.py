@@ -43,3 +43,25 @@ def test_the_vocabulary_sets_masks_are_fitted_shrunk_and_not_each_under_a_key_na
     seen.clear()
     out = script.main(["--seeds", "11", "--smoke", "--shots", "2", "--swap-background", "whole"])
     assert seen["swaps"] == [[*script.adapter_masks.SWAP, "fit.swap_background=whole"]] * 2 == [out["swap"]] * 2
+
+
+def test_the_study_keeps_each_reading_of_a_seeds_shots_and_reads_it_back(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    script = eval_script("attention_masks")
+    calls = []
+
+    def read(self, backbone, images, progress=False):
+        calls.append(self.upscale)
+        return [torch.rand(4, 4) > 0.5 for _ in images]
+
+    monkeypatch.setattr(script.AttentionMasks, "__call__", read)
+    base, images = SimpleNamespace(fingerprint=lambda: "base"), [None] * 3
+    spec = script.AttentionMasks("pattern", seed=11)
+    first = script.read_masks(spec, base, images, tmp_path, 11, 8)
+    again = script.read_masks(spec, base, images, tmp_path, 11, 8)
+    assert calls == [1] and all(torch.equal(a, b) for a, b in zip(first, again))
+    script.read_masks(script.AttentionMasks("pattern", seed=11, upscale=2), base, images, tmp_path, 11, 8)
+    script.read_masks(spec, base, images, tmp_path, 12, 8)  # another seed's shots
+    script.read_masks(spec, base, images, None, 11, 8)  # no cache: read
+    assert calls == [1, 2, 1, 1]
