@@ -234,12 +234,13 @@ def test_fit_reads_the_masks_off_the_base_for_shots_and_validation(tmp_path, tin
             "--set", "score.rounds=[[2,2],[4,1]]", "--set", "fit.coarse_swap=1"]
     argv = ["fit", "--dataset", "fgvc-aircraft", "--data-root", str(root), "--model", str(tiny_model_dir),
             "--shots", "2", "--out", str(tmp_path / "out"), "--no-progress", "--attention-masks", "aircraft",
-            "--mask-prompt", "a photo of an {}", "--mask-prompt", "an {} in the sky", "--mask-upscale", "2", *fast]
+            "--mask-prompt", "a photo of an {}", "--mask-prompt", "an {} in the sky", "--mask-upscale", "2",
+            "--no-mask-shrink", *fast]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     made = summary["masks"]["made"]
     assert made["from"] == "attention" and made["word"] == "aircraft" and made["unet_calls"] == 6 * 2 * 5
-    assert made["upscale"] == 2 and summary["validation_masks_made"]["upscale"] == 2
+    assert made["upscale"] == 2 and summary["validation_masks_made"]["upscale"] == 2 and made["shrink"] is False
     assert summary["validation_masks_made"]["unet_calls"] == len(given["validation"][0]) * 2 * 5
     assert isinstance(given["masks"], AttentionMasks) and given["masks"].prompts == ("a photo of an {}",
                                                                                     "an {} in the sky")
@@ -259,6 +260,8 @@ def test_the_attention_mask_flags_are_checked_before_any_work(tmp_path, capsys):
     assert "exactly one {} for the word" in capsys.readouterr().err
     assert main([*argv, "--mask-upscale", "2"]) == 2
     assert "--mask-upscale is read only with --attention-masks" in capsys.readouterr().err
+    assert main([*argv, "--no-mask-shrink"]) == 2
+    assert "--no-mask-shrink is read only with --attention-masks" in capsys.readouterr().err
     assert main([*argv, "--attention-masks", "aircraft", "--mask-upscale", "9"]) == 2
     assert "upscale must be an integer from 1 to 4" in capsys.readouterr().err
     with pytest.raises(SystemExit):
