@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import AttnProcessor
 from tqdm.auto import tqdm
 
-from .data.images import as_image_sequence, load_image
+from .data.images import as_image_sequence, images_digest, load_image
 from .data.masks import MaskError, grow_mask
 from .errors import ConfigError
 from .files import atomic_write
@@ -41,9 +41,9 @@ class AttentionMasks:
     """How to read masks off the base: the ``word`` that names the object, ``prompts`` with a ``{}`` for it, the
     ``times`` the image is noised at, and whether to ``shrink`` the mask by half a latent cell; ``seed`` of the
     noise; ``upscale``: read the maps with the image's shorter side at that many times the model's resolution (finer
-    cells against the object; each image's UNet calls ``upscale`` squared times the work, in as many times smaller
-    batches; the base away from its training size). Passed as ``fit``'s ``masks`` (and ``validation_masks``),
-    resolved once the base is loaded."""
+    cells against the object; each image's UNet calls at least ``upscale`` squared times the work, self-attention
+    more, in as many times more and smaller batches; the base away from its training size). Passed as ``fit``'s
+    ``masks`` (and ``validation_masks``), resolved once the base is loaded."""
 
     word: str
     prompts: tuple[str, ...] = ("a photo of a {}.",)
@@ -226,12 +226,12 @@ def otsu(values: np.ndarray, bins: int = 64) -> float:
 def resolve_masks(masks, backbone, X, progress: bool = False, path=None, resume: bool = False) -> tuple:
     """``fit``'s masks with an :class:`AttentionMasks` read off ``backbone`` for images ``X``, and the record of how
     (None for masks given as such, which pass through). With ``path`` the masks are kept there (atomically) and, with
-    ``resume``, read back where the same reading of the same base made them: a resumed fit gets the masks its
-    checkpoint was made with, whatever a GPU's rounding would flip near the threshold."""
+    ``resume``, read back where the same reading of the same base made them of the same images: a resumed fit gets
+    the masks its checkpoint was made with, whatever a GPU's rounding would flip near the threshold."""
     if not isinstance(masks, AttentionMasks):
         return masks, None
     record = masks.record(len(X))
-    key = {**record, "base": backbone.fingerprint()}
+    key = {**record, "seed": masks.seed, "base": backbone.fingerprint(), "images": images_digest(X)}
     if path is not None and resume and Path(path).exists():
         saved = torch.load(path)
         if saved.get("key") == key:

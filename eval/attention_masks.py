@@ -6,16 +6,19 @@
         --out docs/notes/2026-12-06-attention-masks-whole.json
     python eval/attention_masks.py --seeds 11-20 --cache reports/tune-user --upscale 2 \
         --out docs/notes/2026-12-06-attention-masks-upscale2.json
+    python eval/attention_masks.py --seeds 11-20 --cache reports/tune-user --upscale 2 --swap-background whole \
+        --out docs/notes/2026-12-06-attention-masks-upscale2-whole.json
 
 The masked swap needs a mask per shot; the adapter's own small-t gain did not give one (``adapter_masks.py``). A
 user of Stable Diffusion would try the other thing the model offers: where its cross-attention puts the word that
 names the domain's object ("aircraft"; here "pattern", the word every caption of the tiny base's training images
-gives the object). The masks are the library's (``diti_sd.attention_masks``, the base alone, no fit, no label):
-each map cut at Otsu's threshold and shrunk by half a latent cell (one pixel here), as the masks note advises (keep
-them tight, err inside); the study fits them unshrunk too; both rules fixed before any fit. Prompts: the word alone
-("a photo of a pattern"), the base's caption form without attribute words, and every caption of the base's
-vocabulary (its generic textures on every background colour); the masks' quality against the generator's exact
-ones is printed for each set, and the last is fitted (the set was picked on that quality: an oracle's choice).
+gives the object). The masks are the library's (``diti_sd.attention_masks``, the base alone, no fit, no label): each
+map cut at Otsu's threshold and shrunk by half a latent cell at the size read (one pixel of a 16-pixel read), as the
+masks note advises (keep them tight, err inside); the study fits them unshrunk too; both rules fixed before any fit.
+Prompts: the word alone ("a photo of a pattern"), the base's caption form without attribute words, and every caption
+of the base's vocabulary (its generic textures on every background colour); the masks' quality against the
+generator's exact ones is printed for each set, and the last is fitted (the set was picked on that quality: an
+oracle's choice).
 Validation seeds only, at least 10 unless ``--smoke``; synthetic only.
 """
 

@@ -188,6 +188,11 @@ def test_a_resumed_fit_reads_back_the_masks_it_made(tiny_backbone, tmp_path, mon
         am.resolve_masks(AttentionMasks("pattern", times=(300,)), tiny_backbone, images, path=path, resume=True)
     with pytest.raises(AssertionError, match="read again"):
         am.resolve_masks(spec, tiny_backbone, images, path=path)
+    with pytest.raises(AssertionError, match="read again"):  # other images of the same number
+        am.resolve_masks(spec, tiny_backbone, images[::-1], path=path, resume=True)
+    with pytest.raises(AssertionError, match="read again"):  # other noise
+        am.resolve_masks(AttentionMasks("pattern", ["a photo of a {}"], times=(300,), seed=1), tiny_backbone, images,
+                         path=path, resume=True)
     assert am.resolve_masks([m.clone() for m in made], tiny_backbone, images)[1] is None  # given masks pass through
 
 
@@ -262,8 +267,11 @@ def test_the_attention_mask_flags_are_checked_before_any_work(tmp_path, capsys):
     assert "--mask-upscale is read only with --attention-masks" in capsys.readouterr().err
     assert main([*argv, "--no-mask-shrink"]) == 2
     assert "--no-mask-shrink is read only with --attention-masks" in capsys.readouterr().err
-    assert main([*argv, "--attention-masks", "aircraft", "--mask-upscale", "9"]) == 2
-    assert "upscale must be an integer from 1 to 4" in capsys.readouterr().err
+    for bad in ("9", "0"):
+        assert main([*argv, "--attention-masks", "aircraft", "--mask-upscale", bad]) == 2
+        assert "upscale must be an integer from 1 to 4" in capsys.readouterr().err
+    assert main([*argv, "--mask-upscale", "0"]) == 2
+    assert "--mask-upscale is read only with --attention-masks" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*argv, "--attention-masks", "aircraft", "--masks", str(tmp_path)])
     assert "not allowed with argument" in capsys.readouterr().err

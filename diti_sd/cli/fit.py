@@ -76,7 +76,7 @@ def add_arguments(parser):
                              "'a photo of a {}.'); the maps of several are summed")
     parser.add_argument("--mask-upscale", type=int, default=None, metavar="N",
                         help="with --attention-masks: read the maps at N times the model's resolution (1 to 4; finer "
-                             "cells against the object, each call N x N times the work)")
+                             "cells against the object; at least N x N times the work, self-attention more)")
     parser.add_argument("--no-mask-shrink", action="store_true",
                         help="with --attention-masks: keep the masks as read, not shrunk by half a latent cell")
     parser.add_argument("--export-diffusers", action="store_true",
@@ -111,16 +111,17 @@ def run(args):
     if args.box_masks and recipe.dataset.kind != "fgvc-aircraft":
         raise CLIError(f"--box-masks reads FGVC-Aircraft's images_box.txt; a {recipe.dataset.kind} data set has no "
                        "boxes the package reads: draw each shot's mask as an image and pass --masks DIR")
-    if (args.mask_prompt or args.mask_upscale or args.no_mask_shrink) and not args.attention_masks:
-        flag = ("--mask-prompt" if args.mask_prompt else "--mask-upscale" if args.mask_upscale
-                else "--no-mask-shrink")
+    upscale_given = args.mask_upscale is not None
+    if (args.mask_prompt or upscale_given or args.no_mask_shrink) and not args.attention_masks:
+        flag = "--mask-prompt" if args.mask_prompt else "--mask-upscale" if upscale_given else "--no-mask-shrink"
         raise CLIError(f"{flag} is read only with --attention-masks WORD: pass the word that names the object")
     attention = None
     if args.attention_masks:
         from ..attention_masks import AttentionMasks
 
         attention = AttentionMasks(args.attention_masks, *([args.mask_prompt] if args.mask_prompt else []),
-                                   seed=args.seed, upscale=args.mask_upscale or 1, shrink=not args.no_mask_shrink)
+                                   seed=args.seed, upscale=args.mask_upscale if upscale_given else 1,
+                                   shrink=not args.no_mask_shrink)
     if args.model:
         recipe.model = args.model
     from ..data import load_configured_split, load_fgvc_boxes

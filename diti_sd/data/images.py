@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,3 +151,15 @@ def as_image_sequence(X):
     if isinstance(X, torch.Tensor):
         return list(X) if X.dim() == 4 else [X]
     return list(X)
+
+
+def images_digest(X) -> str:
+    """A short digest of the images of ``X`` as decoded (mode, size and pixels): what a cache of something read off
+    them is keyed by."""
+    digest = hashlib.sha256()
+    X = as_image_sequence(X)
+    for i in range(len(X)):
+        image = load_image(X[i])
+        digest.update(f"{image.mode}{image.size}".encode())
+        digest.update(image.tobytes())
+    return digest.hexdigest()[:16]
