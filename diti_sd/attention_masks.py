@@ -231,12 +231,13 @@ def resolve_masks(masks, backbone, X, progress: bool = False, path=None, resume:
     if not isinstance(masks, AttentionMasks):
         return masks, None
     record = masks.record(len(X))
+    if path is None:
+        return masks(backbone, X, progress=progress), record
     key = {**record, "seed": masks.seed, "base": backbone.fingerprint(), "images": images_digest(X)}
-    if path is not None and resume and Path(path).exists():
+    if resume and Path(path).exists():
         saved = torch.load(path)
         if saved.get("key") == key:
             return saved["masks"], record
     made = masks(backbone, X, progress=progress)
-    if path is not None:
-        atomic_write(path, lambda tmp: torch.save({"key": key, "masks": made}, tmp))
+    atomic_write(path, lambda tmp: torch.save({"key": key, "masks": made}, tmp))
     return made, record

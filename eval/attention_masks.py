@@ -8,6 +8,8 @@
         --out docs/notes/2026-12-06-attention-masks-upscale2.json
     python eval/attention_masks.py --seeds 11-20 --cache reports/tune-user --upscale 2 --swap-background whole \
         --out docs/notes/2026-12-06-attention-masks-upscale2-whole.json
+    python eval/attention_masks.py --seeds 21-30 --cache reports/tune-user --upscale 2 --swap-background whole \
+        --out docs/notes/2026-12-06-attention-masks-upscale2-whole-seeds21-30.json
 
 The masked swap needs a mask per shot; the adapter's own small-t gain did not give one (``adapter_masks.py``). A
 user of Stable Diffusion would try the other thing the model offers: where its cross-attention puts the word that
