@@ -40,7 +40,8 @@ _spec = importlib.util.spec_from_file_location("tune_synthetic", Path(__file__).
 tune = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tune)
 
-SWAP = ["fit.coarse_swap=1.0", "fit.coarse_sigma=0.125"]
+SWAP = tune.SWAP
+CONTROL = tune.CONTROL
 MASK_PAIRS = 101  # the derive_seed key of the pairs the maps are read at: apart from the library's keys (1-5)
 
 
@@ -88,29 +89,37 @@ def quality(masks: list[torch.Tensor], exact: list[torch.Tensor]) -> dict:
 
 
 def masked_swap_rows(derived: dict, qualities: list[dict], seeds: list[int], shots: int, val_per_class: int,
-                     cache, key_extra, name: str = "derived masks", swap: list[str] = SWAP) -> dict:
+                     cache, key_extra, name: str = "derived masks", swap: list[str] = SWAP,
+                     background_detail: float = 0.0) -> dict:
     """The masked swap (overrides ``swap``) fitted with ``derived`` masks (per seed, one per shot) through the
     product, read on the oracle stream beside the plain swap, exact masks under the same ``swap`` and the recipe
     (paired per seed); prints and returns the rows with the masks' mean ``qualities``. ``key_extra`` names how the
-    masks were made (the fits' cache key; a callable: per seed)."""
+    masks were made (the fits' cache key; a callable: per seed). ``background_detail``: the benchmark's variant whose
+    backgrounds carry a fine pattern of their own, with the recipe fitted on shots without the accident as a control
+    (what the accident costs there)."""
     recipe = load_recipe("synthetic")
     window = (recipe.score.t_min, recipe.score.t_max)
     exact_masks = SyntheticSeed.train_masks
     SyntheticSeed.train_masks = property(lambda self: derived[self.seed])  # the fits below get the derived masks
     try:
-        mine = tune.evaluate(swap, seeds, shots, val_per_class, cache=cache, masks=True, key_extra=key_extra)
+        mine = tune.evaluate(swap, seeds, shots, val_per_class, cache=cache, masks=True, key_extra=key_extra,
+                             background_detail=background_detail)
     finally:
         SyntheticSeed.train_masks = exact_masks
+    detail = {"background_detail": background_detail}
     rows = {name: mine,
-            "swap": tune.evaluate(SWAP, seeds, shots, val_per_class, cache=cache),
-            "exact masks": tune.evaluate(swap, seeds, shots, val_per_class, cache=cache, masks=True),
-            "recipe": tune.evaluate([], seeds, shots, val_per_class, cache=cache)}
+            "swap": tune.evaluate(SWAP, seeds, shots, val_per_class, cache=cache, **detail),
+            "exact masks": tune.evaluate(swap, seeds, shots, val_per_class, cache=cache, masks=True, **detail),
+            "recipe": tune.evaluate([], seeds, shots, val_per_class, cache=cache, **detail)}
+    if background_detail:
+        rows[CONTROL] = tune.evaluate([], seeds, shots, val_per_class, cache=cache, **detail,
+                                      train_stream="shots without the shortcut")
     acc = {row: [float(h.mean()) for h in r["oracle"][window]] for row, r in rows.items()}
     out = {"window": list(window),
            "mask quality": {k: float(np.mean([q[k] for q in qualities])) for k in qualities[0]},
            "mask quality per seed": qualities,
            "rows": {row: {"mean": float(np.mean(a)), "per_seed": a} for row, a in acc.items()}}
-    for other in ("swap", "exact masks", "recipe"):
+    for other in [row for row in rows if row != name]:
         out["rows"][name][f"minus {other}"] = paired_gain(acc[name], acc[other])
     print("mask quality:", {k: round(v, 3) for k, v in out["mask quality"].items()})
     for row, r in out["rows"].items():

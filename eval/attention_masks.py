@@ -10,6 +10,8 @@
         --out docs/notes/2026-12-06-attention-masks-upscale2-whole.json
     python eval/attention_masks.py --seeds 21-30 --cache reports/tune-user --upscale 2 --swap-background whole \
         --out docs/notes/2026-12-06-attention-masks-upscale2-whole-seeds21-30.json
+    python eval/attention_masks.py --seeds 11-20 --cache reports/tune-user --upscale 2 --swap-background whole \
+        --background-detail 0.1 --out docs/notes/2026-12-07-attention-masks-detailed-backgrounds.json
 
 The masked swap needs a mask per shot; the adapter's own small-t gain did not give one (``adapter_masks.py``). A
 user of Stable Diffusion would try the other thing the model offers: where its cross-attention puts the word that
@@ -20,7 +22,9 @@ masks note advises (keep them tight, err inside); the study fits them unshrunk t
 Prompts: the word alone ("a photo of a pattern"), the base's caption form without attribute words, and every caption
 of the base's vocabulary (its generic textures on every background colour); the masks' quality against the
 generator's exact ones is printed for each set, and the last is fitted (the set was picked on that quality: an
-oracle's choice).
+oracle's choice). ``--background-detail A``: the benchmark's backgrounds carry a fine pattern of their own (a
+photograph's background has detail; the base never saw such backgrounds), with the recipe fitted on shots without the
+accident as a control.
 Validation seeds only, at least 10 unless ``--smoke``; synthetic only.
 """
 
@@ -64,13 +68,15 @@ def masks_sha(masks: list[torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def read_masks(spec: AttentionMasks, backbone, images, cache: Path | None, seed: int, shots: int) -> list:
-    """``spec``'s masks of seed ``seed``'s shots, kept under ``cache`` (the library's reader: keyed by the reading
-    and the base) so that a rerun over more seeds does not read them again."""
+def read_masks(spec: AttentionMasks, backbone, images, cache: Path | None, seed: int, shots: int,
+               variant: str = "") -> list:
+    """``spec``'s masks of seed ``seed``'s shots, kept under ``cache`` (the library's reader: keyed by the reading,
+    the base and the images) so that a rerun over more seeds does not read them again; ``variant`` names the
+    benchmark's variant in the file's name, so that variants do not overwrite each other's masks."""
     if cache is None:
         return spec(backbone, images)
     reading = hashlib.sha256(json.dumps(spec.record(len(images)), sort_keys=True).encode()).hexdigest()[:16]
-    path = Path(cache) / "attention-masks" / f"seed{seed}-shots{shots}-{reading}.pt"
+    path = Path(cache) / "attention-masks" / f"seed{seed}-shots{shots}{variant}-{reading}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     return resolve_masks(spec, backbone, images, path=path, resume=True)[0]
 
@@ -87,8 +93,11 @@ def main(argv=None) -> dict:
                         help="what the masked swap replaces outside the masks (fit.swap_background)")
     parser.add_argument("--upscale", type=int, default=1, help="read the maps at this many times the model's "
                         "resolution (AttentionMasks.upscale)")
+    parser.add_argument("--background-detail", type=float, default=0.0,
+                        help="the amplitude of a fine pattern each background colour carries (0: flat backgrounds)")
     parser.add_argument("--smoke", action="store_true", help="allow fewer than 10 seeds")
     args = parser.parse_args(argv)
+    variant = f"-detail{args.background_detail:g}" if args.background_detail else ""
     swap = [*adapter_masks.SWAP, *([] if args.swap_background == "coarse" else ["fit.swap_background=whole"])]
     adapter_masks.tune.check_protocol(args.seeds, args.smoke)
     recipe = load_recipe("synthetic")
@@ -97,12 +106,12 @@ def main(argv=None) -> dict:
     derived = {"attention masks": {}, "attention masks, shrunk": {}}
     quality = {f"{name}{suffix}": [] for name in sets for suffix in ("", ", shrunk")}
     for seed in args.seeds:
-        run = SyntheticSeed.for_recipe(recipe, seed, args.shots)
+        run = SyntheticSeed.for_recipe(recipe, seed, args.shots, background_detail=args.background_detail)
         exact = list(run.train_masks)
         for name, prompts in sets.items():
             for suffix, shrink in (("", False), (", shrunk", True)):
                 spec = AttentionMasks(args.word, prompts, shrink=shrink, seed=seed, upscale=args.upscale)
-                masks = read_masks(spec, backbone, run.train.images, args.cache, seed, args.shots)
+                masks = read_masks(spec, backbone, run.train.images, args.cache, seed, args.shots, variant)
                 quality[f"{name}{suffix}"].append(adapter_masks.quality(masks, exact))
                 if name == "caption vocabulary":
                     derived[f"attention masks{suffix}"][seed] = masks
@@ -111,7 +120,8 @@ def main(argv=None) -> dict:
     key = {"masks from": "diti_sd.attention_masks, caption vocabulary", "word": args.word,
            "times": list(AttentionMasks(args.word).times), **({"upscale": args.upscale} if args.upscale > 1 else {})}
     out = {"what": __doc__.splitlines()[0], "seeds": args.seeds, "word": args.word, "times": key["times"],
-           "swap": swap, "upscale": args.upscale, "prompt sets": sets, "mask quality per prompt set": quality,
+           "swap": swap, "upscale": args.upscale, "background_detail": args.background_detail, "prompt sets": sets,
+           "mask quality per prompt set": quality,
            "fitted": {}}
     for name, masks in derived.items():
         def named(seed, masks=masks, shrunk=1 if "shrunk" in name else 0):  # the fits' cache key: these very masks
@@ -119,7 +129,7 @@ def main(argv=None) -> dict:
 
         out["fitted"][name] = adapter_masks.masked_swap_rows(
             masks, quality["caption vocabulary" + name.removeprefix("attention masks")], args.seeds, args.shots,
-            args.val_per_class, args.cache, named, name=name, swap=swap)
+            args.val_per_class, args.cache, named, name=name, swap=swap, background_detail=args.background_detail)
     if args.out:
         atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(out, indent=2)))
     return out

@@ -38,7 +38,7 @@ _spec = importlib.util.spec_from_file_location("tune_synthetic", Path(__file__).
 tune = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tune)
 
-SWAP = ["fit.coarse_swap=1.0", "fit.coarse_sigma=0.125"]
+SWAP = tune.SWAP
 WHOLE = [*SWAP, "fit.swap_background=whole"]
 LOSS = ["fit.mask_loss=true"]
 # name: (overrides, whether the fit gets the masks)
@@ -51,7 +51,7 @@ VARIANTS = {
     "whole background swapped outside the masks": (WHOLE, True),
     "loss over the masks and whole background swapped": ([*WHOLE, *LOSS], True),
 }
-CONTROL = "recipe on shots without the accident"  # with --background-detail: what the accident costs there
+CONTROL = tune.CONTROL  # with --background-detail: what the accident costs there
 
 
 def main(argv=None) -> dict:

@@ -53,6 +53,10 @@ MIN_SEEDS = 10
 # the user-like validation stream (the background follows the class) and the labelled oracle (independent)
 STREAMS = ("val", "oracle val")
 PARTS = ("correct", "ll", "oracle")
+# the masks studies' shared rows: the plain swap at the masks studies' blur, and the control row's name (the recipe
+# fitted on ``train_stream="shots without the shortcut"``: what the accident costs)
+SWAP = ["fit.coarse_swap=1.0", "fit.coarse_sigma=0.125"]
+CONTROL = "recipe on shots without the accident"
 
 
 def check_protocol(seeds: list[int], smoke: bool) -> None:

@@ -30,7 +30,7 @@ def test_the_derived_masks_reach_the_masked_fits_and_the_exact_ones_come_back(mo
     def fit(self, recipe, **kw):
         return type("Fitted", (), {"masks": self.train_masks})()
 
-    def evaluate(overrides, seeds, shots, per_class, cache=None, masks=False, key_extra=None):
+    def evaluate(overrides, seeds, shots, per_class, cache=None, masks=False, key_extra=None, background_detail=0.0):
         run = script.SyntheticSeed.for_recipe(script.load_recipe("synthetic"), seeds[0], shots)
         seen[(tuple(overrides), masks, key_extra is not None)] = run.train_masks
         hits = [np.arange(10) < (7 if key_extra else 6 if masks else 5) for _ in seeds]
@@ -47,3 +47,24 @@ def test_the_derived_masks_reach_the_masked_fits_and_the_exact_ones_come_back(mo
     assert script.SyntheticSeed.train_masks is exact_property  # put back
     assert out["rows"]["adapter masks"]["minus swap"]["gain"] == pytest.approx(0.2)
     assert 0 < out["mask quality"]["iou"] < 1 and out["mask quality"]["background kept"] > 0
+
+
+def test_with_detailed_backgrounds_every_row_is_fitted_on_them_beside_the_control(monkeypatch):
+    script = eval_script("adapter_masks")
+    calls = []
+
+    def evaluate(overrides, seeds, shots, per_class, cache=None, masks=False, key_extra=None, background_detail=0.0,
+                 train_stream="train"):
+        calls.append((tuple(overrides), background_detail, train_stream))
+        hits = [np.arange(10) < (8 if train_stream != "train" else 6) for _ in seeds]
+        return {"oracle": {(0, 200): hits}}
+
+    monkeypatch.setattr(script.tune, "evaluate", evaluate)
+    derived = {11: [torch.ones(4, 4, dtype=torch.bool)]}
+    quality = [{"iou": 1.0}]
+    flat = script.masked_swap_rows(derived, quality, [11], 2, 2, None, None)
+    assert script.CONTROL not in flat["rows"] and {d for _, d, _ in calls} == {0.0}
+    calls.clear()
+    out = script.masked_swap_rows(derived, quality, [11], 2, 2, None, None, background_detail=0.1)
+    assert {d for _, d, _ in calls} == {0.1} and ((), 0.1, "shots without the shortcut") in calls
+    assert out["rows"]["derived masks"]["minus " + script.CONTROL]["gain"] == pytest.approx(-0.2)
