@@ -9,6 +9,8 @@ import pytest
 import torch
 from helpers import eval_script as _script
 
+from diti_sd.errors import ConfigError
+
 
 def test_encoder_granularity_reports_the_swap_transfer_per_stage(tmp_path, capsys):
     script = _script("encoder_granularity")
@@ -337,3 +339,31 @@ def test_auto_window_gives_its_fits_the_shots_masks_and_keeps_them_apart(tmp_pat
             script.main(["--task", "colour", "--seeds", "1", "--shots", "2", "--out", str(tmp_path), *extra])
     assert given == [False, True]
     assert {p.name for p in tmp_path.iterdir()} == {"colour_user_val", "colour_user_masks_val"}
+
+
+def test_bench_attention_masks_tiny_times_each_reading_size_through_the_library(tmp_path, capsys, monkeypatch):
+    script = _script("bench_attention_masks")
+    read = []
+    real = script.AttentionMasks.__call__
+
+    def counted(self, backbone, X, progress=False):  # the library's reader, at the size each spec asks
+        read.append((self.upscale, len(X)))
+        return real(self, backbone, X, progress)
+
+    monkeypatch.setattr(script.AttentionMasks, "__call__", counted)
+    out = script.main(["--tiny", "--images", "2", "--upscale", "1", "2", "--size", "96x64",
+                       "--json", str(tmp_path / "masks.json")])
+    assert read == [(1, 1), (1, 2), (2, 1), (2, 2)]  # a warm-up image, then the timed ones
+    assert [r["upscale"] for r in out["rows"]] == [1, 2] and out["rows"][0]["ratio_to_first"] == 1
+    assert all(r["seconds_per_image"] > 0 and r["unet_calls_per_image"] == 5 for r in out["rows"])
+    assert json.loads((tmp_path / "masks.json").read_text())["rows"][1]["upscale"] == 2
+    assert "bare forwards a call" in capsys.readouterr().out
+
+
+def test_bench_attention_masks_refuses_a_bad_upscale_or_size_before_building_anything(monkeypatch):
+    script = _script("bench_attention_masks")
+    monkeypatch.setattr(script.bench_speed, "build", lambda *a: pytest.fail("built a model"))
+    with pytest.raises(ConfigError, match="upscale must be an integer from 1 to 4"):
+        script.main(["--upscale", "1", "5"])
+    with pytest.raises(SystemExit):
+        script.main(["--size", "768"])
