@@ -11,7 +11,7 @@
     python eval/attention_masks.py --seeds 21-30 --cache reports/tune-user --upscale 2 --swap-background whole \
         --out docs/notes/2026-12-06-attention-masks-upscale2-whole-seeds21-30.json
     python eval/attention_masks.py --seeds 11-20 --cache reports/tune-user --upscale 2 --swap-background whole \
-        --background-detail 0.1 --out docs/notes/2026-12-07-attention-masks-detailed-backgrounds.json
+        --background-detail 0.1 --out docs/notes/2026-12-06-attention-masks-detailed-backgrounds.json
 
 The masked swap needs a mask per shot; the adapter's own small-t gain did not give one (``adapter_masks.py``). A
 user of Stable Diffusion would try the other thing the model offers: where its cross-attention puts the word that
