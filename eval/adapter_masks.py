@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from diti_sd.attention_masks import otsu
 from diti_sd.benchmarks.synthetic.scoring import stratified_pairs
-from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
+from diti_sd.benchmarks.synthetic.streams import CONTROL_SHOTS, SyntheticSeed
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write
 from diti_sd.preprocessing import uint8_pixels
@@ -113,7 +113,7 @@ def masked_swap_rows(derived: dict, qualities: list[dict], seeds: list[int], sho
             "recipe": tune.evaluate([], seeds, shots, val_per_class, cache=cache, **detail)}
     if background_detail:
         rows[CONTROL] = tune.evaluate([], seeds, shots, val_per_class, cache=cache, **detail,
-                                      train_stream="shots without the shortcut")
+                                      train_stream=CONTROL_SHOTS)
     acc = {row: [float(h.mean()) for h in r["oracle"][window]] for row, r in rows.items()}
     out = {"window": list(window),
            "mask quality": {k: float(np.mean([q[k] for q in qualities])) for k in qualities[0]},

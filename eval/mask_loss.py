@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diti_sd.benchmarks.synthetic.streams import MASK_KINDS
+from diti_sd.benchmarks.synthetic.streams import CONTROL_SHOTS, MASK_KINDS
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write
 from diti_sd.recipes import load_recipe
@@ -81,7 +81,7 @@ def main(argv=None) -> dict:
     rows = {"recipe", "swap outside the masks", *args.rows}
     runs = {name: (overrides, given if masks else {}) for name, (overrides, masks) in VARIANTS.items() if name in rows}
     if args.background_detail:
-        runs[CONTROL] = ([], {"train_stream": "shots without the shortcut"})
+        runs[CONTROL] = ([], {"train_stream": CONTROL_SHOTS})
     per_seed, user = {}, {}
     for name, (overrides, extra) in runs.items():
         result = tune.evaluate(overrides, args.seeds, args.shots, args.val_per_class, cache=args.cache,

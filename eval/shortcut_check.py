@@ -24,13 +24,13 @@ import time
 import numpy as np
 import torch
 
-from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
+from diti_sd.benchmarks.synthetic.streams import CONTROL_SHOTS, SyntheticSeed
 from diti_sd.cli.common import seed_list
 from diti_sd.coarse import PERMUTATIONS, SHORTCUT_P, coarse_shortcut, shortcut_warning
 from diti_sd.files import atomic_write
 from diti_sd.recipes import load_recipe
 
-CASES = (("texture", "train"), ("texture", "shots without the shortcut"), ("colour", "train"), ("shape", "train"),
+CASES = (("texture", "train"), ("texture", CONTROL_SHOTS), ("colour", "train"), ("shape", "train"),
          ("many", "train"))
 N_CLASSES = {"shape": 3, "many": 24}
 

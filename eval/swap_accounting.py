@@ -28,6 +28,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+from diti_sd.benchmarks.synthetic.streams import CONTROL_SHOTS
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write
 from diti_sd.recipes import load_recipe
@@ -39,7 +40,7 @@ strength = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(strength)
 tune = strength.tune
 
-CONTROL = "shots without the shortcut"
+CONTROL = CONTROL_SHOTS
 FITS = {("recipe", "real"): "train", ("swap", "real"): "train", ("recipe", "control"): CONTROL,
         ("swap", "control"): CONTROL}  # each fit's shots
 TERMS = {  # name: (minuend, subtrahend), each a key of FITS

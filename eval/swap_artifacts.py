@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from diti_sd.backbone import load_backbone
-from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
+from diti_sd.benchmarks.synthetic.streams import CONTROL_SHOTS, SyntheticSeed
 from diti_sd.cli.common import seed_list
 from diti_sd.coarse import coarse_sigma, gaussian_blur
 from diti_sd.files import atomic_write
@@ -44,7 +44,7 @@ _spec.loader.exec_module(texture)
 strength, tune = texture.strength, texture.tune
 
 PAIRS = 12
-STREAM = "shots without the shortcut"  # the control shots the swap's own cost was measured on
+STREAM = CONTROL_SHOTS  # the control shots the swap's own cost was measured on
 SWAP_ARTIFACTS = 41  # derive_seed key of the (t, noise) draws, apart from every key the package uses
 
 

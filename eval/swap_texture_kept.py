@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from diti_sd.benchmarks.synthetic.streams import TRAIN_STREAMS, SyntheticSeed
+from diti_sd.benchmarks.synthetic.streams import CONTROL_SHOTS, TRAIN_STREAMS, SyntheticSeed
 from diti_sd.cli.common import seed_list
 from diti_sd.data.masks import bounding_box, box_mask
 from diti_sd.files import atomic_write
@@ -48,7 +48,7 @@ texture = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(texture)
 strength, tune = texture.strength, texture.tune
 
-CONTROL = "shots without the shortcut"
+CONTROL = CONTROL_SHOTS
 KEPT = {"texture": {"study": "swap with the texture kept"}, "object": {"study": "swap with the object kept"},
         "box": {"study": "swap with the object's box kept"}, "masks": None}  # masks: the product's own path
 

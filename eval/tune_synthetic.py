@@ -54,7 +54,7 @@ MIN_SEEDS = 10
 STREAMS = ("val", "oracle val")
 PARTS = ("correct", "ll", "oracle")
 # the masks studies' shared rows: the plain swap at the masks studies' blur, and the control row's name (the recipe
-# fitted on ``train_stream="shots without the shortcut"``: what the accident costs)
+# fitted on ``train_stream=CONTROL_SHOTS``, shots without the shortcut: what the accident costs)
 SWAP = ["fit.coarse_swap=1.0", "fit.coarse_sigma=0.125"]
 CONTROL = "recipe on shots without the accident"
 

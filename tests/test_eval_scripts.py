@@ -356,6 +356,8 @@ def test_bench_attention_masks_tiny_times_each_reading_size_through_the_library(
     assert read == [(1, 1), (1, 2), (2, 1), (2, 2)]  # a warm-up image, then the timed ones
     assert [r["upscale"] for r in out["rows"]] == [1, 2] and out["rows"][0]["ratio_to_first"] == 1
     assert all(r["seconds_per_image"] > 0 and r["unet_calls_per_image"] == 5 for r in out["rows"])
+    bare = out["bare_seconds_per_call"]
+    assert all(r["bare_forwards_per_call"] == pytest.approx(r["seconds_per_image"] / 5 / bare) for r in out["rows"])
     assert json.loads((tmp_path / "masks.json").read_text())["rows"][1]["upscale"] == 2
     assert "bare forwards a call" in capsys.readouterr().out
 

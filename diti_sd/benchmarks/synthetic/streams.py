@@ -35,6 +35,7 @@ MASK_KINDS = ("object", "box")  # what SyntheticSeed.fit's masks hold: each shot
 # are the shots themselves with the next class's shortcut (memorisation measured without the shortcut).
 # "shots without the shortcut" are k-shot train images whose background is independent of the class: a
 # control a user never has, which prices the shortcut (what the same recipe learns from shots that lack it).
+CONTROL_SHOTS = "shots without the shortcut"
 STREAMS = {
     "train": ("train", 0, 0),
     "decorrelated": ("decorrelated", 1000, 0),
@@ -46,9 +47,9 @@ STREAMS = {
     "generic": ("generic", 7000, 0),
     "held-out shots": ("train", 8000, 0),
     "train, other backgrounds": ("train", 0, 1),
-    "shots without the shortcut": ("val", 9000, 0),
+    CONTROL_SHOTS: ("val", 9000, 0),
 }
-TRAIN_STREAMS = ("train", "shots without the shortcut")  # what adapters may be fitted on
+TRAIN_STREAMS = ("train", CONTROL_SHOTS)  # what adapters may be fitted on
 # what a study may score: never the sealed test streams (decorrelated, correlated)
 VALIDATION_STREAMS = ("second oracle val", "oracle val", "second val", "val")
 
