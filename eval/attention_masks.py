@@ -10,6 +10,8 @@
         --out docs/notes/2026-12-06-attention-masks-upscale2-whole.json
     python eval/attention_masks.py --seeds 21-30 --cache reports/tune-user --upscale 2 --swap-background whole \
         --out docs/notes/2026-12-06-attention-masks-upscale2-whole-seeds21-30.json
+    python eval/attention_masks.py --seeds 11-20 --cache reports/tune-user --upscale 3 --swap-background whole \
+        --out docs/notes/2026-12-06-attention-masks-upscale3-whole.json
     python eval/attention_masks.py --seeds 11-20 --cache reports/tune-user --upscale 2 --swap-background whole \
         --background-detail 0.1 --out docs/notes/2026-12-06-attention-masks-detailed-backgrounds.json
 
