@@ -90,23 +90,23 @@ def quality(masks: list[torch.Tensor], exact: list[torch.Tensor]) -> dict:
 
 def masked_swap_rows(derived: dict, qualities: list[dict], seeds: list[int], shots: int, val_per_class: int,
                      cache, key_extra, name: str = "derived masks", swap: list[str] = SWAP,
-                     background_detail: float = 0.0) -> dict:
+                     background_detail: float = 0.0, background_detail_kind: str = "thin") -> dict:
     """The masked swap (overrides ``swap``) fitted with ``derived`` masks (per seed, one per shot) through the
     product, read on the oracle stream beside the plain swap, exact masks under the same ``swap`` and the recipe
     (paired per seed); prints and returns the rows with the masks' mean ``qualities``. ``key_extra`` names how the
     masks were made (the fits' cache key; a callable: per seed). ``background_detail``: the benchmark's variant whose
     backgrounds carry a fine pattern of their own, with the recipe fitted on shots without the accident as a control
-    (what the accident costs there)."""
+    (what the accident costs there); ``background_detail_kind``: what that pattern is."""
     recipe = load_recipe("synthetic")
     window = (recipe.score.t_min, recipe.score.t_max)
+    detail = {"background_detail": background_detail, "background_detail_kind": background_detail_kind}
     exact_masks = SyntheticSeed.train_masks
     SyntheticSeed.train_masks = property(lambda self: derived[self.seed])  # the fits below get the derived masks
     try:
         mine = tune.evaluate(swap, seeds, shots, val_per_class, cache=cache, masks=True, key_extra=key_extra,
-                             background_detail=background_detail)
+                             **detail)
     finally:
         SyntheticSeed.train_masks = exact_masks
-    detail = {"background_detail": background_detail}
     rows = {name: mine,
             "swap": tune.evaluate(SWAP, seeds, shots, val_per_class, cache=cache, **detail),
             "exact masks": tune.evaluate(swap, seeds, shots, val_per_class, cache=cache, masks=True, **detail),

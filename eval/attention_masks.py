@@ -14,6 +14,11 @@
         --out docs/notes/2026-12-06-attention-masks-upscale3-whole.json
     python eval/attention_masks.py --seeds 11-20 --cache reports/tune-user --upscale 2 --swap-background whole \
         --background-detail 0.1 --out docs/notes/2026-12-06-attention-masks-detailed-backgrounds.json
+    python eval/attention_masks.py --seeds 11-20 --cache reports/tune-user --upscale 2 --swap-background whole \
+        --background-detail 0.2 --out docs/notes/2026-12-06-attention-masks-detail-0.2.json
+    python eval/attention_masks.py --seeds 11-20 --cache reports/tune-user --upscale 2 --swap-background whole \
+        --background-detail 0.1 --background-detail-kind class \
+        --out docs/notes/2026-12-06-attention-masks-class-detail.json
 
 The masked swap needs a mask per shot; the adapter's own small-t gain did not give one (``adapter_masks.py``). A
 user of Stable Diffusion would try the other thing the model offers: where its cross-attention puts the word that
@@ -26,7 +31,7 @@ of the base's vocabulary (its generic textures on every background colour); the 
 generator's exact ones is printed for each set, and the last is fitted (the set was picked on that quality: an
 oracle's choice). ``--background-detail A``: the benchmark's backgrounds carry a fine pattern of their own (a
 photograph's background has detail; the base never saw such backgrounds), with the recipe fitted on shots without the
-accident as a control.
+accident as a control; ``--background-detail-kind class``: that pattern is another class's texture.
 Validation seeds only, at least 10 unless ``--smoke``; synthetic only.
 """
 
@@ -43,7 +48,7 @@ import torch
 
 from diti_sd.attention_masks import AttentionMasks, resolve_masks
 from diti_sd.backbone import load_backbone
-from diti_sd.benchmarks.synthetic.data import COLOUR_NAMES
+from diti_sd.benchmarks.synthetic.data import BACKGROUND_DETAIL_KINDS, COLOUR_NAMES
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed, base_textures
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write
@@ -97,9 +102,15 @@ def main(argv=None) -> dict:
                         "resolution (AttentionMasks.upscale)")
     parser.add_argument("--background-detail", type=float, default=0.0,
                         help="the amplitude of a fine pattern each background colour carries (0: flat backgrounds)")
+    parser.add_argument("--background-detail-kind", choices=BACKGROUND_DETAIL_KINDS, default="thin",
+                        help="that pattern: thin stripes no class has, or another class's texture")
     parser.add_argument("--smoke", action="store_true", help="allow fewer than 10 seeds")
     args = parser.parse_args(argv)
+    if args.background_detail_kind != "thin" and not args.background_detail:
+        parser.error("--background-detail-kind needs --background-detail A (the pattern's amplitude)")
+    detail = {"background_detail": args.background_detail, "background_detail_kind": args.background_detail_kind}
     variant = f"-detail{args.background_detail:g}" if args.background_detail else ""
+    variant += f"-{args.background_detail_kind}" if args.background_detail_kind != "thin" else ""
     swap = [*adapter_masks.SWAP, *([] if args.swap_background == "coarse" else ["fit.swap_background=whole"])]
     adapter_masks.tune.check_protocol(args.seeds, args.smoke)
     recipe = load_recipe("synthetic")
@@ -108,7 +119,7 @@ def main(argv=None) -> dict:
     derived = {"attention masks": {}, "attention masks, shrunk": {}}
     quality = {f"{name}{suffix}": [] for name in sets for suffix in ("", ", shrunk")}
     for seed in args.seeds:
-        run = SyntheticSeed.for_recipe(recipe, seed, args.shots, background_detail=args.background_detail)
+        run = SyntheticSeed.for_recipe(recipe, seed, args.shots, **detail)
         exact = list(run.train_masks)
         for name, prompts in sets.items():
             for suffix, shrink in (("", False), (", shrunk", True)):
@@ -122,7 +133,7 @@ def main(argv=None) -> dict:
     key = {"masks from": "diti_sd.attention_masks, caption vocabulary", "word": args.word,
            "times": list(AttentionMasks(args.word).times), **({"upscale": args.upscale} if args.upscale > 1 else {})}
     out = {"what": __doc__.splitlines()[0], "seeds": args.seeds, "word": args.word, "times": key["times"],
-           "swap": swap, "upscale": args.upscale, "background_detail": args.background_detail, "prompt sets": sets,
+           "swap": swap, "upscale": args.upscale, **detail, "prompt sets": sets,
            "mask quality per prompt set": quality,
            "fitted": {}}
     for name, masks in derived.items():
@@ -131,7 +142,7 @@ def main(argv=None) -> dict:
 
         out["fitted"][name] = adapter_masks.masked_swap_rows(
             masks, quality["caption vocabulary" + name.removeprefix("attention masks")], args.seeds, args.shots,
-            args.val_per_class, args.cache, named, name=name, swap=swap, background_detail=args.background_detail)
+            args.val_per_class, args.cache, named, name=name, swap=swap, **detail)
     if args.out:
         atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(out, indent=2)))
     return out

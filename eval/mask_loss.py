@@ -5,6 +5,9 @@
         --out docs/notes/2026-12-06-detailed-backgrounds.json
     python eval/mask_loss.py --seeds 11-20 --masks box --cache reports/tune-user \
         --out docs/notes/2026-12-06-box-masks.json
+    python eval/mask_loss.py --seeds 11-20 --background-detail 0.1 --background-detail-kind class \
+        --rows swap "whole background swapped outside the masks" --cache reports/tune-user \
+        --out docs/notes/2026-12-06-class-detail-backgrounds.json
 
 On the benchmark's shots (the background follows the class in every shot), with the generator's object masks (grown
 or shrunk by ``--mask-rim`` pixels, as a less exact segmenter's; ``--masks box``: each object's filled bounding box,
@@ -13,7 +16,8 @@ coarse swap, the swap outside the masks (``fit.swap_background`` coarse, then wh
 and with each swap; their oracle accuracy at the recipe's window, paired over seeds against the recipe and against
 the masked (coarse) swap. ``--background-detail A``: a variant whose backgrounds carry a fine pattern of their own
 (one per colour, so it follows the class with the colour, as a photograph's background brings its detail), which the
-coarse swap keeps; the recipe is also fitted on shots without the accident there (a control a user never has). Each
+coarse swap keeps; the recipe is also fitted on shots without the accident there (a control a user never has);
+``--background-detail-kind class`` makes that pattern another class's texture, detail at the classes' own scale. Each
 row also gives what a user sees, on validation drawn as the shots are: accuracy, and the tuning rule's true-class
 log-likelihood paired against the masked swap (a gain counts beyond 2 SE).
 Validation seeds only, at least 10 unless ``--smoke``. Fits are shared with ``tune_synthetic``'s cache.
@@ -28,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diti_sd.benchmarks.synthetic.data import BACKGROUND_DETAIL_KINDS
 from diti_sd.benchmarks.synthetic.streams import CONTROL_SHOTS, MASK_KINDS
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write
@@ -62,6 +67,8 @@ def main(argv=None) -> dict:
                         help="what each shot's mask holds: its object, or the object's filled bounding box")
     parser.add_argument("--background-detail", type=float, default=0.0,
                         help="the amplitude of a fine pattern each background colour carries (0: flat backgrounds)")
+    parser.add_argument("--background-detail-kind", choices=BACKGROUND_DETAIL_KINDS, default="thin",
+                        help="that pattern: thin stripes no class has, or another class's texture")
     parser.add_argument("--rows", nargs="+", choices=tuple(VARIANTS), default=tuple(VARIANTS), metavar="ROW",
                         help="the rows to fit (default all; recipe and the masked swap are always in): "
                              + "; ".join(VARIANTS))
@@ -72,10 +79,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--smoke", action="store_true", help="allow fewer than 10 seeds")
     args = parser.parse_args(argv)
     tune.check_protocol(args.seeds, args.smoke)
+    if args.background_detail_kind != "thin" and not args.background_detail:
+        parser.error("--background-detail-kind needs --background-detail A (the pattern's amplitude)")
+    detail = {"background_detail": args.background_detail, "background_detail_kind": args.background_detail_kind}
     recipe = load_recipe("synthetic")
     window = (recipe.score.t_min, recipe.score.t_max)
     out = {"what": __doc__.splitlines()[0], "seeds": args.seeds, "masks": args.masks, "mask_rim": args.mask_rim,
-           "background_detail": args.background_detail, "window": list(window), "stream": "oracle", "variants": {}}
+           **detail, "window": list(window), "stream": "oracle", "variants": {}}
     given = {"masks": True, **({"mask_rim": args.mask_rim} if args.mask_rim else {}),
              **({"mask_kind": args.masks} if args.masks != "object" else {})}
     rows = {"recipe", "swap outside the masks", *args.rows}
@@ -85,7 +95,7 @@ def main(argv=None) -> dict:
     per_seed, user = {}, {}
     for name, (overrides, extra) in runs.items():
         result = tune.evaluate(overrides, args.seeds, args.shots, args.val_per_class, cache=args.cache,
-                               background_detail=args.background_detail, **extra)
+                               **detail, **extra)
         per_seed[name] = [float(hits.mean()) for hits in result["oracle"][window]]
         # what a user sees: validation drawn as the shots are, and the tuning rule's true-class log-likelihood there
         user[name] = {part: [float(x.mean()) for x in result[part][window]] for part in ("correct", "ll")}

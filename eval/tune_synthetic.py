@@ -86,7 +86,8 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
              train_stream: str = "train", shortcut_rate: float = 1.0,
              generic_backgrounds: list[int] | None = None, n_classes: int | None = None,
              key_extra=None, masks: bool = False, mask_rim: int = 0,
-             background_detail: float = 0.0, mask_kind: str = "object") -> dict:
+             background_detail: float = 0.0, mask_kind: str = "object",
+             background_detail_kind: str = "thin") -> dict:
     """Per window (and "tif"), per seed: which user-like validation images each fit gets right
     (``correct``), each one's true-class log-likelihood there (``ll``, what the rule reads: accuracy
     saturates where the shortcut is right), and which oracle images it gets right (``oracle``, a labelled
@@ -106,7 +107,8 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
     fits get the shots' object masks (what the coarse swap keeps), grown by ``mask_rim`` pixels (shrunk where
     negative), as a less exact segmenter's would be; ``mask_kind="box"``: each object's filled bounding box instead
     (grown first), as a data set's box annotation. ``background_detail``: a variant whose backgrounds carry a fine
-    pattern of their own, one per colour (a photograph's background)."""
+    pattern of their own, one per colour (a photograph's background); ``background_detail_kind="class"``: that pattern
+    is another class's texture."""
     recipe = load_recipe("synthetic", [*([f"model={model}"] if model else []), *overrides])
     names = [*windows, "tif"]
     out = {part: {w: [] for w in names} for part in PARTS}
@@ -123,7 +125,8 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
         if n_classes:
             parts.append({"task": "many", "n_classes": n_classes})
         if background_detail:
-            parts.append({"background_detail": background_detail})
+            parts.append({"background_detail": background_detail,
+                          **({"kind": background_detail_kind} if background_detail_kind != "thin" else {})})
         if masks:
             parts.append({"masks": mask_kind, **({"rim": mask_rim} if mask_rim else {})})
         if key_extra:
@@ -131,7 +134,8 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
         saved = cached_json(cache, parts, lambda seed=seed, parts=parts: {
             "key": json.dumps(parts, default=str),
             **_one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at, train_stream, shortcut_rate,
-                        generic_backgrounds, n_classes, masks, mask_rim, background_detail, mask_kind)})
+                        generic_backgrounds, n_classes, masks, mask_rim, background_detail, mask_kind,
+                        background_detail_kind)})
         for part in PARTS:
             for w in names:
                 out[part][w].append(np.array(saved[part][window_name(w)], dtype=float if part == "ll" else bool))
@@ -141,10 +145,11 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
 
 def _one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at, train_stream="train",
               shortcut_rate=1.0, generic_backgrounds=None, n_classes=None, masks=False, mask_rim=0,
-              background_detail=0.0, mask_kind="object") -> dict:
+              background_detail=0.0, mask_kind="object", background_detail_kind="thin") -> dict:
     """One fit, scored on both validation streams at the seed's own validation pairs."""
     run = SyntheticSeed.for_recipe(recipe, seed, shots, train_stream=train_stream, shortcut_rate=shortcut_rate,
                                    generic_backgrounds=generic_backgrounds, background_detail=background_detail,
+                                   background_detail_kind=background_detail_kind,
                                    **({"task": "many", "n_classes": n_classes} if n_classes else {}))
     streams = {name: run.stream(name, val_per_class) for name in STREAMS}  # the only streams tuning reads
     clf = run.fit(recipe, masks=masks, mask_rim=mask_rim, mask_kind=mask_kind)

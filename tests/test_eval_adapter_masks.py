@@ -30,7 +30,8 @@ def test_the_derived_masks_reach_the_masked_fits_and_the_exact_ones_come_back(mo
     def fit(self, recipe, **kw):
         return type("Fitted", (), {"masks": self.train_masks})()
 
-    def evaluate(overrides, seeds, shots, per_class, cache=None, masks=False, key_extra=None, background_detail=0.0):
+    def evaluate(overrides, seeds, shots, per_class, cache=None, masks=False, key_extra=None, background_detail=0.0,
+                 background_detail_kind="thin"):
         run = script.SyntheticSeed.for_recipe(script.load_recipe("synthetic"), seeds[0], shots)
         seen[(tuple(overrides), masks, key_extra is not None)] = run.train_masks
         hits = [np.arange(10) < (7 if key_extra else 6 if masks else 5) for _ in seeds]
@@ -51,11 +52,12 @@ def test_the_derived_masks_reach_the_masked_fits_and_the_exact_ones_come_back(mo
 
 def test_with_detailed_backgrounds_every_row_is_fitted_on_them_beside_the_control(monkeypatch):
     script = eval_script("adapter_masks")
-    calls = []
+    calls, kinds = [], []
 
     def evaluate(overrides, seeds, shots, per_class, cache=None, masks=False, key_extra=None, background_detail=0.0,
-                 train_stream="train"):
+                 train_stream="train", background_detail_kind="thin"):
         calls.append((tuple(overrides), background_detail, train_stream))
+        kinds.append(background_detail_kind)
         hits = [np.arange(10) < (8 if train_stream != "train" else 6) for _ in seeds]
         return {"oracle": {(0, 200): hits}}
 
@@ -68,3 +70,7 @@ def test_with_detailed_backgrounds_every_row_is_fitted_on_them_beside_the_contro
     out = script.masked_swap_rows(derived, quality, [11], 2, 2, None, None, background_detail=0.1)
     assert {d for _, d, _ in calls} == {0.1} and ((), 0.1, "shots without the shortcut") in calls
     assert out["rows"]["derived masks"]["minus " + script.CONTROL]["gain"] == pytest.approx(-0.2)
+    kinds.clear()
+    script.masked_swap_rows(derived, quality, [11], 2, 2, None, None, background_detail=0.1,
+                            background_detail_kind="class")
+    assert kinds == ["class"] * 5  # the derived masks' fit, the swap, exact masks, the recipe, the control

@@ -18,10 +18,11 @@ def test_the_vocabulary_sets_masks_are_fitted_shrunk_and_not_each_under_a_key_na
         wide = [grow_mask(m, 1) for m in run.train_masks]
         return [grow_mask(m, -1) for m in wide] if self.shrink else wide
 
-    def rows(masks, qualities, seeds, shots, val_per_class, cache, key_extra, name, swap, background_detail):
+    def rows(masks, qualities, seeds, shots, val_per_class, cache, key_extra, name, swap, background_detail,
+             background_detail_kind):
         seen[name] = (masks, key_extra, qualities)
         seen.setdefault("swaps", []).append(swap)
-        seen.setdefault("details", []).append(background_detail)
+        seen.setdefault("details", []).append((background_detail, background_detail_kind))
         return {"rows": {}}
 
     monkeypatch.setattr(script.AttentionMasks, "__call__", read)
@@ -44,7 +45,7 @@ def test_the_vocabulary_sets_masks_are_fitted_shrunk_and_not_each_under_a_key_na
     seen.clear()
     out = script.main(["--seeds", "11", "--smoke", "--shots", "2", "--swap-background", "whole"])
     assert seen["swaps"] == [[*script.adapter_masks.SWAP, "fit.swap_background=whole"]] * 2 == [out["swap"]] * 2
-    assert seen["details"] == [0.0] * 2
+    assert seen["details"] == [(0.0, "thin")] * 2
 
 
 def test_with_detailed_backgrounds_the_masks_are_read_off_the_detailed_shots_and_kept_apart(monkeypatch, tmp_path):
@@ -61,8 +62,8 @@ def test_with_detailed_backgrounds_the_masks_are_read_off_the_detailed_shots_and
 
     monkeypatch.setattr(script.AttentionMasks, "__call__", read)
     monkeypatch.setattr(script, "resolve_masks", kept)
-    monkeypatch.setattr(script.adapter_masks, "masked_swap_rows", lambda *a, background_detail, **k: details.append(
-        background_detail) or {"rows": {}})
+    monkeypatch.setattr(script.adapter_masks, "masked_swap_rows", lambda *a, background_detail, background_detail_kind,
+                        **k: details.append((background_detail, background_detail_kind)) or {"rows": {}})
     monkeypatch.setattr(script, "load_backbone", lambda *a, **k: None)
     out = script.main(["--seeds", "11", "--smoke", "--shots", "2", "--background-detail", "0.1", "--cache",
                        str(tmp_path)])
@@ -70,8 +71,15 @@ def test_with_detailed_backgrounds_the_masks_are_read_off_the_detailed_shots_and
     detailed = script.SyntheticSeed.for_recipe(recipe, 11, 2, background_detail=0.1).train.images[0].numpy().tobytes()
     flat = script.SyntheticSeed.for_recipe(recipe, 11, 2).train.images[0].numpy().tobytes()
     assert detailed != flat and set(read_from) == {detailed}
-    assert details == [0.1, 0.1] and out["background_detail"] == 0.1
+    assert details == [(0.1, "thin")] * 2 and out["background_detail"] == 0.1
     assert all("-detail0.1-" in name for name in files)
+    # another class's texture on the backgrounds: read off those shots, kept under their own name
+    read_from.clear(), files.clear(), details.clear()
+    script.main(["--seeds", "11", "--smoke", "--shots", "2", "--background-detail", "0.1", "--background-detail-kind",
+                 "class", "--cache", str(tmp_path)])
+    classy = script.SyntheticSeed.for_recipe(recipe, 11, 2, background_detail=0.1, background_detail_kind="class")
+    assert set(read_from) == {classy.train.images[0].numpy().tobytes()} != {detailed}
+    assert details == [(0.1, "class")] * 2 and all("-detail0.1-class-" in name for name in files)
 
 
 def test_the_study_keeps_each_reading_of_a_seeds_shots_and_reads_it_back(monkeypatch, tmp_path):

@@ -174,13 +174,14 @@ def test_mask_loss_reads_each_variant_with_its_masks_and_pairs_it(tmp_path, monk
     script = _script("mask_loss")
     recipe = script.load_recipe("synthetic")
     window = (recipe.score.t_min, recipe.score.t_max)
-    calls, kinds = [], []
+    calls, kinds, detail_kinds = [], [], []
     right = {(): 10, tuple(script.SWAP): 14, ("fit.mask_loss=true",): 17, tuple(script.WHOLE): 12}
 
     def fake(overrides, seeds, shots, per_class, cache=None, masks=False, mask_rim=0, background_detail=0.0,
-             train_stream="train", mask_kind="object"):
+             train_stream="train", mask_kind="object", background_detail_kind="thin"):
         calls.append((tuple(overrides), masks, mask_rim, background_detail, train_stream))
         kinds.append(mask_kind)
+        detail_kinds.append(background_detail_kind)
         n = right.get(tuple(overrides), 18) + (2 if masks and "fit.mask_loss=true" not in overrides else 0)
         hits = [np.arange(20) < n + (s % 2) for s in range(len(seeds))]
         return {"oracle": {window: hits}, "correct": {window: hits},
@@ -213,6 +214,15 @@ def test_mask_loss_reads_each_variant_with_its_masks_and_pairs_it(tmp_path, monk
     rows = script.main(["--seeds", "11,12", "--smoke", "--background-detail", "0.1"])["variants"]
     assert {c[3] for c in calls} == {0.1} and calls[-1] == ((), False, 0, 0.1, "shots without the shortcut")
     assert "minus recipe" in rows[script.CONTROL] and "minus the masked swap" not in rows[script.CONTROL]
+    assert set(detail_kinds) == {"thin"}
+    # another class's texture on the backgrounds: every fit on that variant, the control included
+    calls.clear(), detail_kinds.clear()
+    out = script.main(["--seeds", "11,12", "--smoke", "--background-detail", "0.1", "--background-detail-kind", "class",
+                       "--rows", "swap"])
+    assert detail_kinds == ["class"] * 4 and out["background_detail_kind"] == "class"
+    assert [c[0] for c in calls] == [(), tuple(script.SWAP), tuple(script.SWAP), ()]  # recipe, swap, masked, control
+    with pytest.raises(SystemExit):  # a kind without an amplitude draws nothing
+        script.main(["--seeds", "11,12", "--smoke", "--background-detail-kind", "class"])
     # boxes for the masks, on a subset of the rows: the recipe and the masked swap always among them
     calls.clear()
     kinds.clear()

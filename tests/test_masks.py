@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from helpers import record_fit, square_shots
+from helpers import eval_script, record_fit, square_shots
 from PIL import Image
 from torchvision.utils import save_image
 
@@ -276,6 +276,23 @@ def test_the_benchmark_fits_on_its_grown_masks_and_caches_them_apart(tmp_path, m
     assert rims == [(0, "object"), (1, "object"), (-1, "object"), (0, "box")]
     keys = sorted(json.loads(p.read_text())["key"] for p in tmp_path.rglob("*.json"))
     assert sum('"rim"' in k for k in keys) == 2 and sum('"box"' in k for k in keys) == 1
+
+
+def test_each_background_detail_kind_is_fitted_once_under_its_own_key(tmp_path, monkeypatch):
+    tune = eval_script("tune_synthetic")
+    details = []
+
+    def one_seed(*args):
+        details.append(args[13::2])  # _one_seed's background_detail and background_detail_kind
+        names = [*tune.WINDOWS, "tif"]
+        return {part: {tune.window_name(w): [1.0] for w in names} for part in tune.PARTS}
+
+    monkeypatch.setattr(tune, "_one_seed", one_seed)
+    for kind in ("thin", "class", "thin", "class"):
+        tune.evaluate([], [7], 2, 1, cache=tmp_path, background_detail=0.1, background_detail_kind=kind)
+    assert details == [(0.1, "thin"), (0.1, "class")]
+    keys = sorted(json.loads(p.read_text())["key"] for p in tmp_path.rglob("*.json"))
+    assert len(keys) == 2 and sum('"kind": "class"' in k for k in keys) == 1  # the thin key as before: no kind
 
 
 def test_a_mask_meeting_the_border_is_not_shrunk_from_that_side():

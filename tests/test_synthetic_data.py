@@ -269,3 +269,26 @@ def test_detailed_backgrounds_carry_one_pattern_per_colour_and_leave_the_rest_as
         SyntheticSpec(background_detail=-0.1)
     with pytest.raises(ConfigError, match="needs the texture task"):
         SyntheticSpec(task="colour", background_detail=0.1)
+
+
+def test_class_detail_puts_another_classs_texture_on_each_background_and_nothing_else():
+    from diti_sd.benchmarks.synthetic.data import object_masks
+
+    flat = SyntheticSpec(size=16)
+    spec = SyntheticSpec(size=16, background_detail=0.1, background_detail_kind="class")
+    for split in ("train", "decorrelated", "generic"):
+        plain, detailed = make_split(flat, split, 2, seed=4), make_split(spec, split, 2, seed=4)
+        assert plain.labels == detailed.labels
+        for a, b, mask in zip(plain.images, detailed.images, object_masks(spec, split, 2, 4)):
+            assert torch.equal(a[:, mask], b[:, mask])  # the object as it was
+            background = background_of(a)
+            assert background_of(b, spec.background_detail) == background
+            pattern = texture(TEXTURES[(background + 1) % 5], 16)[~mask.numpy()]  # the next class's own texture
+            assert np.allclose((b - a)[0][~mask].numpy(), 0.1 * pattern, atol=1e-6)
+    # on the shots class c's background carries class c + 1's texture: never the shot's own
+    shots = make_split(spec, "train", 2, seed=4)
+    assert all(background_of(x, 0.1) == y for x, y in zip(shots.images, shots.labels))
+    with pytest.raises(ConfigError, match="background_detail_kind must be one of thin, class"):
+        SyntheticSpec(background_detail=0.1, background_detail_kind="coarse")
+    with pytest.raises(ConfigError, match="at most 5 classes, got 6"):
+        SyntheticSpec(n_classes=6, background_detail=0.1, background_detail_kind="class")

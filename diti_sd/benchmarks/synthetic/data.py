@@ -43,6 +43,10 @@ MANY_TEXTURES = tuple(f"stripes-{o}-p{p}-w{w}" for o in "hvda" for p in (4, 5, 6
 # together: thin stripes none of TEXTURES has (they are MANY_TEXTURES' thin ones: the variant needs the texture task).
 # Each is on a stripe at the corner, where background_of reads the colour
 BACKGROUND_DETAILS = tuple(f"stripes-{o}-p{p}-w1" for p in (6, 5) for o in "hvda")
+# what that detail is (``background_detail_kind``): those thin stripes, or another class's own texture (colour b
+# carries class b + 1's), detail at the classes' own scale that a model reading fine detail anywhere confuses with
+# the object's. Each class texture of the first five is also on a stripe at the corner
+BACKGROUND_DETAIL_KINDS = ("thin", "class")
 TASKS = ("texture", "colour", "shape", "many")  # what the class is: a fine texture, or a coarse attribute
 
 
@@ -72,6 +76,7 @@ class SyntheticSpec:
     # background colour (BACKGROUND_DETAILS), which follows the class wherever the colour does: a photograph's
     # background has detail of its own that an accident carries with its colour. 0: flat backgrounds
     background_detail: float = 0.0
+    background_detail_kind: str = "thin"
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -83,6 +88,12 @@ class SyntheticSpec:
         if self.background_detail and self.task != "texture":
             raise ConfigError(f"background_detail draws stripes on the background, which the {self.task} task's "
                               "classes or accidents may be; it needs the texture task")
+        if self.background_detail_kind not in BACKGROUND_DETAIL_KINDS:
+            raise ConfigError(f"background_detail_kind must be one of {', '.join(BACKGROUND_DETAIL_KINDS)}; "
+                              f"got {self.background_detail_kind!r}")
+        if self.background_detail_kind == "class" and self.n_classes > 5:  # the sixth texture (dots) is off-stripe
+            raise ConfigError("background_detail_kind 'class' draws the first five class textures on the backgrounds; "
+                              f"it needs at most 5 classes, got {self.n_classes}")
         if self.generic_backgrounds and self.task not in ("texture", "many"):
             raise ConfigError(f"generic_backgrounds holds the generic images' background colours, the spurious "
                               f"attribute of a texture task; the {self.task} task's is another")
@@ -141,11 +152,18 @@ def render(spec: SyntheticSpec, label: int | None, background: int, shape: int, 
     image = np.empty((s, s, 3))
     image[:] = BACKGROUNDS[background]
     if spec.background_detail:
-        image += spec.background_detail * texture(BACKGROUND_DETAILS[background], s)[..., None]
+        image += spec.background_detail * texture(background_detail_pattern(spec, background), s)[..., None]
     kind = texture_kind or TEXTURES[label]
     obj = spec.object_level + spec.texture_amplitude * texture(kind, s)
     image[mask] = obj[mask][:, None]
     return np.clip(image, 0, 1)
+
+
+def background_detail_pattern(spec: SyntheticSpec, background: int) -> str:
+    """The texture a background colour carries with ``background_detail`` (see BACKGROUND_DETAIL_KINDS)."""
+    if spec.background_detail_kind == "class":
+        return TEXTURES[(background + 1) % background_count(spec)]
+    return BACKGROUND_DETAILS[background]
 
 
 def background_count(spec: SyntheticSpec) -> int:

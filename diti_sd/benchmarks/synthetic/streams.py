@@ -81,13 +81,14 @@ class SyntheticSeed:
     def for_recipe(cls, recipe: Recipe, seed: int, shots: int, task: str = "texture",
                    n_classes: int | None = None, train_stream: str = "train",
                    shortcut_rate: float = 1.0, generic_backgrounds: list[int] | None = None,
-                   background_detail: float = 0.0) -> SyntheticSeed:
+                   background_detail: float = 0.0, background_detail_kind: str = "thin") -> SyntheticSeed:
         """The domain at the recipe's resolution (the base model's own, read from its configs, if it sets none);
         its generic images (the prior-preservation images) show only the textures the base was trained on.
         ``shortcut_rate``: the share of the shots (and of the streams drawn as they are) whose spurious
         attribute follows the class. ``generic_backgrounds``: the background colours the generic images draw from
         (default: all). ``background_detail``: the amplitude of the fine pattern each background colour carries
-        (default: flat backgrounds)."""
+        (default: flat backgrounds); ``background_detail_kind``: what that pattern is (thin stripes, or another
+        class's texture)."""
         size = recipe.resolution or native_resolution(recipe.model)
         extra = {} if n_classes is None else {"n_classes": n_classes}
         if shortcut_rate != 1.0:
@@ -96,6 +97,8 @@ class SyntheticSeed:
             extra["generic_backgrounds"] = list(generic_backgrounds)
         if background_detail:
             extra["background_detail"] = background_detail
+        if background_detail_kind != "thin":
+            extra["background_detail_kind"] = background_detail_kind
         if task in ("texture", "many"):
             extra["generic_textures"] = base_textures(recipe.model)
         return cls(seed, shots, SyntheticSpec(size=size, task=task, **extra), train_stream)
