@@ -17,22 +17,31 @@ The image's score per class is then its mean squared residual under each reading
 If the adapters read the background through a colour offset where the background is, ``background`` would
 carry the oracle's errors and ``object`` or the high-pass would be right more often; accuracy and the
 true-class log-likelihood of each reading are printed per stream, paired per seed against ``all``.
+``--background-detail A`` (``--background-detail-kind``): the benchmark's variant whose backgrounds carry a fine
+pattern of their own; the object's cells are then read off the generator's exact masks, since the colour no longer
+tells them. ``--train-stream``: fit on shots without the accident instead (the control). ``--cache``: one file per
+seed, so a killed run resumes and halves run in parallel.
+
+    python eval/residual_location.py --seeds 11-20 --background-detail 0.1 --background-detail-kind class \
+        --cache reports/residual --out docs/notes/2026-12-06-residual-location-class-detail.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from diti_sd.benchmarks.synthetic.data import BACKGROUND_DETAIL_KINDS
 from diti_sd.benchmarks.synthetic.demo import sealed_message
 from diti_sd.benchmarks.synthetic.scoring import stratified_pairs
-from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
+from diti_sd.benchmarks.synthetic.streams import TRAIN_STREAMS, SyntheticSeed
 from diti_sd.cli.common import seed_list
-from diti_sd.files import atomic_write
+from diti_sd.files import atomic_write, cached_json
 from diti_sd.recipes import load_recipe
 from diti_sd.scoring import batch_residuals
 from diti_sd.scoring.auto import per_image_log_likelihood
@@ -75,16 +84,23 @@ def residuals(clf, latents: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) 
     return out
 
 
-def one_seed(seed: int, per_class: int, pairs: int, t_max: int) -> dict:
+def mask_share(masks: list, side: int) -> torch.Tensor:
+    """Per latent cell (n, 1, side, side), the share of its pixels inside each image's object mask."""
+    return F.adaptive_avg_pool2d(torch.stack(masks).float()[:, None], side)
+
+
+def one_seed(seed: int, per_class: int, pairs: int, t_max: int, detail: dict | None = None,
+             train_stream: str = "train") -> dict:
     recipe = load_recipe("synthetic")
-    run = SyntheticSeed.for_recipe(recipe, seed, 8)
+    run = SyntheticSeed.for_recipe(recipe, seed, 8, train_stream=train_stream, **(detail or {}))
     clf = run.fit(recipe)
     t, noise, _ = stratified_pairs([0, t_max], [pairs], clf.backbone_.latent_shape, derive_seed(seed, VALIDATION_PAIRS))
     out = {}
     for name in STREAMS:
         data = run.stream(name, per_class)
         latents, labels = clf.encode(data.images), run.labels(data, clf)
-        share = object_share(torch.stack(data.images), latents.shape[-1])
+        share = (mask_share(run.stream_masks(name, per_class), latents.shape[-1]) if run.spec.background_detail
+                 else object_share(torch.stack(data.images), latents.shape[-1]))
         out[name] = {k: {"accuracy": float((e.numpy().argmin(1) == labels).mean()),
                          "ll": float(np.mean(per_image_log_likelihood(e.numpy(), labels)))}
                      for k, e in readings(residuals(clf, latents, t, noise), share).items()}
@@ -97,11 +113,26 @@ def main(argv=None) -> dict:
     parser.add_argument("--per-class", type=int, default=10)
     parser.add_argument("--pairs", type=int, default=12)
     parser.add_argument("--t-max", type=int, default=200, help="the pairs lie in [0, t_max)")
+    parser.add_argument("--background-detail", type=float, default=0.0,
+                        help="the amplitude of a fine pattern each background colour carries (0: flat backgrounds)")
+    parser.add_argument("--background-detail-kind", choices=BACKGROUND_DETAIL_KINDS, default="thin",
+                        help="that pattern: thin stripes no class has, or another class's texture")
+    parser.add_argument("--train-stream", choices=TRAIN_STREAMS, default="train",
+                        help="the shots the adapters are fitted on (the other: without the accident, a control)")
+    parser.add_argument("--cache", type=Path, default=None, help="one result per seed, resumable")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if why := sealed_message(args.seeds):
         raise SystemExit(why)
-    per_seed = {seed: one_seed(seed, args.per_class, args.pairs, args.t_max) for seed in args.seeds}
+    if args.background_detail_kind != "thin" and not args.background_detail:
+        parser.error("--background-detail-kind needs --background-detail A (the pattern's amplitude)")
+    detail = ({"background_detail": args.background_detail, "background_detail_kind": args.background_detail_kind}
+              if args.background_detail else {})
+    per_seed = {}
+    for seed in args.seeds:
+        parts = ["residual_location", seed, args.per_class, args.pairs, args.t_max, detail, args.train_stream]
+        per_seed[seed] = cached_json(args.cache, parts, lambda seed=seed: one_seed(
+            seed, args.per_class, args.pairs, args.t_max, detail, args.train_stream))
     summary = {}
     for stream in STREAMS:
         for reading in READINGS:
@@ -113,7 +144,8 @@ def main(argv=None) -> dict:
             print(f"{stream:11s} {reading:12s} accuracy {row['accuracy']['mean']:.3f} ({row['accuracy']['gain']:+.3f} "
                   f"SE {row['accuracy']['se']:.3f})  log-lik {row['ll']['mean']:.3f} ({row['ll']['gain']:+.3f} "
                   f"SE {row['ll']['se']:.3f})")
-    result = {"seeds": args.seeds, "per_seed": per_seed, "summary": summary}
+    result = {"seeds": args.seeds, **detail, "train_stream": args.train_stream, "per_seed": per_seed,
+              "summary": summary}
     if args.out:
         atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
     return result

@@ -101,6 +101,39 @@ def test_residual_location_splits_the_error_by_region_and_frequency(tiny_model_d
     assert float(uniform["object"]) == pytest.approx(0.25)
 
 
+def test_residual_location_reads_the_object_off_exact_masks_on_detailed_backgrounds(tmp_path, monkeypatch):
+    from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
+    from diti_sd.recipes import load_recipe
+
+    script = _script("residual_location")
+    run = SyntheticSeed.for_recipe(load_recipe("synthetic"), 11, 2, background_detail=0.1,
+                                   background_detail_kind="class")
+    masks = run.stream_masks("oracle val", 2)
+    images = torch.stack(run.stream("oracle val", 2).images)
+    share = script.mask_share(masks, 8)
+    assert share.shape == (10, 1, 8, 8) and 0.1 < float(share.mean()) < 0.5
+    # the colour-from-the-corner reading takes much of the textured background for object; the exact masks do not
+    assert float(script.object_share(images, 8).mean()) > float(share.mean()) + 0.2
+    assert all(torch.equal(a, b) for a, b in zip(run.stream_masks("train", 2), run.train_masks))
+    calls = []
+
+    def one_seed(seed, per_class, pairs, t_max, detail=None, train_stream="train"):
+        calls.append((seed, detail, train_stream))
+        row = {"accuracy": 0.5, "ll": -1.0}
+        return {s: {r: dict(row) for r in script.READINGS} for s in script.STREAMS}
+
+    monkeypatch.setattr(script, "one_seed", one_seed)
+    args = ["--seeds", "11,12", "--background-detail", "0.1", "--background-detail-kind", "class", "--cache",
+            str(tmp_path)]
+    out = script.main(args)
+    assert calls == [(s, {"background_detail": 0.1, "background_detail_kind": "class"}, "train") for s in (11, 12)]
+    assert script.main(args)["summary"] == out["summary"] and len(calls) == 2  # read back from the cache
+    script.main([*args, "--train-stream", "shots without the shortcut"])
+    assert len(calls) == 4 and calls[-1][2] == "shots without the shortcut"  # the control is kept apart
+    with pytest.raises(SystemExit):
+        script.main(["--seeds", "11", "--background-detail-kind", "class"])
+
+
 def test_shortcut_check_fires_on_shots_that_share_a_background_by_class(tmp_path, capsys):
     script = _script("shortcut_check")
     script.main(["--seeds", "11,12", "--out", str(tmp_path / "check.json")])

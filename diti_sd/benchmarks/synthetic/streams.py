@@ -113,11 +113,17 @@ class SyntheticSeed:
     def train(self) -> LabeledImages:
         return self.stream(self.train_stream, self.shots)
 
+    def stream_masks(self, name: str, per_class: int) -> list:
+        """The exact object masks of :meth:`stream`'s images, in its order, from the generator."""
+        if name not in STREAMS:
+            raise ConfigError(f"unknown stream {name!r}; choose from {', '.join(STREAMS)}")
+        split, offset, shift = STREAMS[name]
+        return object_masks(self.spec, split, per_class, offset + self.seed, shift)
+
     @cached_property
     def train_masks(self) -> list:
         """The shots' exact object masks, from the generator (``fit(masks=...)``)."""
-        split, offset, shift = STREAMS[self.train_stream]
-        return object_masks(self.spec, split, self.shots, offset + self.seed, shift)
+        return self.stream_masks(self.train_stream, self.shots)
 
     def names(self, data: LabeledImages) -> list[str]:
         return [self.spec.classnames[i] for i in data.labels]
