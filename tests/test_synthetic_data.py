@@ -285,7 +285,7 @@ def test_class_detail_puts_another_classs_texture_on_each_background_and_nothing
             assert background_of(b, spec.background_detail) == background
             pattern = texture(TEXTURES[(background + 1) % 5], 16)[~mask.numpy()]  # the next class's own texture
             assert np.allclose((b - a)[0][~mask].numpy(), 0.1 * pattern, atol=1e-6)
-    # on the shots class c's background carries class c + 1's texture: never the shot's own
+    # on the shots the background (so its texture) follows the class, as the colour does
     shots = make_split(spec, "train", 2, seed=4)
     assert all(background_of(x, 0.1) == y for x, y in zip(shots.images, shots.labels))
     with pytest.raises(ConfigError, match="background_detail_kind must be one of thin, class"):

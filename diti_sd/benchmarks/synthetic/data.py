@@ -73,8 +73,9 @@ class SyntheticSpec:
     # variation, as a user's generic images of the domain may not
     generic_backgrounds: list[int] = field(default_factory=list)
     # the amplitude (+- on a [0, 1] scale, as texture_amplitude) of a fine pattern on the background, one per
-    # background colour (BACKGROUND_DETAILS), which follows the class wherever the colour does: a photograph's
-    # background has detail of its own that an accident carries with its colour. 0: flat backgrounds
+    # background colour (BACKGROUND_DETAILS, or with background_detail_kind "class" the next class's texture), which
+    # follows the class wherever the colour does: a photograph's background has detail of its own that an accident
+    # carries with its colour. 0: flat backgrounds
     background_detail: float = 0.0
     background_detail_kind: str = "thin"
 
