@@ -19,11 +19,15 @@ carry the oracle's errors and ``object`` or the high-pass would be right more of
 true-class log-likelihood of each reading are printed per stream, paired per seed against ``all``.
 ``--background-detail A`` (``--background-detail-kind``): the benchmark's variant whose backgrounds carry a fine
 pattern of their own; the object's cells are then read off the generator's exact masks, since the colour no longer
-tells them. ``--train-stream``: fit on shots without the accident instead (the control). ``--cache``: one file per
-seed, so a killed run resumes and halves run in parallel.
+tells them. ``--train-stream``: fit on shots without the accident instead (the control); ``--set KEY=VALUE`` and
+``--masks``: fit with recipe values and the shots' exact masks (e.g. the whole-background swap). ``--cache``: one
+file per seed, so a killed run resumes and halves run in parallel.
 
     python eval/residual_location.py --seeds 11-20 --background-detail 0.1 --background-detail-kind class \
         --cache reports/residual --out docs/notes/2026-12-06-residual-location-class-detail.json
+    python eval/residual_location.py --seeds 11-20 --background-detail 0.1 --background-detail-kind class \
+        --set fit.coarse_swap=1.0 --set fit.coarse_sigma=0.125 --set fit.swap_background=whole --masks \
+        --cache reports/residual --out docs/notes/2026-12-06-residual-location-class-detail-whole.json
 """
 
 from __future__ import annotations
@@ -90,10 +94,10 @@ def mask_share(masks: list, side: int) -> torch.Tensor:
 
 
 def one_seed(seed: int, per_class: int, pairs: int, t_max: int, detail: dict | None = None,
-             train_stream: str = "train") -> dict:
-    recipe = load_recipe("synthetic")
+             train_stream: str = "train", overrides: list[str] | None = None, masks: bool = False) -> dict:
+    recipe = load_recipe("synthetic", overrides or [])
     run = SyntheticSeed.for_recipe(recipe, seed, 8, train_stream=train_stream, **(detail or {}))
-    clf = run.fit(recipe)
+    clf = run.fit(recipe, masks=masks)
     t, noise, _ = stratified_pairs([0, t_max], [pairs], clf.backbone_.latent_shape, derive_seed(seed, VALIDATION_PAIRS))
     out = {}
     for name in STREAMS:
@@ -119,6 +123,9 @@ def main(argv=None) -> dict:
                         help="that pattern: thin stripes no class has, or another class's texture")
     parser.add_argument("--train-stream", choices=TRAIN_STREAMS, default="train",
                         help="the shots the adapters are fitted on (the other: without the accident, a control)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="fit the adapters with this recipe value (KEY=VALUE, repeatable), e.g. the swap")
+    parser.add_argument("--masks", action="store_true", help="the fits get the shots' exact object masks")
     parser.add_argument("--cache", type=Path, default=None, help="one result per seed, resumable")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -131,8 +138,10 @@ def main(argv=None) -> dict:
     per_seed = {}
     for seed in args.seeds:
         parts = ["residual_location", seed, args.per_class, args.pairs, args.t_max, detail, args.train_stream]
+        if args.overrides or args.masks:  # keeps the keys of the runs without them
+            parts.append({"overrides": args.overrides, "masks": args.masks})
         per_seed[seed] = cached_json(args.cache, parts, lambda seed=seed: one_seed(
-            seed, args.per_class, args.pairs, args.t_max, detail, args.train_stream))
+            seed, args.per_class, args.pairs, args.t_max, detail, args.train_stream, args.overrides, args.masks))
     summary = {}
     for stream in STREAMS:
         for reading in READINGS:
@@ -144,7 +153,8 @@ def main(argv=None) -> dict:
             print(f"{stream:11s} {reading:12s} accuracy {row['accuracy']['mean']:.3f} ({row['accuracy']['gain']:+.3f} "
                   f"SE {row['accuracy']['se']:.3f})  log-lik {row['ll']['mean']:.3f} ({row['ll']['gain']:+.3f} "
                   f"SE {row['ll']['se']:.3f})")
-    result = {"seeds": args.seeds, **detail, "train_stream": args.train_stream, "per_seed": per_seed,
+    result = {"seeds": args.seeds, **detail, "train_stream": args.train_stream, "overrides": args.overrides,
+              "masks": args.masks, "per_seed": per_seed,
               "summary": summary}
     if args.out:
         atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(result, indent=2)))

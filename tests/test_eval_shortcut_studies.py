@@ -117,8 +117,8 @@ def test_residual_location_reads_the_object_off_exact_masks_on_detailed_backgrou
     assert all(torch.equal(a, b) for a, b in zip(run.stream_masks("train", 2), run.train_masks))
     calls = []
 
-    def one_seed(seed, per_class, pairs, t_max, detail=None, train_stream="train"):
-        calls.append((seed, detail, train_stream))
+    def one_seed(seed, per_class, pairs, t_max, detail=None, train_stream="train", overrides=None, masks=False):
+        calls.append((seed, detail, train_stream, overrides, masks))
         row = {"accuracy": 0.5, "ll": -1.0}
         return {s: {r: dict(row) for r in script.READINGS} for s in script.STREAMS}
 
@@ -126,10 +126,13 @@ def test_residual_location_reads_the_object_off_exact_masks_on_detailed_backgrou
     args = ["--seeds", "11,12", "--background-detail", "0.1", "--background-detail-kind", "class", "--cache",
             str(tmp_path)]
     out = script.main(args)
-    assert calls == [(s, {"background_detail": 0.1, "background_detail_kind": "class"}, "train") for s in (11, 12)]
+    assert calls == [(s, {"background_detail": 0.1, "background_detail_kind": "class"}, "train", [], False)
+                     for s in (11, 12)]
     assert script.main(args)["summary"] == out["summary"] and len(calls) == 2  # read back from the cache
     script.main([*args, "--train-stream", "shots without the shortcut"])
     assert len(calls) == 4 and calls[-1][2] == "shots without the shortcut"  # the control is kept apart
+    script.main([*args, "--set", "fit.coarse_swap=1.0", "--masks"])
+    assert len(calls) == 6 and calls[-1][3:] == (["fit.coarse_swap=1.0"], True)  # a fit setting is kept apart too
     with pytest.raises(SystemExit):
         script.main(["--seeds", "11", "--background-detail-kind", "class"])
 
