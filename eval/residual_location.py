@@ -33,6 +33,7 @@ file per seed, so a killed run resumes and halves run in parallel.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 from pathlib import Path
 
@@ -51,6 +52,10 @@ from diti_sd.scoring import batch_residuals
 from diti_sd.scoring.auto import per_image_log_likelihood
 from diti_sd.seeding import VALIDATION_PAIRS, derive_seed
 from diti_sd.stats import mean_se
+
+_spec = importlib.util.spec_from_file_location("tune_synthetic", Path(__file__).with_name("tune_synthetic.py"))
+tune = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tune)
 
 STREAMS = ("val", "oracle val")
 READINGS = ("all", "object", "background", "minus mean", "high-pass 3")
@@ -137,9 +142,9 @@ def main(argv=None) -> dict:
               if args.background_detail else {})
     per_seed = {}
     for seed in args.seeds:
-        parts = ["residual_location", seed, args.per_class, args.pairs, args.t_max, detail, args.train_stream]
-        if args.overrides or args.masks:  # keeps the keys of the runs without them
-            parts.append({"overrides": args.overrides, "masks": args.masks})
+        # the resolved recipe, not how it was spelled: a changed recipe or base refits rather than reads a stale result
+        parts = ["residual_location", tune.recipe_key(load_recipe("synthetic", args.overrides)), seed, args.per_class,
+                 args.pairs, args.t_max, detail, args.train_stream, {"masks": args.masks}]
         per_seed[seed] = cached_json(args.cache, parts, lambda seed=seed: one_seed(
             seed, args.per_class, args.pairs, args.t_max, detail, args.train_stream, args.overrides, args.masks))
     summary = {}

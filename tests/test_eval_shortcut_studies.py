@@ -111,6 +111,10 @@ def test_residual_location_reads_the_object_off_exact_masks_on_detailed_backgrou
     masks = run.stream_masks("oracle val", 2)
     images = torch.stack(run.stream("oracle val", 2).images)
     share = script.mask_share(masks, 8)
+    flat = SyntheticSeed.for_recipe(load_recipe("synthetic"), 11, 2)  # there the colour tells the object exactly
+    flat_images = torch.stack(flat.stream("oracle val", 2).images)
+    exact = script.mask_share(flat.stream_masks("oracle val", 2), 8)
+    torch.testing.assert_close(script.object_share(flat_images, 8), exact)
     assert share.shape == (10, 1, 8, 8) and 0.1 < float(share.mean()) < 0.5
     # the colour-from-the-corner reading takes much of the textured background for object; the exact masks do not
     assert float(script.object_share(images, 8).mean()) > float(share.mean()) + 0.2
@@ -133,6 +137,8 @@ def test_residual_location_reads_the_object_off_exact_masks_on_detailed_backgrou
     assert len(calls) == 4 and calls[-1][2] == "shots without the shortcut"  # the control is kept apart
     script.main([*args, "--set", "fit.coarse_swap=1.0", "--masks"])
     assert len(calls) == 6 and calls[-1][3:] == (["fit.coarse_swap=1.0"], True)  # a fit setting is kept apart too
+    script.main([*args, "--set", "fit.coarse_sigma=0.125"])  # the recipe's own value: the same fit, read back
+    assert len(calls) == 6
     with pytest.raises(SystemExit):
         script.main(["--seeds", "11", "--background-detail-kind", "class"])
 
