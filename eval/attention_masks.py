@@ -48,7 +48,7 @@ import torch
 
 from diti_sd.attention_masks import AttentionMasks, resolve_masks
 from diti_sd.backbone import load_backbone
-from diti_sd.benchmarks.synthetic.data import BACKGROUND_DETAIL_KINDS, COLOUR_NAMES
+from diti_sd.benchmarks.synthetic.data import COLOUR_NAMES
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed, base_textures
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write
@@ -100,15 +100,10 @@ def main(argv=None) -> dict:
                         help="what the masked swap replaces outside the masks (fit.swap_background)")
     parser.add_argument("--upscale", type=int, default=1, help="read the maps at this many times the model's "
                         "resolution (AttentionMasks.upscale)")
-    parser.add_argument("--background-detail", type=float, default=0.0,
-                        help="the amplitude of a fine pattern each background colour carries (0: flat backgrounds)")
-    parser.add_argument("--background-detail-kind", choices=BACKGROUND_DETAIL_KINDS, default="thin",
-                        help="that pattern: thin stripes no class has, or another class's texture")
+    adapter_masks.tune.add_background_detail_args(parser)
     parser.add_argument("--smoke", action="store_true", help="allow fewer than 10 seeds")
     args = parser.parse_args(argv)
-    if args.background_detail_kind != "thin" and not args.background_detail:
-        parser.error("--background-detail-kind needs --background-detail A (the pattern's amplitude)")
-    detail = {"background_detail": args.background_detail, "background_detail_kind": args.background_detail_kind}
+    detail = adapter_masks.tune.background_detail(parser, args)
     variant = f"-detail{args.background_detail:g}" if args.background_detail else ""
     variant += f"-{args.background_detail_kind}" if args.background_detail_kind != "thin" else ""
     swap = [*adapter_masks.SWAP, *([] if args.swap_background == "coarse" else ["fit.swap_background=whole"])]

@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 
-from diti_sd.benchmarks.synthetic.data import BACKGROUND_DETAIL_KINDS
 from diti_sd.benchmarks.synthetic.streams import CONTROL_SHOTS, MASK_KINDS
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write
@@ -65,10 +64,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--mask-rim", type=int, default=0, help="grow each mask by this many pixels (negative: shrink)")
     parser.add_argument("--masks", choices=MASK_KINDS, default="object",
                         help="what each shot's mask holds: its object, or the object's filled bounding box")
-    parser.add_argument("--background-detail", type=float, default=0.0,
-                        help="the amplitude of a fine pattern each background colour carries (0: flat backgrounds)")
-    parser.add_argument("--background-detail-kind", choices=BACKGROUND_DETAIL_KINDS, default="thin",
-                        help="that pattern: thin stripes no class has, or another class's texture")
+    tune.add_background_detail_args(parser)
     parser.add_argument("--rows", nargs="+", choices=tuple(VARIANTS), default=tuple(VARIANTS), metavar="ROW",
                         help="the rows to fit (default all; recipe and the masked swap are always in): "
                              + "; ".join(VARIANTS))
@@ -79,9 +75,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--smoke", action="store_true", help="allow fewer than 10 seeds")
     args = parser.parse_args(argv)
     tune.check_protocol(args.seeds, args.smoke)
-    if args.background_detail_kind != "thin" and not args.background_detail:
-        parser.error("--background-detail-kind needs --background-detail A (the pattern's amplitude)")
-    detail = {"background_detail": args.background_detail, "background_detail_kind": args.background_detail_kind}
+    detail = tune.background_detail(parser, args)
     recipe = load_recipe("synthetic")
     window = (recipe.score.t_min, recipe.score.t_max)
     out = {"what": __doc__.splitlines()[0], "seeds": args.seeds, "masks": args.masks, "mask_rim": args.mask_rim,

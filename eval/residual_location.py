@@ -41,7 +41,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from diti_sd.benchmarks.synthetic.data import BACKGROUND_DETAIL_KINDS
 from diti_sd.benchmarks.synthetic.demo import sealed_message
 from diti_sd.benchmarks.synthetic.scoring import stratified_pairs
 from diti_sd.benchmarks.synthetic.streams import TRAIN_STREAMS, SyntheticSeed
@@ -122,10 +121,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--per-class", type=int, default=10)
     parser.add_argument("--pairs", type=int, default=12)
     parser.add_argument("--t-max", type=int, default=200, help="the pairs lie in [0, t_max)")
-    parser.add_argument("--background-detail", type=float, default=0.0,
-                        help="the amplitude of a fine pattern each background colour carries (0: flat backgrounds)")
-    parser.add_argument("--background-detail-kind", choices=BACKGROUND_DETAIL_KINDS, default="thin",
-                        help="that pattern: thin stripes no class has, or another class's texture")
+    tune.add_background_detail_args(parser)
     parser.add_argument("--train-stream", choices=TRAIN_STREAMS, default="train",
                         help="the shots the adapters are fitted on (the other: without the accident, a control)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
@@ -136,10 +132,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if why := sealed_message(args.seeds):
         raise SystemExit(why)
-    if args.background_detail_kind != "thin" and not args.background_detail:
-        parser.error("--background-detail-kind needs --background-detail A (the pattern's amplitude)")
-    detail = ({"background_detail": args.background_detail, "background_detail_kind": args.background_detail_kind}
-              if args.background_detail else {})
+    detail = tune.background_detail(parser, args)
     per_seed = {}
     for seed in args.seeds:
         # the resolved recipe, not how it was spelled: a changed recipe or base refits rather than reads a stale result

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diti_sd.benchmarks.synthetic.data import BACKGROUND_DETAIL_KINDS
 from diti_sd.benchmarks.synthetic.demo import WIDE_OVERRIDES, sealed_message
 from diti_sd.benchmarks.synthetic.scoring import stratified_pairs
 from diti_sd.benchmarks.synthetic.streams import TRAIN_STREAMS, SyntheticSeed
@@ -65,6 +66,22 @@ def check_protocol(seeds: list[int], smoke: bool) -> None:
     if len(set(seeds)) < MIN_SEEDS and not smoke:
         raise SystemExit(f"{len(set(seeds))} seeds: the sealed protocol asks for at least {MIN_SEEDS} (seed-to-seed "
                          f"sd is 0.04-0.06, so fewer cannot tell most settings apart); e.g. --seeds 11-20")
+
+
+def add_background_detail_args(parser: argparse.ArgumentParser) -> None:
+    """The detailed-background variant's options, as every study that reads it spells them."""
+    parser.add_argument("--background-detail", type=float, default=0.0,
+                        help="the amplitude of a fine pattern each background colour carries (0: flat backgrounds)")
+    parser.add_argument("--background-detail-kind", choices=BACKGROUND_DETAIL_KINDS, default="thin",
+                        help="that pattern: thin stripes no class has, or another class's texture")
+
+
+def background_detail(parser: argparse.ArgumentParser, args) -> dict:
+    """The variant :func:`add_background_detail_args` asked for, as ``SyntheticSeed.for_recipe`` and :func:`evaluate`
+    take it; a kind without an amplitude stops with one line before any work."""
+    if args.background_detail_kind != "thin" and not args.background_detail:
+        parser.error("--background-detail-kind needs --background-detail A (the pattern's amplitude)")
+    return {"background_detail": args.background_detail, "background_detail_kind": args.background_detail_kind}
 
 
 def recipe_key(recipe) -> dict:
