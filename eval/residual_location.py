@@ -133,11 +133,12 @@ def main(argv=None) -> dict:
     if why := sealed_message(args.seeds):
         raise SystemExit(why)
     detail = tune.background_detail(parser, args)
+    # the resolved recipe, not how it was spelled: a changed recipe or base refits rather than reads a stale result
+    recipe = tune.recipe_key(load_recipe("synthetic", args.overrides))
     per_seed = {}
     for seed in args.seeds:
-        # the resolved recipe, not how it was spelled: a changed recipe or base refits rather than reads a stale result
-        parts = ["residual_location", tune.recipe_key(load_recipe("synthetic", args.overrides)), seed, args.per_class,
-                 args.pairs, args.t_max, detail, args.train_stream, {"masks": args.masks}]
+        parts = ["residual_location", recipe, seed, args.per_class, args.pairs, args.t_max, detail, args.train_stream,
+                 {"masks": args.masks}]
         per_seed[seed] = cached_json(args.cache, parts, lambda seed=seed: one_seed(
             seed, args.per_class, args.pairs, args.t_max, detail, args.train_stream, args.overrides, args.masks))
     summary = {}
