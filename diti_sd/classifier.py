@@ -28,14 +28,15 @@ from .metrics import softmax
 from .persistence import PersistenceMixin
 from .preprocessing import uint8_pixels
 from .recipes import Recipe, load_recipe
-from .sampling import sample_images
+from .sampling import SamplingMixin
 from .scoring.auto import no_choice, resolve
 from .scoring.cache import ScoreCache
+from .scoring.cells import cell_weights
 from .scoring.engine import ScoreResult, dense_errors, score_latents
 from .scoring.engine import class_contexts as embed_class_prompts
 from .swap_choice import SwapChoiceMixin
 from .training.classes import fit_classes
-from .validation import ValidationMixin, check_validation, fit_work, plan_validation
+from .validation import ValidationMixin, check_pass_masks, check_validation, fit_work, plan_validation
 from .zero_shot import ZeroShotMixin
 
 
@@ -43,8 +44,8 @@ class NotFittedError(DitiError, SklearnNotFittedError):
     """Used before ``fit`` or ``from_pretrained``; ``except`` clauses written for scikit-learn's catch it."""
 
 
-class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, SwapChoiceMixin, ClassifierMixin,
-                            BaseEstimator):
+class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, SwapChoiceMixin, SamplingMixin,
+                            ClassifierMixin, BaseEstimator):
     """Few-shot classifier from per-class Stable Diffusion adapters scored at small time-steps.
 
     Parameters
@@ -158,7 +159,8 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
             raise ConfigError("fit got no images")
         if len(X) != len(y):
             raise ConfigError(f"fit got {len(X)} images but {len(y)} labels")
-        mask_checks = dict(read=recipe.fit.reads_masks, loss=recipe.fit.mask_loss,
+        object_cells = recipe.score.cells == "object"  # the validation pass weighs the cells by the masks
+        mask_checks = dict(read=recipe.fit.reads_masks or object_cells, loss=recipe.fit.mask_loss,
                            needed=recipe.fit.swap_background == "whole")
         if not isinstance(masks, AttentionMasks):  # those are read off the base once it is loaded, then checked
             masks = check_masks(masks, X, **mask_checks)
@@ -175,8 +177,11 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
                                auto_refit=bool(self.auto_refit), min_shots=recipe.fit.needed_shots,
                                seed=self.random_state)
         held = list(plan.held_out)
+        if object_cells:
+            check_pass_masks(plan, masks, val, val_attention)
         if held:
             held_X, held_y = [X[i] for i in held], [y[i] for i in held]
+            held_masks = masks if masks is None or isinstance(masks, AttentionMasks) else [masks[i] for i in held]
             kept = sorted(set(range(len(y))) - set(held))
             X, y = as_image_sequence([X[i] for i in kept]), [y[i] for i in kept]
             masks = masks if masks is None or isinstance(masks, AttentionMasks) else [masks[i] for i in kept]
@@ -205,7 +210,8 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
                                masks=None if masks is None else [masks[i] for i in rest])
             self.choose_scoring([X[i] for i in plan.probe], [y[i] for i in plan.probe], calibrate=False,
                                 source=f"one held-out image per class ({len(plan.probe)}), chosen on a fit of the "
-                                       "others; then refitted on all", max_calls=self.validation_budget_calls())
+                                       "others; then refitted on all", max_calls=self.validation_budget_calls(),
+                                masks=None if not object_cells else [masks[i] for i in plan.probe])
             choice = self.score_choice_
         self._fit_adapters(recipe, backbone, X, y, classes, shots, output_dir, resume, callback, prior_images,
                            prior_dir=output_dir, warn=not plan.probe, validation=val,
@@ -224,16 +230,16 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
             self.score_choice_ = choice
         elif plan.source == "validation":
             self.choose_scoring(*val[:2], candidates=validation_candidates, source=f"validation images ({len(val[1])})",
-                                max_calls=self.validation_budget_calls())
+                                max_calls=self.validation_budget_calls(), masks=val[2] if object_cells else None)
         elif plan.source == "held-out share":
             self.choose_scoring(held_X, held_y, source=f"held-out share {calibration:g} of the shots",
-                                max_calls=self.validation_budget_calls())
+                                max_calls=self.validation_budget_calls(), masks=held_masks if object_cells else None)
         elif recipe.score.weighting == "auto":
             self.score_choice_ = no_choice(recipe.score, plan.why)
             warnings.warn(f"score.weighting is auto, but {plan.why}", DitiWarning, stacklevel=2)
         if held and plan.source != "held-out share":  # that pass set the temperature already
             self.fit_temperature(held_X, held_y, source=f"held-out share {calibration:g} of the shots",
-                                 max_calls=self.validation_budget_calls())
+                                 max_calls=self.validation_budget_calls(), masks=held_masks if object_cells else None)
         spent = (self.score_choice_ or {}).get("unet_calls", 0) if plan.source in ("validation", "held-out share") \
             else self.calibration_.get("unet_calls", 0)
         self.fit_summary_["validation"]["unet_calls"] = spent
@@ -314,12 +320,14 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
             out.append(self.backbone_.encode_batches(uint8_pixels(part, self.backbone_.resolution)).cpu())
         return torch.cat(out)
 
-    def score_images(self, X, candidates=None, chunk: int = 64, cache_dir=None):
+    def score_images(self, X, candidates=None, chunk: int = 64, cache_dir=None, masks=None):
         """Full scoring result (errors, ranking logits, UNet calls per image) for images ``X``.
 
         ``cache_dir``: each chunk of ``chunk`` images is written there as soon as it is scored, and a
         later call with the same adapters, settings and images reads it back instead of scoring it again
         (a reference pass over a test set takes GPU-hours; an interruption loses one chunk at most).
+        ``masks``: under ``score.cells: object``, each image's object mask (or an
+        :class:`~diti_sd.attention_masks.AttentionMasks` to read them off the base): :mod:`diti_sd.scoring.cells`.
         """
         cfg = self.scoring_config()
         X = as_image_sequence(X)
@@ -327,6 +335,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
         mine = shard(list(range(len(X))), rank, size)  # `accelerate launch`: images split over processes
         if not mine:
             raise ConfigError("got no images" if not len(X) else f"fewer images ({len(X)}) than processes ({size})")
+        cells = cell_weights(cfg.cells, masks, X, self.backbone_, "predict", self.progress, rows=mine)
         latents = self.encode([X[i] for i in mine])
         if candidates is not None:
             candidates = np.asarray(candidates)[mine]
@@ -339,11 +348,13 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
         for start in range(0, len(latents), chunk):
             part = latents[start : start + chunk]
             cand = None if candidates is None else np.asarray(candidates)[start : start + chunk]
-            result = None if cache is None else cache.load(part, cand)
+            weights = None if cells is None else cells[start : start + chunk]
+            result = None if cache is None else cache.load(part, cand, weights)
             if result is None:
-                result = score_latents(self.backbone_, self.adapters_, part, contexts, cfg, cand, tif_d=self.tif_d_)
+                result = score_latents(self.backbone_, self.adapters_, part, contexts, cfg, cand, tif_d=self.tif_d_,
+                                       cells=weights)
                 if cache is not None:
-                    cache.save(part, cand, result)
+                    cache.save(part, cand, result, weights)
             parts.append(result)
             bar.update(len(part))
         bar.close()
@@ -359,39 +370,22 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
             h.update(flat[:: max(1, flat.numel() // 256)][:256].numpy().tobytes())
         return h.hexdigest()[:20]
 
-    def decision_function(self, X) -> np.ndarray:
-        return self.score_images(X).logits
+    def decision_function(self, X, *, masks=None) -> np.ndarray:
+        """Ranking logits (n, C), columns in ``classes_`` order; ``masks``: as :meth:`score_images`'."""
+        return self.score_images(X, masks=masks).logits
 
-    def predict_proba(self, X) -> np.ndarray:
-        return softmax(self.decision_function(X), self.temperature_)
+    def predict_proba(self, X, *, masks=None) -> np.ndarray:
+        return softmax(self.decision_function(X, masks=masks), self.temperature_)
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X, *, masks=None) -> np.ndarray:
         self._check_fitted()
-        return self.classes_[self.decision_function(X).argmax(1)]
+        return self.classes_[self.decision_function(X, masks=masks).argmax(1)]
 
-    def score(self, X, y, sample_weight=None) -> float:
+    def score(self, X, y, sample_weight=None, *, masks=None) -> float:
         """Accuracy on images ``X`` with labels ``y`` (weighted by ``sample_weight``, as scikit-learn's)."""
         self._check_fitted()
         y = np.asarray(list(y))
         unknown = sorted(set(y.tolist()) - set(self.classes_.tolist()), key=str)
         if unknown:
             raise ConfigError(f"labels {unknown[:5]} are not among the fitted classes {self.classes_.tolist()[:10]}")
-        return float(np.average(self.predict(X) == y, weights=sample_weight))
-
-    # ----------------------------------------------------------------- generation
-    def sample(self, classes=None, n_per_class: int = 4, steps: int = 50, guidance: float = 7.5,
-               seed: int = 0) -> tuple[torch.Tensor, list]:
-        """Images generated under each class's adapter and prompt (what the adapter learned)."""
-        self._check_fitted()
-        chosen = self.classes_.tolist() if classes is None else list(classes)
-        index = {c: i for i, c in enumerate(self.classes_.tolist())}
-        missing = [c for c in chosen if c not in index]
-        if missing:
-            raise ConfigError(f"unknown classes {missing}; fitted classes: {self.classes_.tolist()[:10]}")
-        idx = [index[c] for c in chosen for _ in range(n_per_class)]
-        images = sample_images(self.backbone_, [self.prompts_[i] for i in idx], adapters=self.adapters_,
-                               class_index=idx, steps=steps, guidance=guidance, seed=seed,
-                               unet_scale=self.recipe_.score.unet_scale, text_scale=self.recipe_.score.text_scale,
-                               progress=self.progress)
-        return images, [self.classes_[i] for i in idx]
-
+        return float(np.average(self.predict(X, masks=masks) == y, weights=sample_weight))

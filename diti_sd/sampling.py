@@ -80,3 +80,24 @@ def _route(adapters, unet_index, text_index, unet_scale, text_scale):
     if adapters is None:
         return _NoRoute()
     return adapters.use(unet_index=unet_index, text_index=text_index, unet_scale=unet_scale, text_scale=text_scale)
+
+
+class SamplingMixin:
+    """The classifier's ``sample``: what each class's adapter learned, as images."""
+
+    def sample(self, classes=None, n_per_class: int = 4, steps: int = 50, guidance: float = 7.5,
+               seed: int = 0) -> tuple[torch.Tensor, list]:
+        """Images generated under each class's adapter and prompt (what the adapter learned)."""
+        self._check_fitted()
+        chosen = self.classes_.tolist() if classes is None else list(classes)
+        index = {c: i for i, c in enumerate(self.classes_.tolist())}
+        missing = [c for c in chosen if c not in index]
+        if missing:
+            raise ConfigError(f"unknown classes {missing}; fitted classes: {self.classes_.tolist()[:10]}")
+        idx = [index[c] for c in chosen for _ in range(n_per_class)]
+        images = sample_images(self.backbone_, [self.prompts_[i] for i in idx], adapters=self.adapters_,
+                               class_index=idx, steps=steps, guidance=guidance, seed=seed,
+                               unet_scale=self.recipe_.score.unet_scale, text_scale=self.recipe_.score.text_scale,
+                               progress=self.progress)
+        return images, [self.classes_[i] for i in idx]
+

@@ -76,15 +76,18 @@ class SwapChoiceMixin:
             _remove(output_dir, swap_dir)  # swap_dir: a comparison an earlier, interrupted run began
             return
         images, labels = [val[0][i] for i in breaking], [val[1][i] for i in breaking]
+        # score.cells: object scores them on their masks' cells, as predict will (the breaking images have masks:
+        # the check that found them read their backgrounds)
+        cells = None if recipe.score.cells == "all" else [val[2][i] for i in breaking]
         kept = ({k: v.clone() for k, v in self.adapters_.lora_state_dict().items()}, self.fit_summary_,
                 self.loss_curve_)
-        without, calls = self._accuracy_and_calls(images, labels)
+        without, calls = self._accuracy_and_calls(images, labels, cells)
         done = ["fit.coarse_swap_auto=false", "fit.coarse_swap_premise=false"]  # the saved recipes refit without it
         swap_recipe = load_recipe(recipe, ["fit.coarse_swap=1.0", *done])
         # each fit's checkpoint stays until the choice is made: a run killed before it reloads both sets
         self._fit_adapters(swap_recipe, backbone, X, y, classes, shots, swap_dir, resume, None, prior_images,
                            prior_dir=output_dir, validation=val, keep_checkpoint=True, masks=masks)
-        with_swap, more = self._accuracy_and_calls(images, labels)
+        with_swap, more = self._accuracy_and_calls(images, labels, cells)
         record = swap_choice_record(first, without, with_swap, unet_calls=calls + more,
                                     unet_samples=self.fit_summary_["unet_samples"])
         if record["chosen"] == "swap":
@@ -99,14 +102,16 @@ class SwapChoiceMixin:
             self._contexts, backbone.compiled_unet = None, None
         _remove(output_dir, swap_dir)
 
-    def _accuracy_and_calls(self, images, labels) -> tuple[float, int]:
+    def _accuracy_and_calls(self, images, labels, masks=None) -> tuple[float, int]:
         """Accuracy on labelled images as ``predict`` scores them (``auto``, whose window is chosen after this: at
-        TiF's weight). Not counted in ``validation_budget``: the record gives its UNet calls."""
+        TiF's weight; ``masks``: theirs, under ``score.cells: object``). Not counted in ``validation_budget``: the
+        record gives its UNet calls."""
         if self.recipe_.score.weighting == "auto":
             self.score_choice_ = no_choice(self.recipe_.score, "the coarse swap's comparison comes first")
         # `accelerate launch` splits the images over processes: a handful of them is padded to one a process
-        padded = list(images) + [images[0]] * max(0, world()[1] - len(images))
-        result = self.score_images(padded)
+        pad = max(0, world()[1] - len(images))
+        result = self.score_images(list(images) + [images[0]] * pad,
+                                   masks=None if masks is None else list(masks) + [masks[0]] * pad)
         self.score_choice_ = None
         right = self.classes_[result.logits[: len(labels)].argmax(1)] == np.asarray(labels)
         return float(right.mean()), int(result.unet_calls[: len(labels)].sum())

@@ -62,6 +62,20 @@ def check_validation(validation, classes, masks=None) -> tuple | None:
     return (images, labels) if masks is None else (images, labels, check_masks(masks, images, stacklevel=3))
 
 
+def check_pass_masks(plan, masks, validation, validation_attention) -> None:
+    """Under ``score.cells: object``, one line before any fit where images that fit scores would lack their masks:
+    the validation images (auto's pass, the coarse swap's comparison) need ``validation_masks``; the shots that
+    ``plan`` holds out for its pass (a share, or auto's probe) need the fit's ``masks``."""
+    from .scoring.cells import VALIDATION_HOW
+
+    if validation is not None and validation_attention is None and len(validation) < 3:
+        raise ConfigError("this classifier scores each image's object cells (score.cells: object), and fit scores "
+                          f"the validation images, but got no validation_masks; {VALIDATION_HOW}")
+    if (plan.held_out or plan.probe) and masks is None:
+        raise ConfigError("this classifier scores each image's object cells (score.cells: object), and its "
+                          "validation pass reads shots held out of the fit, but fit got no masks; " + VALIDATION_HOW)
+
+
 def held_out(y, classes, share, min_shots: int, seed: int) -> list[int]:
     """Indices held out of the fit for calibration: round(share x n) of each class's n images (at least
     one), drawn with ``seed``; every class keeps ``fit.min_shots`` to fit on."""
@@ -176,9 +190,11 @@ class ValidationMixin:
         samples = self.fit_summary_.get("unet_samples")
         return None if self.validation_budget is None or not samples else self.validation_budget * fit_work(samples)
 
-    def _validation_pass(self, X, y, candidates, max_calls, window, what: str):
+    def _validation_pass(self, X, y, candidates, max_calls, window, what: str, masks=None):
         """The pass on a class-balanced share of ``X`` that fits ``max_calls``: (errors, t, labels), or None
-        with a warning when not even :data:`MIN_IMAGES` images fit."""
+        with a warning when not even :data:`MIN_IMAGES` images fit. ``masks``: ``X``'s object masks, which
+        ``score.cells: object`` weighs the pass's errors by as a test pass weighs them."""
+        from .scoring.cells import VALIDATION_HOW, cell_weights, require_masks
         from .scoring.validation_pass import validation_errors
 
         index = {c: i for i, c in enumerate(self.classes_.tolist())}
@@ -186,6 +202,7 @@ class ValidationMixin:
         if unknown:
             raise ConfigError(f"labels {unknown[:5]} are not among the fitted classes {self.classes_.tolist()[:10]}")
         X = as_image_sequence(X)
+        require_masks(self.recipe_.score.cells, masks, what, VALIDATION_HOW)
         if candidates is not None and np.asarray(candidates).shape != (len(X), len(self.classes_)):
             raise ConfigError(f"candidates must be (images, classes) = {(len(X), len(self.classes_))}, got "
                              f"{np.asarray(candidates).shape}")
@@ -198,15 +215,16 @@ class ValidationMixin:
                           stacklevel=3)
             return None
         keep = balanced_subset([index[v] for v in y], size.images, self.random_state)
+        cells = cell_weights(self.recipe_.score.cells, masks, X, self.backbone_, what, self.progress, rows=keep)
         latents = self.encode([X[i] for i in keep])
         cand = None if candidates is None else np.asarray(candidates)[keep]
         errors, t = validation_errors(self.backbone_, self.adapters_, latents, self.class_contexts(),
                                       self.recipe_.score, candidates=cand, progress=self.progress,
-                                      n_pairs=size.pairs, window=window)
+                                      n_pairs=size.pairs, window=window, cells=cells)
         return errors, t, np.array([index[y[i]] for i in keep])
 
     def choose_scoring(self, X, y, candidates=None, source: str = "validation images", max_calls=None,
-                       calibrate: bool = True):
+                       calibrate: bool = True, masks=None):
         """``score.weighting: auto``: score images ``X`` (labels ``y``; never test data) once at
         ``score.auto_pairs`` time-steps over [0, 1000) (their own per image), replay each candidate window and
         weight on those errors, and score from now on with the best (ties: TiF's weight); ``calibrate``: the
@@ -214,13 +232,13 @@ class ValidationMixin:
         (n, C) bool, the classes scored per image (a prefilter's top-k). ``max_calls`` caps the pass (fewer
         pairs, then fewer images, class-balanced). ``score_choice_`` and ``calibration_`` record what was
         chosen, on what, and the UNet calls spent. Works on adapters fitted under any weighting: their
-        recipe's weighting becomes ``auto``."""
+        recipe's weighting becomes ``auto``. ``masks``: ``X``'s object masks, needed under ``score.cells: object``."""
         from .scoring.auto import choose, no_choice
         from .scoring.validation_pass import temperature_from_pass
 
         self._check_fitted()
         y = list(y)
-        done = self._validation_pass(X, y, candidates, max_calls, (0, T_STEPS), "auto's choice")
+        done = self._validation_pass(X, y, candidates, max_calls, (0, T_STEPS), "auto's choice", masks)
         score = dataclasses.replace(self.recipe_.score, weighting="auto")
         self.recipe_ = dataclasses.replace(self.recipe_, score=score)
         if done is None:
@@ -235,13 +253,15 @@ class ValidationMixin:
                                   {"source": f"{source}: auto's pass, replayed under its choice", **pass_record})
         return self
 
-    def fit_temperature(self, X, y, source: str = "validation images", max_calls=None, exact: bool = False):
+    def fit_temperature(self, X, y, source: str = "validation images", max_calls=None, exact: bool = False,
+                        masks=None):
         """Choose ``predict_proba``'s temperature by log-likelihood on held-out images (never test data).
 
         By default, one pass at ``score.auto_pairs`` pairs per image inside the scoring window, replayed under
         the scoring weight (``max_calls`` caps it, as for :meth:`choose_scoring`); ``exact=True`` scores the
         images as a test pass does (the same stages: as many UNet calls as that many test images).
-        ``calibration_`` records ``source``, the images, the UNet calls and the NLL before and after."""
+        ``calibration_`` records ``source``, the images, the UNet calls and the NLL before and after. ``masks``:
+        ``X``'s object masks, needed under ``score.cells: object``."""
         from .metrics import fit_temperature, nll
         from .scoring.validation_pass import temperature_from_pass
 
@@ -249,7 +269,7 @@ class ValidationMixin:
         y = list(y)
         index = {c: i for i, c in enumerate(self.classes_.tolist())}
         if exact:
-            result = self.score_images(X)
+            result = self.score_images(X, masks=masks)
             target = np.array([index[v] for v in y])
             temperature, best = fit_temperature(result.logits, target)
             self._set_temperature(temperature, {"source": f"{source}: scored as a test pass", "images": len(target),
@@ -258,7 +278,7 @@ class ValidationMixin:
                                                 "nll": round(best, 6)})
             return self
         cfg = self.scoring_config()
-        done = self._validation_pass(X, y, None, max_calls, (cfg.t_min, cfg.t_max), "the temperature")
+        done = self._validation_pass(X, y, None, max_calls, (cfg.t_min, cfg.t_max), "the temperature", masks)
         if done is not None:
             candidate = {"t_min": cfg.t_min, "t_max": cfg.t_max, "weighting": cfg.weighting,
                          "weight_tau": cfg.weight_tau}

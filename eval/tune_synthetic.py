@@ -94,6 +94,8 @@ def recipe_key(recipe) -> dict:
             del key["fit"][name]
     if key["fit"]["swap_background"] == "coarse":
         del key["fit"]["swap_background"]
+    if key["score"]["cells"] == "all":
+        del key["score"]["cells"]
     return key
 
 

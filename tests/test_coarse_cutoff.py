@@ -112,7 +112,7 @@ def test_the_set_kept_without_the_swap_records_the_resolved_blur(tiny_model_dir,
     from diti_sd.swap_choice import SwapChoiceMixin
 
     scores = iter([(1.0, 10), (0.5, 12)])  # the first set more accurate on the breaking images: it stays
-    monkeypatch.setattr(SwapChoiceMixin, "_accuracy_and_calls", lambda self, images, labels: next(scores))
+    monkeypatch.setattr(SwapChoiceMixin, "_accuracy_and_calls", lambda self, images, labels, masks=None: next(scores))
     Xv, yv = color_images(6, seed=4)
     yv = yv[1:] + yv[:1]  # labelled as the next class: their colour points elsewhere, so they break the accident
     with pytest.warns(DitiWarning, match="set by the latents' size"):

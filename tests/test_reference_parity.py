@@ -66,6 +66,7 @@ SHARED_VALUES = [
     ("score.text_dropout", 0.1, "inference/methods/lora_diffusion/lora.py LoraInjectedLinear dropout_p=0.1"),
     ("score.t_min", 0, "inference/methods/dreambooth.py eval_prob_adaptive_diffclf"),
     ("score.t_max", 1000, "inference/methods/dreambooth.py eval_prob_adaptive_diffclf"),
+    ("score.cells", "all", "inference/methods/dreambooth.py eval_error: the MSE over the whole latent"),
     ("baselines.augment_passes", 10, "inference/configs/tip/{tip}.yaml augment_epoch"),
     ("baselines.init_alpha", 5.0, "inference/configs/tipf/{tip}.yaml init_alpha"),
     ("baselines.init_beta", 1.0, "inference/configs/tipf/{tip}.yaml init_beta"),

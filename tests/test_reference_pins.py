@@ -91,7 +91,7 @@ def test_ranking_follows_the_tif_weighted_mean_not_the_plain_one(monkeypatch):
     assert reference_prediction(errors, schedule.stages, schedule.keeps, (t >= 170).astype(float)) == 2
 
     # the live staged pass, with the UNet's errors replaced by the table (class, t)
-    monkeypatch.setattr(engine, "batch_errors", lambda b, a, lat, ctx, tt, noise, ii, cc, pp, s:
+    monkeypatch.setattr(engine, "batch_errors", lambda b, a, lat, ctx, tt, noise, ii, cc, pp, s, cells=None:
                         errors[cc.numpy(), tt[pp].numpy()])
     cfg = ScoreConfig(rounds=rounds, weighting="tif")
     result = engine.score_latents(None, None, torch.zeros(1, 4, 2, 2), torch.zeros(3, 1, 1), cfg, tif_d=d)

@@ -108,7 +108,7 @@ def _masked_colours(n=12):
 @pytest.mark.parametrize("first, second, kept", [(1.0, 0.5, "none"), (0.2, 0.8, "swap")])
 def test_the_comparison_keeps_either_set_with_the_whole_swap(tiny_model_dir, monkeypatch, first, second, kept):
     scores = iter([(first, 10), (second, 12)])
-    monkeypatch.setattr(SwapChoiceMixin, "_accuracy_and_calls", lambda self, images, labels: next(scores))
+    monkeypatch.setattr(SwapChoiceMixin, "_accuracy_and_calls", lambda self, images, labels, masks=None: next(scores))
     X, y, masks = _masked_colours()
     Xv, yv = color_images(6, seed=4)
     yv = yv[1:] + yv[:1]  # every validation image labelled as the next class: its colour breaks the accident

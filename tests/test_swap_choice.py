@@ -49,7 +49,7 @@ def plain_and_swap(tiny_model_dir):
 def test_the_set_more_accurate_on_the_breaking_images_stays(tiny_model_dir, plain_and_swap, monkeypatch, first,
                                                              second, kept):
     scores = iter([(first, 10), (second, 12)])
-    monkeypatch.setattr(SwapChoiceMixin, "_accuracy_and_calls", lambda self, images, labels: next(scores))
+    monkeypatch.setattr(SwapChoiceMixin, "_accuracy_and_calls", lambda self, images, labels, masks=None: next(scores))
     _, _, Xv, yv = _data()
     clf = _fit(tiny_model_dir, {"fit.coarse_swap_auto": True}, validation=(Xv, yv))
     plain, swap = plain_and_swap
@@ -119,8 +119,9 @@ def test_a_handful_of_breaking_images_is_padded_to_one_a_process(monkeypatch):
         score_choice_ = None
         seen = []
 
-        def score_images(self, images):
+        def score_images(self, images, masks=None):
             self.seen.append(len(images))  # every process scores a share: at least one image each
+            assert masks is None or len(masks) == len(images)  # score.cells: object pads the masks alike
             logits = np.tile([[1.0, 0.0]], (len(images), 1))
             return ScoreResult(np.zeros((len(images), 2)), logits, np.full(len(images), 7))
 
@@ -128,6 +129,7 @@ def test_a_handful_of_breaking_images_is_padded_to_one_a_process(monkeypatch):
     fitted = Fitted()
     assert fitted._accuracy_and_calls(["x", "y"], ["a", "b"]) == (0.5, 14)  # the padding neither scored nor paid
     assert fitted.seen == [4]
+    assert fitted._accuracy_and_calls(["x", "y"], ["a", "b"], ["m", "n"]) == (0.5, 14)
 
 
 PREMISE = {"fit.coarse_swap_auto": True, "fit.coarse_swap_premise": True}
@@ -153,7 +155,7 @@ def test_the_premise_fits_once_with_the_swap_where_no_image_can_tell(tiny_model_
 def test_the_premise_leaves_the_comparison_where_images_break_it_and_shots_without_it_alone(
         tiny_model_dir, plain_and_swap, monkeypatch):
     scores = iter([(0.2, 10), (0.8, 12)])
-    monkeypatch.setattr(SwapChoiceMixin, "_accuracy_and_calls", lambda self, images, labels: next(scores))
+    monkeypatch.setattr(SwapChoiceMixin, "_accuracy_and_calls", lambda self, images, labels, masks=None: next(scores))
     _, _, Xv, yv = _data()
     clf = _fit(tiny_model_dir, PREMISE, validation=(Xv, yv))
     record = clf.fit_summary_["coarse_swap_choice"]

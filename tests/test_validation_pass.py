@@ -41,7 +41,7 @@ def test_auto_and_the_temperature_share_one_budgeted_pass(tiny_model_dir, monkey
     X_val, y_val = color_images(30, seed=6)  # 10 validation images per class
     calls = []
     real = vp.batch_errors
-    monkeypatch.setattr(vp, "batch_errors", lambda *a: calls.append(len(a[6])) or real(*a))
+    monkeypatch.setattr(vp, "batch_errors", lambda *a, **kw: calls.append(len(a[6])) or real(*a, **kw))
     # 25 steps of 3 classes x (an image and a prior image) x 3: 450 UNet-call equivalents of work, all of it the
     # budget, which holds 25 of the 30 images at 6 pairs
     clf = DiTiFewShotClassifier(model=str(tiny_model_dir), recipe="tiny", score_window="auto", progress=False,
@@ -86,7 +86,7 @@ def test_a_temperature_at_the_grids_floor_is_said_and_recorded(tiny_model_dir, m
     truth = np.array([list(clf.classes_).index(c) for c in labels])
 
     def scored(logits):
-        return lambda images: ScoreResult(-logits, logits, np.ones(len(logits), int))
+        return lambda images, masks=None: ScoreResult(-logits, logits, np.ones(len(logits), int))
 
     # every image right by a wide margin: the likelihood keeps rising as the temperature falls
     wide = np.eye(3)[truth] * 5.0

@@ -9,7 +9,7 @@ import warnings
 
 from ..errors import DitiError, DitiWarning
 from ..progress import quiet_libraries
-from .common import Parser
+from .common import CLIError, Parser  # noqa: F401  (CLIError: the commands import it from here)
 
 SUBCOMMANDS = {
     "fit": "fit class adapters on a few-shot data set",
@@ -21,10 +21,6 @@ SUBCOMMANDS = {
     "encoder": "the unconditional DiTi encoder for faces: fit, probe attributes, edit counterfactuals",
     "tiny-model": "build a tiny random-weight Stable Diffusion folder (offline tests and smoke runs)",
 }
-
-
-class CLIError(DitiError):
-    """A problem with the command line itself."""
 
 
 def _no_resume(args) -> str:

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import DitiError
+
+
+class CLIError(DitiError):
+    """A problem with the command line itself."""
+
 
 class Parser(argparse.ArgumentParser):
     """argparse, with a bad argument reported on one line (argparse prints the whole usage first)."""
@@ -27,6 +33,38 @@ def add_runtime_arguments(parser, *, precision: bool = True, workers: bool = Fal
                             help="DataLoader workers decoding images")
     parser.add_argument("--no-progress", action="store_true",
                         help="hide progress bars, the libraries' (weights loading, downloads) too")
+
+
+def add_attention_mask_arguments(parser, group, images: str) -> None:
+    """``--attention-masks WORD`` (in ``group``, beside the other ways to give masks) and the options of its
+    reading; ``images``: which images it reads, for its cost."""
+    group.add_argument("--attention-masks", default=None, metavar="WORD",
+                       help="read each image's mask off the base model: where its cross-attention puts WORD, a word "
+                            f"naming the object (e.g. aircraft), in --mask-prompt; no masks needed; costs {images} x "
+                            "prompts x 5 UNet calls (docs/method.md, 'Masks')")
+    parser.add_argument("--mask-prompt", action="append", default=None, metavar="TEMPLATE",
+                        help="with --attention-masks: a prompt with {} for the word (repeatable; default "
+                             "'a photo of a {}.'); the maps of several are summed")
+    parser.add_argument("--mask-upscale", type=int, default=None, metavar="N",
+                        help="with --attention-masks: read the maps at N times the model's resolution (1 to 4; finer "
+                             "cells against the object; at least N x N times the work, self-attention more)")
+    parser.add_argument("--no-mask-shrink", action="store_true",
+                        help="with --attention-masks: keep the masks as read, not shrunk by half a latent cell")
+
+
+def attention_masks_from(args, seed: int = 0):
+    """The :class:`~diti_sd.attention_masks.AttentionMasks` that :func:`add_attention_mask_arguments`' options ask
+    for, or None; an option of the reading without ``--attention-masks`` stops with one line."""
+    upscale_given = args.mask_upscale is not None
+    if (args.mask_prompt or upscale_given or args.no_mask_shrink) and not args.attention_masks:
+        flag = "--mask-prompt" if args.mask_prompt else "--mask-upscale" if upscale_given else "--no-mask-shrink"
+        raise CLIError(f"{flag} is read only with --attention-masks WORD: pass the word that names the object")
+    if not args.attention_masks:
+        return None
+    from ..attention_masks import AttentionMasks
+
+    return AttentionMasks(args.attention_masks, *([args.mask_prompt] if args.mask_prompt else []), seed=seed,
+                          upscale=args.mask_upscale if upscale_given else 1, shrink=not args.no_mask_shrink)
 
 
 def _number(text: str, kind, minimum, what: str):

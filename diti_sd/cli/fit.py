@@ -7,7 +7,14 @@ import json
 import warnings
 from pathlib import Path
 
-from .common import add_runtime_arguments, budget_share, positive_int, positive_int_list
+from .common import (
+    add_attention_mask_arguments,
+    add_runtime_arguments,
+    attention_masks_from,
+    budget_share,
+    positive_int,
+    positive_int_list,
+)
 
 EXAMPLE = """example:
   diti-sd fit --dataset fgvc-aircraft --data-root ~/data --shots 16 --out adapters/fgvc-16shot
@@ -67,18 +74,7 @@ def add_arguments(parser):
                        help="use the archive's aircraft boxes (FGVC-Aircraft's images_box.txt) as the masks: no "
                             "segmenter needed, but a box keeps background in its corners (on synthetic shots it kept "
                             "less of the swap's gain than the object's own mask: docs/method.md, 'Masks')")
-    masks.add_argument("--attention-masks", default=None, metavar="WORD",
-                       help="read each image's mask off the base model: where its cross-attention puts WORD, a word "
-                            "naming the object (e.g. aircraft), in --mask-prompt; no masks needed; costs (shots + "
-                            "validation images) x prompts x 5 UNet calls (docs/method.md, 'Masks')")
-    parser.add_argument("--mask-prompt", action="append", default=None, metavar="TEMPLATE",
-                        help="with --attention-masks: a prompt with {} for the word (repeatable; default "
-                             "'a photo of a {}.'); the maps of several are summed")
-    parser.add_argument("--mask-upscale", type=int, default=None, metavar="N",
-                        help="with --attention-masks: read the maps at N times the model's resolution (1 to 4; finer "
-                             "cells against the object; at least N x N times the work, self-attention more)")
-    parser.add_argument("--no-mask-shrink", action="store_true",
-                        help="with --attention-masks: keep the masks as read, not shrunk by half a latent cell")
+    add_attention_mask_arguments(parser, masks, "(shots + validation images)")
     parser.add_argument("--export-diffusers", action="store_true",
                         help="also write each class as a diffusers LoRA file under --out/diffusers")
     parser.add_argument("--export-peft", action="store_true",
@@ -111,17 +107,7 @@ def run(args):
     if args.box_masks and recipe.dataset.kind != "fgvc-aircraft":
         raise CLIError(f"--box-masks reads FGVC-Aircraft's images_box.txt; a {recipe.dataset.kind} data set has no "
                        "boxes the package reads: draw each shot's mask as an image and pass --masks DIR")
-    upscale_given = args.mask_upscale is not None
-    if (args.mask_prompt or upscale_given or args.no_mask_shrink) and not args.attention_masks:
-        flag = "--mask-prompt" if args.mask_prompt else "--mask-upscale" if upscale_given else "--no-mask-shrink"
-        raise CLIError(f"{flag} is read only with --attention-masks WORD: pass the word that names the object")
-    attention = None
-    if args.attention_masks:
-        from ..attention_masks import AttentionMasks
-
-        attention = AttentionMasks(args.attention_masks, *([args.mask_prompt] if args.mask_prompt else []),
-                                   seed=args.seed, upscale=args.mask_upscale if upscale_given else 1,
-                                   shrink=not args.no_mask_shrink)
+    attention = attention_masks_from(args, args.seed)
     if args.model:
         recipe.model = args.model
     from ..data import load_configured_split, load_fgvc_boxes
@@ -200,7 +186,8 @@ def _fit_one(args, recipe, train, val, shots, out: Path, boxes: dict | None = No
         per_class = "min(k, 4)" if args.val_per_class is None else f"up to {args.val_per_class}"
         where = f"the k-shot split's, {per_class} per class" if split is not None else "the data set's validation split"
         clf.fit_temperature(ImageSequence(val_set), val_set.label_names(), max_calls=clf.validation_budget_calls(),
-                            source=f"validation: {len(val_set)} images ({where})")
+                            source=f"validation: {len(val_set)} images ({where})",
+                            masks=val_masks if recipe.score.cells == "object" else None)
         spent = clf.calibration_.get("unet_calls", 0)
         clf.fit_summary_["validation"].update(unet_calls=spent, share_of_fit=round(
             spent / fit_work(clf.fit_summary_["unet_samples"]), 4))

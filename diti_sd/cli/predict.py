@@ -14,7 +14,7 @@ EXAMPLE = """example:
 
 
 def add_arguments(parser):
-    from .common import add_runtime_arguments, positive_int
+    from .common import add_attention_mask_arguments, add_runtime_arguments, positive_int
 
     parser.add_argument("--adapters", required=True, help="adapter set folder written by `diti-sd fit`")
     parser.add_argument("images", nargs="+", help="image files or folders of images")
@@ -27,17 +27,46 @@ def add_arguments(parser):
                              "(default with --out: OUT.scores/, removed once the CSV is written)")
     parser.add_argument("--chunk-size", type=positive_int, default=64,
                         help="images per cached chunk: what an interruption can lose at most (default 64)")
+    masks = parser.add_mutually_exclusive_group()
+    masks.add_argument("--masks", default=None, metavar="DIR",
+                       help="for adapters fitted with score.cells: object, each image's object mask: named by the "
+                            "image's path under the folder given (its file name for a file), with any image suffix "
+                            "(photos/Boeing/0001.jpg given as photos/ -> DIR/Boeing/0001.png), the object bright, the "
+                            "size of the image file")
+    add_attention_mask_arguments(parser, masks, "images")
     add_runtime_arguments(parser)
 
 
 def expand_inputs(items: list[str]) -> list[Path]:
+    return [path for path, _ in expand_with_ids(items)]
+
+
+def expand_with_ids(items: list[str]) -> list[tuple[Path, str]]:
+    """Each image of the given files and folders, with the id its mask is found by (``--masks``): its path under
+    the folder given, or its file name."""
     from ..data.images import list_images
 
-    paths = []
+    out = []
     for item in items:
         path = Path(item)
-        paths.extend(list_images(path) if path.is_dir() else [path])
-    return paths
+        if path.is_dir():
+            out.extend((image, image.relative_to(path).as_posix()) for image in list_images(path))
+        else:
+            out.append((path, path.name))
+    return out
+
+
+def scored_cells(adapters) -> str:
+    """``score.cells`` of the adapter set's saved recipe, read before anything is loaded ("all" where the file
+    says nothing: sets fitted before the key existed)."""
+    import yaml
+
+    path = Path(adapters) / "recipe.yaml"
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return "all"  # from_pretrained says what is wrong with the set
+    return str((data.get("score") or {}).get("cells", "all"))
 
 
 def _cache_dir(args) -> str | None:
@@ -57,12 +86,25 @@ def run(args):
 
     from ..classifier import DiTiFewShotClassifier
     from ..data.images import ImageReadError, load_image
+    from ..data.masks import MaskSequence, find_masks
     from ..metrics import softmax
     from . import CLIError
+    from .common import attention_masks_from
 
-    paths = expand_inputs(args.images)
+    attention = attention_masks_from(args)
+    cells, given = scored_cells(args.adapters), args.masks or attention is not None
+    if cells == "object" and not given:
+        raise CLIError(f"{args.adapters} scores each image's object cells (score.cells: object): pass --masks DIR or "
+                       "--attention-masks WORD")
+    if cells != "object" and given:
+        flag = "--masks" if args.masks else "--attention-masks"
+        raise CLIError(f"{flag} is read only by adapters fitted with score.cells: object; {args.adapters} scores "
+                       "whole images: leave it out")
+    inputs = expand_with_ids(args.images)
+    paths = [path for path, _ in inputs]
     if not paths:
         raise CLIError("no images found in the given paths")
+    mask_files = find_masks(args.masks, [i for _, i in inputs], "images") if args.masks else None  # all, first
     rows, good, images = [], [], []
     for path in paths:
         try:
@@ -77,7 +119,9 @@ def run(args):
                                                 progress=not args.no_progress)
     cache_dir = _cache_dir(args)
     if images:
-        result = clf.score_images(images, chunk=args.chunk_size, cache_dir=cache_dir)
+        masks = attention if mask_files is None else MaskSequence([mask_files[i] for i in good])
+        result = clf.score_images(images, chunk=args.chunk_size, cache_dir=cache_dir,
+                                  masks=None if cells != "object" else masks)
         proba = softmax(result.logits, clf.temperature_)
         k = max(1, min(args.top_k, len(clf.classes_)))
         for row_index, p, calls in zip(good, proba, result.unet_calls):

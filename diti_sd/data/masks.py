@@ -83,13 +83,15 @@ def as_mask_sequence(masks) -> list | object:
     return masks
 
 
-def check_masks(masks, X, read: bool = True, stacklevel: int = 2, loss: bool = False, needed: bool = False):
+def check_masks(masks, X, read: bool = True, stacklevel: int = 2, loss: bool = False, needed: bool = False,
+                what: str = "fit"):
     """``fit``'s masks checked against its images before any work, one at a time (each mask and image is read
     once here): one per image, readable, each of its image's size. ``read``: whether the fit's recipe reads them
     (a coarse swap or ``fit.mask_loss``); ``loss``: it has ``fit.mask_loss``, which warns when no masks (None) are
     given; ``needed``: the recipe cannot train without them (``fit.swap_background: whole``), an error when none
     are given. Warns where they would change nothing (the swap off) and where some keep
-    nothing or everything. Returns them as an indexable sequence."""
+    nothing or everything. Returns them as an indexable sequence. ``what``: who reads them, for the messages;
+    another reader than ``fit`` (scoring's object cells) gets the size checks alone."""
     if masks is None:
         if needed:
             raise MaskError("fit.swap_background 'whole' keeps each shot's object and replaces the rest, but fit got "
@@ -102,16 +104,18 @@ def check_masks(masks, X, read: bool = True, stacklevel: int = 2, loss: bool = F
         return None
     masks = as_mask_sequence(masks)
     if len(masks) != len(X):
-        raise MaskError(f"fit got {len(masks)} masks for {len(X)} images; pass one mask per image, in their order")
+        raise MaskError(f"{what} got {len(masks)} masks for {len(X)} images; pass one mask per image, in their order")
     empty = full = 0
     for i in range(len(X)):
         mask = load_mask(masks[i])
         width, height = load_image(X[i]).size
         if tuple(mask.shape) != (height, width):
             raise MaskError(f"mask {i} is {mask.shape[1]}x{mask.shape[0]} but its image is {width}x{height}; a mask "
-                            "must be its image's size as fit reads it (for a data set that crops its images, read "
+                            f"must be its image's size as {what} reads it (for a data set that crops its images, read "
                             "the mask files with diti_sd.data.dataset_masks)")
         empty, full = empty + (not bool(mask.any())), full + bool(mask.all())
+    if what != "fit":
+        return masks
     if needed and empty:
         raise MaskError(f"{empty} of {len(X)} masks keep nothing: with fit.swap_background 'whole' their shots would "
                         "be replaced by prior images; check that the object is bright in them, or set "
@@ -132,14 +136,15 @@ def warn_masks_unread(stacklevel: int = 2) -> None:
                   "fit.coarse_swap_auto) or fit.mask_loss to train with them", DitiWarning, stacklevel=stacklevel + 1)
 
 
-def find_masks(folder, ids: list[str]) -> list[Path]:
+def find_masks(folder, ids: list[str], what: str = "shots", flag: str = "--masks") -> list[Path]:
     """Each image's mask file under ``folder``: the image's id in its data set with any image suffix in place of
     its own (for an image folder the id is its path under the split's folder, ``Boeing/0001.jpg`` ->
     ``folder/Boeing/0001.png``; for an archive its stem, ``1025794`` -> ``folder/1025794.png``). Every missing one
-    is counted in one error, before any work."""
+    is counted in one error, before any work. ``what`` the images are and ``flag`` that gave the folder, for the
+    messages."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise MaskError(f"mask folder not found: {folder}; pass the folder that holds one mask per shot")
+        raise MaskError(f"mask folder not found: {folder}; pass the folder that holds one mask per image ({flag})")
     # PNG first: a folder holding the images beside their masks must not give an image as its own mask
     suffixes = [".png", *(s for s in IMAGE_SUFFIXES if s != ".png")]
     suffixes += [s.upper() for s in suffixes]
@@ -153,8 +158,8 @@ def find_masks(folder, ids: list[str]) -> list[Path]:
             found.append(candidates[0])
     if missing:
         expected = folder / Path(missing[0]).with_suffix(".png")
-        raise MaskError(f"{len(missing)} of {len(ids)} shots have no mask under {folder} (e.g. {missing[0]!r}: "
-                        f"expected {expected}); add them or leave --masks out")
+        raise MaskError(f"{len(missing)} of {len(ids)} {what} have no mask under {folder} (e.g. {missing[0]!r}: "
+                        f"expected {expected}); add them or leave {flag} out")
     return found
 
 

@@ -71,6 +71,9 @@ class Evaluation:
         for spec in cfg.encoder_specs:
             parse_spec(spec)  # a malformed encoder fails here, before any data is read
         self.recipe = load_recipe(cfg.dataset, cfg.overrides)
+        if self.recipe.score.cells != "all":
+            raise ConfigError("diti-sd eval scores whole images: it reads no test masks, so score.cells: object is "
+                              "for fit and predict (diti-sd predict --masks DIR); leave it out here")
         if cfg.model:
             self.recipe.model = cfg.model
         # the report's config says which protocol ran, whether it came from the command line or the recipe

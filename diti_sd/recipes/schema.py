@@ -36,6 +36,7 @@ from ..metrics import METRICS
 # The allowed values the code elsewhere dispatches on, declared once here
 DATASET_KINDS = ("fgvc-aircraft", "image-folder", "hf", "isic2019", "duke", "veri", "synthetic")
 WEIGHTINGS = ("uniform", "exp", "tif", "auto")
+CELLS = ("all", "object")
 
 
 def _check_format(where: str, template: str, **fields) -> None:
@@ -233,13 +234,17 @@ class ScoreConfig:
     seed: int = 0
     # with a prefilter (`diti-sd eval --prefilter tip-adapter`), only its top-k classes enter the rounds
     prefilter_k: int | None = None
+    # which latent cells an image's error is taken over: all (the reference's), or object: each cell weighted by
+    # its share of the image's object mask, so that a background the shots shared cannot vote (every scored
+    # image then needs a mask: predict(X, masks=...), and fit's validation images theirs)
+    cells: str = "all"
 
     CONSTRAINTS: ClassVar[dict] = {
         "t_min": Interval(0, T_STEPS - 1), "t_max": Interval(1, T_STEPS), "weighting": Options(*WEIGHTINGS),
         "auto_pairs": Interval(6), "weight_tau": POSITIVE, "unet_scale": Interval(0), "text_scale": Interval(0),
         "text_dropout": Interval(0, 1, closed="left"),
         "batch_size": Interval(1),
-        "prefilter_k": [None, Interval(1)],
+        "prefilter_k": [None, Interval(1)], "cells": Options(*CELLS),
     }
 
     def check(self, where: str) -> None:

@@ -27,18 +27,20 @@ class ScoreCache:
     def __init__(self, folder: str | os.PathLike, identity: str, cfg: ScoreConfig, tif_d: float | None):
         self.folder = Path(folder)
         self.prefix = hashlib.sha256(
-            json.dumps({"identity": identity, "score": asdict(cfg), "tif_d": tif_d}, sort_keys=True).encode()
+            json.dumps({"identity": identity, "score": score_key(cfg), "tif_d": tif_d}, sort_keys=True).encode()
         ).hexdigest()
 
-    def path(self, latents, candidates: np.ndarray | None) -> Path:
+    def path(self, latents, candidates: np.ndarray | None, cells=None) -> Path:
         h = hashlib.sha256(self.prefix.encode())
         h.update(latents.detach().float().cpu().contiguous().numpy().tobytes())
         if candidates is not None:
             h.update(np.ascontiguousarray(candidates, dtype=bool).tobytes())
+        if cells is not None:
+            h.update(cells.detach().float().cpu().contiguous().numpy().tobytes())
         return self.folder / f"{h.hexdigest()[:24]}.npz"
 
-    def load(self, latents, candidates) -> ScoreResult | None:
-        path = self.path(latents, candidates)
+    def load(self, latents, candidates, cells=None) -> ScoreResult | None:
+        path = self.path(latents, candidates, cells)
         if not path.is_file():
             return None
         try:
@@ -56,9 +58,18 @@ class ScoreCache:
             return None
         return result
 
-    def save(self, latents, candidates, result: ScoreResult) -> None:
+    def save(self, latents, candidates, result: ScoreResult, cells=None) -> None:
         def write(tmp):
             with open(tmp, "wb") as f:
                 np.savez(f, errors=result.errors, logits=result.logits, unet_calls=result.unet_calls)
 
-        atomic_write(self.path(latents, candidates), write)
+        atomic_write(self.path(latents, candidates, cells), write)
+
+
+def score_key(cfg: ScoreConfig) -> dict:
+    """The score configuration as a cache names results by; ``cells`` at its default is left out, so results kept
+    before the key existed still count."""
+    key = asdict(cfg)
+    if key["cells"] == "all":
+        del key["cells"]
+    return key

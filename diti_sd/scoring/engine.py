@@ -66,21 +66,28 @@ def batch_residuals(backbone, adapters, latents, contexts, t, noise, ii, cc, pp,
     return backbone.output_to_epsilon(out, x_t, tt).float() - eps.float()
 
 
-def batch_errors(backbone, adapters, latents, contexts, t, noise, ii, cc, pp, unet_scale) -> np.ndarray:
-    """Epsilon MSE of images ``ii`` noised with pairs ``pp``, denoised by classes ``cc``: one UNet batch."""
+def batch_errors(backbone, adapters, latents, contexts, t, noise, ii, cc, pp, unet_scale,
+                 cells: torch.Tensor | None = None) -> np.ndarray:
+    """Epsilon MSE of images ``ii`` noised with pairs ``pp``, denoised by classes ``cc``: one UNet batch.
+    ``cells`` (n, 1, h, w): a weight per latent cell of each image (``score.cells: object``: its share of object
+    pixels), the MSE then a weighted mean over the cells; None: every cell alike."""
     residual = batch_residuals(backbone, adapters, latents, contexts, t, noise, ii, cc, pp, unet_scale)
-    return residual.pow(2).flatten(1).mean(1).cpu().numpy()
+    if cells is None:
+        return residual.pow(2).flatten(1).mean(1).cpu().numpy()
+    w = cells[ii].to(residual.device, torch.float32)
+    return ((residual.pow(2) * w).flatten(1).sum(1) / (w.flatten(1).sum(1) * residual.shape[1])).cpu().numpy()
 
 
 @torch.no_grad()
 def score_latents(backbone, adapters, latents: torch.Tensor, contexts: torch.Tensor, cfg: ScoreConfig,
                   candidates: np.ndarray | None = None, progress: bool = False,
-                  tif_d: float | None = None) -> ScoreResult:
+                  tif_d: float | None = None, cells: torch.Tensor | None = None) -> ScoreResult:
     """Score every image in ``latents`` (n, c, h, w) against the classes of ``contexts`` under the stages
     of ``cfg`` (a resolved score configuration: no ``auto``).
 
     ``candidates`` (n, C) bool restricts each image's first stage (a prefilter's top-k). ``tif_d``: the
-    distance TiF's weight needs (measured on the train latents at fit time).
+    distance TiF's weight needs (measured on the train latents at fit time). ``cells``: the weight of each
+    latent cell (:func:`batch_errors`).
     """
     schedule = Schedule.of(cfg)
     n, n_classes = latents.shape[0], contexts.shape[0]
@@ -101,7 +108,7 @@ def score_latents(backbone, adapters, latents: torch.Tensor, contexts: torch.Ten
         for start in range(0, len(jobs), cfg.batch_size):
             ii, cc, pp = jobs[start : start + cfg.batch_size].unbind(1)
             errors[ii.numpy(), cc.numpy(), pp.numpy()] = batch_errors(backbone, adapters, latents, contexts, t,
-                                                                      noise, ii, cc, pp, cfg.unet_scale)
+                                                                      noise, ii, cc, pp, cfg.unet_scale, cells=cells)
             np.add.at(calls, ii.numpy(), 1)
             bar.update(len(ii))
         done += len(new)
@@ -149,10 +156,12 @@ def rank_logits(errors: np.ndarray, dropped_at: np.ndarray, n_stages: int) -> np
 @torch.no_grad()
 def dense_errors(backbone, adapters, latents: torch.Tensor, contexts: torch.Tensor, t: torch.Tensor,
                  noise: torch.Tensor, batch_size: int = 256, unet_scale: float = 1.0,
-                 progress: bool = False, candidates: np.ndarray | None = None) -> np.ndarray:
+                 progress: bool = False, candidates: np.ndarray | None = None,
+                 cells: torch.Tensor | None = None) -> np.ndarray:
     """Epsilon error of every (image, class, pair): (n, C, P). For analyses over scoring windows,
     which then cost no further UNet calls (:mod:`.replay`). ``candidates`` (n, C) bool: only those
-    classes are scored for each image (a prefilter's top-k); the others are nan."""
+    classes are scored for each image (a prefilter's top-k); the others are nan. ``cells``: the weight of
+    each latent cell (:func:`batch_errors`)."""
     n, n_classes, n_pairs = latents.shape[0], contexts.shape[0], t.shape[0]
     grid = torch.stack(torch.meshgrid(torch.arange(n), torch.arange(n_classes), torch.arange(n_pairs),
                                       indexing="ij"), -1).reshape(-1, 3)
@@ -164,7 +173,7 @@ def dense_errors(backbone, adapters, latents: torch.Tensor, contexts: torch.Tens
     for start in range(0, len(grid), batch_size):
         ii, cc, pp = grid[start : start + batch_size].unbind(1)
         out[flat[start : start + batch_size].numpy()] = batch_errors(backbone, adapters, latents, contexts, t,
-                                                                     noise, ii, cc, pp, unet_scale)
+                                                                     noise, ii, cc, pp, unet_scale, cells=cells)
         bar.update(len(ii))
     bar.close()
     return out.reshape(n, n_classes, n_pairs)

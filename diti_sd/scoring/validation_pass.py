@@ -37,11 +37,12 @@ def validation_pairs(image: int, n_pairs: int, latent_shape, seed: int = 0,
 @torch.no_grad()
 def validation_errors(backbone, adapters, latents: torch.Tensor, contexts: torch.Tensor, score: ScoreConfig,
                       candidates: np.ndarray | None = None, progress: bool = False, chunk: int = 8,
-                      n_pairs: int | None = None,
-                      window: tuple[int, int] = (0, T_STEPS)) -> tuple[np.ndarray, np.ndarray]:
+                      n_pairs: int | None = None, window: tuple[int, int] = (0, T_STEPS),
+                      cells: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Errors (n, C, P) of every validation image under its candidate classes (nan elsewhere) at its own
     ``n_pairs`` pairs in ``window`` (default: ``score.auto_pairs`` over [0, 1000)), and their t (n, P).
-    Images go ``chunk`` at a time, so their noise is never all in memory."""
+    Images go ``chunk`` at a time, so their noise is never all in memory. ``cells`` (n, 1, h, w): the weight
+    of each latent cell, as a test pass under ``score.cells: object`` weighs them."""
     n, n_classes, n_pairs = latents.shape[0], contexts.shape[0], n_pairs or score.auto_pairs
     alive = np.ones((n, n_classes), bool) if candidates is None else np.asarray(candidates, dtype=bool)
     errors = np.full((n, n_classes, n_pairs), np.nan)
@@ -59,7 +60,8 @@ def validation_errors(backbone, adapters, latents: torch.Tensor, contexts: torch
                              for c in np.flatnonzero(alive[start + i]) for p in range(n_pairs)], dtype=torch.long)
         for b in range(0, len(jobs), score.batch_size):
             ii, cc, pp = jobs[b : b + score.batch_size].unbind(1)
-            err = batch_errors(backbone, adapters, part, contexts, t, noise, ii, cc, pp, score.unet_scale)
+            err = batch_errors(backbone, adapters, part, contexts, t, noise, ii, cc, pp, score.unet_scale,
+                               cells=None if cells is None else cells[start : start + chunk])
             errors[start + ii.numpy(), cc.numpy(), (pp % n_pairs).numpy()] = err
             bar.update(len(ii))
     bar.close()

@@ -1,0 +1,176 @@
+"""``score.cells: object``: each image's error taken over its object's latent cells (ours; opt-in)."""
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from helpers import square_shots
+from torchvision.utils import save_image
+
+from diti_sd import DiTiFewShotClassifier
+from diti_sd.attention_masks import AttentionMasks
+from diti_sd.cli import main
+from diti_sd.data.masks import MaskError
+from diti_sd.errors import CoarseShortcutWarning, ConfigError, DitiWarning
+from diti_sd.lora.layer import NoAdapters
+from diti_sd.recipes import RecipeError, load_recipe
+from diti_sd.scoring import batch_errors, batch_residuals, validation_pass
+from diti_sd.scoring.cells import object_cells
+
+OBJECT = {"score.cells": "object"}
+
+
+def _fit(model, overrides=OBJECT, **kw):
+    X, masks, y = square_shots(6)
+    clf = DiTiFewShotClassifier(model=str(model), recipe="tiny", steps=2, progress=False, overrides=overrides,
+                                validation_budget=None)  # a two-step fit's budget would skip the pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (CoarseShortcutWarning, DitiWarning))
+        clf.fit(X, y, **kw)
+    return clf, X, masks, y
+
+
+def test_each_latent_cell_is_weighted_by_its_share_of_object_pixels():
+    mask = torch.zeros(64, 64, dtype=torch.bool)
+    mask[:, :20] = True  # columns 0-19: latent columns 0 and 1 whole, half of column 2 (pixels 16-19 of 16-23)
+    cells = object_cells([mask], 64, 8)
+    assert cells.shape == (1, 1, 8, 8)
+    assert torch.equal(cells[0, 0, :, :2], torch.ones(8, 2)) and torch.equal(cells[0, 0, :, 3:], torch.zeros(8, 5))
+    torch.testing.assert_close(cells[0, 0, :, 2], torch.full((8,), 0.5))
+    # a mask of another size is resized and centre-cropped as its image is for scoring
+    wide = torch.zeros(64, 128, dtype=torch.bool)
+    wide[:, 32:52] = True  # after the centre crop: columns 0-19 again
+    torch.testing.assert_close(object_cells([wide], 64, 8), cells)
+
+
+def test_the_error_under_object_cells_is_the_residuals_mean_weighted_by_the_cells(tiny_backbone):
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, *tiny_backbone.latent_shape, generator=g)
+    contexts = tiny_backbone.encode_prompts(["a photo", "a photo of a pattern"])
+    t, noise = torch.tensor([50, 400]), torch.randn(2, *tiny_backbone.latent_shape, generator=g)
+    ii, cc, pp = torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), torch.tensor([1, 0, 1])
+    cells = torch.rand(2, 1, *tiny_backbone.latent_shape[1:], generator=g)
+    args = (tiny_backbone, NoAdapters(), latents, contexts, t, noise, ii, cc, pp, 1.0)
+    with torch.no_grad():
+        residual = batch_residuals(*args)
+        weighted = batch_errors(*args, cells)
+        whole = batch_errors(*args)
+        uniform = batch_errors(*args, torch.full_like(cells, 0.3))
+    w = cells[ii]
+    expected = (residual.pow(2) * w).sum((1, 2, 3)) / (w.sum((1, 2, 3)) * residual.shape[1])
+    np.testing.assert_allclose(weighted, expected.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(uniform, whole, rtol=1e-5)  # the same weight everywhere: the plain mean
+    assert not np.allclose(weighted, whole, rtol=1e-3)
+
+
+def test_the_recipe_value_rejects_what_it_does_not_know():
+    assert load_recipe("synthetic").score.cells == "all"  # the reference's (pinned in test_reference_parity.py)
+    with pytest.raises(RecipeError, match="cells"):
+        load_recipe("tiny", ["score.cells=background"])
+
+
+def test_predict_scores_the_masks_cells_and_refuses_images_without_masks(tiny_model_dir, tmp_path):
+    clf, X, masks, y = _fit(tiny_model_dir)
+    with pytest.raises(ConfigError, match=r"score.cells: object.*no masks; pass each image's object mask"):
+        clf.predict(X)
+    with pytest.raises(MaskError, match="predict got 5 masks for 6 images"):
+        clf.predict(X, masks=masks[:5])
+    with pytest.raises(MaskError, match="1 of 6 masks keep no pixel"):
+        clf.predict(X, masks=[torch.zeros_like(masks[0]), *masks[1:]])
+    result = clf.score_images(X, masks=masks)
+    assert result.errors.shape == (6, 3) and np.isfinite(result.errors).all()
+    # full masks weigh every cell alike: the errors of the reference's whole-image scoring
+    full = clf.score_images(X, masks=[torch.ones_like(m) for m in masks])
+    whole = dataclasses.replace(clf.recipe_, score=dataclasses.replace(clf.recipe_.score, cells="all"))
+    clf.recipe_, kept = whole, clf.recipe_
+    np.testing.assert_allclose(full.errors, clf.score_images(X).errors, rtol=1e-5)
+    with pytest.raises(ConfigError, match=r"predict got masks, but this classifier scores whole images"):
+        clf.predict(X, masks=masks)
+    clf.recipe_ = kept
+    assert not np.allclose(result.errors, full.errors, rtol=1e-3)  # the squares' cells alone score otherwise
+    # the scored chunks are kept by their masks too: other masks are scored again, the same ones read back
+    cache = tmp_path / "scores"
+    first = clf.score_images(X, masks=masks, cache_dir=cache)
+    np.testing.assert_array_equal(first.errors, result.errors)
+    clf.score_images(X, masks=[torch.ones_like(m) for m in masks], cache_dir=cache)
+    assert len(list(cache.glob("*.npz"))) == 2
+    np.testing.assert_array_equal(clf.score_images(X, masks=masks, cache_dir=cache).errors, result.errors)
+
+
+def test_attention_masks_are_read_for_the_images_predict_scores(tiny_model_dir, monkeypatch):
+    clf, X, masks, _ = _fit(tiny_model_dir)
+    read = []
+    spec = AttentionMasks("pattern", ["a photo of a {}"], times=(300,))
+
+    def recorded(self, backbone, images, progress=False):
+        read.append(len(images))
+        return list(masks[: len(images)])
+
+    monkeypatch.setattr(AttentionMasks, "__call__", recorded)
+    read_off = clf.score_images(X[:4], masks=spec).errors
+    np.testing.assert_array_equal(read_off, clf.score_images(X[:4], masks=masks[:4]).errors)
+    assert read == [4]
+
+
+def test_the_fits_validation_pass_weighs_the_cells_and_needs_the_masks(tiny_model_dir, monkeypatch):
+    X, masks, y = square_shots(6)
+    with pytest.raises(ConfigError, match="validation pass reads shots held out of the fit, but fit got no masks"):
+        _fit(tiny_model_dir, calibration=0.34)
+    with pytest.raises(ConfigError, match="fit scores the validation images, but got no validation_masks"):
+        _fit(tiny_model_dir, {**OBJECT, "score.weighting": "auto"}, validation=(X, y))
+    seen = []
+    real = validation_pass.validation_errors
+
+    def spy(*args, cells=None, **kw):
+        seen.append(cells)
+        return real(*args, cells=cells, **kw)
+
+    monkeypatch.setattr(validation_pass, "validation_errors", spy)
+    clf, *_ = _fit(tiny_model_dir, {**OBJECT, "score.weighting": "auto"}, validation=(X, y), validation_masks=masks)
+    assert len(seen) == 1 and seen[0].shape == (6, 1, 8, 8)
+    torch.testing.assert_close(seen[0], object_cells(masks, 64, 8))
+    assert clf.score_choice_["unet_calls"] > 0
+    seen.clear()
+    clf, *_ = _fit(tiny_model_dir, calibration=0.34, masks=masks)  # the held-out shots' own masks
+    assert len(seen) == 1 and seen[0].shape[0] == 3 and clf.calibration_["images"] == 3
+    seen.clear()
+    clf, *_ = _fit(tiny_model_dir, {}, calibration=0.34)  # the reference's whole images: no weights, no masks
+    assert seen == [None]
+
+
+def test_diti_sd_predict_reads_a_mask_folder_for_object_cells(tiny_model_dir, tmp_path, capsys):
+    clf, X, masks, y = _fit(tiny_model_dir)
+    clf.save_pretrained(tmp_path / "set")
+    images, folder = tmp_path / "photos", tmp_path / "masks"
+    for i, (image, mask) in enumerate(zip(X[:3], masks[:3])):
+        (images / "a").mkdir(parents=True, exist_ok=True)
+        (folder / "a").mkdir(parents=True, exist_ok=True)
+        save_image(image, images / "a" / f"{i}.png")
+        save_image(mask.float()[None], folder / "a" / f"{i}.png")
+    argv = ["predict", "--adapters", str(tmp_path / "set"), str(images), "--no-progress"]
+    assert main(argv) == 2
+    assert "scores each image's object cells (score.cells: object): pass --masks DIR" in capsys.readouterr().err
+    assert main([*argv, "--masks", str(folder), "--out", str(tmp_path / "p.csv")]) == 0
+    rows = (tmp_path / "p.csv").read_text().splitlines()
+    expected = clf.predict([images / "a" / f"{i}.png" for i in range(3)],
+                           masks=[folder / "a" / f"{i}.png" for i in range(3)])
+    assert [r.split(",")[1] for r in rows[1:]] == [str(v) for v in expected]
+    (folder / "a" / "2.png").unlink()
+    assert main([*argv, "--masks", str(folder)]) == 2
+    assert "1 of 3 images have no mask" in capsys.readouterr().err
+    whole, *_ = _fit(tiny_model_dir, {})
+    whole.save_pretrained(tmp_path / "whole")
+    assert main(["predict", "--adapters", str(tmp_path / "whole"), str(images), "--masks", str(folder),
+                 "--no-progress"]) == 2
+    assert "--masks is read only by adapters fitted with score.cells: object" in capsys.readouterr().err
+
+
+def test_diti_sd_eval_refuses_object_cells_before_any_work(tmp_path):
+    from diti_sd.evaluation.config import EvalConfig
+    from diti_sd.evaluation.harness import Evaluation
+
+    with pytest.raises(ConfigError, match="diti-sd eval scores whole images"):
+        Evaluation(EvalConfig(dataset="tiny", data_root=str(tmp_path), report=str(tmp_path / "r"), shots=[1],
+                              seeds=[1], overrides=["score.cells=object"]))
