@@ -73,8 +73,10 @@ class AttentionMasks:
         return {"from": "attention", "word": self.word, "prompts": list(self.prompts), "times": list(self.times),
                 "shrink": self.shrink, "upscale": self.upscale, "unet_calls": self.unet_calls(n_images)}
 
-    def __call__(self, backbone, X, progress: bool = False) -> list[torch.Tensor]:
-        """One (H, W) bool mask per image of ``X``, each its image's size."""
+    def __call__(self, backbone, X, progress: bool = False, indices=None) -> list[torch.Tensor]:
+        """One (H, W) bool mask per image of ``X``, each its image's size. Each image's noise is drawn from
+        (``seed``, its index): its position in ``X``, or ``indices`` (its position in the caller's whole list, so
+        that a process's share gets the masks the whole list would)."""
         steps = backbone.num_train_timesteps
         if max(self.times) >= steps:
             raise ConfigError(f"attention-mask times must be below the base's {steps} time-steps; got "
@@ -91,7 +93,8 @@ class AttentionMasks:
                                       max(1, IMAGES_PER_CALL // self.upscale ** 2)):
             pixels = torch.stack([p for _, _, _, p in chunk])
             maps = word_maps(backbone, pixels, contexts, where, self.times,
-                             [torch_generator(self.seed, ATTENTION_NOISE, i) for i, _, _, _ in chunk])
+                             [torch_generator(self.seed, ATTENTION_NOISE, i if indices is None else int(indices[i]))
+                              for i, _, _, _ in chunk])
             for (i, size, uncut, _), m in zip(chunk, maps):
                 mask = grow_mask(m > otsu(m.flatten().numpy()), -shrink).float()
                 # the rows and columns cut to the latent's multiple take their neighbours' value, so the mask is

@@ -159,8 +159,11 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
             raise ConfigError("fit got no images")
         if len(X) != len(y):
             raise ConfigError(f"fit got {len(X)} images but {len(y)} labels")
-        object_cells = recipe.score.cells == "object"  # the validation pass weighs the cells by the masks
-        mask_checks = dict(read=recipe.fit.reads_masks or object_cells, loss=recipe.fit.mask_loss,
+        # under score.cells: object the validation pass weighs the cells by the masks: the fit's are read where it
+        # holds shots out to score (a calibration share, auto's probe)
+        object_cells = recipe.score.cells == "object"
+        held_scored = object_cells and (calibration is not None or bool(self.auto_refit))
+        mask_checks = dict(read=recipe.fit.reads_masks or held_scored, loss=recipe.fit.mask_loss,
                            needed=recipe.fit.swap_background == "whole")
         if not isinstance(masks, AttentionMasks):  # those are read off the base once it is loaded, then checked
             masks = check_masks(masks, X, **mask_checks)
@@ -178,7 +181,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
                                seed=self.random_state)
         held = list(plan.held_out)
         if object_cells:
-            check_pass_masks(plan, masks, val, val_attention)
+            check_pass_masks(plan, masks, val, val_attention, recipe.fit.coarse_swap_auto)
         if held:
             held_X, held_y = [X[i] for i in held], [y[i] for i in held]
             held_masks = masks if masks is None or isinstance(masks, AttentionMasks) else [masks[i] for i in held]
@@ -299,7 +302,11 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
 
     def dense_errors(self, latents: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, **kwargs) -> np.ndarray:
         """Every (image, class, pair) error (n, C, P) at the recipe's test-time text and UNet scales, as
-        ``predict`` scores: for analyses that replay windows over one set of UNet calls."""
+        ``predict`` scores: for analyses that replay windows over one set of UNet calls. Under ``score.cells:
+        object`` pass ``cells`` (:func:`~diti_sd.scoring.cells.cell_weights`), or it would score whole images."""
+        if self.recipe_.score.cells != "all" and kwargs.get("cells") is None:
+            raise ConfigError("this classifier scores each image's object cells (score.cells: object): pass "
+                              "dense_errors(..., cells=...) (diti_sd.scoring.cells.cell_weights)")
         return dense_errors(self.backbone_, self.adapters_, latents, self.class_contexts(), t, noise,
                             unet_scale=self.recipe_.score.unet_scale, **kwargs)
 

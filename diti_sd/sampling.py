@@ -100,4 +100,3 @@ class SamplingMixin:
                                unet_scale=self.recipe_.score.unet_scale, text_scale=self.recipe_.score.text_scale,
                                progress=self.progress)
         return images, [self.classes_[i] for i in idx]
-

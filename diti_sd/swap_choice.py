@@ -76,8 +76,8 @@ class SwapChoiceMixin:
             _remove(output_dir, swap_dir)  # swap_dir: a comparison an earlier, interrupted run began
             return
         images, labels = [val[0][i] for i in breaking], [val[1][i] for i in breaking]
-        # score.cells: object scores them on their masks' cells, as predict will (the breaking images have masks:
-        # the check that found them read their backgrounds)
+        # score.cells: object scores them on their masks' cells, as predict will (fit refused to start without the
+        # validation images' masks under it)
         cells = None if recipe.score.cells == "all" else [val[2][i] for i in breaking]
         kept = ({k: v.clone() for k, v in self.adapters_.lora_state_dict().items()}, self.fit_summary_,
                 self.loss_curve_)

@@ -62,18 +62,22 @@ def check_validation(validation, classes, masks=None) -> tuple | None:
     return (images, labels) if masks is None else (images, labels, check_masks(masks, images, stacklevel=3))
 
 
-def check_pass_masks(plan, masks, validation, validation_attention) -> None:
+def check_pass_masks(plan, masks, validation, validation_attention, swap_auto: bool = False) -> None:
     """Under ``score.cells: object``, one line before any fit where images that fit scores would lack their masks:
-    the validation images (auto's pass, the coarse swap's comparison) need ``validation_masks``; the shots that
-    ``plan`` holds out for its pass (a share, or auto's probe) need the fit's ``masks``."""
+    the validation images, which auto's pass (``plan``'s source "validation") and the coarse swap's comparison
+    (``swap_auto``) score, need ``validation_masks``; the shots that ``plan`` holds out (a share, or auto's probe)
+    need the fit's ``masks``."""
     from .scoring.cells import VALIDATION_HOW
 
-    if validation is not None and validation_attention is None and len(validation) < 3:
+    scored = validation is not None and (plan.source == "validation" or swap_auto)
+    if scored and validation_attention is None and len(validation) < 3:
         raise ConfigError("this classifier scores each image's object cells (score.cells: object), and fit scores "
                           f"the validation images, but got no validation_masks; {VALIDATION_HOW}")
     if (plan.held_out or plan.probe) and masks is None:
-        raise ConfigError("this classifier scores each image's object cells (score.cells: object), and its "
-                          "validation pass reads shots held out of the fit, but fit got no masks; " + VALIDATION_HOW)
+        held = "auto's probe holds one shot per class" if plan.probe else "the calibration share holds shots"
+        raise ConfigError("this classifier scores each image's object cells (score.cells: object), and "
+                          f"{held} out of the fit to score, but fit got no masks: pass the shots' masks (masks=..., "
+                          "diti-sd fit --masks DIR or --attention-masks WORD)")
 
 
 def held_out(y, classes, share, min_shots: int, seed: int) -> list[int]:
@@ -194,7 +198,7 @@ class ValidationMixin:
         """The pass on a class-balanced share of ``X`` that fits ``max_calls``: (errors, t, labels), or None
         with a warning when not even :data:`MIN_IMAGES` images fit. ``masks``: ``X``'s object masks, which
         ``score.cells: object`` weighs the pass's errors by as a test pass weighs them."""
-        from .scoring.cells import VALIDATION_HOW, cell_weights, require_masks
+        from .scoring.cells import cell_weights, require_masks
         from .scoring.validation_pass import validation_errors
 
         index = {c: i for i, c in enumerate(self.classes_.tolist())}
@@ -202,7 +206,8 @@ class ValidationMixin:
         if unknown:
             raise ConfigError(f"labels {unknown[:5]} are not among the fitted classes {self.classes_.tolist()[:10]}")
         X = as_image_sequence(X)
-        require_masks(self.recipe_.score.cells, masks, what, VALIDATION_HOW)
+        require_masks(self.recipe_.score.cells, masks, what, "pass these images' masks (masks=...; fit passes its "
+                      "validation_masks, or the shots' masks for the shots it holds out)")
         if candidates is not None and np.asarray(candidates).shape != (len(X), len(self.classes_)):
             raise ConfigError(f"candidates must be (images, classes) = {(len(X), len(self.classes_))}, got "
                              f"{np.asarray(candidates).shape}")

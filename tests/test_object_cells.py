@@ -17,15 +17,16 @@ from diti_sd.errors import CoarseShortcutWarning, ConfigError, DitiWarning
 from diti_sd.lora.layer import NoAdapters
 from diti_sd.recipes import RecipeError, load_recipe
 from diti_sd.scoring import batch_errors, batch_residuals, validation_pass
-from diti_sd.scoring.cells import object_cells
+from diti_sd.scoring.cells import cell_weights, object_cells
+from diti_sd.validation import plan_validation
 
 OBJECT = {"score.cells": "object"}
 
 
-def _fit(model, overrides=OBJECT, **kw):
+def _fit(model, overrides=OBJECT, auto_refit=False, **kw):
     X, masks, y = square_shots(6)
     clf = DiTiFewShotClassifier(model=str(model), recipe="tiny", steps=2, progress=False, overrides=overrides,
-                                validation_budget=None)  # a two-step fit's budget would skip the pass
+                                auto_refit=auto_refit, validation_budget=None)  # a two-step fit's budget: no pass
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", (CoarseShortcutWarning, DitiWarning))
         clf.fit(X, y, **kw)
@@ -90,6 +91,9 @@ def test_predict_scores_the_masks_cells_and_refuses_images_without_masks(tiny_mo
         clf.predict(X, masks=masks)
     clf.recipe_ = kept
     assert not np.allclose(result.errors, full.errors, rtol=1e-3)  # the squares' cells alone score otherwise
+    # an analysis through dense_errors would score whole images: it asks for the weights
+    with pytest.raises(ConfigError, match=r"dense_errors\(\.\.\., cells=\.\.\.\)"):
+        clf.dense_errors(clf.encode(X), torch.tensor([10]), torch.zeros(1, 4, 8, 8))
     # the scored chunks are kept by their masks too: other masks are scored again, the same ones read back
     cache = tmp_path / "scores"
     first = clf.score_images(X, masks=masks, cache_dir=cache)
@@ -99,12 +103,29 @@ def test_predict_scores_the_masks_cells_and_refuses_images_without_masks(tiny_mo
     np.testing.assert_array_equal(clf.score_images(X, masks=masks, cache_dir=cache).errors, result.errors)
 
 
+def test_masks_are_checked_against_every_image_and_read_off_the_base_at_their_place(tiny_backbone):
+    X, masks, _ = square_shots(4)
+    # a process's share: weights for its rows, but every mask checked, and an error names the image by its place
+    full = cell_weights("object", masks, X, tiny_backbone)
+    torch.testing.assert_close(cell_weights("object", masks, X, tiny_backbone, rows=[1, 3]), full[[1, 3]])
+    with pytest.raises(MaskError, match=r"1 of 4 masks keep no pixel .*first: mask 3"):
+        cell_weights("object", [*masks[:3], torch.zeros_like(masks[3])], X, tiny_backbone, rows=[0, 2])
+    with pytest.raises(MaskError, match="mask 3 is"):
+        cell_weights("object", [*masks[:3], masks[3][:, :40]], X, tiny_backbone, rows=[0, 1])
+    # masks read off the base: each image's noise is that of its place in the whole list, whichever share reads it
+    spec = AttentionMasks("pattern", ["a photo of a {}"], times=(300,), shrink=False)
+    whole = spec(tiny_backbone, X)
+    assert all(torch.equal(a, b) for a, b in zip(spec(tiny_backbone, X[2:], indices=[2, 3]), whole[2:]))
+    torch.testing.assert_close(cell_weights("object", spec, X, tiny_backbone, rows=[2, 3]),
+                               object_cells(whole[2:], 64, 8))
+
+
 def test_attention_masks_are_read_for_the_images_predict_scores(tiny_model_dir, monkeypatch):
     clf, X, masks, _ = _fit(tiny_model_dir)
     read = []
     spec = AttentionMasks("pattern", ["a photo of a {}"], times=(300,))
 
-    def recorded(self, backbone, images, progress=False):
+    def recorded(self, backbone, images, progress=False, indices=None):
         read.append(len(images))
         return list(masks[: len(images)])
 
@@ -116,7 +137,7 @@ def test_attention_masks_are_read_for_the_images_predict_scores(tiny_model_dir, 
 
 def test_the_fits_validation_pass_weighs_the_cells_and_needs_the_masks(tiny_model_dir, monkeypatch):
     X, masks, y = square_shots(6)
-    with pytest.raises(ConfigError, match="validation pass reads shots held out of the fit, but fit got no masks"):
+    with pytest.raises(ConfigError, match="the calibration share holds shots out of the fit to score, but fit got no"):
         _fit(tiny_model_dir, calibration=0.34)
     with pytest.raises(ConfigError, match="fit scores the validation images, but got no validation_masks"):
         _fit(tiny_model_dir, {**OBJECT, "score.weighting": "auto"}, validation=(X, y))
@@ -134,10 +155,22 @@ def test_the_fits_validation_pass_weighs_the_cells_and_needs_the_masks(tiny_mode
     assert clf.score_choice_["unet_calls"] > 0
     seen.clear()
     clf, *_ = _fit(tiny_model_dir, calibration=0.34, masks=masks)  # the held-out shots' own masks
-    assert len(seen) == 1 and seen[0].shape[0] == 3 and clf.calibration_["images"] == 3
+    assert len(seen) == 1 and clf.calibration_["images"] == 3
+    plan = plan_validation(y, sorted(set(y)), auto=False, calibration=0.34, min_shots=1, seed=0)
+    held = list(plan.held_out)
+    torch.testing.assert_close(seen[0], object_cells([masks[i] for i in held], 64, 8))
+    seen.clear()
+    # auto's probe (one shot a class held out of a first fit) is scored on its own shots' masks
+    _fit(tiny_model_dir, {**OBJECT, "score.weighting": "auto"}, masks=masks, auto_refit=True)
+    probe = list(plan_validation(y, sorted(set(y)), auto=True, auto_refit=True, min_shots=1, seed=0).probe)
+    assert len(seen) == 1 and torch.equal(seen[0], object_cells([masks[i] for i in probe], 64, 8))
+    with pytest.raises(ConfigError, match="auto's probe holds one shot per class out of the fit to score"):
+        _fit(tiny_model_dir, {**OBJECT, "score.weighting": "auto"}, auto_refit=True)
     seen.clear()
     clf, *_ = _fit(tiny_model_dir, {}, calibration=0.34)  # the reference's whole images: no weights, no masks
     assert seen == [None]
+    # validation images that nothing scores (no auto, no swap comparison) need no masks
+    _fit(tiny_model_dir, validation=(X, y))
 
 
 def test_diti_sd_predict_reads_a_mask_folder_for_object_cells(tiny_model_dir, tmp_path, capsys):
@@ -149,14 +182,15 @@ def test_diti_sd_predict_reads_a_mask_folder_for_object_cells(tiny_model_dir, tm
         (folder / "a").mkdir(parents=True, exist_ok=True)
         save_image(image, images / "a" / f"{i}.png")
         save_image(mask.float()[None], folder / "a" / f"{i}.png")
+    (images / "a" / "1.png").write_bytes(b"not an image")  # skipped: the masks after it stay with their images
     argv = ["predict", "--adapters", str(tmp_path / "set"), str(images), "--no-progress"]
     assert main(argv) == 2
     assert "scores each image's object cells (score.cells: object): pass --masks DIR" in capsys.readouterr().err
     assert main([*argv, "--masks", str(folder), "--out", str(tmp_path / "p.csv")]) == 0
-    rows = (tmp_path / "p.csv").read_text().splitlines()
-    expected = clf.predict([images / "a" / f"{i}.png" for i in range(3)],
-                           masks=[folder / "a" / f"{i}.png" for i in range(3)])
-    assert [r.split(",")[1] for r in rows[1:]] == [str(v) for v in expected]
+    rows = [r.split(",") for r in (tmp_path / "p.csv").read_text().splitlines()[1:]]
+    proba = clf.predict_proba([images / "a" / f"{i}.png" for i in (0, 2)],
+                              masks=[folder / "a" / f"{i}.png" for i in (0, 2)])
+    assert rows[1][-1] != "" and [float(rows[i][2]) for i in (0, 2)] == pytest.approx(proba.max(1), abs=1e-4)
     (folder / "a" / "2.png").unlink()
     assert main([*argv, "--masks", str(folder)]) == 2
     assert "1 of 3 images have no mask" in capsys.readouterr().err

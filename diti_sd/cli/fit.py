@@ -136,6 +136,7 @@ def _fit_one(args, recipe, train, val, shots, out: Path, boxes: dict | None = No
     from ..distributed import is_main
     from ..errors import DitiWarning
     from ..validation import fit_work
+    from . import CLIError
 
     if args.split:
         split = load_split(args.split, train, val, dataset=recipe.name)
@@ -180,14 +181,24 @@ def _fit_one(args, recipe, train, val, shots, out: Path, boxes: dict | None = No
                 val_masks = dataset_masks(val_set, args.masks)
             except MaskError:
                 val_masks = None  # the fit's record and warning say the validation images could not be read
+    calibrate = args.calibrate and validation is not None and recipe.score.weighting != "auto"  # auto's pass sets it
+    if calibrate and recipe.score.cells == "object" and val_masks is None:
+        raise CLIError("score.cells: object needs the validation images' masks to fit the temperature on them, but "
+                       "they have none: pass --masks DIR holding theirs too, --box-masks or --attention-masks WORD, "
+                       "or --no-calibrate")
     clf.fit(ImageSequence(train_set), train_set.label_names(), validation=validation, masks=masks,
             validation_masks=val_masks, output_dir=out, resume=args.resume)
-    if args.calibrate and validation is not None and recipe.score.weighting != "auto":  # auto's pass set it
+    if calibrate:
         per_class = "min(k, 4)" if args.val_per_class is None else f"up to {args.val_per_class}"
         where = f"the k-shot split's, {per_class} per class" if split is not None else "the data set's validation split"
+        temperature_masks = val_masks if recipe.score.cells == "object" else None
+        if temperature_masks is not None and attention is not None:  # read by fit already, kept beside the adapters
+            from ..attention_masks import resolve_masks
+
+            temperature_masks = resolve_masks(attention, clf.backbone_, ImageSequence(val_set),
+                                              path=out / "attention-masks-validation.pt", resume=True)[0]
         clf.fit_temperature(ImageSequence(val_set), val_set.label_names(), max_calls=clf.validation_budget_calls(),
-                            source=f"validation: {len(val_set)} images ({where})",
-                            masks=val_masks if recipe.score.cells == "object" else None)
+                            source=f"validation: {len(val_set)} images ({where})", masks=temperature_masks)
         spent = clf.calibration_.get("unet_calls", 0)
         clf.fit_summary_["validation"].update(unet_calls=spent, share_of_fit=round(
             spent / fit_work(clf.fit_summary_["unet_samples"]), 4))

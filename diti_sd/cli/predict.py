@@ -56,17 +56,31 @@ def expand_with_ids(items: list[str]) -> list[tuple[Path, str]]:
     return out
 
 
-def scored_cells(adapters) -> str:
-    """``score.cells`` of the adapter set's saved recipe, read before anything is loaded ("all" where the file
-    says nothing: sets fitted before the key existed)."""
+def scored_cells(folder) -> str | None:
+    """``score.cells`` of the adapter set's saved recipe, read before the model loads ("all" where the file says
+    nothing: sets fitted before the key existed); None where the file cannot be read (``from_pretrained`` then
+    says what is wrong with the set)."""
     import yaml
 
-    path = Path(adapters) / "recipe.yaml"
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return "all"  # from_pretrained says what is wrong with the set
-    return str((data.get("score") or {}).get("cells", "all"))
+        data = yaml.safe_load((Path(folder) / "recipe.yaml").read_text()) or {}
+        return str((data.get("score") or {}).get("cells", "all"))
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+
+
+def check_masks_given(cells: str | None, args) -> None:
+    """One line where the masks given and the set's ``score.cells`` disagree (nothing to say while unknown)."""
+    from . import CLIError
+
+    given = bool(args.masks) or bool(args.attention_masks)
+    if cells == "object" and not given:
+        raise CLIError(f"{args.adapters} scores each image's object cells (score.cells: object): pass --masks DIR or "
+                       "--attention-masks WORD")
+    if cells == "all" and given:
+        flag = "--masks" if args.masks else "--attention-masks"
+        raise CLIError(f"{flag} is read only by adapters fitted with score.cells: object; {args.adapters} scores "
+                       "whole images: leave it out")
 
 
 def _cache_dir(args) -> str | None:
@@ -87,24 +101,21 @@ def run(args):
     from ..classifier import DiTiFewShotClassifier
     from ..data.images import ImageReadError, load_image
     from ..data.masks import MaskSequence, find_masks
+    from ..hub import resolve_adapter_set
     from ..metrics import softmax
     from . import CLIError
     from .common import attention_masks_from
 
     attention = attention_masks_from(args)
-    cells, given = scored_cells(args.adapters), args.masks or attention is not None
-    if cells == "object" and not given:
-        raise CLIError(f"{args.adapters} scores each image's object cells (score.cells: object): pass --masks DIR or "
-                       "--attention-masks WORD")
-    if cells != "object" and given:
-        flag = "--masks" if args.masks else "--attention-masks"
-        raise CLIError(f"{flag} is read only by adapters fitted with score.cells: object; {args.adapters} scores "
-                       "whole images: leave it out")
+    folder = resolve_adapter_set(args.adapters)  # a Hub id downloads the set alone, not the base model
+    cells = scored_cells(folder)
+    check_masks_given(cells, args)
     inputs = expand_with_ids(args.images)
     paths = [path for path, _ in inputs]
     if not paths:
         raise CLIError("no images found in the given paths")
-    mask_files = find_masks(args.masks, [i for _, i in inputs], "images") if args.masks else None  # all, first
+    # every image's mask file found before any image or the model is read; their sizes are checked before scoring
+    mask_files = find_masks(args.masks, [i for _, i in inputs], "images") if args.masks else None
     rows, good, images = [], [], []
     for path in paths:
         try:
@@ -114,11 +125,14 @@ def run(args):
         except ImageReadError as err:
             rows.append({"path": str(path), "error": str(err)})
             print(f"skipping {path}: {err}", file=sys.stderr)
-    clf = DiTiFewShotClassifier.from_pretrained(args.adapters, model=args.model, device=args.device, dtype=args.dtype,
+    clf = DiTiFewShotClassifier.from_pretrained(folder, model=args.model, device=args.device, dtype=args.dtype,
                                                 attention=args.attention, compile=args.compile,
                                                 progress=not args.no_progress)
     cache_dir = _cache_dir(args)
     if images:
+        if cells is None:
+            cells = clf.recipe_.score.cells
+            check_masks_given(cells, args)
         masks = attention if mask_files is None else MaskSequence([mask_files[i] for i in good])
         result = clf.score_images(images, chunk=args.chunk_size, cache_dir=cache_dir,
                                   masks=None if cells != "object" else masks)

@@ -12,18 +12,20 @@ each latent cell's pixels.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
-from ..attention_masks import AttentionMasks, resolve_masks
+from ..attention_masks import AttentionMasks
 from ..data.images import as_image_sequence
 from ..data.masks import MaskError, as_mask_sequence, check_masks
-from ..errors import ConfigError
+from ..errors import ConfigError, DitiWarning
 from ..preprocessing import mask_pixels
 
 HOW = "pass each image's object mask (masks=..., diti-sd predict --masks DIR or --attention-masks WORD)"
-VALIDATION_HOW = ("pass the validation images' masks (fit's validation_masks=..., diti-sd fit --masks DIR holding "
-                  "theirs too), or the shots' masks where a share of them is held out (fit's masks=...)")
+VALIDATION_HOW = ("pass the validation images' masks (fit's validation_masks=...; diti-sd fit --masks DIR holding "
+                  "theirs too, or --attention-masks WORD)")
 
 
 def require_masks(cells: str, masks, what: str, fix: str = HOW) -> None:
@@ -45,28 +47,32 @@ def object_cells(masks, resolution: int, factor: int) -> torch.Tensor:
 
 def cell_weights(cells: str, masks, X, backbone, what: str = "predict", progress: bool = False, rows=None):
     """The weights ``score.cells`` scores images ``X`` with: None under ``all``; under ``object``,
-    :func:`object_cells` of ``masks`` (or of the masks an :class:`AttentionMasks` reads off ``backbone``), each
-    image's mask checked against it and required to keep some pixel at the model's resolution. ``rows``: only
-    these images' (a process's share), the masks' count still checked against all of ``X``."""
+    :func:`object_cells` of ``masks`` (or of the masks an :class:`AttentionMasks` reads off ``backbone``).
+    ``rows``: only these images' (a process's share, or a class-balanced subset). Masks given as such are checked
+    against every image of ``X`` (their count, sizes, and that each keeps some pixel at the model's resolution),
+    so that every process stops alike and an error names the image by its place in ``X``. Masks read off the base
+    are read for ``rows`` alone, each with the noise of its place in ``X``; one that keeps nothing leaves its
+    image scored on every cell, with a warning."""
     require_masks(cells, masks, what)
     if cells == "all":
         return None
     X = as_image_sequence(X)
-    if not isinstance(masks, AttentionMasks):
-        masks = as_mask_sequence(masks)
-        if len(masks) != len(X):
-            raise MaskError(f"{what} got {len(masks)} masks for {len(X)} images; pass one mask per image, in their "
-                            "order")
-    if rows is not None:
-        X = [X[i] for i in rows]
-        masks = masks if isinstance(masks, AttentionMasks) else [masks[i] for i in rows]
+    rows = list(range(len(X))) if rows is None else [int(i) for i in rows]
+    factor = backbone.vae_scale_factor
     if isinstance(masks, AttentionMasks):
-        masks = resolve_masks(masks, backbone, X, progress)[0]
-    masks = check_masks(masks, X, what=what)
-    weights = object_cells(masks, backbone.resolution, backbone.vae_scale_factor)
+        weights = object_cells(masks(backbone, [X[i] for i in rows], progress, indices=rows), backbone.resolution,
+                               factor)
+        empty = weights.flatten(1).sum(1) == 0
+        if empty.any():
+            warnings.warn(f"{int(empty.sum())} of {len(rows)} masks read off the base keep no pixel at the model's "
+                          "resolution: those images are scored on every cell", DitiWarning, stacklevel=3)
+            weights[empty] = 1.0
+        return weights
+    masks = check_masks(as_mask_sequence(masks), X, what=what)
+    weights = object_cells(masks, backbone.resolution, factor)
     empty = [i for i, w in enumerate(weights) if not float(w.sum()) > 0]
     if empty:
         raise MaskError(f"{len(empty)} of {len(X)} masks keep no pixel at the model's resolution (first: mask "
                         f"{empty[0]}), so score.cells: object has nothing to score those images on; check that the "
                         "object is bright in them")
-    return weights
+    return weights[rows]
