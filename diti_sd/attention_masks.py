@@ -226,21 +226,23 @@ def otsu(values: np.ndarray, bins: int = 64) -> float:
     return float(edges[best[len(best) // 2] + 1])
 
 
-def resolve_masks(masks, backbone, X, progress: bool = False, path=None, resume: bool = False) -> tuple:
+def resolve_masks(masks, backbone, X, progress: bool = False, path=None, resume: bool = False, indices=None) -> tuple:
     """``fit``'s masks with an :class:`AttentionMasks` read off ``backbone`` for images ``X``, and the record of how
     (None for masks given as such, which pass through). With ``path`` the masks are kept there (atomically) and, with
     ``resume``, read back where the same reading of the same base made them of the same images: a resumed fit gets
-    the masks its checkpoint was made with, whatever a GPU's rounding would flip near the threshold."""
+    the masks its checkpoint was made with, whatever a GPU's rounding would flip near the threshold. ``indices``:
+    as :meth:`AttentionMasks.__call__`'s."""
     if not isinstance(masks, AttentionMasks):
         return masks, None
     record = masks.record(len(X))
     if path is None:
-        return masks(backbone, X, progress=progress), record
-    key = {**record, "seed": masks.seed, "base": backbone.fingerprint(), "images": images_digest(X)}
+        return masks(backbone, X, progress=progress, indices=indices), record
+    key = {**record, "seed": masks.seed, "base": backbone.fingerprint(), "images": images_digest(X),
+           **({"indices": [int(i) for i in indices]} if indices is not None else {})}
     if resume and Path(path).exists():
         saved = torch.load(path)
         if saved.get("key") == key:
             return saved["masks"], record
-    made = masks(backbone, X, progress=progress)
+    made = masks(backbone, X, progress=progress, indices=indices)
     atomic_write(path, lambda tmp: torch.save({"key": key, "masks": made}, tmp))
     return made, record

@@ -342,7 +342,8 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
         mine = shard(list(range(len(X))), rank, size)  # `accelerate launch`: images split over processes
         if not mine:
             raise ConfigError("got no images" if not len(X) else f"fewer images ({len(X)}) than processes ({size})")
-        cells = cell_weights(cfg.cells, masks, X, self.backbone_, "predict", self.progress, rows=mine)
+        kept = None if cache_dir is None else Path(cache_dir) / f"attention-masks-{rank}.pt"  # a rerun reads them
+        cells = cell_weights(cfg.cells, masks, X, self.backbone_, "predict", self.progress, rows=mine, path=kept)
         latents = self.encode([X[i] for i in mine])
         if candidates is not None:
             candidates = np.asarray(candidates)[mine]

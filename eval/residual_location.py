@@ -25,7 +25,7 @@ file per seed, so a killed run resumes and halves run in parallel. ``--masks att
 attention``): the fit's (the readings') masks are read off the base as a user without masks would read them
 (:class:`~diti_sd.attention_masks.AttentionMasks`: the word "pattern" under every caption of the base's vocabulary,
 shrunk, at ``--mask-upscale``), not the generator's; ``--fit-masks-unshrunk``: the fit's kept as read (the
-attention-masks study's best row), the readings' still shrunk.
+attention-masks study's best row); ``--test-masks-unshrunk``: the readings' kept as read.
 
     python eval/residual_location.py --seeds 11-20 --background-detail 0.1 --background-detail-kind class \
         --cache reports/residual --out docs/notes/2026-12-06-residual-location-class-detail.json
@@ -130,12 +130,12 @@ def read_attention(spec: AttentionMasks, backbone, images, cache: Path | None, n
 def one_seed(seed: int, per_class: int, pairs: int, t_max: int, detail: dict | None = None,
              train_stream: str = "train", overrides: list[str] | None = None, masks: str | None = None,
              test_masks: str = "exact", upscale: int = 2, cache: Path | None = None,
-             fit_shrink: bool = True) -> dict:
+             fit_shrink: bool = True, test_shrink: bool = True) -> dict:
     recipe = load_recipe("synthetic", overrides or [])
     run = SyntheticSeed.for_recipe(recipe, seed, 8, train_stream=train_stream, **(detail or {}))
     variant = json.dumps(detail or {}, sort_keys=True)
     tag = hashlib.sha256(variant.encode()).hexdigest()[:8]
-    spec = attention_spec(recipe.model, seed, upscale)
+    spec = attention_spec(recipe.model, seed, upscale, test_shrink)
     if masks == "attention":
         backbone = load_backbone(recipe.model, device="cpu", dtype=torch.float32, progress=False)
         # the fit takes the run's shot masks: here the attention masks in place of the generator's
@@ -150,7 +150,8 @@ def one_seed(seed: int, per_class: int, pairs: int, t_max: int, detail: dict | N
         latents, labels = clf.encode(data.images), run.labels(data, clf)
         if test_masks == "attention":
             read = read_attention(spec, clf.backbone_, data.images, cache,
-                                  f"seed{seed}-{name.replace(' ', '-')}{per_class}-{tag}")
+                                  f"seed{seed}-{name.replace(' ', '-')}{per_class}{'' if test_shrink else '-unshrunk'}"
+                                  f"-{tag}")
             share = mask_share(read, latents.shape[-1])
         elif run.spec.background_detail:
             share = mask_share(run.stream_masks(name, per_class), latents.shape[-1])
@@ -179,7 +180,9 @@ def main(argv=None) -> dict:
                         help="where the readings' object cells come from: the generator (or the colour), or the base")
     parser.add_argument("--mask-upscale", type=int, default=2, help="AttentionMasks.upscale of the masks read")
     parser.add_argument("--fit-masks-unshrunk", action="store_true",
-                        help="with --masks attention: the fit's masks as read, not shrunk (the readings' still are)")
+                        help="with --masks attention: the fit's masks as read, not shrunk")
+    parser.add_argument("--test-masks-unshrunk", action="store_true",
+                        help="with --test-masks attention: the readings' masks as read, not shrunk")
     parser.add_argument("--cache", type=Path, default=None, help="one result per seed, resumable")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -187,6 +190,8 @@ def main(argv=None) -> dict:
         raise SystemExit(why)
     if args.fit_masks_unshrunk and args.masks != "attention":
         parser.error("--fit-masks-unshrunk keeps the fit's attention masks as read: pass --masks attention")
+    if args.test_masks_unshrunk and args.test_masks != "attention":
+        parser.error("--test-masks-unshrunk keeps the readings' attention masks as read: pass --test-masks attention")
     detail = tune.background_detail(parser, args)
     # the resolved recipe, not how it was spelled: a changed recipe or base refits rather than reads a stale result
     recipe = tune.recipe_key(load_recipe("synthetic", args.overrides))
@@ -197,10 +202,11 @@ def main(argv=None) -> dict:
         if "attention" in (args.masks, args.test_masks):  # the keys of the runs before these options stay as they were
             parts.append({"masks": args.masks, "test masks": args.test_masks,
                           "reading": attention_spec(load_recipe("synthetic").model, seed, args.mask_upscale).record(1),
-                          **({"fit masks unshrunk": True} if args.fit_masks_unshrunk else {})})
+                          **({"fit masks unshrunk": True} if args.fit_masks_unshrunk else {}),
+                          **({"test masks unshrunk": True} if args.test_masks_unshrunk else {})})
         per_seed[seed] = cached_json(args.cache, parts, lambda seed=seed: one_seed(
             seed, args.per_class, args.pairs, args.t_max, detail, args.train_stream, args.overrides, args.masks,
-            args.test_masks, args.mask_upscale, args.cache, not args.fit_masks_unshrunk))
+            args.test_masks, args.mask_upscale, args.cache, not args.fit_masks_unshrunk, not args.test_masks_unshrunk))
     summary = {}
     for stream in STREAMS:
         for reading in READINGS:
@@ -215,7 +221,7 @@ def main(argv=None) -> dict:
     result = {"seeds": args.seeds, **detail, "train_stream": args.train_stream, "overrides": args.overrides,
               "masks": args.masks, "test_masks": args.test_masks,
               **({"mask_upscale": args.mask_upscale} if "attention" in (args.masks, args.test_masks) else {}),
-              "fit_masks_unshrunk": args.fit_masks_unshrunk,
+              "fit_masks_unshrunk": args.fit_masks_unshrunk, "test_masks_unshrunk": args.test_masks_unshrunk,
               "per_seed": per_seed,
               "summary": summary}
     if args.out:

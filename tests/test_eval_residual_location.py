@@ -32,8 +32,9 @@ def test_residual_location_splits_the_error_by_region_and_frequency(tiny_model_d
     cells = clf.dense_errors(latents, t, noise, cells=share).mean(2)
     torch.testing.assert_close(read["object"] / share.mean((1, 2, 3))[:, None], torch.from_numpy(cells).float(),
                                rtol=1e-4, atol=1e-6)
-    with pytest.raises(SystemExit):  # the fit's masks kept as read: only masks read off the base have a reading
-        script.main(["--seeds", "11", "--fit-masks-unshrunk"])
+    for flag in ("--fit-masks-unshrunk", "--test-masks-unshrunk"):  # only masks read off the base have a reading
+        with pytest.raises(SystemExit):
+            script.main(["--seeds", "11", flag])
     # a residual uniform over the image has nothing left once its mean or its local mean is taken away
     flat = torch.ones(1, 1, 1, 4, 8, 8)
     uniform = script.readings(flat, torch.full((1, 1, 8, 8), 0.25))
@@ -62,8 +63,8 @@ def test_residual_location_reads_the_object_off_exact_masks_on_detailed_backgrou
     calls = []
 
     def one_seed(seed, per_class, pairs, t_max, detail=None, train_stream="train", overrides=None, masks=None,
-                 test_masks="exact", upscale=2, cache=None, fit_shrink=True):
-        calls.append((seed, detail, train_stream, overrides, masks, test_masks, fit_shrink))
+                 test_masks="exact", upscale=2, cache=None, fit_shrink=True, test_shrink=True):
+        calls.append((seed, detail, train_stream, overrides, masks, test_masks, fit_shrink, test_shrink))
         row = {"accuracy": 0.5, "ll": -1.0}
         return {s: {r: dict(row) for r in script.READINGS} for s in script.STREAMS}
 
@@ -72,7 +73,7 @@ def test_residual_location_reads_the_object_off_exact_masks_on_detailed_backgrou
             str(tmp_path)]
     out = script.main(args)
     assert calls == [(s, {"background_detail": 0.1, "background_detail_kind": "class"}, "train", [], None, "exact",
-                      True) for s in (11, 12)]
+                      True, True) for s in (11, 12)]
     assert script.main(args)["summary"] == out["summary"] and len(calls) == 2  # read back from the cache
     script.main([*args, "--train-stream", "shots without the shortcut"])
     assert len(calls) == 4 and calls[-1][2] == "shots without the shortcut"  # the control is kept apart
@@ -84,6 +85,9 @@ def test_residual_location_reads_the_object_off_exact_masks_on_detailed_backgrou
     script.main([*args, "--set", "fit.coarse_swap=1.0", "--masks", "attention", "--test-masks", "attention"])
     script.main([*args, "--set", "fit.coarse_swap=1.0", "--masks", "attention", "--test-masks", "attention",
                  "--fit-masks-unshrunk"])
-    assert len(calls) == 10 and calls[-3][4:] == ("attention", "attention", True) and calls[-1][6] is False
+    script.main([*args, "--set", "fit.coarse_swap=1.0", "--masks", "attention", "--test-masks", "attention",
+                 "--fit-masks-unshrunk", "--test-masks-unshrunk"])
+    assert len(calls) == 12 and calls[-5][4:] == ("attention", "attention", True, True)
+    assert calls[-3][6:] == (False, True) and calls[-1][6:] == (False, False)
     with pytest.raises(SystemExit):
         script.main(["--seeds", "11", "--background-detail-kind", "class"])

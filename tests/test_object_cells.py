@@ -120,7 +120,7 @@ def test_masks_are_checked_against_every_image_and_read_off_the_base_at_their_pl
                                object_cells(whole[2:], 64, 8))
 
 
-def test_attention_masks_are_read_for_the_images_predict_scores(tiny_model_dir, monkeypatch):
+def test_attention_masks_are_read_for_the_images_predict_scores(tiny_model_dir, monkeypatch, tmp_path):
     clf, X, masks, _ = _fit(tiny_model_dir)
     read = []
     spec = AttentionMasks("pattern", ["a photo of a {}"], times=(300,))
@@ -133,6 +133,11 @@ def test_attention_masks_are_read_for_the_images_predict_scores(tiny_model_dir, 
     read_off = clf.score_images(X[:4], masks=spec).errors
     np.testing.assert_array_equal(read_off, clf.score_images(X[:4], masks=masks[:4]).errors)
     assert read == [4]
+    # with a cache folder they are kept beside the scored chunks: a rerun (a resumed predict) reads them back
+    first = clf.score_images(X[:4], masks=spec, cache_dir=tmp_path)
+    again = clf.score_images(X[:4], masks=spec, cache_dir=tmp_path)
+    assert read == [4, 4] and (tmp_path / "attention-masks-0.pt").is_file()
+    np.testing.assert_array_equal(first.errors, again.errors)
 
 
 def test_the_fits_validation_pass_weighs_the_cells_and_needs_the_masks(tiny_model_dir, monkeypatch):

@@ -17,7 +17,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from ..attention_masks import AttentionMasks
+from ..attention_masks import AttentionMasks, resolve_masks
 from ..data.images import as_image_sequence
 from ..data.masks import MaskError, as_mask_sequence, check_masks
 from ..errors import ConfigError, DitiWarning
@@ -45,14 +45,16 @@ def object_cells(masks, resolution: int, factor: int) -> torch.Tensor:
     return F.avg_pool2d(mask_pixels(masks, resolution).float(), factor)
 
 
-def cell_weights(cells: str, masks, X, backbone, what: str = "predict", progress: bool = False, rows=None):
+def cell_weights(cells: str, masks, X, backbone, what: str = "predict", progress: bool = False, rows=None,
+                 path=None):
     """The weights ``score.cells`` scores images ``X`` with: None under ``all``; under ``object``,
     :func:`object_cells` of ``masks`` (or of the masks an :class:`AttentionMasks` reads off ``backbone``).
     ``rows``: only these images' (a process's share, or a class-balanced subset). Masks given as such are checked
     against every image of ``X`` (their count, sizes, and that each keeps some pixel at the model's resolution),
     so that every process stops alike and an error names the image by its place in ``X``. Masks read off the base
     are read for ``rows`` alone, each with the noise of its place in ``X``; one that keeps nothing leaves its
-    image scored on every cell, with a warning."""
+    image scored on every cell, with a warning; with ``path`` they are kept there and read back by a rerun on the
+    same images (:func:`~diti_sd.attention_masks.resolve_masks`)."""
     require_masks(cells, masks, what)
     if cells == "all":
         return None
@@ -60,8 +62,8 @@ def cell_weights(cells: str, masks, X, backbone, what: str = "predict", progress
     rows = list(range(len(X))) if rows is None else [int(i) for i in rows]
     factor = backbone.vae_scale_factor
     if isinstance(masks, AttentionMasks):
-        weights = object_cells(masks(backbone, [X[i] for i in rows], progress, indices=rows), backbone.resolution,
-                               factor)
+        read = resolve_masks(masks, backbone, [X[i] for i in rows], progress, path, resume=True, indices=rows)[0]
+        weights = object_cells(read, backbone.resolution, factor)
         empty = weights.flatten(1).sum(1) == 0
         if empty.any():
             warnings.warn(f"{int(empty.sum())} of {len(rows)} masks read off the base keep no pixel at the model's "
