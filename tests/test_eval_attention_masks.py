@@ -52,7 +52,7 @@ def test_with_detailed_backgrounds_the_masks_are_read_off_the_detailed_shots_and
     script = eval_script("attention_masks")
     read_from, files, details = [], [], []
 
-    def read(self, backbone, images, progress=False):
+    def read(self, backbone, images, progress=False, indices=None):
         read_from.append(images[0].numpy().tobytes())
         return [torch.ones(16, 16, dtype=torch.bool) for _ in images]
 
@@ -88,7 +88,7 @@ def test_the_study_keeps_each_reading_of_a_seeds_shots_and_reads_it_back(monkeyp
     script = eval_script("attention_masks")
     calls = []
 
-    def read(self, backbone, images, progress=False):
+    def read(self, backbone, images, progress=False, indices=None):
         calls.append(self.upscale)
         return [torch.rand(4, 4) > 0.5 for _ in images]
 
