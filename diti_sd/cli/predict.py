@@ -37,10 +37,6 @@ def add_arguments(parser):
     add_runtime_arguments(parser)
 
 
-def expand_inputs(items: list[str]) -> list[Path]:
-    return [path for path, _ in expand_with_ids(items)]
-
-
 def expand_with_ids(items: list[str]) -> list[tuple[Path, str]]:
     """Each image of the given files and folders, with the id its mask is found by (``--masks``): its path under
     the folder given, or its file name."""
@@ -134,8 +130,8 @@ def run(args):
             cells = clf.recipe_.score.cells
             check_masks_given(cells, args)
         masks = attention if mask_files is None else MaskSequence([mask_files[i] for i in good])
-        result = clf.score_images(images, chunk=args.chunk_size, cache_dir=cache_dir,
-                                  masks=None if cells != "object" else masks)
+        # check_masks_given let masks through only for a set that scores object cells
+        result = clf.score_images(images, chunk=args.chunk_size, cache_dir=cache_dir, masks=masks)
         proba = softmax(result.logits, clf.temperature_)
         k = max(1, min(args.top_k, len(clf.classes_)))
         for row_index, p, calls in zip(good, proba, result.unet_calls):
