@@ -21,6 +21,9 @@ from .errors import ConfigError, DitiWarning
 from .seeding import numpy_rng
 
 SOURCES = ("validation", "held-out share", "probe fit", "none")
+# how a validation pass under score.cells: object gets its images' masks
+PASS_HOW = ("pass these images' masks (masks=...; fit passes its validation_masks, or the shots' masks for the shots "
+            "it holds out)")
 
 
 @dataclass(frozen=True)
@@ -206,8 +209,7 @@ class ValidationMixin:
         if unknown:
             raise ConfigError(f"labels {unknown[:5]} are not among the fitted classes {self.classes_.tolist()[:10]}")
         X = as_image_sequence(X)
-        require_masks(self.recipe_.score.cells, masks, what, "pass these images' masks (masks=...; fit passes its "
-                      "validation_masks, or the shots' masks for the shots it holds out)")
+        require_masks(self.recipe_.score.cells, masks, what, PASS_HOW)
         if candidates is not None and np.asarray(candidates).shape != (len(X), len(self.classes_)):
             raise ConfigError(f"candidates must be (images, classes) = {(len(X), len(self.classes_))}, got "
                              f"{np.asarray(candidates).shape}")
@@ -274,6 +276,9 @@ class ValidationMixin:
         y = list(y)
         index = {c: i for i, c in enumerate(self.classes_.tolist())}
         if exact:
+            from .scoring.cells import require_masks
+
+            require_masks(self.recipe_.score.cells, masks, "the temperature", PASS_HOW)
             result = self.score_images(X, masks=masks)
             target = np.array([index[v] for v in y])
             temperature, best = fit_temperature(result.logits, target)

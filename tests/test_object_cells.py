@@ -9,7 +9,7 @@ import torch
 from helpers import square_shots
 from torchvision.utils import save_image
 
-from diti_sd import DiTiFewShotClassifier
+from diti_sd import DiTiFewShotClassifier, hub
 from diti_sd.attention_masks import AttentionMasks
 from diti_sd.cli import main
 from diti_sd.data.masks import MaskError
@@ -76,6 +76,9 @@ def test_predict_scores_the_masks_cells_and_refuses_images_without_masks(tiny_mo
     clf, X, masks, y = _fit(tiny_model_dir)
     with pytest.raises(ConfigError, match=r"score.cells: object.*no masks; pass each image's object mask"):
         clf.predict(X)
+    for exact in (True, False):  # the temperature's pass, as a test pass or a validation pass, names its own fix
+        with pytest.raises(ConfigError, match=r"but the temperature got no masks; pass these images' masks"):
+            clf.fit_temperature(X, y, exact=exact)
     with pytest.raises(MaskError, match="predict got 5 masks for 6 images"):
         clf.predict(X, masks=masks[:5])
     with pytest.raises(MaskError, match="1 of 6 masks keep no pixel"):
@@ -178,7 +181,7 @@ def test_the_fits_validation_pass_weighs_the_cells_and_needs_the_masks(tiny_mode
     _fit(tiny_model_dir, validation=(X, y))
 
 
-def test_diti_sd_predict_reads_a_mask_folder_for_object_cells(tiny_model_dir, tmp_path, capsys):
+def test_diti_sd_predict_reads_a_mask_folder_for_object_cells(tiny_model_dir, tmp_path, capsys, monkeypatch):
     clf, X, masks, y = _fit(tiny_model_dir)
     clf.save_pretrained(tmp_path / "set")
     images, folder = tmp_path / "photos", tmp_path / "masks"
@@ -204,6 +207,39 @@ def test_diti_sd_predict_reads_a_mask_folder_for_object_cells(tiny_model_dir, tm
     assert main(["predict", "--adapters", str(tmp_path / "whole"), str(images), "--masks", str(folder),
                  "--no-progress"]) == 2
     assert "--masks is read only by adapters fitted with score.cells: object" in capsys.readouterr().err
+    # a mask of another size than its image, or unreadable, is named with its image before the model loads
+    save_image(masks[2].float()[None, :, :40], folder / "a" / "2.png")
+    monkeypatch.setattr(DiTiFewShotClassifier, "from_pretrained", classmethod(lambda *a, **k: pytest.fail("loaded")))
+    assert main([*argv, "--masks", str(folder)]) == 2
+    height, width = masks[2].shape
+    assert (f"mask {folder / 'a' / '2.png'} is 40x{height} but its image {images / 'a' / '2.png'} is "
+            f"{width}x{height}") in capsys.readouterr().err
+    (folder / "a" / "2.png").write_bytes(b"not a mask")
+    assert main([*argv, "--masks", str(folder)]) == 2
+    assert f"(the mask of {images / 'a' / '2.png'})" in capsys.readouterr().err
+    # a Hub id's saved recipe is read from its download, before the model loads
+    monkeypatch.setattr(hub, "snapshot_download", lambda repo_id, revision=None: str(tmp_path / "set"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", "--adapters", "someone/object-set", str(images), "--no-progress"]) == 2
+    assert "someone/object-set scores each image's object cells" in capsys.readouterr().err
+
+
+def test_diti_sd_fit_refuses_to_calibrate_on_validation_images_without_masks(tiny_model_dir, tmp_path, capsys,
+                                                                              monkeypatch):
+    X, masks, y = square_shots(6)
+    root, folder = tmp_path / "data", tmp_path / "masks"
+    for i, (image, mask, label) in enumerate(zip(X, masks, y)):
+        split = "train" if i < 4 else "val"
+        (root / split / label).mkdir(parents=True, exist_ok=True)
+        save_image(image, root / split / label / f"{i}.png")
+        if split == "train":  # the validation images have none
+            (folder / label).mkdir(parents=True, exist_ok=True)
+            save_image(mask.float()[None], folder / label / f"{i}.png")
+    monkeypatch.setattr(DiTiFewShotClassifier, "fit", lambda *a, **k: pytest.fail("fitted"))
+    argv = ["fit", "--dataset", "tiny", "--data-root", str(root), "--model", str(tiny_model_dir), "--steps", "1",
+            "--out", str(tmp_path / "out"), "--no-progress", "--masks", str(folder), "--set", "score.cells=object"]
+    assert main(argv) == 2
+    assert "score.cells: object needs the validation images' masks to fit the temperature" in capsys.readouterr().err
 
 
 def test_diti_sd_eval_refuses_object_cells_before_any_work(tmp_path):

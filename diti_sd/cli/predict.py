@@ -79,6 +79,21 @@ def check_masks_given(cells: str | None, args) -> None:
                        "whole images: leave it out")
 
 
+def check_mask_files(files: list, images: list, paths: list) -> None:
+    """Each mask file readable and its image's size: one line naming both, before the model loads."""
+    from ..data.masks import MaskError, load_mask
+    from . import CLIError
+
+    for file, image, path in zip(files, images, paths):
+        try:
+            mask = load_mask(file)
+        except MaskError as err:
+            raise CLIError(f"{err} (the mask of {path})") from None
+        if tuple(mask.shape) != (image.height, image.width):
+            raise CLIError(f"mask {file} is {mask.shape[1]}x{mask.shape[0]} but its image {path} is "
+                           f"{image.width}x{image.height}; save each mask at its image's size")
+
+
 def _cache_dir(args) -> str | None:
     """Where scored chunks go: --cache-dir, else beside --out, else nowhere."""
     return args.cache_dir or (f"{args.out}.scores" if args.out else None)
@@ -110,7 +125,7 @@ def run(args):
     paths = [path for path, _ in inputs]
     if not paths:
         raise CLIError("no images found in the given paths")
-    # every image's mask file found before any image or the model is read; their sizes are checked before scoring
+    # every image's mask file found before any image is read; each checked against its image before the model loads
     mask_files = find_masks(args.masks, [i for _, i in inputs], "images") if args.masks else None
     rows, good, images = [], [], []
     for path in paths:
@@ -121,6 +136,8 @@ def run(args):
         except ImageReadError as err:
             rows.append({"path": str(path), "error": str(err)})
             print(f"skipping {path}: {err}", file=sys.stderr)
+    if mask_files is not None:
+        check_mask_files([mask_files[i] for i in good], images, [paths[i] for i in good])
     clf = DiTiFewShotClassifier.from_pretrained(folder, model=args.model, device=args.device, dtype=args.dtype,
                                                 attention=args.attention, compile=args.compile,
                                                 progress=not args.no_progress)
