@@ -327,15 +327,15 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
             out.append(self.backbone_.encode_batches(uint8_pixels(part, self.backbone_.resolution)).cpu())
         return torch.cat(out)
 
-    def score_images(self, X, candidates=None, chunk: int = 64, cache_dir=None, masks=None):
+    def score_images(self, X, candidates=None, chunk: int = 64, cache_dir=None, masks=None, what: str = "predict"):
         """Full scoring result (errors, ranking logits, UNet calls per image) for images ``X``.
 
         ``cache_dir``: each chunk of ``chunk`` images is written there as soon as it is scored, and a
         later call with the same adapters, settings and images reads it back instead of scoring it again
         (a reference pass over a test set takes GPU-hours; an interruption loses one chunk at most).
         ``masks``: under ``score.cells: object``, each image's object mask (or an
-        :class:`~diti_sd.attention_masks.AttentionMasks` to read them off the base): :mod:`diti_sd.scoring.cells`.
-        """
+        :class:`~diti_sd.attention_masks.AttentionMasks` to read them off the base): :mod:`diti_sd.scoring.cells`;
+        ``what``: who scores, as errors name it."""
         cfg = self.scoring_config()
         X = as_image_sequence(X)
         rank, size = world()
@@ -343,7 +343,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
         if not mine:
             raise ConfigError("got no images" if not len(X) else f"fewer images ({len(X)}) than processes ({size})")
         kept = None if cache_dir is None else Path(cache_dir) / f"attention-masks-{rank}.pt"  # a rerun reads them
-        cells = cell_weights(cfg.cells, masks, X, self.backbone_, "predict", self.progress, rows=mine, path=kept)
+        cells = cell_weights(cfg.cells, masks, X, self.backbone_, what, self.progress, rows=mine, path=kept)
         latents = self.encode([X[i] for i in mine])
         if candidates is not None:
             candidates = np.asarray(candidates)[mine]

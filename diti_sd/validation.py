@@ -279,7 +279,7 @@ class ValidationMixin:
             from .scoring.cells import require_masks
 
             require_masks(self.recipe_.score.cells, masks, "the temperature", PASS_HOW)
-            result = self.score_images(X, masks=masks)
+            result = self.score_images(X, masks=masks, what="the temperature")
             target = np.array([index[v] for v in y])
             temperature, best = fit_temperature(result.logits, target)
             self._set_temperature(temperature, {"source": f"{source}: scored as a test pass", "images": len(target),

@@ -79,6 +79,8 @@ def test_predict_scores_the_masks_cells_and_refuses_images_without_masks(tiny_mo
     for exact in (True, False):  # the temperature's pass, as a test pass or a validation pass, names its own fix
         with pytest.raises(ConfigError, match=r"but the temperature got no masks; pass these images' masks"):
             clf.fit_temperature(X, y, exact=exact)
+    with pytest.raises(MaskError, match="the temperature got 5 masks for 6 images"):
+        clf.fit_temperature(X, y, exact=True, masks=masks[:5])
     with pytest.raises(MaskError, match="predict got 5 masks for 6 images"):
         clf.predict(X, masks=masks[:5])
     with pytest.raises(MaskError, match="1 of 6 masks keep no pixel"):
@@ -214,6 +216,9 @@ def test_diti_sd_predict_reads_a_mask_folder_for_object_cells(tiny_model_dir, tm
     height, width = masks[2].shape
     assert (f"mask {folder / 'a' / '2.png'} is 40x{height} but its image {images / 'a' / '2.png'} is "
             f"{width}x{height}") in capsys.readouterr().err
+    save_image(torch.zeros(1, height, width), folder / "a" / "2.png")
+    assert main([*argv, "--masks", str(folder)]) == 2
+    assert f"mask {folder / 'a' / '2.png'} keeps no pixel" in capsys.readouterr().err
     (folder / "a" / "2.png").write_bytes(b"not a mask")
     assert main([*argv, "--masks", str(folder)]) == 2
     assert f"(the mask of {images / 'a' / '2.png'})" in capsys.readouterr().err

@@ -80,7 +80,8 @@ def check_masks_given(cells: str | None, args) -> None:
 
 
 def check_mask_files(files: list, images: list, paths: list) -> None:
-    """Each mask file readable and its image's size: one line naming both, before the model loads."""
+    """Each mask file readable, its image's size and keeping some pixel: one line naming both, before the model
+    loads."""
     from ..data.masks import MaskError, load_mask
     from . import CLIError
 
@@ -92,6 +93,9 @@ def check_mask_files(files: list, images: list, paths: list) -> None:
         if tuple(mask.shape) != (image.height, image.width):
             raise CLIError(f"mask {file} is {mask.shape[1]}x{mask.shape[0]} but its image {path} is "
                            f"{image.width}x{image.height}; save each mask at its image's size")
+        if not bool(mask.any()):
+            raise CLIError(f"mask {file} keeps no pixel (the object bright), so {path} has nothing to be scored on; "
+                           "check the mask")
 
 
 def _cache_dir(args) -> str | None:
