@@ -163,6 +163,20 @@ def one_seed(seed: int, per_class: int, pairs: int, t_max: int, detail: dict | N
     return out
 
 
+def paired_summary(per_seed: dict, seeds: list, streams, readings) -> dict:
+    """Per stream and reading, accuracy and the true class's log-likelihood: the mean over ``seeds``, and the gain
+    over the whole image (reading ``all``) paired per seed, with its SE."""
+    summary = {}
+    for stream in streams:
+        for reading in readings:
+            row = summary.setdefault(stream, {}).setdefault(reading, {})
+            for part in ("accuracy", "ll"):
+                values = [per_seed[s][stream][reading][part] for s in seeds]
+                gain, se = mean_se([v - per_seed[s][stream]["all"][part] for v, s in zip(values, seeds)])
+                row[part] = {"mean": float(np.mean(values)), "gain": gain, "se": se}
+    return summary
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=seed_list, default="11-20")
@@ -207,14 +221,10 @@ def main(argv=None) -> dict:
         per_seed[seed] = cached_json(args.cache, parts, lambda seed=seed: one_seed(
             seed, args.per_class, args.pairs, args.t_max, detail, args.train_stream, args.overrides, args.masks,
             args.test_masks, args.mask_upscale, args.cache, not args.fit_masks_unshrunk, not args.test_masks_unshrunk))
-    summary = {}
+    summary = paired_summary(per_seed, args.seeds, STREAMS, READINGS)
     for stream in STREAMS:
         for reading in READINGS:
-            row = summary.setdefault(stream, {}).setdefault(reading, {})
-            for part in ("accuracy", "ll"):
-                values = [per_seed[s][stream][reading][part] for s in args.seeds]
-                gain, se = mean_se([v - per_seed[s][stream]["all"][part] for v, s in zip(values, args.seeds)])
-                row[part] = {"mean": float(np.mean(values)), "gain": gain, "se": se}
+            row = summary[stream][reading]
             print(f"{stream:11s} {reading:12s} accuracy {row['accuracy']['mean']:.3f} ({row['accuracy']['gain']:+.3f} "
                   f"SE {row['accuracy']['se']:.3f})  log-lik {row['ll']['mean']:.3f} ({row['ll']['gain']:+.3f} "
                   f"SE {row['ll']['se']:.3f})")

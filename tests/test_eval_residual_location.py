@@ -91,3 +91,87 @@ def test_residual_location_reads_the_object_off_exact_masks_on_detailed_backgrou
     assert calls[-3][6:] == (False, True) and calls[-1][6:] == (False, False)
     with pytest.raises(SystemExit):
         script.main(["--seeds", "11", "--background-detail-kind", "class"])
+
+
+def test_object_cells_predict_pairs_the_products_two_readings_per_seed(tmp_path, monkeypatch):
+    import numpy as np
+
+    from diti_sd.scoring.engine import ScoreResult
+
+    script = _script("object_cells_predict")
+    with pytest.raises(SystemExit, match="sealed"):
+        script.main(["--seeds", "501"])
+    errors = np.array([[0.1, 0.3], [0.2, 0.1], [0.5, 0.4]])
+    row = script.reading(ScoreResult(errors, -errors, np.array([8, 8, 4])), np.array([0, 0, 1]))
+    assert row["accuracy"] == pytest.approx(2 / 3) and row["unet_calls"] == 20 and row["ll"] < 0
+    calls = []
+
+    def one_seed(seed, per_class, detail, overrides, upscale, cache):
+        calls.append((seed, detail, overrides, upscale))
+        return {s: {"all": {"accuracy": 0.4, "ll": -1.5, "unet_calls": 80},
+                    "object": {"accuracy": 0.4 + seed / 100, "ll": -1.0, "unet_calls": 80}} for s in script.STREAMS}
+
+    monkeypatch.setattr(script, "one_seed", one_seed)
+    args = ["--seeds", "11,13", "--background-detail", "0.1", "--background-detail-kind", "class", "--cache",
+            str(tmp_path)]
+    out = script.main(args)
+    detail = {"background_detail": 0.1, "background_detail_kind": "class"}
+    assert calls == [(s, detail, script.WHOLE_SWAP, 2) for s in (11, 13)]
+    gain = out["summary"]["oracle val"]["object"]["accuracy"]
+    assert gain["gain"] == pytest.approx(0.12) and gain["se"] == pytest.approx(0.01)  # paired per seed
+    assert script.main(args)["summary"] == out["summary"] and len(calls) == 2  # read back from the cache
+    script.main([*args, "--mask-upscale", "1"])
+    assert len(calls) == 4 and calls[-1][3] == 1  # another reading of the masks is fitted and scored apart
+    script.main([*args, "--noise-per-seed"])  # each seed's own scoring noise: a recipe of its own, cached apart
+    assert [c[2] for c in calls[4:]] == [[*script.WHOLE_SWAP, f"score.seed={s}"] for s in (11, 13)]
+
+
+def test_object_cells_predict_scores_the_object_through_the_product_and_the_whole_image_apart(tmp_path,
+                                                                                              monkeypatch):
+    import numpy as np
+
+    from diti_sd.attention_masks import AttentionMasks
+    from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
+    from diti_sd.scoring.engine import ScoreResult
+
+    script = _script("object_cells_predict")
+    read, scored, fitted = [], [], []
+    monkeypatch.setattr(script, "load_backbone", lambda *a, **k: "the base")
+
+    def read_attention(spec, backbone, images, cache, name):
+        read.append((spec.shrink, spec.upscale, backbone, name))
+        return [torch.ones(16, 16, dtype=torch.bool) for _ in images]
+
+    class Fitted:  # stands for the fitted classifier: what is scored, and how, is recorded
+        def __init__(self, recipe, names):
+            self.recipe_, self.classes_ = recipe, np.array(names)
+
+        def score_images(self, images, masks=None, cache_dir=None):
+            scored.append((self.recipe_.score.cells, masks, cache_dir))
+            errors = np.random.default_rng(len(scored)).random((len(images), len(self.classes_)))
+            return ScoreResult(errors, -errors, np.full(len(images), 16))
+
+    def fit(run, recipe, masks=False):
+        fitted.append((recipe, masks, run.train_masks))
+        return Fitted(recipe, sorted(set(run.spec.classnames)))
+
+    monkeypatch.setattr(script.residual, "read_attention", read_attention)
+    monkeypatch.setattr(SyntheticSeed, "fit", fit)
+    out = script.one_seed(11, 2, {}, script.WHOLE_SWAP, 2, tmp_path)
+    # the shots' masks read as residual_location's best row read them, kept as read, under its cache's name
+    assert read == [(False, 2, "the base", "seed11-train-unshrunk-44136fa3")]
+    recipe, masks, train_masks = fitted[0]
+    assert masks and recipe.score.cells == "object" and recipe.fit.swap_background == "whole"
+    assert len(train_masks) == 40 and all(m.all() for m in train_masks)
+    # per stream: the object's cells with masks read off the base (shrunk), then the same adapters on every cell
+    assert [(cells, type(masks).__name__) for cells, masks, _ in scored] == [
+        ("object", "AttentionMasks"), ("all", "NoneType")] * 2
+    spec = scored[0][1]
+    assert isinstance(spec, AttentionMasks) and spec.shrink and spec.upscale == 2 and spec.seed == 11
+    assert scored[0][2] == tmp_path / "predict" / "seed11-val2-x2-44136fa3"
+    for stream in script.STREAMS:
+        assert out[stream]["object"]["unet_calls"] == out[stream]["all"]["unet_calls"] == 16 * 10
+        assert out[stream]["object"]["mask_unet_calls"] == spec.unet_calls(10) > 0
+        assert out[stream]["all"]["mask_unet_calls"] == 0
+        assert out[stream]["object"]["accuracy"] != out[stream]["all"]["accuracy"] or (
+            out[stream]["object"]["ll"] != out[stream]["all"]["ll"])
