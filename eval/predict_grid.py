@@ -10,8 +10,9 @@ thing, the adapters' mean error over the window; this measures how far apart the
 adapters (``--set`` for other values) are fitted on the k-shot split; each image of the user-like validation
 stream and of the oracle stream is scored by ``score_images`` (``predict``) and on the demo's window pairs of the
 seed's validation draw, paired per seed; and at every ``--t-step``-th t of the window alone, with ``predict``'s
-noise, to show where the class evidence lies. ``--cache``: one result per seed, resumable. A diagnostic on
-validation streams, never a rule and never a sealed read.
+noise, to show where the class evidence lies. ``--demo-row "all t"`` with ``--demo-window 0 200``: the demo's
+reading of the reference-style rival (fit it with ``--set``). ``--cache``: one result per seed, resumable. A
+diagnostic on validation streams, never a rule and never a sealed read.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write, cached_json
 from diti_sd.recipes import load_recipe
+from diti_sd.scoring.replay import weighted_mean
 from diti_sd.stats import mean_se
 from diti_sd.timesteps import timestep_noise
 
@@ -46,19 +48,22 @@ def single_t_grid(window: tuple[int, int], step: int) -> torch.Tensor:
     return torch.arange(window[0], window[1], step)
 
 
-def one_seed(seed: int, per_class: int, overrides: list[str], step: int) -> dict:
+def one_seed(seed: int, per_class: int, overrides: list[str], step: int, demo_row: str = "window",
+             demo_window: tuple[int, int] | None = None) -> dict:
     recipe = load_recipe("synthetic", overrides)
     run = SyntheticSeed.for_recipe(recipe, seed, 8)
     clf = run.fit(recipe)
     window = (recipe.score.t_min, recipe.score.t_max)
-    t, noise, weights = scoring_weights(window, PAIRS, None, clf.backbone_.latent_shape, seed=pair_seeds(seed)[1])
-    keep = torch.from_numpy(weights["window"] > 0)
+    t, noise, weights = scoring_weights(demo_window or window, PAIRS, None, clf.backbone_.latent_shape,
+                                        seed=pair_seeds(seed)[1])
+    w = weights[demo_row]
+    keep = torch.from_numpy(w > 0)
     grid = single_t_grid(window, step)
     out = {}
     for name in STREAMS:
         data = run.stream(name, per_class)
         labels, latents = run.labels(data, clf), clf.encode(data.images)
-        demo = clf.dense_errors(latents, t[keep], noise[keep]).mean(2)
+        demo = weighted_mean(clf.dense_errors(latents, t[keep], noise[keep]), w[keep.numpy()])
         per_t = clf.dense_errors(latents, grid, timestep_noise(grid, latents.shape[1:], recipe.score.seed))
         out[name] = {"predict": float((clf.score_images(data.images).logits.argmax(1) == labels).mean()),
                      "demo pairs": float((demo.argmin(1) == labels).mean()),
@@ -95,6 +100,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="fit with this recipe value (KEY=VALUE, repeatable)")
     parser.add_argument("--t-step", type=int, default=4, help="the single-t curve's spacing")
+    parser.add_argument("--demo-row", choices=["window", "all t"], default="window",
+                        help="the demo's scoring read against predict: its window row, or its all-t row (the "
+                             "reference-style rival's, an equal share of each stratum weighted by its width)")
+    parser.add_argument("--demo-window", type=int, nargs=2, default=None, metavar=("LO", "HI"),
+                        help="the window the demo's strata are laid around (default: the scoring window; the "
+                             "all-t row of the headline: 0 200)")
     parser.add_argument("--cache", type=Path, default=None, help="one result per seed, resumable")
     parser.add_argument("--out", default=None)
     parser.add_argument("--plot", default=None, help="a PNG of the single-t curve")
@@ -102,11 +113,14 @@ def main(argv=None) -> dict:
     if why := sealed_message(args.seeds):
         raise SystemExit(why)
     recipe = load_recipe("synthetic", args.overrides)
+    demo_window = None if args.demo_window is None else tuple(args.demo_window)
     per_seed = {}
     for seed in args.seeds:
         parts = ["predict_grid", tune.recipe_key(recipe), seed, args.per_class, PAIRS, args.t_step]
+        if args.demo_row != "window" or demo_window is not None:  # the window row's keys stay as they were
+            parts.append({"demo row": args.demo_row, "demo window": demo_window})
         per_seed[seed] = cached_json(args.cache, parts, lambda seed=seed: one_seed(
-            seed, args.per_class, args.overrides, args.t_step))
+            seed, args.per_class, args.overrides, args.t_step, args.demo_row, demo_window))
     summary = {}
     for stream in STREAMS:
         rows = [per_seed[s][stream] for s in args.seeds]
@@ -119,7 +133,8 @@ def main(argv=None) -> dict:
     grid = single_t_grid((recipe.score.t_min, recipe.score.t_max), args.t_step).tolist()
     for stream in STREAMS:
         print(f"{stream:11s} one t: " + " ".join(f"{t}:{a:.2f}" for t, a in zip(grid, summary[stream]["per t"])))
-    result = {"seeds": args.seeds, "overrides": args.overrides, "t": grid, "per_seed": per_seed, "summary": summary}
+    result = {"seeds": args.seeds, "overrides": args.overrides, "demo_row": args.demo_row,
+              "demo_window": demo_window, "t": grid, "per_seed": per_seed, "summary": summary}
     if args.out:
         atomic_write(args.out, lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
     if args.plot:

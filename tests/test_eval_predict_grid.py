@@ -13,8 +13,8 @@ def test_predict_grid_pairs_the_two_readings_per_seed_and_draws_the_single_t_cur
     assert script.single_t_grid((0, 200), 50).tolist() == [0, 50, 100, 150]
     calls = []
 
-    def one_seed(seed, per_class, overrides, step):
-        calls.append((seed, per_class, overrides, step))
+    def one_seed(seed, per_class, overrides, step, demo_row="window", demo_window=None):
+        calls.append((seed, per_class, overrides, step) + ((demo_row, demo_window) if demo_row != "window" else ()))
         per_t = [0.9, 0.5, 0.4, 0.3]
         return {s: {"predict": 0.5 + seed / 100, "demo pairs": 0.6, "per t": per_t} for s in script.STREAMS}
 
@@ -29,3 +29,5 @@ def test_predict_grid_pairs_the_two_readings_per_seed_and_draws_the_single_t_cur
     assert script.main(args)["summary"] == out["summary"] and len(calls) == 2  # read back from the cache
     script.main([*args, "--set", "score.unet_scale=1.0"])
     assert len(calls) == 4 and calls[-1][2] == ["score.unet_scale=1.0"]  # another recipe is fitted apart
+    script.main([*args, "--demo-row", "all t", "--demo-window", "0", "200"])  # the rival's row, kept apart
+    assert len(calls) == 6 and calls[-1][4:] == ("all t", (0, 200))
