@@ -78,7 +78,7 @@ def plot(result: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plt.subplots(figsize=(6, 4.2))
     for colour, stream in zip(("tab:orange", "tab:blue"), STREAMS):
         row = result["summary"][stream]
         ax.plot(result["t"], row["per t"], color=colour, marker=".", label=f"{stream}: one t")
@@ -87,7 +87,7 @@ def plot(result: dict, path: str) -> None:
     ax.set_xlabel("t")
     ax.set_ylabel(f"accuracy (mean of {len(result['seeds'])} seeds)")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, loc="center right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
