@@ -11,32 +11,30 @@ from .errors import ConfigError
 from .seeding import torch_generator
 
 
-def _van_der_corput(n: int) -> list[float]:
-    # base-2 radical inverse: every prefix of the sequence spreads evenly over [0, 1)
-    out = []
-    for i in range(n):
-        x, denom, k = 0.0, 1.0, i
-        while k:
-            denom *= 2
-            x += (k & 1) / denom
-            k >>= 1
-        out.append(x)
-    return out
+def even_grid(size: int, t_min: int, t_max: int) -> list[int]:
+    """The reference's grid of ``size`` time-steps over [t_min, t_max): with L = t_max - t_min, t_min + (L // size
+    // 2) + i (L // size), i < size (Diffusion Classifier's ``start = T // max_n // 2``, step ``T // max_n``,
+    applied to the window)."""
+    step = (t_max - t_min) // size
+    if step < 1:
+        raise ConfigError(f"{size} time-steps do not fit in [{t_min}, {t_max}): a grid takes at most one t per step")
+    return [t_min + step // 2 + i * step for i in range(size)]
+
+
+def grid_subset(size: int, keep: int) -> list[int]:
+    """Which ``keep`` points of a ``size``-point :func:`even_grid` a stage of grid size ``keep`` takes, as the
+    reference selects them: every (size // keep)-th, from (size // keep // 2)."""
+    step = size // keep
+    return list(range(step // 2, size, step))[:keep]
 
 
 def scoring_pairs(n_pairs: int, t_min: int, t_max: int, latent_shape, seed: int = 0):
-    """``n_pairs`` time-steps on an even grid over [t_min, t_max) and one noise tensor each.
-
-    The grid is visited in radical-inverse order, so the first m pairs of any round cover the whole
-    window evenly (pruning rounds then compare classes on a representative subset). Every class and
-    every image is scored on the same pairs.
+    """The ``n_pairs`` t of :func:`even_grid` over [t_min, t_max), in increasing order, and the noise
+    :func:`timestep_noise` draws at each from ``seed``: the t and the noise ``predict``'s single stage of that
+    grid size evaluates under ``score.seed = seed``. Every class and every image is scored on the same pairs.
     """
-    width = t_max - t_min
-    order = _van_der_corput(n_pairs)
-    t = torch.tensor([t_min + min(width - 1, int(u * width)) for u in order], dtype=torch.long)
-    g = torch_generator(seed)
-    noise = torch.randn((n_pairs, *latent_shape), generator=g)
-    return t, noise
+    t = torch.tensor(even_grid(n_pairs, t_min, t_max), dtype=torch.long)
+    return t, timestep_noise(t, latent_shape, seed)
 
 
 def timestep_noise(t: torch.Tensor, latent_shape, seed: int = 0) -> torch.Tensor:

@@ -3,10 +3,12 @@
     python eval/predict_grid.py --seeds 11-20 --cache reports/residual \
         --out docs/notes/2026-12-07-predict-grid.json --plot docs/notes/2026-12-07-predict-grid.png
 
-The demo reads every row off one set of pairs per seed: in the recipe's window, ``pairs_per_window`` t drawn in
-radical-inverse order with the seed's own noise (``scoring_weights``). ``predict`` scores the window on the
-recipe's stages: evenly spaced t, the noise of ``score.seed`` (the same for every seed). Both estimate the same
-thing, the adapters' mean error over the window; this measures how far apart they read. Per seed the recipe's
+The demo reads every row off one set of pairs per seed (``scoring_weights``): in each of its strata the
+reference's even grid of ``pairs_per_window`` t, the noise drawn from the seed's own pair seed. ``predict`` scores
+the window on the recipe's stages: the same rule, the noise of ``score.seed`` (the same for every seed). Both
+estimate the same thing, the adapters' mean error over the window; this measures how far apart they read (before
+2026-12-07 the demo's t were a radical-inverse draw from the window's first t:
+``docs/notes/2026-12-07-predict-grid.md``). Per seed the recipe's
 adapters (``--set`` for other values) are fitted on the k-shot split; each image of the user-like validation
 stream and of the oracle stream is scored by ``score_images`` (``predict``) and on the demo's window pairs of the
 seed's validation draw, paired per seed; and at every ``--t-step``-th t of the window alone, with ``predict``'s
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diti_sd.benchmarks.synthetic.demo import sealed_message
+from diti_sd.benchmarks.synthetic.demo import DemoConfig, sealed_message
 from diti_sd.benchmarks.synthetic.scoring import pair_seeds, scoring_weights
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.cli.common import seed_list
@@ -40,7 +42,7 @@ tune = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tune)
 
 STREAMS = ("val", "oracle val")
-PAIRS = 12  # the demo's pairs per window (DemoConfig.pairs_per_window)
+PAIRS = DemoConfig().pairs_per_window
 
 
 def single_t_grid(window: tuple[int, int], step: int) -> torch.Tensor:

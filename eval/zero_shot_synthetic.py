@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from diti_sd.backbone import load_backbone
-from diti_sd.benchmarks.synthetic.demo import ZERO_SHOT_PAIRS, sealed_message
-from diti_sd.benchmarks.synthetic.scoring import first_pairs, pair_seeds, scoring_weights, zero_shot_logits
+from diti_sd.benchmarks.synthetic.demo import ZERO_SHOT_PAIRS, DemoConfig, sealed_message
+from diti_sd.benchmarks.synthetic.scoring import coarser_pairs, pair_seeds, scoring_weights, zero_shot_logits
 from diti_sd.benchmarks.synthetic.streams import VALIDATION_STREAMS, SyntheticSeed
 from diti_sd.cli.common import seed_list
 from diti_sd.preprocessing import uint8_pixels
@@ -49,9 +49,10 @@ def main(argv=None):
     for seed in args.seeds:
         run = SyntheticSeed.for_recipe(recipe, seed, shots=1, task=args.task, n_classes=n_classes)
         data = run.stream(args.stream, args.per_class)
-        t, noise, weights = scoring_weights(window, 12, latent_shape=backbone.latent_shape, seed=pair_seeds(seed)[1])
+        t, noise, weights = scoring_weights(window, DemoConfig().pairs_per_window, latent_shape=backbone.latent_shape,
+                                            seed=pair_seeds(seed)[1])
         latents = backbone.encode_batches(uint8_pixels(data.images, backbone.resolution)).cpu()
-        w = first_pairs(weights["window"], ZERO_SHOT_PAIRS)
+        w = coarser_pairs(weights["window"], ZERO_SHOT_PAIRS)
         logits = zero_shot_logits(backbone, latents, t, noise, w, run.spec,
                                   {name: i for i, name in enumerate(run.spec.classnames)})
         accuracy.append(float((logits.argmax(1) == np.asarray(data.labels)).mean()))

@@ -138,7 +138,7 @@ def test_demo_writes_its_report_and_a_killed_run_continues(tmp_path, monkeypatch
     assert "## Targets" in text and "decorrelated accuracy at least 0.70" in text
     wide = ("their own settings, `score.unet_scale=1.0`, `lora.rank=8`, `lora.text_rank=8`, "
             "`fit.prior_prompt=generic` (their search")
-    assert "the window's first 2 pairs" in text and wide in text and "`fit.coarse_swap=1.0`" in text
+    assert "2 of the window's pairs, evenly spaced" in text and wide in text and "`fit.coarse_swap=1.0`" in text
     assert "Short run" in text and saved["code"]["commit"][:7] in text and "## Training band x scoring band" in text
     assert "## The opt-in row, read the way the targets are (it has none)" in text and f"minus {own_large_t}" in text
     assert "names their class on 1.00 of them" in text

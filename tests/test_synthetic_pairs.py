@@ -1,14 +1,21 @@
 """The demo's (t, noise) pairs: strata, weights, and the draws each seed's validation and test read."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
+from diti_sd import DiTiFewShotClassifier
+from diti_sd.benchmarks.synthetic.data import SyntheticSpec, make_split
 from diti_sd.benchmarks.synthetic.demo import DemoConfig, run_demo
-from diti_sd.benchmarks.synthetic.scoring import first_pairs, pair_seeds, scoring_weights, stratified_pairs
+from diti_sd.benchmarks.synthetic.scoring import coarser_pairs, pair_seeds, scoring_weights, stratified_pairs
 from diti_sd.errors import ConfigError
+from diti_sd.recipes import load_recipe
+from diti_sd.scoring import Schedule, score_latents
+from diti_sd.scoring.replay import weighted_mean
 from diti_sd.seeding import TEST_PAIRS, derive_seed
-from diti_sd.timesteps import tif_weights
+from diti_sd.timesteps import even_grid, tif_weights
 
 
 def test_every_scoring_reads_the_same_number_of_pairs():
@@ -19,10 +26,15 @@ def test_every_scoring_reads_the_same_number_of_pairs():
     # TiF's weight is a weight over all t's pairs (zero at the smallest t, so a pair may drop out)
     assert np.allclose(w["TiF weight"], w["all t"] * tif_weights(2.0)[t.numpy()])
     t = t.numpy()
+    # each stratum's pairs are the reference's even grid over it, in increasing t
+    assert t.tolist() == even_grid(12, 0, 200) + even_grid(12, 200, 500) + even_grid(12, 500, 1000)
+    assert t[:12].tolist() == [8 + 16 * i for i in range(12)]
     assert ((t[w["small t"] > 0] < 200).all() and ((t[w["window"] > 0] >= 200) & (t[w["window"] > 0] < 500)).all()
             and (t[w["large t"] > 0] >= 500).all())
-    # all t takes four pairs from each stratum, weighted by the stratum's width: uniform in t
+    # all t takes four pairs from each stratum (every third, as a reference stage of 4 takes them from a grid of
+    # 12), weighted by the stratum's width: uniform in t
     picked = t[w["all t"] > 0]
+    assert picked[:4].tolist() == [24, 72, 120, 168]
     assert [int(((picked >= a) & (picked < b)).sum()) for a, b in ((0, 200), (200, 500), (500, 1000))] == [4, 4, 4]
     assert w["all t"][w["all t"] > 0] == pytest.approx([200 / 12] * 4 + [300 / 12] * 4 + [500 / 12] * 4)
     assert (w["TiF weight"][w["all t"] == 0] == 0).all()
@@ -32,18 +44,41 @@ def test_every_scoring_reads_the_same_number_of_pairs():
         scoring_weights((200, 500), 10)
 
 
-def test_the_short_runs_zero_shot_reads_an_even_prefix_of_the_window(tmp_path):
+def test_the_zero_shot_row_reads_every_other_pair_of_the_window(tmp_path):
     t, _, w = scoring_weights((200, 500), 12)
-    half = first_pairs(w["window"], 6)
+    half = coarser_pairs(w["window"], 6)
     assert int((half > 0).sum()) == 6 and (half[half > 0] == w["window"][half > 0]).all()
-    # radical-inverse order: the six pairs kept spread over the whole window, not its first half
-    kept = np.sort(t.numpy()[half > 0])
-    assert kept[0] < 250 and kept[-1] > 400
-    assert (first_pairs(w["window"], None) == w["window"]).all()
-    # the sealed run reads the short run's six; a count the window cannot give fails before any fit
-    assert DemoConfig(full=True).zero_shot_pairs == DemoConfig().zero_shot_pairs == 6
-    with pytest.raises(ConfigError, match="zero_shot_pairs = 13"):
-        run_demo(DemoConfig(seeds=[1], zero_shot_pairs=13), tmp_path, progress=False)
+    # every other pair of the window's grid, from the second: spread over the whole window, not its first half
+    assert t.numpy()[half > 0].tolist() == even_grid(12, 200, 500)[1::2]
+    assert (coarser_pairs(w["window"], None) == w["window"]).all()
+    # the sealed run reads the short run's half; a count that is not an even share of the window fails before any fit
+    assert DemoConfig(full=True).zero_shot_pairs == DemoConfig().zero_shot_pairs == DemoConfig().pairs_per_window // 2
+    for bad in (13, 6):
+        with pytest.raises(ConfigError, match=f"zero_shot_pairs = {bad}: it must divide pairs_per_window = 16"):
+            run_demo(DemoConfig(seeds=[1], zero_shot_pairs=bad), tmp_path, progress=False)
+
+
+def test_the_demos_window_reads_what_predict_scores():
+    # the recommended row is the window's mean error over the demo's pairs; predict scores the recipe's stages with
+    # the noise of score.seed: at the demo's pair count, and score.seed the seed's, the two are the same numbers
+    recipe = load_recipe("synthetic")
+    window = (recipe.score.t_min, recipe.score.t_max)
+    seed = pair_seeds(3)[0]
+    t, noise, w = scoring_weights(window, DemoConfig().pairs_per_window, latent_shape=(4, 8, 8), seed=seed)
+    keep = w["window"] > 0
+    assert t[keep].tolist() == Schedule.of(recipe.score).timesteps
+    spec = SyntheticSpec(size=16)
+    train = make_split(spec, "train", 2, seed=2)
+    clf = DiTiFewShotClassifier(recipe="synthetic", steps=2, random_state=2, progress=False,
+                                overrides={"fit.prior_images": 4})
+    clf.fit(train.images, [spec.classnames[i] for i in train.labels])
+    latents = clf.encode(make_split(spec, "decorrelated", 2, seed=4).images)
+    _, noise, _ = scoring_weights(window, DemoConfig().pairs_per_window, latent_shape=latents.shape[1:], seed=seed)
+    demo = weighted_mean(clf.dense_errors(latents, t[torch.from_numpy(keep)], noise[torch.from_numpy(keep)]),
+                         w["window"][keep])
+    cfg = dataclasses.replace(clf.scoring_config(), seed=seed)
+    scored = score_latents(clf.backbone_, clf.adapters_, latents, clf.class_contexts(), cfg)
+    assert np.allclose(scored.errors, demo, rtol=1e-5, atol=1e-7)
 
 
 def test_stratified_pairs_weigh_each_stratum_by_its_width():

@@ -15,6 +15,7 @@ from functools import cached_property
 import numpy as np
 
 from ..constraints import T_STEPS, check_rounds, check_window
+from ..timesteps import even_grid, grid_subset
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,12 @@ class Schedule:
         and drops the t earlier stages evaluated. For [0, 1000) and sizes 20/50/100/500 the stages add
         20/50/80/350 t (20, 70, 150 and 500 in all).
         """
-        width, largest = self.t_max - self.t_min, max(size for size, _ in self.rounds)
-        base = list(range(width // largest // 2, width, width // largest))[:largest]
+        base = even_grid(max(size for size, _ in self.rounds), self.t_min, self.t_max)
         seen, out = set(), []
         for size, _ in self.rounds:
-            picked = base[len(base) // size // 2 :: len(base) // size][:size]
-            new = [t for t in picked if t not in seen]
+            new = [base[i] for i in grid_subset(len(base), size) if base[i] not in seen]
             seen.update(new)
-            out.append([self.t_min + t for t in new])
+            out.append(new)
         return out
 
     @property

@@ -42,8 +42,8 @@ from .report import BAND_SETS, BANDS, plot_bands, plot_examples, plot_shortcut, 
 from .scoring import (
     SCORINGS,
     background_classes,
+    coarser_pairs,
     disagreement,
-    first_pairs,
     pair_seeds,
     prototype_logits,
     scoring_weights,
@@ -77,7 +77,7 @@ def sealed_message(seeds, also=()) -> str | None:
             f"(e.g. 11-20)") if sealed else None
 
 
-ZERO_SHOT_PAIRS = 6  # the pairs of the window the base alone is read on (every caption at each)
+ZERO_SHOT_PAIRS = 8  # the pairs of the window the base alone is read on (every caption at each): half of them
 # The adapters trained over all t (the reference-style rivals) on top of the recipe: searched with the
 # recipe's grid, validation seeds and rule (eval/tune_synthetic.py; docs/benchmarks.md gives each family's
 # budget): it kept the recipe's learning rate, colour jitter and test-time text scale for them, their
@@ -91,15 +91,16 @@ WIDE_OVERRIDES: tuple[str, ...] = ("score.unet_scale=1.0", "lora.rank=8", "lora.
 # in fine attributes, gets. Sigma is the option's default; the rate, every shot, was fixed after rates 0.5 and 1
 # had been read on the oracle stream (docs/notes/2026-12-05-coarse-swap.md)
 SWAP_OVERRIDES: tuple[str, ...] = ("fit.coarse_swap=1.0",)
-# 50 test images per split and seed over 10 seeds, the zero-shot row on the window's first 6 pairs as in the
-# short run: about 70,000 UNet calls a seed for the two adapter sets (the opt-in set adds a fit and about 14,000
-# calls: 120 images x 5 classes x 24 pairs), a sealed read about half an hour on 2 CPU cores (the read times:
+# 50 test images per split and seed over 10 seeds, the zero-shot row on 8 of the window's pairs as in the
+# short run: about 93,000 UNet calls a seed to score the two adapter sets (the opt-in set adds a fit and about
+# 19,000 calls: 120 images x 5 classes x 32 pairs), a sealed read about half an hour on 2 CPU cores (the read times:
 # docs/benchmarks.md); the seed-to-seed spread, not the images within a seed, dominates the intervals
-FULL = {"seeds": list(SEALED_SEEDS), "test_per_class": 10, "zero_shot_pairs": 6}
+FULL = {"seeds": list(SEALED_SEEDS), "test_per_class": 10, "zero_shot_pairs": ZERO_SHOT_PAIRS}
 # what a seed's saved figures hold: a saved seed of another version is run again (2: the opt-in set on every
 # pair, and the shots' coarse-shortcut check; 3: the rows on the validation images that break the accident;
-# 4: the class count, and validation pairs whose noise no test pair shares)
-RECORD = 4
+# 4: the class count, and validation pairs whose noise no test pair shares; 5: the reference's t grid and
+# predict's noise at each t)
+RECORD = 5
 
 
 @dataclass
@@ -111,14 +112,16 @@ class DemoConfig:
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     shots: int = 8
     test_per_class: int = 8
-    pairs_per_window: int = 12  # (t, noise) pairs in each scoring window, all t and TiF's weight included
+    # (t, noise) pairs in each scoring window, all t and TiF's weight included: the recipe's grid size, so that
+    # the window's are the t `predict` scores (scoring_weights)
+    pairs_per_window: int = 16
     # the all-t adapters' own settings (chosen for the synthetic recipe; [] keeps the recipe's)
     wide_overrides: list[str] = field(default_factory=lambda: list(WIDE_OVERRIDES))
     # the opt-in row's settings on top of the recipe ([]: no such row, one fit less per seed)
     swap_overrides: list[str] = field(default_factory=lambda: list(SWAP_OVERRIDES))
     # the opt-in set gets the shots' object masks (fit(masks=...)): the swap keeps each object and swaps the rest
     swap_masks: bool = False
-    # the window's first pairs the zero-shot row reads (None: all). It scores a caption prompt per (texture,
+    # how many of the window's pairs the zero-shot row reads (None: all). It scores a caption prompt per (texture,
     # background) pair, the backgrounds' count times an adapter set's calls per pair, so the short run reads
     # half to stay within its few minutes
     zero_shot_pairs: int | None = ZERO_SHOT_PAIRS
@@ -222,7 +225,7 @@ def _run_seed(cfg: DemoConfig, recipe, wide_recipe, swap_recipe, seed: int, wind
                                         seed=test_seed)
     val_noise = scoring_weights(window, cfg.pairs_per_window, clf.tif_d_, clf.backbone_.latent_shape,
                                 seed=val_seed)[1]
-    weights["zero-shot"] = first_pairs(weights["window"], cfg.zero_shot_pairs)
+    weights["zero-shot"] = coarser_pairs(weights["window"], cfg.zero_shot_pairs)
     t_np = t.numpy()
     # the band plot reads every pair, each weighted by its stratum's width
     width = sum(weights.get(s, 0.0) for s in ("small t", "window", "large t"))
@@ -300,9 +303,11 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
         raise ConfigError(f"the demo compares the recipe's scoring window with large t above it; recipe "
                           f"{cfg.recipe!r} scores up to t = {window[1]}: set score.t_max below 1000")
     scoring_weights(window, cfg.pairs_per_window)  # a bad pair count fails before any fit
-    if cfg.zero_shot_pairs is not None and not 1 <= cfg.zero_shot_pairs <= cfg.pairs_per_window:
-        raise ConfigError(f"zero_shot_pairs = {cfg.zero_shot_pairs}: it must lie in [1, pairs_per_window = "
-                          f"{cfg.pairs_per_window}], or be None for all of the window's pairs")
+    if cfg.zero_shot_pairs is not None and (not 1 <= cfg.zero_shot_pairs <= cfg.pairs_per_window
+                                            or cfg.pairs_per_window % cfg.zero_shot_pairs):
+        raise ConfigError(f"zero_shot_pairs = {cfg.zero_shot_pairs}: it must divide pairs_per_window = "
+                          f"{cfg.pairs_per_window} (the row reads every k-th pair of the window), or be None for "
+                          f"all of the window's pairs")
     names = method_names(window, cfg.swap_masks)
     correct: dict[str, dict[str, list[np.ndarray]]] = {}  # method -> split -> per seed, per image
     probs: dict[str, dict[str, list[dict]]] = {}  # method -> split -> per seed, its calibration report

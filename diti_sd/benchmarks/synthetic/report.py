@@ -50,8 +50,8 @@ def render_markdown(report: dict) -> str:
         cells += [f"{by[s]['nll']:.3f} / {by[s]['ece']:.3f}" if "nll" in by[s] else "" for s in SPLITS]
         lines.append(f"| {method} | {' | '.join(cells)} |")
     lines += ["", f"Accuracy: mean ± std over seeds (ddof = 1). Every scoring window, all t and TiF's weight are "
-              f"read on {report['grid']['pairs_per_window']} (t, noise) pairs of its own range, every method on the "
-              f"same ones. "
+              f"read on {report['grid']['pairs_per_window']} (t, noise) pairs of its own range (the reference's even "
+              f"grid; the window's are the t `predict` scores), every method on the same ones. "
               f"NLL and expected calibration error (15 bins) of each method's probabilities (softmax of its "
               f"standardised scores), at a temperature chosen per seed on a validation stream of "
               f"{cfg.get('val_per_class', 4)} images per class drawn as the shots are (the background follows the "
@@ -177,7 +177,9 @@ def _opt_in(report: dict) -> list[str]:
 
 def _zero_shot_pairs(cfg: dict) -> str:
     n = cfg.get("zero_shot_pairs")
-    return "all of the window's pairs" if n is None or n >= cfg["pairs_per_window"] else f"the window's first {n} pairs"
+    if n is None or n >= cfg["pairs_per_window"]:
+        return "all of the window's pairs"
+    return f"{n} of the window's pairs, evenly spaced"
 
 
 def _wide_settings(cfg: dict) -> str:

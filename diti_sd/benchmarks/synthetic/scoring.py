@@ -1,11 +1,13 @@
 """How the demo reads every row off one set of UNet calls per adapter set.
 
-The (t, noise) pairs are drawn in up to three strata: below (none when the window starts at 0), inside
-and above the recipe's scoring window, the same number in each, so every scoring window is judged on
-the same number of pairs. "All t" and TiF's weight use an equal share of each stratum (the first pairs
-of a radical-inverse grid cover a stratum evenly), again that number in all, each pair weighted by its
-stratum's width so that the mean is uniform in t. Which adapters were trained where and which window
-scores them are then two separate factors of one table.
+The (t, noise) pairs lie in up to three strata: below (none when the window starts at 0), inside and
+above the recipe's scoring window, the same number in each, so every scoring window is judged on the
+same number of pairs. Each stratum's pairs are the reference's even grid over it with the noise
+``predict`` draws at each t (:func:`~diti_sd.timesteps.scoring_pairs`): with as many pairs as the
+recipe's grid, the window's are the t ``predict`` scores. "All t" and TiF's weight use an equal share
+of each stratum (the points of its grid that a coarser stage of the reference takes), again that
+number in all, each pair weighted by its stratum's width so that the mean is uniform in t. Which
+adapters were trained where and which window scores them are then two separate factors of one table.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from ...lora.layer import NoAdapters
 from ...scoring.engine import class_contexts, dense_errors
 from ...scoring.replay import weighted_mean, window_weights
 from ...seeding import TEST_PAIRS, VALIDATION_PAIRS, derive_seed
-from ...timesteps import scoring_pairs, tif_weights
+from ...timesteps import grid_subset, scoring_pairs, tif_weights
 from .data import COLOUR_NAMES, background_count, background_of
 
 SCORINGS = ("small t", "window", "large t", "all t", "TiF weight")
@@ -28,9 +30,9 @@ def stratified_pairs(edges, counts, latent_shape, seed: int = 0):
     """``counts[i]`` pairs in each stratum [edges[i], edges[i + 1]) (empty strata skipped); each pair
     carries the weight that makes a window's mean uniform in t across strata."""
     ts, noises, weights = [], [], []
-    for i, (lo, hi, n) in enumerate(zip(edges[:-1], edges[1:], counts)):
+    for lo, hi, n in zip(edges[:-1], edges[1:], counts):
         if hi > lo and n > 0:
-            t, noise = scoring_pairs(n, lo, hi, latent_shape, seed + i)
+            t, noise = scoring_pairs(n, lo, hi, latent_shape, seed)
             ts.append(t)
             noises.append(noise)
             weights.append(torch.full((n,), (hi - lo) / n))
@@ -38,16 +40,16 @@ def stratified_pairs(edges, counts, latent_shape, seed: int = 0):
 
 
 def pair_seeds(seed: int) -> tuple[int, int]:
-    """The base seeds of a seed's test and validation pairs. Stratum i of :func:`stratified_pairs` draws from
-    base + i and the two keys' bases are 1 apart, so validation's base goes one key further: none of its
-    strata repeats a test stratum's noise (the test's base is the one the sealed reads used)."""
+    """The noise seeds of a seed's test and validation pairs, apart (a pair's noise is drawn from its seed and its
+    t, so no validation pair shares a test pair's noise, nor one seed's another's)."""
     return derive_seed(seed, TEST_PAIRS), derive_seed(seed, VALIDATION_PAIRS, 0)
 
 
 def scoring_weights(window: tuple[int, int], per_window: int, tif_d: float | None = None, latent_shape=(4, 8, 8),
                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict[str, np.ndarray]]:
     """The demo's pairs (their noise drawn from ``seed``; the t are the same for every seed) and, per
-    scoring, a weight for each pair (zero: not used by that scoring).
+    scoring, a weight for each pair (zero: not used by that scoring). The window's pairs are those of
+    ``predict``'s single stage of ``per_window`` t over the window under ``score.seed = seed``.
 
     Each of small t [0, window[0]), the window and large t [window[1], 1000) gets ``per_window`` pairs;
     all t and TiF's weight get ``per_window`` too, an equal share from each stratum. Small t is absent
@@ -59,7 +61,9 @@ def scoring_weights(window: tuple[int, int], per_window: int, tif_d: float | Non
                           f"strata all t takes an equal share from); e.g. 12")
     t, noise, width = stratified_pairs([0, lo, hi, 1000], [per_window] * 3, latent_shape, seed)
     stratum = np.repeat(np.arange(len(strata)), per_window)
-    first = np.tile(np.arange(per_window) < per_window // len(strata), len(strata))
+    share = np.zeros(per_window, bool)
+    share[grid_subset(per_window, per_window // len(strata))] = True
+    first = np.tile(share, len(strata))
     names = dict(zip([(0, lo), (lo, hi), (hi, 1000)], ("small t", "window", "large t")))
     out = {names[s]: np.where(stratum == i, width, 0.0) for i, s in enumerate(strata)}
     out["all t"] = np.where(first, width, 0.0)
@@ -68,12 +72,16 @@ def scoring_weights(window: tuple[int, int], per_window: int, tif_d: float | Non
     return t, noise, out
 
 
-def first_pairs(w: np.ndarray, n: int | None) -> np.ndarray:
-    """``w`` with only its first ``n`` used pairs kept (None: all). A stratum's first pairs cover it
-    evenly (radical-inverse order), so a prefix is a coarser reading of the same window."""
-    if n is None:
+def coarser_pairs(w: np.ndarray, n: int | None) -> np.ndarray:
+    """``w`` (one stratum's pairs, in increasing t) with only the ``n`` of its used pairs kept that a coarser
+    stage of the reference takes (None: all): a coarser reading of the same window."""
+    used = np.flatnonzero(w > 0)
+    if n is None or n >= len(used):
         return w
-    return np.where(np.cumsum(w > 0) <= n, w, 0.0)
+    out = np.zeros_like(w)
+    keep = used[grid_subset(len(used), n)]
+    out[keep] = w[keep]
+    return out
 
 
 def window_of(name: str, window: tuple[int, int]) -> tuple[int, int] | None:
