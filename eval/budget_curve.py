@@ -26,7 +26,7 @@ import torch
 
 from diti_sd.baselines.probe import fit_probe
 from diti_sd.benchmarks.synthetic.demo import ZERO_SHOT_PAIRS, sealed_message
-from diti_sd.benchmarks.synthetic.scoring import caption_prompts, coarser_pairs, zero_shot_logits
+from diti_sd.benchmarks.synthetic.scoring import caption_prompts, zero_shot_logits
 from diti_sd.benchmarks.synthetic.streams import VALIDATION_STREAMS, SyntheticSeed
 from diti_sd.cli.common import seed_list
 from diti_sd.plotting import pyplot, save_figure
@@ -102,8 +102,10 @@ def main(argv=None):
                 recall[k].append(float(top_k(probe_logits, k)[np.arange(len(labels)), labels].mean()))
         acc.setdefault("linear probe alone (0 UNet calls)", []).append(float((probe_logits.argmax(1) == labels).mean()))
         calls["linear probe alone (0 UNet calls)"] = 0.0
-        # the demo reads the base on an evenly spaced share of the window's pairs; here the t are a sorted grid too
-        zero_w = coarser_pairs(np.ones(len(needed)), ZERO_SHOT_PAIRS)
+        # the demo reads the base on an evenly spaced share of the window's pairs; here the t are the stages' sorted
+        # union, whose count the share need not divide, so that many of them spread evenly
+        zero_w = np.zeros(len(needed))
+        zero_w[np.linspace(0, len(needed) - 1, ZERO_SHOT_PAIRS).round().astype(int)] = 1.0
         zero = zero_shot_logits(clf.backbone_, latents, needed, noise, zero_w, run.spec,
                                 {c: i for i, c in enumerate(clf.classes_.tolist())})
         acc.setdefault(ZERO_SHOT, []).append(float((zero.argmax(1) == labels).mean()))

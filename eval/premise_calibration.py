@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from diti_sd.benchmarks.synthetic.demo import sealed_message
-from diti_sd.benchmarks.synthetic.scoring import stratified_pairs
+from diti_sd.benchmarks.synthetic.scoring import PAIRS_RULE, stratified_pairs
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write, cached_json
@@ -91,7 +91,8 @@ def main(argv=None):
         variants["recipe"] = list(args.overrides)
     result = {"seeds": args.seeds, "variants": {}}
     for name, overrides in variants.items():
-        rows = [cached_json(args.cache, ["premise-calibration", overrides, seed, args.shots, args.per_class],
+        rows = [cached_json(args.cache,
+                            ["premise-calibration", overrides, seed, args.shots, args.per_class, PAIRS_RULE],
                             lambda seed=seed, o=overrides: one_seed(o, seed, args.shots, args.per_class))
                 for seed in args.seeds]
         summary = {"accuracy": {k: float(np.mean([r["accuracy"][k] for r in rows])) for k in rows[0]["accuracy"]}}

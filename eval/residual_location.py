@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from diti_sd.attention_masks import AttentionMasks, resolve_masks
 from diti_sd.backbone import load_backbone
 from diti_sd.benchmarks.synthetic.demo import sealed_message
-from diti_sd.benchmarks.synthetic.scoring import stratified_pairs
+from diti_sd.benchmarks.synthetic.scoring import PAIRS_RULE, stratified_pairs
 from diti_sd.benchmarks.synthetic.streams import TRAIN_STREAMS, SyntheticSeed
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write, cached_json
@@ -212,7 +212,7 @@ def main(argv=None) -> dict:
     per_seed = {}
     for seed in args.seeds:
         parts = ["residual_location", recipe, seed, args.per_class, args.pairs, args.t_max, detail, args.train_stream,
-                 {"masks": args.masks == "exact"}]
+                 {"masks": args.masks == "exact"}, PAIRS_RULE]
         if "attention" in (args.masks, args.test_masks):  # the keys of the runs before these options stay as they were
             parts.append({"masks": args.masks, "test masks": args.test_masks,
                           "reading": attention_spec(load_recipe("synthetic").model, seed, args.mask_upscale).record(1),

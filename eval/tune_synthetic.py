@@ -38,7 +38,7 @@ import numpy as np
 
 from diti_sd.benchmarks.synthetic.data import BACKGROUND_DETAIL_KINDS
 from diti_sd.benchmarks.synthetic.demo import WIDE_OVERRIDES, sealed_message
-from diti_sd.benchmarks.synthetic.scoring import stratified_pairs
+from diti_sd.benchmarks.synthetic.scoring import PAIRS_RULE, stratified_pairs
 from diti_sd.benchmarks.synthetic.streams import TRAIN_STREAMS, SyntheticSeed
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write, cached_json
@@ -134,7 +134,7 @@ def evaluate(overrides: list[str], seeds: list[int], shots: int, val_per_class: 
     out["coarse_sigma"] = []  # per seed, as each fit resolved it (None: a result cached before it was kept)
     start = time.time()
     for seed in seeds:
-        parts = [recipe_key(recipe), seed, shots, val_per_class, windows, pairs, split_at, STREAMS]
+        parts = [recipe_key(recipe), seed, shots, val_per_class, windows, pairs, split_at, STREAMS, PAIRS_RULE]
         if train_stream != "train":  # keeps the keys of the runs on the real shots
             parts.append(train_stream)
         if shortcut_rate != 1.0:  # likewise

@@ -6,16 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from diti_sd import DiTiFewShotClassifier
-from diti_sd.benchmarks.synthetic.data import SyntheticSpec, make_split
 from diti_sd.benchmarks.synthetic.demo import DemoConfig, run_demo
 from diti_sd.benchmarks.synthetic.scoring import coarser_pairs, pair_seeds, scoring_weights, stratified_pairs
 from diti_sd.errors import ConfigError
 from diti_sd.recipes import load_recipe
 from diti_sd.scoring import Schedule, score_latents
-from diti_sd.scoring.replay import weighted_mean
 from diti_sd.seeding import TEST_PAIRS, derive_seed
-from diti_sd.timesteps import even_grid, tif_weights
+from diti_sd.timesteps import even_grid, tif_weights, timestep_noise
 
 
 def test_every_scoring_reads_the_same_number_of_pairs():
@@ -58,27 +55,16 @@ def test_the_zero_shot_row_reads_every_other_pair_of_the_window(tmp_path):
             run_demo(DemoConfig(seeds=[1], zero_shot_pairs=bad), tmp_path, progress=False)
 
 
-def test_the_demos_window_reads_what_predict_scores():
-    # the recommended row is the window's mean error over the demo's pairs; predict scores the recipe's stages with
-    # the noise of score.seed: at the demo's pair count, and score.seed the seed's, the two are the same numbers
+def test_the_demos_window_pairs_are_predicts_t_and_noise():
+    # predict scores the recipe's stages with the noise of score.seed at each t: at the demo's pair count the
+    # window's pairs are those t, with that noise under score.seed = the pairs' seed
     recipe = load_recipe("synthetic")
-    window = (recipe.score.t_min, recipe.score.t_max)
     seed = pair_seeds(3)[0]
-    t, noise, w = scoring_weights(window, DemoConfig().pairs_per_window, latent_shape=(4, 8, 8), seed=seed)
-    keep = w["window"] > 0
+    t, noise, w = scoring_weights((recipe.score.t_min, recipe.score.t_max), DemoConfig().pairs_per_window,
+                                  latent_shape=(4, 8, 8), seed=seed)
+    keep = torch.from_numpy(w["window"] > 0)
     assert t[keep].tolist() == Schedule.of(recipe.score).timesteps
-    spec = SyntheticSpec(size=16)
-    train = make_split(spec, "train", 2, seed=2)
-    clf = DiTiFewShotClassifier(recipe="synthetic", steps=2, random_state=2, progress=False,
-                                overrides={"fit.prior_images": 4})
-    clf.fit(train.images, [spec.classnames[i] for i in train.labels])
-    latents = clf.encode(make_split(spec, "decorrelated", 2, seed=4).images)
-    _, noise, _ = scoring_weights(window, DemoConfig().pairs_per_window, latent_shape=latents.shape[1:], seed=seed)
-    demo = weighted_mean(clf.dense_errors(latents, t[torch.from_numpy(keep)], noise[torch.from_numpy(keep)]),
-                         w["window"][keep])
-    cfg = dataclasses.replace(clf.scoring_config(), seed=seed)
-    scored = score_latents(clf.backbone_, clf.adapters_, latents, clf.class_contexts(), cfg)
-    assert np.allclose(scored.errors, demo, rtol=1e-5, atol=1e-7)
+    assert torch.equal(noise[keep], timestep_noise(t[keep], (4, 8, 8), seed))
 
 
 def test_stratified_pairs_weigh_each_stratum_by_its_width():
@@ -102,3 +88,35 @@ def test_a_seeds_validation_pairs_share_no_noise_with_its_test_pairs(window):
             shared = [(i, j) for i in range(len(test_noise)) for j in range(len(other))
                       if torch.equal(test_noise[i], other[j])]
             assert not shared, f"seed {seed}: test pair and another draw's pair share noise at {shared[:3]}"
+
+
+def test_the_demos_recommended_row_is_predicts_reading_image_for_image(tmp_path, monkeypatch):
+    # through run_demo itself: the recommended row's scores on the decorrelated test are the errors the recipe's
+    # fitted adapters get through predict's stages, with score.seed the seed's test pair seed
+    from diti_sd.benchmarks.synthetic import demo
+    from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
+
+    fitted, fit = [], SyntheticSeed.fit
+    read, logits = [], demo._SeedScorer.logits
+
+    def recording_fit(self, recipe, *args, **kwargs):
+        fitted.append((self, fit(self, recipe, *args, **kwargs)))
+        return fitted[-1][1]
+
+    def recording_logits(self, data, noise=None):
+        read.append((data, noise, logits(self, data, noise)))
+        return read[-1][2]
+
+    monkeypatch.setattr(SyntheticSeed, "fit", recording_fit)
+    monkeypatch.setattr(demo._SeedScorer, "logits", recording_logits)
+    cfg = DemoConfig(seeds=[1], shots=2, test_per_class=2, steps=2, samples_per_class=1, zero_shot_pairs=2,
+                     swap_overrides=[])
+    report = run_demo(cfg, tmp_path, progress=False)
+    run, clf = fitted[0]  # the recipe's adapters come first
+    data = run.stream("decorrelated", cfg.test_per_class)
+    demo_scores = [out for d, noise, out in read if noise is None and torch.equal(d.images[0], data.images[0])]
+    assert len(demo_scores) == 1
+    cfg_score = dataclasses.replace(clf.scoring_config(), seed=pair_seeds(1)[0])
+    scored = score_latents(clf.backbone_, clf.adapters_, clf.encode(data.images), clf.class_contexts(), cfg_score)
+    np.testing.assert_allclose(demo_scores[0][0][report["recommended"]], -scored.errors, rtol=1e-5, atol=1e-7)
+    assert demo.DemoConfig().pairs_per_window == len(Schedule.of(clf.recipe_.score).timesteps)
