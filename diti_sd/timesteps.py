@@ -17,7 +17,8 @@ def even_grid(size: int, t_min: int, t_max: int) -> list[int]:
     applied to the window)."""
     step = (t_max - t_min) // size
     if step < 1:
-        raise ConfigError(f"{size} time-steps do not fit in [{t_min}, {t_max}): a grid takes at most one t per step")
+        raise ConfigError(f"a grid of {size} time-steps does not fit in [{t_min}, {t_max}): it needs a range at least "
+                          f"{size} wide; take fewer time-steps or a wider range")
     return [t_min + step // 2 + i * step for i in range(size)]
 
 

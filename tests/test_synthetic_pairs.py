@@ -39,6 +39,8 @@ def test_every_scoring_reads_the_same_number_of_pairs():
     assert "small t" not in scoring_weights((0, 500), 4)[2]
     with pytest.raises(ConfigError, match="multiple of 3"):
         scoring_weights((200, 500), 10)
+    with pytest.raises(ConfigError, match=r"a grid of 18 time-steps does not fit in \[0, 10\)"):
+        scoring_weights((10, 500), 18)
 
 
 def test_the_zero_shot_row_reads_every_other_pair_of_the_window(tmp_path):
