@@ -71,9 +71,9 @@ def test_demo_writes_its_report_and_a_killed_run_continues(tmp_path, monkeypatch
     assert (tmp_path / "seeds" / "1.pt").is_file() and not (tmp_path / "results.json").exists()
     monkeypatch.setattr(demo, "_run_seed", run_seed)
     report = run_demo(cfg, tmp_path, progress=False)
-    # per seed: the recipe's adapters, then the all-t rivals with their own settings (the recipe's jitter,
-    # their own test-time scale 1 where the recipe's is 0.6), then the opt-in row's: the recipe, every shot swapped
-    assert fits == [(0.6, 0.2, 0.0, None), (1.0, 0.2, 0.0, (0, 1000)), (0.6, 0.2, 1.0, None)] * 2
+    # per seed: the recipe's adapters, then the all-t rivals with their own settings (the recipe's jitter and
+    # test-time scale 0.6, trained over all t), then the opt-in row's: the recipe, every shot swapped
+    assert fits == [(0.6, 0.2, 0.0, None), (0.6, 0.2, 0.0, (0, 1000)), (0.6, 0.2, 1.0, None)] * 2
     # the first seed fitted afresh gives the report the continued run gave
     (tmp_path / "seeds" / "1.pt").unlink()
     again = run_demo(cfg, tmp_path, progress=False)
@@ -136,8 +136,7 @@ def test_demo_writes_its_report_and_a_killed_run_continues(tmp_path, monkeypatch
     assert len(saved["tif_d"]) == 2 and saved["tif_d"][0] > 0
     text = (tmp_path / "README.md").read_text()
     assert "## Targets" in text and "decorrelated accuracy at least 0.70" in text
-    wide = ("their own settings, `score.unet_scale=1.0`, `lora.rank=8`, `lora.text_rank=8`, "
-            "`fit.prior_prompt=generic` (their search")
+    wide = "their own settings, `lora.rank=8`, `lora.text_rank=8`, `fit.prior_prompt=generic` (their search"
     assert "2 of the window's pairs, evenly spaced" in text and wide in text and "`fit.coarse_swap=1.0`" in text
     assert "Short run" in text and saved["code"]["commit"][:7] in text and "## Training band x scoring band" in text
     assert "## The opt-in row, read the way the targets are (it has none)" in text and f"minus {own_large_t}" in text
