@@ -192,6 +192,13 @@ def _one_seed(recipe, seed, shots, val_per_class, windows, pairs, split_at, trai
     return saved
 
 
+def default_pairs(recipe) -> tuple[int, int]:
+    """As many pairs below and above the split as the recipe's first scoring stage has time-steps: with the split at
+    the window's end, the window's pairs are then the t and noise ``predict`` scores (the demo's rule)."""
+    n = recipe.score.rounds[0][0]
+    return n, n
+
+
 def window_name(w) -> str:
     return "tif" if w == "tif" else f"[{w[0]},{w[1]})"
 
@@ -258,7 +265,9 @@ def main(argv=None):
     parser.add_argument("--windows", default=None,
                         help="scoring windows to report, e.g. 0-200,150-500 (default: "
                              + ",".join(f"{a}-{b}" for a, b in WINDOWS) + ")")
-    parser.add_argument("--pairs", default="12,12", help="(t, noise) pairs below and above --split-at")
+    parser.add_argument("--pairs", default=None,
+                        help="(t, noise) pairs below and above --split-at, e.g. 12,12 (default: the recipe's first "
+                             "scoring stage in each, so that its window reads the t predict scores)")
     parser.add_argument("--split-at", type=int, default=200)
     parser.add_argument("--model", default=None, help="the benchmark's base model (default: the recipe's)")
     parser.add_argument("--out", default=None, help="also write the result as JSON to this file")
@@ -286,7 +295,8 @@ def main(argv=None):
         raise SystemExit(f"--shortcut-rate must be in [0, 1]; got {args.shortcut_rate}")
     windows = WINDOWS if args.windows is None else [tuple(int(v) for v in w.split("-"))
                                                     for w in args.windows.split(",")]
-    pairs = tuple(int(v) for v in args.pairs.split(","))
+    pairs = default_pairs(load_recipe("synthetic")) if args.pairs is None else tuple(
+        int(v) for v in args.pairs.split(","))
     candidates = ([args.overrides] if args.overrides or not args.variant else []) + [
         [o for o in v.split(";") if o] for v in args.variant]
     against_overrides = baseline_overrides(args.against)

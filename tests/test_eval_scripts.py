@@ -197,6 +197,21 @@ def test_tune_synthetic_rivals_are_the_demos_all_t_adapters():
     assert tune.baseline_overrides("fit.lr=1e-3;fit.dropout=0.1") == ["fit.lr=1e-3", "fit.dropout=0.1"]
 
 
+def test_tune_synthetic_reads_the_recipes_window_at_the_t_predict_scores_by_default():
+    tune = _script("tune_synthetic")
+    from diti_sd.benchmarks.synthetic.scoring import stratified_pairs
+    from diti_sd.recipes import load_recipe
+    from diti_sd.scoring import Schedule
+
+    recipe = load_recipe("synthetic")
+    assert (recipe.score.t_min, recipe.score.t_max) == (0, 200)  # the script's default split is the window's end
+    t, _, _ = stratified_pairs([0, 200, 1000], tune.default_pairs(recipe), (4, 8, 8))
+    assert t[t < 200].tolist() == Schedule.of(recipe.score).stages[0]
+    # a recipe with another first stage moves the default with it
+    assert tune.default_pairs(load_recipe("synthetic", ["score.rounds=[[8, 1]]"])) == (8, 8)
+
+
+
 def test_tune_synthetic_calls_a_gain_better_only_beyond_two_standard_errors():
     tune = _script("tune_synthetic")
     seeds, w = 10, (0, 200)
