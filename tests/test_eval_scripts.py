@@ -211,7 +211,6 @@ def test_tune_synthetic_reads_the_recipes_window_at_the_t_predict_scores_by_defa
     assert tune.default_pairs(load_recipe("synthetic", ["score.rounds=[[8, 1]]"])) == (8, 8)
 
 
-
 def test_tune_synthetic_calls_a_gain_better_only_beyond_two_standard_errors():
     tune = _script("tune_synthetic")
     seeds, w = 10, (0, 200)
