@@ -4,18 +4,23 @@ A read is kept in ``docs/reads/`` of a checkout: ``ledger.json`` lists every rea
 base model, method fingerprint, what changed since the last read, the headline figures and the file that
 holds its full ``results.json``). ``--full`` refuses a sealed range that the ledger already holds a read of
 at the same method fingerprint (recipe, base model, the code of fitting and scoring) unless told why: a test
-split read again under an unchanged method is a second look, and the ledger shows it.
+split read again under an unchanged method is a second look, and the ledger shows it. The code is read without its
+comments and docstrings, so mending the words around it is no new method; the reads recorded before that scheme
+were re-keyed from their own commits by ``eval/rekey_ledger.py``.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import io
 import json
 import subprocess
 import time
+import tokenize
 from pathlib import Path
 
-from ...backbone import resolve_model_path
+from ...backbone import BUILTIN_PREFIX, resolve_model_path
 from ...errors import ConfigError
 from ...files import atomic_write
 from .summary import target_status
@@ -29,32 +34,68 @@ CODE = ("backbone.py", "classifier.py", "coarse.py", "coarse_cutoff.py", "swap_c
         "data/images.py", "data/masks.py", "lora", "scoring", "training", "benchmarks/synthetic")
 
 
-def code_hash() -> str:
+# the ledger's own bookkeeping: it records reads and makes none of their figures, so mending it is no new method
+NOT_METHOD = ("benchmarks/synthetic/ledger.py",)
+
+
+def _characters(line: str, offset: int) -> int:
+    """ast's column (UTF-8 bytes) as tokenize's (characters)."""
+    return len(line.encode()[:offset].decode())
+
+
+def method_text(source: bytes) -> bytes:
+    """A Python file as the method sees it: its comments, docstrings, blank lines and trailing spaces left out, so
+    that mending the words around the code is not a new method (and a sealed read after it is refused)."""
+    lines = io.StringIO(source.decode("utf-8")).readlines()  # split where tokenize splits
+    cuts = [(tok.start, tok.end) for tok in tokenize.generate_tokens(iter(lines).__next__)
+            if tok.type == tokenize.COMMENT]
+    for node in ast.walk(ast.parse(source)):
+        documented = isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        if documented and ast.get_docstring(node, clean=False) is not None:
+            first = node.body[0]
+            cuts.append(((first.lineno, _characters(lines[first.lineno - 1], first.col_offset)),
+                         (first.end_lineno, _characters(lines[first.end_lineno - 1], first.end_col_offset))))
+    for (row, col), (end_row, end_col) in sorted(cuts, reverse=True):  # from the end: earlier places stay put
+        lines[row - 1:end_row] = [lines[row - 1][:col] + lines[end_row - 1][end_col:]]
+    return "\n".join(line.rstrip() for line in "".join(lines).splitlines() if line.strip()).encode()
+
+
+def code_hash(package: Path = PACKAGE, code: tuple[str, ...] = CODE, as_written: bool = False) -> str:
+    """The code a read's figures depend on (``code`` under ``package``), as :func:`method_text` reads it;
+    ``as_written``: every byte, the ledger included (the fingerprints recorded before 2026-12-07's re-key)."""
     h = hashlib.sha256()
-    for entry in CODE:
-        path = PACKAGE / entry
+    for entry in code:
+        path = package / entry
         for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            h.update(file.relative_to(PACKAGE).as_posix().encode())
-            h.update(file.read_bytes())
+            name = file.relative_to(package).as_posix()
+            if not as_written and name in NOT_METHOD:
+                continue
+            h.update(name.encode())
+            h.update(file.read_bytes() if as_written else method_text(file.read_bytes()))
     return h.hexdigest()[:12]
 
 
-def model_hash(model: str) -> str:
-    """The base model's weight files (a local folder or ``builtin:``); its name for anything else."""
-    folder = Path(resolve_model_path(model))
-    h = hashlib.sha256(str(model).encode())
+def model_hash(model: str, package: Path = PACKAGE) -> str:
+    """The base model's weight files (a local folder, or ``builtin:`` under ``package``); its name for anything
+    else."""
+    name = str(model)
+    builtin = name.startswith(BUILTIN_PREFIX) and package != PACKAGE  # another commit's shipped model
+    folder = package / "assets" / name[len(BUILTIN_PREFIX):] if builtin else Path(resolve_model_path(model))
+    h = hashlib.sha256(name.encode())
     if folder.is_dir():
         for file in sorted(folder.rglob("*.safetensors")):
             h.update(file.read_bytes())
     return h.hexdigest()[:12]
 
 
-def fingerprint(config: dict, recipe: dict, model: str) -> str:
+def fingerprint(config: dict, recipe: dict, model: str, package: Path = PACKAGE, code: tuple[str, ...] = CODE,
+                as_written: bool = False) -> str:
     """The method a read measures: the demo's settings (not where it ran), the recipe, the base model's weights
-    and the code."""
+    and the code. ``package``, ``code`` and ``as_written`` re-key a read made at another commit
+    (``eval/rekey_ledger.py``)."""
     settings = {k: v for k, v in config.items() if k != "device"}
-    blob = json.dumps({"config": settings, "recipe": recipe, "model": model_hash(model), "code": code_hash()},
-                      sort_keys=True, default=str)
+    blob = json.dumps({"config": settings, "recipe": recipe, "model": model_hash(model, package),
+                       "code": code_hash(package, code, as_written)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
