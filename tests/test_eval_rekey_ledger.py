@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import asdict
@@ -33,11 +34,22 @@ def test_comments_docstrings_and_blank_lines_are_not_the_method_but_code_and_str
     assert ledger.method_text(CODE.replace("** 2", "** 3").encode()) != key
     hashed = 'x = "# kept"  # dropped\n'
     assert ledger.method_text(hashed.encode()) == b'x = "# kept"'
+    # in a string that spans lines a blank line or a trailing space is a value, not the words around the code
+    template = 'P = """a {x}  \n\nb"""  # a comment\n'
+    assert ledger.method_text(template.encode()) == b'P = """a {x}  \n\nb"""'
+    assert ledger.method_text(template.replace("\n\n", "\n").encode()) != ledger.method_text(template.encode())
+    assert ledger.method_text(template.replace("  \n", "\n").encode()) != ledger.method_text(template.encode())
+    # another file's encoding and line ends read as the same code
+    assert ledger.method_text(b"\xef\xbb\xbf" + CODE.replace("\n", "\r\n").encode()) == key
 
 
 def _git(root, *args):
-    subprocess.run(["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
-                   capture_output=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}  # not a hook's repository
+    settings = ["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false",
+                "-c", "core.hooksPath=/dev/null"]
+    done = subprocess.run(["git", "-C", str(root), *settings, *args], check=True, capture_output=True, env=env,
+                          text=True)
+    return done.stdout.strip()
 
 
 def test_a_read_is_rekeyed_from_its_own_commit_and_a_comment_mended_after_it_is_the_same_method(tmp_path, capsys):
@@ -48,8 +60,7 @@ def test_a_read_is_rekeyed_from_its_own_commit_and_a_comment_mended_after_it_is_
     _git(repo, "init", "-q")
     _git(repo, "add", "diti_sd")
     _git(repo, "commit", "-q", "-m", "read here")
-    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
-    commit = commit.strip()
+    commit = _git(repo, "rev-parse", "HEAD")
     cfg = DemoConfig(full=True)
     config, recipe = json.loads(json.dumps(asdict(cfg))), load_recipe(cfg.recipe, {"model": cfg.model}).to_dict()
     as_written = ledger.fingerprint(config, recipe, cfg.model, package, as_written=True)

@@ -5,8 +5,8 @@ base model, method fingerprint, what changed since the last read, the headline f
 holds its full ``results.json``). ``--full`` refuses a sealed range that the ledger already holds a read of
 at the same method fingerprint (recipe, base model, the code of fitting and scoring) unless told why: a test
 split read again under an unchanged method is a second look, and the ledger shows it. The code is read without its
-comments and docstrings, so mending the words around it is no new method; the reads recorded before that scheme
-were re-keyed from their own commits by ``eval/rekey_ledger.py``.
+comments and docstrings, so mending the words around it is no new method; the demo reads from 2258313 on were
+re-keyed to that reading from their own commits by ``eval/rekey_ledger.py``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ CODE = ("backbone.py", "classifier.py", "coarse.py", "coarse_cutoff.py", "swap_c
         "data/images.py", "data/masks.py", "lora", "scoring", "training", "benchmarks/synthetic")
 
 
-# the ledger's own bookkeeping: it records reads and makes none of their figures, so mending it is no new method
+# the ledger's own bookkeeping: it records reads and makes none of results.json's figures, so mending it is no new
+# method
 NOT_METHOD = ("benchmarks/synthetic/ledger.py",)
 
 
@@ -45,19 +46,32 @@ def _characters(line: str, offset: int) -> int:
 
 def method_text(source: bytes) -> bytes:
     """A Python file as the method sees it: its comments, docstrings, blank lines and trailing spaces left out, so
-    that mending the words around the code is not a new method (and a sealed read after it is refused)."""
-    lines = io.StringIO(source.decode("utf-8")).readlines()  # split where tokenize splits
-    cuts = [(tok.start, tok.end) for tok in tokenize.generate_tokens(iter(lines).__next__)
-            if tok.type == tokenize.COMMENT]
-    for node in ast.walk(ast.parse(source)):
+    that mending the words around the code is not a new method (and a sealed read after it is refused). The lines
+    of a string that spans lines are kept as written: there a blank line or a trailing space is a value."""
+    text = source.decode(tokenize.detect_encoding(io.BytesIO(source).readline)[0])
+    lines = io.StringIO(text.replace("\r\n", "\n").replace("\r", "\n")).readlines()  # as tokenize splits them
+    cuts, strings, opened = [], set(), None
+    for tok in tokenize.generate_tokens(iter(lines).__next__):
+        if tok.type == tokenize.COMMENT:
+            cuts.append((tok.start, tok.end))
+        elif tok.type == tokenize.STRING:  # each row it starts on or runs through, but its last
+            strings.update(range(tok.start[0], tok.end[0]))
+        elif tok.type == getattr(tokenize, "FSTRING_START", None):  # Python 3.12 splits an f-string's tokens
+            opened = tok.start[0]
+        elif tok.type == getattr(tokenize, "FSTRING_END", None):
+            strings.update(range(opened, tok.end[0]))
+    for node in ast.walk(ast.parse("".join(lines))):
         documented = isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
         if documented and ast.get_docstring(node, clean=False) is not None:
             first = node.body[0]
+            strings.difference_update(range(first.lineno, first.end_lineno + 1))
             cuts.append(((first.lineno, _characters(lines[first.lineno - 1], first.col_offset)),
                          (first.end_lineno, _characters(lines[first.end_lineno - 1], first.end_col_offset))))
     for (row, col), (end_row, end_col) in sorted(cuts, reverse=True):  # from the end: earlier places stay put
-        lines[row - 1:end_row] = [lines[row - 1][:col] + lines[end_row - 1][end_col:]]
-    return "\n".join(line.rstrip() for line in "".join(lines).splitlines() if line.strip()).encode()
+        lines[row - 1] = lines[row - 1][:col] + lines[end_row - 1][end_col:]
+        lines[row:end_row] = ["" for _ in range(row, end_row)]  # rows keep their numbers
+    kept = [line.rstrip("\n") if row in strings else line.rstrip() for row, line in enumerate(lines, start=1)]
+    return "\n".join(line for row, line in enumerate(kept, start=1) if line.strip() or row in strings).encode()
 
 
 def code_hash(package: Path = PACKAGE, code: tuple[str, ...] = CODE, as_written: bool = False) -> str:
