@@ -80,9 +80,9 @@ def sealed_message(seeds, also=()) -> str | None:
 ZERO_SHOT_PAIRS = 8  # the pairs of the window the base alone is read on (every caption at each): half of them
 # The adapters trained over all t (the reference-style rivals) on top of the recipe: searched with the
 # recipe's grid, validation seeds and rule (eval/tune_synthetic.py; docs/benchmarks.md gives each family's
-# budget): it kept the recipe's learning rate, colour jitter and test-time scales for them (their UNet scale was 1
-# until the re-check on predict's grid of 2026-12-07), their LoRA rank at 8 where the recipe's moved to 16, and their
-# prior images under the generic prompt where the recipe's moved to the class's
+# budget): it gave them the recipe's learning rate, colour jitter and test-time scales (their UNet scale was 1 until
+# the re-check on predict's grid of 2026-12-07 moved it to the recipe's 0.6), and kept their LoRA rank at 8 where the
+# recipe's moved to 16 and their prior images under the generic prompt where the recipe's moved to the class's
 WIDE_OVERRIDES: tuple[str, ...] = ("lora.rank=8", "lora.text_rank=8", "fit.prior_prompt=generic")
 # The opt-in row: the recipe with every shot's coarse content swapped for a prior image's (fit.coarse_swap,
 # diti_sd/training/coarse_swap.py). Not the rule's choice (validation drawn as a user's rewards the shortcut it
