@@ -12,6 +12,7 @@ re-keyed to that reading from their own commits by ``eval/rekey_ledger.py``.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import io
 import json
@@ -44,6 +45,7 @@ def _characters(line: str, offset: int) -> int:
     return len(line.encode()[:offset].decode())
 
 
+@functools.lru_cache(maxsize=256)  # a demo fingerprints twice; a file's text costs far more than its bytes' hash
 def method_text(source: bytes) -> bytes:
     """A Python file as the method sees it: its comments, docstrings, blank lines and trailing spaces left out, so
     that mending the words around the code is not a new method (and a sealed read after it is refused). The lines
