@@ -52,16 +52,16 @@ def method_text(source: bytes) -> bytes:
     of a string that spans lines are kept as written: there a blank line or a trailing space is a value."""
     text = source.decode(tokenize.detect_encoding(io.BytesIO(source).readline)[0])
     lines = io.StringIO(text.replace("\r\n", "\n").replace("\r", "\n")).readlines()  # as tokenize splits them
-    cuts, strings, opened = [], set(), None
+    cuts, strings, opened = [], set(), []
     for tok in tokenize.generate_tokens(iter(lines).__next__):
         if tok.type == tokenize.COMMENT:
             cuts.append((tok.start, tok.end))
         elif tok.type == tokenize.STRING:  # each row it starts on or runs through, but its last
             strings.update(range(tok.start[0], tok.end[0]))
         elif tok.type == getattr(tokenize, "FSTRING_START", None):  # Python 3.12 splits an f-string's tokens
-            opened = tok.start[0]
+            opened.append(tok.start[0])  # f-strings nest there
         elif tok.type == getattr(tokenize, "FSTRING_END", None):
-            strings.update(range(opened, tok.end[0]))
+            strings.update(range(opened.pop(), tok.end[0]))
     for node in ast.walk(ast.parse("".join(lines))):
         documented = isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
         if documented and ast.get_docstring(node, clean=False) is not None:
