@@ -18,8 +18,9 @@ install: $(BIN)/diti-sd
 demo: install
 	$(BIN)/diti-sd demo --out reports/demo
 
+# the slowest tests are printed so the suite's 10-minute budget is watched where it is spent
 test: install
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --durations=15
 
 lint: install
 	$(BIN)/ruff check .
