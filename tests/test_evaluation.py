@@ -222,6 +222,11 @@ def test_validation_protocol_templates_and_run_keys(clip_config, small_fgvc, eva
     assert cropped.run_key("tip-adapter") != evaluation("coop").run_key("tip-adapter")
     cropped.run()
     assert len(list((tmp_path / "r" / "runs").glob("tip-adapter*-2shot-seed1-*.json"))) == 3
+    # so does a data set's preparation of its images (TiF's processing of ISIC, Duke, VeRi): runs and adapter sets
+    plain = evaluation("coop")
+    keys, folder = {m: plain.run_key(m) for m in ("tip-adapter", "diti", "sd-zeroshot")}, plain.diffusion.folder(2, 1)
+    plain.diffusion.pixels = "tif-duke"
+    assert all(plain.run_key(m) != key for m, key in keys.items()) and plain.diffusion.folder(2, 1) != folder
     # Tip-Adapter's classifier uses the recipe's tip templates, zero-shot its own
     e = evaluation("coop", ['baselines.tip_templates=["a {} aircraft."]']).encoders[0]
     assert torch.allclose(e.text_weights("tip"), e.encoder.text_classifier(e.classnames, ["a {} aircraft."]))

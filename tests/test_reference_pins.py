@@ -255,3 +255,43 @@ def test_duke_keeps_150_identities_and_isic_scores_600_per_class(tmp_path):
         for j in range(601 if label == 0 else 1):
             (folder / f"{j:04d}.jpg").touch()
     assert load_dataset("isic2019", tmp_path, "test").labels.count(0) == 600
+
+
+@pytest.mark.parametrize("kind", ["isic2019", "duke", "veri"])
+def test_archive_images_are_processed_as_tifs_scripts_wrote_their_files(tmp_path, kind):
+    """inference/process_{isic,duke,veri}.py: the geometry, then ``image.save("....jpg")``, PIL's JPEG default
+    (quality 75); training and scoring read those files. From the official archives the readers give the same
+    pixels; a mask takes the geometry alone."""
+    from fakes import make_fake_isic, make_fake_reid
+
+    from diti_sd.data import load_duke, load_isic2019, load_veri
+    from diti_sd.data.images import pad_square, person_crop_pad
+    from diti_sd.data.masks import load_mask
+
+    def isic_geometry(image):  # the limiting side to 512 by Lanczos, the other truncated, the central 512
+        w, h = image.size
+        size = (512, int(h * 512 / w)) if w < h else (int(w * 512 / h), 512)
+        left, top = (size[0] - 512) / 2, (size[1] - 512) / 2
+        return image.resize(size, Image.LANCZOS).crop((left, top, left + 512, top + 512))
+
+    if kind == "isic2019":
+        data, geometry = load_isic2019(make_fake_isic(tmp_path / "src"), "train"), isic_geometry
+    elif kind == "duke":
+        root = make_fake_reid(tmp_path / "src", kind, {7: 2}, {7: 1})
+        data, geometry = load_duke(root, "train", n_classes=1, min_gallery=2), person_crop_pad
+    else:
+        data, geometry = load_veri(make_fake_reid(tmp_path / "src", kind, {7: 2}, {7: 1}), "train"), pad_square
+    source = Image.open(data.images[0]).convert("RGB")
+    shape = geometry(source)
+    assert kind != "isic2019" or shape.size == (512, 512)
+    shape.save(tmp_path / "as_tif_wrote_it.jpg")  # the reference's call: no quality given
+    with Image.open(tmp_path / "as_tif_wrote_it.jpg") as written:
+        expected = np.asarray(written.convert("RGB"))
+    got = np.asarray(data.load(0))
+    assert got.shape == expected.shape and np.array_equal(got, expected)
+    assert not np.array_equal(got, np.asarray(shape))  # the JPEG is not a no-op
+    # a mask is framed as its image is, with no JPEG in between (a 1-px checker would not survive one)
+    w, h = source.size
+    mask = Image.fromarray(((np.add.outer(np.arange(h), np.arange(w)) % 2) * 255).astype(np.uint8))
+    framed = load_mask(mask, prepare=data.prepare)
+    assert torch.equal(framed, torch.from_numpy(np.asarray(geometry(mask.convert("RGB")).convert("L")) > 127))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,12 @@ class ImageReadError(DitiError, ValueError):
     """An image file is missing or cannot be decoded."""
 
 
-def load_image(source, crop_bottom: int = 0, prepare: str = "") -> Image.Image:
+def load_image(source, crop_bottom: int = 0, prepare: str = "", geometry_only: bool = False) -> Image.Image:
     """Return an RGB PIL image from a path, a PIL image, an HxWx3 uint8 array or a 3xHxW tensor in [0, 1].
 
     ``crop_bottom`` removes that many pixel rows at the bottom (FGVC-Aircraft's copyright banner).
-    ``prepare`` reshapes the image as a data set's reference preprocessing did (:data:`PREPARE`).
+    ``prepare`` processes the image as a data set's reference preprocessing wrote its files (:data:`PREPARE`):
+    its crop, pad or resize, then its JPEG re-encoding unless ``geometry_only`` (a mask takes the frame alone).
     """
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
@@ -56,7 +58,7 @@ def load_image(source, crop_bottom: int = 0, prepare: str = "") -> Image.Image:
     if prepare:
         if prepare not in PREPARE:
             raise ConfigError(f"unknown image preparation {prepare!r}; choose from {', '.join(PREPARE)}")
-        image = PREPARE[prepare](image)
+        image = PREPARE[prepare].apply(image, geometry_only)
     return image
 
 
@@ -75,7 +77,49 @@ def person_crop_pad(image: Image.Image) -> Image.Image:
     return pad_square(image.crop((left, top, left + cw, top + ch)))
 
 
-PREPARE = {"pad-square": pad_square, "person-crop-pad": person_crop_pad}
+def resize_crop_512(image: Image.Image) -> Image.Image:
+    """TiF's ISIC 2019 preprocessing: a Lanczos resize whose shorter side (by aspect, against the square) is 512,
+    the other side truncated to an integer, then the central 512 x 512 (a half-pixel box, as PIL rounds it)."""
+    w, h = image.size
+    size = (512, int(h * 512 / w)) if w / h < 1 else (int(w * 512 / h), 512)
+    image = image.resize(size, Image.LANCZOS)
+    left, top = (size[0] - 512) / 2, (size[1] - 512) / 2
+    return image.crop((left, top, left + 512, top + 512))
+
+
+def jpeg_round_trip(image: Image.Image, quality: int) -> Image.Image:
+    """The image as a JPEG file at ``quality`` (PIL's encoder and its default chroma subsampling) decodes again."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as im:
+        return im.convert("RGB")
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """A data set's reference preprocessing: a geometry, then (``jpeg_quality``) the file it was saved as."""
+
+    geometry: object
+    jpeg_quality: int | None = None
+
+    def apply(self, image: Image.Image, geometry_only: bool = False) -> Image.Image:
+        image = self.geometry(image)
+        if self.jpeg_quality is None or geometry_only:
+            return image
+        return jpeg_round_trip(image, self.jpeg_quality)
+
+
+# TiF's process_{isic,duke,veri}.py save their results with PIL's ``save(".../x.jpg")``: JPEG at PIL's default
+# quality, 75; training and scoring read those files. The names without "tif-" keep the geometry alone.
+TIF_JPEG_QUALITY = 75
+PREPARE = {
+    "pad-square": Preparation(pad_square),
+    "person-crop-pad": Preparation(person_crop_pad),
+    "tif-veri": Preparation(pad_square, TIF_JPEG_QUALITY),
+    "tif-duke": Preparation(person_crop_pad, TIF_JPEG_QUALITY),
+    "tif-isic": Preparation(resize_crop_512, TIF_JPEG_QUALITY),
+}
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files under a folder, sorted (hidden files skipped)."""

@@ -24,7 +24,9 @@ def load_isic2019(root: str | os.PathLike, split: str = "train", seed: int = 0) 
 
     Reads the official archive (``ISIC_2019_Training_Input/`` and ``ISIC_2019_Training_GroundTruth.csv``;
     the split is drawn per class with ``seed``, as the reference's unseeded draw cannot be repeated) or
-    TiF's processed layout (``isic2019/<split>/<label>_<Name>/*.jpg``), whose split it keeps.
+    TiF's processed layout (``isic2019/<split>/<label>_<Name>/*.jpg``), whose split it keeps. The archive's
+    images are processed on load as TiF's script wrote its files (a Lanczos resize to 512, the central 512 x 512,
+    a JPEG at quality 75), so both sources give a fit the same kind of pixels.
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose from {SPLITS}")
@@ -65,7 +67,8 @@ def _official(root: Path, split: str, seed: int) -> LabeledImages:
     if absent:
         raise ArchiveError(f"{len(absent)} image(s) in {truth.name} are missing from {images_dir} "
                            f"(first: {', '.join(absent[:3])}); re-extract the archive")
-    return LabeledImages(images, labels, list(CLASSNAMES), [p.stem for p in images])
+    # what TiF's process_isic.py wrote for each image (its 512 crop, as JPEG), as its processed folders hold them
+    return LabeledImages(images, labels, list(CLASSNAMES), [p.stem for p in images], prepare="tif-isic")
 
 
 def _processed(folder: Path, split: str) -> LabeledImages:

@@ -70,7 +70,7 @@ def load_mask(source, crop_bottom: int = 0, prepare: str = "") -> torch.Tensor:
         image = _grey(source)
     else:
         raise MaskError(f"cannot use {type(source).__name__} as a mask; pass a path, PIL image, or (H, W) array")
-    framed = load_image(image.convert("RGB"), crop_bottom=crop_bottom, prepare=prepare)
+    framed = load_image(image.convert("RGB"), crop_bottom=crop_bottom, prepare=prepare, geometry_only=True)
     return _bright(torch.from_numpy(np.asarray(framed.convert("L")).copy()))
 
 

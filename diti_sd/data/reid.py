@@ -47,12 +47,13 @@ def _images(split: str, identities: list[str], gallery, query, classname: str, p
 
 
 def load_duke(root: str | os.PathLike, split: str = "train", n_classes: int = 150, min_gallery: int = 16,
-              prepare: str = "person-crop-pad") -> LabeledImages:
+              prepare: str = "tif-duke") -> LabeledImages:
     """DukeMTMC-reID (``DukeMTMC-reID/bounding_box_test`` and ``query``) as TiF's 150-way task.
 
     Classes: the identities with at least ``min_gallery`` gallery images, the ``n_classes`` of them with
     the most query images (ties by identity; the reference broke them in directory order). ``train`` is
-    their gallery images, ``test`` their query images; named ``person <id>``.
+    their gallery images, ``test`` their query images; named ``person <id>``. ``prepare``: TiF's processing of
+    each image (crop to 1:2.5, pad square, saved as JPEG at quality 75); ``person-crop-pad`` skips the JPEG.
     """
     folder = _find(root, ("DukeMTMC-reID", "duke"), ("bounding_box_test", "query"), "DukeMTMC-reID")
     gallery = _by_identity(list_images(folder / "bounding_box_test"))
@@ -66,9 +67,10 @@ def load_duke(root: str | os.PathLike, split: str = "train", n_classes: int = 15
     return _images(split, chosen, gallery, query, "person {}", prepare)
 
 
-def load_veri(root: str | os.PathLike, split: str = "train", prepare: str = "pad-square") -> LabeledImages:
+def load_veri(root: str | os.PathLike, split: str = "train", prepare: str = "tif-veri") -> LabeledImages:
     """VeRi-776 (``VeRi/image_test`` and ``image_query``) as TiF's task: every identity of the test
-    gallery is a class (``car <id>``); ``train`` is the gallery, ``test`` the queries."""
+    gallery is a class (``car <id>``); ``train`` is the gallery, ``test`` the queries. ``prepare``: TiF's
+    processing of each image (pad square, saved as JPEG at quality 75); ``pad-square`` skips the JPEG."""
     folder = _find(root, ("VeRi", "veri"), ("image_test", "image_query"), "VeRi-776")
     gallery = _by_identity(list_images(folder / "image_test"))
     query = _by_identity(list_images(folder / "image_query"))

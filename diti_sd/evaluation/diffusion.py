@@ -23,10 +23,11 @@ from ..errors import ConfigError
 FIT_SECTIONS = ("model", "resolution", "gpu_dtype", "dataset", "prompt", "lora", "fit")
 
 
-def fit_key(recipe, splits: str) -> str:
-    """A hash of what decides a fit's adapters: the recipe's fit sections and where the split came from."""
+def fit_key(recipe, splits: str, pixels: str = "") -> str:
+    """A hash of what decides a fit's adapters: the recipe's fit sections, where the split came from and the data
+    set's preparation of its images (``LabeledImages.prepare``; none: left out, so such folders keep their names)."""
     data = recipe.to_dict()
-    parts = {k: data[k] for k in FIT_SECTIONS} | {"splits": splits}
+    parts = {k: data[k] for k in FIT_SECTIONS} | {"splits": splits} | ({"pixels": pixels} if pixels else {})
     parts["dataset"] = {k: v for k, v in parts["dataset"].items() if k != "metric"}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
@@ -35,14 +36,15 @@ class DiffusionMethods:
     """DiTi-SD's adapter sets under ``adapters_dir`` and the base model alone, for one evaluation."""
 
     def __init__(self, recipe, adapters_dir: Path, splits: str, device=None, compile: bool = False,
-                 progress: bool = True):
-        self.recipe, self.adapters_dir, self.splits = recipe, Path(adapters_dir), splits
+                 progress: bool = True, pixels: str = ""):
+        self.recipe, self.adapters_dir, self.splits, self.pixels = recipe, Path(adapters_dir), splits, pixels
         self.device, self.compile, self.progress = device, compile, progress
         self._zero_shot = None
 
     def folder(self, shots: int, seed: int) -> Path:
         tag = "-tifsplit" if self.splits != "coop" else ""
-        return self.adapters_dir / f"{self.recipe.name}-{shots}shot-seed{seed}{tag}-{fit_key(self.recipe, self.splits)}"
+        key = fit_key(self.recipe, self.splits, self.pixels)
+        return self.adapters_dir / f"{self.recipe.name}-{shots}shot-seed{seed}{tag}-{key}"
 
     def classifier(self, shots: int, seed: int, tr, cal, cal_candidates=None) -> DiTiFewShotClassifier:
         """The split's adapters (fitted once, then read from their folder), scored as this run's recipe says;

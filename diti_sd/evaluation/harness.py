@@ -98,7 +98,7 @@ class Evaluation:
                                        self.metric, aug, cfg.device, cfg.progress) for spec in cfg.encoder_specs]
         splits = "coop" if self.split_files is None else str(Path(cfg.split_dir).resolve())
         self.diffusion = DiffusionMethods(self.recipe, Path(cfg.adapters_dir or self.report / "adapters"), splits,
-                                          cfg.device, cfg.compile, cfg.progress)
+                                          cfg.device, cfg.compile, cfg.progress, pixels=self.train.prepare)
         self._frozen: dict = {}
         self._diti: dict = {}
 
@@ -152,6 +152,8 @@ class Evaluation:
         """A hash of everything that changes a method's result; a finished run is reused only under it."""
         recipe = self.recipe.to_dict()
         parts = {"protocol": self.cfg.val_protocol, "dataset": recipe["dataset"], "splits": self.diffusion.splits}
+        if self.diffusion.pixels:  # the images' preparation changes every method's pixels
+            parts["pixels"] = self.diffusion.pixels
         if method == "sd-zeroshot":
             parts.update(model=recipe["model"], resolution=recipe["resolution"], gpu_dtype=recipe["gpu_dtype"],
                          score=recipe["score"], template=self.recipe.baselines.tip_templates[0])
