@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from fakes import FGVC_VARIANTS, make_fake_fgvc
 from PIL import Image
@@ -210,6 +211,10 @@ def test_isic_reader_splits_each_class_and_reads_the_processed_layout(tmp_path):
         Image.new("RGB", (8, 8)).save(sub / "0.jpg")
     processed = load_isic2019(tmp_path / "tif", "test")
     assert processed.labels == list(range(8)) and processed.ids[7] == "7/0"
+    # TiF's files are its processing's output already: read as they are, not cropped or re-encoded again
+    assert processed.prepare == "" and np.array_equal(np.asarray(processed.load(7)),
+                                                      np.asarray(Image.open(sub / "0.jpg").convert("RGB")))
+    assert parts["train"].prepare == "tif-isic"
     (root / "ISIC_2019_Training_GroundTruth.csv").unlink()
     with pytest.raises(ArchiveError, match="GroundTruth.csv"):
         load_isic2019(root, "train")

@@ -15,6 +15,7 @@ from diti_sd.cli import main
 from diti_sd.data import load_fgvc_aircraft
 from diti_sd.data.images import ImageSequence
 from diti_sd.errors import DitiWarning
+from diti_sd.evaluation import harness
 from diti_sd.evaluation.config import EvalConfig
 from diti_sd.evaluation.harness import Evaluation
 from diti_sd.recipes import load_recipe
@@ -207,7 +208,7 @@ def test_probe_prefilter_and_ensemble_on_several_encoders(clip_config, small_fgv
     assert (report / "accuracy_vs_cost.png").stat().st_size > 0
 
 
-def test_validation_protocol_templates_and_run_keys(clip_config, small_fgvc, eval_recipe, tmp_path):
+def test_validation_protocol_templates_and_run_keys(clip_config, small_fgvc, eval_recipe, tmp_path, monkeypatch):
     def evaluation(protocol, overrides=()):
         return Evaluation(config(eval_recipe, small_fgvc, clip_config, tmp_path / "r", methods=["tip-adapter"],
                                  val_protocol=protocol, overrides=list(overrides)))
@@ -225,8 +226,18 @@ def test_validation_protocol_templates_and_run_keys(clip_config, small_fgvc, eva
     # so does a data set's preparation of its images (TiF's processing of ISIC, Duke, VeRi): runs and adapter sets
     plain = evaluation("coop")
     keys, folder = {m: plain.run_key(m) for m in ("tip-adapter", "diti", "sd-zeroshot")}, plain.diffusion.folder(2, 1)
-    plain.diffusion.pixels = "tif-duke"
-    assert all(plain.run_key(m) != key for m, key in keys.items()) and plain.diffusion.folder(2, 1) != folder
+    read = harness.load_configured_split
+
+    def prepared(*args):
+        data = read(*args)
+        if data is not None:
+            data.prepare = "tif-duke"
+        return data
+
+    monkeypatch.setattr(harness, "load_configured_split", prepared)
+    processed = evaluation("coop")
+    assert processed.diffusion.pixels == "tif-duke" and processed.diffusion.folder(2, 1) != folder
+    assert all(processed.run_key(m) != key for m, key in keys.items())
     # Tip-Adapter's classifier uses the recipe's tip templates, zero-shot its own
     e = evaluation("coop", ['baselines.tip_templates=["a {} aircraft."]']).encoders[0]
     assert torch.allclose(e.text_weights("tip"), e.encoder.text_classifier(e.classnames, ["a {} aircraft."]))

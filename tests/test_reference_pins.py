@@ -265,7 +265,7 @@ def test_archive_images_are_processed_as_tifs_scripts_wrote_their_files(tmp_path
     from fakes import make_fake_isic, make_fake_reid
 
     from diti_sd.data import load_duke, load_isic2019, load_veri
-    from diti_sd.data.images import pad_square, person_crop_pad
+    from diti_sd.data.images import load_image, pad_square, person_crop_pad
     from diti_sd.data.masks import load_mask
 
     def isic_geometry(image):  # the limiting side to 512 by Lanczos, the other truncated, the central 512
@@ -282,16 +282,22 @@ def test_archive_images_are_processed_as_tifs_scripts_wrote_their_files(tmp_path
     else:
         data, geometry = load_veri(make_fake_reid(tmp_path / "src", kind, {7: 2}, {7: 1}), "train"), pad_square
     source = Image.open(data.images[0]).convert("RGB")
-    shape = geometry(source)
-    assert kind != "isic2019" or shape.size == (512, 512)
-    shape.save(tmp_path / "as_tif_wrote_it.jpg")  # the reference's call: no quality given
-    with Image.open(tmp_path / "as_tif_wrote_it.jpg") as written:
-        expected = np.asarray(written.convert("RGB"))
-    got = np.asarray(data.load(0))
+
+    def as_tif_wrote_it(image):
+        image.save(tmp_path / "as_tif_wrote_it.jpg")  # the reference's call: no quality given
+        with Image.open(tmp_path / "as_tif_wrote_it.jpg") as written:
+            return np.asarray(written.convert("RGB"))
+
+    expected, got = as_tif_wrote_it(geometry(source)), np.asarray(data.load(0))
     assert got.shape == expected.shape and np.array_equal(got, expected)
-    assert not np.array_equal(got, np.asarray(shape))  # the JPEG is not a no-op
-    # a mask is framed as its image is, with no JPEG in between (a 1-px checker would not survive one)
+    assert not np.array_equal(got, np.asarray(geometry(source)))  # the JPEG is not a no-op
+    if kind == "isic2019":  # the fakes are landscape with an even excess: a portrait with an odd one (half pixels)
+        portrait = Image.fromarray(np.random.default_rng(0).integers(0, 256, (45, 31, 3), dtype=np.uint8))
+        assert np.array_equal(np.asarray(load_image(portrait, prepare=data.prepare)), as_tif_wrote_it(
+            isic_geometry(portrait)))
+    # a mask is framed as its image is, with no JPEG in between: a faint 1-px checker about the threshold (110 / 145)
+    # keeps its cells through the geometry of Duke and VeRi, and a JPEG at 75 would flatten it to one side
     w, h = source.size
-    mask = Image.fromarray(((np.add.outer(np.arange(h), np.arange(w)) % 2) * 255).astype(np.uint8))
+    mask = Image.fromarray((110 + 35 * (np.add.outer(np.arange(h), np.arange(w)) % 2)).astype(np.uint8))
     framed = load_mask(mask, prepare=data.prepare)
     assert torch.equal(framed, torch.from_numpy(np.asarray(geometry(mask.convert("RGB")).convert("L")) > 127))
