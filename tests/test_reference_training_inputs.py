@@ -4,6 +4,7 @@ and the text-LoRA dropout at scoring (docs/reference-parity.md, "Training" and "
 Each expectation is computed here the way the reference code (github yue-zhongqi/tif) does it.
 """
 
+import pytest
 import torch
 from helpers import record_fit
 
@@ -89,6 +90,51 @@ def test_whole_image_updates_are_each_class_alone_whatever_the_grouping():
     for key in together:
         torch.testing.assert_close(together[key], alone[key], rtol=1e-5, atol=1e-6)
     assert any(float(v.abs().max()) > 0 for k, v in together.items() if k.endswith("lora_B"))
+
+
+def test_instance_and_prior_each_draw_a_t_and_noise_and_the_loss_is_not_weighted_over_t():
+    # train_lora_dreambooth.py: process_batch runs once for the instance and once for the prior image, each with its
+    # own torch.randint t in [0, T) and randn noise; with weight_t='none' the loss is the latent-mean MSE of each,
+    # the prior's times prior_loss_weight, summed, no weight over t
+    from diti_sd.recipes import FitConfig, LoraConfig
+    from diti_sd.testing.tiny import build_tiny_backbone
+    from diti_sd.training.loop import FitData, fit_adapters
+
+    backbone = build_tiny_backbone(seed=0)
+    g = torch.Generator().manual_seed(2)
+    image = (torch.rand(3, 64, 64, generator=g) * 255).to(torch.uint8)
+    prior = (torch.rand(2, 3, 64, 64, generator=g) * 255).to(torch.uint8)
+    cfg = FitConfig(prior=True, prior_images=2, checkpoint_every=0, batch_size=2, lr=1e-3, crop="random",
+                    prior_weight=2.0, t_min=0, t_max=1000)
+    calls = []
+    add_noise, predict, target = backbone.add_noise, backbone.predict, backbone.target
+
+    def recording_add_noise(x0, noise, t):
+        calls.append({"noise": noise.detach().clone(), "t": t.detach().clone()})
+        return add_noise(x0, noise, t)
+
+    def recording_predict(x_t, t, context):
+        out = predict(x_t, t, context)
+        calls[-1]["output"] = out.detach().float().clone()
+        return out
+
+    def recording_target(x0, noise, t):
+        out = target(x0, noise, t)
+        calls[-1]["target"] = out.detach().float().clone()
+        return out
+
+    backbone.add_noise, backbone.predict, backbone.target = recording_add_noise, recording_predict, recording_target
+    adapters = ClassAdapters(backbone, 1, LoraConfig(rank=2, text_rank=2))
+    steps = 8
+    summary = fit_adapters(backbone, adapters, FitData([[image]], ["a hta"], "a photo", prior), cfg, steps,
+                           seed=4, progress=False)
+    assert len(calls) == steps and all(len(c["t"]) == 2 for c in calls)  # instance and prior in one UNet call
+    ts = torch.stack([c["t"] for c in calls])
+    assert ts.min() >= 0 and ts.max() < 1000 and bool((ts[:, 0] != ts[:, 1]).any())  # two draws, not one shared
+    assert all(not torch.equal(c["noise"][0], c["noise"][1]) for c in calls)
+    for c, loss in zip(calls, summary["losses"]):
+        mse = (c["output"] - c["target"]).pow(2).flatten(1).mean(1)
+        assert loss == pytest.approx(float(mse[0] + 2.0 * mse[1]), rel=1e-5)
 
 
 def test_text_dropout_is_dropout_on_the_lora_output_one_seeded_draw_per_class(tiny_backbone):
