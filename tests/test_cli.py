@@ -305,3 +305,47 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path, capsys
     monkeypatch.setattr(predict, "run", bug)
     with pytest.raises(ValueError, match="internal mistake"):
         main(argv)
+
+
+def test_predict_prepares_each_image_as_the_adapters_data_set_was(tmp_path, monkeypatch, capsys):
+    # a set fitted on Duke's archive learned TiF's crop, pad and JPEG: predict gives its images the same by default
+    from PIL import Image
+
+    from diti_sd import classifier
+    from diti_sd.cli import predict
+    from diti_sd.data import images as images_module
+
+    fitted = {}
+    for kind in ("duke", "image-folder"):
+        fitted[kind] = tmp_path / kind
+        fitted[kind].mkdir()
+        (fitted[kind] / "recipe.yaml").write_text(f"dataset: {{kind: {kind}}}\n")
+    assert predict.preparation(fitted["duke"], "auto") == "tif-duke"
+    assert predict.preparation(fitted["image-folder"], "auto") == ""
+    assert predict.preparation(fitted["duke"], "none") == "" and predict.preparation(fitted["duke"], "pad-square")
+    Image.new("RGB", (24, 60), (200, 30, 30)).save(tmp_path / "query.jpg")
+    seen, read = [], images_module.load_image
+
+    def recording(source, *args, prepare="", **kwargs):
+        image = read(source, *args, prepare=prepare, **kwargs)
+        seen.append((prepare, image.size))
+        return image
+
+    class Loaded(Exception):
+        pass
+
+    def loaded(*args, **kwargs):
+        raise Loaded
+
+    monkeypatch.setattr(images_module, "load_image", recording)
+    monkeypatch.setattr(classifier.DiTiFewShotClassifier, "from_pretrained", loaded)
+    for flag, expected in (([], ("tif-duke", (60, 60))), (["--prepare", "none"], ("", (24, 60)))):
+        seen.clear()
+        with pytest.raises(Loaded):  # the images are read before the model loads
+            main(["predict", "--adapters", str(fitted["duke"]), str(tmp_path / "query.jpg"), "--no-progress", *flag])
+        assert seen == [expected]
+        assert ("processed as tif-duke" in capsys.readouterr().err) is (not flag)
+    # a name that is no preparation: one line, before any image is read
+    seen.clear()
+    assert main(["predict", "--adapters", str(fitted["duke"]), str(tmp_path / "query.jpg"), "--prepare", "jpeg"]) == 2
+    assert "--prepare 'jpeg' is no preparation" in capsys.readouterr().err and not seen

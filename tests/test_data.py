@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from diti_sd.data import (
     load_image_folder,
     make_kshot_split,
 )
+from diti_sd.data.images import load_image
 from diti_sd.errors import ConfigError
 
 
@@ -243,5 +245,23 @@ def test_reid_readers_make_identities_classes(tmp_path):
     gallery_set, queries = load_veri(v, "train"), load_veri(v, "test")
     assert gallery_set.classnames == ["car 6", "car 13"] and len(gallery_set) == 5 and queries.labels == [0, 1, 1]
     assert queries.load(0).size == (50, 50)
+    assert train.prepare == "tif-duke" and gallery_set.prepare == "tif-veri"
+
+    # TiF's processed folders (process_duke.py / process_veri.py write duke/ and veri/, every image a padded square):
+    # read as they are, not cropped, padded or re-encoded a second time
+    for data, top, subs in ((train, "duke", ("bounding_box_test", "query")), (gallery_set, "veri",
+                                                                              ("image_test", "image_query"))):
+        source = Path(data.images[0]).parent.parent
+        for sub in subs:
+            (tmp_path / "tif" / top / sub).mkdir(parents=True)
+            for path in (source / sub).glob("*.jpg"):
+                shaped = load_image(path, prepare=data.prepare, geometry_only=True)
+                shaped.save(tmp_path / "tif" / top / sub / path.name)
+    processed_duke = load_duke(tmp_path / "tif", "train", n_classes=3)
+    processed_veri = load_veri(tmp_path / "tif", "train")
+    for processed, data in ((processed_duke, train), (processed_veri, gallery_set)):
+        assert processed.prepare == "" and processed.classnames == data.classnames
+        on_disk = Image.open(processed.images[0]).convert("RGB")
+        assert np.array_equal(np.asarray(processed.load(0)), np.asarray(on_disk))
     with pytest.raises(ArchiveError, match="VeRi-776"):
         load_veri(tmp_path / "d", "train")

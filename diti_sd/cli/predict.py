@@ -34,6 +34,13 @@ def add_arguments(parser):
                             "(photos/Boeing/0001.jpg given as photos/ -> DIR/Boeing/0001.png), the object bright, the "
                             "size of the image file")
     add_attention_mask_arguments(parser, masks, "images")
+    # the names are checked when the command runs: data.images imports torch, which --help and a refused recipe
+    # value must not wait for
+    parser.add_argument("--prepare", default="auto", metavar="NAME",
+                        help="process each image as a data set's reference preprocessing did before scoring it: "
+                             "auto (default): as the adapters' data set's archive images were when they were fitted "
+                             "(isic2019, duke, veri: TiF's processing, tif-isic / tif-duke / tif-veri), else none; "
+                             "none for images processed so already; or a preparation by name")
     add_runtime_arguments(parser)
 
 
@@ -52,17 +59,44 @@ def expand_with_ids(items: list[str]) -> list[tuple[Path, str]]:
     return out
 
 
-def scored_cells(folder) -> str | None:
-    """``score.cells`` of the adapter set's saved recipe, read before the model loads ("all" where the file says
-    nothing: sets fitted before the key existed); None where the file cannot be read (``from_pretrained`` then
-    says what is wrong with the set)."""
+def saved_recipe(folder) -> dict | None:
+    """The adapter set's saved recipe as written, read before the model loads; None where the file cannot be read
+    (``from_pretrained`` then says what is wrong with the set)."""
     import yaml
 
     try:
         data = yaml.safe_load((Path(folder) / "recipe.yaml").read_text()) or {}
-        return str((data.get("score") or {}).get("cells", "all"))
-    except (OSError, yaml.YAMLError, AttributeError):
+    except (OSError, yaml.YAMLError):
         return None
+    return data if isinstance(data, dict) else None
+
+
+def scored_cells(folder) -> str | None:
+    """``score.cells`` of the adapter set's saved recipe ("all" where the file says nothing: sets fitted before the
+    key existed); None where it cannot be read."""
+    data = saved_recipe(folder)
+    return None if data is None else str((data.get("score") or {}).get("cells", "all"))
+
+
+def check_preparation(asked: str) -> None:
+    """One line where ``--prepare`` names no preparation."""
+    from ..data.images import PREPARE
+    from . import CLIError
+
+    if asked not in ("auto", "none", *PREPARE):
+        raise CLIError(f"--prepare {asked!r} is no preparation; choose auto, none or one of {', '.join(PREPARE)}")
+
+
+def preparation(folder, asked: str) -> str:
+    """The preparation ``--prepare`` names ("" for none); auto: the one the readers gave the fitted data set's
+    archive images (nothing for other data sets, or where the recipe cannot be read)."""
+    from ..data.images import ARCHIVE_PREPARATION
+
+    check_preparation(asked)
+    if asked != "auto":
+        return "" if asked == "none" else asked
+    data = saved_recipe(folder) or {}
+    return ARCHIVE_PREPARATION.get(str((data.get("dataset") or {}).get("kind", "")), "")
 
 
 def check_masks_given(cells: str | None, args) -> None:
@@ -79,15 +113,15 @@ def check_masks_given(cells: str | None, args) -> None:
                        "whole images: leave it out")
 
 
-def check_mask_files(files: list, images: list, paths: list) -> None:
+def check_mask_files(files: list, images: list, paths: list, prepare: str = "") -> None:
     """Each mask file readable, its image's size and keeping some pixel: one line naming both, before the model
-    loads."""
+    loads. ``prepare``: the images' preparation, given to each mask's frame too."""
     from ..data.masks import MaskError, load_mask
     from . import CLIError
 
     for file, image, path in zip(files, images, paths):
         try:
-            mask = load_mask(file)
+            mask = load_mask(file, prepare=prepare)
         except MaskError as err:
             raise CLIError(f"{err} (the mask of {path})") from None
         if tuple(mask.shape) != (image.height, image.width):
@@ -121,10 +155,15 @@ def run(args):
     from . import CLIError
     from .common import attention_masks_from
 
+    check_preparation(args.prepare)  # before anything is read or downloaded
     attention = attention_masks_from(args)
     folder = resolve_adapter_set(args.adapters)  # a Hub id downloads the set alone, not the base model
     cells = scored_cells(folder)
     check_masks_given(cells, args)
+    prepare = preparation(folder, args.prepare)
+    if prepare:
+        print(f"each image processed as {prepare} before scoring, as the adapters' data set's images were when they "
+              "were fitted; --prepare none reads them as they are", file=sys.stderr)
     inputs = expand_with_ids(args.images)
     paths = [path for path, _ in inputs]
     if not paths:
@@ -134,14 +173,14 @@ def run(args):
     rows, good, images = [], [], []
     for path in paths:
         try:
-            images.append(load_image(path))
+            images.append(load_image(path, prepare=prepare))
             good.append(len(rows))
             rows.append({"path": str(path), "error": ""})
         except ImageReadError as err:
             rows.append({"path": str(path), "error": str(err)})
             print(f"skipping {path}: {err}", file=sys.stderr)
     if mask_files is not None:
-        check_mask_files([mask_files[i] for i in good], images, [paths[i] for i in good])
+        check_mask_files([mask_files[i] for i in good], images, [paths[i] for i in good], prepare)
     clf = DiTiFewShotClassifier.from_pretrained(folder, model=args.model, device=args.device, dtype=args.dtype,
                                                 attention=args.attention, compile=args.compile,
                                                 progress=not args.no_progress)
@@ -150,7 +189,7 @@ def run(args):
         if cells is None:
             cells = clf.recipe_.score.cells
             check_masks_given(cells, args)
-        masks = attention if mask_files is None else MaskSequence([mask_files[i] for i in good])
+        masks = attention if mask_files is None else MaskSequence([mask_files[i] for i in good], prepare=prepare)
         # check_masks_given let masks through only for a set that scores object cells
         result = clf.score_images(images, chunk=args.chunk_size, cache_dir=cache_dir, masks=masks)
         proba = softmax(result.logits, clf.temperature_)

@@ -120,6 +120,8 @@ PREPARE = {
     "tif-duke": Preparation(person_crop_pad, TIF_JPEG_QUALITY),
     "tif-isic": Preparation(resize_crop_512, TIF_JPEG_QUALITY),
 }
+# what the readers of the official archives give each data set kind's images: a fit on them learned that
+ARCHIVE_PREPARATION = {"isic2019": "tif-isic", "duke": "tif-duke", "veri": "tif-veri"}
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files under a folder, sorted (hidden files skipped)."""

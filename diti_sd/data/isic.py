@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .fgvc import ArchiveError
-from .images import LabeledImages, list_images
+from .images import ARCHIVE_PREPARATION, LabeledImages, list_images
 
 # the ground truth's columns MEL, NV, BCC, AK, BKL, DF, VASC, SCC, in order (UNK has no training image)
 CLASSNAMES = ["Melanoma", "Melanocytic Nevus", "Basal Cell Carcinoma", "Actinic Keratosis",
@@ -68,7 +68,8 @@ def _official(root: Path, split: str, seed: int) -> LabeledImages:
         raise ArchiveError(f"{len(absent)} image(s) in {truth.name} are missing from {images_dir} "
                            f"(first: {', '.join(absent[:3])}); re-extract the archive")
     # what TiF's process_isic.py wrote for each image (its 512 crop, as JPEG), as its processed folders hold them
-    return LabeledImages(images, labels, list(CLASSNAMES), [p.stem for p in images], prepare="tif-isic")
+    return LabeledImages(images, labels, list(CLASSNAMES), [p.stem for p in images],
+                         prepare=ARCHIVE_PREPARATION["isic2019"])
 
 
 def _processed(folder: Path, split: str) -> LabeledImages:
