@@ -387,8 +387,9 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
 
     def predict(self, X, *, masks=None) -> np.ndarray:
         """The most likely class of each image of ``X``, which is read as given: adapters fitted on a data set whose
-        reader prepares its archive images (ISIC 2019, DukeMTMC-reID, VeRi-776: ``data.images.ARCHIVE_PREPARATION``)
-        expect new images prepared alike, ``load_image(path, prepare="tif-duke")`` (``diti-sd predict`` does so)."""
+        reader prepares its archive images (ISIC 2019, DukeMTMC-reID, VeRi-776:
+        ``image_preparation.ARCHIVE_PREPARATION``) expect new images prepared alike,
+        ``load_image(path, prepare="tif-duke")`` (``diti-sd predict`` does so)."""
         self._check_fitted()
         return self.classes_[self.decision_function(X, masks=masks).argmax(1)]
 

@@ -349,3 +349,21 @@ def test_predict_prepares_each_image_as_the_adapters_data_set_was(tmp_path, monk
     seen.clear()
     assert main(["predict", "--adapters", str(fitted["duke"]), str(tmp_path / "query.jpg"), "--prepare", "jpeg"]) == 2
     assert "--prepare 'jpeg' is no preparation" in capsys.readouterr().err and not seen
+    # a saved recipe whose sections are not mappings prepares nothing here (loading the set says what is wrong)
+    (fitted["image-folder"] / "recipe.yaml").write_text("dataset: x\nscore: y\n")
+    assert predict.preparation(fitted["image-folder"], "auto") == "" and predict.scored_cells(fitted["image-folder"])
+    # masks are checked at their files' sizes (Duke's crop and pad would give a mask too wide the image's square),
+    # then framed as the images are
+    (fitted["duke"] / "recipe.yaml").write_text("dataset: {kind: duke}\nscore: {cells: object}\n")
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for size, refused in (((30, 60), True), ((24, 60), False)):
+        Image.new("L", size, 255).save(masks / "query.png")
+        seen.clear()
+        argv = ["predict", "--adapters", str(fitted["duke"]), str(tmp_path / "query.jpg"), "--masks", str(masks)]
+        if refused:
+            assert main(argv) == 2
+            assert "is 30x60 but its image" in capsys.readouterr().err
+        else:
+            with pytest.raises(Loaded):
+                main(argv)

@@ -214,7 +214,7 @@ def test_isic_reader_splits_each_class_and_reads_the_processed_layout(tmp_path):
     processed = load_isic2019(tmp_path / "tif", "test")
     assert processed.labels == list(range(8)) and processed.ids[7] == "7/0"
     # TiF's files are its processing's output already: read as they are, not cropped or re-encoded again
-    assert processed.prepare == "" and np.array_equal(np.asarray(processed.load(7)),
+    assert processed.prepare == "tif-processed" and np.array_equal(np.asarray(processed.load(7)),
                                                       np.asarray(Image.open(sub / "0.jpg").convert("RGB")))
     assert parts["train"].prepare == "tif-isic"
     (root / "ISIC_2019_Training_GroundTruth.csv").unlink()
@@ -260,7 +260,7 @@ def test_reid_readers_make_identities_classes(tmp_path):
     processed_duke = load_duke(tmp_path / "tif", "train", n_classes=3)
     processed_veri = load_veri(tmp_path / "tif", "train")
     for processed, data in ((processed_duke, train), (processed_veri, gallery_set)):
-        assert processed.prepare == "" and processed.classnames == data.classnames
+        assert processed.prepare == "tif-processed" and processed.classnames == data.classnames
         on_disk = Image.open(processed.images[0]).convert("RGB")
         assert np.array_equal(np.asarray(processed.load(0)), np.asarray(on_disk))
     with pytest.raises(ArchiveError, match="VeRi-776"):

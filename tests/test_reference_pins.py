@@ -265,8 +265,9 @@ def test_archive_images_are_processed_as_tifs_scripts_wrote_their_files(tmp_path
     from fakes import make_fake_isic, make_fake_reid
 
     from diti_sd.data import load_duke, load_isic2019, load_veri
-    from diti_sd.data.images import load_image, pad_square, person_crop_pad
+    from diti_sd.data.images import load_image
     from diti_sd.data.masks import load_mask
+    from diti_sd.image_preparation import pad_square, person_crop_pad
 
     def isic_geometry(image):  # the limiting side to 512 by Lanczos, the other truncated, the central 512
         w, h = image.size

@@ -71,16 +71,22 @@ def saved_recipe(folder) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def _section(data: dict | None, name: str) -> dict:
+    """A section of a saved recipe as a dict ({} where it is missing or malformed: ``from_pretrained`` says so)."""
+    section = (data or {}).get(name)
+    return section if isinstance(section, dict) else {}
+
+
 def scored_cells(folder) -> str | None:
     """``score.cells`` of the adapter set's saved recipe ("all" where the file says nothing: sets fitted before the
     key existed); None where it cannot be read."""
     data = saved_recipe(folder)
-    return None if data is None else str((data.get("score") or {}).get("cells", "all"))
+    return None if data is None else str(_section(data, "score").get("cells", "all"))
 
 
 def check_preparation(asked: str) -> None:
     """One line where ``--prepare`` names no preparation."""
-    from ..data.images import PREPARE
+    from ..image_preparation import PREPARE
     from . import CLIError
 
     if asked not in ("auto", "none", *PREPARE):
@@ -90,13 +96,12 @@ def check_preparation(asked: str) -> None:
 def preparation(folder, asked: str) -> str:
     """The preparation ``--prepare`` names ("" for none); auto: the one the readers gave the fitted data set's
     archive images (nothing for other data sets, or where the recipe cannot be read)."""
-    from ..data.images import ARCHIVE_PREPARATION
+    from ..image_preparation import ARCHIVE_PREPARATION
 
     check_preparation(asked)
     if asked != "auto":
         return "" if asked == "none" else asked
-    data = saved_recipe(folder) or {}
-    return ARCHIVE_PREPARATION.get(str((data.get("dataset") or {}).get("kind", "")), "")
+    return ARCHIVE_PREPARATION.get(str(_section(saved_recipe(folder), "dataset").get("kind", "")), "")
 
 
 def check_masks_given(cells: str | None, args) -> None:
@@ -113,20 +118,26 @@ def check_masks_given(cells: str | None, args) -> None:
                        "whole images: leave it out")
 
 
-def check_mask_files(files: list, images: list, paths: list, prepare: str = "") -> None:
-    """Each mask file readable, its image's size and keeping some pixel: one line naming both, before the model
-    loads. ``prepare``: the images' preparation, given to each mask's frame too."""
+def check_mask_files(files: list, paths: list, prepare: str = "") -> None:
+    """Each mask file readable, its image file's size and keeping some pixel once framed as its image is
+    (``prepare``: the images' preparation, whose geometry the masks take too): one line naming both, before the model
+    loads. Sizes are compared as the files are, since a preparation can give masks of other sizes one size."""
+    from PIL import Image
+
     from ..data.masks import MaskError, load_mask
     from . import CLIError
 
-    for file, image, path in zip(files, images, paths):
+    for file, path in zip(files, paths):
         try:
-            mask = load_mask(file, prepare=prepare)
+            raw = load_mask(file)
+            mask = load_mask(file, prepare=prepare) if prepare else raw
         except MaskError as err:
             raise CLIError(f"{err} (the mask of {path})") from None
-        if tuple(mask.shape) != (image.height, image.width):
-            raise CLIError(f"mask {file} is {mask.shape[1]}x{mask.shape[0]} but its image {path} is "
-                           f"{image.width}x{image.height}; save each mask at its image's size")
+        with Image.open(path) as image:
+            width, height = image.size
+        if tuple(raw.shape) != (height, width):
+            raise CLIError(f"mask {file} is {raw.shape[1]}x{raw.shape[0]} but its image {path} is "
+                           f"{width}x{height}; save each mask at its image's size")
         if not bool(mask.any()):
             raise CLIError(f"mask {file} keeps no pixel (the object bright), so {path} has nothing to be scored on; "
                            "check the mask")
@@ -161,7 +172,7 @@ def run(args):
     cells = scored_cells(folder)
     check_masks_given(cells, args)
     prepare = preparation(folder, args.prepare)
-    if prepare:
+    if prepare and args.prepare == "auto":
         print(f"each image processed as {prepare} before scoring, as the adapters' data set's images were when they "
               "were fitted; --prepare none reads them as they are", file=sys.stderr)
     inputs = expand_with_ids(args.images)
@@ -180,7 +191,7 @@ def run(args):
             rows.append({"path": str(path), "error": str(err)})
             print(f"skipping {path}: {err}", file=sys.stderr)
     if mask_files is not None:
-        check_mask_files([mask_files[i] for i in good], images, [paths[i] for i in good], prepare)
+        check_mask_files([mask_files[i] for i in good], [paths[i] for i in good], prepare)
     clf = DiTiFewShotClassifier.from_pretrained(folder, model=args.model, device=args.device, dtype=args.dtype,
                                                 attention=args.attention, compile=args.compile,
                                                 progress=not args.no_progress)

@@ -8,8 +8,9 @@ import random
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..image_preparation import ARCHIVE_PREPARATION, AS_PROCESSED
 from .fgvc import ArchiveError
-from .images import ARCHIVE_PREPARATION, LabeledImages, list_images
+from .images import LabeledImages, list_images
 
 # the ground truth's columns MEL, NV, BCC, AK, BKL, DF, VASC, SCC, in order (UNK has no training image)
 CLASSNAMES = ["Melanoma", "Melanocytic Nevus", "Basal Cell Carcinoma", "Actinic Keratosis",
@@ -84,4 +85,4 @@ def _processed(folder: Path, split: str) -> LabeledImages:
         images += files
         labels += [label] * len(files)
         ids += [f"{label}/{p.stem}" for p in files]
-    return LabeledImages(images, labels, list(CLASSNAMES), ids)
+    return LabeledImages(images, labels, list(CLASSNAMES), ids, prepare=AS_PROCESSED)  # TiF's files as they are

@@ -10,8 +10,9 @@ from pathlib import Path
 from PIL import Image
 
 from ..errors import ConfigError
+from ..image_preparation import ARCHIVE_PREPARATION, AS_PROCESSED
 from .fgvc import ArchiveError
-from .images import ARCHIVE_PREPARATION, LabeledImages, list_images
+from .images import LabeledImages, list_images
 
 SPLITS = ("train", "test")
 
@@ -77,7 +78,7 @@ def load_duke(root: str | os.PathLike, split: str = "train", n_classes: int = 15
     """
     folder = _find(root, ("DukeMTMC-reID", "duke"), ("bounding_box_test", "query"), "DukeMTMC-reID")
     files = list_images(folder / "bounding_box_test")
-    prepare = "" if _processed_already(files) else prepare
+    prepare = AS_PROCESSED if _processed_already(files) else prepare
     gallery = _by_identity(files)
     query = _by_identity(list_images(folder / "query"))
     qualified = [i for i in sorted(gallery) if len(gallery[i]) >= min_gallery and i in query]
@@ -97,7 +98,7 @@ def load_veri(root: str | os.PathLike, split: str = "train",
     processed folder (``veri/``, every image a padded square) is read as it is."""
     folder = _find(root, ("VeRi", "veri"), ("image_test", "image_query"), "VeRi-776")
     files = list_images(folder / "image_test")
-    prepare = "" if _processed_already(files) else prepare
+    prepare = AS_PROCESSED if _processed_already(files) else prepare
     gallery = _by_identity(files)
     query = _by_identity(list_images(folder / "image_query"))
     strangers = sorted(set(query) - set(gallery))
