@@ -34,8 +34,7 @@ def add_arguments(parser):
                             "(photos/Boeing/0001.jpg given as photos/ -> DIR/Boeing/0001.png), the object bright, the "
                             "size of the image file")
     add_attention_mask_arguments(parser, masks, "images")
-    # the names are checked when the command runs: data.images imports torch, which --help and a refused recipe
-    # value must not wait for
+    # the name is checked when the command runs (check_preparation), first, with one line naming the choices
     parser.add_argument("--prepare", default="auto", metavar="NAME",
                         help="process each image as a data set's reference preprocessing did before scoring it: "
                              "auto (default): as the adapters' data set's archive images were when they were fitted "
