@@ -67,16 +67,16 @@ class Preparation:
 # TiF's process_{isic,duke,veri}.py save their results with PIL's ``save(".../x.jpg")``: JPEG at PIL's default
 # quality, 75; training and scoring read those files. The names without "tif-" keep the geometry alone.
 TIF_JPEG_QUALITY = 75
+# TiF's processed folders, its scripts' output, read as they are: named so that what is fitted on them is keyed apart
+# from what was fitted on the archives' images
+AS_PROCESSED = "tif-processed"
 PREPARE = {
     "pad-square": Preparation(pad_square),
     "person-crop-pad": Preparation(person_crop_pad),
     "tif-veri": Preparation(pad_square, TIF_JPEG_QUALITY),
     "tif-duke": Preparation(person_crop_pad, TIF_JPEG_QUALITY),
     "tif-isic": Preparation(resize_crop_512, TIF_JPEG_QUALITY),
+    AS_PROCESSED: Preparation(as_they_are),
 }
-# TiF's processed folders, its scripts' output, read as they are: named so that what is fitted on them is keyed apart
-# from what was fitted on the archives' images
-AS_PROCESSED = "tif-processed"
-PREPARE[AS_PROCESSED] = Preparation(as_they_are)
 # what the readers of the official archives give each data set kind's images: a fit on them learned that
 ARCHIVE_PREPARATION = {"isic2019": "tif-isic", "duke": "tif-duke", "veri": "tif-veri"}
