@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .attention_masks import AttentionMasks, resolve_masks
 from .backbone import load_backbone
-from .data.images import as_image_sequence
+from .data.images import as_image_sequence, read_preparation
 from .data.masks import check_masks, warn_masks_unread
 from .distributed import gather_rows, shard, world
 from .errors import ConfigError, DitiError, DitiWarning
@@ -157,6 +157,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
         X, y = as_image_sequence(X), list(y)
         if not X:
             raise ConfigError("fit got no images")
+        prepared = read_preparation(X)
         if len(X) != len(y):
             raise ConfigError(f"fit got {len(X)} images but {len(y)} labels")
         # under score.cells: object the validation pass weighs the cells by the masks: the fit's are read where it
@@ -223,6 +224,8 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
             self._choose_coarse_swap(recipe, backbone, X, y, classes, shots, output_dir, resume, prior_images, val,
                                      masks)
         self.fit_summary_["validation"] = plan.record()
+        # what new images get read with to match (diti-sd predict --prepare auto); None: the images came read
+        self.fit_summary_["image_preparation"] = prepared
         if made:
             self.fit_summary_["masks"]["made"] = made
         if val is not None and val_attention is not None:
@@ -388,8 +391,9 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
     def predict(self, X, *, masks=None) -> np.ndarray:
         """The most likely class of each image of ``X``, which is read as given: adapters fitted on a data set whose
         reader prepares its archive images (ISIC 2019, DukeMTMC-reID, VeRi-776:
-        ``image_preparation.ARCHIVE_PREPARATION``) expect new images prepared alike,
-        ``load_image(path, prepare="tif-duke")`` (``diti-sd predict`` does so)."""
+        ``image_preparation.ARCHIVE_PREPARATION``; ``fit_summary_["image_preparation"]`` names the one the fit's
+        images got) expect new images prepared alike, ``load_image(path, prepare="tif-duke")`` (``diti-sd
+        predict`` does so)."""
         self._check_fitted()
         return self.classes_[self.decision_function(X, masks=masks).argmax(1)]
 

@@ -6,10 +6,12 @@ import torch
 from helpers import color_images
 from safetensors import safe_open
 from safetensors.torch import load_file
+from torchvision.utils import save_image
 
 from diti_sd import DiTiFewShotClassifier
 from diti_sd.adapter_set import AdapterSetError
-from diti_sd.data import ImageReadError
+from diti_sd.cli import predict
+from diti_sd.data import ImageReadError, ImageSequence, LabeledImages
 from diti_sd.errors import ConfigError
 from diti_sd.lora import StackedLoRALinear
 from diti_sd.testing.tiny import build_tiny_backbone
@@ -45,10 +47,19 @@ def test_save_load_gives_identical_predictions_and_refit_forgets(tiny_model_dir,
     assert list(loaded.classes_) == list(clf.classes_) and loaded.prompts_ == clf.prompts_
     assert np.allclose(loaded.decision_function(X), logits, atol=1e-6)
     assert (loaded.predict(X) == clf.predict(X)).all()
+    # images given already read: the fit cannot tell how they were prepared, so predict falls back on the recipe
+    assert loaded.fit_summary_["image_preparation"] is None and predict.preparation(path, "auto") == ""
 
-    # a second fit on other classes replaces the adapters instead of stacking on them
-    clf.fit(X[:4], ["a", "b", "a", "b"])
-    assert list(clf.classes_) == ["a", "b"]
+    # a second fit on other classes replaces the adapters instead of stacking on them; a data set's view records
+    # its preparation, which diti-sd predict then gives new images by default
+    files = []
+    for i, image in enumerate(X[:4]):
+        files.append(tmp_path / f"{i}.png")
+        save_image(image, files[-1])
+    clf.fit(ImageSequence(LabeledImages(files, [0, 1, 0, 1], ["a", "b"], prepare="pad-square")),
+            ["a", "b", "a", "b"])
+    assert list(clf.classes_) == ["a", "b"] and clf.fit_summary_["image_preparation"] == "pad-square"
+    assert predict.preparation(clf.save_pretrained(tmp_path / "prepared"), "auto") == "pad-square"
     unet = clf.backbone_.unet
     layers = [m for m in unet.modules() if isinstance(m, StackedLoRALinear)]
     assert len(layers) == len(clf.adapters_.unet_names)

@@ -323,6 +323,13 @@ def test_predict_prepares_each_image_as_the_adapters_data_set_was(tmp_path, monk
     assert predict.preparation(fitted["duke"], "auto") == "tif-duke"
     assert predict.preparation(fitted["image-folder"], "auto") == ""
     assert predict.preparation(fitted["duke"], "none") == "" and predict.preparation(fitted["duke"], "pad-square")
+    # what the fit recorded for its images comes first (a set fitted in Python on image files read them as they
+    # are, whatever its recipe's data set); a value that names no preparation is not trusted
+    for recorded, expected in (("", ""), ("pad-square", "pad-square"), ("jpeg", "tif-duke"), (None, "tif-duke"),
+                               ("tif-processed", "tif-duke")):
+        (fitted["duke"] / "manifest.json").write_text(json.dumps({"fit": {"image_preparation": recorded}}))
+        assert predict.preparation(fitted["duke"], "auto") == expected
+    (fitted["duke"] / "manifest.json").unlink()
     Image.new("RGB", (24, 60), (200, 30, 30)).save(tmp_path / "query.jpg")
     seen, read = [], images_module.load_image
 
@@ -363,7 +370,7 @@ def test_predict_prepares_each_image_as_the_adapters_data_set_was(tmp_path, monk
         argv = ["predict", "--adapters", str(fitted["duke"]), str(tmp_path / "query.jpg"), "--masks", str(masks)]
         if refused:
             assert main(argv) == 2
-            assert "is 30x60 but its image" in capsys.readouterr().err
+            assert f"query.png is 30x60 but {tmp_path / 'query.jpg'} is 24x60" in capsys.readouterr().err
         else:
             with pytest.raises(Loaded):
                 main(argv)

@@ -265,3 +265,14 @@ def test_reid_readers_make_identities_classes(tmp_path):
         assert np.array_equal(np.asarray(processed.load(0)), np.asarray(on_disk))
     with pytest.raises(ArchiveError, match="VeRi-776"):
         load_veri(tmp_path / "d", "train")
+
+
+def test_the_fit_knows_which_preparation_its_images_were_read_with(tmp_path):
+    # a data set's view says its own; image files are read as they are; images already read could be anything
+    from diti_sd.data.images import ImageSequence, LabeledImages, read_preparation
+
+    Image.new("RGB", (4, 6)).save(tmp_path / "a.png")
+    view = ImageSequence(LabeledImages([tmp_path / "a.png"], [0], ["a"], prepare="tif-duke"))
+    assert read_preparation(view) == "tif-duke" and read_preparation(ImageSequence(view.data.subset([]))) == "tif-duke"
+    assert read_preparation([tmp_path / "a.png", str(tmp_path / "a.png")]) == ""
+    assert read_preparation([Image.new("RGB", (4, 6))]) is None and read_preparation([tmp_path / "a.png", None]) is None

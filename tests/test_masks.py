@@ -177,6 +177,27 @@ def test_a_data_sets_masks_are_read_with_its_banner_crop(tmp_path):
         check_masks([tmp_path / "m0.png", tmp_path / "m1.png"], ImageSequence(data))
 
 
+def test_a_data_sets_mask_files_are_checked_at_their_files_sizes_before_its_preparation(tmp_path):
+    # ISIC's preparation resizes and crops every image to one size: a mask file of another size than its image
+    # would pass once both were prepared, so the files are compared first, and one line names the first of them
+    for i, size in enumerate([(40, 30), (36, 30)]):
+        Image.new("RGB", size).save(tmp_path / f"{i}.jpg")
+        Image.new("L", (40, 30), 255).save(tmp_path / f"m{i}.png")
+    data = LabeledImages([tmp_path / "0.jpg", tmp_path / "1.jpg"], [0, 1], ["a", "b"], ["m0", "m1"],
+                         prepare="tif-isic")
+    prepared = MaskSequence([tmp_path / "m0.png", tmp_path / "m1.png"], prepare="tif-isic")
+    with pytest.warns(DitiWarning, match="2 keep everything"):  # what fit alone would see: one size
+        assert tuple(check_masks(prepared, ImageSequence(data))[1].shape) == (512, 512)
+    with pytest.raises(MaskError, match=rf"1 of 2 masks are not .* \(e\.g\. {tmp_path / 'm1.png'} is 40x30 but "
+                                        rf"{tmp_path / '1.jpg'} is 36x30\)"):
+        dataset_masks(data, tmp_path)
+    Image.new("L", (36, 30), 255).save(tmp_path / "m1.png")
+    assert len(dataset_masks(data, tmp_path)) == 2
+    (tmp_path / "m1.png").write_bytes(b"not a png")
+    with pytest.raises(MaskError, match=r"cannot read mask .*m1.png \(the mask of .*1.jpg\)"):
+        dataset_masks(data, tmp_path)
+
+
 def _kept_its_own_object(calls):
     """Each swapped shot's kept pixels are exactly its own light square (the mask of that shot, not another's,
     aligned with it), and the shots differ."""

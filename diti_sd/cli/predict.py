@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -37,8 +38,9 @@ def add_arguments(parser):
     # the name is checked when the command runs (check_preparation), first, with one line naming the choices
     parser.add_argument("--prepare", default="auto", metavar="NAME",
                         help="process each image as a data set's reference preprocessing did before scoring it: "
-                             "auto (default): as the adapters' data set's archive images were when they were fitted "
-                             "(isic2019, duke, veri: TiF's processing, tif-isic / tif-duke / tif-veri), else none; "
+                             "auto (default): as the fit recorded for its images, else as the adapters' data set's "
+                             "archive images are read (isic2019, duke, veri: TiF's processing, tif-isic / tif-duke / "
+                             "tif-veri), else none; "
                              "none for images processed so already; or a preparation by name")
     add_runtime_arguments(parser)
 
@@ -92,14 +94,33 @@ def check_preparation(asked: str) -> None:
         raise CLIError(f"--prepare {asked!r} is no preparation; choose auto, none or one of {', '.join(PREPARE)}")
 
 
+def recorded_preparation(folder) -> str | None:
+    """The preparation the fit recorded for its images (manifest ``fit.image_preparation``: "" for none); None where
+    it recorded none (images given already read, sets fitted before it was recorded) or the file cannot be read."""
+    from ..image_preparation import PREPARE
+
+    try:
+        manifest = json.loads((Path(folder) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    fit = manifest.get("fit") if isinstance(manifest, dict) else None
+    value = fit.get("image_preparation") if isinstance(fit, dict) else None
+    return value if value == "" or value in PREPARE else None
+
+
 def preparation(folder, asked: str) -> str:
-    """The preparation ``--prepare`` names ("" for none); auto: the one the readers gave the fitted data set's
-    archive images (nothing for other data sets, or where the recipe cannot be read)."""
-    from ..image_preparation import ARCHIVE_PREPARATION
+    """The preparation ``--prepare`` names ("" for none); auto: the one the fit recorded for its images, else the one
+    the readers give the fitted data set's archive images (nothing for other data sets, or where the recipe cannot
+    be read). A fit on TiF's processed folders takes the latter too: new images may be raw archive images, and
+    the archive's preparation leaves processed ones nearly as they are (their geometry is its output)."""
+    from ..image_preparation import ARCHIVE_PREPARATION, AS_PROCESSED
 
     check_preparation(asked)
     if asked != "auto":
         return "" if asked == "none" else asked
+    recorded = recorded_preparation(folder)
+    if recorded is not None and recorded != AS_PROCESSED:
+        return recorded
     return ARCHIVE_PREPARATION.get(str(_section(saved_recipe(folder), "dataset").get("kind", "")), "")
 
 
@@ -118,25 +139,21 @@ def check_masks_given(cells: str | None, args) -> None:
 
 
 def check_mask_files(files: list, paths: list, prepare: str = "") -> None:
-    """Each mask file readable, its image file's size and keeping some pixel once framed as its image is
-    (``prepare``: the images' preparation, whose geometry the masks take too): one line naming both, before the model
-    loads. Sizes are compared as the files are, since a preparation can give masks of other sizes one size."""
-    from PIL import Image
-
-    from ..data.masks import MaskError, load_mask
+    """Each mask file readable, its image file's size (:func:`~diti_sd.data.masks.check_file_sizes`) and keeping
+    some pixel once framed as its image is (``prepare``: the images' preparation, whose geometry the masks take
+    too): one line naming both, before the model loads."""
+    from ..data.masks import MaskError, check_file_sizes, load_mask
     from . import CLIError
 
+    try:
+        check_file_sizes(files, paths)
+    except MaskError as err:
+        raise CLIError(str(err)) from None
     for file, path in zip(files, paths):
         try:
-            raw = load_mask(file)
-            mask = load_mask(file, prepare=prepare) if prepare else raw
+            mask = load_mask(file, prepare=prepare)
         except MaskError as err:
             raise CLIError(f"{err} (the mask of {path})") from None
-        with Image.open(path) as image:
-            width, height = image.size
-        if tuple(raw.shape) != (height, width):
-            raise CLIError(f"mask {file} is {raw.shape[1]}x{raw.shape[0]} but its image {path} is "
-                           f"{width}x{height}; save each mask at its image's size")
         if not bool(mask.any()):
             raise CLIError(f"mask {file} keeps no pixel (the object bright), so {path} has nothing to be scored on; "
                            "check the mask")

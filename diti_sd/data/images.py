@@ -138,6 +138,17 @@ def as_image_sequence(X):
     return list(X)
 
 
+def read_preparation(X) -> str | None:
+    """The preparation reading ``X`` gives its images: a data set's view its own (``LabeledImages.prepare``, "" for
+    none); "" for image files, read as they are; None for images already read (their caller may have prepared
+    them)."""
+    if isinstance(X, ImageSequence):
+        return X.data.prepare
+    if isinstance(X, (list, tuple)) and X and all(isinstance(x, (str, os.PathLike)) for x in X):
+        return ""
+    return None
+
+
 def images_digest(X) -> str:
     """A short digest of the images of ``X`` as decoded (mode, size and pixels): what a cache of something read off
     them is keyed by."""

@@ -240,11 +240,37 @@ def dataset_box_masks(data, boxes: Mapping[str, tuple[int, int, int, int]]) -> M
     return MaskSequence(sources, data.crop_bottom, data.prepare)
 
 
+def check_file_sizes(files: list, images: list) -> None:
+    """Each mask file the size of its image file, read from the headers, before any pixel: one error counting
+    those that are not and naming the first. Compared as the files are, since a data set's crop or preparation can
+    give masks of other sizes one size (ISIC's resize-and-crop does); images that are no files are left out."""
+    wrong = []
+    for file, image in zip(files, images):
+        if not isinstance(image, (str, os.PathLike)):
+            continue
+        sizes = []
+        for path, what in ((file, f"mask {file} (the mask of {image})"), (image, f"image {image}")):
+            try:
+                with Image.open(path) as im:
+                    sizes.append(im.size)
+            except (UnidentifiedImageError, OSError) as err:
+                raise MaskError(f"cannot read {what}: {err}; save it again") from None
+        if sizes[0] != sizes[1]:
+            wrong.append((file, image, *sizes))
+    if wrong:
+        file, image, (mw, mh), (w, h) = wrong[0]
+        raise MaskError(f"{len(wrong)} of {len(files)} masks are not their image file's size (e.g. {file} is "
+                        f"{mw}x{mh} but {image} is {w}x{h}); save each mask at its image file's size")
+
+
 def dataset_masks(data, folder) -> MaskSequence:
     """The masks of a loaded data set's images (a :class:`~diti_sd.data.images.LabeledImages`, e.g. a k-shot
     split's train part) from ``folder`` (:func:`find_masks`), read with its banner crop and preparation: what to
-    pass to ``fit(ImageSequence(data), data.label_names(), masks=...)``."""
-    return MaskSequence(find_masks(folder, data.ids), data.crop_bottom, data.prepare)
+    pass to ``fit(ImageSequence(data), data.label_names(), masks=...)``. Each file is checked against its image
+    file's size first (:func:`check_file_sizes`)."""
+    files = find_masks(folder, data.ids)
+    check_file_sizes(files, data.images)
+    return MaskSequence(files, data.crop_bottom, data.prepare)
 
 
 class MaskSequence:
