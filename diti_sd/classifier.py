@@ -223,9 +223,8 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
         if recipe.fit.coarse_swap_auto:
             self._choose_coarse_swap(recipe, backbone, X, y, classes, shots, output_dir, resume, prior_images, val,
                                      masks)
-        self.fit_summary_["validation"] = plan.record()
-        # what new images get read with to match (diti-sd predict --prepare auto); None: the images came read
-        self.fit_summary_["image_preparation"] = prepared
+        # image_preparation: how diti-sd predict reads new images to match (None: the images came read)
+        self.fit_summary_.update(validation=plan.record(), image_preparation=prepared)
         if made:
             self.fit_summary_["masks"]["made"] = made
         if val is not None and val_attention is not None:
@@ -389,11 +388,10 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
         return softmax(self.decision_function(X, masks=masks), self.temperature_)
 
     def predict(self, X, *, masks=None) -> np.ndarray:
-        """The most likely class of each image of ``X``, which is read as given: adapters fitted on a data set whose
-        reader prepares its archive images (ISIC 2019, DukeMTMC-reID, VeRi-776:
-        ``image_preparation.ARCHIVE_PREPARATION``; ``fit_summary_["image_preparation"]`` names the one the fit's
-        images got) expect new images prepared alike, ``load_image(path, prepare="tif-duke")`` (``diti-sd
-        predict`` does so)."""
+        """The most likely class of each image of ``X``, read as given: adapters fitted on a data set whose reader
+        prepares its images (ISIC 2019, DukeMTMC-reID, VeRi-776; ``fit_summary_.get("image_preparation")``, None
+        where unknown) expect new images prepared alike, ``load_image(path, prepare="tif-duke")`` (as ``diti-sd
+        predict`` does)."""
         self._check_fitted()
         return self.classes_[self.decision_function(X, masks=masks).argmax(1)]
 

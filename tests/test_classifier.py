@@ -47,23 +47,33 @@ def test_save_load_gives_identical_predictions_and_refit_forgets(tiny_model_dir,
     assert list(loaded.classes_) == list(clf.classes_) and loaded.prompts_ == clf.prompts_
     assert np.allclose(loaded.decision_function(X), logits, atol=1e-6)
     assert (loaded.predict(X) == clf.predict(X)).all()
-    # images given already read: the fit cannot tell how they were prepared, so predict falls back on the recipe
-    assert loaded.fit_summary_["image_preparation"] is None and predict.preparation(path, "auto") == ""
 
-    # a second fit on other classes replaces the adapters instead of stacking on them; a data set's view records
-    # its preparation, which diti-sd predict then gives new images by default
-    files = []
-    for i, image in enumerate(X[:4]):
-        files.append(tmp_path / f"{i}.png")
-        save_image(image, files[-1])
-    clf.fit(ImageSequence(LabeledImages(files, [0, 1, 0, 1], ["a", "b"], prepare="pad-square")),
-            ["a", "b", "a", "b"])
-    assert list(clf.classes_) == ["a", "b"] and clf.fit_summary_["image_preparation"] == "pad-square"
-    assert predict.preparation(clf.save_pretrained(tmp_path / "prepared"), "auto") == "pad-square"
+    # a second fit on other classes replaces the adapters instead of stacking on them
+    clf.fit(X[:4], ["a", "b", "a", "b"])
+    assert list(clf.classes_) == ["a", "b"]
     unet = clf.backbone_.unet
     layers = [m for m in unet.modules() if isinstance(m, StackedLoRALinear)]
     assert len(layers) == len(clf.adapters_.unet_names)
     assert all(not isinstance(m.base, StackedLoRALinear) and m.num_classes == 2 for m in layers)
+
+
+def test_the_fit_records_how_its_images_were_read_and_diti_sd_predict_reads_new_ones_so(tiny_model_dir, tmp_path):
+    # a recipe of Duke's: the archive's preparation is what predict falls back on where the fit cannot tell
+    X, y = color_images(4, seed=3)
+    files = []
+    for i, image in enumerate(X):
+        files.append(tmp_path / f"{i}.png")
+        save_image(image, files[-1])
+    labels = sorted(set(y))
+    view = ImageSequence(LabeledImages(files, [labels.index(v) for v in y], labels, prepare="pad-square"))
+    # images already read: unknown; image files: read as they are; a data set's view: its own preparation
+    for name, images, recorded, expected in (("read", X, None, "tif-duke"), ("files", files, "", ""),
+                                             ("view", view, "pad-square", "pad-square")):
+        clf = tiny_clf(tiny_model_dir, steps=1, overrides={"dataset.kind": "duke"}).fit(images, y)
+        assert clf.fit_summary_["image_preparation"] == recorded
+        path = clf.save_pretrained(tmp_path / name)
+        assert DiTiFewShotClassifier.from_pretrained(path, progress=False).fit_summary_["image_preparation"] == recorded
+        assert predict.preparation(path, "auto") == expected
 
 
 def test_fit_is_deterministic_and_independent_of_batch_grouping(tiny_model_dir):

@@ -326,7 +326,7 @@ def test_predict_prepares_each_image_as_the_adapters_data_set_was(tmp_path, monk
     # what the fit recorded for its images comes first (a set fitted in Python on image files read them as they
     # are, whatever its recipe's data set); a value that names no preparation is not trusted
     for recorded, expected in (("", ""), ("pad-square", "pad-square"), ("jpeg", "tif-duke"), (None, "tif-duke"),
-                               ("tif-processed", "tif-duke")):
+                               ("tif-processed", "tif-duke"), (["a list"], "tif-duke")):
         (fitted["duke"] / "manifest.json").write_text(json.dumps({"fit": {"image_preparation": recorded}}))
         assert predict.preparation(fitted["duke"], "auto") == expected
     (fitted["duke"] / "manifest.json").unlink()

@@ -15,7 +15,15 @@ from diti_sd import DiTiFewShotClassifier
 from diti_sd.benchmarks.synthetic.data import SyntheticSpec, make_split, object_masks
 from diti_sd.cli import main
 from diti_sd.data import ImageSequence, LabeledImages, dataset_masks
-from diti_sd.data.masks import MaskError, MaskSequence, check_masks, find_masks, grow_mask, load_mask
+from diti_sd.data.masks import (
+    MaskError,
+    MaskSequence,
+    check_file_sizes,
+    check_masks,
+    find_masks,
+    grow_mask,
+    load_mask,
+)
 from diti_sd.errors import CoarseShortcutWarning, DitiWarning
 from diti_sd.preprocessing import mask_pixels, to_uint8, uint8_pixels
 from diti_sd.recipes import FitConfig, LoraConfig
@@ -196,6 +204,8 @@ def test_a_data_sets_mask_files_are_checked_at_their_files_sizes_before_its_prep
     (tmp_path / "m1.png").write_bytes(b"not a png")
     with pytest.raises(MaskError, match=r"cannot read mask .*m1.png \(the mask of .*1.jpg\)"):
         dataset_masks(data, tmp_path)
+    (tmp_path / "1.jpg").write_bytes(b"not a jpeg")  # an image its own loader names (ImageReadError) is left to it
+    check_file_sizes([tmp_path / "m0.png", tmp_path / "m1.png"], data.images)
 
 
 def _kept_its_own_object(calls):

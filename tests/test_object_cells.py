@@ -245,6 +245,12 @@ def test_diti_sd_fit_refuses_to_calibrate_on_validation_images_without_masks(tin
             "--out", str(tmp_path / "out"), "--no-progress", "--masks", str(folder), "--set", "score.cells=object"]
     assert main(argv) == 2
     assert "score.cells: object needs the validation images' masks to fit the temperature" in capsys.readouterr().err
+    # a validation image's mask of another size is an error, not the same as having none
+    for i, (mask, label) in enumerate(zip(masks[4:], y[4:]), start=4):
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        save_image(mask.float()[None, :, :40], folder / label / f"{i}.png")
+    assert main(argv) == 2
+    assert "2 of 2 masks are not their image file's size" in capsys.readouterr().err
 
 
 def test_diti_sd_eval_refuses_object_cells_before_any_work(tmp_path):

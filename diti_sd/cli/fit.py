@@ -132,7 +132,7 @@ def _fit_one(args, recipe, train, val, shots, out: Path, boxes: dict | None = No
     from ..coarse import fired
     from ..data import load_split, make_kshot_split
     from ..data.images import ImageSequence
-    from ..data.masks import MaskError, dataset_box_masks, dataset_masks
+    from ..data.masks import MissingMaskError, dataset_box_masks, dataset_masks
     from ..distributed import is_main
     from ..errors import DitiWarning
     from ..validation import fit_work
@@ -177,9 +177,9 @@ def _fit_one(args, recipe, train, val, shots, out: Path, boxes: dict | None = No
         elif attention is not None:
             val_masks = attention
         elif args.masks:
-            try:
+            try:  # a mask of the wrong size or unreadable stops the fit, as the shots' do
                 val_masks = dataset_masks(val_set, args.masks)
-            except MaskError:
+            except MissingMaskError:
                 val_masks = None  # the fit's record and warning say the validation images could not be read
     calibrate = args.calibrate and validation is not None and recipe.score.weighting != "auto"  # auto's pass sets it
     if calibrate and recipe.score.cells == "object" and val_masks is None:

@@ -105,7 +105,7 @@ def recorded_preparation(folder) -> str | None:
         return None
     fit = manifest.get("fit") if isinstance(manifest, dict) else None
     value = fit.get("image_preparation") if isinstance(fit, dict) else None
-    return value if value == "" or value in PREPARE else None
+    return value if isinstance(value, str) and (value == "" or value in PREPARE) else None
 
 
 def preparation(folder, asked: str) -> str:
@@ -189,8 +189,10 @@ def run(args):
     check_masks_given(cells, args)
     prepare = preparation(folder, args.prepare)
     if prepare and args.prepare == "auto":
-        print(f"each image processed as {prepare} before scoring, as the adapters' data set's images were when they "
-              "were fitted; --prepare none reads them as they are", file=sys.stderr)
+        how = "the fit recorded for its own images" if recorded_preparation(folder) == prepare else \
+            "the adapters' data set's archive images are read"
+        print(f"each image processed as {prepare} before scoring, as {how}; --prepare none reads them as they are",
+              file=sys.stderr)
     inputs = expand_with_ids(args.images)
     paths = [path for path, _ in inputs]
     if not paths:

@@ -29,6 +29,10 @@ class MaskError(ConfigError):
     """A mask is missing, unreadable or does not match its image."""
 
 
+class MissingMaskError(MaskError):
+    """Some image has no mask file in the folder given (the folder may hold masks for other images only)."""
+
+
 def _grey(image: Image.Image) -> Image.Image:
     """The mask's one channel, object bright: the alpha of a cut-out (an alpha that varies), a palette image's
     indices (non-zero: the object), else the grey level."""
@@ -158,7 +162,7 @@ def find_masks(folder, ids: list[str], what: str = "shots", flag: str = "--masks
             found.append(candidates[0])
     if missing:
         expected = folder / Path(missing[0]).with_suffix(".png")
-        raise MaskError(f"{len(missing)} of {len(ids)} {what} have no mask under {folder} (e.g. {missing[0]!r}: "
+        raise MissingMaskError(f"{len(missing)} of {len(ids)} {what} have no mask under {folder} (e.g. {missing[0]!r}: "
                         f"expected {expected}); add them or leave {flag} out")
     return found
 
@@ -243,20 +247,24 @@ def dataset_box_masks(data, boxes: Mapping[str, tuple[int, int, int, int]]) -> M
 def check_file_sizes(files: list, images: list) -> None:
     """Each mask file the size of its image file, read from the headers, before any pixel: one error counting
     those that are not and naming the first. Compared as the files are, since a data set's crop or preparation can
-    give masks of other sizes one size (ISIC's resize-and-crop does); images that are no files are left out."""
+    give masks of other sizes one size (ISIC's resize-and-crop does); images that are no files, or that cannot be
+    read (their loader names them), are left out."""
     wrong = []
     for file, image in zip(files, images):
         if not isinstance(image, (str, os.PathLike)):
             continue
-        sizes = []
-        for path, what in ((file, f"mask {file} (the mask of {image})"), (image, f"image {image}")):
-            try:
-                with Image.open(path) as im:
-                    sizes.append(im.size)
-            except (UnidentifiedImageError, OSError) as err:
-                raise MaskError(f"cannot read {what}: {err}; save it again") from None
-        if sizes[0] != sizes[1]:
-            wrong.append((file, image, *sizes))
+        try:
+            with Image.open(image) as im:
+                size = im.size
+        except (UnidentifiedImageError, OSError):
+            continue
+        try:
+            with Image.open(file) as im:
+                mask_size = im.size
+        except (UnidentifiedImageError, OSError) as err:
+            raise MaskError(f"cannot read mask {file} (the mask of {image}): {err}; save it again as a PNG") from None
+        if mask_size != size:
+            wrong.append((file, image, mask_size, size))
     if wrong:
         file, image, (mw, mh), (w, h) = wrong[0]
         raise MaskError(f"{len(wrong)} of {len(files)} masks are not their image file's size (e.g. {file} is "
