@@ -384,3 +384,20 @@ def test_bench_attention_masks_refuses_a_bad_upscale_or_size_before_building_any
         script.main(["--upscale", "1", "5"])
     with pytest.raises(SystemExit):
         script.main(["--size", "768"])
+
+
+def test_same_figures_names_each_value_two_demo_results_differ_in_and_not_the_runs_own(tmp_path, capsys):
+    script = _script("same_figures")
+    old = {"results": {"recommended": {"per_seed": [0.5, 0.25], "nll": 1.25}}, "seconds": 400, "code": "a"}
+    files = {}
+    for name, changes in (("same", {"seconds": 380, "code": "b"}),
+                          ("moved", {"results": {"recommended": {"per_seed": [0.5, 0.3], "nll": 1.25}}, "x": 1})):
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps({**old, **changes}))
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert script.main([str(tmp_path / "old.json"), str(files["same"])]) == 0
+    assert "0 values differ" in capsys.readouterr().out
+    assert script.main([str(tmp_path / "old.json"), str(files["moved"])]) == 1
+    out = capsys.readouterr().out
+    assert "/results/recommended/per_seed[1]: 0.25 -> 0.3" in out and "/x: only in new" in out
+    assert "2 values differ" in out and "nll" not in out
