@@ -112,6 +112,37 @@ def test_a_bad_box_in_any_shot_draw_stops_the_fit_before_any_work(tmp_path, tiny
     assert not (tmp_path / "out").exists()  # neither the 1-shot nor the 2-shot fit began
 
 
+def test_a_missing_or_misshapen_mask_in_any_shot_draw_stops_the_fit_before_any_work(tmp_path, tiny_model_dir,
+                                                                                      capsys):
+    # --shots 1,2: a mask that only the 2-shot draw reads is checked before the 1-shot fit begins
+    from diti_sd.data import load_configured_split, make_kshot_split
+    from diti_sd.recipes import load_recipe
+
+    root = make_fake_fgvc(tmp_path / "data", per_split=2, n_classes=3, seed=3)
+    dataset = load_recipe("fgvc-aircraft").dataset
+    train = load_configured_split(dataset, root, dataset.train_split)
+    val = load_configured_split(dataset, root, dataset.val_split)
+    draws = {k: set(make_kshot_split(train, val, k, 1, dataset="fgvc-aircraft").select(train, "train").ids)
+             for k in (1, 2)}
+    only_later = sorted(draws[2] - draws[1])[0]
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for image, i in zip(train.images, train.ids):
+        with Image.open(image) as im:
+            Image.new("L", im.size, 255).save(masks / f"{i}.png")
+    argv = ["fit", "--dataset", "fgvc-aircraft", "--data-root", str(root), "--model", str(tiny_model_dir),
+            "--shots", "1,2", "--seed", "1", "--out", str(tmp_path / "out"), "--no-progress", "--masks", str(masks),
+            "--set", "fit.coarse_swap=1"]
+    Image.new("L", (10, 10), 255).save(masks / f"{only_later}.png")
+    assert main(argv) == 2
+    assert f"1 of 6 masks are not their image file's size (e.g. {masks / only_later}.png is 10x10" in \
+        capsys.readouterr().err
+    (masks / f"{only_later}.png").unlink()
+    assert main(argv) == 2
+    assert f"1 of 6 shots have no mask under {masks} (e.g. {only_later!r}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # neither the 1-shot nor the 2-shot fit began
+
+
 def test_box_masks_are_refused_where_there_are_no_boxes_to_read(tmp_path, capsys):
     argv = ["fit", "--dataset", "image-folder", "--data-root", str(tmp_path), "--out", str(tmp_path / "o"),
             "--box-masks"]

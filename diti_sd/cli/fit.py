@@ -119,6 +119,11 @@ def run(args):
         from ..data import dataset_box_masks
 
         dataset_box_masks(train, boxes)
+    if args.masks:  # every draw's shots' mask files found and size-checked before the first fit (headers only)
+        from ..data import dataset_masks
+
+        for k in shots:
+            dataset_masks(shot_sets(args, recipe, train, val, k)[1], args.masks)
     for k, out in zip(shots, outs):
         if args.resume and (out / "manifest.json").exists():
             print(f"{out} is already fitted; --resume continues only unfinished adapter sets")
@@ -127,10 +132,23 @@ def run(args):
     return 0
 
 
+def shot_sets(args, recipe, train, val, shots):
+    """The k-shot split ``--split`` or ``shots`` names (None: none, the data set's splits as they are) and the train
+    and validation images it selects."""
+    from ..data import load_split, make_kshot_split
+
+    if args.split:
+        split = load_split(args.split, train, val, dataset=recipe.name)
+    elif shots:
+        split = make_kshot_split(train, val, shots, args.seed, dataset=recipe.name, val_per_class=args.val_per_class)
+    else:
+        return None, train, val
+    return split, split.select(train, "train"), split.select(val if val is not None else train, "val")
+
+
 def _fit_one(args, recipe, train, val, shots, out: Path, boxes: dict | None = None, attention=None) -> None:
     from ..classifier import DiTiFewShotClassifier
     from ..coarse import fired
-    from ..data import load_split, make_kshot_split
     from ..data.images import ImageSequence
     from ..data.masks import MissingMaskError, dataset_box_masks, dataset_masks
     from ..distributed import is_main
@@ -138,21 +156,11 @@ def _fit_one(args, recipe, train, val, shots, out: Path, boxes: dict | None = No
     from ..validation import fit_work
     from . import CLIError
 
-    if args.split:
-        split = load_split(args.split, train, val, dataset=recipe.name)
-    elif shots:
-        split = make_kshot_split(train, val, shots, args.seed, dataset=recipe.name,
-                                 val_per_class=args.val_per_class)
-    else:
-        split = None
+    split, train_set, val_set = shot_sets(args, recipe, train, val, shots)
     if split is not None:
         out.mkdir(parents=True, exist_ok=True)
         if is_main():
             split.save(out / "split.json")
-        train_set = split.select(train, "train")
-        val_set = split.select(val if val is not None else train, "val")
-    else:
-        train_set, val_set = train, val
     masks = None
     if args.masks:  # every missing mask named before any work
         masks = dataset_masks(train_set, args.masks)
