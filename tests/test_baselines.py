@@ -104,6 +104,20 @@ def test_dinov2_features_at_its_own_resolution_and_no_text_tower(dinov2_dir, sma
         bl.parse_spec("clip:ViT-B-32")
 
 
+def test_a_misspelt_encoder_is_named_without_loading_it(clip_config, tmp_path):
+    # diti-sd eval checks every encoder this way before its first fit: a typo no longer waits for the first load
+    for spec in ("openclip:ViT-H-14:laion2b_s32b_b79k", "openclip:ViT-SO400M-14-SigLIP-384:webli", "openclip:ViT-B-32",
+                 f"openclip:{clip_config}", f"openclip:ViT-B-32:{clip_config}", "dinov2:facebook/dinov2-giant",
+                 f"dinov2:{tmp_path}", "openclip:ViT-B/32:OpenAI", "openclip:ViT-H-14:LAION2B-S32B-B79K"):
+        bl.check_spec(spec)
+    for spec, said in (("openclip:ViT-H-41:laion2b_s32b_b79k", "knows no model 'ViT-H-41'; e.g. ViT-H-14"),
+                       ("openclip:ViT-H-14:laion2b", "has no weights 'laion2b' and no such file here; its tags: "),
+                       (f"openclip:{tmp_path / 'x.json'}", "no OpenCLIP model config at"),
+                       ("dinov2:dinov2-giant", "is no folder here and no Hub id")):
+        with pytest.raises(ValueError, match=said):
+            bl.check_spec(spec)
+
+
 def test_features_are_cached_by_everything_that_changes_them(clip_config, small_fgvc, tmp_path, monkeypatch):
     clip = bl.load_encoder(f"openclip:{clip_config}", "cpu")
     test = load_fgvc_aircraft(small_fgvc, "test")

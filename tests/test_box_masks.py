@@ -141,6 +141,17 @@ def test_a_missing_or_misshapen_mask_in_any_shot_draw_stops_the_fit_before_any_w
     assert main(argv) == 2
     assert f"1 of 6 shots have no mask under {masks} (e.g. {only_later!r}" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # neither the 1-shot nor the 2-shot fit began
+    # the validation images' masks too: one of another size that only the 2-shot draw's validation reads
+    with Image.open(train.images[train.ids.index(only_later)]) as im:
+        Image.new("L", im.size, 255).save(masks / f"{only_later}.png")
+    val_draws = {k: set(make_kshot_split(train, val, k, 1, dataset="fgvc-aircraft").select(val, "val").ids)
+                 for k in (1, 2)}
+    for image, i in zip(val.images, val.ids):
+        with Image.open(image) as im:
+            Image.new("L", im.size if i not in val_draws[2] - val_draws[1] else (10, 10), 255).save(masks / f"{i}.png")
+    assert main(argv) == 2
+    assert "masks are not their image file's size (e.g. " in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_box_masks_are_refused_where_there_are_no_boxes_to_read(tmp_path, capsys):

@@ -195,6 +195,18 @@ def test_fit_tells_whether_the_validation_images_can_see_the_shots_accident(tmp_
     assert len(drawn) == 2 and not (tmp_path / "again" / "coarse_shortcut.png").exists()
 
 
+def test_fit_with_several_shots_refuses_a_draw_the_data_cannot_give_before_the_first_fit(image_folder, tmp_path,
+                                                                                         monkeypatch, capsys):
+    # three images a class: the 4-shot draw cannot be made, which is said before the 1-shot fit, not after it
+    from diti_sd import DiTiFewShotClassifier
+
+    monkeypatch.setattr(DiTiFewShotClassifier, "fit", lambda *a, **k: pytest.fail("fitted"))
+    out = tmp_path / "sets"
+    assert main(["fit", "--dataset", "tiny", "--data-root", str(image_folder), "--shots", "1,4", "--out", str(out),
+                 "--no-progress"]) == 2
+    assert "fewer than 4 train images" in capsys.readouterr().err and not out.exists()
+
+
 def test_fit_with_several_shots_writes_one_set_each_and_resume_keeps_finished_ones(image_folder, tiny_model_dir,
                                                                                   tmp_path, capsys):
     out = tmp_path / "sets"
@@ -247,7 +259,7 @@ def test_train_base_writes_a_loadable_model_and_its_recipe(tmp_path, capsys):
     assert "vae_from: no VAE at" in capsys.readouterr().err
 
 
-def test_sample_writes_a_grid(image_folder, tiny_model_dir, tmp_path):
+def test_sample_writes_a_grid(image_folder, tiny_model_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "adapters"
     assert main(["fit", "--dataset", "tiny", "--data-root", str(image_folder), "--model", str(tiny_model_dir),
                  "--out", str(out), "--no-progress", "--steps", "2"]) == 0
@@ -257,6 +269,23 @@ def test_sample_writes_a_grid(image_folder, tiny_model_dir, tmp_path):
     from PIL import Image
 
     assert Image.open(grid).size == (2 * 64 + 3 * 2, 2 * 64 + 3 * 2)
+    # a class the set does not hold: one line naming those it does, before the base model loads
+    from diti_sd import DiTiFewShotClassifier
+
+    monkeypatch.setattr(DiTiFewShotClassifier, "from_pretrained", lambda *a, **k: pytest.fail("loaded"))
+    assert main(["sample", "--adapters", str(out), "--classes", "red", "purple", "--out", str(grid)]) == 2
+    assert "unknown classes ['purple']; the set's classes: blue, green, red" in capsys.readouterr().err
+    # integer labels are read as sampling reads them ("03" is class 3)
+    from diti_sd.cli import CLIError
+    from diti_sd.cli.sample import check_classes
+
+    (tmp_path / "ints").mkdir()
+    (tmp_path / "ints" / "manifest.json").write_text(json.dumps({"label_type": "int", "classes": [
+        {"name": "0"}, {"name": "3"}]}))
+    check_classes(tmp_path / "ints", ["03", "0"])
+    for asked in (["4"], ["x"]):
+        with pytest.raises(CLIError, match=r"the set's classes \(integer labels\): 0, 3"):
+            check_classes(tmp_path / "ints", asked)
 
 
 def test_cli_errors_are_one_line_messages(tmp_path, capsys):
@@ -352,6 +381,11 @@ def test_predict_prepares_each_image_as_the_adapters_data_set_was(tmp_path, monk
             main(["predict", "--adapters", str(fitted["duke"]), str(tmp_path / "query.jpg"), "--no-progress", *flag])
         assert seen == [expected]
         assert ("processed as tif-duke" in capsys.readouterr().err) is (not flag)
+    # a folder as --out: the CSV would be written after every image is scored
+    seen.clear()
+    query = str(tmp_path / "query.jpg")
+    assert main(["predict", "--adapters", str(fitted["duke"]), query, "--out", str(tmp_path)]) == 2
+    assert f"--out {tmp_path} is a folder; pass the CSV file" in capsys.readouterr().err and seen == []
     # a name that is no preparation: one line, before any image is read
     seen.clear()
     assert main(["predict", "--adapters", str(fitted["duke"]), str(tmp_path / "query.jpg"), "--prepare", "jpeg"]) == 2

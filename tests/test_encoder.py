@@ -280,9 +280,19 @@ def test_encoder_command_line_smoke(tmp_path, capsys):
                  "--ddim-steps", "5", "--out", str(out), "--no-progress"]) == 0
     assert Image.open(out).size == (4 * 18 + 2, 3 * 18 + 2)
     capsys.readouterr()
-    assert main(["encoder", "edit", "--encoder", str(enc), "--images", str(images[0]), "--subsets", "1",
+    # the images given are checked before the encoder loads (a folder that holds none is not read first)
+    nothing = str(tmp_path / "nothing")
+    assert main(["encoder", "edit", "--encoder", nothing, "--images", str(images[0]), "--subsets", "1",
                  "--out", str(out)]) == 2
     assert "even number" in capsys.readouterr().err
+    assert main(["encoder", "edit", "--encoder", nothing, "--images", str(images[0]), nothing, "--subsets", "1",
+                 "--out", str(out)]) == 2
+    assert f"1 of the images given are no files (e.g. {nothing})" in capsys.readouterr().err
+    # a user's data set is looked for before the DDPM loads
+    assert main(["encoder", "fit", "--dataset", "celeba64", "--data-root", nothing, "--ddpm", nothing,
+                 "--out", str(tmp_path / "e2")]) == 2
+    err = capsys.readouterr().err
+    assert nothing in err and "ddpm" not in err.lower()
     assert main(["encoder", "probe", "--encoder", str(tmp_path / "nothing")]) == 2
     assert "not a DiTi encoder" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:  # refused while parsing, before the encoder loads

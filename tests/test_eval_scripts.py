@@ -27,7 +27,7 @@ def test_encoder_granularity_reports_the_swap_transfer_per_stage(tmp_path, capsy
     assert "| t 0-600 |" in printed and "fine_mark" in printed
 
 
-def test_bench_speed_tiny_prints_every_part_and_the_ratios_of_one_run(tmp_path, capsys):
+def test_bench_speed_tiny_prints_every_part_and_the_ratios_of_one_run(tmp_path, capsys, monkeypatch):
     from helpers import TINY_CLIP
 
     from diti_sd.evaluation.cost import cost_table, read_speed
@@ -50,6 +50,17 @@ def test_bench_speed_tiny_prints_every_part_and_the_ratios_of_one_run(tmp_path, 
     cost = cost_table(runs, speed)["diti+probe"]
     assert cost["gpu_s_per_image"] == pytest.approx(40 * speed["unet_s"] + speed["encoder_s"])
     assert "gpu_s_per_image" not in cost_table(runs, {})["diti+probe"]
+    # bench_speed's printed table in place of its --json file: one line before diti-sd eval does any work
+    (tmp_path / "speed.txt").write_text(printed)
+    with pytest.raises(ConfigError, match="is not eval/bench_speed.py's --json output"):
+        read_speed(str(tmp_path / "speed.txt"))
+    from diti_sd.cli import main
+    from diti_sd.evaluation import harness
+
+    monkeypatch.setattr(harness, "Evaluation", lambda cfg: pytest.fail("the evaluation began"))
+    assert main(["eval", "--dataset", "tiny", "--data-root", str(tmp_path), "--out", str(tmp_path / "r"),
+                 "--speed", str(tmp_path / "speed.txt")]) == 2
+    assert "speed.txt is not eval/bench_speed.py's --json output" in capsys.readouterr().err
 
 
 def test_budget_curve_replays_schedules_on_one_set_of_errors(tmp_path, capsys, monkeypatch):

@@ -246,11 +246,13 @@ def test_validation_protocol_templates_and_run_keys(clip_config, small_fgvc, eva
         evaluation("test")
     with pytest.raises(ValueError, match="openclip:MODEL"):
         Evaluation(config(eval_recipe, small_fgvc, clip_config, tmp_path / "r", encoders=["clip:x"]))
+    with pytest.raises(ValueError, match="knows no model 'ViT-H-41'"):  # misspelt: said before the first fit
+        Evaluation(config(eval_recipe, small_fgvc, clip_config, tmp_path / "r", encoders=["openclip:ViT-H-41"]))
 
 
 def test_the_recipes_validation_protocol_is_the_default_and_the_flag_overrides_it(small_fgvc, eval_recipe, tmp_path):
     def protocol(flag, overrides=()):
-        cfg = EvalConfig(dataset=str(eval_recipe), data_root=str(small_fgvc), report=str(tmp_path / "r"),
+        cfg = EvalConfig(dataset=str(eval_recipe), data_root=str(small_fgvc), report=str(tmp_path / "r"), shots=[2],
                          methods=["tip-adapter"], val_protocol=flag, overrides=list(overrides), progress=False)
         return Evaluation(cfg).cfg.val_protocol
 
@@ -288,8 +290,8 @@ def test_sd_zeroshot_scores_the_base_with_the_data_sets_template(small_fgvc, eva
 def test_split_dir_trains_every_method_on_tifs_images(clip_config, small_fgvc, eval_recipe, tmp_path):
     from fakes import write_tif_split
 
-    from diti_sd.data.kshot import KShotSplit
-    from diti_sd.errors import MissingFileError
+    from diti_sd.data.kshot import KShotSplit, TooFewImagesError
+    from diti_sd.errors import ConfigError, MissingFileError
 
     train = load_fgvc_aircraft(small_fgvc, "train")
     folder = tmp_path / "splits"
@@ -304,6 +306,14 @@ def test_split_dir_trains_every_method_on_tifs_images(clip_config, small_fgvc, e
 
     with pytest.raises(MissingFileError, match="train_1_2.data"):  # checked before any work
         evaluation([1, 2])
+    # a file that is not what its name says, and a draw the data cannot give, stop the run before its first job
+    write_tif_split(folder / "train_2_1.data", chosen)
+    with pytest.raises(ConfigError, match="train_2_1.data holds 1 images per class, not 2"):
+        Evaluation(config(eval_recipe, small_fgvc, clip_config, tmp_path / "r", shots=[1, 2], seeds=[1],
+                          methods=["tip-adapter"], split_dir=str(folder)))
+    with pytest.raises(TooFewImagesError, match="fewer than 9 train images"):
+        Evaluation(config(eval_recipe, small_fgvc, clip_config, tmp_path / "r", shots=[1, 9], methods=["tip-adapter"]))
+    (folder / "train_2_1.data").unlink()
     evaluation([1]).run()
     saved = KShotSplit.load(tmp_path / "r" / "splits" / "1shot-seed1.json")
     assert saved.train_ids == [image_id for _, image_id, _ in chosen]

@@ -46,6 +46,8 @@ def test_a_sealed_read_goes_on_record_and_a_second_look_needs_a_reason(tmp_path,
         ledger.check_unread(book, list(SEALED_SEEDS), method, None)
     ledger.check_unread(book, list(SEALED_SEEDS), method, "the figures file was lost")  # said why: allowed
     ledger.check_unread(book, list(SEALED_SEEDS), "another method", None)  # a changed method: a new read
+    with pytest.raises(ValueError, match="is a folder; pass its JSON file"):  # the read could not be recorded there
+        ledger.check_unread(book.parent, list(SEALED_SEEDS), "another method", None)
     # a second read of the day at the same commit keeps the first's file; a variant's is filed under its rate
     again = ledger.record_read(book, {**report, "recommended_note": 2}, method, "the figures file was lost")
     variant = ledger.record_read(book, {**report, "config": {**report["config"], "shortcut_rate": 0.9}}, "v", None)

@@ -8,10 +8,11 @@ probe, all on features computed once and cached.
 - ``probe``: multinomial logistic regression, its regularisation chosen on validation.
 """
 
-from .encoders import FrozenEncoder, load_encoder, parse_spec, spec_label
+from .encoders import FrozenEncoder, check_spec, load_encoder, parse_spec, spec_label
 from .features import FeatureCache, image_features
 from .probe import Probe, fit_probe
 from .tip_adapter import cache_model, search_alpha_beta, tip_logits, train_tip_adapter_f, zero_shot_logits
 
-__all__ = ["FeatureCache", "FrozenEncoder", "Probe", "cache_model", "fit_probe", "image_features", "load_encoder",
+__all__ = ["FeatureCache", "FrozenEncoder", "Probe", "cache_model", "check_spec", "fit_probe", "image_features",
+           "load_encoder",
            "parse_spec", "search_alpha_beta", "spec_label", "tip_logits", "train_tip_adapter_f", "zero_shot_logits"]

@@ -128,6 +128,33 @@ def parse_spec(spec: str) -> tuple[str, str, str | None]:
     return kind, name, tag or None
 
 
+def check_spec(spec: str) -> None:
+    """A frozen encoder's name and weights checked without loading them, so that a misspelt one stops an
+    evaluation before its first fit: an OpenCLIP model open_clip knows (or a config file) and one of its weight tags
+    (or a checkpoint file); a DINOv2 folder, or a Hub id (owner/name: only the download can tell it exists)."""
+    kind, name, weights = parse_spec(spec)
+    if kind == "dinov2":
+        if not Path(name).is_dir() and name.count("/") != 1:
+            raise ConfigError(f"encoder {spec!r}: {name!r} is no folder here and no Hub id (owner/name, e.g. "
+                              "facebook/dinov2-giant)")
+        return
+    import open_clip
+
+    if name.endswith(".json"):
+        if not Path(name).is_file():
+            raise ConfigError(f"encoder {spec!r}: no OpenCLIP model config at {name}")
+        return
+    # open_clip reads "ViT-B/32" as "ViT-B-32" and a tag in any case with "-" for "_"
+    if name.replace("/", "-") not in open_clip.list_models():
+        near = [m for m in open_clip.list_models() if m.lower().startswith(name.lower()[:6])][:6]
+        raise ConfigError(f"encoder {spec!r}: open_clip {open_clip.__version__} knows no model {name!r}"
+                          f"{'; e.g. ' + ', '.join(near) if near else ''} (open_clip.list_models() lists them)")
+    tags = open_clip.list_pretrained_tags_by_model(name.replace("/", "-"))
+    if weights and weights.lower().replace("-", "_") not in tags and not Path(weights).is_file():
+        raise ConfigError(f"encoder {spec!r}: {name} has no weights {weights!r} and no such file here; its tags: "
+                          f"{', '.join(tags) or 'none'}")
+
+
 def load_encoder(spec: str, device=None) -> FrozenEncoder:
     kind, name, weights = parse_spec(spec)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

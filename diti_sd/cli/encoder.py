@@ -126,11 +126,17 @@ def _fit(args):
 
     recipe = load_encoder_recipe(args.dataset, args.overrides)
     check_batch_split(recipe.train)  # before the DDPM loads
+
+    def load(size: int):  # the size is the built-in toy's image side (the DDPM's); other data sets ignore it
+        return load_attributed(recipe.data.kind, args.data_root, recipe.data.train_split, recipe.data.image_column,
+                               args.max_images, size)
+
+    # a user's data set is found and listed before the DDPM loads; the built-in toy is drawn at the DDPM's size
+    data = None if recipe.data.kind == "granular" else load(0)
     device = _device(args.device)
     ddpm = load_ddpm(args.ddpm, device)
     model = DiTiEncoder(recipe, ddpm).to(device)
-    data = load_attributed(recipe.data.kind, args.data_root, recipe.data.train_split, recipe.data.image_column,
-                           args.max_images, model.image_size)
+    data = data if data is not None else load(model.image_size)
     summary = fit_encoder(model, data, args.out, steps=args.steps, resume=args.resume,
                           num_workers=args.num_workers, progress=not args.no_progress)
     if is_main():
@@ -180,16 +186,19 @@ def _edit(args):
 
     if args.subsets is None and args.attribute is None:
         raise CLIError("pass --subsets (swap subsets between image pairs) or --attribute (move along it)")
+    files = [Path(p) for p in args.images]
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:  # before the encoder and its DDPM load
+        raise CLIError(f"{len(missing)} of the images given are no files (e.g. {missing[0]}); check the paths")
+    if args.attribute is None and len(files) % 2:
+        raise CLIError(f"--subsets swaps between pairs: pass an even number of images, got {len(files)}")
     device = _device(args.device)
     model = DiTiEncoder.from_pretrained(args.encoder, ddpm=args.ddpm, device=device)
-    files = [Path(p) for p in args.images]
     pixels = AttributedDataset.from_config(AttributedImages(files, None, [], [str(p) for p in files]),
                                            model.image_size, model.recipe.data)
     x = uint8_to_float(torch.stack([pixels[i] for i in range(len(files))])).to(device)
     subsets = parse_subsets(args.subsets, model.layout.k) if args.subsets else None
     if args.attribute is None:
-        if len(files) % 2:
-            raise CLIError(f"--subsets swaps between pairs: pass an even number of images, got {len(files)}")
         grid = interpolate_subsets(model, x[0::2], x[1::2], subsets, args.frames, args.ddim_steps)
         columns = args.frames + 2
     else:

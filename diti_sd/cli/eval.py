@@ -72,13 +72,10 @@ def run(args):
         prefilter=args.prefilter, speed=args.speed, device=args.device, compile=args.compile,
         progress=not args.no_progress,
     )
-    if args.speed:
-        from pathlib import Path
+    if args.speed:  # read before any work: the cost table would read it after every run
+        from ..evaluation.cost import read_speed
 
-        from . import CLIError
-
-        if not Path(args.speed).is_file():
-            raise CLIError(f"--speed {args.speed} is not a file; write one with python eval/bench_speed.py --json FILE")
+        read_speed(args.speed)
     from ..distributed import is_main
     from ..evaluation.harness import Evaluation
 

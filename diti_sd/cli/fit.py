@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from .common import (
@@ -119,16 +120,14 @@ def run(args):
         from ..data import dataset_box_masks
 
         dataset_box_masks(train, boxes)
-    if args.masks:  # every draw's shots' mask files found and size-checked before the first fit (headers only)
-        from ..data import dataset_masks
-
-        for k in shots:
-            dataset_masks(shot_sets(args, recipe, train, val, k)[1], args.masks)
+    # every draw to fit made and its masks checked before the first fit (headers only)
+    todo = [(k, out) for k, out in zip(shots, outs) if not (args.resume and (out / "manifest.json").exists())]
+    draws = {k: shot_draw(args, recipe, train, val, k, boxes, attention) for k, _ in todo}
     for k, out in zip(shots, outs):
-        if args.resume and (out / "manifest.json").exists():
+        if k not in draws:
             print(f"{out} is already fitted; --resume continues only unfinished adapter sets")
             continue
-        _fit_one(args, recipe, train, val, k, out, boxes, attention)
+        _fit_one(args, recipe, draws[k], out, attention)
     return 0
 
 
@@ -146,21 +145,28 @@ def shot_sets(args, recipe, train, val, shots):
     return split, split.select(train, "train"), split.select(val if val is not None else train, "val")
 
 
-def _fit_one(args, recipe, train, val, shots, out: Path, boxes: dict | None = None, attention=None) -> None:
-    from ..classifier import DiTiFewShotClassifier
-    from ..coarse import fired
+@dataclass
+class ShotDraw:
+    """What one fit reads from the user: its split (None: the data set's own), train and validation images, masks,
+    and whether the temperature is fitted on the validation images."""
+
+    split: object
+    train_set: object
+    val_set: object
+    masks: object
+    validation: tuple | None
+    val_masks: object
+    calibrate: bool
+
+
+def shot_draw(args, recipe, train, val, shots, boxes: dict | None = None, attention=None) -> ShotDraw:
+    """One draw's inputs, checked: too few images for k, a missing or misshapen mask, object cells without the
+    validation images' masks (files' headers read, no pixels)."""
     from ..data.images import ImageSequence
     from ..data.masks import MissingMaskError, dataset_box_masks, dataset_masks
-    from ..distributed import is_main
-    from ..errors import DitiWarning
-    from ..validation import fit_work
     from . import CLIError
 
     split, train_set, val_set = shot_sets(args, recipe, train, val, shots)
-    if split is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        if is_main():
-            split.save(out / "split.json")
     masks = None
     if args.masks:  # every missing mask named before any work
         masks = dataset_masks(train_set, args.masks)
@@ -168,13 +174,6 @@ def _fit_one(args, recipe, train, val, shots, out: Path, boxes: dict | None = No
         masks = dataset_box_masks(train_set, boxes)
     elif attention is not None:  # read off the base once fit has loaded it (images x prompts x times UNet calls)
         masks = attention
-    clf = DiTiFewShotClassifier(
-        model=recipe.model, recipe=recipe, steps=args.steps, rank=args.rank, random_state=args.seed,
-        device=args.device, dtype=args.dtype, attention=args.attention, progress=not args.no_progress,
-        validation_budget=args.validation_budget,
-    )
-    print(f"fitting {len(train_set.classnames)} classes x {len(train_set)} images on {recipe.model} "
-          f"(recipe {recipe.name}) -> {out}")
     validation = val_masks = None
     if val_set is not None and len(val_set):  # none when all train
         # auto chooses the scoring window on them; the shortcut check says which break the shots' accident (given
@@ -194,6 +193,30 @@ def _fit_one(args, recipe, train, val, shots, out: Path, boxes: dict | None = No
         raise CLIError("score.cells: object needs the validation images' masks to fit the temperature on them, but "
                        "they have none: pass --masks DIR holding theirs too, --box-masks or --attention-masks WORD, "
                        "or --no-calibrate")
+    return ShotDraw(split, train_set, val_set, masks, validation, val_masks, calibrate)
+
+
+def _fit_one(args, recipe, draw: ShotDraw, out: Path, attention=None) -> None:
+    from ..classifier import DiTiFewShotClassifier
+    from ..coarse import fired
+    from ..data.images import ImageSequence
+    from ..distributed import is_main
+    from ..errors import DitiWarning
+    from ..validation import fit_work
+
+    split, train_set, val_set, masks = draw.split, draw.train_set, draw.val_set, draw.masks
+    validation, val_masks, calibrate = draw.validation, draw.val_masks, draw.calibrate
+    if split is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        if is_main():
+            split.save(out / "split.json")
+    clf = DiTiFewShotClassifier(
+        model=recipe.model, recipe=recipe, steps=args.steps, rank=args.rank, random_state=args.seed,
+        device=args.device, dtype=args.dtype, attention=args.attention, progress=not args.no_progress,
+        validation_budget=args.validation_budget,
+    )
+    print(f"fitting {len(train_set.classnames)} classes x {len(train_set)} images on {recipe.model} "
+          f"(recipe {recipe.name}) -> {out}")
     clf.fit(ImageSequence(train_set), train_set.label_names(), validation=validation, masks=masks,
             validation_masks=val_masks, output_dir=out, resume=args.resume)
     if calibrate:

@@ -183,6 +183,9 @@ def run(args):
     from .common import attention_masks_from
 
     check_preparation(args.prepare)  # before anything is read or downloaded
+    if args.out and Path(args.out).is_dir():  # the CSV is written after every image is scored
+        raise CLIError(f"--out {args.out} is a folder; pass the CSV file to write, e.g. "
+                       f"{Path(args.out) / 'predictions.csv'}")
     attention = attention_masks_from(args)
     folder = resolve_adapter_set(args.adapters)  # a Hub id downloads the set alone, not the base model
     cells = scored_cells(folder)

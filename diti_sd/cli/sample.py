@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 EXAMPLE = """example:
@@ -22,12 +23,40 @@ def add_arguments(parser):
     add_runtime_arguments(parser)
 
 
+def check_classes(folder, asked: list[str] | None) -> None:
+    """One line, before the base model loads, where ``--classes`` names a class the set's manifest does not hold
+    (nothing said where the manifest cannot be read: loading the set says what is wrong with it)."""
+    from . import CLIError
+
+    try:
+        manifest = json.loads((Path(folder) / "manifest.json").read_text())
+        names = [str(c["name"]) for c in manifest["classes"]]
+        integer = manifest.get("label_type") == "int"
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    def known(name: str) -> bool:
+        if not integer:
+            return name in names
+        try:
+            return str(int(name)) in names  # as sampling reads it: "03" is class 3
+        except ValueError:
+            return False
+
+    unknown = [c for c in asked or [] if not known(c)]
+    if unknown:
+        raise CLIError(f"unknown classes {unknown[:5]}; the set's classes{' (integer labels)' if integer else ''}: "
+                       f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''}")
+
+
 def run(args):
     from torchvision.utils import make_grid, save_image
 
     from ..classifier import DiTiFewShotClassifier
+    from ..hub import resolve_adapter_set
 
-    clf = DiTiFewShotClassifier.from_pretrained(args.adapters, model=args.model, device=args.device, dtype=args.dtype,
+    folder = resolve_adapter_set(args.adapters)  # a Hub id downloads the set alone, not the base model
+    check_classes(folder, args.classes)
+    clf = DiTiFewShotClassifier.from_pretrained(folder, model=args.model, device=args.device, dtype=args.dtype,
                                                 attention=args.attention, progress=not args.no_progress)
     classes = args.classes
     if classes is None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..plotting import pyplot, save_figure
 
 
@@ -22,8 +23,15 @@ def read_speed(path: str | None) -> dict:
     LoRAs, as DiTi-SD scores) and, where it timed one, a frozen encoder's. Empty without a file."""
     if not path:
         return {}
-    rows = json.loads(Path(path).read_text())["rows"]
-    out = {"device": json.loads(Path(path).read_text()).get("device")}
+    if not Path(path).is_file():
+        raise ConfigError(f"speed file {path} is not a file; write one with python eval/bench_speed.py --json FILE")
+    try:
+        data = json.loads(Path(path).read_text())
+        rows = [{"part": str(r["part"]), "per_s": float(r["per_s"])} for r in data["rows"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"speed file {path} is not eval/bench_speed.py's --json output ({type(err).__name__}: "
+                          f"{err}); write one with python eval/bench_speed.py --json FILE") from None
+    out = {"device": data.get("device")}
     unet = [r for r in rows if r["part"].startswith("UNet forward") and "stacked" in r["part"]]
     unet = unet or [r for r in rows if r["part"].startswith("UNet forward")]
     if unet:

@@ -66,10 +66,10 @@ class Evaluation:
         if cfg.val_protocol not in (None, *VAL_PROTOCOLS):
             raise ConfigError(f"unknown validation protocol {cfg.val_protocol!r}; choose from "
                               f"{', '.join(VAL_PROTOCOLS)}")
-        from ..baselines import parse_spec
+        from ..baselines import check_spec
 
         for spec in cfg.encoder_specs:
-            parse_spec(spec)  # a malformed encoder fails here, before any data is read
+            check_spec(spec)  # a malformed or misspelt encoder fails here, before any data is read
         self.recipe = load_recipe(cfg.dataset, cfg.overrides)
         if self.recipe.score.cells != "all":
             raise ConfigError("diti-sd eval scores whole images: it reads no test masks, so score.cells: object is "
@@ -101,6 +101,10 @@ class Evaluation:
                                           cfg.device, cfg.compile, cfg.progress, pixels=self.train.prepare)
         self._frozen: dict = {}
         self._diti: dict = {}
+        # every (shots, seed) draw made here, so that a k the data cannot give, or a split file that is not what its
+        # name says, stops the run before any work
+        self._splits: dict = {}
+        self._splits = {(k, s): self.split(k, s) for k in cfg.shots for s in cfg.seeds}
 
     def _split_files(self) -> dict | None:
         """TiF's split file for every (shots, seed), all checked before any work."""
@@ -117,6 +121,8 @@ class Evaluation:
 
     def split(self, shots: int, seed: int):
         """The k-shot split of (shots, seed): TiF's file from --split-dir, or a CoOp draw."""
+        if (shots, seed) in self._splits:
+            return self._splits[(shots, seed)]
         if self.split_files is None:
             return make_kshot_split(self.train, self.val, shots, seed, dataset=self.recipe.name)
         path = self.split_files[(shots, seed)]

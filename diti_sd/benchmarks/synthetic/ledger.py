@@ -185,7 +185,10 @@ def read_ledger(path: Path) -> list[dict]:
 
 
 def check_unread(path: Path, seeds: list[int], print_: str, reason: str | None) -> None:
-    """Refuse, before any work, a second read of ``seeds`` at the same fingerprint without a reason."""
+    """Refuse, before any work, a second read of ``seeds`` at the same fingerprint without a reason, and a ledger
+    path the read could not be recorded at (a folder)."""
+    if path.is_dir():
+        raise ConfigError(f"the read ledger {path} is a folder; pass its JSON file, e.g. {path / 'ledger.json'}")
     again = [r for r in read_ledger(path) if r["seeds"] == list(seeds) and r["fingerprint"] == print_]
     if again and not reason:
         raise ConfigError(f"the sealed seeds {seeds[0]}-{seeds[-1]} were read at this very method on "
