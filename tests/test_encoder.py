@@ -1,6 +1,7 @@
 """The unconditional DiTi encoder: recipes, data readers, model contract, training, probe, edits, CLI."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -295,6 +296,12 @@ def test_encoder_command_line_smoke(tmp_path, capsys):
     assert nothing in err and "ddpm" not in err.lower()
     assert main(["encoder", "probe", "--encoder", str(tmp_path / "nothing")]) == 2
     assert "not a DiTi encoder" in capsys.readouterr().err
+    # the reference probe on data without a validation split: said before the encoder and its DDPM load
+    shutil.copytree(enc, tmp_path / "moved")
+    (tmp_path / "moved" / "encoder.safetensors").unlink()  # a load would stop on it, with another message
+    assert main(["encoder", "probe", "--encoder", str(tmp_path / "moved"), "--dataset", "ffhq", "--method",
+                 "reference"]) == 2
+    assert "probe.method reference needs validation images" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:  # refused while parsing, before the encoder loads
         main(["encoder", "probe", "--encoder", str(enc), "--transfer-pairs", "-1"])
     assert exit_info.value.code == 2

@@ -145,24 +145,28 @@ def _fit(args):
 
 
 def _probe(args):
-    from ..encoder import DiTiEncoder, run_probe
+    from ..encoder import DiTiEncoder, load_encoder_recipe, run_probe
     from ..encoder.data import load_attributed
+    from ..encoder.model import RECIPE
+    from . import CLIError
 
+    saved = Path(args.encoder) / RECIPE
+    if saved.is_file():  # the probe's settings read before the encoder and its DDPM load (else the load says why)
+        recipe = load_encoder_recipe(saved)
+        data = load_encoder_recipe(args.dataset).data if args.dataset else recipe.data
+        if (args.method or recipe.probe.method) == "reference" and data.val_split is None:
+            raise CLIError("probe.method reference needs validation images: give the data a val_split, or "
+                           "pass --method lbfgs")
     model = DiTiEncoder.from_pretrained(args.encoder, ddpm=args.ddpm, device=_device(args.device))
     cfg, data = model.recipe, _data_config(args, model)
     train = load_attributed(data.kind, args.data_root, cfg.probe.train_split or data.train_split, data.image_column,
                             args.max_train or cfg.probe.max_train, model.image_size)
     test = load_attributed(data.kind, args.data_root, data.test_split, data.image_column,
                            args.max_test or cfg.probe.max_test, model.image_size)
-    from . import CLIError
-
     if args.method is not None:
         cfg.probe.method = args.method
     val = None
     if cfg.probe.method == "reference":  # the reference's probe keeps the epoch of best validation AP
-        if data.val_split is None:
-            raise CLIError("probe.method reference needs validation images: give the data a val_split, or "
-                           "pass --method lbfgs")
         val = load_attributed(data.kind, args.data_root, data.val_split, data.image_column,
                               args.max_test or cfg.probe.max_test, model.image_size)
     if args.transfer_pairs is not None:
