@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from .errors import DitiError
+from .files import atomic_write
 from .preprocessing import uint8_to_float
 from .progress import quiet_libraries
 
@@ -200,7 +201,7 @@ class Backbone:
             "unet": ["diffusers", type(self.unet).__name__],
             "vae": ["diffusers", type(self.vae).__name__],
         }
-        (path / "model_index.json").write_text(json.dumps(index, indent=2))
+        atomic_write(path / "model_index.json", lambda tmp: tmp.write_text(json.dumps(index, indent=2)))
         return path
 
 

@@ -52,6 +52,7 @@ def run(args):
     from torchvision.utils import make_grid, save_image
 
     from ..classifier import DiTiFewShotClassifier
+    from ..files import atomic_write
     from ..hub import resolve_adapter_set
 
     folder = resolve_adapter_set(args.adapters)  # a Hub id downloads the set alone, not the base model
@@ -65,7 +66,7 @@ def run(args):
         classes = [int(c) for c in classes]
     images, labels = clf.sample(classes, n_per_class=args.n, steps=args.steps, guidance=args.guidance, seed=args.seed)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(make_grid(images, nrow=args.n, padding=2, pad_value=1.0), out)
+    grid = make_grid(images, nrow=args.n, padding=2, pad_value=1.0)
+    atomic_write(out, lambda tmp: save_image(grid, tmp, format="png"))  # a killed run leaves no half picture
     print(f"wrote {out}: rows = {', '.join(str(c) for c in classes)}")
     return 0

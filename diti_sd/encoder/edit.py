@@ -87,4 +87,7 @@ def save_grid(images: torch.Tensor, columns: int, path) -> None:
     """Images in [-1, 1] as one PNG, ``columns`` per row."""
     from torchvision.utils import make_grid, save_image
 
-    save_image(make_grid((images.float().cpu() + 1) / 2, nrow=columns, padding=2, pad_value=1.0), str(path))
+    from ..files import atomic_write
+
+    grid = make_grid((images.float().cpu() + 1) / 2, nrow=columns, padding=2, pad_value=1.0)
+    atomic_write(path, lambda tmp: save_image(grid, tmp, format="png"))

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..files import atomic_write
 from .probe import (
     ProbeFeatures,
     extract_features,
@@ -77,8 +78,8 @@ def run_probe(model, train, test, out, num_workers: int = 0, progress: bool = Tr
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "probe.json").write_text(json.dumps(report, indent=2))
-    (out / "probe.md").write_text(_markdown(report))
+    atomic_write(out / "probe.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+    atomic_write(out / "probe.md", lambda tmp: tmp.write_text(_markdown(report)))
     _heatmap(report, out / "by_stage.png")
     return report
 

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..distributed import barrier, world
 from ..errors import ConfigError
-from ..files import recover_folder
+from ..files import atomic_write, recover_folder
 from ..preprocessing import uint8_to_float
 from ..recipes import from_dict
 from ..seeding import torch_generator
@@ -146,7 +146,7 @@ def fit_encoder(model: DiTiEncoder, data: AttributedImages, out: str | os.PathLi
                "processes": size, "images_per_process_step": share}
     if rank == 0:
         model.save_pretrained(out, extra={"train": summary})
-        (out / "losses.json").write_text(json.dumps(losses))
+        atomic_write(out / "losses.json", lambda tmp: tmp.write_text(json.dumps(losses)))
         remove_checkpoint(folder)  # the finished encoder is on disk; a later fit into this folder starts afresh
     barrier()
     return summary

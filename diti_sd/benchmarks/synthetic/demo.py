@@ -360,8 +360,8 @@ def run_demo(cfg: DemoConfig, out: str | Path = "reports/demo", progress: bool =
         "peak_memory_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "torch_threads": torch.get_num_threads(),
     })
-    (out / "results.json").write_text(json.dumps(report, indent=2))
-    (out / "README.md").write_text(render_markdown(report))
+    atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+    atomic_write(out / "README.md", lambda tmp: tmp.write_text(render_markdown(report)))
     plot_bands(report, out / "accuracy_by_band.png")
     pooled = {method: ({k: np.sum([r["bins"][k] for r in by["decorrelated"]], 0) for k in ("count", "confidence",
                                                                                       "correct")},

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ...coarse import shortcut_warning
+from ...files import atomic_write
 from ...plotting import pyplot, save_figure
 from ...timesteps import tif_weights
 from .summary import target_status
@@ -306,7 +307,8 @@ def save_samples(images: torch.Tensor, labels, per_class: int, path: Path) -> No
     from torchvision.utils import make_grid, save_image
 
     grid = make_grid(images, nrow=per_class, padding=1, pad_value=1.0)
-    save_image(torch.nn.functional.interpolate(grid[None], scale_factor=4, mode="nearest")[0], path)
+    grid = torch.nn.functional.interpolate(grid[None], scale_factor=4, mode="nearest")[0]
+    atomic_write(path, lambda tmp: save_image(grid, tmp, format="png"))
 
 
 def plot_shortcut(report: dict, shots, shot_names, val, val_names, path: Path) -> None:
