@@ -52,6 +52,19 @@ def add_attention_mask_arguments(parser, group, images: str) -> None:
                         help="with --attention-masks: keep the masks as read, not shrunk by half a latent cell")
 
 
+def saved_manifest(folder) -> dict:
+    """An adapter set's ``manifest.json`` as written, read before torch or the model loads, for checks of the user's
+    input against it; {} where it cannot be read (loading the set then says what is wrong with it)."""
+    import json
+    from pathlib import Path
+
+    try:
+        manifest = json.loads((Path(folder) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
 def attention_masks_from(args, seed: int = 0):
     """The :class:`~diti_sd.attention_masks.AttentionMasks` that :func:`add_attention_mask_arguments`' options ask
     for, or None; an option of the reading without ``--attention-masks`` stops with one line."""

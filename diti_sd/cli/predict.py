@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -98,12 +97,9 @@ def recorded_preparation(folder) -> str | None:
     """The preparation the fit recorded for its images (manifest ``fit.image_preparation``: "" for none); None where
     it recorded none (images given already read, sets fitted before it was recorded) or the file cannot be read."""
     from ..image_preparation import PREPARE
+    from .common import saved_manifest
 
-    try:
-        manifest = json.loads((Path(folder) / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return None
-    fit = manifest.get("fit") if isinstance(manifest, dict) else None
+    fit = saved_manifest(folder).get("fit")
     value = fit.get("image_preparation") if isinstance(fit, dict) else None
     return value if isinstance(value, str) and (value == "" or value in PREPARE) else None
 

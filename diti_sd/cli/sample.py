@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 EXAMPLE = """example:
@@ -27,12 +26,13 @@ def check_classes(folder, asked: list[str] | None) -> None:
     """One line, before the base model loads, where ``--classes`` names a class the set's manifest does not hold
     (nothing said where the manifest cannot be read: loading the set says what is wrong with it)."""
     from . import CLIError
+    from .common import saved_manifest
 
+    manifest = saved_manifest(folder)
     try:
-        manifest = json.loads((Path(folder) / "manifest.json").read_text())
         names = [str(c["name"]) for c in manifest["classes"]]
         integer = manifest.get("label_type") == "int"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return
     def known(name: str) -> bool:
         if not integer:
