@@ -101,11 +101,11 @@ def _device(name):
     return torch.device(name) if name and name != "cuda" else default_device()
 
 
-def _data_config(args, model):
-    """The data section to read: the encoder's own, or that of the recipe named by --dataset."""
+def _data_config(args, recipe):
+    """The data section to read: the encoder's own (``recipe``), or that of the recipe named by --dataset."""
     from ..encoder import load_encoder_recipe
 
-    return load_encoder_recipe(args.dataset).data if args.dataset else model.recipe.data
+    return load_encoder_recipe(args.dataset).data if args.dataset else recipe.data
 
 
 def resume_hint(args) -> str:
@@ -153,12 +153,12 @@ def _probe(args):
     saved = Path(args.encoder) / RECIPE
     if saved.is_file():  # the probe's settings read before the encoder and its DDPM load (else the load says why)
         recipe = load_encoder_recipe(saved)
-        data = load_encoder_recipe(args.dataset).data if args.dataset else recipe.data
+        data = _data_config(args, recipe)
         if (args.method or recipe.probe.method) == "reference" and data.val_split is None:
             raise CLIError("probe.method reference needs validation images: give the data a val_split, or "
                            "pass --method lbfgs")
     model = DiTiEncoder.from_pretrained(args.encoder, ddpm=args.ddpm, device=_device(args.device))
-    cfg, data = model.recipe, _data_config(args, model)
+    cfg, data = model.recipe, _data_config(args, model.recipe)
     train = load_attributed(data.kind, args.data_root, cfg.probe.train_split or data.train_split, data.image_column,
                             args.max_train or cfg.probe.max_train, model.image_size)
     test = load_attributed(data.kind, args.data_root, data.test_split, data.image_column,
@@ -206,7 +206,7 @@ def _edit(args):
         grid = interpolate_subsets(model, x[0::2], x[1::2], subsets, args.frames, args.ddim_steps)
         columns = args.frames + 2
     else:
-        data = _data_config(args, model)
+        data = _data_config(args, model.recipe)
         train = load_attributed(data.kind, args.data_root, data.train_split, data.image_column, args.max_train,
                                 model.image_size)
         direction = attribute_direction(model, train, args.attribute, num_workers=args.num_workers,
