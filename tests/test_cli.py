@@ -259,6 +259,24 @@ def test_train_base_writes_a_loadable_model_and_its_recipe(tmp_path, capsys):
     assert "vae_from: no VAE at" in capsys.readouterr().err
 
 
+def test_model_writers_swap_a_model_folder_in_whole_and_refuse_any_other_folder(tmp_path, capsys):
+    from diti_sd.backbone import load_backbone
+
+    out = tmp_path / "m"
+    assert main(["tiny-model", "--out", str(out)]) == 0
+    first = load_backbone(str(out), device="cpu").fingerprint()
+    assert main(["tiny-model", "--out", str(out), "--seed", "1"]) == 0  # a model folder: replaced whole
+    assert load_backbone(str(out), device="cpu").fingerprint() != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary or old folder left beside it
+    # a folder of other things would be replaced whole with the model: refused before any training
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"x")
+    for command in (["tiny-model"], ["train-base"], ["encoder", "train-ddpm", "--dataset", "granular"]):
+        assert main([*command, "--out", str(tmp_path / "photos")]) == 2
+        assert "holds something other than a model folder" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "photos").iterdir()] == ["a.jpg"]
+
+
 def test_sample_writes_a_grid(image_folder, tiny_model_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "adapters"
     assert main(["fit", "--dataset", "tiny", "--data-root", str(image_folder), "--model", str(tiny_model_dir),

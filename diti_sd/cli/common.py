@@ -52,6 +52,19 @@ def add_attention_mask_arguments(parser, group, images: str) -> None:
                         help="with --attention-masks: keep the masks as read, not shrunk by half a latent cell")
 
 
+def check_model_out(out) -> None:
+    """One line, before any work, where ``--out`` holds something other than a model folder: a written model is swapped
+    in whole (``files.atomic_folder``: a killed run leaves the old folder or the new one), which would drop the rest."""
+    from pathlib import Path
+
+    from . import CLIError
+
+    path = Path(out)
+    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / "model_index.json").is_file())):
+        raise CLIError(f"--out {out} holds something other than a model folder, which writing the model would "
+                       "replace whole; pass a new or empty folder, or a model folder to overwrite")
+
+
 def saved_manifest(folder) -> dict:
     """An adapter set's ``manifest.json`` as written, read before torch or the model loads, for checks of the user's
     input against it; {} where it cannot be read (loading the set then says what is wrong with it)."""

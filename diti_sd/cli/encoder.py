@@ -6,7 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import add_runtime_arguments, float_list, non_negative_int, positive_int, positive_int_list
+from .common import (
+    add_runtime_arguments,
+    check_model_out,
+    float_list,
+    non_negative_int,
+    positive_int,
+    positive_int_list,
+)
 
 RAW = argparse.RawDescriptionHelpFormatter
 
@@ -226,7 +233,9 @@ def _train_ddpm(args):
     from ..encoder.attributed import AttributedDataset
     from ..encoder.data import load_attributed
     from ..encoder.ddpm import build_ddpm, save_ddpm, train_ddpm
+    from ..files import atomic_folder
 
+    check_model_out(args.out)  # the trained DDPM replaces the folder whole, after the training
     device = _device(args.device)
     data_cfg = load_encoder_recipe(args.dataset).data
     data = load_attributed(data_cfg.kind, args.data_root, data_cfg.train_split, data_cfg.image_column,
@@ -236,7 +245,7 @@ def _train_ddpm(args):
     ddpm = build_ddpm(args.size, tuple(args.channels))
     ddpm.unet.to(device)
     losses = train_ddpm(ddpm, pixels, args.steps, args.batch_size, progress=not args.no_progress)
-    save_ddpm(ddpm, args.out)
+    atomic_folder(args.out, lambda tmp: save_ddpm(ddpm, tmp))  # a killed save leaves no half model
     final = sum(losses[-50:]) / len(losses[-50:])
     print(json.dumps({"out": str(args.out), "images": len(pixels), "final_loss": final}))
     return 0

@@ -16,9 +16,13 @@ def add_arguments(parser):
 
 def run(args):
     from ..backbone import load_backbone
+    from ..files import atomic_folder
     from ..testing.tiny import build_tiny_backbone
+    from .common import check_model_out
 
-    path = build_tiny_backbone(args.seed, args.prediction_type, args.resolution).save_pretrained(args.out)
+    check_model_out(args.out)
+    backbone = build_tiny_backbone(args.seed, args.prediction_type, args.resolution)
+    path = atomic_folder(args.out, lambda tmp: backbone.save_pretrained(tmp))  # the old model or the new, whole
     backbone = load_backbone(path, device="cpu")
     print(f"wrote {path} ({backbone.prediction_type}, {backbone.resolution} px, "
           f"latents {tuple(backbone.latent_shape)}, fingerprint {backbone.fingerprint()})")

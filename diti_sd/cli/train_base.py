@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .common import add_runtime_arguments
+from .common import add_runtime_arguments, check_model_out
 
 EXAMPLE = """example:
   diti-sd train-base --recipe recipes/base/tiny-base.yaml --out diti_sd/assets/tiny-base"""
@@ -26,5 +26,6 @@ def run(args):
     from ..recipes import RECIPE_DIR
 
     recipe = load_base_recipe(args.recipe or RECIPE_DIR / "base" / "tiny-base.yaml")
+    check_model_out(args.out)  # the trained model replaces the folder whole
     print(json.dumps(train_base_model(recipe, args.out, device=args.device, progress=not args.no_progress)))
     return 0
