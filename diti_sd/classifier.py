@@ -8,7 +8,6 @@ of ``predict_proba``; ``clone``, ``cross_val_score`` and ``GridSearchCV`` work o
 from __future__ import annotations
 
 import hashlib
-import shutil
 import warnings
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from tqdm.auto import tqdm
 
+from . import work_folders
 from .attention_masks import AttentionMasks, resolve_masks
 from .backbone import load_backbone
 from .data.images import as_image_sequence, read_preparation
@@ -146,7 +146,9 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
         and swaps only the rest (:mod:`diti_sd.data.masks`), or an :class:`~diti_sd.attention_masks.AttentionMasks` to
         read them off the base; ``validation_masks``: the validation images' own (or an ``AttentionMasks``), which
         the shortcut check then reads them with. ``output_dir`` keeps checkpoints and the prior images
-        there, so an interrupted fit can continue with ``resume=True``. A new fit forgets the previous one.
+        there, so an interrupted fit can continue with ``resume=True``; the finished training's checkpoint stays
+        until ``save_pretrained(output_dir)``, so a run killed in a validation pass or the save resumes without
+        training again (:mod:`diti_sd.work_folders`). A new fit forgets the previous one.
         """
         recipe = self.resolved_recipe()  # every parameter checked here, before any work
         budget = self.validation_budget
@@ -209,8 +211,8 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
         if plan.probe:
             rest = [i for i in range(len(y)) if i not in set(plan.probe)]
             self._fit_adapters(recipe, backbone, as_image_sequence([X[i] for i in rest]), [y[i] for i in rest],
-                               classes, shots, None if output_dir is None else Path(output_dir) / "auto-probe",
-                               resume, None, prior_images, prior_dir=output_dir, warn=True,
+                               classes, shots, None if output_dir is None else Path(output_dir) / work_folders.PROBE,
+                               resume, None, prior_images, prior_dir=output_dir, warn=True, keep_checkpoint=True,
                                masks=None if masks is None else [masks[i] for i in rest])
             self.choose_scoring([X[i] for i in plan.probe], [y[i] for i in plan.probe], calibrate=False,
                                 source=f"one held-out image per class ({len(plan.probe)}), chosen on a fit of the "
@@ -219,7 +221,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
             choice = self.score_choice_
         self._fit_adapters(recipe, backbone, X, y, classes, shots, output_dir, resume, callback, prior_images,
                            prior_dir=output_dir, warn=not plan.probe, validation=val,
-                           keep_checkpoint=recipe.fit.coarse_swap_auto, masks=masks)  # until the comparison is done
+                           keep_checkpoint=True, masks=masks)
         if recipe.fit.coarse_swap_auto:
             self._choose_coarse_swap(recipe, backbone, X, y, classes, shots, output_dir, resume, prior_images, val,
                                      masks)
@@ -229,8 +231,6 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
             self.fit_summary_["masks"]["made"] = made
         if val is not None and val_attention is not None:
             self.fit_summary_["validation_masks_made"] = made_val
-        if plan.probe and output_dir is not None:
-            shutil.rmtree(Path(output_dir) / "auto-probe", ignore_errors=True)
         if plan.source == "probe fit":
             self.score_choice_ = choice
         elif plan.source == "validation":
@@ -249,6 +249,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
             else self.calibration_.get("unet_calls", 0)
         self.fit_summary_["validation"]["unet_calls"] = spent
         self.fit_summary_["validation"]["share_of_fit"] = round(spent / fit_work(self.fit_summary_["unet_samples"]), 4)
+        self._fit_dir = output_dir  # its checkpoints stay until save_pretrained(output_dir)
         return self
 
     def _fit_adapters(self, recipe, backbone, X, y, classes, shots, output_dir, resume, callback, prior_images,
@@ -289,6 +290,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
         self.score_choice_ = score_choice
         self.base_fingerprint_ = backbone.fingerprint()
         self._contexts = None
+        self._fit_dir = None  # fit sets it once done
         return self
 
     # ----------------------------------------------------------------- inference

@@ -89,6 +89,15 @@ def swapped_out(target: str | os.PathLike) -> Path:
     return target.parent / f".{target.name}.old"
 
 
+def swapped_from(path: str | os.PathLike) -> Path | None:
+    """The folder whose old copy ``path`` is, as :func:`swapped_out` names it, or None when it is no such copy."""
+    path = Path(path)
+    name = path.name
+    if len(name) > len("..old") and name.startswith(".") and name.endswith(".old"):
+        return path.parent / name[1:-len(".old")]
+    return None
+
+
 def recover_folder(target: str | os.PathLike) -> Path:
     """Finish a swap a crash cut short: with ``target`` gone and its old copy beside it, the old copy
     is put back; with both there (a crash after the second rename), the old copy is removed. A killed

@@ -19,6 +19,7 @@ from .hub import push_adapter_set, resolve_adapter_set, write_model_card
 from .lora.layer import ClassAdapters, NoAdapters
 from .recipes import Recipe, from_dict
 from .version import __version__
+from .work_folders import remove_working_folders
 
 
 class PersistenceMixin:
@@ -61,6 +62,9 @@ class PersistenceMixin:
                 self.export_diffusers(Path(path) / "diffusers")
             if export_peft:
                 self.export_peft(Path(path) / "peft")
+            fit_dir = getattr(self, "_fit_dir", None)
+            if fit_dir is not None and Path(fit_dir).resolve() == Path(path).resolve():
+                remove_working_folders(path)  # last: a save cut short leaves the fit to resume without training
         barrier()
         return Path(path)
 

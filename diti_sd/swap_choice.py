@@ -12,17 +12,15 @@ the reference; a second fit, so opt-in.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 
+from . import work_folders
 from .coarse import fired, names_outright, validation_unread
 from .distributed import world
 from .recipes import load_recipe
 from .scoring.auto import no_choice
-from .training.checkpoint import remove_checkpoint
-from .training.classes import checkpoint_folder
 
 
 def swap_choice_record(shortcut: dict, without: float | None = None, with_swap: float | None = None, *,
@@ -65,15 +63,13 @@ class SwapChoiceMixin:
         against a second fit with the swap; the one more accurate on them stays (ties: the first)."""
         first = self.fit_summary_["coarse_shortcut"]
         breaking = (first.get("validation") or {}).get("breaking", [])
-        swap_dir = None if output_dir is None else Path(output_dir) / "coarse-swap"
+        swap_dir = None if output_dir is None else Path(output_dir) / work_folders.SWAP
         if self.recipe_.fit.coarse_swap > 0:  # fit.coarse_swap_premise applied: the one fit had the swap
             self.fit_summary_["coarse_swap_choice"] = swap_choice_record(first, premise=True)
-            _remove(output_dir, swap_dir)
             return
         if not breaking:
             self.fit_summary_["coarse_swap_choice"] = swap_choice_record(
                 first, premise_asked=self.recipe_.fit.coarse_swap_premise)
-            _remove(output_dir, swap_dir)  # swap_dir: a comparison an earlier, interrupted run began
             return
         images, labels = [val[0][i] for i in breaking], [val[1][i] for i in breaking]
         # score.cells: object scores them on their masks' cells, as predict will (fit refused to start without the
@@ -84,7 +80,7 @@ class SwapChoiceMixin:
         without, calls = self._accuracy_and_calls(images, labels, cells)
         done = ["fit.coarse_swap_auto=false", "fit.coarse_swap_premise=false"]  # the saved recipes refit without it
         swap_recipe = load_recipe(recipe, ["fit.coarse_swap=1.0", *done])
-        # each fit's checkpoint stays until the choice is made: a run killed before it reloads both sets
+        # each fit's checkpoint stays until the set is saved: a run killed before then reloads both sets
         self._fit_adapters(swap_recipe, backbone, X, y, classes, shots, swap_dir, resume, None, prior_images,
                            prior_dir=output_dir, validation=val, keep_checkpoint=True, masks=masks)
         with_swap, more = self._accuracy_and_calls(images, labels, cells)
@@ -100,7 +96,6 @@ class SwapChoiceMixin:
                                                 "fit.swap_background=coarse"])
             self.fit_summary_, self.loss_curve_ = {**kept[1], "coarse_swap_choice": record}, kept[2]
             self._contexts, backbone.compiled_unet = None, None
-        _remove(output_dir, swap_dir)
 
     def _accuracy_and_calls(self, images, labels, masks=None) -> tuple[float, int]:
         """Accuracy on labelled images as ``predict`` scores them (``auto``, whose window is chosen after this: at
@@ -116,9 +111,3 @@ class SwapChoiceMixin:
         right = self.classes_[result.logits[: len(labels)].argmax(1)] == np.asarray(labels)
         return float(right.mean()), int(result.unet_calls[: len(labels)].sum())
 
-
-def _remove(output_dir, swap_dir) -> None:
-    """The comparison is done: the second fit's folder, then the first fit's kept checkpoint."""
-    if output_dir is not None:
-        shutil.rmtree(swap_dir, ignore_errors=True)
-        remove_checkpoint(checkpoint_folder(output_dir))

@@ -107,6 +107,8 @@ def test_interrupted_fit_resumes_to_the_same_adapters(tiny_model_dir, tmp_path):
     assert resumed.fit_summary_["resumed_from"] == 3
     for key, value in resumed.adapters_.lora_state_dict().items():
         assert torch.allclose(value, full[key], atol=1e-6), key
+    assert (tmp_path / "b" / "checkpoint").exists()  # the trained adapters, until the set is saved there
+    resumed.save_pretrained(tmp_path / "b")
     assert not (tmp_path / "b" / "checkpoint").exists()
 
     # a checkpoint from other settings is refused, not silently mixed in

@@ -298,7 +298,9 @@ def test_a_crash_between_the_two_renames_resumes_from_the_old_checkpoint(tiny_mo
     resumed = clf().fit(X, y, output_dir=tmp_path / "b", resume=True)
     assert resumed.fit_summary_["resumed_from"] == 3
     assert all(torch.equal(v, whole[k]) for k, v in resumed.adapters_.lora_state_dict().items())
-    assert not swapped_out(checkpoint).exists() and not checkpoint.exists()
+    assert not swapped_out(checkpoint).exists() and checkpoint.exists()  # the trained adapters, until saved there
+    resumed.save_pretrained(tmp_path / "b")
+    assert not checkpoint.exists()
 
 
 def test_a_failed_second_rename_puts_the_old_folder_back(tmp_path, monkeypatch):
@@ -367,6 +369,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", CoarseShortcutWarning)
     clf.fit(X, y, validation=(Xv, yv), output_dir=sys.argv[2], resume=True, callback=lambda *a: calls.append(a))
 save_file(clf.adapters_.lora_state_dict(), sys.argv[3])
+clf.save_pretrained(sys.argv[2])
 print(json.dumps({"first_fit_steps": len(calls), "chosen": clf.fit_summary_["coarse_swap_choice"]["chosen"]}))
 """
 
@@ -387,10 +390,10 @@ def test_fit_coarse_swap_auto_killed_in_its_second_fit_resumes_without_refitting
     rng = random.Random(SEED)
     killed = _kill_when(run(out, tmp_path / "x.safetensors"), second.is_file, rng, 1.0, "the comparison's second fit")
     assert killed, "the comparison finished before the kill; lengthen it"
-    assert (out / "checkpoint" / "state.json").is_file()  # the first set, kept until the choice is made
+    assert (out / "checkpoint" / "state.json").is_file()  # the first set, kept until the set is saved
     resumed = json.loads(_finish(run(out, tmp_path / "resumed.safetensors")))
     # the first set was loaded, not trained again, and the choice and adapters are the unbroken run's
     assert resumed == {**whole, "first_fit_steps": 0}
     a, b = load_file(str(tmp_path / "whole.safetensors")), load_file(str(tmp_path / "resumed.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert not (out / "checkpoint").exists() and not (out / "coarse-swap").exists()
+    assert not (out / "checkpoint").exists() and not (out / "coarse-swap").exists()  # gone once saved

@@ -172,7 +172,9 @@ def test_without_validation_auto_holds_one_shot_out_then_refits_on_all(tiny_mode
     assert clf.score_choice_["source"].startswith("one held-out image per class (3)")
     assert clf.fit_summary_["validation"]["source"] == "probe fit" and clf.fit_summary_["validation"]["fits"] == 2
     assert clf.score_choice_["images"] == 3 and clf.n_train_ == 9
-    assert not (tmp_path / "out" / "auto-probe").exists()
+    assert (tmp_path / "out" / "auto-probe" / "checkpoint").is_dir()  # until the set is saved there
+    clf.save_pretrained(tmp_path / "out")
+    assert not (tmp_path / "out" / "auto-probe").exists() and not (tmp_path / "out" / "checkpoint").exists()
     # the final adapters are those of a plain fit on every image: the probe fit leaves nothing behind
     plain = DiTiFewShotClassifier(model=str(tiny_model_dir), recipe="tiny", progress=False).fit(
         X, y, output_dir=tmp_path / "plain")  # prior images go through the same PNG files

@@ -77,9 +77,11 @@ def test_the_recorded_accuracies_are_each_sets_on_the_breaking_images(tiny_model
     plain, swap = plain_and_swap
     assert record["accuracy"] == {"without": plain.score(Xb, yb), "with_swap": swap.score(Xb, yb)}
     assert record["unet_calls"] == 2 * len(breaking) * plain.score_images(Xb).unet_calls[0]
-    assert not (tmp_path / "coarse-swap").exists()  # the second fit's checkpoints go when it is decided
-    clf.save_pretrained(tmp_path / "set")
-    loaded = DiTiFewShotClassifier.from_pretrained(tmp_path / "set", progress=False)
+    # both fits' checkpoints stay until the set is saved where it was fitted (a run killed before then resumes)
+    assert (tmp_path / "coarse-swap" / "checkpoint").is_dir() and (tmp_path / "checkpoint").is_dir()
+    clf.save_pretrained(tmp_path)
+    assert not (tmp_path / "coarse-swap").exists() and not (tmp_path / "checkpoint").exists()
+    loaded = DiTiFewShotClassifier.from_pretrained(tmp_path, progress=False)
     assert loaded.recipe_.fit.coarse_swap == clf.recipe_.fit.coarse_swap
     assert loaded.fit_summary_["coarse_swap_choice"] == record
 
@@ -147,7 +149,7 @@ def test_the_premise_fits_once_with_the_swap_where_no_image_can_tell(tiny_model_
         assert _same(clf, plain_and_swap[1])
         fit = clf.recipe_.fit
         assert fit.coarse_swap == 1.0 and not fit.coarse_swap_auto and not fit.coarse_swap_premise
-        assert not list((tmp_path / str(validation is None)).glob("checkpoint*"))
+        assert not (tmp_path / str(validation is None) / "coarse-swap").exists()  # one fit: no comparison begun
     clf.save_pretrained(tmp_path / "set")
     loaded = DiTiFewShotClassifier.from_pretrained(tmp_path / "set", progress=False)
     assert loaded.recipe_.fit.coarse_swap == 1.0 and loaded.fit_summary_["coarse_swap_choice"] == record

@@ -90,6 +90,7 @@ def resume_hint(args) -> str:
 
 def run(args):
     from ..recipes import load_recipe
+    from ..work_folders import finished_set
     from . import CLIError
 
     recipe = load_recipe(args.dataset, args.overrides)  # a bad value fails here, before torch loads
@@ -103,6 +104,9 @@ def run(args):
     outs = [Path(args.out)] if len(shots) == 1 else [Path(args.out) / f"{k}shot" for k in shots]
     for out in outs:
         if (out / "manifest.json").exists() and not (args.resume or args.overwrite):
+            if not finished_set(out):
+                raise CLIError(f"a fit into {out} was stopped after its training, before its set was saved whole; "
+                               "pass --resume to finish it without training again, or --overwrite to start afresh")
             raise CLIError(f"{out} already holds an adapter set; pass --overwrite to replace it or choose "
                            "another --out")
     if args.box_masks and recipe.dataset.kind != "fgvc-aircraft":
@@ -121,7 +125,7 @@ def run(args):
 
         dataset_box_masks(train, boxes)
     # every draw to fit made and its masks checked before the first fit (headers only)
-    todo = [(k, out) for k, out in zip(shots, outs) if not (args.resume and (out / "manifest.json").exists())]
+    todo = [(k, out) for k, out in zip(shots, outs) if not (args.resume and finished_set(out))]
     draws = {k: shot_draw(args, recipe, train, val, k, boxes, attention) for k, _ in todo}
     for k, out in zip(shots, outs):
         if k not in draws:

@@ -18,6 +18,7 @@ import numpy as np
 from ..classifier import DiTiFewShotClassifier
 from ..data.images import ImageSequence
 from ..errors import ConfigError
+from ..work_folders import finished_set
 
 # the recipe sections a fit reads: two runs share an adapter set only when these agree
 FIT_SECTIONS = ("model", "resolution", "gpu_dtype", "dataset", "prompt", "lora", "fit")
@@ -51,7 +52,7 @@ class DiffusionMethods:
         with ``score.weighting: auto`` the window is chosen on ``cal``, the split's validation draw."""
         folder = self.folder(shots, seed)
         auto = self.recipe.score.weighting == "auto"
-        if (folder / "manifest.json").is_file():
+        if finished_set(folder):
             clf = DiTiFewShotClassifier.from_pretrained(folder, device=self.device, compile=self.compile,
                                                         progress=self.progress)
             saved, mine = clf.recipe_.to_dict(), self.recipe.to_dict()

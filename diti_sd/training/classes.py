@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import work_folders
 from ..coarse import coarse_shortcut, fired, premise_applies, shortcut_warning, validation_breaks
 from ..coarse_cutoff import edge_warning, resolve_coarse_sigma
 from ..distributed import merge_class_shards, shard, world
@@ -132,8 +133,7 @@ def mask_record(masks, fit) -> dict:
 def checkpoint_name() -> str:
     """The folder in which this process keeps a fit's checkpoint (one a process under ``accelerate launch``: each
     trains its own classes)."""
-    rank, size = world()
-    return "checkpoint" if size == 1 else f"checkpoint-rank{rank}"
+    return work_folders.checkpoint_name(*world())
 
 
 def checkpoint_folder(output_dir) -> Path:

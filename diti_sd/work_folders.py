@@ -1,0 +1,50 @@
+"""What a fit keeps in its output folder while it works, and whether that folder holds a finished set.
+
+A fit given ``output_dir`` keeps there, until its adapter set is saved into that same folder: each process's
+checkpoint (``checkpoint``, or ``checkpoint-rank{r}`` under ``accelerate launch``; once training ends it holds the
+trained adapters), the probe fit's folder (``auto_refit``) and the coarse swap comparison's (``fit.coarse_swap_auto``).
+A run killed after its training (in a validation pass, the temperature fit, the pictures or the save) then resumes
+without training again; ``save_pretrained`` into the folder removes them last. Torch-free, so that the command line
+can ask before anything loads.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from .files import swapped_from
+
+CHECKPOINT = "checkpoint"
+PROBE = "auto-probe"  # auto_refit's fit without one image per class
+SWAP = "coarse-swap"  # fit.coarse_swap_auto's second fit
+
+
+def checkpoint_name(rank: int = 0, size: int = 1) -> str:
+    """The folder of one process's checkpoint (each process under ``accelerate launch`` trains its own classes)."""
+    return CHECKPOINT if size == 1 else f"{CHECKPOINT}-rank{rank}"
+
+
+def working_folders(output_dir: str | os.PathLike) -> list[Path]:
+    """The folders a fit into ``output_dir`` keeps until its set is saved there (none: no fit is under way)."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return []
+    return sorted(p for p in out.iterdir() if p.is_dir() and _working((swapped_from(p) or p).name))
+
+
+def _working(name: str) -> bool:
+    """A checkpoint, the probe's or the swap's folder (or one caught between an atomic swap's renames)."""
+    return name in (PROBE, SWAP, CHECKPOINT) or name.startswith(f"{CHECKPOINT}-rank")
+
+
+def finished_set(output_dir: str | os.PathLike) -> bool:
+    """``output_dir`` holds a saved adapter set that no interrupted fit is still working on."""
+    return (Path(output_dir) / "manifest.json").is_file() and not working_folders(output_dir)
+
+
+def remove_working_folders(output_dir: str | os.PathLike) -> None:
+    """The set is saved: what its fit kept is no longer needed."""
+    for folder in working_folders(output_dir):
+        shutil.rmtree(folder, ignore_errors=True)

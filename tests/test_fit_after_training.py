@@ -1,0 +1,106 @@
+"""A fit killed after its training ended (in the window choice, the temperature pass or the save) resumes without
+training again, to the set an unbroken run saves: the finished training's checkpoint stays in ``--out`` until the
+set is saved whole there (:mod:`diti_sd.work_folders`). Each kill is a real SIGKILL, sent by the process to itself
+at the start of the named phase."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import color_images
+from safetensors.torch import load_file
+from torchvision.utils import save_image
+
+from diti_sd.cli import main
+from diti_sd.work_folders import finished_set, remove_working_folders, working_folders
+
+FAST = ["--set", "fit.prior_images=2", "--set", "fit.prior_sample_steps=2", "--set", "resolution=32",
+        "--set", "fit.checkpoint_every=2", "--steps", "12", "--shots", "2", "--validation-budget", "1", "--no-progress"]
+
+# the phase's first call kills the process; the rest of the arguments go to the command line
+_KILLED_IN = """
+import os, signal, sys
+import diti_sd.persistence
+from diti_sd import DiTiFewShotClassifier
+from diti_sd.cli import main
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+phase = sys.argv[1]
+if phase == "model card":  # the manifest is written, the card not yet
+    diti_sd.persistence.write_model_card = die
+else:
+    setattr(DiTiFewShotClassifier, {"temperature": "fit_temperature", "window choice": "choose_scoring"}[phase], die)
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("after-training")
+    images, labels = color_images(9, seed=7, size=32)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        (root / "train" / label).mkdir(parents=True, exist_ok=True)
+        save_image(image, root / "train" / label / f"{i}.png")
+    return root
+
+
+def _summary(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("phase, extra", [("temperature", []), ("model card", []),
+                                          ("window choice", ["--set", "score.weighting=auto"])])
+def test_a_fit_killed_after_its_training_resumes_without_training_again(folder, tiny_model_dir, tmp_path, capsys,
+                                                                        phase, extra):
+    args = ["fit", "--dataset", "tiny", "--data-root", str(folder), "--model", str(tiny_model_dir), *FAST, *extra]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    whole = _summary(capsys)
+    assert whole["resumed_from"] == 0
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    killed = subprocess.run([sys.executable, "-c", _KILLED_IN, phase, *args, "--out", str(out)], capture_output=True,
+                            text=True, env=env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    # the trained adapters are on disk, in the checkpoint the save would have removed last
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["iteration"] == whole["iterations"]
+    if phase == "model card":  # a manifest without its card: not taken for a finished set
+        assert (out / "manifest.json").is_file() and not (out / "README.md").exists()
+        assert main([*args, "--out", str(out)]) == 2
+        assert "stopped after its training" in capsys.readouterr().err
+    assert main([*args, "--out", str(out), "--resume"]) == 0
+    resumed = _summary(capsys)
+    assert resumed["resumed_from"] == resumed["iterations"] == whole["iterations"]  # no step trained again
+    assert {k: v for k, v in resumed.items() if k not in ("out", "resumed_from", "final_loss")} == \
+        {k: v for k, v in whole.items() if k not in ("out", "resumed_from", "final_loss")}
+    a, b = load_file(str(tmp_path / "whole" / "adapters.safetensors")), load_file(str(out / "adapters.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    manifest = {name: json.loads((root / "manifest.json").read_text()) for name, root in (("a", tmp_path / "whole"),
+                                                                                             ("b", out))}
+    for key in ("temperature", "calibration", "score_choice"):
+        assert manifest["a"][key] == manifest["b"][key]
+    assert (out / "README.md").is_file() and working_folders(out) == []
+    assert main([*args, "--out", str(out), "--resume"]) == 0  # now finished: nothing to do
+    assert "already fitted" in capsys.readouterr().out
+
+
+def test_only_a_fits_own_folders_count_as_work_under_way(tmp_path):
+    for name in ("checkpoint", "checkpoint-rank1", ".checkpoint-rank0.old", "auto-probe", ".coarse-swap.old",
+                 "prior", "diffusers", "checkpoints-of-mine", ".old"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "coarse-swap").write_text("a file of the user's")
+    assert [p.name for p in working_folders(tmp_path)] == [".checkpoint-rank0.old", ".coarse-swap.old", "auto-probe",
+                                                           "checkpoint", "checkpoint-rank1"]
+    assert not finished_set(tmp_path)  # no manifest either
+    (tmp_path / "manifest.json").write_text("{}")
+    assert not finished_set(tmp_path)
+    remove_working_folders(tmp_path)
+    assert finished_set(tmp_path) and (tmp_path / "prior").is_dir() and (tmp_path / "checkpoints-of-mine").is_dir()
