@@ -121,11 +121,15 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
             raise NotFittedError(f"this {type(self).__name__} is not fitted; call fit() or from_pretrained()")
 
     def _load_backbone(self, recipe: Recipe):
-        previous = getattr(self, "backbone_", None)
-        if previous is not None and previous.model_id == recipe.model:
-            return previous
-        return load_backbone(recipe.model, device=self.device, dtype=self.dtype, attention=self.attention,
-                             resolution=recipe.resolution, gpu_dtype=recipe.gpu_dtype, progress=self.progress)
+        """The base model as these parameters ask for it; the fitted one again when they ask for the same."""
+        request = dict(device=self.device, dtype=self.dtype, attention=self.attention, resolution=recipe.resolution,
+                       gpu_dtype=recipe.gpu_dtype)
+        key, loaded = getattr(self, "_loaded_backbone", (None, None))
+        if loaded is not None and loaded is getattr(self, "backbone_", None) and key == (recipe.model, request):
+            return loaded
+        backbone = load_backbone(recipe.model, progress=self.progress, **request)
+        self._loaded_backbone = ((recipe.model, request), backbone)
+        return backbone
 
     # ----------------------------------------------------------------- fit
     def fit(self, X, y, *, calibration=None, validation=None, validation_candidates=None, prior_images=None,
@@ -156,6 +160,8 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
                                    or not 0 < budget <= 1):
             raise ConfigError(f"validation_budget must be a share in (0, 1] of the fit's UNet work, or None; "
                               f"got {budget!r}")
+        if isinstance(self.random_state, bool) or not isinstance(self.random_state, (int, np.integer)):
+            raise ConfigError(f"random_state must be an integer seed (fits repeat from it); got {self.random_state!r}")
         X, y = as_image_sequence(X), list(y)
         if not X:
             raise ConfigError("fit got no images")

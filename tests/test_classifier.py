@@ -76,6 +76,18 @@ def test_the_fit_records_how_its_images_were_read_and_diti_sd_predict_reads_new_
         assert predict.preparation(path, "auto") == expected
 
 
+def test_a_refit_loads_the_base_again_only_when_the_parameters_ask_for_another(tiny_model_dir):
+    X, y = color_images(6, seed=4)
+    clf = tiny_clf(tiny_model_dir, steps=1).fit(X, y)
+    first = clf.backbone_
+    assert clf.fit(X, y).backbone_ is first  # the same parameters: the base already loaded
+    clf.set_params(overrides={"resolution": 32})
+    assert clf.fit(X, y).backbone_ is not first and clf.backbone_.resolution == 32
+    for seed in (None, 1.5, True):  # refused before the base loads, in one line
+        with pytest.raises(ConfigError, match="random_state must be an integer seed"):
+            tiny_clf("no/such-model", random_state=seed).fit(X, y)
+
+
 def test_fit_is_deterministic_and_independent_of_batch_grouping(tiny_model_dir):
     X, y = color_images(6, seed=4)
     one = tiny_clf(tiny_model_dir, overrides={"fit.batch_size": 8}).fit(X, y).adapters_.lora_state_dict()
