@@ -255,7 +255,8 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
             else self.calibration_.get("unet_calls", 0)
         self.fit_summary_["validation"]["unet_calls"] = spent
         self.fit_summary_["validation"]["share_of_fit"] = round(spent / fit_work(self.fit_summary_["unet_samples"]), 4)
-        self._fit_dir = output_dir  # its checkpoints stay until save_pretrained(output_dir)
+        # its work folders stay until save_pretrained(output_dir); resolved now, as a later chdir would not move them
+        self._fit_dir = None if output_dir is None else Path(output_dir).resolve()
         return self
 
     def _fit_adapters(self, recipe, backbone, X, y, classes, shots, output_dir, resume, callback, prior_images,

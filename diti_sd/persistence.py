@@ -63,7 +63,7 @@ class PersistenceMixin:
             if export_peft:
                 self.export_peft(Path(path) / "peft")
             fit_dir = getattr(self, "_fit_dir", None)
-            if fit_dir is not None and Path(fit_dir).resolve() == Path(path).resolve():
+            if fit_dir is not None and fit_dir == Path(path).resolve():
                 remove_working_folders(path)  # last: a save cut short leaves the fit to resume without training
         barrier()
         return Path(path)

@@ -19,6 +19,7 @@ from .files import swapped_from
 CHECKPOINT = "checkpoint"
 PROBE = "auto-probe"  # auto_refit's fit without one image per class
 SWAP = "coarse-swap"  # fit.coarse_swap_auto's second fit
+REMOVING = ".removing"  # a work folder renamed aside once its set is saved, then deleted
 
 
 def checkpoint_name(rank: int = 0, size: int = 1) -> str:
@@ -31,12 +32,14 @@ def working_folders(output_dir: str | os.PathLike) -> list[Path]:
     out = Path(output_dir)
     if not out.is_dir():
         return []
-    return sorted(p for p in out.iterdir() if p.is_dir() and _working((swapped_from(p) or p).name))
+    return sorted(p for p in out.iterdir() if p.is_dir() and _working((swapped_from(p) or p).name) is not None)
 
 
-def _working(name: str) -> bool:
-    """A checkpoint, the probe's or the swap's folder (or one caught between an atomic swap's renames)."""
-    return name in (PROBE, SWAP, CHECKPOINT) or name.startswith(f"{CHECKPOINT}-rank")
+def _working(name: str) -> str | None:
+    """What the folder is: "checkpoint" (a process's), "probe" or "swap"; None for none of a fit's."""
+    if name == CHECKPOINT or name.startswith(f"{CHECKPOINT}-rank"):
+        return "checkpoint"
+    return {PROBE: "probe", SWAP: "swap"}.get(name)
 
 
 def finished_set(output_dir: str | os.PathLike) -> bool:
@@ -45,6 +48,17 @@ def finished_set(output_dir: str | os.PathLike) -> bool:
 
 
 def remove_working_folders(output_dir: str | os.PathLike) -> None:
-    """The set is saved: what its fit kept is no longer needed."""
-    for folder in working_folders(output_dir):
+    """The set is saved: what its fit kept is no longer needed. Each folder is first renamed out of the way (one
+    atomic step; the checkpoints last, so that a kill between the renames leaves the trained adapters), then
+    deleted: a kill while deleting leaves a hidden ``.NAME.removing`` that the next removal clears, never half a
+    checkpoint."""
+    out = Path(output_dir)
+    _delete_removing(out)  # an earlier removal's, killed while deleting
+    for folder in sorted(working_folders(out), key=lambda p: _working((swapped_from(p) or p).name) == "checkpoint"):
+        os.replace(folder, out / f".{folder.name}{REMOVING}")
+    _delete_removing(out)
+
+
+def _delete_removing(out: Path) -> None:
+    for folder in out.glob(f".*{REMOVING}"):
         shutil.rmtree(folder, ignore_errors=True)

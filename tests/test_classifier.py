@@ -105,7 +105,8 @@ def test_fit_is_deterministic_and_independent_of_batch_grouping(tiny_model_dir):
 
 def test_interrupted_fit_resumes_to_the_same_adapters(tiny_model_dir, tmp_path):
     X, y = color_images(12, seed=5)  # 4 shots: 6 steps in the tiny recipe, a checkpoint every 3
-    full = tiny_clf(tiny_model_dir).fit(X, y, output_dir=tmp_path / "a").adapters_.lora_state_dict()
+    unbroken = tiny_clf(tiny_model_dir).fit(X, y, output_dir=tmp_path / "a")
+    full = unbroken.adapters_.lora_state_dict()
 
     def stop_at_five(iteration, loss):
         if iteration == 5:
@@ -119,6 +120,9 @@ def test_interrupted_fit_resumes_to_the_same_adapters(tiny_model_dir, tmp_path):
     assert resumed.fit_summary_["resumed_from"] == 3
     for key, value in resumed.adapters_.lora_state_dict().items():
         assert torch.allclose(value, full[key], atol=1e-6), key
+    # the losses before the checkpoint are kept in it
+    assert len(resumed.loss_curve_) == len(unbroken.loss_curve_)
+    assert np.allclose(resumed.loss_curve_, unbroken.loss_curve_, rtol=1e-6)
     assert (tmp_path / "b" / "checkpoint").exists()  # the trained adapters, until the set is saved there
     resumed.save_pretrained(tmp_path / "b")
     assert not (tmp_path / "b" / "checkpoint").exists()
@@ -380,7 +384,8 @@ def test_the_fp16_loss_scale_travels_with_the_checkpoint(tiny_model_dir, tmp_pat
 
     monkeypatch.setattr(loop, "MixedPrecision", Scaled)
     X, y = color_images(12, seed=5)
-    full = tiny_clf(tiny_model_dir).fit(X, y, output_dir=tmp_path / "a").adapters_.lora_state_dict()
+    unbroken = tiny_clf(tiny_model_dir).fit(X, y, output_dir=tmp_path / "a")
+    full = unbroken.adapters_.lora_state_dict()
     scales = []
     real = loop.save_checkpoint
 

@@ -10,7 +10,8 @@ from diti_sd.coarse import gaussian_blur
 from diti_sd.preprocessing import to_uint8, uint8_to_float
 from diti_sd.recipes import FitConfig, LoraConfig, RecipeError, load_recipe
 from diti_sd.training.coarse_swap import coarse_swap
-from diti_sd.training.loop import FitData, fit_signature
+from diti_sd.training.loop import FitData
+from diti_sd.training.signature import fit_signature
 
 
 def _striped(background, size=32):

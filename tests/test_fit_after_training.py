@@ -79,14 +79,17 @@ def test_a_fit_killed_after_its_training_resumes_without_training_again(folder, 
     assert main([*args, "--out", str(out), "--resume"]) == 0
     resumed = _summary(capsys)
     assert resumed["resumed_from"] == resumed["iterations"] == whole["iterations"]  # no step trained again
-    assert {k: v for k, v in resumed.items() if k not in ("out", "resumed_from", "final_loss")} == \
-        {k: v for k, v in whole.items() if k not in ("out", "resumed_from", "final_loss")}
+    # the loss curve too: the checkpoint keeps the losses until its iteration
+    assert {k: v for k, v in resumed.items() if k not in ("out", "resumed_from")} == \
+        {k: v for k, v in whole.items() if k not in ("out", "resumed_from")}
     a, b = load_file(str(tmp_path / "whole" / "adapters.safetensors")), load_file(str(out / "adapters.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     manifest = {name: json.loads((root / "manifest.json").read_text()) for name, root in (("a", tmp_path / "whole"),
                                                                                              ("b", out))}
+    assert len(manifest["b"]["fit"]["loss_curve"]) == whole["iterations"]
     for key in ("temperature", "calibration", "score_choice"):
         assert manifest["a"][key] == manifest["b"][key]
+    assert {**manifest["b"]["fit"], "resumed_from": 0} == manifest["a"]["fit"]
     assert (out / "README.md").is_file() and working_folders(out) == []
     assert main([*args, "--out", str(out), "--resume"]) == 0  # now finished: nothing to do
     assert "already fitted" in capsys.readouterr().out
@@ -104,3 +107,44 @@ def test_only_a_fits_own_folders_count_as_work_under_way(tmp_path):
     assert not finished_set(tmp_path)
     remove_working_folders(tmp_path)
     assert finished_set(tmp_path) and (tmp_path / "prior").is_dir() and (tmp_path / "checkpoints-of-mine").is_dir()
+
+
+def test_the_removal_renames_the_checkpoints_last_and_clears_what_a_kill_left(tmp_path, monkeypatch):
+    import diti_sd.work_folders as wf
+
+    for name in ("checkpoint", "auto-probe", "coarse-swap"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "state.json").write_text("{}")
+    (tmp_path / "manifest.json").write_text("{}")
+    real = os.replace
+
+    def killed_at_the_checkpoint(src, dst):
+        if Path(src).name == "checkpoint":
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr(wf.os, "replace", killed_at_the_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        remove_working_folders(tmp_path)
+    # the trained adapters are still there, and the folder is not taken for a finished set
+    assert [p.name for p in working_folders(tmp_path)] == ["checkpoint"] and not finished_set(tmp_path)
+    (tmp_path / ".coarse-swap.removing").mkdir(exist_ok=True)  # as a kill while deleting leaves it
+    monkeypatch.setattr(wf.os, "replace", real)
+    remove_working_folders(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"] and finished_set(tmp_path)
+
+
+def test_a_later_fit_into_the_folder_on_other_images_is_refused_on_resume(tiny_model_dir, tmp_path):
+    from diti_sd import DiTiFewShotClassifier
+    from diti_sd.errors import ConfigError
+
+    def clf():
+        return DiTiFewShotClassifier(model=str(tiny_model_dir), recipe="tiny", steps=2, progress=False,
+                                     overrides={"fit.prior_images": 2, "fit.prior_sample_steps": 2})
+
+    X, y = color_images(6, seed=5)
+    other, _ = color_images(6, seed=99)  # the same shapes and labels, other pixels
+    clf().fit(X, y, output_dir=tmp_path, resume=True)  # not saved there: its trained checkpoint stays
+    with pytest.raises(ConfigError, match="made by a fit with other data"):
+        clf().fit(other, y, output_dir=tmp_path, resume=True)
+    assert clf().fit(X, y, output_dir=tmp_path, resume=True).fit_summary_["resumed_from"] > 0  # the same images

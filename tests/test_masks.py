@@ -28,7 +28,8 @@ from diti_sd.errors import CoarseShortcutWarning, DitiWarning
 from diti_sd.preprocessing import mask_pixels, to_uint8, uint8_pixels
 from diti_sd.recipes import FitConfig, LoraConfig
 from diti_sd.training.coarse_swap import coarse_swap
-from diti_sd.training.loop import FitData, fit_signature
+from diti_sd.training.loop import FitData
+from diti_sd.training.signature import fit_signature
 
 
 def _swapped_outside(out, original, keep):

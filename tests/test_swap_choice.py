@@ -150,6 +150,8 @@ def test_the_premise_fits_once_with_the_swap_where_no_image_can_tell(tiny_model_
         fit = clf.recipe_.fit
         assert fit.coarse_swap == 1.0 and not fit.coarse_swap_auto and not fit.coarse_swap_premise
         assert not (tmp_path / str(validation is None) / "coarse-swap").exists()  # one fit: no comparison begun
+        clf.save_pretrained(tmp_path / str(validation is None))
+        assert not list((tmp_path / str(validation is None)).glob("*checkpoint*"))
     clf.save_pretrained(tmp_path / "set")
     loaded = DiTiFewShotClassifier.from_pretrained(tmp_path / "set", progress=False)
     assert loaded.recipe_.fit.coarse_swap == 1.0 and loaded.fit_summary_["coarse_swap_choice"] == record

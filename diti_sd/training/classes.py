@@ -49,8 +49,8 @@ def fit_classes(backbone, recipe: Recipe, X, y, classes: np.ndarray, shots: int,
     give the coarse-shortcut warning before the training it concerns, with what the ``validation`` images (X,
     y), or (X, y, masks) given masks, say of it; ``stacklevel`` as :func:`warnings.warn`'s, from the caller.
     ``keep_checkpoint``: the finished fit's checkpoint stays in :func:`checkpoint_folder` (``output_dir``) until
-    the caller removes it. ``masks``: one object mask per image of X, which the coarse swap keeps (checked by
-    :func:`~diti_sd.data.masks.check_masks`)."""
+    the set is saved there (:mod:`diti_sd.work_folders`). ``masks``: one object mask per image of X, which the
+    coarse swap keeps (checked by :func:`~diti_sd.data.masks.check_masks`)."""
     crop = recipe.fit.crop == "center"
     mask_pixels_ = None if masks is None else mask_pixels(masks, backbone.resolution, crop=crop)
     pixels = uint8_pixels(X, backbone.resolution)

@@ -10,10 +10,8 @@ resumed run continues exactly where the interrupted one stopped.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,6 +28,7 @@ from .early_stop import HeldOutStop, checks, cost, split_held_out
 from .mask_loss import masked_mean
 from .optim import ClassAdamW, clip_grad_norm_per_class
 from .precision import MixedPrecision
+from .signature import fit_signature, pixels_digest
 
 CHECKPOINT = "checkpoint"
 HELPERS = ("optimizer", "scaler")
@@ -88,51 +87,16 @@ def train_scales(cfg: FitConfig, rescale_after: int | None, class_step: int) -> 
     return 1.0, 1.0
 
 
-def fit_signature(cfg: FitConfig, steps: int, seed: int, classes: list[int], data: FitData, adapters,
-               rescale_after: int | None) -> str:
-    """What a checkpoint must match to be resumed: the fit's settings, steps, seed, classes, prompts, shots,
-    adapter configuration and prior images' shape, hashed."""
-    fit = asdict(cfg)
-    if not cfg.coarse_swap:  # an option that does nothing leaves the signature it had before it existed
-        del fit["coarse_swap"], fit["coarse_sigma"]
-    if not cfg.coarse_swap or cfg.swap_background == "coarse":  # likewise
-        del fit["swap_background"]
-    if not (cfg.mask_loss and data.instance_masks is not None):  # without masks the option does nothing
-        del fit["mask_loss"]
-    # whether a second fit follows, and where the premise applies: nothing this loop trains depends on them (a
-    # premise that applies trains with coarse_swap 1, which the signature holds)
-    del fit["coarse_swap_auto"], fit["coarse_swap_premise"]
-    blob = json.dumps(
-        {
-            "fit": fit, "steps": steps, "seed": seed, "classes": classes, "prompts": data.prompts,
-            "rescale_after": rescale_after,
-            "shots": [len(p) for p in data.instance_pixels], "lora": asdict(adapters.config),
-            "prior": None if data.prior_pixels is None else list(data.prior_pixels.shape),
-            # masks change only what the swap keeps and the masked loss reads: without those a fit's signature is
-            # the one it had without them
-            **({"masks": _masks_hash(data.instance_masks)} if data.reads_masks(cfg) else {}),
-        },
-        sort_keys=True, default=str,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _masks_hash(masks: list) -> str:
-    digest = hashlib.sha256()
-    for per_class in masks:
-        for mask in per_class:
-            digest.update(str(tuple(mask.shape)).encode())
-            digest.update(mask.numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def _resume(folder: Path, adapters, optimizer, amp: MixedPrecision, signature: str, stop=None) -> int:
+def _resume(folder: Path, adapters, optimizer, amp: MixedPrecision, identity: dict, stop=None) -> tuple[int, list]:
     """Load the checkpoint in ``folder`` into the adapters, the optimiser, the loss scaler and the early
-    stop's best adapters; the iteration to continue from (0 when there is none)."""
+    stop's best adapters; the iteration to continue from (0 when there is none) and the losses until then (none
+    from a checkpoint written before they were kept)."""
     checkpoint = load_checkpoint(folder, HELPERS)
     if checkpoint is None:
-        return 0
-    if checkpoint.state.get("signature") != signature:
+        return 0, []
+    # a checkpoint written before the pixels' digest was kept is judged by its signature alone
+    if checkpoint.state.get("signature") != identity["signature"] or \
+            checkpoint.state.get("pixels", identity["pixels"]) != identity["pixels"]:
         raise ConfigError(f"the checkpoint in {folder} was made by a fit with other data, classes or settings; "
                           "delete it or choose another output folder to start afresh")
     adapters.load_lora_state_dict(checkpoint.weights)
@@ -141,7 +105,7 @@ def _resume(folder: Path, adapters, optimizer, amp: MixedPrecision, signature: s
         amp.load_state_dict(checkpoint.helpers["scaler"])
     if stop:  # read only once the signature says the checkpoint is this fit's
         stop.load_state_dict(load_checkpoint(folder, ("early_stop",)).helpers["early_stop"])
-    return int(checkpoint.state["iteration"])
+    return int(checkpoint.state["iteration"]), list(checkpoint.state.get("losses", []))
 
 
 def fit_adapters(
@@ -166,8 +130,9 @@ def fit_adapters(
     ``rescale_after``: the steps after this one train at the recipe's ``fit.rescale_unet``/``rescale_text``
     (``Recipe.rescale_after(shots)``; None: scale 1 throughout). ``score_scales``: the (UNet, text) LoRA
     scales the adapters will be scored at, where early stopping reads its held-out errors. ``keep_checkpoint``:
-    leave the finished fit's checkpoint in place (the caller removes it), so that a run killed in work that
-    follows (``fit.coarse_swap_auto``'s second fit) resumes by loading this set, not by fitting it again."""
+    leave the finished fit's checkpoint in place (removed once the set is saved, :mod:`diti_sd.work_folders`), so
+    that a run killed in the work that follows (validation passes, a second fit, the save) resumes by loading these
+    adapters, not by fitting them again."""
     classes = list(range(len(data.prompts))) if classes is None else list(classes)
     if cfg.prior and data.prior_pixels is None:
         raise ConfigError("prior preservation is on but no prior images were given")
@@ -198,13 +163,15 @@ def fit_adapters(
         backbone.unet.enable_gradient_checkpointing()
     backbone.unet.train()
 
-    signature = fit_signature(cfg, steps, seed, classes, data, adapters, rescale_after)
+    # what a checkpoint must match to be resumed into this fit
+    identity = {"signature": fit_signature(cfg, steps, seed, classes, data, adapters, rescale_after),
+                "pixels": pixels_digest(data)}
     folder = Path(checkpoint_dir) / checkpoint_name if checkpoint_dir else None
     stop = HeldOutStop(backbone, adapters, held, data.prompts, cfg, seed, classes, score_scales) if held else None
     stop_at = set(checks(steps, cfg.early_stop_every)) if stop else set()
-    start = 0
+    start, losses = 0, []
     if folder is not None and resume:
-        start = _resume(folder, adapters, optimizer, amp, signature, stop)
+        start, losses = _resume(folder, adapters, optimizer, amp, identity, stop)
 
     text_lora = bool(adapters.text_parameters())
     with torch.no_grad():
@@ -214,7 +181,6 @@ def fit_adapters(
             cached = ([backbone.encode_images(uint8_to_float(p)) for p in data.instance_pixels],
                       None if data.prior_pixels is None else backbone.encode_batches(data.prior_pixels))
 
-    losses = []
     bar = tqdm(total=total, initial=start, desc=f"fit {len(classes)} classes", disable=not progress, unit="it")
     ema = None
     try:
@@ -235,7 +201,7 @@ def fit_adapters(
             if stop and done % len(groups) == 0 and done // len(groups) in stop_at:
                 stop.check(done // len(groups))
             if folder is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
-                _checkpoint(folder, adapters, optimizer, amp, stop, done, signature)
+                _checkpoint(folder, adapters, optimizer, amp, stop, done, identity, losses)
             if callback is not None:
                 callback(done, loss)
     finally:
@@ -253,16 +219,17 @@ def fit_adapters(
                                                                     cfg.early_stop_pairs, len(classes)))
     if folder is not None and keep_checkpoint:
         if start < total:  # the adapters as trained (an early stop's best is restored again on loading)
-            _checkpoint(folder, adapters, optimizer, amp, stop, total, signature)
+            _checkpoint(folder, adapters, optimizer, amp, stop, total, identity, losses)
     elif folder is not None:
         remove_checkpoint(folder)
     return summary
 
 
-def _checkpoint(folder: Path, adapters, optimizer, amp: MixedPrecision, stop, done: int, signature: str) -> None:
+def _checkpoint(folder: Path, adapters, optimizer, amp: MixedPrecision, stop, done: int, identity: dict,
+                losses: list) -> None:
     helpers = {"optimizer": optimizer.state_dict(), "scaler": amp.state_dict(),
                **({"early_stop": stop.state_dict()} if stop else {})}
-    state = {"iteration": done, "signature": signature}
+    state = {"iteration": done, **identity, "losses": [float(v) for v in losses]}
     save_checkpoint(folder, Checkpoint(adapters.lora_state_dict(), helpers, state))
 
 
