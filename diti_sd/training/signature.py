@@ -12,9 +12,10 @@ from ..recipes import FitConfig
 
 def fit_signature(cfg: FitConfig, steps: int, seed: int, classes: list[int], data, adapters,
                   rescale_after: int | None) -> str:
-    """What a checkpoint of the fit of ``data`` (a ``FitData``) must match to be resumed: the fit's settings, steps, seed, classes, prompts, shots,
-    adapter configuration and prior images' shape, hashed (the shots' pixels are checked beside it,
-    :func:`pixels_digest`, so that a checkpoint written before they were keeps its signature)."""
+    """What a checkpoint of the fit of ``data`` (a ``FitData``) must match to be resumed: the fit's settings,
+    steps, seed, classes, prompts, shots, adapter configuration and prior images' shape, hashed (the shots' pixels
+    are checked beside it, :func:`pixels_digest`, so that a checkpoint written before they were keeps its
+    signature)."""
     fit = asdict(cfg)
     if not cfg.coarse_swap:  # an option that does nothing leaves the signature it had before it existed
         del fit["coarse_swap"], fit["coarse_sigma"]
