@@ -153,6 +153,11 @@ def file_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def write_json(target: str | os.PathLike, value, indent: int | None = 2) -> Path:
+    """``value`` as JSON in ``target``, written atomically (:func:`atomic_write`)."""
+    return atomic_write(target, lambda tmp: tmp.write_text(json.dumps(value, indent=indent)))
+
+
 def cached_json(folder: str | os.PathLike | None, parts: list, compute) -> dict:
     """``compute()``, kept in ``folder`` as JSON named by the hash of ``parts`` (everything the result depends
     on, e.g. a resolved recipe as a dict and a seed): a killed run resumes, runs that share ``parts`` compute

@@ -61,6 +61,12 @@ def mean_se(values) -> tuple[float, float]:
     return mean, float(sd / np.sqrt(len(np.asarray(values))))
 
 
+def beyond_2se(gain: float, se: float) -> bool:
+    """The project's rule for a gain that counts: a mean of paired gains (per seed, or per image where a rule reads
+    images) ahead by more than two of its standard errors; never where the SE is unknown (one value, or none)."""
+    return bool(np.isfinite(se) and gain > 2 * se)
+
+
 def paired_gain(a, b) -> dict:
     """Per-seed values ``a`` against ``b``: the mean gain, its standard error (:func:`mean_se`) and on how many
     seeds ``a`` is ahead and behind."""

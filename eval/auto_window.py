@@ -40,12 +40,12 @@ import torch
 from diti_sd.benchmarks.synthetic.demo import sealed_message
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.cli.common import seed_list
-from diti_sd.files import atomic_write
+from diti_sd.files import atomic_write, write_json
 from diti_sd.recipes import load_recipe
 from diti_sd.scoring import Schedule, simulate_rounds
 from diti_sd.scoring.auto import candidate_family, choose, per_image_log_likelihood
 from diti_sd.scoring.validation_pass import replay, validation_errors
-from diti_sd.stats import hierarchical_difference, mean_sd
+from diti_sd.stats import beyond_2se, hierarchical_difference, mean_sd, mean_se
 from diti_sd.timesteps import t_weights, tif_weights, timestep_noise
 from diti_sd.validation import balanced_subset, fit_work, pass_size
 
@@ -145,7 +145,7 @@ def rule_choice(arrays, score, rule: str) -> str:
     best = max(per_image, key=lambda n: np.nanmean(per_image[n]))
     gain = per_image[best] - per_image["tif weight"]
     gain = gain[~np.isnan(gain)]
-    beaten = len(gain) > 1 and gain.mean() > 2 * gain.std(ddof=1) / np.sqrt(len(gain))
+    beaten = len(gain) > 1 and beyond_2se(*mean_se(gain))
     return best if beaten else "tif weight"
 
 
@@ -222,7 +222,7 @@ def main(argv=None):
     folder = Path(args.out) / tag
     if args.rules:
         result = compare_rules(folder, args)
-        (folder / "rules.json").write_text(json.dumps(result, indent=2))
+        write_json(folder / "rules.json", result)
         for stream, table in result["streams"].items():
             print(f"{stream}: best fixed {table['best fixed']} {table['candidates'][table['best fixed']]:.3f}")
             for rule, row in table["rules"].items():

@@ -16,13 +16,12 @@ UNet calls and encoder forwards per test image into GPU-seconds with these rates
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
 
 from diti_sd.backbone import Backbone
+from diti_sd.files import write_json
 from diti_sd.lora import ClassAdapters
 from diti_sd.recipes import LoraConfig, ScoreConfig
 from diti_sd.scoring import Schedule, score_latents
@@ -180,7 +179,7 @@ def main(argv=None):
         print(f"{r['part']:72s} {r['per_s']:10.1f} {r['unit']:>10s}  {notes}")
     if args.json:
         result = {"device": dev, "dtype": str(dtype), "batch": batch, "rows": rows}
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

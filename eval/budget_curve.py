@@ -18,7 +18,6 @@ chosen on these results. Prints a table and writes accuracy_vs_budget.png and bu
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from diti_sd.benchmarks.synthetic.demo import ZERO_SHOT_PAIRS, sealed_message
 from diti_sd.benchmarks.synthetic.scoring import caption_prompts, zero_shot_logits
 from diti_sd.benchmarks.synthetic.streams import VALIDATION_STREAMS, SyntheticSeed
 from diti_sd.cli.common import seed_list
+from diti_sd.files import write_json
 from diti_sd.plotting import pyplot, save_figure
 from diti_sd.recipes import load_recipe
 from diti_sd.scoring import Schedule, simulate_rounds
@@ -127,11 +127,9 @@ def main(argv=None):
         spread = "  n/a" if r["std"] is None else f"{r['std']:.3f}"
         print(f"{r['schedule']:48s} {r['calls_per_image']:9.0f} {r['accuracy']:8.3f} ± {spread} "
               f"{r['relative_to_exhaustive']:12.2f}")
-    (out / "budget.json").write_text(json.dumps({"seeds": args.seeds, "task": args.task, "n_classes": n_classes,
-                                                 "overrides": args.overrides,
-                                                 "stream": args.stream, "rows": rows,
-                                                 "probe_recall": {k: float(np.mean(v)) for k, v in recall.items()
-                                                                  if v}}, indent=2))
+    write_json(out / "budget.json", {"seeds": args.seeds, "task": args.task, "n_classes": n_classes,
+                                     "overrides": args.overrides, "stream": args.stream, "rows": rows,
+                                     "probe_recall": {k: float(np.mean(v)) for k, v in recall.items() if v}})
     plot(rows, n_classes, out / "accuracy_vs_budget.png")
 
 

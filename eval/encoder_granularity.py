@@ -15,7 +15,6 @@ initial weights, goes to granularity.json for reference); findings are in docs/e
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch
 from diti_sd.encoder import DiTiEncoder, fit_encoder, load_ddpm, load_encoder_recipe
 from diti_sd.encoder.granular import make_granular
 from diti_sd.encoder.report import run_probe
+from diti_sd.files import write_json
 
 
 def mean_std(tables: list[dict], names: list[str]) -> dict:
@@ -74,8 +74,7 @@ def main(argv=None) -> int:
     print(f"Held-out synthetic images, mean ± std over seeds {args.seeds}")
     print_table("Transfer under a swap of one stage's subsets (what the shift network reads)", summary["transfer"],
                 names)
-    (out / "granularity.json").write_text(json.dumps({"seeds": args.seeds, "steps": args.steps,
-                                                      "summary": summary}, indent=2))
+    write_json(out / "granularity.json", {"seeds": args.seeds, "steps": args.steps, "summary": summary})
     return 0
 
 

@@ -36,7 +36,7 @@ from diti_sd.benchmarks.synthetic.streams import CONTROL_SHOTS, MASK_KINDS
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write
 from diti_sd.recipes import load_recipe
-from diti_sd.stats import paired_gain
+from diti_sd.stats import beyond_2se, paired_gain
 
 _spec = importlib.util.spec_from_file_location("tune_synthetic", Path(__file__).with_name("tune_synthetic.py"))
 tune = importlib.util.module_from_spec(_spec)
@@ -104,8 +104,8 @@ def main(argv=None) -> dict:
                                        "ll": float(np.mean(user[name]["ll"]))}
         if runs[name][1].get("masks") and name != masked:  # the rule: a gain in log-likelihood beyond 2 SE
             rule = paired_gain(user[name]["ll"], user[masked]["ll"])
-            rule["ahead beyond 2 SE"] = rule["gain"] > 2 * rule["se"]
-            rule["behind beyond 2 SE"] = rule["gain"] < -2 * rule["se"]
+            rule["ahead beyond 2 SE"] = beyond_2se(rule["gain"], rule["se"])
+            rule["behind beyond 2 SE"] = beyond_2se(-rule["gain"], rule["se"])
             row["user-like validation"]["ll minus the masked swap"] = rule
         extra = "".join(f"  {k} {v['gain']:+.3f} (SE {v['se']:.3f}; {v['ahead']} ahead, {v['behind']} behind)"
                         for k, v in row.items() if k.startswith("minus"))

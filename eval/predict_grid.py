@@ -32,6 +32,7 @@ from diti_sd.benchmarks.synthetic.scoring import pair_seeds, scoring_weights
 from diti_sd.benchmarks.synthetic.streams import SyntheticSeed
 from diti_sd.cli.common import seed_list
 from diti_sd.files import atomic_write, cached_json
+from diti_sd.plotting import save_figure
 from diti_sd.recipes import load_recipe
 from diti_sd.scoring.replay import weighted_mean
 from diti_sd.stats import mean_se
@@ -91,8 +92,7 @@ def plot(result: dict, path: str) -> None:
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv=None) -> dict:

@@ -14,14 +14,14 @@ only beyond two of them, on the user-like stream; the oracle is a labelled row, 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
+from diti_sd.files import write_json
 from diti_sd.scoring.auto import per_image_log_likelihood
 from diti_sd.scoring.validation_pass import replay
-from diti_sd.stats import mean_se
+from diti_sd.stats import beyond_2se, mean_se
 
 WINDOWS = ((0, 200), (200, 500), (0, 500), (500, 1000), (0, 1000), (0, 333), (333, 667), "tif")
 
@@ -53,7 +53,7 @@ def against(values: dict, ref: str) -> dict:
     for w, v in values.items():
         gain, se = mean_se(np.asarray(v) - base)
         rows[w] = {"mean": float(np.mean(v)), "gain": gain, "se": se,
-                   "beyond_2_se": bool(se > 0 and abs(gain) > 2 * se)}
+                   "beyond_2_se": beyond_2se(abs(gain), se)}  # either way
     return rows
 
 
@@ -77,7 +77,7 @@ def main(argv=None) -> dict:
             flag = "  beyond 2 SE" if r["beyond_2_se"] else ""
             print(f"  {w:12s} {r['mean']:7.3f}  {r['gain']:+.3f} SE {r['se']:.3f}{flag}")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     return result
 
 

@@ -48,7 +48,7 @@ from diti_sd.cli.common import seed_list
 from diti_sd.coarse import coarse_conflicts, coarse_shortcut, fired
 from diti_sd.files import atomic_write
 from diti_sd.recipes import load_recipe
-from diti_sd.stats import mean_se
+from diti_sd.stats import beyond_2se, mean_se
 
 _spec = importlib.util.spec_from_file_location("tune_synthetic", Path(__file__).with_name("tune_synthetic.py"))
 tune = importlib.util.module_from_spec(_spec)
@@ -98,7 +98,7 @@ def on_conflicts(candidate: list, baseline: list, masks: list[np.ndarray]) -> di
     if len(gains) < 2:
         return {"seeds": len(gains), "gain": None, "se": None, "beyond_2_se": False}
     gain, se = mean_se(gains)
-    return {"seeds": len(gains), "gain": gain, "se": se, "beyond_2_se": bool(gain > 2 * se)}
+    return {"seeds": len(gains), "gain": gain, "se": se, "beyond_2_se": beyond_2se(gain, se)}
 
 
 def window_choices(fit: dict, masks: list[np.ndarray]) -> dict:

@@ -46,7 +46,7 @@ from diti_sd.recipes import load_recipe
 from diti_sd.scoring import weighted_mean, window_weights
 from diti_sd.scoring.auto import per_image_log_likelihood
 from diti_sd.seeding import VALIDATION_PAIRS, derive_seed
-from diti_sd.stats import hierarchical_difference, mean_se
+from diti_sd.stats import beyond_2se, hierarchical_difference, mean_se
 from diti_sd.timesteps import tif_weights
 
 WINDOWS = [(0, 200), (200, 500), (0, 500), (500, 1000), (0, 1000)]
@@ -208,7 +208,7 @@ def _paired(a: list, b: list) -> dict:
     gain, se = mean_se([np.nanmean(x) - np.nanmean(y) for x, y in zip(a, b)])
     return {"candidate": float(np.mean([np.nanmean(x) for x in a])),
             "baseline": float(np.mean([np.nanmean(y) for y in b])), "gain": gain, "se": se,
-            "beyond_2_se": bool(np.isfinite(se) and gain > 2 * se)}
+            "beyond_2_se": beyond_2se(gain, se)}
 
 
 def compare(candidate: dict, baseline: dict, smoke: bool = False) -> dict:

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
+from diti_sd.files import write_json
 from diti_sd.testing.tiny import build_tiny_backbone
 
 
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
               f"{v.get('unet_calls', 0)} ({v.get('share_of_fit', 0):.1%} of the fit's work, "
               f"{row['unet_samples']} training samples)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+        write_json(args.json, {"args": vars(args), "rows": rows})
     return 0
 
 

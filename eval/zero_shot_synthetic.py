@@ -14,7 +14,6 @@ accuracies, their mean, sd and standard error, and writes zero_shot.json. Sealed
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from diti_sd.benchmarks.synthetic.demo import ZERO_SHOT_PAIRS, DemoConfig, seale
 from diti_sd.benchmarks.synthetic.scoring import coarser_pairs, pair_seeds, scoring_weights, zero_shot_logits
 from diti_sd.benchmarks.synthetic.streams import VALIDATION_STREAMS, SyntheticSeed
 from diti_sd.cli.common import seed_list
+from diti_sd.files import write_json
 from diti_sd.preprocessing import uint8_pixels
 from diti_sd.recipes import load_recipe
 from diti_sd.stats import mean_sd, mean_se
@@ -62,10 +62,10 @@ def main(argv=None):
           f"{mean:.3f} ± {sd:.3f} (SE {se:.3f}; chance {1 / n_classes:.3f})")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "zero_shot.json").write_text(json.dumps(
-        {"task": args.task, "n_classes": n_classes, "stream": args.stream, "per_class": args.per_class,
-         "model": recipe.model, "window": list(window), "pairs": ZERO_SHOT_PAIRS, "seeds": args.seeds,
-         "accuracy": accuracy, "mean": mean, "sd": sd}, indent=2))
+    write_json(out / "zero_shot.json",
+               {"task": args.task, "n_classes": n_classes, "stream": args.stream, "per_class": args.per_class,
+                "model": recipe.model, "window": list(window), "pairs": ZERO_SHOT_PAIRS, "seeds": args.seeds,
+                "accuracy": accuracy, "mean": mean, "sd": sd})
     return accuracy
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from diti_sd.stats import hierarchical_difference, mean_sd
+from diti_sd.stats import beyond_2se, hierarchical_difference, mean_sd, mean_se
 
 
 def test_the_hierarchical_interval_holds_the_seeds_spread():
@@ -40,3 +40,11 @@ def test_claims_use_the_wider_of_the_bootstrap_and_the_seed_level_t_interval():
     assert out["t_high"] - out["t_low"] > out["high"] - out["low"]
     assert out["wide_low"] == min(out["low"], out["t_low"]) and out["wide_high"] == max(out["high"], out["t_high"])
     assert np.isnan(seed_t_interval([0.2])[0])
+
+
+def test_a_gain_counts_only_beyond_two_standard_errors():
+    assert beyond_2se(*mean_se([0.05, 0.06, 0.04, 0.05]))  # steady: far beyond
+    assert not beyond_2se(*mean_se([0.20, -0.15, 0.10, -0.05]))  # as often behind as ahead
+    assert not beyond_2se(0.02, 0.01)  # exactly 2 SE is not beyond
+    assert not beyond_2se(*mean_se([0.3]))  # one seed: no SE, no claim
+    assert not beyond_2se(*mean_se([-0.05, -0.06, -0.04]))  # behind: a loss, not a gain
