@@ -3,8 +3,8 @@
     python eval/swap_artifacts.py --seeds 11-20 --out docs/notes/2026-12-05-swap-artifacts.json
 
 ``eval/swap_accounting.py`` found that the swap costs accuracy of its own, measured on control shots that carry
-no accident (texture task 0.132 at the default blur, 0.044 at half of it; the stripe families about 0.08 to 0.11
-at either width), and left why open. Two readings of the images the adapters are trained on, no fit:
+no accident (its figures: ``docs/notes/2026-12-05-swap-accounting.md``), and left why open. Two readings of the
+images the adapters are trained on, no fit:
 
 - **the base's denoising error** (epsilon MSE under the generic prompt, the scoring window's time-steps, 12
   (t, noise) draws per seed) on the control shots as they are, swapped at each blur (each shot with the same

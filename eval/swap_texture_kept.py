@@ -4,8 +4,8 @@
         --out docs/notes/2026-12-05-swap-texture-kept-texture.json
 
 ``eval/swap_artifacts.py`` found that the swap's composites are equally foreign to the base on every texture
-family at a given blur, while the share of the class texture the swap takes away differs by family (at half the
-default blur about a fifth of the texture task's, a third of the stripes'). This study holds the second fixed: a
+family at a given blur, while the share of the class texture the swap takes away differs by family (its figures:
+``docs/notes/2026-12-05-swap-artifacts.md``). This study holds the second fixed: a
 diagnostic fit in which each swapped shot is its texture-free twin swapped, with the shot's texture added back
 (``bare - blur(bare) + blur(donor) + (shot - bare)``, clipped), so the composite keeps all of the texture at any
 blur and the rest of the swap is unchanged. Only a synthetic benchmark, where the texture is known, allows it. On

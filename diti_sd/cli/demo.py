@@ -21,8 +21,8 @@ def add_arguments(parser):
                              "builtin:tiny-base knows them by name)")
     parser.add_argument("--dataset", default="synthetic", help="the benchmark's recipe (default: synthetic)")
     parser.add_argument("--full", action="store_true",
-                        help="the sealed read: sealed seeds 501-510, 50 test images per split and seed (20-25 "
-                             "minutes on 2 cores)")
+                        help="the sealed read: sealed seeds 501-510, 50 test images per split and seed (about 25 "
+                             "minutes on 2 CPU cores)")
     parser.add_argument("--reason", default=None,
                         help="with --full: what changed since the last read (the ledger keeps it; needed to read "
                              "the sealed seeds again at an unchanged method)")

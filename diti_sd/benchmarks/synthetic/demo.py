@@ -92,8 +92,8 @@ WIDE_OVERRIDES: tuple[str, ...] = ("lora.rank=8", "lora.text_rank=8", "fit.prior
 SWAP_OVERRIDES: tuple[str, ...] = ("fit.coarse_swap=1.0",)
 # 50 test images per split and seed over 10 seeds, the zero-shot row on 8 of the window's pairs as in the
 # short run: about 93,000 UNet calls a seed to score the two adapter sets (the opt-in set adds a fit and about
-# 19,000 calls: 120 images x 5 classes x 32 pairs), a sealed read about half an hour on 2 CPU cores (the read times:
-# docs/benchmarks.md); the seed-to-seed spread, not the images within a seed, dominates the intervals
+# 19,000 calls: 120 images x 5 classes x 32 pairs; each sealed read's time is in docs/benchmarks.md); the
+# seed-to-seed spread, not the images within a seed, dominates the intervals
 FULL = {"seeds": list(SEALED_SEEDS), "test_per_class": 10, "zero_shot_pairs": ZERO_SHOT_PAIRS}
 # what a seed's saved figures hold: a saved seed of another version is run again (2: the opt-in set on every
 # pair, and the shots' coarse-shortcut check; 3: the rows on the validation images that break the accident;
