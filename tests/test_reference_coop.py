@@ -4,6 +4,7 @@ docs/reference-parity.md, "CoOp and Diffusion Classifier"."""
 import random
 from collections import defaultdict
 
+import numpy as np
 import pytest
 from fakes import make_fake_fgvc, write_tif_split
 
@@ -74,3 +75,13 @@ def test_a_short_class_gives_all_it_has_without_drawing_as_dassls(shuffled):
     random.seed(5)
     expected = _dassl_fewshot(short.labels, 4)
     assert sample_per_class(short, 4, random.Random(5), at_most=True) == expected
+
+
+def test_the_eval_reports_spread_over_seeds_is_coops_np_std():
+    # CoOp's parse_test_res.py prints mean +- np.std over the seeds' accuracies: ddof 0, not the sample sd
+    from diti_sd.evaluation.report import seed_summary
+
+    row = seed_summary([0.5, 0.6, 0.9])
+    assert row["n"] == 3 and row["mean"] == pytest.approx(2 / 3)
+    assert row["std"] == pytest.approx(np.sqrt(((0.5 - 2 / 3) ** 2 + (0.6 - 2 / 3) ** 2 + (0.9 - 2 / 3) ** 2) / 3))
+    assert row["std"] != pytest.approx(np.std([0.5, 0.6, 0.9], ddof=1))

@@ -16,6 +16,12 @@ from .cost import cost_markdown, cost_table, pareto_fronts, plot_cost, prefilter
 METRIC_NAMES = {"accuracy": "Top-1 accuracy", "macro-f1": "Macro-averaged F1"}
 
 
+def seed_summary(values) -> dict:
+    """Mean and spread over seeds as CoOp reports them (``parse_test_res.py``: ``np.std``, ddof 0, over its three
+    seeds), so a table here reads as the reference's ± does; the synthetic benchmark's own tables use ddof 1."""
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
+
+
 def write_eval_report(folder: str | Path, runs: list[dict], config: dict, recipe, test, validation: str,
                       speed: str | None = None) -> dict:
     """Summarise the finished runs (one per method, shots and seed) into the report folder; returns the report.
@@ -27,8 +33,7 @@ def write_eval_report(folder: str | Path, runs: list[dict], config: dict, recipe
     table: dict = {}
     for r in runs:
         table.setdefault(r["method"], {}).setdefault(r["shots"], []).append(r.get("score", r["accuracy"]))
-    summary = {m: {str(k): {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
-                   for k, v in sorted(by.items())} for m, by in table.items()}
+    summary = {m: {str(k): seed_summary(v) for k, v in sorted(by.items())} for m, by in table.items()}
     report = {"config": config, "recipe": recipe.to_dict(), "results": summary, "validation": validation,
               "calibration": calibration_summary(runs), "score_choice": choice_summary(runs),
               "cost": cost_table(runs, read_speed(speed)), "prefilter": prefilter_summary(runs),
@@ -69,8 +74,7 @@ def calibration_summary(runs: list[dict]) -> dict:
         cal = [r["calibration"] for r in mine if r["shots"] == top]
         bins = {k: np.sum([c["bins"][k] for c in cal], 0).tolist() for k in ("count", "confidence", "correct")}
         out[method] = {"shots": top, "runs": len(cal), "source": cal[0]["source"],
-                       **{k: {"mean": float(np.mean([c[k] for c in cal])), "std": float(np.std([c[k] for c in cal]))}
-                          for k in ("nll", "nll_at_1", "ece")},
+                       **{k: seed_summary([c[k] for c in cal]) for k in ("nll", "nll_at_1", "ece")},
                        "temperature_median": float(np.median([c["temperature"] for c in cal])), "bins": bins}
     return out
 
