@@ -21,6 +21,8 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from .timesteps import signal_to_noise
+
 # a Gaussian of sigma s passes half the amplitude of frequency f where s * f is this
 HALF_AMPLITUDE = math.sqrt(math.log(2) / (2 * math.pi ** 2))
 BINS = 12  # radial frequency bins
@@ -63,7 +65,7 @@ def premise_cutoff(latents: torch.Tensor, alpha_bar: float, latent_factor: int, 
     that passes half the amplitude there, in pixels of the images (``latent_factor`` pixels a latent cell) and as
     a fraction of their shorter ``side`` (``sigma_fraction``, as ``fit.coarse_sigma`` counts it)."""
     freqs, power = radial_power(latents)
-    snr = power * alpha_bar / (1 - alpha_bar)
+    snr = power * signal_to_noise(alpha_bar)
     f = crossing(freqs, snr)
     sigma_px = HALF_AMPLITUDE / f * latent_factor
     # at an end of the measured frequencies the number is set by the latents' size, not by the shots

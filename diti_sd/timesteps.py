@@ -11,6 +11,11 @@ from .errors import ConfigError
 from .seeding import torch_generator
 
 
+def signal_to_noise(alpha_bar):
+    """The signal's power over the noise's in x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) noise: alpha_bar / (1 -
+    alpha_bar) (a float, an array or a tensor)."""
+    return alpha_bar / (1 - alpha_bar)
+
 def even_grid(size: int, t_min: int, t_max: int) -> list[int]:
     """The reference's grid of ``size`` time-steps over [t_min, t_max): with L = t_max - t_min, t_min + (L // size
     // 2) + i (L // size), i < size (Diffusion Classifier's ``start = T // max_n // 2``, step ``T // max_n``,

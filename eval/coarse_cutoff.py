@@ -25,6 +25,7 @@ from diti_sd.coarse_cutoff import premise_cutoff, window_end
 from diti_sd.files import atomic_write
 from diti_sd.recipes import load_recipe
 from diti_sd.stats import mean_sd
+from diti_sd.timesteps import signal_to_noise
 
 _spec = importlib.util.spec_from_file_location("shortcut_strength",
                                                Path(__file__).with_name("shortcut_strength.py"))
@@ -48,7 +49,7 @@ def main(argv=None) -> dict:
     alpha_bar = float(backbone.alphas_cumprod("cpu")[window_end(recipe.score)])
     out = {"what": __doc__.splitlines()[0], "seeds": args.seeds, "shots": args.shots, "t_max": recipe.score.t_max,
            "alpha_bar": alpha_bar, "recipe_sigma_fraction": recipe.fit.coarse_sigma, "variants": {}}
-    print(f"window's last time-step {window_end(recipe.score)}: signal-to-noise {alpha_bar / (1 - alpha_bar):.2f}; "
+    print(f"window's last time-step {window_end(recipe.score)}: signal-to-noise {signal_to_noise(alpha_bar):.2f}; "
           f"fit.coarse_sigma {recipe.fit.coarse_sigma:g} of the side")
     for n in (int(v) for v in args.classes.split(",")):
         task, n_classes = ("texture", None) if n == 5 else ("many", n)

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..backbone import add_noise
 from ..files import atomic_write, file_digest
+from ..timesteps import signal_to_noise
 from .config import GRADIENT_MODES, EncoderError, EncoderRecipe, load_encoder_recipe
 from .ddpm import DDPM, load_ddpm
 from .layout import SubsetLayout
@@ -176,7 +177,7 @@ class DiTiEncoder(nn.Module):
             codes.append(z)
         if mode in ("stop_grad", "dual"):
             codes.append(torch.where(self.layout.current(t), z, z.detach()))
-        snr = abar.view(-1) / (1 - abar.view(-1))
+        snr = signal_to_noise(abar.view(-1))
         weight = snr.pow(self.recipe.train.snr_power) / (1 + snr)
         with torch.no_grad():  # the frozen DDPM's prediction is the same for every code: run it once
             base = self.unet(x_t, t).sample
