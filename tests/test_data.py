@@ -20,7 +20,7 @@ from diti_sd.data import (
     make_kshot_split,
 )
 from diti_sd.data.images import load_image
-from diti_sd.errors import ConfigError
+from diti_sd.errors import ConfigError, MissingFileError
 
 
 def test_fgvc_reader_follows_the_official_files(fake_fgvc):
@@ -276,3 +276,21 @@ def test_the_fit_knows_which_preparation_its_images_were_read_with(tmp_path):
     assert read_preparation(view) == "tif-duke" and read_preparation(ImageSequence(view.data.subset([]))) == "tif-duke"
     assert read_preparation([tmp_path / "a.png", str(tmp_path / "a.png")]) == ""
     assert read_preparation([Image.new("RGB", (4, 6))]) is None and read_preparation([tmp_path / "a.png", None]) is None
+
+
+def test_refusals_of_a_users_folders_and_splits_name_the_fix(tmp_path):
+    import argparse
+    import json
+
+    from diti_sd.cli.common import seed_list
+
+    with pytest.raises(MissingFileError, match="does not exist; pass the folder that holds one sub-folder"):
+        load_image_folder(tmp_path / "nowhere")
+    (tmp_path / "birds" / "wren").mkdir(parents=True)
+    with pytest.raises(MissingFileError, match="holds no images .*; add its images or remove the folder"):
+        load_image_folder(tmp_path / "birds")
+    with pytest.raises(argparse.ArgumentTypeError, match="runs backwards; write it as 11-20"):
+        seed_list("20-11")
+    (tmp_path / "old.json").write_text(json.dumps({"format_version": 0}))
+    with pytest.raises(ConfigError, match="sample the split again"):
+        KShotSplit.load(tmp_path / "old.json")

@@ -143,7 +143,7 @@ def seed_list(text: str) -> list[int]:
         first = _number(lo, int, None, "an integer")
         last = _number(hi, int, None, "an integer") if dash else first
         if last < first:
-            raise argparse.ArgumentTypeError(f"the range {item!r} runs backwards")
+            raise argparse.ArgumentTypeError(f"the range {item!r} runs backwards; write it as {last}-{first}")
         return list(range(first, last + 1))
 
     return [s for part in _list(text, parse, "11-20 or 1,2,5-8") for s in part]

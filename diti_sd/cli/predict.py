@@ -195,7 +195,7 @@ def run(args):
     inputs = expand_with_ids(args.images)
     paths = [path for path, _ in inputs]
     if not paths:
-        raise CLIError("no images found in the given paths")
+        raise CLIError("no images found in the given paths; pass image files (.jpg, .png, ...) or folders holding them")
     # every image's mask file found before any image is read; each checked against its image before the model loads
     mask_files = find_masks(args.masks, [i for _, i in inputs], "images") if args.masks else None
     rows, good, images = [], [], []

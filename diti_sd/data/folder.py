@@ -17,7 +17,8 @@ def load_image_folder(root: str | os.PathLike, split: str | None = None) -> Labe
     """
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise MissingFileError(f"image folder {root} does not exist")
+        raise MissingFileError(f"image folder {root} does not exist; pass the folder that holds one sub-folder of "
+                               "images per class")
     base = root / split if split and (root / split).is_dir() else root
     class_dirs = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
@@ -26,7 +27,8 @@ def load_image_folder(root: str | os.PathLike, split: str | None = None) -> Labe
     for label, folder in enumerate(class_dirs):
         files = list_images(folder)
         if not files:
-            raise MissingFileError(f"class folder {folder} holds no images (.jpg, .png ...)")
+            raise MissingFileError(f"class folder {folder} holds no images (.jpg, .png ...); add its images or remove "
+                                   "the folder")
         for path in files:
             images.append(path)
             labels.append(label)

@@ -53,7 +53,8 @@ def _official(root: Path, split: str, seed: int) -> LabeledImages:
         for n, row in enumerate(csv.DictReader(f), 2):
             values = [float(row[c]) for c in ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC")]
             if values.count(1.0) != 1:
-                raise ArchiveError(f"{truth}:{n}: {row['image']} has no single diagnosis among the 8 classes")
+                raise ArchiveError(f"{truth}:{n}: {row['image']} has no single diagnosis among the 8 classes; is "
+                                   "this ISIC 2019's training ground truth? Download it again")
             pools[values.index(1.0)].append(row["image"])
     images, labels = [], []
     for label, names in enumerate(pools):

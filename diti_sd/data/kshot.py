@@ -66,18 +66,21 @@ class KShotSplit:
     def load(cls, path: str | os.PathLike) -> KShotSplit:
         data = json.loads(Path(path).read_text())
         if data.get("format_version") != FORMAT_VERSION:
-            raise ConfigError(f"{path}: unsupported split format {data.get('format_version')}")
+            raise ConfigError(f"{path}: split format {data.get('format_version')} is not this version's "
+                              f"({FORMAT_VERSION}); sample the split again (diti-sd fit --shots K without --split)")
         return cls(**data)
 
     def select(self, data: LabeledImages, which: str = "train") -> LabeledImages:
         """The images of this split found in ``data`` (the full train or val set), in split order."""
         if list(data.classnames) != list(self.classnames):
-            raise ConfigError(f"split was made for other classes than this data set's ({self.dataset})")
+            raise ConfigError(f"the split was made for other classes than this data set's ({self.dataset}); pass the "
+                              "data set it was drawn from, or sample a new split (without --split)")
         wanted = self.train_ids if which == "train" else self.val_ids
         position = {image_id: i for i, image_id in enumerate(data.ids)}
         missing = [i for i in wanted if i not in position]
         if missing:
-            raise MissingEntryError(f"{len(missing)} image(s) of the split are not in the data set, e.g. {missing[:3]}")
+            raise MissingEntryError(f"{len(missing)} image(s) of the split are not in the data set, e.g. "
+                                    f"{missing[:3]}; point --data-root at the data set the split was drawn from")
         return data.subset(position[i] for i in wanted)
 
 

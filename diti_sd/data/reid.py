@@ -103,5 +103,6 @@ def load_veri(root: str | os.PathLike, split: str = "train",
     query = _by_identity(list_images(folder / "image_query"))
     strangers = sorted(set(query) - set(gallery))
     if strangers:
-        raise ArchiveError(f"{folder}/image_query holds identities absent from image_test (e.g. {strangers[:3]})")
+        raise ArchiveError(f"{folder}/image_query holds identities absent from image_test (e.g. {strangers[:3]}); "
+                           "extract the official VeRi-776 archive again")
     return _images(split, sorted(gallery), gallery, query, "car {}", prepare)
