@@ -210,7 +210,8 @@ def _edit(args):
     x = uint8_to_float(torch.stack([pixels[i] for i in range(len(files))])).to(device)
     subsets = parse_subsets(args.subsets, model.layout.k) if args.subsets else None
     if args.attribute is None:
-        grid = interpolate_subsets(model, x[0::2], x[1::2], subsets, args.frames, args.ddim_steps)
+        grid = interpolate_subsets(model, x[0::2], x[1::2], subsets, args.frames, args.ddim_steps,
+                                   progress=not args.no_progress)
         columns = args.frames + 2
     else:
         data = _data_config(args, model.recipe)
@@ -218,7 +219,7 @@ def _edit(args):
                                 model.image_size)
         direction = attribute_direction(model, train, args.attribute, num_workers=args.num_workers,
                                         progress=not args.no_progress)
-        grid = move_along(model, x, direction, args.strengths, subsets, args.ddim_steps)
+        grid = move_along(model, x, direction, args.strengths, subsets, args.ddim_steps, progress=not args.no_progress)
         columns = len(args.strengths) + 1
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     save_grid(grid, columns, args.out)

@@ -7,6 +7,7 @@ encoder left to x_T) is kept; only what the edited subsets of z encode changes.
 from __future__ import annotations
 
 import torch
+from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 
@@ -52,25 +53,31 @@ def ddim_decode(model, x_T: torch.Tensor, z: torch.Tensor, steps: int = 100) -> 
 
 @torch.no_grad()
 def interpolate_subsets(model, a: torch.Tensor, b: torch.Tensor, subsets: list[int], n: int = 5,
-                        steps: int = 100) -> torch.Tensor:
+                        steps: int = 100, progress: bool = False) -> torch.Tensor:
     """Rows per image pair: a, then a's decode with the chosen subsets of z moved from a's to b's
-    in ``n`` even steps (the first is a's reconstruction), then b. Images in [-1, 1], (rows*(n+2), C, H, W)."""
+    in ``n`` even steps (the first is a's reconstruction), then b. Images in [-1, 1], (rows*(n+2), C, H, W).
+    ``progress``: a bar over the DDIM passes (the inversion, then one decode per frame)."""
     keep = model.layout.dims_of(subsets).to(a.device)
     z_a, z_b = model.encode(a), model.encode(b)
+    bar = tqdm(total=n + 1, desc="DDIM passes", disable=not progress, leave=False)
     x_T = ddim_invert(model, a, z_a, steps)
+    bar.update()
     frames = []
     for alpha in torch.linspace(0, 1, n).tolist():
         z = torch.where(keep, (1 - alpha) * z_a + alpha * z_b, z_a)
         frames.append(ddim_decode(model, x_T, z, steps))
+        bar.update()
+    bar.close()
     rows = [torch.stack([a[i], *(f[i] for f in frames), b[i]]) for i in range(len(a))]
     return torch.cat(rows)
 
 
 @torch.no_grad()
 def move_along(model, x: torch.Tensor, direction: torch.Tensor, strengths: list[float],
-               subsets: list[int] | None = None, steps: int = 100) -> torch.Tensor:
+               subsets: list[int] | None = None, steps: int = 100, progress: bool = False) -> torch.Tensor:
     """Rows per image: the image, then decodes of z + s * direction for each s. ``direction`` is scaled
-    so that s is the change of the linear attribute classifier's logit (restricted to ``subsets``)."""
+    so that s is the change of the linear attribute classifier's logit (restricted to ``subsets``). ``progress``: a
+    bar over the DDIM passes."""
     d = direction.to(x.device, torch.float32).clone()
     if subsets is not None:
         d = d * model.layout.dims_of(subsets).to(x.device)
@@ -78,8 +85,14 @@ def move_along(model, x: torch.Tensor, direction: torch.Tensor, strengths: list[
         raise ConfigError("the attribute direction is zero on the chosen subsets; pick other subsets")
     d = d / d.pow(2).sum()
     z = model.encode(x)
+    bar = tqdm(total=len(strengths) + 1, desc="DDIM passes", disable=not progress, leave=False)
     x_T = ddim_invert(model, x, z, steps)
-    frames = [ddim_decode(model, x_T, z + s * d, steps) for s in strengths]
+    bar.update()
+    frames = []
+    for s in strengths:
+        frames.append(ddim_decode(model, x_T, z + s * d, steps))
+        bar.update()
+    bar.close()
     return torch.cat([torch.stack([x[i], *(f[i] for f in frames)]) for i in range(len(x))])
 
 

@@ -58,7 +58,7 @@ def run_probe(model, train, test, out, num_workers: int = 0, progress: bool = Tr
     transfer = None
     if cfg.transfer_pairs > 0:
         values = subset_transfer(model, test, probe, stage_groups(model.layout), cfg.transfer_pairs,
-                                 cfg.transfer_steps)
+                                 cfg.transfer_steps, progress=progress)
         transfer = {name: dict(zip(train.names, v)) for name, v in values.items()}
     report = {
         "encoder": str(getattr(model, "manifest", {}).get("ddpm", "")),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..preprocessing import uint8_to_float
 from ..seeding import torch_generator
@@ -34,16 +35,17 @@ def _pairs(column: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.nda
 
 @torch.no_grad()
 def subset_transfer(model, data, probe, groups: list[tuple[str, list[int]]], pairs: int = 16, steps: int = 50,
-                    seed: int = 0) -> dict[str, list[float]]:
+                    seed: int = 0, progress: bool = False) -> dict[str, list[float]]:
     """Transfer per attribute (columns of ``data.attributes``) for each named group of subsets, plus
-    ``all of z`` (every dimension swapped). ``probe`` is a probe on all of z (``fit_probe``'s result)."""
+    ``all of z`` (every dimension swapped). ``probe`` is a probe on all of z (``fit_probe``'s result).
+    ``progress``: a bar over the attributes (each decodes its pairs once per group, and once unswapped)."""
     y = data.require_attributes("the transfer measure")
     rng = np.random.default_rng(seed)
     dataset = AttributedDataset.from_config(data, model.image_size, model.recipe.data)
     device = model.device
     groups = [*groups, ("all of z", list(range(model.layout.k)))]
     results: dict[str, list[float]] = {name: [] for name, _ in groups}
-    for col in range(y.shape[1]):
+    for col in tqdm(range(y.shape[1]), desc="subset transfer", unit="attribute", disable=not progress, leave=False):
         i, j = _pairs(y[:, col], pairs, rng)
         if len(i) == 0:
             for name in results:
