@@ -15,6 +15,7 @@ initial weights, goes to granularity.json for reference); findings are in docs/e
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import torch
 
 from diti_sd.encoder import DiTiEncoder, fit_encoder, load_ddpm, load_encoder_recipe
 from diti_sd.encoder.granular import make_granular
+from diti_sd.encoder.model import MANIFEST as ENCODER_MANIFEST
 from diti_sd.encoder.report import run_probe
 from diti_sd.files import write_json
 
@@ -51,6 +53,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="reports/encoder-granularity")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="long runs (tens of thousands of steps) want a GPU")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a killed run in the same --out with the same arguments: a finished seed's "
+                             "encoder and probe are read back, an interrupted fit continues from its checkpoint")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
@@ -60,11 +65,18 @@ def main(argv=None) -> int:
     overrides = list(args.overrides) + ([f"probe.transfer_pairs={args.pairs}"] if args.pairs is not None else [])
     reports = []
     for seed in args.seeds:
-        recipe = load_encoder_recipe(args.dataset, [*overrides, f"train.seed={seed}"])
-        torch.manual_seed(seed)
-        model = DiTiEncoder(recipe, ddpm).to(args.device)
-        fit_encoder(model, train, out / f"seed{seed}", steps=args.steps, progress=not args.no_progress)
-        reports.append(run_probe(model, train, test, out / f"seed{seed}" / "probe", progress=False))
+        folder = out / f"seed{seed}"
+        if args.resume and (folder / "probe" / "probe.json").is_file():
+            reports.append(json.loads((folder / "probe" / "probe.json").read_text()))
+            continue
+        if args.resume and (folder / ENCODER_MANIFEST).is_file():  # fitted; killed in its probe
+            model = DiTiEncoder.from_pretrained(folder, ddpm, device=args.device)
+        else:
+            recipe = load_encoder_recipe(args.dataset, [*overrides, f"train.seed={seed}"])
+            torch.manual_seed(seed)
+            model = DiTiEncoder(recipe, ddpm).to(args.device)
+            fit_encoder(model, train, folder, steps=args.steps, progress=not args.no_progress, resume=args.resume)
+        reports.append(run_probe(model, train, test, folder / "probe", progress=False))
     names = train.names
     summary = {
         "transfer": mean_std([r["transfer"] for r in reports], names),

@@ -14,10 +14,16 @@ from diti_sd.errors import ConfigError
 
 def test_encoder_granularity_reports_the_swap_transfer_per_stage(tmp_path, capsys):
     script = _script("encoder_granularity")
-    assert script.main(["--seeds", "0", "--steps", "3", "--train-images", "64", "--test-images", "48",
-                        "--pairs", "2", "--device", "cpu", "--out", str(tmp_path), "--no-progress",
-                        "--set", "probe.steps=5", "--set", "probe.transfer_steps=4"]) == 0
+    args = ["--seeds", "0", "--steps", "3", "--train-images", "64", "--test-images", "48", "--pairs", "2",
+            "--device", "cpu", "--out", str(tmp_path), "--no-progress", "--set", "probe.steps=5",
+            "--set", "probe.transfer_steps=4"]
+    assert script.main(args) == 0
     report = json.loads((tmp_path / "granularity.json").read_text())
+    # --resume reads a finished seed back (its probe, or its encoder when killed in the probe) to the same summary
+    (tmp_path / "seed0" / "probe" / "probe.json").unlink()
+    assert script.main([*args, "--resume"]) == 0
+    assert script.main([*args, "--resume"]) == 0
+    assert json.loads((tmp_path / "granularity.json").read_text()) == report
     transfer = report["summary"]["transfer"]
     assert set(transfer) == {"t 0-600", "t 600-1000", "all of z"}
     for values in transfer.values():
