@@ -47,6 +47,8 @@ class Backbone:
     resolution: int = 512
     # a torch.compile'd UNet used by predict() when set (scoring); training always runs the plain one
     compiled_unet: object = None
+    # what a classifier asked load_backbone for (model and settings), so that a refit asking the same reuses it
+    loaded_with: object = None
 
     # ----------------------------------------------------------------- properties
     @property

@@ -124,11 +124,11 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
         """The base model as these parameters ask for it; the fitted one again when they ask for the same."""
         request = dict(device=self.device, dtype=self.dtype, attention=self.attention, resolution=recipe.resolution,
                        gpu_dtype=recipe.gpu_dtype)
-        key, loaded = getattr(self, "_loaded_backbone", (None, None))
-        if loaded is not None and loaded is getattr(self, "backbone_", None) and key == (recipe.model, request):
-            return loaded
+        previous = getattr(self, "backbone_", None)
+        if previous is not None and previous.loaded_with == (recipe.model, request):
+            return previous
         backbone = load_backbone(recipe.model, progress=self.progress, **request)
-        self._loaded_backbone = ((recipe.model, request), backbone)
+        backbone.loaded_with = (recipe.model, request)  # on the base itself: a failed fit's is not kept
         return backbone
 
     # ----------------------------------------------------------------- fit

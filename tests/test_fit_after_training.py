@@ -148,3 +148,26 @@ def test_a_later_fit_into_the_folder_on_other_images_is_refused_on_resume(tiny_m
     with pytest.raises(ConfigError, match="made by a fit with other data"):
         clf().fit(other, y, output_dir=tmp_path, resume=True)
     assert clf().fit(X, y, output_dir=tmp_path, resume=True).fit_summary_["resumed_from"] > 0  # the same images
+
+
+def test_a_checkpoint_written_before_the_pixels_and_losses_were_kept_still_resumes(tiny_model_dir, tmp_path):
+    from diti_sd import DiTiFewShotClassifier
+
+    def clf():
+        return DiTiFewShotClassifier(model=str(tiny_model_dir), recipe="tiny", progress=False,
+                                     overrides={"fit.prior_images": 2, "fit.prior_sample_steps": 2})
+
+    def stop_at_five(iteration, loss):
+        if iteration == 5:
+            raise KeyboardInterrupt
+
+    X, y = color_images(12, seed=5)  # 4 shots: 6 steps in the tiny recipe, a checkpoint every 3
+    whole = clf().fit(X, y).adapters_.lora_state_dict()
+    with pytest.raises(KeyboardInterrupt):
+        clf().fit(X, y, output_dir=tmp_path, callback=stop_at_five)
+    state = tmp_path / "checkpoint" / "state.json"
+    old = {k: v for k, v in json.loads(state.read_text()).items() if k not in ("pixels", "losses")}
+    state.write_text(json.dumps(old))  # as an earlier version wrote it
+    resumed = clf().fit(X, y, output_dir=tmp_path, resume=True)
+    assert resumed.fit_summary_["resumed_from"] == 3 and len(resumed.loss_curve_) == 3  # the losses after it only
+    assert all(torch.allclose(v, whole[k], atol=1e-6) for k, v in resumed.adapters_.lora_state_dict().items())

@@ -67,7 +67,7 @@ class KShotSplit:
         data = json.loads(Path(path).read_text())
         if data.get("format_version") != FORMAT_VERSION:
             raise ConfigError(f"{path}: split format {data.get('format_version')} is not this version's "
-                              f"({FORMAT_VERSION}); sample the split again (diti-sd fit --shots K without --split)")
+                              f"({FORMAT_VERSION}); sample the split again with this version")
         return cls(**data)
 
     def select(self, data: LabeledImages, which: str = "train") -> LabeledImages:

@@ -163,10 +163,10 @@ def fit_adapters(
         backbone.unet.enable_gradient_checkpointing()
     backbone.unet.train()
 
+    folder = Path(checkpoint_dir) / checkpoint_name if checkpoint_dir else None
     # what a checkpoint must match to be resumed into this fit
     identity = {"signature": fit_signature(cfg, steps, seed, classes, data, adapters, rescale_after),
-                "pixels": pixels_digest(data)}
-    folder = Path(checkpoint_dir) / checkpoint_name if checkpoint_dir else None
+                "pixels": None if folder is None else pixels_digest(data)}  # no checkpoint: nothing to match
     stop = HeldOutStop(backbone, adapters, held, data.prompts, cfg, seed, classes, score_scales) if held else None
     stop_at = set(checks(steps, cfg.early_stop_every)) if stop else set()
     start, losses = 0, []
