@@ -218,7 +218,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
             rest = [i for i in range(len(y)) if i not in set(plan.probe)]
             self._fit_adapters(recipe, backbone, as_image_sequence([X[i] for i in rest]), [y[i] for i in rest],
                                classes, shots, None if output_dir is None else Path(output_dir) / work_folders.PROBE,
-                               resume, None, prior_images, prior_dir=output_dir, warn=True, keep_checkpoint=True,
+                               resume, None, prior_images, prior_dir=output_dir, warn=True,
                                masks=None if masks is None else [masks[i] for i in rest])
             self.choose_scoring([X[i] for i in plan.probe], [y[i] for i in plan.probe], calibrate=False,
                                 source=f"one held-out image per class ({len(plan.probe)}), chosen on a fit of the "
@@ -226,8 +226,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
                                 masks=None if not object_cells else [masks[i] for i in plan.probe])
             choice = self.score_choice_
         self._fit_adapters(recipe, backbone, X, y, classes, shots, output_dir, resume, callback, prior_images,
-                           prior_dir=output_dir, warn=not plan.probe, validation=val,
-                           keep_checkpoint=True, masks=masks)
+                           prior_dir=output_dir, warn=not plan.probe, validation=val, masks=masks)
         if recipe.fit.coarse_swap_auto:
             self._choose_coarse_swap(recipe, backbone, X, y, classes, shots, output_dir, resume, prior_images, val,
                                      masks)
@@ -260,7 +259,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
         return self
 
     def _fit_adapters(self, recipe, backbone, X, y, classes, shots, output_dir, resume, callback, prior_images,
-                      prior_dir=None, warn=False, validation=None, keep_checkpoint=False, masks=None):
+                      prior_dir=None, warn=False, validation=None, masks=None):
         """Adapters for ``classes`` on images X (settings of ``shots`` per class); sets the fitted state.
         ``warn``: give the coarse-shortcut warning (before the training it concerns), with what the
         ``validation`` images (X, y) say of it."""
@@ -271,7 +270,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
         fitted = fit_classes(backbone, recipe, X, y, classes, shots, seed=self.random_state, output_dir=output_dir,
                              resume=resume, callback=callback, prior_images=prior_images, prior_dir=prior_dir,
                              validation=validation, warn=warn, progress=self.progress, stacklevel=3,
-                             keep_checkpoint=keep_checkpoint, masks=masks)
+                             keep_checkpoint=True, masks=masks)  # until the set is saved (work_folders)
         self._set_fitted(backbone, fitted.adapters, classes, fitted.prompts, fitted.tokens, fitted.recipe,
                          shots=shots, n_train=len(X), fit_summary=fitted.summary, loss_curve=fitted.loss_curve,
                          temperature=1.0, tif_d=fitted.tif_d)

@@ -82,7 +82,7 @@ class SwapChoiceMixin:
         swap_recipe = load_recipe(recipe, ["fit.coarse_swap=1.0", *done])
         # each fit's checkpoint stays until the set is saved: a run killed before then reloads both sets
         self._fit_adapters(swap_recipe, backbone, X, y, classes, shots, swap_dir, resume, None, prior_images,
-                           prior_dir=output_dir, validation=val, keep_checkpoint=True, masks=masks)
+                           prior_dir=output_dir, validation=val, masks=masks)
         with_swap, more = self._accuracy_and_calls(images, labels, cells)
         record = swap_choice_record(first, without, with_swap, unet_calls=calls + more,
                                     unet_samples=self.fit_summary_["unet_samples"])

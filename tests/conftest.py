@@ -57,3 +57,17 @@ def swaps(monkeypatch):
 
     monkeypatch.setattr(loop, "coarse_swap", recording)
     return calls
+
+
+@pytest.fixture(scope="session")
+def folder(tmp_path_factory):
+    """An image folder of 9 flat-colour 32-px images, 3 classes (``train/<class>/<i>.png``), for the commands'
+    kill-and-resume tests."""
+    from torchvision.utils import save_image
+
+    root = tmp_path_factory.mktemp("color-folder")
+    images, labels = color_images(9, seed=7, size=32)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        (root / "train" / label).mkdir(parents=True, exist_ok=True)
+        save_image(image, root / "train" / label / f"{i}.png")
+    return root

@@ -34,16 +34,6 @@ FAST = ["--set", "fit.prior_images=2", "--set", "fit.prior_sample_steps=2", "--s
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("faults")
-    images, labels = color_images(9, seed=7, size=32)
-    for i, (image, label) in enumerate(zip(images, labels)):
-        (root / "train" / label).mkdir(parents=True, exist_ok=True)
-        save_image(image, root / "train" / label / f"{i}.png")
-    return root
-
-
-@pytest.fixture(scope="module")
 def masks(folder, tmp_path_factory):
     """An object mask per image of ``folder`` (a square at a place of its own), named as the image is under its
     root."""

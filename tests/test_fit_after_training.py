@@ -16,7 +16,6 @@ import pytest
 import torch
 from helpers import color_images
 from safetensors.torch import load_file
-from torchvision.utils import save_image
 
 from diti_sd.cli import main
 from diti_sd.work_folders import finished_set, remove_working_folders, working_folders
@@ -41,16 +40,6 @@ else:
     setattr(DiTiFewShotClassifier, {"temperature": "fit_temperature", "window choice": "choose_scoring"}[phase], die)
 sys.exit(main(sys.argv[2:]))
 """
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("after-training")
-    images, labels = color_images(9, seed=7, size=32)
-    for i, (image, label) in enumerate(zip(images, labels)):
-        (root / "train" / label).mkdir(parents=True, exist_ok=True)
-        save_image(image, root / "train" / label / f"{i}.png")
-    return root
 
 
 def _summary(capsys) -> dict:
