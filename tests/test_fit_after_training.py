@@ -160,3 +160,54 @@ def test_a_checkpoint_written_before_the_pixels_and_losses_were_kept_still_resum
     resumed = clf().fit(X, y, output_dir=tmp_path, resume=True)
     assert resumed.fit_summary_["resumed_from"] == 3 and len(resumed.loss_curve_) == 3  # the losses after it only
     assert all(torch.allclose(v, whole[k], atol=1e-6) for k, v in resumed.adapters_.lora_state_dict().items())
+
+
+_PROBE_ROUTE = """
+import json, os, signal, sys
+import diti_sd.training.classes as classes
+from helpers import color_images
+from diti_sd import DiTiFewShotClassifier
+
+model, out, kill = sys.argv[1], sys.argv[2], sys.argv[3] == "kill"
+resumed_from, real = [], classes.fit_adapters
+
+def recorded(*args, **kwargs):
+    summary = real(*args, **kwargs)
+    resumed_from.append(summary["resumed_from"])
+    return summary
+
+classes.fit_adapters = recorded
+if kill:  # the probe fit is trained; killed as its held-out images are about to be scored
+    DiTiFewShotClassifier.choose_scoring = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+clf = DiTiFewShotClassifier(model=model, recipe="tiny", score_window="auto", validation_budget=None, auto_refit=True,
+                            progress=False, overrides={"score.auto_pairs": 6, "fit.prior_images": 2,
+                                                       "fit.prior_sample_steps": 2})
+X, y = color_images(9, seed=5)  # 3 shots per class: one held out for the probe fit
+clf.fit(X, y, output_dir=out, resume=True)
+clf.save_pretrained(out)
+print(json.dumps({"resumed_from": resumed_from, "choice": clf.score_choice_["name"]}))
+"""
+
+
+def test_auto_refits_probe_fit_killed_after_its_training_is_not_trained_again(tiny_model_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+
+    def run(out: Path, kill: bool) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", _PROBE_ROUTE, str(tiny_model_dir), str(out), str(kill and "kill")],
+                              capture_output=True, text=True, env=env)
+
+    whole = run(tmp_path / "whole", False)
+    assert whole.returncode == 0, whole.stderr
+    killed = run(tmp_path / "killed", True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    probe = json.loads((tmp_path / "killed" / "auto-probe" / "checkpoint" / "state.json").read_text())
+    resumed = run(tmp_path / "killed", False)
+    assert resumed.returncode == 0, resumed.stderr
+    unbroken, again = json.loads(whole.stdout.splitlines()[-1]), json.loads(resumed.stdout.splitlines()[-1])
+    # the probe fit loaded from its kept checkpoint, the final fit trained as in the unbroken run, the same choice
+    assert unbroken["resumed_from"] == [0, 0] and again["resumed_from"] == [probe["iteration"], 0]
+    assert again["choice"] == unbroken["choice"] and probe["iteration"] > 0
+    a = load_file(str(tmp_path / "whole" / "adapters.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "adapters.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert working_folders(tmp_path / "killed") == []
