@@ -189,7 +189,8 @@ def test_no_progress_silences_the_libraries_bars_for_that_run_only(tiny_model_di
     (["predict", "--adapters", "a", "x.png", "--out", "p.csv"], "images already scored (in p.csv.scores/)"),
     (["predict", "--adapters", "a", "x.png"], "nothing was kept: pass --out (or --cache-dir)"),
     (["eval", "--dataset", "tiny", "--data-root", "d", "--out", "r"], "finished runs in r/runs/"),
-    (["train-base", "--out", "m"], "train-base does not resume"),
+    (["train-base", "--out", "m"], "rerun the same command with --resume to continue from the last checkpoint in m"),
+    (["train-base", "--out", "m", "--checkpoint-every", "0"], "rerun it to start again, with --checkpoint-every"),
     (["sample", "--adapters", "a", "--out", "s.png"], "keeps nothing of an interrupted run"),
 ], ids=lambda v: v[0] if isinstance(v, list) else None)
 def test_ctrl_c_names_the_way_on_that_exists_for_the_command(argv, hint, monkeypatch, capsys):

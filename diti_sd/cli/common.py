@@ -52,15 +52,17 @@ def add_attention_mask_arguments(parser, group, images: str) -> None:
                         help="with --attention-masks: keep the masks as read, not shrunk by half a latent cell")
 
 
-def check_model_out(out) -> None:
+def check_model_out(out, working: tuple[str, ...] = ()) -> None:
     """One line, before any work, where ``--out`` holds something other than a model folder: a written model is swapped
-    in whole (``files.atomic_folder``: a killed run leaves the old folder or the new one), which would drop the rest."""
+    in whole (``files.atomic_folder``: a killed run leaves the old folder or the new one), which would drop the rest.
+    ``working``: the names of the command's own work folders (its checkpoint), which the model's swap takes away."""
     from pathlib import Path
 
     from . import CLIError
 
     path = Path(out)
-    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / "model_index.json").is_file())):
+    if path.exists() and (not path.is_dir() or (any(p.name not in working for p in path.iterdir())
+                                                 and not (path / "model_index.json").is_file())):
         raise CLIError(f"--out {out} holds something other than a model folder, which writing the model would "
                        "replace whole; pass a new or empty folder, or a model folder to overwrite")
 

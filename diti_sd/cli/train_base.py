@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from .common import add_runtime_arguments, check_model_out
+from . import CLIError
+from .common import add_runtime_arguments, check_model_out, non_negative_int
 
 EXAMPLE = """example:
   diti-sd train-base --recipe recipes/base/tiny-base.yaml --out diti_sd/assets/tiny-base"""
@@ -13,19 +14,32 @@ EXAMPLE = """example:
 def add_arguments(parser):
     parser.add_argument("--recipe", default=None, help="base-model recipe YAML (default: recipes/base/tiny-base.yaml)")
     parser.add_argument("--out", required=True, help="folder to write (diffusers layout)")
+    parser.add_argument("--checkpoint-every", type=non_negative_int, default=200,
+                        help="steps between checkpoints in OUT/checkpoint (0: none; default: 200)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT/checkpoint")
     # the shipped model was trained on a CPU; another device trains a numerically different one
     add_runtime_arguments(parser, precision=False, device="cpu")
 
 
 def resume_hint(args) -> str:
-    return f"train-base does not resume: rerun it to start again (a model already in {args.out} is intact)"
+    if not args.checkpoint_every:
+        return f"rerun it to start again, with --checkpoint-every to resume later (a model already in {args.out} is " \
+               "intact)"
+    return f"rerun the same command with --resume to continue from the last checkpoint in {args.out}"
 
 
 def run(args):
+    from ..benchmarks.synthetic.base_checkpoint import CHECKPOINT, interrupted_at
+
+    check_model_out(args.out, working=(CHECKPOINT,))  # the trained model replaces the folder whole
+    at = interrupted_at(args.out)
+    if at and not args.resume:
+        raise CLIError(f"{args.out} holds an interrupted train-base (stopped at {at}); pass --resume to continue it, "
+                       f"or delete {args.out}/{CHECKPOINT} to start again")
     from ..benchmarks.synthetic.base_model import load_base_recipe, train_base_model
     from ..recipes import RECIPE_DIR
 
     recipe = load_base_recipe(args.recipe or RECIPE_DIR / "base" / "tiny-base.yaml")
-    check_model_out(args.out)  # the trained model replaces the folder whole
-    print(json.dumps(train_base_model(recipe, args.out, device=args.device, progress=not args.no_progress)))
+    print(json.dumps(train_base_model(recipe, args.out, device=args.device, progress=not args.no_progress,
+                                      checkpoint_every=args.checkpoint_every, resume=args.resume)))
     return 0

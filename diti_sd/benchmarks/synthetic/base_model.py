@@ -24,18 +24,21 @@ from tqdm.auto import tqdm
 from ...constraints import POSITIVE, Each, Interval, Options
 from ...errors import ConfigError
 from ...seeding import torch_generator
+from .base_checkpoint import StageCheckpoints
 
 
 def train_vae(backbone, pixels: torch.Tensor, steps: int, batch_size: int = 16, lr: float = 1e-3,
-              kl_weight: float = 1e-6, seed: int = 0, progress: bool = True) -> list[float]:
-    """Fit the VAE to reconstruct ``pixels`` (N, 3, H, W) in [-1, 1]; sets scaling_factor from the data."""
+              kl_weight: float = 1e-6, seed: int = 0, progress: bool = True, keep=None) -> list[float]:
+    """Fit the VAE to reconstruct ``pixels`` (N, 3, H, W) in [-1, 1]; sets scaling_factor from the data.
+    ``keep`` (a :class:`StageCheckpoints`) continues from its checkpoint and writes new ones."""
     vae = backbone.vae
     vae.requires_grad_(True)
     vae.train()
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     g = torch_generator(seed)
-    losses = []
-    for _ in tqdm(range(steps), desc="train VAE", disable=not progress, leave=False):
+    losses = keep.restore("vae", backbone, opt, None, g) if keep else []
+    for step in tqdm(range(len(losses), steps), initial=len(losses), total=steps, desc="train VAE",
+                     disable=not progress, leave=False):
         idx = torch.randint(len(pixels), (batch_size,), generator=g)
         x = pixels[idx].to(backbone.device, vae.dtype)
         posterior = vae.encode(x).latent_dist
@@ -46,6 +49,8 @@ def train_vae(backbone, pixels: torch.Tensor, steps: int, batch_size: int = 16, 
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
+        if keep:
+            keep.step("vae", step + 1, steps, backbone, opt, None, g)
     vae.eval()
     vae.requires_grad_(False)
     with torch.no_grad():
@@ -58,9 +63,10 @@ def train_vae(backbone, pixels: torch.Tensor, steps: int, batch_size: int = 16, 
 
 def train_unet(backbone, pixels: torch.Tensor, prompt: str, steps: int, batch_size: int = 32, lr: float = 1e-3,
                seed: int = 0, progress: bool = True, latents: torch.Tensor | None = None,
-               captions: list[str] | None = None, caption_dropout: float = 0.0) -> list[float]:
+               captions: list[str] | None = None, caption_dropout: float = 0.0, keep=None) -> list[float]:
     """Train the UNet (all weights) to denoise the images' latents, t ~ U[0, T), under ``prompt``, or
-    under each image's caption in ``captions`` with ``prompt`` for a ``caption_dropout`` share of samples."""
+    under each image's caption in ``captions`` with ``prompt`` for a ``caption_dropout`` share of samples.
+    ``keep`` (a :class:`StageCheckpoints`) continues from its checkpoint and writes new ones."""
     unet = backbone.unet
     if latents is None:
         latents = torch.cat([backbone.encode_images(pixels[i : i + 64]) for i in range(0, len(pixels), 64)])
@@ -75,9 +81,10 @@ def train_unet(backbone, pixels: torch.Tensor, prompt: str, steps: int, batch_si
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     g = torch_generator(seed)
-    losses = []
-    bar = tqdm(range(steps), desc="train UNet", disable=not progress, leave=False)
-    for _ in bar:
+    losses = keep.restore("unet", backbone, opt, sched, g) if keep else []
+    bar = tqdm(range(len(losses), steps), initial=len(losses), total=steps, desc="train UNet", disable=not progress,
+               leave=False)
+    for step in bar:
         idx = torch.randint(len(latents), (batch_size,), generator=g)
         x0 = latents[idx].to(backbone.device)
         noise = torch.randn(x0.shape, generator=g).to(x0.device, x0.dtype)
@@ -94,6 +101,8 @@ def train_unet(backbone, pixels: torch.Tensor, prompt: str, steps: int, batch_si
         sched.step()
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if keep:
+            keep.step("unet", step + 1, steps, backbone, opt, sched, g)
     unet.eval()
     unet.requires_grad_(False)
     return losses
@@ -156,8 +165,12 @@ def kept_vae(source: str, config):
     return vae.requires_grad_(False).eval()
 
 
-def train_base_model(recipe: BaseRecipe, out: str | os.PathLike, device: str = "cpu", progress: bool = True) -> dict:
-    """Build a tiny SD, train its VAE then its UNet on the synthetic domain, save it in diffusers layout."""
+def train_base_model(recipe: BaseRecipe, out: str | os.PathLike, device: str = "cpu", progress: bool = True,
+                     checkpoint_every: int = 200, resume: bool = False) -> dict:
+    """Build a tiny SD, train its VAE then its UNet on the synthetic domain, save it in diffusers layout.
+
+    Every ``checkpoint_every`` steps (0: never) the run's state goes to ``<out>/checkpoint``; ``resume`` continues
+    from it, to the model an unbroken run saves (the same draws, on the same device)."""
     from ...testing.tiny import build_tiny_backbone
     from .data import SyntheticSpec, attribute_caption, make_split
 
@@ -172,18 +185,20 @@ def train_base_model(recipe: BaseRecipe, out: str | os.PathLike, device: str = "
                                    block_out_channels=tuple(recipe.block_out_channels))
     backbone.model_id = "tiny-base"
     backbone.to(device)
+    keep = StageCheckpoints(out, {"recipe": dataclasses.asdict(recipe), "device": str(device)}, checkpoint_every,
+                            resume)
     if recipe.vae_from:
         backbone.vae = kept_vae(recipe.vae_from, backbone.vae.config).to(device)
         vae_losses = []
     else:
         vae_losses = train_vae(backbone, pixels, recipe.vae_steps, recipe.vae_batch, recipe.vae_lr, seed=recipe.seed,
-                               progress=progress)
+                               progress=progress, keep=keep)
     captions = None
     if recipe.captions == "attributes":
         captions = [attribute_caption(image, label, spec) for image, label in zip(generic.images, generic.labels)]
     unet_losses = train_unet(backbone, pixels, recipe.prompt, recipe.unet_steps, recipe.unet_batch, recipe.unet_lr,
                              seed=recipe.seed, progress=progress, captions=captions,
-                             caption_dropout=recipe.caption_dropout)
+                             caption_dropout=recipe.caption_dropout, keep=keep)
     from ...files import atomic_folder
 
     def write(tmp: Path) -> None:
@@ -194,4 +209,4 @@ def train_base_model(recipe: BaseRecipe, out: str | os.PathLike, device: str = "
     tail = max(1, len(unet_losses) // 20)
     return {"out": str(out), "seconds": round(time.time() - start, 1),
             "vae_loss": sum(vae_losses[-tail:]) / tail if vae_losses else None,
-            "unet_loss": sum(unet_losses[-tail:]) / tail}
+            "unet_loss": sum(unet_losses[-tail:]) / tail, "resumed_from": keep.resumed_from}

@@ -1,0 +1,105 @@
+"""``diti-sd train-base`` killed at any stage resumes to the model an unbroken run saves, bit for bit. Each kill is
+a real SIGKILL, sent by the process to itself at the named call."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from diti_sd.cli import main
+
+RECIPE = ("resolution: 16\nlatent_factor: 2\nn_images: 20\nvae_steps: 5\nvae_batch: 4\nunet_steps: 5\nunet_batch: 4\n"
+          "captions: attributes\n")
+ARGS = ["train-base", "--checkpoint-every", "2", "--no-progress"]
+
+# dies at the n-th call of the named function (1-based), before it runs
+_KILLED_AT = """
+import os, signal, sys
+import diti_sd.files, diti_sd.training.checkpoint
+from diti_sd.cli import main
+
+module = {"save_checkpoint": diti_sd.training.checkpoint, "atomic_folder": diti_sd.files}[sys.argv[1]]
+original, calls = getattr(module, sys.argv[1]), []
+
+def counted(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(*args, **kwargs)
+
+setattr(module, sys.argv[1], counted)
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def _summary(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def _files(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def unbroken(tmp_path_factory) -> tuple[Path, dict]:
+    """The recipe, the model of a run never killed and its summary."""
+    root = tmp_path_factory.mktemp("unbroken")
+    (root / "base.yaml").write_text(RECIPE)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([*ARGS, "--recipe", str(root / "base.yaml"), "--out", str(root / "whole")]) == 0
+    return root, json.loads(printed.getvalue().strip().splitlines()[-1])
+
+
+# with 5 steps a stage and a checkpoint every 2, the saves come at vae 2, 4, 5 and unet 2, 4, 5; the model's
+# save (atomic_folder, where the package imports it on each call) after the UNet's last step
+@pytest.mark.parametrize("at, call, stopped, resumed", [
+    ("save_checkpoint", 2, "vae step 2 of 5", {"vae": 2, "unet": 0}),  # killed at the VAE's step 4
+    ("save_checkpoint", 5, "unet step 2 of 5", {"vae": 5, "unet": 2}),  # killed inside the UNet's training
+    ("atomic_folder", 1, "unet step 5 of 5", {"vae": 5, "unet": 5}),  # killed in the save: nothing trained again
+])
+def test_a_killed_train_base_resumes_to_the_unbroken_runs_model(unbroken, tmp_path, capsys, at, call, stopped,
+                                                                 resumed):
+    root, whole = unbroken
+    args = [*ARGS, "--recipe", str(root / "base.yaml")]
+    out = tmp_path / "killed"
+    killed = subprocess.run([sys.executable, "-c", _KILLED_AT, at, str(call), *args, "--out", str(out)],
+                            capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert main([*args, "--out", str(out)]) == 2  # not started again over the checkpoint unasked
+    assert f"holds an interrupted train-base (stopped at {stopped}); pass --resume" in capsys.readouterr().err
+    assert main([*args, "--out", str(out), "--resume"]) == 0
+    again = _summary(capsys)
+    assert again["resumed_from"] == resumed
+    assert {k: again[k] for k in ("vae_loss", "unet_loss")} == {k: whole[k] for k in ("vae_loss", "unet_loss")}
+    assert _files(out) == _files(root / "whole")  # the same weights, configs and recipe; no checkpoint left
+    assert [p.name for p in tmp_path.iterdir()] == ["killed"]  # nothing left beside it
+
+
+def test_a_checkpoint_of_another_recipe_is_not_resumed(tmp_path, capsys):
+    recipe = tmp_path / "base.yaml"
+    recipe.write_text(RECIPE)
+    out = tmp_path / "m"
+    args = [*ARGS, "--recipe", str(recipe), "--out", str(out)]
+    killed = subprocess.run([sys.executable, "-c", _KILLED_AT, "save_checkpoint", "2", *args], capture_output=True,
+                            text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    recipe.write_text(RECIPE.replace("unet_steps: 5", "unet_steps: 6"))
+    assert main([*args, "--resume"]) == 2
+    assert "was made by another recipe or device; rerun with the same --recipe" in capsys.readouterr().err
+    assert (out / "checkpoint" / "state.json").is_file()  # kept: the user may still resume it with its recipe
+
+
+def test_checkpoints_leave_the_model_as_a_run_without_them_makes(unbroken, tmp_path, capsys):
+    # the shipped models were trained without checkpoints; writing them draws nothing and changes no state
+    root, _ = unbroken
+    argv = ["train-base", "--checkpoint-every", "0", "--no-progress", "--recipe", str(root / "base.yaml")]
+    assert main([*argv, "--out", str(tmp_path / "m")]) == 0
+    assert _files(tmp_path / "m") == _files(root / "whole")
