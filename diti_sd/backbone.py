@@ -226,6 +226,28 @@ def default_device() -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def resolve_device(device=None) -> torch.device:
+    """``device`` as torch reads it (None: :func:`default_device`); a name torch does not know, or a GPU this machine
+    does not have, is a :class:`BackboneError` naming the fix before anything loads."""
+    if device is None:
+        return default_device()
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise BackboneError(f"device {device!r} is not one torch knows; pass cpu, cuda, cuda:1 or mps") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise BackboneError(f"device {device!r}: this machine has no CUDA GPU that torch can use; pass cpu, or "
+                                "leave the device unset to take a GPU where there is one")
+        if resolved.index is not None and resolved.index >= count:
+            raise BackboneError(f"device {device!r}: this machine has {count} CUDA GPU(s), cuda:0 to "
+                                f"cuda:{count - 1}; pass one of them")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise BackboneError(f"device {device!r}: MPS is not available here; pass cpu")
+    return resolved
+
+
 def default_dtype(device: torch.device) -> torch.dtype:
     """fp32 on CPU (half precision is slow and lossy there); bf16 on GPUs that have it, else fp16."""
     if device.type != "cuda":
@@ -309,7 +331,7 @@ def load_backbone(
             f"model {str(model)!r} is neither an existing folder nor a hub id like "
             "'stabilityai/stable-diffusion-2-base'"
         )
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     if dtype is None and device.type == "cuda":
         dtype = gpu_dtype
     dtype = _as_dtype(dtype) or default_dtype(device)

@@ -403,7 +403,7 @@ def test_predict_prepares_each_image_as_the_adapters_data_set_was(tmp_path, monk
     seen.clear()
     query = str(tmp_path / "query.jpg")
     assert main(["predict", "--adapters", str(fitted["duke"]), query, "--out", str(tmp_path)]) == 2
-    assert f"--out {tmp_path} is a folder; pass the CSV file" in capsys.readouterr().err and seen == []
+    assert f"--out {tmp_path} is a folder; pass the file to write, e.g." in capsys.readouterr().err and seen == []
     # a name that is no preparation: one line, before any image is read
     seen.clear()
     assert main(["predict", "--adapters", str(fitted["duke"]), str(tmp_path / "query.jpg"), "--prepare", "jpeg"]) == 2

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
+import re
+from pathlib import Path
 
 from ..errors import DitiError
 
@@ -23,7 +26,8 @@ def add_runtime_arguments(parser, *, precision: bool = True, workers: bool = Fal
     where a Stable Diffusion base runs (``precision``); ``--num-workers`` where images are decoded in a
     DataLoader (``workers``). ``device`` is the default (None: cuda if available)."""
     default = "cuda if available" if device is None else device
-    parser.add_argument("--device", default=device, help=f"cpu, cuda, cuda:1 ... (default: {default})")
+    parser.add_argument("--device", default=device, type=device_name,
+                        help=f"cpu, cuda, cuda:1 ... (default: {default})")
     if precision:
         parser.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"],
                             help="base model precision (default: fp32 on CPU; on a GPU the recipe's gpu_dtype)")
@@ -56,10 +60,7 @@ def check_model_out(out, working: tuple[str, ...] = ()) -> None:
     """One line, before any work, where ``--out`` holds something other than a model folder: a written model is swapped
     in whole (``files.atomic_folder``: a killed run leaves the old folder or the new one), which would drop the rest.
     ``working``: the names of the command's own work folders (its checkpoint), which the model's swap takes away."""
-    from pathlib import Path
-
-    from . import CLIError
-
+    check_out_folder(out)
     path = Path(out)
     if path.exists() and (not path.is_dir() or (any(p.name not in working for p in path.iterdir())
                                                  and not (path / "model_index.json").is_file())):
@@ -71,7 +72,6 @@ def saved_manifest(folder) -> dict:
     """An adapter set's ``manifest.json`` as written, read before torch or the model loads, for checks of the user's
     input against it; {} where it cannot be read (loading the set then says what is wrong with it)."""
     import json
-    from pathlib import Path
 
     try:
         manifest = json.loads((Path(folder) / "manifest.json").read_text())
@@ -102,6 +102,48 @@ def _number(text: str, kind, minimum, what: str):
         raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
     if minimum is not None and value < minimum:
         raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def device_name(text: str) -> str:
+    """A device torch names (cpu, cuda, cuda:1, mps, ...), read at parsing; whether this machine has it is asked
+    where torch loads (:func:`diti_sd.backbone.resolve_device`)."""
+    if not re.fullmatch(r"(cpu|cuda|mps|xpu|hpu|xla|mtia|meta)(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"expected a device such as cpu, cuda, cuda:1 or mps, got {text!r}")
+    return text
+
+
+def _blocked(path) -> Path | None:
+    """The nearest existing folder above ``path`` when that is a file instead (nothing can be written there)."""
+    for parent in Path(path).absolute().parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def check_out_file(path, flag: str = "--out", example: str = "out.png") -> None:
+    """One line, before any work, where the file ``path`` cannot be written: it is a folder, or a file stands where
+    a folder of its path should be (else the error would come after the work, at the write)."""
+    if Path(path).is_dir():
+        raise CLIError(f"{flag} {path} is a folder; pass the file to write, e.g. {Path(path) / example}")
+    blocked = _blocked(path)
+    if blocked is not None:
+        raise CLIError(f"{flag} {path} cannot be written: {blocked} is a file, not a folder; pass another path")
+
+
+def check_out_folder(path, flag: str = "--out") -> None:
+    """One line, before any work, where the folder ``path`` cannot be made: it is a file, or lies under one."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise CLIError(f"{flag} {path} is a file; pass a folder (a new one is made)")
+    blocked = _blocked(path)
+    if blocked is not None:
+        raise CLIError(f"{flag} {path} cannot be made: {blocked} is a file, not a folder; pass another path")
+
+
+def finite_float(text: str) -> float:
+    value = _number(text, float, None, "a number")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
 
 

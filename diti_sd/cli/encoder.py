@@ -9,6 +9,8 @@ from pathlib import Path
 from .common import (
     add_runtime_arguments,
     check_model_out,
+    check_out_file,
+    check_out_folder,
     float_list,
     non_negative_int,
     positive_int,
@@ -37,6 +39,7 @@ def add_arguments(parser):
                           "reference's values, e.g. the batch, leaves its set-up)")
     fit.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the recipe's)")
     fit.add_argument("--resume", action="store_true", help="continue an interrupted fit in --out")
+    fit.add_argument("--overwrite", action="store_true", help="fit again over an encoder already in --out")
     add_runtime_arguments(fit, precision=False, workers=True)
 
     probe = sub.add_parser("probe", help="linear probes on z: AP per attribute, overall and per time-step stage",
@@ -100,12 +103,22 @@ def _data_arguments(parser, required: bool):
 
 
 def _device(name):
-    import torch
+    from ..backbone import default_device, resolve_device
 
-    from ..backbone import default_device
-
+    device = resolve_device(name)  # a device this machine lacks: one line
     # a bare "cuda" under a multi-process launcher means this process's GPU, as the default does
-    return torch.device(name) if name and name != "cuda" else default_device()
+    return default_device() if name == "cuda" else device
+
+
+def _saved_subsets(folder) -> int | None:
+    """How many subsets the encoder saved in ``folder`` has, read from its manifest; None where it cannot be read
+    (loading the encoder then says why)."""
+    from ..encoder.model import MANIFEST
+
+    try:
+        return len(json.loads((Path(folder) / MANIFEST).read_text())["subsets"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _data_config(args, recipe):
@@ -129,10 +142,20 @@ def _fit(args):
     from ..distributed import is_main
     from ..encoder import DiTiEncoder, fit_encoder, load_ddpm, load_encoder_recipe
     from ..encoder.data import load_attributed
-    from ..encoder.train import check_batch_split
+    from ..encoder.model import MANIFEST
+    from ..encoder.train import CHECKPOINT, check_batch_split
+    from . import CLIError
 
     recipe = load_encoder_recipe(args.dataset, args.overrides)
     check_batch_split(recipe.train)  # before the DDPM loads
+    check_out_folder(args.out)
+    out = Path(args.out)
+    if (out / MANIFEST).is_file() and not (out / CHECKPOINT / "state.json").is_file():  # a finished fit
+        if args.resume:
+            print(f"{out} already holds a fitted encoder; --resume continues only an interrupted fit")
+            return 0
+        if not args.overwrite:
+            raise CLIError(f"{out} already holds a fitted encoder; pass --overwrite to fit it again, or another --out")
 
     def load(size: int):  # the size is the built-in toy's image side (the DDPM's); other data sets ignore it
         return load_attributed(recipe.data.kind, args.data_root, recipe.data.train_split, recipe.data.image_column,
@@ -153,10 +176,11 @@ def _fit(args):
 
 def _probe(args):
     from ..encoder import DiTiEncoder, load_encoder_recipe, run_probe
-    from ..encoder.data import load_attributed
+    from ..encoder.data import check_root, load_attributed
     from ..encoder.model import RECIPE
     from . import CLIError
 
+    check_out_folder(args.out or Path(args.encoder) / "probe")  # the report is written after every probe
     saved = Path(args.encoder) / RECIPE
     if saved.is_file():  # the probe's settings read before the encoder and its DDPM load (else the load says why)
         recipe = load_encoder_recipe(saved)
@@ -164,6 +188,7 @@ def _probe(args):
         if (args.method or recipe.probe.method) == "reference" and data.val_split is None:
             raise CLIError("probe.method reference needs validation images: give the data a val_split, or "
                            "pass --method lbfgs")
+        check_root(data.kind, args.data_root)
     model = DiTiEncoder.from_pretrained(args.encoder, ddpm=args.ddpm, device=_device(args.device))
     cfg, data = model.recipe, _data_config(args, model.recipe)
     train = load_attributed(data.kind, args.data_root, cfg.probe.train_split or data.train_split, data.image_column,
@@ -188,6 +213,7 @@ def _probe(args):
 def _edit(args):
     import torch
 
+    from ..data.images import load_image
     from ..encoder import DiTiEncoder, attribute_direction, interpolate_subsets, move_along, save_grid
     from ..encoder.attributed import AttributedDataset, AttributedImages
     from ..encoder.data import load_attributed
@@ -203,6 +229,13 @@ def _edit(args):
         raise CLIError(f"{len(missing)} of the images given are no files (e.g. {missing[0]}); check the paths")
     if args.attribute is None and len(files) % 2:
         raise CLIError(f"--subsets swaps between pairs: pass an even number of images, got {len(files)}")
+    check_out_file(args.out, example="edit.png")  # the grid is written after every DDIM pass
+    # what can be read before the encoder and its DDPM load: the images, the subsets against the saved layout
+    for path in files:
+        load_image(path)
+    k = _saved_subsets(args.encoder)
+    if args.subsets and k is not None:
+        parse_subsets(args.subsets, k)
     device = _device(args.device)
     model = DiTiEncoder.from_pretrained(args.encoder, ddpm=args.ddpm, device=device)
     pixels = AttributedDataset.from_config(AttributedImages(files, None, [], [str(p) for p in files]),
@@ -233,10 +266,11 @@ def _train_ddpm(args):
     from ..encoder import load_encoder_recipe
     from ..encoder.attributed import AttributedDataset
     from ..encoder.data import load_attributed
-    from ..encoder.ddpm import build_ddpm, save_ddpm, train_ddpm
+    from ..encoder.ddpm import build_ddpm, check_ddpm_shape, save_ddpm, train_ddpm
     from ..files import atomic_folder
 
     check_model_out(args.out)  # the trained DDPM replaces the folder whole, after the training
+    check_ddpm_shape(args.size, args.channels)  # before the images are read
     device = _device(args.device)
     data_cfg = load_encoder_recipe(args.dataset).data
     data = load_attributed(data_cfg.kind, args.data_root, data_cfg.train_split, data_cfg.image_column,

@@ -62,7 +62,9 @@ def resume_hint(args) -> str:
 
 def run(args):
     from ..evaluation.config import EvalConfig
+    from .common import check_out_folder
 
+    check_out_folder(args.out)  # the report folder, made once the data is read
     cfg = EvalConfig(
         dataset=args.dataset, data_root=args.data_root, report=args.out, shots=args.shots, seeds=args.seeds,
         methods=args.methods, adapters_dir=args.adapters_dir,

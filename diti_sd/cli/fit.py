@@ -92,8 +92,10 @@ def run(args):
     from ..recipes import load_recipe
     from ..work_folders import finished_set
     from . import CLIError
+    from .common import check_out_folder
 
     recipe = load_recipe(args.dataset, args.overrides)  # a bad value fails here, before torch loads
+    check_out_folder(args.out)
     shots = args.shots or [None]
     if args.split and len(shots) > 1:
         raise CLIError("--split reuses one saved split; pass a single --shots value with it (or none)")

@@ -176,12 +176,13 @@ def run(args):
     from ..hub import resolve_adapter_set
     from ..metrics import softmax
     from . import CLIError
-    from .common import attention_masks_from
+    from .common import attention_masks_from, check_out_file, check_out_folder, saved_manifest
 
     check_preparation(args.prepare)  # before anything is read or downloaded
-    if args.out and Path(args.out).is_dir():  # the CSV is written after every image is scored
-        raise CLIError(f"--out {args.out} is a folder; pass the CSV file to write, e.g. "
-                       f"{Path(args.out) / 'predictions.csv'}")
+    if args.out:  # the CSV is written after every image is scored
+        check_out_file(args.out, example="predictions.csv")
+    if args.cache_dir:
+        check_out_folder(args.cache_dir, "--cache-dir")
     attention = attention_masks_from(args)
     folder = resolve_adapter_set(args.adapters)  # a Hub id downloads the set alone, not the base model
     cells = scored_cells(folder)
@@ -207,6 +208,10 @@ def run(args):
         except ImageReadError as err:
             rows.append({"path": str(path), "error": str(err)})
             print(f"skipping {path}: {err}", file=sys.stderr)
+    if not images and saved_manifest(folder):  # nothing to score: said before the model loads (a folder that is
+        # no adapter set is said first, by the load)
+        raise CLIError(f"none of the {len(rows)} images could be read (e.g. {rows[0]['path']}: {rows[0]['error']}); "
+                       "check the paths")
     if mask_files is not None:
         check_mask_files([mask_files[i] for i in good], [paths[i] for i in good], prepare)
     clf = DiTiFewShotClassifier.from_pretrained(folder, model=args.model, device=args.device, dtype=args.dtype,

@@ -9,13 +9,13 @@ EXAMPLE = """example:
 
 
 def add_arguments(parser):
-    from .common import add_runtime_arguments, positive_int
+    from .common import add_runtime_arguments, finite_float, positive_int
 
     parser.add_argument("--adapters", required=True, help="adapter set folder written by `diti-sd fit`")
     parser.add_argument("--classes", nargs="*", default=None, help="class names (default: the first 8)")
     parser.add_argument("--n", type=positive_int, default=4, help="images per class")
     parser.add_argument("--steps", type=positive_int, default=50, help="DDIM steps")
-    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--guidance", type=finite_float, default=7.5, help="classifier-free guidance scale")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default=None, help="where the base model is now, if it moved")
     parser.add_argument("--out", required=True, help="PNG file for the grid")
@@ -52,9 +52,18 @@ def run(args):
     from torchvision.utils import make_grid, save_image
 
     from ..classifier import DiTiFewShotClassifier
+    from ..constraints import T_STEPS
     from ..files import atomic_write
     from ..hub import resolve_adapter_set
+    from . import CLIError
+    from .common import check_out_file
 
+    check_out_file(args.out, example="samples.png")
+    if args.classes == []:
+        raise CLIError("--classes names no class; pass class names, or leave --classes out for the first 8")
+    if args.steps > T_STEPS:
+        raise CLIError(f"--steps {args.steps}: DDIM takes at most the {T_STEPS} time-steps the base was trained "
+                       "on; pass fewer (50 is usual)")
     folder = resolve_adapter_set(args.adapters)  # a Hub id downloads the set alone, not the base model
     check_classes(folder, args.classes)
     clf = DiTiFewShotClassifier.from_pretrained(folder, model=args.model, device=args.device, dtype=args.dtype,

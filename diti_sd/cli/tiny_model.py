@@ -8,10 +8,12 @@ EXAMPLE = """example:
 
 
 def add_arguments(parser):
+    from .common import positive_int
+
     parser.add_argument("--out", required=True, help="folder to write (diffusers layout)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prediction-type", choices=["epsilon", "v_prediction"], default="epsilon")
-    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--resolution", type=positive_int, default=64, help="image side, a multiple of 8")
 
 
 def run(args):

@@ -146,10 +146,12 @@ def load_attributed_folder(root: str | os.PathLike, split: str = "train", test_f
     ``train``/``test`` are a seeded split of the sorted files (``all``: every file)."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise MissingFileError(f"image folder {root} does not exist")
+        raise MissingFileError(f"image folder {root} does not exist; pass the folder that holds the images "
+                               "(--data-root)")
     files = list_images(root)
     if not files:
-        raise MissingFileError(f"{root} holds no images")
+        raise MissingFileError(f"{root} holds no images (.jpg, .png, ...); pass the folder that holds them "
+                               "(--data-root)")
     names: list[str] = []
     attrs = None
     table = root / "attributes.csv"

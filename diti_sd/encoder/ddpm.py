@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ..backbone import add_noise
 from ..preprocessing import uint8_to_float
 from ..seeding import torch_generator
+from ..training.optim import one_cycle
 from .config import EncoderError
 
 
@@ -70,14 +71,33 @@ def load_ddpm(source: str | os.PathLike, device: str | torch.device = "cpu") -> 
     return DDPM(unet, scheduler, str(source))
 
 
+def _groups(channels) -> int:
+    return min(32, channels[0] // 2)
+
+
+def check_ddpm_shape(sample_size: int, channels) -> None:
+    """A small DDPM's shape that its UNet can take, said before any image is read: GroupNorm's groups (half the
+    first level's channels, at most 32) divide every level's channels, and each level below the first halves a
+    side that stays whole."""
+    groups = _groups(channels)
+    if groups < 1 or any(c % groups for c in channels):
+        raise EncoderError(f"--channels {','.join(map(str, channels))}: every level's channels must be a multiple of "
+                           f"{max(groups, 1)} (half the first level's, at most 32); pass e.g. 16,32 or 32,64")
+    halvings = 2 ** (len(channels) - 1)
+    if sample_size % halvings:
+        raise EncoderError(f"--size {sample_size}: {len(channels)} levels halve the side {len(channels) - 1} "
+                           f"time(s), so it must be a multiple of {halvings}; pass e.g. {halvings * 8}")
+
+
 def build_ddpm(sample_size: int = 16, channels: tuple[int, ...] = (32, 64), seed: int = 0) -> DDPM:
     from diffusers import DDPMScheduler, UNet2DModel
 
+    check_ddpm_shape(sample_size, channels)
     torch.manual_seed(seed)
     unet = UNet2DModel(
         sample_size=sample_size, in_channels=3, out_channels=3, block_out_channels=channels,
         down_block_types=("DownBlock2D",) * len(channels), up_block_types=("UpBlock2D",) * len(channels),
-        layers_per_block=1, norm_num_groups=min(32, channels[0] // 2),
+        layers_per_block=1, norm_num_groups=_groups(channels),
     )
     return DDPM(unet, DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear"), "in-memory")
 
@@ -91,7 +111,7 @@ def train_ddpm(ddpm: DDPM, pixels: torch.Tensor, steps: int, batch_size: int = 6
     abar = sched.alphas_cumprod.to(device)  # float32 in diffusers' schedulers
     unet.requires_grad_(True).train()
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
-    lr_sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    lr_sched = one_cycle(opt, lr, steps)
     g = torch_generator(seed)
     losses = []
     for _ in tqdm(range(steps), desc="train DDPM", disable=not progress, leave=False):

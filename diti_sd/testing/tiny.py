@@ -69,8 +69,12 @@ def build_tiny_backbone(
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    if resolution % latent_factor:
-        raise ConfigError("resolution must be a multiple of latent_factor")
+    if latent_factor < 1 or latent_factor & (latent_factor - 1):
+        raise ConfigError(f"latent_factor {latent_factor} must be a power of two (each VAE level halves the side); "
+                          "pass 1, 2, 4 or 8")
+    if resolution < latent_factor or resolution % latent_factor:
+        raise ConfigError(f"resolution {resolution} must be a multiple of the latent factor {latent_factor}; pass e.g. "
+                          f"{max(1, round(resolution / latent_factor)) * latent_factor}")
     torch.manual_seed(seed)
     n_down = latent_factor.bit_length() - 1
     vae_channels = tuple([16] * (n_down + 1))

@@ -3,7 +3,8 @@
 Every parameter has the class on its first axis. Each class keeps its own step count, so a class
 trained in every other batch follows exactly the trajectory it would follow if trained alone: batches
 may hold any subset of classes, and classes may be sharded across processes, without changing the
-result. Per-class gradient clipping does the same for the clip threshold.
+result. Per-class gradient clipping does the same for the clip threshold. Beside them, the one-cycle schedule the
+tiny base models and the toy DDPM train with.
 """
 
 from __future__ import annotations
@@ -73,3 +74,11 @@ def clip_grad_norm_per_class(params: list[torch.Tensor], max_norm: float, classe
     for g in grads:
         g[idx] = (g[idx].float() * factor.view(-1, *([1] * (g.dim() - 1)))).to(g.dtype)
     return norms
+
+
+def one_cycle(optimizer, max_lr: float, steps: int, warmup: float = 0.1):
+    """torch's one-cycle schedule over ``steps`` with a ``warmup`` share of rising steps (the tiny bases' and the toy
+    DDPM's). torch divides by zero where the warm-up is exactly one step (``warmup * steps == 1``); there it ends
+    half a step later, which leaves every other length's schedule as it was."""
+    share = warmup if warmup * steps != 1 else 1.5 / steps
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=steps, pct_start=share)

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from ...constraints import POSITIVE, Each, Interval, Options
 from ...errors import ConfigError
 from ...seeding import torch_generator
+from ...training.optim import one_cycle
 from .base_checkpoint import StageCheckpoints
 
 
@@ -79,7 +80,7 @@ def train_unet(backbone, pixels: torch.Tensor, prompt: str, steps: int, batch_si
     unet.requires_grad_(True)
     unet.train()
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    sched = one_cycle(opt, lr, steps)
     g = torch_generator(seed)
     losses = keep.restore("unet", backbone, opt, sched, g) if keep else []
     bar = tqdm(range(len(losses), steps), initial=len(losses), total=steps, desc="train UNet", disable=not progress,
@@ -140,6 +141,19 @@ class BaseRecipe:
         "unet_steps": Interval(1), "unet_batch": Interval(1), "unet_lr": POSITIVE,
     }
 
+    def check(self, where: str) -> None:
+        """The domain's keys are :class:`SyntheticSpec`'s (but ``size``: the resolution); the VAE halves the side
+        to the latents' in whole steps. Said when the recipe loads, before any image is drawn."""
+        from ...recipes import from_dict
+        from .data import SyntheticSpec
+
+        if "size" in self.domain:
+            raise ConfigError(f"{where}.domain.size: the images' side is the recipe's resolution; set resolution")
+        from_dict(SyntheticSpec, self.domain, f"{where}.domain")
+        if self.latent_factor & (self.latent_factor - 1) or self.resolution % self.latent_factor:
+            raise ConfigError(f"{where}: latent_factor {self.latent_factor} must be a power of two that divides "
+                              f"resolution {self.resolution}; pass e.g. latent_factor: 2")
+
 
 def load_base_recipe(name_or_path: str | os.PathLike, overrides=None) -> BaseRecipe:
     """A base-model recipe registered in ``recipes/base/`` (``tiny-base``) or a YAML path."""
@@ -171,10 +185,12 @@ def train_base_model(recipe: BaseRecipe, out: str | os.PathLike, device: str = "
 
     Every ``checkpoint_every`` steps (0: never) the run's state goes to ``<out>/checkpoint``; ``resume`` continues
     from it, to the model an unbroken run saves (the same draws, on the same device)."""
+    from ...backbone import resolve_device
     from ...testing.tiny import build_tiny_backbone
     from .data import SyntheticSpec, attribute_caption, make_split
 
     start = time.time()
+    device = resolve_device(device)  # a device this machine lacks is said before any work
     spec = SyntheticSpec(size=recipe.resolution, **recipe.domain)
     n_per_class = max(1, recipe.n_images // spec.n_classes)
     generic = make_split(spec, "generic", n_per_class, recipe.seed)
