@@ -7,7 +7,6 @@ of ``predict_proba``; ``clone``, ``cross_val_score`` and ``GridSearchCV`` work o
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 
@@ -30,13 +29,14 @@ from .preprocessing import uint8_pixels
 from .recipes import Recipe, load_recipe
 from .sampling import SamplingMixin
 from .scoring.auto import no_choice, resolve
-from .scoring.cache import ScoreCache
+from .scoring.cache import ScoreCache, fitted_identity
 from .scoring.cells import cell_weights
 from .scoring.engine import ScoreResult, dense_errors, score_latents
 from .scoring.engine import class_contexts as embed_class_prompts
+from .seeding import check_seed
 from .swap_choice import SwapChoiceMixin
-from .training.classes import fit_classes
-from .validation import ValidationMixin, check_pass_masks, check_validation, fit_work, plan_validation
+from .training.classes import fit_classes, shots_per_class
+from .validation import ValidationMixin, check_budget, check_pass_masks, check_validation, fit_work, plan_validation
 from .zero_shot import ZeroShotMixin
 
 
@@ -155,13 +155,8 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
         training again (:mod:`diti_sd.work_folders`). A new fit forgets the previous one.
         """
         recipe = self.resolved_recipe()  # every parameter checked here, before any work
-        budget = self.validation_budget
-        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
-                                   or not 0 < budget <= 1):
-            raise ConfigError(f"validation_budget must be a share in (0, 1] of the fit's UNet work, or None; "
-                              f"got {budget!r}")
-        if isinstance(self.random_state, bool) or not isinstance(self.random_state, (int, np.integer)):
-            raise ConfigError(f"random_state must be an integer seed (fits repeat from it); got {self.random_state!r}")
+        check_budget(self.validation_budget)
+        check_seed(self.random_state)
         X, y = as_image_sequence(X), list(y)
         if not X:
             raise ConfigError("fit got no images")
@@ -197,13 +192,7 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
             kept = sorted(set(range(len(y))) - set(held))
             X, y = as_image_sequence([X[i] for i in kept]), [y[i] for i in kept]
             masks = masks if masks is None or isinstance(masks, AttentionMasks) else [masks[i] for i in kept]
-        counts = {c: sum(1 for v in y if v == c) for c in classes}
-        short = {c: n for c, n in counts.items() if n < recipe.fit.needed_shots}
-        if short:
-            fix = "turn fit.early_stop_every off" if recipe.fit.needed_shots > recipe.fit.min_shots else \
-                "lower fit.min_shots"
-            raise ConfigError(f"classes with fewer than {recipe.fit.needed_shots} images: {short}; add images or {fix}")
-        shots = min(counts.values())
+        shots = shots_per_class(y, classes, recipe.fit)
 
         backbone = self._load_backbone(recipe)
         kept_in = (lambda name: None) if output_dir is None else (lambda name: Path(output_dir) / name)
@@ -360,7 +349,9 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
         contexts = self.class_contexts()
         if self.compile and self.backbone_.compiled_unet is None:
             self.backbone_.compiled_unet = torch.compile(self.backbone_.unet)
-        cache = None if cache_dir is None else ScoreCache(cache_dir, self._identity(), cfg, self.tif_d_)
+        cache = None if cache_dir is None else ScoreCache(
+            cache_dir, fitted_identity(self.base_fingerprint_, self.prompts_, self.recipe_.lora, self.adapters_),
+            cfg, self.tif_d_)
         parts = []
         bar = tqdm(total=len(latents), desc="predict", unit="img", disable=not self.progress or rank > 0)
         for start in range(0, len(latents), chunk):
@@ -378,15 +369,6 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
         bar.close()
         return ScoreResult(*(gather_rows(np.concatenate([getattr(p, f) for p in parts]), len(X))
                              for f in ("errors", "logits", "unet_calls")))
-
-    def _identity(self) -> str:
-        """A short hash of the fitted state scoring depends on: base model, adapter weights, prompts."""
-        h = hashlib.sha256(f"{self.base_fingerprint_}|{self.prompts_}|{self.recipe_.lora}".encode())
-        for key, tensor in sorted(self.adapters_.lora_state_dict().items()):
-            flat = tensor.reshape(-1)
-            h.update(key.encode())
-            h.update(flat[:: max(1, flat.numel() // 256)][:256].numpy().tobytes())
-        return h.hexdigest()[:20]
 
     def decision_function(self, X, *, masks=None) -> np.ndarray:
         """Ranking logits (n, C), columns in ``classes_`` order; ``masks``: as :meth:`score_images`'."""

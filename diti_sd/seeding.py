@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .errors import ConfigError
+
 PRIMES = (1_000_003, 1_000_033)
 MODULUS = 2**63 - 1
 
@@ -33,6 +35,13 @@ def derive_seed(seed: int, *keys: int) -> int:
     for i, key in enumerate(keys):
         x = x * PRIMES[i % 2] + int(key)
     return x % MODULUS
+
+
+def check_seed(value, name: str = "random_state") -> int:
+    """An integer seed (numpy's too), or a ConfigError: a run repeats only from one."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{name} must be an integer seed (fits repeat from it); got {value!r}")
+    return int(value)
 
 
 def torch_generator(seed: int, *keys: int) -> torch.Generator:

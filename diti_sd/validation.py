@@ -26,6 +26,14 @@ PASS_HOW = ("pass these images' masks (masks=...; fit passes its validation_mask
             "it holds out)")
 
 
+def check_budget(budget) -> None:
+    """``validation_budget``: a share in (0, 1] of the fit's UNet work, or None (no cap)."""
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                               or not 0 < budget <= 1):
+        raise ConfigError(f"validation_budget must be a share in (0, 1] of the fit's UNet work, or None; "
+                          f"got {budget!r}")
+
+
 @dataclass(frozen=True)
 class ValidationPlan:
     """``source``: where auto's window is chosen (one of :data:`SOURCES`; "none" also when there is no auto).

@@ -17,6 +17,17 @@ from ..recipes import ScoreConfig
 from .engine import ScoreResult
 
 
+def fitted_identity(base_fingerprint: str, prompts, lora, adapters) -> str:
+    """A short hash of the fitted state scoring depends on: the base model, the prompts, the LoRA layout and a
+    sample of every adapter weight (a cache is read back only by the state that wrote it)."""
+    h = hashlib.sha256(f"{base_fingerprint}|{prompts}|{lora}".encode())
+    for key, tensor in sorted(adapters.lora_state_dict().items()):
+        flat = tensor.reshape(-1)
+        h.update(key.encode())
+        h.update(flat[:: max(1, flat.numel() // 256)][:256].numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
 class ScoreCache:
     """A chunk's file is named by a hash of what decides its result: ``identity`` (the adapters, the base
     model, the prompts), the score configuration, the chunk's latents and candidate masks. Scoring a

@@ -18,7 +18,7 @@ from .. import work_folders
 from ..coarse import coarse_shortcut, fired, premise_applies, shortcut_warning, validation_breaks
 from ..coarse_cutoff import edge_warning, resolve_coarse_sigma
 from ..distributed import merge_class_shards, shard, world
-from ..errors import CoarseShortcutWarning, DitiWarning
+from ..errors import CoarseShortcutWarning, ConfigError, DitiWarning
 from ..lora.layer import ClassAdapters
 from ..preprocessing import mask_pixels, uint8_pixels
 from ..prompts import choose_tokens, class_prompts
@@ -40,6 +40,17 @@ class FittedClasses:
     # the one the adapters were trained with: coarse_swap 1 where fit.coarse_swap_premise applied, coarse_sigma
     # resolved where it was auto
     recipe: Recipe
+
+
+def shots_per_class(y, classes, fit) -> int:
+    """The shots of the class with fewest images, or a ConfigError naming each class short of ``fit``'s
+    ``needed_shots`` (the held-out image of early stopping included) and the fix."""
+    counts = {c: sum(1 for v in y if v == c) for c in classes}
+    short = {c: n for c, n in counts.items() if n < fit.needed_shots}
+    if short:
+        fix = "turn fit.early_stop_every off" if fit.needed_shots > fit.min_shots else "lower fit.min_shots"
+        raise ConfigError(f"classes with fewer than {fit.needed_shots} images: {short}; add images or {fix}")
+    return min(counts.values())
 
 
 def fit_classes(backbone, recipe: Recipe, X, y, classes: np.ndarray, shots: int, *, seed, output_dir=None,
