@@ -3,7 +3,6 @@ import json
 import re
 
 import pytest
-import torch
 from helpers import color_images
 from torchvision.utils import save_image
 
@@ -225,38 +224,6 @@ def test_fit_with_several_shots_writes_one_set_each_and_resume_keeps_finished_on
     assert "already fitted" in capsys.readouterr().out
     assert (out / "1shot" / "adapters.safetensors").stat().st_mtime_ns == finished
     assert (out / "2shot" / "manifest.json").is_file()
-
-
-def test_train_base_writes_a_loadable_model_and_its_recipe(tmp_path, capsys):
-    from diti_sd.backbone import load_backbone
-
-    recipe = tmp_path / "base.yaml"
-    recipe.write_text("resolution: 16\nlatent_factor: 2\nn_images: 20\nvae_steps: 2\nvae_batch: 4\n"
-                      "unet_steps: 2\nunet_batch: 4\ncaptions: attributes\n")
-    out = tmp_path / "base"
-    assert main(["train-base", "--recipe", str(recipe), "--out", str(out), "--no-progress"]) == 0
-    backbone = load_backbone(str(out), device="cpu")
-    saved = (out / "base_recipe.yaml").read_text()
-    assert backbone.resolution == 16 and "unet_steps: 2" in saved and "captions: attributes" in saved
-    first = backbone.fingerprint()
-    recipe.write_text(recipe.read_text().replace("unet_steps: 2", "unet_steps: 3"))
-    assert main(["train-base", "--recipe", str(recipe), "--out", str(out), "--no-progress"]) == 0  # replaced whole
-    assert load_backbone(str(out), device="cpu").fingerprint() != first
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "base.yaml"]
-    # vae_from keeps another base's VAE as it is and trains only the UNet
-    # (a VAE trained here would differ: one more step than the one kept)
-    recipe.write_text(recipe.read_text().replace("vae_steps: 2", "vae_steps: 3") + f"vae_from: {out}\n")
-    assert main(["train-base", "--recipe", str(recipe), "--out", str(tmp_path / "kept"), "--no-progress"]) == 0
-    assert '"vae_loss": null' in capsys.readouterr().out  # nothing trained, nothing to report
-    kept = load_backbone(str(tmp_path / "kept"), device="cpu")
-    reference = load_backbone(str(out), device="cpu")
-    assert all(torch.equal(a, b) for a, b in zip(kept.vae.state_dict().values(), reference.vae.state_dict().values()))
-    recipe.write_text(recipe.read_text().replace("resolution: 16", "resolution: 32"))
-    assert main(["train-base", "--recipe", str(recipe), "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
-    assert "VAE is not this recipe's shape" in capsys.readouterr().err
-    recipe.write_text(recipe.read_text().replace(f"vae_from: {out}", f"vae_from: {tmp_path / 'nowhere'}"))
-    assert main(["train-base", "--recipe", str(recipe), "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
-    assert "vae_from: no VAE at" in capsys.readouterr().err
 
 
 def test_model_writers_swap_a_model_folder_in_whole_and_refuse_any_other_folder(tmp_path, capsys):
