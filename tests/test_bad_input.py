@@ -175,3 +175,25 @@ def test_encoder_fit_keeps_a_fitted_encoder_unless_told(tmp_path, capsys, never_
     assert main([*argv, "--resume"]) == 0  # nothing to continue: said, and nothing trained
     assert "--resume continues only an interrupted fit" in capsys.readouterr().out
     assert [p.name for p in out.iterdir()] == ["encoder.json"]
+
+
+def test_every_error_of_the_package_is_a_diti_error_with_a_built_in_base():
+    # scikit-learn's practice: a caller catches DitiError for all of them, or the built-in kind it expects
+    import importlib
+    import pkgutil
+
+    import diti_sd
+    from diti_sd.errors import DitiError
+
+    for module in pkgutil.walk_packages(diti_sd.__path__, "diti_sd."):
+        if not module.name.endswith("__main__"):  # that one runs the command line
+            importlib.import_module(module.name)
+    seen, todo = set(), [DitiError]
+    while todo:
+        for cls in todo.pop().__subclasses__():
+            seen.add(cls)
+            todo.append(cls)
+    assert len(seen) >= 15
+    bare = [cls.__qualname__ for cls in seen if not any(
+        base.__module__ == "builtins" and base not in (Exception, BaseException, object) for base in cls.__mro__)]
+    assert not bare, bare

@@ -10,8 +10,8 @@ from pathlib import Path
 from ..errors import DitiError
 
 
-class CLIError(DitiError):
-    """A problem with the command line itself."""
+class CLIError(DitiError, ValueError):
+    """A problem with the command line itself (a ValueError, as scikit-learn's errors keep a built-in base)."""
 
 
 class Parser(argparse.ArgumentParser):
