@@ -227,8 +227,9 @@ def default_device() -> torch.device:
 
 
 def resolve_device(device=None) -> torch.device:
-    """``device`` as torch reads it (None: :func:`default_device`); a name torch does not know, or a GPU this machine
-    does not have, is a :class:`BackboneError` naming the fix before anything loads."""
+    """``device`` as torch reads it (None: :func:`default_device`); a bare "cuda" is this process's GPU, as the
+    default is (``cuda:LOCAL_RANK`` under a multi-process launcher). A name torch does not know, or an accelerator
+    this machine does not have, is a :class:`BackboneError` naming the fix before anything loads."""
     if device is None:
         return default_device()
     try:
@@ -240,11 +241,15 @@ def resolve_device(device=None) -> torch.device:
         if not count:
             raise BackboneError(f"device {device!r}: this machine has no CUDA GPU that torch can use; pass cpu, or "
                                 "leave the device unset to take a GPU where there is one")
-        if resolved.index is not None and resolved.index >= count:
+        if resolved.index is None:
+            resolved = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if resolved.index >= count:
             raise BackboneError(f"device {device!r}: this machine has {count} CUDA GPU(s), cuda:0 to "
                                 f"cuda:{count - 1}; pass one of them")
-    if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise BackboneError(f"device {device!r}: MPS is not available here; pass cpu")
+        return resolved
+    backend = torch.backends.mps if resolved.type == "mps" else getattr(torch, resolved.type, None)
+    if resolved.type not in ("cpu", "meta") and not getattr(backend, "is_available", lambda: True)():
+        raise BackboneError(f"device {device!r}: no {resolved.type} device is available here; pass cpu")
     return resolved
 
 

@@ -20,23 +20,43 @@ RECIPE = ("resolution: 16\nlatent_factor: 2\nn_images: 20\nvae_steps: 5\nvae_bat
           "captions: attributes\n")
 ARGS = ["train-base", "--checkpoint-every", "2", "--no-progress"]
 
-# dies at the n-th call of the named function (1-based), before it runs
+# "before NAME n": dies at the n-th call of NAME, before it runs; "inside atomic_folder n": the n-th folder write
+# (a checkpoint's, the model's) writes its temporary whole, then the process dies before the swap
 _KILLED_AT = """
 import os, signal, sys
-import diti_sd.files, diti_sd.training.checkpoint
-from diti_sd.cli import main
+import diti_sd.files as files
 
-module = {"save_checkpoint": diti_sd.training.checkpoint, "atomic_folder": diti_sd.files}[sys.argv[1]]
-original, calls = getattr(module, sys.argv[1]), []
+how, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+calls = []
 
-def counted(*args, **kwargs):
+def due():
     calls.append(1)
-    if len(calls) == int(sys.argv[2]):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return original(*args, **kwargs)
+    return len(calls) == n
 
-setattr(module, sys.argv[1], counted)
-sys.exit(main(sys.argv[3:]))
+if how == "inside":  # patched before any module binds it, so that the checkpoints' writes count too
+    written = files.atomic_folder
+
+    def write_then_die(target, write):
+        if not due():
+            return written(target, write)
+
+        def then_die(tmp):
+            write(tmp)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return written(target, then_die)
+    files.atomic_folder = write_then_die
+import diti_sd.training.checkpoint
+if how == "before":
+    module = {"save_checkpoint": diti_sd.training.checkpoint, "atomic_folder": files}[name]
+    called = getattr(module, name)
+
+    def die_first(*args, **kwargs):
+        if due():
+            os.kill(os.getpid(), signal.SIGKILL)
+        return called(*args, **kwargs)
+    setattr(module, name, die_first)
+from diti_sd.cli import main
+sys.exit(main(sys.argv[4:]))
 """
 
 
@@ -91,19 +111,20 @@ def unbroken(tmp_path_factory) -> tuple[Path, dict]:
     return root, json.loads(printed.getvalue().strip().splitlines()[-1])
 
 
-# with 5 steps a stage and a checkpoint every 2, the saves come at vae 2, 4, 5 and unet 2, 4, 5; the model's
-# save (atomic_folder, where the package imports it on each call) after the UNet's last step
-@pytest.mark.parametrize("at, call, stopped, resumed", [
-    ("save_checkpoint", 2, "vae step 2 of 5", {"vae": 2, "unet": 0}),  # killed at the VAE's step 4
-    ("save_checkpoint", 5, "unet step 2 of 5", {"vae": 5, "unet": 2}),  # killed inside the UNet's training
-    ("atomic_folder", 1, "unet step 5 of 5", {"vae": 5, "unet": 5}),  # killed in the save: nothing trained again
+# with 5 steps a stage and a checkpoint every 2, the saves come at vae 2, 4, 5 and unet 2, 4, 5 (folder writes 1 to
+# 6), then the model's (the 7th; "before atomic_folder 1" counts it alone, bound where it is called)
+@pytest.mark.parametrize("kill, stopped, resumed", [
+    ("before save_checkpoint 2", "vae step 2 of 5", {"vae": 2, "unet": 0}),  # killed at the VAE's step 4
+    ("before save_checkpoint 5", "unet step 2 of 5", {"vae": 5, "unet": 2}),  # inside the UNet's training
+    ("inside atomic_folder 4", "vae step 5 of 5", {"vae": 5, "unet": 0}),  # inside a checkpoint's write
+    ("before atomic_folder 1", "unet step 5 of 5", {"vae": 5, "unet": 5}),  # as the save begins
+    ("inside atomic_folder 7", "unet step 5 of 5", {"vae": 5, "unet": 5}),  # inside the model's write
 ])
-def test_a_killed_train_base_resumes_to_the_unbroken_runs_model(unbroken, tmp_path, capsys, at, call, stopped,
-                                                                 resumed):
+def test_a_killed_train_base_resumes_to_the_unbroken_runs_model(unbroken, tmp_path, capsys, kill, stopped, resumed):
     root, whole = unbroken
     args = [*ARGS, "--recipe", str(root / "base.yaml")]
     out = tmp_path / "killed"
-    killed = subprocess.run([sys.executable, "-c", _KILLED_AT, at, str(call), *args, "--out", str(out)],
+    killed = subprocess.run([sys.executable, "-c", _KILLED_AT, *kill.split(), *args, "--out", str(out)],
                             capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert main([*args, "--out", str(out)]) == 2  # not started again over the checkpoint unasked
@@ -121,8 +142,8 @@ def test_a_checkpoint_of_another_recipe_is_not_resumed(tmp_path, capsys):
     recipe.write_text(RECIPE)
     out = tmp_path / "m"
     args = [*ARGS, "--recipe", str(recipe), "--out", str(out)]
-    killed = subprocess.run([sys.executable, "-c", _KILLED_AT, "save_checkpoint", "2", *args], capture_output=True,
-                            text=True)
+    killed = subprocess.run([sys.executable, "-c", _KILLED_AT, "before", "save_checkpoint", "2", *args],
+                            capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     recipe.write_text(RECIPE.replace("unet_steps: 5", "unet_steps: 6"))
     assert main([*args, "--resume"]) == 2
@@ -136,3 +157,12 @@ def test_checkpoints_leave_the_model_as_a_run_without_them_makes(unbroken, tmp_p
     argv = ["train-base", "--checkpoint-every", "0", "--no-progress", "--recipe", str(root / "base.yaml")]
     assert main([*argv, "--out", str(tmp_path / "m")]) == 0
     assert _files(tmp_path / "m") == _files(root / "whole")
+
+
+def test_another_commands_checkpoint_is_not_taken_for_train_bases(tmp_path, capsys):
+    out = tmp_path / "x"  # an interrupted `fit` or `encoder fit` keeps a checkpoint/ of its own there
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "checkpoint" / "state.json").write_text(json.dumps({"step": 3}))
+    assert main([*ARGS, "--out", str(out)]) == 2
+    assert "holds something other than a model folder" in capsys.readouterr().err
+    assert (out / "checkpoint" / "state.json").is_file()

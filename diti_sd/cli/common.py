@@ -106,9 +106,9 @@ def _number(text: str, kind, minimum, what: str):
 
 
 def device_name(text: str) -> str:
-    """A device torch names (cpu, cuda, cuda:1, mps, ...), read at parsing; whether this machine has it is asked
-    where torch loads (:func:`diti_sd.backbone.resolve_device`)."""
-    if not re.fullmatch(r"(cpu|cuda|mps|xpu|hpu|xla|mtia|meta)(:\d+)?", text):
+    """The shape of a device name (cpu, cuda, cuda:1, mps, a backend's own), read at parsing; whether torch knows it
+    and this machine has it is asked where torch loads (:func:`diti_sd.backbone.resolve_device`)."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*(:\d+)?", text):
         raise argparse.ArgumentTypeError(f"expected a device such as cpu, cuda, cuda:1 or mps, got {text!r}")
     return text
 

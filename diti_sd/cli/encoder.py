@@ -103,11 +103,9 @@ def _data_arguments(parser, required: bool):
 
 
 def _device(name):
-    from ..backbone import default_device, resolve_device
+    from ..backbone import resolve_device
 
-    device = resolve_device(name)  # a device this machine lacks: one line
-    # a bare "cuda" under a multi-process launcher means this process's GPU, as the default does
-    return default_device() if name == "cuda" else device
+    return resolve_device(name)  # a device this machine lacks: one line
 
 
 def _saved_subsets(folder) -> int | None:
@@ -143,13 +141,16 @@ def _fit(args):
     from ..encoder import DiTiEncoder, fit_encoder, load_ddpm, load_encoder_recipe
     from ..encoder.data import load_attributed
     from ..encoder.model import MANIFEST
-    from ..encoder.train import CHECKPOINT, check_batch_split
+    from ..encoder.train import check_batch_split
+    from ..files import recover_folder
+    from ..work_folders import CHECKPOINT
     from . import CLIError
 
     recipe = load_encoder_recipe(args.dataset, args.overrides)
     check_batch_split(recipe.train)  # before the DDPM loads
     check_out_folder(args.out)
     out = Path(args.out)
+    recover_folder(out / CHECKPOINT)  # a checkpoint a kill left beside its place counts as one
     if (out / MANIFEST).is_file() and not (out / CHECKPOINT / "state.json").is_file():  # a finished fit
         if args.resume:
             print(f"{out} already holds a fitted encoder; --resume continues only an interrupted fit")

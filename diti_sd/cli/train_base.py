@@ -29,10 +29,19 @@ def resume_hint(args) -> str:
 
 
 def run(args):
-    from ..benchmarks.synthetic.base_checkpoint import CHECKPOINT, interrupted_at
+    from pathlib import Path
 
-    check_model_out(args.out, working=(CHECKPOINT,))  # the trained model replaces the folder whole
+    from ..benchmarks.synthetic.base_checkpoint import interrupted_at
+    from ..files import recover_folder
+    from ..work_folders import CHECKPOINT
+
+    # a run killed inside a folder's swap (the model's, a checkpoint's) left it beside its place, or a half
+    # temporary: put back or cleared first, so that what is asked below reads the folder as the run left it
+    recover_folder(args.out)
+    recover_folder(Path(args.out) / CHECKPOINT)
     at = interrupted_at(args.out)
+    # the trained model replaces the folder whole: only its own checkpoint may stand beside a model there
+    check_model_out(args.out, working=(CHECKPOINT,) if at else ())
     if at and not args.resume:
         raise CLIError(f"{args.out} holds an interrupted train-base (stopped at {at}); pass --resume to continue it, "
                        f"or delete {args.out}/{CHECKPOINT} to start again")

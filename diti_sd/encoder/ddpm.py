@@ -80,9 +80,12 @@ def check_ddpm_shape(sample_size: int, channels) -> None:
     first level's channels, at most 32) divide every level's channels, and each level below the first halves a
     side that stays whole."""
     groups = _groups(channels)
-    if groups < 1 or any(c % groups for c in channels):
+    if groups < 1:
+        raise EncoderError(f"--channels {','.join(map(str, channels))}: the first level needs at least 2 channels "
+                           "(GroupNorm takes half of them as groups); pass e.g. 16,32 or 32,64")
+    if any(c % groups for c in channels):
         raise EncoderError(f"--channels {','.join(map(str, channels))}: every level's channels must be a multiple of "
-                           f"{max(groups, 1)} (half the first level's, at most 32); pass e.g. 16,32 or 32,64")
+                           f"{groups} (half the first level's, at most 32); pass e.g. 16,32 or 32,64")
     halvings = 2 ** (len(channels) - 1)
     if sample_size % halvings:
         raise EncoderError(f"--size {sample_size}: {len(channels)} levels halve the side {len(channels) - 1} "

@@ -25,10 +25,10 @@ from ..recipes import from_dict
 from ..seeding import torch_generator
 from ..training.checkpoint import Checkpoint, load_checkpoint, remove_checkpoint, save_checkpoint
 from ..training.precision import MixedPrecision
+from ..work_folders import CHECKPOINT
 from .attributed import AttributedDataset, AttributedImages
 from .model import DiTiEncoder
 
-CHECKPOINT = "checkpoint"
 HELPERS = ("optimizer", "ema", "scaler")
 
 

@@ -56,6 +56,16 @@ def build_tiny_tokenizer(words: str = BASE_WORDS, model_max_length: int = 77):
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
 
 
+def check_tiny_shape(resolution: int, latent_factor: int) -> None:
+    """A tiny SD's VAE halves the side once per level: the latent factor is a power of two dividing the resolution."""
+    if latent_factor < 1 or latent_factor & (latent_factor - 1):
+        raise ConfigError(f"latent_factor {latent_factor} must be a power of two (each VAE level halves the side); "
+                          "pass 1, 2, 4 or 8")
+    if resolution < latent_factor or resolution % latent_factor:
+        raise ConfigError(f"resolution {resolution} must be a multiple of the latent factor {latent_factor}; pass e.g. "
+                          f"{max(1, round(resolution / latent_factor)) * latent_factor}")
+
+
 def build_tiny_backbone(
     seed: int = 0,
     prediction_type: str = "epsilon",
@@ -69,12 +79,7 @@ def build_tiny_backbone(
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    if latent_factor < 1 or latent_factor & (latent_factor - 1):
-        raise ConfigError(f"latent_factor {latent_factor} must be a power of two (each VAE level halves the side); "
-                          "pass 1, 2, 4 or 8")
-    if resolution < latent_factor or resolution % latent_factor:
-        raise ConfigError(f"resolution {resolution} must be a multiple of the latent factor {latent_factor}; pass e.g. "
-                          f"{max(1, round(resolution / latent_factor)) * latent_factor}")
+    check_tiny_shape(resolution, latent_factor)
     torch.manual_seed(seed)
     n_down = latent_factor.bit_length() - 1
     vae_channels = tuple([16] * (n_down + 1))

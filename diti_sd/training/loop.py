@@ -22,6 +22,7 @@ from ..preprocessing import random_crop, uint8_to_float
 from ..recipes import FitConfig
 from ..seeding import TRAIN_DROPOUT, torch_generator
 from ..timesteps import draw_train_t
+from ..work_folders import CHECKPOINT
 from .checkpoint import Checkpoint, load_checkpoint, remove_checkpoint, save_checkpoint
 from .coarse_swap import coarse_swap
 from .early_stop import HeldOutStop, checks, cost, split_held_out
@@ -30,7 +31,6 @@ from .optim import ClassAdamW, clip_grad_norm_per_class
 from .precision import MixedPrecision
 from .signature import fit_signature, pixels_digest
 
-CHECKPOINT = "checkpoint"
 HELPERS = ("optimizer", "scaler")
 
 

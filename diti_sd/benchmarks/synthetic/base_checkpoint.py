@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 
 from ...errors import ConfigError
+from ...work_folders import CHECKPOINT
 
-CHECKPOINT = "checkpoint"
 STAGES = ("vae", "unet")  # trained in this order
 HELPERS = ("optimizer", "scheduler", "generator")
 
@@ -38,7 +38,7 @@ class StageCheckpoints:
         self.folder, self.every = Path(out) / CHECKPOINT, every
         self.identity = json.loads(json.dumps(identity))  # as a checkpoint's state reads back
         self.saved = load_checkpoint(self.folder, HELPERS) if resume else None
-        if self.saved is not None and self.saved.state.get("identity") != identity:
+        if self.saved is not None and self.saved.state.get("identity") != self.identity:
             raise ConfigError(f"the checkpoint in {self.folder} was made by another recipe or device; rerun with the "
                               f"same --recipe and --device, or delete {self.folder} to start again")
         self.losses = {stage: [] for stage in STAGES}

@@ -145,14 +145,13 @@ class BaseRecipe:
         """The domain's keys are :class:`SyntheticSpec`'s (but ``size``: the resolution); the VAE halves the side
         to the latents' in whole steps. Said when the recipe loads, before any image is drawn."""
         from ...recipes import from_dict
+        from ...testing.tiny import check_tiny_shape
         from .data import SyntheticSpec
 
         if "size" in self.domain:
             raise ConfigError(f"{where}.domain.size: the images' side is the recipe's resolution; set resolution")
         from_dict(SyntheticSpec, self.domain, f"{where}.domain")
-        if self.latent_factor & (self.latent_factor - 1) or self.resolution % self.latent_factor:
-            raise ConfigError(f"{where}: latent_factor {self.latent_factor} must be a power of two that divides "
-                              f"resolution {self.resolution}; pass e.g. latent_factor: 2")
+        check_tiny_shape(self.resolution, self.latent_factor)
 
 
 def load_base_recipe(name_or_path: str | os.PathLike, overrides=None) -> BaseRecipe:
