@@ -76,6 +76,8 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_work(tmp_path, ca
         (["predict", "--adapters", "a", str(image), "--cache-dir", str(a_file)],
          f"--cache-dir {a_file} is a file; pass a folder"),
         (["eval", "--dataset", "tiny", "--data-root", str(folder), "--out", str(a_file)], f"--out {a_file} is a file"),
+        (["eval", "--dataset", "tiny", "--data-root", str(folder), "--out", str(folder / "r"), "--adapters-dir",
+          str(a_file)], f"--adapters-dir {a_file} is a file"),
         (["fit", "--dataset", "tiny", "--data-root", str(folder), "--out", f"{a_file}/set"],
          f"{a_file} is a file, not a folder"),
         (["train-base", "--out", f"{a_file}/m"], f"{a_file} is a file, not a folder"),
@@ -200,3 +202,15 @@ def test_every_error_of_the_package_is_a_diti_error_with_a_built_in_base():
     bare = [cls.__qualname__ for cls in seen if not any(
         base.__module__ == "builtins" and base not in (Exception, BaseException, object) for base in cls.__mro__)]
     assert not bare, bare
+
+
+def test_encoder_flags_the_command_would_not_read_are_refused(tmp_path, capsys, never_loaded):
+    edit = ["encoder", "edit", "--encoder", str(tmp_path), "--images", "a.png", "b.png", "--out",
+            str(tmp_path / "e.png")]
+    assert "--strengths is read only with --attribute" in _refused([*edit, "--subsets", "1", "--strengths=-2,2"],
+                                                                   capsys)
+    assert "--frames is read only when --subsets swaps" in _refused([*edit, "--attribute", "smiling", "--frames", "3"],
+                                                                    capsys)
+    line = _refused(["encoder", "fit", "--dataset", "granular", "--data-root", str(tmp_path), "--ddpm", "d", "--out",
+                     str(tmp_path / "enc")], capsys)
+    assert "the granular data set is drawn, not read: --data-root" in line

@@ -75,8 +75,8 @@ def made(tmp_path_factory, tiny_model_dir, folder) -> Path:
     ("train-ddpm", "atomic_folder", 1, ["encoder", "train-ddpm", "--dataset", "granular", "--max-images", "64",
                                         "--steps", "3", "--channels", "16,32", "--out", "{out}/ddpm"]),
     # probe.json is written, probe.md's temporary complete, by_stage.png not begun
-    ("probe", "atomic_write", 2, ["encoder", "probe", "--encoder", "{root}/enc", "--max-train", "64", "--max-test",
-                                  "32", "--transfer-pairs", "2", "--out", "{out}/probe"]),
+    ("probe", "atomic_write", 2, ["encoder", "probe", "--encoder", "{root}/enc", "--max-train", "32", "--max-test",
+                                  "16", "--transfer-pairs", "0", "--out", "{out}/probe"]),
     ("edit", "atomic_write", 1, ["encoder", "edit", "--encoder", "{root}/enc", "--images", "{root}/0.png",
                                  "{root}/1.png", "--subsets", "1", "--frames", "2", "--ddim-steps", "3", "--out",
                                  "{out}/edit.png"]),

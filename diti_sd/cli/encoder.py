@@ -66,8 +66,10 @@ def add_arguments(parser):
     edit.add_argument("--subsets", default=None, help="subset indices to change, e.g. 4-6 or 0,2,8-9")
     edit.add_argument("--attribute", default=None,
                       help="move z along this attribute's linear classifier (fitted on --data-root's train split)")
-    edit.add_argument("--strengths", type=float_list, default="-6,-3,0,3,6", help="logit changes along the attribute")
-    edit.add_argument("--frames", type=positive_int, default=5, help="interpolation steps between a and b")
+    edit.add_argument("--strengths", type=float_list, default=None,
+                      help="with --attribute: logit changes along it (default: -6,-3,0,3,6)")
+    edit.add_argument("--frames", type=positive_int, default=None,
+                      help="with --subsets alone: interpolation steps between a and b (default: 5)")
     edit.add_argument("--ddim-steps", type=positive_int, default=100)
     _data_arguments(edit, required=False)
     edit.add_argument("--max-train", type=positive_int, default=5000, help="images for the attribute classifier")
@@ -139,7 +141,7 @@ def run(args):
 def _fit(args):
     from ..distributed import is_main
     from ..encoder import DiTiEncoder, fit_encoder, load_ddpm, load_encoder_recipe
-    from ..encoder.data import load_attributed
+    from ..encoder.data import check_root, load_attributed
     from ..encoder.model import MANIFEST
     from ..encoder.train import check_batch_split
     from ..files import recover_folder
@@ -148,6 +150,7 @@ def _fit(args):
 
     recipe = load_encoder_recipe(args.dataset, args.overrides)
     check_batch_split(recipe.train)  # before the DDPM loads
+    check_root(recipe.data.kind, args.data_root)
     check_out_folder(args.out)
     out = Path(args.out)
     recover_folder(out / CHECKPOINT)  # a checkpoint a kill left beside its place counts as one
@@ -224,6 +227,12 @@ def _edit(args):
 
     if args.subsets is None and args.attribute is None:
         raise CLIError("pass --subsets (swap subsets between image pairs) or --attribute (move along it)")
+    if args.attribute is None and args.strengths is not None:
+        raise CLIError("--strengths is read only with --attribute (moving along it); --subsets alone interpolates "
+                       "between pairs: set --frames instead")
+    if args.attribute is not None and args.frames is not None:
+        raise CLIError("--frames is read only when --subsets swaps between pairs; with --attribute set --strengths")
+    frames, strengths = args.frames or 5, args.strengths or [-6.0, -3.0, 0.0, 3.0, 6.0]
     files = [Path(p) for p in args.images]
     missing = [str(p) for p in files if not p.is_file()]
     if missing:  # before the encoder and its DDPM load
@@ -244,17 +253,17 @@ def _edit(args):
     x = uint8_to_float(torch.stack([pixels[i] for i in range(len(files))])).to(device)
     subsets = parse_subsets(args.subsets, model.layout.k) if args.subsets else None
     if args.attribute is None:
-        grid = interpolate_subsets(model, x[0::2], x[1::2], subsets, args.frames, args.ddim_steps,
+        grid = interpolate_subsets(model, x[0::2], x[1::2], subsets, frames, args.ddim_steps,
                                    progress=not args.no_progress)
-        columns = args.frames + 2
+        columns = frames + 2
     else:
         data = _data_config(args, model.recipe)
         train = load_attributed(data.kind, args.data_root, data.train_split, data.image_column, args.max_train,
                                 model.image_size)
         direction = attribute_direction(model, train, args.attribute, num_workers=args.num_workers,
                                         progress=not args.no_progress)
-        grid = move_along(model, x, direction, args.strengths, subsets, args.ddim_steps, progress=not args.no_progress)
-        columns = len(args.strengths) + 1
+        grid = move_along(model, x, direction, strengths, subsets, args.ddim_steps, progress=not args.no_progress)
+        columns = len(strengths) + 1
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     save_grid(grid, columns, args.out)
     print(f"wrote {args.out} ({len(grid) // columns} rows x {columns} columns)")

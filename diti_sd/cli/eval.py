@@ -65,6 +65,8 @@ def run(args):
     from .common import check_out_folder
 
     check_out_folder(args.out)  # the report folder, made once the data is read
+    if args.adapters_dir:  # where the fits' adapter sets are kept and found again
+        check_out_folder(args.adapters_dir, "--adapters-dir")
     cfg = EvalConfig(
         dataset=args.dataset, data_root=args.data_root, report=args.out, shots=args.shots, seeds=args.seeds,
         methods=args.methods, adapters_dir=args.adapters_dir,
