@@ -242,7 +242,7 @@ def resolve_device(device=None) -> torch.device:
             raise BackboneError(f"device {device!r}: this machine has no CUDA GPU that torch can use; pass cpu, or "
                                 "leave the device unset to take a GPU where there is one")
         if resolved.index is None:
-            resolved = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            resolved = default_device()
         if resolved.index >= count:
             raise BackboneError(f"device {device!r}: this machine has {count} CUDA GPU(s), cuda:0 to "
                                 f"cuda:{count - 1}; pass one of them")

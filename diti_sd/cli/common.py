@@ -60,10 +60,10 @@ def check_model_out(out, working: tuple[str, ...] = ()) -> None:
     """One line, before any work, where ``--out`` holds something other than a model folder: a written model is swapped
     in whole (``files.atomic_folder``: a killed run leaves the old folder or the new one), which would drop the rest.
     ``working``: the names of the command's own work folders (its checkpoint), which the model's swap takes away."""
-    check_out_folder(out)
+    check_out_folder(out)  # a file, or a path under one
     path = Path(out)
-    if path.exists() and (not path.is_dir() or (any(p.name not in working for p in path.iterdir())
-                                                 and not (path / "model_index.json").is_file())):
+    if path.is_dir() and any(p.name not in working for p in path.iterdir()) \
+            and not (path / "model_index.json").is_file():
         raise CLIError(f"--out {out} holds something other than a model folder, which writing the model would "
                        "replace whole; pass a new or empty folder, or a model folder to overwrite")
 
