@@ -44,13 +44,17 @@ def test_installed_wheel_finds_its_recipes_away_from_the_checkout(wheel, tmp_pat
                    check=True, capture_output=True)
     code = ("import diti_sd, diti_sd.recipes as r; from diti_sd.encoder import available_encoder_recipes; "
             "print(diti_sd.__file__); print(r.RECIPE_DIR); print(r.load_recipe('fgvc-aircraft').fit.lr); "
-            "print(','.join(r.available_recipes())); print(','.join(available_encoder_recipes()))")
+            "print(','.join(r.available_recipes())); print(','.join(available_encoder_recipes())); "
+            "import importlib.metadata as m; print(m.version('diti-sd'), diti_sd.__version__)")
     lines = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(target)},
                            check=True, capture_output=True, text=True).stdout.splitlines()
     assert lines[0].startswith(str(target)) and lines[1].startswith(str(target))
     assert float(lines[2]) > 0
     assert "synthetic" in lines[3].split(",") and "fgvc-aircraft" in lines[3].split(",")
     assert lines[4].split(",") == sorted(p.stem for p in (ROOT / "recipes" / "encoder").glob("*.yaml"))
+    # pip, the wheel's name and the manifests all read the one version (diti_sd/version.py)
+    installed, package = lines[5].split()
+    assert installed == package and installed != "0.0.0" and wheel.name.startswith(f"diti_sd-{package}-")
 
 
 def test_the_checkouts_recipes_folder_is_the_packages_own():
