@@ -14,10 +14,10 @@ from safetensors.torch import load_file, save_file
 
 from .errors import DitiError
 from .files import atomic_write, file_digest
+from .work_folders import MANIFEST
 
 # 2: LoRA blocks chosen by the reference's filter names (0.1's depth counted levels differently)
 FORMAT_VERSION = 2
-MANIFEST = "manifest.json"
 WEIGHTS = "adapters.safetensors"
 RECIPE = "recipe.yaml"
 

@@ -83,6 +83,25 @@ def atomic_write(target: str | os.PathLike, write) -> Path:
     return target
 
 
+REMOVING = ".removing"  # a folder renamed aside to be deleted: ``.NAME.removing``
+
+
+def removing(target: str | os.PathLike) -> Path:
+    """Where :func:`remove_folder` puts ``target`` while it deletes it (no reader takes it for ``target``)."""
+    target = Path(target)
+    return target.parent / f".{target.name}{REMOVING}"
+
+
+def remove_folder(target: str | os.PathLike) -> None:
+    """Delete the folder ``target`` so that a kill at any moment leaves it whole or gone, never half of it: renamed
+    aside first (one atomic step), then deleted; what an earlier removal killed while deleting left is cleared."""
+    aside = removing(target)
+    shutil.rmtree(aside, ignore_errors=True)
+    if Path(target).is_dir():
+        os.replace(target, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+
+
 def swapped_out(target: str | os.PathLike) -> Path:
     """Where :func:`atomic_folder` keeps the old ``target`` between its two renames."""
     target = Path(target)

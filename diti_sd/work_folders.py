@@ -14,12 +14,12 @@ import os
 import shutil
 from pathlib import Path
 
-from .files import swapped_from
+from .files import REMOVING, removing, swapped_from
 
+MANIFEST = "manifest.json"  # an adapter set's (diti_sd.adapter_set): named here, where no torch is loaded
 CHECKPOINT = "checkpoint"
 PROBE = "auto-probe"  # auto_refit's fit without one image per class
 SWAP = "coarse-swap"  # fit.coarse_swap_auto's second fit
-REMOVING = ".removing"  # a work folder renamed aside once its set is saved, then deleted
 
 
 def checkpoint_name(rank: int = 0, size: int = 1) -> str:
@@ -44,7 +44,14 @@ def _working(name: str) -> str | None:
 
 def finished_set(output_dir: str | os.PathLike) -> bool:
     """``output_dir`` holds a saved adapter set that no interrupted fit is still working on."""
-    return (Path(output_dir) / "manifest.json").is_file() and not working_folders(output_dir)
+    return (Path(output_dir) / MANIFEST).is_file() and not working_folders(output_dir)
+
+
+def retire_set(output_dir: str | os.PathLike) -> None:
+    """A fit replacing the set in ``output_dir`` (``--overwrite``) first takes away the old set's manifest: killed
+    before it saves its own, it is then resumed as the unfinished fit it is, never taken for the old set (whose
+    weights stay until the new ones replace them, and no longer load as a set)."""
+    (Path(output_dir) / MANIFEST).unlink(missing_ok=True)
 
 
 def remove_working_folders(output_dir: str | os.PathLike) -> None:
@@ -55,7 +62,7 @@ def remove_working_folders(output_dir: str | os.PathLike) -> None:
     out = Path(output_dir)
     _delete_removing(out)  # an earlier removal's, killed while deleting
     for folder in sorted(working_folders(out), key=lambda p: _working((swapped_from(p) or p).name) == "checkpoint"):
-        os.replace(folder, out / f".{folder.name}{REMOVING}")
+        os.replace(folder, removing(folder))
     _delete_removing(out)
 
 

@@ -173,6 +173,12 @@ def test_eval_killed_at_random_moments_reruns_to_the_same_results(tiny_model_dir
                       rng, 2.0, "eval after its first run file")
     _finish(_cli(*args, "--out", str(report)))
     assert runs(report) == expected
+
+    def scored(report: Path) -> dict:  # each adapter set's model card keeps what it scored (before its run file)
+        return {p.parent.name: {k: json.loads(p.read_text())[k] for k in ("score", "n_test")}
+                for p in report.rglob("evaluation.json")}
+
+    assert len(scored(tmp_path / "whole")) == 2 and scored(report) == scored(tmp_path / "whole")
     # a damaged run file is run again
     damaged = sorted((report / "runs").glob("diti-*.json"))[0]
     damaged.write_text(damaged.read_text()[:30])

@@ -1,7 +1,7 @@
-"""A fit killed after its training ended (in the window choice, the temperature pass or the save) resumes without
-training again, to the set an unbroken run saves: the finished training's checkpoint stays in ``--out`` until the
-set is saved whole there (:mod:`diti_sd.work_folders`). Each kill is a real SIGKILL, sent by the process to itself
-at the start of the named phase."""
+"""A fit killed after its training ended (in the window choice, the temperature pass, the pictures or the save)
+resumes without training again, to the set an unbroken run saves: the finished training's checkpoint stays in
+``--out`` until the set is saved whole there (:mod:`diti_sd.work_folders`). Each kill is a real SIGKILL, sent by the
+process to itself at the start of the named phase."""
 
 from __future__ import annotations
 
@@ -36,6 +36,9 @@ def die(*args, **kwargs):
 phase = sys.argv[1]
 if phase == "model card":  # the manifest is written, the card not yet
     diti_sd.persistence.write_model_card = die
+elif phase == "pictures":  # its first figure, once the temperature is fitted
+    import diti_sd.plotting
+    diti_sd.plotting.save_figure = die
 else:
     setattr(DiTiFewShotClassifier, {"temperature": "fit_temperature", "window choice": "choose_scoring"}[phase], die)
 sys.exit(main(sys.argv[2:]))
@@ -47,7 +50,8 @@ def _summary(capsys) -> dict:
 
 
 @pytest.mark.parametrize("phase, extra", [("temperature", []), ("model card", []),
-                                          ("window choice", ["--set", "score.weighting=auto"])])
+                                          ("window choice", ["--set", "score.weighting=auto"]),
+                                          ("pictures", ["--attention-masks", "photo", "--set", "fit.coarse_swap=1"])])
 def test_a_fit_killed_after_its_training_resumes_without_training_again(folder, tiny_model_dir, tmp_path, capsys,
                                                                         phase, extra):
     args = ["fit", "--dataset", "tiny", "--data-root", str(folder), "--model", str(tiny_model_dir), *FAST, *extra]
@@ -80,6 +84,8 @@ def test_a_fit_killed_after_its_training_resumes_without_training_again(folder, 
         assert manifest["a"][key] == manifest["b"][key]
     assert {**manifest["b"]["fit"], "resumed_from": 0} == manifest["a"]["fit"]
     assert (out / "README.md").is_file() and working_folders(out) == []
+    if phase == "pictures":  # drawn by the resumed fit, from the masks the killed one kept
+        assert (out / "attention_masks.png").read_bytes() == (tmp_path / "whole" / "attention_masks.png").read_bytes()
     assert main([*args, "--out", str(out), "--resume"]) == 0  # now finished: nothing to do
     assert "already fitted" in capsys.readouterr().out
 
@@ -121,6 +127,36 @@ def test_the_removal_renames_the_checkpoints_last_and_clears_what_a_kill_left(tm
     monkeypatch.setattr(wf.os, "replace", real)
     remove_working_folders(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"] and finished_set(tmp_path)
+
+
+def test_a_finished_runs_checkpoint_goes_whole_after_the_old_copy_a_swap_left(tmp_path, monkeypatch):
+    import shutil
+
+    from diti_sd.files import recover_folder, removing, swapped_out
+    from diti_sd.training.checkpoint import remove_checkpoint
+
+    folder = tmp_path / "checkpoint"
+    for copy in (folder, swapped_out(folder)):  # the encoder's last checkpoint, and an older one a crash left
+        copy.mkdir()
+        (copy / "state.json").write_text("{}")
+        (copy / "weights.safetensors").write_bytes(b"weights")
+    real = shutil.rmtree
+
+    def killed_while_deleting(path, *args, **kwargs):
+        if Path(path) == removing(folder) and Path(path).is_dir():
+            (Path(path) / "weights.safetensors").unlink()  # deleted in part, state.json left
+            raise KeyboardInterrupt
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", killed_while_deleting)
+    with pytest.raises(KeyboardInterrupt):
+        remove_checkpoint(folder)
+    monkeypatch.setattr(shutil, "rmtree", real)
+    # what the next fit reads first: no checkpoint, neither a state without its weights nor the old one put back
+    recover_folder(folder)
+    assert not folder.exists() and not swapped_out(folder).exists()
+    remove_checkpoint(folder)  # the next removal clears what the kill left
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_later_fit_into_the_folder_on_other_images_is_refused_on_resume(tiny_model_dir, tmp_path):

@@ -1,12 +1,14 @@
 """The commands that keep nothing of an interrupted run (``sample``, ``encoder train-ddpm / probe / edit``), killed
-while writing their output, leave no half file, and a rerun writes what an unbroken run writes, byte for byte. Each
-kill is a real SIGKILL, sent by the process to itself once the named write's temporary is complete, before its
-rename."""
+while writing their output, leave no half file, and a rerun writes what an unbroken run writes, byte for byte; a fit
+replacing a set (``--overwrite``) killed before it saved its own is resumed to the new set, never taken for the old
+one. Each kill is a real SIGKILL, sent by the process to itself once the named write's temporary is complete, before
+its rename."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,7 +76,7 @@ def made(tmp_path_factory, tiny_model_dir, folder) -> Path:
                                    "{out}/grid.png"]),
     ("train-ddpm", "atomic_folder", 1, ["encoder", "train-ddpm", "--dataset", "granular", "--max-images", "64",
                                         "--steps", "3", "--channels", "16,32", "--out", "{out}/ddpm"]),
-    # probe.json is written, probe.md's temporary complete, by_stage.png not begun
+    # probe.md is written, by_stage.png's temporary complete, probe.json (what a resumed study reads) not begun
     ("probe", "atomic_write", 2, ["encoder", "probe", "--encoder", "{root}/enc", "--max-train", "32", "--max-test",
                                   "16", "--transfer-pairs", "0", "--out", "{out}/probe"]),
     ("edit", "atomic_write", 1, ["encoder", "edit", "--encoder", "{root}/enc", "--images", "{root}/0.png",
@@ -94,5 +96,35 @@ def test_killed_while_writing_reruns_to_the_unbroken_output(made, tmp_path, name
     assert run.returncode == -signal.SIGKILL, run.stderr
     left = [p.name for p in killed.rglob("*")]
     assert any(n.startswith(".") and n.endswith(".tmp") for n in left), left  # the kill came inside the write
+    assert "probe.json" not in left  # what a resumed granularity study would take for a whole probe
     _run(filled(killed))
     assert _files(killed) == _files(tmp_path / "whole")  # the same output, and no temporary left beside it
+
+
+@pytest.mark.parametrize("name, writer, argv, weights", [
+    # killed in its first checkpoint's write: nothing of the new fit is kept
+    ("fit", "atomic_folder", ["fit", "--dataset", "tiny", "--data-root", "{data}", "--model", "{model}", "--steps", "3",
+                              "--set", "fit.prior=false", "--set", "resolution=32"],
+     "adapters.safetensors"),
+    # killed in its first file's write once trained (the losses, before the encoder's own files)
+    ("encoder fit", "atomic_write", ["encoder", "fit", "--dataset", "granular", "--max-images", "64", "--ddpm",
+                                     "{root}/ddpm", "--steps", "4"], "encoder.safetensors"),
+])
+def test_a_fit_replacing_a_set_killed_before_its_save_resumes_to_the_new_set(made, tmp_path, folder, tiny_model_dir,
+                                                                             name, writer, argv, weights):
+    def filled(out: Path) -> list[str]:
+        return [a.format(root=made, data=folder, model=tiny_model_dir) for a in argv] + [
+            "--out", str(out), "--no-progress"]
+
+    _run(filled(tmp_path / "whole"))
+    replaced = tmp_path / "replaced"
+    old = made / ("set" if name == "fit" else "enc")
+    shutil.copytree(old, replaced)
+    run = subprocess.run([sys.executable, "-c", _KILLED_IN_WRITE, writer, "1", *filled(replaced), "--overwrite"],
+                         capture_output=True, text=True)
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    # the rerun the interruption's message asks for, as a user types it: the same command with --resume
+    _run([*filled(replaced), "--overwrite", "--resume"])
+    assert (replaced / weights).read_bytes() == (tmp_path / "whole" / weights).read_bytes() != (
+        old / weights).read_bytes()
+    assert name == "fit" or (replaced / "losses.json").is_file()

@@ -73,8 +73,10 @@ def saved_manifest(folder) -> dict:
     input against it; {} where it cannot be read (loading the set then says what is wrong with it)."""
     import json
 
+    from ..work_folders import MANIFEST
+
     try:
-        manifest = json.loads((Path(folder) / "manifest.json").read_text())
+        manifest = json.loads((Path(folder) / MANIFEST).read_text())
     except (OSError, ValueError):
         return {}
     return manifest if isinstance(manifest, dict) else {}

@@ -39,7 +39,8 @@ def add_arguments(parser):
                           "reference's values, e.g. the batch, leaves its set-up)")
     fit.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the recipe's)")
     fit.add_argument("--resume", action="store_true", help="continue an interrupted fit in --out")
-    fit.add_argument("--overwrite", action="store_true", help="fit again over an encoder already in --out")
+    fit.add_argument("--overwrite", action="store_true",
+                     help="fit afresh over an encoder, or an interrupted fit, already in --out")
     add_runtime_arguments(fit, precision=False, workers=True)
 
     probe = sub.add_parser("probe", help="linear probes on z: AP per attribute, overall and per time-step stage",
@@ -145,6 +146,7 @@ def _fit(args):
     from ..encoder.model import MANIFEST
     from ..encoder.train import check_batch_split
     from ..files import recover_folder
+    from ..training.checkpoint import remove_checkpoint
     from ..work_folders import CHECKPOINT
     from . import CLIError
 
@@ -167,6 +169,9 @@ def _fit(args):
 
     # a user's data set is found and listed before the DDPM loads; the built-in toy is drawn at the DDPM's size
     data = None if recipe.data.kind == "granular" else load(0)
+    if args.overwrite and not args.resume and is_main():  # afresh: killed before it saves, it is no finished fit
+        (out / MANIFEST).unlink(missing_ok=True)
+        remove_checkpoint(out / CHECKPOINT)  # an earlier interrupted fit's
     device = _device(args.device)
     ddpm = load_ddpm(args.ddpm, device)
     model = DiTiEncoder(recipe, ddpm).to(device)

@@ -90,7 +90,7 @@ def resume_hint(args) -> str:
 
 def run(args):
     from ..recipes import load_recipe
-    from ..work_folders import finished_set
+    from ..work_folders import MANIFEST, finished_set, retire_set
     from . import CLIError
     from .common import check_out_folder
 
@@ -105,7 +105,7 @@ def run(args):
                        "validation split is used)")
     outs = [Path(args.out)] if len(shots) == 1 else [Path(args.out) / f"{k}shot" for k in shots]
     for out in outs:
-        if (out / "manifest.json").exists() and not (args.resume or args.overwrite):
+        if (out / MANIFEST).exists() and not (args.resume or args.overwrite):
             if not finished_set(out):
                 raise CLIError(f"a fit into {out} was stopped after its training, before its set was saved whole; "
                                "pass --resume to finish it without training again, or --overwrite to start afresh")
@@ -133,6 +133,10 @@ def run(args):
         if k not in draws:
             print(f"{out} is already fitted; --resume continues only unfinished adapter sets")
             continue
+        from ..distributed import is_main
+
+        if args.overwrite and not args.resume and is_main():  # --resume: the first run retired it already
+            retire_set(out)
         _fit_one(args, recipe, draws[k], out, attention)
     return 0
 

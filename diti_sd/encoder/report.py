@@ -78,9 +78,10 @@ def run_probe(model, train, test, out, num_workers: int = 0, progress: bool = Tr
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "probe.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     atomic_write(out / "probe.md", lambda tmp: tmp.write_text(_markdown(report)))
     _heatmap(report, out / "by_stage.png")
+    # last: a resumed study reads a probe back from it, so it is there only once its page and picture are
+    atomic_write(out / "probe.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     return report
 
 

@@ -101,7 +101,8 @@ def fit_encoder(model: DiTiEncoder, data: AttributedImages, out: str | os.PathLi
     amp = MixedPrecision(cfg.mixed_precision, device.type)
     folder = out / CHECKPOINT
     if (folder / "state.json").is_file() and not resume:
-        raise ConfigError(f"{out} holds an interrupted encoder fit; pass --resume to continue it or delete {folder}")
+        raise ConfigError(f"{out} holds an interrupted encoder fit; pass --resume to continue it or --overwrite to "
+                          "start afresh")
     if resume and size > 1:  # one process finishes a folder swap a crash cut short; then all read the checkpoint
         if rank == 0:
             recover_folder(folder)
@@ -145,8 +146,9 @@ def fit_encoder(model: DiTiEncoder, data: AttributedImages, out: str | os.PathLi
     summary = {"steps": steps, "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])), "images": len(data),
                "processes": size, "images_per_process_step": share}
     if rank == 0:
-        model.save_pretrained(out, extra={"train": summary})
+        # the losses before the manifest: a finished fit (a manifest, no checkpoint) always has them
         atomic_write(out / "losses.json", lambda tmp: tmp.write_text(json.dumps(losses)))
+        model.save_pretrained(out, extra={"train": summary})
         remove_checkpoint(folder)  # the finished encoder is on disk; a later fit into this folder starts afresh
     barrier()
     return summary

@@ -307,11 +307,12 @@ class Evaluation:
                         continue
                     result = self.run_method(method, encoder, shots, seed, tr, va, cal)
                     if is_main():
-                        atomic_write(path, lambda tmp, result=result: tmp.write_text(json.dumps(result)))
                         if method == "diti":  # the adapter set's model card shows what it scored
                             write_model_card(self.diffusion.folder(shots, seed), evaluation={
                                 "dataset": self.recipe.name, "n_test": result["n_test"], "metric": self.metric,
                                 "score": result["score"], **result["cost"]})
+                        # last: a rerun reads the run back from it and writes nothing more for it
+                        atomic_write(path, lambda tmp, result=result: tmp.write_text(json.dumps(result)))
                     runs.append(result)
                     if self.cfg.progress and is_main():
                         print(f"{result['method']} {shots}-shot seed {seed}: {self.metric} {result['score']:.4f}",

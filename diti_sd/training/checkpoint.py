@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import DitiError
-from ..files import atomic_folder, recover_folder, swapped_out
+from ..files import atomic_folder, recover_folder, remove_folder, swapped_out
 
 WEIGHTS = "weights.safetensors"
 STATE = "state.json"
@@ -63,6 +63,9 @@ def load_checkpoint(folder: str | os.PathLike, helpers: tuple[str, ...] = ()) ->
 
 
 def remove_checkpoint(folder: str | os.PathLike) -> None:
-    """The run finished: its checkpoint (and a swap's leftover) is no longer needed."""
-    shutil.rmtree(folder, ignore_errors=True)
+    """The run finished: its checkpoint is no longer needed. A swap's leftover old copy goes first (else a kill
+    after the checkpoint went would let the next recovery put the old one back), then the checkpoint, renamed
+    aside before it is deleted: a kill leaves the checkpoint whole or gone, never a ``state.json`` without its
+    weights."""
     shutil.rmtree(swapped_out(folder), ignore_errors=True)
+    remove_folder(folder)
