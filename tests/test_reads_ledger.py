@@ -11,7 +11,7 @@ from diti_sd.cli import main
 from diti_sd.recipes import load_recipe
 
 
-def test_a_sealed_read_goes_on_record_and_a_second_look_needs_a_reason(tmp_path, capsys):
+def test_a_sealed_read_goes_on_record_and_a_second_look_needs_a_reason(tmp_path, capsys, monkeypatch):
     cfg = DemoConfig(full=True)
     recipe = load_recipe(cfg.recipe, {"model": cfg.model})
     method = ledger.fingerprint(asdict(cfg), recipe.to_dict(), cfg.model)
@@ -66,6 +66,23 @@ def test_a_sealed_read_goes_on_record_and_a_second_look_needs_a_reason(tmp_path,
     (book.parent / moved["results"]).unlink()  # a read whose results file is lost: its differences are unknown
     after = ledger.record_read(book, report, "n", "checking a lost file")
     assert after["changed"]["since"]["results"] == moved["results"] and after["changed"]["settings"] is None
+    # killed between its results file and the ledger: the rerun records the read once, over the file it left
+    real = ledger.atomic_write
+
+    def killed_at_the_ledger(target, write):
+        if target == book:
+            raise KeyboardInterrupt
+        return real(target, write)
+
+    monkeypatch.setattr(ledger, "atomic_write", killed_at_the_ledger)
+    killed = {**report, "code": {"commit": "fff0000aaa", "dirty": False}}
+    with pytest.raises(KeyboardInterrupt):
+        ledger.record_read(book, killed, "k", "a new commit")
+    monkeypatch.setattr(ledger, "atomic_write", real)
+    reads = len(ledger.read_ledger(book))
+    kept = ledger.record_read(book, killed, "k", "a new commit")
+    assert len(ledger.read_ledger(book)) == reads + 1
+    assert [p.name for p in book.parent.glob("*-fff0000-*")] == [kept["results"]] and "-2" not in kept["results"]
 
 
 def test_a_reads_code_changes_come_from_the_checkouts_history(tmp_path):

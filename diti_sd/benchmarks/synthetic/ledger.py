@@ -204,7 +204,10 @@ def record_read(path: Path, report: dict, print_: str, reason: str | None) -> di
     variant = "" if rate == 1.0 else f"-shortcut-{rate!r}"  # a variant read beside the headline's, never over it
     stem = f"{date}-{commit[:7]}-{Path(str(report['config']['model'])).name.replace('builtin:', '')}{variant}"
     name, n = f"{stem}.json", 2
-    while (path.parent / name).exists():  # a second read of the day at one commit (with a reason) keeps the first's
+    listed = {r.get("results") for r in read_ledger(path)}
+    # a second read of the day at one commit (with a reason) keeps the first's file; one that no read lists is what
+    # a read killed between its two writes below left, and this read is that one again
+    while name in listed:
         name, n = f"{stem}-{n}.json", n + 1
     atomic_write(path.parent / name, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     rec = report["results"][report["recommended"]]["decorrelated"]
