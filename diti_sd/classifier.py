@@ -21,7 +21,7 @@ from .attention_masks import AttentionMasks, resolve_masks
 from .backbone import load_backbone
 from .data.images import as_image_sequence, read_preparation
 from .data.masks import check_masks, warn_masks_unread
-from .distributed import gather_rows, shard, world
+from .distributed import barrier, gather_rows, is_main, shard, world
 from .errors import ConfigError, DitiError, DitiWarning
 from .metrics import softmax
 from .persistence import PersistenceMixin
@@ -195,6 +195,10 @@ class DiTiFewShotClassifier(PersistenceMixin, ZeroShotMixin, ValidationMixin, Sw
         shots = shots_per_class(y, classes, recipe.fit)
 
         backbone = self._load_backbone(recipe)
+        if output_dir is not None and not resume:  # afresh, its checks passed: an earlier fit's work there goes
+            if is_main():
+                work_folders.clear_earlier_work(output_dir)
+            barrier()
         kept_in = (lambda name: None) if output_dir is None else (lambda name: Path(output_dir) / name)
         masks, made = resolve_masks(masks, backbone, X, self.progress, kept_in("attention-masks.pt"), resume)
         masks = check_masks(masks, X, **mask_checks) if made else masks

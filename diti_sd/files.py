@@ -95,9 +95,11 @@ def removing(target: str | os.PathLike) -> Path:
 def remove_folder(target: str | os.PathLike) -> None:
     """Delete the folder ``target`` so that a kill at any moment leaves it whole or gone, never half of it: renamed
     aside first (one atomic step), then deleted; what an earlier removal killed while deleting left is cleared."""
-    aside = removing(target)
+    target, aside = Path(target), removing(target)
     shutil.rmtree(aside, ignore_errors=True)
-    if Path(target).is_dir():
+    if target.is_symlink():  # a link the user made: it goes, what it points to stays
+        target.unlink()
+    elif target.is_dir():
         os.replace(target, aside)
         shutil.rmtree(aside, ignore_errors=True)
 

@@ -4,8 +4,9 @@ A fit given ``output_dir`` keeps there, until its adapter set is saved into that
 checkpoint (``checkpoint``, or ``checkpoint-rank{r}`` under ``accelerate launch``; once training ends it holds the
 trained adapters), the probe fit's folder (``auto_refit``) and the coarse swap comparison's (``fit.coarse_swap_auto``).
 A run killed after its training (in a validation pass, the temperature fit, the pictures or the save) then resumes
-without training again; ``save_pretrained`` into the folder removes them last. Torch-free, so that the command line
-can ask before anything loads.
+without training again; ``save_pretrained`` into the folder removes them last. Under ``fit --overwrite``, an empty
+``replacing`` folder says that a new fit is replacing the set there, until it saves its own. Torch-free, so that the
+command line can ask before anything loads.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import os
 import shutil
 from pathlib import Path
 
-from .files import REMOVING, removing, swapped_from
+from .files import REMOVING, remove_folder, removing, swapped_from
 
 MANIFEST = "manifest.json"  # an adapter set's (diti_sd.adapter_set): named here, where no torch is loaded
 CHECKPOINT = "checkpoint"
 PROBE = "auto-probe"  # auto_refit's fit without one image per class
 SWAP = "coarse-swap"  # fit.coarse_swap_auto's second fit
+REPLACING = "replacing"  # `fit --overwrite`: an empty folder saying a new fit is replacing the set beside it
 
 
 def checkpoint_name(rank: int = 0, size: int = 1) -> str:
@@ -39,7 +41,7 @@ def _working(name: str) -> str | None:
     """What the folder is: "checkpoint" (a process's), "probe" or "swap"; None for none of a fit's."""
     if name == CHECKPOINT or name.startswith(f"{CHECKPOINT}-rank"):
         return "checkpoint"
-    return {PROBE: "probe", SWAP: "swap"}.get(name)
+    return {PROBE: "probe", SWAP: "swap", REPLACING: "replacing"}.get(name)
 
 
 def finished_set(output_dir: str | os.PathLike) -> bool:
@@ -47,11 +49,24 @@ def finished_set(output_dir: str | os.PathLike) -> bool:
     return (Path(output_dir) / MANIFEST).is_file() and not working_folders(output_dir)
 
 
-def retire_set(output_dir: str | os.PathLike) -> None:
-    """A fit replacing the set in ``output_dir`` (``--overwrite``) first takes away the old set's manifest: killed
-    before it saves its own, it is then resumed as the unfinished fit it is, never taken for the old set (whose
-    weights stay until the new ones replace them, and no longer load as a set)."""
-    (Path(output_dir) / MANIFEST).unlink(missing_ok=True)
+def mark_replacing(output_dir: str | os.PathLike) -> None:
+    """A fit replacing the set in ``output_dir`` (``--overwrite``) says so before it starts: until it saves its own
+    set, the folder is a fit under way (``--resume`` continues it), never the old set finished. The old set stays
+    whole and loads as before, should the new fit be refused or never run again."""
+    (Path(output_dir) / REPLACING).mkdir(parents=True, exist_ok=True)
+
+
+def replacing(output_dir: str | os.PathLike) -> bool:
+    """A fit replacing the set in ``output_dir`` was started and has not saved its own."""
+    return (Path(output_dir) / REPLACING).is_dir()
+
+
+def clear_earlier_work(output_dir: str | os.PathLike) -> None:
+    """A fit starting afresh in ``output_dir`` (not resumed) forgets an earlier fit's checkpoints and folders there,
+    so that a resume of the new fit never finds them; ``replacing``'s mark stays until the new set is saved."""
+    for folder in working_folders(output_dir):
+        if _working((swapped_from(folder) or folder).name) != "replacing":
+            remove_folder(folder)
 
 
 def remove_working_folders(output_dir: str | os.PathLike) -> None:

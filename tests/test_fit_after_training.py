@@ -157,6 +157,12 @@ def test_a_finished_runs_checkpoint_goes_whole_after_the_old_copy_a_swap_left(tm
     assert not folder.exists() and not swapped_out(folder).exists()
     remove_checkpoint(folder)  # the next removal clears what the kill left
     assert list(tmp_path.iterdir()) == []
+    # a checkpoint folder that is a link the user made: the link goes, what it points to stays
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "state.json").write_text("{}")
+    folder.symlink_to(tmp_path / "elsewhere")
+    remove_checkpoint(folder)
+    assert [p.name for p in tmp_path.iterdir()] == ["elsewhere"] and (tmp_path / "elsewhere" / "state.json").is_file()
 
 
 def test_a_later_fit_into_the_folder_on_other_images_is_refused_on_resume(tiny_model_dir, tmp_path):

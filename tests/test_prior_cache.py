@@ -4,6 +4,7 @@ sampler or seed samples its own)."""
 
 import shutil
 
+import numpy as np
 import torch
 from helpers import color_images
 from PIL import Image
@@ -44,6 +45,7 @@ def test_cached_prior_images_are_read_only_by_a_fit_that_would_sample_the_same(t
     first = sampled(tiny_backbone, recipe)
     blacken()
     assert sampled(tiny_backbone, recipe)[0].sum() == 0  # the same fit reads its cache
+    assert sampled(tiny_backbone, recipe, seed=np.int64(0))[0].sum() == 0  # a NumPy seed is the same seed
     other_base = build_tiny_backbone(seed=1)
     for backbone, other, seed in ((tiny_backbone, load_recipe(recipe, ["fit.prior_sample_steps=3"]), 0),
                                   (tiny_backbone, load_recipe(recipe, ["fit.prior_guidance=5.0"]), 0),

@@ -83,6 +83,10 @@ def test_a_sealed_read_goes_on_record_and_a_second_look_needs_a_reason(tmp_path,
     kept = ledger.record_read(book, killed, "k", "a new commit")
     assert len(ledger.read_ledger(book)) == reads + 1
     assert [p.name for p in book.parent.glob("*-fff0000-*")] == [kept["results"]] and "-2" not in kept["results"]
+    # another ledger's read of the day beside it, at the same commit: filed apart, never over this one's file
+    other = ledger.record_read(book.parent / "other.json", {**killed, "config": {**killed["config"], "seeds": [1]}},
+                               "o", None)
+    assert other["results"] != kept["results"] and json.loads((book.parent / kept["results"]).read_text()) == killed
 
 
 def test_a_reads_code_changes_come_from_the_checkouts_history(tmp_path):

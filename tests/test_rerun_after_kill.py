@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from diti_sd import DiTiFewShotClassifier
 from diti_sd.cli import main
+from diti_sd.work_folders import finished_set
 
 # the n-th atomic write (file or folder) writes its temporary, then the process dies before the rename
 _KILLED_IN_WRITE = """
@@ -101,30 +103,59 @@ def test_killed_while_writing_reruns_to_the_unbroken_output(made, tmp_path, name
     assert _files(killed) == _files(tmp_path / "whole")  # the same output, and no temporary left beside it
 
 
-@pytest.mark.parametrize("name, writer, argv, weights", [
-    # killed in its first checkpoint's write: nothing of the new fit is kept
-    ("fit", "atomic_folder", ["fit", "--dataset", "tiny", "--data-root", "{data}", "--model", "{model}", "--steps", "3",
-                              "--set", "fit.prior=false", "--set", "resolution=32"],
-     "adapters.safetensors"),
-    # killed in its first file's write once trained (the losses, before the encoder's own files)
-    ("encoder fit", "atomic_write", ["encoder", "fit", "--dataset", "granular", "--max-images", "64", "--ddpm",
-                                     "{root}/ddpm", "--steps", "4"], "encoder.safetensors"),
-])
-def test_a_fit_replacing_a_set_killed_before_its_save_resumes_to_the_new_set(made, tmp_path, folder, tiny_model_dir,
-                                                                             name, writer, argv, weights):
-    def filled(out: Path) -> list[str]:
-        return [a.format(root=made, data=folder, model=tiny_model_dir) for a in argv] + [
-            "--out", str(out), "--no-progress"]
-
-    _run(filled(tmp_path / "whole"))
-    replaced = tmp_path / "replaced"
-    old = made / ("set" if name == "fit" else "enc")
-    shutil.copytree(old, replaced)
-    run = subprocess.run([sys.executable, "-c", _KILLED_IN_WRITE, writer, "1", *filled(replaced), "--overwrite"],
-                         capture_output=True, text=True)
-    assert run.returncode == -signal.SIGKILL, run.stderr
+def test_fit_overwrite_killed_in_its_first_set_resumes_every_set_it_replaces(folder, tiny_model_dir, tmp_path,
+                                                                             capsys):
+    base = ["fit", "--dataset", "tiny", "--data-root", str(folder), "--set", "fit.prior=false", "--set",
+            "resolution=32", "--shots", "1,2", "--val-per-class", "1", "--no-progress"]
+    new = [*base, "--model", str(tiny_model_dir), "--steps", "3"]
+    _run([*new, "--out", str(tmp_path / "whole")])
+    out = tmp_path / "replaced"
+    _run([*base, "--model", str(tiny_model_dir), "--steps", "2", "--out", str(out)])  # the sets it replaces
+    old = {k: (out / k / "adapters.safetensors").read_bytes() for k in ("1shot", "2shot")}
+    # refused once its checks passed (a model folder that holds none): the old sets stay whole, and still load
+    (tmp_path / "no-model").mkdir()
+    assert main([*base, "--model", str(tmp_path / "no-model"), "--steps", "3", "--out", str(out), "--overwrite"]) == 2
+    assert {k: (out / k / "adapters.safetensors").read_bytes() for k in old} == old
+    DiTiFewShotClassifier.from_pretrained(out / "1shot", model=str(tiny_model_dir), progress=False)
+    capsys.readouterr()
+    assert main([*new, "--out", str(out)]) == 2  # and a fit without --resume or --overwrite says what happened
+    assert "was stopped before it saved its own (the old set is still there" in capsys.readouterr().err
+    # an interrupted fit's checkpoint of other settings in the first set's folder: the new fit starts afresh
+    (out / "1shot" / "checkpoint").mkdir()
+    (out / "1shot" / "checkpoint" / "state.json").write_text('{"iteration": 1, "signature": "another fit"}')
+    run = subprocess.run([sys.executable, "-c", _KILLED_IN_WRITE, "atomic_folder", "1", *new, "--out", str(out),
+                          "--overwrite"], capture_output=True, text=True)
+    assert run.returncode == -signal.SIGKILL, run.stderr  # in the first set's first checkpoint
     # the rerun the interruption's message asks for, as a user types it: the same command with --resume
-    _run([*filled(replaced), "--overwrite", "--resume"])
-    assert (replaced / weights).read_bytes() == (tmp_path / "whole" / weights).read_bytes() != (
-        old / weights).read_bytes()
-    assert name == "fit" or (replaced / "losses.json").is_file()
+    _run([*new, "--out", str(out), "--overwrite", "--resume"])
+    for k in old:
+        new_weights = (tmp_path / "whole" / k / "adapters.safetensors").read_bytes()
+        assert (out / k / "adapters.safetensors").read_bytes() == new_weights != old[k], k
+        assert finished_set(out / k) and (out / k / "split.json").read_bytes() == (
+            tmp_path / "whole" / k / "split.json").read_bytes()
+
+
+def test_encoder_fit_overwrite_killed_before_its_save_resumes_to_the_new_encoder(made, tmp_path, capsys):
+    argv = ["encoder", "fit", "--dataset", "granular", "--max-images", "64", "--ddpm", str(made / "ddpm"), "--steps",
+            "4", "--no-progress"]
+    _run([*argv, "--out", str(tmp_path / "whole")])
+    out = tmp_path / "replaced"
+    shutil.copytree(made / "enc", out)
+    old = (out / "encoder.safetensors").read_bytes()
+    # refused before any work (a DDPM that is not there): the old encoder stays whole
+    assert main([*argv[:7], str(tmp_path / "no-ddpm"), *argv[8:], "--out", str(out), "--overwrite"]) != 0
+    assert (out / "encoder.safetensors").read_bytes() == old and (out / "encoder.json").is_file()
+    # killed in its first file's write once trained (the losses, written before the encoder's own files)
+    run = subprocess.run([sys.executable, "-c", _KILLED_IN_WRITE, "atomic_write", "1", *argv, "--out", str(out),
+                          "--overwrite"], capture_output=True, text=True)
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    _run([*argv, "--out", str(out), "--overwrite", "--resume"])
+    assert (out / "encoder.safetensors").read_bytes() == (tmp_path / "whole" / "encoder.safetensors").read_bytes()
+    assert (out / "encoder.safetensors").read_bytes() != old and (out / "losses.json").is_file()
+    # another command's checkpoint in --out is neither resumed nor overwritten
+    (tmp_path / "adapters" / "checkpoint").mkdir(parents=True)
+    (tmp_path / "adapters" / "checkpoint" / "state.json").write_text('{"iteration": 3, "signature": "a fit"}')
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "adapters"), "--overwrite"]) == 2
+    assert "is another command's checkpoint" in capsys.readouterr().err
+    assert (tmp_path / "adapters" / "checkpoint" / "state.json").is_file()

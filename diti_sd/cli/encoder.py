@@ -144,9 +144,8 @@ def _fit(args):
     from ..encoder import DiTiEncoder, fit_encoder, load_ddpm, load_encoder_recipe
     from ..encoder.data import check_root, load_attributed
     from ..encoder.model import MANIFEST
-    from ..encoder.train import check_batch_split
+    from ..encoder.train import check_batch_split, checkpoint_owner
     from ..files import recover_folder
-    from ..training.checkpoint import remove_checkpoint
     from ..work_folders import CHECKPOINT
     from . import CLIError
 
@@ -156,6 +155,9 @@ def _fit(args):
     check_out_folder(args.out)
     out = Path(args.out)
     recover_folder(out / CHECKPOINT)  # a checkpoint a kill left beside its place counts as one
+    if checkpoint_owner(out) == "other":  # neither resumed nor overwritten by an encoder fit
+        raise CLIError(f"{out / CHECKPOINT} is another command's checkpoint (an adapter fit's or train-base's); "
+                       "choose another --out for the encoder")
     if (out / MANIFEST).is_file() and not (out / CHECKPOINT / "state.json").is_file():  # a finished fit
         if args.resume:
             print(f"{out} already holds a fitted encoder; --resume continues only an interrupted fit")
@@ -169,15 +171,13 @@ def _fit(args):
 
     # a user's data set is found and listed before the DDPM loads; the built-in toy is drawn at the DDPM's size
     data = None if recipe.data.kind == "granular" else load(0)
-    if args.overwrite and not args.resume and is_main():  # afresh: killed before it saves, it is no finished fit
-        (out / MANIFEST).unlink(missing_ok=True)
-        remove_checkpoint(out / CHECKPOINT)  # an earlier interrupted fit's
     device = _device(args.device)
     ddpm = load_ddpm(args.ddpm, device)
     model = DiTiEncoder(recipe, ddpm).to(device)
     data = data if data is not None else load(model.image_size)
     summary = fit_encoder(model, data, args.out, steps=args.steps, resume=args.resume,
-                          num_workers=args.num_workers, progress=not args.no_progress)
+                          num_workers=args.num_workers, progress=not args.no_progress,
+                          overwrite=args.overwrite and not args.resume)
     if is_main():
         print(json.dumps({"out": str(args.out), **summary}))
     return 0

@@ -90,7 +90,7 @@ def resume_hint(args) -> str:
 
 def run(args):
     from ..recipes import load_recipe
-    from ..work_folders import MANIFEST, finished_set, retire_set
+    from ..work_folders import MANIFEST, finished_set, replacing, working_folders
     from . import CLIError
     from .common import check_out_folder
 
@@ -104,13 +104,20 @@ def run(args):
                        "and without --split (a saved split keeps its own; without --shots the data set's whole "
                        "validation split is used)")
     outs = [Path(args.out)] if len(shots) == 1 else [Path(args.out) / f"{k}shot" for k in shots]
-    for out in outs:
-        if (out / MANIFEST).exists() and not (args.resume or args.overwrite):
+    for out in [] if args.resume or args.overwrite else outs:
+        if replacing(out):
+            raise CLIError(f"a fit replacing the set in {out} was stopped before it saved its own (the old set is "
+                           "still there and loads); pass --resume to finish the new fit, or --overwrite to start it "
+                           "afresh")
+        if (out / MANIFEST).exists():
             if not finished_set(out):
                 raise CLIError(f"a fit into {out} was stopped after its training, before its set was saved whole; "
                                "pass --resume to finish it without training again, or --overwrite to start afresh")
             raise CLIError(f"{out} already holds an adapter set; pass --overwrite to replace it or choose "
                            "another --out")
+        if working_folders(out):
+            raise CLIError(f"{out} holds an interrupted fit; pass --resume to continue it, or --overwrite to start "
+                           "afresh")
     if args.box_masks and recipe.dataset.kind != "fgvc-aircraft":
         raise CLIError(f"--box-masks reads FGVC-Aircraft's images_box.txt; a {recipe.dataset.kind} data set has no "
                        "boxes the package reads: draw each shot's mask as an image and pass --masks DIR")
@@ -129,14 +136,17 @@ def run(args):
     # every draw to fit made and its masks checked before the first fit (headers only)
     todo = [(k, out) for k, out in zip(shots, outs) if not (args.resume and finished_set(out))]
     draws = {k: shot_draw(args, recipe, train, val, k, boxes, attention) for k, _ in todo}
+    if args.overwrite and not args.resume:  # every set to replace marked at once: --resume then continues them all
+        from ..distributed import is_main
+        from ..work_folders import mark_replacing
+
+        for out in outs if is_main() else []:
+            if (out / MANIFEST).exists():
+                mark_replacing(out)
     for k, out in zip(shots, outs):
         if k not in draws:
             print(f"{out} is already fitted; --resume continues only unfinished adapter sets")
             continue
-        from ..distributed import is_main
-
-        if args.overwrite and not args.resume and is_main():  # --resume: the first run retired it already
-            retire_set(out)
         _fit_one(args, recipe, draws[k], out, attention)
     return 0
 
@@ -216,10 +226,6 @@ def _fit_one(args, recipe, draw: ShotDraw, out: Path, attention=None) -> None:
 
     split, train_set, val_set, masks = draw.split, draw.train_set, draw.val_set, draw.masks
     validation, val_masks, calibrate = draw.validation, draw.val_masks, draw.calibrate
-    if split is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        if is_main():
-            split.save(out / "split.json")
     clf = DiTiFewShotClassifier(
         model=recipe.model, recipe=recipe, steps=args.steps, rank=args.rank, random_state=args.seed,
         device=args.device, dtype=args.dtype, attention=args.attention, progress=not args.no_progress,
@@ -247,6 +253,8 @@ def _fit_one(args, recipe, draw: ShotDraw, out: Path, attention=None) -> None:
     if breaks and val_set is not None:  # the images by their ids in the data set (as split.json names them)
         breaks["breaking_ids"] = [val_set.ids[i] for i in breaks["breaking"]]  # in the manifest too
     if is_main():  # before the manifest (a resumed fit skips a fitted set), never at the fit's expense
+        if split is not None:  # with the set it drew (a fit refused or killed before leaves an old set's split)
+            split.save(out / "split.json")
         picture = out / "coarse_shortcut.png"
         picture.unlink(missing_ok=True)  # an earlier fit's, with --overwrite
         if fired(clf.fit_summary_["coarse_shortcut"]):

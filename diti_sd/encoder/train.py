@@ -27,7 +27,7 @@ from ..training.checkpoint import Checkpoint, load_checkpoint, remove_checkpoint
 from ..training.precision import MixedPrecision
 from ..work_folders import CHECKPOINT
 from .attributed import AttributedDataset, AttributedImages
-from .model import DiTiEncoder
+from .model import MANIFEST, DiTiEncoder
 
 HELPERS = ("optimizer", "ema", "scaler")
 
@@ -81,9 +81,21 @@ def check_batch_split(cfg) -> None:
                           f"use a multiple of {size}")
 
 
+def checkpoint_owner(out: str | os.PathLike) -> str | None:
+    """Whose checkpoint ``out`` holds: "encoder", "other" (another command's: an adapter fit's, train-base's) or None
+    (none, or unreadable: resuming then says what is wrong with it). Read before anything loads."""
+    try:
+        state = json.loads((Path(out) / CHECKPOINT / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return "encoder" if isinstance(state, dict) and "step" in state and "stage" not in state and \
+        "z_dim" in (state.get("recipe") or {}) else "other"
+
+
 def fit_encoder(model: DiTiEncoder, data: AttributedImages, out: str | os.PathLike, steps: int | None = None,
-                resume: bool = False, num_workers: int = 0, progress: bool = True) -> dict:
-    """Train ``model`` on ``data`` and save the EMA weights to ``out`` (``DiTiEncoder.from_pretrained``).
+                resume: bool = False, num_workers: int = 0, progress: bool = True, overwrite: bool = False) -> dict:
+    """Train ``model`` on ``data`` and save the EMA weights to ``out`` (``DiTiEncoder.from_pretrained``);
+    ``overwrite``: afresh over an encoder, or an interrupted fit, already there.
 
     Under ``accelerate launch`` (or ``torchrun``) the batch is split over the processes and their gradients
     averaged before each step: every draw is the whole batch's, so N processes train what one would, up to
@@ -100,6 +112,11 @@ def fit_encoder(model: DiTiEncoder, data: AttributedImages, out: str | os.PathLi
     ema = encoder_ema(params, cfg)
     amp = MixedPrecision(cfg.mixed_precision, device.type)
     folder = out / CHECKPOINT
+    if overwrite:  # the model and data are made: the old encoder's manifest first, so a kill leaves no finished fit
+        if rank == 0:
+            (out / MANIFEST).unlink(missing_ok=True)
+            remove_checkpoint(folder)
+        barrier()
     if (folder / "state.json").is_file() and not resume:
         raise ConfigError(f"{out} holds an interrupted encoder fit; pass --resume to continue it or --overwrite to "
                           "start afresh")

@@ -35,7 +35,7 @@ def prior_pixels(backbone, recipe: Recipe, prior_images=None, cache_dir=None, se
     # what the cached PNGs were sampled from: a fit into a folder another base, prompt or sampler wrote (an
     # --overwrite) samples its own instead of training on theirs
     identity = {"base": backbone.fingerprint(), "prompt": recipe.prompt.generic, "images": cfg.prior_images,
-                "steps": cfg.prior_sample_steps, "guidance": cfg.prior_guidance, "seed": seed,
+                "steps": cfg.prior_sample_steps, "guidance": cfg.prior_guidance, "seed": int(seed),
                 "resolution": backbone.resolution}
     if cache is not None and _read_identity(cache) == identity and len(list_images(cache)) >= cfg.prior_images:
         return uint8_pixels(list_images(cache)[: cfg.prior_images], backbone.resolution)

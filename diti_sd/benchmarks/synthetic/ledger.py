@@ -196,6 +196,17 @@ def check_unread(path: Path, seeds: list[int], print_: str, reason: str | None) 
                           "changes nothing but the number of looks: pass --reason saying why")
 
 
+def _same_read(saved: Path, report: dict) -> bool:
+    """``saved`` holds ``report``'s read: the same settings, seeds, code and method (another ledger's read of the day
+    beside this one's is kept)."""
+    try:
+        kept = json.loads(saved.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(kept, dict) and all(kept.get(k) == json.loads(json.dumps(report.get(k)))  # as written
+                                          for k in ("config", "code", "fingerprint"))
+
+
 def record_read(path: Path, report: dict, print_: str, reason: str | None) -> dict:
     """Append the read to the ledger and keep its results beside it."""
     commit = report.get("code", {}).get("commit") or "unknown"
@@ -205,9 +216,9 @@ def record_read(path: Path, report: dict, print_: str, reason: str | None) -> di
     stem = f"{date}-{commit[:7]}-{Path(str(report['config']['model'])).name.replace('builtin:', '')}{variant}"
     name, n = f"{stem}.json", 2
     listed = {r.get("results") for r in read_ledger(path)}
-    # a second read of the day at one commit (with a reason) keeps the first's file; one that no read lists is what
-    # a read killed between its two writes below left, and this read is that one again
-    while name in listed:
+    # a second read of the day at one commit (with a reason) keeps the first's file; one that no read lists, holding
+    # this very read, is what a read killed between its two writes below left
+    while name in listed or ((path.parent / name).exists() and not _same_read(path.parent / name, report)):
         name, n = f"{stem}-{n}.json", n + 1
     atomic_write(path.parent / name, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     rec = report["results"][report["recommended"]]["decorrelated"]
