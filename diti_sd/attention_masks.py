@@ -238,10 +238,13 @@ def resolve_masks(masks, backbone, X, progress: bool = False, path=None, resume:
     if path is None:
         return masks(backbone, X, progress=progress, indices=indices), record
     key = {**record, "seed": masks.seed, "base": backbone.fingerprint(), "images": images_digest(X),
+           "resolution": backbone.resolution,  # a recipe's resolution reads the maps at another size
            **({"indices": [int(i) for i in indices]} if indices is not None else {})}
     if resume and Path(path).exists():
         saved = torch.load(path)
-        if saved.get("key") == key:
+        kept = saved.get("key") or {}
+        # one kept before the resolution was in its key is read as it was then
+        if kept == key or ("resolution" not in kept and kept == {k: v for k, v in key.items() if k != "resolution"}):
             return saved["masks"], record
     made = masks(backbone, X, progress=progress, indices=indices)
     atomic_write(path, lambda tmp: torch.save({"key": key, "masks": made}, tmp))

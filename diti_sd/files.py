@@ -174,6 +174,28 @@ def file_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".ckpt")
+
+
+def weights_digest(folder: str | os.PathLike) -> str | None:
+    """A cheap digest of the weight files under ``folder`` (None where it is no folder, e.g. a hub id): each one's
+    name, size and first and last MiB. It changes when a model is trained again in place, without reading
+    gigabytes."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.suffix in WEIGHT_FILES and p.is_file()):
+        size = path.stat().st_size
+        h.update(f"{path.relative_to(folder).as_posix()}:{size}".encode())
+        with open(path, "rb") as f:
+            h.update(f.read(1 << 20))
+            if size > 2 << 20:
+                f.seek(-(1 << 20), os.SEEK_END)
+                h.update(f.read())
+    return h.hexdigest()[:16]
+
+
 def write_json(target: str | os.PathLike, value, indent: int | None = 2) -> Path:
     """``value`` as JSON in ``target``, written atomically (:func:`atomic_write`)."""
     return atomic_write(target, lambda tmp: tmp.write_text(json.dumps(value, indent=indent)))

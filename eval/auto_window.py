@@ -30,6 +30,7 @@ texture); diti_sd/benchmarks/synthetic/data.py.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -208,6 +209,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def seed_folder(args) -> Path:
+    """Where the seeds of one setting are kept. The name says what a reader looks for; its hash, everything a seed's
+    result depends on (the resolved recipe with --pairs and --model in it, the stream sizes), so that a rerun with
+    other values never reads these back."""
+    settings = hashlib.sha256(json.dumps([recipe_for(args).to_dict(), args.shots, args.val_per_class,
+                                          args.oracle_per_class, args.test_per_class], sort_keys=True,
+                                         default=str).encode()).hexdigest()[:8]
+    return Path(args.out) / "_".join([args.task, args.family, *(o.replace("=", "-") for o in args.overrides),
+                                      *([Path(args.model).name.replace(":", "-")] if args.model else []),
+                                      *(["masks"] if args.masks else []), settings, "test" if args.test else "val"])
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.test and not set(args.seeds) <= set(SEALED):
@@ -215,11 +228,7 @@ def main(argv=None):
                          "for the read that reports a rule")
     if not args.test and (why := sealed_message(args.seeds, also=SEALED)):
         raise SystemExit(why)
-    tag = "_".join([args.task, args.family, *(o.replace("=", "-") for o in args.overrides),
-                    *([Path(args.model).name.replace(":", "-")] if args.model else []),
-                    *(["masks"] if args.masks else []),
-                    "test" if args.test else "val"])
-    folder = Path(args.out) / tag
+    folder = seed_folder(args)
     if args.rules:
         result = compare_rules(folder, args)
         write_json(folder / "rules.json", result)

@@ -16,6 +16,7 @@ the same way beside it (``--baseline``).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 from pathlib import Path
 
@@ -33,6 +34,10 @@ from diti_sd.scoring import weighted_mean, window_weights
 from diti_sd.seeding import VALIDATION_PAIRS, derive_seed, numpy_rng
 from diti_sd.stats import mean_se
 from diti_sd.training.coarse_swap import coarse_swap
+
+_spec = importlib.util.spec_from_file_location("tune_synthetic", Path(__file__).with_name("tune_synthetic.py"))
+tune = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tune)
 
 SOURCES = ("as drawn", "coarse swapped")
 
@@ -91,8 +96,9 @@ def main(argv=None):
         variants["recipe"] = list(args.overrides)
     result = {"seeds": args.seeds, "variants": {}}
     for name, overrides in variants.items():
-        rows = [cached_json(args.cache,
-                            ["premise-calibration", overrides, seed, args.shots, args.per_class, PAIRS_RULE],
+        # named by the resolved recipe, not by how the overrides are spelled (the recipe changes under them)
+        key = tune.recipe_key(load_recipe("synthetic", overrides))
+        rows = [cached_json(args.cache, ["premise-calibration", key, seed, args.shots, args.per_class, PAIRS_RULE],
                             lambda seed=seed, o=overrides: one_seed(o, seed, args.shots, args.per_class))
                 for seed in args.seeds]
         summary = {"accuracy": {k: float(np.mean([r["accuracy"][k] for r in rows])) for k in rows[0]["accuracy"]}}

@@ -193,6 +193,10 @@ def test_a_resumed_fit_reads_back_the_masks_it_made(tiny_backbone, tmp_path, mon
     with pytest.raises(AssertionError, match="read again"):  # other noise
         am.resolve_masks(AttentionMasks("pattern", ["a photo of a {}"], times=(300,), seed=1), tiny_backbone, images,
                          path=path, resume=True)
+    with pytest.raises(AssertionError, match="read again"):  # the same weights read at another resolution
+        monkeypatch.setattr(tiny_backbone, "resolution", tiny_backbone.resolution * 2)
+        am.resolve_masks(spec, tiny_backbone, images, path=path, resume=True)
+    monkeypatch.setattr(tiny_backbone, "resolution", tiny_backbone.resolution // 2)
     assert am.resolve_masks([m.clone() for m in made], tiny_backbone, images)[1] is None  # given masks pass through
 
 

@@ -235,6 +235,13 @@ def test_interrupted_fit_resumes_to_the_same_encoder(small_ddpm, granular_recipe
     with pytest.raises(ValueError, match="another recipe"):
         fit_encoder(DiTiEncoder(load_encoder_recipe(recipe, ["train.gradient_mode=dual"]), small_ddpm), data,
                     tmp_path / "cut", steps=6, resume=True, progress=False)
+    # nor against another DDPM, or on other images
+    with pytest.raises(ValueError, match="another DDPM"):
+        fit_encoder(DiTiEncoder(recipe, build_ddpm(sample_size=16, channels=(16, 32), seed=1)), data,
+                    tmp_path / "cut", steps=6, resume=True, progress=False)
+    with pytest.raises(ValueError, match="other images"):
+        fit_encoder(fresh(), make_granular(41, size=16, seed=0), tmp_path / "cut", steps=6, resume=True,
+                    progress=False)
     fit_encoder(fresh(), data, tmp_path / "cut", steps=6, resume=True, progress=False)
     from safetensors.torch import load_file
 

@@ -95,7 +95,8 @@ def test_the_study_keeps_each_reading_of_a_seeds_shots_and_reads_it_back(monkeyp
     monkeypatch.setattr(script.AttentionMasks, "__call__", read)
     from PIL import Image
 
-    base, images = SimpleNamespace(fingerprint=lambda: "base"), [Image.new("RGB", (4, 4), (i, 0, 0)) for i in range(3)]
+    base = SimpleNamespace(fingerprint=lambda: "base", resolution=4)
+    images = [Image.new("RGB", (4, 4), (i, 0, 0)) for i in range(3)]
     spec = script.AttentionMasks("pattern", seed=11)
     first = script.read_masks(spec, base, images, tmp_path, 11, 8)
     again = script.read_masks(spec, base, images, tmp_path, 11, 8)

@@ -121,7 +121,11 @@ def test_auto_window_saves_every_pass_a_rule_needs_and_resumes(tmp_path, capsys)
     argv = ["--task", "texture", "--seeds", "1", "--shots", "2", "--val-per-class", "2", "--oracle-per-class", "1",
             "--pairs", "6", "--set", "fit.steps=2", "--out", str(tmp_path)]
     script.main(argv)
-    folder = tmp_path / "texture_user_fit.steps-2_val"
+    folder = script.seed_folder(script.parse_args(argv))
+    assert folder.name.startswith("texture_user_fit.steps-2_")
+    # every value a seed's result depends on names its folder: another --pairs or --shots is another folder
+    for other in (["--pairs", "8"], ["--shots", "3"], ["--test-per-class", "5"]):
+        assert script.seed_folder(script.parse_args([*argv, *other])) != folder, other
     arrays = np.load(folder / "seed1.npz")
     # the user's validation stream (its background follows the class), the same images perturbed, the oracle
     assert arrays["val_errors"].shape == arrays["perturbed_errors"].shape == (10, 5, 6)
@@ -235,7 +239,8 @@ def test_auto_window_gives_its_fits_the_shots_masks_and_keeps_them_apart(tmp_pat
         with pytest.raises(Stop):
             script.main(["--task", "colour", "--seeds", "1", "--shots", "2", "--out", str(tmp_path), *extra])
     assert given == [False, True]
-    assert {p.name for p in tmp_path.iterdir()} == {"colour_user_val", "colour_user_masks_val"}
+    # kept apart: one folder without masks, one with (colour_user_<settings>_val, colour_user_masks_<settings>_val)
+    assert sorted(p.name.split("_")[2] == "masks" for p in tmp_path.iterdir()) == [False, True]
 
 
 def test_bench_attention_masks_tiny_times_each_reading_size_through_the_library(tmp_path, capsys, monkeypatch):

@@ -317,3 +317,30 @@ def test_split_dir_trains_every_method_on_tifs_images(clip_config, small_fgvc, e
     evaluation([1]).run()
     saved = KShotSplit.load(tmp_path / "r" / "splits" / "1shot-seed1.json")
     assert saved.train_ids == [image_id for _, image_id, _ in chosen]
+
+
+def test_a_report_folder_is_reused_only_on_its_data_and_its_bases_weights(clip_config, small_fgvc, eval_recipe,
+                                                                         tiny_model_dir, tmp_path):
+    from diti_sd.errors import ConfigError
+
+    model, data = tmp_path / "base", tmp_path / "data"
+    shutil.copytree(tiny_model_dir, model)
+    shutil.copytree(small_fgvc, data)
+    cfg = config(eval_recipe, data, clip_config, tmp_path / "report", model=str(model), methods=["openclip-zeroshot"])
+    Evaluation(cfg)
+    Evaluation(cfg)  # the same images, labels and weights: its runs are read back
+    # a test label mended in place: the runs made before it would be read back as they are
+    labels = next(data.rglob("images_variant_test.txt"))
+    lines = labels.read_text().splitlines()
+    (first_id, first), (last_id, last) = lines[0].split(" ", 1), lines[-1].split(" ", 1)
+    labels.write_text("\n".join([f"{first_id} {last}", *lines[1:-1], f"{last_id} {first}"]) + "\n")
+    with pytest.raises(ConfigError, match="other images or labels"):
+        Evaluation(cfg)
+    labels.write_text("\n".join(lines) + "\n")
+    # the base trained again where it was: its name is the same, its weights are not
+    weights = next(model.rglob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(ConfigError, match="other weights under the model"):
+        Evaluation(cfg)
+    Evaluation(config(eval_recipe, data, clip_config, tmp_path / "another report", model=str(model),
+                      methods=["openclip-zeroshot"]))  # another --out starts its own record

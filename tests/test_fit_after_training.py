@@ -168,6 +168,7 @@ def test_a_finished_runs_checkpoint_goes_whole_after_the_old_copy_a_swap_left(tm
 def test_a_later_fit_into_the_folder_on_other_images_is_refused_on_resume(tiny_model_dir, tmp_path):
     from diti_sd import DiTiFewShotClassifier
     from diti_sd.errors import ConfigError
+    from diti_sd.testing.tiny import build_tiny_backbone
 
     def clf():
         return DiTiFewShotClassifier(model=str(tiny_model_dir), recipe="tiny", steps=2, progress=False,
@@ -178,6 +179,13 @@ def test_a_later_fit_into_the_folder_on_other_images_is_refused_on_resume(tiny_m
     clf().fit(X, y, output_dir=tmp_path, resume=True)  # not saved there: its trained checkpoint stays
     with pytest.raises(ConfigError, match="made by a fit with other data"):
         clf().fit(other, y, output_dir=tmp_path, resume=True)
+    # another base under the same settings, or another generic prompt (other prior images), is another fit too
+    another_base = build_tiny_backbone(seed=1).save_pretrained(tmp_path / "another-base")
+    with pytest.raises(ConfigError, match="base model or precision"):
+        clf().set_params(model=str(another_base)).fit(X, y, output_dir=tmp_path, resume=True)
+    with pytest.raises(ConfigError, match="base model or precision"):
+        clf().set_params(overrides={"fit.prior_images": 2, "fit.prior_sample_steps": 2,
+                                    "prompt.generic": "a picture"}).fit(X, y, output_dir=tmp_path, resume=True)
     assert clf().fit(X, y, output_dir=tmp_path, resume=True).fit_summary_["resumed_from"] > 0  # the same images
 
 

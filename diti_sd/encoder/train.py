@@ -9,6 +9,7 @@ checkpoint follow the package's one convention (:mod:`diti_sd.training`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -49,7 +50,19 @@ class _SeededBatches(torch.utils.data.Sampler):
             yield batch[self.rank::self.size].tolist()
 
 
-def _resume(folder: Path, model: DiTiEncoder, optimizer, ema: EMAModel, amp: MixedPrecision) -> tuple[int, list]:
+def run_identity(model: DiTiEncoder, data: AttributedImages) -> dict:
+    """What a checkpoint must match beside the recipe: the DDPM the encoder trains against (its weights, hashed as
+    they are sampled) and the images it reads (their ids)."""
+    ddpm = hashlib.sha256()
+    for key, tensor in sorted(model.unet.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        ddpm.update(f"{key}{tuple(tensor.shape)}".encode())
+        ddpm.update(flat[:: max(1, flat.numel() // 64)][:64].float().cpu().numpy().tobytes())
+    return {"ddpm": ddpm.hexdigest()[:16], "images": hashlib.sha256("\n".join(data.ids).encode()).hexdigest()[:16]}
+
+
+def _resume(folder: Path, model: DiTiEncoder, optimizer, ema: EMAModel, amp: MixedPrecision,
+            identity: dict) -> tuple[int, list]:
     """Load the checkpoint in ``folder``; the step to continue from and the losses so far."""
     checkpoint = load_checkpoint(folder, HELPERS)
     if checkpoint is None:
@@ -58,6 +71,11 @@ def _resume(folder: Path, model: DiTiEncoder, optimizer, ema: EMAModel, amp: Mix
     saved = from_dict(type(model.recipe), checkpoint.state["recipe"], "the checkpoint's recipe")
     if saved.to_dict() != model.recipe.to_dict():
         raise ConfigError(f"the checkpoint in {folder} was made with another recipe; delete it or pick another --out")
+    # a checkpoint written before they were kept is judged by its recipe alone
+    for key, what in (("ddpm", "another DDPM (--ddpm)"), ("images", "other images (--data-root, --max-images)")):
+        if checkpoint.state.get(key, identity[key]) != identity[key]:
+            raise ConfigError(f"the checkpoint in {folder} was made against {what}; rerun with the ones it was made "
+                              "with, or pass --overwrite to start afresh")
     model.load_state_dict(checkpoint.weights)
     optimizer.load_state_dict(checkpoint.helpers["optimizer"])
     ema.load_state_dict(checkpoint.helpers["ema"])
@@ -124,7 +142,8 @@ def fit_encoder(model: DiTiEncoder, data: AttributedImages, out: str | os.PathLi
         if rank == 0:
             recover_folder(folder)
         barrier()
-    start, losses = _resume(folder, model, optimizer, ema, amp) if resume else (0, [])
+    identity = run_identity(model, data)
+    start, losses = _resume(folder, model, optimizer, ema, amp, identity) if resume else (0, [])
     dataset = AttributedDataset.from_config(data, model.image_size, model.recipe.data)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=_SeededBatches(len(dataset), cfg.batch_size, cfg.seed, start, steps, rank, size),
@@ -155,7 +174,7 @@ def fit_encoder(model: DiTiEncoder, data: AttributedImages, out: str | os.PathLi
         bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4g}")
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps and rank == 0:
             helpers = {"optimizer": optimizer.state_dict(), "ema": ema.state_dict(), "scaler": amp.state_dict()}
-            state = {"step": step + 1, "losses": losses, "recipe": model.recipe.to_dict()}
+            state = {"step": step + 1, "losses": losses, "recipe": model.recipe.to_dict(), **identity}
             save_checkpoint(folder, Checkpoint(model.state_dict(), helpers, state))
     bar.close()
     model.eval()

@@ -93,6 +93,7 @@ class Evaluation:
                               "none; use --val-protocol coop")
         self.metric = ds.metric
         metric_score([0], [0], self.metric)  # an unknown metric fails here, before any work
+        self._check_record()  # before any work: the report's runs are read back as they are
         aug = cfg.aug_passes or self.recipe.baselines.augment_passes
         self.encoders = [FrozenMethods(spec, self.report / "features", self.recipe.baselines, self.test.classnames,
                                        self.metric, aug, cfg.device, cfg.progress) for spec in cfg.encoder_specs]
@@ -153,6 +154,32 @@ class Evaluation:
         if method in ENSEMBLES:
             name += f" [{self.encoders[0].label}]"
         return name
+
+    def _check_record(self) -> None:
+        """A report folder's runs, feature caches and adapter sets are reused only on the images and labels, and the
+        base model's weights, they were made from: ``data.json`` records them at the first run (the run keys hold
+        names, not contents), and a run on others is refused."""
+        from ..backbone import resolve_model_path
+        from ..files import weights_digest, write_json
+
+        data = _hash({name: [split.ids, split.labels] for name, split in (("train", self.train), ("val", self.val),
+                                                                          ("test", self.test)) if split is not None})
+        model, weights = self.recipe.model, weights_digest(resolve_model_path(self.recipe.model))
+        path = self.report / "data.json"
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):  # the first run here, or one from before the record was kept
+            saved = {}
+        saved = saved if isinstance(saved, dict) else {}
+        if saved.get("data", data) != data:
+            raise ConfigError(f"{self.report} holds runs made on other images or labels than those under "
+                              f"{self.cfg.data_root}; pass another --out (they would be read back as they are)")
+        models = dict(saved.get("models") or {})
+        if None not in (models.get(model), weights) and models[model] != weights:
+            raise ConfigError(f"{self.report} holds runs made with other weights under the model {model!r} (trained "
+                              "again since?); pass another --out (they would be read back as they are)")
+        if is_main():
+            write_json(path, {"data": data, "models": {**models, model: weights}})
 
     def run_key(self, method: str, encoder: int = 0) -> str:
         """A hash of everything that changes a method's result; a finished run is reused only under it."""

@@ -29,7 +29,7 @@ from .early_stop import HeldOutStop, checks, cost, split_held_out
 from .mask_loss import masked_mean
 from .optim import ClassAdamW, clip_grad_norm_per_class
 from .precision import MixedPrecision
-from .signature import fit_signature, pixels_digest
+from .signature import fit_signature, pixels_digest, prior_digest
 
 HELPERS = ("optimizer", "scaler")
 
@@ -94,11 +94,11 @@ def _resume(folder: Path, adapters, optimizer, amp: MixedPrecision, identity: di
     checkpoint = load_checkpoint(folder, HELPERS)
     if checkpoint is None:
         return 0, []
-    # a checkpoint written before the pixels' digest was kept is judged by its signature alone
-    if checkpoint.state.get("signature") != identity["signature"] or \
-            checkpoint.state.get("pixels", identity["pixels"]) != identity["pixels"]:
-        raise ConfigError(f"the checkpoint in {folder} was made by a fit with other data, classes or settings; "
-                          "delete it or choose another output folder to start afresh")
+    # a checkpoint written before a part of the identity was kept is judged by the rest
+    if any(checkpoint.state.get(key, value) != value for key, value in identity.items() if key != "signature") or \
+            checkpoint.state.get("signature") != identity["signature"]:
+        raise ConfigError(f"the checkpoint in {folder} was made by a fit with other data, classes, settings, base "
+                          "model or precision; delete it or choose another output folder to start afresh")
     adapters.load_lora_state_dict(checkpoint.weights)
     optimizer.load_state_dict(checkpoint.helpers["optimizer"])
     if checkpoint.helpers["scaler"] and amp.scaler.is_enabled():
@@ -165,8 +165,12 @@ def fit_adapters(
 
     folder = Path(checkpoint_dir) / checkpoint_name if checkpoint_dir else None
     # what a checkpoint must match to be resumed into this fit
-    identity = {"signature": fit_signature(cfg, steps, seed, classes, data, adapters, rescale_after),
-                "pixels": None if folder is None else pixels_digest(data)}  # no checkpoint: nothing to match
+    identity = {"signature": fit_signature(cfg, steps, seed, classes, data, adapters, rescale_after)}
+    if folder is not None:  # no checkpoint: nothing to match
+        # the shots' and the prior images' pixels, the base (another --model in the same folder is another fit), and
+        # the scales the early stop's kept errors were read at
+        identity.update(pixels=pixels_digest(data), prior=prior_digest(data), base=backbone.fingerprint(),
+                        **({"score_scales": list(score_scales)} if held else {}))
     stop = HeldOutStop(backbone, adapters, held, data.prompts, cfg, seed, classes, score_scales) if held else None
     stop_at = set(checks(steps, cfg.early_stop_every)) if stop else set()
     start, losses = 0, []

@@ -1,5 +1,5 @@
-"""What a checkpoint must match to be resumed into a fit: the signature of its settings and shapes, and its shots'
-pixels, hashed."""
+"""What a checkpoint must match to be resumed into a fit: the signature of its settings and shapes, and its shots' and
+prior images' pixels, hashed."""
 
 from __future__ import annotations
 
@@ -45,6 +45,12 @@ def pixels_digest(data) -> str:
     """The shots' pixels, hashed: other images of the same sizes and labels (another fold, another draw) are
     another fit, which a checkpoint of this one must not be resumed into."""
     return _tensors_hash(data.instance_pixels)
+
+
+def prior_digest(data) -> str | None:
+    """The prior-preservation images' pixels, hashed (None: no prior): a resume after the base, the generic prompt
+    or ``fit.prior_folder`` changed trains on other images, which the signature's shape alone does not see."""
+    return None if data.prior_pixels is None else _tensors_hash([data.prior_pixels])
 
 
 def _tensors_hash(per_class: list) -> str:
