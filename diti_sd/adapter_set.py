@@ -51,6 +51,8 @@ class Manifest:
     score_choice: dict | None = None
     fit: dict = field(default_factory=dict)  # iterations, resumed_from, group_size, loss_curve
     diti_sd_version: str = ""
+    # base_identity.weights_probe() of that base: the same base read in another precision is known by it
+    base_probe: dict | None = None
 
     def labels(self) -> np.ndarray:
         names = [c["name"] for c in self.classes]

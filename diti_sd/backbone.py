@@ -8,7 +8,6 @@ implies (for epsilon- and v-prediction models alike).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -159,27 +158,11 @@ class Backbone:
 
     # ----------------------------------------------------------------- identity / io
     def fingerprint(self) -> str:
-        """A short hash of the weights: shapes plus a strided sample of every tensor.
+        """A short hash of the weights as loaded (:func:`diti_sd.base_identity.fingerprint`), computed once."""
+        if not getattr(self, "_fingerprint", None):
+            from .base_identity import fingerprint
 
-        Cheap enough to compute on every load of a full-size model, and it changes when any component
-        is swapped for another checkpoint.
-        """
-        if getattr(self, "_fingerprint", None):
-            return self._fingerprint
-        h = hashlib.sha256()
-        for name, module in (("unet", self.unet), ("vae", self.vae), ("text_encoder", self.text_encoder)):
-            for key, tensor in sorted(module.state_dict().items()):
-                if "lora_" in key:  # class adapters injected by this package are not the base model
-                    continue
-                key = key.replace(".base.", ".")
-                flat = tensor.detach().reshape(-1)
-                step = max(1, flat.numel() // 64)
-                sample = flat[::step][:64].float().cpu().numpy().round(5)
-                h.update(f"{name}.{key}{tuple(tensor.shape)}".encode())
-                h.update(sample.tobytes())
-        h.update(self.prediction_type.encode())
-        h.update(self.scheduler.alphas_cumprod.float().numpy().round(6).tobytes())
-        self._fingerprint = h.hexdigest()[:16]
+            self._fingerprint = fingerprint(self)
         return self._fingerprint
 
     def save_pretrained(self, path: str | os.PathLike, progress: bool = True) -> Path:

@@ -174,18 +174,19 @@ def file_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".ckpt")
+WEIGHT_FILES = (".safetensors", ".bin")
 
 
-def weights_digest(folder: str | os.PathLike) -> str | None:
-    """A cheap digest of the weight files under ``folder`` (None where it is no folder, e.g. a hub id): each one's
-    name, size and first and last MiB. It changes when a model is trained again in place, without reading
-    gigabytes."""
+def weights_digest(folder: str | os.PathLike, parts: tuple[str, ...]) -> str | None:
+    """A cheap digest of the weight files in ``folder``'s ``parts`` (a diffusers model's ``unet``, ``vae``, ...;
+    None where ``folder`` is no folder, e.g. a hub id): each one's name, size and first and last MiB. It changes
+    when a model is trained again in place, without reading gigabytes."""
     folder = Path(folder)
     if not folder.is_dir():
         return None
     h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.suffix in WEIGHT_FILES and p.is_file()):
+    files = [p for part in parts for p in (folder / part).glob("*") if p.suffix in WEIGHT_FILES and p.is_file()]
+    for path in sorted(files):
         size = path.stat().st_size
         h.update(f"{path.relative_to(folder).as_posix()}:{size}".encode())
         with open(path, "rb") as f:

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from .adapter_set import AdapterSetError, Manifest, read_adapter_set, write_adapter_set
+from .base_identity import same_weights, weights_probe
 from .distributed import barrier, is_main
 from .errors import ConfigError
 from .hub import push_adapter_set, resolve_adapter_set, write_model_card
@@ -36,6 +37,7 @@ class PersistenceMixin:
             diti_sd_version=__version__,
             base_model=recipe.model,
             base_fingerprint=self.base_fingerprint_,
+            base_probe=weights_probe(self.backbone_),
             prediction_type=self.backbone_.prediction_type,
             resolution=self.backbone_.resolution,
             label_type="int" if kinds == {"int"} else "str",
@@ -112,11 +114,15 @@ class PersistenceMixin:
                   dtype=dtype, attention=attention, compile=compile, progress=progress)
         backbone = clf._load_backbone(recipe)
         fingerprint = backbone.fingerprint()
-        if fingerprint != manifest.base_fingerprint:
+        # the same base read in another precision (fitted in fp16 on a GPU, read in fp32 here) passes too
+        if fingerprint != manifest.base_fingerprint and not same_weights(weights_probe(backbone), manifest.base_probe):
             raise AdapterSetError(
                 f"adapter set {path} was fitted on base model {manifest.base_model!r} (fingerprint "
                 f"{manifest.base_fingerprint}), but {recipe.model!r} has fingerprint {fingerprint}; "
-                "pass the base model it was fitted on"
+                "pass the base model it was fitted on" + ("" if manifest.base_probe else
+                                                            " (this set, saved before the base's probe was kept, is "
+                                                            "known in the precision it was fitted in alone: load it "
+                                                            "with that dtype)")
             )
         adapters = ClassAdapters(backbone, len(manifest.classes), recipe.lora,
                                  block_filter=manifest.lora.get("block_filter"))

@@ -11,6 +11,7 @@ command line can ask before anything loads.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -61,11 +62,44 @@ def replacing(output_dir: str | os.PathLike) -> bool:
     return (Path(output_dir) / REPLACING).is_dir()
 
 
+def checkpoint_owner(folder: str | os.PathLike) -> str | None:
+    """Whose checkpoint ``folder`` is, read from its ``state.json`` before anything loads: "fit" (an adapter fit's),
+    "encoder", "train-base", or None (none there, or unreadable)."""
+    try:
+        state = json.loads((Path(folder) / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict):
+        return None
+    if "iteration" in state:
+        return "fit"
+    if "stage" in state:
+        return "train-base"
+    return "encoder" if "step" in state and "z_dim" in (state.get("recipe") or {}) else None
+
+
+WHOSE = {"fit": "an adapter fit's", "encoder": "an encoder fit's", "train-base": "train-base's"}
+
+
+def foreign_checkpoint(output_dir: str | os.PathLike, command: str) -> str | None:
+    """Whose checkpoint ``output_dir/checkpoint`` is ("train-base's"), where that is not ``command``'s (None: it
+    is, or there is none): ``fit``, ``encoder fit`` and ``train-base`` all keep theirs there."""
+    owner = checkpoint_owner(Path(output_dir) / CHECKPOINT)
+    return WHOSE[owner] if owner not in (None, command) else None
+
+
 def clear_earlier_work(output_dir: str | os.PathLike) -> None:
     """A fit starting afresh in ``output_dir`` (not resumed) forgets an earlier fit's checkpoints and folders there,
-    so that a resume of the new fit never finds them; ``replacing``'s mark stays until the new set is saved."""
+    so that a resume of the new fit never finds them; ``replacing``'s mark stays until the new set is saved. Another
+    command's checkpoint there is refused (the fit would write over it), an unreadable one left alone."""
+    if owner := foreign_checkpoint(output_dir, "fit"):
+        from .errors import ConfigError
+
+        raise ConfigError(f"{Path(output_dir) / CHECKPOINT} is {owner} checkpoint, not an adapter fit's; choose "
+                          "another output folder")
     for folder in working_folders(output_dir):
-        if _working((swapped_from(folder) or folder).name) != "replacing":
+        kind = _working((swapped_from(folder) or folder).name)
+        if kind != "replacing" and (kind != "checkpoint" or checkpoint_owner(folder) == "fit"):
             remove_folder(folder)
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -49,6 +50,11 @@ from diti_sd.scoring.validation_pass import replay, validation_errors
 from diti_sd.stats import beyond_2se, hierarchical_difference, mean_sd, mean_se
 from diti_sd.timesteps import t_weights, tif_weights, timestep_noise
 from diti_sd.validation import balanced_subset, fit_work, pass_size
+
+# the resolved recipe as the studies' caches name it (a key added at a default that fits nothing new leaves it)
+_spec = importlib.util.spec_from_file_location("tune_synthetic", Path(__file__).with_name("tune_synthetic.py"))
+tune = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tune)
 
 N_CLASSES = {"texture": 5, "colour": 5, "shape": 3}
 # the sealed seeds of this study's one test read (the demo's sealed seeds are its own)
@@ -213,7 +219,7 @@ def seed_folder(args) -> Path:
     """Where the seeds of one setting are kept. The name says what a reader looks for; its hash, everything a seed's
     result depends on (the resolved recipe with --pairs and --model in it, the stream sizes), so that a rerun with
     other values never reads these back."""
-    settings = hashlib.sha256(json.dumps([recipe_for(args).to_dict(), args.shots, args.val_per_class,
+    settings = hashlib.sha256(json.dumps([tune.recipe_key(recipe_for(args)), args.shots, args.val_per_class,
                                           args.oracle_per_class, args.test_per_class], sort_keys=True,
                                          default=str).encode()).hexdigest()[:8]
     return Path(args.out) / "_".join([args.task, args.family, *(o.replace("=", "-") for o in args.overrides),

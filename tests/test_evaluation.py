@@ -336,11 +336,15 @@ def test_a_report_folder_is_reused_only_on_its_data_and_its_bases_weights(clip_c
     labels.write_text("\n".join([f"{first_id} {last}", *lines[1:-1], f"{last_id} {first}"]) + "\n")
     with pytest.raises(ConfigError, match="other images or labels"):
         Evaluation(cfg)
+    # nor by another report that shares its adapter sets (named by settings, not by data)
+    with pytest.raises(ConfigError, match="report/adapters holds work made on other images"):
+        Evaluation(config(eval_recipe, data, clip_config, tmp_path / "second", model=str(model),
+                          methods=["openclip-zeroshot"], adapters_dir=str(tmp_path / "report" / "adapters")))
     labels.write_text("\n".join(lines) + "\n")
     # the base trained again where it was: its name is the same, its weights are not
     weights = next(model.rglob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
-    with pytest.raises(ConfigError, match="other weights under the model"):
+    with pytest.raises(ConfigError, match="other weights in"):
         Evaluation(cfg)
     Evaluation(config(eval_recipe, data, clip_config, tmp_path / "another report", model=str(model),
                       methods=["openclip-zeroshot"]))  # another --out starts its own record

@@ -261,3 +261,24 @@ def test_auto_refits_probe_fit_killed_after_its_training_is_not_trained_again(ti
     b = load_file(str(tmp_path / "killed" / "adapters.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert working_folders(tmp_path / "killed") == []
+
+
+def test_a_fit_clears_only_an_adapter_fits_work_and_refuses_another_commands_checkpoint(folder, tiny_model_dir,
+                                                                                        tmp_path, capsys):
+    from diti_sd.errors import ConfigError
+    from diti_sd.work_folders import clear_earlier_work
+
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "state.json").write_text('{"stage": "unet", "step": 300, "steps": 4000}')
+    (tmp_path / "auto-probe").mkdir()
+    with pytest.raises(ConfigError, match="is train-base's checkpoint, not an adapter fit's"):
+        clear_earlier_work(tmp_path)
+    assert (tmp_path / "checkpoint" / "state.json").is_file()
+    for flags in ([], ["--overwrite"], ["--resume"]):  # the command line refuses it before any work, whatever it asks
+        assert main(["fit", "--dataset", "tiny", "--data-root", str(folder), "--model", str(tiny_model_dir), "--out",
+                     str(tmp_path), "--no-progress", *flags]) == 2
+        assert "is train-base's checkpoint, not an adapter fit's" in capsys.readouterr().err
+    assert (tmp_path / "checkpoint" / "state.json").is_file()
+    (tmp_path / "checkpoint" / "state.json").write_text('{"iteration": 3, "signature": "an earlier fit"}')
+    clear_earlier_work(tmp_path)  # an adapter fit's own work goes
+    assert list(tmp_path.iterdir()) == []

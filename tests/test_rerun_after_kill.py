@@ -112,17 +112,18 @@ def test_fit_overwrite_killed_in_its_first_set_resumes_every_set_it_replaces(fol
     out = tmp_path / "replaced"
     _run([*base, "--model", str(tiny_model_dir), "--steps", "2", "--out", str(out)])  # the sets it replaces
     old = {k: (out / k / "adapters.safetensors").read_bytes() for k in ("1shot", "2shot")}
+    # an interrupted fit's checkpoint of other settings in the first set's folder: overwritten, it goes at once
+    (out / "1shot" / "checkpoint").mkdir()
+    (out / "1shot" / "checkpoint" / "state.json").write_text('{"iteration": 1, "signature": "another fit"}')
     # refused once its checks passed (a model folder that holds none): the old sets stay whole, and still load
     (tmp_path / "no-model").mkdir()
     assert main([*base, "--model", str(tmp_path / "no-model"), "--steps", "3", "--out", str(out), "--overwrite"]) == 2
     assert {k: (out / k / "adapters.safetensors").read_bytes() for k in old} == old
     DiTiFewShotClassifier.from_pretrained(out / "1shot", model=str(tiny_model_dir), progress=False)
+    assert not (out / "1shot" / "checkpoint").exists()  # the rerun's --resume cannot take it for the new fit's
     capsys.readouterr()
     assert main([*new, "--out", str(out)]) == 2  # and a fit without --resume or --overwrite says what happened
-    assert "was stopped before it saved its own (the old set is still there" in capsys.readouterr().err
-    # an interrupted fit's checkpoint of other settings in the first set's folder: the new fit starts afresh
-    (out / "1shot" / "checkpoint").mkdir()
-    (out / "1shot" / "checkpoint" / "state.json").write_text('{"iteration": 1, "signature": "another fit"}')
+    assert "was stopped before it saved its own; pass --resume" in capsys.readouterr().err
     run = subprocess.run([sys.executable, "-c", _KILLED_IN_WRITE, "atomic_folder", "1", *new, "--out", str(out),
                           "--overwrite"], capture_output=True, text=True)
     assert run.returncode == -signal.SIGKILL, run.stderr  # in the first set's first checkpoint
@@ -157,5 +158,5 @@ def test_encoder_fit_overwrite_killed_before_its_save_resumes_to_the_new_encoder
     (tmp_path / "adapters" / "checkpoint" / "state.json").write_text('{"iteration": 3, "signature": "a fit"}')
     capsys.readouterr()
     assert main([*argv, "--out", str(tmp_path / "adapters"), "--overwrite"]) == 2
-    assert "is another command's checkpoint" in capsys.readouterr().err
+    assert "is an adapter fit's checkpoint, not an encoder fit's" in capsys.readouterr().err
     assert (tmp_path / "adapters" / "checkpoint" / "state.json").is_file()

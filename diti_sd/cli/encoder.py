@@ -144,9 +144,9 @@ def _fit(args):
     from ..encoder import DiTiEncoder, fit_encoder, load_ddpm, load_encoder_recipe
     from ..encoder.data import check_root, load_attributed
     from ..encoder.model import MANIFEST
-    from ..encoder.train import check_batch_split, checkpoint_owner
+    from ..encoder.train import check_batch_split
     from ..files import recover_folder
-    from ..work_folders import CHECKPOINT
+    from ..work_folders import CHECKPOINT, foreign_checkpoint
     from . import CLIError
 
     recipe = load_encoder_recipe(args.dataset, args.overrides)
@@ -155,9 +155,9 @@ def _fit(args):
     check_out_folder(args.out)
     out = Path(args.out)
     recover_folder(out / CHECKPOINT)  # a checkpoint a kill left beside its place counts as one
-    if checkpoint_owner(out) == "other":  # neither resumed nor overwritten by an encoder fit
-        raise CLIError(f"{out / CHECKPOINT} is another command's checkpoint (an adapter fit's or train-base's); "
-                       "choose another --out for the encoder")
+    if owner := foreign_checkpoint(out, "encoder"):  # neither resumed nor overwritten by an encoder fit
+        raise CLIError(f"{out / CHECKPOINT} is {owner} checkpoint, not an encoder fit's; choose another --out for "
+                       "the encoder")
     if (out / MANIFEST).is_file() and not (out / CHECKPOINT / "state.json").is_file():  # a finished fit
         if args.resume:
             print(f"{out} already holds a fitted encoder; --resume continues only an interrupted fit")

@@ -90,7 +90,15 @@ def resume_hint(args) -> str:
 
 def run(args):
     from ..recipes import load_recipe
-    from ..work_folders import MANIFEST, finished_set, replacing, working_folders
+    from ..work_folders import (
+        CHECKPOINT,
+        MANIFEST,
+        REPLACING,
+        finished_set,
+        foreign_checkpoint,
+        replacing,
+        working_folders,
+    )
     from . import CLIError
     from .common import check_out_folder
 
@@ -104,11 +112,14 @@ def run(args):
                        "and without --split (a saved split keeps its own; without --shots the data set's whole "
                        "validation split is used)")
     outs = [Path(args.out)] if len(shots) == 1 else [Path(args.out) / f"{k}shot" for k in shots]
+    for out in outs:
+        if owner := foreign_checkpoint(out, "fit"):  # never resumed, overwritten or cleared by a fit
+            raise CLIError(f"{out / CHECKPOINT} is {owner} checkpoint, not an adapter fit's; choose another --out")
     for out in [] if args.resume or args.overwrite else outs:
         if replacing(out):
-            raise CLIError(f"a fit replacing the set in {out} was stopped before it saved its own (the old set is "
-                           "still there and loads); pass --resume to finish the new fit, or --overwrite to start it "
-                           "afresh")
+            raise CLIError(f"a fit replacing the set in {out} was stopped before it saved its own; pass --resume to "
+                           "finish the new fit, or --overwrite to start it afresh (to keep the old set instead, "
+                           f"delete {out / REPLACING} and the checkpoints beside it)")
         if (out / MANIFEST).exists():
             if not finished_set(out):
                 raise CLIError(f"a fit into {out} was stopped after its training, before its set was saved whole; "
@@ -138,11 +149,14 @@ def run(args):
     draws = {k: shot_draw(args, recipe, train, val, k, boxes, attention) for k, _ in todo}
     if args.overwrite and not args.resume:  # every set to replace marked at once: --resume then continues them all
         from ..distributed import is_main
-        from ..work_folders import mark_replacing
+        from ..work_folders import clear_earlier_work, mark_replacing
 
         for out in outs if is_main() else []:
             if (out / MANIFEST).exists():
                 mark_replacing(out)
+            # an interrupted fit's work goes now, not once the model has loaded: a kill before that would leave it
+            # for the rerun's --resume to continue as if it were the new fit's
+            clear_earlier_work(out)
     for k, out in zip(shots, outs):
         if k not in draws:
             print(f"{out} is already fitted; --resume continues only unfinished adapter sets")

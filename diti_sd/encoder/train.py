@@ -52,13 +52,21 @@ class _SeededBatches(torch.utils.data.Sampler):
 
 def run_identity(model: DiTiEncoder, data: AttributedImages) -> dict:
     """What a checkpoint must match beside the recipe: the DDPM the encoder trains against (its weights, hashed as
-    they are sampled) and the images it reads (their ids)."""
+    they are sampled) and the images it reads (their ids, and their pixels or their files' places and sizes)."""
     ddpm = hashlib.sha256()
     for key, tensor in sorted(model.unet.state_dict().items()):
         flat = tensor.detach().reshape(-1)
         ddpm.update(f"{key}{tuple(tensor.shape)}".encode())
         ddpm.update(flat[:: max(1, flat.numel() // 64)][:64].float().cpu().numpy().tobytes())
-    return {"ddpm": ddpm.hexdigest()[:16], "images": hashlib.sha256("\n".join(data.ids).encode()).hexdigest()[:16]}
+    images = hashlib.sha256("\n".join(data.ids).encode())
+    if isinstance(data.images, torch.Tensor):  # drawn in memory (the toy): the pixels themselves
+        images.update(data.images.cpu().contiguous().numpy().tobytes())
+    else:  # files: where each is and its size (another --data-root with the same names is other images)
+        for item in data.images:
+            path = Path(item) if isinstance(item, (str, os.PathLike)) else None
+            images.update(f"{path.resolve()}:{path.stat().st_size}".encode() if path is not None and path.is_file()
+                          else b"?")
+    return {"ddpm": ddpm.hexdigest()[:16], "images": images.hexdigest()[:16]}
 
 
 def _resume(folder: Path, model: DiTiEncoder, optimizer, ema: EMAModel, amp: MixedPrecision,
@@ -97,17 +105,6 @@ def check_batch_split(cfg) -> None:
     if cfg.batch_size % size:
         raise ConfigError(f"train.batch_size {cfg.batch_size} does not split evenly over {size} processes; "
                           f"use a multiple of {size}")
-
-
-def checkpoint_owner(out: str | os.PathLike) -> str | None:
-    """Whose checkpoint ``out`` holds: "encoder", "other" (another command's: an adapter fit's, train-base's) or None
-    (none, or unreadable: resuming then says what is wrong with it). Read before anything loads."""
-    try:
-        state = json.loads((Path(out) / CHECKPOINT / "state.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return "encoder" if isinstance(state, dict) and "step" in state and "stage" not in state and \
-        "z_dim" in (state.get("recipe") or {}) else "other"
 
 
 def fit_encoder(model: DiTiEncoder, data: AttributedImages, out: str | os.PathLike, steps: int | None = None,

@@ -93,7 +93,6 @@ class Evaluation:
                               "none; use --val-protocol coop")
         self.metric = ds.metric
         metric_score([0], [0], self.metric)  # an unknown metric fails here, before any work
-        self._check_record()  # before any work: the report's runs are read back as they are
         aug = cfg.aug_passes or self.recipe.baselines.augment_passes
         self.encoders = [FrozenMethods(spec, self.report / "features", self.recipe.baselines, self.test.classnames,
                                        self.metric, aug, cfg.device, cfg.progress) for spec in cfg.encoder_specs]
@@ -106,6 +105,7 @@ class Evaluation:
         # name says, stops the run before any work
         self._splits: dict = {}
         self._splits = {(k, s): self.split(k, s) for k in cfg.shots for s in cfg.seeds}
+        self._check_record()  # before any work: what the folders hold is read back as it is
 
     def _split_files(self) -> dict | None:
         """TiF's split file for every (shots, seed), all checked before any work."""
@@ -156,30 +156,36 @@ class Evaluation:
         return name
 
     def _check_record(self) -> None:
-        """A report folder's runs, feature caches and adapter sets are reused only on the images and labels, and the
-        base model's weights, they were made from: ``data.json`` records them at the first run (the run keys hold
-        names, not contents), and a run on others is refused."""
+        """The runs, feature caches and adapter sets kept under ``--out`` (and ``--adapters-dir``) are named by
+        settings, data set and model names, not contents: each folder's ``data.json`` records, per data set
+        section, the images and labels they were made from, and the base weights under each model path, and a run
+        on others is refused before any work."""
         from ..backbone import resolve_model_path
         from ..files import weights_digest, write_json
 
+        dataset = _hash(self.recipe.to_dict()["dataset"])  # another level or split reads other labels: apart
         data = _hash({name: [split.ids, split.labels] for name, split in (("train", self.train), ("val", self.val),
                                                                           ("test", self.test)) if split is not None})
-        model, weights = self.recipe.model, weights_digest(resolve_model_path(self.recipe.model))
-        path = self.report / "data.json"
-        try:
-            saved = json.loads(path.read_text())
-        except (OSError, ValueError):  # the first run here, or one from before the record was kept
-            saved = {}
-        saved = saved if isinstance(saved, dict) else {}
-        if saved.get("data", data) != data:
-            raise ConfigError(f"{self.report} holds runs made on other images or labels than those under "
-                              f"{self.cfg.data_root}; pass another --out (they would be read back as they are)")
-        models = dict(saved.get("models") or {})
-        if None not in (models.get(model), weights) and models[model] != weights:
-            raise ConfigError(f"{self.report} holds runs made with other weights under the model {model!r} (trained "
-                              "again since?); pass another --out (they would be read back as they are)")
-        if is_main():
-            write_json(path, {"data": data, "models": {**models, model: weights}})
+        local = Path(resolve_model_path(self.recipe.model))
+        model = str(local.resolve()) if local.is_dir() else self.recipe.model
+        weights = weights_digest(local, ("unet", "vae", "text_encoder"))
+        for folder in dict.fromkeys([self.report, self.diffusion.adapters_dir]):
+            path = folder / "data.json"
+            try:
+                saved = json.loads(path.read_text())
+            except (OSError, ValueError):  # the first run here, or one from before the record was kept
+                saved = {}
+            sets = dict(saved.get("datasets") or {}) if isinstance(saved, dict) else {}
+            models = dict(saved.get("models") or {}) if isinstance(saved, dict) else {}
+            if sets.get(dataset, data) != data:
+                raise ConfigError(f"{folder} holds work made on other images or labels than those under "
+                                  f"{self.cfg.data_root}; pass another --out / --adapters-dir (it would be read back "
+                                  "as it is)")
+            if None not in (models.get(model), weights) and models[model] != weights:
+                raise ConfigError(f"{folder} holds work made with other weights in {model} (trained again since?); "
+                                  "pass another --out / --adapters-dir (it would be read back as it is)")
+            if is_main():
+                write_json(path, {"datasets": {**sets, dataset: data}, "models": {**models, model: weights}})
 
     def run_key(self, method: str, encoder: int = 0) -> str:
         """A hash of everything that changes a method's result; a finished run is reused only under it."""
