@@ -326,7 +326,8 @@ def test_a_report_folder_is_reused_only_on_its_data_and_its_bases_weights(clip_c
     model, data = tmp_path / "base", tmp_path / "data"
     shutil.copytree(tiny_model_dir, model)
     shutil.copytree(small_fgvc, data)
-    cfg = config(eval_recipe, data, clip_config, tmp_path / "report", model=str(model), methods=["openclip-zeroshot"])
+    methods = ["diti", "openclip-zeroshot"]  # a DiTi-SD method keeps adapter sets: their folder is recorded too
+    cfg = config(eval_recipe, data, clip_config, tmp_path / "report", model=str(model), methods=methods)
     Evaluation(cfg)
     Evaluation(cfg)  # the same images, labels and weights: its runs are read back
     # a test label mended in place: the runs made before it would be read back as they are
@@ -339,7 +340,7 @@ def test_a_report_folder_is_reused_only_on_its_data_and_its_bases_weights(clip_c
     # nor by another report that shares its adapter sets (named by settings, not by data)
     with pytest.raises(ConfigError, match="report/adapters holds work made on other images"):
         Evaluation(config(eval_recipe, data, clip_config, tmp_path / "second", model=str(model),
-                          methods=["openclip-zeroshot"], adapters_dir=str(tmp_path / "report" / "adapters")))
+                          methods=["diti", "openclip-zeroshot"], adapters_dir=str(tmp_path / "report" / "adapters")))
     labels.write_text("\n".join(lines) + "\n")
     # the base trained again where it was: its name is the same, its weights are not
     weights = next(model.rglob("*.safetensors"))
@@ -347,4 +348,4 @@ def test_a_report_folder_is_reused_only_on_its_data_and_its_bases_weights(clip_c
     with pytest.raises(ConfigError, match="other weights in"):
         Evaluation(cfg)
     Evaluation(config(eval_recipe, data, clip_config, tmp_path / "another report", model=str(model),
-                      methods=["openclip-zeroshot"]))  # another --out starts its own record
+                      methods=["diti", "openclip-zeroshot"]))  # another --out starts its own record

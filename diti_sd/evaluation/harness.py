@@ -169,7 +169,8 @@ class Evaluation:
         local = Path(resolve_model_path(self.recipe.model))
         model = str(local.resolve()) if local.is_dir() else self.recipe.model
         weights = weights_digest(local, ("unet", "vae", "text_encoder"))
-        for folder in dict.fromkeys([self.report, self.diffusion.adapters_dir]):
+        fits = any(m.startswith("diti") for m in self.cfg.methods)  # only these keep adapter sets
+        for folder in dict.fromkeys([self.report, *([self.diffusion.adapters_dir] if fits else [])]):
             path = folder / "data.json"
             try:
                 saved = json.loads(path.read_text())
