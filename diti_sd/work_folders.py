@@ -16,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .files import REMOVING, remove_folder, removing, swapped_from
+from .files import REMOVING, recover_folder, remove_folder, removing, swapped_from
 
 MANIFEST = "manifest.json"  # an adapter set's (diti_sd.adapter_set): named here, where no torch is loaded
 CHECKPOINT = "checkpoint"
@@ -84,6 +84,7 @@ WHOSE = {"fit": "an adapter fit's", "encoder": "an encoder fit's", "train-base":
 def foreign_checkpoint(output_dir: str | os.PathLike, command: str) -> str | None:
     """Whose checkpoint ``output_dir/checkpoint`` is ("train-base's"), where that is not ``command``'s (None: it
     is, or there is none): ``fit``, ``encoder fit`` and ``train-base`` all keep theirs there."""
+    recover_folder(Path(output_dir) / CHECKPOINT)  # a checkpoint a kill left beside its place counts as one
     owner = checkpoint_owner(Path(output_dir) / CHECKPOINT)
     return WHOSE[owner] if owner not in (None, command) else None
 

@@ -50,3 +50,7 @@ def test_the_probe_tells_one_base_in_two_precisions_from_two_bases(tiny_model_di
     moved["values"][i] *= 1 + 10 * 2.0 ** -11
     assert not same_weights(probes[torch.float16], moved)
     assert not same_weights(probes[torch.float16], None)
+    # a weight below fp16's normal numbers, read in fp16 and in bf16: fp16's absolute step, not bf16's, bounds them
+    tiny = dict(probes[torch.float16], values=[float(torch.tensor(1e-6).half())] * len(moved["values"]))
+    assert same_weights(dict(tiny, dtype="bfloat16", values=[float(torch.tensor(1e-6).bfloat16())] *
+                             len(moved["values"])), tiny)

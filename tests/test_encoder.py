@@ -243,6 +243,16 @@ def test_interrupted_fit_resumes_to_the_same_encoder(small_ddpm, granular_recipe
         fit_encoder(fresh(), make_granular(41, size=16, seed=0), tmp_path / "cut", steps=6, resume=True,
                     progress=False)
     fit_encoder(fresh(), data, tmp_path / "cut", steps=6, resume=True, progress=False)
+    # decoded images (a Hugging Face data set's: ids 0..n-1) are known by their pixels
+    from PIL import Image
+
+    from diti_sd.encoder.attributed import AttributedImages
+    from diti_sd.encoder.train import run_identity
+
+    def decoded(red):
+        return AttributedImages([Image.new("RGB", (16, 16), (red, 0, 0))] * 2, None, [], ["0", "1"])
+
+    assert run_identity(fresh(), decoded(1))["images"] != run_identity(fresh(), decoded(2))["images"]
     from safetensors.torch import load_file
 
     whole = load_file(str(tmp_path / "whole" / "encoder.safetensors"))

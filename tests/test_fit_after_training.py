@@ -279,6 +279,12 @@ def test_a_fit_clears_only_an_adapter_fits_work_and_refuses_another_commands_che
                      str(tmp_path), "--no-progress", *flags]) == 2
         assert "is train-base's checkpoint, not an adapter fit's" in capsys.readouterr().err
     assert (tmp_path / "checkpoint" / "state.json").is_file()
+    # killed between the two renames of its checkpoint's write: its old copy beside the place is its checkpoint too
+    (tmp_path / "checkpoint").rename(tmp_path / ".checkpoint.old")
+    assert main(["fit", "--dataset", "tiny", "--data-root", str(folder), "--model", str(tiny_model_dir), "--out",
+                 str(tmp_path), "--no-progress", "--overwrite"]) == 2
+    assert "is train-base's checkpoint" in capsys.readouterr().err
+    assert (tmp_path / "checkpoint" / "state.json").is_file()  # put back in its place
     (tmp_path / "checkpoint" / "state.json").write_text('{"iteration": 3, "signature": "an earlier fit"}')
     clear_earlier_work(tmp_path)  # an adapter fit's own work goes
     assert list(tmp_path.iterdir()) == []

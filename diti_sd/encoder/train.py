@@ -61,11 +61,14 @@ def run_identity(model: DiTiEncoder, data: AttributedImages) -> dict:
     images = hashlib.sha256("\n".join(data.ids).encode())
     if isinstance(data.images, torch.Tensor):  # drawn in memory (the toy): the pixels themselves
         images.update(data.images.cpu().contiguous().numpy().tobytes())
-    else:  # files: where each is and its size (another --data-root with the same names is other images)
-        for item in data.images:
-            path = Path(item) if isinstance(item, (str, os.PathLike)) else None
-            images.update(f"{path.resolve()}:{path.stat().st_size}".encode() if path is not None and path.is_file()
-                          else b"?")
+    else:  # files: where each is and its size (another --data-root with the same names is other images); decoded
+        for item in data.images:  # images (a Hugging Face data set's): their pixels
+            if isinstance(item, (str, os.PathLike)) and Path(item).is_file():
+                images.update(f"{Path(item).resolve()}:{Path(item).stat().st_size}".encode())
+            elif hasattr(item, "tobytes"):
+                images.update(f"{getattr(item, 'size', '')}{getattr(item, 'mode', '')}".encode() + item.tobytes())
+            else:
+                images.update(b"?")
     return {"ddpm": ddpm.hexdigest()[:16], "images": images.hexdigest()[:16]}
 
 
