@@ -16,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .files import REMOVING, recover_folder, remove_folder, removing, swapped_from
+from .files import REMOVING, recover_folder, remove_folder, swapped_from
 
 MANIFEST = "manifest.json"  # an adapter set's (diti_sd.adapter_set): named here, where no torch is loaded
 CHECKPOINT = "checkpoint"
@@ -105,15 +105,13 @@ def clear_earlier_work(output_dir: str | os.PathLike) -> None:
 
 
 def remove_working_folders(output_dir: str | os.PathLike) -> None:
-    """The set is saved: what its fit kept is no longer needed. Each folder is first renamed out of the way (one
-    atomic step; the checkpoints last, so that a kill between the renames leaves the trained adapters), then
-    deleted: a kill while deleting leaves a hidden ``.NAME.removing`` that the next removal clears, never half a
-    checkpoint."""
+    """The set is saved: what its fit kept is no longer needed. Each folder goes whole (:func:`remove_folder`), the
+    checkpoints last, so that a kill before them leaves the trained adapters; a kill while deleting leaves a hidden
+    ``.NAME.removing`` that the next removal clears, never half a checkpoint."""
     out = Path(output_dir)
     _delete_removing(out)  # an earlier removal's, killed while deleting
     for folder in sorted(working_folders(out), key=lambda p: _working((swapped_from(p) or p).name) == "checkpoint"):
-        os.replace(folder, removing(folder))
-    _delete_removing(out)
+        remove_folder(folder)
 
 
 def _delete_removing(out: Path) -> None:

@@ -145,7 +145,6 @@ def _fit(args):
     from ..encoder.data import check_root, load_attributed
     from ..encoder.model import MANIFEST
     from ..encoder.train import check_batch_split
-    from ..files import recover_folder
     from ..work_folders import CHECKPOINT, foreign_checkpoint
     from . import CLIError
 
@@ -154,8 +153,8 @@ def _fit(args):
     check_root(recipe.data.kind, args.data_root)
     check_out_folder(args.out)
     out = Path(args.out)
-    recover_folder(out / CHECKPOINT)  # a checkpoint a kill left beside its place counts as one
-    if owner := foreign_checkpoint(out, "encoder"):  # neither resumed nor overwritten by an encoder fit
+    # a checkpoint a kill left beside its place is put back first; another command's is neither resumed nor replaced
+    if owner := foreign_checkpoint(out, "encoder"):
         raise CLIError(f"{out / CHECKPOINT} is {owner} checkpoint, not an encoder fit's; choose another --out for "
                        "the encoder")
     if (out / MANIFEST).is_file() and not (out / CHECKPOINT / "state.json").is_file():  # a finished fit
